@@ -1,0 +1,192 @@
+/**
+ * The persistence contract. Two implementations share it (SQLite for one embedded node,
+ * PostgreSQL for many nodes), both through kysely, and one contract suite
+ * (test/store.contract.test.ts) runs against each.
+ *
+ * Conventions:
+ * - timestamps are epoch milliseconds (numbers) at this boundary, whatever the column type;
+ * - list methods use keyset pagination: rows ordered by their id, `after` is the last id seen;
+ * - rules that must hold under concurrency (room capacity, "a room keeps an owner", "a banned
+ *   user is not a member") are checked inside the store's transaction, never by the caller,
+ *   and reported as a typed failure rather than an exception.
+ */
+
+export type UserRole = 'admin' | 'user'
+export type RoomRole = 'owner' | 'moderator' | 'member'
+export type RoomVisibility = 'public' | 'private'
+/** Who may publish in a room: every member, or only moderators and owners. */
+export type PublishPolicy = 'members' | 'moderators'
+
+export interface User {
+  id: string
+  role: UserRole
+  createdAt: number
+}
+
+export interface UserCredentials extends User {
+  passwordHash: string
+}
+
+export interface Room {
+  id: string
+  name: string | null
+  visibility: RoomVisibility
+  publish: PublishPolicy
+  /** Publications kept for recovery (0 disables history). */
+  historySize: number
+  /** How long a publication stays in history, in seconds. */
+  historyTtlSeconds: number
+  /** Member cap; null means unlimited. */
+  maxMembers: number | null
+  createdBy: string
+  createdAt: number
+  updatedAt: number
+}
+
+export type NewRoom = Omit<Room, 'createdAt' | 'updatedAt'>
+export type RoomPatch = Partial<Pick<Room, 'name' | 'visibility' | 'publish' | 'historySize' | 'historyTtlSeconds' | 'maxMembers'>>
+
+export interface Membership {
+  roomId: string
+  userId: string
+  role: RoomRole
+  createdAt: number
+}
+
+export interface Ban {
+  roomId: string
+  userId: string
+  bannedBy: string
+  reason: string | null
+  createdAt: number
+}
+
+export interface RefreshTokenRecord {
+  id: string
+  /** sha256 of the opaque token; the token itself is never stored. */
+  tokenHash: string
+  userId: string
+  /** Every token descended from one login shares a family; reuse revokes the family. */
+  familyId: string
+  expiresAt: number
+  createdAt: number
+  /** Set when the token was exchanged for a new one (rotation). */
+  usedAt: number | null
+  revokedAt: number | null
+}
+
+export interface ApiKey {
+  id: string
+  name: string
+  /** First characters of the key, shown in listings so an operator can tell keys apart. */
+  prefix: string
+  scopes: string[]
+  createdBy: string
+  createdAt: number
+  lastUsedAt: number | null
+}
+
+export interface ApiKeyWithHash extends ApiKey {
+  keyHash: string
+}
+
+export interface Page {
+  limit: number
+  after?: string
+}
+
+/** Who is asking, for queries whose answer depends on it. */
+export interface Viewer {
+  userId: string
+  isAdmin: boolean
+}
+
+export type MembershipFailure =
+  | 'room_not_found'
+  | 'user_not_found'
+  | 'banned'
+  | 'room_full'
+  | 'last_owner'
+
+export type MembershipResult =
+  | { ok: true, membership: Membership, created: boolean }
+  | { ok: false, reason: MembershipFailure }
+
+export type RemovalResult =
+  | { ok: true, removed: boolean }
+  | { ok: false, reason: 'room_not_found' | 'last_owner' }
+
+export type BanResult =
+  | { ok: true, ban: Ban, created: boolean, removedMembership: boolean }
+  | { ok: false, reason: 'room_not_found' | 'user_not_found' | 'last_owner' }
+
+export interface Store {
+  /** 'sqlite' or 'postgres', for logs and readiness output. */
+  readonly kind: 'sqlite' | 'postgres'
+  /** Applies pending migrations; idempotent, safe to run on every start. */
+  migrate(): Promise<void>
+  /** Cheap round trip used by readiness. Rejects when the database does not answer. */
+  ping(): Promise<void>
+  close(): Promise<void>
+
+  // Users
+  /** Returns null when the id is taken. */
+  createUser(user: { id: string, passwordHash: string, role: UserRole }): Promise<User | null>
+  getUser(id: string): Promise<UserCredentials | undefined>
+  setUserPassword(id: string, passwordHash: string): Promise<boolean>
+  /** Users whose id starts with `prefix` (all when empty), ordered by id. */
+  searchUsers(prefix: string, page: Page): Promise<User[]>
+
+  // Refresh tokens
+  insertRefreshToken(token: RefreshTokenRecord): Promise<void>
+  getRefreshTokenByHash(tokenHash: string): Promise<RefreshTokenRecord | undefined>
+  /**
+   * Marks a token as exchanged. Atomic: returns true only for the one caller that flipped
+   * it from unused to used, so two concurrent refreshes with the same token cannot both win.
+   */
+  markRefreshTokenUsed(id: string, at: number): Promise<boolean>
+  revokeRefreshToken(id: string, at: number): Promise<void>
+  revokeRefreshFamily(familyId: string, at: number): Promise<void>
+  /** Drops expired tokens; returns how many. */
+  deleteExpiredRefreshTokens(now: number): Promise<number>
+
+  // API keys
+  createApiKey(key: Omit<ApiKeyWithHash, 'createdAt' | 'lastUsedAt'>): Promise<ApiKey>
+  getApiKeyByHash(keyHash: string): Promise<ApiKey | undefined>
+  listApiKeys(page: Page): Promise<ApiKey[]>
+  deleteApiKey(id: string): Promise<boolean>
+  touchApiKey(id: string, at: number): Promise<void>
+
+  // Rooms
+  /** Creates the room and makes `room.createdBy` its owner in one transaction; null when the id is taken. */
+  createRoom(room: NewRoom): Promise<Room | null>
+  getRoom(id: string): Promise<Room | undefined>
+  updateRoom(id: string, patch: RoomPatch): Promise<Room | undefined>
+  /** Deletes the room with its memberships and bans. */
+  deleteRoom(id: string): Promise<boolean>
+  /**
+   * Rooms the viewer may see, ordered by id: admins see all; others see public rooms they are
+   * not banned from and every room they are a member of.
+   */
+  listVisibleRooms(viewer: Viewer, page: Page): Promise<Room[]>
+
+  // Memberships
+  getMembership(roomId: string, userId: string): Promise<Membership | undefined>
+  listMembers(roomId: string, page: Page): Promise<Membership[]>
+  /** Rooms a user is a member of, ordered by room id. */
+  listMembershipsOfUser(userId: string, page: Page): Promise<Membership[]>
+  /**
+   * Adds a member or changes a member's role. Fails with `banned` for a banned user,
+   * `room_full` when adding would exceed maxMembers, `last_owner` when demoting the only owner.
+   */
+  setMember(roomId: string, userId: string, role: RoomRole): Promise<MembershipResult>
+  /** Fails with `last_owner` when removing the only owner. */
+  removeMember(roomId: string, userId: string): Promise<RemovalResult>
+
+  // Bans
+  getBan(roomId: string, userId: string): Promise<Ban | undefined>
+  listBans(roomId: string, page: Page): Promise<Ban[]>
+  /** Bans a user and removes their membership in the same transaction. */
+  banUser(ban: Omit<Ban, 'createdAt'>): Promise<BanResult>
+  unbanUser(roomId: string, userId: string): Promise<boolean>
+}
