@@ -1,0 +1,116 @@
+import fp from 'fastify-plugin'
+import fastifyJwt from '@fastify/jwt'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { Errors } from '../src/errors.js'
+import type { Principal, UserPrincipal } from '../src/auth/principal.js'
+import { createAuthService, type AccessClaims, type AuthService } from '../src/auth/service.js'
+
+declare module '@fastify/jwt' {
+  interface FastifyJWT {
+    payload: AccessClaims
+    user: AccessClaims & { iat: number, exp: number, iss: string }
+  }
+}
+
+type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    auth: AuthService
+    /** Verifies an access token: the one place a JWT is checked (REST and, later, the WS handshake). */
+    verifyAccessToken(token: string): UserPrincipal
+    /** onRequest hook: a user (JWT) or an API key must be presented. */
+    authenticate: Hook
+    /** onRequest hook: a signed-in user; API keys are refused with 403. */
+    requireUser: Hook
+    /** onRequest hook: a signed-in server admin. */
+    requireAdmin: Hook
+  }
+  interface FastifyRequest {
+    principal: Principal | null
+  }
+}
+
+/** A JWT longer than this is refused unparsed: no legitimate access token comes near it. */
+export const MAX_TOKEN_LENGTH = 8192
+const USER_ID = /^[a-z0-9][a-z0-9_.-]{2,31}$/
+
+/**
+ * Authentication: @fastify/jwt with the algorithm pinned to HS256, the issuer checked, `exp`
+ * required and a small clock tolerance; every verification failure becomes 401. API keys
+ * (X-API-Key) authenticate services and devices.
+ */
+export default fp(async (app) => {
+  const { jwt } = app.config
+  await app.register(fastifyJwt, {
+    secret: jwt.secret,
+    sign: { algorithm: 'HS256', iss: jwt.issuer, expiresIn: `${jwt.accessTokenTtlSeconds}s` },
+    verify: {
+      algorithms: ['HS256'],
+      allowedIss: jwt.issuer,
+      requiredClaims: ['exp', 'iat', 'iss', 'sub', 'jti'],
+      clockTolerance: jwt.clockToleranceSeconds * 1000
+    }
+  })
+
+  const auth = createAuthService({
+    store: app.store,
+    config: app.config,
+    signAccessToken: claims => app.jwt.sign(claims)
+  })
+  app.decorate('auth', auth)
+  app.decorateRequest('principal', null)
+
+  app.decorate('verifyAccessToken', (token: string): UserPrincipal => {
+    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new Errors.InvalidToken()
+    let claims: { sub?: unknown, role?: unknown, jti?: unknown, exp?: unknown }
+    try {
+      claims = app.jwt.verify(token)
+    } catch {
+      throw new Errors.InvalidToken()
+    }
+    // A correctly signed token with the wrong shape is still not ours to trust.
+    if (typeof claims.sub !== 'string' || !USER_ID.test(claims.sub) ||
+        (claims.role !== 'admin' && claims.role !== 'user') ||
+        typeof claims.jti !== 'string' || typeof claims.exp !== 'number') {
+      throw new Errors.InvalidToken()
+    }
+    return { kind: 'user', userId: claims.sub, role: claims.role, tokenId: claims.jti, expiresAt: claims.exp }
+  })
+
+  async function identify (request: FastifyRequest): Promise<Principal> {
+    const authorization = request.headers.authorization
+    if (authorization !== undefined) {
+      const match = /^Bearer +(\S+) *$/i.exec(authorization)
+      if (match?.[1] === undefined) throw new Errors.InvalidToken()
+      return app.verifyAccessToken(match[1])
+    }
+    const apiKey = request.headers['x-api-key']
+    if (typeof apiKey === 'string') {
+      const principal = apiKey.length <= 256 ? await auth.authenticateApiKey(apiKey) : null
+      if (principal === null) throw new Errors.InvalidToken()
+      return principal
+    }
+    throw new Errors.Unauthorized()
+  }
+
+  app.decorate('authenticate', async (request: FastifyRequest) => {
+    request.principal = await identify(request)
+  })
+  app.decorate('requireUser', async (request: FastifyRequest) => {
+    request.principal = await identify(request)
+    if (request.principal.kind !== 'user') throw new Errors.Forbidden('This operation needs a signed-in user, not an API key')
+  })
+  app.decorate('requireAdmin', async (request: FastifyRequest) => {
+    request.principal = await identify(request)
+    if (request.principal.kind !== 'user' || request.principal.role !== 'admin') throw new Errors.Forbidden('Administrators only')
+  })
+
+  const admin = app.config.admin
+  if (admin !== null) {
+    if (await auth.ensureAdmin(admin.username, admin.password)) app.log.info({ user: admin.username }, 'bootstrap admin created')
+  }
+  if (app.config.jwt.generated) {
+    app.log.warn('JWT_SECRET is not set: using a development secret generated under DATA_DIR; set JWT_SECRET in production')
+  }
+}, { name: 'auth', dependencies: ['config', 'store'] })

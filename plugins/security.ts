@@ -1,0 +1,30 @@
+import fp from 'fastify-plugin'
+import helmet from '@fastify/helmet'
+import cors from '@fastify/cors'
+
+/**
+ * Browser-facing hardening: helmet's headers everywhere (with a CSP loose enough for the
+ * Swagger UI at /docs), and CORS only for the origins listed in CORS_ORIGINS.
+ */
+export default fp(async (app) => {
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'", "'unsafe-inline'"],
+        imgSrc: ["'self'", 'data:'],
+        connectSrc: ["'self'", 'ws:', 'wss:']
+      }
+    }
+  })
+  const origins = app.config.corsOrigins
+  await app.register(cors, {
+    origin: origins.includes('*') ? true : origins.length === 0 ? false : origins,
+    credentials: false,
+    methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: ['Authorization', 'Content-Type', 'X-API-Key'],
+    exposedHeaders: ['Retry-After', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
+    maxAge: 600
+  })
+}, { name: 'security', dependencies: ['config'] })

@@ -1,0 +1,24 @@
+// `npm start` runs the compiled server; on a fresh clone (or after a pull) compile first,
+// so the README's `npm ci && npm start` works without a separate build step.
+import { existsSync, statSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { execFileSync } from 'node:child_process'
+
+const entry = 'dist/src/server.js'
+
+function newestMtime (dir) {
+  let newest = 0
+  for (const name of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, name.name)
+    if (name.isDirectory()) newest = Math.max(newest, newestMtime(path))
+    else if (name.name.endsWith('.ts')) newest = Math.max(newest, statSync(path).mtimeMs)
+  }
+  return newest
+}
+
+const sourcesChanged = () => ['src', 'plugins', 'routes'].some(dir => newestMtime(dir) > statSync(entry).mtimeMs)
+
+if (!existsSync(entry) || sourcesChanged()) {
+  process.stderr.write('switchboard: compiling TypeScript (npm run build)…\n')
+  execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' })
+}

@@ -1,0 +1,129 @@
+import { STATUS_CODES } from 'node:http'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import sensible from '@fastify/sensible'
+import type { Config } from './config.js'
+import { buildLoggerOptions } from './logger.js'
+import { SHARED_SCHEMAS } from './schemas/index.js'
+import { createValidatorCompiler } from './validation.js'
+import { Errors } from './errors.js'
+import configPlugin from '../plugins/config.js'
+import shutdownPlugin from '../plugins/shutdown.js'
+import securityPlugin from '../plugins/security.js'
+import rateLimitPlugin from '../plugins/rate-limit.js'
+import swaggerPlugin from '../plugins/swagger.js'
+import storePlugin from '../plugins/store.js'
+import authPlugin from '../plugins/auth.js'
+import roomsPlugin from '../plugins/rooms.js'
+import healthRoutes from '../routes/health/index.js'
+import authRoutes from '../routes/auth/index.js'
+import apiKeyRoutes from '../routes/api-keys/index.js'
+import roomRoutes from '../routes/rooms/index.js'
+import userRoutes from '../routes/users/index.js'
+
+export type App = FastifyInstance
+
+export interface BuildOptions {
+  /** Overrides the logger (tests pass `false` or a stream-backed pino). */
+  logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
+}
+
+/**
+ * Builds the whole application for a configuration, without listening. The server entry
+ * (src/server.ts) and the tests (test/helper.ts) both start here, so what is tested is what runs.
+ */
+export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const logger = options.logger ?? buildLoggerOptions(config)
+  // One code path for HTTP and HTTPS: Fastify's typings pick a different instance type when
+  // `https` is present, but an https.Server is an http.Server for everything used here.
+  const createServer = Fastify as (options: object) => FastifyInstance
+  const app = createServer({
+    ...(isLoggerInstance(logger) ? { loggerInstance: logger } : { logger }),
+    ...(config.tls === null ? {} : { https: { cert: config.tls.cert, key: config.tls.key } }),
+    trustProxy: typeof config.trustProxy === 'number' ? trustHops(config.trustProxy) : config.trustProxy,
+    // REST bodies are small; the largest is a published message (issue 3) below 64 KiB.
+    bodyLimit: 256 * 1024,
+    // Tokens are long but bounded; a URL beyond this is refused by the router.
+    routerOptions: { maxParamLength: 200 },
+    forceCloseConnections: 'idle',
+    return503OnClosing: true
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  for (const schema of SHARED_SCHEMAS) app.addSchema(schema)
+  app.setValidatorCompiler(createValidatorCompiler(SHARED_SCHEMAS))
+  await app.register(sensible)
+
+  // Plugins in dependency order: each declares what it needs, this list shows the order.
+  await app.register(configPlugin, { config })
+  await app.register(shutdownPlugin)
+  await app.register(securityPlugin)
+  await app.register(rateLimitPlugin)
+  installErrorHandlers(app)
+  await app.register(swaggerPlugin)
+  await app.register(storePlugin)
+  await app.register(authPlugin)
+  await app.register(roomsPlugin)
+
+  // Routes: encapsulated, not wrapped in fastify-plugin.
+  await app.register(healthRoutes, { prefix: '/health' })
+  await app.register(authRoutes, { prefix: '/auth' })
+  await app.register(apiKeyRoutes, { prefix: '/api-keys' })
+  await app.register(roomRoutes, { prefix: '/rooms' })
+  await app.register(userRoutes, { prefix: '/users' })
+
+  return app
+}
+
+/** TRUST_PROXY=<n>: trust the n proxies nearest to us, as Fastify does for a numeric value. */
+function trustHops (hops: number): (address: string, hop: number) => boolean {
+  return (_address, hop) => hop < hops
+}
+
+function isLoggerInstance (logger: unknown): logger is NonNullable<FastifyServerOptions['loggerInstance']> {
+  return typeof logger === 'object' && logger !== null && typeof (logger as { child?: unknown }).child === 'function'
+}
+
+interface HttpError extends Error {
+  statusCode?: number
+  code?: string
+  validation?: unknown
+  headers?: Record<string, string>
+}
+
+/**
+ * One error shape for every failure: { statusCode, code, error, message }. Below 500 the
+ * message is the client's to read; from 500 up the client gets a generic message and the log
+ * gets everything.
+ */
+function installErrorHandlers (app: FastifyInstance): void {
+  app.setErrorHandler((err: HttpError, request, reply) => {
+    let statusCode = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
+    if (err.validation !== undefined) statusCode = 400
+    if (statusCode >= 500) {
+      request.log.error({ err }, 'request failed')
+      return reply.code(statusCode).send({
+        statusCode,
+        code: statusCode === 503 && err.code?.startsWith('SB_ERR_') === true ? err.code : 'SB_ERR_INTERNAL',
+        error: statusText(statusCode),
+        message: statusCode === 503 && err.code?.startsWith('SB_ERR_') === true ? err.message : 'Internal server error'
+      })
+    }
+    request.log.info({ err: { message: err.message, code: err.code }, statusCode }, 'request rejected')
+    if (err.headers !== undefined) void reply.headers(err.headers)
+    return reply.code(statusCode).send({
+      statusCode,
+      code: err.validation !== undefined ? 'SB_ERR_VALIDATION' : (err.code ?? `SB_ERR_HTTP_${statusCode}`),
+      error: statusText(statusCode),
+      message: err.message
+    })
+  })
+
+  // Unknown routes are rate limited too, so scanning for paths costs the scanner.
+  app.setNotFoundHandler({ preHandler: app.rateLimit() }, (request) => {
+    throw new Errors.RouteNotFound(request.method, request.url.split('?')[0])
+  })
+}
+
+function statusText (statusCode: number): string {
+  return STATUS_CODES[statusCode] ?? (statusCode >= 500 ? 'Server Error' : 'Client Error')
+}

@@ -1,0 +1,142 @@
+import type { Config } from '../config.js'
+import { Errors } from '../errors.js'
+import type { ApiKey, Store, User, UserRole } from '../store/types.js'
+import { createFailureLimiter } from './failure-limiter.js'
+import { dummyPasswordHash, hashPassword, verifyPassword } from './passwords.js'
+import type { ApiKeyPrincipal } from './principal.js'
+import { apiKeyDisplayPrefix, digest, newApiKey, newId, newRefreshToken } from './secrets.js'
+
+export interface AccessClaims {
+  sub: string
+  role: UserRole
+  jti: string
+}
+
+export interface TokenPair {
+  accessToken: string
+  refreshToken: string
+  /** Access token lifetime in seconds. */
+  expiresIn: number
+  tokenType: 'Bearer'
+  user: User
+}
+
+export interface AuthServiceDeps {
+  store: Store
+  config: Pick<Config, 'jwt' | 'refreshTokenTtlSeconds' | 'allowRegistration' | 'loginUserFailureLimit' | 'passwordHashCost'>
+  /** Signs access-token claims (the auth plugin passes @fastify/jwt's signer: HS256, iss, exp). */
+  signAccessToken: (claims: AccessClaims) => string
+  now?: () => number
+}
+
+export type AuthService = ReturnType<typeof createAuthService>
+
+/** Failed logins per username are counted over this window. */
+const LOGIN_FAILURE_WINDOW_MS = 15 * 60 * 1000
+
+/**
+ * Users, sessions and API keys: registration, login with refresh-token rotation, logout, and
+ * API key issue and lookup. Framework-free; HTTP lives in routes/auth and routes/api-keys.
+ */
+export function createAuthService (deps: AuthServiceDeps) {
+  const { store, config, signAccessToken, now = Date.now } = deps
+  const failures = createFailureLimiter({ limit: config.loginUserFailureLimit, windowMs: LOGIN_FAILURE_WINDOW_MS, now })
+
+  async function issueTokens (user: User, familyId: string): Promise<TokenPair> {
+    const refreshToken = newRefreshToken()
+    const issuedAt = now()
+    await store.insertRefreshToken({
+      id: newId(),
+      tokenHash: digest(refreshToken),
+      userId: user.id,
+      familyId,
+      expiresAt: issuedAt + config.refreshTokenTtlSeconds * 1000,
+      createdAt: issuedAt,
+      usedAt: null,
+      revokedAt: null
+    })
+    return {
+      accessToken: signAccessToken({ sub: user.id, role: user.role, jti: newId() }),
+      refreshToken,
+      expiresIn: config.jwt.accessTokenTtlSeconds,
+      tokenType: 'Bearer',
+      user: publicUser(user)
+    }
+  }
+
+  return {
+    async register (username: string, password: string, role: UserRole = 'user'): Promise<User> {
+      const user = await store.createUser({ id: username, passwordHash: await hashPassword(password, config.passwordHashCost), role })
+      if (user === null) throw new Errors.UsernameTaken()
+      return user
+    },
+
+    /**
+     * Checks a password and opens a session. Unknown users and wrong passwords fail the same
+     * way, in the same time; repeated failures for one username lock it for a while (429).
+     */
+    async login (username: string, password: string): Promise<TokenPair> {
+      const wait = failures.retryAfter(username)
+      if (wait > 0) throw Object.assign(new Errors.TooManyLoginAttempts(), { headers: { 'retry-after': String(wait) } })
+      const user = await store.getUser(username)
+      const ok = await verifyPassword(password, user?.passwordHash ?? await dummyPasswordHash(config.passwordHashCost))
+      if (user === undefined || !ok) {
+        failures.recordFailure(username)
+        throw new Errors.InvalidCredentials()
+      }
+      failures.reset(username)
+      return await issueTokens(user, newId())
+    },
+
+    /**
+     * Exchanges a refresh token for a new pair. Each token works once: presenting a token that
+     * was already exchanged means it was copied, so the whole family (every token descended
+     * from that login) is revoked and both holders must sign in again.
+     */
+    async refresh (refreshToken: string): Promise<TokenPair> {
+      const record = await store.getRefreshTokenByHash(digest(refreshToken))
+      const at = now()
+      if (record === undefined || record.revokedAt !== null || record.expiresAt <= at) throw new Errors.InvalidRefreshToken()
+      if (record.usedAt !== null || !(await store.markRefreshTokenUsed(record.id, at))) {
+        await store.revokeRefreshFamily(record.familyId, at)
+        throw new Errors.InvalidRefreshToken()
+      }
+      const user = await store.getUser(record.userId)
+      if (user === undefined) throw new Errors.InvalidRefreshToken()
+      return await issueTokens(user, record.familyId)
+    },
+
+    /** Ends the session the refresh token belongs to. Unknown tokens are ignored (logout is idempotent). */
+    async logout (refreshToken: string): Promise<void> {
+      const record = await store.getRefreshTokenByHash(digest(refreshToken))
+      if (record !== undefined) await store.revokeRefreshFamily(record.familyId, now())
+    },
+
+    /** Creates the bootstrap admin when it does not exist yet; never changes an existing user. */
+    async ensureAdmin (username: string, password: string): Promise<boolean> {
+      if (await store.getUser(username) !== undefined) return false
+      const created = await store.createUser({ id: username, passwordHash: await hashPassword(password, config.passwordHashCost), role: 'admin' })
+      return created !== null
+    },
+
+    /** Issues a key; the plaintext is returned here once and never again. */
+    async createApiKey (name: string, scopes: string[], createdBy: string): Promise<{ key: string, apiKey: ApiKey }> {
+      const key = newApiKey()
+      const apiKey = await store.createApiKey({ id: newId(), name, prefix: apiKeyDisplayPrefix(key), keyHash: digest(key), scopes, createdBy })
+      return { key, apiKey }
+    },
+
+    async authenticateApiKey (key: string): Promise<ApiKeyPrincipal | null> {
+      const apiKey = await store.getApiKeyByHash(digest(key))
+      if (apiKey === undefined) return null
+      const at = now()
+      // Best effort and throttled: a busy device must not turn every request into a write.
+      if (apiKey.lastUsedAt === null || at - apiKey.lastUsedAt > 60_000) void store.touchApiKey(apiKey.id, at).catch(() => {})
+      return { kind: 'apiKey', keyId: apiKey.id, name: apiKey.name, scopes: apiKey.scopes }
+    }
+  }
+}
+
+export function publicUser (user: User): User {
+  return { id: user.id, role: user.role, createdAt: user.createdAt }
+}

@@ -1,0 +1,212 @@
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+/**
+ * Every environment variable the server reads, in one schema. Values arrive as strings;
+ * they are converted and checked once at boot, and a bad value stops the start with a
+ * message naming the variable. `.env.example` documents each one.
+ */
+const Duration = (fallback: string) => Type.String({ pattern: '^[0-9]+(ms|s|m|h|d)?$', default: fallback, description: 'seconds, or a number with a unit: 500ms, 30s, 15m, 12h, 30d' })
+const Bool = (fallback: 'true' | 'false') => Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], { default: fallback })
+
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], { default: 'development' }),
+  HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
+  DATA_DIR: Type.String({ minLength: 1, default: './data' }),
+  DATABASE_URL: Type.String({ pattern: '^(sqlite:|postgres://|postgresql://)', default: 'sqlite:./data/switchboard.db' }),
+  DATABASE_SCHEMA: Type.Optional(Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$', description: 'PostgreSQL schema (default: public)' })),
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  JWT_ISSUER: Type.String({ minLength: 1, default: 'switchboard' }),
+  JWT_CLOCK_TOLERANCE: Duration('5s'),
+  ACCESS_TOKEN_TTL: Duration('15m'),
+  REFRESH_TOKEN_TTL: Duration('30d'),
+  ADMIN_USERNAME: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{2,31}$' })),
+  ADMIN_PASSWORD: Type.Optional(Type.String({ minLength: 8, maxLength: 128 })),
+  ALLOW_REGISTRATION: Bool('true'),
+  CORS_ORIGINS: Type.String({ default: '' }),
+  TRUST_PROXY: Type.String({ default: 'false' }),
+  LOGIN_RATE_LIMIT: Type.Integer({ minimum: 1, default: 10 }),
+  LOGIN_USER_FAILURE_LIMIT: Type.Integer({ minimum: 1, default: 10 }),
+  RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 600 }),
+  TLS_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  PASSWORD_HASH_COST: Type.Integer({ minimum: 10, maximum: 20, default: 15, description: 'log2 of scrypt N' }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 })
+})
+
+type Env = Static<typeof EnvSchema>
+
+export interface Config {
+  env: Env['NODE_ENV']
+  host: string
+  port: number
+  logLevel: Env['LOG_LEVEL']
+  dataDir: string
+  databaseUrl: string
+  /** PostgreSQL schema to use instead of the default search_path (ignored for SQLite). */
+  databaseSchema: string | null
+  jwt: {
+    secret: string
+    /** True when the secret was generated for development rather than configured. */
+    generated: boolean
+    issuer: string
+    clockToleranceSeconds: number
+    accessTokenTtlSeconds: number
+  }
+  refreshTokenTtlSeconds: number
+  admin: { username: string, password: string } | null
+  allowRegistration: boolean
+  corsOrigins: string[]
+  /** Fastify's trustProxy: false, true, a hop count, or a list of addresses/CIDRs. */
+  trustProxy: boolean | number | string[]
+  loginRateLimit: number
+  loginUserFailureLimit: number
+  rateLimitMax: number
+  tls: { cert: Buffer, key: Buffer } | null
+  shutdownGraceMs: number
+  /** log2 of scrypt's N for new password hashes. */
+  passwordHashCost: number
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** Parses `15m`-style durations (a bare number means seconds) into seconds. */
+export function parseDurationSeconds (value: string): number {
+  const match = /^([0-9]+)(ms|s|m|h|d)?$/.exec(value)
+  if (match === null) throw new ConfigError(`invalid duration "${value}"`)
+  const n = Number(match[1])
+  const unit = match[2] ?? 's'
+  const factor = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 }[unit] ?? 1
+  return n * factor
+}
+
+function parseTrustProxy (value: string): Config['trustProxy'] {
+  const v = value.trim()
+  if (v === 'false' || v === '0' || v === '') return false
+  if (v === 'true') return true
+  if (/^[0-9]+$/.test(v)) return Number(v)
+  const list = v.split(',').map(s => s.trim()).filter(Boolean)
+  for (const entry of list) {
+    if (!/^[0-9a-fA-F:.]+(\/[0-9]{1,3})?$/.test(entry) && !['loopback', 'linklocal', 'uniquelocal'].includes(entry)) {
+      throw new ConfigError(`TRUST_PROXY: "${entry}" is not an IP address, CIDR range, hop count, true or false`)
+    }
+  }
+  return list
+}
+
+/**
+ * Development convenience: a random secret generated once and kept under DATA_DIR, so tokens
+ * survive restarts. Production must configure JWT_SECRET explicitly.
+ */
+function developmentSecret (dataDir: string): string {
+  const file = join(dataDir, 'jwt-secret')
+  if (existsSync(file)) {
+    const stored = readFileSync(file, 'utf8').trim()
+    if (stored.length >= 32) return stored
+  }
+  mkdirSync(dirname(file), { recursive: true })
+  const secret = randomBytes(48).toString('base64url')
+  writeFileSync(file, secret + '\n', { mode: 0o600 })
+  return secret
+}
+
+/**
+ * Reads and validates the configuration from an environment object (process.env by default).
+ * Throws ConfigError naming the first bad variable.
+ */
+export function loadConfig (source: Record<string, string | undefined> = process.env): Config {
+  const raw: Record<string, unknown> = {}
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = source[key]
+    if (value !== undefined && value !== '') raw[key] = value
+  }
+  const converted = Value.Convert(EnvSchema, raw) as Record<string, unknown>
+  // Value.Convert parses integers with parseInt, so PORT=1e3 would become 1 and 3.5 would
+  // become 3; only plain digits count, anything else stays a string and fails the check below.
+  for (const [key, schema] of Object.entries(EnvSchema.properties)) {
+    const value = source[key]
+    if (schema.type === 'integer' && value !== undefined && value !== '' && !/^[0-9]+$/.test(value)) converted[key] = value
+  }
+  const withDefaults = Value.Default(EnvSchema, converted)
+  const firstError = Value.Errors(EnvSchema, withDefaults).First()
+  if (firstError !== undefined) {
+    const variable = firstError.path.replace(/^\//, '') || 'environment'
+    // A connection string carries the database password.
+    const shown = source[variable] === undefined ? '(unset)' : /SECRET|PASSWORD|DATABASE_URL/.test(variable) ? '(hidden)' : JSON.stringify(source[variable])
+    throw new ConfigError(`${variable}: ${firstError.message} (got ${shown})`)
+  }
+  const env = withDefaults as Env
+  const production = env.NODE_ENV === 'production'
+  const dataDir = resolve(env.DATA_DIR)
+
+  let secret = env.JWT_SECRET
+  let generated = false
+  if (secret === undefined) {
+    if (production) throw new ConfigError('JWT_SECRET: required when NODE_ENV=production (at least 32 bytes)')
+    secret = developmentSecret(dataDir)
+    generated = true
+  } else if (Buffer.byteLength(secret) < 32) {
+    if (production) throw new ConfigError('JWT_SECRET: must be at least 32 bytes when NODE_ENV=production')
+  }
+
+  if ((env.ADMIN_USERNAME === undefined) !== (env.ADMIN_PASSWORD === undefined)) {
+    throw new ConfigError('ADMIN_USERNAME and ADMIN_PASSWORD: set both or neither')
+  }
+  if ((env.TLS_CERT_FILE === undefined) !== (env.TLS_KEY_FILE === undefined)) {
+    throw new ConfigError('TLS_CERT_FILE and TLS_KEY_FILE: set both or neither')
+  }
+  let tls: Config['tls'] = null
+  if (env.TLS_CERT_FILE !== undefined && env.TLS_KEY_FILE !== undefined) {
+    tls = { cert: readFileOrFail('TLS_CERT_FILE', env.TLS_CERT_FILE), key: readFileOrFail('TLS_KEY_FILE', env.TLS_KEY_FILE) }
+  }
+
+  const accessTokenTtlSeconds = parseDurationSeconds(env.ACCESS_TOKEN_TTL)
+  const refreshTokenTtlSeconds = parseDurationSeconds(env.REFRESH_TOKEN_TTL)
+  if (accessTokenTtlSeconds < 10) throw new ConfigError('ACCESS_TOKEN_TTL: must be at least 10s')
+  if (refreshTokenTtlSeconds < accessTokenTtlSeconds) throw new ConfigError('REFRESH_TOKEN_TTL: must not be shorter than ACCESS_TOKEN_TTL')
+
+  return {
+    env: env.NODE_ENV,
+    host: env.HOST,
+    port: env.PORT,
+    logLevel: env.LOG_LEVEL,
+    dataDir,
+    databaseUrl: env.DATABASE_URL,
+    databaseSchema: env.DATABASE_SCHEMA ?? null,
+    jwt: {
+      secret,
+      generated,
+      issuer: env.JWT_ISSUER,
+      clockToleranceSeconds: parseDurationSeconds(env.JWT_CLOCK_TOLERANCE),
+      accessTokenTtlSeconds
+    },
+    refreshTokenTtlSeconds,
+    admin: env.ADMIN_USERNAME !== undefined && env.ADMIN_PASSWORD !== undefined
+      ? { username: env.ADMIN_USERNAME, password: env.ADMIN_PASSWORD }
+      : null,
+    allowRegistration: env.ALLOW_REGISTRATION === 'true' || env.ALLOW_REGISTRATION === '1',
+    corsOrigins: env.CORS_ORIGINS.split(',').map(s => s.trim()).filter(Boolean),
+    trustProxy: parseTrustProxy(env.TRUST_PROXY),
+    loginRateLimit: env.LOGIN_RATE_LIMIT,
+    loginUserFailureLimit: env.LOGIN_USER_FAILURE_LIMIT,
+    rateLimitMax: env.RATE_LIMIT_MAX,
+    tls,
+    shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
+    passwordHashCost: env.PASSWORD_HASH_COST
+  }
+}
+
+function readFileOrFail (variable: string, path: string): Buffer {
+  try {
+    return readFileSync(path)
+  } catch (err) {
+    throw new ConfigError(`${variable}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}

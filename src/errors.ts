@@ -1,0 +1,29 @@
+import createError from '@fastify/error'
+
+/**
+ * Every application error a client can receive, in one table. The HTTP body always has the
+ * shape { statusCode, code, error, message } (see ErrorResponseSchema); `code` is stable and
+ * documented, `message` is for humans.
+ */
+export const Errors = {
+  Unauthorized: createError('SB_ERR_UNAUTHORIZED', 'Authentication required', 401),
+  InvalidToken: createError('SB_ERR_INVALID_TOKEN', 'Invalid or expired token', 401),
+  InvalidCredentials: createError('SB_ERR_INVALID_CREDENTIALS', 'Invalid username or password', 401),
+  InvalidRefreshToken: createError('SB_ERR_INVALID_REFRESH_TOKEN', 'Invalid, expired or revoked refresh token', 401),
+  Forbidden: createError('SB_ERR_FORBIDDEN', '%s', 403),
+  RegistrationClosed: createError('SB_ERR_REGISTRATION_CLOSED', 'Registration is disabled on this server', 403),
+  Banned: createError('SB_ERR_BANNED', 'You are banned from this room', 403),
+  RoomNotFound: createError('SB_ERR_ROOM_NOT_FOUND', 'Room not found', 404),
+  UserNotFound: createError('SB_ERR_USER_NOT_FOUND', 'User not found', 404),
+  MemberNotFound: createError('SB_ERR_MEMBER_NOT_FOUND', 'Not a member of this room', 404),
+  BanNotFound: createError('SB_ERR_BAN_NOT_FOUND', 'No ban for this user in this room', 404),
+  ApiKeyNotFound: createError('SB_ERR_API_KEY_NOT_FOUND', 'API key not found', 404),
+  RouteNotFound: createError('SB_ERR_NOT_FOUND', 'Route %s %s not found', 404),
+  UsernameTaken: createError('SB_ERR_USERNAME_TAKEN', 'Username is already taken', 409),
+  RoomExists: createError('SB_ERR_ROOM_EXISTS', 'A room with this id already exists', 409),
+  RoomFull: createError('SB_ERR_ROOM_FULL', 'The room has reached its member limit', 409),
+  LastOwner: createError('SB_ERR_LAST_OWNER', 'A room must keep at least one owner', 409),
+  UserBanned: createError('SB_ERR_USER_BANNED', 'The user is banned from this room; lift the ban first', 409),
+  TooManyLoginAttempts: createError('SB_ERR_TOO_MANY_LOGIN_ATTEMPTS', 'Too many failed login attempts; retry later', 429),
+  ShuttingDown: createError('SB_ERR_SHUTTING_DOWN', 'Server is shutting down', 503)
+} as const

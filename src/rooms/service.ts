@@ -1,0 +1,176 @@
+import { Errors } from '../errors.js'
+import type { Principal } from '../auth/principal.js'
+import { apiKeyAllows, mayBan, mayChangeMember, mayUnban, standingAllows, standingOf, type RoomAction, type Standing } from '../auth/room-access.js'
+import type { Ban, Membership, MembershipFailure, NewRoom, Page, Room, RoomPatch, RoomRole, Store } from '../store/types.js'
+import { ROOM_DEFAULTS } from '../schemas/rooms.js'
+
+export interface RoomAccess {
+  room: Room
+  /** The caller's standing; API keys have none (null) and act by scope. */
+  standing: Standing | null
+}
+
+export type RoomService = ReturnType<typeof createRoomService>
+
+/** Outcome of a membership change, for routes to pick 200 vs 201 and for live revocation later. */
+export interface MemberChange { membership: Membership, created: boolean }
+
+/**
+ * Rooms, members and bans with every rule of docs/authorization.md applied. Each method
+ * takes the caller's principal and throws the typed HTTP errors of src/errors.ts, so REST
+ * routes and the real-time core authorize the same way.
+ */
+export function createRoomService (deps: { store: Store }) {
+  const { store } = deps
+
+  /**
+   * Loads a room the caller may see. A private room the caller may not see answers 404, as if
+   * it did not exist, so room ids cannot be probed; a public room the caller is banned from
+   * answers 403 (the caller knows it exists).
+   */
+  async function access (principal: Principal, roomId: string): Promise<RoomAccess> {
+    const room = await store.getRoom(roomId)
+    if (room === undefined) throw new Errors.RoomNotFound()
+    if (principal.kind === 'apiKey') {
+      if (!apiKeyAllows(principal.scopes, 'read', room)) throw new Errors.RoomNotFound()
+      return { room, standing: null }
+    }
+    const [membership, ban] = await Promise.all([
+      store.getMembership(roomId, principal.userId),
+      store.getBan(roomId, principal.userId)
+    ])
+    const standing = standingOf(principal, membership, ban)
+    if (!standingAllows(standing, 'read', room)) {
+      if (standing === 'banned' && room.visibility === 'public') throw new Errors.Banned()
+      throw new Errors.RoomNotFound()
+    }
+    return { room, standing }
+  }
+
+  function allowed (principal: Principal, ctx: RoomAccess, action: RoomAction): boolean {
+    if (principal.kind === 'apiKey') return apiKeyAllows(principal.scopes, action, ctx.room)
+    return ctx.standing !== null && standingAllows(ctx.standing, action, ctx.room)
+  }
+
+  /** Loads the room and checks one action, throwing 404/403 as appropriate. */
+  async function authorize (principal: Principal, roomId: string, action: RoomAction): Promise<RoomAccess> {
+    const ctx = await access(principal, roomId)
+    if (!allowed(principal, ctx, action)) throw new Errors.Forbidden(`Not allowed to ${describe(action)} in this room`)
+    return ctx
+  }
+
+  function userStanding (principal: Principal, ctx: RoomAccess): Standing {
+    // Keys never manage rooms; treat them as outsiders for management checks.
+    return principal.kind === 'apiKey' ? 'nonMember' : ctx.standing ?? 'nonMember'
+  }
+
+  return {
+    access,
+    authorize,
+
+    async create (principal: Principal, input: Partial<NewRoom> & { id: string }): Promise<Room> {
+      if (principal.kind !== 'user') throw new Errors.Forbidden('Only users create rooms')
+      const room = await store.createRoom({
+        id: input.id,
+        name: input.name ?? null,
+        visibility: input.visibility ?? ROOM_DEFAULTS.visibility,
+        publish: input.publish ?? ROOM_DEFAULTS.publish,
+        historySize: input.historySize ?? ROOM_DEFAULTS.historySize,
+        historyTtlSeconds: input.historyTtlSeconds ?? ROOM_DEFAULTS.historyTtlSeconds,
+        maxMembers: input.maxMembers ?? ROOM_DEFAULTS.maxMembers,
+        createdBy: principal.userId
+      })
+      if (room === null) throw new Errors.RoomExists()
+      return room
+    },
+
+    async list (principal: Principal, page: Page): Promise<Room[]> {
+      if (principal.kind !== 'user') throw new Errors.Forbidden('Only users list rooms')
+      return await store.listVisibleRooms({ userId: principal.userId, isAdmin: principal.role === 'admin' }, page)
+    },
+
+    async update (principal: Principal, roomId: string, patch: RoomPatch): Promise<Room> {
+      await authorize(principal, roomId, 'update')
+      const room = await store.updateRoom(roomId, patch)
+      if (room === undefined) throw new Errors.RoomNotFound()
+      return room
+    },
+
+    async remove (principal: Principal, roomId: string): Promise<void> {
+      await authorize(principal, roomId, 'delete')
+      if (!(await store.deleteRoom(roomId))) throw new Errors.RoomNotFound()
+    },
+
+    async members (principal: Principal, roomId: string, page: Page): Promise<Membership[]> {
+      await authorize(principal, roomId, 'listMembers')
+      return await store.listMembers(roomId, page)
+    },
+
+    async setMember (principal: Principal, roomId: string, userId: string, role: RoomRole): Promise<MemberChange> {
+      const ctx = await access(principal, roomId)
+      const current = await store.getMembership(roomId, userId)
+      const self = principal.kind === 'user' && principal.userId === userId
+      if (!mayChangeMember(userStanding(principal, ctx), { self, current: current?.role ?? null, next: role }, ctx.room)) {
+        throw new Errors.Forbidden(self ? 'You may not take this role in this room' : 'Not allowed to manage this member')
+      }
+      const result = await store.setMember(roomId, userId, role)
+      if (!result.ok) throw membershipError(result.reason)
+      return { membership: result.membership, created: result.created }
+    },
+
+    async removeMember (principal: Principal, roomId: string, userId: string): Promise<void> {
+      const ctx = await access(principal, roomId)
+      const current = await store.getMembership(roomId, userId)
+      const self = principal.kind === 'user' && principal.userId === userId
+      if (!mayChangeMember(userStanding(principal, ctx), { self, current: current?.role ?? null, next: null }, ctx.room)) {
+        throw new Errors.Forbidden('Not allowed to remove this member')
+      }
+      if (current === undefined) throw new Errors.MemberNotFound()
+      const result = await store.removeMember(roomId, userId)
+      if (!result.ok) throw membershipError(result.reason)
+      if (!result.removed) throw new Errors.MemberNotFound()
+    },
+
+    async bans (principal: Principal, roomId: string, page: Page): Promise<Ban[]> {
+      await authorize(principal, roomId, 'listBans')
+      return await store.listBans(roomId, page)
+    },
+
+    async ban (principal: Principal, roomId: string, userId: string, reason: string | null): Promise<{ ban: Ban, created: boolean }> {
+      const ctx = await access(principal, roomId)
+      const current = await store.getMembership(roomId, userId)
+      const self = principal.kind === 'user' && principal.userId === userId
+      if (!mayBan(userStanding(principal, ctx), { self, current: current?.role ?? null })) {
+        throw new Errors.Forbidden(self ? 'You cannot ban yourself' : 'Not allowed to ban this user')
+      }
+      const bannedBy = principal.kind === 'user' ? principal.userId : principal.keyId
+      const result = await store.banUser({ roomId, userId, bannedBy, reason })
+      if (!result.ok) throw membershipError(result.reason)
+      return { ban: result.ban, created: result.created }
+    },
+
+    async unban (principal: Principal, roomId: string, userId: string): Promise<void> {
+      const ctx = await access(principal, roomId)
+      if (!mayUnban(userStanding(principal, ctx))) throw new Errors.Forbidden('Not allowed to lift bans in this room')
+      if (!(await store.unbanUser(roomId, userId))) throw new Errors.BanNotFound()
+    }
+  }
+}
+
+function membershipError (reason: MembershipFailure): Error {
+  switch (reason) {
+    case 'room_not_found': return new Errors.RoomNotFound()
+    case 'user_not_found': return new Errors.UserNotFound()
+    case 'banned': return new Errors.UserBanned()
+    case 'room_full': return new Errors.RoomFull()
+    case 'last_owner': return new Errors.LastOwner()
+  }
+}
+
+function describe (action: RoomAction): string {
+  const words: Record<RoomAction, string> = {
+    read: 'read', subscribe: 'subscribe', history: 'read history', presence: 'see presence', publish: 'publish',
+    listMembers: 'list members', listBans: 'list bans', update: 'change settings', delete: 'delete the room'
+  }
+  return words[action]
+}

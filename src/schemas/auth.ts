@@ -1,0 +1,32 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { PasswordSchema, TimestampSchema, UserIdSchema } from './common.js'
+
+export const UserSchema = Type.Object({
+  id: UserIdSchema,
+  role: Type.Union([Type.Literal('admin'), Type.Literal('user')]),
+  createdAt: TimestampSchema
+}, { $id: 'User', title: 'User' })
+export type UserDto = Static<typeof UserSchema>
+
+export const CredentialsSchema = Type.Object({
+  username: UserIdSchema,
+  password: PasswordSchema
+}, { additionalProperties: false })
+
+/** Refresh tokens are 43 base64url characters; the bound keeps junk out of the database query. */
+export const RefreshTokenSchema = Type.String({ minLength: 1, maxLength: 256 })
+
+export const RefreshBodySchema = Type.Object({ refreshToken: RefreshTokenSchema }, { additionalProperties: false })
+
+export const TokenPairSchema = Type.Object({
+  accessToken: Type.String({ description: 'JWT (HS256) for `Authorization: Bearer`' }),
+  refreshToken: Type.String({ description: 'Opaque, single use: exchange at /auth/refresh' }),
+  expiresIn: Type.Integer({ description: 'Access token lifetime in seconds' }),
+  tokenType: Type.Literal('Bearer'),
+  user: Type.Ref(UserSchema)
+})
+
+export const MeSchema = Type.Union([
+  Type.Object({ kind: Type.Literal('user'), user: Type.Ref(UserSchema), tokenExpiresAt: Type.Integer({ description: 'Epoch seconds' }) }),
+  Type.Object({ kind: Type.Literal('apiKey'), apiKey: Type.Object({ id: Type.String(), name: Type.String(), scopes: Type.Array(Type.String()) }) })
+])

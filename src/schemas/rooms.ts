@@ -1,0 +1,70 @@
+import { Type } from '@sinclair/typebox'
+import { RoomIdSchema, TimestampSchema, UserIdSchema } from './common.js'
+
+const Visibility = Type.Union([Type.Literal('public'), Type.Literal('private')], { description: 'public: any user may find, read and join; private: members only' })
+const PublishPolicy = Type.Union([Type.Literal('members'), Type.Literal('moderators')], { description: 'Who may publish: every member, or moderators and owners only' })
+export const RoomRoleSchema = Type.Union([Type.Literal('owner'), Type.Literal('moderator'), Type.Literal('member')])
+
+/** Bounds on what a room owner may ask for: history lives in memory (or Redis) per room. */
+export const HISTORY_SIZE_MAX = 10_000
+export const HISTORY_TTL_MAX_SECONDS = 30 * 86400
+const HistorySize = Type.Integer({ minimum: 0, maximum: HISTORY_SIZE_MAX, description: 'Publications kept for recovery (0: none)' })
+const HistoryTtl = Type.Integer({ minimum: 1, maximum: HISTORY_TTL_MAX_SECONDS, description: 'Seconds a publication stays in history' })
+const MaxMembers = Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()], { description: 'Member cap; null for none' })
+const RoomName = Type.Union([Type.String({ minLength: 1, maxLength: 100 }), Type.Null()])
+
+export const ROOM_DEFAULTS = { visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600, maxMembers: null } as const
+
+export const RoomSchema = Type.Object({
+  id: RoomIdSchema,
+  name: RoomName,
+  visibility: Visibility,
+  publish: PublishPolicy,
+  historySize: HistorySize,
+  historyTtlSeconds: HistoryTtl,
+  maxMembers: MaxMembers,
+  createdBy: Type.String(),
+  createdAt: TimestampSchema,
+  updatedAt: TimestampSchema
+}, { $id: 'Room', title: 'Room' })
+
+export const CreateRoomBodySchema = Type.Object({
+  id: RoomIdSchema,
+  name: Type.Optional(RoomName),
+  visibility: Type.Optional(Visibility),
+  publish: Type.Optional(PublishPolicy),
+  historySize: Type.Optional(HistorySize),
+  historyTtlSeconds: Type.Optional(HistoryTtl),
+  maxMembers: Type.Optional(MaxMembers)
+}, { additionalProperties: false })
+
+export const UpdateRoomBodySchema = Type.Object({
+  name: Type.Optional(RoomName),
+  visibility: Type.Optional(Visibility),
+  publish: Type.Optional(PublishPolicy),
+  historySize: Type.Optional(HistorySize),
+  historyTtlSeconds: Type.Optional(HistoryTtl),
+  maxMembers: Type.Optional(MaxMembers)
+}, { additionalProperties: false, minProperties: 1 })
+
+export const RoomParamsSchema = Type.Object({ id: RoomIdSchema })
+export const RoomUserParamsSchema = Type.Object({ id: RoomIdSchema, userId: UserIdSchema })
+
+export const MembershipSchema = Type.Object({
+  roomId: RoomIdSchema,
+  userId: UserIdSchema,
+  role: RoomRoleSchema,
+  createdAt: TimestampSchema
+}, { $id: 'Membership', title: 'Membership' })
+
+export const SetMemberBodySchema = Type.Object({ role: RoomRoleSchema }, { additionalProperties: false })
+
+export const BanSchema = Type.Object({
+  roomId: RoomIdSchema,
+  userId: UserIdSchema,
+  bannedBy: Type.String(),
+  reason: Type.Union([Type.String(), Type.Null()]),
+  createdAt: TimestampSchema
+}, { $id: 'Ban', title: 'Ban' })
+
+export const BanBodySchema = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 500 })) }, { additionalProperties: false })

@@ -1,0 +1,180 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { Writable } from 'node:stream'
+import type { TestContext } from 'node:test'
+import pg from 'pg'
+import pino from 'pino'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../src/app.js'
+import { loadConfig, type Config } from '../src/config.js'
+import { buildLoggerOptions } from '../src/logger.js'
+import { hashPassword } from '../src/auth/passwords.js'
+import type { UserRole } from '../src/store/types.js'
+
+export type StoreKind = 'sqlite' | 'postgres'
+export const STORE_KINDS: StoreKind[] = ['sqlite', 'postgres']
+
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+export const TEST_JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789'
+/** Every test user has this password: tests are about rules, not passwords. */
+export const PASSWORD = 'correct horse battery'
+
+let postgresReachable: Promise<boolean> | undefined
+function checkPostgres (): Promise<boolean> {
+  postgresReachable ??= (async () => {
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL, connectionTimeoutMillis: 3000 })
+    try {
+      await client.connect()
+      await client.query('select 1')
+      return true
+    } catch {
+      return false
+    } finally {
+      await client.end().catch(() => {})
+    }
+  })()
+  return postgresReachable
+}
+
+/**
+ * `skip` option for a suite that needs PostgreSQL: false when it is reachable, a reason when
+ * not. Under REQUIRE_SERVICES=1 (CI) a missing PostgreSQL is an error, never a skip.
+ */
+export async function skipUnlessStore (kind: StoreKind): Promise<false | string> {
+  if (kind === 'sqlite') return false
+  if (await checkPostgres()) return false
+  const reason = `PostgreSQL not reachable at ${TEST_DATABASE_URL}`
+  if (process.env.REQUIRE_SERVICES === '1') throw new Error(`${reason} (REQUIRE_SERVICES=1)`)
+  return reason
+}
+
+/** A fresh, empty database for one test: an in-memory SQLite, or a new PostgreSQL schema dropped afterwards. */
+async function freshDatabase (t: TestContext, kind: StoreKind): Promise<Record<string, string>> {
+  if (kind === 'sqlite') return { DATABASE_URL: 'sqlite::memory:' }
+  const schema = `t_${randomBytes(6).toString('hex')}`
+  t.after(async () => {
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL })
+    await client.connect()
+    try {
+      await client.query(`drop schema if exists ${schema} cascade`)
+    } finally {
+      await client.end()
+    }
+  })
+  return { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema }
+}
+
+export function tempDir (t: TestContext, prefix = 'switchboard-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+export interface TestApp {
+  app: FastifyInstance
+  config: Config
+  /** Base URL of the listening server, e.g. http://127.0.0.1:34567 */
+  url: string
+  /** Every log line the app wrote so far, parsed. */
+  logs: () => Array<Record<string, unknown>>
+  /** The raw log text, for "this string never appears" checks. */
+  logText: () => string
+  request: (method: string, path: string, options?: RequestOptions) => Promise<TestResponse>
+  /** Creates a user straight in the store (no HTTP, no rate limits). */
+  createUser: (id: string, role?: UserRole) => Promise<void>
+  /** Logs in over HTTP and returns the access token. */
+  login: (id: string, password?: string) => Promise<string>
+  /** createUser + login. */
+  userToken: (id: string, role?: UserRole) => Promise<string>
+}
+
+export interface RequestOptions {
+  token?: string
+  apiKey?: string
+  body?: unknown
+  headers?: Record<string, string>
+}
+
+export interface TestResponse {
+  status: number
+  headers: Headers
+  body: any // eslint-disable-line @typescript-eslint/no-explicit-any -- tests read whatever JSON came back
+  text: string
+}
+
+/** Environment for tests: cheap password hashing, a fixed secret, generous login budget. */
+export function testEnv (overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'info',
+    JWT_SECRET: TEST_JWT_SECRET,
+    PASSWORD_HASH_COST: '10',
+    LOGIN_RATE_LIMIT: '1000',
+    LOGIN_USER_FAILURE_LIMIT: '1000',
+    RATE_LIMIT_MAX: '100000',
+    ...overrides
+  }
+}
+
+/**
+ * Builds the real app on a fresh database, listens on a random loopback port, and closes it
+ * when the test ends. Requests go over real HTTP.
+ */
+export async function build (t: TestContext, options: { store?: StoreKind, env?: Record<string, string> } = {}): Promise<TestApp> {
+  const kind = options.store ?? 'sqlite'
+  const env = testEnv({ DATA_DIR: tempDir(t), ...(await freshDatabase(t, kind)), ...options.env })
+  const config = loadConfig(env)
+
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk: Buffer, _enc, done) { lines.push(chunk.toString()); done() } })
+  const logger = pino(buildLoggerOptions(config), sink)
+  const app = await buildApp(config, { logger })
+  t.after(() => app.close())
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('no address')
+  const url = `${config.tls === null ? 'http' : 'https'}://127.0.0.1:${address.port}`
+
+  const request = async (method: string, path: string, opts: RequestOptions = {}): Promise<TestResponse> => {
+    const headers: Record<string, string> = { ...opts.headers }
+    if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`
+    if (opts.apiKey !== undefined) headers['x-api-key'] = opts.apiKey
+    if (opts.body !== undefined) headers['content-type'] ??= 'application/json'
+    const res = await fetch(url + path, {
+      method,
+      headers,
+      ...(opts.body !== undefined ? { body: typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body) } : {})
+    })
+    const text = await res.text()
+    let body: unknown = text
+    try { body = text === '' ? undefined : JSON.parse(text) } catch { /* not JSON: keep the text */ }
+    return { status: res.status, headers: res.headers, body, text }
+  }
+
+  const createUser = async (id: string, role: UserRole = 'user'): Promise<void> => {
+    const created = await app.store.createUser({ id, passwordHash: await hashPassword(PASSWORD, 10), role })
+    if (created === null) throw new Error(`user ${id} exists`)
+  }
+
+  const login = async (id: string, password = PASSWORD): Promise<string> => {
+    const res = await request('POST', '/auth/login', { body: { username: id, password } })
+    if (res.status !== 200) throw new Error(`login ${id} failed: ${res.status} ${res.text}`)
+    return res.body.accessToken as string
+  }
+
+  return {
+    app,
+    config,
+    url,
+    logs: () => {
+      return lines.flatMap(l => l.split('\n')).filter(Boolean).map(l => JSON.parse(l) as Record<string, unknown>)
+    },
+    logText: () => lines.join(''),
+    request,
+    createUser,
+    login,
+    userToken: async (id, role) => { await createUser(id, role); return await login(id) }
+  }
+}
