@@ -1,0 +1,80 @@
+import { mkdirSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import SqliteDatabase from 'better-sqlite3'
+import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from 'kysely'
+import pg from 'pg'
+import { KyselyStore, type Database } from './kysely-store.js'
+import type { Store } from './types.js'
+
+export type * from './types.js'
+
+export interface StoreOptions {
+  log?: { info: (obj: object, msg: string) => void }
+  /** PostgreSQL only: keep every table in this schema (created when missing). */
+  pgSchema?: string
+}
+
+/**
+ * Opens the database a URL names and migrates it:
+ * `sqlite:<path>` (relative to the working directory, or `sqlite::memory:`), or
+ * `postgres://…` / `postgresql://…`.
+ */
+export async function createStore (databaseUrl: string, options: StoreOptions = {}): Promise<Store> {
+  const store = openStore(databaseUrl, options)
+  try {
+    await store.migrate()
+  } catch (error) {
+    await store.close().catch(() => {})
+    throw error
+  }
+  return store
+}
+
+function openStore (databaseUrl: string, options: StoreOptions): KyselyStore {
+  if (databaseUrl.startsWith('sqlite:') && databaseUrl.length > 'sqlite:'.length) {
+    return openSqlite(databaseUrl.slice('sqlite:'.length), options)
+  }
+  if (databaseUrl.startsWith('postgres://') || databaseUrl.startsWith('postgresql://')) {
+    return openPostgres(databaseUrl, options)
+  }
+  throw new Error('DATABASE_URL must be sqlite:<path> (e.g. sqlite:./data/switchboard.db, or sqlite::memory:), postgres://… or postgresql://…')
+}
+
+function openSqlite (path: string, options: StoreOptions): KyselyStore {
+  const file = path === ':memory:' ? path : resolve(process.cwd(), path)
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true })
+  const database = new SqliteDatabase(file)
+  // SQLite leaves foreign keys off per connection, so cascades would silently not happen.
+  database.pragma('foreign_keys = ON')
+  // WAL lets readers (a backup, an operator's sqlite3 shell) work while the server writes.
+  database.pragma('journal_mode = WAL')
+  database.pragma('busy_timeout = 5000')
+  // SQLite's LIKE ignores ASCII case by default; PostgreSQL's does not, and prefix search must agree.
+  database.pragma('case_sensitive_like = ON')
+  return new KyselyStore(new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), { kind: 'sqlite', log: options.log })
+}
+
+function openPostgres (connectionString: string, options: StoreOptions): KyselyStore {
+  const pool = new pg.Pool({
+    connectionString,
+    max: 10,
+    // Fail fast when the database is down, so readiness reports it instead of hanging.
+    connectionTimeoutMillis: 5000
+  })
+  // An idle client losing its connection emits 'error' on the pool; unhandled, it would crash
+  // the process. The pool drops that client and the next query opens a new one.
+  pool.on('error', error => { options.log?.info({ err: error }, 'idle database connection failed') })
+
+  const schema = options.pgSchema
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({
+      pool,
+      onCreateConnection: schema === undefined
+        ? undefined
+        : async connection => {
+          await connection.executeQuery(CompiledQuery.raw(`set search_path to "${schema.replaceAll('"', '""')}"`))
+        }
+    })
+  })
+  return new KyselyStore(db, { kind: 'postgres', log: options.log, schema })
+}

@@ -1,0 +1,474 @@
+import { sql, type ColumnType, type Kysely, type Selectable, type Transaction, type Updateable } from 'kysely'
+import { Migrator } from 'kysely/migration'
+import { migrationProvider } from './migrations.js'
+import type {
+  ApiKey, ApiKeyWithHash, Ban, BanResult, Membership, MembershipResult, NewRoom, Page, PublishPolicy, RefreshTokenRecord,
+  RemovalResult, Room, RoomPatch, RoomRole, RoomVisibility, Store, User, UserCredentials, UserRole, Viewer
+} from './types.js'
+
+/** Epoch milliseconds in a `bigint` column: PostgreSQL hands int8 back as a string. */
+type Millis = ColumnType<number | string, number, number>
+type NullableMillis = ColumnType<number | string | null, number | null | undefined, number | null>
+
+export interface Database {
+  users: { id: string, role: UserRole, password_hash: string, created_at: Millis }
+  refresh_tokens: {
+    id: string
+    token_hash: string
+    user_id: string
+    family_id: string
+    expires_at: Millis
+    created_at: Millis
+    used_at: NullableMillis
+    revoked_at: NullableMillis
+  }
+  api_keys: {
+    id: string
+    name: string
+    prefix: string
+    key_hash: string
+    scopes: string
+    created_by: string
+    created_at: Millis
+    last_used_at: NullableMillis
+  }
+  rooms: {
+    id: string
+    name: string | null
+    visibility: RoomVisibility
+    publish: PublishPolicy
+    history_size: number
+    history_ttl_seconds: number
+    max_members: number | null
+    created_by: string
+    created_at: Millis
+    updated_at: Millis
+  }
+  memberships: { room_id: string, user_id: string, role: RoomRole, created_at: Millis }
+  bans: { room_id: string, user_id: string, banned_by: string, reason: string | null, created_at: Millis }
+}
+
+type Row<T extends keyof Database> = Selectable<Database[T]>
+
+const millis = (value: number | string): number => Number(value)
+const millisOrNull = (value: number | string | null): number | null => value === null ? null : Number(value)
+
+const toUser = (row: Row<'users'>): User => ({ id: row.id, role: row.role, createdAt: millis(row.created_at) })
+
+const toRefreshToken = (row: Row<'refresh_tokens'>): RefreshTokenRecord => ({
+  id: row.id,
+  tokenHash: row.token_hash,
+  userId: row.user_id,
+  familyId: row.family_id,
+  expiresAt: millis(row.expires_at),
+  createdAt: millis(row.created_at),
+  usedAt: millisOrNull(row.used_at),
+  revokedAt: millisOrNull(row.revoked_at)
+})
+
+const toApiKey = (row: Row<'api_keys'>): ApiKey => ({
+  id: row.id,
+  name: row.name,
+  prefix: row.prefix,
+  scopes: JSON.parse(row.scopes) as string[],
+  createdBy: row.created_by,
+  createdAt: millis(row.created_at),
+  lastUsedAt: millisOrNull(row.last_used_at)
+})
+
+const toRoom = (row: Row<'rooms'>): Room => ({
+  id: row.id,
+  name: row.name,
+  visibility: row.visibility,
+  publish: row.publish,
+  historySize: row.history_size,
+  historyTtlSeconds: row.history_ttl_seconds,
+  maxMembers: row.max_members,
+  createdBy: row.created_by,
+  createdAt: millis(row.created_at),
+  updatedAt: millis(row.updated_at)
+})
+
+const toMembership = (row: Row<'memberships'>): Membership => ({
+  roomId: row.room_id, userId: row.user_id, role: row.role, createdAt: millis(row.created_at)
+})
+
+const toBan = (row: Row<'bans'>): Ban => ({
+  roomId: row.room_id, userId: row.user_id, bannedBy: row.banned_by, reason: row.reason, createdAt: millis(row.created_at)
+})
+
+/** Escapes LIKE wildcards so user input matches literally (paired with `ESCAPE '\'`). */
+export function escapeLike (text: string): string {
+  return text.replace(/[\\%_]/g, char => '\\' + char)
+}
+
+export interface KyselyStoreOptions {
+  kind: Store['kind']
+  log?: { info: (obj: object, msg: string) => void }
+  /** PostgreSQL schema holding the tables (and kysely's migration bookkeeping). */
+  schema?: string
+}
+
+export class KyselyStore implements Store {
+  readonly kind: Store['kind']
+  readonly #db: Kysely<Database>
+  readonly #options: KyselyStoreOptions
+
+  constructor (db: Kysely<Database>, options: KyselyStoreOptions) {
+    this.#db = db
+    this.kind = options.kind
+    this.#options = options
+  }
+
+  async migrate (): Promise<void> {
+    if (this.kind === 'postgres' && this.#options.schema !== undefined) {
+      await sql`create schema if not exists ${sql.id(this.#options.schema)}`.execute(this.#db)
+    }
+    const migrator = new Migrator({
+      db: this.#db,
+      provider: migrationProvider,
+      // Without an explicit schema kysely looks for its bookkeeping tables in every schema, and
+      // would find another schema's copy (tests run one schema per case in one database).
+      migrationTableSchema: this.kind === 'postgres' ? await this.#pgSchema() : undefined
+    })
+    const { error, results } = await migrator.migrateToLatest()
+    for (const result of results ?? []) {
+      if (result.status === 'Success') this.#options.log?.info({ migration: result.migrationName }, 'migration applied')
+    }
+    if (error !== undefined) throw error instanceof Error ? error : new Error(String(error))
+  }
+
+  async #pgSchema (): Promise<string> {
+    if (this.#options.schema !== undefined) return this.#options.schema
+    const { rows } = await sql<{ schema: string | null }>`select current_schema() as schema`.execute(this.#db)
+    return rows[0]?.schema ?? 'public'
+  }
+
+  async ping (): Promise<void> {
+    await sql`select 1`.execute(this.#db)
+  }
+
+  async close (): Promise<void> {
+    await this.#db.destroy()
+  }
+
+  // Users
+
+  async createUser (user: { id: string, passwordHash: string, role: UserRole }): Promise<User | null> {
+    const row = { id: user.id, role: user.role, password_hash: user.passwordHash, created_at: Date.now() }
+    try {
+      await this.#db.insertInto('users').values(row).execute()
+    } catch (error) {
+      if (this.#isUniqueViolation(error)) return null
+      throw error
+    }
+    return toUser(row)
+  }
+
+  async getUser (id: string): Promise<UserCredentials | undefined> {
+    const row = await this.#db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
+    return row === undefined ? undefined : { ...toUser(row), passwordHash: row.password_hash }
+  }
+
+  async setUserPassword (id: string, passwordHash: string): Promise<boolean> {
+    const result = await this.#db.updateTable('users').set({ password_hash: passwordHash }).where('id', '=', id).executeTakeFirst()
+    return result.numUpdatedRows > 0n
+  }
+
+  async searchUsers (prefix: string, page: Page): Promise<User[]> {
+    const rows = await this.#db.selectFrom('users').selectAll()
+      .where(sql<boolean>`id like ${escapeLike(prefix) + '%'} escape '\\'`)
+      .$if(page.after !== undefined, qb => qb.where('id', '>', page.after as string))
+      .orderBy('id').limit(page.limit).execute()
+    return rows.map(toUser)
+  }
+
+  // Refresh tokens
+
+  async insertRefreshToken (token: RefreshTokenRecord): Promise<void> {
+    await this.#db.insertInto('refresh_tokens').values({
+      id: token.id,
+      token_hash: token.tokenHash,
+      user_id: token.userId,
+      family_id: token.familyId,
+      expires_at: token.expiresAt,
+      created_at: token.createdAt,
+      used_at: token.usedAt,
+      revoked_at: token.revokedAt
+    }).execute()
+  }
+
+  async getRefreshTokenByHash (tokenHash: string): Promise<RefreshTokenRecord | undefined> {
+    const row = await this.#db.selectFrom('refresh_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst()
+    return row === undefined ? undefined : toRefreshToken(row)
+  }
+
+  async markRefreshTokenUsed (id: string, at: number): Promise<boolean> {
+    // The WHERE clause is the whole check: of two racing callers only one can match the row.
+    const result = await this.#db.updateTable('refresh_tokens').set({ used_at: at })
+      .where('id', '=', id).where('used_at', 'is', null).where('revoked_at', 'is', null)
+      .executeTakeFirst()
+    return result.numUpdatedRows === 1n
+  }
+
+  async revokeRefreshToken (id: string, at: number): Promise<void> {
+    await this.#db.updateTable('refresh_tokens').set({ revoked_at: at })
+      .where('id', '=', id).where('revoked_at', 'is', null).execute()
+  }
+
+  async revokeRefreshFamily (familyId: string, at: number): Promise<void> {
+    await this.#db.updateTable('refresh_tokens').set({ revoked_at: at })
+      .where('family_id', '=', familyId).where('revoked_at', 'is', null).execute()
+  }
+
+  async deleteExpiredRefreshTokens (now: number): Promise<number> {
+    const result = await this.#db.deleteFrom('refresh_tokens').where('expires_at', '<=', now).executeTakeFirst()
+    return Number(result.numDeletedRows)
+  }
+
+  // API keys
+
+  async createApiKey (key: Omit<ApiKeyWithHash, 'createdAt' | 'lastUsedAt'>): Promise<ApiKey> {
+    const row = {
+      id: key.id,
+      name: key.name,
+      prefix: key.prefix,
+      key_hash: key.keyHash,
+      scopes: JSON.stringify(key.scopes),
+      created_by: key.createdBy,
+      created_at: Date.now(),
+      last_used_at: null
+    }
+    await this.#db.insertInto('api_keys').values(row).execute()
+    return toApiKey(row)
+  }
+
+  async getApiKeyByHash (keyHash: string): Promise<ApiKey | undefined> {
+    const row = await this.#db.selectFrom('api_keys').selectAll().where('key_hash', '=', keyHash).executeTakeFirst()
+    return row === undefined ? undefined : toApiKey(row)
+  }
+
+  async listApiKeys (page: Page): Promise<ApiKey[]> {
+    const rows = await this.#db.selectFrom('api_keys').selectAll()
+      .$if(page.after !== undefined, qb => qb.where('id', '>', page.after as string))
+      .orderBy('id').limit(page.limit).execute()
+    return rows.map(toApiKey)
+  }
+
+  async deleteApiKey (id: string): Promise<boolean> {
+    const result = await this.#db.deleteFrom('api_keys').where('id', '=', id).executeTakeFirst()
+    return result.numDeletedRows > 0n
+  }
+
+  async touchApiKey (id: string, at: number): Promise<void> {
+    await this.#db.updateTable('api_keys').set({ last_used_at: at }).where('id', '=', id).execute()
+  }
+
+  // Rooms
+
+  async createRoom (room: NewRoom): Promise<Room | null> {
+    const now = Date.now()
+    const row = {
+      id: room.id,
+      name: room.name,
+      visibility: room.visibility,
+      publish: room.publish,
+      history_size: room.historySize,
+      history_ttl_seconds: room.historyTtlSeconds,
+      max_members: room.maxMembers,
+      created_by: room.createdBy,
+      created_at: now,
+      updated_at: now
+    }
+    try {
+      await this.#db.transaction().execute(async trx => {
+        await trx.insertInto('rooms').values(row).execute()
+        await trx.insertInto('memberships').values({ room_id: room.id, user_id: room.createdBy, role: 'owner', created_at: now }).execute()
+      })
+    } catch (error) {
+      if (this.#isUniqueViolation(error)) return null
+      throw error
+    }
+    return toRoom(row)
+  }
+
+  async getRoom (id: string): Promise<Room | undefined> {
+    const row = await this.#db.selectFrom('rooms').selectAll().where('id', '=', id).executeTakeFirst()
+    return row === undefined ? undefined : toRoom(row)
+  }
+
+  async updateRoom (id: string, patch: RoomPatch): Promise<Room | undefined> {
+    const values: Updateable<Database['rooms']> = {}
+    if (patch.name !== undefined) values.name = patch.name
+    if (patch.visibility !== undefined) values.visibility = patch.visibility
+    if (patch.publish !== undefined) values.publish = patch.publish
+    if (patch.historySize !== undefined) values.history_size = patch.historySize
+    if (patch.historyTtlSeconds !== undefined) values.history_ttl_seconds = patch.historyTtlSeconds
+    if (patch.maxMembers !== undefined) values.max_members = patch.maxMembers
+    if (Object.keys(values).length === 0) return await this.getRoom(id)
+    const row = await this.#db.updateTable('rooms').set({ ...values, updated_at: Date.now() })
+      .where('id', '=', id).returningAll().executeTakeFirst()
+    return row === undefined ? undefined : toRoom(row)
+  }
+
+  async deleteRoom (id: string): Promise<boolean> {
+    const result = await this.#db.deleteFrom('rooms').where('id', '=', id).executeTakeFirst()
+    return result.numDeletedRows > 0n
+  }
+
+  async listVisibleRooms (viewer: Viewer, page: Page): Promise<Room[]> {
+    const rows = await this.#db.selectFrom('rooms').selectAll('rooms')
+      .$if(!viewer.isAdmin, qb => qb.where(eb => eb.or([
+        eb.and([
+          eb('rooms.visibility', '=', 'public'),
+          eb.not(eb.exists(eb.selectFrom('bans').select('bans.room_id')
+            .whereRef('bans.room_id', '=', 'rooms.id').where('bans.user_id', '=', viewer.userId)))
+        ]),
+        eb.exists(eb.selectFrom('memberships').select('memberships.room_id')
+          .whereRef('memberships.room_id', '=', 'rooms.id').where('memberships.user_id', '=', viewer.userId))
+      ])))
+      .$if(page.after !== undefined, qb => qb.where('rooms.id', '>', page.after as string))
+      .orderBy('rooms.id').limit(page.limit).execute()
+    return rows.map(toRoom)
+  }
+
+  // Memberships
+
+  async getMembership (roomId: string, userId: string): Promise<Membership | undefined> {
+    const row = await this.#membership(this.#db, roomId, userId)
+    return row === undefined ? undefined : toMembership(row)
+  }
+
+  async listMembers (roomId: string, page: Page): Promise<Membership[]> {
+    const rows = await this.#db.selectFrom('memberships').selectAll().where('room_id', '=', roomId)
+      .$if(page.after !== undefined, qb => qb.where('user_id', '>', page.after as string))
+      .orderBy('user_id').limit(page.limit).execute()
+    return rows.map(toMembership)
+  }
+
+  async listMembershipsOfUser (userId: string, page: Page): Promise<Membership[]> {
+    const rows = await this.#db.selectFrom('memberships').selectAll().where('user_id', '=', userId)
+      .$if(page.after !== undefined, qb => qb.where('room_id', '>', page.after as string))
+      .orderBy('room_id').limit(page.limit).execute()
+    return rows.map(toMembership)
+  }
+
+  async setMember (roomId: string, userId: string, role: RoomRole): Promise<MembershipResult> {
+    return await this.#db.transaction().execute(async (trx): Promise<MembershipResult> => {
+      const room = await this.#lockRoom(trx, roomId)
+      if (room === undefined) return { ok: false, reason: 'room_not_found' }
+      if (!(await this.#userExists(trx, userId))) return { ok: false, reason: 'user_not_found' }
+      if (await this.#ban(trx, roomId, userId) !== undefined) return { ok: false, reason: 'banned' }
+
+      const existing = await this.#membership(trx, roomId, userId)
+      if (existing !== undefined) {
+        if (existing.role === role) return { ok: true, membership: toMembership(existing), created: false }
+        if (existing.role === 'owner' && await this.#ownerCount(trx, roomId) <= 1) return { ok: false, reason: 'last_owner' }
+        await trx.updateTable('memberships').set({ role }).where('room_id', '=', roomId).where('user_id', '=', userId).execute()
+        return { ok: true, membership: toMembership({ ...existing, role }), created: false }
+      }
+
+      if (room.max_members !== null && await this.#memberCount(trx, roomId) >= room.max_members) {
+        return { ok: false, reason: 'room_full' }
+      }
+      const row = { room_id: roomId, user_id: userId, role, created_at: Date.now() }
+      await trx.insertInto('memberships').values(row).execute()
+      return { ok: true, membership: toMembership(row), created: true }
+    })
+  }
+
+  async removeMember (roomId: string, userId: string): Promise<RemovalResult> {
+    return await this.#db.transaction().execute(async (trx): Promise<RemovalResult> => {
+      if (await this.#lockRoom(trx, roomId) === undefined) return { ok: false, reason: 'room_not_found' }
+      const existing = await this.#membership(trx, roomId, userId)
+      if (existing === undefined) return { ok: true, removed: false }
+      if (existing.role === 'owner' && await this.#ownerCount(trx, roomId) <= 1) return { ok: false, reason: 'last_owner' }
+      await trx.deleteFrom('memberships').where('room_id', '=', roomId).where('user_id', '=', userId).execute()
+      return { ok: true, removed: true }
+    })
+  }
+
+  // Bans
+
+  async getBan (roomId: string, userId: string): Promise<Ban | undefined> {
+    const row = await this.#ban(this.#db, roomId, userId)
+    return row === undefined ? undefined : toBan(row)
+  }
+
+  async listBans (roomId: string, page: Page): Promise<Ban[]> {
+    const rows = await this.#db.selectFrom('bans').selectAll().where('room_id', '=', roomId)
+      .$if(page.after !== undefined, qb => qb.where('user_id', '>', page.after as string))
+      .orderBy('user_id').limit(page.limit).execute()
+    return rows.map(toBan)
+  }
+
+  async banUser (ban: Omit<Ban, 'createdAt'>): Promise<BanResult> {
+    return await this.#db.transaction().execute(async (trx): Promise<BanResult> => {
+      if (await this.#lockRoom(trx, ban.roomId) === undefined) return { ok: false, reason: 'room_not_found' }
+      if (!(await this.#userExists(trx, ban.userId))) return { ok: false, reason: 'user_not_found' }
+
+      const membership = await this.#membership(trx, ban.roomId, ban.userId)
+      if (membership?.role === 'owner' && await this.#ownerCount(trx, ban.roomId) <= 1) return { ok: false, reason: 'last_owner' }
+      if (membership !== undefined) {
+        await trx.deleteFrom('memberships').where('room_id', '=', ban.roomId).where('user_id', '=', ban.userId).execute()
+      }
+      const removedMembership = membership !== undefined
+
+      // Banning again keeps the original record: who banned first and why stays on file.
+      const existing = await this.#ban(trx, ban.roomId, ban.userId)
+      if (existing !== undefined) return { ok: true, ban: toBan(existing), created: false, removedMembership }
+      const row = { room_id: ban.roomId, user_id: ban.userId, banned_by: ban.bannedBy, reason: ban.reason, created_at: Date.now() }
+      await trx.insertInto('bans').values(row).execute()
+      return { ok: true, ban: toBan(row), created: true, removedMembership }
+    })
+  }
+
+  async unbanUser (roomId: string, userId: string): Promise<boolean> {
+    const result = await this.#db.deleteFrom('bans').where('room_id', '=', roomId).where('user_id', '=', userId).executeTakeFirst()
+    return result.numDeletedRows > 0n
+  }
+
+  // Helpers shared by the transactional rules
+
+  /**
+   * Reads the room and, on PostgreSQL, locks its row until the transaction ends, so concurrent
+   * membership changes on one room run one after another and their counts stay true.
+   * SQLite needs no lock: kysely runs its single connection's transactions one at a time.
+   */
+  async #lockRoom (trx: Transaction<Database>, roomId: string): Promise<Row<'rooms'> | undefined> {
+    return await trx.selectFrom('rooms').selectAll().where('id', '=', roomId)
+      .$if(this.kind === 'postgres', qb => qb.forUpdate())
+      .executeTakeFirst()
+  }
+
+  async #userExists (trx: Transaction<Database>, userId: string): Promise<boolean> {
+    return await trx.selectFrom('users').select('id').where('id', '=', userId).executeTakeFirst() !== undefined
+  }
+
+  async #membership (db: Kysely<Database>, roomId: string, userId: string): Promise<Row<'memberships'> | undefined> {
+    return await db.selectFrom('memberships').selectAll().where('room_id', '=', roomId).where('user_id', '=', userId).executeTakeFirst()
+  }
+
+  async #ban (db: Kysely<Database>, roomId: string, userId: string): Promise<Row<'bans'> | undefined> {
+    return await db.selectFrom('bans').selectAll().where('room_id', '=', roomId).where('user_id', '=', userId).executeTakeFirst()
+  }
+
+  async #memberCount (trx: Transaction<Database>, roomId: string): Promise<number> {
+    const row = await trx.selectFrom('memberships').select(eb => eb.fn.countAll().as('count'))
+      .where('room_id', '=', roomId).executeTakeFirstOrThrow()
+    return Number(row.count)
+  }
+
+  async #ownerCount (trx: Transaction<Database>, roomId: string): Promise<number> {
+    const row = await trx.selectFrom('memberships').select(eb => eb.fn.countAll().as('count'))
+      .where('room_id', '=', roomId).where('role', '=', 'owner').executeTakeFirstOrThrow()
+    return Number(row.count)
+  }
+
+  #isUniqueViolation (error: unknown): boolean {
+    const code = (error as { code?: unknown } | null)?.code
+    return this.kind === 'postgres'
+      ? code === '23505'
+      : code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE'
+  }
+}

@@ -1,0 +1,92 @@
+import type { Kysely } from 'kysely'
+import type { Migration, MigrationProvider } from 'kysely/migration'
+
+/*
+ * Written once for both dialects, so only portable column types: `text`, `integer`, and
+ * `bigint` for epoch-millisecond timestamps (SQLite stores it as INTEGER; PostgreSQL's int8
+ * comes back as a string and is converted in the mapping layer).
+ * Migrations are append-only: never edit one that has shipped, add the next instead.
+ */
+const initial: Migration = {
+  async up (db: Kysely<unknown>) {
+    await db.schema.createTable('users')
+      .addColumn('id', 'text', col => col.primaryKey())
+      .addColumn('role', 'text', col => col.notNull())
+      .addColumn('password_hash', 'text', col => col.notNull())
+      .addColumn('created_at', 'bigint', col => col.notNull())
+      .execute()
+
+    await db.schema.createTable('refresh_tokens')
+      .addColumn('id', 'text', col => col.primaryKey())
+      .addColumn('token_hash', 'text', col => col.notNull().unique())
+      .addColumn('user_id', 'text', col => col.notNull().references('users.id').onDelete('cascade'))
+      .addColumn('family_id', 'text', col => col.notNull())
+      .addColumn('expires_at', 'bigint', col => col.notNull())
+      .addColumn('created_at', 'bigint', col => col.notNull())
+      .addColumn('used_at', 'bigint')
+      .addColumn('revoked_at', 'bigint')
+      .execute()
+    // Reuse detection revokes a whole family at once.
+    await db.schema.createIndex('refresh_tokens_family_id_idx').on('refresh_tokens').column('family_id').execute()
+    // The periodic sweep deletes by expiry.
+    await db.schema.createIndex('refresh_tokens_expires_at_idx').on('refresh_tokens').column('expires_at').execute()
+
+    await db.schema.createTable('api_keys')
+      .addColumn('id', 'text', col => col.primaryKey())
+      .addColumn('name', 'text', col => col.notNull())
+      .addColumn('prefix', 'text', col => col.notNull())
+      .addColumn('key_hash', 'text', col => col.notNull().unique())
+      // A JSON array: a join table would buy nothing, scopes are only ever read whole.
+      .addColumn('scopes', 'text', col => col.notNull())
+      .addColumn('created_by', 'text', col => col.notNull())
+      .addColumn('created_at', 'bigint', col => col.notNull())
+      .addColumn('last_used_at', 'bigint')
+      .execute()
+
+    await db.schema.createTable('rooms')
+      .addColumn('id', 'text', col => col.primaryKey())
+      .addColumn('name', 'text')
+      .addColumn('visibility', 'text', col => col.notNull())
+      .addColumn('publish', 'text', col => col.notNull())
+      .addColumn('history_size', 'integer', col => col.notNull())
+      .addColumn('history_ttl_seconds', 'integer', col => col.notNull())
+      .addColumn('max_members', 'integer')
+      .addColumn('created_by', 'text', col => col.notNull())
+      .addColumn('created_at', 'bigint', col => col.notNull())
+      .addColumn('updated_at', 'bigint', col => col.notNull())
+      .execute()
+
+    await db.schema.createTable('memberships')
+      .addColumn('room_id', 'text', col => col.notNull().references('rooms.id').onDelete('cascade'))
+      .addColumn('user_id', 'text', col => col.notNull().references('users.id').onDelete('cascade'))
+      .addColumn('role', 'text', col => col.notNull())
+      .addColumn('created_at', 'bigint', col => col.notNull())
+      .addPrimaryKeyConstraint('memberships_pk', ['room_id', 'user_id'])
+      .execute()
+    // The primary key serves lookups by room; this one serves "rooms of a user".
+    await db.schema.createIndex('memberships_user_id_idx').on('memberships').column('user_id').execute()
+
+    await db.schema.createTable('bans')
+      .addColumn('room_id', 'text', col => col.notNull().references('rooms.id').onDelete('cascade'))
+      .addColumn('user_id', 'text', col => col.notNull().references('users.id').onDelete('cascade'))
+      .addColumn('banned_by', 'text', col => col.notNull())
+      .addColumn('reason', 'text')
+      .addColumn('created_at', 'bigint', col => col.notNull())
+      .addPrimaryKeyConstraint('bans_pk', ['room_id', 'user_id'])
+      .execute()
+  },
+
+  async down (db: Kysely<unknown>) {
+    for (const table of ['bans', 'memberships', 'rooms', 'api_keys', 'refresh_tokens', 'users']) {
+      await db.schema.dropTable(table).ifExists().execute()
+    }
+  }
+}
+
+export const migrations: Record<string, Migration> = {
+  '0001_initial': initial
+}
+
+export const migrationProvider: MigrationProvider = {
+  async getMigrations () { return migrations }
+}

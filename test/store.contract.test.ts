@@ -1,0 +1,566 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test'
+import pg from 'pg'
+import { createStore, type NewRoom, type RefreshTokenRecord, type Store } from '../src/store/index.js'
+
+/*
+ * One contract, run against every implementation: each test gets a fresh, empty store
+ * (an in-memory SQLite database, or a PostgreSQL schema of its own that is dropped afterwards).
+ */
+
+const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+// Checked before any test is registered, so a required-but-missing server fails the file outright.
+const pgSkip = await pgUnreachableReason(PG_URL)
+if (pgSkip !== null && process.env.REQUIRE_SERVICES === '1') {
+  throw new Error(`${pgSkip} (REQUIRE_SERVICES=1, so this is a failure; set TEST_DATABASE_URL to point at a running server)`)
+}
+
+interface Backend {
+  name: string
+  skip: string | false
+  before?: () => Promise<void>
+  after?: () => Promise<void>
+  open: () => Promise<{ store: Store, dispose: () => Promise<void> }>
+}
+
+const ALL = { limit: 1000 }
+
+function storeContract (backend: Backend): void {
+  describe(`Store contract: ${backend.name}`, { skip: backend.skip }, () => {
+    let store: Store
+    let dispose: () => Promise<void>
+
+    if (backend.before !== undefined) before(backend.before)
+    if (backend.after !== undefined) after(backend.after)
+    beforeEach(async () => { ({ store, dispose } = await backend.open()) })
+    afterEach(async () => { await dispose() })
+
+    async function user (id: string, role: 'admin' | 'user' = 'user') {
+      const created = await store.createUser({ id, passwordHash: `hash-of-${id}`, role })
+      assert.ok(created, `user ${id} should be created`)
+      return created
+    }
+
+    async function room (id: string, createdBy: string, settings: Partial<NewRoom> = {}) {
+      const created = await store.createRoom({
+        id, name: `Room ${id}`, visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600, maxMembers: null, createdBy, ...settings
+      })
+      assert.ok(created, `room ${id} should be created`)
+      return created
+    }
+
+    function token (id: string, overrides: Partial<RefreshTokenRecord> = {}): RefreshTokenRecord {
+      return { id, tokenHash: `hash-${id}`, userId: 'alice', familyId: 'family-1', expiresAt: 2_000_000_000_000, createdAt: 1_700_000_000_000, usedAt: null, revokedAt: null, ...overrides }
+    }
+
+    describe('lifecycle', () => {
+      it('migrate() is idempotent and keeps data', async () => {
+        await user('alice')
+        await store.migrate()
+        await store.migrate()
+        assert.equal((await store.getUser('alice'))?.id, 'alice')
+      })
+
+      it('ping() answers while open and rejects once closed', async () => {
+        await store.ping()
+        await store.close()
+        await assert.rejects(store.ping())
+      })
+    })
+
+    describe('users', () => {
+      it('creates a user, and returns null for a taken id', async () => {
+        const before = Date.now()
+        const created = await store.createUser({ id: 'alice', passwordHash: 'h1', role: 'admin' })
+        assert.ok(created)
+        assert.deepEqual(Object.keys(created).sort(), ['createdAt', 'id', 'role'])
+        assert.equal(created.id, 'alice')
+        assert.equal(created.role, 'admin')
+        assert.ok(created.createdAt >= before && created.createdAt <= Date.now())
+        assert.equal(await store.createUser({ id: 'alice', passwordHash: 'h2', role: 'user' }), null)
+        assert.deepEqual(await store.getUser('alice'), { ...created, passwordHash: 'h1' })
+      })
+
+      it('lets exactly one of two concurrent creations with one id win', async () => {
+        const results = await Promise.all([1, 2].map(n => store.createUser({ id: 'racer', passwordHash: `h${n}`, role: 'user' })))
+        assert.equal(results.filter(r => r !== null).length, 1)
+      })
+
+      it('getUser returns undefined for an unknown id', async () => {
+        assert.equal(await store.getUser('nobody'), undefined)
+      })
+
+      it('setUserPassword changes the hash of known users only', async () => {
+        await user('alice')
+        assert.equal(await store.setUserPassword('alice', 'new-hash'), true)
+        assert.equal((await store.getUser('alice'))?.passwordHash, 'new-hash')
+        assert.equal(await store.setUserPassword('nobody', 'x'), false)
+      })
+
+      it('searchUsers matches by prefix, ordered by id, with keyset pagination', async () => {
+        for (const id of ['bob', 'alice', 'alan', 'albert', 'carol']) await user(id)
+        const ids = async (prefix: string, page: { limit: number, after?: string } = ALL) => (await store.searchUsers(prefix, page)).map(u => u.id)
+        assert.deepEqual(await ids('al'), ['alan', 'albert', 'alice'])
+        assert.deepEqual(await ids(''), ['alan', 'albert', 'alice', 'bob', 'carol'])
+        assert.deepEqual(await ids('zz'), [])
+        assert.deepEqual(await ids('AL'), [], 'prefix search is case-sensitive')
+        assert.deepEqual(await ids('', { limit: 2 }), ['alan', 'albert'])
+        assert.deepEqual(await ids('', { limit: 2, after: 'albert' }), ['alice', 'bob'])
+        assert.deepEqual(await ids('al', { limit: 2, after: 'albert' }), ['alice'])
+        const [found] = await store.searchUsers('bob', ALL)
+        assert.deepEqual(found && Object.keys(found).sort(), ['createdAt', 'id', 'role'])
+      })
+
+      it('searchUsers treats %, _ and \\ in the prefix literally', async () => {
+        for (const id of ['a_b', 'axb', 'a%c', 'abc', 'a\\d', 'aad']) await user(id)
+        const ids = async (prefix: string) => (await store.searchUsers(prefix, ALL)).map(u => u.id).sort()
+        assert.deepEqual(await ids('a_'), ['a_b'])
+        assert.deepEqual(await ids('a%'), ['a%c'])
+        assert.deepEqual(await ids('a\\'), ['a\\d'])
+        assert.deepEqual(await ids('%'), [])
+        assert.deepEqual(await ids('_'), [])
+      })
+    })
+
+    describe('refresh tokens', () => {
+      beforeEach(async () => { await user('alice') })
+
+      it('round-trips a token by its hash', async () => {
+        const record = token('t1', { usedAt: 1_700_000_000_500 })
+        await store.insertRefreshToken(record)
+        assert.deepEqual(await store.getRefreshTokenByHash('hash-t1'), record)
+        await store.insertRefreshToken(token('t2'))
+        assert.deepEqual(await store.getRefreshTokenByHash('hash-t2'), token('t2'))
+        assert.equal(await store.getRefreshTokenByHash('unknown'), undefined)
+      })
+
+      it('markRefreshTokenUsed succeeds once, and never on a revoked token', async () => {
+        await store.insertRefreshToken(token('t1'))
+        assert.equal(await store.markRefreshTokenUsed('t1', 1000), true)
+        assert.equal(await store.markRefreshTokenUsed('t1', 2000), false)
+        assert.equal((await store.getRefreshTokenByHash('hash-t1'))?.usedAt, 1000)
+
+        await store.insertRefreshToken(token('t2', { tokenHash: 'hash-t2' }))
+        await store.revokeRefreshToken('t2', 500)
+        assert.equal(await store.markRefreshTokenUsed('t2', 1000), false)
+        assert.equal(await store.markRefreshTokenUsed('unknown', 1000), false)
+      })
+
+      it('markRefreshTokenUsed lets exactly one of two concurrent callers win', async () => {
+        await store.insertRefreshToken(token('t1'))
+        const results = await Promise.all([store.markRefreshTokenUsed('t1', 1000), store.markRefreshTokenUsed('t1', 1001)])
+        assert.deepEqual(results.filter(Boolean), [true])
+      })
+
+      it('revokeRefreshToken revokes one token and keeps the first revocation time', async () => {
+        await store.insertRefreshToken(token('t1'))
+        await store.insertRefreshToken(token('t2'))
+        await store.revokeRefreshToken('t1', 1000)
+        await store.revokeRefreshToken('t1', 2000)
+        assert.equal((await store.getRefreshTokenByHash('hash-t1'))?.revokedAt, 1000)
+        assert.equal((await store.getRefreshTokenByHash('hash-t2'))?.revokedAt, null)
+      })
+
+      it('revokeRefreshFamily revokes every token of the family and no other', async () => {
+        await store.insertRefreshToken(token('t1'))
+        await store.insertRefreshToken(token('t2', { usedAt: 900 }))
+        await store.insertRefreshToken(token('t3', { revokedAt: 500 }))
+        await store.insertRefreshToken(token('other', { familyId: 'family-2' }))
+        await store.revokeRefreshFamily('family-1', 1000)
+        assert.equal((await store.getRefreshTokenByHash('hash-t1'))?.revokedAt, 1000)
+        assert.equal((await store.getRefreshTokenByHash('hash-t2'))?.revokedAt, 1000)
+        assert.equal((await store.getRefreshTokenByHash('hash-t3'))?.revokedAt, 500)
+        assert.equal((await store.getRefreshTokenByHash('hash-other'))?.revokedAt, null)
+      })
+
+      it('deleteExpiredRefreshTokens drops tokens expired at `now` and counts them', async () => {
+        await store.insertRefreshToken(token('old', { expiresAt: 1000 }))
+        await store.insertRefreshToken(token('edge', { expiresAt: 2000 }))
+        await store.insertRefreshToken(token('live', { expiresAt: 3000 }))
+        assert.equal(await store.deleteExpiredRefreshTokens(2000), 2)
+        assert.equal(await store.getRefreshTokenByHash('hash-old'), undefined)
+        assert.equal(await store.getRefreshTokenByHash('hash-edge'), undefined)
+        assert.ok(await store.getRefreshTokenByHash('hash-live'))
+        assert.equal(await store.deleteExpiredRefreshTokens(2000), 0)
+      })
+    })
+
+    describe('API keys', () => {
+      const key = (id: string, scopes = ['publish:chat:*', 'subscribe:*']) =>
+        ({ id, name: `key ${id}`, prefix: `sb_${id}`, keyHash: `hash-${id}`, scopes, createdBy: 'admin' })
+
+      it('creates a key without exposing its hash, and finds it by hash', async () => {
+        const before = Date.now()
+        const created = await store.createApiKey(key('k1'))
+        assert.equal('keyHash' in created, false)
+        assert.deepEqual({ ...created, createdAt: 0 }, { id: 'k1', name: 'key k1', prefix: 'sb_k1', scopes: ['publish:chat:*', 'subscribe:*'], createdBy: 'admin', createdAt: 0, lastUsedAt: null })
+        assert.ok(created.createdAt >= before)
+        assert.deepEqual(await store.getApiKeyByHash('hash-k1'), created)
+        assert.equal(await store.getApiKeyByHash('unknown'), undefined)
+      })
+
+      it('round-trips empty and unusual scopes', async () => {
+        await store.createApiKey(key('k1', []))
+        await store.createApiKey(key('k2', ['a "quoted" scope', 'ünïcode', 'x,y']))
+        assert.deepEqual((await store.getApiKeyByHash('hash-k1'))?.scopes, [])
+        assert.deepEqual((await store.getApiKeyByHash('hash-k2'))?.scopes, ['a "quoted" scope', 'ünïcode', 'x,y'])
+      })
+
+      it('lists keys by id with keyset pagination', async () => {
+        for (const id of ['k3', 'k1', 'k2']) await store.createApiKey(key(id))
+        assert.deepEqual((await store.listApiKeys(ALL)).map(k => k.id), ['k1', 'k2', 'k3'])
+        assert.deepEqual((await store.listApiKeys({ limit: 2 })).map(k => k.id), ['k1', 'k2'])
+        assert.deepEqual((await store.listApiKeys({ limit: 2, after: 'k2' })).map(k => k.id), ['k3'])
+        assert.equal((await store.listApiKeys(ALL)).some(k => 'keyHash' in k), false)
+      })
+
+      it('touchApiKey records the last use', async () => {
+        await store.createApiKey(key('k1'))
+        await store.touchApiKey('k1', 1_700_000_000_123)
+        assert.equal((await store.getApiKeyByHash('hash-k1'))?.lastUsedAt, 1_700_000_000_123)
+        await store.touchApiKey('unknown', 1)
+      })
+
+      it('deleteApiKey deletes once', async () => {
+        await store.createApiKey(key('k1'))
+        assert.equal(await store.deleteApiKey('k1'), true)
+        assert.equal(await store.deleteApiKey('k1'), false)
+        assert.equal(await store.getApiKeyByHash('hash-k1'), undefined)
+      })
+    })
+
+    describe('rooms', () => {
+      beforeEach(async () => { await user('alice'); await user('bob') })
+
+      it('creates a room with its creator as owner, and returns null for a taken id', async () => {
+        const before = Date.now()
+        const created = await store.createRoom({ id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, createdBy: 'alice' })
+        assert.ok(created)
+        assert.deepEqual({ ...created, createdAt: 0, updatedAt: 0 }, { id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, createdBy: 'alice', createdAt: 0, updatedAt: 0 })
+        assert.ok(created.createdAt >= before)
+        assert.equal(created.updatedAt, created.createdAt)
+        assert.deepEqual(await store.getRoom('lobby'), created)
+        assert.equal((await store.getMembership('lobby', 'alice'))?.role, 'owner')
+
+        assert.equal(await store.createRoom(created), null)
+        assert.equal(await store.createRoom({ ...created, createdBy: 'bob' }), null)
+        assert.equal(await store.getMembership('lobby', 'bob'), undefined)
+        assert.equal((await store.getRoom('lobby'))?.createdBy, 'alice')
+      })
+
+      it('getRoom returns undefined for an unknown id', async () => {
+        assert.equal(await store.getRoom('nowhere'), undefined)
+      })
+
+      it('updateRoom applies a partial patch', async () => {
+        const created = await room('lobby', 'alice', { maxMembers: 10 })
+        const updated = await store.updateRoom('lobby', { name: null, visibility: 'private', maxMembers: null, historySize: 5 })
+        assert.ok(updated)
+        assert.deepEqual({ ...updated, updatedAt: 0 }, { ...created, name: null, visibility: 'private', maxMembers: null, historySize: 5, updatedAt: 0 })
+        assert.ok(updated.updatedAt >= created.updatedAt)
+        assert.deepEqual(await store.getRoom('lobby'), updated)
+        assert.deepEqual(await store.updateRoom('lobby', {}), updated)
+        assert.equal(await store.updateRoom('nowhere', { name: 'x' }), undefined)
+        assert.equal(await store.updateRoom('nowhere', {}), undefined)
+      })
+
+      it('deleteRoom deletes the room with its memberships and bans', async () => {
+        await room('lobby', 'alice')
+        await user('carol')
+        assert.equal((await store.setMember('lobby', 'bob', 'member')).ok, true)
+        assert.equal((await store.banUser({ roomId: 'lobby', userId: 'carol', bannedBy: 'alice', reason: null })).ok, true)
+        assert.equal(await store.deleteRoom('lobby'), true)
+        assert.equal(await store.getRoom('lobby'), undefined)
+        assert.deepEqual(await store.listMembers('lobby', ALL), [])
+        assert.deepEqual(await store.listBans('lobby', ALL), [])
+        assert.deepEqual(await store.listMembershipsOfUser('alice', ALL), [])
+        assert.equal(await store.deleteRoom('lobby'), false)
+        // The id is free again, without leftovers.
+        await room('lobby', 'bob')
+        assert.deepEqual((await store.listMembers('lobby', ALL)).map(m => m.userId), ['bob'])
+      })
+
+      it('listVisibleRooms: admins see all; others see public rooms they are not banned from and rooms they belong to', async () => {
+        await user('root', 'admin')
+        await user('carol')
+        await room('a-public', 'alice')
+        await room('b-private', 'alice', { visibility: 'private' })
+        await room('c-private-with-bob', 'alice', { visibility: 'private' })
+        await room('d-public-bob-banned', 'alice')
+        await room('e-private-bob-banned', 'alice', { visibility: 'private' })
+        assert.equal((await store.setMember('c-private-with-bob', 'bob', 'member')).ok, true)
+        assert.equal((await store.banUser({ roomId: 'd-public-bob-banned', userId: 'bob', bannedBy: 'alice', reason: 'spam' })).ok, true)
+        assert.equal((await store.banUser({ roomId: 'e-private-bob-banned', userId: 'bob', bannedBy: 'alice', reason: null })).ok, true)
+
+        const visible = async (userId: string, isAdmin = false) => (await store.listVisibleRooms({ userId, isAdmin }, ALL)).map(r => r.id)
+        const all = ['a-public', 'b-private', 'c-private-with-bob', 'd-public-bob-banned', 'e-private-bob-banned']
+        assert.deepEqual(await visible('root', true), all)
+        assert.deepEqual(await visible('alice'), all)
+        assert.deepEqual(await visible('bob'), ['a-public', 'c-private-with-bob'])
+        assert.deepEqual(await visible('carol'), ['a-public', 'd-public-bob-banned'])
+        assert.deepEqual(await visible('stranger'), ['a-public', 'd-public-bob-banned'])
+        const [first] = await store.listVisibleRooms({ userId: 'bob', isAdmin: false }, ALL)
+        assert.deepEqual(first, await store.getRoom('a-public'))
+      })
+
+      it('listVisibleRooms paginates by id', async () => {
+        for (const id of ['r4', 'r1', 'r3', 'r2', 'r5']) await room(id, 'alice', { visibility: id === 'r3' ? 'private' : 'public' })
+        const page = async (isAdmin: boolean, limit: number, after?: string) => (await store.listVisibleRooms({ userId: 'bob', isAdmin }, { limit, after })).map(r => r.id)
+        assert.deepEqual(await page(true, 2), ['r1', 'r2'])
+        assert.deepEqual(await page(true, 2, 'r2'), ['r3', 'r4'])
+        assert.deepEqual(await page(true, 2, 'r4'), ['r5'])
+        assert.deepEqual(await page(false, 2, 'r2'), ['r4', 'r5'])
+        assert.deepEqual(await page(false, 2, 'r5'), [])
+      })
+    })
+
+    describe('memberships', () => {
+      beforeEach(async () => {
+        for (const id of ['alice', 'bob', 'carol', 'dave']) await user(id)
+        await room('lobby', 'alice')
+      })
+
+      it('setMember adds a member, then changes the role', async () => {
+        const before = Date.now()
+        const added = await store.setMember('lobby', 'bob', 'member')
+        assert.ok(added.ok)
+        assert.equal(added.created, true)
+        assert.deepEqual({ ...added.membership, createdAt: 0 }, { roomId: 'lobby', userId: 'bob', role: 'member', createdAt: 0 })
+        assert.ok(added.membership.createdAt >= before)
+
+        const promoted = await store.setMember('lobby', 'bob', 'moderator')
+        assert.deepEqual(promoted, { ok: true, created: false, membership: { ...added.membership, role: 'moderator' } })
+        assert.deepEqual(await store.getMembership('lobby', 'bob'), promoted.ok ? promoted.membership : undefined)
+
+        const same = await store.setMember('lobby', 'bob', 'moderator')
+        assert.deepEqual(same, promoted)
+      })
+
+      it('setMember fails for an unknown room or user', async () => {
+        assert.deepEqual(await store.setMember('nowhere', 'bob', 'member'), { ok: false, reason: 'room_not_found' })
+        assert.deepEqual(await store.setMember('lobby', 'nobody', 'member'), { ok: false, reason: 'user_not_found' })
+      })
+
+      it('setMember refuses banned users', async () => {
+        assert.equal((await store.banUser({ roomId: 'lobby', userId: 'bob', bannedBy: 'alice', reason: null })).ok, true)
+        assert.deepEqual(await store.setMember('lobby', 'bob', 'member'), { ok: false, reason: 'banned' })
+        assert.equal(await store.getMembership('lobby', 'bob'), undefined)
+      })
+
+      it('setMember refuses to exceed maxMembers, but still changes roles in a full room', async () => {
+        await room('small', 'alice', { maxMembers: 2 })
+        assert.equal((await store.setMember('small', 'bob', 'member')).ok, true)
+        assert.deepEqual(await store.setMember('small', 'carol', 'member'), { ok: false, reason: 'room_full' })
+        assert.equal((await store.setMember('small', 'bob', 'moderator')).ok, true)
+        assert.equal((await store.removeMember('small', 'bob')).ok, true)
+        assert.equal((await store.setMember('small', 'carol', 'member')).ok, true)
+      })
+
+      it('setMember refuses to demote the last owner, but demotes one of two', async () => {
+        assert.deepEqual(await store.setMember('lobby', 'alice', 'moderator'), { ok: false, reason: 'last_owner' })
+        assert.equal((await store.getMembership('lobby', 'alice'))?.role, 'owner')
+        assert.equal((await store.setMember('lobby', 'bob', 'owner')).ok, true)
+        assert.equal((await store.setMember('lobby', 'alice', 'member')).ok, true)
+        assert.deepEqual(await store.setMember('lobby', 'bob', 'member'), { ok: false, reason: 'last_owner' })
+      })
+
+      it('removeMember removes, reports absent members, and keeps the last owner', async () => {
+        assert.equal((await store.setMember('lobby', 'bob', 'member')).ok, true)
+        assert.deepEqual(await store.removeMember('lobby', 'bob'), { ok: true, removed: true })
+        assert.deepEqual(await store.removeMember('lobby', 'bob'), { ok: true, removed: false })
+        assert.deepEqual(await store.removeMember('nowhere', 'bob'), { ok: false, reason: 'room_not_found' })
+        assert.deepEqual(await store.removeMember('lobby', 'alice'), { ok: false, reason: 'last_owner' })
+        assert.equal((await store.setMember('lobby', 'bob', 'owner')).ok, true)
+        assert.deepEqual(await store.removeMember('lobby', 'alice'), { ok: true, removed: true })
+        assert.deepEqual((await store.listMembers('lobby', ALL)).map(m => [m.userId, m.role]), [['bob', 'owner']])
+      })
+
+      it('lists members by user id and a user\'s memberships by room id, with pagination', async () => {
+        await room('attic', 'bob')
+        await room('cellar', 'carol')
+        for (const id of ['dave', 'carol', 'bob']) assert.equal((await store.setMember('lobby', id, 'member')).ok, true)
+        assert.equal((await store.setMember('cellar', 'bob', 'moderator')).ok, true)
+
+        const members = async (limit: number, after?: string) => (await store.listMembers('lobby', { limit, after })).map(m => m.userId)
+        assert.deepEqual(await members(10), ['alice', 'bob', 'carol', 'dave'])
+        assert.deepEqual(await members(2), ['alice', 'bob'])
+        assert.deepEqual(await members(2, 'bob'), ['carol', 'dave'])
+        assert.deepEqual(await store.listMembers('nowhere', ALL), [])
+
+        const rooms = async (limit: number, after?: string) => (await store.listMembershipsOfUser('bob', { limit, after })).map(m => [m.roomId, m.role])
+        assert.deepEqual(await rooms(10), [['attic', 'owner'], ['cellar', 'moderator'], ['lobby', 'member']])
+        assert.deepEqual(await rooms(1, 'attic'), [['cellar', 'moderator']])
+        assert.deepEqual(await store.listMembershipsOfUser('nobody', ALL), [])
+      })
+
+      it('concurrent joins never exceed maxMembers', async () => {
+        const users = Array.from({ length: 10 }, (_, i) => `joiner${i}`)
+        for (const id of users) await user(id)
+        await room('tiny', 'alice', { maxMembers: 3 })
+        const results = await Promise.all(users.map(id => store.setMember('tiny', id, 'member')))
+        assert.equal(results.filter(r => r.ok).length, 2)
+        assert.ok(results.every(r => r.ok || r.reason === 'room_full'))
+        assert.equal((await store.listMembers('tiny', ALL)).length, 3)
+      })
+
+      it('concurrent demotions of two owners leave one owner', async () => {
+        assert.equal((await store.setMember('lobby', 'bob', 'owner')).ok, true)
+        const results = await Promise.all([store.setMember('lobby', 'alice', 'member'), store.setMember('lobby', 'bob', 'member')])
+        assert.deepEqual(results.map(r => r.ok).sort(), [false, true])
+        assert.equal((await store.listMembers('lobby', ALL)).filter(m => m.role === 'owner').length, 1)
+      })
+
+      it('concurrent removals and bans of two owners leave one owner', async () => {
+        assert.equal((await store.setMember('lobby', 'bob', 'owner')).ok, true)
+        const results = await Promise.all([store.removeMember('lobby', 'alice'), store.banUser({ roomId: 'lobby', userId: 'bob', bannedBy: 'carol', reason: null })])
+        assert.deepEqual(results.map(r => r.ok).sort(), [false, true])
+        assert.equal((await store.listMembers('lobby', ALL)).filter(m => m.role === 'owner').length, 1)
+      })
+    })
+
+    describe('bans', () => {
+      beforeEach(async () => {
+        for (const id of ['alice', 'bob', 'carol']) await user(id)
+        await room('lobby', 'alice')
+      })
+
+      it('banUser removes the membership and records the ban', async () => {
+        assert.equal((await store.setMember('lobby', 'bob', 'moderator')).ok, true)
+        const before = Date.now()
+        const result = await store.banUser({ roomId: 'lobby', userId: 'bob', bannedBy: 'alice', reason: 'spam' })
+        assert.ok(result.ok)
+        assert.equal(result.created, true)
+        assert.equal(result.removedMembership, true)
+        assert.deepEqual({ ...result.ban, createdAt: 0 }, { roomId: 'lobby', userId: 'bob', bannedBy: 'alice', reason: 'spam', createdAt: 0 })
+        assert.ok(result.ban.createdAt >= before)
+        assert.equal(await store.getMembership('lobby', 'bob'), undefined)
+        assert.deepEqual(await store.getBan('lobby', 'bob'), result.ban)
+      })
+
+      it('banning again keeps the original ban', async () => {
+        const first = await store.banUser({ roomId: 'lobby', userId: 'bob', bannedBy: 'alice', reason: 'spam' })
+        assert.ok(first.ok)
+        assert.equal(first.removedMembership, false)
+        const again = await store.banUser({ roomId: 'lobby', userId: 'bob', bannedBy: 'carol', reason: 'other' })
+        assert.deepEqual(again, { ok: true, ban: first.ban, created: false, removedMembership: false })
+      })
+
+      it('banUser fails for an unknown room or user, and for the last owner', async () => {
+        assert.deepEqual(await store.banUser({ roomId: 'nowhere', userId: 'bob', bannedBy: 'alice', reason: null }), { ok: false, reason: 'room_not_found' })
+        assert.deepEqual(await store.banUser({ roomId: 'lobby', userId: 'nobody', bannedBy: 'alice', reason: null }), { ok: false, reason: 'user_not_found' })
+        assert.deepEqual(await store.banUser({ roomId: 'lobby', userId: 'alice', bannedBy: 'bob', reason: null }), { ok: false, reason: 'last_owner' })
+        assert.equal((await store.getMembership('lobby', 'alice'))?.role, 'owner')
+        assert.equal(await store.getBan('lobby', 'alice'), undefined)
+
+        assert.equal((await store.setMember('lobby', 'bob', 'owner')).ok, true)
+        const banned = await store.banUser({ roomId: 'lobby', userId: 'alice', bannedBy: 'bob', reason: null })
+        assert.ok(banned.ok && banned.removedMembership)
+      })
+
+      it('unbanUser lifts a ban once, after which the user may join', async () => {
+        assert.equal((await store.banUser({ roomId: 'lobby', userId: 'bob', bannedBy: 'alice', reason: null })).ok, true)
+        assert.equal(await store.unbanUser('lobby', 'bob'), true)
+        assert.equal(await store.unbanUser('lobby', 'bob'), false)
+        assert.equal(await store.getBan('lobby', 'bob'), undefined)
+        assert.equal((await store.setMember('lobby', 'bob', 'member')).ok, true)
+      })
+
+      it('listBans orders by user id with pagination', async () => {
+        for (const id of ['carol', 'bob']) assert.equal((await store.banUser({ roomId: 'lobby', userId: id, bannedBy: 'alice', reason: null })).ok, true)
+        assert.deepEqual((await store.listBans('lobby', ALL)).map(b => b.userId), ['bob', 'carol'])
+        assert.deepEqual((await store.listBans('lobby', { limit: 1 })).map(b => b.userId), ['bob'])
+        assert.deepEqual((await store.listBans('lobby', { limit: 1, after: 'bob' })).map(b => b.userId), ['carol'])
+        assert.deepEqual(await store.listBans('nowhere', ALL), [])
+      })
+    })
+  })
+}
+
+/** Closing twice is harmless here: the ping test closes the store itself. */
+async function closeQuietly (store: Store): Promise<void> {
+  await store.close().catch(() => {})
+}
+
+storeContract({
+  name: 'SQLite',
+  skip: false,
+  async open () {
+    const store = await createStore('sqlite::memory:')
+    return { store, dispose: async () => { await closeQuietly(store) } }
+  }
+})
+
+describe('createStore', () => {
+  it('rejects an unsupported URL, naming DATABASE_URL and the accepted forms', async () => {
+    for (const url of ['mysql://localhost/db', 'sqlite:', '', './data/db.sqlite']) {
+      await assert.rejects(createStore(url), (error: Error) => /DATABASE_URL/.test(error.message) && /sqlite:/.test(error.message) && /postgres:\/\//.test(error.message))
+    }
+  })
+
+  it('opens a SQLite file, creating its directory, and keeps data across reopening', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'switchboard-store-'))
+    try {
+      const url = `sqlite:${join(dir, 'nested', 'db.sqlite')}`
+      const first = await createStore(url)
+      assert.equal(first.kind, 'sqlite')
+      await first.createUser({ id: 'alice', passwordHash: 'h', role: 'user' })
+      await first.close()
+      assert.ok(existsSync(join(dir, 'nested', 'db.sqlite')))
+      const second = await createStore(url)
+      assert.equal((await second.getUser('alice'))?.id, 'alice')
+      await second.close()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('fails promptly when PostgreSQL is not there', async () => {
+    await assert.rejects(createStore('postgres://postgres@127.0.0.1:1/test'))
+  })
+})
+
+function redacted (url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== '') parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return url
+  }
+}
+
+async function pgUnreachableReason (url: string): Promise<string | null> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 })
+  try {
+    await client.connect()
+    await client.query('select 1')
+    return null
+  } catch (error) {
+    return `PostgreSQL not reachable at ${redacted(url)}: ${(error as Error).message}`
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+let admin: pg.Pool | undefined
+storeContract({
+  name: 'PostgreSQL',
+  skip: pgSkip ?? false,
+  async before () { admin = new pg.Pool({ connectionString: PG_URL, max: 2 }) },
+  async after () { await admin?.end() },
+  async open () {
+    const schema = `store_test_${randomBytes(6).toString('hex')}`
+    const store = await createStore(PG_URL, { pgSchema: schema })
+    return {
+      store,
+      dispose: async () => {
+        await closeQuietly(store)
+        await admin?.query(`drop schema if exists "${schema}" cascade`)
+      }
+    }
+  }
+})
