@@ -1,0 +1,250 @@
+import { describe, it, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import http from 'node:http'
+import net from 'node:net'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { TEST_JWT_SECRET, tempDir } from './helper.js'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const ADMIN = { username: 'admin', password: 'bootstrap admin password' }
+const READY_WITHIN_MS = 20_000
+const EXIT_WITHIN_MS = 20_000
+const GRACE_MS = 10_000
+
+interface Server {
+  child: ChildProcessWithoutNullStreams
+  port: number
+  stdout: () => string
+  stderr: () => string
+  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+}
+
+interface Reply { status: number, body: any } // eslint-disable-line @typescript-eslint/no-explicit-any -- tests read whatever JSON came back
+
+function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer()
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address()
+      probe.close(() => {
+        if (address === null || typeof address === 'string') reject(new Error('no port'))
+        else resolve(address.port)
+      })
+    })
+  })
+}
+
+/**
+ * One request on its own connection (no keep-alive pool), so a closing server is seen as
+ * a refused connection or a 503, never as a reused socket.
+ */
+function request (port: number, method: string, path: string, options: { token?: string, body?: unknown } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {}
+    if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
+    const payload = options.body === undefined ? undefined : JSON.stringify(options.body)
+    if (payload !== undefined) headers['content-type'] = 'application/json'
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false, timeout: 15_000 }, (res) => {
+      let text = ''
+      res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
+      res.on('end', () => {
+        let body: unknown = text
+        try { body = text === '' ? undefined : JSON.parse(text) } catch { /* not JSON */ }
+        resolve({ status: res.statusCode ?? 0, body })
+      })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)))
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
+function withTimeout<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms) })
+  ]).finally(() => clearTimeout(timer))
+}
+
+/** Spawns the real entry point; killed hard if a test leaves it running. */
+async function startServer (t: TestContext, env: Record<string, string>): Promise<Server> {
+  const port = await freePort()
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: ROOT,
+    // Not process.env: the test runner's own variables (NODE_ENV, NODE_TEST_CONTEXT…) must not leak in.
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', PORT: String(port), ...env },
+    stdio: ['pipe', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }))
+  })
+  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  return { child, port, stdout: () => stdout, stderr: () => stderr, exited }
+}
+
+async function waitUntilReady (server: Server): Promise<void> {
+  const deadline = Date.now() + READY_WITHIN_MS
+  let last = 'no answer'
+  while (Date.now() < deadline) {
+    if (server.child.exitCode !== null) break
+    try {
+      const res = await request(server.port, 'GET', '/health/ready')
+      if (res.status === 200) return
+      last = `status ${res.status}`
+    } catch (err) {
+      last = (err as Error).message
+    }
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  assert.fail(`server not ready (${last}); exit ${server.child.exitCode}\nstdout:\n${server.stdout()}\nstderr:\n${server.stderr()}`)
+}
+
+function countLines (server: Server, pattern: RegExp): number {
+  return server.stdout().split('\n').filter(line => pattern.test(line)).length
+}
+
+async function waitForLog (server: Server, pattern: RegExp, count = 1): Promise<void> {
+  const deadline = Date.now() + READY_WITHIN_MS
+  while (countLines(server, pattern) < count) {
+    if (Date.now() > deadline) assert.fail(`fewer than ${count} log lines matching ${pattern}\nstdout:\n${server.stdout()}`)
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
+
+function baseEnv (dataDir: string): Record<string, string> {
+  return {
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'info',
+    DATA_DIR: dataDir,
+    DATABASE_URL: `sqlite:${join(dataDir, 'switchboard.db')}`,
+    JWT_SECRET: TEST_JWT_SECRET,
+    PASSWORD_HASH_COST: '10',
+    ADMIN_USERNAME: ADMIN.username,
+    ADMIN_PASSWORD: ADMIN.password,
+    SHUTDOWN_GRACE_MS: String(GRACE_MS)
+  }
+}
+
+async function loginAdmin (port: number): Promise<Reply> {
+  return await request(port, 'POST', '/auth/login', { body: { username: ADMIN.username, password: ADMIN.password } })
+}
+
+describe('server process', () => {
+  it('starts, serves the bootstrap admin, and drains in-flight work on SIGTERM', async (t) => {
+    // A costly hash makes the login slow enough to be still running when SIGTERM arrives.
+    const server = await startServer(t, { ...baseEnv(tempDir(t)), PASSWORD_HASH_COST: '16' })
+    await waitUntilReady(server)
+
+    const first = await loginAdmin(server.port)
+    assert.equal(first.status, 200)
+    assert.equal(first.body.user.id, ADMIN.username)
+    assert.equal(first.body.user.role, 'admin')
+
+    const incomingLogin = /^(?=.*"msg":"incoming request")(?=.*"url":"\/auth\/login")/
+    const slowLogin = loginAdmin(server.port)
+    // SIGTERM only once the server has the request, so it is truly in flight.
+    await waitForLog(server, incomingLogin, 2)
+    server.child.kill('SIGTERM')
+    // The signal is delivered asynchronously: a probe sent before the child handles it may still see 200.
+    await waitForLog(server, /"signal":"SIGTERM"/)
+
+    let readiness: string
+    try {
+      readiness = String((await request(server.port, 'GET', '/health/ready')).status)
+    } catch (err) {
+      readiness = (err as NodeJS.ErrnoException).code ?? (err as Error).message
+    }
+    assert.ok(['503', 'ECONNREFUSED', 'ECONNRESET'].includes(readiness), `readiness after SIGTERM: ${readiness}`)
+
+    const inFlight = await slowLogin
+    assert.equal(inFlight.status, 200)
+    assert.equal(typeof inFlight.body.accessToken, 'string')
+    // The login finished after shutdown began, so it really was drained rather than done early.
+    const lines = server.stdout().split('\n')
+    const shutdownAt = lines.findIndex(line => /"signal":"SIGTERM"/.test(line))
+    const signedInAt = lines.map(line => /"msg":"user signed in"/.test(line)).lastIndexOf(true)
+    assert.ok(shutdownAt !== -1 && shutdownAt < signedInAt, server.stdout())
+
+    const { code, signal } = await withTimeout(server.exited, EXIT_WITHIN_MS, 'exit after SIGTERM')
+    assert.equal(signal, null)
+    // close-with-grace exits 1 when the grace period runs out, so 0 means it closed in time.
+    assert.equal(code, 0, server.stderr())
+    assert.match(server.stdout(), /"signal":"SIGTERM"/)
+    await assert.rejects(request(server.port, 'GET', '/health/live'), { code: 'ECONNREFUSED' })
+  })
+
+  it('reports not ready while shutting down', async (t) => {
+    const server = await startServer(t, baseEnv(tempDir(t)))
+    await waitUntilReady(server)
+    // A load balancer probing over a kept-alive connection must not be told "ready" once
+    // shutdown has begun: it gets a 503, or the connection is closed or refused.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    t.after(() => agent.destroy())
+    const probe = (): Promise<number | string> => new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port: server.port, path: '/health/ready', agent, timeout: 15_000 }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      })
+      req.on('timeout', () => req.destroy(new Error('timed out')))
+      req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+    })
+    assert.equal(await probe(), 200)
+    server.child.kill('SIGTERM')
+    await waitForLog(server, /"signal":"SIGTERM"/)
+    const after = await probe()
+    assert.ok([503, 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'].includes(after), `readiness after SIGTERM: ${after}`)
+    const { code } = await withTimeout(server.exited, EXIT_WITHIN_MS, 'exit after SIGTERM')
+    assert.equal(code, 0, server.stderr())
+  })
+
+  it('exits 0 on SIGINT', async (t) => {
+    const server = await startServer(t, baseEnv(tempDir(t)))
+    await waitUntilReady(server)
+    server.child.kill('SIGINT')
+    const { code, signal } = await withTimeout(server.exited, EXIT_WITHIN_MS, 'exit after SIGINT')
+    assert.equal(signal, null)
+    assert.equal(code, 0, server.stderr())
+  })
+
+  it('without JWT_SECRET in development, generates a secret once and keeps it across restarts', async (t) => {
+    const dataDir = tempDir(t)
+    const env = baseEnv(dataDir)
+    delete env.JWT_SECRET
+    delete env.NODE_ENV
+
+    const first = await startServer(t, env)
+    await waitUntilReady(first)
+    assert.match(first.stdout(), /"level":40[^\n]*development secret/)
+    const secretFile = join(dataDir, 'jwt-secret')
+    assert.ok(existsSync(secretFile))
+    assert.equal(statSync(secretFile).mode & 0o777, 0o600)
+    const secret = readFileSync(secretFile, 'utf8')
+    assert.ok(!first.stdout().includes(secret.trim()), 'the generated secret must not be logged')
+
+    const login = await loginAdmin(first.port)
+    assert.equal(login.status, 200)
+    const token = login.body.accessToken as string
+    first.child.kill('SIGTERM')
+    assert.equal((await withTimeout(first.exited, EXIT_WITHIN_MS, 'first run exit')).code, 0, first.stderr())
+
+    const second = await startServer(t, env)
+    await waitUntilReady(second)
+    assert.equal(readFileSync(secretFile, 'utf8'), secret)
+    const me = await request(second.port, 'GET', '/auth/me', { token })
+    assert.equal(me.status, 200, JSON.stringify(me.body))
+    assert.equal(me.body.kind, 'user')
+    assert.equal(me.body.user.id, ADMIN.username)
+    second.child.kill('SIGTERM')
+    assert.equal((await withTimeout(second.exited, EXIT_WITHIN_MS, 'second run exit')).code, 0, second.stderr())
+  })
+})

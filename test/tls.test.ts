@@ -1,0 +1,88 @@
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import http from 'node:http'
+import https from 'node:https'
+import { join } from 'node:path'
+import { build, PASSWORD, tempDir } from './helper.js'
+
+interface Reply { status: number, body: any } // eslint-disable-line @typescript-eslint/no-explicit-any -- tests read whatever JSON came back
+
+/** One HTTPS request that trusts only `ca`: verification stays on, so a bad certificate fails the test. */
+function httpsRequest (url: string, ca: Buffer, method: string, path: string, options: { token?: string, body?: unknown } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {}
+    if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
+    const payload = options.body === undefined ? undefined : JSON.stringify(options.body)
+    if (payload !== undefined) headers['content-type'] = 'application/json'
+    const req = https.request(new URL(path, url), { method, headers, ca, agent: false, timeout: 10_000 }, (res) => {
+      let text = ''
+      res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
+      res.on('end', () => {
+        let body: unknown = text
+        try { body = text === '' ? undefined : JSON.parse(text) } catch { /* not JSON */ }
+        resolve({ status: res.statusCode ?? 0, body })
+      })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error('timed out')))
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
+/** Self-signed for localhost and 127.0.0.1, valid for a day, made fresh for each run. */
+function selfSignedCertificate (dir: string): { certFile: string, keyFile: string } {
+  const certFile = join(dir, 'cert.pem')
+  const keyFile = join(dir, 'key.pem')
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+    '-keyout', keyFile, '-out', certFile, '-days', '1',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'
+  ], { stdio: 'pipe' })
+  return { certFile, keyFile }
+}
+
+describe('tls', () => {
+  it('serves HTTPS with the configured certificate', async (t) => {
+    const { certFile, keyFile } = selfSignedCertificate(tempDir(t))
+    const ca = readFileSync(certFile)
+    const { url, createUser } = await build(t, { env: { TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile } })
+    assert.match(url, /^https:\/\//)
+
+    const live = await httpsRequest(url, ca, 'GET', '/health/live')
+    assert.equal(live.status, 200)
+    assert.deepEqual(live.body, { status: 'ok' })
+
+    await createUser('alice')
+    const login = await httpsRequest(url, ca, 'POST', '/auth/login', { body: { username: 'alice', password: PASSWORD } })
+    assert.equal(login.status, 200)
+    assert.equal(typeof login.body.accessToken, 'string')
+    const me = await httpsRequest(url, ca, 'GET', '/auth/me', { token: login.body.accessToken as string })
+    assert.equal(me.status, 200)
+    assert.equal(me.body.user.id, 'alice')
+
+    // Served by that certificate and no other: a client trusting a different CA is refused.
+    const other = readFileSync(selfSignedCertificate(tempDir(t)).certFile)
+    await assert.rejects(httpsRequest(url, other, 'GET', '/health/live'), (err: NodeJS.ErrnoException) => {
+      assert.match(String(err.code), /SELF_SIGNED|UNABLE_TO_VERIFY|CERT/)
+      return true
+    })
+  })
+
+  it('does not answer plain HTTP on the TLS port', async (t) => {
+    const { certFile, keyFile } = selfSignedCertificate(tempDir(t))
+    const { url } = await build(t, { env: { TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile } })
+    const plain = url.replace(/^https:/, 'http:')
+    const outcome = await new Promise<number | Error>((resolve) => {
+      const req = http.get(new URL('/health/live', plain), { agent: false, timeout: 10_000 }, (res) => {
+        res.resume()
+        resolve(res.statusCode ?? 0)
+      })
+      req.on('timeout', () => req.destroy(new Error('timed out')))
+      req.on('error', resolve)
+    })
+    assert.notEqual(outcome, 200)
+  })
+})
