@@ -50,10 +50,13 @@ export function standingAllows (standing: Standing, action: RoomAction, room: Ro
   return typeof rule === 'function' ? rule(room) : rule
 }
 
-/** API keys act by scope: the room operations their scopes name, and reading rooms they touch. */
+/** API keys act by scope: the room operations their scopes name, and reading rooms (settings, members) they touch. */
 export function apiKeyAllows (scopes: readonly string[], action: RoomAction, room: Room): boolean {
   switch (action) {
-    case 'read': return scopeTouches(scopes, room.id)
+    // A service acting on a room needs its settings and who is in it, but never its bans.
+    case 'read':
+    case 'listMembers':
+      return scopeTouches(scopes, room.id)
     case 'subscribe':
     case 'history':
     case 'presence':
