@@ -172,7 +172,20 @@ const OPS: Op[] = [
     mutates: true,
     act: rest('DELETE', (id, actor) => `/rooms/${id}/members/${actor}`, 204),
     // The fixture has a second owner, so the owner may leave; the last owner is an invariant below.
-    expect: { admin: 'notMember', owner: 'ok', moderator: 'ok', member: 'ok', nonMember: ['denied', 'hidden'], banned: ['banned', 'hidden'] }
+    expect: { admin: 'notMember', owner: 'ok', moderator: 'ok', member: 'ok', nonMember: ['notMember', 'hidden'], banned: ['banned', 'hidden'] }
+  },
+  {
+    name: 'step down to member (or repeat it: a no-op)',
+    mutates: true,
+    act: rest('PUT', (id, actor) => `/rooms/${id}/members/${actor}`, 200, { role: 'member' }),
+    // For people already in the room; outsiders joining is the row above.
+    expect: { admin: null, owner: 'ok', moderator: 'ok', member: 'ok', nonMember: null, banned: ['banned', 'hidden'] }
+  },
+  {
+    name: 'promote oneself to moderator',
+    mutates: true,
+    act: rest('PUT', (id, actor) => `/rooms/${id}/members/${actor}`, 200, { role: 'moderator' }),
+    expect: { admin: null, owner: 'ok', moderator: 'ok', member: 'denied', nonMember: ['denied', 'hidden'], banned: ['banned', 'hidden'] }
   },
   { name: 'subscribe', mutates: false, act: authorize('subscribe'), expect: SEE },
   { name: 'read history', mutates: false, act: authorize('history'), expect: SEE },

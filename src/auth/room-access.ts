@@ -69,21 +69,25 @@ export function apiKeyAllows (scopes: readonly string[], action: RoomAction, roo
 
 /**
  * Membership changes: `next` is the role to set, or null to remove. Owners and admins manage
- * everyone; moderators add and remove plain members only; anyone may leave, and anyone not
- * banned may join a public room as a plain member.
+ * everyone; moderators add and remove plain members only. About themselves, anyone may leave,
+ * step down to a lower role (or repeat their current one: a no-op), and anyone not banned may
+ * join a public room as a plain member.
  */
 export function mayChangeMember (actor: Standing, change: { self: boolean, current: RoomRole | null, next: RoomRole | null }, room: Room): boolean {
   if (actor === 'admin' || actor === 'owner') return true
   if (actor === 'banned') return false
   if (change.self) {
-    if (change.next === null) return change.current !== null
-    if (change.current === null && change.next === 'member') return room.visibility === 'public'
+    if (change.next === null) return true
+    if (change.current === null) return change.next === 'member' && room.visibility === 'public'
+    return ROLE_RANK[change.next] <= ROLE_RANK[change.current]
   }
   if (actor === 'moderator') {
     return (change.current === null || change.current === 'member') && (change.next === null || change.next === 'member')
   }
   return false
 }
+
+const ROLE_RANK: Record<RoomRole, number> = { member: 1, moderator: 2, owner: 3 }
 
 /** Bans: owners and admins ban anyone; moderators ban plain members and outsiders; nobody bans themselves. */
 export function mayBan (actor: Standing, target: { self: boolean, current: RoomRole | null }): boolean {
