@@ -33,6 +33,7 @@ declare module 'fastify' {
 
 /** A JWT longer than this is refused unparsed: no legitimate access token comes near it. */
 export const MAX_TOKEN_LENGTH = 8192
+const REFRESH_SWEEP_INTERVAL_MS = 60 * 60 * 1000
 const USER_ID = /^[a-z0-9][a-z0-9_.-]{2,31}$/
 
 /**
@@ -105,6 +106,15 @@ export default fp(async (app) => {
     request.principal = await identify(request)
     if (request.principal.kind !== 'user' || request.principal.role !== 'admin') throw new Errors.Forbidden('Administrators only')
   })
+
+  // Expired refresh tokens are useless but would pile up forever; sweep them hourly.
+  const sweep = setInterval(() => {
+    app.store.deleteExpiredRefreshTokens(Date.now())
+      .then(count => { if (count > 0) app.log.info({ count }, 'expired refresh tokens removed') })
+      .catch((err: unknown) => app.log.warn({ err }, 'refresh token sweep failed'))
+  }, REFRESH_SWEEP_INTERVAL_MS)
+  sweep.unref()
+  app.addHook('onClose', async () => { clearInterval(sweep) })
 
   const admin = app.config.admin
   if (admin !== null) {

@@ -6,7 +6,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { TEST_JWT_SECRET, tempDir } from './helper.js'
+import { oneShotRequest, TEST_JWT_SECRET, tempDir, type Reply } from './helper.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const ADMIN = { username: 'admin', password: 'bootstrap admin password' }
@@ -22,8 +22,6 @@ interface Server {
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
-interface Reply { status: number, body: any } // eslint-disable-line @typescript-eslint/no-explicit-any -- tests read whatever JSON came back
-
 function freePort (): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer()
@@ -38,30 +36,8 @@ function freePort (): Promise<number> {
   })
 }
 
-/**
- * One request on its own connection (no keep-alive pool), so a closing server is seen as
- * a refused connection or a 503, never as a reused socket.
- */
 function request (port: number, method: string, path: string, options: { token?: string, body?: unknown } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = {}
-    if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
-    const payload = options.body === undefined ? undefined : JSON.stringify(options.body)
-    if (payload !== undefined) headers['content-type'] = 'application/json'
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false, timeout: 15_000 }, (res) => {
-      let text = ''
-      res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
-      res.on('end', () => {
-        let body: unknown = text
-        try { body = text === '' ? undefined : JSON.parse(text) } catch { /* not JSON */ }
-        resolve({ status: res.statusCode ?? 0, body })
-      })
-      res.on('error', reject)
-    })
-    req.on('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)))
-    req.on('error', reject)
-    req.end(payload)
-  })
+  return oneShotRequest(`http://127.0.0.1:${port}`, method, path, options)
 }
 
 function withTimeout<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {

@@ -3,33 +3,11 @@ import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
-import https from 'node:https'
 import { join } from 'node:path'
-import { build, PASSWORD, tempDir } from './helper.js'
+import { build, oneShotRequest, PASSWORD, tempDir, type Reply } from './helper.js'
 
-interface Reply { status: number, body: any } // eslint-disable-line @typescript-eslint/no-explicit-any -- tests read whatever JSON came back
-
-/** One HTTPS request that trusts only `ca`: verification stays on, so a bad certificate fails the test. */
 function httpsRequest (url: string, ca: Buffer, method: string, path: string, options: { token?: string, body?: unknown } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = {}
-    if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
-    const payload = options.body === undefined ? undefined : JSON.stringify(options.body)
-    if (payload !== undefined) headers['content-type'] = 'application/json'
-    const req = https.request(new URL(path, url), { method, headers, ca, agent: false, timeout: 10_000 }, (res) => {
-      let text = ''
-      res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
-      res.on('end', () => {
-        let body: unknown = text
-        try { body = text === '' ? undefined : JSON.parse(text) } catch { /* not JSON */ }
-        resolve({ status: res.statusCode ?? 0, body })
-      })
-      res.on('error', reject)
-    })
-    req.on('timeout', () => req.destroy(new Error('timed out')))
-    req.on('error', reject)
-    req.end(payload)
-  })
+  return oneShotRequest(url, method, path, { ...options, ca, timeoutMs: 10_000 })
 }
 
 /** Self-signed for localhost and 127.0.0.1, valid for a day, made fresh for each run. */

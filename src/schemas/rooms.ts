@@ -28,24 +28,19 @@ export const RoomSchema = Type.Object({
   updatedAt: TimestampSchema
 }, { $id: 'Room', title: 'Room' })
 
-export const CreateRoomBodySchema = Type.Object({
-  id: RoomIdSchema,
-  name: Type.Optional(RoomName),
-  visibility: Type.Optional(Visibility),
-  publish: Type.Optional(PublishPolicy),
-  historySize: Type.Optional(HistorySize),
-  historyTtlSeconds: Type.Optional(HistoryTtl),
-  maxMembers: Type.Optional(MaxMembers)
-}, { additionalProperties: false })
+/** The settings an owner chooses; create takes any of them (defaults: ROOM_DEFAULTS), update at least one. */
+const RoomSettingsSchema = Type.Object({
+  name: RoomName,
+  visibility: Visibility,
+  publish: PublishPolicy,
+  historySize: HistorySize,
+  historyTtlSeconds: HistoryTtl,
+  maxMembers: MaxMembers
+})
 
-export const UpdateRoomBodySchema = Type.Object({
-  name: Type.Optional(RoomName),
-  visibility: Type.Optional(Visibility),
-  publish: Type.Optional(PublishPolicy),
-  historySize: Type.Optional(HistorySize),
-  historyTtlSeconds: Type.Optional(HistoryTtl),
-  maxMembers: Type.Optional(MaxMembers)
-}, { additionalProperties: false, minProperties: 1 })
+export const CreateRoomBodySchema = Type.Composite([Type.Object({ id: RoomIdSchema }), Type.Partial(RoomSettingsSchema)], { additionalProperties: false })
+
+export const UpdateRoomBodySchema = Type.Partial(RoomSettingsSchema, { additionalProperties: false, minProperties: 1 })
 
 export const RoomParamsSchema = Type.Object({ id: RoomIdSchema })
 export const RoomUserParamsSchema = Type.Object({ id: RoomIdSchema, userId: UserIdSchema })
