@@ -1,0 +1,51 @@
+/**
+ * Every WebSocket close code the server sends, in one table. Clients decide from the range:
+ * 4000–4499 and 1012 mean "reconnect" (after `retryAfterMs` when a `reconnect` push came
+ * first), 4500–4999 mean "do not reconnect". docs/protocol.md has the same table.
+ */
+export const CloseCodes = {
+  /** Normal closure: the client or server finished on purpose. */
+  NORMAL: 1000,
+  /** The frame was not valid UTF-8 text or was otherwise unreadable (sent by ws). */
+  INVALID_PAYLOAD: 1007,
+  /** The frame was larger than WS_MAX_MESSAGE_BYTES (sent by ws). */
+  MESSAGE_TOO_BIG: 1009,
+  /** A bug on the server side affected this one connection; others are unharmed. */
+  INTERNAL_ERROR: 1011,
+  /** The node is restarting or draining: reconnect (to any node), after retryAfterMs. */
+  SERVICE_RESTART: 1012,
+  /** The access token expired without a `refresh`: get a new token, then reconnect. */
+  TOKEN_EXPIRED: 4001,
+  /** No command and no subscription for WS_IDLE_TIMEOUT_MS. */
+  IDLE_TIMEOUT: 4002,
+  /** The client did not read fast enough and its outbound buffer passed WS_MAX_BUFFERED_BYTES. */
+  SLOW_CONSUMER: 4008,
+  /** The client kept sending over its message rate after being told. */
+  RATE_LIMITED: 4029,
+  /** The client broke the protocol badly enough that retrying cannot help. */
+  PROTOCOL_VIOLATION: 4500,
+  /** An administrator disconnected this connection or user. */
+  KICKED: 4503
+} as const
+
+export type CloseCode = typeof CloseCodes[keyof typeof CloseCodes]
+
+/** Short reasons sent with each close code (a close reason is limited to 123 bytes). */
+export const CloseReasons: Record<CloseCode, string> = {
+  1000: 'normal',
+  1007: 'invalid payload',
+  1009: 'message too big',
+  1011: 'internal error',
+  1012: 'service restart',
+  4001: 'token expired',
+  4002: 'idle timeout',
+  4008: 'slow consumer',
+  4029: 'rate limited',
+  4500: 'protocol violation',
+  4503: 'kicked'
+}
+
+/** True when a client should reconnect after this code. */
+export function isReconnectCode (code: number): boolean {
+  return code === CloseCodes.SERVICE_RESTART || (code >= 4000 && code < 4500)
+}

@@ -1,0 +1,124 @@
+/**
+ * The engine interfaces: how publications are numbered, stored and carried between nodes,
+ * and who is present. The in-memory engine (memory-engine.ts) is the embedded default; the
+ * Redis engine (scale-out issue) implements the same interfaces, and one contract suite
+ * (test/engine.contract.test.ts) runs against each.
+ *
+ * Semantics every implementation keeps:
+ * - offsets per room start at 1 and grow by exactly 1 per publication;
+ * - the epoch names one continuous stream: it changes whenever continuity is lost (history
+ *   dropped, a new in-memory stream after a restart), so (epoch, offset) is a position a
+ *   client can resume from or be told it cannot;
+ * - a publish resolves only after the publication is numbered and stored, so an acknowledged
+ *   publication is recoverable for as long as history keeps it.
+ */
+
+export interface StreamPosition {
+  epoch: string
+  offset: number
+}
+
+/** Who published: a user id, or `key:<name>` for an API key. */
+export interface Publisher {
+  id: string
+}
+
+export interface Publication {
+  offset: number
+  data: unknown
+  from: Publisher
+  /** Server time of the publish, epoch milliseconds. */
+  ts: number
+}
+
+/** Per-room stream settings (from the room's row, or defaults for personal rooms). */
+export interface StreamOptions {
+  /** Publications kept for recovery; 0 keeps none (offsets still advance). */
+  historySize: number
+  historyTtlSeconds: number
+}
+
+export interface PublishRequest {
+  data: unknown
+  from: Publisher
+  ts: number
+  /** Same key within the idempotency window → the first result, published once. */
+  idempotencyKey?: string
+}
+
+export interface PublishResult extends StreamPosition {
+  /** True when the idempotency key matched an earlier publish and nothing new was published. */
+  duplicate: boolean
+}
+
+export interface HistoryQuery {
+  /** Return publications after this position; without it, the most recent ones. */
+  since?: StreamPosition
+  /** At most this many publications (the oldest first when `since` is given, else the newest). */
+  limit: number
+}
+
+export interface HistoryResult extends StreamPosition {
+  /** Publications in offset order. */
+  publications: Publication[]
+  /**
+   * With `since`: true when the epoch matched and every publication after `since` is still
+   * held (and fit within `limit`), i.e. the caller misses nothing. Without `since`: true.
+   */
+  complete: boolean
+}
+
+/** Events carried between nodes with no offset and no history (presence changes). */
+export type RoomEvent =
+  | { type: 'join', user: { id: string } }
+  | { type: 'leave', user: { id: string } }
+
+export interface BrokerHandler {
+  /** A publication for a room this node subscribed to, in offset order per room. */
+  onPublication(room: string, epoch: string, publication: Publication): void
+  onEvent(room: string, event: RoomEvent): void
+}
+
+/** Numbers publications and carries them (and room events) to every node that subscribed to the room. */
+export interface Broker {
+  setHandler(handler: BrokerHandler): void
+  publish(room: string, request: PublishRequest, options: StreamOptions): Promise<PublishResult>
+  /** This node wants the room's publications (called when the first local client subscribes). */
+  subscribe(room: string): Promise<void>
+  /** Called after the last local client left the room. */
+  unsubscribe(room: string): Promise<void>
+  publishEvent(room: string, event: RoomEvent): Promise<void>
+  close(): Promise<void>
+}
+
+/** Keeps each room's recent publications for recovery and the history API. */
+export interface History {
+  history(room: string, query: HistoryQuery, options: StreamOptions): Promise<HistoryResult>
+  /** The current top of the stream (offset 0 and a fresh epoch for a room never published to). */
+  position(room: string): Promise<StreamPosition>
+  /** Drops a room's history (room deleted): the next publication starts a new epoch. */
+  removeHistory(room: string): Promise<void>
+}
+
+export interface PresenceInfo {
+  users: string[]
+  connections: number
+}
+
+/** Who is subscribed to a room, deduplicated per user across connections (and nodes). */
+export interface Presence {
+  /** Returns true when this is the user's first connection in the room (a `join`). */
+  add(room: string, connectionId: string, userId: string): Promise<boolean>
+  /** Returns true when it was the user's last connection in the room (a `leave`). */
+  remove(room: string, connectionId: string, userId: string): Promise<boolean>
+  get(room: string): Promise<PresenceInfo>
+}
+
+/** One engine bundles the three; the in-memory and Redis engines each provide all of them. */
+export interface Engine {
+  readonly kind: 'memory' | 'redis'
+  broker: Broker
+  history: History
+  presence: Presence
+  close(): Promise<void>
+}

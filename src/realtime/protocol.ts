@@ -1,0 +1,297 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
+
+/**
+ * Protocol v1: JSON text frames, one envelope per frame. Every client command is checked
+ * against these schemas before anything else looks at it; the same schemas generate the
+ * AsyncAPI document (GET /docs/asyncapi.json) and docs/protocol.md describes them.
+ */
+export const PROTOCOL_VERSION = 'switchboard.v1'
+
+// ---------------------------------------------------------------------------------------
+// Shared pieces
+
+export const CommandIdSchema = Type.Union([
+  Type.String({ minLength: 1, maxLength: 64 }),
+  Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+], { description: 'Chosen by the client; echoed in the reply or error' })
+
+/** Room names on the wire: stored rooms (slugs, `ns:name`) and personal rooms `user:<id>`. */
+export const RoomNameSchema = Type.String({ pattern: '^[a-z0-9][a-z0-9_.:-]{0,63}$', description: 'Room id, or `user:<id>` for a personal room' })
+
+export const StreamPositionSchema = Type.Object({
+  epoch: Type.String({ minLength: 1, maxLength: 64 }),
+  offset: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+}, { additionalProperties: false, description: 'A position in a room\'s stream: resume after it' })
+
+export const IdempotencyKeySchema = Type.String({ minLength: 1, maxLength: 128 })
+
+// ---------------------------------------------------------------------------------------
+// Client → server commands
+
+export const SubscribeCommandSchema = Type.Object({
+  type: Type.Literal('subscribe'),
+  id: CommandIdSchema,
+  room: RoomNameSchema,
+  since: Type.Optional(StreamPositionSchema)
+}, { additionalProperties: false, title: 'subscribe' })
+
+export const UnsubscribeCommandSchema = Type.Object({
+  type: Type.Literal('unsubscribe'),
+  id: CommandIdSchema,
+  room: RoomNameSchema
+}, { additionalProperties: false, title: 'unsubscribe' })
+
+export const PublishCommandSchema = Type.Object({
+  type: Type.Literal('publish'),
+  id: CommandIdSchema,
+  room: RoomNameSchema,
+  data: Type.Unknown({ description: 'Any JSON value' }),
+  idempotencyKey: Type.Optional(IdempotencyKeySchema)
+}, { additionalProperties: false, title: 'publish' })
+
+export const HistoryCommandSchema = Type.Object({
+  type: Type.Literal('history'),
+  id: CommandIdSchema,
+  room: RoomNameSchema,
+  since: Type.Optional(StreamPositionSchema),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 }))
+}, { additionalProperties: false, title: 'history' })
+
+export const PresenceCommandSchema = Type.Object({
+  type: Type.Literal('presence'),
+  id: CommandIdSchema,
+  room: RoomNameSchema
+}, { additionalProperties: false, title: 'presence' })
+
+export const PingCommandSchema = Type.Object({
+  type: Type.Literal('ping'),
+  id: CommandIdSchema
+}, { additionalProperties: false, title: 'ping' })
+
+export const RefreshCommandSchema = Type.Object({
+  type: Type.Literal('refresh'),
+  id: CommandIdSchema,
+  token: Type.String({ minLength: 1, maxLength: 8192 })
+}, { additionalProperties: false, title: 'refresh' })
+
+export const COMMAND_SCHEMAS = {
+  subscribe: SubscribeCommandSchema,
+  unsubscribe: UnsubscribeCommandSchema,
+  publish: PublishCommandSchema,
+  history: HistoryCommandSchema,
+  presence: PresenceCommandSchema,
+  ping: PingCommandSchema,
+  refresh: RefreshCommandSchema
+} as const
+
+export type CommandType = keyof typeof COMMAND_SCHEMAS
+export const ClientCommandSchema = Type.Union(Object.values(COMMAND_SCHEMAS), { title: 'ClientCommand' })
+export type SubscribeCommand = Static<typeof SubscribeCommandSchema>
+export type UnsubscribeCommand = Static<typeof UnsubscribeCommandSchema>
+export type PublishCommand = Static<typeof PublishCommandSchema>
+export type HistoryCommand = Static<typeof HistoryCommandSchema>
+export type PresenceCommand = Static<typeof PresenceCommandSchema>
+export type PingCommand = Static<typeof PingCommandSchema>
+export type RefreshCommand = Static<typeof RefreshCommandSchema>
+export type ClientCommand = Static<typeof ClientCommandSchema>
+export type CommandId = Static<typeof CommandIdSchema>
+
+// ---------------------------------------------------------------------------------------
+// Server → client frames
+
+export const ERROR_CODES = {
+  bad_request: 'The frame is not JSON, or fails the schema (the message names the path)',
+  unauthorized: 'The token is invalid or expired (refresh)',
+  forbidden: 'Not allowed (authorization, or a per-connection limit such as max subscriptions)',
+  not_found: 'No such room (or a private room you may not see)',
+  rate_limited: 'Over the per-connection message rate; slow down',
+  conflict: 'The command conflicts with the connection state (already subscribed, …)',
+  unavailable: 'Temporary: a dependency is down or the node is draining; retry',
+  internal: 'A server bug; details are in the server log'
+} as const
+export type ErrorCode = keyof typeof ERROR_CODES
+
+export const ProtocolErrorSchema = Type.Object({
+  code: Type.Union(Object.keys(ERROR_CODES).map(code => Type.Literal(code))),
+  message: Type.String(),
+  temporary: Type.Boolean({ description: 'True when the same command may succeed if retried later' })
+})
+
+export const LimitsSchema = Type.Object({
+  maxMessageBytes: Type.Integer(),
+  messagesPerSecond: Type.Number(),
+  messagesBurst: Type.Integer(),
+  maxSubscriptions: Type.Integer(),
+  maxBufferedBytes: Type.Integer(),
+  idleTimeoutMs: Type.Integer()
+})
+
+export const WelcomeFrameSchema = Type.Object({
+  type: Type.Literal('welcome'),
+  protocol: Type.Literal(PROTOCOL_VERSION),
+  connectionId: Type.String(),
+  user: Type.Object({ id: Type.String(), role: Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('apiKey')]) }),
+  heartbeatMs: Type.Integer(),
+  limits: LimitsSchema,
+  tokenExpiresAt: Type.Union([Type.Integer({ description: 'Epoch milliseconds' }), Type.Null()])
+}, { title: 'welcome' })
+
+export const ReplyFrameSchema = Type.Object({
+  type: Type.Literal('reply'),
+  id: CommandIdSchema,
+  result: Type.Unknown()
+}, { title: 'reply' })
+
+export const ErrorFrameSchema = Type.Object({
+  type: Type.Literal('error'),
+  id: Type.Optional(CommandIdSchema),
+  error: ProtocolErrorSchema
+}, { title: 'error' })
+
+export const PublicationSchema = Type.Object({
+  offset: Type.Integer(),
+  data: Type.Unknown(),
+  from: Type.Object({ id: Type.String() }),
+  ts: Type.Integer()
+})
+
+export const SubscribeResultSchema = Type.Object({
+  room: Type.String(),
+  epoch: Type.String(),
+  offset: Type.Integer({ description: 'Offset of the last publication delivered by this reply' }),
+  recovered: Type.Boolean({ description: 'With `since`: true when nothing was missed' }),
+  publications: Type.Array(PublicationSchema)
+})
+
+export const PublishResultSchema = Type.Object({ epoch: Type.String(), offset: Type.Integer() })
+export const HistoryResultSchema = Type.Object({ epoch: Type.String(), offset: Type.Integer(), complete: Type.Boolean(), publications: Type.Array(PublicationSchema) })
+export const PresenceResultSchema = Type.Object({ users: Type.Array(Type.String()), connections: Type.Integer() })
+export const RefreshResultSchema = Type.Object({ tokenExpiresAt: Type.Integer() })
+
+export const MessageFrameSchema = Type.Object({
+  type: Type.Literal('message'),
+  room: Type.String(),
+  epoch: Type.String(),
+  offset: Type.Integer(),
+  data: Type.Unknown(),
+  from: Type.Object({ id: Type.String() }),
+  ts: Type.Integer()
+}, { title: 'message' })
+
+export const PresenceEventFrameSchema = Type.Object({
+  type: Type.Union([Type.Literal('join'), Type.Literal('leave')]),
+  room: Type.String(),
+  user: Type.Object({ id: Type.String() })
+}, { title: 'join / leave' })
+
+export const UNSUBSCRIBE_REASONS = {
+  removed: 'You were removed from the room',
+  banned: 'You were banned from the room',
+  room_deleted: 'The room was deleted',
+  forbidden: 'You may no longer read this room (e.g. it became private)',
+  resubscribe: 'The server lost continuity for this subscription: subscribe again with `since` to recover'
+} as const
+export type UnsubscribeReason = keyof typeof UNSUBSCRIBE_REASONS
+
+export const UnsubscribedFrameSchema = Type.Object({
+  type: Type.Literal('unsubscribed'),
+  room: Type.String(),
+  reason: Type.Union(Object.keys(UNSUBSCRIBE_REASONS).map(r => Type.Literal(r)))
+}, { title: 'unsubscribed' })
+
+export const ReconnectFrameSchema = Type.Object({
+  type: Type.Literal('reconnect'),
+  reason: Type.Literal('shutdown'),
+  retryAfterMs: Type.Integer()
+}, { title: 'reconnect' })
+
+export const SERVER_FRAME_SCHEMAS = [
+  WelcomeFrameSchema, ReplyFrameSchema, ErrorFrameSchema, MessageFrameSchema,
+  PresenceEventFrameSchema, UnsubscribedFrameSchema, ReconnectFrameSchema
+]
+
+// ---------------------------------------------------------------------------------------
+// Parsing
+
+/** `data` deeper than this is refused: re-serialising it must not exhaust the stack. */
+export const MAX_DATA_DEPTH = 32
+
+export type ParseResult =
+  | { ok: true, command: ClientCommand }
+  | { ok: false, id?: CommandId, message: string }
+
+const checks = Object.fromEntries(
+  Object.entries(COMMAND_SCHEMAS).map(([type, schema]) => [type, TypeCompiler.Compile(schema as TSchema)])
+) as Record<CommandType, TypeCheck<TSchema>>
+
+const idCheck = TypeCompiler.Compile(CommandIdSchema)
+
+/**
+ * Parses one text frame into a command. Never throws: anything wrong becomes a message naming
+ * the failing path, plus the command id when one could be read, for a `bad_request` error.
+ */
+export function parseCommand (text: string): ParseResult {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return { ok: false, message: 'frame is not valid JSON' }
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, message: '/: expected a JSON object' }
+  }
+  const record = value as Record<string, unknown>
+  const id = Object.hasOwn(record, 'id') && idCheck.Check(record.id) ? record.id as CommandId : undefined
+  const withId = (message: string): ParseResult => id === undefined ? { ok: false, message } : { ok: false, id, message }
+  const type = Object.hasOwn(record, 'type') ? record.type : undefined
+  if (typeof type !== 'string' || !Object.hasOwn(checks, type)) {
+    return withId(`/type: expected one of ${Object.keys(COMMAND_SCHEMAS).join(', ')}`)
+  }
+  const check = checks[type as CommandType]
+  if (!check.Check(value)) {
+    const first = check.Errors(value).First()
+    return withId(`${first?.path === '' || first === undefined ? '/' : first.path}: ${first?.message ?? 'invalid'}`)
+  }
+  if (type === 'publish' && depthExceeds(record.data, MAX_DATA_DEPTH)) {
+    return withId(`/data: nested deeper than ${MAX_DATA_DEPTH} levels`)
+  }
+  return { ok: true, command: value as ClientCommand }
+}
+
+/** Iterative, so hostile nesting cannot overflow the stack while being measured. */
+function depthExceeds (root: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[root, 0]]
+  while (stack.length > 0) {
+    const [value, depth] = stack.pop()!
+    if (typeof value !== 'object' || value === null) continue
+    if (depth >= max) return true
+    for (const child of Array.isArray(value) ? value : Object.values(value)) stack.push([child, depth + 1])
+  }
+  return false
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding: server frames are built by hand-ordered JSON.stringify calls on trusted shapes.
+
+export type ServerFrame =
+  | Static<typeof WelcomeFrameSchema>
+  | Static<typeof ReplyFrameSchema>
+  | Static<typeof ErrorFrameSchema>
+  | Static<typeof MessageFrameSchema>
+  | Static<typeof PresenceEventFrameSchema>
+  | Static<typeof UnsubscribedFrameSchema>
+  | Static<typeof ReconnectFrameSchema>
+
+export function encode (frame: ServerFrame): string {
+  return JSON.stringify(frame)
+}
+
+export function errorFrame (id: CommandId | undefined, code: ErrorCode, message: string): string {
+  const error = { code, message, temporary: code === 'unavailable' || code === 'rate_limited' }
+  return JSON.stringify(id === undefined ? { type: 'error', error } : { type: 'error', id, error })
+}
+
+export function replyFrame (id: CommandId, result: unknown): string {
+  return JSON.stringify({ type: 'reply', id, result })
+}

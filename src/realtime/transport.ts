@@ -1,0 +1,33 @@
+/**
+ * What the real-time core needs from a socket, and nothing more, so the core runs without
+ * Fastify or even ws (tests can drive it with a fake). routes/ws adapts a ws WebSocket to it.
+ */
+
+/** A server frame serialised (and, for ws, framed) once, writable to any number of sockets. */
+export interface PreparedFrame {
+  /** Bytes this frame adds to a socket's outbound buffer. */
+  readonly byteLength: number
+}
+
+/** Serialises and frames a text message once, for every transport of one kind. */
+export type PrepareFrame = (text: string) => PreparedFrame
+
+export interface Transport {
+  /** Queues a prepared frame; writes within one event-loop tick leave in one syscall. */
+  write(frame: PreparedFrame): void
+  /** Bytes queued but not yet handed to the kernel. */
+  readonly bufferedAmount: number
+  /** Starts the close handshake. */
+  close(code: number, reason: string): void
+  /** Destroys the socket at once (no handshake). */
+  terminate(): void
+  /** Sends a WebSocket ping; `onPong` fires when the answer comes. */
+  ping(): void
+}
+
+/** Events a transport feeds into the core's connection. */
+export interface TransportEvents {
+  onText(text: string): void
+  onPong(): void
+  onClose(code: number, reason: string): void
+}
