@@ -1,0 +1,560 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { afterEach, beforeEach, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import fc from 'fast-check'
+import type { Engine, Publication, PublishRequest, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
+import { createMemoryEngine } from '../src/realtime/memory-engine.js'
+
+/*
+ * One contract, run against every engine. Each test gets a fresh engine and rooms under a
+ * random prefix, so engines that share a server (Redis) never see another run's rooms. The
+ * suite only uses the public interfaces and real time (never an injected clock), so it runs
+ * unchanged against an engine whose clock is a server's; memory-only checks that need time
+ * travel live in their own describe below.
+ */
+
+const KEEP: StreamOptions = { historySize: 100, historyTtlSeconds: 3600 }
+/** Delivery may be asynchronous (Redis): waits are bounded generously, never asserted on. */
+const WAIT_MS = 5000
+
+interface Delivered { room: string, epoch: string, publication: Publication }
+interface DeliveredEvent { room: string, event: RoomEvent }
+
+/** Records what the broker delivers and lets a test wait for a condition on it. */
+function recordDeliveries (engine: Engine) {
+  const publications: Delivered[] = []
+  const events: DeliveredEvent[] = []
+  let wake: () => void = () => {}
+  engine.broker.setHandler({
+    onPublication (room, epoch, publication) { publications.push({ room, epoch, publication }); wake() },
+    onEvent (room, event) { events.push({ room, event }); wake() }
+  })
+
+  async function until (condition: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + WAIT_MS
+    while (!condition()) {
+      const left = deadline - Date.now()
+      if (left <= 0) throw new Error(`timed out after ${WAIT_MS} ms waiting for ${what}`)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left)
+        wake = () => { clearTimeout(timer); resolve() }
+      })
+    }
+  }
+
+  const inRoom = (room: string) => publications.filter((d) => d.room === room)
+  const eventsIn = (room: string) => events.filter((d) => d.room === room)
+  return { publications, events, until, inRoom, eventsIn }
+}
+
+function request (data: unknown, extra: Partial<PublishRequest> = {}): PublishRequest {
+  return { data, from: { id: 'alice' }, ts: Date.now(), ...extra }
+}
+
+function offsetsOf (publications: Publication[]): number[] {
+  return publications.map((p) => p.offset)
+}
+
+function timeoutCount (): number {
+  return process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
+}
+
+export function engineContract (name: string, makeEngine: () => Promise<Engine>, options: { skip?: string | false } = {}): void {
+  describe(`Engine contract: ${name}`, { skip: options.skip ?? false }, () => {
+    let engine: Engine
+    let seen: ReturnType<typeof recordDeliveries>
+    let prefix: string
+    const room = (id: string) => `${prefix}:${id}`
+
+    beforeEach(async () => {
+      engine = await makeEngine()
+      seen = recordDeliveries(engine)
+      prefix = `contract-${randomBytes(6).toString('hex')}`
+    })
+    afterEach(async () => { await engine.close() })
+
+    /** Publishes to a subscribed room and waits for it: everything published before has been delivered or never will be. */
+    async function barrier (): Promise<void> {
+      const r = room('barrier')
+      await engine.broker.subscribe(r)
+      const { offset } = await engine.broker.publish(r, request('barrier'), KEEP)
+      await seen.until(() => seen.inRoom(r).some((d) => d.publication.offset === offset), 'the barrier publication')
+    }
+
+    describe('numbering', () => {
+      it('numbers 1, 2, 3 in the epoch position() announced', async () => {
+        const r = room('a')
+        const start = await engine.history.position(r)
+        assert.equal(start.offset, 0)
+        const results = []
+        for (const data of ['x', 'y', 'z']) results.push(await engine.broker.publish(r, request(data), KEEP))
+        assert.deepEqual(results, [1, 2, 3].map((offset) => ({ epoch: start.epoch, offset, duplicate: false })))
+        assert.deepEqual(await engine.history.position(r), { epoch: start.epoch, offset: 3 })
+      })
+
+      it('steps by exactly 1 per publish, per room', async () => {
+        const a = room('a')
+        const b = room('b')
+        for (let i = 1; i <= 30; i++) {
+          assert.equal((await engine.broker.publish(a, request(i), KEEP)).offset, i)
+          if (i % 3 === 0) assert.equal((await engine.broker.publish(b, request(i), KEEP)).offset, i / 3)
+        }
+      })
+
+      it('numbers 200 concurrent publishes 1..200 and delivers them in offset order', async () => {
+        const a = room('a')
+        const b = room('b')
+        await engine.broker.subscribe(a)
+        await engine.broker.subscribe(b)
+        const results = await Promise.all(Array.from({ length: 200 }, (_, i) =>
+          engine.broker.publish(i % 2 === 0 ? a : b, request({ i }), KEEP).then((result) => ({ i, result }))))
+
+        for (const r of [a, b]) {
+          const mine = results.filter(({ i }) => (i % 2 === 0) === (r === a))
+          assert.deepEqual(mine.map(({ result }) => result.offset).sort((x, y) => x - y), Array.from({ length: 100 }, (_, k) => k + 1))
+          await seen.until(() => seen.inRoom(r).length === 100, `100 deliveries in ${r}`)
+          const delivered = seen.inRoom(r)
+          assert.deepEqual(delivered.map((d) => d.publication.offset), Array.from({ length: 100 }, (_, k) => k + 1))
+          const epoch = mine[0]?.result.epoch
+          assert.ok(delivered.every((d) => d.epoch === epoch))
+          // Each delivery carries the data of the publish that was given its offset.
+          const dataByOffset = new Map(mine.map(({ i, result }) => [result.offset, { i }]))
+          for (const d of delivered) assert.deepEqual(d.publication.data, dataByOffset.get(d.publication.offset))
+        }
+      })
+    })
+
+    describe('delivery', () => {
+      it('delivers only rooms this node subscribed to, once each, until it unsubscribes', async () => {
+        const a = room('a')
+        const other = room('other')
+        await engine.broker.subscribe(a)
+        await engine.broker.subscribe(a)
+        const ts = Date.now()
+        const first = await engine.broker.publish(a, { data: { n: 1 }, from: { id: 'bob' }, ts }, KEEP)
+        await engine.broker.publish(other, request('unseen'), KEEP)
+        await barrier()
+        assert.deepEqual(seen.inRoom(a), [{ room: a, epoch: first.epoch, publication: { offset: 1, data: { n: 1 }, from: { id: 'bob' }, ts } }])
+        assert.deepEqual(seen.inRoom(other), [])
+
+        await engine.broker.unsubscribe(a)
+        await engine.broker.unsubscribe(a)
+        await engine.broker.unsubscribe(room('never-subscribed'))
+        await engine.broker.publish(a, request('after unsubscribe'), KEEP)
+        await barrier()
+        assert.equal(seen.inRoom(a).length, 1)
+
+        await engine.broker.subscribe(a)
+        await engine.broker.publish(a, request('again'), KEEP)
+        await seen.until(() => seen.inRoom(a).length === 2, 'delivery after subscribing again')
+        assert.equal(seen.inRoom(a)[1]?.publication.offset, 3)
+      })
+
+      it('delivers room events in order to subscribed rooms only', async () => {
+        const a = room('a')
+        const other = room('other')
+        await engine.broker.subscribe(a)
+        const join: RoomEvent = { type: 'join', user: { id: 'alice' } }
+        const leave: RoomEvent = { type: 'leave', user: { id: 'alice' } }
+        await engine.broker.publishEvent(a, join)
+        await engine.broker.publishEvent(other, join)
+        await engine.broker.publishEvent(a, leave)
+        await seen.until(() => seen.eventsIn(a).length === 2, 'two events')
+        await barrier()
+        assert.deepEqual(seen.eventsIn(a).map((d) => d.event), [join, leave])
+        assert.deepEqual(seen.eventsIn(other), [])
+        // Events have no offset and no history.
+        assert.equal((await engine.history.position(a)).offset, 0)
+      })
+    })
+
+    describe('history', () => {
+      async function publishMany (r: string, count: number, streamOptions = KEEP) {
+        const results = []
+        for (let i = 1; i <= count; i++) results.push(await engine.broker.publish(r, request({ i }, { from: { id: `u${i}` }, ts: 1_700_000_000_000 + i }), streamOptions))
+        const epoch = results[0]?.epoch
+        assert.ok(epoch !== undefined)
+        return epoch
+      }
+      const pub = (i: number): Publication => ({ offset: i, data: { i }, from: { id: `u${i}` }, ts: 1_700_000_000_000 + i })
+      const pubs = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => pub(from + k))
+
+      it('without since: the newest `limit`, oldest first, complete', async () => {
+        const r = room('a')
+        const epoch = await publishMany(r, 5)
+        assert.deepEqual(await engine.history.history(r, { limit: 3 }, KEEP), { epoch, offset: 5, publications: pubs(3, 5), complete: true })
+        assert.deepEqual(await engine.history.history(r, { limit: 100 }, KEEP), { epoch, offset: 5, publications: pubs(1, 5), complete: true })
+      })
+
+      it('without since on a room never published to: nothing, complete, in the stable epoch', async () => {
+        const r = room('empty')
+        const { epoch } = await engine.history.position(r)
+        assert.deepEqual(await engine.history.history(r, { limit: 10 }, KEEP), { epoch, offset: 0, publications: [], complete: true })
+      })
+
+      it('since a held offset: everything after it, complete', async () => {
+        const r = room('a')
+        const epoch = await publishMany(r, 5)
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 2 }, limit: 10 }, KEEP), { epoch, offset: 5, publications: pubs(3, 5), complete: true })
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 0 }, limit: 10 }, KEEP), { epoch, offset: 5, publications: pubs(1, 5), complete: true })
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 4 }, limit: 1 }, KEEP), { epoch, offset: 5, publications: pubs(5, 5), complete: true })
+      })
+
+      it('since the current offset: nothing missed, complete', async () => {
+        const r = room('a')
+        const epoch = await publishMany(r, 3)
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 3 }, limit: 10 }, KEEP), { epoch, offset: 3, publications: [], complete: true })
+        const empty = await engine.history.position(room('empty'))
+        assert.deepEqual(await engine.history.history(room('empty'), { since: empty, limit: 10 }, KEEP), { ...empty, publications: [], complete: true })
+      })
+
+      it('since another epoch: nothing, incomplete', async () => {
+        const r = room('a')
+        const epoch = await publishMany(r, 3)
+        assert.deepEqual(await engine.history.history(r, { since: { epoch: `${epoch}x`, offset: 1 }, limit: 10 }, KEEP), { epoch, offset: 3, publications: [], complete: false })
+        assert.deepEqual(await engine.history.history(r, { since: { epoch: 'never-issued', offset: 3 }, limit: 10 }, KEEP), { epoch, offset: 3, publications: [], complete: false })
+      })
+
+      it('since a future offset: nothing, incomplete', async () => {
+        const r = room('a')
+        const epoch = await publishMany(r, 3)
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 4 }, limit: 10 }, KEEP), { epoch, offset: 3, publications: [], complete: false })
+      })
+
+      it('a limit that cuts the answer: the oldest `limit` after since, incomplete', async () => {
+        const r = room('a')
+        const epoch = await publishMany(r, 6)
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 1 }, limit: 2 }, KEEP), { epoch, offset: 6, publications: pubs(2, 3), complete: false })
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 3 }, limit: 3 }, KEEP), { epoch, offset: 6, publications: pubs(4, 6), complete: true })
+      })
+
+      it('keeps only historySize: the oldest are dropped, and a resume from before them is incomplete', async () => {
+        const r = room('a')
+        const small = { historySize: 3, historyTtlSeconds: 3600 }
+        const epoch = await publishMany(r, 6, small)
+        assert.deepEqual(await engine.history.history(r, { limit: 10 }, small), { epoch, offset: 6, publications: pubs(4, 6), complete: true })
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 1 }, limit: 10 }, small), { epoch, offset: 6, publications: pubs(4, 6), complete: false })
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 3 }, limit: 10 }, small), { epoch, offset: 6, publications: pubs(4, 6), complete: true })
+      })
+
+      it('keeps exactly the newest historySize over a long run', async () => {
+        const r = room('long')
+        const seven = { historySize: 7, historyTtlSeconds: 3600 }
+        for (let i = 1; i <= 150; i++) {
+          const { epoch } = await engine.broker.publish(r, request({ i }, { from: { id: `u${i}` }, ts: 1_700_000_000_000 + i }), seven)
+          const newest = await engine.history.history(r, { limit: 100 }, seven)
+          assert.deepEqual(newest.publications, pubs(Math.max(1, i - 6), i))
+          const resume = await engine.history.history(r, { since: { epoch, offset: Math.max(0, i - 3) }, limit: 100 }, seven)
+          assert.deepEqual(resume.publications, pubs(Math.max(1, i - 2), i))
+          assert.equal(resume.complete, true)
+        }
+      })
+
+      it('applies a smaller historySize from the next call on', async () => {
+        const r = room('a')
+        const epoch = await publishMany(r, 5)
+        const smaller = { historySize: 2, historyTtlSeconds: 3600 }
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 0 }, limit: 10 }, smaller), { epoch, offset: 5, publications: pubs(4, 5), complete: false })
+        assert.deepEqual(await engine.history.history(r, { limit: 10 }, smaller), { epoch, offset: 5, publications: pubs(4, 5), complete: true })
+      })
+
+      it('historySize 0 keeps nothing but still advances offsets', async () => {
+        const r = room('a')
+        const none = { historySize: 0, historyTtlSeconds: 3600 }
+        const epoch = await publishMany(r, 4, none)
+        assert.equal((await engine.broker.publish(r, request('5'), none)).offset, 5)
+        assert.deepEqual(await engine.history.history(r, { limit: 10 }, none), { epoch, offset: 5, publications: [], complete: true })
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 3 }, limit: 10 }, none), { epoch, offset: 5, publications: [], complete: false })
+        assert.deepEqual(await engine.history.history(r, { since: { epoch, offset: 5 }, limit: 10 }, none), { epoch, offset: 5, publications: [], complete: true })
+      })
+
+      it('forgets publications older than historyTtlSeconds', async () => {
+        const r = room('a')
+        const short = { historySize: 100, historyTtlSeconds: 1 }
+        const { epoch } = await engine.broker.publish(r, request('old 1'), short)
+        await engine.broker.publish(r, request('old 2'), short)
+        await sleep(1250)
+        await engine.broker.publish(r, request('fresh'), short)
+        const fresh = (await engine.history.history(r, { limit: 10 }, short))
+        assert.deepEqual({ ...fresh, publications: offsetsOf(fresh.publications) }, { epoch, offset: 3, publications: [3], complete: true })
+        assert.equal(fresh.publications[0]?.data, 'fresh')
+        const resume = await engine.history.history(r, { since: { epoch, offset: 0 }, limit: 10 }, short)
+        assert.deepEqual({ ...resume, publications: offsetsOf(resume.publications) }, { epoch, offset: 3, publications: [3], complete: false })
+        const recent = await engine.history.history(r, { since: { epoch, offset: 2 }, limit: 10 }, short)
+        assert.deepEqual({ ...recent, publications: offsetsOf(recent.publications) }, { epoch, offset: 3, publications: [3], complete: true })
+      })
+    })
+
+    describe('idempotency', () => {
+      it('the same key publishes once and answers the first result', async () => {
+        const r = room('a')
+        await engine.broker.subscribe(r)
+        const first = await engine.broker.publish(r, request('once', { idempotencyKey: 'k1' }), KEEP)
+        const again = await engine.broker.publish(r, request('twice', { idempotencyKey: 'k1' }), KEEP)
+        assert.deepEqual(first, { epoch: first.epoch, offset: 1, duplicate: false })
+        assert.deepEqual(again, { epoch: first.epoch, offset: 1, duplicate: true })
+        assert.equal((await engine.broker.publish(r, request('other key', { idempotencyKey: 'k2' }), KEEP)).offset, 2)
+        assert.equal((await engine.broker.publish(r, request('no key'), KEEP)).offset, 3)
+        await seen.until(() => seen.inRoom(r).length >= 3, 'three deliveries')
+        await barrier()
+        assert.deepEqual(seen.inRoom(r).map((d) => d.publication.data), ['once', 'other key', 'no key'])
+        const stored = await engine.history.history(r, { limit: 10 }, KEEP)
+        assert.deepEqual(stored.publications.map((p) => p.data), ['once', 'other key', 'no key'])
+      })
+
+      it('concurrent publishes with one key publish once', async () => {
+        const r = room('a')
+        const results = await Promise.all(Array.from({ length: 5 }, () => engine.broker.publish(r, request('x', { idempotencyKey: 'same' }), KEEP)))
+        assert.deepEqual(new Set(results.map((x) => x.offset)), new Set([1]))
+        assert.equal(results.filter((x) => !x.duplicate).length, 1)
+        assert.equal((await engine.history.position(r)).offset, 1)
+      })
+
+      it('keys are per room', async () => {
+        const a = await engine.broker.publish(room('a'), request('a', { idempotencyKey: 'k' }), KEEP)
+        const b = await engine.broker.publish(room('b'), request('b', { idempotencyKey: 'k' }), KEEP)
+        assert.deepEqual([a.offset, a.duplicate, b.offset, b.duplicate], [1, false, 1, false])
+      })
+    })
+
+    describe('streams', () => {
+      it('position() on a room never published to is stable, and the first publish keeps its epoch', async () => {
+        const r = room('quiet')
+        const first = await engine.history.position(r)
+        assert.equal(first.offset, 0)
+        assert.ok(first.epoch.length > 0)
+        assert.deepEqual(await engine.history.position(r), first)
+        assert.deepEqual(await engine.broker.publish(r, request('hi'), KEEP), { ...first, offset: 1, duplicate: false })
+      })
+
+      it('removeHistory() starts a new epoch at offset 0, and an old position cannot resume', async () => {
+        const r = room('a')
+        await engine.broker.publish(r, request(1), KEEP)
+        const { epoch: old } = await engine.broker.publish(r, request(2), KEEP)
+        await engine.history.removeHistory(r)
+        const fresh = await engine.history.position(r)
+        assert.notEqual(fresh.epoch, old)
+        assert.equal(fresh.offset, 0)
+        assert.deepEqual(await engine.history.history(r, { since: { epoch: old, offset: 2 }, limit: 10 }, KEEP), { ...fresh, publications: [], complete: false })
+        assert.deepEqual(await engine.broker.publish(r, request(3), KEEP), { ...fresh, offset: 1, duplicate: false })
+
+        // Straight from publish to publish, too.
+        await engine.history.removeHistory(r)
+        const next = await engine.broker.publish(r, request(4), KEEP)
+        assert.notEqual(next.epoch, fresh.epoch)
+        assert.notEqual(next.epoch, old)
+        assert.equal(next.offset, 1)
+      })
+
+      it('removeHistory() of an unknown room is harmless', async () => {
+        await engine.history.removeHistory(room('nothing'))
+        assert.equal((await engine.history.position(room('nothing'))).offset, 0)
+      })
+    })
+
+    describe('presence', () => {
+      it('joins on a user\'s first connection, leaves on the last, counts connections', async () => {
+        const r = room('a')
+        assert.deepEqual(await engine.presence.get(r), { users: [], connections: 0 })
+        assert.equal(await engine.presence.add(r, 'c1', 'bob'), true)
+        assert.equal(await engine.presence.add(r, 'c2', 'bob'), false)
+        assert.equal(await engine.presence.add(r, 'c3', 'alice'), true)
+        assert.equal(await engine.presence.add(r, 'c2', 'bob'), false, 'adding a connection twice is no new join')
+        assert.deepEqual(await engine.presence.get(r), { users: ['alice', 'bob'], connections: 3 })
+
+        assert.equal(await engine.presence.remove(r, 'c1', 'bob'), false)
+        assert.deepEqual(await engine.presence.get(r), { users: ['alice', 'bob'], connections: 2 })
+        assert.equal(await engine.presence.remove(r, 'c2', 'bob'), true)
+        assert.equal(await engine.presence.remove(r, 'c2', 'bob'), false, 'a second leave for the same connection is no leave')
+        assert.deepEqual(await engine.presence.get(r), { users: ['alice'], connections: 1 })
+        assert.equal(await engine.presence.remove(r, 'c3', 'alice'), true)
+        assert.deepEqual(await engine.presence.get(r), { users: [], connections: 0 })
+      })
+
+      it('keeps rooms apart and shrugs off unknown connections', async () => {
+        const a = room('a')
+        const b = room('b')
+        assert.equal(await engine.presence.add(a, 'c1', 'alice'), true)
+        assert.equal(await engine.presence.add(b, 'c1', 'alice'), true)
+        assert.equal(await engine.presence.remove(a, 'nope', 'alice'), false)
+        assert.equal(await engine.presence.remove(a, 'c1', 'mallory'), false)
+        assert.equal(await engine.presence.remove(room('never'), 'c1', 'alice'), false)
+        assert.deepEqual(await engine.presence.get(a), { users: ['alice'], connections: 1 })
+        assert.equal(await engine.presence.remove(a, 'c1', 'alice'), true)
+        assert.deepEqual(await engine.presence.get(a), { users: [], connections: 0 })
+        assert.deepEqual(await engine.presence.get(b), { users: ['alice'], connections: 1 })
+      })
+    })
+
+    describe('lifecycle', () => {
+      it('close() is idempotent, leaves no timer behind, and refuses work afterwards', async () => {
+        // Unref'd timers are not counted here; those cannot hold the process open anyway.
+        const before = timeoutCount()
+        const other = await makeEngine()
+        recordDeliveries(other)
+        await other.broker.subscribe(room('a'))
+        await other.broker.publish(room('a'), request('x', { idempotencyKey: 'k' }), { historySize: 10, historyTtlSeconds: 1 })
+        await other.presence.add(room('a'), 'c1', 'alice')
+        await other.close()
+        await other.close()
+        assert.ok(timeoutCount() <= before, 'close() cleared its timers')
+        await assert.rejects(other.broker.publish(room('a'), request('late'), KEEP))
+      })
+    })
+
+    describe('property: recovery agrees with a model of every publication', () => {
+      type Op =
+        | { kind: 'publish', room: number }
+        | { kind: 'history', room: number, since: 'none' | 'current' | 'stale' | 'bogus', back: number, limit: number }
+        | { kind: 'remove', room: number }
+
+      const opArb: fc.Arbitrary<Op> = fc.oneof(
+        { arbitrary: fc.record({ kind: fc.constant('publish' as const), room: fc.nat(1) }), weight: 6 },
+        { arbitrary: fc.record({ kind: fc.constant('history' as const), room: fc.nat(1), since: fc.constantFrom('none' as const, 'current' as const, 'stale' as const, 'bogus' as const), back: fc.integer({ min: -2, max: 12 }), limit: fc.integer({ min: 1, max: 12 }) }), weight: 4 },
+        { arbitrary: fc.record({ kind: fc.constant('remove' as const), room: fc.nat(1) }), weight: 1 }
+      )
+
+      it('never a gap, never a duplicate, incomplete exactly when something is missing', async () => {
+        await fc.assert(fc.asyncProperty(fc.integer({ min: 0, max: 8 }), fc.array(opArb, { maxLength: 60 }), async (historySize, ops) => {
+          const e = await makeEngine()
+          const streamOptions = { historySize, historyTtlSeconds: 3600 }
+          const runPrefix = `${prefix}:${randomBytes(4).toString('hex')}`
+          // Per room: every publication of the current epoch, its epoch once learnt, and all epochs seen before.
+          const model = [0, 1].map(() => ({ all: [] as Publication[], epoch: null as string | null, retired: [] as string[] }))
+          let counter = 0
+          try {
+            for (const op of ops) {
+              const r = `${runPrefix}:${op.room}`
+              const m = model[op.room]
+              assert.ok(m !== undefined)
+              if (op.kind === 'publish') {
+                counter += 1
+                const ts = 1_700_000_000_000 + counter
+                const result = await e.broker.publish(r, { data: { counter }, from: { id: 'p' }, ts }, streamOptions)
+                if (m.epoch === null) {
+                  assert.ok(!m.retired.includes(result.epoch), 'a new stream never reuses an epoch')
+                  m.epoch = result.epoch
+                }
+                assert.deepEqual(result, { epoch: m.epoch, offset: m.all.length + 1, duplicate: false })
+                m.all.push({ offset: result.offset, data: { counter }, from: { id: 'p' }, ts })
+              } else if (op.kind === 'remove') {
+                await e.history.removeHistory(r)
+                if (m.epoch !== null) m.retired.push(m.epoch)
+                m.epoch = null
+                m.all = []
+              } else {
+                if (m.epoch === null) {
+                  const position = await e.history.position(r)
+                  assert.equal(position.offset, 0)
+                  assert.ok(!m.retired.includes(position.epoch), 'a new stream never reuses an epoch')
+                  m.epoch = position.epoch
+                }
+                const current = m.all.length
+                const held = m.all.slice(Math.max(0, current - historySize))
+                const sinceEpoch = op.since === 'current' ? m.epoch : op.since === 'stale' ? m.retired.at(-1) ?? 'stale' : 'bogus'
+                const since = op.since === 'none' ? undefined : { epoch: sinceEpoch, offset: Math.max(0, current - op.back) }
+                const result = await e.history.history(r, { since, limit: op.limit }, streamOptions)
+                assert.equal(result.epoch, m.epoch)
+                assert.equal(result.offset, current)
+
+                if (since === undefined) {
+                  assert.deepEqual(result.publications, held.slice(Math.max(0, held.length - op.limit)))
+                  assert.equal(result.complete, true)
+                } else if (since.epoch !== m.epoch || since.offset > current) {
+                  assert.deepEqual(result.publications, [])
+                  assert.equal(result.complete, false)
+                } else {
+                  const expected = held.filter((p) => p.offset > since.offset).slice(0, op.limit)
+                  assert.deepEqual(result.publications, expected)
+                  const missing = since.offset < current && (expected[0]?.offset !== since.offset + 1 || expected.at(-1)?.offset !== current)
+                  assert.equal(result.complete, !missing)
+                  // The promise a client relies on: a complete answer is exactly what it missed.
+                  if (result.complete) assert.deepEqual(result.publications, m.all.slice(since.offset))
+                }
+              }
+            }
+          } finally {
+            await e.close()
+          }
+        }), { numRuns: 150 })
+      })
+    })
+  })
+}
+
+engineContract('memory', async () => createMemoryEngine())
+
+describe('Memory engine: time-dependent bounds (injected clock)', () => {
+  const KEEP_HOUR: StreamOptions = { historySize: 100, historyTtlSeconds: 3600 }
+  let clock = 1_700_000_000_000
+  let engine: Engine
+  beforeEach(() => {
+    clock = 1_700_000_000_000
+    engine = createMemoryEngine({ now: () => clock, idempotencyWindowMs: 60_000 })
+  })
+  afterEach(async () => { await engine.close() })
+
+  it('forgets an idempotency key after the window', async () => {
+    const first = await engine.broker.publish('r', request('a', { idempotencyKey: 'k' }), KEEP_HOUR)
+    clock += 59_999
+    assert.deepEqual(await engine.broker.publish('r', request('a', { idempotencyKey: 'k' }), KEEP_HOUR), { ...first, duplicate: true })
+    clock += 1
+    assert.deepEqual(await engine.broker.publish('r', request('a', { idempotencyKey: 'k' }), KEEP_HOUR), { ...first, offset: 2, duplicate: false })
+  })
+
+  it('bounds the keys per room, evicting the oldest', async () => {
+    for (let i = 0; i < 10_001; i++) await engine.broker.publish('r', request(i, { idempotencyKey: `k${i}` }), { historySize: 0, historyTtlSeconds: 1 })
+    assert.equal((await engine.broker.publish('r', request('again', { idempotencyKey: 'k1' }), KEEP_HOUR)).duplicate, true)
+    assert.equal((await engine.broker.publish('r', request('again', { idempotencyKey: 'k0' }), KEEP_HOUR)).duplicate, false)
+  })
+
+  it('drops an idle stream that holds nothing, so the next publish starts a new epoch', async () => {
+    const none = { historySize: 0, historyTtlSeconds: 60 }
+    const first = await engine.broker.publish('r', request(1), none)
+    clock += 30 * 60_000
+    assert.deepEqual(await engine.history.position('r'), { epoch: first.epoch, offset: 1 }, 'not idle long enough yet')
+    clock += 30 * 60_000
+    const next = await engine.broker.publish('r', request(2), none)
+    assert.notEqual(next.epoch, first.epoch)
+    assert.equal(next.offset, 1)
+  })
+
+  it('keeps a stream while it holds publications or this node is subscribed', async () => {
+    const day = { historySize: 10, historyTtlSeconds: 86_400 }
+    const held = await engine.broker.publish('held', request(1), day)
+    const none = { historySize: 0, historyTtlSeconds: 60 }
+    await engine.broker.subscribe('live')
+    const live = await engine.broker.publish('live', request(1), none)
+    clock += 2 * 3_600_000
+    assert.deepEqual(await engine.history.position('held'), { epoch: held.epoch, offset: 1 })
+    assert.deepEqual(await engine.history.position('live'), { epoch: live.epoch, offset: 1 })
+    clock += 86_400_000
+    const after = await engine.history.history('held', { since: { epoch: held.epoch, offset: 0 }, limit: 10 }, day)
+    assert.equal(after.complete, false, 'the publication expired and the stream is gone')
+    assert.notEqual(after.epoch, held.epoch)
+  })
+
+  it('keeps delivering in order when a handler publishes from inside onPublication, and survives a throwing handler', async () => {
+    const errors: unknown[] = []
+    const e = createMemoryEngine({ onHandlerError: (err) => { errors.push(err) } })
+    try {
+      const order: number[] = []
+      e.broker.setHandler({
+        onPublication (_room, _epoch, publication) {
+          if (publication.offset === 1) void e.broker.publish('r', request('echo'), KEEP_HOUR)
+          order.push(publication.offset)
+          if (publication.offset === 2) throw new Error('handler bug')
+        },
+        onEvent () {}
+      })
+      await e.broker.subscribe('r')
+      assert.deepEqual(await e.broker.publish('r', request('first'), KEEP_HOUR), { epoch: (await e.history.position('r')).epoch, offset: 1, duplicate: false })
+      await e.broker.publish('r', request('third'), KEEP_HOUR)
+      assert.deepEqual(order, [1, 2, 3])
+      assert.equal(errors.length, 1)
+    } finally {
+      await e.close()
+    }
+  })
+})
