@@ -15,11 +15,15 @@ import swaggerPlugin from '../plugins/swagger.js'
 import storePlugin from '../plugins/store.js'
 import authPlugin from '../plugins/auth.js'
 import roomsPlugin from '../plugins/rooms.js'
+import realtimePlugin from '../plugins/realtime.js'
+import websocketPlugin from '../plugins/websocket.js'
 import healthRoutes from '../routes/health/index.js'
 import authRoutes from '../routes/auth/index.js'
 import apiKeyRoutes from '../routes/api-keys/index.js'
 import roomRoutes from '../routes/rooms/index.js'
 import userRoutes from '../routes/users/index.js'
+import wsRoutes from '../routes/ws/index.js'
+import adminRoutes from '../routes/admin/index.js'
 
 export type App = FastifyInstance
 
@@ -63,6 +67,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(storePlugin)
   await app.register(authPlugin)
   await app.register(roomsPlugin)
+  await app.register(realtimePlugin)
+  await app.register(websocketPlugin)
 
   // Routes: encapsulated, not wrapped in fastify-plugin.
   await app.register(healthRoutes, { prefix: '/health' })
@@ -70,6 +76,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(apiKeyRoutes, { prefix: '/api-keys' })
   await app.register(roomRoutes, { prefix: '/rooms' })
   await app.register(userRoutes, { prefix: '/users' })
+  await app.register(adminRoutes, { prefix: '/admin' })
+  await app.register(wsRoutes)
 
   return app
 }

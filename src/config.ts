@@ -36,7 +36,19 @@ export const EnvSchema = Type.Object({
   TLS_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),
   TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
   PASSWORD_HASH_COST: Type.Integer({ minimum: 10, maximum: 20, default: 15, description: 'log2 of scrypt N' }),
-  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 })
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 }),
+  WS_ALLOWED_ORIGINS: Type.String({ default: '' }),
+  WS_HANDSHAKES_PER_IP_PER_MINUTE: Type.Integer({ minimum: 1, default: 120 }),
+  WS_MAX_CONNECTIONS_PER_USER: Type.Integer({ minimum: 1, default: 20 }),
+  WS_MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 1, default: 1000 }),
+  WS_MAX_MESSAGE_BYTES: Type.Integer({ minimum: 256, maximum: 16 * 1024 * 1024, default: 65_536 }),
+  WS_MESSAGES_PER_SECOND: Type.Number({ exclusiveMinimum: 0, default: 50 }),
+  WS_MESSAGES_BURST: Type.Integer({ minimum: 1, default: 100 }),
+  WS_MAX_SUBSCRIPTIONS: Type.Integer({ minimum: 1, default: 100 }),
+  WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 1_048_576 }),
+  WS_HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25_000 }),
+  WS_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 60_000 }),
+  WS_DRAIN_MS: Type.Integer({ minimum: 0, default: 5_000 })
 })
 
 type Env = Static<typeof EnvSchema>
@@ -71,6 +83,21 @@ export interface Config {
   shutdownGraceMs: number
   /** log2 of scrypt's N for new password hashes. */
   passwordHashCost: number
+  ws: {
+    /** Origins allowed to open WebSockets; empty means same origin as the Host header only; '*' means any. */
+    allowedOrigins: string[]
+    handshakesPerIpPerMinute: number
+    maxConnectionsPerUser: number
+    maxConnectionsPerIp: number
+    maxMessageBytes: number
+    messagesPerSecond: number
+    messagesBurst: number
+    maxSubscriptions: number
+    maxBufferedBytes: number
+    heartbeatMs: number
+    idleTimeoutMs: number
+    drainMs: number
+  }
 }
 
 export class ConfigError extends Error {
@@ -169,6 +196,9 @@ export function loadConfig (source: Record<string, string | undefined> = process
 
   const accessTokenTtlSeconds = parseDurationSeconds(env.ACCESS_TOKEN_TTL)
   const refreshTokenTtlSeconds = parseDurationSeconds(env.REFRESH_TOKEN_TTL)
+  // The drain must fit in the grace period, with room for closing handshakes and the store.
+  if (env.SHUTDOWN_GRACE_MS < env.WS_DRAIN_MS + 3000) throw new ConfigError(`SHUTDOWN_GRACE_MS: must be at least WS_DRAIN_MS + 3000 (${env.WS_DRAIN_MS + 3000})`)
+
   if (accessTokenTtlSeconds < 10) throw new ConfigError('ACCESS_TOKEN_TTL: must be at least 10s')
   if (refreshTokenTtlSeconds < accessTokenTtlSeconds) throw new ConfigError('REFRESH_TOKEN_TTL: must not be shorter than ACCESS_TOKEN_TTL')
 
@@ -199,7 +229,21 @@ export function loadConfig (source: Record<string, string | undefined> = process
     rateLimitMax: env.RATE_LIMIT_MAX,
     tls,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
-    passwordHashCost: env.PASSWORD_HASH_COST
+    passwordHashCost: env.PASSWORD_HASH_COST,
+    ws: {
+      allowedOrigins: env.WS_ALLOWED_ORIGINS.split(',').map(o => o.trim()).filter(Boolean),
+      handshakesPerIpPerMinute: env.WS_HANDSHAKES_PER_IP_PER_MINUTE,
+      maxConnectionsPerUser: env.WS_MAX_CONNECTIONS_PER_USER,
+      maxConnectionsPerIp: env.WS_MAX_CONNECTIONS_PER_IP,
+      maxMessageBytes: env.WS_MAX_MESSAGE_BYTES,
+      messagesPerSecond: env.WS_MESSAGES_PER_SECOND,
+      messagesBurst: env.WS_MESSAGES_BURST,
+      maxSubscriptions: env.WS_MAX_SUBSCRIPTIONS,
+      maxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
+      heartbeatMs: env.WS_HEARTBEAT_MS,
+      idleTimeoutMs: env.WS_IDLE_TIMEOUT_MS,
+      drainMs: env.WS_DRAIN_MS
+    }
   }
 }
 

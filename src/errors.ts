@@ -17,6 +17,7 @@ export const Errors = {
   UserNotFound: createError('SB_ERR_USER_NOT_FOUND', 'User not found', 404),
   MemberNotFound: createError('SB_ERR_MEMBER_NOT_FOUND', 'Not a member of this room', 404),
   BanNotFound: createError('SB_ERR_BAN_NOT_FOUND', 'No ban for this user in this room', 404),
+  ConnectionNotFound: createError('SB_ERR_CONNECTION_NOT_FOUND', 'Connection not found on this node', 404),
   ApiKeyNotFound: createError('SB_ERR_API_KEY_NOT_FOUND', 'API key not found', 404),
   RouteNotFound: createError('SB_ERR_NOT_FOUND', 'Route %s %s not found', 404),
   UsernameTaken: createError('SB_ERR_USERNAME_TAKEN', 'Username is already taken', 409),
@@ -25,5 +26,9 @@ export const Errors = {
   LastOwner: createError('SB_ERR_LAST_OWNER', 'A room must keep at least one owner', 409),
   UserBanned: createError('SB_ERR_USER_BANNED', 'The user is banned from this room; lift the ban first', 409),
   TooManyLoginAttempts: createError('SB_ERR_TOO_MANY_LOGIN_ATTEMPTS', 'Too many failed login attempts; retry later', 429),
-  ShuttingDown: createError('SB_ERR_SHUTTING_DOWN', 'Server is shutting down', 503)
+  OriginNotAllowed: createError('SB_ERR_ORIGIN_NOT_ALLOWED', 'Origin not allowed', 403),
+  TooManyConnections: createError('SB_ERR_TOO_MANY_CONNECTIONS', '%s', 429),
+  PayloadTooLarge: createError('SB_ERR_PAYLOAD_TOO_LARGE', '%s', 413),
+  ShuttingDown: createError('SB_ERR_SHUTTING_DOWN', 'Server is shutting down', 503),
+  Unavailable: createError('SB_ERR_UNAVAILABLE', '%s', 503)
 } as const

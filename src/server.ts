@@ -4,8 +4,9 @@ import { ConfigError, loadConfig } from './config.js'
 
 /**
  * Process entry: load config (a bad value exits 1 with the variable named), build the app,
- * listen, and close gracefully on SIGTERM/SIGINT: readiness turns 503 at once, in-flight
- * requests finish, the store closes, exit 0 — or exit 1 if the grace period runs out.
+ * listen, and close gracefully on SIGTERM/SIGINT: readiness turns 503 at once, WebSocket
+ * clients drain, in-flight requests finish, the store closes, exit 0 — or exit 1 if the grace
+ * period runs out.
  */
 async function main (): Promise<void> {
   let config
@@ -24,7 +25,8 @@ async function main (): Promise<void> {
   closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'fatal error, closing')
     else app.log.info({ signal }, 'shutting down')
-    app.lifecycle.beginShutdown()
+    // Readiness fails and WebSocket clients drain while HTTP still answers; then close.
+    await app.lifecycle.shutdown()
     await app.close()
   })
 

@@ -7,6 +7,7 @@ import http from 'node:http'
 import https from 'node:https'
 import type { TestContext } from 'node:test'
 import pg from 'pg'
+import { WebSocket } from 'ws'
 import pino from 'pino'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
@@ -116,6 +117,8 @@ export function testEnv (overrides: Record<string, string> = {}): Record<string,
     LOGIN_RATE_LIMIT: '1000',
     LOGIN_USER_FAILURE_LIMIT: '1000',
     RATE_LIMIT_MAX: '100000',
+    WS_DRAIN_MS: '100',
+    WS_HANDSHAKES_PER_IP_PER_MINUTE: '100000',
     ...overrides
   }
 }
@@ -210,4 +213,88 @@ export function oneShotRequest (baseUrl: string, method: string, path: string, o
     req.on('error', reject)
     req.end(payload)
   })
+}
+
+// ---------------------------------------------------------------------------------------
+// WebSocket test client
+
+export interface WsFrame { type: string, id?: string | number, [key: string]: any } // eslint-disable-line @typescript-eslint/no-explicit-any -- frames are read loosely in tests
+
+export interface WsClient {
+  socket: WebSocket
+  /** Every frame received so far, parsed, in order. */
+  frames: WsFrame[]
+  welcome: WsFrame
+  send: (frame: unknown) => void
+  /** Sends a command with a fresh id and resolves with its reply or error frame. */
+  command: (frame: Record<string, unknown>) => Promise<WsFrame>
+  /** Resolves with the first frame (already received or future) matching `match`. */
+  next: (match: (frame: WsFrame) => boolean, timeoutMs?: number) => Promise<WsFrame>
+  closed: Promise<{ code: number, reason: string }>
+  close: () => void
+}
+
+let commandSeq = 0
+
+/**
+ * Opens a real WebSocket to the test server and waits for the welcome frame. Closed when the
+ * test ends. Rejects with the HTTP status when the handshake is refused.
+ */
+export async function wsConnect (t: TestContext, base: { url: string }, options: { token?: string, apiKey?: string, query?: string, headers?: Record<string, string>, protocols?: string[] } = {}): Promise<WsClient> {
+  const headers: Record<string, string> = { ...options.headers }
+  if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
+  if (options.apiKey !== undefined) headers['x-api-key'] = options.apiKey
+  const url = base.url.replace(/^http/, 'ws') + '/ws' + (options.query ?? '')
+  const socket = new WebSocket(url, options.protocols ?? [], { headers, perMessageDeflate: false })
+  const frames: WsFrame[] = []
+  const waiters: Array<{ match: (f: WsFrame) => boolean, resolve: (f: WsFrame) => void }> = []
+  socket.on('message', (data) => {
+    const frame = JSON.parse(data.toString()) as WsFrame
+    frames.push(frame)
+    for (const waiter of [...waiters]) {
+      if (waiter.match(frame)) {
+        waiters.splice(waiters.indexOf(waiter), 1)
+        waiter.resolve(frame)
+      }
+    }
+  })
+  const closed = new Promise<{ code: number, reason: string }>(resolve => {
+    socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
+  })
+  socket.on('error', () => {})
+  t.after(() => { socket.terminate() })
+
+  const next = (match: (frame: WsFrame) => boolean, timeoutMs = 10_000): Promise<WsFrame> => {
+    const seen = frames.find(match)
+    if (seen !== undefined) return Promise.resolve(seen)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching frame within ${timeoutMs} ms; got ${JSON.stringify(frames.slice(-5))}`)), timeoutMs)
+      waiters.push({ match, resolve: (f) => { clearTimeout(timer); resolve(f) } })
+    })
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    socket.once('open', () => resolve())
+    socket.once('unexpected-response', (_req, res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => { body += c.toString() })
+      res.on('end', () => reject(Object.assign(new Error(`handshake refused: ${res.statusCode ?? 0} ${body}`), { statusCode: res.statusCode, body })))
+    })
+    socket.once('error', reject)
+  })
+  const welcome = await next(f => f.type === 'welcome')
+  return {
+    socket,
+    frames,
+    welcome,
+    send: (frame) => socket.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
+    command: async (frame) => {
+      const id = `c${++commandSeq}`
+      socket.send(JSON.stringify({ ...frame, id }))
+      return await next(f => (f.type === 'reply' || f.type === 'error') && f.id === id)
+    },
+    next,
+    closed,
+    close: () => socket.close()
+  }
 }

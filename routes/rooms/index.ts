@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
+import messageRoutes from './messages.js'
 import { errorResponses, pageOf, PageQuerySchema, type Security } from '../../src/schemas/common.js'
 import {
   BanBodySchema, BanSchema, CreateRoomBodySchema, MembershipSchema, RoomParamsSchema, RoomSchema,
@@ -14,6 +15,8 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const userOnly: Security = [{ bearerAuth: [] }]
   const userOrKey: Security = [{ bearerAuth: [] }, { apiKey: [] }]
   const next = <T>(items: T[], limit: number, key: (item: T) => string) => items.length === limit ? key(items[items.length - 1]!) : null
+
+  await app.register(messageRoutes)
 
   app.post('/', {
     onRequest: app.requireUser,

@@ -260,7 +260,7 @@ export function parseCommand (text: string): ParseResult {
 }
 
 /** Iterative, so hostile nesting cannot overflow the stack while being measured. */
-function depthExceeds (root: unknown, max: number): boolean {
+export function depthExceeds (root: unknown, max: number): boolean {
   const stack: Array<[unknown, number]> = [[root, 0]]
   while (stack.length > 0) {
     const [value, depth] = stack.pop()!

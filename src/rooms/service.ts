@@ -12,8 +12,25 @@ export interface RoomAccess {
 
 export type RoomService = ReturnType<typeof createRoomService>
 
-/** Outcome of a membership change, for routes to pick 200 vs 201 and for live revocation later. */
+/** Outcome of a membership change, for routes to pick 200 vs 201. */
 export interface MemberChange { membership: Membership, created: boolean }
+
+/**
+ * A change that may take rights away from open connections. Listeners (the real-time core)
+ * run before the HTTP request answers, so once a removal is acknowledged no further message
+ * reaches the removed user.
+ */
+export type RoomChange =
+  | { type: 'member_removed', room: Room, userId: string }
+  | { type: 'member_role_changed', room: Room, userId: string, role: RoomRole }
+  | { type: 'banned', room: Room, userId: string }
+  | { type: 'room_updated', room: Room }
+  | { type: 'room_deleted', room: Room }
+
+export type RoomChangeListener = (change: RoomChange) => Promise<void> | void
+
+/** Personal rooms (`user:<id>`) are virtual: nobody may create a stored room in that namespace. */
+export const PERSONAL_ROOM_PREFIX = 'user:'
 
 /**
  * Rooms, members and bans with every rule of docs/authorization.md applied. Each method
@@ -22,6 +39,11 @@ export interface MemberChange { membership: Membership, created: boolean }
  */
 export function createRoomService (deps: { store: Store }) {
   const { store } = deps
+  const listeners: RoomChangeListener[] = []
+
+  async function changed (change: RoomChange): Promise<void> {
+    for (const listener of listeners) await listener(change)
+  }
 
   /**
    * Loads a room the caller may see. A private room the caller may not see answers 404, as if
@@ -68,8 +90,14 @@ export function createRoomService (deps: { store: Store }) {
     access,
     authorize,
 
+    /** Registers a listener for changes that can revoke rights (see RoomChange). */
+    onChange (listener: RoomChangeListener): void {
+      listeners.push(listener)
+    },
+
     async create (principal: Principal, input: Partial<NewRoom> & { id: string }): Promise<Room> {
       if (principal.kind !== 'user') throw new Errors.Forbidden('Only users create rooms')
+      if (input.id.startsWith(PERSONAL_ROOM_PREFIX)) throw new Errors.Forbidden('The user: namespace is reserved for personal rooms')
       const room = await store.createRoom({
         id: input.id,
         name: input.name ?? null,
@@ -93,12 +121,14 @@ export function createRoomService (deps: { store: Store }) {
       await authorize(principal, roomId, 'update')
       const room = await store.updateRoom(roomId, patch)
       if (room === undefined) throw new Errors.RoomNotFound()
+      await changed({ type: 'room_updated', room })
       return room
     },
 
     async remove (principal: Principal, roomId: string): Promise<void> {
-      await authorize(principal, roomId, 'delete')
+      const { room } = await authorize(principal, roomId, 'delete')
       if (!(await store.deleteRoom(roomId))) throw new Errors.RoomNotFound()
+      await changed({ type: 'room_deleted', room })
     },
 
     async members (principal: Principal, roomId: string, page: Page): Promise<Membership[]> {
@@ -115,6 +145,7 @@ export function createRoomService (deps: { store: Store }) {
       }
       const result = await store.setMember(roomId, userId, role)
       if (!result.ok) throw membershipError(result.reason)
+      if (!result.created && current?.role !== role) await changed({ type: 'member_role_changed', room: ctx.room, userId, role })
       return { membership: result.membership, created: result.created }
     },
 
@@ -129,6 +160,7 @@ export function createRoomService (deps: { store: Store }) {
       const result = await store.removeMember(roomId, userId)
       if (!result.ok) throw membershipError(result.reason)
       if (!result.removed) throw new Errors.MemberNotFound()
+      await changed({ type: 'member_removed', room: ctx.room, userId })
     },
 
     async bans (principal: Principal, roomId: string, page: Page): Promise<Ban[]> {
@@ -146,6 +178,7 @@ export function createRoomService (deps: { store: Store }) {
       const bannedBy = principal.kind === 'user' ? principal.userId : principal.keyId
       const result = await store.banUser({ roomId, userId, bannedBy, reason })
       if (!result.ok) throw membershipError(result.reason)
+      await changed({ type: 'banned', room: ctx.room, userId })
       return { ban: result.ban, created: result.created }
     },
 

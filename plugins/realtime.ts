@@ -1,0 +1,107 @@
+import fp from 'fastify-plugin'
+import type { Principal } from '../src/auth/principal.js'
+import { scopeAllows } from '../src/auth/scopes.js'
+import { PERSONAL_ROOM_PREFIX } from '../src/rooms/service.js'
+import { ROOM_DEFAULTS } from '../src/schemas/rooms.js'
+import type { StreamOptions } from '../src/realtime/engine.js'
+import { RealtimeError, UnavailableError } from '../src/realtime/errors.js'
+import { createMemoryEngine } from '../src/realtime/memory-engine.js'
+import { noopMetrics, type RealtimeMetrics } from '../src/realtime/metrics.js'
+import { createRealtimeNode, type Authorizer, type RealtimeNode, type RoomOperation } from '../src/realtime/node.js'
+import { prepareWsFrame } from '../src/realtime/ws-transport.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    realtime: RealtimeNode
+  }
+}
+
+/** Personal rooms have no row: they get the default stream settings. */
+const PERSONAL_STREAM: StreamOptions = { historySize: ROOM_DEFAULTS.historySize, historyTtlSeconds: ROOM_DEFAULTS.historyTtlSeconds }
+/** Most publications one subscribe may recover; beyond it the client is told it missed some. */
+const MAX_RECOVERY_PUBLICATIONS = 1000
+
+/**
+ * The real-time node: the in-memory engine (the embedded default), authorization from the
+ * room service for every room operation, live revocation on room changes, and the drain on
+ * shutdown. routes/ws connects sockets to it; REST routes publish through it.
+ */
+export default fp(async (app) => {
+  const { ws } = app.config
+  const engine = createMemoryEngine()
+  const metrics: RealtimeMetrics = (app as unknown as { realtimeMetrics?: RealtimeMetrics }).realtimeMetrics ?? noopMetrics
+
+  const authorize: Authorizer = async (principal, room, operation) => {
+    if (room.startsWith(PERSONAL_ROOM_PREFIX)) return authorizePersonal(principal, room, operation)
+    try {
+      const { room: row } = await app.rooms.authorize(principal, room, operation)
+      return { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }
+    } catch (err) {
+      const mapped = toRealtimeError(err)
+      if (mapped.code === 'unavailable') app.log.warn({ err, room }, 'authorization failed: dependency error')
+      throw mapped
+    }
+  }
+
+  const node = createRealtimeNode({
+    engine,
+    authorize,
+    verifyToken: token => app.verifyAccessToken(token),
+    prepareFrame: prepareWsFrame,
+    limits: {
+      maxMessageBytes: ws.maxMessageBytes,
+      messagesPerSecond: ws.messagesPerSecond,
+      messagesBurst: ws.messagesBurst,
+      maxSubscriptions: ws.maxSubscriptions,
+      maxBufferedBytes: ws.maxBufferedBytes,
+      heartbeatMs: ws.heartbeatMs,
+      idleTimeoutMs: ws.idleTimeoutMs,
+      tokenClockToleranceMs: app.config.jwt.clockToleranceSeconds * 1000,
+      maxConnectionsPerUser: ws.maxConnectionsPerUser,
+      maxConnectionsPerIp: ws.maxConnectionsPerIp,
+      maxRecoveryPublications: MAX_RECOVERY_PUBLICATIONS
+    },
+    metrics,
+    log: app.log.child({ component: 'realtime' })
+  })
+  app.decorate('realtime', node)
+
+  app.rooms.onChange(async (change) => {
+    try {
+      await node.applyRoomChange(change)
+    } catch (err) {
+      app.log.error({ err, room: change.room.id }, 'live revocation failed')
+    }
+  })
+
+  app.lifecycle.onShutdown(() => node.drain(ws.drainMs))
+  app.addHook('onClose', async () => {
+    node.close()
+    await engine.close()
+  })
+}, { name: 'realtime', dependencies: ['config', 'auth', 'rooms', 'shutdown'] })
+
+/**
+ * `user:<id>`: only that user and admins read it; admins and API keys with a matching
+ * publish scope write to it. It is how a service reaches one person on all their devices.
+ */
+function authorizePersonal (principal: Principal, room: string, operation: RoomOperation): StreamOptions {
+  const owner = room.slice(PERSONAL_ROOM_PREFIX.length)
+  const admin = principal.kind === 'user' && principal.role === 'admin'
+  const allowed = operation === 'publish'
+    ? admin || (principal.kind === 'apiKey' && scopeAllows(principal.scopes, 'publish', room))
+    : admin || (principal.kind === 'user' && principal.userId === owner)
+  if (!allowed) throw new RealtimeError('forbidden', `Not allowed to ${operation} in ${room}`)
+  return PERSONAL_STREAM
+}
+
+/** Maps the room service's HTTP errors onto protocol error codes; anything else is a dependency failure. */
+function toRealtimeError (err: unknown): RealtimeError {
+  if (err instanceof RealtimeError) return err
+  const statusCode = (err as { statusCode?: unknown }).statusCode
+  const message = err instanceof Error ? err.message : 'error'
+  if (statusCode === 404) return new RealtimeError('not_found', message)
+  if (statusCode === 403) return new RealtimeError('forbidden', message)
+  if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) return new RealtimeError('bad_request', message)
+  return new UnavailableError()
+}

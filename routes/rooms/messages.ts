@@ -1,0 +1,83 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Errors } from '../../src/errors.js'
+import { RealtimeError } from '../../src/realtime/errors.js'
+import { MAX_DATA_DEPTH, depthExceeds } from '../../src/realtime/protocol.js'
+import { errorResponses, type Security } from '../../src/schemas/common.js'
+import { RoomParamsSchema } from '../../src/schemas/rooms.js'
+import { HistoryQuerySchema, HistorySchema, PresenceSchema, PublishBodySchema, PublishedSchema } from '../../src/schemas/realtime.js'
+
+/** The HTTP face of the real-time core, for services, devices and curl: publish, history, presence. */
+const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const security: Security = [{ bearerAuth: [] }, { apiKey: [] }]
+  const { maxMessageBytes } = app.config.ws
+
+  app.post('/:id/messages', {
+    onRequest: app.authenticate,
+    schema: {
+      tags: ['messages'],
+      summary: 'Publish to a room (delivered live to subscribers, kept in history)',
+      security,
+      params: RoomParamsSchema,
+      body: PublishBodySchema,
+      response: { 201: PublishedSchema, ...errorResponses(400, 401, 403, 404, 413, 429, 503) }
+    }
+  }, async (request, reply) => {
+    const { data, idempotencyKey } = request.body
+    // The same bounds as a WebSocket publish: a message that could not be sent over /ws is refused here too.
+    if (depthExceeds(data, MAX_DATA_DEPTH)) throw Object.assign(new Error(`body/data: nested deeper than ${MAX_DATA_DEPTH} levels`), { statusCode: 400, code: 'SB_ERR_VALIDATION' })
+    if (Buffer.byteLength(JSON.stringify(data)) > maxMessageBytes) throw new Errors.PayloadTooLarge(`data is larger than ${maxMessageBytes} bytes`)
+    const result = await viaRealtime(() => app.realtime.publish(request.principal!, request.params.id, data, idempotencyKey))
+    return reply.code(201).send({ epoch: result.epoch, offset: result.offset })
+  })
+
+  app.get('/:id/messages', {
+    onRequest: app.authenticate,
+    schema: {
+      tags: ['messages'],
+      summary: 'History: the latest publications, or those after `since` in `epoch`',
+      security,
+      params: RoomParamsSchema,
+      querystring: HistoryQuerySchema,
+      response: { 200: HistorySchema, ...errorResponses(400, 401, 403, 404, 503) }
+    }
+  }, async (request) => {
+    const { since, epoch, limit } = request.query
+    if ((since === undefined) !== (epoch === undefined)) {
+      throw Object.assign(new Error('querystring: `since` and `epoch` go together'), { statusCode: 400, code: 'SB_ERR_VALIDATION' })
+    }
+    return await viaRealtime(() => app.realtime.history(request.principal!, request.params.id, {
+      limit,
+      ...(since === undefined || epoch === undefined ? {} : { since: { epoch, offset: since } })
+    }))
+  })
+
+  app.get('/:id/presence', {
+    onRequest: app.authenticate,
+    schema: {
+      tags: ['messages'],
+      summary: 'Who is subscribed to the room now (users deduplicated, plus the connection count)',
+      security,
+      params: RoomParamsSchema,
+      response: { 200: PresenceSchema, ...errorResponses(400, 401, 403, 404, 503) }
+    }
+  }, async (request) => await viaRealtime(() => app.realtime.presence(request.principal!, request.params.id)))
+}
+
+const STATUS: Record<RealtimeError['code'], number> = {
+  bad_request: 400, unauthorized: 401, forbidden: 403, not_found: 404, rate_limited: 429, conflict: 409, unavailable: 503, internal: 500
+}
+
+/** Protocol errors from the core become the HTTP error shape with the matching status. */
+async function viaRealtime<T> (call: () => Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (err) {
+    if (!(err instanceof RealtimeError)) throw err
+    if (err.code === 'not_found') throw new Errors.RoomNotFound()
+    if (err.code === 'forbidden') throw new Errors.Forbidden(err.message)
+    if (err.code === 'unavailable') throw new Errors.Unavailable(err.message)
+    throw Object.assign(new Error(err.message), { statusCode: STATUS[err.code], code: `SB_ERR_${err.code.toUpperCase()}` })
+  }
+}
+
+export default messageRoutes

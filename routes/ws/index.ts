@@ -1,0 +1,127 @@
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import { Errors } from '../../src/errors.js'
+import type { Principal } from '../../src/auth/principal.js'
+import { CloseCodes } from '../../src/realtime/close-codes.js'
+import { errorFrame } from '../../src/realtime/protocol.js'
+import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
+import type { AuthFailureReason, RealtimeMetrics } from '../../src/realtime/metrics.js'
+import { noopMetrics } from '../../src/realtime/metrics.js'
+
+/** `Sec-WebSocket-Protocol: switchboard.v1, bearer.<jwt>`: how browsers, which cannot set headers, send a token. */
+const BEARER_PROTOCOL_PREFIX = 'bearer.'
+
+/**
+ * GET /ws: the WebSocket endpoint. Everything is checked before the upgrade, in onRequest
+ * hooks, so a refused client gets a plain HTTP answer and no socket: Origin (403),
+ * credentials (401), drain state (503) and connection caps (429); @fastify/rate-limit adds
+ * the per-address handshake budget (429). After the upgrade the socket is handed to the
+ * real-time node, with its listeners attached before any await.
+ */
+const wsRoutes: FastifyPluginAsync = async (app) => {
+  const { ws } = app.config
+  const metrics: RealtimeMetrics = (app as unknown as { realtimeMetrics?: RealtimeMetrics }).realtimeMetrics ?? noopMetrics
+
+  function fail (reason: AuthFailureReason, error: Error): never {
+    metrics.authFailure(reason)
+    throw error
+  }
+
+  function checkOrigin (request: FastifyRequest): void {
+    const origin = request.headers.origin
+    // Non-browser clients send no Origin; the check protects browsers from cross-site use of cookies-less tokens.
+    if (origin === undefined) return
+    const allowed = ws.allowedOrigins
+    if (allowed.includes('*') || allowed.includes(origin)) return
+    if (allowed.length === 0 && sameOrigin(origin, request.headers.host)) return
+    fail('origin', new Errors.OriginNotAllowed())
+  }
+
+  async function identify (request: FastifyRequest): Promise<Principal> {
+    const query = request.query as Record<string, unknown>
+    const authorization = request.headers.authorization
+    let token: string | undefined
+    if (authorization !== undefined) {
+      const match = /^Bearer +(\S+) *$/i.exec(authorization)
+      if (match?.[1] === undefined) fail('invalid', new Errors.InvalidToken())
+      token = match[1]
+    }
+    const protocols = request.headers['sec-websocket-protocol']
+    if (token === undefined && typeof protocols === 'string') {
+      token = protocols.split(',').map(p => p.trim()).find(p => p.startsWith(BEARER_PROTOCOL_PREFIX))?.slice(BEARER_PROTOCOL_PREFIX.length)
+    }
+    if (token === undefined && typeof query.token === 'string') token = query.token
+    if (token !== undefined) {
+      try {
+        return app.verifyAccessToken(token)
+      } catch (err) {
+        fail(isExpired(token) ? 'expired' : 'invalid', err as Error)
+      }
+    }
+    const key = typeof request.headers['x-api-key'] === 'string' ? request.headers['x-api-key'] : typeof query.api_key === 'string' ? query.api_key : undefined
+    if (key !== undefined) {
+      const principal = key.length <= 256 ? await app.auth.authenticateApiKey(key) : null
+      if (principal === null) fail('invalid', new Errors.InvalidToken())
+      return principal
+    }
+    return fail('missing', new Errors.Unauthorized())
+  }
+
+  app.get('/ws', {
+    websocket: true,
+    config: { rateLimit: { max: ws.handshakesPerIpPerMinute, timeWindow: '1 minute' } },
+    onRequest: async (request) => {
+      if (app.lifecycle.shuttingDown) throw new Errors.ShuttingDown()
+      checkOrigin(request)
+      const principal = await identify(request)
+      const refusal = app.realtime.admit(principal, request.ip)
+      if (refusal === 'draining') throw new Errors.ShuttingDown()
+      if (refusal !== null) {
+        metrics.rateLimited(refusal)
+        throw new Errors.TooManyConnections(refusal === 'connections_per_user' ? 'Too many open connections for this user' : 'Too many open connections from this address')
+      }
+      request.principal = principal
+    }
+  }, (socket, request) => {
+    // Synchronous from here to attachWsEvents: no frame can arrive before the listeners.
+    const principal = request.principal!
+    const transport = wsTransport(socket)
+    // Concurrent handshakes can pass admission together; the cap is re-checked now that the socket exists.
+    if (app.realtime.admit(principal, request.ip) !== null) {
+      metrics.rateLimited('connections_per_user')
+      socket.close(CloseCodes.RATE_LIMITED, 'too many connections')
+      return
+    }
+    const connection = app.realtime.connect(transport, principal, {
+      ip: request.ip,
+      ...(request.headers['user-agent'] === undefined ? {} : { userAgent: request.headers['user-agent'] })
+    })
+    attachWsEvents(socket, {
+      onText: text => connection.handleText(text),
+      onBinary: () => connection.sendText(errorFrame(undefined, 'bad_request', 'Binary frames are not supported; send JSON text frames')),
+      onPong: () => connection.handlePong(),
+      onClose: code => connection.handleClose(code),
+      onError: err => app.log.debug({ err, connId: connection.id }, 'socket error')
+    })
+  })
+}
+
+function sameOrigin (origin: string, host: string | undefined): boolean {
+  if (host === undefined) return false
+  try {
+    return new URL(origin).host === host
+  } catch {
+    return false
+  }
+}
+
+/** Only for the metrics label: the token was already rejected. */
+function isExpired (token: string): boolean {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { exp?: unknown }
+    return typeof payload.exp === 'number' && payload.exp * 1000 < Date.now()
+  } catch {
+    return false
+  }
+}
+
+export default wsRoutes

@@ -1,0 +1,489 @@
+import type { Principal } from '../auth/principal.js'
+import { CloseCodes, CloseReasons, type CloseCode } from './close-codes.js'
+import type { Publication, StreamPosition } from './engine.js'
+import { RealtimeError } from './errors.js'
+import type { Logger } from './logger.js'
+import {
+  errorFrame, parseCommand, replyFrame, PROTOCOL_VERSION,
+  type ClientCommand, type CommandId, type HistoryCommand, type SubscribeCommand, type UnsubscribeReason
+} from './protocol.js'
+import type { PreparedFrame, Transport } from './transport.js'
+import type { NodeInternals } from './node.js'
+
+export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed'
+
+/** One room subscription of one connection. */
+interface Subscription {
+  /** `recovering` while the subscribe command fetches history; live publications are buffered meanwhile. */
+  state: 'recovering' | 'live'
+  epoch: string
+  /** Offset of the last publication delivered to this client (or the position it subscribed at). */
+  offset: number
+  buffer: Array<{ epoch: string, publication: Publication }>
+  /** True once the connection counts in the room's presence (users only). */
+  present: boolean
+}
+
+/** Commands queued on one connection beyond this are refused: the client is not waiting for replies. */
+const MAX_PENDING_COMMANDS = 64
+/** Consecutive rate-limited frames after which the client is cut off (4029). */
+const MAX_RATE_STRIKES = 20
+/** A connection that does not finish closing within this time is destroyed. */
+const CLOSE_TIMEOUT_MS = 1000
+/** setTimeout's ceiling; longer delays (token expiry weeks away) are clamped and re-armed. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * One client connection: a small state machine (connecting → open → closing → closed) that
+ * owns its subscriptions, its timers (heartbeat, idle, token expiry) and its outbound budget.
+ * Commands run one at a time in arrival order, so replies come back in order. A bug in any
+ * handler closes this connection with 1011 and never reaches the process.
+ */
+export class Connection {
+  state: ConnectionState = 'connecting'
+  readonly connectedAt: number
+  readonly subscriptions = new Map<string, Subscription>()
+  private readonly log: Logger
+  private heartbeatTimer: NodeJS.Timeout | undefined
+  private idleTimer: NodeJS.Timeout | undefined
+  private expiryTimer: NodeJS.Timeout | undefined
+  private terminateTimer: NodeJS.Timeout | undefined
+  private awaitingPong = false
+  private pingSentAt = 0
+  private tokens: number
+  private lastRefill: number
+  private strikes = 0
+  private pending = 0
+  private chain: Promise<void> = Promise.resolve()
+  private closeCode: number = CloseCodes.NORMAL
+
+  constructor (
+    readonly id: string,
+    public principal: Principal,
+    readonly transport: Transport,
+    readonly meta: { ip: string, userAgent?: string },
+    private readonly node: NodeInternals
+  ) {
+    this.connectedAt = node.now()
+    this.tokens = node.limits.messagesBurst
+    this.lastRefill = this.connectedAt
+    this.log = node.log.child({ connId: id, principal: principalId(principal) })
+  }
+
+  /** The id other users see: the user id, or `key:<name>` for an API key. */
+  get publicId (): string {
+    return principalId(this.principal)
+  }
+
+  get userId (): string | null {
+    return this.principal.kind === 'user' ? this.principal.userId : null
+  }
+
+  /** Sends the welcome frame and starts the timers. */
+  open (): void {
+    if (this.state !== 'connecting') return
+    this.state = 'open'
+    const { limits } = this.node
+    this.sendText(JSON.stringify({
+      type: 'welcome',
+      protocol: PROTOCOL_VERSION,
+      connectionId: this.id,
+      user: { id: this.publicId, role: this.principal.kind === 'user' ? this.principal.role : 'apiKey' },
+      heartbeatMs: limits.heartbeatMs,
+      limits: {
+        maxMessageBytes: limits.maxMessageBytes,
+        messagesPerSecond: limits.messagesPerSecond,
+        messagesBurst: limits.messagesBurst,
+        maxSubscriptions: limits.maxSubscriptions,
+        maxBufferedBytes: limits.maxBufferedBytes,
+        idleTimeoutMs: limits.idleTimeoutMs
+      },
+      tokenExpiresAt: this.principal.kind === 'user' ? this.principal.expiresAt * 1000 : null
+    }))
+    this.scheduleHeartbeat(true)
+    this.armIdle()
+    this.armExpiry()
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Inbound
+
+  /** A text frame from the client. Never throws. */
+  handleText (text: string): void {
+    if (this.state !== 'open') return
+    try {
+      this.armIdle()
+      if (!this.takeToken()) {
+        this.node.metrics.rateLimited('messages')
+        if (++this.strikes > MAX_RATE_STRIKES) {
+          this.close(CloseCodes.RATE_LIMITED)
+          return
+        }
+        const parsed = parseCommand(text)
+        this.sendText(errorFrame(parsed.ok ? parsed.command.id : parsed.id, 'rate_limited', `Over ${this.node.limits.messagesPerSecond} messages per second; slow down`))
+        return
+      }
+      this.strikes = 0
+      const parsed = parseCommand(text)
+      if (!parsed.ok) {
+        this.node.metrics.messageIn('invalid')
+        this.sendText(errorFrame(parsed.id, 'bad_request', parsed.message))
+        return
+      }
+      const command = parsed.command
+      this.node.metrics.messageIn(command.type)
+      if (this.pending >= MAX_PENDING_COMMANDS) {
+        this.sendText(errorFrame(command.id, 'rate_limited', 'Too many commands waiting for replies'))
+        return
+      }
+      this.pending++
+      this.chain = this.chain.then(() => this.run(command)).catch((err: unknown) => this.fail(err)).finally(() => { this.pending-- })
+    } catch (err) {
+      this.fail(err)
+    }
+  }
+
+  /** A pong to our ping: the peer is alive. */
+  handlePong (): void {
+    if (!this.awaitingPong) return
+    this.awaitingPong = false
+    this.node.metrics.pingRtt((this.node.now() - this.pingSentAt) / 1000)
+  }
+
+  /** The transport closed (handshake done, peer gone, or terminated). Cleans everything up once. */
+  handleClose (code: number): void {
+    if (this.state === 'closed') return
+    if (this.state === 'open' || this.state === 'connecting') this.closeCode = code
+    this.state = 'closed'
+    this.clearTimers()
+    for (const room of [...this.subscriptions.keys()]) this.dropSubscription(room)
+    this.node.unregister(this)
+    this.node.metrics.connectionClosed(this.closeCode)
+    this.log.debug({ code: this.closeCode }, 'connection closed')
+  }
+
+  private async run (command: ClientCommand): Promise<void> {
+    if (this.state !== 'open') return
+    try {
+      const result = await this.execute(command)
+      if (this.state === 'open' && result !== undefined) this.sendText(replyFrame(command.id, result))
+    } catch (err) {
+      if (err instanceof RealtimeError) {
+        if (this.state === 'open') this.sendText(errorFrame(command.id, err.code, err.message))
+        return
+      }
+      this.fail(err)
+    }
+  }
+
+  private async execute (command: ClientCommand): Promise<unknown> {
+    switch (command.type) {
+      case 'subscribe': return await this.subscribe(command)
+      case 'unsubscribe': {
+        if (this.subscriptions.delete(command.room)) this.afterUnsubscribe(command.room)
+        return {}
+      }
+      case 'publish': {
+        const result = await this.node.publish(this.principal, command.room, command.data, command.idempotencyKey)
+        return { epoch: result.epoch, offset: result.offset }
+      }
+      case 'history': return await this.history(command)
+      case 'presence': return await this.node.presence(this.principal, command.room)
+      case 'ping': return {}
+      case 'refresh': return this.refresh(command.token)
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Commands
+
+  /**
+   * Subscribes, recovering what the client missed when it sends `since`. The connection joins
+   * the room's fan-out before reading history, buffering live publications meanwhile, so that
+   * nothing published during the read is lost; the buffer is then merged by offset, so nothing
+   * is delivered twice.
+   */
+  private async subscribe (command: SubscribeCommand): Promise<unknown> {
+    const { room, since } = command
+    if (this.subscriptions.has(room)) throw new RealtimeError('conflict', `Already subscribed to ${room}`)
+    if (this.subscriptions.size >= this.node.limits.maxSubscriptions) {
+      throw new RealtimeError('forbidden', `Subscription limit reached (${this.node.limits.maxSubscriptions})`)
+    }
+    const options = await this.node.authorize(this.principal, room, 'subscribe')
+    if (this.state !== 'open') return undefined
+    const sub: Subscription = { state: 'recovering', epoch: '', offset: 0, buffer: [], present: false }
+    this.subscriptions.set(room, sub)
+    this.clearIdle()
+    try {
+      await this.node.joinRoom(this, room)
+      let position: StreamPosition
+      let publications: Publication[] = []
+      let recovered = false
+      if (since === undefined) {
+        position = await this.node.engine.history.position(room)
+      } else {
+        const result = await this.node.engine.history.history(room, { since, limit: this.node.limits.maxRecoveryPublications }, options)
+        recovered = result.complete
+        publications = recovered ? result.publications : []
+        position = result
+        this.node.metrics.recovery(recovered)
+      }
+      if (this.subscriptions.get(room) !== sub || this.state !== 'open') return undefined
+
+      // Everything up to `position` is in this reply; buffered live publications continue it.
+      sub.epoch = position.epoch
+      sub.offset = position.offset
+      const reply = replyFrame(command.id, { room, epoch: position.epoch, offset: position.offset, recovered, publications })
+      this.sendText(reply)
+      sub.state = 'live'
+      const buffered = sub.buffer
+      sub.buffer = []
+      for (const { epoch, publication } of buffered) this.deliver(room, epoch, publication, null)
+
+      if (this.principal.kind === 'user' && this.subscriptions.get(room) === sub) {
+        sub.present = true
+        await this.node.presenceJoin(room, this.id, this.principal.userId)
+      }
+      return undefined
+    } catch (err) {
+      if (this.subscriptions.get(room) === sub) {
+        this.subscriptions.delete(room)
+        this.afterUnsubscribe(room)
+      }
+      throw err
+    }
+  }
+
+  private async history (command: HistoryCommand): Promise<unknown> {
+    const result = await this.node.history(this.principal, command.room, {
+      limit: command.limit ?? 50,
+      ...(command.since === undefined ? {} : { since: command.since })
+    })
+    return { epoch: result.epoch, offset: result.offset, complete: result.complete, publications: result.publications }
+  }
+
+  private refresh (token: string): unknown {
+    if (this.principal.kind !== 'user') throw new RealtimeError('bad_request', 'API key connections do not expire; nothing to refresh')
+    let fresh
+    try {
+      fresh = this.node.verifyToken(token)
+    } catch {
+      throw new RealtimeError('unauthorized', 'Invalid or expired token')
+    }
+    if (fresh.userId !== this.principal.userId) throw new RealtimeError('forbidden', 'The token belongs to another user')
+    this.principal = fresh
+    this.armExpiry()
+    return { tokenExpiresAt: fresh.expiresAt * 1000 }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Outbound
+
+  /**
+   * A live publication for a room this connection subscribed to. `frame` builds the shared
+   * pre-framed bytes (once per publication for all subscribers); null means "encode for me".
+   * Enforces continuity: a duplicate offset is skipped, a gap ends the subscription with an
+   * explicit `resubscribe` so the client recovers instead of silently missing messages.
+   */
+  deliver (room: string, epoch: string, publication: Publication, frame: (() => PreparedFrame) | null): void {
+    const sub = this.subscriptions.get(room)
+    if (sub === undefined || this.state !== 'open') return
+    if (sub.state === 'recovering') {
+      sub.buffer.push({ epoch, publication })
+      // A recovery that stalls while the room is busy must not grow memory without bound.
+      if (sub.buffer.length > this.node.limits.maxRecoveryPublications) this.revoke(room, 'resubscribe')
+      return
+    }
+    if (epoch === sub.epoch && publication.offset <= sub.offset) return
+    if (epoch !== sub.epoch || publication.offset !== sub.offset + 1) {
+      this.revoke(room, 'resubscribe')
+      return
+    }
+    sub.offset = publication.offset
+    this.write(frame === null ? this.node.prepareFrame(messageText(room, epoch, publication)) : frame())
+  }
+
+  /** A presence event (or other room push) to a subscribed, live connection. */
+  pushToRoom (room: string, frame: () => PreparedFrame): void {
+    const sub = this.subscriptions.get(room)
+    if (sub === undefined || sub.state !== 'live' || this.state !== 'open') return
+    this.write(frame())
+  }
+
+  /** Ends one subscription from the server side and tells the client why. */
+  revoke (room: string, reason: UnsubscribeReason): void {
+    if (!this.subscriptions.has(room)) return
+    this.dropSubscription(room)
+    if (this.state === 'open') this.sendText(JSON.stringify({ type: 'unsubscribed', room, reason }))
+  }
+
+  sendText (text: string): void {
+    this.write(this.node.prepareFrame(text))
+  }
+
+  /**
+   * Writes a frame within the outbound budget. A client that does not read fast enough is cut
+   * off (4008) rather than allowed to grow the server's memory; the frame is dropped, and the
+   * client learns of the loss from the close code and recovers from history on reconnect.
+   */
+  write (frame: PreparedFrame): void {
+    if (this.state !== 'open') return
+    if (this.transport.bufferedAmount + frame.byteLength > this.node.limits.maxBufferedBytes) {
+      this.node.metrics.slowConsumer()
+      this.log.info({ buffered: this.transport.bufferedAmount }, 'slow consumer cut off')
+      this.close(CloseCodes.SLOW_CONSUMER)
+      return
+    }
+    this.transport.write(frame)
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Closing
+
+  /**
+   * Starts closing with `code`. Idempotent. The transport closes first; cleanup runs when it
+   * reports the close, or after CLOSE_TIMEOUT_MS when the peer never answers (then destroyed).
+   */
+  close (code: CloseCode, reason: string = CloseReasons[code]): void {
+    if (this.state === 'closing' || this.state === 'closed') return
+    this.state = 'closing'
+    this.closeCode = code
+    this.clearTimers()
+    try {
+      this.transport.close(code, reason)
+    } catch (err) {
+      this.log.warn({ err }, 'transport close failed')
+    }
+    this.terminateTimer = setTimeout(() => this.terminate(), CLOSE_TIMEOUT_MS)
+    this.terminateTimer.unref()
+  }
+
+  /** Destroys the socket without a handshake and cleans up. */
+  terminate (): void {
+    try {
+      this.transport.terminate()
+    } catch (err) {
+      this.log.warn({ err }, 'transport terminate failed')
+    }
+    this.handleClose(1006)
+  }
+
+  /** An unexpected exception: log it, close this connection only. */
+  private fail (err: unknown): void {
+    this.log.error({ err }, 'connection handler failed')
+    this.close(CloseCodes.INTERNAL_ERROR)
+  }
+
+  private dropSubscription (room: string): void {
+    const sub = this.subscriptions.get(room)
+    if (sub === undefined) return
+    this.subscriptions.delete(room)
+    this.afterUnsubscribe(room, sub.present)
+  }
+
+  private afterUnsubscribe (room: string, present = true): void {
+    this.node.leaveRoom(this, room)
+    if (present && this.principal.kind === 'user') this.node.presenceLeave(room, this.id, this.principal.userId)
+    if (this.subscriptions.size === 0) this.armIdle()
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Timers: all owned by the connection and cleared with it.
+
+  /** Pings every heartbeatMs; a peer that has not answered the previous ping is terminated. */
+  private scheduleHeartbeat (first = false): void {
+    const interval = this.node.limits.heartbeatMs
+    // The first ping is jittered so connections opened together do not ping together forever.
+    const delay = first ? Math.floor(interval * (0.5 + Math.random() * 0.5)) : interval
+    this.heartbeatTimer = setTimeout(() => {
+      if (this.state !== 'open') return
+      if (this.awaitingPong) {
+        this.log.info({}, 'no pong within a heartbeat: terminating')
+        this.terminate()
+        return
+      }
+      this.awaitingPong = true
+      this.pingSentAt = this.node.now()
+      try {
+        this.transport.ping()
+      } catch (err) {
+        this.fail(err)
+        return
+      }
+      this.scheduleHeartbeat()
+    }, delay)
+    this.heartbeatTimer.unref()
+  }
+
+  /** Idle: no command and no subscription for idleTimeoutMs → 4002. */
+  private armIdle (): void {
+    clearTimeout(this.idleTimer)
+    if (this.subscriptions.size > 0 || this.state !== 'open') return
+    this.idleTimer = setTimeout(() => this.close(CloseCodes.IDLE_TIMEOUT), this.node.limits.idleTimeoutMs)
+    this.idleTimer.unref()
+  }
+
+  private clearIdle (): void {
+    clearTimeout(this.idleTimer)
+    this.idleTimer = undefined
+  }
+
+  /** Token expiry: closed with 4001 at `exp` plus the clock tolerance unless refreshed first. */
+  private armExpiry (): void {
+    clearTimeout(this.expiryTimer)
+    if (this.principal.kind !== 'user') return
+    const deadline = this.principal.expiresAt * 1000 + this.node.limits.tokenClockToleranceMs
+    const delay = deadline - this.node.now()
+    if (delay <= 0) {
+      this.close(CloseCodes.TOKEN_EXPIRED)
+      return
+    }
+    this.expiryTimer = setTimeout(() => {
+      if (deadline - this.node.now() > 0) this.armExpiry()
+      else this.close(CloseCodes.TOKEN_EXPIRED)
+    }, Math.min(delay, MAX_TIMER_MS))
+    this.expiryTimer.unref()
+  }
+
+  private clearTimers (): void {
+    clearTimeout(this.heartbeatTimer)
+    clearTimeout(this.idleTimer)
+    clearTimeout(this.expiryTimer)
+    if (this.state === 'closed') clearTimeout(this.terminateTimer)
+  }
+
+  /** Token bucket: messagesPerSecond refill, messagesBurst capacity. */
+  private takeToken (): boolean {
+    const now = this.node.now()
+    const { messagesPerSecond, messagesBurst } = this.node.limits
+    this.tokens = Math.min(messagesBurst, this.tokens + (now - this.lastRefill) * messagesPerSecond / 1000)
+    this.lastRefill = now
+    if (this.tokens < 1) return false
+    this.tokens -= 1
+    return true
+  }
+
+  /** Summary for the admin API. */
+  describe (): { id: string, principal: string, kind: Principal['kind'], ip: string, userAgent: string | null, rooms: string[], connectedAt: number } {
+    return {
+      id: this.id,
+      principal: this.publicId,
+      kind: this.principal.kind,
+      ip: this.meta.ip,
+      userAgent: this.meta.userAgent ?? null,
+      rooms: [...this.subscriptions.keys()],
+      connectedAt: this.connectedAt
+    }
+  }
+}
+
+export function principalId (principal: Principal): string {
+  return principal.kind === 'user' ? principal.userId : `key:${principal.name}`
+}
+
+/** The `message` push, serialised once per publication. */
+export function messageText (room: string, epoch: string, publication: Publication): string {
+  return JSON.stringify({ type: 'message', room, epoch, offset: publication.offset, data: publication.data, from: publication.from, ts: publication.ts })
+}
+
+export type { CommandId }

@@ -1,0 +1,365 @@
+import { randomUUID } from 'node:crypto'
+import type { Principal, UserPrincipal } from '../auth/principal.js'
+import { CloseCodes } from './close-codes.js'
+import { Connection, messageText, principalId } from './connection.js'
+import type { Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, RoomEvent, StreamOptions } from './engine.js'
+import { RealtimeError, UnavailableError } from './errors.js'
+import type { Logger } from './logger.js'
+import type { RealtimeMetrics } from './metrics.js'
+import type { UnsubscribeReason } from './protocol.js'
+import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
+
+export interface RealtimeLimits {
+  maxMessageBytes: number
+  messagesPerSecond: number
+  messagesBurst: number
+  maxSubscriptions: number
+  maxBufferedBytes: number
+  heartbeatMs: number
+  idleTimeoutMs: number
+  tokenClockToleranceMs: number
+  maxConnectionsPerUser: number
+  maxConnectionsPerIp: number
+  /** Most publications one recovery (or one subscribe's live buffer) may carry. */
+  maxRecoveryPublications: number
+}
+
+export type RoomOperation = 'subscribe' | 'publish' | 'history' | 'presence'
+
+/**
+ * Decides whether `principal` may perform `operation` on `room`, and returns the room's
+ * stream settings. Throws RealtimeError (`not_found`, `forbidden`, …) when not.
+ */
+export type Authorizer = (principal: Principal, room: string, operation: RoomOperation) => Promise<StreamOptions>
+
+export interface NodeDeps {
+  engine: Engine
+  authorize: Authorizer
+  /** Verifies a fresh access token for `refresh`; throws when invalid. */
+  verifyToken: (token: string) => UserPrincipal
+  prepareFrame: PrepareFrame
+  limits: RealtimeLimits
+  metrics: RealtimeMetrics
+  log: Logger
+  now?: () => number
+}
+
+/** What a Connection may use of its node (kept narrow so the connection stays testable). */
+export interface NodeInternals {
+  readonly engine: Engine
+  readonly limits: RealtimeLimits
+  readonly metrics: RealtimeMetrics
+  readonly log: Logger
+  now(): number
+  prepareFrame: PrepareFrame
+  verifyToken: (token: string) => UserPrincipal
+  authorize: Authorizer
+  publish(principal: Principal, room: string, data: unknown, idempotencyKey?: string): Promise<PublishResult>
+  history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
+  presence(principal: Principal, room: string): Promise<PresenceInfo>
+  joinRoom(connection: Connection, room: string): Promise<void>
+  leaveRoom(connection: Connection, room: string): void
+  presenceJoin(room: string, connectionId: string, userId: string): Promise<void>
+  presenceLeave(room: string, connectionId: string, userId: string): void
+  unregister(connection: Connection): void
+}
+
+export type AdmissionRefusal = 'draining' | 'connections_per_user' | 'connections_per_ip'
+
+export interface ConnectionFilter {
+  user?: string
+  room?: string
+}
+
+/** Local fan-out state of one room: its subscribers and the broker subscription they share. */
+interface LocalRoom {
+  connections: Set<Connection>
+  /** Resolves once this node's broker subscription is active; every subscriber waits on it. */
+  ready: Promise<void>
+}
+
+export type RealtimeNode = ReturnType<typeof createRealtimeNode>
+
+/**
+ * The real-time node: the local hub of connections and rooms, wired to an engine (broker,
+ * history, presence). It owns admission (per-user and per-IP caps), fan-out (a publication is
+ * encoded and framed once, then the same bytes go to every local subscriber), live revocation,
+ * kicks and the shutdown drain. It knows nothing of HTTP: routes/ws hands it transports.
+ */
+export function createRealtimeNode (deps: NodeDeps) {
+  const { engine, limits, metrics, log, prepareFrame } = deps
+  const now = deps.now ?? Date.now
+  const connections = new Map<string, Connection>()
+  const byUser = new Map<string, Set<Connection>>()
+  const byIp = new Map<string, number>()
+  const rooms = new Map<string, LocalRoom>()
+  let draining = false
+  let drainDone: Promise<void> | undefined
+
+  /** Engine calls fail with a temporary error the client may retry, never as a bug. */
+  async function viaEngine<T> (call: () => Promise<T>): Promise<T> {
+    try {
+      return await call()
+    } catch (err) {
+      if (err instanceof RealtimeError) throw err
+      log.warn({ err }, 'engine call failed')
+      throw new UnavailableError()
+    }
+  }
+
+  const internals: NodeInternals = {
+    engine,
+    limits,
+    metrics,
+    log,
+    now,
+    prepareFrame,
+    verifyToken: deps.verifyToken,
+    authorize: deps.authorize,
+
+    async publish (principal, room, data, idempotencyKey) {
+      const options = await deps.authorize(principal, room, 'publish')
+      return await viaEngine(() => engine.broker.publish(room, {
+        data,
+        from: { id: principalId(principal) },
+        ts: now(),
+        ...(idempotencyKey === undefined ? {} : { idempotencyKey })
+      }, options))
+    },
+
+    async history (principal, room, query) {
+      const options = await deps.authorize(principal, room, 'history')
+      return await viaEngine(() => engine.history.history(room, query, options))
+    },
+
+    async presence (principal, room) {
+      await deps.authorize(principal, room, 'presence')
+      return await viaEngine(() => engine.presence.get(room))
+    },
+
+    async joinRoom (connection, room) {
+      let local = rooms.get(room)
+      if (local === undefined) {
+        const created: LocalRoom = { connections: new Set(), ready: Promise.resolve() }
+        created.ready = viaEngine(() => engine.broker.subscribe(room)).catch((err: unknown) => {
+          // Nobody is served by a room whose broker subscription failed: forget it so the next
+          // subscriber tries again.
+          if (rooms.get(room) === created) rooms.delete(room)
+          throw err
+        })
+        rooms.set(room, created)
+        local = created
+      }
+      local.connections.add(connection)
+      await local.ready
+    },
+
+    leaveRoom (connection, room) {
+      const local = rooms.get(room)
+      if (local === undefined || !local.connections.delete(connection)) return
+      if (local.connections.size === 0) {
+        rooms.delete(room)
+        engine.broker.unsubscribe(room).catch((err: unknown) => log.warn({ err, room }, 'broker unsubscribe failed'))
+      }
+    },
+
+    async presenceJoin (room, connectionId, userId) {
+      try {
+        if (await engine.presence.add(room, connectionId, userId)) {
+          await engine.broker.publishEvent(room, { type: 'join', user: { id: userId } })
+        }
+      } catch (err) {
+        // Presence is advisory: a failure must not fail the subscription it follows.
+        log.warn({ err, room }, 'presence join failed')
+      }
+    },
+
+    presenceLeave (room, connectionId, userId) {
+      engine.presence.remove(room, connectionId, userId)
+        .then(async (left) => { if (left) await engine.broker.publishEvent(room, { type: 'leave', user: { id: userId } }) })
+        .catch((err: unknown) => log.warn({ err, room }, 'presence leave failed'))
+    },
+
+    unregister (connection) {
+      if (!connections.delete(connection.id)) return
+      const userKey = admissionKey(connection.principal)
+      const set = byUser.get(userKey)
+      set?.delete(connection)
+      if (set?.size === 0) byUser.delete(userKey)
+      const count = (byIp.get(connection.meta.ip) ?? 1) - 1
+      if (count <= 0) byIp.delete(connection.meta.ip)
+      else byIp.set(connection.meta.ip, count)
+    }
+  }
+
+  engine.broker.setHandler({
+    onPublication (room: string, epoch: string, publication: Publication) {
+      const local = rooms.get(room)
+      if (local === undefined) return
+      let frame: PreparedFrame | undefined
+      let written = 0
+      const shared = (): PreparedFrame => {
+        written++
+        frame ??= prepareFrame(messageText(room, epoch, publication))
+        return frame
+      }
+      for (const connection of local.connections) connection.deliver(room, epoch, publication, shared)
+      if (frame !== undefined) {
+        metrics.messagesOut(written, written * frame.byteLength)
+        metrics.publishToWrite(Math.max(0, now() - publication.ts) / 1000)
+      }
+    },
+    onEvent (room: string, event: RoomEvent) {
+      const local = rooms.get(room)
+      if (local === undefined) return
+      let frame: PreparedFrame | undefined
+      const shared = (): PreparedFrame => (frame ??= prepareFrame(JSON.stringify({ type: event.type, room, user: event.user })))
+      for (const connection of local.connections) connection.pushToRoom(room, shared)
+    }
+  })
+
+  function admissionKey (principal: Principal): string {
+    return principal.kind === 'user' ? `user:${principal.userId}` : `key:${principal.keyId}`
+  }
+
+  function select (filter: ConnectionFilter): Connection[] {
+    let candidates: Iterable<Connection> = connections.values()
+    if (filter.user !== undefined) candidates = byUser.get(`user:${filter.user}`) ?? []
+    const out: Connection[] = []
+    for (const connection of candidates) {
+      if (filter.room !== undefined && !connection.subscriptions.has(filter.room)) continue
+      out.push(connection)
+    }
+    return out
+  }
+
+  /** Connections subscribed to `room` that belong to `userId` (all of them when null). */
+  function subscribersOf (room: string, userId: string | null): Connection[] {
+    const local = rooms.get(room)
+    if (local === undefined) return []
+    return [...local.connections].filter(c => userId === null || c.userId === userId)
+  }
+
+  return {
+    /** Checks a handshake against the drain state and the connection caps, before the upgrade. */
+    admit (principal: Principal, ip: string): AdmissionRefusal | null {
+      if (draining) return 'draining'
+      if ((byUser.get(admissionKey(principal))?.size ?? 0) >= limits.maxConnectionsPerUser) return 'connections_per_user'
+      if ((byIp.get(ip) ?? 0) >= limits.maxConnectionsPerIp) return 'connections_per_ip'
+      return null
+    },
+
+    /** Registers an upgraded connection and sends its welcome. */
+    connect (transport: Transport, principal: Principal, meta: { ip: string, userAgent?: string }): Connection {
+      const connection = new Connection(randomUUID(), principal, transport, meta, internals)
+      connections.set(connection.id, connection)
+      const key = admissionKey(principal)
+      let set = byUser.get(key)
+      if (set === undefined) byUser.set(key, set = new Set())
+      set.add(connection)
+      byIp.set(meta.ip, (byIp.get(meta.ip) ?? 0) + 1)
+      metrics.connectionOpened()
+      connection.open()
+      return connection
+    },
+
+    publish: internals.publish,
+    history: internals.history,
+    presence: internals.presence,
+
+    listConnections (filter: ConnectionFilter = {}) {
+      return select(filter).map(c => c.describe())
+    },
+
+    /** Closes one connection with 4503 (kicked). Returns false when it is not on this node. */
+    kick (connectionId: string): boolean {
+      const connection = connections.get(connectionId)
+      if (connection === undefined) return false
+      connection.close(CloseCodes.KICKED)
+      return true
+    },
+
+    /** Closes every connection of a user with 4503; returns how many. */
+    kickUser (userId: string): number {
+      const targets = select({ user: userId })
+      for (const connection of targets) connection.close(CloseCodes.KICKED)
+      return targets.length
+    },
+
+    /**
+     * Live revocation: applies a room change to open subscriptions before the HTTP request that
+     * made it answers. Removals and bans act at once on the connections of that user (admins
+     * keep their access); a room that became private is re-checked subscriber by subscriber.
+     */
+    async applyRoomChange (change: { type: 'member_removed' | 'banned' | 'member_role_changed', room: { id: string, visibility: string }, userId: string } | { type: 'room_updated' | 'room_deleted', room: { id: string, visibility: string } }): Promise<void> {
+      const roomId = change.room.id
+      const revoke = (connections: Connection[], reason: UnsubscribeReason): void => {
+        for (const connection of connections) connection.revoke(roomId, reason)
+      }
+      const notAdmin = (c: Connection): boolean => !(c.principal.kind === 'user' && c.principal.role === 'admin')
+      switch (change.type) {
+        case 'room_deleted':
+          revoke(subscribersOf(roomId, null), 'room_deleted')
+          await viaEngine(() => engine.history.removeHistory(roomId)).catch((err: unknown) => log.warn({ err, room: roomId }, 'history removal failed'))
+          return
+        case 'banned':
+          revoke(subscribersOf(roomId, change.userId).filter(notAdmin), 'banned')
+          return
+        case 'member_removed':
+          if (change.room.visibility === 'private') revoke(subscribersOf(roomId, change.userId).filter(notAdmin), 'removed')
+          return
+        case 'member_role_changed':
+          return
+        case 'room_updated': {
+          if (change.room.visibility !== 'private') return
+          await Promise.all(subscribersOf(roomId, null).map(async (connection) => {
+            try {
+              await deps.authorize(connection.principal, roomId, 'subscribe')
+            } catch (err) {
+              if (err instanceof RealtimeError && err.code !== 'unavailable') connection.revoke(roomId, 'forbidden')
+            }
+          }))
+        }
+      }
+    },
+
+    /**
+     * Drains every connection over `windowMs`: each, at a random moment in the window, gets a
+     * `reconnect` push with a jittered `retryAfterMs` and then close 1012, so a rolling deploy
+     * does not turn into a reconnect storm. New connections are refused meanwhile (admit).
+     * Resolves when all are gone; stragglers are destroyed shortly after the window.
+     */
+    drain (windowMs: number): Promise<void> {
+      drainDone ??= (async () => {
+        draining = true
+        const timers: NodeJS.Timeout[] = []
+        for (const connection of connections.values()) {
+          timers.push(setTimeout(() => {
+            const retryAfterMs = Math.floor(Math.random() * Math.min(5000, Math.max(windowMs, 1)))
+            connection.sendText(JSON.stringify({ type: 'reconnect', reason: 'shutdown', retryAfterMs }))
+            connection.close(CloseCodes.SERVICE_RESTART)
+          }, Math.floor(Math.random() * windowMs)))
+        }
+        const deadline = now() + windowMs + 2000
+        while (connections.size > 0 && now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+        for (const timer of timers) clearTimeout(timer)
+        for (const connection of [...connections.values()]) connection.terminate()
+      })()
+      return drainDone
+    },
+
+    get draining (): boolean {
+      return draining
+    },
+
+    stats (): { connections: number, rooms: number } {
+      return { connections: connections.size, rooms: rooms.size }
+    },
+
+    /** Destroys every connection (after a drain there are none left). */
+    close (): void {
+      draining = true
+      for (const connection of [...connections.values()]) connection.terminate()
+    }
+  }
+}

@@ -1,0 +1,40 @@
+import { Type } from '@sinclair/typebox'
+import { IdempotencyKeySchema, PresenceResultSchema, PublicationSchema } from '../realtime/protocol.js'
+import { UserIdSchema } from './common.js'
+
+export const PublishBodySchema = Type.Object({
+  data: Type.Unknown({ description: 'Any JSON value (at most WS_MAX_MESSAGE_BYTES serialised)' }),
+  idempotencyKey: Type.Optional(IdempotencyKeySchema)
+}, { additionalProperties: false, required: ['data'] })
+
+export const PublishedSchema = Type.Object({ epoch: Type.String(), offset: Type.Integer() })
+
+export const HistoryQuerySchema = Type.Object({
+  since: Type.Optional(Type.Integer({ minimum: 0, description: 'Return publications after this offset (needs `epoch`)' })),
+  epoch: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 })
+}, { additionalProperties: false })
+
+export const HistorySchema = Type.Object({
+  epoch: Type.String(),
+  offset: Type.Integer({ description: 'Current top of the stream' }),
+  complete: Type.Boolean({ description: 'With since: true when nothing after `since` is missing from this answer' }),
+  publications: Type.Array(PublicationSchema)
+})
+
+export const PresenceSchema = PresenceResultSchema
+
+export const ConnectionSchema = Type.Object({
+  id: Type.String(),
+  principal: Type.String({ description: 'User id, or `key:<name>` for an API key' }),
+  kind: Type.Union([Type.Literal('user'), Type.Literal('apiKey')]),
+  ip: Type.String(),
+  userAgent: Type.Union([Type.String(), Type.Null()]),
+  rooms: Type.Array(Type.String()),
+  connectedAt: Type.Integer()
+})
+
+export const ConnectionsQuerySchema = Type.Object({
+  user: Type.Optional(UserIdSchema),
+  room: Type.Optional(Type.String({ maxLength: 64 }))
+}, { additionalProperties: false })
