@@ -1,0 +1,161 @@
+import fp from 'fastify-plugin'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { AuthFailureReason, RateLimitScope, RealtimeMetrics } from '../src/realtime/metrics.js'
+import { CloseCodes } from '../src/realtime/close-codes.js'
+import { COMMAND_SCHEMAS } from '../src/realtime/protocol.js'
+
+export interface Metrics {
+  /** This app's registry: its own `switchboard_*` metrics plus the shared process metrics. */
+  readonly registry: Registry
+  /** What the real-time core calls; cheap enough for per-frame paths. */
+  readonly realtime: RealtimeMetrics
+  /** The Content-Type that goes with `scrape()`. */
+  readonly contentType: string
+  /** Prometheus text exposition of everything in `registry`. */
+  scrape(): Promise<string>
+  /** Drops every metric of this app (process metrics stay for the other apps). */
+  close(): void
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+    realtimeMetrics: RealtimeMetrics
+  }
+}
+
+/** From an in-process fan-out (~50 µs) to a node in trouble (1 s); a cross-node hop lands in between. */
+const PUBLISH_TO_WRITE_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+/** A pong may take up to a heartbeat interval (25 s by default) before the connection is dropped. */
+const PING_RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25]
+
+// Written as records so that adding a reason or scope to the core's union fails to compile
+// here until its series is pre-created too.
+const AUTH_FAILURE_REASONS = Object.keys({ missing: 1, invalid: 1, expired: 1, origin: 1 } satisfies Record<AuthFailureReason, 1>)
+const RATE_LIMIT_SCOPES = Object.keys({ messages: 1, handshakes: 1, connections_per_user: 1, connections_per_ip: 1 } satisfies Record<RateLimitScope, 1>)
+const MESSAGE_TYPES = new Set([...Object.keys(COMMAND_SCHEMAS), 'invalid'])
+const SERVER_CLOSE_CODES = new Set<number>(Object.values(CloseCodes))
+
+/**
+ * Default metrics hang a GC PerformanceObserver and an event-loop delay monitor on the process
+ * that prom-client can never remove, so collecting them once per app would leak both in a
+ * process that builds many apps (the tests). They describe the process, not the app, so one
+ * set is created on first use and shared by every app's registry.
+ */
+let processRegistry: Registry | undefined
+function processMetrics (): Registry {
+  if (processRegistry === undefined) {
+    processRegistry = new Registry()
+    // Includes nodejs_eventloop_lag_seconds and its p50/p90/p99 from monitorEventLoopDelay.
+    collectDefaultMetrics({ register: processRegistry })
+  }
+  return processRegistry
+}
+
+/**
+ * A counter whose hot path is a plain addition: prom-client's own `inc` hashes and validates
+ * labels on every call, so totals are kept here and copied into the counter at scrape time.
+ * Metrics join the registries named in their constructor, so nothing else needs to hold them.
+ */
+function tally (registry: Registry, name: string, help: string): { value: number } {
+  const state = { value: 0 }
+  new Counter({ name, help, registers: [registry], collect () { this.reset(); this.inc(state.value) } })
+  return state
+}
+
+/** The labelled form of `tally`; `initial` label values are exported as 0 before their first event, so rate() works from it. */
+function labelledTally (registry: Registry, name: string, help: string, label: string, initial: readonly string[] = []): Map<string, number> {
+  const counts = new Map<string, number>(initial.map(value => [value, 0]))
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect () {
+      this.reset()
+      for (const [value, count] of counts) this.inc({ [label]: value }, count)
+    }
+  })
+  return counts
+}
+
+function bump (counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1)
+}
+
+/**
+ * A peer may close with any code from 1000 to 4999; exporting each as its own series would let
+ * one client grow the label set without bound. Codes the server itself sends and the
+ * RFC 6455 range keep their number; anything else is `other`.
+ */
+function closeCodeLabel (code: number): string {
+  return SERVER_CLOSE_CODES.has(code) || (code >= 1000 && code <= 1015) ? String(code) : 'other'
+}
+
+/**
+ * Builds a registry of its own (never prom-client's global one: several apps live in one test
+ * process, and each must count only its own connections) and the RealtimeMetrics the core
+ * feeds into it.
+ */
+export function createMetrics (): Metrics {
+  const own = new Registry()
+
+  let open = 0
+  new Gauge({ name: 'switchboard_connections', help: 'WebSocket connections open now', registers: [own], collect () { this.set(open) } })
+  const connects = tally(own, 'switchboard_connects_total', 'WebSocket connections accepted (after the upgrade)')
+  const disconnects = labelledTally(own, 'switchboard_disconnects_total', 'WebSocket connections ended, by close code (1006: the peer vanished)', 'code')
+  const messagesIn = labelledTally(own, 'switchboard_messages_in_total', 'Client commands received, by type (`invalid`: failed to parse)', 'type', [...MESSAGE_TYPES])
+  const messagesOut = tally(own, 'switchboard_messages_out_total', 'Publication frames written to subscribers\' sockets (one per subscriber per publication)')
+  const bytesOut = tally(own, 'switchboard_bytes_out_total', 'Bytes of the frames counted by switchboard_messages_out_total')
+  const slowConsumers = tally(own, 'switchboard_slow_consumer_cutoffs_total', 'Connections cut off for passing their outbound buffer budget (close 4008)')
+  const authFailures = labelledTally(own, 'switchboard_auth_failures_total', 'WebSocket handshakes refused for authentication or origin, by reason', 'reason', AUTH_FAILURE_REASONS)
+  const rateLimited = labelledTally(own, 'switchboard_rate_limited_total', 'Messages or handshakes refused by a rate limit or connection cap, by scope', 'scope', RATE_LIMIT_SCOPES)
+  const recoveries = labelledTally(own, 'switchboard_recoveries_total', 'Subscribes with `since`, by whether everything missed was recovered', 'recovered', ['true', 'false'])
+  const publishToWrite = new Histogram({
+    name: 'switchboard_publish_to_write_seconds',
+    help: 'From a publish being accepted to its frame being written to the local subscribers',
+    buckets: PUBLISH_TO_WRITE_BUCKETS,
+    registers: [own]
+  })
+  const pingRtt = new Histogram({
+    name: 'switchboard_ping_rtt_seconds',
+    help: 'Round trip of the server heartbeat ping to the client pong',
+    buckets: PING_RTT_BUCKETS,
+    registers: [own]
+  })
+
+  const realtime: RealtimeMetrics = {
+    connectionOpened () { open++; connects.value++ },
+    connectionClosed (code) { open--; bump(disconnects, closeCodeLabel(code)) },
+    // The type is attacker-chosen text when parsing failed; only known types become labels.
+    messageIn (type) { bump(messagesIn, MESSAGE_TYPES.has(type) ? type : 'invalid') },
+    messagesOut (frames, bytes) { messagesOut.value += frames; bytesOut.value += bytes },
+    publishToWrite (seconds) { publishToWrite.observe(seconds) },
+    slowConsumer () { slowConsumers.value++ },
+    authFailure (reason) { bump(authFailures, reason) },
+    rateLimited (scope) { bump(rateLimited, scope) },
+    recovery (recovered) { bump(recoveries, recovered ? 'true' : 'false') },
+    pingRtt (seconds) { pingRtt.observe(seconds) }
+  }
+
+  // Merged last: a merged registry holds the metrics that exist at the time of the merge.
+  const registry = Registry.merge([processMetrics(), own])
+  return {
+    registry,
+    realtime,
+    contentType: registry.contentType,
+    scrape: () => registry.metrics(),
+    close: () => { registry.clear(); own.clear() }
+  }
+}
+
+/**
+ * Prometheus metrics: `app.metrics` for GET /metrics, `app.realtimeMetrics` for the real-time
+ * core. Nothing here runs a timer per app; the process-wide monitors are shared (see above).
+ */
+export default fp(async (app) => {
+  const metrics = createMetrics()
+  app.decorate('metrics', metrics)
+  app.decorate('realtimeMetrics', metrics.realtime)
+  app.addHook('onClose', async () => { metrics.close() })
+}, { name: 'metrics', dependencies: ['config'] })

@@ -1,0 +1,162 @@
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { build, wsConnect } from './helper.js'
+import { createMetrics } from '../plugins/metrics.js'
+import type { RealtimeMetrics } from '../src/realtime/metrics.js'
+
+const SWITCHBOARD_METRICS = [
+  'switchboard_connections',
+  'switchboard_connects_total',
+  'switchboard_disconnects_total',
+  'switchboard_messages_in_total',
+  'switchboard_messages_out_total',
+  'switchboard_bytes_out_total',
+  'switchboard_publish_to_write_seconds',
+  'switchboard_slow_consumer_cutoffs_total',
+  'switchboard_auth_failures_total',
+  'switchboard_rate_limited_total',
+  'switchboard_recoveries_total',
+  'switchboard_ping_rtt_seconds'
+]
+
+/** Calls every method once, so every labelled series exists. */
+function exercise (metrics: RealtimeMetrics): void {
+  metrics.connectionOpened()
+  metrics.connectionClosed(4008)
+  metrics.connectionOpened()
+  metrics.messageIn('publish')
+  metrics.messagesOut(3, 300)
+  metrics.publishToWrite(0.0002)
+  metrics.slowConsumer()
+  metrics.authFailure('expired')
+  metrics.rateLimited('messages')
+  metrics.recovery(true)
+  metrics.pingRtt(0.004)
+}
+
+/** The value of one sample line, e.g. sample(text, 'switchboard_disconnects_total{code="4008"}'). */
+function sample (text: string, series: string): number | undefined {
+  const line = text.split('\n').find(l => l.startsWith(series + ' '))
+  return line === undefined ? undefined : Number(line.slice(series.length + 1))
+}
+
+describe('GET /metrics', () => {
+  it('serves every switchboard metric and the event-loop lag to a loopback scrape, in Prometheus text format', async (t) => {
+    const { app, request } = await build(t)
+    exercise(app.realtimeMetrics)
+    const res = await request('GET', '/metrics')
+    assert.equal(res.status, 200)
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/)
+    for (const name of SWITCHBOARD_METRICS) assert.match(res.text, new RegExp(`^# TYPE ${name} `, 'm'), name)
+    assert.match(res.text, /^nodejs_eventloop_lag_p99_seconds \d/m)
+    assert.match(res.text, /^nodejs_eventloop_lag_seconds \d/m)
+    assert.match(res.text, /^process_cpu_seconds_total \d/m)
+
+    assert.equal(sample(res.text, 'switchboard_connections'), 1)
+    assert.equal(sample(res.text, 'switchboard_connects_total'), 2)
+    assert.equal(sample(res.text, 'switchboard_disconnects_total{code="4008"}'), 1)
+    assert.equal(sample(res.text, 'switchboard_messages_in_total{type="publish"}'), 1)
+    assert.equal(sample(res.text, 'switchboard_messages_out_total'), 3)
+    assert.equal(sample(res.text, 'switchboard_bytes_out_total'), 300)
+    assert.equal(sample(res.text, 'switchboard_publish_to_write_seconds_bucket{le="0.00025"}'), 1)
+    assert.equal(sample(res.text, 'switchboard_publish_to_write_seconds_bucket{le="0.0001"}'), 0)
+    assert.equal(sample(res.text, 'switchboard_slow_consumer_cutoffs_total'), 1)
+    assert.equal(sample(res.text, 'switchboard_auth_failures_total{reason="expired"}'), 1)
+    assert.equal(sample(res.text, 'switchboard_rate_limited_total{scope="messages"}'), 1)
+    assert.equal(sample(res.text, 'switchboard_recoveries_total{recovered="true"}'), 1)
+    assert.equal(sample(res.text, 'switchboard_ping_rtt_seconds_count'), 1)
+  })
+
+  it('counts what the real-time core does over a real WebSocket', async (t) => {
+    const srv = await build(t)
+    const token = await srv.userToken('alice')
+    await srv.request('POST', '/rooms', { token, body: { id: 'lobby' } })
+    await assert.rejects(wsConnect(t, srv), { statusCode: 401 })
+    const client = await wsConnect(t, srv, { token })
+    assert.equal((await client.command({ type: 'subscribe', room: 'lobby' })).type, 'reply')
+    assert.equal((await client.command({ type: 'publish', room: 'lobby', data: 'hi' })).type, 'reply')
+    await client.next(f => f.type === 'message')
+
+    const open = (await srv.request('GET', '/metrics')).text
+    assert.equal(sample(open, 'switchboard_connections'), 1)
+    assert.equal(sample(open, 'switchboard_connects_total'), 1)
+    assert.equal(sample(open, 'switchboard_auth_failures_total{reason="missing"}'), 1)
+    assert.equal(sample(open, 'switchboard_messages_in_total{type="subscribe"}'), 1)
+    assert.equal(sample(open, 'switchboard_messages_in_total{type="publish"}'), 1)
+    assert.equal(sample(open, 'switchboard_messages_out_total'), 1)
+    assert.ok((sample(open, 'switchboard_bytes_out_total') ?? 0) > 0)
+    assert.equal(sample(open, 'switchboard_publish_to_write_seconds_count'), 1)
+
+    client.socket.close(1000)
+    await client.closed
+    // The server counts the close when its side of the handshake completes; wait for it.
+    let closed = ''
+    for (let i = 0; i < 100 && sample(closed, 'switchboard_connections') !== 0; i++) {
+      if (i > 0) await new Promise(resolve => setTimeout(resolve, 50))
+      closed = (await srv.request('GET', '/metrics')).text
+    }
+    assert.equal(sample(closed, 'switchboard_connections'), 0)
+    assert.equal(sample(closed, 'switchboard_disconnects_total{code="1000"}'), 1)
+  })
+
+  it('exports known label values as 0 before their first event, so rate() has a start', async (t) => {
+    const { request } = await build(t)
+    const { text } = await request('GET', '/metrics')
+    assert.equal(sample(text, 'switchboard_recoveries_total{recovered="false"}'), 0)
+    assert.equal(sample(text, 'switchboard_auth_failures_total{reason="origin"}'), 0)
+    assert.equal(sample(text, 'switchboard_rate_limited_total{scope="connections_per_ip"}'), 0)
+    assert.equal(sample(text, 'switchboard_messages_in_total{type="invalid"}'), 0)
+    assert.equal(sample(text, 'switchboard_connections'), 0)
+  })
+
+  it('two apps in one process keep separate counts', async (t) => {
+    const first = await build(t)
+    const second = await build(t)
+    first.app.realtimeMetrics.connectionOpened()
+    first.app.realtimeMetrics.connectionOpened()
+    second.app.realtimeMetrics.connectionOpened()
+    const [a, b] = await Promise.all([first.request('GET', '/metrics'), second.request('GET', '/metrics')])
+    assert.equal(sample(a.text, 'switchboard_connects_total'), 2)
+    assert.equal(sample(b.text, 'switchboard_connects_total'), 1)
+    // Process metrics are shared, and each registry lists them exactly once.
+    assert.equal(b.text.match(/^# TYPE process_cpu_seconds_total /gm)?.length, 1)
+  })
+
+  it('from a non-loopback address: 401 without a token, 403 for a user, 200 for an admin', async (t) => {
+    const { app } = await build(t)
+    const remote = { method: 'GET' as const, url: '/metrics', remoteAddress: '203.0.113.9' }
+    const anonymous = await app.inject(remote)
+    assert.equal(anonymous.statusCode, 401)
+    assert.equal(anonymous.json().code, 'SB_ERR_UNAUTHORIZED')
+    const user = await app.inject({ ...remote, headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'alice', role: 'user', jti: 'u1' })}` } })
+    assert.equal(user.statusCode, 403)
+    const admin = await app.inject({ ...remote, headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'root', role: 'admin', jti: 'a1' })}` } })
+    assert.equal(admin.statusCode, 200)
+    assert.match(admin.body, /^# TYPE switchboard_connections gauge/m)
+  })
+
+  it('a request relayed by a proxy on the same host is not a local scrape', async (t) => {
+    const { request } = await build(t)
+    for (const header of ['x-forwarded-for', 'forwarded', 'x-real-ip']) {
+      const res = await request('GET', '/metrics', { headers: { [header]: header === 'forwarded' ? 'for=198.51.100.7' : '198.51.100.7' } })
+      assert.equal(res.status, 401, header)
+    }
+  })
+})
+
+describe('createMetrics', () => {
+  it('bounds label values a client can influence', async () => {
+    const metrics = createMetrics()
+    metrics.realtime.messageIn('__proto__')
+    metrics.realtime.messageIn('x'.repeat(1000))
+    metrics.realtime.connectionClosed(4999)
+    metrics.realtime.connectionClosed(3000)
+    metrics.realtime.connectionClosed(1006)
+    const text = await metrics.scrape()
+    metrics.close()
+    assert.equal(sample(text, 'switchboard_messages_in_total{type="invalid"}'), 2)
+    assert.equal(sample(text, 'switchboard_disconnects_total{code="other"}'), 2)
+    assert.equal(sample(text, 'switchboard_disconnects_total{code="1006"}'), 1)
+    assert.equal(text.match(/^switchboard_messages_in_total\{/gm)?.length, 8, 'seven command types and invalid')
+  })
+})
