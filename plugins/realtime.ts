@@ -6,7 +6,6 @@ import { ROOM_DEFAULTS } from '../src/schemas/rooms.js'
 import type { StreamOptions } from '../src/realtime/engine.js'
 import { RealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
-import { noopMetrics, type RealtimeMetrics } from '../src/realtime/metrics.js'
 import { createRealtimeNode, type Authorizer, type RealtimeNode, type RoomOperation } from '../src/realtime/node.js'
 import { prepareWsFrame } from '../src/realtime/ws-transport.js'
 
@@ -29,7 +28,7 @@ const MAX_RECOVERY_PUBLICATIONS = 1000
 export default fp(async (app) => {
   const { ws } = app.config
   const engine = createMemoryEngine()
-  const metrics: RealtimeMetrics = (app as unknown as { realtimeMetrics?: RealtimeMetrics }).realtimeMetrics ?? noopMetrics
+  const metrics = app.realtimeMetrics
 
   const authorize: Authorizer = async (principal, room, operation) => {
     if (room.startsWith(PERSONAL_ROOM_PREFIX)) return authorizePersonal(principal, room, operation)
@@ -79,7 +78,7 @@ export default fp(async (app) => {
     node.close()
     await engine.close()
   })
-}, { name: 'realtime', dependencies: ['config', 'auth', 'rooms', 'shutdown'] })
+}, { name: 'realtime', dependencies: ['config', 'auth', 'rooms', 'shutdown', 'metrics'] })
 
 /**
  * `user:<id>`: only that user and admins read it; admins and API keys with a matching

@@ -15,6 +15,7 @@ import swaggerPlugin from '../plugins/swagger.js'
 import storePlugin from '../plugins/store.js'
 import authPlugin from '../plugins/auth.js'
 import roomsPlugin from '../plugins/rooms.js'
+import metricsPlugin from '../plugins/metrics.js'
 import realtimePlugin from '../plugins/realtime.js'
 import websocketPlugin from '../plugins/websocket.js'
 import healthRoutes from '../routes/health/index.js'
@@ -24,6 +25,8 @@ import roomRoutes from '../routes/rooms/index.js'
 import userRoutes from '../routes/users/index.js'
 import wsRoutes from '../routes/ws/index.js'
 import adminRoutes from '../routes/admin/index.js'
+import metricsRoutes from '../routes/metrics/index.js'
+import docsRoutes from '../routes/docs/index.js'
 
 export type App = FastifyInstance
 
@@ -67,6 +70,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(storePlugin)
   await app.register(authPlugin)
   await app.register(roomsPlugin)
+  await app.register(metricsPlugin)
   await app.register(realtimePlugin)
   await app.register(websocketPlugin)
 
@@ -78,6 +82,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(userRoutes, { prefix: '/users' })
   await app.register(adminRoutes, { prefix: '/admin' })
   await app.register(wsRoutes)
+  await app.register(metricsRoutes, { prefix: '/metrics' })
+  await app.register(docsRoutes, { prefix: '/docs' })
 
   return app
 }
