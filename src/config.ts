@@ -37,6 +37,7 @@ export const EnvSchema = Type.Object({
   TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
   PASSWORD_HASH_COST: Type.Integer({ minimum: 10, maximum: 20, default: 15, description: 'log2 of scrypt N' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 }),
+  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 32, description: 'Bearer token for remote Prometheus scrapes of /metrics' })),
   WS_ALLOWED_ORIGINS: Type.String({ default: '' }),
   WS_HANDSHAKES_PER_IP_PER_MINUTE: Type.Integer({ minimum: 1, default: 120 }),
   WS_MAX_CONNECTIONS_PER_USER: Type.Integer({ minimum: 1, default: 20 }),
@@ -83,6 +84,8 @@ export interface Config {
   shutdownGraceMs: number
   /** log2 of scrypt's N for new password hashes. */
   passwordHashCost: number
+  /** Static bearer token a remote Prometheus presents on /metrics; null: loopback or admin JWT only. */
+  metricsToken: string | null
   ws: {
     /** Origins allowed to open WebSockets; empty means same origin as the Host header only; '*' means any. */
     allowedOrigins: string[]
@@ -230,6 +233,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
     tls,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
     passwordHashCost: env.PASSWORD_HASH_COST,
+    metricsToken: env.METRICS_TOKEN ?? null,
     ws: {
       allowedOrigins: env.WS_ALLOWED_ORIGINS.split(',').map(o => o.trim()).filter(Boolean),
       handshakesPerIpPerMinute: env.WS_HANDSHAKES_PER_IP_PER_MINUTE,

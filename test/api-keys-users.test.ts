@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { build, skipUnlessStore, STORE_KINDS } from './helper.js'
+import { build, skipUnlessStore, STORE_KINDS, wsConnect } from './helper.js'
 
 for (const kind of STORE_KINDS) {
   describe(`api keys (${kind})`, { skip: await skipUnlessStore(kind) }, () => {
@@ -57,6 +57,19 @@ for (const kind of STORE_KINDS) {
       assert.equal((await request('POST', '/rooms', { apiKey: body.key, body: { id: 'sensors.x' } })).status, 403)
       assert.equal((await request('DELETE', '/rooms/sensors.kitchen', { apiKey: body.key })).status, 403)
       assert.equal((await request('GET', '/rooms', { apiKey: body.key })).status, 403)
+    })
+  })
+
+  describe(`api key revocation is live (${kind})`, { skip: await skipUnlessStore(kind) }, () => {
+    it('deleting a key closes the WebSockets opened with it (4503) and refuses new ones', async (t) => {
+      const server = await build(t, { store: kind })
+      const admin = await server.userToken('root', 'admin')
+      const { body } = await server.request('POST', '/api-keys', { token: admin, body: { name: 'device', scopes: ['subscribe:*'] } })
+      const socket = await wsConnect(t, server, { apiKey: body.key })
+      assert.equal(socket.welcome.user.role, 'apiKey')
+      assert.equal((await server.request('DELETE', `/api-keys/${body.apiKey.id}`, { token: admin })).status, 204)
+      assert.equal((await socket.closed).code, 4503)
+      await assert.rejects(wsConnect(t, server, { apiKey: body.key }), { statusCode: 401 })
     })
   })
 

@@ -135,6 +135,15 @@ describe('GET /metrics', () => {
     assert.match(admin.body, /^# TYPE switchboard_connections gauge/m)
   })
 
+  it('a remote Prometheus may present METRICS_TOKEN instead of an admin token', async (t) => {
+    const token = 'scrape-secret-scrape-secret-scrape-secret'
+    const { app } = await build(t, { env: { METRICS_TOKEN: token } })
+    const remote = { method: 'GET' as const, url: '/metrics', remoteAddress: '203.0.113.9' }
+    assert.equal((await app.inject({ ...remote, headers: { authorization: `Bearer ${token}` } })).statusCode, 200)
+    assert.equal((await app.inject({ ...remote, headers: { authorization: `Bearer ${token}x` } })).statusCode, 401)
+    assert.equal((await app.inject({ ...remote, headers: { authorization: 'Bearer short' } })).statusCode, 401)
+  })
+
   it('a request relayed by a proxy on the same host is not a local scrape', async (t) => {
     const { request } = await build(t)
     for (const header of ['x-forwarded-for', 'forwarded', 'x-real-ip']) {

@@ -48,7 +48,9 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     if (!(await app.store.deleteApiKey(request.params.id))) throw new Errors.ApiKeyNotFound()
-    request.log.info({ apiKeyId: request.params.id }, 'api key revoked')
+    // Revocation is live: sockets opened with the key close now, not when they next reconnect.
+    const closed = app.realtime.kickApiKey(request.params.id)
+    request.log.info({ apiKeyId: request.params.id, closed }, 'api key revoked')
     return reply.code(204).send(null)
   })
 }

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
+import { timingSafeEqual } from 'node:crypto'
 import { errorResponses, type Security } from '../../src/schemas/common.js'
 
 /** Headers a forwarding proxy adds; their presence means the loopback peer is not the client. */
@@ -23,17 +24,28 @@ function isLocalScrape (request: FastifyRequest): boolean {
   return isLoopback(request.socket.remoteAddress) && isLoopback(request.ip)
 }
 
+function bearer (request: FastifyRequest): string | undefined {
+  return /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')?.[1]
+}
+
+function safeEqual (a: string, b: string): boolean {
+  const left = Buffer.from(a)
+  const right = Buffer.from(b)
+  return left.length === right.length && timingSafeEqual(left, right)
+}
+
 /**
  * GET /metrics in the Prometheus text format.
  *
  * Access: a Prometheus agent or sidecar on the same host/pod scrapes over loopback without
- * credentials; from anywhere else an admin access token is required. Metrics reveal traffic
- * and load, not secrets, but they are not for the public internet, and configuration stays
- * free of a separate scrape secret: a remote Prometheus uses an admin bearer token, or scrapes
- * through a sidecar. A request relayed by a proxy never counts as local (see isLocalScrape).
+ * credentials; from anywhere else it presents METRICS_TOKEN as a bearer token (a long-lived
+ * scrape secret: admin JWTs expire in minutes), or an admin access token. Metrics reveal traffic
+ * and load, not secrets, but they are not for the public internet. A request relayed by a proxy
+ * never counts as local (see isLocalScrape).
  */
 const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const security: Security = [{}, { bearerAuth: [] }]
+  const scrapeToken = app.config.metricsToken
 
   app.get('/', {
     schema: {
@@ -53,6 +65,7 @@ const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // attempts spend the caller's request budget like any other request.
     preHandler: async (request, reply) => {
       if (isLocalScrape(request)) return
+      if (scrapeToken !== null && bearer(request) !== undefined && safeEqual(bearer(request)!, scrapeToken)) return
       await app.requireAdmin(request, reply)
     }
   }, async (_request, reply) => {

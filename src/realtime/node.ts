@@ -286,6 +286,13 @@ export function createRealtimeNode (deps: NodeDeps) {
       return targets.length
     },
 
+    /** Closes every connection authenticated with an API key that was just revoked (4503). */
+    kickApiKey (keyId: string): number {
+      const targets = [...(byUser.get(`key:${keyId}`) ?? [])]
+      for (const connection of targets) connection.close(CloseCodes.KICKED, 'api key revoked')
+      return targets.length
+    },
+
     /**
      * Live revocation: applies a room change to open subscriptions before the HTTP request that
      * made it answers. Removals and bans act at once on the connections of that user (admins
