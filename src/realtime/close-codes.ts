@@ -1,7 +1,8 @@
 /**
  * Every WebSocket close code the server sends, in one table. Clients decide from the range:
  * 4000–4499 and 1012 mean "reconnect" (after `retryAfterMs` when a `reconnect` push came
- * first), 4500–4999 mean "do not reconnect". docs/protocol.md has the same table.
+ * first), 4500–4999 mean "do not reconnect" (see isReconnectCode for the rest).
+ * docs/protocol.md has the same table.
  */
 export const CloseCodes = {
   /** Normal closure: the client or server finished on purpose. */
@@ -45,7 +46,13 @@ export const CloseReasons: Record<CloseCode, string> = {
   4503: 'kicked'
 }
 
-/** True when a client should reconnect after this code. */
+/**
+ * True when a client should reconnect after this code. Terminal: 4500–4999 (told not to), 1000
+ * (closed on purpose) and the client's own bad frames (1007, 1009: retrying repeats them).
+ * Everything else reconnects with backoff, including codes the server never sends (1001,
+ * 1005, 1006: the transport failed, not the session) and 1011 (a fault in one connection).
+ */
 export function isReconnectCode (code: number): boolean {
-  return code === CloseCodes.SERVICE_RESTART || (code >= 4000 && code < 4500)
+  if (code >= 4500 && code <= 4999) return false
+  return code !== CloseCodes.NORMAL && code !== CloseCodes.INVALID_PAYLOAD && code !== CloseCodes.MESSAGE_TOO_BIG
 }
