@@ -118,7 +118,7 @@ async function loginAdmin (port: number): Promise<Reply> {
 describe('server process', () => {
   it('starts, serves the bootstrap admin, and drains in-flight work on SIGTERM', async (t) => {
     // A costly hash makes the login slow enough to be still running when SIGTERM arrives.
-    const server = await startServer(t, { ...baseEnv(tempDir(t)), PASSWORD_HASH_COST: '16' })
+    const server = await startServer(t, { ...baseEnv(tempDir(t)), PASSWORD_HASH_COST: '17' })
     await waitUntilReady(server)
 
     const first = await loginAdmin(server.port)
