@@ -209,13 +209,17 @@ export class Connection {
     if (this.subscriptions.size >= this.node.limits.maxSubscriptions) {
       throw new RealtimeError('forbidden', `Subscription limit reached (${this.node.limits.maxSubscriptions})`)
     }
-    const options = await this.node.authorize(this.principal, room, 'subscribe')
+    const revision = this.node.revision
+    let options = await this.node.authorize(this.principal, room, 'subscribe')
     if (this.state !== 'open') return undefined
     const sub: Subscription = { state: 'recovering', epoch: '', offset: 0, buffer: [], present: false }
     this.subscriptions.set(room, sub)
     this.clearIdle()
     try {
       await this.node.joinRoom(this, room)
+      // A room change applied while we were authorizing found no subscription to revoke; from
+      // here on this one is registered and would be revoked, so check once more if one came.
+      if (this.node.revision !== revision) options = await this.node.authorize(this.principal, room, 'subscribe')
       let position: StreamPosition
       let publications: Publication[] = []
       let recovered = false
@@ -228,7 +232,9 @@ export class Connection {
         position = result
         this.node.metrics.recovery(recovered)
       }
-      if (this.subscriptions.get(room) !== sub || this.state !== 'open') return undefined
+      if (this.state !== 'open') return undefined
+      // Revoked while recovering: the client got `unsubscribed` with the reason; its command still gets an answer.
+      if (this.subscriptions.get(room) !== sub) throw new RealtimeError('unavailable', `The subscription to ${room} ended while it was being set up; see the unsubscribed frame`)
 
       // Everything up to `position` is in this reply; buffered live publications continue it.
       sub.epoch = position.epoch

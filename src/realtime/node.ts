@@ -54,6 +54,8 @@ export interface NodeInternals {
   prepareFrame: PrepareFrame
   verifyToken: (token: string) => UserPrincipal
   authorize: Authorizer
+  /** Grows with every applied room change: a subscribe compares it across its authorization. */
+  readonly revision: number
   publish(principal: Principal, room: string, data: unknown, idempotencyKey?: string): Promise<PublishResult>
   history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
   presence(principal: Principal, room: string): Promise<PresenceInfo>
@@ -95,6 +97,7 @@ export function createRealtimeNode (deps: NodeDeps) {
   const rooms = new Map<string, LocalRoom>()
   let draining = false
   let drainDone: Promise<void> | undefined
+  let revision = 0
 
   /** Engine calls fail with a temporary error the client may retry, never as a bug. */
   async function viaEngine<T> (call: () => Promise<T>): Promise<T> {
@@ -116,6 +119,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     prepareFrame,
     verifyToken: deps.verifyToken,
     authorize: deps.authorize,
+    get revision () { return revision },
 
     async publish (principal, room, data, idempotencyKey) {
       const options = await deps.authorize(principal, room, 'publish')
@@ -299,6 +303,7 @@ export function createRealtimeNode (deps: NodeDeps) {
      * keep their access); a room that became private is re-checked subscriber by subscriber.
      */
     async applyRoomChange (change: { type: 'member_removed' | 'banned' | 'member_role_changed', room: { id: string, visibility: string }, userId: string } | { type: 'room_updated' | 'room_deleted', room: { id: string, visibility: string } }): Promise<void> {
+      revision++
       const roomId = change.room.id
       const revoke = (connections: Connection[], reason: UnsubscribeReason): void => {
         for (const connection of connections) connection.revoke(roomId, reason)
