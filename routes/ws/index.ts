@@ -1,8 +1,7 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { Errors } from '../../src/errors.js'
 import type { Principal } from '../../src/auth/principal.js'
-import { CloseCodes } from '../../src/realtime/close-codes.js'
-import { errorFrame } from '../../src/realtime/protocol.js'
+import { CloseCodes, CloseReasons } from '../../src/realtime/close-codes.js'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
 import type { AuthFailureReason, RealtimeMetrics } from '../../src/realtime/metrics.js'
 import { noopMetrics } from '../../src/realtime/metrics.js'
@@ -85,9 +84,15 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     // Synchronous from here to attachWsEvents: no frame can arrive before the listeners.
     const principal = request.principal!
     const transport = wsTransport(socket)
-    // Concurrent handshakes can pass admission together; the cap is re-checked now that the socket exists.
-    if (app.realtime.admit(principal, request.ip) !== null) {
-      metrics.rateLimited('connections_per_user')
+    // Concurrent handshakes can pass admission together, or a drain can start in between; both
+    // are re-checked now that the socket exists. A drain gets the restart code, like every client.
+    const refusal = app.realtime.admit(principal, request.ip)
+    if (refusal === 'draining') {
+      socket.close(CloseCodes.SERVICE_RESTART, CloseReasons[CloseCodes.SERVICE_RESTART])
+      return
+    }
+    if (refusal !== null) {
+      metrics.rateLimited(refusal)
       socket.close(CloseCodes.RATE_LIMITED, 'too many connections')
       return
     }
@@ -97,7 +102,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     })
     attachWsEvents(socket, {
       onText: text => connection.handleText(text),
-      onBinary: () => connection.sendText(errorFrame(undefined, 'bad_request', 'Binary frames are not supported; send JSON text frames')),
+      onBinary: () => connection.handleBinary(),
       onPong: () => connection.handlePong(),
       onClose: code => connection.handleClose(code),
       onError: err => app.log.debug({ err, connId: connection.id }, 'socket error')

@@ -113,17 +113,10 @@ export class Connection {
     if (this.state !== 'open') return
     try {
       this.armIdle()
-      if (!this.takeToken()) {
-        this.node.metrics.rateLimited('messages')
-        if (++this.strikes > MAX_RATE_STRIKES) {
-          this.close(CloseCodes.RATE_LIMITED)
-          return
-        }
+      if (!this.admitFrame(() => {
         const parsed = parseCommand(text)
-        this.sendText(errorFrame(parsed.ok ? parsed.command.id : parsed.id, 'rate_limited', `Over ${this.node.limits.messagesPerSecond} messages per second; slow down`))
-        return
-      }
-      this.strikes = 0
+        return parsed.ok ? parsed.command.id : parsed.id
+      })) return
       const parsed = parseCommand(text)
       if (!parsed.ok) {
         this.node.metrics.messageIn('invalid')
@@ -141,6 +134,40 @@ export class Connection {
     } catch (err) {
       this.fail(err)
     }
+  }
+
+  /**
+   * A binary frame: not part of protocol v1, answered with `bad_request`. It counts against the
+   * message rate like any frame, so a binary flood is cut off (4029) just as a text flood is.
+   */
+  handleBinary (): void {
+    if (this.state !== 'open') return
+    try {
+      if (!this.admitFrame(() => undefined)) return
+      this.node.metrics.messageIn('invalid')
+      this.sendText(errorFrame(undefined, 'bad_request', 'Binary frames are not supported; send JSON text frames'))
+    } catch (err) {
+      this.fail(err)
+    }
+  }
+
+  /**
+   * The per-connection rate limit for one inbound frame: true when it may be processed. Over
+   * the rate, the frame is answered with `rate_limited` (with its id, read only then), and
+   * after MAX_RATE_STRIKES such frames in a row the client is cut off with 4029.
+   */
+  private admitFrame (idOf: () => CommandId | undefined): boolean {
+    if (this.takeToken()) {
+      this.strikes = 0
+      return true
+    }
+    this.node.metrics.rateLimited('messages')
+    if (++this.strikes > MAX_RATE_STRIKES) {
+      this.close(CloseCodes.RATE_LIMITED)
+      return false
+    }
+    this.sendText(errorFrame(idOf(), 'rate_limited', `Over ${this.node.limits.messagesPerSecond} messages per second; slow down`))
+    return false
   }
 
   /** A pong to our ping: the peer is alive. */
