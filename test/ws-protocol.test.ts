@@ -995,3 +995,15 @@ describe('ws handler failure', () => {
     await waitFor(() => srv.app.realtime.stats().connections === 100, 'the victim to be unregistered')
   })
 })
+
+describe('handshake budget', () => {
+  it('refused handshakes (bad tokens) spend the per-address handshake budget too', async (t) => {
+    const server = await build(t, { env: { WS_HANDSHAKES_PER_IP_PER_MINUTE: '3' } })
+    const statuses: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const error = await wsConnect(t, server, { token: 'not-a-token' }).then(() => null, (err: { statusCode?: number }) => err)
+      statuses.push(error?.statusCode ?? 101)
+    }
+    assert.deepEqual(statuses, [401, 401, 401, 429, 429])
+  })
+})

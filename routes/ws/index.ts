@@ -3,22 +3,21 @@ import { Errors } from '../../src/errors.js'
 import type { Principal } from '../../src/auth/principal.js'
 import { CloseCodes, CloseReasons } from '../../src/realtime/close-codes.js'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
-import type { AuthFailureReason, RealtimeMetrics } from '../../src/realtime/metrics.js'
-import { noopMetrics } from '../../src/realtime/metrics.js'
+import type { AuthFailureReason } from '../../src/realtime/metrics.js'
 
 /** `Sec-WebSocket-Protocol: switchboard.v1, bearer.<jwt>`: how browsers, which cannot set headers, send a token. */
 const BEARER_PROTOCOL_PREFIX = 'bearer.'
 
 /**
- * GET /ws: the WebSocket endpoint. Everything is checked before the upgrade, in onRequest
- * hooks, so a refused client gets a plain HTTP answer and no socket: Origin (403),
+ * GET /ws: the WebSocket endpoint. Everything is checked before the upgrade, in a preHandler
+ * hook, so a refused client gets a plain HTTP answer and no socket: Origin (403),
  * credentials (401), drain state (503) and connection caps (429); @fastify/rate-limit adds
  * the per-address handshake budget (429). After the upgrade the socket is handed to the
  * real-time node, with its listeners attached before any await.
  */
 const wsRoutes: FastifyPluginAsync = async (app) => {
   const { ws } = app.config
-  const metrics: RealtimeMetrics = (app as unknown as { realtimeMetrics?: RealtimeMetrics }).realtimeMetrics ?? noopMetrics
+  const metrics = app.realtimeMetrics
 
   function fail (reason: AuthFailureReason, error: Error): never {
     metrics.authFailure(reason)
@@ -27,7 +26,8 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
 
   function checkOrigin (request: FastifyRequest): void {
     const origin = request.headers.origin
-    // Non-browser clients send no Origin; the check protects browsers from cross-site use of cookies-less tokens.
+    // Non-browser clients send no Origin. Browsers always do, so a page on a foreign site cannot
+    // open a socket with a token it obtained (e.g. a leaked `?token=` link) from a user's browser.
     if (origin === undefined) return
     const allowed = ws.allowedOrigins
     if (allowed.includes('*') || allowed.includes(origin)) return
@@ -68,7 +68,9 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
   app.get('/ws', {
     websocket: true,
     config: { rateLimit: { max: ws.handshakesPerIpPerMinute, timeWindow: '1 minute' } },
-    onRequest: async (request) => {
+    // preHandler, after the rate limit's onRequest hook: refused handshakes (bad tokens, foreign
+    // origins) spend the address's handshake budget too, so credential guessing is throttled.
+    preHandler: async (request) => {
       if (app.lifecycle.shuttingDown) throw new Errors.ShuttingDown()
       checkOrigin(request)
       const principal = await identify(request)
