@@ -1,114 +1,15 @@
-import { describe, it, type TestContext } from 'node:test'
+import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { oneShotRequest, TEST_JWT_SECRET, tempDir, type Reply } from './helper.js'
+import { oneShotRequest, tempDir, type Reply } from './helper.js'
+import { ADMIN, baseEnv, startServer, waitForLog, waitUntilReady, withTimeout } from './process.js'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const ADMIN = { username: 'admin', password: 'bootstrap admin password' }
-const READY_WITHIN_MS = 20_000
 const EXIT_WITHIN_MS = 20_000
-const GRACE_MS = 10_000
-
-interface Server {
-  child: ChildProcessWithoutNullStreams
-  port: number
-  stdout: () => string
-  stderr: () => string
-  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
-}
-
-function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address()
-      probe.close(() => {
-        if (address === null || typeof address === 'string') reject(new Error('no port'))
-        else resolve(address.port)
-      })
-    })
-  })
-}
 
 function request (port: number, method: string, path: string, options: { token?: string, body?: unknown } = {}): Promise<Reply> {
   return oneShotRequest(`http://127.0.0.1:${port}`, method, path, options)
-}
-
-function withTimeout<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    promise,
-    new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms) })
-  ]).finally(() => clearTimeout(timer))
-}
-
-/** Spawns the real entry point; killed hard if a test leaves it running. */
-async function startServer (t: TestContext, env: Record<string, string>): Promise<Server> {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: ROOT,
-    // Not process.env: the test runner's own variables (NODE_ENV, NODE_TEST_CONTEXT…) must not leak in.
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', PORT: String(port), ...env },
-    stdio: ['pipe', 'pipe', 'pipe']
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }))
-  })
-  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  return { child, port, stdout: () => stdout, stderr: () => stderr, exited }
-}
-
-async function waitUntilReady (server: Server): Promise<void> {
-  const deadline = Date.now() + READY_WITHIN_MS
-  let last = 'no answer'
-  while (Date.now() < deadline) {
-    if (server.child.exitCode !== null) break
-    try {
-      const res = await request(server.port, 'GET', '/health/ready')
-      if (res.status === 200) return
-      last = `status ${res.status}`
-    } catch (err) {
-      last = (err as Error).message
-    }
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  assert.fail(`server not ready (${last}); exit ${server.child.exitCode}\nstdout:\n${server.stdout()}\nstderr:\n${server.stderr()}`)
-}
-
-function countLines (server: Server, pattern: RegExp): number {
-  return server.stdout().split('\n').filter(line => pattern.test(line)).length
-}
-
-async function waitForLog (server: Server, pattern: RegExp, count = 1): Promise<void> {
-  const deadline = Date.now() + READY_WITHIN_MS
-  while (countLines(server, pattern) < count) {
-    if (Date.now() > deadline) assert.fail(`fewer than ${count} log lines matching ${pattern}\nstdout:\n${server.stdout()}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
-}
-
-function baseEnv (dataDir: string): Record<string, string> {
-  return {
-    NODE_ENV: 'test',
-    LOG_LEVEL: 'info',
-    DATA_DIR: dataDir,
-    DATABASE_URL: `sqlite:${join(dataDir, 'switchboard.db')}`,
-    JWT_SECRET: TEST_JWT_SECRET,
-    PASSWORD_HASH_COST: '10',
-    ADMIN_USERNAME: ADMIN.username,
-    ADMIN_PASSWORD: ADMIN.password,
-    SHUTDOWN_GRACE_MS: String(GRACE_MS)
-  }
 }
 
 async function loginAdmin (port: number): Promise<Reply> {

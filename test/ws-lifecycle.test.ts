@@ -1,12 +1,10 @@
 import { describe, it, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import net from 'node:net'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { WebSocket } from 'ws'
-import { build, oneShotRequest, tempDir, TEST_JWT_SECRET, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
+import { build, oneShotRequest, tempDir, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
+import { ADMIN, baseEnv, startServer, waitUntilReady } from './process.js'
 
 /**
  * Connection lifecycle over real sockets: heartbeat (BAR 11), idle timeout, token expiry
@@ -14,7 +12,6 @@ import { build, oneShotRequest, tempDir, TEST_JWT_SECRET, wsConnect, type TestAp
  * (BAR 15). Nothing here asserts a duration: every wait is for an event, with a generous bound.
  */
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 /** Generous bound for anything the server does on its own (timers, fan-out, cleanup). */
 const WITHIN_MS = 15_000
 
@@ -343,35 +340,9 @@ describe('slow consumer', () => {
 
 describe('drain on SIGTERM (real process)', () => {
   it('fails readiness, refuses new upgrades, sends every client reconnect + 1012, exits 0', async (t) => {
-    const dataDir = tempDir(t)
-    const port = await freePort()
-    const admin = { username: 'admin', password: 'bootstrap admin password' }
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '/tmp',
-        NODE_ENV: 'test',
-        HOST: '127.0.0.1',
-        PORT: String(port),
-        LOG_LEVEL: 'info',
-        DATA_DIR: dataDir,
-        DATABASE_URL: `sqlite:${join(dataDir, 'switchboard.db')}`,
-        JWT_SECRET: TEST_JWT_SECRET,
-        PASSWORD_HASH_COST: '10',
-        ADMIN_USERNAME: admin.username,
-        ADMIN_PASSWORD: admin.password,
-        WS_DRAIN_MS: '1000',
-        SHUTDOWN_GRACE_MS: '10000',
-        WS_MAX_CONNECTIONS_PER_USER: '100'
-      },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    let output = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-    const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
-    t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+    const server = await startServer(t, { ...baseEnv(tempDir(t)), WS_DRAIN_MS: '1000', WS_MAX_CONNECTIONS_PER_USER: '100' })
+    const { child, port } = server
+    const output = (): string => server.stdout() + server.stderr()
     const base = `http://127.0.0.1:${port}`
     const status = async (path: string): Promise<string> => {
       try {
@@ -381,11 +352,8 @@ describe('drain on SIGTERM (real process)', () => {
       }
     }
 
-    await waitFor(() => `server ready\n${output}`, async () => {
-      if (child.exitCode !== null) assert.fail(`server exited ${child.exitCode}\n${output}`)
-      return await status('/health/ready') === '200'
-    }, 20_000)
-    const login = await oneShotRequest(base, 'POST', '/auth/login', { body: admin })
+    await waitUntilReady(server)
+    const login = await oneShotRequest(base, 'POST', '/auth/login', { body: ADMIN })
     assert.equal(login.status, 200)
     const token = login.body.accessToken as string
     assert.equal((await oneShotRequest(base, 'POST', '/rooms', { token, body: { id: 'deploy' } })).status, 201)
@@ -425,8 +393,8 @@ describe('drain on SIGTERM (real process)', () => {
       assert.ok(Number.isInteger(push.retryAfterMs) && push.retryAfterMs >= 0, JSON.stringify(push))
     }
 
-    const exit = await withTimeout(exited, 'server exit', 20_000)
-    assert.deepEqual(exit, { code: 0, signal: null }, output)
+    const exit = await withTimeout(server.exited, 'server exit', 20_000)
+    assert.deepEqual(exit, { code: 0, signal: null }, output())
   })
 })
 
@@ -464,16 +432,3 @@ describe('churn', () => {
   })
 })
 
-function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address()
-      probe.close(() => {
-        if (address === null || typeof address === 'string') reject(new Error('no port'))
-        else resolve(address.port)
-      })
-    })
-  })
-}
