@@ -1,0 +1,151 @@
+import type { Api} from './api.js';
+import { CliError } from './api.js'
+
+/** Reads a JSON argument, or fails with a message that shows what was wrong with it. */
+export function parseJsonArgument (what: string, text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new CliError(`${what} is not valid JSON (${(err as Error).message}); quote strings, e.g. '"hello"' or '{"text":"hi"}'`, 2)
+  }
+}
+
+export interface Output {
+  line(text: string): void
+}
+
+function print (out: Output, value: unknown, json: boolean, row: (item: Record<string, unknown>) => string): void {
+  if (json) {
+    out.line(JSON.stringify(value))
+    return
+  }
+  const items = (value as { items?: unknown[] }).items
+  if (Array.isArray(items)) for (const item of items) out.line(row(item as Record<string, unknown>))
+  else out.line(row(value as Record<string, unknown>))
+}
+
+const roomRow = (r: Record<string, unknown>): string => `${String(r.id)}\t${String(r.visibility)}\t${r.name === null ? '' : String(r.name)}`
+
+/** Every page of a keyset-paged list. */
+async function all (api: Api, path: string): Promise<{ items: unknown[] }> {
+  const items: unknown[] = []
+  let after: string | null = null
+  do {
+    const sep = path.includes('?') ? '&' : '?'
+    const page = (await api.request('GET', `${path}${sep}limit=100${after === null ? '' : `&after=${encodeURIComponent(after)}`}`)).body as { items: unknown[], nextCursor: string | null }
+    items.push(...page.items)
+    after = page.nextCursor
+  } while (after !== null)
+  return { items }
+}
+
+export async function login (api: Api, username: string, password: string, out: Output): Promise<void> {
+  const res = await api.request('POST', '/auth/login', { username, password }, { auth: false })
+  const pair = res.body as { accessToken: string, refreshToken: string, user: { id: string, role: string } }
+  api.save({ url: api.url, username, accessToken: pair.accessToken, refreshToken: pair.refreshToken })
+  out.line(`logged in to ${api.url} as ${pair.user.id} (${pair.user.role}); credentials saved in ${api.configFile}`)
+}
+
+export async function logout (api: Api, refreshToken: string | undefined, out: Output): Promise<void> {
+  if (refreshToken !== undefined) await api.request('POST', '/auth/logout', { refreshToken }, { auth: false }).catch(() => {})
+  api.save({ url: api.url })
+  out.line('logged out')
+}
+
+export interface RoomOptions {
+  name?: string
+  private?: boolean
+  publish?: string
+  historySize?: string
+  historyTtl?: string
+  maxMembers?: string
+}
+
+function integer (flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (!/^[0-9]+$/.test(value)) throw new CliError(`--${flag} must be a whole number, got "${value}"`, 2)
+  return Number(value)
+}
+
+export async function rooms (api: Api, args: string[], options: RoomOptions & { role?: string, json: boolean }, out: Output): Promise<void> {
+  const [action, id, user] = args
+  const need = (value: string | undefined, what: string): string => {
+    if (value === undefined) throw new CliError(`rooms ${action ?? ''}: missing ${what}`, 2)
+    return value
+  }
+  switch (action) {
+    case 'create': {
+      const body: Record<string, unknown> = { id: need(id, 'ROOM id') }
+      if (options.name !== undefined) body.name = options.name
+      if (options.private === true) body.visibility = 'private'
+      if (options.publish !== undefined) body.publish = options.publish
+      const historySize = integer('history-size', options.historySize)
+      if (historySize !== undefined) body.historySize = historySize
+      const historyTtl = integer('history-ttl', options.historyTtl)
+      if (historyTtl !== undefined) body.historyTtlSeconds = historyTtl
+      const maxMembers = integer('max-members', options.maxMembers)
+      if (maxMembers !== undefined) body.maxMembers = maxMembers
+      print(out, (await api.request('POST', '/rooms', body)).body, options.json, roomRow)
+      return
+    }
+    case 'list': print(out, await all(api, '/rooms'), options.json, roomRow); return
+    case 'get': print(out, (await api.request('GET', `/rooms/${encodeURIComponent(need(id, 'ROOM id'))}`)).body, options.json, roomRow); return
+    case 'delete':
+      await api.request('DELETE', `/rooms/${encodeURIComponent(need(id, 'ROOM id'))}`)
+      out.line(`deleted ${id ?? ''}`)
+      return
+    case 'members': {
+      const room = encodeURIComponent(need(id, 'ROOM id'))
+      if (user === undefined) {
+        print(out, await all(api, `/rooms/${room}/members`), options.json, m => `${String(m.userId)}\t${String(m.role)}`)
+        return
+      }
+      throw new CliError('rooms members ROOM takes no further argument; use add-member / remove-member', 2)
+    }
+    case 'add-member': {
+      const res = await api.request('PUT', `/rooms/${encodeURIComponent(need(id, 'ROOM id'))}/members/${encodeURIComponent(need(user, 'USER'))}`, { role: options.role ?? 'member' })
+      print(out, res.body, options.json, m => `${String(m.userId)}\t${String(m.role)}`)
+      return
+    }
+    case 'remove-member':
+      await api.request('DELETE', `/rooms/${encodeURIComponent(need(id, 'ROOM id'))}/members/${encodeURIComponent(need(user, 'USER'))}`)
+      out.line(`removed ${user ?? ''} from ${id ?? ''}`)
+      return
+    default:
+      throw new CliError('usage: switchboard rooms create|list|get|delete|members|add-member|remove-member …', 2)
+  }
+}
+
+export async function keys (api: Api, args: string[], options: { scope?: string[], json: boolean }, out: Output): Promise<void> {
+  const [action, arg] = args
+  switch (action) {
+    case 'create': {
+      if (arg === undefined) throw new CliError('keys create NAME --scope ACTION:PATTERN [--scope …]', 2)
+      if (options.scope === undefined || options.scope.length === 0) throw new CliError('keys create: at least one --scope, e.g. --scope publish:sensors.*', 2)
+      const res = await api.request('POST', '/api-keys', { name: arg, scopes: options.scope })
+      const created = res.body as { key: string, apiKey: { id: string } }
+      if (options.json) out.line(JSON.stringify(created))
+      else out.line(`${created.key}\n(id ${created.apiKey.id}; the key is shown only now: store it)`)
+      return
+    }
+    case 'list':
+      print(out, await all(api, '/api-keys'), options.json, k => `${String(k.id)}\t${String(k.name)}\t${String(k.prefix)}…\t${(k.scopes as string[]).join(',')}`)
+      return
+    case 'delete':
+      if (arg === undefined) throw new CliError('keys delete ID', 2)
+      await api.request('DELETE', `/api-keys/${encodeURIComponent(arg)}`)
+      out.line(`revoked ${arg}`)
+      return
+    default:
+      throw new CliError('usage: switchboard keys create|list|delete …', 2)
+  }
+}
+
+export async function publish (api: Api, room: string | undefined, data: string | undefined, options: { key?: string, json: boolean }, out: Output): Promise<void> {
+  if (room === undefined || data === undefined) throw new CliError('usage: switchboard pub ROOM DATA (DATA is JSON)', 2)
+  const body: Record<string, unknown> = { data: parseJsonArgument('DATA', data) }
+  if (options.key !== undefined) body.idempotencyKey = options.key
+  const res = await api.request('POST', `/rooms/${encodeURIComponent(room)}/messages`, body)
+  const { epoch, offset } = res.body as { epoch: string, offset: number }
+  out.line(options.json ? JSON.stringify(res.body) : `published to ${room} at offset ${offset} (epoch ${epoch})`)
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util'
+import { createInterface } from 'node:readline'
+import { realpathSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { Api, CliError } from './api.js'
+import { configPath, readConfig } from './config.js'
+import { keys, login, logout, publish, rooms, type Output } from './commands.js'
+import { connectInteractive } from './connect.js'
+
+const USAGE = `switchboard — command-line client for a Switchboard server
+
+Usage:
+  switchboard login [--username NAME] [--password-stdin]   sign in and keep the session (0600 file)
+  switchboard logout
+  switchboard rooms create ROOM [--name N] [--private] [--publish members|moderators]
+                               [--history-size N] [--history-ttl SECONDS] [--max-members N]
+  switchboard rooms list | get ROOM | delete ROOM | members ROOM
+  switchboard rooms add-member ROOM USER [--role member|moderator|owner] | remove-member ROOM USER
+  switchboard pub ROOM DATA [--key IDEMPOTENCY_KEY]          publish JSON DATA over HTTP
+  switchboard connect                                       interactive WebSocket session (like wscat)
+  switchboard keys create NAME --scope ACTION:PATTERN [...] | list | delete ID   (admins)
+
+Options:
+  --url URL      server (default: the one you logged in to, else $SWITCHBOARD_URL, else http://localhost:3000)
+  --json         print raw JSON
+  -h, --help     this help
+
+Config file: $SWITCHBOARD_CONFIG, else $XDG_CONFIG_HOME/switchboard/config.json, else ~/.config/switchboard/config.json.
+Password: --password-stdin, $SWITCHBOARD_PASSWORD, or a prompt.`
+
+const stdoutOutput: Output = { line: text => { process.stdout.write(text + '\n') } }
+
+async function readStdin (): Promise<string> {
+  let text = ''
+  for await (const chunk of process.stdin) text += String(chunk)
+  return text.replace(/\r?\n$/, '')
+}
+
+/** Asks for a line on the terminal; with `hidden`, typed characters are not echoed. */
+async function prompt (question: string, hidden = false): Promise<string> {
+  if (!process.stdin.isTTY) throw new CliError(`${question.trim()} needed: pass it with a flag or on stdin`, 2)
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: true })
+  if (hidden) {
+    const mutable = rl as unknown as { _writeToOutput: (s: string) => void, output: NodeJS.WriteStream }
+    mutable._writeToOutput = (s: string) => { if (s.includes(question)) mutable.output.write(s) }
+  }
+  try {
+    return await new Promise<string>(resolve => rl.question(question, resolve))
+  } finally {
+    rl.close()
+    if (hidden) process.stdout.write('\n')
+  }
+}
+
+/** Runs one CLI invocation; returns the exit code. Exported for tests. */
+export async function main (argv: string[], out: Output = stdoutOutput): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      url: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+      username: { type: 'string' },
+      'password-stdin': { type: 'boolean', default: false },
+      name: { type: 'string' },
+      private: { type: 'boolean', default: false },
+      publish: { type: 'string' },
+      'history-size': { type: 'string' },
+      'history-ttl': { type: 'string' },
+      'max-members': { type: 'string' },
+      role: { type: 'string' },
+      key: { type: 'string' },
+      scope: { type: 'string', multiple: true }
+    }
+  })
+  const [command, ...rest] = positionals
+  if (values.help || command === undefined) {
+    out.line(USAGE)
+    return values.help ? 0 : 2
+  }
+
+  const file = configPath()
+  const stored = readConfig(file)
+  const url = values.url ?? (command === 'login' ? undefined : stored.url) ?? process.env.SWITCHBOARD_URL ?? 'http://localhost:3000'
+  try {
+    new URL(url)  
+  } catch {
+    throw new CliError(`--url: "${url}" is not a URL`, 2)
+  }
+  const api = new Api(file, url, stored)
+
+  switch (command) {
+    case 'login': {
+      const username = values.username ?? await prompt('Username: ')
+      const password = values['password-stdin'] ? await readStdin() : process.env.SWITCHBOARD_PASSWORD ?? await prompt('Password: ', true)
+      await login(api, username, password, out)
+      return 0
+    }
+    case 'logout': await logout(api, stored.refreshToken, out); return 0
+    case 'rooms':
+      await rooms(api, rest, {
+        json: values.json,
+        private: values.private,
+        ...(values.name === undefined ? {} : { name: values.name }),
+        ...(values.publish === undefined ? {} : { publish: values.publish }),
+        ...(values['history-size'] === undefined ? {} : { historySize: values['history-size'] }),
+        ...(values['history-ttl'] === undefined ? {} : { historyTtl: values['history-ttl'] }),
+        ...(values['max-members'] === undefined ? {} : { maxMembers: values['max-members'] }),
+        ...(values.role === undefined ? {} : { role: values.role })
+      }, out)
+      return 0
+    case 'keys': await keys(api, rest, { json: values.json, ...(values.scope === undefined ? {} : { scope: values.scope }) }, out); return 0
+    case 'pub': await publish(api, rest[0], rest[1], { json: values.json, ...(values.key === undefined ? {} : { key: values.key }) }, out); return 0
+    case 'connect': return await connectInteractive(api, out)
+    default:
+      throw new CliError(`unknown command "${command}"; see switchboard --help`, 2)
+  }
+}
+
+// Run when executed directly (not when imported by tests).
+function invokedDirectly (): boolean {
+  try {
+    // Through npm's bin link argv[1] is a symlink: compare real paths.
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
+}
+if (invokedDirectly()) {
+  main(process.argv.slice(2)).then(
+    code => { process.exitCode = code },
+    (err: unknown) => {
+      if (err instanceof CliError) {
+        process.stderr.write(`switchboard: ${err.message}\n`)
+        process.exitCode = err.exitCode
+      } else if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
+        process.stderr.write(`switchboard: ${(err as Error).message}\n`)
+        process.exitCode = 2
+      } else {
+        process.stderr.write(`switchboard: unexpected error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+        process.exitCode = 1
+      }
+    }
+  )
+}

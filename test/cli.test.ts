@@ -1,0 +1,151 @@
+import { describe, it, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { statSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { build, PASSWORD, tempDir, type TestApp } from './helper.js'
+import { ROOT } from './process.js'
+
+interface Run { code: number | null, stdout: string, stderr: string }
+
+/** Runs the real CLI as a child process, as a user would. */
+function cli (configFile: string, args: string[], options: { stdin?: string, env?: Record<string, string> } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', SWITCHBOARD_CONFIG: configFile, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe']
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c })
+    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c })
+    child.once('error', reject)
+    child.once('exit', code => resolve({ code, stdout, stderr }))
+    child.stdin.end(options.stdin ?? '')
+  })
+}
+
+async function loggedIn (t: TestContext, server: TestApp, user: string, role: 'user' | 'admin' = 'user'): Promise<string> {
+  const config = join(tempDir(t), 'config.json')
+  await server.createUser(user, role)
+  const res = await cli(config, ['login', '--url', server.url, '--username', user, '--password-stdin'], { stdin: PASSWORD + '\n' })
+  assert.equal(res.code, 0, res.stderr)
+  return config
+}
+
+describe('switchboard CLI', () => {
+  it('login keeps the session in a 0600 file; wrong password fails clearly', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    assert.equal(statSync(config).mode & 0o777, 0o600)
+    const saved = JSON.parse(readFileSync(config, 'utf8')) as Record<string, string>
+    assert.equal(saved.url, server.url)
+    assert.equal(saved.username, 'alice')
+    assert.equal(typeof saved.refreshToken, 'string')
+
+    const wrong = await cli(join(tempDir(t), 'c.json'), ['login', '--url', server.url, '--username', 'alice', '--password-stdin'], { stdin: 'nope nope nope' })
+    assert.equal(wrong.code, 1)
+    assert.match(wrong.stderr, /Invalid username or password/)
+  })
+
+  it('manages rooms and members end to end', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    await server.createUser('bob')
+    const created = await cli(config, ['rooms', 'create', 'lobby', '--name', 'The Lobby', '--private', '--history-size', '10'])
+    assert.equal(created.code, 0, created.stderr)
+    assert.match(created.stdout, /^lobby\tprivate\tThe Lobby$/m)
+    assert.equal((await cli(config, ['rooms', 'add-member', 'lobby', 'bob', '--role', 'moderator'])).code, 0)
+    const members = await cli(config, ['rooms', 'members', 'lobby'])
+    assert.deepEqual(members.stdout.trim().split('\n').sort(), ['alice\towner', 'bob\tmoderator'])
+    const list = await cli(config, ['rooms', 'list', '--json'])
+    assert.deepEqual((JSON.parse(list.stdout) as { items: Array<{ id: string }> }).items.map(r => r.id), ['lobby'])
+    const get = await cli(config, ['rooms', 'get', 'lobby', '--json'])
+    assert.equal((JSON.parse(get.stdout) as { historySize: number }).historySize, 10)
+    assert.equal((await cli(config, ['rooms', 'remove-member', 'lobby', 'bob'])).code, 0)
+    assert.equal((await cli(config, ['rooms', 'delete', 'lobby'])).code, 0)
+    const gone = await cli(config, ['rooms', 'get', 'lobby'])
+    assert.equal(gone.code, 1)
+    assert.match(gone.stderr, /Room not found \[SB_ERR_ROOM_NOT_FOUND\]/)
+  })
+
+  it('publishes JSON over HTTP; bad JSON input is refused before any request', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    await cli(config, ['rooms', 'create', 'news'])
+    const ok = await cli(config, ['pub', 'news', '{"text":"hi"}', '--key', 'k1'])
+    assert.equal(ok.code, 0, ok.stderr)
+    assert.match(ok.stdout, /published to news at offset 1/)
+    const again = await cli(config, ['pub', 'news', '{"text":"hi"}', '--key', 'k1'])
+    assert.match(again.stdout, /offset 1/)
+    const bad = await cli(config, ['pub', 'news', '{text: hi}'])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /DATA is not valid JSON/)
+    const history = await server.request('GET', '/rooms/news/messages', { token: await server.login('alice') })
+    assert.equal(history.body.publications.length, 1)
+  })
+
+  it('API keys: admins create, list and revoke; others get 403', async (t) => {
+    const server = await build(t)
+    const admin = await loggedIn(t, server, 'root', 'admin')
+    const created = await cli(admin, ['keys', 'create', 'sensors', '--scope', 'publish:sensors.*', '--json'])
+    assert.equal(created.code, 0, created.stderr)
+    const { key, apiKey } = JSON.parse(created.stdout) as { key: string, apiKey: { id: string } }
+    assert.match(key, /^sbk_/)
+    assert.match((await cli(admin, ['keys', 'list'])).stdout, /sensors\tsbk_.*publish:sensors\.\*/)
+    assert.equal((await cli(admin, ['keys', 'delete', apiKey.id])).code, 0)
+    const user = await loggedIn(t, server, 'alice')
+    const refused = await cli(user, ['keys', 'list'])
+    assert.equal(refused.code, 1)
+    assert.match(refused.stderr, /Administrators only/)
+    const noScope = await cli(admin, ['keys', 'create', 'x'])
+    assert.equal(noScope.code, 2)
+  })
+
+  it('says clearly when the server is down, when not logged in, and on usage errors', async (t) => {
+    const server = await build(t)
+    const fresh = join(tempDir(t), 'none.json')
+    const down = await cli(fresh, ['rooms', 'list', '--url', 'http://127.0.0.1:1'])
+    assert.equal(down.code, 1)
+    assert.match(down.stderr, /cannot reach the server at http:\/\/127\.0\.0\.1:1/)
+    const anonymous = await cli(fresh, ['rooms', 'list', '--url', server.url])
+    assert.equal(anonymous.code, 1)
+    assert.match(anonymous.stderr, /not logged in: run `switchboard login`/)
+    const unknown = await cli(fresh, ['frobnicate'])
+    assert.equal(unknown.code, 2)
+    assert.match(unknown.stderr, /unknown command/)
+    const badFlag = await cli(fresh, ['rooms', 'list', '--nope'])
+    assert.equal(badFlag.code, 2)
+    const help = await cli(fresh, ['--help'])
+    assert.equal(help.code, 0)
+    assert.match(help.stdout, /Usage:/)
+  })
+
+  it('refreshes an expired access token with the stored refresh token', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    const saved = JSON.parse(readFileSync(config, 'utf8')) as Record<string, string>
+    // Replace the access token with one that fails verification; the refresh token still works.
+    const { writeFileSync } = await import('node:fs')
+    writeFileSync(config, JSON.stringify({ ...saved, accessToken: 'expired.or.garbage' }), { mode: 0o600 })
+    const list = await cli(config, ['rooms', 'list'])
+    assert.equal(list.code, 0, list.stderr)
+    const after = JSON.parse(readFileSync(config, 'utf8')) as Record<string, string>
+    assert.notEqual(after.accessToken, 'expired.or.garbage')
+    assert.notEqual(after.refreshToken, saved.refreshToken)
+  })
+
+  it('connect: sends stdin lines as frames and prints what the server says', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    const run = await cli(config, ['connect'], { stdin: '{"type":"ping","id":1}\nnot json\n{"type":"nope","id":2}\n' })
+    const frames = run.stdout.trim().split('\n').map(line => JSON.parse(line) as { type: string, id?: number })
+    assert.equal(frames[0]?.type, 'welcome')
+    assert.ok(frames.some(f => f.type === 'reply' && f.id === 1))
+    assert.ok(frames.some(f => f.type === 'error' && f.id === 2))
+    assert.match(run.stderr, /not JSON, not sent/)
+    assert.match(run.stderr, /closed: 1000/)
+    assert.equal(run.code, 0)
+  })
+})
