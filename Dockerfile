@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+#
+# Switchboard production image. Two stages: `build` compiles the TypeScript and the native
+# addon (better-sqlite3) with the full toolchain, then drops the dev dependencies; `runtime`
+# gets only dist/, the production node_modules and package.json, and runs as the `node` user.
+#
+#   docker build -t switchboard:0.1.0 .
+#   docker run --rm -p 3000:3000 -e NODE_ENV=production -e JWT_SECRET="$(openssl rand -base64 48)" switchboard:0.1.0
+#
+# docs/deploy.md has the variables to set for several nodes (PostgreSQL, Redis) and Kubernetes.
+
+# Both stages must use the same base: node_modules carries a native addon compiled against this
+# image's glibc and Node ABI. Pin a digest (node:20-bookworm-slim@sha256:…) for reproducible builds.
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+FROM ${NODE_IMAGE} AS build
+# better-sqlite3 downloads a prebuilt binary when one matches; python3, make and g++ let
+# node-gyp compile it from source when none does (new Node patch, other architecture).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+# Manifests first: the dependency layer is reused until package-lock.json changes.
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+COPY plugins ./plugins
+COPY routes ./routes
+# `npm run build` writes dist/ (tsc -p tsconfig.build.json); pruning afterwards keeps the
+# compiled native addon, which a second `npm ci --omit=dev` would have to build again.
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund
+
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+# The default DATA_DIR (./data) for a single node on the embedded SQLite store: the only path
+# the server writes to. Mount a volume here to keep it. Several nodes use PostgreSQL instead.
+RUN mkdir -p /app/data && chown node:node /app/data
+# Code stays owned by root: the server process cannot modify what it runs.
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+# uid 1000 in the official Node images; Kubernetes needs the number (runAsUser: 1000) to
+# verify runAsNonRoot, since it cannot resolve a user name inside the image.
+USER node
+EXPOSE 3000
+# The server drains WebSockets on SIGTERM, then exits 0 (see docs/deploy.md).
+STOPSIGNAL SIGTERM
+# Liveness through Node itself: the slim image has no curl or wget. Follows PORT and TLS.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "const s=process.env.TLS_CERT_FILE?'https':'http';require(s).get(s+'://127.0.0.1:'+(process.env.PORT||3000)+'/health/live',{rejectUnauthorized:false},r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"]
+# node directly, not `npm start`: npm does not forward SIGTERM, and the drain depends on it.
+CMD ["node", "dist/src/server.js"]
