@@ -20,6 +20,7 @@ Usage:
   switchboard pub ROOM DATA [--key IDEMPOTENCY_KEY]          publish JSON DATA over HTTP
   switchboard connect                                       interactive WebSocket session (like wscat)
   switchboard keys create NAME --scope ACTION:PATTERN [...] | list | delete ID   (admins)
+  switchboard bench [--subscribers N --rooms R --publishers P --rate N|--burst ...]   load generator (bench --help)
 
 Options:
   --url URL      server (default: the one you logged in to, else $SWITCHBOARD_URL, else http://localhost:3000)
@@ -55,6 +56,8 @@ async function prompt (question: string, hidden = false): Promise<string> {
 
 /** Runs one CLI invocation; returns the exit code. Exported for tests. */
 export async function main (argv: string[], out: Output = stdoutOutput): Promise<number> {
+  // bench has its own flags (src/cli/bench/command.ts), loaded only when used.
+  if (argv[0] === 'bench') return await (await import('./bench/command.js')).benchCommand(argv.slice(1), out)
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

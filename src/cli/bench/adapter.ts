@@ -1,0 +1,130 @@
+import { isAbsolute, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import type { Api } from '../api.js'
+import { CliError } from '../api.js'
+
+/**
+ * What `switchboard bench` needs from a server: the load generator drives any real-time
+ * server through this small interface. Switchboard's adapter speaks protocol v1 over raw `ws`;
+ * the comparison peers of the benchmark suite (a frame-once `ws` hub, a naive `ws` hub,
+ * Socket.IO 4) each bring one, registered under the name `--target` selects.
+ */
+export interface BenchAdapter {
+  /** Shown in the report (`target`). */
+  readonly name: string
+  /**
+   * Most publishes one connection may have sent and not yet seen acknowledged; the engine
+   * holds further publishes until acknowledgements come back. Undefined: no limit (a protocol
+   * without acknowledgements, whose `publish` resolves at once).
+   */
+  readonly maxInFlight?: number
+  /**
+   * Runs once before any connection: check credentials, make sure the rooms exist (creating
+   * the missing ones when `create` is set), refresh a session that would expire mid-run.
+   * Throw a CliError with a clear message when the run cannot work.
+   */
+  prepare?(rooms: string[], options: { create: boolean, runMs: number }): Promise<void>
+  /**
+   * Opens connection `index` (subscribers are 0…N-1, publishers N…N+P-1) and resolves once it
+   * is ready for commands. Rejects with a CliError saying what to change when the server
+   * refuses it (a limit, a credential).
+   */
+  connect(index: number): Promise<BenchConnection>
+  /**
+   * Once everything is connected, before the first publish: what in this load the server
+   * will refuse or throttle (e.g. a per-connection message rate above its limit), as lines
+   * that name the setting to change. Empty when nothing is expected to go wrong.
+   */
+  checkLoad?(load: LoadShape): string[]
+}
+
+export interface LoadShape {
+  mode: 'rate' | 'burst'
+  /** Messages per second each publisher sends (rate mode; 0 in burst mode). */
+  ratePerPublisher: number
+  /** Messages each publisher sends in the whole run (at most). */
+  messagesPerPublisher: number
+  /** Payload bytes. */
+  size: number
+}
+
+export interface BenchConnection {
+  /** Resolves once publications to `room` sent from now on will reach this connection. */
+  subscribe(room: string): Promise<void>
+  /**
+   * Sends one publication. Resolves when the server acknowledged it (or at once for a
+   * protocol without acknowledgements); rejects with a PublishError when it was refused.
+   */
+  publish(room: string, payload: string): Promise<void>
+  /** The one handler for publications arriving on this connection (payload as published). */
+  onMessage(handler: (room: string, payload: string) => void): void
+  /** Called once when the connection ends without close() having been called. */
+  onClose(handler: (info: CloseInfo) => void): void
+  /** Bytes written but not yet handed to the network: burst mode waits while it is high. */
+  readonly bufferedAmount: number
+  /** Closes the connection; resolves when it is gone (or after a short grace, forcibly). */
+  close(): Promise<void>
+}
+
+export interface CloseInfo {
+  code: number
+  reason: string
+  /** What to change so that it does not happen, e.g. a server setting to raise. */
+  hint?: string
+}
+
+/** A publish the server refused; `code` groups them in the report. */
+export class PublishError extends Error {
+  override name = 'PublishError'
+  constructor (readonly code: string, message: string, readonly hint?: string) {
+    super(message)
+  }
+}
+
+export interface AdapterOptions {
+  /** Base URL of the server (http: or https:), already checked against --allow-remote. */
+  url: string
+  /** A user access token (`--token`, or the stored CLI session's). */
+  token?: string
+  /** `--api-key`. */
+  apiKey?: string
+  /** The stored CLI session, for REST calls and a refresh; absent with --token / --api-key. */
+  api?: Api
+}
+
+export type AdapterFactory = (options: AdapterOptions) => BenchAdapter | Promise<BenchAdapter>
+
+const registry = new Map<string, () => Promise<AdapterFactory>>([
+  ['switchboard', async () => (await import('./switchboard-adapter.js')).switchboardAdapter]
+])
+
+/** Adds a `--target` name (the benchmark suite registers its peers this way). */
+export function registerAdapter (name: string, factory: AdapterFactory): void {
+  registry.set(name, async () => factory)
+}
+
+export function adapterNames (): string[] {
+  return [...registry.keys()]
+}
+
+/**
+ * The factory for `--target`: a registered name, or a path to a module (`./x.ts`, `/abs/x.js`)
+ * whose default export (or `adapter` export) is an AdapterFactory.
+ */
+export async function loadAdapter (target: string): Promise<AdapterFactory> {
+  const named = registry.get(target)
+  if (named !== undefined) return await named()
+  if (!/[/\\]/.test(target) && !/\.[cm]?[jt]s$/.test(target)) {
+    throw new CliError(`--target: unknown target "${target}"; one of ${adapterNames().join(', ')}, or a path to an adapter module`, 2)
+  }
+  const file = isAbsolute(target) ? target : resolve(process.cwd(), target)
+  let mod: { default?: unknown, adapter?: unknown }
+  try {
+    mod = await import(pathToFileURL(file).href) as { default?: unknown, adapter?: unknown }
+  } catch (err) {
+    throw new CliError(`--target: cannot load adapter module ${file} (${(err as Error).message})`, 2)
+  }
+  const factory = mod.default ?? mod.adapter
+  if (typeof factory !== 'function') throw new CliError(`--target: ${file} has no default export (an adapter factory function)`, 2)
+  return factory as AdapterFactory
+}

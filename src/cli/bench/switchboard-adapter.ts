@@ -1,0 +1,356 @@
+import type { IncomingMessage } from 'node:http'
+import { WebSocket } from 'ws'
+import { CliError } from '../api.js'
+import { PublishError, type AdapterFactory, type AdapterOptions, type BenchAdapter, type BenchConnection, type CloseInfo, type LoadShape } from './adapter.js'
+
+/**
+ * Switchboard protocol v1 over raw `ws` (not the SDK: the generator's own cost must stay
+ * small). Frames are built by hand and only what the run needs is read: `welcome`, `reply`,
+ * `error` and `message`.
+ */
+
+const SUBPROTOCOL = 'switchboard.v1'
+/** The server refuses commands past 64 awaiting replies (docs/protocol.md, Limits). */
+const MAX_PENDING_COMMANDS = 64
+const CONNECT_TIMEOUT_MS = 15_000
+const COMMAND_TIMEOUT_MS = 15_000
+const CLOSE_GRACE_MS = 2_000
+const SETTINGS = 'see docs/bench.md for the settings to run the server with'
+/** How the server starts a `message` frame (src/realtime/connection.ts) and names its data. */
+const MESSAGE_PREFIX = '{"type":"message","room":"'
+const DATA_FIELD = ',"data":"'
+
+const CLOSE_HINTS: Record<number, string> = {
+  1012: 'the server is shutting down',
+  4001: 'the access token expired: log in again (or pass a fresh --token) before a long run',
+  4002: 'idle timeout: raise WS_IDLE_TIMEOUT_MS',
+  4008: 'slow consumer: the load generator did not read fast enough; raise WS_MAX_BUFFERED_BYTES or spread subscribers over more generator processes',
+  4029: `rate limited: raise WS_MESSAGES_PER_SECOND and WS_MESSAGES_BURST; ${SETTINGS}`,
+  4503: 'kicked by an administrator'
+}
+
+const ERROR_HINTS: Record<string, string> = {
+  rate_limited: `raise WS_MESSAGES_PER_SECOND and WS_MESSAGES_BURST on the server, or spread the rate over more --publishers; ${SETTINGS}`,
+  forbidden: 'the credential may not publish to the bench rooms (room publish policy, API key scopes)',
+  not_found: 'the room does not exist: pass --create-rooms'
+}
+
+interface Waiter { resolve: (result: unknown) => void, reject: (err: PublishError) => void }
+
+interface Limits {
+  maxMessageBytes?: number
+  messagesPerSecond?: number
+  messagesBurst?: number
+}
+
+interface Frame {
+  type?: string
+  limits?: Limits
+  id?: unknown
+  room?: string
+  data?: unknown
+  result?: unknown
+  error?: { code?: string, message?: string }
+}
+
+class SwitchboardConnection implements BenchConnection {
+  private nextId = 1
+  private readonly waiting = new Map<number, Waiter>()
+  private handler: (room: string, payload: string) => void = () => {}
+  private closeHandler: ((info: CloseInfo) => void) | undefined
+  private closing = false
+
+  constructor (private readonly socket: WebSocket) {
+    socket.on('message', (data: Buffer) => { this.receive(data.toString()) })
+    socket.once('close', (code: number, reason: Buffer) => {
+      for (const waiter of this.waiting.values()) waiter.reject(new PublishError('closed', `the connection closed (${code})`))
+      this.waiting.clear()
+      if (!this.closing) {
+        const hint = CLOSE_HINTS[code]
+        this.closeHandler?.({ code, reason: reason.toString(), ...(hint === undefined ? {} : { hint }) })
+      }
+    })
+  }
+
+  get bufferedAmount (): number {
+    return this.socket.bufferedAmount
+  }
+
+  onMessage (handler: (room: string, payload: string) => void): void {
+    this.handler = handler
+  }
+
+  onClose (handler: (info: CloseInfo) => void): void {
+    this.closeHandler = handler
+  }
+
+  async subscribe (room: string): Promise<void> {
+    try {
+      await this.command(`{"type":"subscribe","id":${this.nextId},"room":${JSON.stringify(room)}}`, COMMAND_TIMEOUT_MS)
+    } catch (err) {
+      const e = err as PublishError
+      if (e.code === 'not_found') throw new CliError(`room "${room}" does not exist (or is private): create the bench rooms, or pass --create-rooms`)
+      if (e.code === 'forbidden') throw new CliError(`not allowed to subscribe to "${room}": ${e.message}`)
+      throw new CliError(`subscribe to "${room}" failed: ${e.code}: ${e.message}${e.hint === undefined ? '' : ` (${e.hint})`}`)
+    }
+  }
+
+  async publish (room: string, payload: string): Promise<void> {
+    await this.command(`{"type":"publish","id":${this.nextId},"room":${JSON.stringify(room)},"data":${JSON.stringify(payload)}}`)
+  }
+
+  /** Sends a frame whose id is `this.nextId` (already written into `text`). */
+  private command (text: string, timeoutMs?: number): Promise<unknown> {
+    if (this.socket.readyState !== WebSocket.OPEN) return Promise.reject(new PublishError('closed', 'the connection is closed'))
+    const id = this.nextId++
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          this.waiting.delete(id)
+          reject(new PublishError('timeout', `no reply within ${timeoutMs} ms`))
+        }, timeoutMs)
+      }
+      this.waiting.set(id, {
+        resolve: (result) => { clearTimeout(timer); resolve(result) },
+        reject: (err) => { clearTimeout(timer); reject(err) }
+      })
+      this.socket.send(text)
+    })
+  }
+
+  private receive (text: string): void {
+    // Fast path for the frame that comes by the hundred thousand: a `message` whose data is a
+    // string without escapes (the bench payloads), read without JSON.parse. Anything else,
+    // or a server that orders the fields differently, takes the general path below.
+    if (text.startsWith(MESSAGE_PREFIX)) {
+      const roomEnd = text.indexOf('"', MESSAGE_PREFIX.length)
+      const dataAt = roomEnd < 0 ? -1 : text.indexOf(DATA_FIELD, roomEnd)
+      const end = dataAt < 0 ? -1 : text.indexOf('"', dataAt + DATA_FIELD.length)
+      if (end > 0 && text.charCodeAt(end - 1) !== 92 /* \ */) {
+        const payload = text.slice(dataAt + DATA_FIELD.length, end)
+        if (!payload.includes('\\')) {
+          this.handler(text.slice(MESSAGE_PREFIX.length, roomEnd), payload)
+          return
+        }
+      }
+    }
+    let frame: Frame
+    try {
+      frame = JSON.parse(text) as Frame
+    } catch {
+      return
+    }
+    switch (frame.type) {
+      case 'message':
+        if (typeof frame.room === 'string') this.handler(frame.room, typeof frame.data === 'string' ? frame.data : JSON.stringify(frame.data))
+        return
+      case 'reply': {
+        const waiter = typeof frame.id === 'number' ? this.waiting.get(frame.id) : undefined
+        if (waiter === undefined) return
+        this.waiting.delete(frame.id as number)
+        waiter.resolve(frame.result)
+        return
+      }
+      case 'error': {
+        const waiter = typeof frame.id === 'number' ? this.waiting.get(frame.id) : undefined
+        if (waiter === undefined) return
+        this.waiting.delete(frame.id as number)
+        const code = frame.error?.code ?? 'error'
+        waiter.reject(new PublishError(code, frame.error?.message ?? code, ERROR_HINTS[code]))
+        return
+      }
+      default: // welcome, join, leave, unsubscribed, reconnect: nothing the run needs
+    }
+  }
+
+  close (): Promise<void> {
+    this.closing = true
+    if (this.socket.readyState === WebSocket.CLOSED) return Promise.resolve()
+    return new Promise(resolve => {
+      const timer = setTimeout(() => { this.socket.terminate() }, CLOSE_GRACE_MS)
+      this.socket.once('close', () => { clearTimeout(timer); resolve() })
+      if (this.socket.readyState === WebSocket.OPEN) this.socket.close(1000)
+    })
+  }
+}
+
+/** Reads a refused handshake's body (the server's JSON error), at most 4 KiB. */
+function readBody (res: IncomingMessage): Promise<{ code?: string, message?: string }> {
+  return new Promise(resolve => {
+    let text = ''
+    res.setEncoding('utf8')
+    res.on('data', (chunk: string) => { if (text.length < 4096) text += chunk })
+    res.on('end', () => {
+      try {
+        const body = JSON.parse(text) as unknown
+        resolve(typeof body === 'object' && body !== null ? body as { code?: string, message?: string } : {})
+      } catch {
+        resolve({})
+      }
+    })
+    res.on('error', () => resolve({}))
+  })
+}
+
+/** The one line a refused handshake turns into: what happened, and which setting to change. */
+export function refusalMessage (index: number, status: number, body: { code?: string, message?: string }): string {
+  const what = `connection ${index + 1} refused by the server: HTTP ${status}${body.code === undefined ? '' : ` ${body.code}`}${body.message === undefined ? '' : ` (${body.message})`}`
+  let hint: string
+  if (status === 429 && body.code === 'SB_ERR_TOO_MANY_CONNECTIONS') {
+    hint = /address/i.test(body.message ?? '')
+      ? `raise WS_MAX_CONNECTIONS_PER_IP on the server; ${SETTINGS}`
+      : `raise WS_MAX_CONNECTIONS_PER_USER (and WS_MAX_CONNECTIONS_PER_IP) on the server: every bench connection is the same user; ${SETTINGS}`
+  } else if (status === 429) {
+    hint = `raise WS_HANDSHAKES_PER_IP_PER_MINUTE on the server; ${SETTINGS}`
+  } else if (status === 401) {
+    hint = 'the credential was refused: run `switchboard login` again, or pass a fresh --token or a valid --api-key'
+  } else if (status === 403) {
+    hint = 'the server refused this client (WS_ALLOWED_ORIGINS)'
+  } else if (status === 503) {
+    hint = 'the server is shutting down'
+  } else {
+    hint = 'is --url a Switchboard server?'
+  }
+  return `${what}: ${hint}`
+}
+
+/** Seconds since the epoch when a JWT expires; undefined when it cannot be read. */
+export function tokenExpiry (token: string): number | undefined {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { exp?: unknown }
+    return typeof payload.exp === 'number' ? payload.exp : undefined
+  } catch {
+    return undefined
+  }
+}
+
+class SwitchboardAdapter implements BenchAdapter {
+  readonly name = 'switchboard'
+  readonly maxInFlight = MAX_PENDING_COMMANDS
+  private readonly wsUrl: string
+  private token: string | undefined
+  /** The server's limits, from the first welcome frame. */
+  private limits: Limits | undefined
+
+  constructor (private readonly options: AdapterOptions) {
+    const url = new URL('/ws', options.url)
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+    this.wsUrl = url.href
+    this.token = options.token
+  }
+
+  async prepare (rooms: string[], { create, runMs }: { create: boolean, runMs: number }): Promise<void> {
+    const { api } = this.options
+    if (this.token === undefined && this.options.apiKey === undefined) {
+      if (api?.accessToken === undefined) throw new CliError('not logged in: run `switchboard login`, or pass --token or --api-key')
+      // A stored session whose access token would expire during the run is refreshed first.
+      const exp = tokenExpiry(api.accessToken)
+      if (exp === undefined || exp * 1000 < Date.now() + runMs + 60_000) {
+        if (!(await api.refresh()) && (exp === undefined || exp * 1000 < Date.now())) {
+          throw new CliError('session expired: run `switchboard login` again')
+        }
+      }
+      this.token = api.accessToken
+    }
+    if (create) await this.createRooms(rooms)
+  }
+
+  private async createRooms (rooms: string[]): Promise<void> {
+    const token = this.token ?? this.options.api?.accessToken
+    if (token === undefined) throw new CliError('--create-rooms needs a user token: pass --token, or run `switchboard login`')
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < rooms.length) {
+        const room = rooms[next++]!
+        let res: Response
+        try {
+          res = await fetch(new URL('/rooms', this.options.url), {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ id: room })
+          })
+        } catch (err) {
+          throw new CliError(`cannot reach the server at ${this.options.url} (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message})`)
+        }
+        const body = await res.json().catch(() => ({})) as { code?: string, message?: string }
+        if (res.status === 201 || (res.status === 409 && body.code === 'SB_ERR_ROOM_EXISTS')) continue
+        const hint = res.status === 429 ? ' (raise RATE_LIMIT_MAX on the server)' : res.status === 401 ? ' (log in again or pass a fresh --token)' : ''
+        throw new CliError(`creating room "${room}" failed: HTTP ${res.status}${body.code === undefined ? '' : ` ${body.code}`}${body.message === undefined ? '' : ` (${body.message})`}${hint}`)
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(8, rooms.length) }, worker))
+  }
+
+  connect (index: number): Promise<BenchConnection> {
+    const headers: Record<string, string> = {}
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`
+    else if (this.options.apiKey !== undefined) headers['x-api-key'] = this.options.apiKey
+    const socket = new WebSocket(this.wsUrl, [SUBPROTOCOL], {
+      headers,
+      perMessageDeflate: false,
+      skipUTF8Validation: true,
+      handshakeTimeout: CONNECT_TIMEOUT_MS
+    })
+    return new Promise((resolve, reject) => {
+      let settled = false
+      const fail = (err: Error): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        socket.terminate()
+        reject(err)
+      }
+      const timer = setTimeout(() => fail(new CliError(`connection ${index + 1}: no welcome within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS)
+      socket.on('error', (err: NodeJS.ErrnoException) => fail(new CliError(`connection ${index + 1}: cannot reach the server at ${this.options.url} (${err.code ?? err.message})`)))
+      socket.once('unexpected-response', (_req, res) => {
+        void readBody(res).then(body => fail(new CliError(refusalMessage(index, res.statusCode ?? 0, body))))
+      })
+      socket.once('close', (code: number) => {
+        fail(new CliError(code === 4029
+          ? `connection ${index + 1} closed at once with 4029 (too many connections): raise WS_MAX_CONNECTIONS_PER_USER and WS_MAX_CONNECTIONS_PER_IP on the server; ${SETTINGS}`
+          : `connection ${index + 1} closed before the welcome frame (${code})`))
+      })
+      socket.once('message', (data: Buffer) => {
+        if (settled) return
+        let frame: Frame = {}
+        try { frame = JSON.parse(data.toString()) as Frame } catch { /* checked below */ }
+        if (frame.type !== 'welcome') {
+          fail(new CliError(`connection ${index + 1}: expected a welcome frame, got ${data.toString().slice(0, 200)}`))
+          return
+        }
+        settled = true
+        clearTimeout(timer)
+        this.limits ??= frame.limits
+        resolve(new SwitchboardConnection(socket))
+      })
+    })
+  }
+
+  checkLoad (load: LoadShape): string[] {
+    const warnings: string[] = []
+    const limits = this.limits
+    if (limits === undefined) return warnings
+    const { messagesPerSecond: rate, messagesBurst: burst, maxMessageBytes } = limits
+    if (rate !== undefined && burst !== undefined) {
+      // A token bucket: `burst` frames at once, refilled at `rate` per second.
+      const tooFast = load.mode === 'rate'
+        ? load.ratePerPublisher > rate && load.messagesPerPublisher > burst
+        : load.messagesPerPublisher > burst
+      if (tooFast) {
+        warnings.push(`the server allows ${rate} messages/s per connection (burst ${burst}); each publisher sends ${load.mode === 'rate' ? `${round(load.ratePerPublisher)}/s` : `${load.messagesPerPublisher} as fast as it can`}: publishes will be rate-limited: ${ERROR_HINTS.rate_limited}`)
+      }
+    }
+    // The publish frame wraps the payload in about 80 bytes of envelope.
+    if (maxMessageBytes !== undefined && load.size + 128 > maxMessageBytes) {
+      warnings.push(`--size ${load.size} is at or over the server's WS_MAX_MESSAGE_BYTES (${maxMessageBytes}) once framed: the server will close publishers with 1009`)
+    }
+    return warnings
+  }
+}
+
+function round (n: number): number {
+  return Math.round(n * 100) / 100
+}
+
+export const switchboardAdapter: AdapterFactory = (options) => new SwitchboardAdapter(options)

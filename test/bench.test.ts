@@ -1,0 +1,337 @@
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { build, oneShotRequest, PASSWORD, tempDir } from './helper.js'
+import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady } from './process.js'
+import { PublishError, type BenchAdapter, type BenchConnection, type CloseInfo } from '../src/cli/bench/adapter.js'
+import { isLoopback } from '../src/cli/bench/command.js'
+import { decodePayload, encodePayload, makePlan, publisherOf } from '../src/cli/bench/plan.js'
+import { parseRssBytes, parseStatTicks, sampleProcess } from '../src/cli/bench/proc.js'
+import type { BenchReport } from '../src/cli/bench/report.js'
+import { summarize } from '../src/cli/bench/report.js'
+import { runBench, type BenchOptions, type Logger } from '../src/cli/bench/run.js'
+import { refusalMessage } from '../src/cli/bench/switchboard-adapter.js'
+
+/** The limits docs/bench.md tells operators to run a benchmark with. */
+const RAISED = {
+  WS_MAX_CONNECTIONS_PER_USER: '100000',
+  WS_MAX_CONNECTIONS_PER_IP: '100000',
+  WS_HANDSHAKES_PER_IP_PER_MINUTE: '1000000',
+  WS_MESSAGES_PER_SECOND: '100000',
+  WS_MESSAGES_BURST: '100000'
+}
+
+interface Run { code: number | null, stdout: string, stderr: string }
+
+/** Runs the real CLI as a child process, as a user would. */
+function cli (configFile: string, args: string[], options: { stdin?: string } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', SWITCHBOARD_CONFIG: configFile },
+      stdio: ['pipe', 'pipe', 'pipe']
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c })
+    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c })
+    child.once('error', reject)
+    child.once('exit', code => resolve({ code, stdout, stderr }))
+    child.stdin.end(options.stdin ?? '')
+  })
+}
+
+function report (run: Run): BenchReport {
+  assert.equal(run.code, 0, `exit ${run.code}\nstderr:\n${run.stderr}\nstdout:\n${run.stdout}`)
+  return JSON.parse(run.stdout) as BenchReport
+}
+
+function assertOrdered (p: BenchReport['latencyMs'], count: number): void {
+  assert.equal(p.count, count)
+  for (const key of ['p50', 'p90', 'p99', 'p99_9', 'max', 'mean'] as const) assert.equal(typeof p[key], 'number', key)
+  assert.ok(p.p50! > 0)
+  assert.ok(p.p50! <= p.p90!, JSON.stringify(p))
+  assert.ok(p.p90! <= p.p99!, JSON.stringify(p))
+  assert.ok(p.p99! <= p.p99_9!, JSON.stringify(p))
+  assert.ok(p.p99_9! <= p.max!, JSON.stringify(p))
+}
+
+function assertComplete (r: BenchReport, expected: number): void {
+  assert.equal(r.deliveries.expected, expected)
+  assert.equal(r.deliveries.delivered, expected)
+  assert.equal(r.deliveries.lost, 0)
+  assert.equal(r.deliveries.duplicates, 0)
+  assert.equal(r.deliveries.unexpected, 0)
+  assert.deepEqual(r.messages.refused, {})
+  assert.equal(r.messages.unsent, 0)
+  assert.deepEqual(r.closed, [])
+  assert.deepEqual(r.warnings, [])
+  assertOrdered(r.latencyMs, expected)
+}
+
+describe('switchboard bench against a real server', () => {
+  it('rate mode: every delivery is accounted for, latency percentiles are ordered', async (t) => {
+    const server = await build(t, { env: RAISED })
+    const token = await server.userToken('loader')
+    const run = await cli(join(tempDir(t), 'none.json'), [
+      'bench', '--url', server.url, '--token', token, '--create-rooms',
+      '--subscribers', '50', '--rooms', '2', '--publishers', '2', '--rate', '200', '--duration', '2', '--size', '120', '--json'
+    ])
+    const r = report(run)
+    assert.equal(r.target, 'switchboard')
+    assert.equal(r.mode, 'rate')
+    assert.equal(r.messages.planned, 400)
+    assert.equal(r.messages.published, 400)
+    // 400 messages over 2 rooms of 25 subscribers each.
+    assertComplete(r, 400 * 25)
+    assert.equal(r.connect.connections, 52)
+    assert.ok(r.connect.p50Ms! <= r.connect.p99Ms! && r.connect.p99Ms! <= r.connect.maxMs!, JSON.stringify(r.connect))
+    assert.ok(r.connect.totalMs > 0)
+    assert.equal(r.sendLagMs?.count, 400)
+    assert.ok(r.deliveries.perSecond! > 0)
+    assert.equal(r.server, null)
+    assert.match(run.stderr, /connecting: 50\/50 subscribers, 2\/2 publishers/)
+    // The rooms were created public, by the token's user.
+    const rooms = await server.request('GET', '/rooms', { token })
+    assert.deepEqual(rooms.body.items.map((room: { id: string }) => room.id).sort(), ['bench-0', 'bench-1'])
+  })
+
+  it('burst mode with the stored CLI session delivers everything, and the table reads', async (t) => {
+    const server = await build(t, { env: RAISED })
+    await server.createUser('loader')
+    const config = join(tempDir(t), 'config.json')
+    const login = await cli(config, ['login', '--url', server.url, '--username', 'loader', '--password-stdin'], { stdin: PASSWORD + '\n' })
+    assert.equal(login.code, 0, login.stderr)
+    const r = report(await cli(config, [
+      'bench', '--create-rooms', '--burst', '--messages', '300', '--subscribers', '30', '--publishers', '2', '--json'
+    ]))
+    assert.equal(r.mode, 'burst')
+    assert.equal(r.url, server.url)
+    assert.equal(r.sendLagMs, null)
+    assertComplete(r, 300 * 30)
+
+    const table = await cli(config, ['bench', '--burst', '--messages', '20', '--subscribers', '4', '--rooms', '1'])
+    assert.equal(table.code, 0, table.stderr)
+    assert.match(table.stdout, /^deliveries\s+80 of 80 expected/m)
+    assert.match(table.stdout, /^LOST\s+0$/m)
+    assert.match(table.stdout, /^DUPLICATE\s+0$/m)
+    assert.match(table.stdout, /^latency ms\s+p50 [\d.]+ +p90 [\d.]+ +p99 [\d.]+ +p99\.9 [\d.]+ +max [\d.]+/m)
+  })
+
+  it('authenticates with an API key (subscribe and publish scopes)', async (t) => {
+    const server = await build(t, { env: RAISED })
+    const admin = await server.userToken('root', 'admin')
+    for (const id of ['load-0', 'load-1']) assert.equal((await server.request('POST', '/rooms', { token: admin, body: { id } })).status, 201)
+    const created = await server.request('POST', '/api-keys', { token: admin, body: { name: 'loader', scopes: ['subscribe:load-*', 'publish:load-*'] } })
+    assert.equal(created.status, 201, created.text)
+    const r = report(await cli(join(tempDir(t), 'none.json'), [
+      'bench', '--url', server.url, '--api-key', created.body.key as string, '--room-prefix', 'load-', '--rooms', '2',
+      '--subscribers', '10', '--publishers', '2', '--burst', '--messages', '100', '--json'
+    ]))
+    assertComplete(r, 100 * 5)
+  })
+
+  it('--server-pid reports the server process CPU seconds and RSS', async (t) => {
+    const server = await startServer(t, { ...baseEnv(tempDir(t)), ...RAISED })
+    await waitUntilReady(server)
+    const url = `http://127.0.0.1:${server.port}`
+    const login = await oneShotRequest(url, 'POST', '/auth/login', { body: { username: ADMIN.username, password: ADMIN.password } })
+    assert.equal(login.status, 200)
+    const pid = server.child.pid!
+    const r = report(await cli(join(tempDir(t), 'none.json'), [
+      'bench', '--url', url, '--token', login.body.accessToken as string, '--create-rooms',
+      '--subscribers', '20', '--publishers', '1', '--burst', '--messages', '200', '--server-pid', String(pid), '--json'
+    ]))
+    assertComplete(r, 200 * 20)
+    assert.ok(r.server !== null)
+    assert.equal(r.server.pid, pid)
+    assert.ok(r.server.clkTck > 0)
+    assert.ok(r.server.cpuSeconds.run >= 0)
+    assert.ok(r.server.cpuSeconds.connect >= 0)
+    assert.ok(r.server.rssBytes.before > 0)
+    assert.ok(r.server.rssBytes.afterConnect > 0)
+    assert.ok(r.server.rssBytes.after > 0)
+    assert.ok(r.server.deliveriesPerCpuSecond === null || r.server.deliveriesPerCpuSecond > 0)
+  })
+
+  it('refuses a target that is not loopback unless --allow-remote', async (t) => {
+    const config = join(tempDir(t), 'none.json')
+    for (const url of ['http://192.0.2.10:3000', 'http://example.com', 'http://[2001:db8::1]:3000', 'http://10.0.0.1']) {
+      const run = await cli(config, ['bench', '--url', url, '--token', 'x'])
+      assert.equal(run.code, 2, `${url}: ${run.stderr}`)
+      assert.match(run.stderr, /not a loopback address\. Load tests only ever target machines you own; .*--allow-remote/)
+    }
+    // Loopback passes the check (and then finds nothing listening).
+    const local = await cli(config, ['bench', '--url', 'http://127.0.0.2:1', '--token', 'x', '--subscribers', '1', '--publishers', '0'])
+    assert.equal(local.code, 1)
+    assert.match(local.stderr, /cannot reach the server at http:\/\/127\.0\.0\.2:1/)
+  })
+
+  it('a refused handshake stops the run with the setting to raise', async (t) => {
+    const server = await build(t, { env: { WS_MAX_CONNECTIONS_PER_USER: '2' } })
+    const token = await server.userToken('loader')
+    const run = await cli(join(tempDir(t), 'none.json'), ['bench', '--url', server.url, '--token', token, '--create-rooms', '--subscribers', '5', '--publishers', '1', '--json'])
+    assert.equal(run.code, 1, run.stderr)
+    assert.equal(run.stdout, '')
+    assert.match(run.stderr, /switchboard: connection \d+ (refused by the server: HTTP 429 SB_ERR_TOO_MANY_CONNECTIONS|closed at once with 4029).*raise WS_MAX_CONNECTIONS_PER_USER/)
+  })
+
+  it('rate-limited publishes are reported, with the settings to raise, and exit 1', async (t) => {
+    // Default message limits: 50/s, burst 100 per connection.
+    const server = await build(t)
+    const token = await server.userToken('loader')
+    const run = await cli(join(tempDir(t), 'none.json'), ['bench', '--url', server.url, '--token', token, '--create-rooms', '--subscribers', '2', '--burst', '--messages', '400', '--drain-ms', '500', '--json'])
+    assert.equal(run.code, 1, run.stderr)
+    const r = JSON.parse(run.stdout) as BenchReport
+    assert.ok((r.messages.refused.rate_limited ?? 0) > 0, JSON.stringify(r.messages))
+    assert.match(run.stderr, /publishes were refused: rate_limited: .*raise WS_MESSAGES_PER_SECOND and WS_MESSAGES_BURST/)
+    assert.match(run.stderr, /the server allows 50 messages\/s per connection/)
+    // What was published still arrived, exactly once.
+    assert.equal(r.deliveries.delivered, r.deliveries.expected)
+    assert.equal(r.deliveries.expected, r.messages.published * 2)
+    assert.equal(r.deliveries.duplicates, 0)
+  })
+
+  it('missing rooms: says to pass --create-rooms; usage errors exit 2', async (t) => {
+    const server = await build(t, { env: RAISED })
+    const token = await server.userToken('loader')
+    const config = join(tempDir(t), 'none.json')
+    const run = await cli(config, ['bench', '--url', server.url, '--token', token, '--subscribers', '2', '--publishers', '0'])
+    assert.equal(run.code, 1)
+    assert.match(run.stderr, /room "bench-0" does not exist.*--create-rooms/)
+    const notLoggedIn = await cli(config, ['bench', '--url', server.url, '--subscribers', '1'])
+    assert.equal(notLoggedIn.code, 1)
+    assert.match(notLoggedIn.stderr, /not logged in: run `switchboard login`, or pass --token or --api-key/)
+    for (const args of [['--rate', '10', '--burst'], ['--size', '10'], ['--duration', '601'], ['--subscribers', 'many'], ['--target', 'nope'], ['--nope']]) {
+      const bad = await cli(config, ['bench', '--url', server.url, '--token', token, ...args])
+      assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.stderr}`)
+    }
+    const help = await cli(config, ['bench', '--help'])
+    assert.equal(help.code, 0)
+    assert.match(help.stdout, /--subscribers N/)
+    assert.match(help.stdout, /--allow-remote/)
+  })
+
+  it('drives another server through an adapter module given as --target', async (t) => {
+    const dir = tempDir(t)
+    const module = join(dir, 'hub-adapter.mjs')
+    writeFileSync(module, `
+      const rooms = new Map()
+      export default () => ({
+        name: 'memory-hub',
+        async connect () {
+          let handler = () => {}
+          const conn = {
+            bufferedAmount: 0,
+            async subscribe (room) { if (!rooms.has(room)) rooms.set(room, new Set()); rooms.get(room).add(conn) },
+            async publish (room, payload) { for (const c of rooms.get(room) ?? []) setImmediate(() => c.deliver(room, payload)) },
+            onMessage (h) { handler = h },
+            onClose () {},
+            deliver (room, payload) { handler(room, payload) },
+            async close () { for (const set of rooms.values()) set.delete(conn) }
+          }
+          return conn
+        }
+      })
+    `)
+    const r = report(await cli(join(dir, 'none.json'), ['bench', '--target', module, '--url', 'http://localhost:9', '--subscribers', '6', '--rooms', '3', '--publishers', '2', '--burst', '--messages', '90', '--json']))
+    assert.equal(r.target, 'memory-hub')
+    assertComplete(r, 90 * 2)
+  })
+})
+
+describe('switchboard bench internals', () => {
+  it('plans messages over publishers and rooms evenly', () => {
+    const plan = makePlan(2 * 3 * 10, 2, 3)
+    assert.deepEqual([...plan.perRoom], [20, 20, 20])
+    // Every publisher sends to every room, equally.
+    const pairs = new Map<string, number>()
+    for (let k = 0; k < plan.messages; k++) {
+      const key = `${publisherOf(k, 2)}:${plan.room[k]}`
+      pairs.set(key, (pairs.get(key) ?? 0) + 1)
+    }
+    assert.equal(pairs.size, 6)
+    assert.ok([...pairs.values()].every(n => n === 10))
+    for (let k = 0; k < plan.messages; k++) assert.equal(plan.byRoom[plan.room[k]!]![plan.indexInRoom[k]!], k)
+  })
+
+  it('payloads carry sequence, publisher and intended time, padded to the size', () => {
+    const payload = encodePayload(41, 3, 1_764_316_800_123_456, 100)
+    assert.equal(Buffer.byteLength(payload), 100)
+    assert.deepEqual(decodePayload(payload), { k: 41, publisher: 3, intendedMicros: 1_764_316_800_123_456 })
+    assert.equal(encodePayload(1, 0, 5, 5000).length, 5000)
+    assert.equal(decodePayload('hello'), null)
+    assert.equal(decodePayload('a:b:c:'), null)
+  })
+
+  it('knows loopback from the rest', () => {
+    for (const host of ['localhost', '127.0.0.1', '127.8.9.10', '[::1]', '::1', '[::ffff:7f00:1]']) assert.ok(isLoopback(host), host)
+    for (const host of ['example.com', '10.0.0.1', '128.0.0.1', '[2001:db8::1]', '0.0.0.0', 'localhost.example.com']) assert.ok(!isLoopback(host), host)
+    assert.equal(new URL('http://127.1:3000').hostname, '127.0.0.1') // what the check sees for short forms
+  })
+
+  it('reads CPU ticks and RSS from /proc', () => {
+    assert.equal(parseStatTicks('123 (node (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 100 1000 200'), 300)
+    assert.equal(parseRssBytes('Name:\tnode\nVmRSS:\t   2048 kB\nVmData:\t1 kB\n'), 2048 * 1024)
+    const own = sampleProcess(process.pid)
+    assert.ok(own.cpuSeconds > 0)
+    assert.ok(own.rssBytes > 0)
+    assert.throws(() => sampleProcess(2 ** 22 + 1), /no such process/)
+  })
+
+  it('names the setting to raise for each refused handshake', () => {
+    assert.match(refusalMessage(4, 429, { code: 'SB_ERR_TOO_MANY_CONNECTIONS', message: 'Too many open connections for this user' }), /^connection 5 refused by the server: HTTP 429 .*raise WS_MAX_CONNECTIONS_PER_USER/)
+    assert.match(refusalMessage(0, 429, { code: 'SB_ERR_TOO_MANY_CONNECTIONS', message: 'Too many open connections from this address' }), /raise WS_MAX_CONNECTIONS_PER_IP/)
+    assert.match(refusalMessage(0, 429, { code: 'SB_ERR_RATE_LIMITED' }), /raise WS_HANDSHAKES_PER_IP_PER_MINUTE/)
+    assert.match(refusalMessage(0, 401, { code: 'SB_ERR_INVALID_TOKEN' }), /switchboard login/)
+  })
+
+  it('counts lost, duplicate and refused deliveries exactly (a faulty in-memory hub)', async () => {
+    // Subscriber 0 misses every message whose k % 5 === 0, subscriber 1 gets k % 4 === 0 twice;
+    // the hub refuses k % 7 === 0 (never published: neither expected nor lost).
+    const handlers = new Map<number, { room: string, deliver: (room: string, payload: string) => void }>()
+    const faulty: BenchAdapter = {
+      name: 'faulty',
+      maxInFlight: 4,
+      async connect (index): Promise<BenchConnection> {
+        let closeHandler: (info: CloseInfo) => void = () => {}
+        return {
+          bufferedAmount: 0,
+          async subscribe (room) { handlers.get(index)!.room = room },
+          async publish (room, payload) {
+            const k = decodePayload(payload)!.k
+            if (k % 7 === 0) throw new PublishError('rate_limited', 'slow down', 'raise it')
+            for (const [i, h] of handlers) {
+              if (h.room !== room) continue
+              if (i === 0 && k % 5 === 0) continue
+              setImmediate(() => h.deliver(room, payload))
+              if (i === 1 && k % 4 === 0) setImmediate(() => h.deliver(room, payload))
+            }
+          },
+          onMessage (deliver) { handlers.set(index, { room: '', deliver }) },
+          onClose (h) { closeHandler = h },
+          async close () { void closeHandler }
+        }
+      }
+    }
+    const options: BenchOptions = {
+      subscribers: 4, publishers: 1, rooms: 1, roomPrefix: 'r', size: 64, mode: 'burst', rate: 0,
+      messages: 140, durationMs: 5000, batch: 2, drainMs: 300, createRooms: false
+    }
+    const quiet: Logger = { progress () {}, warn () {} }
+    const r = summarize(await runBench(faulty, options, quiet), 'http://test')
+    const published = 140 - 20 // k % 7 === 0 for 20 of 0…139
+    assert.equal(r.messages.published, published)
+    assert.deepEqual(r.messages.refused, { rate_limited: 20 })
+    assert.equal(r.deliveries.expected, published * 4)
+    const missed = [...Array(140).keys()].filter(k => k % 7 !== 0 && k % 5 === 0).length
+    const doubled = [...Array(140).keys()].filter(k => k % 7 !== 0 && k % 4 === 0).length
+    assert.equal(r.deliveries.lost, missed)
+    assert.equal(r.deliveries.delivered, published * 4 - missed)
+    assert.equal(r.deliveries.duplicates, doubled)
+    assert.equal(r.latencyMs.count, published * 4 - missed)
+    assert.match(r.warnings.join('\n'), /20 publishes were refused: rate_limited: slow down \(raise it\)/)
+  })
+})
