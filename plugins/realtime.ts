@@ -3,15 +3,18 @@ import type { Principal } from '../src/auth/principal.js'
 import { scopeAllows } from '../src/auth/scopes.js'
 import { PERSONAL_ROOM_PREFIX } from '../src/rooms/service.js'
 import { ROOM_DEFAULTS } from '../src/schemas/rooms.js'
-import type { StreamOptions } from '../src/realtime/engine.js'
+import type { Engine, StreamOptions } from '../src/realtime/engine.js'
 import { RealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
+import { createRedisEngine, redactRedisUrl } from '../src/realtime/redis-engine.js'
 import { createRealtimeNode, type Authorizer, type RealtimeNode, type RoomOperation } from '../src/realtime/node.js'
 import { prepareWsFrame } from '../src/realtime/ws-transport.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     realtime: RealtimeNode
+    /** The engine behind the node (memory or Redis): readiness pings it. */
+    realtimeEngine: Engine
   }
 }
 
@@ -21,13 +24,25 @@ const PERSONAL_STREAM: StreamOptions = { historySize: ROOM_DEFAULTS.historySize,
 const MAX_RECOVERY_PUBLICATIONS = 1000
 
 /**
- * The real-time node: the in-memory engine (the embedded default), authorization from the
- * room service for every room operation, live revocation on room changes, and the drain on
- * shutdown. routes/ws connects sockets to it; REST routes publish through it.
+ * The real-time node: the Redis engine when REDIS_URL is set (every node shares numbering,
+ * history and presence), else the in-memory engine (the embedded default, one node);
+ * authorization from the room service for every room operation, live revocation on room
+ * changes, and the drain on shutdown. routes/ws connects sockets to it; REST routes publish
+ * through it.
  */
 export default fp(async (app) => {
-  const { ws } = app.config
-  const engine = createMemoryEngine()
+  const { ws, redis } = app.config
+  const engine: Engine = redis === null
+    ? createMemoryEngine()
+    : await createRedisEngine({
+      url: redis.url,
+      keyPrefix: redis.keyPrefix,
+      presenceTtlSeconds: redis.presenceTtlSeconds,
+      log: app.log.child({ component: 'redis-engine' })
+    })
+  if (redis === null) app.log.info({ engine: 'memory' }, 'real-time engine: in-memory (single node)')
+  else app.log.info({ engine: 'redis', redis: redactRedisUrl(redis.url), keyPrefix: redis.keyPrefix }, 'real-time engine: redis')
+  app.decorate('realtimeEngine', engine)
   const metrics = app.realtimeMetrics
 
   const authorize: Authorizer = async (principal, room, operation) => {

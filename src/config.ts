@@ -49,7 +49,11 @@ export const EnvSchema = Type.Object({
   WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 1_048_576 }),
   WS_HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25_000 }),
   WS_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 60_000 }),
-  WS_DRAIN_MS: Type.Integer({ minimum: 0, default: 5_000 })
+  WS_DRAIN_MS: Type.Integer({ minimum: 0, default: 5_000 }),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
+  // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
+  REDIS_KEY_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'sb:' }),
+  PRESENCE_TTL_SECONDS: Type.Integer({ minimum: 2, maximum: 3600, default: 30 })
 })
 
 type Env = Static<typeof EnvSchema>
@@ -101,6 +105,13 @@ export interface Config {
     idleTimeoutMs: number
     drainMs: number
   }
+  /** The Redis engine (scale-out); null: the in-memory engine of this process. */
+  redis: {
+    url: string
+    keyPrefix: string
+    /** A dead node's connections leave presence within this many seconds. */
+    presenceTtlSeconds: number
+  } | null
 }
 
 export class ConfigError extends Error {
@@ -168,8 +179,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
   const firstError = Value.Errors(EnvSchema, withDefaults).First()
   if (firstError !== undefined) {
     const variable = firstError.path.replace(/^\//, '') || 'environment'
-    // A connection string carries the database password.
-    const shown = source[variable] === undefined ? '(unset)' : /SECRET|PASSWORD|DATABASE_URL/.test(variable) ? '(hidden)' : JSON.stringify(source[variable])
+    // A connection string carries the database (or Redis) password.
+    const shown = source[variable] === undefined ? '(unset)' : /SECRET|PASSWORD|DATABASE_URL|REDIS_URL/.test(variable) ? '(hidden)' : JSON.stringify(source[variable])
     throw new ConfigError(`${variable}: ${firstError.message} (got ${shown})`)
   }
   const env = withDefaults as Env
@@ -201,6 +212,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
   const refreshTokenTtlSeconds = parseDurationSeconds(env.REFRESH_TOKEN_TTL)
   // The drain must fit in the grace period, with room for closing handshakes and the store.
   if (env.SHUTDOWN_GRACE_MS < env.WS_DRAIN_MS + 3000) throw new ConfigError(`SHUTDOWN_GRACE_MS: must be at least WS_DRAIN_MS + 3000 (${env.WS_DRAIN_MS + 3000})`)
+
+  if (env.REDIS_URL !== undefined && !URL.canParse(env.REDIS_URL)) throw new ConfigError('REDIS_URL: not a valid URL (redis://[user:password@]host[:port][/db])')
 
   if (accessTokenTtlSeconds < 10) throw new ConfigError('ACCESS_TOKEN_TTL: must be at least 10s')
   if (refreshTokenTtlSeconds < accessTokenTtlSeconds) throw new ConfigError('REFRESH_TOKEN_TTL: must not be shorter than ACCESS_TOKEN_TTL')
@@ -247,7 +260,10 @@ export function loadConfig (source: Record<string, string | undefined> = process
       heartbeatMs: env.WS_HEARTBEAT_MS,
       idleTimeoutMs: env.WS_IDLE_TIMEOUT_MS,
       drainMs: env.WS_DRAIN_MS
-    }
+    },
+    redis: env.REDIS_URL === undefined
+      ? null
+      : { url: env.REDIS_URL, keyPrefix: env.REDIS_KEY_PREFIX, presenceTtlSeconds: env.PRESENCE_TTL_SECONDS }
   }
 }
 

@@ -7,6 +7,7 @@ import http from 'node:http'
 import https from 'node:https'
 import type { TestContext } from 'node:test'
 import pg from 'pg'
+import { Redis } from 'ioredis'
 import { WebSocket } from 'ws'
 import pino from 'pino'
 import type { FastifyInstance } from 'fastify'
@@ -51,6 +52,57 @@ export async function skipUnlessStore (kind: StoreKind): Promise<false | string>
   const reason = `PostgreSQL not reachable at ${TEST_DATABASE_URL}`
   if (process.env.REQUIRE_SERVICES === '1') throw new Error(`${reason} (REQUIRE_SERVICES=1)`)
   return reason
+}
+
+export const TEST_REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+let redisReachable: Promise<boolean> | undefined
+function checkRedis (): Promise<boolean> {
+  redisReachable ??= (async () => {
+    const client = new Redis(TEST_REDIS_URL, { lazyConnect: true, connectTimeout: 3000, disconnectTimeout: 100, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    client.on('error', () => {})
+    try {
+      await client.connect()
+      await client.ping()
+      return true
+    } catch {
+      return false
+    } finally {
+      client.disconnect()
+    }
+  })()
+  return redisReachable
+}
+
+/**
+ * `skip` option for a suite that needs Redis (REDIS_URL, else 127.0.0.1:6379): false when it
+ * answers, a reason when not. Under REQUIRE_SERVICES=1 (CI) a missing Redis is an error.
+ */
+export async function skipUnlessRedis (): Promise<false | string> {
+  if (await checkRedis()) return false
+  const reason = `Redis not reachable at ${TEST_REDIS_URL}`
+  if (process.env.REQUIRE_SERVICES === '1') throw new Error(`${reason} (REQUIRE_SERVICES=1)`)
+  return reason
+}
+
+/** Deletes every key under `prefix` (a test's private key prefix) from the Redis at `url`. */
+export async function deleteRedisKeys (url: string, prefix: string): Promise<void> {
+  const client = new Redis(url, { lazyConnect: true, connectTimeout: 3000, disconnectTimeout: 100, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await client.unlink(...keys)
+    } while (cursor !== '0')
+    // QUIT rather than disconnect(): it leaves no close timer behind (tests count timers).
+    await client.quit()
+  } catch (err) {
+    client.disconnect()
+    throw err
+  }
 }
 
 /** A fresh, empty database for one test: an in-memory SQLite, or a new PostgreSQL schema dropped afterwards. */

@@ -7,12 +7,14 @@ const ReadySchema = Type.Object({
   checks: Type.Record(Type.String(), CheckSchema)
 })
 
-/** Store pings slower than this count as failed: a probe must answer fast to mean anything. */
-const STORE_PING_TIMEOUT_MS = 2000
+/** Store and engine pings slower than this count as failed: a probe must answer fast to mean anything. */
+const PING_TIMEOUT_MS = 2000
 
 /**
  * Kubernetes probes. Liveness only says the event loop turns; readiness says this node
- * should get traffic: not shutting down and the store answering.
+ * should get traffic: not shutting down, the store answering, and the real-time engine
+ * reachable when it is an external service (Redis). The in-memory engine lives in this
+ * process and cannot be unreachable, so it gets no check of its own.
  */
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/live', {
@@ -25,14 +27,24 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const checks: Record<string, { ok: boolean, detail?: string }> = {
       shutdown: app.lifecycle.shuttingDown ? { ok: false, detail: 'shutting down' } : { ok: true }
     }
-    checks.store = await pingWithTimeout(() => app.store.ping(), STORE_PING_TIMEOUT_MS)
-    if (!checks.store.ok) app.log.warn({ detail: checks.store.detail }, 'readiness: store check failed')
+    const engine = app.realtimeEngine
+    const enginePing = engine.ping?.bind(engine)
+    const [store, engineCheck] = await Promise.all([
+      pingWithTimeout(() => app.store.ping(), PING_TIMEOUT_MS, 'store'),
+      enginePing === undefined ? undefined : pingWithTimeout(enginePing, PING_TIMEOUT_MS, 'engine')
+    ])
+    checks.store = store
+    if (!store.ok) app.log.warn({ detail: store.detail }, 'readiness: store check failed')
+    if (engineCheck !== undefined) {
+      checks.engine = engineCheck
+      if (!engineCheck.ok) app.log.warn({ detail: engineCheck.detail, engine: engine.kind }, 'readiness: engine check failed')
+    }
     const ready = Object.values(checks).every(check => check.ok)
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks })
   })
 }
 
-async function pingWithTimeout (ping: () => Promise<void>, timeoutMs: number): Promise<{ ok: boolean, detail?: string }> {
+async function pingWithTimeout (ping: () => Promise<void>, timeoutMs: number, what: string): Promise<{ ok: boolean, detail?: string }> {
   let timer: NodeJS.Timeout | undefined
   try {
     await Promise.race([
@@ -42,7 +54,7 @@ async function pingWithTimeout (ping: () => Promise<void>, timeoutMs: number): P
     return { ok: true }
   } catch (err) {
     // The probe body stays generic (it is unauthenticated); the log has the cause.
-    return { ok: false, detail: (err as Error).message.startsWith('no answer') ? (err as Error).message : 'store error' }
+    return { ok: false, detail: (err as Error).message.startsWith('no answer') ? (err as Error).message : `${what} error` }
   } finally {
     clearTimeout(timer)
   }

@@ -77,6 +77,12 @@ export interface BrokerHandler {
   /** A publication for a room this node subscribed to, in offset order per room. */
   onPublication(room: string, epoch: string, publication: Publication): void
   onEvent(room: string, event: RoomEvent): void
+  /**
+   * Live delivery continuity was lost for every subscribed room (the Redis engine's pub/sub
+   * connection came back after a drop): publications may have been skipped. The subscriptions
+   * themselves are active again; subscribers recover what they missed from history.
+   */
+  onReset(): void
 }
 
 /** Numbers publications and carries them (and room events) to every node that subscribed to the room. */
@@ -120,5 +126,10 @@ export interface Engine {
   broker: Broker
   history: History
   presence: Presence
+  /**
+   * Rejects when the engine cannot serve (its external service is unreachable); readiness
+   * checks it. Absent on an engine that lives in the process and cannot be unreachable.
+   */
+  ping?(): Promise<void>
   close(): Promise<void>
 }

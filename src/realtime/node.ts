@@ -219,6 +219,20 @@ export function createRealtimeNode (deps: NodeDeps) {
       let frame: PreparedFrame | undefined
       const shared = (): PreparedFrame => (frame ??= prepareFrame(JSON.stringify({ type: event.type, room, user: event.user })))
       for (const connection of local.connections) connection.pushToRoom(room, shared)
+    },
+    onReset () {
+      // Live delivery may have skipped publications in any room: rather than let a gap pass
+      // silently, every subscriber is told to subscribe again with `since` and recovers what
+      // it missed from history (a client past the history window learns it with recovered: false).
+      const affected = [...rooms]
+      let revoked = 0
+      for (const [room, local] of affected) {
+        for (const connection of [...local.connections]) {
+          connection.revoke(room, 'resubscribe')
+          revoked++
+        }
+      }
+      log.warn({ rooms: affected.length, subscriptions: revoked }, 'engine lost live delivery continuity: subscribers told to resubscribe')
     }
   })
 

@@ -1,0 +1,753 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { Redis, type RedisOptions } from 'ioredis'
+import type {
+  BrokerHandler, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
+  PublishResult, RoomEvent, StreamOptions, StreamPosition
+} from './engine.js'
+import type { Logger } from './logger.js'
+
+export interface RedisEngineOptions {
+  /** redis:// or rediss:// URL (credentials and database number included). */
+  url: string
+  /** Prepended to every key and channel, so several deployments can share one Redis. */
+  keyPrefix?: string
+  /** A dead node's connections leave presence within this many seconds; default 30. */
+  presenceTtlSeconds?: number
+  log: Logger
+  /** How long a publish's idempotency key is remembered per room; default 5 minutes. */
+  idempotencyWindowMs?: number
+  /** Connect and command timeout: calls fail after this long instead of hanging; default 2000. */
+  timeoutMs?: number
+  /** Receives what a broker handler threw; the default logs it. */
+  onHandlerError?: (err: unknown, room: string) => void
+}
+
+export type RedisEngine = Engine & { ping(): Promise<void> }
+
+const DEFAULT_IDEMPOTENCY_WINDOW_MS = 5 * 60_000
+const DEFAULT_TIMEOUT_MS = 2000
+/** The epoch (meta key) outlives a quiet room's history, so a client resumes in the same epoch after a lull. */
+const MIN_META_TTL_MS = 24 * 3600_000
+/** One 'error' log line per connection per this interval: a Redis outage must not flood the log. */
+const ERROR_LOG_INTERVAL_MS = 10_000
+/** Rooms one sweep looks at, per round; the rest wait for the next round. */
+const SWEEP_BATCH = 100
+
+// ---------------------------------------------------------------------------------------
+// Lua. Every script touches the keys of one room only (one hash tag), so it also runs on
+// Redis Cluster; times come from the server's clock (TIME), so every node agrees on them.
+
+const LUA_COMMON = `
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function int(n) return string.format('%.0f', n) end
+local function offsetOf(entry) return tonumber(string.match(entry[1], '^(%d+)')) end
+local function timeOf(entry)
+  local f = entry[2]
+  for i = 1, #f, 2 do if f[i] == 't' then return tonumber(f[i + 1]) end end
+  return 0
+end
+-- Offset of the oldest entry stored after cutoff (entries are appended in time order, so the
+-- expired ones are a prefix: binary search), or nil when every entry expired or none is held.
+local function firstLive(stream, cutoff)
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  if not first then return nil end
+  if timeOf(first) > cutoff then return offsetOf(first) end
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if timeOf(last) <= cutoff then return nil end
+  local lo, hi = offsetOf(first), offsetOf(last)
+  local bound = hi
+  while bound - lo > 1 do
+    local mid = math.floor((lo + bound) / 2)
+    local entry = redis.call('XRANGE', stream, int(mid), '+', 'COUNT', 1)[1]
+    local o = offsetOf(entry)
+    if o >= bound then bound = mid
+    elseif timeOf(entry) > cutoff then hi = o; bound = o
+    else lo = o end
+  end
+  return hi
+end
+-- The room's epoch and offset, creating the stream (offset 0, the caller's fresh epoch) when
+-- missing. A stream key left without its meta belongs to no epoch any more: it goes.
+local function ensureMeta(meta, stream, newEpoch)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = newEpoch
+    redis.call('DEL', stream)
+    redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+  end
+  return epoch, tonumber(redis.call('HGET', meta, 'offset'))
+end
+`
+
+/**
+ * KEYS: meta, stream[, idempotency key]. ARGV: fresh epoch, historySize, historyTtlMs,
+ * metaTtlMs, payload, channel, idempotency window ms. Returns {epoch, offset, duplicate}.
+ * Numbering, storage and delivery are one atomic step: every node sees the same order.
+ */
+const PUBLISH_LUA = LUA_COMMON + `
+local meta, stream, idem = KEYS[1], KEYS[2], KEYS[3]
+local epoch, _ = ensureMeta(meta, stream, ARGV[1])
+if idem then
+  local seen = redis.call('GET', idem)
+  if seen then
+    local at = string.find(seen, ':', 1, true)
+    -- A key from an earlier epoch (history removed since) is stale: publish anew.
+    if at and string.sub(seen, 1, at - 1) == epoch then
+      return { epoch, tonumber(string.sub(seen, at + 1)), 1 }
+    end
+  end
+end
+local offset = redis.call('HINCRBY', meta, 'offset', 1)
+local now = nowMs()
+local size, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+if size > 0 and ttl > 0 then
+  redis.call('XADD', stream, 'MAXLEN', size, int(offset) .. '-0', 't', int(now), 'd', ARGV[5])
+  local live = firstLive(stream, now - ttl)
+  if live then redis.call('XTRIM', stream, 'MINID', int(live) .. '-0') end
+  redis.call('PEXPIRE', stream, ttl)
+else
+  redis.call('DEL', stream)
+end
+redis.call('PEXPIRE', meta, ARGV[4])
+if idem then redis.call('SET', idem, epoch .. ':' .. int(offset), 'PX', ARGV[7]) end
+redis.call('PUBLISH', ARGV[6], 'p|' .. epoch .. '|' .. int(offset) .. '|' .. ARGV[5])
+return { epoch, offset, 0 }
+`
+
+/**
+ * KEYS: meta, stream. ARGV: fresh epoch, historySize, historyTtlMs, limit, since epoch ('' for
+ * the newest), first offset wanted (with since), min meta TTL ms. Returns {epoch, offset,
+ * entries}; limit 0 is position(). One snapshot: the entries and the top always agree.
+ */
+const HISTORY_LUA = LUA_COMMON + `
+local meta, stream = KEYS[1], KEYS[2]
+local epoch, offset = ensureMeta(meta, stream, ARGV[1])
+-- Reading a stream keeps its epoch alive: subscribers of a quiet room hold positions in it.
+if redis.call('PTTL', meta) < tonumber(ARGV[7]) then redis.call('PEXPIRE', meta, ARGV[7]) end
+local size, ttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local sinceEpoch = ARGV[5]
+if limit <= 0 or size <= 0 or (sinceEpoch ~= '' and sinceEpoch ~= epoch) then return { epoch, offset, {} } end
+local live = firstLive(stream, nowMs() - ttl)
+if not live then return { epoch, offset, {} } end
+local from = math.max(live, offset - size + 1)
+if sinceEpoch == '' then from = math.max(from, offset - limit + 1) else from = math.max(from, tonumber(ARGV[6])) end
+if from > offset then return { epoch, offset, {} } end
+return { epoch, offset, redis.call('XRANGE', stream, int(from), '+', 'COUNT', limit) }
+`
+
+/*
+ * Presence of a room: KEYS are a hash connId → userId, a sorted set connId → expiry (server
+ * ms) and a hash userId → live connection count. purge() drops expired connections and
+ * returns the users whose last connection that was: each such user gets exactly one `leave`,
+ * from whoever purged them (a removal is atomic, so only one caller sees it).
+ */
+const PRESENCE_COMMON = LUA_COMMON + `
+local conns, expiries, users = KEYS[1], KEYS[2], KEYS[3]
+local function purge(now)
+  local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', int(now), 'LIMIT', 0, 1000)
+  local vanished = {}
+  for _, conn in ipairs(dead) do
+    local user = redis.call('HGET', conns, conn)
+    redis.call('HDEL', conns, conn)
+    redis.call('ZREM', expiries, conn)
+    if user and redis.call('HINCRBY', users, user, -1) <= 0 then
+      redis.call('HDEL', users, user)
+      vanished[#vanished + 1] = user
+    end
+  end
+  return vanished
+end
+local function without(list, item)
+  local out, found = {}, false
+  for _, v in ipairs(list) do if v == item and not found then found = true else out[#out + 1] = v end end
+  return out, found
+end
+local function earliest()
+  local first = redis.call('ZRANGE', expiries, 0, 0, 'WITHSCORES')
+  return first[2] or ''
+end
+local function keep(ms)
+  redis.call('PEXPIRE', conns, ms)
+  redis.call('PEXPIRE', expiries, ms)
+  redis.call('PEXPIRE', users, ms)
+end
+`
+
+/** ARGV: connId, userId, lifetime ms, keys TTL ms. Returns {first (0/1), earliest expiry, vanished users}. */
+const PRESENCE_ADD_LUA = PRESENCE_COMMON + `
+local conn, user = ARGV[1], ARGV[2]
+local now = nowMs()
+local vanished = purge(now)
+local first = 0
+if redis.call('HEXISTS', conns, conn) == 0 then
+  redis.call('HSET', conns, conn, user)
+  if redis.call('HINCRBY', users, user, 1) == 1 then first = 1 end
+end
+redis.call('ZADD', expiries, int(now + tonumber(ARGV[3])), conn)
+if first == 1 then
+  -- The user was present until now through a connection that just expired: presence never
+  -- lapsed, so neither a leave nor a join.
+  local rest, found = without(vanished, user)
+  if found then vanished = rest; first = 0 end
+end
+keep(ARGV[4])
+return { first, earliest(), vanished }
+`
+
+/** ARGV: connId, userId. Returns {last (0/1), vanished users (other than this one)}. */
+const PRESENCE_REMOVE_LUA = PRESENCE_COMMON + `
+local conn, user = ARGV[1], ARGV[2]
+local vanished = purge(nowMs())
+local last = 0
+if redis.call('HGET', conns, conn) == user then
+  redis.call('HDEL', conns, conn)
+  redis.call('ZREM', expiries, conn)
+  if redis.call('HINCRBY', users, user, -1) <= 0 then
+    redis.call('HDEL', users, user)
+    last = 1
+  end
+else
+  -- This connection expired a moment ago: its removal is the user's leave, reported once.
+  local rest, found = without(vanished, user)
+  if found then vanished = rest; last = 1 end
+end
+return { last, vanished }
+`
+
+/**
+ * ARGV: lifetime ms, keys TTL ms, connIds of this node. Extends them first (a slow node's
+ * own connections are not purged under it), then purges. Returns {earliest expiry, vanished
+ * users, connIds that are gone (purged by another node while this one was late)}.
+ */
+const PRESENCE_REFRESH_LUA = PRESENCE_COMMON + `
+local now = nowMs()
+local expiry = int(now + tonumber(ARGV[1]))
+local missing = {}
+for i = 3, #ARGV do
+  if redis.call('HEXISTS', conns, ARGV[i]) == 1 then redis.call('ZADD', expiries, expiry, ARGV[i])
+  else missing[#missing + 1] = ARGV[i] end
+end
+local vanished = purge(now)
+keep(ARGV[2])
+return { earliest(), vanished, missing }
+`
+
+/** Returns {earliest expiry ('' when the room is empty), vanished users}. */
+const PRESENCE_SWEEP_LUA = PRESENCE_COMMON + `
+local vanished = purge(nowMs())
+return { earliest(), vanished }
+`
+
+/** Returns {live connection count, distinct users of the live connections}. Read-only. */
+const PRESENCE_GET_LUA = PRESENCE_COMMON + `
+local live = redis.call('ZRANGEBYSCORE', expiries, '(' .. int(nowMs()), '+inf')
+if #live == 0 then return { 0, {} } end
+local seen, out, count = {}, {}, 0
+-- HMGET in slices: unpack() of a huge room would overflow Lua's stack.
+for i = 1, #live, 500 do
+  local owners = redis.call('HMGET', conns, unpack(live, i, math.min(i + 499, #live)))
+  for _, user in ipairs(owners) do
+    if user then
+      count = count + 1
+      if not seen[user] then seen[user] = true; out[#out + 1] = user end
+    end
+  end
+end
+return { count, out }
+`
+
+/** KEYS: the presence room index. ARGV: batch size. Rooms whose earliest expiry has passed. */
+const DUE_ROOMS_LUA = LUA_COMMON + `
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(nowMs()), 'LIMIT', 0, tonumber(ARGV[1]))
+`
+
+interface Script { body: string, sha: string }
+
+function script (body: string): Script {
+  return { body, sha: createHash('sha1').update(body).digest('hex') }
+}
+
+const SCRIPTS = {
+  publish: script(PUBLISH_LUA),
+  history: script(HISTORY_LUA),
+  presenceAdd: script(PRESENCE_ADD_LUA),
+  presenceRemove: script(PRESENCE_REMOVE_LUA),
+  presenceRefresh: script(PRESENCE_REFRESH_LUA),
+  presenceSweep: script(PRESENCE_SWEEP_LUA),
+  presenceGet: script(PRESENCE_GET_LUA),
+  dueRooms: script(DUE_ROOMS_LUA)
+}
+
+function newEpoch (): string {
+  return randomBytes(8).toString('base64url')
+}
+
+/** Room names go inside a hash tag: braces (and the escape itself) are escaped so a tag always ends where we put it. */
+function roomTag (room: string): string {
+  return room.replace(/[%{}]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+}
+
+/** The URL without its password, for logs. */
+export function redactRedisUrl (url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== '') parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return '(unparseable url)'
+  }
+}
+
+function toNumber (value: unknown): number {
+  return typeof value === 'number' ? value : Number(value)
+}
+
+/** A stream entry as XRANGE returns it: [id, [field, value, ...]]. */
+function entryToPublication (entry: unknown): Publication {
+  const [id, fields] = entry as [string, string[]]
+  let payload = 'null'
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'd') payload = fields[i + 1] ?? 'null'
+  return decodePublication(Number(id.slice(0, id.indexOf('-'))), payload)
+}
+
+function decodePublication (offset: number, payload: string): Publication {
+  const parsed = JSON.parse(payload) as { data?: unknown, from: { id: string }, ts: number }
+  return { offset, data: parsed.data, from: { id: parsed.from.id }, ts: parsed.ts }
+}
+
+/**
+ * The Redis engine: every node of a cluster shares numbering, history and presence through
+ * one Redis, and publications reach every node subscribed to the room through pub/sub.
+ *
+ * - Publish is one Lua script (number, store in the room's stream, publish on the room's
+ *   channel), so order is identical on every node and an acknowledged publication is stored.
+ * - Two connections: commands (fail fast while Redis is away: no offline queue, short
+ *   timeouts) and pub/sub. When the pub/sub connection comes back after a drop, it restores
+ *   its channels and calls the handler's onReset: live delivery may have skipped publications,
+ *   and subscribers recover them from history.
+ * - Presence entries carry an expiry this node refreshes for its own connections; a node that
+ *   dies stops refreshing, and a sweeper on every other node removes its connections and
+ *   publishes the `leave` events, within presenceTtlSeconds.
+ *
+ * Redis being away never throws out of an event: calls reject (the node answers `unavailable`)
+ * and ioredis reconnects with backoff.
+ */
+export async function createRedisEngine (options: RedisEngineOptions): Promise<RedisEngine> {
+  const prefix = options.keyPrefix ?? 'sb:'
+  if (/[{}]/.test(prefix)) throw new Error('redis engine: keyPrefix must not contain { or } (they delimit the hash tag)')
+  const log = options.log
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  const idempotencyWindowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS
+  const presenceTtlMs = Math.max(1, options.presenceTtlSeconds ?? 30) * 1000
+  // Refreshed every ttl/3 with a lifetime of 3/4 ttl: one missed refresh is tolerated, and
+  // with a sweep every ttl/4 a dead node's connections leave within ttl of its last refresh.
+  const refreshMs = Math.floor(presenceTtlMs / 3)
+  const presenceLifetimeMs = Math.floor(presenceTtlMs * 3 / 4)
+  const sweepMs = Math.floor(presenceTtlMs / 4)
+  // Whole presence keys outlive their entries, so a cluster that vanished leaves no garbage.
+  const presenceKeysTtlMs = presenceLifetimeMs + presenceTtlMs
+  const onHandlerError = options.onHandlerError ?? ((err: unknown, room: string) => {
+    log.error({ err, room }, 'broker handler failed')
+  })
+
+  const common: RedisOptions = {
+    lazyConnect: true,
+    // Fail fast: a call while Redis is away rejects at once instead of waiting in a queue,
+    // and one in flight when the connection drops is rejected, never resent later (a publish
+    // reported failed must not happen behind the caller's back: the client retries it with
+    // its idempotency key).
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    // disconnect() is only used on a broken connection (close() QUITs a live one); ioredis
+    // would otherwise keep a 2 s timer for a socket that will never report closing.
+    disconnectTimeout: 100,
+    // Reconnect forever with capped exponential backoff and jitter.
+    retryStrategy: (times) => Math.floor(Math.min(2000, 50 * 2 ** Math.min(times, 6)) * (0.5 + Math.random() * 0.5))
+  }
+  const cmd = new Redis(options.url, { ...common, connectionName: 'switchboard-cmd' })
+  // The pub/sub connection restores its channels itself (then tells the handler), so it knows
+  // when they are active again.
+  const sub = new Redis(options.url, { ...common, connectionName: 'switchboard-sub', autoResubscribe: false })
+
+  let closed = false
+  let handler: BrokerHandler | null = null
+  /** Channel → room for every room this node subscribed to. */
+  const channels = new Map<string, string>()
+  /** This node's presence entries, room → connId → userId: what the refresh keeps alive. */
+  const local = new Map<string, Map<string, string>>()
+
+  const keysOf = (room: string) => {
+    const base = `${prefix}{${roomTag(room)}}`
+    return {
+      meta: `${base}:meta`,
+      stream: `${base}:stream`,
+      channel: `${base}:ch`,
+      idem: (key: string) => `${base}:idem:${key}`,
+      presence: [`${base}:pres:conns`, `${base}:pres:expiry`, `${base}:pres:users`]
+    }
+  }
+  /** Rooms with presence entries, scored by their earliest expiry (never later than it): what sweepers visit. */
+  const presenceIndex = `${prefix}presence:rooms`
+
+  // -------------------------------------------------------------------------------------
+  // Connection events: logged (rate-limited), never thrown.
+
+  function watch (conn: Redis, name: 'command' | 'pubsub'): void {
+    let lastLog = 0
+    let suppressed = 0
+    let ready = false
+    let everReady = false
+    conn.on('error', (err: Error) => {
+      const now = Date.now()
+      if (now - lastLog < ERROR_LOG_INTERVAL_MS) {
+        suppressed++
+        return
+      }
+      lastLog = now
+      log.warn({ err, connection: name, suppressed }, 'redis connection error')
+      suppressed = 0
+    })
+    conn.on('ready', () => {
+      if (everReady) log.info({ connection: name }, 'redis connection restored')
+      ready = true
+      everReady = true
+    })
+    conn.on('close', () => {
+      if (ready && !closed) log.warn({ connection: name }, 'redis connection lost; reconnecting')
+      ready = false
+    })
+  }
+  watch(cmd, 'command')
+  watch(sub, 'pubsub')
+
+  // -------------------------------------------------------------------------------------
+  // Scripts
+
+  async function run (s: Script, keys: string[], args: Array<string | number>): Promise<unknown> {
+    try {
+      return await cmd.evalsha(s.sha, keys.length, ...keys, ...args)
+    } catch (err) {
+      // A restarted Redis has no scripts: load it with EVAL (NOSCRIPT means nothing ran).
+      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return await cmd.eval(s.body, keys.length, ...keys, ...args)
+      throw err
+    }
+  }
+
+  function assertOpen (): void {
+    if (closed) throw new Error('redis engine is closed')
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Broker
+
+  function deliver (room: string, call: (h: BrokerHandler) => void): void {
+    if (handler === null) return
+    try {
+      call(handler)
+    } catch (err) {
+      onHandlerError(err, room)
+    }
+  }
+
+  sub.on('message', (channel: string, message: string) => {
+    const room = channels.get(channel)
+    if (room === undefined || closed) return
+    try {
+      if (message.startsWith('p|')) {
+        const epochEnd = message.indexOf('|', 2)
+        const offsetEnd = message.indexOf('|', epochEnd + 1)
+        const epoch = message.slice(2, epochEnd)
+        const publication = decodePublication(Number(message.slice(epochEnd + 1, offsetEnd)), message.slice(offsetEnd + 1))
+        deliver(room, (h) => { h.onPublication(room, epoch, publication) })
+      } else if (message.startsWith('e|')) {
+        const event = JSON.parse(message.slice(2)) as RoomEvent
+        deliver(room, (h) => { h.onEvent(room, event) })
+      }
+    } catch (err) {
+      log.warn({ err, room }, 'unreadable message on a room channel')
+    }
+  })
+
+  let subscriberLost = false
+  // Publications sent while the connection was down reached nobody here; nothing was lost
+  // for a node with no room subscribed.
+  sub.on('close', () => { if (channels.size > 0) subscriberLost = true })
+  sub.on('ready', () => {
+    if (!subscriberLost || closed) return
+    void (async () => {
+      const wanted = [...channels.keys()]
+      try {
+        if (wanted.length > 0) await sub.subscribe(...wanted)
+      } catch (err) {
+        // Dropped again: the next 'ready' tries again, and only then is continuity restored.
+        log.warn({ err }, 'restoring room subscriptions failed')
+        return
+      }
+      subscriberLost = false
+      log.info({ rooms: wanted.length }, 'room subscriptions restored; subscribers recover from history')
+      if (handler !== null) {
+        try {
+          handler.onReset()
+        } catch (err) {
+          log.error({ err }, 'broker reset handler failed')
+        }
+      }
+    })()
+  })
+
+  async function publish (room: string, request: PublishRequest, streamOptions: StreamOptions): Promise<PublishResult> {
+    assertOpen()
+    const k = keysOf(room)
+    const payload = JSON.stringify({ data: request.data, from: { id: request.from.id }, ts: request.ts })
+    const historyTtlMs = Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000))
+    const keys = request.idempotencyKey === undefined ? [k.meta, k.stream] : [k.meta, k.stream, k.idem(request.idempotencyKey)]
+    const result = await run(SCRIPTS.publish, keys, [
+      newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), historyTtlMs,
+      Math.max(historyTtlMs, MIN_META_TTL_MS), payload, k.channel, idempotencyWindowMs
+    ]) as [string, number, number]
+    return { epoch: result[0], offset: toNumber(result[1]), duplicate: toNumber(result[2]) === 1 }
+  }
+
+  async function subscribe (room: string): Promise<void> {
+    assertOpen()
+    const { channel } = keysOf(room)
+    channels.set(channel, room)
+    try {
+      await sub.subscribe(channel)
+    } catch (err) {
+      channels.delete(channel)
+      throw err
+    }
+  }
+
+  async function unsubscribe (room: string): Promise<void> {
+    assertOpen()
+    const { channel } = keysOf(room)
+    if (!channels.delete(channel)) return
+    // Without a connection there is no subscription to end: it is not restored on reconnect.
+    if (sub.status !== 'ready') return
+    await sub.unsubscribe(channel)
+  }
+
+  async function publishEvent (room: string, event: RoomEvent): Promise<void> {
+    assertOpen()
+    await cmd.publish(keysOf(room).channel, `e|${JSON.stringify(event)}`)
+  }
+
+  // -------------------------------------------------------------------------------------
+  // History
+
+  async function readStream (room: string, streamOptions: StreamOptions, limit: number, since?: StreamPosition): Promise<{ epoch: string, offset: number, publications: Publication[] }> {
+    const k = keysOf(room)
+    const result = await run(SCRIPTS.history, [k.meta, k.stream], [
+      newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000)),
+      limit, since?.epoch ?? '', since === undefined ? 0 : Math.floor(since.offset) + 1, MIN_META_TTL_MS
+    ]) as [string, number, unknown[]]
+    return { epoch: result[0], offset: toNumber(result[1]), publications: result[2].map(entryToPublication) }
+  }
+
+  async function history (room: string, query: HistoryQuery, streamOptions: StreamOptions): Promise<HistoryResult> {
+    assertOpen()
+    const limit = Math.max(0, Math.floor(query.limit))
+    const { since } = query
+    const { epoch, offset, publications } = await readStream(room, streamOptions, limit, since)
+    if (since === undefined) return { epoch, offset, publications, complete: true }
+    if (since.epoch !== epoch || since.offset > offset) return { epoch, offset, publications: [], complete: false }
+    if (since.offset === offset) return { epoch, offset, publications: [], complete: true }
+    const first = publications[0]
+    const last = publications[publications.length - 1]
+    const complete = first !== undefined && last !== undefined && first.offset === since.offset + 1 && last.offset === offset
+    return { epoch, offset, publications, complete }
+  }
+
+  async function position (room: string): Promise<StreamPosition> {
+    assertOpen()
+    const { epoch, offset } = await readStream(room, { historySize: 0, historyTtlSeconds: 0 }, 0)
+    return { epoch, offset }
+  }
+
+  async function removeHistory (room: string): Promise<void> {
+    assertOpen()
+    const k = keysOf(room)
+    // Idempotency keys stay until their window ends, but they name the old epoch and the
+    // publish script ignores a key from another epoch: deleting them would need a SCAN.
+    await cmd.del(k.meta, k.stream)
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Presence
+
+  function announceLeaves (room: string, users: unknown): void {
+    for (const user of users as string[]) {
+      publishEvent(room, { type: 'leave', user: { id: user } })
+        .catch((err: unknown) => log.warn({ err, room }, 'presence leave event failed'))
+    }
+  }
+
+  function indexRoom (room: string, earliest: unknown): void {
+    if (earliest === '' || earliest === null) return
+    // LT: only ever lowers a room's score, so a sweeper never comes later than an expiry.
+    cmd.zadd(presenceIndex, 'LT', String(earliest), room)
+      .catch((err: unknown) => log.warn({ err, room }, 'presence index update failed'))
+  }
+
+  async function addEntry (room: string, connectionId: string, userId: string): Promise<boolean> {
+    const result = await run(SCRIPTS.presenceAdd, keysOf(room).presence, [connectionId, userId, presenceLifetimeMs, presenceKeysTtlMs]) as [number, string, string[]]
+    indexRoom(room, result[1])
+    announceLeaves(room, result[2])
+    return toNumber(result[0]) === 1
+  }
+
+  async function addPresence (room: string, connectionId: string, userId: string): Promise<boolean> {
+    assertOpen()
+    // Registered before Redis answers: if the add fails, the next refresh adds it (and joins).
+    let mine = local.get(room)
+    if (mine === undefined) local.set(room, mine = new Map())
+    mine.set(connectionId, userId)
+    return await addEntry(room, connectionId, userId)
+  }
+
+  async function removePresence (room: string, connectionId: string, userId: string): Promise<boolean> {
+    assertOpen()
+    const mine = local.get(room)
+    if (mine?.get(connectionId) === userId) {
+      mine.delete(connectionId)
+      if (mine.size === 0) local.delete(room)
+    }
+    const result = await run(SCRIPTS.presenceRemove, keysOf(room).presence, [connectionId, userId]) as [number, string[]]
+    announceLeaves(room, result[1])
+    return toNumber(result[0]) === 1
+  }
+
+  async function getPresence (room: string): Promise<PresenceInfo> {
+    assertOpen()
+    const result = await run(SCRIPTS.presenceGet, keysOf(room).presence, []) as [number, string[]]
+    return { users: [...result[1]].sort(), connections: toNumber(result[0]) }
+  }
+
+  async function refreshRoom (room: string, mine: Map<string, string>): Promise<void> {
+    const result = await run(SCRIPTS.presenceRefresh, keysOf(room).presence, [presenceLifetimeMs, presenceKeysTtlMs, ...mine.keys()]) as [string, string[], string[]]
+    indexRoom(room, result[0])
+    announceLeaves(room, result[1])
+    for (const connectionId of result[2]) {
+      // Purged by another node while this one was late (or never added: Redis was away):
+      // still connected here, so it comes back, with a join if it is the user's first.
+      const userId = local.get(room)?.get(connectionId)
+      if (userId === undefined) continue
+      const first = await addEntry(room, connectionId, userId)
+      if (first) await publishEvent(room, { type: 'join', user: { id: userId } })
+    }
+  }
+
+  let refreshing = false
+  async function refresh (): Promise<void> {
+    if (refreshing || closed || cmd.status !== 'ready') return
+    refreshing = true
+    try {
+      await Promise.all([...local].map(([room, mine]) => refreshRoom(room, new Map(mine))
+        .catch((err: unknown) => log.warn({ err, room }, 'presence refresh failed'))))
+    } finally {
+      refreshing = false
+    }
+  }
+
+  /** After a reconnect every node refreshes first: sweeping at once would evict live connections whose refresh failed during the outage. */
+  let sweepPausedUntil = 0
+  let sweeping = false
+  async function sweep (): Promise<void> {
+    if (sweeping || closed || cmd.status !== 'ready' || Date.now() < sweepPausedUntil) return
+    sweeping = true
+    try {
+      const due = await run(SCRIPTS.dueRooms, [presenceIndex], [SWEEP_BATCH]) as string[]
+      for (const room of due) {
+        const keys = keysOf(room).presence
+        let [earliest, vanished] = await run(SCRIPTS.presenceSweep, keys, []) as [string, string[]]
+        announceLeaves(room, vanished)
+        if (earliest === '') {
+          await cmd.zrem(presenceIndex, room)
+          // An add may have landed between the sweep and the removal from the index: look again.
+          ;[earliest, vanished] = await run(SCRIPTS.presenceSweep, keys, []) as [string, string[]]
+          announceLeaves(room, vanished)
+        }
+        if (earliest !== '') await cmd.zadd(presenceIndex, earliest, room)
+      }
+    } catch (err) {
+      log.warn({ err }, 'presence sweep failed')
+    } finally {
+      sweeping = false
+    }
+  }
+
+  let cmdReadyCount = 0
+  cmd.on('ready', () => {
+    if (++cmdReadyCount === 1 || closed) return
+    sweepPausedUntil = Date.now() + refreshMs
+    void refresh()
+  })
+
+  const refreshTimer = setInterval(() => { void refresh() }, refreshMs)
+  const sweepTimer = setInterval(() => { void sweep() }, sweepMs)
+  // Housekeeping must never keep a process alive on its own.
+  refreshTimer.unref()
+  sweepTimer.unref()
+
+  // -------------------------------------------------------------------------------------
+  // Start: connect both; an unreachable Redis is not fatal (the node starts not ready, and
+  // ioredis keeps trying).
+
+  await Promise.all([cmd, sub].map(async (conn) => {
+    try {
+      await conn.connect()
+    } catch (err) {
+      log.warn({ err, url: redactRedisUrl(options.url) }, 'redis not reachable yet; retrying in the background')
+    }
+  }))
+
+  async function quit (conn: Redis): Promise<void> {
+    try {
+      await conn.quit()
+    } catch {
+      conn.disconnect()
+    }
+  }
+
+  return {
+    kind: 'redis',
+    broker: {
+      setHandler (h: BrokerHandler) { handler = h },
+      publish,
+      subscribe,
+      unsubscribe,
+      publishEvent,
+      async close () {
+        handler = null
+        channels.clear()
+      }
+    },
+    history: { history, position, removeHistory },
+    presence: { add: addPresence, remove: removePresence, get: getPresence },
+    async ping () {
+      assertOpen()
+      // Both: without the pub/sub connection this node would serve no live publications.
+      await Promise.all([cmd.ping(), sub.ping()])
+    },
+    async close () {
+      if (closed) return
+      closed = true
+      clearInterval(refreshTimer)
+      clearInterval(sweepTimer)
+      handler = null
+      channels.clear()
+      // Presence entries are left to expire: on a clean shutdown the node removed its
+      // connections already, and after a crash nobody could.
+      local.clear()
+      await Promise.all([quit(cmd), quit(sub)])
+    }
+  }
+}

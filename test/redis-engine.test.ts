@@ -1,0 +1,352 @@
+import assert from 'node:assert/strict'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { describe, it } from 'node:test'
+import type { TestContext } from 'node:test'
+import { ConfigError, loadConfig } from '../src/config.js'
+import type { Publication, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
+import type { Logger } from '../src/realtime/logger.js'
+import { createRedisEngine, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
+import { build, deleteRedisKeys, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
+import { freePort } from './process.js'
+
+/*
+ * What only the Redis engine does: several engines ("nodes") on one Redis, presence that
+ * expires when a node stops refreshing, and faults. The contract every engine keeps is in
+ * engine.contract.test.ts. Faults run against a private redis-server this file starts and
+ * kills, never against the machine's shared Redis.
+ */
+
+const KEEP: StreamOptions = { historySize: 100, historyTtlSeconds: 3600 }
+/** Waits are bounded generously and never asserted on: they only keep a broken run from hanging. */
+const WAIT_MS = 10_000
+
+const quietLog: Logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return quietLog } }
+
+function request (data: unknown) {
+  return { data, from: { id: 'alice' }, ts: Date.now() }
+}
+
+/** Polls `check` until it returns a value (not undefined), or fails after WAIT_MS naming `what`. */
+async function eventually<T> (what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let lastError: unknown
+  while (Date.now() < deadline) {
+    try {
+      const value = await check()
+      if (value !== undefined) return value
+    } catch (err) {
+      lastError = err
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError === undefined ? '' : `: ${String(lastError)}`}`)
+}
+
+/** Resolves with how the promise settled, or fails when it did not settle within `ms`. */
+async function settlesWithin<T> (promise: Promise<T>, ms: number, what: string): Promise<{ ok: true, value: T } | { ok: false, err: unknown }> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      promise.then((value) => ({ ok: true as const, value }), (err: unknown) => ({ ok: false as const, err })),
+      new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms) })
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Records what one engine's broker delivers. */
+function recorder (engine: RedisEngine) {
+  const publications: Array<{ room: string, epoch: string, publication: Publication }> = []
+  const events: Array<{ room: string, event: RoomEvent }> = []
+  let resets = 0
+  engine.broker.setHandler({
+    onPublication (room, epoch, publication) { publications.push({ room, epoch, publication }) },
+    onEvent (room, event) { events.push({ room, event }) },
+    onReset () { resets++ }
+  })
+  return { publications, events, resets: () => resets }
+}
+
+/** Engines under one fresh key prefix (so they share rooms), closed and cleaned up after the test. */
+function cluster (t: TestContext, url = TEST_REDIS_URL) {
+  const keyPrefix = `sbtest:${randomBytes(6).toString('hex')}:`
+  const engines: RedisEngine[] = []
+  t.after(async () => {
+    await Promise.all(engines.map((e) => e.close()))
+    await deleteRedisKeys(url, keyPrefix).catch(() => {})
+  })
+  return async (options: Partial<RedisEngineOptions> = {}): Promise<RedisEngine> => {
+    const engine = await createRedisEngine({ url, keyPrefix, log: quietLog, ...options })
+    engines.push(engine)
+    return engine
+  }
+}
+
+describe('Redis engine: configuration', () => {
+  const base = (t: TestContext) => ({ DATA_DIR: tempDir(t), JWT_SECRET: 'x'.repeat(40) })
+
+  it('REDIS_URL selects the Redis engine; unset means the in-memory engine', (t) => {
+    assert.equal(loadConfig(base(t)).redis, null)
+    assert.deepEqual(loadConfig({ ...base(t), REDIS_URL: 'redis://:pw@redis.internal:6380/2' }).redis, {
+      url: 'redis://:pw@redis.internal:6380/2', keyPrefix: 'sb:', presenceTtlSeconds: 30
+    })
+    assert.deepEqual(loadConfig({ ...base(t), REDIS_URL: 'rediss://redis.internal', REDIS_KEY_PREFIX: 'prod:', PRESENCE_TTL_SECONDS: '10' }).redis, {
+      url: 'rediss://redis.internal', keyPrefix: 'prod:', presenceTtlSeconds: 10
+    })
+  })
+
+  it('a bad value stops the start naming the variable, and never shows the Redis password', (t) => {
+    const cases: Array<[Record<string, string>, string]> = [
+      [{ REDIS_URL: 'http://user:hunter2@redis.internal' }, 'REDIS_URL'],
+      [{ REDIS_URL: 'redis://user:hunter2@[not-a-host' }, 'REDIS_URL'],
+      [{ REDIS_KEY_PREFIX: 'a{b}' }, 'REDIS_KEY_PREFIX'],
+      [{ PRESENCE_TTL_SECONDS: '1' }, 'PRESENCE_TTL_SECONDS'],
+      [{ PRESENCE_TTL_SECONDS: '30s' }, 'PRESENCE_TTL_SECONDS']
+    ]
+    for (const [env, variable] of cases) {
+      assert.throws(() => loadConfig({ ...base(t), ...env }), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err))
+        assert.match(err.message, new RegExp(`^${variable}\\b`))
+        assert.doesNotMatch(err.message, /hunter2/)
+        return true
+      })
+    }
+  })
+})
+
+const skipShared = await skipUnlessRedis()
+
+describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () => {
+  it('a publication on one node reaches the other node\'s subscribers in order, with the same numbering', async (t) => {
+    const node = cluster(t)
+    const a = await node()
+    const b = await node()
+    const seenA = recorder(a)
+    const seenB = recorder(b)
+    await b.broker.subscribe('lobby')
+    const results = []
+    for (let i = 1; i <= 50; i++) results.push(await a.broker.publish('lobby', request({ i }), KEEP))
+    // Concurrent publishes from both nodes interleave, but every node sees one order.
+    await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 === 0 ? a : b).broker.publish('lobby', request({ j: i }), KEEP)))
+    await eventually('100 deliveries on b', () => seenB.publications.length >= 100 ? true : undefined)
+    assert.deepEqual(seenB.publications.map((d) => d.publication.offset), Array.from({ length: 100 }, (_, k) => k + 1))
+    const epoch = results[0]?.epoch
+    assert.ok(seenB.publications.every((d) => d.epoch === epoch && d.room === 'lobby'))
+    assert.deepEqual(seenB.publications.slice(0, 50).map((d) => d.publication.data), Array.from({ length: 50 }, (_, k) => ({ i: k + 1 })))
+    assert.deepEqual(seenA.publications, [], 'a did not subscribe')
+    assert.deepEqual(await a.history.position('lobby'), { epoch, offset: 100 })
+    assert.deepEqual(await b.history.position('lobby'), { epoch, offset: 100 })
+
+    const join: RoomEvent = { type: 'join', user: { id: 'carol' } }
+    await a.broker.publishEvent('lobby', join)
+    await eventually('the join on b', () => seenB.events.length === 1 ? true : undefined)
+    assert.deepEqual(seenB.events, [{ room: 'lobby', event: join }])
+  })
+
+  it('recovers on another node: history written by one node is read by the other', async (t) => {
+    const node = cluster(t)
+    const a = await node()
+    const b = await node()
+    const first = await a.broker.publish('r', request('one'), KEEP)
+    await a.broker.publish('r', request('two'), KEEP)
+    const resumed = await b.history.history('r', { since: { epoch: first.epoch, offset: 1 }, limit: 10 }, KEEP)
+    assert.equal(resumed.complete, true)
+    assert.deepEqual(resumed.publications.map((p) => p.data), ['two'])
+    // An idempotency key is cluster-wide.
+    const once = await a.broker.publish('r', { ...request('k'), idempotencyKey: 'k1' }, KEEP)
+    assert.deepEqual(await b.broker.publish('r', { ...request('k again'), idempotencyKey: 'k1' }, KEEP), { ...once, duplicate: true })
+  })
+
+  it('presence spans nodes: one join for a user\'s first connection anywhere, one leave for the last', async (t) => {
+    const node = cluster(t)
+    const a = await node()
+    const b = await node()
+    assert.equal(await a.presence.add('r', 'a1', 'alice'), true)
+    assert.equal(await b.presence.add('r', 'b1', 'alice'), false)
+    assert.equal(await b.presence.add('r', 'b2', 'bob'), true)
+    assert.deepEqual(await a.presence.get('r'), { users: ['alice', 'bob'], connections: 3 })
+    assert.deepEqual(await b.presence.get('r'), { users: ['alice', 'bob'], connections: 3 })
+    assert.equal(await a.presence.remove('r', 'a1', 'alice'), false)
+    assert.equal(await b.presence.remove('r', 'b1', 'alice'), true)
+    assert.deepEqual(await a.presence.get('r'), { users: ['bob'], connections: 1 })
+  })
+
+  it('a node that stops refreshing leaves presence within the TTL, with leave events on the others', async (t) => {
+    const node = cluster(t)
+    const a = await node({ presenceTtlSeconds: 2 })
+    const b = await node({ presenceTtlSeconds: 2 })
+    const seenB = recorder(b)
+    await b.broker.subscribe('r')
+    assert.equal(await a.presence.add('r', 'a1', 'alice'), true)
+    assert.equal(await a.presence.add('r', 'a2', 'bob'), true)
+    assert.equal(await b.presence.add('r', 'b1', 'bob'), false)
+    // a dies without cleanup: nothing refreshes its entries any more.
+    await a.close()
+
+    const leave = await eventually('a leave for alice on b', () => seenB.events.find((d) => d.event.type === 'leave'))
+    assert.deepEqual(leave, { room: 'r', event: { type: 'leave', user: { id: 'alice' } } })
+    assert.deepEqual(await b.presence.get('r'), { users: ['bob'], connections: 1 })
+    // b keeps its own connection alive well past the TTL, and bob never left.
+    await new Promise((resolve) => setTimeout(resolve, 2500))
+    assert.deepEqual(await b.presence.get('r'), { users: ['bob'], connections: 1 })
+    assert.deepEqual(seenB.events.map((d) => d.event), [{ type: 'leave', user: { id: 'alice' } }])
+  })
+})
+
+// ---------------------------------------------------------------------------------------
+// Faults, against a private redis-server.
+
+const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0
+const skipPrivate = hasRedisServer
+  ? false
+  : process.env.REQUIRE_SERVICES === '1'
+    ? (() => { throw new Error('redis-server not found on PATH (REQUIRE_SERVICES=1)') })()
+    : 'redis-server not found on PATH'
+
+interface PrivateRedis {
+  url: string
+  start: () => Promise<void>
+  kill: () => Promise<void>
+}
+
+/**
+ * A redis-server of this test's own on a free port, killed when the test ends. `persist`
+ * turns on the append-only file with an fsync per write, so a killed server comes back with
+ * everything it acknowledged (what a deployment that must lose nothing runs).
+ */
+async function privateRedis (t: TestContext, options: { persist?: boolean } = {}): Promise<PrivateRedis> {
+  const port = await freePort()
+  const dir = tempDir(t, 'switchboard-redis-')
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--daemonize', 'no',
+    ...(options.persist === true ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'])]
+  let child: ChildProcess | null = null
+  const start = async (): Promise<void> => {
+    const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    child = proc
+    let output = ''
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`redis-server did not start: ${output}`)), WAIT_MS)
+      proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+        output += chunk
+        if (output.includes('Ready to accept connections')) { clearTimeout(timer); resolve() }
+      })
+      proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`redis-server exited (${String(code)}): ${output}`)) })
+    })
+    proc.stdout?.resume()
+  }
+  const kill = async (): Promise<void> => {
+    const proc = child
+    if (proc === null || proc.exitCode !== null || proc.signalCode !== null) return
+    const exited = new Promise((resolve) => proc.once('exit', resolve))
+    proc.kill('SIGKILL')
+    await exited
+  }
+  t.after(kill)
+  await start()
+  return { url: `redis://127.0.0.1:${port}`, start, kill }
+}
+
+describe('Redis engine: faults', { skip: skipPrivate }, () => {
+  it('Redis killed mid-stream: no crash, fast failures, then reconnect, restored subscriptions and onReset', async (t) => {
+    const redis = await privateRedis(t)
+    const node = cluster(t, redis.url)
+    const engine = await node()
+    const seen = recorder(engine)
+    await engine.broker.subscribe('r')
+    const before = await engine.broker.publish('r', request('before'), KEEP)
+    await eventually('the first delivery', () => seen.publications.length === 1 ? true : undefined)
+
+    await redis.kill()
+    // Every call fails, and fails fast: nothing waits for Redis to come back.
+    const publishing = await settlesWithin(engine.broker.publish('r', request('during'), KEEP), 5000, 'a publish while Redis is down')
+    assert.equal(publishing.ok, false)
+    assert.equal((await settlesWithin(engine.ping(), 5000, 'a ping while Redis is down')).ok, false)
+    assert.equal((await settlesWithin(engine.history.position('r'), 5000, 'position() while Redis is down')).ok, false)
+    assert.equal((await settlesWithin(engine.broker.subscribe('other'), 5000, 'subscribe while Redis is down')).ok, false)
+    assert.equal(seen.resets(), 0)
+
+    await redis.start()
+    await eventually('onReset after the reconnect', () => seen.resets() === 1 ? true : undefined)
+    await eventually('ping answering again', async () => { await engine.ping(); return true })
+    // This server kept nothing (no persistence): the stream comes back under a new epoch, and
+    // a client resuming from before is told it cannot recover, never silently given a gap.
+    const after = await engine.broker.publish('r', request('after'), KEEP)
+    assert.notEqual(after.epoch, before.epoch)
+    await eventually('a delivery on the restored subscription', () => seen.publications.length === 2 ? true : undefined)
+    assert.deepEqual(seen.publications.map((d) => d.publication.data), ['before', 'after'])
+    const resume = await engine.history.history('r', { since: { epoch: before.epoch, offset: before.offset }, limit: 10 }, KEEP)
+    assert.equal(resume.complete, false)
+  })
+
+  it('app: readiness and HTTP publish answer 503 while Redis is down; a WebSocket subscriber recovers every acknowledged message', async (t) => {
+    const redis = await privateRedis(t, { persist: true })
+    const keyPrefix = `sbtest:${randomBytes(6).toString('hex')}:`
+    const srv = await build(t, { env: { REDIS_URL: redis.url, REDIS_KEY_PREFIX: keyPrefix, WS_MESSAGES_PER_SECOND: '1000', WS_MESSAGES_BURST: '1000' } })
+    const ready = await srv.request('GET', '/health/ready')
+    assert.equal(ready.status, 200, ready.text)
+    assert.deepEqual(ready.body.checks.engine, { ok: true })
+
+    const token = await srv.userToken('alice')
+    assert.equal((await srv.request('POST', '/rooms', { token, body: { id: 'lobby' } })).status, 201)
+    const client = await wsConnect(t, srv, { token })
+    const received: Array<{ epoch: string, offset: number, data: unknown }> = []
+    const collect = (frame: WsFrame): void => { if (frame.type === 'message' && frame.room === 'lobby') received.push({ epoch: frame.epoch, offset: frame.offset, data: frame.data }) }
+    client.socket.on('message', (raw) => collect(JSON.parse(raw.toString()) as WsFrame))
+    await subscribe(client, 'lobby')
+
+    const publish = (n: number) => srv.request('POST', '/rooms/lobby/messages', { token, body: { data: { n } } })
+    const acknowledged: number[] = []
+    for (const n of [1, 2]) {
+      const res = await publish(n)
+      assert.equal(res.status, 201, res.text)
+      acknowledged.push(n)
+    }
+    await eventually('the first two messages live', () => received.length === 2 ? true : undefined)
+
+    await redis.kill()
+    const notReady = await eventually('readiness 503', async () => {
+      const res = await srv.request('GET', '/health/ready')
+      return res.status === 503 ? res : undefined
+    }, 5000)
+    assert.equal(notReady.body.checks.engine.ok, false)
+    assert.equal(notReady.body.checks.store.ok, true)
+    assert.equal((await srv.request('GET', '/health/live')).status, 200)
+    const refused = await publish(99)
+    assert.equal(refused.status, 503, refused.text)
+    assert.equal(refused.body.code, 'SB_ERR_UNAVAILABLE')
+    assert.equal(client.socket.readyState, client.socket.OPEN, 'local clients stay connected')
+
+    await redis.start()
+    await eventually('readiness 200 again', async () => (await srv.request('GET', '/health/ready')).status === 200 ? true : undefined)
+    // Published as soon as Redis is back: live delivery may or may not carry it, recovery must.
+    const third = await publish(3)
+    assert.equal(third.status, 201, third.text)
+    acknowledged.push(3)
+
+    const unsubscribed = await client.next((f) => f.type === 'unsubscribed' && f.room === 'lobby')
+    assert.equal(unsubscribed.reason, 'resubscribe')
+    const last = received.at(-1)
+    assert.ok(last !== undefined)
+    const resumed = await subscribe(client, 'lobby', { epoch: last.epoch, offset: last.offset })
+    assert.equal(resumed.result.recovered, true, JSON.stringify(resumed.result))
+    for (const p of resumed.result.publications as Array<{ offset: number, data: unknown }>) received.push({ epoch: resumed.result.epoch, offset: p.offset, data: p.data })
+
+    const fourth = await publish(4)
+    assert.equal(fourth.status, 201, fourth.text)
+    acknowledged.push(4)
+    await eventually('the fourth message live', () => received.length >= 4 ? true : undefined)
+    // Every acknowledged message exactly once, in order, in the epoch that survived the restart.
+    assert.deepEqual(received.map((r) => r.data), acknowledged.map((n) => ({ n })))
+    assert.deepEqual(received.map((r) => r.offset), [1, 2, 3, 4])
+    assert.ok(received.every((r) => r.epoch === received[0]?.epoch))
+  })
+})
+
+async function subscribe (client: WsClient, room: string, since?: { epoch: string, offset: number }): Promise<WsFrame> {
+  const reply = await client.command({ type: 'subscribe', room, ...(since === undefined ? {} : { since }) })
+  assert.equal(reply.type, 'reply', `subscribe ${room}: ${JSON.stringify(reply)}`)
+  return reply
+}
+
