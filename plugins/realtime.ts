@@ -27,7 +27,8 @@ const MAX_RECOVERY_PUBLICATIONS = 1000
  * The real-time node: the Redis engine when REDIS_URL is set (every node shares numbering,
  * history and presence), else the in-memory engine (the embedded default, one node);
  * authorization from the room service for every room operation, live revocation on room
- * changes, and the drain on shutdown. routes/ws connects sockets to it; REST routes publish
+ * changes (applied here, then carried to every node by the engine's control channel), and
+ * the drain on shutdown. routes/ws connects sockets to it; REST routes publish
  * through it.
  */
 export default fp(async (app) => {

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fc from 'fast-check'
-import type { Engine, Publication, PublishRequest, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
+import type { ControlMessage, Engine, Publication, PublishRequest, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import type { Logger } from '../src/realtime/logger.js'
@@ -392,6 +392,58 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
       })
     })
 
+    describe('control', () => {
+      it('a control message reaches the handler of the engine that sent it, in order, and a throwing handler breaks nothing', async () => {
+        assert.ok(engine.control !== undefined, 'every engine carries control messages')
+        const control = engine.control
+        const got: ControlMessage[] = []
+        control.onControl((message) => {
+          if (message.type === 'kick' && message.connectionId === 'boom') throw new Error('handler bug')
+          got.push(message)
+        })
+        const sent: ControlMessage[] = [
+          { node: prefix, type: 'kick', connectionId: 'c1' },
+          { node: prefix, type: 'kick', connectionId: 'boom' },
+          { node: prefix, type: 'kick_user', userId: 'u1' },
+          { node: prefix, type: 'kick_api_key', keyId: 'k1' },
+          { node: prefix, type: 'room_change', change: { type: 'member_removed', room: { id: room('r'), visibility: 'private' }, userId: 'u1' } }
+        ]
+        for (const message of sent) await control.publishControl(message)
+        const expected = sent.filter((m) => !(m.type === 'kick' && m.connectionId === 'boom'))
+        const deadline = Date.now() + WAIT_MS
+        while (got.filter((m) => m.node === prefix).length < expected.length && Date.now() < deadline) await sleep(10)
+        assert.deepEqual(got.filter((m) => m.node === prefix), expected)
+        if (engine.kind === 'memory') {
+          // In one process the only node gets it before publishControl resolves.
+          got.length = 0
+          await control.publishControl({ node: prefix, type: 'kick_user', userId: 'u2' })
+          assert.equal(got.length, 1)
+        }
+        control.onControl(null)
+        await control.publishControl({ node: prefix, type: 'kick', connectionId: 'late' })
+        await sleep(50)
+        assert.equal(got.some((m) => m.type === 'kick' && m.connectionId === 'late'), false, 'no handler, no delivery')
+      })
+
+      it('a connection counter (shared engines only) admits up to the limit and counts releases', async () => {
+        const counter = engine.connections
+        if (counter === undefined) {
+          // One process is the whole cluster: the node's local cap is the cluster-wide one.
+          assert.equal(engine.kind, 'memory')
+          return
+        }
+        const user = `user:${prefix}`
+        assert.equal(await counter.reserve(user, 'c1', 2), true)
+        assert.equal(await counter.reserve(user, 'c1', 2), true, 'reserving the same id again does not count twice')
+        assert.equal(await counter.reserve(user, 'c2', 2), true)
+        assert.equal(await counter.reserve(user, 'c3', 2), false)
+        assert.equal(await counter.reserve(`user:${prefix}-other`, 'c4', 2), true, 'users are counted apart')
+        await counter.release(user, 'c1')
+        assert.equal(await counter.reserve(user, 'c3', 2), true)
+        assert.equal(await counter.reserve(user, 'c5', 2), false)
+      })
+    })
+
     describe('lifecycle', () => {
       it('close() is idempotent, leaves no timer behind, and refuses work afterwards', async () => {
         // Unref'd timers are not counted here; those cannot hold the process open anyway.
@@ -501,6 +553,8 @@ async function makeRedisEngine (): Promise<Engine> {
     broker: engine.broker,
     history: engine.history,
     presence: engine.presence,
+    ...(engine.control === undefined ? {} : { control: engine.control }),
+    ...(engine.connections === undefined ? {} : { connections: engine.connections }),
     ping: engine.ping,
     close: (() => {
       let closing: Promise<void> | undefined

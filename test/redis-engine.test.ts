@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import { ConfigError, loadConfig } from '../src/config.js'
-import type { Publication, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
+import type { ControlMessage, Publication, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
 import type { Logger } from '../src/realtime/logger.js'
 import { createRedisEngine, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
 import { build, deleteRedisKeys, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
@@ -192,6 +192,38 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
     await new Promise((resolve) => setTimeout(resolve, 2500))
     assert.deepEqual(await b.presence.get('r'), { users: ['bob'], connections: 1 })
     assert.deepEqual(seenB.events.map((d) => d.event), [{ type: 'leave', user: { id: 'alice' } }])
+  })
+
+  it('a control message reaches every node on the prefix (the sender too), in order; other prefixes hear nothing', async (t) => {
+    const node = cluster(t)
+    const a = await node()
+    const b = await node()
+    const stranger = await cluster(t)()
+    const got = { a: [] as ControlMessage[], b: [] as ControlMessage[], stranger: [] as ControlMessage[] }
+    a.control?.onControl((m) => { got.a.push(m) })
+    b.control?.onControl((m) => { got.b.push(m) })
+    stranger.control?.onControl((m) => { got.stranger.push(m) })
+    const sent: ControlMessage[] = Array.from({ length: 20 }, (_, i) => ({ node: 'a', type: 'kick', connectionId: `c${i}` }))
+    for (const message of sent) await a.control?.publishControl(message)
+    await eventually('both nodes got all', () => (got.a.length === 20 && got.b.length === 20) || undefined)
+    assert.deepEqual(got.a, sent)
+    assert.deepEqual(got.b, sent)
+    assert.deepEqual(got.stranger, [])
+  })
+
+  it('counts a user\'s connections across nodes; a node that stops refreshing stops counting within the TTL', async (t) => {
+    const node = cluster(t)
+    const a = await node({ presenceTtlSeconds: 2 })
+    const b = await node({ presenceTtlSeconds: 2 })
+    assert.equal(await a.connections?.reserve('user:u', 'a1', 2), true)
+    assert.equal(await b.connections?.reserve('user:u', 'b1', 2), true)
+    assert.equal(await a.connections?.reserve('user:u', 'a2', 2), false, 'the cap holds across nodes')
+    assert.equal(await b.connections?.reserve('user:u', 'b2', 2), false)
+    // Past one lifetime, b's refresh keeps b1 counted while a (closed: a dead node) stops counting a1.
+    await a.close()
+    const admitted = await eventually('a1 expired', async () => (await b.connections?.reserve('user:u', 'b3', 2)) === true || undefined)
+    assert.equal(admitted, true)
+    assert.equal(await b.connections?.reserve('user:u', 'b4', 2), false, 'b1 and b3 are still counted')
   })
 })
 

@@ -19,24 +19,32 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.delete('/connections/:id', {
     schema: {
-      tags: ['admin'], summary: 'Disconnect one connection (4503, do not reconnect)', security,
+      tags: ['admin'],
+      summary: 'Disconnect one connection (4503, do not reconnect)',
+      description: 'With the Redis engine, an id that is not on this node is sent to every node through the control channel and ' +
+        'the answer is 204 without knowing whether it existed (best-effort). With the in-memory engine an unknown id is 404.',
+      security,
       params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
       response: { 204: Type.Null(), ...errorResponses(400, 401, 403, 404) }
     }
   }, async (request, reply) => {
-    if (!app.realtime.kick(request.params.id)) throw new Errors.ConnectionNotFound()
-    request.log.info({ connId: request.params.id }, 'connection kicked')
+    const kicked = await app.realtime.kick(request.params.id)
+    if (kicked === null) throw new Errors.ConnectionNotFound()
+    request.log.info({ connId: request.params.id, where: kicked }, 'connection kicked')
     return reply.code(204).send(null)
   })
 
   app.delete('/users/:id/connections', {
     schema: {
-      tags: ['admin'], summary: 'Disconnect every connection of a user (4503)', security,
+      tags: ['admin'],
+      summary: 'Disconnect every connection of a user (4503), on every node',
+      description: '`closed` counts the connections on the node that answered; with the Redis engine the other nodes close theirs through the control channel.',
+      security,
       params: Type.Object({ id: UserIdSchema }),
       response: { 200: Type.Object({ closed: Type.Integer() }), ...errorResponses(400, 401, 403) }
     }
   }, async (request) => {
-    const closed = app.realtime.kickUser(request.params.id)
+    const closed = await app.realtime.kickUser(request.params.id)
     request.log.info({ user: request.params.id, closed }, 'user kicked')
     return { closed }
   })

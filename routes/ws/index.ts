@@ -11,13 +11,21 @@ const BEARER_PROTOCOL_PREFIX = 'bearer.'
 /**
  * GET /ws: the WebSocket endpoint. Everything is checked before the upgrade, in a preHandler
  * hook, so a refused client gets a plain HTTP answer and no socket: Origin (403),
- * credentials (401), drain state (503) and connection caps (429); @fastify/rate-limit adds
+ * credentials (401), drain state (503) and connection caps (429, the per-user one
+ * cluster-wide with the Redis engine); @fastify/rate-limit adds
  * the per-address handshake budget (429). After the upgrade the socket is handed to the
  * real-time node, with its listeners attached before any await.
  */
 const wsRoutes: FastifyPluginAsync = async (app) => {
   const { ws } = app.config
   const metrics = app.realtimeMetrics
+  /** The connection id reserved against the cluster-wide cap, from the preHandler to the upgrade. */
+  const reserved = new WeakMap<FastifyRequest, string>()
+
+  function tooMany (refusal: 'connections_per_user' | 'connections_per_ip'): never {
+    metrics.rateLimited(refusal)
+    throw new Errors.TooManyConnections(refusal === 'connections_per_user' ? 'Too many open connections for this user' : 'Too many open connections from this address')
+  }
 
   function fail (reason: AuthFailureReason, error: Error): never {
     metrics.authFailure(reason)
@@ -76,10 +84,11 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       const principal = await identify(request)
       const refusal = app.realtime.admit(principal, request.ip)
       if (refusal === 'draining') throw new Errors.ShuttingDown()
-      if (refusal !== null) {
-        metrics.rateLimited(refusal)
-        throw new Errors.TooManyConnections(refusal === 'connections_per_user' ? 'Too many open connections for this user' : 'Too many open connections from this address')
-      }
+      if (refusal !== null) tooMany(refusal)
+      // Last, after the cheap local checks: one Redis round trip with the Redis engine.
+      const id = await app.realtime.reserve(principal)
+      if (id === null) tooMany('connections_per_user')
+      reserved.set(request, id)
       request.principal = principal
     }
   }, (socket, request) => {
@@ -88,7 +97,9 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     const transport = wsTransport(socket)
     // Concurrent handshakes can pass admission together, or a drain can start in between; both
     // are re-checked now that the socket exists. A drain gets the restart code, like every client.
+    const id = reserved.get(request)
     const refusal = app.realtime.admit(principal, request.ip)
+    if (refusal !== null && id !== undefined) app.realtime.release(principal, id)
     if (refusal === 'draining') {
       socket.close(CloseCodes.SERVICE_RESTART, CloseReasons[CloseCodes.SERVICE_RESTART])
       return
@@ -101,7 +112,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     const connection = app.realtime.connect(transport, principal, {
       ip: request.ip,
       ...(request.headers['user-agent'] === undefined ? {} : { userAgent: request.headers['user-agent'] })
-    })
+    }, id)
     attachWsEvents(socket, {
       onText: text => connection.handleText(text),
       onBinary: () => connection.handleBinary(),

@@ -126,10 +126,55 @@ export interface Engine {
   broker: Broker
   history: History
   presence: Presence
+  /** Cluster-wide control messages; absent, a node's kicks and revocations stay local. */
+  control?: Control
+  /** Cluster-wide connection counts; absent, a node enforces its caps on its own connections only. */
+  connections?: ConnectionCounter
   /**
    * Rejects when the engine cannot serve (its external service is unreachable); readiness
    * checks it. Absent on an engine that lives in the process and cannot be unreachable.
    */
   ping?(): Promise<void>
   close(): Promise<void>
+}
+
+/** A room change as the room service reports it (what live revocation acts on). */
+export type RoomChange =
+  | { type: 'member_removed' | 'banned' | 'member_role_changed', room: { id: string, visibility: string }, userId: string }
+  | { type: 'room_updated' | 'room_deleted', room: { id: string, visibility: string } }
+
+/**
+ * An order for every node to apply to its own connections. `node` names the node that sent
+ * it: that node applied it already (before its HTTP response) and ignores its own echo.
+ */
+export type ControlMessage = { node: string } & (
+  | { type: 'kick', connectionId: string }
+  | { type: 'kick_user', userId: string }
+  | { type: 'kick_api_key', keyId: string }
+  | { type: 'room_change', change: RoomChange }
+)
+
+/**
+ * Carries control messages to every node of the cluster, the sender included. Best-effort:
+ * a node that is not connected when a message is sent never gets it (no history, no retry).
+ */
+export interface Control {
+  /** Resolves once the message was handed to every node's transport (Redis accepted the PUBLISH). */
+  publishControl(message: ControlMessage): Promise<void>
+  /** Receives every control message, this node's own included. */
+  onControl(handler: ((message: ControlMessage) => void) | null): void
+}
+
+/**
+ * Counts a user's (or an API key's) open connections across every node. Each node's entries
+ * expire unless that node keeps refreshing them, so a node that dies stops counting.
+ */
+export interface ConnectionCounter {
+  /**
+   * Registers `connectionId` for `key` when fewer than `limit` live connections are counted
+   * (atomically: concurrent reservations on several nodes never exceed it). False when over.
+   */
+  reserve(key: string, connectionId: string, limit: number): Promise<boolean>
+  /** The connection closed (or never opened): it stops counting. */
+  release(key: string, connectionId: string): Promise<void>
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type {
-  BrokerHandler, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
+  BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
 
@@ -89,6 +89,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
   const subscribed = new Set<string>()
   const presence = new Map<string, Map<string, Set<string>>>()
   let handler: BrokerHandler | null = null
+  let controlHandler: ((message: ControlMessage) => void) | null = null
   let closed = false
   let brokerClosed = false
 
@@ -316,9 +317,23 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     },
     history: { history, position, removeHistory },
     presence: { add: addPresence, remove: removePresence, get: getPresence },
+    // One process is the whole cluster: a control message reaches its only node, at once.
+    control: {
+      async publishControl (message: ControlMessage) {
+        assertOpen()
+        if (controlHandler === null) return
+        try {
+          controlHandler(message)
+        } catch (err) {
+          onHandlerError(err, 'control')
+        }
+      },
+      onControl (h) { controlHandler = h }
+    },
     async close () {
       if (closed) return
       closed = true
+      controlHandler = null
       clearInterval(sweepTimer)
       await closeBroker()
       streams.clear()

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes } from './close-codes.js'
 import { Connection, messageText, principalId } from './connection.js'
-import type { Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, RoomEvent, StreamOptions } from './engine.js'
+import type { ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, RoomChange, RoomEvent, StreamOptions } from './engine.js'
 import { RealtimeError, UnavailableError } from './errors.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
@@ -98,6 +98,10 @@ export function createRealtimeNode (deps: NodeDeps) {
   let draining = false
   let drainDone: Promise<void> | undefined
   let revision = 0
+  /** Names this node on the control channel, so it ignores the echo of what it applied already. */
+  const nodeId = randomUUID()
+  /** Other nodes exist only with a shared engine: with the in-memory one, an unknown connection id is simply unknown. */
+  const clustered = engine.kind !== 'memory' && engine.control !== undefined
 
   /** Engine calls fail with a temporary error the client may retry, never as a bug. */
   async function viaEngine<T> (call: () => Promise<T>): Promise<T> {
@@ -193,7 +197,14 @@ export function createRealtimeNode (deps: NodeDeps) {
       const count = (byIp.get(connection.meta.ip) ?? 1) - 1
       if (count <= 0) byIp.delete(connection.meta.ip)
       else byIp.set(connection.meta.ip, count)
+      releaseReservation(userKey, connection.id)
     }
+  }
+
+  function releaseReservation (key: string, connectionId: string): void {
+    engine.connections?.release(key, connectionId)
+      // Not fatal: an entry that is not released stops counting when its refresh lapses.
+      .catch((err: unknown) => log.debug({ err, connId: connectionId }, 'connection count release failed'))
   }
 
   engine.broker.setHandler({
@@ -236,6 +247,92 @@ export function createRealtimeNode (deps: NodeDeps) {
     }
   })
 
+  /**
+   * Sends a control message to the other nodes (this one applied it already). Failures are
+   * logged, not thrown: what this node could do is done, and the channel is best-effort.
+   */
+  async function broadcast (message: DistributiveOmit<ControlMessage, 'node'>): Promise<boolean> {
+    if (!clustered || engine.control === undefined) return false
+    try {
+      await engine.control.publishControl({ ...message, node: nodeId } as ControlMessage)
+      return true
+    } catch (err) {
+      log.warn({ err, control: message.type }, 'control message not sent: other nodes do not apply it')
+      return false
+    }
+  }
+
+  function kickLocal (connectionId: string): boolean {
+    const connection = connections.get(connectionId)
+    if (connection === undefined) return false
+    connection.close(CloseCodes.KICKED)
+    return true
+  }
+
+  function kickUserLocal (userId: string): number {
+    const targets = select({ user: userId })
+    for (const connection of targets) connection.close(CloseCodes.KICKED)
+    return targets.length
+  }
+
+  function kickApiKeyLocal (keyId: string): number {
+    const targets = [...(byUser.get(`key:${keyId}`) ?? [])]
+    for (const connection of targets) connection.close(CloseCodes.KICKED, 'api key revoked')
+    return targets.length
+  }
+
+  /** Applies a room change to this node's subscriptions; the history removal only where `removeHistory` (once per cluster). */
+  async function applyRoomChangeLocal (change: RoomChange, removeHistory: boolean): Promise<void> {
+    revision++
+    const roomId = change.room.id
+    const revoke = (connections: Connection[], reason: UnsubscribeReason): void => {
+      for (const connection of connections) connection.revoke(roomId, reason)
+    }
+    const notAdmin = (c: Connection): boolean => !(c.principal.kind === 'user' && c.principal.role === 'admin')
+    switch (change.type) {
+      case 'room_deleted':
+        revoke(subscribersOf(roomId, null), 'room_deleted')
+        if (removeHistory) await viaEngine(() => engine.history.removeHistory(roomId)).catch((err: unknown) => log.warn({ err, room: roomId }, 'history removal failed'))
+        return
+      case 'banned':
+        revoke(subscribersOf(roomId, change.userId).filter(notAdmin), 'banned')
+        return
+      case 'member_removed':
+        if (change.room.visibility === 'private') revoke(subscribersOf(roomId, change.userId).filter(notAdmin), 'removed')
+        return
+      case 'member_role_changed':
+        return
+      case 'room_updated': {
+        if (change.room.visibility !== 'private') return
+        await Promise.all(subscribersOf(roomId, null).map(async (connection) => {
+          try {
+            await deps.authorize(connection.principal, roomId, 'subscribe')
+          } catch (err) {
+            if (err instanceof RealtimeError && err.code !== 'unavailable') connection.revoke(roomId, 'forbidden')
+          }
+        }))
+      }
+    }
+  }
+
+  engine.control?.onControl((message: ControlMessage) => {
+    if (message.node === nodeId) return
+    switch (message.type) {
+      case 'kick':
+        kickLocal(message.connectionId)
+        return
+      case 'kick_user':
+        kickUserLocal(message.userId)
+        return
+      case 'kick_api_key':
+        kickApiKeyLocal(message.keyId)
+        return
+      case 'room_change':
+        applyRoomChangeLocal(message.change, false)
+          .catch((err: unknown) => log.error({ err, room: message.change.room.id }, 'live revocation from another node failed'))
+    }
+  })
+
   function admissionKey (principal: Principal): string {
     return principal.kind === 'user' ? `user:${principal.userId}` : `key:${principal.keyId}`
   }
@@ -267,9 +364,32 @@ export function createRealtimeNode (deps: NodeDeps) {
       return null
     },
 
-    /** Registers an upgraded connection and sends its welcome. */
-    connect (transport: Transport, principal: Principal, meta: { ip: string, userAgent?: string }): Connection {
-      const connection = new Connection(randomUUID(), principal, transport, meta, internals)
+    /**
+     * The cluster-wide per-user cap (with an engine that counts across nodes), checked after
+     * `admit` and before the upgrade: resolves with the id the connection will have, already
+     * counted, or null when the user is at the cap on the cluster. Counting failures let the
+     * handshake through (the local cap still holds): Redis being away must not lock users out.
+     */
+    async reserve (principal: Principal): Promise<string | null> {
+      const id = randomUUID()
+      const counter = engine.connections
+      if (counter === undefined) return id
+      try {
+        return await counter.reserve(admissionKey(principal), id, limits.maxConnectionsPerUser) ? id : null
+      } catch (err) {
+        log.warn({ err }, 'cluster-wide connection count unavailable: only the local cap applies')
+        return id
+      }
+    },
+
+    /** A reserved id whose socket will not open after all: it stops counting at once. */
+    release (principal: Principal, connectionId: string): void {
+      releaseReservation(admissionKey(principal), connectionId)
+    },
+
+    /** Registers an upgraded connection and sends its welcome (with the id `reserve` gave, if any). */
+    connect (transport: Transport, principal: Principal, meta: { ip: string, userAgent?: string }, id: string = randomUUID()): Connection {
+      const connection = new Connection(id, principal, transport, meta, internals)
       connections.set(connection.id, connection)
       const key = admissionKey(principal)
       let set = byUser.get(key)
@@ -289,64 +409,44 @@ export function createRealtimeNode (deps: NodeDeps) {
       return select(filter).map(c => c.describe())
     },
 
-    /** Closes one connection with 4503 (kicked). Returns false when it is not on this node. */
-    kick (connectionId: string): boolean {
-      const connection = connections.get(connectionId)
-      if (connection === undefined) return false
-      connection.close(CloseCodes.KICKED)
-      return true
+    /**
+     * Closes one connection with 4503 (kicked). `local` when it was on this node; `forwarded`
+     * when it is not here and the other nodes were told (best-effort: whether it existed is
+     * not known); null when it is nowhere (a single node) or the message could not be sent.
+     */
+    async kick (connectionId: string): Promise<'local' | 'forwarded' | null> {
+      if (kickLocal(connectionId)) return 'local'
+      return await broadcast({ type: 'kick', connectionId }) ? 'forwarded' : null
     },
 
-    /** Closes every connection of a user with 4503; returns how many. */
-    kickUser (userId: string): number {
-      const targets = select({ user: userId })
-      for (const connection of targets) connection.close(CloseCodes.KICKED)
-      return targets.length
+    /** Closes every connection of a user with 4503, on every node; returns how many were on this one. */
+    async kickUser (userId: string): Promise<number> {
+      const closed = kickUserLocal(userId)
+      await broadcast({ type: 'kick_user', userId })
+      return closed
     },
 
-    /** Closes every connection authenticated with an API key that was just revoked (4503). */
+    /**
+     * Closes every connection authenticated with an API key that was just revoked (4503): on
+     * this node at once, on the others when the control message reaches them. Returns how many
+     * were on this node.
+     */
     kickApiKey (keyId: string): number {
-      const targets = [...(byUser.get(`key:${keyId}`) ?? [])]
-      for (const connection of targets) connection.close(CloseCodes.KICKED, 'api key revoked')
-      return targets.length
+      const closed = kickApiKeyLocal(keyId)
+      void broadcast({ type: 'kick_api_key', keyId })
+      return closed
     },
 
     /**
      * Live revocation: applies a room change to open subscriptions before the HTTP request that
      * made it answers. Removals and bans act at once on the connections of that user (admins
      * keep their access); a room that became private is re-checked subscriber by subscriber.
+     * This node applies it first, then tells the others through the control channel and waits
+     * until Redis took the message: anything published after that reaches them after it.
      */
-    async applyRoomChange (change: { type: 'member_removed' | 'banned' | 'member_role_changed', room: { id: string, visibility: string }, userId: string } | { type: 'room_updated' | 'room_deleted', room: { id: string, visibility: string } }): Promise<void> {
-      revision++
-      const roomId = change.room.id
-      const revoke = (connections: Connection[], reason: UnsubscribeReason): void => {
-        for (const connection of connections) connection.revoke(roomId, reason)
-      }
-      const notAdmin = (c: Connection): boolean => !(c.principal.kind === 'user' && c.principal.role === 'admin')
-      switch (change.type) {
-        case 'room_deleted':
-          revoke(subscribersOf(roomId, null), 'room_deleted')
-          await viaEngine(() => engine.history.removeHistory(roomId)).catch((err: unknown) => log.warn({ err, room: roomId }, 'history removal failed'))
-          return
-        case 'banned':
-          revoke(subscribersOf(roomId, change.userId).filter(notAdmin), 'banned')
-          return
-        case 'member_removed':
-          if (change.room.visibility === 'private') revoke(subscribersOf(roomId, change.userId).filter(notAdmin), 'removed')
-          return
-        case 'member_role_changed':
-          return
-        case 'room_updated': {
-          if (change.room.visibility !== 'private') return
-          await Promise.all(subscribersOf(roomId, null).map(async (connection) => {
-            try {
-              await deps.authorize(connection.principal, roomId, 'subscribe')
-            } catch (err) {
-              if (err instanceof RealtimeError && err.code !== 'unavailable') connection.revoke(roomId, 'forbidden')
-            }
-          }))
-        }
-      }
+    async applyRoomChange (change: RoomChange): Promise<void> {
+      await applyRoomChangeLocal(change, true)
+      await broadcast({ type: 'room_change', change })
     },
 
     /**
@@ -389,3 +489,6 @@ export function createRealtimeNode (deps: NodeDeps) {
     }
   }
 }
+
+/** Omit over each member of a union (plain Omit would merge the members). */
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type {
-  BrokerHandler, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
+  BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
 import type { Logger } from './logger.js'
@@ -264,6 +264,30 @@ const DUE_ROOMS_LUA = LUA_COMMON + `
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(nowMs()), 'LIMIT', 0, tonumber(ARGV[1]))
 `
 
+/*
+ * Cluster-wide connection counts: one sorted set per user (or API key), connection id → expiry
+ * (server ms). The node holding a connection refreshes it with its presence refresh, so a dead
+ * node's connections stop counting within the presence TTL.
+ */
+
+/** KEYS: the user's set. ARGV: connId, limit, lifetime ms, key TTL ms. Returns 1 (reserved) or 0 (at the limit). */
+const CONN_RESERVE_LUA = LUA_COMMON + `
+local now = nowMs()
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now))
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], int(now + tonumber(ARGV[3])), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+`
+
+/** KEYS: the user's set. ARGV: lifetime ms, key TTL ms, this node's connIds of that user. */
+const CONN_REFRESH_LUA = LUA_COMMON + `
+local expiry = int(nowMs() + tonumber(ARGV[1]))
+for i = 3, #ARGV do redis.call('ZADD', KEYS[1], expiry, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`
+
 interface Script { body: string, sha: string }
 
 function script (body: string): Script {
@@ -278,7 +302,9 @@ const SCRIPTS = {
   presenceRefresh: script(PRESENCE_REFRESH_LUA),
   presenceSweep: script(PRESENCE_SWEEP_LUA),
   presenceGet: script(PRESENCE_GET_LUA),
-  dueRooms: script(DUE_ROOMS_LUA)
+  dueRooms: script(DUE_ROOMS_LUA),
+  connReserve: script(CONN_RESERVE_LUA),
+  connRefresh: script(CONN_REFRESH_LUA)
 }
 
 function newEpoch (): string {
@@ -394,6 +420,12 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   }
   /** Rooms with presence entries, scored by their earliest expiry (never later than it): what sweepers visit. */
   const presenceIndex = `${prefix}presence:rooms`
+  /** One channel for the whole cluster: every node subscribes to it for as long as it runs. */
+  const controlChannel = `${prefix}control`
+  const connectionsKey = (key: string): string => `${prefix}conns:{${roomTag(key)}}`
+  /** This node's counted connections, key → connIds: what the refresh keeps alive. */
+  const localConnections = new Map<string, Set<string>>()
+  let controlHandler: ((message: ControlMessage) => void) | null = null
 
   // -------------------------------------------------------------------------------------
   // Connection events: logged (rate-limited), never thrown.
@@ -456,6 +488,22 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   }
 
   sub.on('message', (channel: string, message: string) => {
+    if (channel === controlChannel) {
+      if (closed || controlHandler === null) return
+      let parsed: ControlMessage
+      try {
+        parsed = JSON.parse(message) as ControlMessage
+      } catch (err) {
+        log.warn({ err }, 'unreadable message on the control channel')
+        return
+      }
+      try {
+        controlHandler(parsed)
+      } catch (err) {
+        log.error({ err, control: parsed.type }, 'control handler failed')
+      }
+      return
+    }
     const room = channels.get(channel)
     if (room === undefined || closed) return
     try {
@@ -473,6 +521,16 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       log.warn({ err, room }, 'unreadable message on a room channel')
     }
   })
+
+  // The control channel is (re)subscribed on every 'ready'. Control messages sent while this
+  // node was cut off are lost: the control channel is best-effort (docs/scale-out.md).
+  let controlSubscription: Promise<void> = Promise.resolve()
+  function subscribeControl (): void {
+    controlSubscription = sub.subscribe(controlChannel).then(() => {}, (err: unknown) => {
+      log.warn({ err }, 'subscribing to the control channel failed; retried on reconnect')
+    })
+  }
+  sub.on('ready', () => { if (!closed) subscribeControl() })
 
   let subscriberLost = false
   // Publications sent while the connection was down reached nobody here; nothing was lost
@@ -650,8 +708,12 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     if (refreshing || closed || cmd.status !== 'ready') return
     refreshing = true
     try {
-      await Promise.all([...local].map(([room, mine]) => refreshRoom(room, new Map(mine))
-        .catch((err: unknown) => log.warn({ err, room }, 'presence refresh failed'))))
+      await Promise.all([
+        ...[...local].map(([room, mine]) => refreshRoom(room, new Map(mine))
+          .catch((err: unknown) => log.warn({ err, room }, 'presence refresh failed'))),
+        ...[...localConnections].map(([key, ids]) => run(SCRIPTS.connRefresh, [connectionsKey(key)], [presenceLifetimeMs, presenceKeysTtlMs, ...ids])
+          .catch((err: unknown) => log.warn({ err }, 'connection count refresh failed')))
+      ])
     } finally {
       refreshing = false
     }
@@ -709,6 +771,30 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     }
   }))
 
+  await controlSubscription
+
+  async function reserveConnection (key: string, connectionId: string, limit: number): Promise<boolean> {
+    assertOpen()
+    // Counted here before Redis answers: if the call fails, the next refresh counts it.
+    let ids = localConnections.get(key)
+    if (ids === undefined) localConnections.set(key, ids = new Set())
+    ids.add(connectionId)
+    const reserved = toNumber(await run(SCRIPTS.connReserve, [connectionsKey(key)], [connectionId, Math.floor(limit), presenceLifetimeMs, presenceKeysTtlMs])) === 1
+    if (!reserved) forgetConnection(key, connectionId)
+    return reserved
+  }
+
+  function forgetConnection (key: string, connectionId: string): void {
+    const ids = localConnections.get(key)
+    if (ids?.delete(connectionId) === true && ids.size === 0) localConnections.delete(key)
+  }
+
+  async function releaseConnection (key: string, connectionId: string): Promise<void> {
+    assertOpen()
+    forgetConnection(key, connectionId)
+    await cmd.zrem(connectionsKey(key), connectionId)
+  }
+
   async function quit (conn: Redis): Promise<void> {
     try {
       await conn.quit()
@@ -732,6 +818,14 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     },
     history: { history, position, removeHistory },
     presence: { add: addPresence, remove: removePresence, get: getPresence },
+    control: {
+      async publishControl (message: ControlMessage) {
+        assertOpen()
+        await cmd.publish(controlChannel, JSON.stringify(message))
+      },
+      onControl (h) { controlHandler = h }
+    },
+    connections: { reserve: reserveConnection, release: releaseConnection },
     async ping () {
       assertOpen()
       // Both: without the pub/sub connection this node would serve no live publications.
@@ -743,7 +837,9 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       clearInterval(refreshTimer)
       clearInterval(sweepTimer)
       handler = null
+      controlHandler = null
       channels.clear()
+      localConnections.clear()
       // Presence entries are left to expire: on a clean shutdown the node removed its
       // connections already, and after a crash nobody could.
       local.clear()

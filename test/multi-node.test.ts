@@ -1,0 +1,355 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { describe, it } from 'node:test'
+import type { TestContext } from 'node:test'
+import pg from 'pg'
+import {
+  deleteRedisKeys, oneShotRequest, PASSWORD, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL,
+  wsConnect, type Reply, type WsClient, type WsFrame
+} from './helper.js'
+import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
+
+/*
+ * Several real server processes (src/server.ts) on different ports, sharing one Redis (a key
+ * prefix of their own per test) and one PostgreSQL database (a schema of their own per test):
+ * what a client sees when the load balancer sends it to any node. Waits are bounded generously
+ * and never asserted on, except where the bound is the property (presence TTL).
+ */
+
+const PRESENCE_TTL_SECONDS = 2
+const WAIT_MS = 10_000
+
+const skipRedis = await skipUnlessRedis()
+const skipPostgres = await skipUnlessStore('postgres')
+const skip = skipRedis !== false ? skipRedis : skipPostgres
+
+interface Node {
+  server: ServerProcess
+  url: string
+  request: (method: string, path: string, options?: { token?: string, body?: unknown }) => Promise<Reply>
+}
+
+interface Cluster {
+  nodes: Node[]
+  adminToken: string
+  /** Registers a user (through the first node) and returns its id and an access token. */
+  user: (name: string) => Promise<{ id: string, token: string }>
+}
+
+function asNode (server: ServerProcess): Node {
+  const url = `http://127.0.0.1:${server.port}`
+  return { server, url, request: async (method, path, options = {}) => await oneShotRequest(url, method, path, options) }
+}
+
+/**
+ * `count` nodes on a fresh key prefix and a fresh schema; killed, and both removed, when the
+ * test ends. The first node starts alone (it runs the migrations and creates the bootstrap
+ * admin), the others together.
+ */
+async function cluster (t: TestContext, count: number, env: Record<string, string> = {}): Promise<Cluster> {
+  const keyPrefix = `sbmn:${randomBytes(6).toString('hex')}:`
+  const schema = `t_${randomBytes(6).toString('hex')}`
+  const servers: ServerProcess[] = []
+  t.after(async () => {
+    // Processes first: a dropped schema must not be in use.
+    await Promise.all(servers.map(async (s) => {
+      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL')
+      await s.exited
+    }))
+    await deleteRedisKeys(TEST_REDIS_URL, keyPrefix).catch(() => {})
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL })
+    await client.connect()
+    try {
+      await client.query(`drop schema if exists ${schema} cascade`)
+    } finally {
+      await client.end()
+    }
+  })
+  const start = async (): Promise<Node> => {
+    const server = await startServer(t, {
+      ...baseEnv(tempDir(t)),
+      LOG_LEVEL: 'warn',
+      DATABASE_URL: TEST_DATABASE_URL,
+      DATABASE_SCHEMA: schema,
+      REDIS_URL: TEST_REDIS_URL,
+      REDIS_KEY_PREFIX: keyPrefix,
+      PRESENCE_TTL_SECONDS: String(PRESENCE_TTL_SECONDS),
+      WS_MESSAGES_PER_SECOND: '100000',
+      WS_MESSAGES_BURST: '100000',
+      WS_MAX_CONNECTIONS_PER_USER: '1000',
+      ...env
+    })
+    servers.push(server)
+    await waitUntilReady(server)
+    return asNode(server)
+  }
+  const first = await start()
+  const nodes = [first, ...await Promise.all(Array.from({ length: count - 1 }, start))]
+  const login = await first.request('POST', '/auth/login', { body: { username: ADMIN.username, password: ADMIN.password } })
+  assert.equal(login.status, 200, JSON.stringify(login.body))
+  return {
+    nodes,
+    adminToken: login.body.accessToken as string,
+    user: async (name) => {
+      const registered = await first.request('POST', '/auth/register', { body: { username: name, password: PASSWORD } })
+      assert.equal(registered.status, 201, JSON.stringify(registered.body))
+      const loggedIn = await first.request('POST', '/auth/login', { body: { username: name, password: PASSWORD } })
+      assert.equal(loggedIn.status, 200, JSON.stringify(loggedIn.body))
+      return { id: registered.body.user.id as string, token: loggedIn.body.accessToken as string }
+    }
+  }
+}
+
+function node (c: Cluster, index: number): Node {
+  const n = c.nodes[index]
+  assert.ok(n !== undefined, `node ${index}`)
+  return n
+}
+
+async function createRoom (n: Node, token: string, body: Record<string, unknown>): Promise<void> {
+  const res = await n.request('POST', '/rooms', { token, body })
+  assert.equal(res.status, 201, JSON.stringify(res.body))
+}
+
+interface Position { epoch: string, offset: number }
+
+async function subscribe (c: WsClient, room: string, since?: Position): Promise<WsFrame> {
+  const reply = await c.command({ type: 'subscribe', room, ...(since === undefined ? {} : { since }) })
+  assert.equal(reply.type, 'reply', `subscribe ${room}: ${JSON.stringify(reply)}`)
+  return reply.result as WsFrame
+}
+
+async function httpPublish (n: Node, token: string, room: string, data: unknown): Promise<Position> {
+  const res = await n.request('POST', `/rooms/${room}/messages`, { token, body: { data } })
+  assert.equal(res.status, 201, JSON.stringify(res.body))
+  return res.body as Position
+}
+
+function offsetsIn (c: WsClient, room: string): number[] {
+  return c.frames.filter(f => f.type === 'message' && f.room === room).map(f => f.offset as number)
+}
+
+function range (from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
+}
+
+async function waitFor (check: () => boolean | Promise<boolean>, what: string, timeoutMs = WAIT_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+/** Round trip on this socket: every frame the server wrote to it before now has been received. */
+async function settle (c: WsClient): Promise<void> {
+  assert.equal((await c.command({ type: 'ping' })).type, 'reply')
+}
+
+async function refused (t: TestContext, n: Node, token: string): Promise<number | undefined> {
+  try {
+    await wsConnect(t, n, { token })
+    return undefined
+  } catch (err) {
+    return (err as { statusCode?: number }).statusCode
+  }
+}
+
+describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, concurrency: false }, () => {
+  it('a publication on one node reaches a subscriber on another, in order', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    await createRoom(a, c.adminToken, { id: 'lobby' })
+    const sub = await wsConnect(t, b, { token: bob.token })
+    const position = await subscribe(sub, 'lobby')
+    assert.equal(position.offset, 0)
+    const publisher = await wsConnect(t, a, { token: c.adminToken })
+    const N = 40
+    for (let i = 1; i <= N; i++) {
+      const reply = await publisher.command({ type: 'publish', room: 'lobby', data: { i } })
+      assert.equal(reply.type, 'reply', JSON.stringify(reply))
+      assert.deepEqual(reply.result, { epoch: position.epoch, offset: i })
+    }
+    await waitFor(() => offsetsIn(sub, 'lobby').length >= N, `${N} messages on node B`)
+    await settle(sub)
+    assert.deepEqual(offsetsIn(sub, 'lobby'), range(1, N))
+    assert.deepEqual(sub.frames.filter(f => f.type === 'message').map(f => f.data.i as number), range(1, N))
+  })
+
+  it('presence spans nodes: one join per user across nodes, counts of every connection, leave after the last', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const alice = await c.user('alice')
+    await createRoom(a, c.adminToken, { id: 'lobby' })
+    const watcher = await wsConnect(t, a, { token: c.adminToken })
+    await subscribe(watcher, 'lobby')
+    const joinsOf = (id: string) => watcher.frames.filter(f => f.type === 'join' && f.room === 'lobby' && f.user.id === id)
+    const leavesOf = (id: string) => watcher.frames.filter(f => f.type === 'leave' && f.room === 'lobby' && f.user.id === id)
+
+    const onB = await wsConnect(t, b, { token: alice.token })
+    await subscribe(onB, 'lobby')
+    await watcher.next(f => f.type === 'join' && f.user.id === alice.id)
+    const onA = await wsConnect(t, a, { token: alice.token })
+    await subscribe(onA, 'lobby')
+
+    const presence = await watcher.command({ type: 'presence', room: 'lobby' })
+    assert.equal(presence.type, 'reply', JSON.stringify(presence))
+    assert.equal(presence.result.connections, 3)
+    assert.deepEqual([...presence.result.users as string[]].sort(), [alice.id, watcher.welcome.user.id as string].sort())
+    const fromB = await onB.command({ type: 'presence', room: 'lobby' })
+    assert.deepEqual(fromB.result, presence.result, 'every node answers the same')
+
+    onA.close()
+    await onA.closed
+    // The user is still present through node B: no leave (give a wrong one time to arrive).
+    await httpPublish(b, c.adminToken, 'lobby', 'sentinel')
+    await watcher.next(f => f.type === 'message' && f.data === 'sentinel')
+    assert.equal(leavesOf(alice.id).length, 0)
+    onB.close()
+    await watcher.next(f => f.type === 'leave' && f.user.id === alice.id)
+    await settle(watcher)
+    assert.equal(joinsOf(alice.id).length, 1, 'one join for two connections on two nodes')
+    assert.equal(leavesOf(alice.id).length, 1)
+    const after = await watcher.command({ type: 'presence', room: 'lobby' })
+    assert.deepEqual(after.result, { users: [watcher.welcome.user.id], connections: 1 })
+  })
+
+  it('recovery after switching node: exactly the missed publications, recovered: true', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    await createRoom(a, c.adminToken, { id: 'lobby' })
+    const first = await wsConnect(t, a, { token: bob.token })
+    const start = await subscribe(first, 'lobby')
+    for (let i = 1; i <= 3; i++) await httpPublish(b, c.adminToken, 'lobby', i)
+    await waitFor(() => offsetsIn(first, 'lobby').length === 3, 'the first three')
+    first.close()
+    await first.closed
+    for (let i = 4; i <= 8; i++) await httpPublish(a, c.adminToken, 'lobby', i)
+
+    const second = await wsConnect(t, b, { token: bob.token })
+    const resumed = await subscribe(second, 'lobby', { epoch: start.epoch as string, offset: 3 })
+    assert.equal(resumed.recovered, true)
+    assert.equal(resumed.epoch, start.epoch)
+    assert.equal(resumed.offset, 8)
+    assert.deepEqual((resumed.publications as WsFrame[]).map(p => [p.offset, p.data]), range(4, 8).map(i => [i, i]))
+    await httpPublish(a, c.adminToken, 'lobby', 9)
+    await waitFor(() => offsetsIn(second, 'lobby').includes(9), 'live after recovery')
+    await settle(second)
+    assert.deepEqual(offsetsIn(second, 'lobby'), [9], 'nothing recovered twice')
+  })
+
+  it('kicks cross nodes: a user, a connection id, and an API key revoked on another node (4503)', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    const bobOnB = await wsConnect(t, b, { token: bob.token })
+    const kickUser = await a.request('DELETE', `/admin/users/${bob.id}/connections`, { token: c.adminToken })
+    assert.equal(kickUser.status, 200, JSON.stringify(kickUser.body))
+    assert.equal((await bobOnB.closed).code, 4503)
+
+    const again = await wsConnect(t, b, { token: bob.token })
+    const kickOne = await a.request('DELETE', `/admin/connections/${again.welcome.connectionId as string}`, { token: c.adminToken })
+    assert.equal(kickOne.status, 204, 'an id on another node is forwarded')
+    assert.equal((await again.closed).code, 4503)
+
+    const key = await a.request('POST', '/api-keys', { token: c.adminToken, body: { name: 'sensor', scopes: ['subscribe:*'] } })
+    assert.equal(key.status, 201, JSON.stringify(key.body))
+    const device = await wsConnect(t, b, { apiKey: key.body.key as string })
+    const revoked = await a.request('DELETE', `/api-keys/${key.body.apiKey.id as string}`, { token: c.adminToken })
+    assert.equal(revoked.status, 204)
+    assert.equal((await device.closed).code, 4503)
+  })
+
+  it('revocation crosses nodes: a member removed through node A is unsubscribed on node B and gets nothing after', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    await createRoom(a, c.adminToken, { id: 'secret', visibility: 'private' })
+    await createRoom(a, c.adminToken, { id: 'lobby' })
+    const member = await a.request('PUT', `/rooms/secret/members/${bob.id}`, { token: c.adminToken, body: { role: 'member' } })
+    assert.ok(member.status === 201 || member.status === 200, JSON.stringify(member.body))
+    const sub = await wsConnect(t, b, { token: bob.token })
+    await subscribe(sub, 'secret')
+    await subscribe(sub, 'lobby')
+    await httpPublish(a, c.adminToken, 'secret', 'before')
+    await waitFor(() => offsetsIn(sub, 'secret').length === 1, 'the message before')
+
+    const removed = await a.request('DELETE', `/rooms/secret/members/${bob.id}`, { token: c.adminToken })
+    assert.equal(removed.status, 204)
+    // Published after the removal answered: node B applied the revocation before this arrives.
+    await httpPublish(a, c.adminToken, 'secret', 'after')
+    await httpPublish(a, c.adminToken, 'lobby', 'sentinel')
+    await sub.next(f => f.type === 'message' && f.room === 'lobby' && f.data === 'sentinel')
+    const unsubscribed = await sub.next(f => f.type === 'unsubscribed' && f.room === 'secret')
+    assert.equal(unsubscribed.reason, 'removed')
+    await settle(sub)
+    assert.deepEqual(sub.frames.filter(f => f.type === 'message' && f.room === 'secret').map(f => f.data), ['before'])
+    const retry = await sub.command({ type: 'subscribe', room: 'secret' })
+    assert.equal(retry.type, 'error')
+  })
+
+  it('the per-user connection cap holds across nodes (429), and a closed connection frees its place', async (t) => {
+    const c = await cluster(t, 2, { WS_MAX_CONNECTIONS_PER_USER: '2' })
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    const onA = await wsConnect(t, a, { token: bob.token })
+    await wsConnect(t, b, { token: bob.token })
+    assert.equal(await refused(t, a, bob.token), 429)
+    assert.equal(await refused(t, b, bob.token), 429)
+    onA.close()
+    await onA.closed
+    // The close is released asynchronously (one Redis call): allow it a moment.
+    let admitted: WsClient | undefined
+    await waitFor(async () => {
+      try {
+        admitted = await wsConnect(t, b, { token: bob.token })
+        return true
+      } catch {
+        return false
+      }
+    }, 'a place after a close')
+    assert.ok(admitted !== undefined)
+    assert.equal(await refused(t, a, bob.token), 429)
+  })
+
+  it('a node killed with SIGKILL: its client resumes on another node with nothing lost and no duplicate; its presence leaves within the TTL', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    await createRoom(a, c.adminToken, { id: 'lobby' })
+    const watcher = await wsConnect(t, b, { token: c.adminToken })
+    await subscribe(watcher, 'lobby')
+    const client = await wsConnect(t, a, { token: bob.token })
+    const start = await subscribe(client, 'lobby')
+    await watcher.next(f => f.type === 'join' && f.user.id === bob.id)
+
+    const acknowledged: number[] = []
+    for (let i = 1; i <= 5; i++) acknowledged.push((await httpPublish(b, c.adminToken, 'lobby', i)).offset)
+    await waitFor(() => offsetsIn(client, 'lobby').length === 5, 'five messages through node A')
+
+    a.server.child.kill('SIGKILL')
+    const killedAt = Date.now()
+    await a.server.exited
+    assert.equal((await client.closed).code, 1006)
+    const received = offsetsIn(client, 'lobby')
+    const last = received[received.length - 1] ?? 0
+    for (let i = 6; i <= 10; i++) acknowledged.push((await httpPublish(b, c.adminToken, 'lobby', i)).offset)
+
+    // Nobody refreshes node A's entries: a sweeper on node B removes them and pushes the leave.
+    // The bound is the property here: the TTL, plus a margin for a busy machine.
+    await watcher.next(f => f.type === 'leave' && f.user.id === bob.id, Math.max(0, killedAt + (PRESENCE_TTL_SECONDS + 2) * 1000 - Date.now()))
+
+    const resumed = await wsConnect(t, b, { token: bob.token })
+    const recovery = await subscribe(resumed, 'lobby', { epoch: start.epoch as string, offset: last })
+    assert.equal(recovery.recovered, true)
+    for (let i = 11; i <= 12; i++) acknowledged.push((await httpPublish(b, c.adminToken, 'lobby', i)).offset)
+    await waitFor(() => offsetsIn(resumed, 'lobby').includes(12), 'live after the move')
+    await settle(resumed)
+    const all = [...received, ...(recovery.publications as WsFrame[]).map(p => p.offset as number), ...offsetsIn(resumed, 'lobby')]
+    assert.deepEqual(all, acknowledged, 'every acknowledged publication once, in order')
+    const presence = await watcher.command({ type: 'presence', room: 'lobby' })
+    assert.equal(presence.result.connections, 2, 'the dead node\'s entry is gone, the new one counted')
+  })
+})
