@@ -7,8 +7,12 @@ import type { Output } from './commands.js'
 /** After stdin ends, how long to wait for replies still owed before closing. */
 const REPLY_GRACE_MS = 5000
 
-/** Opens /ws with the stored token; on a 401 refreshes the session once and tries again. */
-export async function openSocket (api: Api): Promise<WebSocket> {
+/**
+ * Opens /ws with the stored token; on a 401 refreshes the session once and tries again.
+ * `onMessage` is attached before the handshake completes: the server's first frame (welcome)
+ * can arrive in the same packet as the 101 response, before any later listener would exist.
+ */
+export async function openSocket (api: Api, onMessage: (data: string) => void): Promise<WebSocket> {
   const attempt = (): Promise<WebSocket | 401> => new Promise((resolve, reject) => {
     const url = new URL('/ws', api.url)
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
@@ -18,6 +22,7 @@ export async function openSocket (api: Api): Promise<WebSocket> {
       return
     }
     const socket = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false })
+    socket.on('message', data => onMessage(String(data)))
     socket.once('open', () => resolve(socket))
     socket.once('unexpected-response', (_req, res) => {
       res.resume()
@@ -40,15 +45,14 @@ export async function openSocket (api: Api): Promise<WebSocket> {
  * printed on its own line. Ends when stdin ends (close 1000) or the server closes.
  */
 export async function connectInteractive (api: Api, out: Output): Promise<number> {
-  const socket = await openSocket(api)
   // Commands sent and not yet answered: when stdin ends, their replies are still awaited.
   const pending = new Set<unknown>()
   let inputEnded = false
+  let socket: WebSocket | undefined = undefined
   const closeWhenAnswered = (): void => {
-    if (inputEnded && pending.size === 0 && socket.readyState === WebSocket.OPEN) socket.close(1000)
+    if (inputEnded && pending.size === 0 && socket?.readyState === WebSocket.OPEN) socket.close(1000)
   }
-  socket.on('message', (data) => {
-    const text = String(data)
+  socket = await openSocket(api, (text) => {
     out.line(text)
     try {
       const frame = JSON.parse(text) as { type?: string, id?: unknown }
