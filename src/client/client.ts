@@ -1,0 +1,815 @@
+import { isReconnectCode } from '../realtime/close-codes.js'
+import type { CommandType, UnsubscribeReason } from '../realtime/protocol.js'
+import { backoffDelay } from './backoff.js'
+import { Emitter } from './emitter.js'
+import { SwitchboardError } from './errors.js'
+import { Subscription } from './subscription.js'
+import { endpointUrl, loadNodeWebSocket, openSocket, randomId, runningInNode, tokenExpiry, utf8Length, type TransportMode } from './transport.js'
+import type {
+  ClientEvents,
+  ConnectionState,
+  HistoryOptions,
+  HistoryResult,
+  MessageFrame,
+  PresenceResult,
+  PublishOptions,
+  PublishResult,
+  SubscribeOptions,
+  SubscribeResult,
+  SubscriptionHandler,
+  SwitchboardClientOptions,
+  WebSocketConstructor,
+  WebSocketLike,
+  WelcomeFrame
+} from './types.js'
+
+/**
+ * Commands written but not answered, at most. The server answers `rate_limited` beyond 64
+ * per connection; staying well under it leaves room for the client's own commands.
+ */
+const MAX_IN_FLIGHT = 32
+/** How often a command refused with `rate_limited` is sent again before its promise rejects. */
+const MAX_RATE_RETRIES = 3
+/** Refresh at most this long before the token expires (and at half its remaining life for short tokens). */
+const REFRESH_AHEAD_MS = 60_000
+const SOCKET_OPEN = 1
+
+type Frame = { type: CommandType } & Record<string, unknown>
+type Done = (error: SwitchboardError | null, result: unknown) => void
+
+interface Command {
+  id: number
+  frame: Frame
+  /** Internal commands (restores, refresh, liveness) jump the queue and are not bounded by it. */
+  urgent: boolean
+  /** Sent again on the next connection when the connection is lost before the reply (reads, and publishes with their key). */
+  resend: boolean
+  /** Called instead of `done` when the command is dropped because its connection was lost (when `resend` is false). */
+  dropped: () => void
+  done: Done
+  timer: ReturnType<typeof setTimeout> | undefined
+  rateRetries: number
+  idempotencyKey?: string
+}
+
+interface HandshakeFailure {
+  status: number
+  retryAfterMs: number | undefined
+}
+
+/**
+ * The Switchboard client: one WebSocket (protocol `switchboard.v1`) kept open across network
+ * failures, server restarts and token expiry.
+ *
+ * - Commands return promises settled by the server's reply (or a `SwitchboardError`), with a
+ *   per-command timeout. While the client is not connected they wait in a bounded queue and
+ *   are written, in order, once it is; a single writer paces them under the server's message
+ *   rate (from the welcome frame).
+ * - The connection reconnects with exponential backoff and full jitter, honouring the close
+ *   codes (`isReconnectCode`): 4500–4999 and the client's own protocol errors stop it.
+ * - Subscriptions resume from their last position after every reconnect: missed publications
+ *   arrive in order and once; a lost stretch is an explicit `gap` event.
+ * - Publishes always carry an idempotency key and are sent again after a reconnect when their
+ *   reply was lost, so a message is never doubled.
+ * - With `getToken`, the access token is renewed on the open connection (`refresh`) before it
+ *   expires, and fetched again after a 4001 close.
+ *
+ * Events: `state`, `welcome`, `disconnect`, `retry`, `error`.
+ */
+export class SwitchboardClient extends Emitter<ClientEvents> {
+  private readonly url: string
+  private readonly mode: TransportMode
+  private readonly getToken: (() => string | Promise<string>) | undefined
+  private readonly apiKey: string | undefined
+  private readonly WebSocketCtor: WebSocketConstructor | undefined
+  private readonly baseMs: number
+  private readonly capMs: number
+  private readonly maxAttempts: number
+  private readonly requestTimeoutMs: number
+  private readonly connectTimeoutMs: number
+  private readonly maxQueued: number
+
+  private status: ConnectionState = 'connecting'
+  private socket: WebSocketLike | null = null
+  private session: WelcomeFrame | null = null
+  private everOpen = false
+  /** Bumped by each connection attempt and by close(): a stale async step sees it changed. */
+  private generation = 0
+  /** Retries since the last welcome. */
+  private attempt = 0
+  private retryAfterMs: number | null = null
+  /** After an idle timeout with nothing to do: the next command reconnects. */
+  private dormant = false
+
+  private token: string | undefined
+  private tokenExpiresAt: number | null = null
+  private tokenStale = false
+  private tokenFresh = false
+
+  private nextId = 1
+  private readonly inFlight = new Map<number, Command>()
+  private readonly urgent: Command[] = []
+  private readonly queue: Command[] = []
+  private readonly subs = new Map<string, Subscription>()
+  private bucket = { tokens: 0, capacity: 0, rate: 0, at: 0 }
+  private lastReceivedAt = 0
+  private livenessPing: Command | null = null
+
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
+  private connectTimer: ReturnType<typeof setTimeout> | undefined
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined
+  private flushTimer: ReturnType<typeof setTimeout> | undefined
+  private livenessTimer: ReturnType<typeof setTimeout> | undefined
+
+  /** Validates the options and starts connecting at once; watch `state` or await `ready()`. */
+  constructor (options: SwitchboardClientOptions) {
+    super((err, event) => {
+      if (event !== 'error') this.emit('error', toError(err))
+    })
+    this.url = endpointUrl(options.url)
+    this.mode = options.transport ?? (runningInNode() ? 'node' : 'browser')
+    if (options.apiKey !== undefined && (options.token !== undefined || options.getToken !== undefined)) {
+      throw new TypeError('switchboard client: pass either an API key or a token (getToken), not both')
+    }
+    if (options.apiKey === undefined && options.token === undefined && options.getToken === undefined) {
+      throw new TypeError('switchboard client: a token, getToken or apiKey is required')
+    }
+    if (options.apiKey !== undefined && this.mode === 'browser') {
+      throw new TypeError('switchboard client: API keys need the X-API-Key header, which browsers cannot send; use a user token')
+    }
+    if (options.WebSocket === undefined && this.mode === 'browser' && (globalThis as { WebSocket?: unknown }).WebSocket === undefined) {
+      throw new TypeError('switchboard client: no global WebSocket; pass the WebSocket option')
+    }
+    this.token = options.token
+    this.tokenExpiresAt = options.token === undefined ? null : tokenExpiry(options.token)
+    this.getToken = options.getToken
+    this.apiKey = options.apiKey
+    this.WebSocketCtor = options.WebSocket
+    this.baseMs = options.reconnect?.baseMs ?? 500
+    this.capMs = options.reconnect?.capMs ?? 30_000
+    this.maxAttempts = options.reconnect?.maxAttempts ?? Infinity
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000
+    this.maxQueued = options.maxQueuedCommands ?? 1000
+    void this.connect()
+  }
+
+  get state (): ConnectionState {
+    return this.status
+  }
+
+  /** The welcome frame of the open connection (null while not open). */
+  get welcome (): WelcomeFrame | null {
+    return this.session
+  }
+
+  /** Resolves with the welcome frame once the connection is open (at once if it is); rejects if the client closes first. */
+  ready (): Promise<WelcomeFrame> {
+    if (this.status === 'open' && this.session !== null) return Promise.resolve(this.session)
+    if (this.status === 'closed') return Promise.reject(new SwitchboardError('closed', 'The client is closed'))
+    return new Promise((resolve, reject) => {
+      const offWelcome = this.once('welcome', (welcome) => { offState(); resolve(welcome) })
+      const offState = this.on('state', (state) => {
+        if (state !== 'closed') return
+        offWelcome()
+        offState()
+        reject(new SwitchboardError('closed', 'The client closed before connecting'))
+      })
+    })
+  }
+
+  /**
+   * Subscribes to a room. Resolves once the server confirmed it (with `since`, after the
+   * recovered publications went to the handler). The subscription survives reconnects until
+   * `unsubscribe()`, `close()`, or the server ends it (`end` event). One subscription per room.
+   */
+  subscribe (room: string, handler: SubscriptionHandler, options: SubscribeOptions = {}): Promise<Subscription> {
+    if (this.status === 'closed') return Promise.reject(closedError())
+    if (this.subs.has(room)) return Promise.reject(new SwitchboardError('conflict', `Already subscribed to ${room} on this client`))
+    if (this.queue.length >= this.maxQueued) return Promise.reject(queueFullError(this.maxQueued))
+    const sub = new Subscription(room, handler, this, options.since)
+    this.subs.set(room, sub)
+    const promise = new Promise<Subscription>((resolve, reject) => {
+      sub.pending = { resolve: () => resolve(sub), reject }
+    })
+    this.sendSubscribe(sub, false)
+    return promise
+  }
+
+  /** Ends the room's subscription on this client (and on the server when connected). No-op when not subscribed. */
+  unsubscribe (room: string): Promise<void> {
+    const sub = this.subs.get(room)
+    if (sub === undefined) return Promise.resolve()
+    this.subs.delete(room)
+    const command = sub.command as Command | null
+    // Known to the server when a subscribe was written or confirmed on the current connection.
+    const serverKnows = this.status === 'open' && (command === null ? sub.state === 'subscribed' : this.inFlight.has(command.id))
+    if (command !== null && !this.inFlight.has(command.id)) this.removeQueued(command)
+    sub.end('unsubscribed', new SwitchboardError('cancelled', `Unsubscribed from ${room} before the subscription was set up`))
+    if (!serverKnows) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      this.enqueue({ type: 'unsubscribe', room }, {
+        urgent: false,
+        resend: false,
+        dropped: () => resolve(), // the connection is gone, and the server-side subscription with it
+        done: (error) => { if (error === null) resolve(); else reject(error) }
+      })
+    })
+  }
+
+  /**
+   * Publishes `data` (any JSON value) to a room; resolves with its position once stored.
+   * Every publish carries an idempotency key (a random UUID unless given): when the connection
+   * drops before the reply, it is sent again after reconnecting and the server returns the
+   * first publish's position instead of storing it twice.
+   */
+  publish (room: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    const idempotencyKey = options.idempotencyKey ?? randomId()
+    return this.request<PublishResult>({ type: 'publish', room, data, idempotencyKey }, idempotencyKey)
+  }
+
+  /** The room's recent publications, or those after `since` (docs/protocol.md, `history`). */
+  history (room: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+    return this.request<HistoryResult>({
+      type: 'history',
+      room,
+      ...(options.since === undefined ? {} : { since: options.since }),
+      ...(options.limit === undefined ? {} : { limit: options.limit })
+    })
+  }
+
+  /** Who is subscribed to the room: users (each once) and the number of connections. */
+  presence (room: string): Promise<PresenceResult> {
+    return this.request<PresenceResult>({ type: 'presence', room })
+  }
+
+  /** An application-level round trip; resolves with the time it took in ms. */
+  async ping (): Promise<number> {
+    const started = Date.now()
+    await this.request<unknown>({ type: 'ping' })
+    return Date.now() - started
+  }
+
+  /**
+   * Closes the connection for good: pending and queued commands reject with `closed`,
+   * subscriptions end. Resolves once the socket has closed.
+   */
+  close (): Promise<void> {
+    if (this.status === 'closed') return Promise.resolve()
+    const socket = this.socket
+    this.socket = null
+    this.finish(1000, 'client closed')
+    return socket === null ? Promise.resolve() : closeSocket(socket)
+  }
+
+  /** @internal For subscriptions: exceptions of handlers and listeners. */
+  reportError (err: unknown): void {
+    this.emit('error', toError(err))
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Connecting
+
+  private async connect (): Promise<void> {
+    if (this.status === 'closed') return
+    const generation = ++this.generation
+    this.dormant = false
+    let socket: WebSocketLike
+    try {
+      this.tokenFresh = false
+      const expired = this.tokenExpiresAt !== null && this.tokenExpiresAt <= Date.now()
+      if (this.getToken !== undefined && (this.token === undefined || this.tokenStale || expired)) {
+        const token = await this.getToken()
+        if (generation !== this.generation) return
+        this.token = token
+        this.tokenStale = false
+        this.tokenFresh = true
+        this.tokenExpiresAt = tokenExpiry(token)
+      }
+      const Ctor = this.WebSocketCtor ?? (this.mode === 'node' ? await loadNodeWebSocket() : (globalThis as unknown as { WebSocket: WebSocketConstructor }).WebSocket)
+      if (generation !== this.generation) return
+      socket = openSocket(Ctor, this.url, this.mode, this.apiKey === undefined ? { token: this.token! } : { apiKey: this.apiKey })
+    } catch (err) {
+      if (generation !== this.generation) return
+      this.emit('error', toError(err))
+      this.lost(1006, `connection attempt failed: ${toError(err).message}`)
+      return
+    }
+    this.socket = socket
+    let failure: HandshakeFailure | undefined
+    let welcomed = false
+    socket.onopen = () => {}
+    socket.onerror = () => {} // a close event follows
+    socket.onmessage = (event: { data: unknown }) => {
+      if (this.socket !== socket || typeof event.data !== 'string') return
+      this.lastReceivedAt = Date.now()
+      let frame: unknown
+      try {
+        frame = JSON.parse(event.data)
+      } catch {
+        return
+      }
+      if (typeof frame !== 'object' || frame === null || typeof (frame as { type?: unknown }).type !== 'string') return
+      if (!welcomed) {
+        if ((frame as { type: string }).type !== 'welcome') return
+        welcomed = true
+      }
+      this.receive(frame as { type: string } & Record<string, unknown>)
+    }
+    socket.onclose = (event: { code: number, reason: string }) => {
+      if (this.socket !== socket) return
+      this.lost(event.code, event.reason, failure)
+    }
+    // ws only: the HTTP status of a refused handshake (401, 403, 429, 503) and Retry-After.
+    const nodeSocket = socket as unknown as { on?: (event: string, listener: (...args: never[]) => void) => void, terminate?: () => void }
+    if (typeof nodeSocket.on === 'function') {
+      nodeSocket.on('unexpected-response', (_request: unknown, response: { statusCode?: number, headers?: Record<string, string | string[] | undefined> }) => {
+        const header = response.headers?.['retry-after']
+        const seconds = Number(Array.isArray(header) ? header[0] : header)
+        failure = { status: response.statusCode ?? 0, retryAfterMs: Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : undefined }
+        nodeSocket.terminate?.()
+      })
+      nodeSocket.on('ping', () => { this.lastReceivedAt = Date.now() })
+    }
+    this.connectTimer = setTimeout(() => {
+      if (this.socket === socket && !welcomed) this.abandon(socket, `no welcome within ${this.connectTimeoutMs} ms`)
+    }, this.connectTimeoutMs)
+  }
+
+  /** Gives up on a socket that stopped answering and handles it as lost (1006: no close frame). */
+  private abandon (socket: WebSocketLike, reason: string): void {
+    this.lost(1006, reason)
+    const terminate = (socket as unknown as { terminate?: () => void }).terminate
+    if (typeof terminate === 'function') terminate.call(socket)
+    else socket.close()
+  }
+
+  /**
+   * The current connection (or attempt) ended: decide between stopping (terminal close code,
+   * refused credentials, retries exhausted) and reconnecting after a delay.
+   */
+  private lost (code: number, reason: string, failure?: HandshakeFailure): void {
+    if (this.status === 'closed') return
+    const wasOpen = this.status === 'open'
+    this.socket = null
+    this.session = null
+    this.clearConnectionTimers()
+    this.connectionLost()
+
+    let terminal: string | null = null
+    if (failure !== undefined) {
+      reason = `handshake refused with HTTP ${failure.status}`
+      if (failure.status === 401) {
+        // Refresh the token once; a fresh token refused too is final.
+        if (this.getToken !== undefined && !this.tokenFresh) this.tokenStale = true
+        else terminal = 'credentials refused (HTTP 401)'
+      } else if (failure.status >= 400 && failure.status < 500 && failure.status !== 408 && failure.status !== 429) {
+        terminal = reason
+      }
+      this.emit('error', new SwitchboardError(failure.status === 401 ? 'unauthorized' : failure.status === 403 ? 'forbidden' : 'unavailable', reason, terminal === null))
+    } else if (code === 4001) {
+      // Without getToken the token cannot be renewed, and reconnecting with it would get 401.
+      if (this.getToken !== undefined) this.tokenStale = true
+      else terminal = reason === '' ? 'token expired' : reason
+    } else if (!isReconnectCode(code)) {
+      terminal = reason === '' ? `closed with code ${code}` : reason
+    }
+    if (terminal === null && this.attempt >= this.maxAttempts) {
+      terminal = this.maxAttempts === 0 ? `connection lost (${code}${reason === '' ? '' : ' ' + reason})` : `gave up after ${this.attempt} reconnect attempts`
+    }
+    if (terminal !== null) {
+      this.finish(code, terminal)
+      return
+    }
+
+    let delayMs = this.retryAfterMs ?? backoffDelay(this.attempt, this.baseMs, this.capMs)
+    if (failure?.retryAfterMs !== undefined) delayMs = Math.max(delayMs, failure.retryAfterMs)
+    this.retryAfterMs = null
+    if (wasOpen) this.emit('disconnect', { code, reason, willReconnect: true })
+    this.setState(this.everOpen ? 'reconnecting' : 'connecting')
+    if (this.status !== 'reconnecting' && this.status !== 'connecting') return // closed by a listener
+    if (code === 4002 && this.subs.size === 0 && this.queue.length === 0 && this.urgent.length === 0) {
+      // Idle timeout with nothing to do: reconnecting now would only idle out again.
+      this.dormant = true
+      return
+    }
+    this.emit('retry', { attempt: this.attempt, delayMs, code, reason })
+    this.attempt++
+    clearTimeout(this.retryTimer)
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      void this.connect()
+    }, delayMs)
+  }
+
+  /** Commands and subscriptions of a lost connection: resendable commands go back to the queue front, in order. */
+  private connectionLost (): void {
+    const inFlight = [...this.inFlight.values()].sort((a, b) => a.id - b.id)
+    this.inFlight.clear()
+    const requeue: Command[] = []
+    for (const command of inFlight) {
+      clearTimeout(command.timer)
+      command.timer = undefined
+      if (command.resend) requeue.push(command)
+      else command.dropped()
+    }
+    this.queue.unshift(...requeue)
+    // Internal commands belong to the lost connection (restores are rebuilt on welcome).
+    for (const command of this.urgent.splice(0)) command.dropped()
+    this.livenessPing = null
+    for (const sub of this.subs.values()) {
+      if (sub.command !== null && !this.queue.includes(sub.command as Command)) sub.command = null
+      sub.connectionLost()
+    }
+  }
+
+  /** Final state: everything pending rejects with `closed`, subscriptions end. */
+  private finish (code: number, reason: string): void {
+    this.generation++
+    const wasClosed = this.status === 'closed'
+    this.status = 'closed'
+    this.session = null
+    this.clearConnectionTimers()
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    if (wasClosed) return
+    const error = new SwitchboardError('closed', `The client is closed: ${reason}`)
+    const commands = [...this.inFlight.values(), ...this.urgent, ...this.queue]
+    this.inFlight.clear()
+    this.urgent.length = 0
+    this.queue.length = 0
+    for (const command of commands) {
+      clearTimeout(command.timer)
+      command.done(command.idempotencyKey === undefined ? error : new SwitchboardError('closed', error.message, false, command.idempotencyKey), undefined)
+    }
+    const subs = [...this.subs.values()]
+    this.subs.clear()
+    for (const sub of subs) sub.end('closed', error)
+    this.emit('disconnect', { code, reason, willReconnect: false })
+    this.emit('state', 'closed')
+  }
+
+  private setState (state: ConnectionState): void {
+    if (this.status === state) return
+    this.status = state
+    this.emit('state', state)
+  }
+
+  private clearConnectionTimers (): void {
+    for (const timer of [this.connectTimer, this.refreshTimer, this.flushTimer, this.livenessTimer]) clearTimeout(timer)
+    this.connectTimer = this.refreshTimer = this.flushTimer = this.livenessTimer = undefined
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Receiving
+
+  private receive (frame: { type: string } & Record<string, unknown>): void {
+    switch (frame.type) {
+      case 'welcome': return this.onWelcome(frame as unknown as WelcomeFrame)
+      case 'reply':
+      case 'error': return this.onAnswer(frame)
+      case 'message': {
+        this.subs.get(frame.room as string)?.deliver(frame as unknown as MessageFrame)
+        return
+      }
+      case 'join':
+      case 'leave': {
+        this.subs.get(frame.room as string)?.presence(frame.type, frame.user as { id: string })
+        return
+      }
+      case 'unsubscribed': return this.onUnsubscribed(frame.room as string, frame.reason as UnsubscribeReason)
+      case 'reconnect': {
+        if (typeof frame.retryAfterMs === 'number') this.retryAfterMs = Math.max(0, frame.retryAfterMs)
+        return
+      }
+      default: // pushes of a later protocol version: ignored, as the protocol asks
+    }
+  }
+
+  private onWelcome (welcome: WelcomeFrame): void {
+    clearTimeout(this.connectTimer)
+    this.connectTimer = undefined
+    this.session = welcome
+    this.everOpen = true
+    this.attempt = 0
+    this.retryAfterMs = null
+    this.tokenStale = false
+    this.tokenExpiresAt = welcome.tokenExpiresAt
+    const { messagesBurst, messagesPerSecond } = welcome.limits
+    // A little under the server's bucket: frames sent at the limit can arrive bunched up.
+    this.bucket = { tokens: Math.max(1, messagesBurst - 2), capacity: Math.max(1, messagesBurst - 2), rate: messagesPerSecond * 0.95, at: Date.now() }
+    for (const sub of this.subs.values()) {
+      if (sub.command === null) this.sendSubscribe(sub, true)
+    }
+    this.setState('open')
+    if (this.status !== 'open') return
+    this.emit('welcome', welcome)
+    if (this.status !== 'open') return
+    this.scheduleRefresh(null)
+    this.armLiveness()
+    this.flush()
+  }
+
+  private onAnswer (frame: Record<string, unknown>): void {
+    if (frame.id === undefined) {
+      const error = frame.error as { code: SwitchboardError['code'], message: string, temporary: boolean } | undefined
+      this.emit('error', new SwitchboardError(error?.code ?? 'internal', error?.message ?? 'error without id', error?.temporary ?? false))
+      return
+    }
+    const command = this.inFlight.get(frame.id as number)
+    if (command === undefined) return // timed out already
+    this.inFlight.delete(command.id)
+    clearTimeout(command.timer)
+    command.timer = undefined
+    if (frame.type === 'reply') {
+      command.done(null, frame.result)
+    } else {
+      const error = frame.error as { code: SwitchboardError['code'], message: string, temporary: boolean }
+      if (error.code === 'rate_limited' && command.rateRetries < MAX_RATE_RETRIES) {
+        // Refused before it ran, so sending it again is safe; pause the writer for a token.
+        command.rateRetries++
+        ;(command.urgent ? this.urgent : this.queue).unshift(command)
+        this.bucket.tokens = Math.min(this.bucket.tokens, 0)
+      } else {
+        command.done(new SwitchboardError(error.code, error.message, error.temporary, command.idempotencyKey), undefined)
+      }
+    }
+    this.flush()
+  }
+
+  private onUnsubscribed (room: string, reason: UnsubscribeReason): void {
+    const sub = this.subs.get(room)
+    if (sub === undefined) return
+    if (reason === 'resubscribe') {
+      sub.resubscribing()
+      // With a subscribe under way, its answer (`unavailable`) leads to a retry instead.
+      if (sub.command === null) this.sendSubscribe(sub, true)
+      return
+    }
+    this.subs.delete(room)
+    const command = sub.command as Command | null
+    if (command !== null && !this.inFlight.has(command.id)) this.removeQueued(command)
+    const code = reason === 'room_deleted' ? 'not_found' : 'forbidden'
+    sub.end(reason, new SwitchboardError(code, `The subscription to ${room} ended: ${reason}`))
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Subscriptions
+
+  /** Sends (or queues) the subscribe command of `sub`, resuming from its position. */
+  private sendSubscribe (sub: Subscription, urgent: boolean): void {
+    const since = sub.resumeFrom()
+    const command = this.enqueue({ type: 'subscribe', room: sub.room, ...(since === undefined ? {} : { since }) }, {
+      urgent,
+      resend: false,
+      dropped: () => {},
+      done: (error, result) => {
+        if (sub.command === command) sub.command = null
+        if (this.subs.get(sub.room) !== sub) return // ended meanwhile (its end already settled everything)
+        if (error === null) {
+          sub.applyReply(result as SubscribeResult, since)
+          return
+        }
+        this.subscribeFailed(sub, error)
+      }
+    })
+    sub.command = command
+  }
+
+  private subscribeFailed (sub: Subscription, error: SwitchboardError): void {
+    if (error.code === 'closed') return
+    if (error.code === 'timeout') {
+      // The server may have subscribed after all: undo that before trying again (or giving up).
+      this.enqueue({ type: 'unsubscribe', room: sub.room }, { urgent: true, resend: false, dropped: () => {}, done: () => {} })
+      if (sub.confirmed) {
+        this.sendSubscribe(sub, true)
+        return
+      }
+    } else if (error.temporary && sub.confirmed) {
+      // A restore that failed for now (engine down, revocation race): retry with backoff.
+      sub.retryTimer = setTimeout(() => {
+        sub.retryTimer = undefined
+        if (this.subs.get(sub.room) === sub && sub.command === null && this.status === 'open') this.sendSubscribe(sub, true)
+      }, backoffDelay(sub.retries++, this.baseMs, this.capMs))
+      return
+    }
+    this.subs.delete(sub.room)
+    sub.end('error', error, error)
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Commands and the writer
+
+  private request<T> (frame: Frame, idempotencyKey?: string): Promise<T> {
+    if (this.status === 'closed') return Promise.reject(closedError(idempotencyKey))
+    if (this.queue.length >= this.maxQueued) return Promise.reject(queueFullError(this.maxQueued, idempotencyKey))
+    return new Promise<T>((resolve, reject) => {
+      this.enqueue(frame, {
+        urgent: false,
+        resend: true,
+        dropped: () => {},
+        done: (error, result) => { if (error === null) resolve(result as T); else reject(error) },
+        ...(idempotencyKey === undefined ? {} : { idempotencyKey })
+      })
+    })
+  }
+
+  private enqueue (frame: Frame, options: Omit<Command, 'id' | 'frame' | 'timer' | 'rateRetries'>): Command {
+    const command: Command = { id: this.nextId++, frame, timer: undefined, rateRetries: 0, ...options }
+    ;(options.urgent ? this.urgent : this.queue).push(command)
+    if (this.dormant) void this.connect()
+    else this.flush()
+    return command
+  }
+
+  private removeQueued (command: Command): void {
+    for (const list of [this.urgent, this.queue]) {
+      const index = list.indexOf(command)
+      if (index !== -1) list.splice(index, 1)
+    }
+  }
+
+  /** The single writer: urgent commands first, at most MAX_IN_FLIGHT unanswered, paced by the server's rate. */
+  private flush (): void {
+    clearTimeout(this.flushTimer)
+    this.flushTimer = undefined
+    const socket = this.socket
+    if (this.status !== 'open' || socket === null || this.session === null || socket.readyState !== SOCKET_OPEN) return
+    while (this.inFlight.size < MAX_IN_FLIGHT && (this.urgent.length > 0 || this.queue.length > 0)) {
+      const wait = this.takeToken()
+      if (wait > 0) {
+        this.flushTimer = setTimeout(() => this.flush(), wait)
+        return
+      }
+      const command = (this.urgent.length > 0 ? this.urgent : this.queue).shift()!
+      const text = JSON.stringify({ ...command.frame, id: command.id })
+      const max = this.session.limits.maxMessageBytes
+      // An oversize frame would close the connection with 1009, a code the client must not reconnect after.
+      if (text.length * 3 > max && utf8Length(text) > max) {
+        command.done(new SwitchboardError('bad_request', `The ${command.frame.type} frame is larger than the server's maxMessageBytes (${max})`, false, command.idempotencyKey), undefined)
+        continue
+      }
+      this.inFlight.set(command.id, command)
+      command.timer = setTimeout(() => this.timedOut(command), this.requestTimeoutMs)
+      try {
+        socket.send(text)
+      } catch {
+        // The socket failed under us: its close event requeues the command.
+        return
+      }
+    }
+  }
+
+  /** Milliseconds until the pacing bucket has a token (0: one was taken). */
+  private takeToken (): number {
+    const now = Date.now()
+    const bucket = this.bucket
+    bucket.tokens = Math.min(bucket.capacity, bucket.tokens + (now - bucket.at) * bucket.rate / 1000)
+    bucket.at = now
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1
+      return 0
+    }
+    return Math.max(1, Math.ceil((1 - bucket.tokens) * 1000 / bucket.rate))
+  }
+
+  private timedOut (command: Command): void {
+    if (this.inFlight.get(command.id) !== command) return
+    this.inFlight.delete(command.id)
+    command.timer = undefined
+    const what = command.frame.type === 'publish' ? 'publish (it may have been stored: retry with the same idempotencyKey)' : command.frame.type
+    command.done(new SwitchboardError('timeout', `No reply to ${what} within ${this.requestTimeoutMs} ms`, true, command.idempotencyKey), undefined)
+    this.flush()
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Token refresh and liveness
+
+  /**
+   * Renews the token on the open connection before it expires: at half its remaining life,
+   * at most a minute ahead. `previous` is the expiry before a refresh; a refresh that did not
+   * extend it is retried later instead of at once.
+   */
+  private scheduleRefresh (previous: number | null): void {
+    clearTimeout(this.refreshTimer)
+    this.refreshTimer = undefined
+    const expiresAt = this.tokenExpiresAt
+    if (this.getToken === undefined || expiresAt === null || this.status !== 'open') return
+    const remaining = expiresAt - Date.now()
+    const delay = previous !== null && expiresAt <= previous
+      ? retryDelay(remaining)
+      : Math.max(0, remaining - Math.min(REFRESH_AHEAD_MS, remaining / 2))
+    if (remaining <= 0 && previous !== null) return // too late: the server closes with 4001, and reconnecting fetches a token
+    this.refreshTimer = setTimeout(() => { void this.refresh() }, delay)
+  }
+
+  private async refresh (): Promise<void> {
+    const generation = this.generation
+    const previous = this.tokenExpiresAt
+    let token: string
+    try {
+      token = await this.getToken!()
+    } catch (err) {
+      if (generation !== this.generation) return
+      this.emit('error', toError(err))
+      this.retryRefresh()
+      return
+    }
+    if (generation !== this.generation || this.status !== 'open') {
+      if (this.status !== 'closed') {
+        this.token = token
+        this.tokenStale = false
+        this.tokenExpiresAt = tokenExpiry(token)
+      }
+      return
+    }
+    this.enqueue({ type: 'refresh', token }, {
+      urgent: true,
+      resend: false,
+      dropped: () => {},
+      done: (error, result) => {
+        if (generation !== this.generation) return
+        if (error !== null) {
+          if (error.code !== 'closed') {
+            this.emit('error', error)
+            this.retryRefresh()
+          }
+          return
+        }
+        this.token = token
+        this.tokenExpiresAt = (result as { tokenExpiresAt: number }).tokenExpiresAt
+        this.scheduleRefresh(previous)
+      }
+    })
+  }
+
+  private retryRefresh (): void {
+    if (this.tokenExpiresAt === null || this.status !== 'open') return
+    const remaining = this.tokenExpiresAt - Date.now()
+    if (remaining <= 0) return
+    clearTimeout(this.refreshTimer)
+    this.refreshTimer = setTimeout(() => { void this.refresh() }, retryDelay(remaining))
+  }
+
+  /**
+   * Browsers cannot see the server's WebSocket pings. With subscriptions (where a silently dead
+   * connection would lose messages), a `ping` command goes out when nothing arrived for a
+   * heartbeat; no reply within the request timeout means the connection is dead: reconnect.
+   */
+  private armLiveness (): void {
+    clearTimeout(this.livenessTimer)
+    const heartbeatMs = this.session?.heartbeatMs ?? 0
+    if (heartbeatMs <= 0) return
+    this.livenessTimer = setTimeout(() => {
+      this.livenessTimer = undefined
+      const socket = this.socket
+      if (socket === null || this.status !== 'open') return
+      if (this.subs.size > 0 && this.livenessPing === null && Date.now() - this.lastReceivedAt >= heartbeatMs) {
+        this.livenessPing = this.enqueue({ type: 'ping' }, {
+          urgent: true,
+          resend: false,
+          dropped: () => {},
+          done: (error) => {
+            this.livenessPing = null
+            if (error?.code === 'timeout' && this.socket === socket) this.abandon(socket, 'no reply to ping')
+          }
+        })
+      }
+      this.armLiveness()
+    }, heartbeatMs)
+  }
+}
+
+function retryDelay (remaining: number): number {
+  return Math.max(200, Math.min(5_000, remaining / 4))
+}
+
+function closeSocket (socket: WebSocketLike): Promise<void> {
+  return new Promise((resolve) => {
+    const fallback = setTimeout(() => {
+      ;(socket as unknown as { terminate?: () => void }).terminate?.()
+      resolve()
+    }, 2_000)
+    socket.onclose = () => { clearTimeout(fallback); resolve() }
+    socket.onmessage = () => {}
+    socket.onerror = () => {}
+    try {
+      socket.close(1000, 'client closed')
+    } catch {
+      clearTimeout(fallback)
+      resolve()
+    }
+  })
+}
+
+function closedError (idempotencyKey?: string): SwitchboardError {
+  return new SwitchboardError('closed', 'The client is closed', false, idempotencyKey)
+}
+
+function queueFullError (max: number, idempotencyKey?: string): SwitchboardError {
+  return new SwitchboardError('queue_full', `Too many commands waiting for a connection (maxQueuedCommands: ${max}); retry once connected`, true, idempotencyKey)
+}
+
+function toError (err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}

@@ -1,0 +1,38 @@
+/**
+ * The Switchboard client SDK (`switchboard/client`): Node 20+ (with `ws`) and browsers.
+ * docs/client.md has an example and the reconnect and recovery rules.
+ */
+export { SwitchboardClient } from './client.js'
+export { Subscription } from './subscription.js'
+export { SwitchboardError, type ClientErrorCode, type SwitchboardErrorCode } from './errors.js'
+export { backoffBound, backoffDelay } from './backoff.js'
+export { isReconnectCode, CloseCodes } from '../realtime/close-codes.js'
+export type {
+  ClientEvents,
+  ConnectionState,
+  DisconnectEvent,
+  EndReason,
+  ErrorCode,
+  GapEvent,
+  HistoryOptions,
+  HistoryResult,
+  MessageFrame,
+  PresenceResult,
+  Publication,
+  PublishOptions,
+  PublishResult,
+  ReconnectOptions,
+  RetryEvent,
+  StreamPosition,
+  SubscribeOptions,
+  SubscribeResult,
+  SubscriptionEvent,
+  SubscriptionEvents,
+  SubscriptionHandler,
+  SubscriptionState,
+  SwitchboardClientOptions,
+  UnsubscribeReason,
+  WebSocketConstructor,
+  WebSocketLike,
+  WelcomeFrame
+} from './types.js'

@@ -1,0 +1,161 @@
+import type { Static } from '@sinclair/typebox'
+import type {
+  ErrorCode,
+  HistoryResultSchema,
+  MessageFrameSchema,
+  PresenceResultSchema,
+  PublicationSchema,
+  PublishResultSchema,
+  StreamPositionSchema,
+  SubscribeResultSchema,
+  UnsubscribeReason,
+  WelcomeFrameSchema
+} from '../realtime/protocol.js'
+
+/*
+ * The SDK's public types. Wire shapes come from the protocol's TypeBox schemas (type-only
+ * imports: nothing of TypeBox ends up in a browser bundle); the rest describes the client.
+ */
+
+export type { ErrorCode, UnsubscribeReason }
+export type WelcomeFrame = Static<typeof WelcomeFrameSchema>
+export type StreamPosition = Static<typeof StreamPositionSchema>
+export type Publication = Static<typeof PublicationSchema>
+/** A publication as the subscription handler sees it: live or recovered, always with its room and epoch. */
+export type MessageFrame = Static<typeof MessageFrameSchema>
+export type SubscribeResult = Static<typeof SubscribeResultSchema>
+export type PublishResult = Static<typeof PublishResultSchema>
+export type HistoryResult = Static<typeof HistoryResultSchema>
+export type PresenceResult = Static<typeof PresenceResultSchema>
+
+/**
+ * The subscription could not be continued from its last position: publications between
+ * `previous` and (`epoch`, `offset`) are lost to this client (the server restarted with
+ * in-memory history, the history expired, or too much was missed). Delivery continues with
+ * the publication after `offset`; reload whatever you derive from the room.
+ */
+export interface GapEvent {
+  type: 'gap'
+  room: string
+  /** The room's position the subscription continues from. */
+  epoch: string
+  offset: number
+  /** The last position this client had processed (null when it had none). */
+  previous: StreamPosition | null
+}
+
+/** What a subscription handler receives: publications in offset order, and explicit gaps. */
+export type SubscriptionEvent = MessageFrame | GapEvent
+export type SubscriptionHandler = (event: SubscriptionEvent) => void
+
+/**
+ * `connecting`: the first connection is being set up (including its retries); `open`: the
+ * welcome frame arrived; `reconnecting`: an open connection was lost and the client is
+ * waiting to (or trying to) connect again; `closed`: final (close(), a terminal close code,
+ * or retries exhausted).
+ */
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed'
+
+export interface DisconnectEvent {
+  code: number
+  reason: string
+  willReconnect: boolean
+}
+
+export interface RetryEvent {
+  /** 0 for the first retry after a loss, counting up until a connection opens. */
+  attempt: number
+  /** The wait before this attempt: `retryAfterMs` of a `reconnect` push, else full-jitter backoff. */
+  delayMs: number
+  /** Why the previous connection or attempt ended. */
+  code: number
+  reason: string
+}
+
+export interface ClientEvents {
+  state: ConnectionState
+  welcome: WelcomeFrame
+  disconnect: DisconnectEvent
+  retry: RetryEvent
+  /** Problems that no promise reports: token refresh failures, failed handshakes, listener exceptions, errors without an id. */
+  error: Error
+}
+
+/** `end` reasons: the server's (except `resubscribe`, which the client handles), or the client's own. */
+export type EndReason = Exclude<UnsubscribeReason, 'resubscribe'> | 'unsubscribed' | 'closed' | 'error'
+
+export interface SubscriptionEvents {
+  join: { room: string, user: { id: string } }
+  leave: { room: string, user: { id: string } }
+  /** After every successful (re)subscribe: where the subscription continues and whether nothing was missed. */
+  subscribed: { room: string, epoch: string, offset: number, recovered: boolean }
+  /** The subscription is over; no more events. `error` is set when the reason is `error`. */
+  end: { room: string, reason: EndReason, error?: Error }
+}
+
+export type SubscriptionState = 'subscribing' | 'subscribed' | 'recovering' | 'ended'
+
+export interface ReconnectOptions {
+  /** First backoff bound in ms (default 500). */
+  baseMs?: number
+  /** Largest backoff bound in ms (default 30000). */
+  capMs?: number
+  /** Failed attempts in a row before giving up (default Infinity; 0: never reconnect). */
+  maxAttempts?: number
+}
+
+/** The part of the WebSocket interface the client uses: browsers' WebSocket and `ws` both have it. */
+export interface WebSocketLike {
+  readonly readyState: number
+  onopen: ((event: never) => void) | null
+  onmessage: ((event: never) => void) | null
+  onclose: ((event: never) => void) | null
+  onerror: ((event: never) => void) | null
+  send (data: string): void
+  close (code?: number, reason?: string): void
+}
+
+/** A WebSocket constructor: the browser's (two arguments) or `ws`'s (the third carries headers). */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: { headers?: Record<string, string> }) => WebSocketLike
+
+export interface SwitchboardClientOptions {
+  /** `ws://host:port/ws` or `wss://…`; `http(s)://` is accepted, and a bare origin gets `/ws`. */
+  url: string
+  /** An access token (JWT). With `getToken` too, it is used for the first connection. */
+  token?: string
+  /** Returns a fresh access token: called before the first connection (without `token`), before the token expires (sent as `refresh`), and after a 4001 close or a 401 handshake. */
+  getToken?: () => string | Promise<string>
+  /** An API key (`sbk_…`): Node only, browsers cannot send the header. */
+  apiKey?: string
+  /** A WebSocket constructor to use instead of the browser's or `ws`. */
+  WebSocket?: WebSocketConstructor
+  /**
+   * How credentials travel. `node`: `Authorization` / `X-API-Key` headers (needs `ws` or a
+   * constructor taking `{ headers }`); `browser`: the `bearer.<token>` subprotocol. Default:
+   * `node` under Node.js, `browser` elsewhere.
+   */
+  transport?: 'node' | 'browser'
+  reconnect?: ReconnectOptions
+  /** Per-command timeout in ms, counted from when the command is written (default 10000). */
+  requestTimeoutMs?: number
+  /** How long a connection attempt may take until the welcome frame (default 10000). */
+  connectTimeoutMs?: number
+  /** Commands waiting for a connection (default 1000); beyond it, calls reject with `queue_full`. */
+  maxQueuedCommands?: number
+}
+
+export interface SubscribeOptions {
+  /** Resume after this position: recovered publications reach the handler first (or a gap event). */
+  since?: StreamPosition
+}
+
+export interface PublishOptions {
+  /** Deduplicates retries (1–128 characters). Generated (a random UUID) when absent. */
+  idempotencyKey?: string
+}
+
+export interface HistoryOptions {
+  since?: StreamPosition
+  /** 1–1000, the server's default is 50. */
+  limit?: number
+}

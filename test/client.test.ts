@@ -1,0 +1,622 @@
+import { describe, it, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import fc from 'fast-check'
+import { WebSocket, WebSocketServer } from 'ws'
+import {
+  backoffBound,
+  backoffDelay,
+  SwitchboardClient,
+  SwitchboardError,
+  type ConnectionState,
+  type DisconnectEvent,
+  type MessageFrame,
+  type RetryEvent,
+  type SubscriptionEvent,
+  type SwitchboardClientOptions
+} from '../src/client/index.js'
+import { build, tempDir, type TestApp } from './helper.js'
+import { ADMIN, baseEnv, freePort, ROOT, startServer, waitUntilReady, type ServerProcess } from './process.js'
+
+/*
+ * The client SDK against real servers: in-process apps (build) for most tests, a real server
+ * process for the restart, and a TCP proxy written here to cut the network, refuse
+ * connections and count connection attempts. Two small scripted `ws` servers cover what the
+ * real server never does on request (stay silent, close with 4500, ask for a resubscribe).
+ * Nothing asserts a duration except the backoff bounds (upper bounds with slack); every wait
+ * is for an event, with a generous bound.
+ */
+
+const WITHIN_MS = 15_000
+const FAST = { baseMs: 20, capMs: 100 }
+const ENV = { WS_MESSAGES_PER_SECOND: '100000', WS_MESSAGES_BURST: '100000', WS_MAX_CONNECTIONS_PER_USER: '1000' }
+
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+async function waitFor (what: string | (() => string), check: () => boolean | Promise<boolean>, timeoutMs = WITHIN_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`${typeof what === 'string' ? what : what()}: not within ${timeoutMs} ms`)
+    await sleep(10)
+  }
+}
+
+async function rejects (promise: Promise<unknown>, code: string): Promise<SwitchboardError> {
+  try {
+    await promise
+  } catch (err) {
+    assert.ok(err instanceof SwitchboardError, `expected a SwitchboardError, got ${String(err)}`)
+    assert.equal(err.code, code, err.message)
+    return err
+  }
+  assert.fail(`expected a rejection with ${code}`)
+}
+
+interface Recorded {
+  client: SwitchboardClient
+  states: ConnectionState[]
+  disconnects: DisconnectEvent[]
+  retries: RetryEvent[]
+  errors: Error[]
+}
+
+/**
+ * Returns a factory of clients whose events are recorded, all closed when the test ends.
+ * Call it first in a test: `after` hooks run in the order they were registered, and clients
+ * must close before the servers, or they reconnect into a server that is closing.
+ */
+function clients (t: TestContext): (options: SwitchboardClientOptions) => Recorded {
+  const all: SwitchboardClient[] = []
+  t.after(() => Promise.all(all.map(c => c.close())))
+  return (options) => {
+    const c = new SwitchboardClient(options)
+    all.push(c)
+    const recorded: Recorded = { client: c, states: [], disconnects: [], retries: [], errors: [] }
+    c.on('state', s => recorded.states.push(s))
+    c.on('disconnect', d => recorded.disconnects.push(d))
+    c.on('retry', r => recorded.retries.push(r))
+    c.on('error', e => recorded.errors.push(e))
+    return recorded
+  }
+}
+
+/** A handler that records what it receives. */
+function recorder (): { handler: (event: SubscriptionEvent) => void, events: SubscriptionEvent[], messages: () => MessageFrame[] } {
+  const events: SubscriptionEvent[] = []
+  return { handler: e => events.push(e), events, messages: () => events.filter((e): e is MessageFrame => e.type === 'message') }
+}
+
+async function createRoom (srv: TestApp, token: string, id: string, extra: Record<string, unknown> = {}): Promise<void> {
+  const res = await srv.request('POST', '/rooms', { token, body: { id, ...extra } })
+  assert.equal(res.status, 201, res.text)
+}
+
+/**
+ * A TCP proxy in front of a server: `cut()` destroys every connection (a network failure),
+ * `refuse` closes new connections at once (a server that is down), `holdDownstream` swallows
+ * server → client bytes (replies lost in the network). Every connection attempt is timestamped.
+ */
+interface Proxy {
+  url: string
+  attempts: number[]
+  refuse: boolean
+  holdDownstream: boolean
+  cut: () => void
+}
+
+async function startProxy (t: TestContext, targetPort: number): Promise<Proxy> {
+  const sockets = new Set<net.Socket>()
+  const proxy: Proxy = { url: '', attempts: [], refuse: false, holdDownstream: false, cut: () => { for (const s of sockets) s.destroy() } }
+  const server = net.createServer((downstream) => {
+    proxy.attempts.push(Date.now())
+    if (proxy.refuse) {
+      downstream.destroy()
+      return
+    }
+    const upstream = net.connect(targetPort, '127.0.0.1')
+    for (const socket of [downstream, upstream]) {
+      sockets.add(socket)
+      socket.on('error', () => {})
+      socket.on('close', () => {
+        sockets.delete(socket)
+        downstream.destroy()
+        upstream.destroy()
+      })
+    }
+    downstream.on('data', (chunk) => upstream.write(chunk))
+    upstream.on('data', (chunk) => { if (!proxy.holdDownstream) downstream.write(chunk) })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => {
+    proxy.cut()
+    return new Promise<void>(resolve => server.close(() => resolve()))
+  })
+  const address = server.address() as net.AddressInfo
+  proxy.url = `ws://127.0.0.1:${address.port}/ws`
+  return proxy
+}
+
+/** A scripted ws server for what the real server never does on request; `onConnection` drives it. */
+async function scriptedServer (t: TestContext, onConnection: (socket: WebSocket) => void): Promise<{ url: string, connections: () => number }> {
+  let count = 0
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: () => 'switchboard.v1' })
+  wss.on('connection', (socket) => { count++; onConnection(socket) })
+  await new Promise<void>(resolve => wss.once('listening', resolve))
+  t.after(() => new Promise<void>(resolve => {
+    for (const socket of wss.clients) socket.terminate()
+    wss.close(() => resolve())
+  }))
+  return { url: `ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/ws`, connections: () => count }
+}
+
+const welcomeFrame = (tokenExpiresAt: number | null = null): string => JSON.stringify({
+  type: 'welcome',
+  protocol: 'switchboard.v1',
+  connectionId: randomUUID(),
+  user: { id: 'scripted', role: 'user' },
+  heartbeatMs: 25_000,
+  limits: { maxMessageBytes: 65_536, messagesPerSecond: 1000, messagesBurst: 1000, maxSubscriptions: 100, maxBufferedBytes: 1_048_576, idleTimeoutMs: 60_000 },
+  tokenExpiresAt
+})
+
+describe('client SDK: commands', () => {
+  it('connects with a token (Node transport) and subscribes, publishes, receives, reads history and presence, pings', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const alice = await srv.userToken('alice')
+    const bob = await srv.userToken('bob')
+    await createRoom(srv, alice, 'lobby')
+    const { client: a, states } = client({ url: srv.url, token: alice })
+    const welcome = await a.ready()
+    assert.equal(welcome.user.id, 'alice')
+    assert.equal(typeof welcome.tokenExpiresAt, 'number')
+    assert.deepEqual(states, ['open'])
+
+    const rec = recorder()
+    const sub = await a.subscribe('lobby', rec.handler)
+    assert.equal(sub.state, 'subscribed')
+    assert.equal(sub.position?.offset, 0)
+    const joins: string[] = []
+    const leaves: string[] = []
+    sub.on('join', e => joins.push(e.user.id))
+    sub.on('leave', e => leaves.push(e.user.id))
+
+    const first = await a.publish('lobby', { text: 'hi' })
+    assert.equal(first.offset, 1)
+    const second = await a.publish('lobby', [1, 2, 3], { idempotencyKey: 'k-1' })
+    assert.equal(second.offset, 2)
+    assert.deepEqual(await a.publish('lobby', 'ignored: same key', { idempotencyKey: 'k-1' }), second)
+    await waitFor('two messages', () => rec.messages().length === 2)
+    assert.deepEqual(rec.messages().map(m => [m.room, m.offset, m.data, m.from.id]), [['lobby', 1, { text: 'hi' }, 'alice'], ['lobby', 2, [1, 2, 3], 'alice']])
+    assert.deepEqual(sub.position, { epoch: first.epoch, offset: 2 })
+
+    const history = await a.history('lobby', { limit: 10 })
+    assert.deepEqual(history.publications.map(p => p.data), [{ text: 'hi' }, [1, 2, 3]])
+    const since = await a.history('lobby', { since: { epoch: first.epoch, offset: 1 } })
+    assert.deepEqual(since.publications.map(p => p.offset), [2])
+    assert.equal(since.complete, true)
+
+    // Presence, and join / leave as events on the subscription.
+    const { client: b } = client({ url: srv.url, token: bob })
+    await b.subscribe('lobby', () => {})
+    await waitFor('join of bob', () => joins.includes('bob'))
+    assert.deepEqual(await a.presence('lobby'), { users: ['alice', 'bob'], connections: 2 })
+    await b.close()
+    await waitFor('leave of bob', () => leaves.includes('bob'))
+
+    assert.equal(typeof await a.ping(), 'number')
+    await sub.unsubscribe()
+    assert.equal(sub.state, 'ended')
+    await a.publish('lobby', 'after unsubscribe')
+    await a.ping()
+    assert.equal(rec.messages().length, 2, 'nothing after unsubscribe')
+    assert.deepEqual(await a.presence('lobby'), { users: [], connections: 0 })
+  })
+
+  it('connects with an API key, and with the browser transport (token in Sec-WebSocket-Protocol)', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const root = await srv.userToken('root', 'admin')
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, root, 'sensors')
+    const res = await srv.request('POST', '/api-keys', { token: root, body: { name: 'svc', scopes: ['publish:sensors', 'subscribe:sensors'] } })
+    assert.equal(res.status, 201, res.text)
+
+    const { client: service } = client({ url: srv.url, apiKey: res.body.key as string })
+    const welcome = await service.ready()
+    assert.deepEqual(welcome.user, { id: 'key:svc', role: 'apiKey' })
+    assert.equal(welcome.tokenExpiresAt, null)
+    const rec = recorder()
+    await service.subscribe('sensors', rec.handler)
+    assert.equal((await service.publish('sensors', 21.5)).offset, 1)
+    await waitFor('own publication', () => rec.messages().length === 1)
+    await rejects(service.history('sensors'), 'forbidden')
+
+    // The browser transport (ws stands in for the browser's WebSocket): no headers, the token rides in the subprotocol.
+    const { client: browser } = client({ url: srv.url.replace('http', 'ws'), token: alice, transport: 'browser', WebSocket })
+    assert.equal((await browser.ready()).user.id, 'alice')
+    assert.equal((await browser.history('sensors')).publications.length, 1)
+    assert.throws(() => new SwitchboardClient({ url: srv.url, apiKey: 'sbk_x', transport: 'browser', WebSocket }), /browsers cannot send/)
+    assert.throws(() => new SwitchboardClient({ url: srv.url }), /token, getToken or apiKey/)
+  })
+
+  it('rejects with typed SwitchboardErrors from real server errors', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const alice = await srv.userToken('alice')
+    const bob = await srv.userToken('bob')
+    await createRoom(srv, alice, 'announce', { publish: 'moderators' })
+    await createRoom(srv, alice, 'secret', { visibility: 'private' })
+    const { client: b } = client({ url: srv.url, token: bob })
+
+    const notFound = await rejects(b.subscribe('nowhere', () => {}), 'not_found')
+    assert.equal(notFound.temporary, false)
+    await rejects(b.subscribe('secret', () => {}), 'not_found')
+    const forbidden = await rejects(b.publish('announce', 'x', { idempotencyKey: 'mine' }), 'forbidden')
+    assert.equal(forbidden.idempotencyKey, 'mine', 'a failed publish tells its key')
+    await rejects(b.history('announce', { limit: 5000 }), 'bad_request')
+    await b.subscribe('announce', () => {})
+    await rejects(b.subscribe('announce', () => {}), 'conflict')
+    // The connection survived every error.
+    assert.equal(b.state, 'open')
+    assert.equal(typeof await b.ping(), 'number')
+  })
+
+  it('paces a burst of commands under the server\'s message rate: none refused, order kept', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: { WS_MESSAGES_PER_SECOND: '400', WS_MESSAGES_BURST: '10' } })
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, alice, 'lobby')
+    const { client: a, errors } = client({ url: srv.url, token: alice })
+    await a.ready()
+    const results = await Promise.all(Array.from({ length: 80 }, (_, i) => a.publish('lobby', i)))
+    assert.deepEqual(results.map(r => r.offset), Array.from({ length: 80 }, (_, i) => i + 1))
+    const history = await a.history('lobby', { limit: 100 })
+    assert.deepEqual(history.publications.map(p => p.data), Array.from({ length: 80 }, (_, i) => i))
+    assert.deepEqual(errors, [])
+  })
+
+  it('an unsubscribed push (removed) ends the subscription with an event', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const alice = await srv.userToken('alice')
+    const bob = await srv.userToken('bob')
+    await createRoom(srv, alice, 'team', { visibility: 'private' })
+    const put = await srv.request('PUT', '/rooms/team/members/bob', { token: alice, body: { role: 'member' } })
+    assert.ok(put.status === 200 || put.status === 201, put.text)
+    const { client: b } = client({ url: srv.url, token: bob })
+    const sub = await b.subscribe('team', () => {})
+    const ended = new Promise(resolve => sub.on('end', resolve))
+    const del = await srv.request('DELETE', '/rooms/team/members/bob', { token: alice })
+    assert.ok(del.status === 204 || del.status === 200, del.text)
+    assert.deepEqual(await ended, { room: 'team', reason: 'removed' })
+    assert.equal(sub.state, 'ended')
+    // The room is free to subscribe again on this client (and the server says no).
+    await rejects(b.subscribe('team', () => {}), 'not_found')
+  })
+
+  it('times out a request the server never answers, and an attempt that never gets a welcome', async (t) => {
+    const client = clients(t)
+    const silent = await scriptedServer(t, socket => socket.send(welcomeFrame()))
+    const { client: c } = client({ url: silent.url, token: 'x', requestTimeoutMs: 200 })
+    await c.ready()
+    const timeout = await rejects(c.ping(), 'timeout')
+    assert.equal(timeout.temporary, true)
+    const publish = await rejects(c.publish('lobby', 1), 'timeout')
+    assert.match(publish.idempotencyKey ?? '', /^[0-9a-f-]{36}$/, 'the generated key, to retry with')
+    assert.equal(c.state, 'open', 'a timeout does not drop the connection')
+
+    const mute = await scriptedServer(t, () => {})
+    const { client: d, retries, disconnects } = client({ url: mute.url, token: 'x', connectTimeoutMs: 200, reconnect: { ...FAST, maxAttempts: 1 } })
+    await waitFor('given up', () => d.state === 'closed')
+    assert.match(retries[0]?.reason ?? '', /no welcome within 200 ms/)
+    assert.equal(mute.connections(), 2)
+    assert.equal(disconnects.at(-1)?.willReconnect, false)
+  })
+})
+
+describe('client SDK: reconnect and recovery', () => {
+  it('reconnects after a server restart (SIGTERM drain, same port) and reports the gap of the new epoch', async (t) => {
+    const client = clients(t)
+    const dir = tempDir(t)
+    const port = await freePort()
+    const env = { ...baseEnv(dir), PORT: String(port), WS_DRAIN_MS: '200', LOGIN_RATE_LIMIT: '100' }
+    const start = async (): Promise<ServerProcess> => {
+      const server = { ...await startServer(t, env), port }
+      await waitUntilReady(server)
+      return server
+    }
+    const first = await start()
+    const base = `http://127.0.0.1:${port}`
+    const login = await fetch(`${base}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ADMIN) })
+    const token = (await login.json() as { accessToken: string }).accessToken
+    const created = await fetch(`${base}/rooms`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ id: 'lobby' }) })
+    assert.equal(created.status, 201)
+
+    const { client: c, disconnects, retries } = client({ url: base, token, reconnect: { baseMs: 100, capMs: 500 } })
+    const rec = recorder()
+    const sub = await c.subscribe('lobby', rec.handler)
+    const before = await c.publish('lobby', 'before')
+    await waitFor('first message', () => rec.messages().length === 1)
+    const firstConnection = c.welcome?.connectionId
+
+    first.child.kill('SIGTERM')
+    await waitFor('disconnect', () => disconnects.length === 1)
+    assert.deepEqual(disconnects[0], { code: 1012, reason: 'service restart', willReconnect: true })
+    // The first wait is the server's retryAfterMs (within WS_DRAIN_MS), not the backoff.
+    assert.ok(retries[0] !== undefined && retries[0].code === 1012 && retries[0].delayMs <= 200, JSON.stringify(retries[0]))
+    await first.exited // its port is free again
+
+    await start()
+    await waitFor('gap event', () => rec.events.some(e => e.type === 'gap'))
+    assert.equal(c.state, 'open')
+    assert.notEqual(c.welcome?.connectionId, firstConnection)
+    const gap = rec.events.find(e => e.type === 'gap')
+    assert.ok(gap?.type === 'gap')
+    assert.deepEqual(gap.previous, { epoch: before.epoch, offset: 1 })
+    assert.notEqual(gap.epoch, before.epoch, 'memory engine: a new process is a new epoch')
+    assert.equal(sub.state, 'subscribed')
+
+    const after = await c.publish('lobby', 'after')
+    assert.equal(after.epoch, gap.epoch)
+    await waitFor('live message after the restart', () => rec.messages().length === 2)
+    assert.deepEqual(rec.events.map(e => e.type === 'gap' ? 'gap' : e.data), ['before', 'gap', 'after'])
+  })
+
+  it('recovers through a network cut: exactly the missed publications, once, in order; queued publishes go out after', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, alice, 'lobby')
+    const proxy = await startProxy(t, Number(new URL(srv.url).port))
+    const { client: a, disconnects } = client({ url: proxy.url, token: alice, reconnect: FAST })
+    const { client: b } = client({ url: srv.url, token: alice }) // another connection, not through the proxy
+    const rec = recorder()
+    const sub = await a.subscribe('lobby', rec.handler)
+    const recoveries: boolean[] = []
+    sub.on('subscribed', e => recoveries.push(e.recovered))
+    await b.publish('lobby', 1)
+    await waitFor('message 1', () => rec.messages().length === 1)
+
+    proxy.refuse = true
+    proxy.cut()
+    await waitFor('disconnect', () => disconnects.length === 1)
+    assert.equal(a.state, 'reconnecting')
+    for (const n of [2, 3, 4]) await b.publish('lobby', n)
+    const own = a.publish('lobby', 'queued while down')
+    await waitFor('a few refused attempts', () => proxy.attempts.length >= 3)
+    proxy.refuse = false
+
+    assert.equal((await own).offset, 5)
+    await b.publish('lobby', 6)
+    await waitFor('message 6', () => rec.messages().some(m => m.data === 6))
+    assert.deepEqual(rec.events.map(e => e.type === 'message' ? e.data : e.type), [1, 2, 3, 4, 'queued while down', 6])
+    assert.deepEqual(rec.messages().map(m => m.offset), [1, 2, 3, 4, 5, 6])
+    assert.deepEqual(recoveries, [true], 'recovered after the cut')
+    assert.deepEqual(disconnects, [{ code: 1006, reason: '', willReconnect: true }])
+  })
+
+  it('backs off with full jitter within [0, min(cap, base·2^attempt)] and gives up after maxAttempts', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const alice = await srv.userToken('alice')
+    const proxy = await startProxy(t, Number(new URL(srv.url).port))
+    const reconnect = { baseMs: 40, capMs: 300, maxAttempts: 7 }
+    const { client: c, retries, disconnects } = client({ url: proxy.url, token: alice, reconnect })
+    await c.ready()
+    proxy.refuse = true
+    const cutAt = Date.now()
+    const before = proxy.attempts.length
+    proxy.cut()
+    await waitFor('given up', () => c.state === 'closed')
+
+    assert.deepEqual(retries.map(r => r.attempt), [0, 1, 2, 3, 4, 5, 6])
+    const attempts = proxy.attempts.slice(before)
+    assert.equal(attempts.length, reconnect.maxAttempts, 'no attempt after giving up')
+    for (const [i, retry] of retries.entries()) {
+      const bound = Math.min(reconnect.capMs, reconnect.baseMs * 2 ** i)
+      assert.ok(retry.delayMs >= 0 && retry.delayMs <= bound, `delay ${retry.delayMs} of attempt ${i} within [0, ${bound}]`)
+      // Observed at the proxy: never earlier than the chosen delay; later only by scheduling slack.
+      const gap = attempts[i]! - (i === 0 ? cutAt : attempts[i - 1]!)
+      assert.ok(gap >= retry.delayMs - 2, `attempt ${i} came ${gap} ms after the previous, before its delay ${retry.delayMs}`)
+      assert.ok(gap <= bound + 1000, `attempt ${i} came ${gap} ms after the previous (bound ${bound})`)
+    }
+    assert.deepEqual(disconnects.at(-1), { code: 1006, reason: 'gave up after 7 reconnect attempts', willReconnect: false })
+    await rejects(c.ping(), 'closed')
+  })
+
+  it('the backoff delay is always within its full-jitter bound (property)', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 100 }), fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: 1, max: 120_000 }), fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (attempt, base, cap, r) => {
+      const bound = backoffBound(attempt, base, cap)
+      const delay = backoffDelay(attempt, base, cap, () => r)
+      return bound === Math.min(cap, base * 2 ** attempt) && delay >= 0 && delay <= bound && backoffBound(attempt + 1, base, cap) >= bound
+    }))
+  })
+
+  it('does not reconnect after 4503 (kicked) or 4500 (protocol violation)', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const root = await srv.userToken('root', 'admin')
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, alice, 'lobby')
+    const proxy = await startProxy(t, Number(new URL(srv.url).port))
+    const { client: c, disconnects, states } = client({ url: proxy.url, token: alice, reconnect: { baseMs: 5, capMs: 20 } })
+    const sub = await c.subscribe('lobby', () => {})
+    const ended = new Promise(resolve => sub.on('end', resolve))
+    const kick = await srv.request('DELETE', `/admin/connections/${c.welcome!.connectionId}`, { token: root })
+    assert.equal(kick.status, 204, kick.text)
+    await waitFor('closed', () => c.state === 'closed')
+    assert.deepEqual(disconnects, [{ code: 4503, reason: 'kicked', willReconnect: false }])
+    assert.deepEqual(states, ['open', 'closed'])
+    assert.equal((await ended as { reason: string }).reason, 'closed')
+    await sleep(300) // a bounded watch: with these delays a reconnect would come within 20 ms
+    assert.equal(proxy.attempts.length, 1, 'no reconnect attempt')
+    await rejects(c.publish('lobby', 'x'), 'closed')
+
+    const violator = await scriptedServer(t, (socket) => {
+      socket.send(welcomeFrame())
+      setTimeout(() => socket.close(4500, 'protocol violation'), 20)
+    })
+    const { client: v, disconnects: vd } = client({ url: violator.url, token: 'x', reconnect: { baseMs: 5, capMs: 20 } })
+    await waitFor('closed', () => v.state === 'closed')
+    assert.deepEqual(vd, [{ code: 4500, reason: 'protocol violation', willReconnect: false }])
+    await sleep(300)
+    assert.equal(violator.connections(), 1)
+  })
+
+  it('resubscribes with since on an unsubscribed/resubscribe push, dropping duplicates by offset (scripted server)', async (t) => {
+    const client = clients(t)
+    // The real server sends `resubscribe` when its engine loses live continuity (a Redis
+    // reconnect), which no test can trigger on request: this server scripts the exchange.
+    const seen: unknown[] = []
+    const server = await scriptedServer(t, (socket) => {
+      socket.send(welcomeFrame())
+      const msg = (offset: number): string => JSON.stringify({ type: 'message', room: 'lobby', epoch: 'e1', offset, data: offset, from: { id: 'bob' }, ts: 1 })
+      socket.on('message', (raw) => {
+        const command = JSON.parse(raw.toString()) as { type: string, id: number, since?: unknown }
+        seen.push(command)
+        if (command.type !== 'subscribe') return
+        if (command.since === undefined) {
+          socket.send(JSON.stringify({ type: 'reply', id: command.id, result: { room: 'lobby', epoch: 'e1', offset: 0, recovered: false, publications: [] } }))
+          socket.send(msg(1))
+          socket.send(msg(2))
+          socket.send(JSON.stringify({ type: 'unsubscribed', room: 'lobby', reason: 'resubscribe' }))
+        } else {
+          const pub = (offset: number): unknown => ({ offset, data: offset, from: { id: 'bob' }, ts: 1 })
+          socket.send(JSON.stringify({ type: 'reply', id: command.id, result: { room: 'lobby', epoch: 'e1', offset: 4, recovered: true, publications: [pub(2), pub(3), pub(4)] } }))
+          socket.send(msg(4)) // a duplicate
+          socket.send(msg(5))
+        }
+      })
+    })
+    const { client: c } = client({ url: server.url, token: 'x' })
+    const rec = recorder()
+    await c.subscribe('lobby', rec.handler)
+    await waitFor('message 5', () => rec.messages().some(m => m.offset === 5))
+    assert.deepEqual(rec.events.map(e => e.type === 'message' ? e.offset : e.type), [1, 2, 3, 4, 5])
+    assert.deepEqual(seen.map(s => (s as { since?: unknown }).since), [undefined, { epoch: 'e1', offset: 2 }])
+  })
+
+  it('a publish whose reply was lost is sent again with its key: stored exactly once', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, alice, 'lobby')
+    const proxy = await startProxy(t, Number(new URL(srv.url).port))
+    const { client: a, disconnects } = client({ url: proxy.url, token: alice, reconnect: FAST })
+    const { client: observer } = client({ url: srv.url, token: alice })
+    await a.ready()
+
+    proxy.holdDownstream = true
+    const pending = a.publish('lobby', { n: 'once' })
+    await waitFor('stored on the server', async () => (await observer.history('lobby')).publications.length === 1)
+    proxy.holdDownstream = false
+    proxy.cut() // the reply never reached the client
+
+    const result = await pending
+    assert.equal(disconnects.length, 1, 'the publish was resolved over a new connection')
+    assert.equal(result.offset, 1, 'the first publish\'s position')
+    const history = await observer.history('lobby')
+    assert.deepEqual(history.publications.map(p => p.data), [{ n: 'once' }])
+    assert.equal((await a.publish('lobby', 'next')).offset, 2)
+  })
+
+  it('rejects commands beyond maxQueuedCommands while the server is unreachable', async (t) => {
+    const client = clients(t)
+    const port = await freePort() // nothing listens there
+    const { client: c } = client({ url: `ws://127.0.0.1:${port}/ws`, token: 'x', maxQueuedCommands: 3, reconnect: FAST })
+    const queued = [c.publish('lobby', 1), c.history('lobby'), c.ping()]
+    for (const p of queued) p.catch(() => {})
+    const overflow = await rejects(c.publish('lobby', 4, { idempotencyKey: 'k4' }), 'queue_full')
+    assert.match(overflow.message, /maxQueuedCommands: 3/)
+    assert.equal(overflow.temporary, true)
+    assert.equal(overflow.idempotencyKey, 'k4')
+    await rejects(c.subscribe('lobby', () => {}), 'queue_full')
+    assert.equal(c.state, 'connecting')
+    await c.close()
+    for (const p of queued) await rejects(p, 'closed')
+  })
+})
+
+describe('client SDK: token refresh', () => {
+  it('refreshes before expiry so the connection outlives its first token; without a refresh, 4001 stops or reconnects via getToken', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: { ...ENV, JWT_CLOCK_TOLERANCE: '0s' } })
+    const alice = await srv.userToken('alice')
+    await srv.createUser('erin')
+    await createRoom(srv, alice, 'lobby')
+    const shortToken = (): string => srv.app.jwt.sign({ sub: 'erin', role: 'user', jti: randomUUID() }, { expiresIn: '3000ms' })
+
+    let refreshes = 0
+    const refresher = client({ url: srv.url, token: shortToken(), getToken: () => { refreshes++; return shortToken() } })
+    const control = client({ url: srv.url, token: shortToken() })
+    let authDown = true
+    const renewer = client({
+      url: srv.url,
+      token: shortToken(),
+      reconnect: FAST,
+      getToken: () => authDown ? Promise.reject(new Error('auth server down')) : shortToken()
+    })
+    renewer.client.on('disconnect', (d) => { if (d.code === 4001) authDown = false })
+    const [welcome, , renewerWelcome] = await Promise.all([refresher.client.ready(), control.client.ready(), renewer.client.ready()])
+    const renewerSub = await renewer.client.subscribe('lobby', () => {})
+    const firstExpiry = welcome.tokenExpiresAt!
+
+    await waitFor('control closed', () => control.client.state === 'closed')
+    assert.deepEqual(control.disconnects, [{ code: 4001, reason: 'token expired', willReconnect: false }])
+
+    await waitFor('renewer reconnected', () => renewer.client.state === 'open' && renewer.client.welcome?.connectionId !== renewerWelcome.connectionId)
+    assert.deepEqual(renewer.disconnects, [{ code: 4001, reason: 'token expired', willReconnect: true }])
+    assert.ok(renewer.errors.some(e => /auth server down/.test(e.message)), 'the failed refreshes were reported')
+    await waitFor('subscription restored', () => renewerSub.state === 'subscribed')
+
+    await waitFor('past the first token\'s expiry', () => Date.now() > firstExpiry + 1000)
+    assert.equal(refresher.client.state, 'open')
+    assert.deepEqual(refresher.disconnects, [])
+    assert.equal(refresher.client.welcome?.connectionId, welcome.connectionId)
+    assert.ok(refreshes >= 1)
+    assert.equal(typeof await refresher.client.ping(), 'number')
+    assert.deepEqual(refresher.errors, [])
+
+    // A token already expired (by its `exp`) is replaced before connecting: in a browser a 401
+    // handshake cannot be told from a network failure, so it must not be sent at all.
+    const b64 = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url')
+    const expired = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'erin', exp: Math.floor(Date.now() / 1000) - 60 })}.invalid`
+    const browser = client({ url: srv.url, token: expired, getToken: shortToken, transport: 'browser', WebSocket })
+    assert.equal((await browser.client.ready()).user.id, 'erin')
+    assert.deepEqual([browser.retries, browser.errors], [[], []], 'connected at the first attempt')
+  })
+})
+
+describe('client SDK: package', () => {
+  it('npm pack ships dist/src/client with declarations, and switchboard/client resolves with types', async (t) => {
+    const run = promisify(execFile)
+    await run('npm', ['run', 'build'], { cwd: ROOT })
+    const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT })
+    const files = new Set((JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map(f => f.path))
+    for (const file of ['dist/src/client/index.js', 'dist/src/client/index.d.ts', 'dist/src/client/client.d.ts', 'dist/src/realtime/protocol.d.ts', 'dist/src/realtime/close-codes.js']) {
+      assert.ok(files.has(file), `${file} packed`)
+    }
+
+    // A consumer project: the package linked into node_modules, imported by name, type-checked.
+    const dir = tempDir(t, 'switchboard-consumer-')
+    mkdirSync(join(dir, 'node_modules'))
+    symlinkSync(ROOT, join(dir, 'node_modules', 'switchboard'), 'dir')
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }))
+    writeFileSync(join(dir, 'consumer.ts'), [
+      "import { SwitchboardClient, SwitchboardError, type SubscriptionEvent } from 'switchboard/client'",
+      "const client: SwitchboardClient | null = null as SwitchboardClient | null",
+      "const handler = (event: SubscriptionEvent): string => event.type === 'gap' ? event.epoch : String(event.offset)",
+      'export const checks = [client?.state, handler, SwitchboardError]',
+      ''
+    ].join('\n'))
+    await run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', 'consumer.ts'], { cwd: dir })
+    const imported = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('switchboard/client'); console.log(typeof m.SwitchboardClient, typeof m.SwitchboardError)"], { cwd: dir })
+    assert.equal(imported.stdout.trim(), 'function function')
+  })
+})
