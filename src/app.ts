@@ -53,7 +53,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // Tokens are long but bounded; a URL beyond this is refused by the router.
     routerOptions: { maxParamLength: 200 },
     forceCloseConnections: 'idle',
-    return503OnClosing: true
+    // Not Fastify's blanket 503 while closing: it bypasses the route hooks, so a WebSocket
+    // handshake refused that way never has its raw socket released and close() waits forever.
+    // Readiness and the /ws handshake answer 503 themselves from the lifecycle state instead.
+    return503OnClosing: false
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   for (const schema of SHARED_SCHEMAS) app.addSchema(schema)

@@ -47,6 +47,8 @@ describe('server process', () => {
     assert.equal(inFlight.status, 200)
     assert.equal(typeof inFlight.body.accessToken, 'string')
     // The login finished after shutdown began, so it really was drained rather than done early.
+    // (Its log line may reach the pipe a moment after the response: wait for it.)
+    await waitForLog(server, /"msg":"user signed in"/, 2)
     const lines = server.stdout().split('\n')
     const shutdownAt = lines.findIndex(line => /"signal":"SIGTERM"/.test(line))
     const signedInAt = lines.map(line => /"msg":"user signed in"/.test(line)).lastIndexOf(true)
