@@ -8,6 +8,19 @@ import { ROOT } from './process.js'
 
 interface Run { code: number | null, stdout: string, stderr: string }
 
+/** Starts the CLI and returns the live child with its collected output (for long-running commands). */
+function cliProcess (configFile: string, args: string[]): { child: ReturnType<typeof spawn>, stdout: () => string, exited: Promise<number | null> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', SWITCHBOARD_CONFIG: configFile },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => { stdout += c })
+  child.stderr!.resume()
+  return { child, stdout: () => stdout, exited: new Promise(resolve => child.once('exit', code => resolve(code))) }
+}
+
 /** Runs the real CLI as a child process, as a user would. */
 function cli (configFile: string, args: string[], options: { stdin?: string, env?: Record<string, string> } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
@@ -147,5 +160,40 @@ describe('switchboard CLI', () => {
     assert.match(run.stderr, /not JSON, not sent/)
     assert.match(run.stderr, /closed: 1000/)
     assert.equal(run.code, 0)
+  })
+
+  it('sub prints one JSON line per message, resumes with --since, and survives a kick-free reconnect', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    await cli(config, ['rooms', 'create', 'feed'])
+    const token = await server.login('alice')
+    for (const n of [1, 2, 3]) await server.request('POST', '/rooms/feed/messages', { token, body: { data: { n } } })
+
+    // Resume after offset 1: exactly 2 and 3 come back, then a live one.
+    const epoch = (await server.request('GET', '/rooms/feed/messages?limit=1', { token })).body.epoch as string
+    const sub = cliProcess(config, ['sub', 'feed', '--since', `${epoch}:1`, '--count', '4'])
+    t.after(() => { sub.child.kill('SIGKILL') })
+    const lines = (): Array<{ offset: number, data: { n: number } }> => sub.stdout().trim().split('\n').filter(Boolean).map(l => JSON.parse(l) as { offset: number, data: { n: number } })
+    const deadline = Date.now() + 15_000
+    while (lines().length < 2 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    await server.request('POST', '/rooms/feed/messages', { token, body: { data: { n: 4 } } })
+    // Cut the subscriber's socket from the server side (not a kick): the SDK reconnects and resumes.
+    while (server.app.realtime.listConnections({ room: 'feed' }).length === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    for (const socket of server.app.websocketServer.clients) socket.terminate()
+    await server.request('POST', '/rooms/feed/messages', { token, body: { data: { n: 5 } } })
+    assert.equal(await sub.exited, 0)
+    assert.deepEqual(lines().map(l => l.offset), [2, 3, 4, 5])
+    assert.deepEqual(lines().map(l => l.data.n), [2, 3, 4, 5])
+  })
+
+  it('sub: a bad --since is a usage error; a room you may not read fails clearly', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    const bad = await cli(config, ['sub', 'feed', '--since', 'nope'])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /--since must be EPOCH:OFFSET/)
+    const missing = await cli(config, ['sub', 'nowhere', '--count', '1'])
+    assert.equal(missing.code, 1)
+    assert.match(missing.stderr, /cannot subscribe to nowhere: .*\[not_found\]/)
   })
 })

@@ -620,3 +620,21 @@ describe('client SDK: package', () => {
     assert.equal(imported.stdout.trim(), 'function function')
   })
 })
+
+describe('first subscribe with since', () => {
+  it('delivers the recovered publications to the handler, in order, then live ones', async (t) => {
+    const server = await build(t)
+    const token = await server.userToken('alice')
+    await server.request('POST', '/rooms', { token, body: { id: 'resume' } })
+    for (const n of [1, 2, 3]) await server.request('POST', '/rooms/resume/messages', { token, body: { data: n } })
+    const { epoch } = (await server.request('GET', '/rooms/resume/messages?limit=1', { token })).body as { epoch: string }
+    const client = new SwitchboardClient({ url: server.url, token, WebSocket })
+    t.after(() => client.close())
+    const seen: number[] = []
+    await client.subscribe('resume', (event) => { if (event.type === 'message') seen.push(event.offset) }, { since: { epoch, offset: 1 } })
+    await client.publish('resume', 4)
+    const deadline = Date.now() + 10_000
+    while (seen.length < 3 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+    assert.deepEqual(seen, [2, 3, 4])
+  })
+})

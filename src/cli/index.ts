@@ -7,6 +7,7 @@ import { Api, CliError } from './api.js'
 import { configPath, readConfig } from './config.js'
 import { keys, login, logout, publish, rooms, type Output } from './commands.js'
 import { connectInteractive } from './connect.js'
+import { subscribe } from './sub.js'
 
 const USAGE = `switchboard — command-line client for a Switchboard server
 
@@ -18,6 +19,7 @@ Usage:
   switchboard rooms list | get ROOM | delete ROOM | members ROOM
   switchboard rooms add-member ROOM USER [--role member|moderator|owner] | remove-member ROOM USER
   switchboard pub ROOM DATA [--key IDEMPOTENCY_KEY]          publish JSON DATA over HTTP
+  switchboard sub ROOM [--since EPOCH:OFFSET] [--count N]   print one JSON line per message; resumes across reconnects
   switchboard connect                                       interactive WebSocket session (like wscat)
   switchboard keys create NAME --scope ACTION:PATTERN [...] | list | delete ID   (admins)
   switchboard bench [--subscribers N --rooms R --publishers P --rate N|--burst ...]   load generator (bench --help)
@@ -76,7 +78,9 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       'max-members': { type: 'string' },
       role: { type: 'string' },
       key: { type: 'string' },
-      scope: { type: 'string', multiple: true }
+      scope: { type: 'string', multiple: true },
+      since: { type: 'string' },
+      count: { type: 'string' }
     }
   })
   const [command, ...rest] = positionals
@@ -117,6 +121,7 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       return 0
     case 'keys': await keys(api, rest, { json: values.json, ...(values.scope === undefined ? {} : { scope: values.scope }) }, out); return 0
     case 'pub': await publish(api, rest[0], rest[1], { json: values.json, ...(values.key === undefined ? {} : { key: values.key }) }, out); return 0
+    case 'sub': return await subscribe(api, rest[0], { ...(values.since === undefined ? {} : { since: values.since }), ...(values.count === undefined ? {} : { count: values.count }) }, out)
     case 'connect': return await connectInteractive(api, out)
     default:
       throw new CliError(`unknown command "${command}"; see switchboard --help`, 2)

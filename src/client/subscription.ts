@@ -93,6 +93,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (this.status === 'ended') return
     const previous = this.current ?? sentSince ?? null
     if (result.recovered) {
+      // A first subscribe with `since` has no position of its own yet: it resumes from `since`.
+      this.current ??= previous
       for (const publication of result.publications) {
         this.deliver({ type: 'message', room: this.room, epoch: result.epoch, ...publication })
       }
