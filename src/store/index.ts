@@ -5,8 +5,10 @@ import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from 'kysely'
 import pg from 'pg'
 import { KyselyStore, type Database } from './kysely-store.js'
 import type { Store } from './types.js'
+import { withUnavailableErrors } from './unavailable.js'
 
 export type * from './types.js'
+export { StoreUnavailableError, isConnectionError } from './unavailable.js'
 
 export interface StoreOptions {
   log?: { info: (obj: object, msg: string) => void }
@@ -27,7 +29,7 @@ export async function createStore (databaseUrl: string, options: StoreOptions = 
     await store.close().catch(() => {})
     throw error
   }
-  return store
+  return withUnavailableErrors(store)
 }
 
 function openStore (databaseUrl: string, options: StoreOptions): KyselyStore {
@@ -64,6 +66,12 @@ function openPostgres (connectionString: string, options: StoreOptions): KyselyS
   // An idle client losing its connection emits 'error' on the pool; unhandled, it would crash
   // the process. The pool drops that client and the next query opens a new one.
   pool.on('error', error => { options.log?.info({ err: error }, 'idle database connection failed') })
+  // A client checked out by a query has no pool listener: when its connection dies mid-query,
+  // the query rejects (and is answered 503) but the client also emits 'error', which must not
+  // become an uncaught exception. Every client gets a permanent listener.
+  pool.on('connect', (client) => {
+    client.on('error', error => { options.log?.info({ err: error }, 'database connection failed') })
+  })
 
   const schema = options.pgSchema
   const db = new Kysely<Database>({
