@@ -1,10 +1,9 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { build, oneShotRequest, PASSWORD, tempDir } from './helper.js'
-import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady } from './process.js'
+import { ADMIN, baseEnv, runCli as cli, startServer, waitUntilReady, type CliRun as Run } from './process.js'
 import { PublishError, type BenchAdapter, type BenchConnection, type CloseInfo } from '../src/cli/bench/adapter.js'
 import { isLoopback } from '../src/cli/bench/command.js'
 import { decodePayload, encodePayload, makePlan, publisherOf } from '../src/cli/bench/plan.js'
@@ -23,25 +22,7 @@ const RAISED = {
   WS_MESSAGES_BURST: '100000'
 }
 
-interface Run { code: number | null, stdout: string, stderr: string }
 
-/** Runs the real CLI as a child process, as a user would. */
-function cli (configFile: string, args: string[], options: { stdin?: string } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', SWITCHBOARD_CONFIG: configFile },
-      stdio: ['pipe', 'pipe', 'pipe']
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c })
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c })
-    child.once('error', reject)
-    child.once('exit', code => resolve({ code, stdout, stderr }))
-    child.stdin.end(options.stdin ?? '')
-  })
-}
 
 function report (run: Run): BenchReport {
   assert.equal(run.code, 0, `exit ${run.code}\nstderr:\n${run.stderr}\nstdout:\n${run.stdout}`)

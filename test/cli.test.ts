@@ -4,9 +4,7 @@ import { spawn } from 'node:child_process'
 import { statSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { build, PASSWORD, tempDir, type TestApp } from './helper.js'
-import { ROOT } from './process.js'
-
-interface Run { code: number | null, stdout: string, stderr: string }
+import { ROOT, runCli as cli } from './process.js'
 
 /** Starts the CLI and returns the live child with its collected output (for long-running commands). */
 function cliProcess (configFile: string, args: string[]): { child: ReturnType<typeof spawn>, stdout: () => string, exited: Promise<number | null> } {
@@ -21,23 +19,6 @@ function cliProcess (configFile: string, args: string[]): { child: ReturnType<ty
   return { child, stdout: () => stdout, exited: new Promise(resolve => child.once('exit', code => resolve(code))) }
 }
 
-/** Runs the real CLI as a child process, as a user would. */
-function cli (configFile: string, args: string[], options: { stdin?: string, env?: Record<string, string> } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', SWITCHBOARD_CONFIG: configFile, ...options.env },
-      stdio: ['pipe', 'pipe', 'pipe']
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c })
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c })
-    child.once('error', reject)
-    child.once('exit', code => resolve({ code, stdout, stderr }))
-    child.stdin.end(options.stdin ?? '')
-  })
-}
 
 async function loggedIn (t: TestContext, server: TestApp, user: string, role: 'user' | 'admin' = 'user'): Promise<string> {
   const config = join(tempDir(t), 'config.json')

@@ -110,3 +110,23 @@ export function baseEnv (dataDir: string): Record<string, string> {
   }
 }
 
+
+export interface CliRun { code: number | null, stdout: string, stderr: string }
+
+/** Runs the real CLI as a child process, as a user would. */
+export function runCli (configFile: string, args: string[], options: { stdin?: string, env?: Record<string, string> } = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', SWITCHBOARD_CONFIG: configFile, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe']
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c })
+    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c })
+    child.once('error', reject)
+    child.once('exit', code => resolve({ code, stdout, stderr }))
+    child.stdin.end(options.stdin ?? '')
+  })
+}

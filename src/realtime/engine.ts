@@ -178,3 +178,18 @@ export interface ConnectionCounter {
   /** The connection closed (or never opened): it stops counting. */
   release(key: string, connectionId: string): Promise<void>
 }
+
+/**
+ * The recovery rule, shared by every engine: given the stream's current position and the
+ * publications read after `since` (at most `limit`, oldest first), says whether the caller
+ * misses nothing. A different epoch or a position ahead of the stream is never complete; the
+ * read is complete only when it starts right after `since` and reaches the current offset.
+ */
+export function sinceResult (since: StreamPosition, epoch: string, offset: number, publications: Publication[]): HistoryResult {
+  if (since.epoch !== epoch || since.offset > offset) return { epoch, offset, publications: [], complete: false }
+  if (since.offset === offset) return { epoch, offset, publications: [], complete: true }
+  const first = publications[0]
+  const last = publications[publications.length - 1]
+  const complete = first !== undefined && last !== undefined && first.offset === since.offset + 1 && last.offset === offset
+  return { epoch, offset, publications, complete }
+}

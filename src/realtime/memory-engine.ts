@@ -3,6 +3,7 @@ import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
+import { sinceResult } from './engine.js'
 
 export interface MemoryEngineOptions {
   /** Clock in epoch milliseconds (tests inject one to move time). */
@@ -220,17 +221,11 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
       const publications = stream.stored.slice(stream.stored.length - take).map((s) => s.publication)
       return { epoch, offset, publications, complete: true }
     }
-    if (since.epoch !== epoch || since.offset > offset) return { epoch, offset, publications: [], complete: false }
-    if (since.offset === offset) return { epoch, offset, publications: [], complete: true }
-
+    if (since.epoch !== epoch || since.offset >= offset) return sinceResult(since, epoch, offset, [])
     const firstHeld = offset - held + 1
     const from = Math.max(Math.floor(since.offset) + 1, firstHeld)
     const start = stream.head + (from - firstHeld)
-    const publications = stream.stored.slice(start, start + limit).map((s) => s.publication)
-    const first = publications[0]
-    const last = publications[publications.length - 1]
-    const complete = first !== undefined && last !== undefined && first.offset === since.offset + 1 && last.offset === offset
-    return { epoch, offset, publications, complete }
+    return sinceResult(since, epoch, offset, stream.stored.slice(start, start + limit).map((s) => s.publication))
   }
 
   async function position (room: string): Promise<StreamPosition> {

@@ -4,6 +4,7 @@ import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
+import { sinceResult } from './engine.js'
 import type { Logger } from './logger.js'
 
 export interface RedisEngineOptions {
@@ -616,12 +617,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     const { since } = query
     const { epoch, offset, publications } = await readStream(room, streamOptions, limit, since)
     if (since === undefined) return { epoch, offset, publications, complete: true }
-    if (since.epoch !== epoch || since.offset > offset) return { epoch, offset, publications: [], complete: false }
-    if (since.offset === offset) return { epoch, offset, publications: [], complete: true }
-    const first = publications[0]
-    const last = publications[publications.length - 1]
-    const complete = first !== undefined && last !== undefined && first.offset === since.offset + 1 && last.offset === offset
-    return { epoch, offset, publications, complete }
+    return sinceResult(since, epoch, offset, publications)
   }
 
   async function position (room: string): Promise<StreamPosition> {
