@@ -3,7 +3,8 @@ import fastifyJwt from '@fastify/jwt'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Errors } from '../src/errors.js'
 import type { Principal, UserPrincipal } from '../src/auth/principal.js'
-import { createAuthService, type AccessClaims, type AuthService } from '../src/auth/service.js'
+import { createAuthService, LOGIN_FAILURE_WINDOW_MS, type AccessClaims, type AuthService } from '../src/auth/service.js'
+import { createMemoryFailureLimiter, createRedisFailureLimiter } from '../src/limits/failure-limiter.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -54,9 +55,14 @@ export default fp(async (app) => {
     }
   })
 
+  const failureOptions = { limit: app.config.loginUserFailureLimit, windowMs: LOGIN_FAILURE_WINDOW_MS }
+  const loginFailures = app.redis === null
+    ? createMemoryFailureLimiter(failureOptions)
+    : createRedisFailureLimiter({ ...failureOptions, redis: app.redis, prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}login-failures:`, log: app.log })
   const auth = createAuthService({
     store: app.store,
     config: app.config,
+    loginFailures,
     signAccessToken: claims => app.jwt.sign(claims)
   })
   app.decorate('auth', auth)
@@ -123,4 +129,4 @@ export default fp(async (app) => {
   if (app.config.jwt.generated) {
     app.log.warn('JWT_SECRET is not set: using a development secret generated under DATA_DIR; set JWT_SECRET in production')
   }
-}, { name: 'auth', dependencies: ['config', 'store'] })
+}, { name: 'auth', dependencies: ['config', 'store', 'redis'] })

@@ -1,4 +1,6 @@
+import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { createMemoryRateLimiter, createRedisRateLimiter, type RateLimiter } from '../src/limits/rate-limiter.js'
 import type { Principal } from '../src/auth/principal.js'
 import { scopeAllows } from '../src/auth/scopes.js'
 import { PERSONAL_ROOM_PREFIX } from '../src/rooms/service.js'
@@ -6,7 +8,8 @@ import { ROOM_DEFAULTS } from '../src/schemas/rooms.js'
 import type { Engine, StreamOptions } from '../src/realtime/engine.js'
 import { RealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
-import { createRedisEngine, redactRedisUrl } from '../src/realtime/redis-engine.js'
+import { createRedisEngine } from '../src/realtime/redis-engine.js'
+import { redactRedisUrl } from '../src/redis.js'
 import { createRealtimeNode, type Authorizer, type RealtimeNode, type RoomOperation } from '../src/realtime/node.js'
 import { prepareWsFrame } from '../src/realtime/ws-transport.js'
 
@@ -61,6 +64,7 @@ export default fp(async (app) => {
   const node = createRealtimeNode({
     engine,
     authorize,
+    ...(app.config.publishRate === null ? {} : { publishRate: publishRateLimiter(app, app.config.publishRate) }),
     verifyToken: token => app.verifyAccessToken(token),
     prepareFrame: prepareWsFrame,
     limits: {
@@ -94,7 +98,20 @@ export default fp(async (app) => {
     node.close()
     await engine.close()
   })
-}, { name: 'realtime', dependencies: ['config', 'auth', 'rooms', 'shutdown', 'metrics'] })
+}, { name: 'realtime', dependencies: ['config', 'redis', 'auth', 'rooms', 'shutdown', 'metrics'] })
+
+/** Per user or API key; in Redis (every node shares the budget) when the cluster has one. */
+function publishRateLimiter (app: FastifyInstance, rate: { perSecond: number, burst: number }): RateLimiter {
+  const options = { ratePerSecond: rate.perSecond, burst: rate.burst }
+  if (app.redis === null) return createMemoryRateLimiter(options)
+  return createRedisRateLimiter({
+    ...options,
+    redis: app.redis,
+    prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}publish-rate:`,
+    log: app.log,
+    what: 'publish rate'
+  })
+}
 
 /**
  * `user:<id>`: only that user and admins read it; admins and API keys with a matching

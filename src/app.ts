@@ -10,6 +10,7 @@ import { Errors } from './errors.js'
 import configPlugin from '../plugins/config.js'
 import shutdownPlugin from '../plugins/shutdown.js'
 import securityPlugin from '../plugins/security.js'
+import redisPlugin from '../plugins/redis.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import swaggerPlugin from '../plugins/swagger.js'
 import storePlugin from '../plugins/store.js'
@@ -66,6 +67,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // Plugins in dependency order: each declares what it needs, this list shows the order.
   await app.register(configPlugin, { config })
   await app.register(shutdownPlugin)
+  await app.register(redisPlugin)
   await app.register(securityPlugin)
   await app.register(rateLimitPlugin)
   installErrorHandlers(app)
@@ -135,8 +137,8 @@ function installErrorHandlers (app: FastifyInstance): void {
     })
   })
 
-  // Unknown routes are rate limited too, so scanning for paths costs the scanner.
-  app.setNotFoundHandler({ preHandler: app.rateLimit() }, (request) => {
+  // Unknown routes are rate limited too (plugins/rate-limit.ts counts every request).
+  app.setNotFoundHandler((request) => {
     throw new Errors.RouteNotFound(request.method, request.url.split('?')[0])
   })
 }

@@ -50,6 +50,8 @@ export const EnvSchema = Type.Object({
   WS_HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25_000 }),
   WS_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 60_000 }),
   WS_DRAIN_MS: Type.Integer({ minimum: 0, default: 5_000 }),
+  PUBLISH_RATE_PER_USER: Type.Number({ minimum: 0, default: 100, description: 'Publishes per second per user or API key, over all its connections and REST, cluster-wide with Redis; 0: no limit' }),
+  PUBLISH_BURST_PER_USER: Type.Integer({ minimum: 1, default: 200 }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
   // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
   REDIS_KEY_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'sb:' }),
@@ -105,6 +107,8 @@ export interface Config {
     idleTimeoutMs: number
     drainMs: number
   }
+  /** Per user (or API key) over every connection and REST, on every node; null: unlimited. */
+  publishRate: { perSecond: number, burst: number } | null
   /** The Redis engine (scale-out); null: the in-memory engine of this process. */
   redis: {
     url: string
@@ -261,6 +265,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
       idleTimeoutMs: env.WS_IDLE_TIMEOUT_MS,
       drainMs: env.WS_DRAIN_MS
     },
+    publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
     redis: env.REDIS_URL === undefined
       ? null
       : { url: env.REDIS_URL, keyPrefix: env.REDIS_KEY_PREFIX, presenceTtlSeconds: env.PRESENCE_TTL_SECONDS }

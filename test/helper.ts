@@ -171,6 +171,8 @@ export function testEnv (overrides: Record<string, string> = {}): Record<string,
     RATE_LIMIT_MAX: '100000',
     WS_DRAIN_MS: '100',
     WS_HANDSHAKES_PER_IP_PER_MINUTE: '100000',
+    // Suites publish in bursts; the per-user publish rate has its own tests (test/limits.test.ts).
+    PUBLISH_RATE_PER_USER: '0',
     ...overrides
   }
 }

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
@@ -8,7 +7,7 @@ import type { ControlMessage, Publication, RoomEvent, StreamOptions } from '../s
 import type { Logger } from '../src/realtime/logger.js'
 import { createRedisEngine, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
 import { build, deleteRedisKeys, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
-import { freePort } from './process.js'
+import { privateRedis, skipUnlessRedisServer } from './redis-server.js'
 
 /*
  * What only the Redis engine does: several engines ("nodes") on one Redis, presence that
@@ -230,57 +229,7 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
 // ---------------------------------------------------------------------------------------
 // Faults, against a private redis-server.
 
-const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0
-const skipPrivate = hasRedisServer
-  ? false
-  : process.env.REQUIRE_SERVICES === '1'
-    ? (() => { throw new Error('redis-server not found on PATH (REQUIRE_SERVICES=1)') })()
-    : 'redis-server not found on PATH'
-
-interface PrivateRedis {
-  url: string
-  start: () => Promise<void>
-  kill: () => Promise<void>
-}
-
-/**
- * A redis-server of this test's own on a free port, killed when the test ends. `persist`
- * turns on the append-only file with an fsync per write, so a killed server comes back with
- * everything it acknowledged (what a deployment that must lose nothing runs).
- */
-async function privateRedis (t: TestContext, options: { persist?: boolean } = {}): Promise<PrivateRedis> {
-  const port = await freePort()
-  const dir = tempDir(t, 'switchboard-redis-')
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--daemonize', 'no',
-    ...(options.persist === true ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'])]
-  let child: ChildProcess | null = null
-  const start = async (): Promise<void> => {
-    const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    child = proc
-    let output = ''
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis-server did not start: ${output}`)), WAIT_MS)
-      proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-        output += chunk
-        if (output.includes('Ready to accept connections')) { clearTimeout(timer); resolve() }
-      })
-      proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`redis-server exited (${String(code)}): ${output}`)) })
-    })
-    proc.stdout?.resume()
-  }
-  const kill = async (): Promise<void> => {
-    const proc = child
-    if (proc === null || proc.exitCode !== null || proc.signalCode !== null) return
-    const exited = new Promise((resolve) => proc.once('exit', resolve))
-    proc.kill('SIGKILL')
-    await exited
-  }
-  t.after(kill)
-  await start()
-  return { url: `redis://127.0.0.1:${port}`, start, kill }
-}
-
-describe('Redis engine: faults', { skip: skipPrivate }, () => {
+describe('Redis engine: faults', { skip: skipUnlessRedisServer() }, () => {
   it('Redis killed mid-stream: no crash, fast failures, then reconnect, restored subscriptions and onReset', async (t) => {
     const redis = await privateRedis(t)
     const node = cluster(t, redis.url)

@@ -76,7 +76,8 @@ async function viaRealtime<T> (call: () => Promise<T>): Promise<T> {
     if (err.code === 'not_found') throw new Errors.RoomNotFound()
     if (err.code === 'forbidden') throw new Errors.Forbidden(err.message)
     if (err.code === 'unavailable') throw new Errors.Unavailable(err.message)
-    throw Object.assign(new Error(err.message), { statusCode: STATUS[err.code], code: `SB_ERR_${err.code.toUpperCase()}` })
+    const headers = err.retryAfterMs === undefined ? {} : { headers: { 'retry-after': String(Math.max(1, Math.ceil(err.retryAfterMs / 1000))) } }
+    throw Object.assign(new Error(err.message), { statusCode: STATUS[err.code], code: `SB_ERR_${err.code.toUpperCase()}` }, headers)
   }
 }
 

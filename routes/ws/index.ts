@@ -86,9 +86,9 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       if (refusal === 'draining') throw new Errors.ShuttingDown()
       if (refusal !== null) tooMany(refusal)
       // Last, after the cheap local checks: one Redis round trip with the Redis engine.
-      const id = await app.realtime.reserve(principal)
-      if (id === null) tooMany('connections_per_user')
-      reserved.set(request, id)
+      const reservation = await app.realtime.reserve(principal, request.ip)
+      if ('refusal' in reservation) tooMany(reservation.refusal)
+      reserved.set(request, reservation.id)
       request.principal = principal
     }
   }, (socket, request) => {
@@ -99,7 +99,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     // are re-checked now that the socket exists. A drain gets the restart code, like every client.
     const id = reserved.get(request)
     const refusal = app.realtime.admit(principal, request.ip)
-    if (refusal !== null && id !== undefined) app.realtime.release(principal, id)
+    if (refusal !== null && id !== undefined) app.realtime.release(principal, request.ip, id)
     if (refusal === 'draining') {
       socket.close(CloseCodes.SERVICE_RESTART, CloseReasons[CloseCodes.SERVICE_RESTART])
       return

@@ -1,7 +1,7 @@
 import type { Config } from '../config.js'
 import { Errors } from '../errors.js'
 import type { ApiKey, Store, User, UserRole } from '../store/types.js'
-import { createFailureLimiter } from './failure-limiter.js'
+import type { FailureLimiter } from '../limits/failure-limiter.js'
 import { dummyPasswordHash, hashPassword, verifyPassword } from './passwords.js'
 import type { ApiKeyPrincipal } from './principal.js'
 import { apiKeyDisplayPrefix, digest, newApiKey, newId, newRefreshToken } from './secrets.js'
@@ -26,21 +26,22 @@ export interface AuthServiceDeps {
   config: Pick<Config, 'jwt' | 'refreshTokenTtlSeconds' | 'allowRegistration' | 'loginUserFailureLimit' | 'passwordHashCost'>
   /** Signs access-token claims (the auth plugin passes @fastify/jwt's signer: HS256, iss, exp). */
   signAccessToken: (claims: AccessClaims) => string
+  /** Counts failed logins per username (LOGIN_FAILURE_WINDOW_MS windows); cluster-wide with Redis. */
+  loginFailures: FailureLimiter
   now?: () => number
 }
 
 export type AuthService = ReturnType<typeof createAuthService>
 
 /** Failed logins per username are counted over this window. */
-const LOGIN_FAILURE_WINDOW_MS = 15 * 60 * 1000
+export const LOGIN_FAILURE_WINDOW_MS = 15 * 60 * 1000
 
 /**
  * Users, sessions and API keys: registration, login with refresh-token rotation, logout, and
  * API key issue and lookup. Framework-free; HTTP lives in routes/auth and routes/api-keys.
  */
 export function createAuthService (deps: AuthServiceDeps) {
-  const { store, config, signAccessToken, now = Date.now } = deps
-  const failures = createFailureLimiter({ limit: config.loginUserFailureLimit, windowMs: LOGIN_FAILURE_WINDOW_MS, now })
+  const { store, config, signAccessToken, loginFailures: failures, now = Date.now } = deps
 
   async function issueTokens (user: User, familyId: string): Promise<TokenPair> {
     const refreshToken = newRefreshToken()
@@ -76,15 +77,15 @@ export function createAuthService (deps: AuthServiceDeps) {
      * way, in the same time; repeated failures for one username lock it for a while (429).
      */
     async login (username: string, password: string): Promise<TokenPair> {
-      const wait = failures.retryAfter(username)
+      const wait = await failures.retryAfter(username)
       if (wait > 0) throw Object.assign(new Errors.TooManyLoginAttempts(), { headers: { 'retry-after': String(wait) } })
       const user = await store.getUser(username)
       const ok = await verifyPassword(password, user?.passwordHash ?? await dummyPasswordHash(config.passwordHashCost))
       if (user === undefined || !ok) {
-        failures.recordFailure(username)
+        await failures.recordFailure(username)
         throw new Errors.InvalidCredentials()
       }
-      failures.reset(username)
+      await failures.reset(username)
       return await issueTokens(user, newId())
     },
 

@@ -526,10 +526,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     } else {
       const error = frame.error as { code: SwitchboardError['code'], message: string, temporary: boolean }
       if (error.code === 'rate_limited' && command.rateRetries < MAX_RATE_RETRIES) {
-        // Refused before it ran, so sending it again is safe; pause the writer for a token.
+        // Refused before it ran, so sending it again is safe; pause the writer for a token, or
+        // for as long as the server said (the per-user publish rate is shared by every
+        // connection of the user, so this connection's own pacing cannot see it).
         command.rateRetries++
         ;(command.urgent ? this.urgent : this.queue).unshift(command)
-        this.bucket.tokens = Math.min(this.bucket.tokens, 0)
+        const retryAfterMs = (frame.error as { retryAfterMs?: unknown }).retryAfterMs
+        const pause = typeof retryAfterMs === 'number' && retryAfterMs > 0 ? retryAfterMs * this.bucket.rate / 1000 : 0
+        this.bucket.tokens = Math.min(this.bucket.tokens, 1 - Math.max(1, pause))
       } else {
         command.done(new SwitchboardError(error.code, error.message, error.temporary, command.idempotencyKey), undefined)
       }

@@ -196,7 +196,7 @@ export class Connection {
       if (this.state === 'open' && result !== undefined) this.sendText(replyFrame(command.id, result))
     } catch (err) {
       if (err instanceof RealtimeError) {
-        if (this.state === 'open') this.sendText(errorFrame(command.id, err.code, err.message))
+        if (this.state === 'open') this.sendText(errorFrame(command.id, err.code, err.message, err.retryAfterMs))
         return
       }
       this.fail(err)

@@ -6,7 +6,7 @@ import type { ErrorCode } from './protocol.js'
  */
 export class RealtimeError extends Error {
   override name = 'RealtimeError'
-  constructor (readonly code: ErrorCode, message: string) {
+  constructor (readonly code: ErrorCode, message: string, readonly retryAfterMs?: number) {
     super(message)
   }
 }

@@ -3,7 +3,7 @@
  * with prom-client and serves GET /metrics. Tests and tools can pass `noopMetrics`.
  */
 export type AuthFailureReason = 'missing' | 'invalid' | 'expired' | 'origin'
-export type RateLimitScope = 'messages' | 'handshakes' | 'connections_per_user' | 'connections_per_ip'
+export type RateLimitScope = 'messages' | 'publishes_per_user' | 'handshakes' | 'connections_per_user' | 'connections_per_ip'
 
 export interface RealtimeMetrics {
   connectionOpened(): void

@@ -4,6 +4,7 @@ import { CloseCodes } from './close-codes.js'
 import { Connection, messageText, principalId } from './connection.js'
 import type { ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, RoomChange, RoomEvent, StreamOptions } from './engine.js'
 import { RealtimeError, UnavailableError } from './errors.js'
+import type { RateLimiter } from '../limits/rate-limiter.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
 import type { UnsubscribeReason } from './protocol.js'
@@ -39,6 +40,11 @@ export interface NodeDeps {
   verifyToken: (token: string) => UserPrincipal
   prepareFrame: PrepareFrame
   limits: RealtimeLimits
+  /**
+   * The per-user (or per-API-key) publish rate over every connection and REST; shared by
+   * every node when it counts in Redis. Absent: no per-user rate (the per-connection one holds).
+   */
+  publishRate?: RateLimiter
   metrics: RealtimeMetrics
   log: Logger
   now?: () => number
@@ -126,6 +132,12 @@ export function createRealtimeNode (deps: NodeDeps) {
     get revision () { return revision },
 
     async publish (principal, room, data, idempotencyKey) {
+      // Before authorization: a user over the rate costs no store queries.
+      const decision = await deps.publishRate?.take(principalId(principal))
+      if (decision !== undefined && !decision.allowed) {
+        metrics.rateLimited('publishes_per_user')
+        throw new RealtimeError('rate_limited', `Over this user's publish rate; retry in ${decision.retryAfterMs} ms`, decision.retryAfterMs)
+      }
       const options = await deps.authorize(principal, room, 'publish')
       return await viaEngine(() => engine.broker.publish(room, {
         data,
@@ -198,6 +210,7 @@ export function createRealtimeNode (deps: NodeDeps) {
       if (count <= 0) byIp.delete(connection.meta.ip)
       else byIp.set(connection.meta.ip, count)
       releaseReservation(userKey, connection.id)
+      releaseReservation(ipKey(connection.meta.ip), connection.id)
     }
   }
 
@@ -337,6 +350,10 @@ export function createRealtimeNode (deps: NodeDeps) {
     return principal.kind === 'user' ? `user:${principal.userId}` : `key:${principal.keyId}`
   }
 
+  function ipKey (ip: string): string {
+    return `ip:${ip}`
+  }
+
   function select (filter: ConnectionFilter): Connection[] {
     let candidates: Iterable<Connection> = connections.values()
     if (filter.user !== undefined) candidates = byUser.get(`user:${filter.user}`) ?? []
@@ -365,26 +382,38 @@ export function createRealtimeNode (deps: NodeDeps) {
     },
 
     /**
-     * The cluster-wide per-user cap (with an engine that counts across nodes), checked after
-     * `admit` and before the upgrade: resolves with the id the connection will have, already
-     * counted, or null when the user is at the cap on the cluster. Counting failures let the
-     * handshake through (the local cap still holds): Redis being away must not lock users out.
+     * The cluster-wide caps per user and per address (with an engine that counts across
+     * nodes), checked after `admit` and before the upgrade: resolves with the id the
+     * connection will have, already counted, or the cap it is over. Counting failures let the
+     * handshake through (the local caps still hold): Redis being away must not lock users out.
      */
-    async reserve (principal: Principal): Promise<string | null> {
+    async reserve (principal: Principal, ip: string): Promise<{ id: string } | { refusal: 'connections_per_user' | 'connections_per_ip' }> {
       const id = randomUUID()
       const counter = engine.connections
-      if (counter === undefined) return id
+      if (counter === undefined) return { id }
+      const userKey = admissionKey(principal)
       try {
-        return await counter.reserve(admissionKey(principal), id, limits.maxConnectionsPerUser) ? id : null
+        const [user, address] = await Promise.allSettled([
+          counter.reserve(userKey, id, limits.maxConnectionsPerUser),
+          counter.reserve(ipKey(ip), id, limits.maxConnectionsPerIp)
+        ])
+        if (user.status === 'rejected') throw user.reason
+        if (address.status === 'rejected') throw address.reason
+        if (user.value && address.value) return { id }
+        // One cap said no: the other's count must not keep the refused connection.
+        if (user.value) releaseReservation(userKey, id)
+        if (address.value) releaseReservation(ipKey(ip), id)
+        return { refusal: user.value ? 'connections_per_ip' : 'connections_per_user' }
       } catch (err) {
-        log.warn({ err }, 'cluster-wide connection count unavailable: only the local cap applies')
-        return id
+        log.warn({ err }, 'cluster-wide connection count unavailable: only the local caps apply')
+        return { id }
       }
     },
 
     /** A reserved id whose socket will not open after all: it stops counting at once. */
-    release (principal: Principal, connectionId: string): void {
+    release (principal: Principal, ip: string, connectionId: string): void {
       releaseReservation(admissionKey(principal), connectionId)
+      releaseReservation(ipKey(ip), connectionId)
     },
 
     /** Registers an upgraded connection and sends its welcome (with the id `reserve` gave, if any). */

@@ -105,7 +105,7 @@ export const ERROR_CODES = {
   unauthorized: 'The token is invalid or expired (refresh)',
   forbidden: 'Not allowed (authorization, or a per-connection limit such as max subscriptions)',
   not_found: 'No such room (or a private room you may not see)',
-  rate_limited: 'Over the per-connection message rate; slow down',
+  rate_limited: 'Over a rate: the per-connection message rate, or the per-user publish rate (cluster-wide); retry after retryAfterMs when given',
   conflict: 'The command conflicts with the connection state (already subscribed, …)',
   unavailable: 'Temporary: a dependency is down or the node is draining; retry',
   internal: 'A server bug; details are in the server log'
@@ -115,7 +115,8 @@ export type ErrorCode = keyof typeof ERROR_CODES
 export const ProtocolErrorSchema = Type.Object({
   code: Type.Union(Object.keys(ERROR_CODES).map(code => Type.Literal(code))),
   message: Type.String(),
-  temporary: Type.Boolean({ description: 'True when the same command may succeed if retried later' })
+  temporary: Type.Boolean({ description: 'True when the same command may succeed if retried later' }),
+  retryAfterMs: Type.Optional(Type.Integer({ minimum: 0, description: 'With rate_limited: when the command would be accepted' }))
 })
 
 export const LimitsSchema = Type.Object({
@@ -287,8 +288,9 @@ export function encode (frame: ServerFrame): string {
   return JSON.stringify(frame)
 }
 
-export function errorFrame (id: CommandId | undefined, code: ErrorCode, message: string): string {
-  const error = { code, message, temporary: code === 'unavailable' || code === 'rate_limited' }
+export function errorFrame (id: CommandId | undefined, code: ErrorCode, message: string, retryAfterMs?: number): string {
+  const temporary = code === 'unavailable' || code === 'rate_limited'
+  const error = retryAfterMs === undefined ? { code, message, temporary } : { code, message, temporary, retryAfterMs }
   return JSON.stringify(id === undefined ? { type: 'error', error } : { type: 'error', id, error })
 }
 

@@ -1,5 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto'
-import { Redis, type RedisOptions } from 'ioredis'
+import { randomBytes } from 'node:crypto'
+import {
+  createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, quitRedis, redactRedisUrl, redisScript as script, runScript, type RedisScript as Script
+} from '../redis.js'
 import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
@@ -26,11 +28,8 @@ export interface RedisEngineOptions {
 export type RedisEngine = Engine & { ping(): Promise<void> }
 
 const DEFAULT_IDEMPOTENCY_WINDOW_MS = 5 * 60_000
-const DEFAULT_TIMEOUT_MS = 2000
 /** The epoch (meta key) outlives a quiet room's history, so a client resumes in the same epoch after a lull. */
 const MIN_META_TTL_MS = 24 * 3600_000
-/** One 'error' log line per connection per this interval: a Redis outage must not flood the log. */
-const ERROR_LOG_INTERVAL_MS = 10_000
 /** Rooms one sweep looks at, per round; the rest wait for the next round. */
 const SWEEP_BATCH = 100
 
@@ -289,12 +288,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `
 
-interface Script { body: string, sha: string }
-
-function script (body: string): Script {
-  return { body, sha: createHash('sha1').update(body).digest('hex') }
-}
-
 const SCRIPTS = {
   publish: script(PUBLISH_LUA),
   history: script(HISTORY_LUA),
@@ -315,17 +308,6 @@ function newEpoch (): string {
 /** Room names go inside a hash tag: braces (and the escape itself) are escaped so a tag always ends where we put it. */
 function roomTag (room: string): string {
   return room.replace(/[%{}]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
-}
-
-/** The URL without its password, for logs. */
-export function redactRedisUrl (url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.toString()
-  } catch {
-    return '(unparseable url)'
-  }
 }
 
 function toNumber (value: unknown): number {
@@ -366,7 +348,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   const prefix = options.keyPrefix ?? 'sb:'
   if (/[{}]/.test(prefix)) throw new Error('redis engine: keyPrefix must not contain { or } (they delimit the hash tag)')
   const log = options.log
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  const timeoutMs = options.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS
   const idempotencyWindowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS
   const presenceTtlMs = Math.max(1, options.presenceTtlSeconds ?? 30) * 1000
   // Refreshed every ttl/3 with a lifetime of 3/4 ttl: one missed refresh is tolerated, and
@@ -380,27 +362,10 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     log.error({ err, room }, 'broker handler failed')
   })
 
-  const common: RedisOptions = {
-    lazyConnect: true,
-    // Fail fast: a call while Redis is away rejects at once instead of waiting in a queue,
-    // and one in flight when the connection drops is rejected, never resent later (a publish
-    // reported failed must not happen behind the caller's back: the client retries it with
-    // its idempotency key).
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    autoResendUnfulfilledCommands: false,
-    connectTimeout: timeoutMs,
-    commandTimeout: timeoutMs,
-    // disconnect() is only used on a broken connection (close() QUITs a live one); ioredis
-    // would otherwise keep a 2 s timer for a socket that will never report closing.
-    disconnectTimeout: 100,
-    // Reconnect forever with capped exponential backoff and jitter.
-    retryStrategy: (times) => Math.floor(Math.min(2000, 50 * 2 ** Math.min(times, 6)) * (0.5 + Math.random() * 0.5))
-  }
-  const cmd = new Redis(options.url, { ...common, connectionName: 'switchboard-cmd' })
+  const cmd = createRedisConnection(options.url, { name: 'switchboard-cmd', log, timeoutMs })
   // The pub/sub connection restores its channels itself (then tells the handler), so it knows
   // when they are active again.
-  const sub = new Redis(options.url, { ...common, connectionName: 'switchboard-sub', autoResubscribe: false })
+  const sub = createRedisConnection(options.url, { name: 'switchboard-sub', log, timeoutMs, options: { autoResubscribe: false } })
 
   let closed = false
   let handler: BrokerHandler | null = null
@@ -429,47 +394,10 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   let controlHandler: ((message: ControlMessage) => void) | null = null
 
   // -------------------------------------------------------------------------------------
-  // Connection events: logged (rate-limited), never thrown.
-
-  function watch (conn: Redis, name: 'command' | 'pubsub'): void {
-    let lastLog = 0
-    let suppressed = 0
-    let ready = false
-    let everReady = false
-    conn.on('error', (err: Error) => {
-      const now = Date.now()
-      if (now - lastLog < ERROR_LOG_INTERVAL_MS) {
-        suppressed++
-        return
-      }
-      lastLog = now
-      log.warn({ err, connection: name, suppressed }, 'redis connection error')
-      suppressed = 0
-    })
-    conn.on('ready', () => {
-      if (everReady) log.info({ connection: name }, 'redis connection restored')
-      ready = true
-      everReady = true
-    })
-    conn.on('close', () => {
-      if (ready && !closed) log.warn({ connection: name }, 'redis connection lost; reconnecting')
-      ready = false
-    })
-  }
-  watch(cmd, 'command')
-  watch(sub, 'pubsub')
-
-  // -------------------------------------------------------------------------------------
   // Scripts
 
   async function run (s: Script, keys: string[], args: Array<string | number>): Promise<unknown> {
-    try {
-      return await cmd.evalsha(s.sha, keys.length, ...keys, ...args)
-    } catch (err) {
-      // A restarted Redis has no scripts: load it with EVAL (NOSCRIPT means nothing ran).
-      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return await cmd.eval(s.body, keys.length, ...keys, ...args)
-      throw err
-    }
+    return await runScript(cmd, s, keys, args)
   }
 
   function assertOpen (): void {
@@ -791,14 +719,6 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     await cmd.zrem(connectionsKey(key), connectionId)
   }
 
-  async function quit (conn: Redis): Promise<void> {
-    try {
-      await conn.quit()
-    } catch {
-      conn.disconnect()
-    }
-  }
-
   return {
     kind: 'redis',
     broker: {
@@ -839,7 +759,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       // Presence entries are left to expire: on a clean shutdown the node removed its
       // connections already, and after a crash nobody could.
       local.clear()
-      await Promise.all([quit(cmd), quit(sub)])
+      await Promise.all([quitRedis(cmd), quitRedis(sub)])
     }
   }
 }

@@ -30,7 +30,7 @@ const CLOSE_HINTS: Record<number, string> = {
 }
 
 const ERROR_HINTS: Record<string, string> = {
-  rate_limited: `raise WS_MESSAGES_PER_SECOND and WS_MESSAGES_BURST on the server, or spread the rate over more --publishers; ${SETTINGS}`,
+  rate_limited: `raise WS_MESSAGES_PER_SECOND and WS_MESSAGES_BURST (per connection) or PUBLISH_RATE_PER_USER (0: off; all bench connections are one user) on the server, or spread the rate over more --publishers; ${SETTINGS}`,
   forbidden: 'the credential may not publish to the bench rooms (room publish policy, API key scopes)',
   not_found: 'the room does not exist: pass --create-rooms'
 }

@@ -1,0 +1,123 @@
+import { createHash } from 'node:crypto'
+import { Redis, type RedisOptions } from 'ioredis'
+
+/**
+ * How every Switchboard connection to Redis behaves (the real-time engine's and the
+ * cluster-wide limits'): fail fast while Redis is away, reconnect forever, log without
+ * flooding. Nothing here throws out of an event: calls reject and the caller decides.
+ */
+
+export interface RedisLogger {
+  info(obj: object, msg: string): void
+  warn(obj: object, msg: string): void
+}
+
+export const DEFAULT_REDIS_TIMEOUT_MS = 2000
+/** One 'error' log line per connection per this interval: a Redis outage must not flood the log. */
+const ERROR_LOG_INTERVAL_MS = 10_000
+
+export interface RedisConnectionOptions {
+  /** Shown in CLIENT LIST and in the log lines about this connection. */
+  name: string
+  log: RedisLogger
+  /** Connect and command timeout: calls fail after this long instead of hanging. */
+  timeoutMs?: number
+  /** Extra ioredis options (e.g. autoResubscribe for a pub/sub connection). */
+  options?: RedisOptions
+}
+
+/**
+ * A lazily connecting ioredis connection that fails fast: a call while Redis is away rejects
+ * at once instead of waiting in a queue, and one in flight when the connection drops is
+ * rejected, never resent later (a publish reported failed must not happen behind the
+ * caller's back: the client retries it with its idempotency key). Call connect() (or let
+ * the first command fail) — lazyConnect keeps construction synchronous and side-effect free.
+ */
+export function createRedisConnection (url: string, options: RedisConnectionOptions): Redis {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS
+  const conn = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    // disconnect() is only used on a broken connection (close QUITs a live one); ioredis
+    // would otherwise keep a 2 s timer for a socket that will never report closing.
+    disconnectTimeout: 100,
+    // Reconnect forever with capped exponential backoff and jitter.
+    retryStrategy: (times) => Math.floor(Math.min(2000, 50 * 2 ** Math.min(times, 6)) * (0.5 + Math.random() * 0.5)),
+    connectionName: options.name,
+    ...options.options
+  })
+  watch(conn, options.name, options.log)
+  return conn
+}
+
+/** Connection events: logged (errors rate-limited), never thrown. */
+function watch (conn: Redis, name: string, log: RedisLogger): void {
+  let lastLog = 0
+  let suppressed = 0
+  let ready = false
+  let everReady = false
+  conn.on('error', (err: Error) => {
+    const now = Date.now()
+    if (now - lastLog < ERROR_LOG_INTERVAL_MS) {
+      suppressed++
+      return
+    }
+    lastLog = now
+    log.warn({ err, connection: name, suppressed }, 'redis connection error')
+    suppressed = 0
+  })
+  conn.on('ready', () => {
+    if (everReady) log.info({ connection: name }, 'redis connection restored')
+    ready = true
+    everReady = true
+  })
+  conn.on('close', () => {
+    if (ready && !quitting.has(conn)) log.warn({ connection: name }, 'redis connection lost; reconnecting')
+    ready = false
+  })
+}
+
+/** Connections being closed on purpose: their 'close' is not a lost connection. */
+const quitting = new WeakSet<Redis>()
+
+/** Closes a connection politely (QUIT), or at once when it is broken. */
+export async function quitRedis (conn: Redis): Promise<void> {
+  quitting.add(conn)
+  try {
+    await conn.quit()
+  } catch {
+    conn.disconnect()
+  }
+}
+
+export interface RedisScript { body: string, sha: string }
+
+export function redisScript (body: string): RedisScript {
+  return { body, sha: createHash('sha1').update(body).digest('hex') }
+}
+
+/** EVALSHA, falling back to EVAL when Redis does not know the script (a restarted Redis). */
+export async function runScript (conn: Redis, script: RedisScript, keys: string[], args: Array<string | number>): Promise<unknown> {
+  try {
+    return await conn.evalsha(script.sha, keys.length, ...keys, ...args)
+  } catch (err) {
+    // NOSCRIPT means nothing ran: sending the body is safe.
+    if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return await conn.eval(script.body, keys.length, ...keys, ...args)
+    throw err
+  }
+}
+
+/** The URL without its password, for logs. */
+export function redactRedisUrl (url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== '') parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return '(unparseable url)'
+  }
+}

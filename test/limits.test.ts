@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { describe, it } from 'node:test'
+import type { TestContext } from 'node:test'
+import type { Redis } from 'ioredis'
+import { createMemoryFailureLimiter, createRedisFailureLimiter } from '../src/limits/failure-limiter.js'
+import { createMemoryRateLimiter, createRedisRateLimiter } from '../src/limits/rate-limiter.js'
+import { createRedisConnection, quitRedis } from '../src/redis.js'
+import { build, deleteRedisKeys, PASSWORD, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp } from './helper.js'
+import { freePort } from './process.js'
+
+/*
+ * Limits a client could otherwise multiply by spreading over the nodes of a cluster: the
+ * per-user publish rate, the HTTP rate limits, login failures per username and the connection
+ * caps. Each is shared through Redis when REDIS_URL is set, and falls back to the node's own
+ * count (never to no limit, never to an error) while Redis is unreachable.
+ */
+
+interface Warnings { warn: (obj: object, msg: string) => void, lines: string[] }
+function warnings (): Warnings {
+  const lines: string[] = []
+  return { lines, warn: (_obj, msg) => { lines.push(msg) } }
+}
+
+describe('rate limiter (GCRA), in memory', () => {
+  it('allows the burst at once, then one unit per interval, and says when the next one is allowed', async () => {
+    let now = 1_000_000
+    const limiter = createMemoryRateLimiter({ ratePerSecond: 10, burst: 3, now: () => now })
+    for (let i = 0; i < 3; i++) assert.equal((await limiter.take('u')).allowed, true, `unit ${i + 1} of the burst`)
+    const refused = await limiter.take('u')
+    assert.equal(refused.allowed, false)
+    assert.equal(refused.retryAfterMs, 100, 'one interval (1000 ms / 10) until the next unit')
+    assert.equal((await limiter.take('other')).allowed, true, 'keys do not share a budget')
+    now += 100
+    assert.equal((await limiter.take('u')).allowed, true)
+    assert.equal((await limiter.take('u')).allowed, false)
+    now += 1000
+    for (let i = 0; i < 3; i++) assert.equal((await limiter.take('u')).allowed, true, 'a rested key has its whole burst back')
+  })
+
+  it('stays within maxKeys: keys at rest are dropped first', async () => {
+    let now = 0
+    const limiter = createMemoryRateLimiter({ ratePerSecond: 1, burst: 1, maxKeys: 2, now: () => now })
+    await limiter.take('a')
+    await limiter.take('b')
+    now += 5000 // both at rest
+    await limiter.take('c')
+    assert.equal((await limiter.take('c')).allowed, false, 'c is counted')
+    assert.equal((await limiter.take('a')).allowed, true)
+  })
+})
+
+describe('failure limiter, in memory', () => {
+  it('locks a key after `limit` failures for the rest of the window; reset unlocks it', async () => {
+    let now = 0
+    const limiter = createMemoryFailureLimiter({ limit: 2, windowMs: 60_000, now: () => now })
+    await limiter.recordFailure('alice')
+    assert.equal(await limiter.retryAfter('alice'), 0)
+    await limiter.recordFailure('alice')
+    assert.equal(await limiter.retryAfter('alice'), 60)
+    now += 30_000
+    assert.equal(await limiter.retryAfter('alice'), 30)
+    await limiter.reset('alice')
+    assert.equal(await limiter.retryAfter('alice'), 0)
+  })
+})
+
+const skipRedis = await skipUnlessRedis()
+
+/** A fresh key prefix on the shared Redis, deleted after the test. */
+function prefixFor (t: TestContext): string {
+  const prefix = `sbtest:${randomBytes(6).toString('hex')}:`
+  t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
+  return prefix
+}
+
+async function connection (t: TestContext, url = TEST_REDIS_URL): Promise<Redis> {
+  const conn = createRedisConnection(url, { name: 'switchboard-test', log: { info () {}, warn () {} }, timeoutMs: 500 })
+  t.after(() => quitRedis(conn))
+  await conn.connect().catch(() => {})
+  return conn
+}
+
+describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
+  it('rate limiter: two nodes draw from one budget', async (t) => {
+    const prefix = prefixFor(t)
+    const options = { ratePerSecond: 1, burst: 4, prefix, log: warnings(), what: 'test rate' }
+    const nodeA = createRedisRateLimiter({ ...options, redis: await connection(t) })
+    const nodeB = createRedisRateLimiter({ ...options, redis: await connection(t) })
+    const results = []
+    for (let i = 0; i < 3; i++) {
+      results.push((await nodeA.take('alice')).allowed, (await nodeB.take('alice')).allowed)
+    }
+    assert.equal(results.filter(Boolean).length, 4, `the burst of 4 is the cluster's, not each node's: ${results.join(',')}`)
+    const refused = await nodeB.take('alice')
+    assert.equal(refused.allowed, false)
+    assert.ok(refused.retryAfterMs > 0 && refused.retryAfterMs <= 3000, `retry after ${refused.retryAfterMs} ms`)
+    assert.equal((await nodeA.take('bob')).allowed, true, 'another user has their own budget')
+  })
+
+  it('failure limiter: failures on two nodes add up; a success on either resets', async (t) => {
+    const prefix = prefixFor(t)
+    const options = { limit: 3, windowMs: 60_000, prefix, log: warnings() }
+    const nodeA = createRedisFailureLimiter({ ...options, redis: await connection(t) })
+    const nodeB = createRedisFailureLimiter({ ...options, redis: await connection(t) })
+    await nodeA.recordFailure('alice')
+    await nodeB.recordFailure('alice')
+    assert.equal(await nodeA.retryAfter('alice'), 0)
+    await nodeA.recordFailure('alice')
+    const wait = await nodeB.retryAfter('alice')
+    assert.ok(wait > 0 && wait <= 60, `locked on the other node too (retry after ${wait} s)`)
+    await nodeB.reset('alice')
+    assert.equal(await nodeA.retryAfter('alice'), 0)
+  })
+
+  it('Redis unreachable: each limiter falls back to the node\'s own count, fast, with a warning', async (t) => {
+    const deadUrl = `redis://127.0.0.1:${await freePort()}`
+    const redis = await connection(t, deadUrl)
+    const log = warnings()
+    const rate = createRedisRateLimiter({ ratePerSecond: 1, burst: 2, prefix: 'x:', redis, log, what: 'test rate' })
+    assert.equal((await rate.take('u')).allowed, true)
+    assert.equal((await rate.take('u')).allowed, true)
+    assert.equal((await rate.take('u')).allowed, false, 'the limit still holds, per node')
+    const failures = createRedisFailureLimiter({ limit: 1, windowMs: 60_000, prefix: 'x:', redis, log })
+    await failures.recordFailure('alice')
+    assert.ok(await failures.retryAfter('alice') > 0)
+    assert.ok(log.lines.some(l => l.includes('Redis unavailable')), log.lines.join('\n'))
+  })
+})
+
+/** Two apps ("nodes") on one Redis prefix and one PostgreSQL schema would be the real cluster; SQLite per node is enough for limits, which live in Redis. */
+async function twoNodes (t: TestContext, env: Record<string, string>): Promise<[TestApp, TestApp]> {
+  const shared = { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefixFor(t), ...env }
+  return [await build(t, { env: shared }), await build(t, { env: shared })]
+}
+
+describe('cluster-wide limits through the app', { skip: skipRedis }, () => {
+  it('the per-user publish rate spans nodes and transports: 429 with Retry-After over REST, rate_limited with retryAfterMs over WebSocket', async (t) => {
+    const [a, b] = await twoNodes(t, { PUBLISH_RATE_PER_USER: '0.5', PUBLISH_BURST_PER_USER: '3' })
+    for (const node of [a, b]) await node.createUser('alice')
+    const tokenA = await a.login('alice')
+    const tokenB = await b.login('alice')
+    for (const node of [a, b]) {
+      const created = await node.request('POST', '/rooms', { token: node === a ? tokenA : tokenB, body: { id: 'lobby' } })
+      assert.equal(created.status, 201, created.text)
+    }
+    const statuses = []
+    for (const [node, token] of [[a, tokenA], [b, tokenB], [a, tokenA]] as const) {
+      statuses.push((await node.request('POST', '/rooms/lobby/messages', { token, body: { data: 'hi' } })).status)
+    }
+    assert.deepEqual(statuses, [201, 201, 201], 'within the burst')
+    const over = await b.request('POST', '/rooms/lobby/messages', { token: tokenB, body: { data: 'one too many' } })
+    assert.equal(over.status, 429, over.text)
+    assert.equal(over.body.code, 'SB_ERR_RATE_LIMITED')
+    assert.ok(Number(over.headers.get('retry-after')) >= 1, `Retry-After: ${over.headers.get('retry-after')}`)
+
+    const client = await wsConnect(t, a, { token: tokenA })
+    const reply = await client.command({ type: 'publish', room: 'lobby', data: 'over ws' })
+    assert.equal(reply.type, 'error')
+    assert.equal(reply.error.code, 'rate_limited')
+    assert.equal(reply.error.temporary, true)
+    assert.ok(reply.error.retryAfterMs > 0, JSON.stringify(reply))
+
+    const metrics = await a.request('GET', '/metrics')
+    assert.match(metrics.text, /switchboard_rate_limited_total\{scope="publishes_per_user"\} 1/)
+  })
+
+  it('HTTP rate limits count across nodes, refused (401) requests included', async (t) => {
+    const [a, b] = await twoNodes(t, { RATE_LIMIT_MAX: '4' })
+    const statuses = []
+    for (let i = 0; i < 3; i++) {
+      statuses.push((await a.request('GET', '/rooms')).status, (await b.request('GET', '/rooms')).status)
+    }
+    assert.equal(statuses.filter(s => s === 429).length, 2, `4 of 6 pass, whichever node: ${statuses.join(',')}`)
+  })
+
+  it('login failures for one username count across nodes', async (t) => {
+    const [a, b] = await twoNodes(t, { LOGIN_USER_FAILURE_LIMIT: '2' })
+    for (const node of [a, b]) await node.createUser('alice')
+    const wrong = { username: 'alice', password: 'wrong password!' }
+    assert.equal((await a.request('POST', '/auth/login', { body: wrong })).status, 401)
+    assert.equal((await b.request('POST', '/auth/login', { body: wrong })).status, 401)
+    const locked = await a.request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD } })
+    assert.equal(locked.status, 429, 'even the right password waits once the username is locked')
+    assert.ok(Number(locked.headers.get('retry-after')) > 0)
+  })
+
+  it('the per-address connection cap counts across nodes', async (t) => {
+    const [a, b] = await twoNodes(t, { WS_MAX_CONNECTIONS_PER_IP: '2' })
+    const tokens = []
+    for (const [node, user] of [[a, 'alice'], [b, 'bob'], [a, 'carol']] as const) {
+      await node.createUser(user)
+      tokens.push(await node.login(user))
+    }
+    await wsConnect(t, a, { token: tokens[0]! })
+    await wsConnect(t, b, { token: tokens[1]! })
+    await assert.rejects(wsConnect(t, a, { token: tokens[2]! }), /429/, 'the third connection from this address, on either node, is refused')
+  })
+
+  it('Redis unreachable: requests are still served (limits per node), nothing hangs', async (t) => {
+    const srv = await build(t, { env: { REDIS_URL: `redis://127.0.0.1:${await freePort()}`, RATE_LIMIT_MAX: '3' } })
+    await srv.createUser('alice')
+    const login = await srv.request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD } })
+    assert.equal(login.status, 200, 'login (and its failure count) works without Redis')
+    const statuses = []
+    for (let i = 0; i < 4; i++) statuses.push((await srv.request('GET', '/rooms', { token: login.body.accessToken })).status)
+    assert.deepEqual(statuses, [200, 200, 200, 429], 'the HTTP limit holds on this node alone')
+    assert.equal((await srv.request('GET', '/health/live')).status, 200)
+    assert.ok(srv.logs().some(l => String(l.msg).includes('HTTP rate limit: Redis unavailable')))
+  })
+})
