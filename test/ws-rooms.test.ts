@@ -813,13 +813,7 @@ async function coreServer (t: TestContext, options: { engine?: Engine, authorize
     const userId = new URL(request.url ?? '/', 'http://x').searchParams.get('user') ?? 'anonymous'
     const principal: UserPrincipal = { kind: 'user', userId, role: 'user', tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 3600 }
     const connection = node.connect(wsTransport(socket), principal, { ip: '127.0.0.1' })
-    attachWsEvents(socket, {
-      onText: text => connection.handleText(text),
-      onBinary: () => {},
-      onPong: () => connection.handlePong(),
-      onClose: code => connection.handleClose(code),
-      onError: () => {}
-    })
+    attachWsEvents(socket, connection)
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   t.after(async () => {

@@ -1,4 +1,7 @@
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { WebSocket } from 'ws'
 import { Errors } from '../../src/errors.js'
 import type { Principal } from '../../src/auth/principal.js'
 import { CloseCodes, CloseReasons } from '../../src/realtime/close-codes.js'
@@ -113,14 +116,24 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       ip: request.ip,
       ...(request.headers['user-agent'] === undefined ? {} : { userAgent: request.headers['user-agent'] })
     }, id)
-    attachWsEvents(socket, {
-      onText: text => connection.handleText(text),
-      onBinary: () => connection.handleBinary(),
-      onPong: () => connection.handlePong(),
-      onClose: code => connection.handleClose(code),
-      onError: err => app.log.debug({ err, connId: connection.id }, 'socket error')
-    })
+    releaseHttpExchange(socket)
+    attachWsEvents(socket, connection)
   })
+}
+
+/**
+ * Once upgraded, nothing needs the HTTP exchange any more, but two references would keep it
+ * — request, reply, every header, a logger: kilobytes — for the socket's whole life:
+ * @fastify/websocket's per-socket 'error' listener closes over request and reply, and the TCP
+ * socket still points at the ServerResponse built for routing. attachWsEvents installs our
+ * own error listener in place of the first; the second is detached. Idle connections are most
+ * of a real-time server's memory (docs/performance.md).
+ */
+function releaseHttpExchange (socket: WebSocket): void {
+  socket.removeAllListeners('error')
+  const tcp = (socket as unknown as { _socket?: Socket & { _httpMessage?: ServerResponse | null } })._socket
+  const response = tcp?._httpMessage
+  if (tcp !== undefined && response !== undefined && response !== null) response.detachSocket(tcp)
 }
 
 function sameOrigin (origin: string, host: string | undefined): boolean {

@@ -43,7 +43,7 @@ export class Connection {
   state: ConnectionState = 'connecting'
   readonly connectedAt: number
   readonly subscriptions = new Map<string, Subscription>()
-  private readonly log: Logger
+  private childLog: Logger | undefined
   private heartbeatTimer: NodeJS.Timeout | undefined
   private idleTimer: NodeJS.Timeout | undefined
   private expiryTimer: NodeJS.Timeout | undefined
@@ -67,7 +67,15 @@ export class Connection {
     this.connectedAt = node.now()
     this.tokens = node.limits.messagesBurst
     this.lastRefill = this.connectedAt
-    this.log = node.log.child({ connId: id, principal: principalId(principal) })
+  }
+
+  /**
+   * This connection's logger, made on first use: most connections never log, and a pino
+   * child per connection would cost memory for every idle one.
+   */
+  private get log (): Logger {
+    this.childLog ??= this.node.log.child({ connId: this.id, principal: principalId(this.principal) })
+    return this.childLog
   }
 
   /** The id other users see: the user id, or `key:<name>` for an API key. */
@@ -168,6 +176,11 @@ export class Connection {
     }
     this.sendText(errorFrame(idOf(), 'rate_limited', `Over ${this.node.limits.messagesPerSecond} messages per second; slow down`))
     return false
+  }
+
+  /** A socket error (a reset, a protocol violation): the close event follows and cleans up. */
+  handleError (err: Error): void {
+    this.log.debug({ err }, 'socket error')
   }
 
   /** A pong to our ping: the peer is alive. */

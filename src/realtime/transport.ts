@@ -25,9 +25,12 @@ export interface Transport {
   ping(): void
 }
 
-/** Events a transport feeds into the core's connection. */
-export interface TransportEvents {
-  onText(text: string): void
-  onPong(): void
-  onClose(code: number, reason: string): void
+/** Events a transport feeds into the core's connection (Connection implements it). */
+export interface TransportSink {
+  handleText(text: string): void
+  /** A binary frame: not part of protocol v1. */
+  handleBinary(): void
+  handlePong(): void
+  handleClose(code: number): void
+  handleError(err: Error): void
 }

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net'
 import * as wsModule from 'ws'
 import { WebSocket } from 'ws'
-import type { PreparedFrame, Transport, TransportEvents } from './transport.js'
+import type { PreparedFrame, Transport, TransportSink } from './transport.js'
 
 /** ws's frame builder: exported at runtime, missing from @types/ws. */
 const Sender = (wsModule as unknown as { Sender: { frame(data: Buffer, options: { fin: boolean, opcode: number, mask: boolean, readOnly: boolean }): Buffer[] } }).Sender
@@ -32,50 +32,81 @@ function rawSocket (ws: WebSocket): Socket | undefined {
  * Adapts a ws WebSocket to the core's Transport. Writes within one event-loop tick are
  * coalesced: the socket is corked on the first write and uncorked on the next tick, so a
  * burst of publications to one client leaves in one writev syscall instead of one each.
+ *
+ * A class with prototype methods (and module-level callbacks below), not closures: idle
+ * connections are most of a server's memory, and per-connection closures cost a context
+ * and a function object each.
  */
-export function wsTransport (ws: WebSocket): Transport {
-  let corked = false
-  const uncork = (): void => {
-    corked = false
-    rawSocket(ws)?.uncork()
-  }
-  return {
-    write (frame) {
-      if (ws.readyState !== WebSocket.OPEN) return
-      const socket = rawSocket(ws)
-      if (socket === undefined || socket.destroyed) return
-      if (!corked) {
-        corked = true
-        socket.cork()
-        process.nextTick(uncork)
-      }
-      socket.write((frame as WsFrame).bytes)
-    },
-    get bufferedAmount () {
-      return ws.bufferedAmount
-    },
-    close (code, reason) {
-      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(code, reason)
-    },
-    terminate () {
-      ws.terminate()
-    },
-    ping () {
-      if (ws.readyState === WebSocket.OPEN) ws.ping()
+class WsTransport implements Transport {
+  private corked = false
+
+  constructor (private readonly ws: WebSocket) {}
+
+  write (frame: PreparedFrame): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return
+    const socket = rawSocket(this.ws)
+    if (socket === undefined || socket.destroyed) return
+    if (!this.corked) {
+      this.corked = true
+      socket.cork()
+      process.nextTick(uncork, this)
     }
+    socket.write((frame as WsFrame).bytes)
+  }
+
+  uncork (): void {
+    this.corked = false
+    rawSocket(this.ws)?.uncork()
+  }
+
+  get bufferedAmount (): number {
+    return this.ws.bufferedAmount
+  }
+
+  close (code: number, reason: string): void {
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(code, reason)
+  }
+
+  terminate (): void {
+    this.ws.terminate()
+  }
+
+  ping (): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.ping()
   }
 }
+
+function uncork (transport: WsTransport): void {
+  transport.uncork()
+}
+
+export function wsTransport (ws: WebSocket): Transport {
+  return new WsTransport(ws)
+}
+
+const kSink = Symbol('switchboard.sink')
+
+function sinkOf (ws: WebSocket): TransportSink {
+  return (ws as WebSocket & { [kSink]: TransportSink })[kSink]
+}
+
+// Shared listeners: ws calls them with `this` set to the socket, which carries its sink.
+function onMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+  if (isBinary) sinkOf(this).handleBinary()
+  else sinkOf(this).handleText(data.toString())
+}
+function onPong (this: WebSocket): void { sinkOf(this).handlePong() }
+function onClose (this: WebSocket, code: number): void { sinkOf(this).handleClose(code) }
+function onError (this: WebSocket, err: Error): void { sinkOf(this).handleError(err) }
 
 /**
  * Feeds a ws WebSocket's events into the core. Call it synchronously right after the upgrade,
  * before any await, so no early frame is missed. Binary frames are not part of protocol v1.
  */
-export function attachWsEvents (ws: WebSocket, events: TransportEvents & { onBinary(): void, onError(err: Error): void }): void {
-  ws.on('message', (data, isBinary) => {
-    if (isBinary) events.onBinary()
-    else events.onText(data.toString())
-  })
-  ws.on('pong', () => events.onPong())
-  ws.on('close', (code, reason) => events.onClose(code, reason.toString()))
-  ws.on('error', err => events.onError(err))
+export function attachWsEvents (ws: WebSocket, sink: TransportSink): void {
+  (ws as WebSocket & { [kSink]: TransportSink })[kSink] = sink
+  ws.on('message', onMessage)
+  ws.on('pong', onPong)
+  ws.on('close', onClose)
+  ws.on('error', onError)
 }
