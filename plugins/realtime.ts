@@ -78,7 +78,8 @@ export default fp(async (app) => {
       tokenClockToleranceMs: app.config.jwt.clockToleranceSeconds * 1000,
       maxConnectionsPerUser: ws.maxConnectionsPerUser,
       maxConnectionsPerIp: ws.maxConnectionsPerIp,
-      maxRecoveryPublications: MAX_RECOVERY_PUBLICATIONS
+      maxRecoveryPublications: MAX_RECOVERY_PUBLICATIONS,
+      authorizationCacheMs: ws.authorizationCacheMs
     },
     metrics,
     log: app.log.child({ component: 'realtime' })

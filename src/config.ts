@@ -50,6 +50,7 @@ export const EnvSchema = Type.Object({
   WS_HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25_000 }),
   WS_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 60_000 }),
   WS_DRAIN_MS: Type.Integer({ minimum: 0, default: 5_000 }),
+  AUTHORIZATION_CACHE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000, description: 'How long a granted room operation is remembered; room changes drop it at once; 0: ask the store every time' }),
   PUBLISH_RATE_PER_USER: Type.Number({ minimum: 0, default: 100, description: 'Publishes per second per user or API key, over all its connections and REST, cluster-wide with Redis; 0: no limit' }),
   PUBLISH_BURST_PER_USER: Type.Integer({ minimum: 1, default: 200 }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
@@ -106,6 +107,7 @@ export interface Config {
     heartbeatMs: number
     idleTimeoutMs: number
     drainMs: number
+    authorizationCacheMs: number
   }
   /** Per user (or API key) over every connection and REST, on every node; null: unlimited. */
   publishRate: { perSecond: number, burst: number } | null
@@ -263,7 +265,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
       maxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
       heartbeatMs: env.WS_HEARTBEAT_MS,
       idleTimeoutMs: env.WS_IDLE_TIMEOUT_MS,
-      drainMs: env.WS_DRAIN_MS
+      drainMs: env.WS_DRAIN_MS,
+      authorizationCacheMs: env.AUTHORIZATION_CACHE_MS
     },
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
     redis: env.REDIS_URL === undefined

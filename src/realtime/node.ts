@@ -5,6 +5,7 @@ import { Connection, messageText, principalId } from './connection.js'
 import type { ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, RoomChange, RoomEvent, StreamOptions } from './engine.js'
 import { RealtimeError, UnavailableError } from './errors.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
+import { AuthorizationCache, principalPrefix } from './authorization-cache.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
 import type { UnsubscribeReason } from './protocol.js'
@@ -19,6 +20,8 @@ export interface RealtimeLimits {
   heartbeatMs: number
   idleTimeoutMs: number
   tokenClockToleranceMs: number
+  /** How long a granted room operation is remembered (0: ask the authorizer every time). */
+  authorizationCacheMs?: number
   maxConnectionsPerUser: number
   maxConnectionsPerIp: number
   /** Most publications one recovery (or one subscribe's live buffer) may carry. */
@@ -88,6 +91,9 @@ interface LocalRoom {
 
 export type RealtimeNode = ReturnType<typeof createRealtimeNode>
 
+/** Grants the cache holds at most (users × rooms × operations in use within its TTL). */
+const AUTHORIZATION_CACHE_ENTRIES = 100_000
+
 /**
  * The real-time node: the local hub of connections and rooms, wired to an engine (broker,
  * history, presence). It owns admission (per-user and per-IP caps), fan-out (a publication is
@@ -104,6 +110,21 @@ export function createRealtimeNode (deps: NodeDeps) {
   let draining = false
   let drainDone: Promise<void> | undefined
   let revision = 0
+  const grants = new AuthorizationCache(limits.authorizationCacheMs ?? 0, AUTHORIZATION_CACHE_ENTRIES, now)
+
+  /**
+   * deps.authorize behind the grant cache. The revision taken before the store is asked
+   * tells whether a room change was applied meanwhile: then the answer may predate it and
+   * is used once, not kept.
+   */
+  async function authorize (principal: Principal, room: string, operation: RoomOperation): Promise<StreamOptions> {
+    const cached = grants.get(principal, room, operation)
+    if (cached !== undefined) return cached
+    const before = revision
+    const options = await deps.authorize(principal, room, operation)
+    if (revision === before) grants.set(principal, room, operation, options)
+    return options
+  }
   /** Names this node on the control channel, so it ignores the echo of what it applied already. */
   const nodeId = randomUUID()
   /** Other nodes exist only with a shared engine: with the in-memory one, an unknown connection id is simply unknown. */
@@ -128,7 +149,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     now,
     prepareFrame,
     verifyToken: deps.verifyToken,
-    authorize: deps.authorize,
+    authorize,
     get revision () { return revision },
 
     async publish (principal, room, data, idempotencyKey) {
@@ -138,7 +159,7 @@ export function createRealtimeNode (deps: NodeDeps) {
         metrics.rateLimited('publishes_per_user')
         throw new RealtimeError('rate_limited', `Over this user's publish rate; retry in ${decision.retryAfterMs} ms`, decision.retryAfterMs)
       }
-      const options = await deps.authorize(principal, room, 'publish')
+      const options = await authorize(principal, room, 'publish')
       return await viaEngine(() => engine.broker.publish(room, {
         data,
         from: { id: principalId(principal) },
@@ -148,12 +169,12 @@ export function createRealtimeNode (deps: NodeDeps) {
     },
 
     async history (principal, room, query) {
-      const options = await deps.authorize(principal, room, 'history')
+      const options = await authorize(principal, room, 'history')
       return await viaEngine(() => engine.history.history(room, query, options))
     },
 
     async presence (principal, room) {
-      await deps.authorize(principal, room, 'presence')
+      await authorize(principal, room, 'presence')
       return await viaEngine(() => engine.presence.get(room))
     },
 
@@ -283,12 +304,14 @@ export function createRealtimeNode (deps: NodeDeps) {
   }
 
   function kickUserLocal (userId: string): number {
+    grants.dropPrincipal(principalPrefix({ kind: 'user', userId }))
     const targets = select({ user: userId })
     for (const connection of targets) connection.close(CloseCodes.KICKED)
     return targets.length
   }
 
   function kickApiKeyLocal (keyId: string): number {
+    grants.dropPrincipal(principalPrefix({ kind: 'apiKey', keyId }))
     const targets = [...(byUser.get(`key:${keyId}`) ?? [])]
     for (const connection of targets) connection.close(CloseCodes.KICKED, 'api key revoked')
     return targets.length
@@ -298,6 +321,7 @@ export function createRealtimeNode (deps: NodeDeps) {
   async function applyRoomChangeLocal (change: RoomChange, removeHistory: boolean): Promise<void> {
     revision++
     const roomId = change.room.id
+    grants.dropRoom(roomId)
     const revoke = (connections: Connection[], reason: UnsubscribeReason): void => {
       for (const connection of connections) connection.revoke(roomId, reason)
     }

@@ -1,0 +1,84 @@
+import type { Principal } from '../auth/principal.js'
+import type { StreamOptions } from './engine.js'
+
+/**
+ * Remembers granted room operations for a short while, so a busy publisher does not cost
+ * two or three store queries per message (about 0.1 ms on SQLite, 0.4 ms on PostgreSQL).
+ *
+ * Only grants are kept: a refusal is asked again every time, so access given a moment ago
+ * works at once. Every room change (removal, ban, role change, room update or deletion —
+ * this node's own and, through the control channel, other nodes') drops the room's grants
+ * before the change is acknowledged, and a grant read while a change was being applied is
+ * not kept (the revision check), so a revocation is never undone by a stale answer. What no
+ * room change announces (a deleted user, a changed API key) lasts at most `ttlMs`.
+ */
+export class AuthorizationCache {
+  /** room → grant key → grant. Per room, so a room change drops its grants in one step. */
+  private readonly rooms = new Map<string, Map<string, { options: StreamOptions, expiresAt: number }>>()
+  private size = 0
+
+  constructor (private readonly ttlMs: number, private readonly maxEntries: number, private readonly now: () => number) {}
+
+  get enabled (): boolean {
+    return this.ttlMs > 0
+  }
+
+  get (principal: Principal, room: string, operation: string): StreamOptions | undefined {
+    const grants = this.rooms.get(room)
+    const key = grantKey(principal, operation)
+    const grant = grants?.get(key)
+    if (grant === undefined) return undefined
+    if (grant.expiresAt > this.now()) return grant.options
+    grants!.delete(key)
+    this.size--
+    return undefined
+  }
+
+  set (principal: Principal, room: string, operation: string, options: StreamOptions): void {
+    if (!this.enabled) return
+    // Full: start over rather than track recency; a full cache means a churn of distinct
+    // users and rooms, which hits the store either way.
+    if (this.size >= this.maxEntries) this.clear()
+    let grants = this.rooms.get(room)
+    if (grants === undefined) this.rooms.set(room, grants = new Map())
+    const key = grantKey(principal, operation)
+    if (!grants.has(key)) this.size++
+    grants.set(key, { options, expiresAt: this.now() + this.ttlMs })
+  }
+
+  dropRoom (room: string): void {
+    const grants = this.rooms.get(room)
+    if (grants === undefined) return
+    this.size -= grants.size
+    this.rooms.delete(room)
+  }
+
+  /** A user's (or an API key's) grants in every room: kicked, deleted, revoked. */
+  dropPrincipal (prefix: string): void {
+    for (const grants of this.rooms.values()) {
+      for (const key of grants.keys()) {
+        if (key.startsWith(prefix)) {
+          grants.delete(key)
+          this.size--
+        }
+      }
+    }
+  }
+
+  clear (): void {
+    this.rooms.clear()
+    this.size = 0
+  }
+}
+
+/**
+ * Everything a decision depends on besides the room: who (user id and role from the token,
+ * or the API key id — its scopes are fixed for its life) and the operation.
+ */
+function grantKey (principal: Principal, operation: string): string {
+  return `${principalPrefix(principal)}${principal.kind === 'user' ? principal.role : ''}\u0000${operation}`
+}
+
+export function principalPrefix (principal: Principal | { kind: 'user', userId: string } | { kind: 'apiKey', keyId: string }): string {
+  return principal.kind === 'user' ? `u\u0000${principal.userId}\u0000` : `k\u0000${principal.keyId}\u0000`
+}
