@@ -128,13 +128,19 @@ function authorizePersonal (principal: Principal, room: string, operation: RoomO
   return PERSONAL_STREAM
 }
 
-/** Maps the room service's HTTP errors onto protocol error codes; anything else is a dependency failure. */
+/**
+ * Maps the room service's HTTP errors onto protocol error codes, and a store that cannot be
+ * reached (503) onto the temporary `unavailable`. Anything else is a bug and is rethrown as
+ * it is: it must surface as one (1011 on the socket, 500 over REST, logged at error), not
+ * pass for a passing outage that clients retry forever.
+ */
 function toRealtimeError (err: unknown): RealtimeError {
   if (err instanceof RealtimeError) return err
   const statusCode = (err as { statusCode?: unknown }).statusCode
   const message = err instanceof Error ? err.message : 'error'
   if (statusCode === 404) return new RealtimeError('not_found', message)
   if (statusCode === 403) return new RealtimeError('forbidden', message)
+  if (statusCode === 503) return new UnavailableError()
   if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) return new RealtimeError('bad_request', message)
-  return new UnavailableError()
+  throw err
 }

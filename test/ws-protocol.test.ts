@@ -994,6 +994,22 @@ describe('ws handler failure', () => {
     assert.equal(failure.connId, victim.welcome.connectionId)
     await waitFor(() => srv.app.realtime.stats().connections === 100, 'the victim to be unregistered')
   })
+  it('a bug in authorization is a bug (1011, logged at error), not a temporary `unavailable` clients would retry forever', async (t) => {
+    const srv = await build(t)
+    const token = await srv.userToken('alice')
+    assert.equal((await srv.request('POST', '/rooms', { token, body: { id: 'lobby' } })).status, 201)
+    const original = srv.app.rooms.authorize.bind(srv.app.rooms)
+    srv.app.rooms.authorize = async (principal, room, action) => {
+      if (room === 'lobby') throw new TypeError('injected authorization bug')
+      return await original(principal, room, action)
+    }
+    const client = await wsConnect(t, srv, { token })
+    client.send({ type: 'subscribe', id: 'bug', room: 'lobby' })
+    assert.equal((await within(client.closed, 'the socket to be closed')).code, 1011)
+    assert.ok(!client.frames.some(f => f.id === 'bug'), 'the command was answered as if it could be retried')
+    const rest = await srv.request('POST', '/rooms/lobby/messages', { token, body: { data: 1 } })
+    assert.equal(rest.status, 500)
+  })
 })
 
 describe('handshake budget', () => {
