@@ -78,6 +78,9 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
 
   app.get('/ws', {
     websocket: true,
+    // Browser hardening headers mean nothing on a handshake, and on an accepted one they are
+    // never even sent (ws writes the 101 itself); building them cost a tenth of a handshake.
+    helmet: false,
     config: { rateLimit: { max: ws.handshakesPerIpPerMinute, timeWindow: '1 minute' } },
     // preHandler, after the rate limit's onRequest hook: refused handshakes (bad tokens, foreign
     // origins) spend the address's handshake budget too, so credential guessing is throttled.
@@ -93,6 +96,12 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       if ('refusal' in reservation) tooMany(reservation.refusal)
       reserved.set(request, reservation.id)
       request.principal = principal
+      // The 101 that ws writes and the welcome frame that follows it leave in one write: the
+      // upgrade and the handler run within this tick. Uncorked on the next tick whatever
+      // happens, so a refusal or a failed upgrade is never held back.
+      const tcp = request.raw.socket
+      tcp.cork()
+      process.nextTick(uncork, tcp)
     }
   }, (socket, request) => {
     // Synchronous from here to attachWsEvents: no frame can arrive before the listeners.
@@ -119,6 +128,10 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     releaseHttpExchange(socket)
     attachWsEvents(socket, connection)
   })
+}
+
+function uncork (socket: Socket): void {
+  socket.uncork()
 }
 
 /**
