@@ -50,7 +50,7 @@ export const EnvSchema = Type.Object({
   WS_HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25_000 }),
   WS_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 60_000 }),
   WS_DRAIN_MS: Type.Integer({ minimum: 0, default: 5_000 }),
-  AUTHORIZATION_CACHE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000, description: 'How long a granted room operation is remembered; room changes drop it at once; 0: ask the store every time' }),
+  AUTHORIZATION_CACHE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 10_000, description: 'How long a granted room operation is remembered; room changes drop it at once; 0: ask the store every time' }),
   PUBLISH_RATE_PER_USER: Type.Number({ minimum: 0, default: 100, description: 'Publishes per second per user or API key, over all its connections and REST, cluster-wide with Redis; 0: no limit' }),
   PUBLISH_BURST_PER_USER: Type.Integer({ minimum: 1, default: 200 }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),

@@ -266,6 +266,9 @@ export function createRealtimeNode (deps: NodeDeps) {
       for (const connection of local.connections) connection.pushToRoom(room, shared)
     },
     onReset () {
+      // Control messages (room changes from other nodes) may have been lost with the
+      // connection: no grant from before may outlive it.
+      grants.clear()
       // Live delivery may have skipped publications in any room: rather than let a gap pass
       // silently, every subscriber is told to subscribe again with `since` and recovers what
       // it missed from history (a client past the history window learns it with recovered: false).
