@@ -49,7 +49,8 @@ class WsTransport implements Transport {
     if (!this.corked) {
       this.corked = true
       socket.cork()
-      process.nextTick(uncork, this)
+      corkedThisTick.push(this)
+      if (corkedThisTick.length === 1) process.nextTick(uncorkAll)
     }
     socket.write((frame as WsFrame).bytes)
   }
@@ -76,8 +77,23 @@ class WsTransport implements Transport {
   }
 }
 
-function uncork (transport: WsTransport): void {
-  transport.uncork()
+/**
+ * Transports corked during this tick, uncorked together by one callback: a fan-out to a
+ * thousand sockets schedules one nextTick, not a thousand.
+ */
+let corkedThisTick: WsTransport[] = []
+
+function uncorkAll (): void {
+  const transports = corkedThisTick
+  corkedThisTick = []
+  for (const transport of transports) {
+    // One socket failing to flush must not leave the others corked (or reach the top level).
+    try {
+      transport.uncork()
+    } catch {
+      transport.terminate()
+    }
+  }
 }
 
 export function wsTransport (ws: WebSocket): Transport {
