@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { AuthFailureReason, RateLimitScope, RealtimeMetrics } from '../src/realtime/metrics.js'
+import type { AuthFailureReason, MetricTotals, RateLimitScope, RealtimeMetrics } from '../src/realtime/metrics.js'
 import { CloseCodes } from '../src/realtime/close-codes.js'
 import { COMMAND_SCHEMAS } from '../src/realtime/protocol.js'
 
@@ -13,9 +13,12 @@ export interface Metrics {
   readonly contentType: string
   /** Prometheus text exposition of everything in `registry`. */
   scrape(): Promise<string>
+  /** Running totals for the admin page's headline numbers (GET /admin/stats), without a scrape. */
+  totals(): MetricTotals
   /** Drops every metric of this app (process metrics stay for the other apps). */
   close(): void
 }
+
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -145,6 +148,11 @@ export function createMetrics (): Metrics {
     realtime,
     contentType: registry.contentType,
     scrape: () => registry.metrics(),
+    totals: () => {
+      let messagesInTotal = 0
+      for (const count of messagesIn.values()) messagesInTotal += count
+      return { connections: open, messagesIn: messagesInTotal, messagesOut: messagesOut.value }
+    },
     close: () => { registry.clear(); own.clear() }
   }
 }

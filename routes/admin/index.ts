@@ -2,12 +2,26 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { Errors } from '../../src/errors.js'
 import { errorResponses, UserIdSchema, type Security } from '../../src/schemas/common.js'
-import { ConnectionSchema, ConnectionsQuerySchema } from '../../src/schemas/realtime.js'
+import { ConnectionSchema, ConnectionsQuerySchema, StatsSchema } from '../../src/schemas/realtime.js'
+import { createRateMeter } from '../../src/realtime/metrics.js'
 
-/** Operator tools for open connections (admins only): list, and kick with close code 4503. */
+/** Operator tools (admins only): open connections (list, kick with close code 4503) and headline stats. */
 const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onRequest', app.requireAdmin)
   const security: Security = [{ bearerAuth: [] }]
+  // Rates from the same counters as /metrics, in JSON for the web app's admin page: parsing the
+  // Prometheus text in a browser would be more code for the same numbers.
+  const rates = createRateMeter(() => app.metrics.totals())
+
+  app.get('/stats', {
+    schema: {
+      tags: ['admin'], summary: 'Headline numbers of this node: open connections and messages per second', security,
+      response: { 200: StatsSchema, ...errorResponses(401, 403) }
+    }
+  }, async () => {
+    const totals = app.metrics.totals()
+    return { connections: totals.connections, ...rates(), messagesInTotal: totals.messagesIn, messagesOutTotal: totals.messagesOut }
+  })
 
   app.get('/connections', {
     schema: {

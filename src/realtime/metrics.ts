@@ -35,3 +35,46 @@ export const noopMetrics: RealtimeMetrics = {
   recovery () {},
   pingRtt () {}
 }
+
+export interface MetricTotals {
+  /** WebSocket connections open now on this node. */
+  connections: number
+  /** Client commands received since start (every type). */
+  messagesIn: number
+  /** Publication frames written to subscribers since start. */
+  messagesOut: number
+}
+
+const MAX_RATE_SAMPLES = 100
+
+export interface Rates {
+  messagesInPerSecond: number
+  messagesOutPerSecond: number
+  /** The span the rates are averaged over. */
+  windowSeconds: number
+}
+
+/**
+ * Per-second rates of the totals, computed when read, so the metrics need no timer per app. Each read
+ * is kept as a sample; a rate is averaged from the newest sample at least `windowMs` old (the
+ * start, before there is one) to now, so a page polling every few seconds sees the last
+ * `windowMs` or a little more, and two admins polling do not disturb each other.
+ */
+export function createRateMeter (read: () => MetricTotals, windowMs = 10_000, now: () => number = Date.now): () => Rates {
+  const samples = [{ at: now(), ...read() }]
+  return () => {
+    const current = { at: now(), ...read() }
+    samples.push(current)
+    while (samples.length > 2 && samples[1]!.at <= current.at - windowMs) samples.shift()
+    // Bounded under a flood of reads: thinning the middle only shortens the averaging window.
+    if (samples.length > MAX_RATE_SAMPLES) samples.splice(1, 1)
+    const base = samples[0]!
+    const seconds = (current.at - base.at) / 1000
+    const rate = (value: number): number => seconds <= 0 ? 0 : Math.max(0, value) / seconds
+    return {
+      messagesInPerSecond: rate(current.messagesIn - base.messagesIn),
+      messagesOutPerSecond: rate(current.messagesOut - base.messagesOut),
+      windowSeconds: seconds
+    }
+  }
+}

@@ -34,6 +34,16 @@ export const ConnectionSchema = Type.Object({
   connectedAt: Type.Integer()
 })
 
+/** GET /admin/stats: the headline numbers of the admin page, for this node. */
+export const StatsSchema = Type.Object({
+  connections: Type.Integer({ description: 'WebSocket connections open now on this node' }),
+  messagesInPerSecond: Type.Number({ description: 'Client commands received per second' }),
+  messagesOutPerSecond: Type.Number({ description: 'Publication frames delivered to subscribers per second' }),
+  windowSeconds: Type.Number({ description: 'The span the rates are averaged over: the last 10 s, or since the previous reading when that is longer ago' }),
+  messagesInTotal: Type.Integer({ description: 'Client commands received since the node started' }),
+  messagesOutTotal: Type.Integer({ description: 'Publication frames delivered since the node started' })
+})
+
 export const ConnectionsQuerySchema = Type.Object({
   user: Type.Optional(UserIdSchema),
   room: Type.Optional(Type.String({ maxLength: 64 }))
