@@ -27,7 +27,10 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY plugins ./plugins
 COPY routes ./routes
-# `npm run build` writes dist/ (tsc -p tsconfig.build.json); pruning afterwards keeps the
+# The web app: its sources and the esbuild script that bundles them into dist/web.
+COPY web ./web
+COPY scripts/build-web.mjs ./scripts/
+# `npm run build` writes dist/ (tsc -p tsconfig.build.json, then the web bundle); pruning afterwards keeps the
 # compiled native addon, which a second `npm ci --omit=dev` would have to build again.
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund

@@ -19,5 +19,10 @@ export default tseslint.config(
   {
     files: ['scripts/**', 'test/**'],
     rules: { 'no-console': 'off' }
+  },
+  {
+    // The web app: what no promise reports (e.g. a failed token refresh) goes to the devtools console.
+    files: ['web/**'],
+    rules: { 'no-console': ['error', { allow: ['warn'] }] }
   }
 )

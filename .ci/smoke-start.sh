@@ -15,6 +15,8 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 curl -fsS "http://127.0.0.1:$port/health/ready"; echo
+# `npm start` built the web app too: the page is served at /.
+curl -fsS "http://127.0.0.1:$port/" | grep -q '<title>Switchboard</title>' || { echo "no web app at /"; cat "$log"; exit 1; }
 # npm does not forward SIGTERM to its child (containers run `node dist/src/server.js` directly,
 # see docs): signal the server process itself, whose pid is in its log lines.
 server_pid="$(grep -o '"pid":[0-9]*' "$log" | head -n1 | cut -d: -f2)"

@@ -21,4 +21,7 @@ const sourcesChanged = () => ['src', 'plugins', 'routes'].some(dir => newestMtim
 if (!existsSync(entry) || sourcesChanged()) {
   process.stderr.write('switchboard: compiling TypeScript (npm run build)…\n')
   execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' })
+} else {
+  // The server is current; the web app (web/ and the SDK it bundles) may not be.
+  execFileSync(process.execPath, ['scripts/build-web.mjs', '--if-stale'], { stdio: 'inherit' })
 }

@@ -28,6 +28,7 @@ import wsRoutes from '../routes/ws/index.js'
 import adminRoutes from '../routes/admin/index.js'
 import metricsRoutes from '../routes/metrics/index.js'
 import docsRoutes from '../routes/docs/index.js'
+import webPlugin from '../plugins/web.js'
 
 export type App = FastifyInstance
 
@@ -89,6 +90,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(wsRoutes)
   await app.register(metricsRoutes, { prefix: '/metrics' })
   await app.register(docsRoutes, { prefix: '/docs' })
+  // Last: the web app at / only adds `/` and its hashed /assets/ files.
+  await app.register(webPlugin)
 
   return app
 }
