@@ -1,0 +1,50 @@
+/** JSON over fetch to the same origin, with the session's access token. */
+export class ApiError extends Error {
+  override name = 'ApiError'
+  constructor (readonly status: number, readonly code: string, message: string) {
+    super(message)
+  }
+}
+
+export interface TokenSource {
+  /** A valid access token; `force` gets a new one (after a 401). */
+  token (force?: boolean): Promise<string>
+}
+
+export async function request<T> (method: string, path: string, options: { body?: unknown, auth?: TokenSource } = {}): Promise<T> {
+  const send = async (force: boolean): Promise<Response> => {
+    const headers: Record<string, string> = {}
+    if (options.body !== undefined) headers['content-type'] = 'application/json'
+    if (options.auth !== undefined) headers.authorization = `Bearer ${await options.auth.token(force)}`
+    return await fetch(path, { method, headers, ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }) })
+  }
+  let res = await send(false)
+  // An access token can be refused although it looked valid (clock skew, a secret rotated):
+  // one retry with a fresh token, then the error stands.
+  if (res.status === 401 && options.auth !== undefined) res = await send(true)
+  if (res.status === 204) return undefined as T
+  const text = await res.text()
+  let body: unknown = null
+  try { body = text === '' ? null : JSON.parse(text) } catch { /* not JSON */ }
+  if (!res.ok) {
+    const err = (body ?? {}) as { code?: string, message?: string }
+    throw new ApiError(res.status, err.code ?? `HTTP_${res.status}`, err.message ?? (text.slice(0, 200) || res.statusText))
+  }
+  return body as T
+}
+
+/** Every item of a paged list (`{ items, nextCursor }`), following the cursor. */
+export async function listAll<T> (path: string, auth: TokenSource, key: (item: T) => string): Promise<T[]> {
+  const items: T[] = []
+  let after: string | null = null
+  // A bound, so a server bug cannot loop the page forever.
+  for (let page = 0; page < 50; page++) {
+    const sep = path.includes('?') ? '&' : '?'
+    const url: string = `${path}${sep}limit=100${after === null ? '' : `&after=${encodeURIComponent(after)}`}`
+    const res: { items: T[], nextCursor: string | null } = await request('GET', url, { auth })
+    items.push(...res.items)
+    if (res.nextCursor === null || res.items.length === 0) break
+    after = res.nextCursor ?? key(res.items[res.items.length - 1]!)
+  }
+  return items
+}

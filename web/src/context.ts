@@ -1,0 +1,23 @@
+import type { SwitchboardClient } from '../../src/client/index.js'
+import type { Session, User } from './session.js'
+
+/** What every view gets: the signed-in session, its one real-time client, navigation. */
+export interface Context {
+  session: Session
+  user: User
+  client: SwitchboardClient
+  navigate (hash: string): void
+}
+
+/** A mounted view: its element, and what to stop (subscriptions, timers) when leaving it. */
+export interface View {
+  el: HTMLElement
+  /** The element to focus after navigation (defaults to the view's h1). */
+  focus?: HTMLElement
+  dispose (): void
+}
+
+/** The message of any failure, for an error line on the page. */
+export function describeError (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}

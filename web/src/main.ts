@@ -1,0 +1,141 @@
+import { SwitchboardClient } from '../../src/client/index.js'
+import { adminView } from './admin.js'
+import { watchConnection } from './connection.js'
+import type { Context, View } from './context.js'
+import { h, replace } from './dom.js'
+import { loginView } from './login.js'
+import { roomView } from './room.js'
+import { roomsView } from './rooms.js'
+import { Session, type User } from './session.js'
+
+/*
+ * The Switchboard web app: sign-in over REST, then one WebSocket (the SDK's client) for every
+ * room the user opens. Routing is by hash (#/rooms, #/rooms/<id>, #/admin), so the server only
+ * serves one page. docs/web.md describes it.
+ */
+
+const main = document.getElementById('main')!
+const nav = document.getElementById('nav')!
+const session = new Session()
+
+let ctx: Context | null = null
+let view: View | null = null
+let stopIndicator: (() => void) | null = null
+/** Where a signed-out visitor wanted to go, restored after sign-in. */
+let wanted = ''
+/** A line shown at the top of the next view (e.g. after signing out). */
+let notice = ''
+
+function navigate (hash: string): void {
+  if (location.hash === hash) route()
+  else location.hash = hash
+}
+
+function route (): void {
+  view?.dispose()
+  view = null
+  const hash = location.hash.replace(/^#/, '')
+  let next: View
+  if (ctx === null) {
+    if (hash !== '' && hash !== '/login') wanted = location.hash
+    next = loginView(session)
+  } else if (hash === '/admin' && ctx.user.role === 'admin') {
+    next = adminView(ctx)
+  } else if (hash.startsWith('/rooms/') && hash.length > '/rooms/'.length) {
+    let id = hash.slice('/rooms/'.length)
+    try { id = decodeURIComponent(id) } catch { /* keep it as typed */ }
+    next = roomView(ctx, id)
+  } else {
+    next = roomsView(ctx)
+  }
+  view = next
+  if (notice !== '') {
+    next.el.prepend(h('p', { class: 'note', role: 'status' }, notice))
+    notice = ''
+  }
+  replace(main, next.el)
+  // Focus moves to the new view's heading, so keyboard and screen reader users start there.
+  const target = next.focus ?? next.el.querySelector('h1')
+  if (target instanceof HTMLElement) {
+    if (!target.hasAttribute('tabindex') && !(target instanceof HTMLInputElement)) target.tabIndex = -1
+    target.focus()
+  }
+}
+
+function signedIn (user: User): void {
+  const client = new SwitchboardClient({
+    url: location.origin,
+    // The SDK asks shortly before the token expires, after a 4001 close and before connecting
+    // with an expired token: the session renews it through /auth/refresh when needed.
+    getToken: () => session.token()
+  })
+  client.on('error', (err) => { console.warn('switchboard:', err.message) })
+  ctx = { session, user, client, navigate }
+  stopIndicator = watchConnection(client)
+  renderNav(user)
+}
+
+function signedOut (): void {
+  const old = ctx
+  ctx = null
+  stopIndicator?.()
+  stopIndicator = null
+  view?.dispose()
+  view = null
+  void old?.client.close()
+  nav.hidden = true
+  nav.replaceChildren()
+}
+
+function renderNav (user: User): void {
+  const signOut = h('button', {
+    type: 'button',
+    class: 'link',
+    onclick: () => { void session.logout() }
+  }, 'Sign out')
+  replace(nav,
+    h('a', { href: '#/rooms' }, 'Rooms'),
+    user.role === 'admin' ? h('a', { href: '#/admin' }, 'Admin') : null,
+    h('span', { class: 'who' }, 'Signed in as ', h('strong', {}, user.id)),
+    signOut)
+  nav.hidden = false
+}
+
+session.onChange((user) => {
+  if (user !== null) {
+    signedIn(user)
+    const target = wanted !== '' ? wanted : '#/rooms'
+    wanted = ''
+    navigate(target)
+  } else {
+    const wasSignedIn = ctx !== null
+    signedOut()
+    if (wasSignedIn) notice = 'You are signed out.'
+    navigate('#/login')
+  }
+})
+
+// The skip link targets <main> without touching the hash (which is the router's).
+document.querySelector('.skip')?.addEventListener('click', (event) => {
+  event.preventDefault()
+  main.focus()
+})
+
+window.addEventListener('hashchange', route)
+// A link to the page already shown does not change the hash: show it again (fresh data).
+document.addEventListener('click', (event) => {
+  const link = event.target instanceof Element ? event.target.closest('a[href^="#/"]') : null
+  if (link !== null && link.getAttribute('href') === location.hash) {
+    event.preventDefault()
+    route()
+  }
+})
+
+async function start (): Promise<void> {
+  if (location.hash !== '' && location.hash !== '#/login') wanted = location.hash
+  const user = await session.restore()
+  // restore() signing in already routed (onChange); otherwise show the sign-in form.
+  if (user === null) route()
+}
+
+void start()

@@ -1,0 +1,121 @@
+import { ApiError, request, type TokenSource } from './api.js'
+
+export interface User { id: string, role: 'admin' | 'user', createdAt: string }
+interface TokenPair { accessToken: string, refreshToken: string, expiresIn: number, user: User }
+
+/** sessionStorage key of the refresh token (docs/web.md: why there and not elsewhere). */
+const REFRESH_KEY = 'switchboard.refreshToken'
+/**
+ * A token with less life than this is replaced before use. More than the SDK's own refresh
+ * lead (it asks for a new token at most a minute before expiry), so when the SDK asks, it
+ * always gets a token that lives longer than the one it has.
+ */
+const RENEW_BEFORE_MS = 90_000
+
+/**
+ * The signed-in user's credentials. The access token lives in memory only; the refresh token
+ * in sessionStorage, so a reload of this tab stays signed in while other tabs, other windows
+ * and the next browser session do not share it. Refresh tokens are single use and reusing one
+ * revokes the whole sign-in, so every refresh goes through one promise at a time.
+ */
+export class Session implements TokenSource {
+  user: User | null = null
+  private access: string | null = null
+  /** Also kept here: with storage disabled the session still works until the tab reloads. */
+  private refreshMem: string | null = null
+  private expiresAt = 0
+  private refreshing: Promise<string> | null = null
+  private readonly listeners = new Set<(user: User | null) => void>()
+
+  /** Called with the user on sign-in and with null when the session ends (sign-out, refresh refused). */
+  onChange (listener: (user: User | null) => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  async login (username: string, password: string): Promise<User> {
+    const pair = await request<TokenPair>('POST', '/auth/login', { body: { username, password } })
+    return this.accept(pair)
+  }
+
+  async register (username: string, password: string): Promise<User> {
+    await request('POST', '/auth/register', { body: { username, password } })
+    return await this.login(username, password)
+  }
+
+  /** After a reload: signs in again from the tab's refresh token, if it has one that still works. */
+  async restore (): Promise<User | null> {
+    if (this.refreshToken() === null) return null
+    try {
+      await this.token(true)
+      return this.user
+    } catch {
+      return null
+    }
+  }
+
+  /** A valid access token, renewed through /auth/refresh when it is about to expire (or when `force`). */
+  async token (force = false): Promise<string> {
+    if (!force && this.access !== null && this.expiresAt - Date.now() > RENEW_BEFORE_MS) return this.access
+    this.refreshing ??= this.refresh().finally(() => { this.refreshing = null })
+    return await this.refreshing
+  }
+
+  /** Ends the sign-in on the server (the refresh token stops working) and forgets everything here. */
+  async logout (): Promise<void> {
+    const refreshToken = this.refreshToken()
+    this.clear()
+    if (refreshToken !== null) await request('POST', '/auth/logout', { body: { refreshToken } }).catch(() => {})
+  }
+
+  private async refresh (): Promise<string> {
+    const refreshToken = this.refreshToken()
+    if (refreshToken === null) {
+      this.clear()
+      throw new ApiError(401, 'SB_ERR_SIGNED_OUT', 'Signed out')
+    }
+    try {
+      const pair = await request<TokenPair>('POST', '/auth/refresh', { body: { refreshToken } })
+      this.accept(pair)
+      return pair.accessToken
+    } catch (err) {
+      // Refused (expired, revoked, reused): the session is over. A network failure is not.
+      if (err instanceof ApiError && (err.status === 401 || err.status === 400)) this.clear()
+      throw err
+    }
+  }
+
+  private accept (pair: TokenPair): User {
+    const wasSignedIn = this.user !== null
+    this.access = pair.accessToken
+    this.expiresAt = Date.now() + pair.expiresIn * 1000
+    this.user = pair.user
+    this.refreshMem = pair.refreshToken
+    try { sessionStorage.setItem(REFRESH_KEY, pair.refreshToken) } catch { /* storage off: refreshMem */ }
+    if (!wasSignedIn) this.emit()
+    return pair.user
+  }
+
+  private clear (): void {
+    const wasSignedIn = this.user !== null
+    this.access = null
+    this.expiresAt = 0
+    this.user = null
+    this.refreshMem = null
+    try { sessionStorage.removeItem(REFRESH_KEY) } catch { /* storage off */ }
+    if (wasSignedIn) this.emit()
+  }
+
+  private refreshToken (): string | null {
+    if (this.refreshMem !== null) return this.refreshMem
+    try {
+      return sessionStorage.getItem(REFRESH_KEY)
+    } catch {
+      return null
+    }
+  }
+
+  private emit (): void {
+    for (const listener of this.listeners) listener(this.user)
+  }
+}
