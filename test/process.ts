@@ -45,9 +45,9 @@ export function withTimeout<T> (promise: Promise<T>, ms: number, what: string): 
   ]).finally(() => clearTimeout(timer))
 }
 
-/** Spawns the real entry point; killed hard if a test leaves it running. */
-export async function startServer (t: TestContext, env: Record<string, string>): Promise<ServerProcess> {
-  const port = await freePort()
+/** Spawns the real entry point (on `port` when given: a restart on the same address); killed hard if a test leaves it running. */
+export async function startServer (t: TestContext, env: Record<string, string>, options: { port?: number } = {}): Promise<ServerProcess> {
+  const port = options.port ?? await freePort()
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
     cwd: ROOT,
     // Not process.env: the test runner's own variables (NODE_ENV, NODE_TEST_CONTEXT…) must not leak in.

@@ -1,0 +1,152 @@
+import { describe, it, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import Fastify from 'fastify'
+import { build, tempDir, wsConnect } from './helper.js'
+import { ADMIN, baseEnv, startServer, waitUntilReady } from './process.js'
+import webPlugin from '../plugins/web.js'
+import { createRateMeter, type MetricTotals } from '../src/realtime/metrics.js'
+import {
+  ensureWebBuild, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS
+} from './web-browser.js'
+
+describe('GET /admin/stats', () => {
+  it('is for admins only', async (t) => {
+    const { request, userToken } = await build(t)
+    assert.equal((await request('GET', '/admin/stats')).status, 401)
+    assert.equal((await request('GET', '/admin/stats', { token: await userToken('joe') })).status, 403)
+  })
+
+  it('counts open connections and delivered messages', async (t) => {
+    const server = await build(t)
+    const admin = await server.userToken('root', 'admin')
+    const alice = await server.userToken('alice')
+    assert.equal((await server.request('POST', '/rooms', { token: alice, body: { id: 'lobby' } })).status, 201)
+    const before = await server.request('GET', '/admin/stats', { token: admin })
+    assert.equal(before.status, 200)
+    assert.equal(before.body.connections, 0)
+
+    const ws = await wsConnect(t, server, { token: alice })
+    assert.equal((await ws.command({ type: 'subscribe', room: 'lobby' })).type, 'reply')
+    for (let i = 0; i < 3; i++) assert.equal((await ws.command({ type: 'publish', room: 'lobby', data: { i } })).type, 'reply')
+    const after = await server.request('GET', '/admin/stats', { token: admin })
+    assert.equal(after.body.connections, 1)
+    assert.equal(after.body.messagesOutTotal, 3)
+    assert.ok(after.body.messagesInTotal >= 4, 'subscribe and three publishes')
+    assert.ok(after.body.messagesOutPerSecond > 0)
+    assert.ok(after.body.windowSeconds > 0)
+  })
+})
+
+describe('createRateMeter', () => {
+  it('averages over the newest sample at least a window old', () => {
+    let clock = 0
+    const totals: MetricTotals = { connections: 0, messagesIn: 0, messagesOut: 0 }
+    const rates = createRateMeter(() => ({ ...totals }), 10_000, () => clock)
+    clock = 5_000
+    totals.messagesOut = 50
+    assert.deepEqual(rates(), { messagesInPerSecond: 0, messagesOutPerSecond: 10, windowSeconds: 5 })
+    clock = 15_000
+    totals.messagesOut = 150
+    // From the sample at 5 s (the newest at least 10 s old is the start, at 0 s).
+    assert.equal(rates().messagesOutPerSecond, 10)
+    clock = 20_000
+    totals.messagesOut = 150
+    // Now the base is the 5 s sample (50): 100 messages over 15 s.
+    const r = rates()
+    assert.equal(r.windowSeconds, 15)
+    assert.ok(Math.abs(r.messagesOutPerSecond - 100 / 15) < 1e-9)
+  })
+
+  it('reads 0 when no time has passed, and keeps a bounded number of samples', () => {
+    let clock = 0
+    const rates = createRateMeter(() => ({ connections: 0, messagesIn: 0, messagesOut: 0 }), 10_000, () => clock)
+    assert.equal(rates().messagesOutPerSecond, 0)
+    for (let i = 0; i < 10_000; i++) { clock += 1; rates() }
+    assert.ok(rates().windowSeconds <= 10.001)
+  })
+})
+
+describe('web app serving', () => {
+  it('answers / with a clear message when the web app is not built', async (t) => {
+    const app = Fastify({ logger: false })
+    t.after(() => app.close())
+    await app.register(webPlugin, { dir: join(tempDir(t), 'missing') })
+    const res = await app.inject({ method: 'GET', url: '/' })
+    assert.equal(res.statusCode, 503)
+    assert.match(res.body, /npm run build/)
+  })
+
+  it('serves index.html uncached and hashed assets as immutable', async (t) => {
+    const dir = tempDir(t)
+    mkdirSync(join(dir, 'assets'))
+    writeFileSync(join(dir, 'index.html'), '<!doctype html><title>Switchboard</title><script type="module" src="/assets/app-ABC.js"></script>')
+    writeFileSync(join(dir, 'assets', 'app-ABC.js'), 'export {}')
+    const app = Fastify({ logger: false })
+    t.after(() => app.close())
+    await app.register(webPlugin, { dir })
+    const index = await app.inject({ method: 'GET', url: '/' })
+    assert.equal(index.statusCode, 200)
+    assert.match(String(index.headers['content-type']), /^text\/html/)
+    assert.equal(index.headers['cache-control'], 'no-cache')
+    const asset = await app.inject({ method: 'GET', url: '/assets/app-ABC.js' })
+    assert.equal(asset.statusCode, 200)
+    assert.match(String(asset.headers['cache-control']), /max-age=31536000.*immutable/)
+    assert.equal((await app.inject({ method: 'GET', url: '/assets/other.js' })).statusCode, 404)
+  })
+
+  it('in the app: / with a strict CSP, /docs still served, unknown paths keep the JSON 404', async (t) => {
+    ensureWebBuild()
+    const { request } = await build(t)
+    const page = await request('GET', '/')
+    assert.equal(page.status, 200)
+    assert.match(page.text, /<title>Switchboard<\/title>/)
+    const csp = page.headers.get('content-security-policy') ?? ''
+    assert.match(csp, /script-src 'self'(;|$)/)
+    const script = /src="(\/assets\/app-[^"]+\.js)"/.exec(page.text)?.[1]
+    assert.ok(script !== undefined)
+    assert.equal((await request('GET', script)).status, 200)
+    assert.equal((await request('GET', '/docs')).status, 200)
+    assert.equal((await request('GET', '/docs/json')).status, 200)
+    const missing = await request('GET', '/nope')
+    assert.equal(missing.status, 404)
+    assert.equal(missing.body.code, 'SB_ERR_NOT_FOUND')
+  })
+})
+
+describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
+  before(() => ensureWebBuild())
+
+  it('shows the headline numbers and open connections, and kicks one', async (t) => {
+    const server = await startServer(t, { ...baseEnv(tempDir(t, 'switchboard-web-admin-')), LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000' })
+    await waitUntilReady(server)
+    const base = `http://127.0.0.1:${server.port}`
+    const browser = await launchBrowser(t)
+
+    const dave = await openApp(browser, base)
+    await register(dave.page, 'dave', 'dave password')
+    await waitForConnection(dave.page, 'Connected')
+    // No Admin link for someone who is not an admin, and #/admin shows the rooms instead.
+    assert.equal(await dave.page.getByRole('link', { name: 'Admin' }).count(), 0)
+    await dave.page.goto(`${base}/#/admin`)
+    await dave.page.getByRole('heading', { name: 'Rooms', level: 1 }).waitFor()
+    await waitForConnection(dave.page, 'Connected')
+
+    const admin = await openApp(browser, base)
+    await signIn(admin.page, ADMIN.username, ADMIN.password)
+    await admin.page.getByRole('link', { name: 'Admin' }).click()
+    await admin.page.getByRole('heading', { name: 'Admin', level: 1 }).waitFor()
+    const stats = admin.page.getByRole('definition').first()
+    await admin.page.waitForFunction(() => /^\d+$/.test(document.querySelector('.stats dd')?.textContent ?? ''), null, { timeout: WAIT_MS })
+    assert.ok(Number(await stats.textContent()) >= 2, 'dave and the admin are connected')
+
+    const daveRow = admin.page.locator('.connections li', { hasText: 'dave' })
+    await daveRow.getByText('127.0.0.1').waitFor()
+    await daveRow.getByRole('button', { name: /^Kick dave/ }).click()
+    await waitForConnection(dave.page, 'disconnected by an administrator')
+    await daveRow.waitFor({ state: 'detached' })
+    assert.deepEqual(dave.errors, [])
+    assert.deepEqual(admin.errors, [])
+  })
+})

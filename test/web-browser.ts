@@ -1,0 +1,122 @@
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import type { TestContext } from 'node:test'
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core'
+import { ROOT } from './process.js'
+
+/**
+ * Real-browser tests of the web app: playwright-core (no browser download) driving the
+ * machine's Chromium. The machine is slow and shared, so every wait is for a condition with a
+ * generous bound, never a fixed sleep and never a timing assertion.
+ */
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+export const WAIT_MS = 30_000
+export const ARTIFACTS = join(ROOT, 'test-artifacts')
+
+/** `skip` option: false with Chromium installed; a reason without (an error under REQUIRE_SERVICES=1). */
+export function skipUnlessChromium (): false | string {
+  if (existsSync(CHROMIUM)) return false
+  const reason = `Chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`
+  if (process.env.REQUIRE_SERVICES === '1') throw new Error(`${reason} (REQUIRE_SERVICES=1)`)
+  return reason
+}
+
+/**
+ * The server serves dist/web; `npm test` on a fresh clone has not built it, so build it here
+ * when missing or older than its sources (esbuild: well under a second).
+ */
+export function ensureWebBuild (): void {
+  execFileSync(process.execPath, ['scripts/build-web.mjs', '--if-stale'], { cwd: ROOT, stdio: 'inherit' })
+}
+
+export async function launchBrowser (t: TestContext): Promise<Browser> {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic']
+  })
+  t.after(() => browser.close())
+  return browser
+}
+
+export interface BrowserUser {
+  context: BrowserContext
+  page: Page
+  /** Page errors and console errors seen so far: a clean run has none. */
+  errors: string[]
+}
+
+/** A fresh browser context (its own sessionStorage: another person) on the app. */
+export async function openApp (browser: Browser, base: string, options: { width?: number, height?: number } = {}): Promise<BrowserUser> {
+  const context = await browser.newContext({ viewport: { width: options.width ?? 1280, height: options.height ?? 800 } })
+  context.setDefaultTimeout(WAIT_MS)
+  const page = await context.newPage()
+  const errors: string[] = []
+  page.on('pageerror', err => errors.push(`pageerror: ${err.message}`))
+  page.on('console', (msg) => {
+    // Failed loads while the server restarts are expected; anything else is not.
+    if (msg.type() === 'error' && !/Failed to load resource|WebSocket connection to .* failed/.test(msg.text())) errors.push(`console: ${msg.text()}`)
+  })
+  page.on('dialog', dialog => { void dialog.accept() })
+  await page.goto(base + '/')
+  return { context, page, errors }
+}
+
+export async function register (page: Page, username: string, password: string): Promise<void> {
+  await page.getByLabel('Username').fill(username)
+  await page.getByLabel('Password').fill(password)
+  await page.getByRole('button', { name: 'Register' }).click()
+  await page.getByRole('heading', { name: 'Rooms', level: 1 }).waitFor()
+}
+
+export async function signIn (page: Page, username: string, password: string): Promise<void> {
+  await page.getByLabel('Username').fill(username)
+  await page.getByLabel('Password').fill(password)
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByText(`Signed in as ${username}`).waitFor()
+}
+
+export function messageList (page: Page): Locator {
+  return page.getByRole('list', { name: 'Messages' })
+}
+
+/** The texts of the messages shown in the room, in order (gap notes left out). */
+export async function messageTexts (page: Page): Promise<string[]> {
+  return await messageList(page).locator('li:not(.gap) .text').allTextContents()
+}
+
+export async function waitForMessage (page: Page, text: string): Promise<void> {
+  await messageList(page).locator('li .text', { hasText: text }).first().waitFor()
+}
+
+/** Types a message and presses Enter, as a user does. */
+export async function say (page: Page, text: string): Promise<void> {
+  const box = page.getByRole('textbox', { name: 'Message' })
+  await box.fill(text)
+  await box.press('Enter')
+}
+
+/** Waits until the connection indicator says `words` (e.g. Connected). */
+export async function waitForConnection (page: Page, words: string): Promise<void> {
+  await page.locator('#connection-text', { hasText: words }).waitFor()
+}
+
+/** Waits until `check` holds in the page; `what` names it in the failure. */
+export async function waitUntil (page: Page, what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + WAIT_MS
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: still not true after ${WAIT_MS} ms`)
+    await page.waitForTimeout(100)
+  }
+}
+
+/** True when nothing makes the page scroll sideways at the current viewport width. */
+export async function fitsWidth (page: Page): Promise<boolean> {
+  return await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)
+}
+
+export function artifact (name: string): string {
+  mkdirSync(ARTIFACTS, { recursive: true })
+  return join(ARTIFACTS, name)
+}

@@ -1,0 +1,224 @@
+import { describe, it, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { copyFileSync, mkdirSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { deleteRedisKeys, oneShotRequest, skipUnlessRedis, tempDir, TEST_REDIS_URL } from './helper.js'
+import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady, type ServerProcess } from './process.js'
+import {
+  artifact, ensureWebBuild, fitsWidth, launchBrowser, messageList, messageTexts, openApp, register, say,
+  skipUnlessChromium, waitForConnection, waitForMessage, waitUntil, type BrowserUser
+} from './web-browser.js'
+import type { TestContext } from 'node:test'
+
+/*
+ * The web app in a real browser against the real server process: two people (two browser
+ * contexts) chat in a private room, across a reload and a server restart. docs/web.md.
+ */
+
+const PASSWORD = 'web test password'
+const chromiumSkip = skipUnlessChromium()
+const redisSkip = chromiumSkip === false ? await skipUnlessRedis() : chromiumSkip
+
+/** A server for browser tests: generous limits (every page and request comes from 127.0.0.1). */
+function webEnv (dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...baseEnv(dataDir),
+    LOGIN_RATE_LIMIT: '1000',
+    LOGIN_USER_FAILURE_LIMIT: '1000',
+    RATE_LIMIT_MAX: '100000',
+    WS_HANDSHAKES_PER_IP_PER_MINUTE: '100000',
+    WS_DRAIN_MS: '200',
+    ...extra
+  }
+}
+
+async function start (t: TestContext, env: Record<string, string>, port?: number): Promise<ServerProcess> {
+  const server = await startServer(t, env, port === undefined ? {} : { port })
+  await waitUntilReady(server)
+  return server
+}
+
+/** SIGTERM (a graceful restart, as a deploy does it), then the same command on the same port. */
+async function restart (t: TestContext, server: ServerProcess, env: Record<string, string>, whileDown?: () => Promise<void>): Promise<ServerProcess> {
+  server.child.kill('SIGTERM')
+  const { code } = await server.exited
+  assert.equal(code, 0, `graceful exit\n${server.stdout()}\n${server.stderr()}`)
+  await whileDown?.()
+  return await start(t, env, server.port)
+}
+
+function online (user: BrowserUser, name: string) {
+  return user.page.locator('aside li.online', { hasText: name })
+}
+
+async function createRoom (user: BrowserUser, id: string, name: string, visibility: 'public' | 'private'): Promise<void> {
+  const { page } = user
+  await page.getByLabel('Room id').fill(id)
+  await page.getByLabel('Name (optional)').fill(name)
+  await page.getByLabel('Visibility').selectOption(visibility)
+  await page.getByRole('button', { name: 'Create room' }).click()
+  await page.getByRole('heading', { name, level: 1 }).waitFor()
+  await waitForConnection(page, 'Connected')
+}
+
+async function addMember (user: BrowserUser, username: string): Promise<void> {
+  await user.page.getByLabel('Add member (username)').fill(username)
+  await user.page.getByRole('button', { name: 'Add member' }).click()
+  await user.page.getByLabel(`Role of ${username}`).waitFor()
+}
+
+async function openRoomFromList (user: BrowserUser, name: string): Promise<void> {
+  await user.page.getByRole('link', { name: 'Rooms', exact: true }).click()
+  await user.page.getByRole('link', { name }).click()
+  await user.page.getByRole('heading', { name, level: 1 }).waitFor()
+  // Subscribed: the message box is enabled once the subscription is confirmed.
+  await user.page.getByRole('textbox', { name: 'Message' }).and(user.page.locator(':enabled')).waitFor()
+}
+
+describe('web app in Chromium', { skip: chromiumSkip }, () => {
+  before(() => ensureWebBuild())
+
+  it('two users: register, a private room, chat both ways, presence, reload, a stranger refused, restart on in-memory history', async (t) => {
+    const dir = tempDir(t, 'switchboard-web-')
+    const env = webEnv(dir)
+    let server = await start(t, env)
+    const base = `http://127.0.0.1:${server.port}`
+    const browser = await launchBrowser(t)
+
+    const alice = await openApp(browser, base)
+    await alice.page.getByRole('heading', { name: 'Sign in to Switchboard' }).waitFor()
+    assert.ok(await fitsWidth(alice.page))
+    await register(alice.page, 'alice', PASSWORD)
+    const bob = await openApp(browser, base)
+    await register(bob.page, 'bob', PASSWORD)
+
+    await createRoom(alice, 'team', 'Team', 'private')
+    await addMember(alice, 'bob')
+
+    await openRoomFromList(bob, 'Team')
+    await online(alice, 'bob').waitFor()
+    await online(bob, 'alice').waitFor()
+
+    await say(alice.page, 'hello bob')
+    await waitForMessage(bob.page, 'hello bob')
+    await say(bob.page, 'hi alice <b>not bold</b>')
+    await waitForMessage(alice.page, 'hi alice')
+    // User text is text: the markup shows as typed, no element was made from it.
+    assert.equal(await messageList(alice.page).locator('b').count(), 0)
+    assert.deepEqual(await messageTexts(alice.page), ['hello bob', 'hi alice <b>not bold</b>'])
+    assert.equal(await messageList(alice.page).locator('li').first().locator('.from').textContent(), 'alice')
+    assert.equal(await messageList(alice.page).locator('li time').count(), 2)
+
+    // The room view for the README and the test artifacts, at desktop width.
+    const shot = artifact('web-room.png')
+    await alice.page.screenshot({ path: shot })
+    if (process.env.SCREENSHOT_TO !== undefined) {
+      const to = join(ROOT, process.env.SCREENSHOT_TO)
+      mkdirSync(dirname(to), { recursive: true })
+      copyFileSync(shot, to)
+    }
+    // Phone width: nothing scrolls sideways.
+    await alice.page.setViewportSize({ width: 375, height: 740 })
+    assert.ok(await fitsWidth(alice.page), 'the room view fits 375px')
+    await alice.page.screenshot({ path: artifact('web-room-375.png') })
+    await alice.page.setViewportSize({ width: 1280, height: 800 })
+
+    // A reload keeps the session (refresh token in sessionStorage) and shows the history.
+    await bob.page.reload()
+    await bob.page.getByRole('heading', { name: 'Team', level: 1 }).waitFor()
+    await waitForMessage(bob.page, 'hi alice')
+    assert.deepEqual(await messageTexts(bob.page), ['hello bob', 'hi alice <b>not bold</b>'])
+    await online(alice, 'bob').waitFor()
+
+    // Presence follows bob leaving the room view.
+    await bob.page.getByRole('link', { name: 'Rooms', exact: true }).click()
+    await online(alice, 'bob').waitFor({ state: 'detached' })
+    await openRoomFromList(bob, 'Team')
+    await online(alice, 'bob').waitFor()
+
+    // Someone who is not a member neither finds nor opens the private room.
+    const carol = await openApp(browser, base, { width: 375, height: 740 })
+    assert.ok(await fitsWidth(carol.page), 'the sign-in page fits 375px')
+    await register(carol.page, 'carol', PASSWORD)
+    assert.ok(await fitsWidth(carol.page), 'the rooms page fits 375px')
+    assert.equal(await carol.page.getByRole('link', { name: 'Team' }).count(), 0)
+    await carol.page.goto(`${base}/#/rooms/team`)
+    await carol.page.getByRole('heading', { name: 'Room not available' }).waitFor()
+    assert.equal(await carol.page.getByRole('textbox', { name: 'Message' }).count(), 0)
+    assert.equal(await carol.page.getByText('hello bob').count(), 0)
+
+    // Restart: in-memory history is gone, so each page says a gap could not be recovered,
+    // reconnects by itself, and the conversation goes on.
+    server = await restart(t, server, env, async () => {
+      await waitForConnection(alice.page, 'Reconnecting')
+    })
+    await waitForConnection(alice.page, 'Connected')
+    await waitForConnection(bob.page, 'Connected')
+    await messageList(alice.page).locator('li.gap').waitFor()
+    await messageList(bob.page).locator('li.gap').waitFor()
+    await say(alice.page, 'after the restart')
+    await waitForMessage(bob.page, 'after the restart')
+    await say(bob.page, 'still here')
+    await waitForMessage(alice.page, 'still here')
+    assert.deepEqual(await messageTexts(alice.page), ['hello bob', 'hi alice <b>not bold</b>', 'after the restart', 'still here'])
+
+    // Sign out ends the session: a reload shows the sign-in form again.
+    await bob.page.getByRole('button', { name: 'Sign out' }).click()
+    await bob.page.getByRole('heading', { name: 'Sign in to Switchboard' }).waitFor()
+    await bob.page.reload()
+    await bob.page.getByRole('heading', { name: 'Sign in to Switchboard' }).waitFor()
+
+    for (const user of [alice, bob, carol]) assert.deepEqual(user.errors, [])
+  })
+
+  it('a restart with Redis history and a file database: no message lost or doubled', { skip: redisSkip }, async (t) => {
+    const dir = tempDir(t, 'switchboard-web-redis-')
+    const prefix = `sbtest:web:${randomBytes(4).toString('hex')}:`
+    t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
+    const env = webEnv(dir, { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix })
+    let server = await start(t, env)
+    const base = `http://127.0.0.1:${server.port}`
+    const browser = await launchBrowser(t)
+
+    const alice = await openApp(browser, base)
+    await register(alice.page, 'alice', PASSWORD)
+    const bob = await openApp(browser, base)
+    await register(bob.page, 'bob', PASSWORD)
+    await createRoom(alice, 'ops', 'Ops', 'private')
+    await addMember(alice, 'bob')
+    await openRoomFromList(bob, 'Ops')
+    await say(alice.page, 'one')
+    await waitForMessage(bob.page, 'one')
+    await say(bob.page, 'two')
+    await waitForMessage(alice.page, 'two')
+
+    server = await restart(t, server, env, async () => {
+      // Typed while the server is down: the SDK queues it and sends it once reconnected.
+      await waitForConnection(alice.page, 'Reconnecting')
+      await say(alice.page, 'sent while down')
+    })
+    // Published the moment the server is back, likely before the pages have resubscribed:
+    // they get it from the Redis history when they resume.
+    const login = await oneShotRequest(base, 'POST', '/auth/login', { body: ADMIN })
+    assert.equal(login.status, 200)
+    const published = await oneShotRequest(base, 'POST', '/rooms/ops/messages', { token: login.body.accessToken, body: { data: { text: 'from a service' } } })
+    assert.equal(published.status, 201)
+
+    const expected = ['from a service', 'one', 'sent while down', 'two']
+    for (const user of [alice, bob]) {
+      await waitForConnection(user.page, 'Connected')
+      await waitUntil(user.page, 'all four messages shown', async () => (await messageTexts(user.page)).length >= expected.length)
+      await waitForMessage(user.page, 'sent while down')
+    }
+    await say(bob.page, 'three')
+    for (const user of [alice, bob]) {
+      await waitForMessage(user.page, 'three')
+      const texts = await messageTexts(user.page)
+      assert.deepEqual([...texts].sort(), [...expected, 'three'].sort(), `each message once: ${JSON.stringify(texts)}`)
+      assert.deepEqual(texts.slice(0, 2), ['one', 'two'])
+      assert.equal(await messageList(user.page).locator('li.gap').count(), 0, 'history covered the restart: no gap')
+      assert.deepEqual(user.errors, [])
+    }
+  })
+})
