@@ -14,7 +14,12 @@ export default fp(async (app) => {
         scriptSrc: ["'self'"],
         styleSrc: ["'self'", "'unsafe-inline'"],
         imgSrc: ["'self'", 'data:'],
-        connectSrc: ["'self'", 'ws:', 'wss:']
+        connectSrc: ["'self'", 'ws:', 'wss:'],
+        // helmet adds upgrade-insecure-requests by default. On a server without TLS it makes a
+        // browser fetch the web app's /assets/ over https from a plain-http page, which fails
+        // for any address but localhost (a phone on the LAN gets a blank page). Behind a TLS
+        // proxy the page is https already and its URLs are relative, so nothing needs it.
+        upgradeInsecureRequests: app.config.tls === null ? null : []
       }
     }
   })

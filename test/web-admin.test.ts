@@ -104,6 +104,8 @@ describe('web app serving', () => {
     assert.match(page.text, /<title>Switchboard<\/title>/)
     const csp = page.headers.get('content-security-policy') ?? ''
     assert.match(csp, /script-src 'self'(;|$)/)
+    // Without TLS it would send a phone on the LAN to https:// for the assets (a blank page).
+    assert.doesNotMatch(csp, /upgrade-insecure-requests/)
     const script = /src="(\/assets\/app-[^"]+\.js)"/.exec(page.text)?.[1]
     assert.ok(script !== undefined)
     assert.equal((await request('GET', script)).status, 200)
