@@ -221,4 +221,32 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
       assert.deepEqual(user.errors, [])
     }
   })
+
+  it('short-lived access tokens are renewed: the same connection stays open and REST keeps working', async (t) => {
+    const ttlSeconds = 10
+    const env = webEnv(tempDir(t, 'switchboard-web-ttl-'), { ACCESS_TOKEN_TTL: `${ttlSeconds}s`, JWT_CLOCK_TOLERANCE: '1s' })
+    const server = await start(t, env)
+    const base = `http://127.0.0.1:${server.port}`
+    const browser = await launchBrowser(t)
+    // The admin's own token would expire too: a fresh one per look.
+    const aliceConnections = async (): Promise<string[]> => {
+      const login = await oneShotRequest(base, 'POST', '/auth/login', { body: ADMIN })
+      const res = await oneShotRequest(base, 'GET', '/admin/connections?user=alice', { token: login.body.accessToken })
+      return (res.body.items as Array<{ id: string }>).map(c => c.id)
+    }
+
+    const alice = await openApp(browser, base)
+    await register(alice.page, 'alice', PASSWORD)
+    await createRoom(alice, 'lobby', 'Lobby', 'public')
+    const [connection] = await aliceConnections()
+    assert.ok(connection !== undefined)
+    // Two and a half token lifetimes: without renewal the server would have closed with 4001.
+    await alice.page.waitForTimeout(ttlSeconds * 2500)
+    assert.deepEqual(await aliceConnections(), [connection], 'the token was renewed on the open connection (refresh), no reconnect')
+    await say(alice.page, 'still connected')
+    await waitForMessage(alice.page, 'still connected')
+    await alice.page.getByRole('link', { name: 'Rooms', exact: true }).click()
+    await alice.page.getByRole('link', { name: 'Lobby' }).waitFor()
+    assert.deepEqual(alice.errors, [])
+  })
 })

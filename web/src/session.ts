@@ -6,11 +6,12 @@ interface TokenPair { accessToken: string, refreshToken: string, expiresIn: numb
 /** sessionStorage key of the refresh token (docs/web.md: why there and not elsewhere). */
 const REFRESH_KEY = 'switchboard.refreshToken'
 /**
- * A token with less life than this is replaced before use. More than the SDK's own refresh
- * lead (it asks for a new token at most a minute before expiry), so when the SDK asks, it
- * always gets a token that lives longer than the one it has.
+ * A token with less life left than this is replaced before use: more than the SDK's own lead
+ * (it asks for a new token a minute before expiry, or at half the life of a short token), so
+ * when the SDK asks it always gets a token that lives longer than the one it has.
  */
 const RENEW_BEFORE_MS = 90_000
+const RENEW_BEFORE_FRACTION = 0.6
 
 /**
  * The signed-in user's credentials. The access token lives in memory only; the refresh token
@@ -23,7 +24,7 @@ export class Session implements TokenSource {
   private access: string | null = null
   /** Also kept here: with storage disabled the session still works until the tab reloads. */
   private refreshMem: string | null = null
-  private expiresAt = 0
+  private renewAt = 0
   private refreshing: Promise<string> | null = null
   private readonly listeners = new Set<(user: User | null) => void>()
 
@@ -56,7 +57,7 @@ export class Session implements TokenSource {
 
   /** A valid access token, renewed through /auth/refresh when it is about to expire (or when `force`). */
   async token (force = false): Promise<string> {
-    if (!force && this.access !== null && this.expiresAt - Date.now() > RENEW_BEFORE_MS) return this.access
+    if (!force && this.access !== null && Date.now() < this.renewAt) return this.access
     this.refreshing ??= this.refresh().finally(() => { this.refreshing = null })
     return await this.refreshing
   }
@@ -88,7 +89,8 @@ export class Session implements TokenSource {
   private accept (pair: TokenPair): User {
     const wasSignedIn = this.user !== null
     this.access = pair.accessToken
-    this.expiresAt = Date.now() + pair.expiresIn * 1000
+    const lifetimeMs = pair.expiresIn * 1000
+    this.renewAt = Date.now() + lifetimeMs - Math.min(RENEW_BEFORE_MS, lifetimeMs * RENEW_BEFORE_FRACTION)
     this.user = pair.user
     this.refreshMem = pair.refreshToken
     try { sessionStorage.setItem(REFRESH_KEY, pair.refreshToken) } catch { /* storage off: refreshMem */ }
@@ -99,7 +101,7 @@ export class Session implements TokenSource {
   private clear (): void {
     const wasSignedIn = this.user !== null
     this.access = null
-    this.expiresAt = 0
+    this.renewAt = 0
     this.user = null
     this.refreshMem = null
     try { sessionStorage.removeItem(REFRESH_KEY) } catch { /* storage off */ }
