@@ -58,7 +58,11 @@ export async function openApp (browser: Browser, base: string, options: { width?
     // Failed loads while the server restarts are expected; anything else is not.
     if (msg.type() === 'error' && !/Failed to load resource|WebSocket connection to .* failed/.test(msg.text())) errors.push(`console: ${msg.text()}`)
   })
-  page.on('dialog', dialog => { void dialog.accept() })
+  // The app asks confirm() before a ban; any other dialog (an injected alert()) is a failure.
+  page.on('dialog', (dialog) => {
+    if (dialog.type() === 'confirm') void dialog.accept()
+    else { errors.push(`dialog: ${dialog.type()} ${dialog.message()}`); void dialog.dismiss() }
+  })
   await page.goto(base + '/')
   return { context, page, errors }
 }

@@ -102,11 +102,8 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
 
     await say(alice.page, 'hello bob')
     await waitForMessage(bob.page, 'hello bob')
-    await say(bob.page, 'hi alice <b>not bold</b>')
-    await waitForMessage(alice.page, 'hi alice')
-    // User text is text: the markup shows as typed, no element was made from it.
-    assert.equal(await messageList(alice.page).locator('b').count(), 0)
-    assert.deepEqual(await messageTexts(alice.page), ['hello bob', 'hi alice <b>not bold</b>'])
+    await say(bob.page, 'hi alice, the deploy went fine')
+    await waitForMessage(alice.page, 'the deploy went fine')
     assert.equal(await messageList(alice.page).locator('li').first().locator('.from').textContent(), 'alice')
     assert.equal(await messageList(alice.page).locator('li time').count(), 2)
 
@@ -118,6 +115,13 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
       mkdirSync(dirname(to), { recursive: true })
       copyFileSync(shot, to)
     }
+
+    // User text is text: markup shows as typed, no element is made from it.
+    await say(bob.page, '<b>not bold</b><img src=x onerror=alert(1)>')
+    await waitForMessage(alice.page, '<b>not bold</b>')
+    assert.equal(await messageList(alice.page).locator('b, img').count(), 0)
+    assert.deepEqual(await messageTexts(alice.page), ['hello bob', 'hi alice, the deploy went fine', '<b>not bold</b><img src=x onerror=alert(1)>'])
+
     // Phone width: nothing scrolls sideways.
     await alice.page.setViewportSize({ width: 375, height: 740 })
     assert.ok(await fitsWidth(alice.page), 'the room view fits 375px')
@@ -127,8 +131,8 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     // A reload keeps the session (refresh token in sessionStorage) and shows the history.
     await bob.page.reload()
     await bob.page.getByRole('heading', { name: 'Team', level: 1 }).waitFor()
-    await waitForMessage(bob.page, 'hi alice')
-    assert.deepEqual(await messageTexts(bob.page), ['hello bob', 'hi alice <b>not bold</b>'])
+    await waitForMessage(bob.page, 'not bold')
+    assert.deepEqual(await messageTexts(bob.page), ['hello bob', 'hi alice, the deploy went fine', '<b>not bold</b><img src=x onerror=alert(1)>'])
     await online(alice, 'bob').waitFor()
 
     // Presence follows bob leaving the room view.
@@ -148,6 +152,35 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     assert.equal(await carol.page.getByRole('textbox', { name: 'Message' }).count(), 0)
     assert.equal(await carol.page.getByText('hello bob').count(), 0)
 
+    // Member management: a role change, then a ban that ends the banned user's subscription at once.
+    const bobRow = alice.page.locator('aside li', { hasText: 'bob' })
+    await alice.page.getByLabel('Role of bob').selectOption('moderator')
+    await bobRow.getByRole('button', { name: 'Set role' }).click()
+    await bobRow.locator('.badge', { hasText: 'moderator' }).waitFor()
+    await addMember(alice, 'carol')
+    await carol.page.reload()
+    await carol.page.getByRole('heading', { name: 'Team', level: 1 }).waitFor()
+    await waitForMessage(carol.page, 'hello bob')
+    await online(alice, 'carol').waitFor()
+    await alice.page.getByRole('button', { name: 'Ban carol' }).click()
+    await carol.page.getByText('You were banned from this room.').waitFor()
+    assert.ok(await carol.page.getByRole('textbox', { name: 'Message' }).isDisabled())
+    await online(alice, 'carol').waitFor({ state: 'detached' })
+
+    // A public room: found by everyone, joined to write in it, left.
+    await carol.page.getByRole('link', { name: 'Rooms', exact: true }).click()
+    await createRoom(carol, 'open', 'Open room', 'public')
+    await bob.page.getByRole('link', { name: 'Rooms', exact: true }).click()
+    await bob.page.getByRole('link', { name: 'Open room' }).click()
+    await bob.page.getByText('Join the room to write in it.').waitFor()
+    await bob.page.getByRole('button', { name: 'Join room' }).click()
+    await bob.page.getByRole('textbox', { name: 'Message' }).and(bob.page.locator(':enabled')).waitFor()
+    await say(bob.page, 'hi carol')
+    await waitForMessage(carol.page, 'hi carol')
+    await bob.page.getByRole('button', { name: 'Leave room' }).click()
+    await bob.page.getByRole('heading', { name: 'Rooms', level: 1 }).waitFor()
+    await openRoomFromList(bob, 'Team')
+
     // Restart: in-memory history is gone, so each page says a gap could not be recovered,
     // reconnects by itself, and the conversation goes on.
     server = await restart(t, server, env, async () => {
@@ -161,7 +194,7 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     await waitForMessage(bob.page, 'after the restart')
     await say(bob.page, 'still here')
     await waitForMessage(alice.page, 'still here')
-    assert.deepEqual(await messageTexts(alice.page), ['hello bob', 'hi alice <b>not bold</b>', 'after the restart', 'still here'])
+    assert.deepEqual(await messageTexts(alice.page), ['hello bob', 'hi alice, the deploy went fine', '<b>not bold</b><img src=x onerror=alert(1)>', 'after the restart', 'still here'])
 
     // Sign out ends the session: a reload shows the sign-in form again.
     await bob.page.getByRole('button', { name: 'Sign out' }).click()
