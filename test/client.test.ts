@@ -438,6 +438,27 @@ describe('client SDK: reconnect and recovery', () => {
     }))
   })
 
+  it('reconnectNow() skips the rest of a backoff delay (the network is back)', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const alice = await srv.userToken('alice')
+    const proxy = await startProxy(t, Number(new URL(srv.url).port))
+    // A first delay that would outlast the test: only reconnectNow() can bring it back in time.
+    const { client: c, retries } = client({ url: proxy.url, token: alice, reconnect: { baseMs: 600_000, capMs: 600_000 } })
+    await c.ready()
+    c.reconnectNow() // open: nothing to do
+    proxy.refuse = true
+    proxy.cut()
+    await waitFor('a retry scheduled', () => retries.length === 1 && c.state === 'reconnecting')
+    c.reconnectNow() // still refused: the attempt fails and backoff goes on
+    await waitFor('a second retry scheduled', () => retries.length === 2)
+    proxy.refuse = false
+    c.reconnectNow()
+    await waitFor('reconnected', () => c.state === 'open')
+    assert.equal(retries.length, 2)
+    assert.equal(typeof await c.ping(), 'number')
+  })
+
   it('does not reconnect after 4503 (kicked) or 4500 (protocol violation)', async (t) => {
     const client = clients(t)
     const srv = await build(t, { env: ENV })

@@ -262,6 +262,20 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     return socket === null ? Promise.resolve() : closeSocket(socket)
   }
 
+  /**
+   * Tries to connect now instead of waiting out the backoff delay, when the application knows
+   * the network is back (a browser's `online` event): after a long outage the next attempt may
+   * otherwise be up to `capMs` away. Does nothing while connected, while an attempt is under
+   * way, or once closed. The attempt counts as usual: if it fails, backoff continues.
+   */
+  reconnectNow (): void {
+    if (this.status === 'closed' || this.status === 'open') return
+    if (this.retryTimer === undefined && !this.dormant) return // an attempt is under way
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    void this.connect()
+  }
+
   /** @internal For subscriptions: exceptions of handlers and listeners. */
   reportError (err: unknown): void {
     this.emit('error', toError(err))
