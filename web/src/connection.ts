@@ -49,15 +49,20 @@ export function watchConnection (client: SwitchboardClient): () => void {
       if (!willReconnect) stopped = code === CloseCodes.KICKED ? 'disconnected by an administrator' : reason
     })
   ]
-  const onNetwork = (): void => render()
-  window.addEventListener('online', onNetwork)
-  window.addEventListener('offline', onNetwork)
+  const onOnline = (): void => {
+    // The network is back: try now rather than at the next backoff step (up to 30 s away).
+    client.reconnectNow()
+    render()
+  }
+  const onOffline = (): void => render()
+  window.addEventListener('online', onOnline)
+  window.addEventListener('offline', onOffline)
   box.hidden = false
   render()
   return () => {
     for (const off of offs) off()
-    window.removeEventListener('online', onNetwork)
-    window.removeEventListener('offline', onNetwork)
+    window.removeEventListener('online', onOnline)
+    window.removeEventListener('offline', onOffline)
     clearInterval(ticker)
     box.hidden = true
     countdown.textContent = ''
