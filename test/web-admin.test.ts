@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Fastify from 'fastify'
-import { build, tempDir, wsConnect } from './helper.js'
+import { build, oneShotRequest, tempDir, wsConnect } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady } from './process.js'
 import webPlugin from '../plugins/web.js'
 import { createRateMeter, type MetricTotals } from '../src/realtime/metrics.js'
@@ -121,7 +121,8 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
   before(() => ensureWebBuild())
 
   it('shows the headline numbers and open connections, and kicks one', async (t) => {
-    const server = await startServer(t, { ...baseEnv(tempDir(t, 'switchboard-web-admin-')), LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000' })
+    // A short idle timeout: the page's personal-room subscription must keep the connection open.
+    const server = await startServer(t, { ...baseEnv(tempDir(t, 'switchboard-web-admin-')), LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000', WS_IDLE_TIMEOUT_MS: '500' })
     await waitUntilReady(server)
     const base = `http://127.0.0.1:${server.port}`
     const browser = await launchBrowser(t)
@@ -145,6 +146,17 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
 
     const daveRow = admin.page.locator('.connections li', { hasText: 'dave' })
     await daveRow.getByText('127.0.0.1').waitFor()
+    await daveRow.getByText('user:dave').waitFor()
+
+    // Well past the idle timeout on a page without rooms: still the same open connection.
+    await dave.page.waitForTimeout(2000)
+    assert.equal(await dave.page.locator('#connection-text').textContent(), 'Connected')
+    // A service (here the admin, over HTTP) reaches dave on whatever page he is.
+    const login = await oneShotRequest(base, 'POST', '/auth/login', { body: ADMIN })
+    const sent = await oneShotRequest(base, 'POST', '/rooms/user:dave/messages', { token: login.body.accessToken, body: { data: { text: 'maintenance at 18:00' } } })
+    assert.equal(sent.status, 201)
+    await dave.page.getByText('Message for you from admin: maintenance at 18:00').waitFor()
+
     await daveRow.getByRole('button', { name: /^Kick dave/ }).click()
     await waitForConnection(dave.page, 'disconnected by an administrator')
     await daveRow.waitFor({ state: 'detached' })

@@ -4,7 +4,7 @@ import { watchConnection } from './connection.js'
 import type { Context, View } from './context.js'
 import { h, replace } from './dom.js'
 import { loginView } from './login.js'
-import { roomView } from './room.js'
+import { roomView, textOf } from './room.js'
 import { roomsView } from './rooms.js'
 import { Session, type User } from './session.js'
 
@@ -70,6 +70,14 @@ function signedIn (user: User): void {
     getToken: () => session.token()
   })
   client.on('error', (err) => { console.warn('switchboard:', err.message) })
+  // The personal room (docs/protocol.md §11): what services send to this user shows up on any
+  // page. Being subscribed also keeps the connection from closing as idle (4002) while the user
+  // is on a page without rooms, so the indicator stays true everywhere.
+  client.subscribe(`user:${user.id}`, (event) => {
+    if (event.type === 'message' && view !== null) {
+      view.el.prepend(h('p', { class: 'note', role: 'status' }, `Message for you from ${event.from.id}: ${textOf(event.data)}`))
+    }
+  }).catch((err: unknown) => { console.warn('switchboard: personal room:', err) })
   ctx = { session, user, client, navigate }
   stopIndicator = watchConnection(client)
   renderNav(user)

@@ -12,7 +12,7 @@ const HISTORY_LIMIT = 50
 const ROLES: Array<[Member['role'], string]> = [['member', 'member'], ['moderator', 'moderator'], ['owner', 'owner']]
 
 /** What a message shows: its `text`, or the JSON of anything else (a service may publish any JSON). */
-function textOf (data: unknown): string {
+export function textOf (data: unknown): string {
   if (typeof data === 'object' && data !== null && typeof (data as { text?: unknown }).text === 'string') return (data as { text: string }).text
   return JSON.stringify(data)
 }
