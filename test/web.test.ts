@@ -76,6 +76,21 @@ async function openRoomFromList (user: BrowserUser, name: string): Promise<void>
   await user.page.getByRole('textbox', { name: 'Message' }).and(user.page.locator(':enabled')).waitFor()
 }
 
+/** A server, a browser, and alice and bob (registered) both in alice's private room. */
+async function twoInARoom (t: TestContext, env: Record<string, string>, id: string, name: string): Promise<{ server: ServerProcess, base: string, alice: BrowserUser, bob: BrowserUser }> {
+  const server = await start(t, env)
+  const base = `http://127.0.0.1:${server.port}`
+  const browser = await launchBrowser(t)
+  const alice = await openApp(browser, base)
+  await register(alice.page, 'alice', PASSWORD)
+  const bob = await openApp(browser, base)
+  await register(bob.page, 'bob', PASSWORD)
+  await createRoom(alice, id, name, 'private')
+  await addMember(alice, 'bob')
+  await openRoomFromList(bob, name)
+  return { server, base, alice, bob }
+}
+
 describe('web app in Chromium', { skip: chromiumSkip }, () => {
   before(() => ensureWebBuild())
 
@@ -210,23 +225,13 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     const prefix = `sbtest:web:${randomBytes(4).toString('hex')}:`
     t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
     const env = webEnv(dir, { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix })
-    let server = await start(t, env)
-    const base = `http://127.0.0.1:${server.port}`
-    const browser = await launchBrowser(t)
-
-    const alice = await openApp(browser, base)
-    await register(alice.page, 'alice', PASSWORD)
-    const bob = await openApp(browser, base)
-    await register(bob.page, 'bob', PASSWORD)
-    await createRoom(alice, 'ops', 'Ops', 'private')
-    await addMember(alice, 'bob')
-    await openRoomFromList(bob, 'Ops')
+    const { server, base, alice, bob } = await twoInARoom(t, env, 'ops', 'Ops')
     await say(alice.page, 'one')
     await waitForMessage(bob.page, 'one')
     await say(bob.page, 'two')
     await waitForMessage(alice.page, 'two')
 
-    server = await restart(t, server, env, async () => {
+    await restart(t, server, env, async () => {
       // Typed while the server is down: the SDK queues it and sends it once reconnected.
       await waitForConnection(alice.page, 'Reconnecting')
       await say(alice.page, 'sent while down')
@@ -286,16 +291,7 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
   it('a network drop: the page notices, reconnects when the network is back, and recovers what it missed', async (t) => {
     // A short heartbeat, so the SDK's liveness ping notices a silent connection soon.
     const env = webEnv(tempDir(t, 'switchboard-web-net-'), { WS_HEARTBEAT_MS: '1000' })
-    const server = await start(t, env)
-    const base = `http://127.0.0.1:${server.port}`
-    const browser = await launchBrowser(t)
-    const alice = await openApp(browser, base)
-    await register(alice.page, 'alice', PASSWORD)
-    const bob = await openApp(browser, base)
-    await register(bob.page, 'bob', PASSWORD)
-    await createRoom(alice, 'net', 'Net', 'private')
-    await addMember(alice, 'bob')
-    await openRoomFromList(bob, 'Net')
+    const { alice, bob } = await twoInARoom(t, env, 'net', 'Net')
     await say(alice.page, 'before the drop')
     await waitForMessage(bob.page, 'before the drop')
 
