@@ -8,7 +8,7 @@ import { ADMIN, baseEnv, startServer, waitUntilReady } from './process.js'
 import webPlugin from '../plugins/web.js'
 import { createRateMeter, type MetricTotals } from '../src/realtime/metrics.js'
 import {
-  ensureWebBuild, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS
+  ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS
 } from './web-browser.js'
 
 describe('GET /admin/stats', () => {
@@ -144,6 +144,8 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     await admin.page.waitForFunction(() => /^\d+$/.test(document.querySelector('.stats dd')?.textContent ?? ''), null, { timeout: WAIT_MS })
     assert.ok(Number(await stats.textContent()) >= 2, 'dave and the admin are connected')
 
+    await admin.page.setViewportSize({ width: 375, height: 740 })
+    assert.ok(await fitsWidth(admin.page), 'the admin page fits 375px')
     const daveRow = admin.page.locator('.connections li', { hasText: 'dave' })
     await daveRow.getByText('127.0.0.1').waitFor()
     await daveRow.getByText('user:dave').waitFor()
@@ -160,6 +162,11 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     await daveRow.getByRole('button', { name: /^Kick dave/ }).click()
     await waitForConnection(dave.page, 'disconnected by an administrator')
     await daveRow.waitFor({ state: 'detached' })
+    // Kicked is not banned: dave may come back, and gets a new connection.
+    await dave.page.getByRole('button', { name: 'Reconnect' }).click()
+    await waitForConnection(dave.page, 'Connected')
+    await admin.page.getByRole('button', { name: 'Refresh' }).click()
+    await daveRow.waitFor()
     assert.deepEqual(dave.errors, [])
     assert.deepEqual(admin.errors, [])
   })

@@ -1,4 +1,5 @@
 import { CloseCodes, type SwitchboardClient } from '../../src/client/index.js'
+import { h } from './dom.js'
 
 /**
  * The connection indicator in the header: connected / connecting / reconnecting in N s /
@@ -13,9 +14,14 @@ export function watchConnection (client: SwitchboardClient): () => void {
   let ticker: ReturnType<typeof setInterval> | undefined
   let stopped = ''
 
+  // Once the SDK has stopped for good (a kick, retries exhausted), a reload starts a new
+  // connection from the tab's session.
+  const again = h('button', { type: 'button', class: 'link', hidden: true, onclick: () => location.reload() }, 'Reconnect')
+  box.append(again)
   const show = (state: string, words: string): void => {
     box.dataset.state = state
     if (text.textContent !== words) text.textContent = words
+    again.hidden = state !== 'closed'
   }
   const tick = (): void => {
     const seconds = Math.ceil((retryAt - Date.now()) / 1000)
@@ -64,6 +70,7 @@ export function watchConnection (client: SwitchboardClient): () => void {
     window.removeEventListener('online', onOnline)
     window.removeEventListener('offline', onOffline)
     clearInterval(ticker)
+    again.remove()
     box.hidden = true
     countdown.textContent = ''
   }

@@ -264,7 +264,10 @@ export function roomView (ctx: Context, roomId: string): View {
       await loadMembers()
       const history = await request<HistoryPage>('GET', `${path}/messages?limit=${HISTORY_LIMIT}`, { auth })
       if (disposed) return
+      // Busy while the history goes in: screen readers announce new messages, not the backlog.
+      messages.setAttribute('aria-busy', 'true')
       for (const p of history.publications) show(history.epoch, p)
+      messages.setAttribute('aria-busy', 'false')
       const since = { epoch: history.epoch, offset: history.offset }
       const subscription = await ctx.client.subscribe(roomId, handler, { since })
       if (disposed) { void subscription.unsubscribe(); return }
