@@ -34,7 +34,7 @@ export async function request<T> (method: string, path: string, options: { body?
 }
 
 /** Every item of a paged list (`{ items, nextCursor }`), following the cursor. */
-export async function listAll<T> (path: string, auth: TokenSource, key: (item: T) => string): Promise<T[]> {
+export async function listAll<T> (path: string, auth: TokenSource): Promise<T[]> {
   const items: T[] = []
   let after: string | null = null
   // A bound, so a server bug cannot loop the page forever.
@@ -44,7 +44,7 @@ export async function listAll<T> (path: string, auth: TokenSource, key: (item: T
     const res: { items: T[], nextCursor: string | null } = await request('GET', url, { auth })
     items.push(...res.items)
     if (res.nextCursor === null || res.items.length === 0) break
-    after = res.nextCursor ?? key(res.items[res.items.length - 1]!)
+    after = res.nextCursor
   }
   return items
 }

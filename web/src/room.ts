@@ -31,6 +31,7 @@ export function roomView (ctx: Context, roomId: string): View {
   let sub: Subscription | null = null
   let room: Room | null = null
   let myRole: Member['role'] | null = null
+  let canWrite = false
   const seen = new Set<string>()
   const online = new Set<string>()
 
@@ -189,7 +190,7 @@ export function roomView (ctx: Context, roomId: string): View {
   }
 
   async function loadMembers (): Promise<void> {
-    const members = await listAll<Member>(`${path}/members`, auth, m => m.userId)
+    const members = await listAll<Member>(`${path}/members`, auth)
     if (disposed || room === null) return
     myRole = members.find(m => m.userId === ctx.user.id)?.role ?? null
     const isAdmin = ctx.user.role === 'admin'
@@ -214,11 +215,16 @@ export function roomView (ctx: Context, roomId: string): View {
     }
     replace(actions, ...buttons)
 
-    const canWrite = isAdmin || myRole === 'owner' || myRole === 'moderator' || (myRole === 'member' && room.publish === 'members')
-    input.disabled = send.disabled = !canWrite || sub === null
+    canWrite = isAdmin || myRole === 'owner' || myRole === 'moderator' || (myRole === 'member' && room.publish === 'members')
     composerHint.textContent = canWrite
       ? 'Enter sends.'
       : myRole === null ? 'Join the room to write in it.' : 'Only moderators and owners write in this room.'
+    updateComposer()
+  }
+
+  /** The message box works once subscribed, for those who may write. */
+  function updateComposer (): void {
+    input.disabled = send.disabled = !canWrite || sub === null
   }
 
   // ----------------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ export function roomView (ctx: Context, roomId: string): View {
 
   function ended (reason: string): void {
     sub = null
-    input.disabled = send.disabled = true
+    updateComposer()
     online.clear()
     renderPresence()
     const why: Record<string, string> = {
@@ -277,8 +283,8 @@ export function roomView (ctx: Context, roomId: string): View {
       // Presence is not replayed after a reconnect: ask again.
       subscription.on('subscribed', () => { void refreshPresence() })
       subscription.on('end', ({ reason }) => ended(reason))
+      updateComposer()
       await refreshPresence()
-      await loadMembers()
     } catch (err) {
       if (!disposed) error.textContent = `Could not open the room: ${describeError(err)}`
     }

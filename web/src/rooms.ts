@@ -57,7 +57,7 @@ export function roomsView (ctx: Context): View {
 
   void (async () => {
     try {
-      const rooms = await listAll<Room>('/rooms', ctx.session, r => r.id)
+      const rooms = await listAll<Room>('/rooms', ctx.session)
       replace(list, ...rooms.map(room => h('li', {},
         h('a', { href: roomHash(room.id) }, room.name ?? room.id),
         room.name !== null ? h('span', { class: 'hint' }, room.id) : null,
