@@ -27,9 +27,10 @@ export interface BenchAdapter {
   /**
    * Opens connection `index` (subscribers are 0…N-1, publishers N…N+P-1) and resolves once it
    * is ready for commands. Rejects with a CliError saying what to change when the server
-   * refuses it (a limit, a credential).
+   * refuses it (a limit, a credential). `role` lets an adapter send publishers elsewhere
+   * (`--publisher-url`: publishers on one node, subscribers on another).
    */
-  connect(index: number): Promise<BenchConnection>
+  connect(index: number, role: 'subscriber' | 'publisher'): Promise<BenchConnection>
   /**
    * Once everything is connected, before the first publish: what in this load the server
    * will refuse or throttle (e.g. a per-connection message rate above its limit), as lines
@@ -84,6 +85,8 @@ export class PublishError extends Error {
 export interface AdapterOptions {
   /** Base URL of the server (http: or https:), already checked against --allow-remote. */
   url: string
+  /** `--publisher-url`: where publishers connect (another node of the same cluster); default `url`. */
+  publisherUrl?: string
   /** A user access token (`--token`, or the stored CLI session's). */
   token?: string
   /** `--api-key`. */

@@ -17,6 +17,7 @@ Run it only against servers you own: it refuses anything but loopback unless --a
 
 Target:
   --url URL             server (default: the one you logged in to, else $SWITCHBOARD_URL, else http://localhost:3000)
+  --publisher-url URL   publishers connect here instead (another node of the same cluster)
   --target NAME|PATH    switchboard (default), another registered adapter, or an adapter module
   --token JWT           access token (default: the stored \`switchboard login\` session)
   --api-key KEY         authenticate with an API key instead
@@ -30,7 +31,7 @@ Load:
   --size BYTES          payload size (default 100, at least ${MIN_PAYLOAD_BYTES})
   --rate N              open loop: N messages per second in total (default 100)
   --burst               instead: send --messages as fast as backpressure allows
-  --messages M          stop after M messages (burst default 1000)
+  --messages M          stop after M messages (burst default 1000; 0: only connect)
   --duration S          stop after S seconds (default 10, at most 600)
   --batch N             connect N at a time (default 100)
   --drain-ms MS         after the last send, wait up to MS for deliveries (default 2000)
@@ -71,6 +72,21 @@ export function isLoopback (hostname: string): boolean {
   return /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(host) || /^::ffff:127\.\d+\.\d+\.\d+$/.test(host)
 }
 
+/** A server URL from `--flag`: http(s), and loopback unless --allow-remote ([Safety] in docs/bench.md). */
+function targetUrl (flag: string, url: string, allowRemote: boolean): URL {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new CliError(`--${flag}: "${url}" is not a URL`, 2)
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new CliError(`--${flag}: use http:// or https://, got "${url}"`, 2)
+  if (!allowRemote && !isLoopback(parsed.hostname)) {
+    throw new CliError(`refusing to load ${parsed.hostname}: not a loopback address. Load tests only ever target machines you own; if this one is yours, pass --allow-remote`, 2)
+  }
+  return parsed
+}
+
 function stderrLogger (): Logger {
   const tty = process.stderr.isTTY
   let last = 0
@@ -100,6 +116,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
     strict: true,
     options: {
       url: { type: 'string' },
+      'publisher-url': { type: 'string' },
       target: { type: 'string', default: 'switchboard' },
       token: { type: 'string' },
       'api-key': { type: 'string' },
@@ -130,16 +147,8 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
   const file = configPath()
   const stored = readConfig(file)
   const url = values.url ?? stored.url ?? process.env.SWITCHBOARD_URL ?? 'http://localhost:3000'
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch {
-    throw new CliError(`--url: "${url}" is not a URL`, 2)
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new CliError(`--url: use http:// or https://, got "${url}"`, 2)
-  if (!values['allow-remote'] && !isLoopback(parsed.hostname)) {
-    throw new CliError(`refusing to load ${parsed.hostname}: not a loopback address. Load tests only ever target machines you own; if this one is yours, pass --allow-remote`, 2)
-  }
+  const parsed = targetUrl('url', url, values['allow-remote'])
+  const publisherUrl = values['publisher-url'] === undefined ? undefined : targetUrl('publisher-url', values['publisher-url'], values['allow-remote'])
   if (values.token !== undefined && values['api-key'] !== undefined) throw new CliError('pass --token or --api-key, not both', 2)
 
   const burst = values.burst
@@ -152,7 +161,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
   if (!/^[a-z0-9][a-z0-9_.:-]*$/.test(prefix) || prefix.length + String(rooms - 1).length > 64) {
     throw new CliError(`--room-prefix: "${prefix}" must be lowercase letters, digits, _ . : - and leave room names of at most 64 characters`, 2)
   }
-  const messagesFlag = values.messages === undefined ? undefined : number('messages', values.messages, 0, 1, LIMITS.messages)
+  const messagesFlag = values.messages === undefined ? undefined : number('messages', values.messages, 0, 0, LIMITS.messages)
   const serverPid = values['server-pid'] === undefined ? undefined : number('server-pid', values['server-pid'], 0, 1, 2 ** 22)
   const options: BenchOptions = {
     subscribers,
@@ -175,6 +184,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
   const api = stored.accessToken === undefined && stored.refreshToken === undefined ? undefined : new Api(file, url, stored)
   const adapter = await factory({
     url: parsed.origin,
+    ...(publisherUrl === undefined ? {} : { publisherUrl: publisherUrl.origin }),
     ...(values.token === undefined ? {} : { token: values.token }),
     ...(values['api-key'] === undefined ? {} : { apiKey: values['api-key'] }),
     ...(api === undefined || values.token !== undefined ? {} : { api })

@@ -57,5 +57,7 @@ export function sampleProcess (pid: number): ProcSample {
       ? `--server-pid ${pid}: no such process (or no /proc: --server-pid needs Linux and the server on this machine)`
       : `--server-pid ${pid}: cannot read /proc/${pid} (${code ?? (err as Error).message})`)
   }
+  // A process that exited but was not yet reaped (a zombie) still has /proc/PID, without memory.
+  if (!/^VmRSS:/m.test(status)) throw new CliError(`--server-pid ${pid}: the server process has exited`)
   return { cpuSeconds: parseStatTicks(stat) / clkTck(), rssBytes: parseRssBytes(status) }
 }

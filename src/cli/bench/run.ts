@@ -159,7 +159,7 @@ export async function runBench (adapter: BenchAdapter, o: BenchOptions, log: Log
       const results = await Promise.allSettled(Array.from({ length: end - start }, async (_, j) => {
         const index = start + j
         const began = performance.now()
-        const conn = await adapter.connect(index)
+        const conn = await adapter.connect(index, index < o.subscribers ? 'subscriber' : 'publisher')
         connectHist.recordValue(Math.max(1, Math.round((performance.now() - began) * 1000)))
         if (index < o.subscribers) {
           const room = index % o.rooms

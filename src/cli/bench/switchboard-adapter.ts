@@ -1,7 +1,8 @@
 import type { IncomingMessage } from 'node:http'
 import { WebSocket } from 'ws'
 import { CliError } from '../api.js'
-import { PublishError, type AdapterFactory, type AdapterOptions, type BenchAdapter, type BenchConnection, type CloseInfo, type LoadShape } from './adapter.js'
+import { PublishError, type AdapterFactory, type AdapterOptions, type BenchAdapter, type BenchConnection, type LoadShape } from './adapter.js'
+import { WsBenchConnection } from './ws-connection.js'
 
 /**
  * Switchboard protocol v1 over raw `ws` (not the SDK: the generator's own cost must stay
@@ -14,7 +15,6 @@ const SUBPROTOCOL = 'switchboard.v1'
 const MAX_PENDING_COMMANDS = 64
 const CONNECT_TIMEOUT_MS = 15_000
 const COMMAND_TIMEOUT_MS = 15_000
-const CLOSE_GRACE_MS = 2_000
 const SETTINGS = 'see docs/bench.md for the settings to run the server with'
 /** How the server starts a `message` frame (src/realtime/connection.ts) and names its data. */
 const MESSAGE_PREFIX = '{"type":"message","room":"'
@@ -35,8 +35,6 @@ const ERROR_HINTS: Record<string, string> = {
   not_found: 'the room does not exist: pass --create-rooms'
 }
 
-interface Waiter { resolve: (result: unknown) => void, reject: (err: PublishError) => void }
-
 interface Limits {
   maxMessageBytes?: number
   messagesPerSecond?: number
@@ -53,35 +51,9 @@ interface Frame {
   error?: { code?: string, message?: string }
 }
 
-class SwitchboardConnection implements BenchConnection {
-  private nextId = 1
-  private readonly waiting = new Map<number, Waiter>()
-  private handler: (room: string, payload: string) => void = () => {}
-  private closeHandler: ((info: CloseInfo) => void) | undefined
-  private closing = false
-
-  constructor (private readonly socket: WebSocket) {
-    socket.on('message', (data: Buffer) => { this.receive(data.toString()) })
-    socket.once('close', (code: number, reason: Buffer) => {
-      for (const waiter of this.waiting.values()) waiter.reject(new PublishError('closed', `the connection closed (${code})`))
-      this.waiting.clear()
-      if (!this.closing) {
-        const hint = CLOSE_HINTS[code]
-        this.closeHandler?.({ code, reason: reason.toString(), ...(hint === undefined ? {} : { hint }) })
-      }
-    })
-  }
-
-  get bufferedAmount (): number {
-    return this.socket.bufferedAmount
-  }
-
-  onMessage (handler: (room: string, payload: string) => void): void {
-    this.handler = handler
-  }
-
-  onClose (handler: (info: CloseInfo) => void): void {
-    this.closeHandler = handler
+class SwitchboardConnection extends WsBenchConnection {
+  constructor (socket: WebSocket) {
+    super(socket, code => CLOSE_HINTS[code])
   }
 
   async subscribe (room: string): Promise<void> {
@@ -99,27 +71,7 @@ class SwitchboardConnection implements BenchConnection {
     await this.command(`{"type":"publish","id":${this.nextId},"room":${JSON.stringify(room)},"data":${JSON.stringify(payload)}}`)
   }
 
-  /** Sends a frame whose id is `this.nextId` (already written into `text`). */
-  private command (text: string, timeoutMs?: number): Promise<unknown> {
-    if (this.socket.readyState !== WebSocket.OPEN) return Promise.reject(new PublishError('closed', 'the connection is closed'))
-    const id = this.nextId++
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          this.waiting.delete(id)
-          reject(new PublishError('timeout', `no reply within ${timeoutMs} ms`))
-        }, timeoutMs)
-      }
-      this.waiting.set(id, {
-        resolve: (result) => { clearTimeout(timer); resolve(result) },
-        reject: (err) => { clearTimeout(timer); reject(err) }
-      })
-      this.socket.send(text)
-    })
-  }
-
-  private receive (text: string): void {
+  protected receive (text: string): void {
     // Fast path for the frame that comes by the hundred thousand: a `message` whose data is a
     // string without escapes (the bench payloads), read without JSON.parse. Anything else,
     // or a server that orders the fields differently, takes the general path below.
@@ -145,33 +97,16 @@ class SwitchboardConnection implements BenchConnection {
       case 'message':
         if (typeof frame.room === 'string') this.handler(frame.room, typeof frame.data === 'string' ? frame.data : JSON.stringify(frame.data))
         return
-      case 'reply': {
-        const waiter = typeof frame.id === 'number' ? this.waiting.get(frame.id) : undefined
-        if (waiter === undefined) return
-        this.waiting.delete(frame.id as number)
-        waiter.resolve(frame.result)
+      case 'reply':
+        this.settle(frame.id, { result: frame.result })
         return
-      }
       case 'error': {
-        const waiter = typeof frame.id === 'number' ? this.waiting.get(frame.id) : undefined
-        if (waiter === undefined) return
-        this.waiting.delete(frame.id as number)
         const code = frame.error?.code ?? 'error'
-        waiter.reject(new PublishError(code, frame.error?.message ?? code, ERROR_HINTS[code]))
+        this.settle(frame.id, { error: new PublishError(code, frame.error?.message ?? code, ERROR_HINTS[code]) })
         return
       }
       default: // welcome, join, leave, unsubscribed, reconnect: nothing the run needs
     }
-  }
-
-  close (): Promise<void> {
-    this.closing = true
-    if (this.socket.readyState === WebSocket.CLOSED) return Promise.resolve()
-    return new Promise(resolve => {
-      const timer = setTimeout(() => { this.socket.terminate() }, CLOSE_GRACE_MS)
-      this.socket.once('close', () => { clearTimeout(timer); resolve() })
-      if (this.socket.readyState === WebSocket.OPEN) this.socket.close(1000)
-    })
   }
 }
 
@@ -229,14 +164,14 @@ class SwitchboardAdapter implements BenchAdapter {
   readonly name = 'switchboard'
   readonly maxInFlight = MAX_PENDING_COMMANDS
   private readonly wsUrl: string
+  private readonly publisherWsUrl: string
   private token: string | undefined
   /** The server's limits, from the first welcome frame. */
   private limits: Limits | undefined
 
   constructor (private readonly options: AdapterOptions) {
-    const url = new URL('/ws', options.url)
-    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
-    this.wsUrl = url.href
+    this.wsUrl = wsEndpoint(options.url)
+    this.publisherWsUrl = options.publisherUrl === undefined ? this.wsUrl : wsEndpoint(options.publisherUrl)
     this.token = options.token
   }
 
@@ -282,11 +217,12 @@ class SwitchboardAdapter implements BenchAdapter {
     await Promise.all(Array.from({ length: Math.min(8, rooms.length) }, worker))
   }
 
-  connect (index: number): Promise<BenchConnection> {
+  connect (index: number, role: 'subscriber' | 'publisher' = 'subscriber'): Promise<BenchConnection> {
     const headers: Record<string, string> = {}
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`
     else if (this.options.apiKey !== undefined) headers['x-api-key'] = this.options.apiKey
-    const socket = new WebSocket(this.wsUrl, [SUBPROTOCOL], {
+    const base = role === 'publisher' ? this.options.publisherUrl ?? this.options.url : this.options.url
+    const socket = new WebSocket(role === 'publisher' ? this.publisherWsUrl : this.wsUrl, [SUBPROTOCOL], {
       headers,
       perMessageDeflate: false,
       skipUTF8Validation: true,
@@ -302,7 +238,7 @@ class SwitchboardAdapter implements BenchAdapter {
         reject(err)
       }
       const timer = setTimeout(() => fail(new CliError(`connection ${index + 1}: no welcome within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS)
-      socket.on('error', (err: NodeJS.ErrnoException) => fail(new CliError(`connection ${index + 1}: cannot reach the server at ${this.options.url} (${err.code ?? err.message})`)))
+      socket.on('error', (err: NodeJS.ErrnoException) => fail(new CliError(`connection ${index + 1}: cannot reach the server at ${base} (${err.code ?? err.message})`)))
       socket.once('unexpected-response', (_req, res) => {
         void readBody(res).then(body => fail(new CliError(refusalMessage(index, res.statusCode ?? 0, body))))
       })
@@ -347,6 +283,13 @@ class SwitchboardAdapter implements BenchAdapter {
     }
     return warnings
   }
+}
+
+/** The WebSocket endpoint of a server's base URL. */
+function wsEndpoint (base: string): string {
+  const url = new URL('/ws', base)
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+  return url.href
 }
 
 function round (n: number): number {

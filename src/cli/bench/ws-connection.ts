@@ -1,0 +1,88 @@
+import { WebSocket } from 'ws'
+import { PublishError, type BenchConnection, type CloseInfo } from './adapter.js'
+
+/**
+ * What every raw-`ws` adapter connection shares (Switchboard's, and the benchmark suite's
+ * `ws` hub peers'): numbered commands awaiting a reply, one delivery handler, close
+ * reporting, and a close that terminates after a short grace. A protocol brings `receive`
+ * (which settles replies through `settle`) and its subscribe and publish frames.
+ */
+
+const CLOSE_GRACE_MS = 2_000
+
+export abstract class WsBenchConnection implements BenchConnection {
+  protected nextId = 1
+  protected handler: (room: string, payload: string) => void = () => {}
+  private readonly waiting = new Map<number, { resolve: (result: unknown) => void, reject: (err: PublishError) => void }>()
+  private closeHandler: ((info: CloseInfo) => void) | undefined
+  private closing = false
+
+  /** `hint` names what to change for a close code the server chose (e.g. a limit to raise). */
+  constructor (protected readonly socket: WebSocket, hint: (code: number) => string | undefined = () => undefined) {
+    socket.on('message', (data: Buffer) => { this.receive(data.toString()) })
+    socket.once('close', (code: number, reason: Buffer) => {
+      for (const waiter of this.waiting.values()) waiter.reject(new PublishError('closed', `the connection closed (${code})`))
+      this.waiting.clear()
+      if (!this.closing) {
+        const text = hint(code)
+        this.closeHandler?.({ code, reason: reason.toString(), ...(text === undefined ? {} : { hint: text }) })
+      }
+    })
+  }
+
+  abstract subscribe (room: string): Promise<void>
+  abstract publish (room: string, payload: string): Promise<void>
+  /** One text frame from the server. */
+  protected abstract receive (text: string): void
+
+  get bufferedAmount (): number {
+    return this.socket.bufferedAmount
+  }
+
+  onMessage (handler: (room: string, payload: string) => void): void {
+    this.handler = handler
+  }
+
+  onClose (handler: (info: CloseInfo) => void): void {
+    this.closeHandler = handler
+  }
+
+  /** Sends a frame whose id is `this.nextId` (already written into `text`); resolves with its reply. */
+  protected command (text: string, timeoutMs?: number): Promise<unknown> {
+    if (this.socket.readyState !== WebSocket.OPEN) return Promise.reject(new PublishError('closed', 'the connection is closed'))
+    const id = this.nextId++
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          this.waiting.delete(id)
+          reject(new PublishError('timeout', `no reply within ${timeoutMs} ms`))
+        }, timeoutMs)
+      }
+      this.waiting.set(id, {
+        resolve: (result) => { clearTimeout(timer); resolve(result) },
+        reject: (err) => { clearTimeout(timer); reject(err) }
+      })
+      this.socket.send(text)
+    })
+  }
+
+  /** The reply to command `id` arrived: a result, or the server's refusal. Unknown ids are ignored. */
+  protected settle (id: unknown, outcome: { result: unknown } | { error: PublishError }): void {
+    const waiter = typeof id === 'number' ? this.waiting.get(id) : undefined
+    if (waiter === undefined) return
+    this.waiting.delete(id as number)
+    if ('error' in outcome) waiter.reject(outcome.error)
+    else waiter.resolve(outcome.result)
+  }
+
+  close (): Promise<void> {
+    this.closing = true
+    if (this.socket.readyState === WebSocket.CLOSED) return Promise.resolve()
+    return new Promise(resolve => {
+      const timer = setTimeout(() => { this.socket.terminate() }, CLOSE_GRACE_MS)
+      this.socket.once('close', () => { clearTimeout(timer); resolve() })
+      if (this.socket.readyState === WebSocket.OPEN) this.socket.close(1000)
+    })
+  }
+}
