@@ -1,0 +1,68 @@
+import { WebSocket } from 'ws'
+import { CliError } from '../../src/cli/api.js'
+import type { AdapterFactory } from '../../src/cli/bench/adapter.js'
+import { WsBenchConnection } from '../../src/cli/bench/ws-connection.js'
+
+/**
+ * `switchboard bench --target bench/peers/hub-adapter.ts`: drives the two `ws` hub peers
+ * (hub-protocol.ts) the way switchboard-adapter.ts drives Switchboard: raw `ws` through the same
+ * connection base, frames built by hand, a fast path for `msg` frames, and the same 64
+ * publishes in flight per connection, so the generator does the same work for every server.
+ */
+
+const MAX_IN_FLIGHT = 64
+const CONNECT_TIMEOUT_MS = 15_000
+const MESSAGE_PREFIX = '{"t":"msg","room":"'
+const DATA_FIELD = ',"data":"'
+
+class HubConnection extends WsBenchConnection {
+  async subscribe (room: string): Promise<void> {
+    await this.command(`{"t":"sub","id":${this.nextId},"room":${JSON.stringify(room)}}`)
+  }
+
+  async publish (room: string, payload: string): Promise<void> {
+    await this.command(`{"t":"pub","id":${this.nextId},"room":${JSON.stringify(room)},"data":${JSON.stringify(payload)}}`)
+  }
+
+  protected receive (text: string): void {
+    // The bench payloads hold no escapes: a `msg` frame is cut without JSON.parse, as the
+    // Switchboard adapter does, so both cost the generator the same per delivery.
+    if (text.startsWith(MESSAGE_PREFIX)) {
+      const roomEnd = text.indexOf('"', MESSAGE_PREFIX.length)
+      const dataAt = text.indexOf(DATA_FIELD, roomEnd)
+      const end = text.lastIndexOf('"')
+      if (roomEnd > 0 && dataAt > 0 && end >= dataAt + DATA_FIELD.length) {
+        this.handler(text.slice(MESSAGE_PREFIX.length, roomEnd), text.slice(dataAt + DATA_FIELD.length, end))
+      }
+      return
+    }
+    let frame: { t?: unknown, id?: unknown }
+    try {
+      frame = JSON.parse(text) as { t?: unknown, id?: unknown }
+    } catch {
+      return
+    }
+    if (frame.t === 'ok') this.settle(frame.id, { result: undefined })
+  }
+}
+
+const hubAdapter: AdapterFactory = (options) => {
+  const url = new URL(options.url)
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+  return {
+    name: 'ws-hub',
+    maxInFlight: MAX_IN_FLIGHT,
+    connect (index) {
+      const socket = new WebSocket(url.href, { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: CONNECT_TIMEOUT_MS })
+      return new Promise((resolve, reject) => {
+        socket.once('open', () => resolve(new HubConnection(socket)))
+        socket.once('error', (err: NodeJS.ErrnoException) => {
+          socket.terminate()
+          reject(new CliError(`connection ${index + 1}: cannot reach the hub at ${options.url} (${err.code ?? err.message})`))
+        })
+      })
+    }
+  }
+}
+
+export default hubAdapter

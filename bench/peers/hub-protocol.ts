@@ -1,0 +1,83 @@
+import { WebSocketServer, type WebSocket } from 'ws'
+
+/**
+ * The minimal protocol both `ws` hub peers speak (JSON text frames), and the room index they
+ * share, so the two differ only in how a broadcast reaches the sockets.
+ *
+ * Client → hub:  {"t":"sub","id":1,"room":"r"}            reply {"t":"ok","id":1}
+ *                {"t":"pub","id":2,"room":"r","data":"…"}  reply {"t":"ok","id":2}
+ * Hub → client:  {"t":"msg","room":"r","data":"…"}
+ *
+ * A publication reaches every subscriber of the room, the publisher too if it subscribed
+ * (as in Switchboard, docs/protocol.md "publish"); the reply is written after the fan-out, so
+ * an acknowledged publish has been handed to every subscriber's socket, as Switchboard's reply
+ * comes after its fan-out. No authentication and no schema validation: these peers are the
+ * stack's floor, not a product (docs/performance.md says so next to the numbers).
+ */
+
+export interface HubCommand { t?: unknown, id?: unknown, room?: unknown, data?: unknown }
+
+/** The `msg` frame of a publication, serialised once per broadcast. */
+export function messageFrame (room: string, data: unknown): string {
+  return `{"t":"msg","room":${JSON.stringify(room)},"data":${JSON.stringify(data)}}`
+}
+
+export function okFrame (id: unknown): string {
+  return `{"t":"ok","id":${JSON.stringify(id)}}`
+}
+
+/**
+ * Starts a hub on `port` (0: any) and prints `ready <port>` once listening: the runner waits
+ * for that line. `broadcast` delivers one publication to the room's sockets.
+ */
+export function startHub (name: string, port: number, broadcast: (subscribers: Set<WebSocket>, room: string, data: unknown) => void): WebSocketServer {
+  const rooms = new Map<string, Set<WebSocket>>()
+  const wss = new WebSocketServer({ port, host: '127.0.0.1', perMessageDeflate: false })
+  wss.on('connection', (ws) => {
+    const joined = new Set<string>()
+    ws.on('message', (raw: Buffer) => {
+      let command: HubCommand
+      try {
+        command = JSON.parse(raw.toString()) as HubCommand
+      } catch {
+        ws.close(1007, 'not JSON')
+        return
+      }
+      if (typeof command.room !== 'string') return
+      if (command.t === 'sub') {
+        let members = rooms.get(command.room)
+        if (members === undefined) rooms.set(command.room, members = new Set())
+        members.add(ws)
+        joined.add(command.room)
+      } else if (command.t === 'pub') {
+        const members = rooms.get(command.room)
+        if (members !== undefined) broadcast(members, command.room, command.data)
+      } else {
+        return
+      }
+      ws.send(okFrame(command.id))
+    })
+    ws.on('error', () => ws.terminate())
+    // Empty rooms are deleted, as in Socket.IO's in-memory adapter and Switchboard.
+    ws.on('close', () => {
+      for (const room of joined) {
+        const members = rooms.get(room)
+        members?.delete(ws)
+        if (members?.size === 0) rooms.delete(room)
+      }
+    })
+  })
+  wss.on('listening', () => {
+    const address = wss.address()
+    process.stdout.write(`ready ${typeof address === 'object' && address !== null ? address.port : port} ${name}\n`)
+  })
+  process.on('SIGTERM', () => { wss.close(); for (const ws of wss.clients) ws.terminate(); process.exit(0) })
+  return wss
+}
+
+/** The port from `PORT` (the runner passes a free one). */
+export function portFromEnv (): number {
+  const port = Number(process.env.PORT ?? '0')
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT: not a port: ${process.env.PORT}`)
+  return port
+}

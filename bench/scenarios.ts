@@ -1,0 +1,150 @@
+import type { BenchReport } from '../src/cli/bench/report.js'
+import { PEERS, type Variant } from './servers.js'
+
+/**
+ * The six scenarios of the suite (issue 6), sized for a 2-core machine, in a full size
+ * (`npm run bench`) and a quick one (`npm run bench:quick`, under two minutes). Each is one
+ * `switchboard bench` invocation per server; `metrics` picks what the scenario compares out
+ * of the generator's JSON report.
+ */
+
+export type Size = 'full' | 'quick'
+
+export interface Scenario {
+  id: 'burst' | 'steady' | 'rooms' | 'idle' | 'handshakes' | 'two-nodes'
+  title: string
+  /** What it measures, for the table notes. */
+  description: string
+  variants: readonly Variant[]
+  /** Generator flags (without --url, --target, --token, --server-pid, --json). */
+  args: string[]
+  /** Rooms the servers need (Switchboard creates them before the run). */
+  rooms: number
+  /** Connections the run opens: the per-user, per-address and handshake limits are sized from it. */
+  connections: number
+  /**
+   * Switchboard settings raised for this scenario beyond the connection limits, each with
+   * why (docs/performance.md lists them).
+   */
+  raise: Record<string, { value: string, why: string }>
+  metrics: (r: BenchReport) => Record<string, number | null>
+}
+
+const latency = (r: BenchReport): Record<string, number | null> => ({
+  p50Ms: r.latencyMs.p50,
+  p99Ms: r.latencyMs.p99,
+  p999Ms: r.latencyMs.p99_9
+})
+
+export function scenarios (size: Size): Scenario[] {
+  const full = size === 'full'
+  const burstSubs = full ? 1000 : 300
+  const burstMessages = full ? 1000 : 300
+  const steadySubs = full ? 1000 : 300
+  const steadySeconds = full ? 10 : 3
+  const roomsSubs = full ? 5000 : 1000
+  const roomsCount = full ? 500 : 100
+  const idle = full ? 10_000 : 2000
+  const handshakes = full ? 2000 : 500
+  const steadyArgs = ['--subscribers', String(steadySubs), '--rooms', '1', '--publishers', '1', '--rate', '50', '--duration', String(steadySeconds), '--size', '100']
+  return [
+    {
+      id: 'burst',
+      title: '1. Burst fan-out',
+      description: `1 room, ${burstSubs} subscribers, 100-byte messages, ${burstMessages} messages as fast as backpressure allows`,
+      variants: PEERS,
+      args: ['--subscribers', String(burstSubs), '--rooms', '1', '--publishers', '1', '--burst', '--messages', String(burstMessages), '--size', '100', '--drain-ms', '10000'],
+      rooms: 1,
+      connections: burstSubs + 1,
+      raise: {
+        WS_MESSAGES_BURST: { value: String(burstMessages + 100), why: `the one publisher sends all ${burstMessages} messages at once (default bucket: 100)` }
+      },
+      metrics: (r) => ({
+        deliveriesPerCpuS: r.server?.deliveriesPerCpuSecond ?? null,
+        deliveriesPerS: r.deliveries.perSecond,
+        cpuS: r.server?.cpuSeconds.run ?? null,
+        ...latency(r)
+      })
+    },
+    {
+      id: 'steady',
+      title: '2. Steady fan-out',
+      description: `1 room, ${steadySubs} subscribers, 50 messages/s for ${steadySeconds} s (open loop)`,
+      variants: PEERS,
+      args: steadyArgs,
+      rooms: 1,
+      connections: steadySubs + 1,
+      raise: {},
+      metrics: (r) => ({ ...latency(r), cpuS: r.server?.cpuSeconds.run ?? null })
+    },
+    {
+      id: 'rooms',
+      title: '3. Many rooms',
+      description: `${roomsSubs} subscribers in ${roomsCount} rooms of 10, 200 messages/s over 10 publishers for ${steadySeconds} s`,
+      variants: PEERS,
+      args: ['--subscribers', String(roomsSubs), '--rooms', String(roomsCount), '--publishers', '10', '--rate', '200', '--duration', String(steadySeconds), '--size', '100', '--batch', '200'],
+      rooms: roomsCount,
+      connections: roomsSubs + 10,
+      raise: {
+        RATE_LIMIT_MAX: { value: String(roomsCount + 100), why: `set-up only: the admin creates the ${roomsCount} rooms over REST within a minute (default 600 requests a minute)` }
+      },
+      metrics: (r) => ({ ...latency(r), deliveriesPerCpuS: r.server?.deliveriesPerCpuSecond ?? null, cpuS: r.server?.cpuSeconds.run ?? null })
+    },
+    {
+      id: 'idle',
+      title: '4. Idle capacity',
+      description: `${idle} authenticated connections, each subscribed to one of 10 rooms, then idle`,
+      variants: PEERS,
+      args: ['--subscribers', String(idle), '--rooms', '10', '--publishers', '0', '--batch', '250'],
+      rooms: 10,
+      connections: idle,
+      raise: {},
+      metrics: (r) => ({
+        rssPerConnBytes: r.server?.rssPerConnectionBytes ?? null,
+        connectCpuS: r.server?.cpuSeconds.connect ?? null
+      })
+    },
+    {
+      id: 'handshakes',
+      title: '5. Handshakes',
+      description: `${handshakes} connections opened 50 at a time, each to the server's first frame (Switchboard: JWT verified before the upgrade, welcome frame)`,
+      variants: PEERS,
+      args: ['--subscribers', '0', '--publishers', String(handshakes), '--messages', '0', '--batch', '50'],
+      rooms: 0,
+      connections: handshakes,
+      raise: {},
+      metrics: (r) => ({
+        connectsPerCpuS: r.server?.connectionsPerCpuSecond ?? null,
+        connectsPerS: r.connect.perSecond,
+        p99ConnectMs: r.connect.p99Ms
+      })
+    },
+    {
+      id: 'two-nodes',
+      title: '6. Two nodes through Redis',
+      description: `scenario 2 with subscribers on node A and the publisher on node B (Redis pub/sub, PostgreSQL), against one node`,
+      variants: ['switchboard', 'switchboard-2-nodes'],
+      args: steadyArgs,
+      rooms: 1,
+      connections: steadySubs + 1,
+      raise: {},
+      metrics: (r) => ({ ...latency(r), cpuS: r.server?.cpuSeconds.run ?? null })
+    }
+  ]
+}
+
+/**
+ * The connection limits every scenario raises, sized to its connection count: all bench
+ * connections are one user from one address (defaults: 20 per user, 1000 per address,
+ * 120 handshakes a minute per address).
+ */
+export function connectionLimits (s: Scenario): Record<string, string> {
+  const n = String(s.connections + 100)
+  return { WS_MAX_CONNECTIONS_PER_USER: n, WS_MAX_CONNECTIONS_PER_IP: n, WS_HANDSHAKES_PER_IP_PER_MINUTE: n }
+}
+
+/** Whether a run measured the intended load: everything published, delivered once, nothing refused or closed. */
+export function cleanRun (r: BenchReport): boolean {
+  return r.deliveries.lost === 0 && r.deliveries.duplicates === 0 && r.deliveries.unexpected === 0 &&
+    r.messages.unsent === 0 && Object.keys(r.messages.refused).length === 0 && r.closed.length === 0
+}

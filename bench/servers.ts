@@ -1,0 +1,285 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import pg from 'pg'
+import { Redis } from 'ioredis'
+import { deleteRedisKeys } from '../test/helper.js'
+import { freePort } from '../test/process.js'
+
+/**
+ * The servers under test, each a real process of its own: the three peers (bench/peers/) and
+ * Switchboard from its build (`node dist/src/server.js`), one node or two through Redis.
+ * The server is pinned to CPU 0 and the load generator to CPU 1 when `taskset` exists, so
+ * the generator's cost does not land on the server's core.
+ */
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url))
+export const PEERS = ['switchboard', 'ws-framed', 'ws-naive', 'socketio'] as const
+export type Peer = typeof PEERS[number]
+/** Scenario 6 compares these two Switchboard set-ups (the peers have no cluster mode). */
+export type Variant = Peer | 'switchboard-2-nodes'
+
+export const SERVER_CPU = '0'
+export const GENERATOR_CPU = '1'
+export const HAS_TASKSET = spawnSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' }).status === 0
+
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+export const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+
+const READY_WITHIN_MS = 30_000
+const STOP_GRACE_MS = 5_000
+const BENCH_USER = { username: 'loader', password: 'bench user password' }
+
+/** The adapter module `switchboard bench --target` loads for each peer (Switchboard's is built in). */
+export const ADAPTERS: Record<Variant, string> = {
+  switchboard: 'switchboard',
+  'switchboard-2-nodes': 'switchboard',
+  'ws-framed': 'bench/peers/hub-adapter.ts',
+  'ws-naive': 'bench/peers/hub-adapter.ts',
+  socketio: 'bench/peers/socketio-adapter.ts'
+}
+
+export interface RunningTarget {
+  variant: Variant
+  url: string
+  /** Scenario 6: publishers connect to the second node. */
+  publisherUrl?: string
+  /** The process whose CPU and RSS the generator measures (the subscribers' node). */
+  pid: number
+  /** Switchboard: an access token of an ordinary user (not the admin). */
+  token?: string
+  stop(): Promise<void>
+}
+
+export interface StartOptions {
+  /** Rooms Switchboard must have (created by the admin, public). */
+  rooms: string[]
+  /** Switchboard limits this scenario raises (docs/performance.md says which and why). */
+  env: Record<string, string>
+  /** Write a V8 CPU profile of the server into this folder (`node --cpu-prof`). */
+  cpuProfDir?: string
+  /** false: leave the server unpinned (the functional tests). */
+  pin?: boolean
+}
+
+/** `node args…` on `cpu` (through taskset when there is one): taskset execs, so the pid is node's. */
+export function spawnPinned (cpu: string | undefined, args: string[], env: Record<string, string>): ChildProcess {
+  const pin = HAS_TASKSET && cpu !== undefined
+  const command = pin ? 'taskset' : process.execPath
+  const argv = pin ? ['-c', cpu, process.execPath, ...args] : args
+  return spawn(command, argv, {
+    cwd: ROOT,
+    // Not process.env: npm's and the shell's variables must not change how the servers behave.
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+}
+
+/** Keeps a child's output (bounded) for error messages, and a promise of its exit. */
+function watch (child: ChildProcess): { output: () => string, exited: Promise<void> } {
+  let output = ''
+  const keep = (chunk: Buffer): void => { output = (output + chunk.toString()).slice(-8192) }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
+  const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
+  return { output: () => output, exited }
+}
+
+async function stopChild (child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  child.kill('SIGTERM')
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([exited, new Promise<void>(resolve => { timer = setTimeout(resolve, STOP_GRACE_MS) })])
+  clearTimeout(timer)
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill('SIGKILL')
+    await exited
+  }
+}
+
+function profileArgs (dir: string | undefined, name: string): string[] {
+  return dir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`]
+}
+
+/** A peer of bench/peers/, ready once it printed `ready PORT`. */
+async function startPeer (peer: Exclude<Peer, 'switchboard'>, options: StartOptions): Promise<RunningTarget> {
+  const port = await freePort()
+  const child = spawnPinned(options.pin === false ? undefined : SERVER_CPU, [...profileArgs(options.cpuProfDir, peer), '--import', 'tsx', `bench/peers/${peer}.ts`], { PORT: String(port), NODE_ENV: 'production' })
+  const { output, exited } = watch(child)
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${peer}: no ready line within ${READY_WITHIN_MS} ms\n${output()}`)), READY_WITHIN_MS)
+    child.stdout?.on('data', () => {
+      if (/^ready \d+/m.test(output())) { clearTimeout(timer); resolve() }
+    })
+    void exited.then(() => { clearTimeout(timer); reject(new Error(`${peer} exited before it was ready\n${output()}`)) })
+  })
+  return { variant: peer, url: `http://127.0.0.1:${port}`, pid: child.pid!, stop: () => stopChild(child, exited) }
+}
+
+async function request (url: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number, body: Record<string, unknown> }> {
+  const res = await fetch(new URL(path, url), {
+    method,
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) })
+  })
+  return { status: res.status, body: await res.json().catch(() => ({})) as Record<string, unknown> }
+}
+
+interface Node { url: string, child: ChildProcess, output: () => string, exited: Promise<void> }
+
+async function startNode (env: Record<string, string>, options: StartOptions, name: string): Promise<Node> {
+  const port = await freePort()
+  const child = spawnPinned(options.pin === false ? undefined : SERVER_CPU, [...profileArgs(options.cpuProfDir, name), 'dist/src/server.js'], { ...env, HOST: '127.0.0.1', PORT: String(port) })
+  const { output, exited } = watch(child)
+  const url = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + READY_WITHIN_MS
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${name} exited at start (is it built? npm run build)\n${output()}`)
+    const status = await request(url, 'GET', '/health/ready').then(r => r.status, () => 0)
+    if (status === 200) return { url, child, output, exited }
+    if (Date.now() > deadline) throw new Error(`${name}: not ready within ${READY_WITHIN_MS} ms\n${output()}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+/**
+ * An ordinary user (role `user`, not the admin, whose standing skips the room checks),
+ * registered and logged in; it creates the public rooms, so it is their owner and may publish
+ * under the default `members` policy. Every subscribe and publish goes through the room
+ * access checks (docs/authorization.md).
+ */
+async function prepareSwitchboard (url: string, rooms: string[]): Promise<string> {
+  const registered = await request(url, 'POST', '/auth/register', BENCH_USER)
+  if (registered.status !== 201) throw new Error(`register: HTTP ${registered.status} ${JSON.stringify(registered.body)}`)
+  const login = await request(url, 'POST', '/auth/login', BENCH_USER)
+  if (login.status !== 200) throw new Error(`login: HTTP ${login.status} ${JSON.stringify(login.body)}`)
+  const token = login.body.accessToken as string
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < rooms.length) {
+      const id = rooms[next++]!
+      const res = await request(url, 'POST', '/rooms', { id }, token)
+      if (res.status !== 201) throw new Error(`creating room ${id}: HTTP ${res.status} ${JSON.stringify(res.body)}`)
+    }
+  }
+  await Promise.all(Array.from({ length: 8 }, worker))
+  return token
+}
+
+/**
+ * Switchboard as deployed, not as tested: production mode, JWT auth with a real secret,
+ * validation on, the embedded store. Only the limits of `options.env` are raised; logging is
+ * at warn (one line per connection would cost CPU), and password hashing is cheap because
+ * it happens only in the set-up, before anything is measured.
+ */
+function switchboardEnv (dataDir: string, options: StartOptions): Record<string, string> {
+  return {
+    NODE_ENV: 'production',
+    LOG_LEVEL: 'warn',
+    DATA_DIR: dataDir,
+    DATABASE_URL: `sqlite:${join(dataDir, 'switchboard.db')}`,
+    JWT_SECRET: randomBytes(32).toString('hex'),
+    PASSWORD_HASH_COST: '10',
+    ALLOW_REGISTRATION: 'true',
+    ...options.env
+  }
+}
+
+async function startSwitchboard (options: StartOptions): Promise<RunningTarget> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
+  let node: Node | undefined
+  try {
+    node = await startNode(switchboardEnv(dataDir, options), options, 'switchboard')
+    const token = await prepareSwitchboard(node.url, options.rooms)
+    const { child, exited } = node
+    return {
+      variant: 'switchboard',
+      url: node.url,
+      pid: child.pid!,
+      token,
+      stop: async () => { await stopChild(child, exited); rmSync(dataDir, { recursive: true, force: true }) }
+    }
+  } catch (err) {
+    if (node !== undefined) await stopChild(node.child, node.exited)
+    rmSync(dataDir, { recursive: true, force: true })
+    throw err
+  }
+}
+
+/**
+ * Two nodes sharing one PostgreSQL schema and one Redis under a private key prefix (both
+ * unique to this run and removed afterwards: the Redis and the database are shared with
+ * other work, so nothing else is touched — never FLUSHALL).
+ */
+async function startTwoNodes (options: StartOptions): Promise<RunningTarget> {
+  const id = randomBytes(5).toString('hex')
+  const schema = `bench_${id}`
+  const prefix = `sb-bench-${id}:`
+  const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
+  const env = {
+    ...switchboardEnv(dataDir, options),
+    DATABASE_URL,
+    DATABASE_SCHEMA: schema,
+    REDIS_URL,
+    REDIS_KEY_PREFIX: prefix
+  }
+  const nodes: Node[] = []
+  const cleanup = async (): Promise<void> => {
+    await Promise.all(nodes.map(n => stopChild(n.child, n.exited)))
+    rmSync(dataDir, { recursive: true, force: true })
+    await dropSchema(schema).catch(() => {})
+    await deleteRedisKeys(REDIS_URL, prefix).catch(() => {})
+  }
+  try {
+    // One after the other: the first creates the schema.
+    nodes.push(await startNode(env, options, 'switchboard-a'))
+    nodes.push(await startNode(env, options, 'switchboard-b'))
+    const token = await prepareSwitchboard(nodes[0]!.url, options.rooms)
+    return { variant: 'switchboard-2-nodes', url: nodes[0]!.url, publisherUrl: nodes[1]!.url, pid: nodes[0]!.child.pid!, token, stop: cleanup }
+  } catch (err) {
+    await cleanup()
+    throw err
+  }
+}
+
+async function dropSchema (schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: DATABASE_URL })
+  await client.connect()
+  try {
+    await client.query(`drop schema if exists ${schema} cascade`)
+  } finally {
+    await client.end()
+  }
+}
+
+/** Whether Redis and PostgreSQL answer (scenario 6 is skipped, and says so, when not). */
+export async function clusterServices (): Promise<string | undefined> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  redis.on('error', () => {})
+  try {
+    await redis.connect()
+    await redis.ping()
+  } catch {
+    return `Redis not reachable at ${REDIS_URL}`
+  } finally {
+    redis.disconnect()
+  }
+  const client = new pg.Client({ connectionString: DATABASE_URL, connectionTimeoutMillis: 2000 })
+  try {
+    await client.connect()
+  } catch {
+    return `PostgreSQL not reachable at ${DATABASE_URL}`
+  } finally {
+    await client.end().catch(() => {})
+  }
+  return undefined
+}
+
+export function startTarget (variant: Variant, options: StartOptions): Promise<RunningTarget> {
+  if (variant === 'switchboard') return startSwitchboard(options)
+  if (variant === 'switchboard-2-nodes') return startTwoNodes(options)
+  return startPeer(variant, options)
+}

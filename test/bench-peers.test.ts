@@ -1,0 +1,71 @@
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { build, tempDir } from './helper.js'
+import { runCli, type CliRun } from './process.js'
+import type { BenchReport } from '../src/cli/bench/report.js'
+import { cleanRun } from '../bench/scenarios.js'
+import { ADAPTERS, startTarget, type Peer } from '../bench/servers.js'
+
+/**
+ * The benchmark suite's peers and adapters, driven by the real load generator at a tiny size,
+ * so they cannot rot between benchmark runs. Functional only: every message delivered once,
+ * nothing refused; how fast is the benchmark's business (npm run bench), never a test's.
+ */
+
+const PEERS: Array<Exclude<Peer, 'switchboard'>> = ['ws-framed', 'ws-naive', 'socketio']
+
+function report (run: CliRun): BenchReport {
+  assert.equal(run.code, 0, `exit ${run.code}\nstderr:\n${run.stderr}\nstdout:\n${run.stdout}`)
+  return JSON.parse(run.stdout) as BenchReport
+}
+
+/** Every expected delivery arrived once; cleanRun is the suite's own rule for a run that counts. */
+function assertComplete (r: BenchReport, expected: number): void {
+  assert.equal(r.deliveries.expected, expected)
+  assert.equal(r.deliveries.delivered, expected)
+  assert.ok(cleanRun(r), JSON.stringify({ deliveries: r.deliveries, messages: r.messages, closed: r.closed, warnings: r.warnings }))
+}
+
+describe('benchmark peers through their adapters', () => {
+  for (const peer of PEERS) {
+    it(`${peer}: burst and rate runs deliver every message once, to its room only`, async (t) => {
+      const target = await startTarget(peer, { rooms: [], env: {}, pin: false })
+      t.after(() => target.stop())
+      const config = join(tempDir(t), 'none.json')
+      const common = ['bench', '--target', ADAPTERS[peer], '--url', target.url, '--server-pid', String(target.pid), '--json']
+      // 6 subscribers in 2 rooms, 2 publishers: each message reaches the 3 subscribers of its room.
+      const burst = report(await runCli(config, [...common, '--subscribers', '6', '--rooms', '2', '--publishers', '2', '--burst', '--messages', '10']))
+      assertComplete(burst, 10 * 3)
+      assert.equal(burst.latencyMs.count, 30)
+      assert.ok(burst.server !== null && burst.server.pid === target.pid)
+      const rate = report(await runCli(config, [...common, '--subscribers', '5', '--publishers', '1', '--rate', '20', '--duration', '0.5']))
+      assertComplete(rate, 10 * 5)
+      // Connect only (the handshake scenario): no messages, every connection opened.
+      const connect = report(await runCli(config, [...common, '--subscribers', '0', '--publishers', '20', '--messages', '0', '--batch', '5']))
+      assert.equal(connect.connect.connections, 20)
+      assert.equal(connect.messages.planned, 0)
+      assert.deepEqual(connect.closed, [])
+    })
+  }
+})
+
+describe('switchboard bench --publisher-url', () => {
+  it('sends publishers to the other server', async (t) => {
+    const subscribersNode = await build(t)
+    const publishersNode = await build(t)
+    const token = await subscribersNode.userToken('loader')
+    // The same secret signs both nodes' tokens, but only the first has the room: a publisher
+    // that went to the second is refused with not_found.
+    const run = await runCli(join(tempDir(t), 'none.json'), [
+      'bench', '--url', subscribersNode.url, '--publisher-url', publishersNode.url, '--token', token, '--create-rooms',
+      '--subscribers', '2', '--publishers', '1', '--burst', '--messages', '3', '--drain-ms', '200', '--json'
+    ])
+    assert.equal(run.code, 1, run.stderr)
+    const r = JSON.parse(run.stdout) as BenchReport
+    assert.deepEqual(r.messages.refused, { not_found: 3 })
+    const remote = await runCli(join(tempDir(t), 'none.json'), ['bench', '--url', subscribersNode.url, '--publisher-url', 'http://192.0.2.1:3000', '--token', token])
+    assert.equal(remote.code, 2)
+    assert.match(remote.stderr, /not a loopback address/)
+  })
+})
