@@ -4,8 +4,10 @@ import { join } from 'node:path'
 import { build, tempDir } from './helper.js'
 import { runCli, type CliRun } from './process.js'
 import type { BenchReport } from '../src/cli/bench/report.js'
+import { renderChart } from '../bench/chart.js'
 import { cleanRun } from '../bench/scenarios.js'
 import { ADAPTERS, startTarget, type Peer } from '../bench/servers.js'
+import { markdown, median, summarise, targets, type RunRecord, type ScenarioResult } from '../bench/summary.js'
 
 /**
  * The benchmark suite's peers and adapters, driven by the real load generator at a tiny size,
@@ -67,5 +69,39 @@ describe('switchboard bench --publisher-url', () => {
     const remote = await runCli(join(tempDir(t), 'none.json'), ['bench', '--url', subscribersNode.url, '--publisher-url', 'http://192.0.2.1:3000', '--token', token])
     assert.equal(remote.code, 2)
     assert.match(remote.stderr, /not a loopback address/)
+  })
+})
+
+describe('benchmark summary, targets and chart', () => {
+  const record = (variant: RunRecord['variant'], run: number, metrics: Record<string, number>, clean = true): RunRecord =>
+    ({ variant, run, position: 0, clean, metrics, warnings: clean ? [] : ['3 deliveries lost'] })
+
+  it('takes medians and ranges over clean runs only, and checks the targets as ratios', () => {
+    assert.equal(median([3, 1, 2]), 2)
+    assert.equal(median([4, 1, 2, 3]), 2.5)
+    const burst: ScenarioResult = {
+      id: 'burst', title: '1. Burst fan-out', description: 'burst', args: [], switchboardEnv: {}, runs: [
+        record('switchboard', 0, { deliveriesPerCpuS: 900 }), record('switchboard', 1, { deliveriesPerCpuS: 1100 }),
+        record('switchboard', 2, { deliveriesPerCpuS: 1 }, false), record('switchboard', 3, { deliveriesPerCpuS: 1000 }),
+        record('ws-framed', 0, { deliveriesPerCpuS: 800 }), record('socketio', 0, { deliveriesPerCpuS: 400 })
+      ],
+      summary: {}
+    }
+    burst.summary = summarise(burst.runs)
+    assert.deepEqual(burst.summary.switchboard?.deliveriesPerCpuS, { median: 1000, min: 900, max: 1100, n: 3 })
+    const checked = targets([burst])
+    assert.equal(checked[0]?.value, 1000 / 800)
+    assert.equal(checked[0]?.met, true)
+    assert.equal(checked[1]?.met, false) // 2.5× Socket.IO, under 3×
+    assert.equal(checked[2]?.met, null) // steady not measured
+    const table = markdown([burst], checked)
+    assert.match(table, /\| deliveries per server CPU-s \(higher is better\) \| 1,000 \(900–1,100\) \| 800 \| 400 \| 1\.25× \| 2\.50× \|/)
+    assert.match(table, /Left out of the medians .*Switchboard run 3 \(3 deliveries lost\)/)
+    assert.match(table, /\| Burst: deliveries per server CPU-second ≥ 3× Socket\.IO \| 2\.50× \| \*\*missed\*\* \|/)
+    const svg = renderChart([burst], 'test run')
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/)
+    assert.equal(svg.match(/<rect x=/g)?.length, 3)
+    assert.match(svg, /not measured in this run/)
+    assert.match(svg, /<\/svg>\n$/)
   })
 })

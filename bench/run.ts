@@ -1,0 +1,218 @@
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import type { BenchReport } from '../src/cli/bench/report.js'
+import { renderChart } from './chart.js'
+import { cleanRun, connectionLimits, scenarios, type Scenario, type Size } from './scenarios.js'
+import { ADAPTERS, clusterServices, GENERATOR_CPU, HAS_TASKSET, ROOT, SERVER_CPU, spawnPinned, startTarget, type RunningTarget, type Variant } from './servers.js'
+import { markdown, summarise, targets, type RunRecord, type ScenarioResult } from './summary.js'
+
+/**
+ * The benchmark suite (issue 6, docs/performance.md): every scenario runs every server in
+ * turn, in alternating order, several times, each against a fresh server process pinned to
+ * CPU 0 with the load generator (`switchboard bench`) pinned to CPU 1; the medians, ranges
+ * and ratios go to bench/results/<date>.json, a markdown table and an SVG chart.
+ *
+ *   node --import tsx bench/run.ts [--quick] [--runs N] [--only burst,steady,…] [--cpu-prof] [--update-docs]
+ */
+
+const USAGE = `bench/run.ts — the benchmark suite (docs/performance.md)
+  --quick          small sizes, one run each: under two minutes (npm run bench:quick)
+  --runs N         runs per scenario and server (default: 3, quick: 1)
+  --only IDS       comma-separated scenarios: burst, steady, rooms, idle, handshakes, two-nodes
+  --peers NAMES    comma-separated servers (default: all): switchboard, ws-framed, ws-naive, socketio
+  --cpu-prof       write a V8 CPU profile of every server process to bench/results/profiles/
+  --update-docs    write the table and chart into docs/performance.md and docs/performance.svg`
+
+const GENERATOR_TIMEOUT_MS = 10 * 60_000
+const RESULTS = join(ROOT, 'bench', 'results')
+const DOC = join(ROOT, 'docs', 'performance.md')
+const BEGIN = '<!-- bench:results:begin -->'
+const END = '<!-- bench:results:end -->'
+
+function log (text: string): void {
+  process.stderr.write(text + '\n')
+}
+
+/** One `switchboard bench --json` on the generator's CPU, against a running server. */
+function generate (target: RunningTarget, scenario: Scenario, configDir: string): Promise<{ report: BenchReport | undefined, stderr: string }> {
+  const args = [
+    '--import', 'tsx', 'src/cli/index.ts', 'bench', ...scenario.args,
+    '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
+    ...(target.token === undefined ? [] : ['--token', target.token]),
+    ...(target.publisherUrl === undefined ? [] : ['--publisher-url', target.publisherUrl])
+  ]
+  // No stored CLI session: the token is passed explicitly.
+  const child = spawnPinned(GENERATOR_CPU, args, { SWITCHBOARD_CONFIG: join(configDir, 'none.json'), NODE_ENV: 'production' })
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
+  child.stderr?.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-16_384) })
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
+    child.once('exit', () => {
+      clearTimeout(timer)
+      let report: BenchReport | undefined
+      try { report = JSON.parse(stdout) as BenchReport } catch { report = undefined }
+      resolve({ report, stderr })
+    })
+  })
+}
+
+interface Machine {
+  cpus: number
+  cpuModel: string
+  memoryGiB: number
+  os: string
+  node: string
+  commit: string
+  taskset: { server: string, generator: string } | null
+  loadAverageAtStart: number[]
+  loadAverageAtEnd?: number[]
+}
+
+function machine (): Machine {
+  const cpus = os.cpus()
+  let commit = 'unknown'
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
+  } catch { /* not a checkout */ }
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30 * 10) / 10,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    commit,
+    taskset: HAS_TASKSET ? { server: `CPU ${SERVER_CPU}`, generator: `CPU ${GENERATOR_CPU}` } : null,
+    loadAverageAtStart: os.loadavg().map(n => Math.round(n * 100) / 100)
+  }
+}
+
+async function runScenario (s: Scenario, runs: number, peers: Set<Variant>, cpuProfDir: string | undefined, configDir: string): Promise<ScenarioResult> {
+  const extra = Object.fromEntries(Object.entries(s.raise).map(([k, v]) => [k, v.value]))
+  const switchboardEnv = { ...connectionLimits(s), ...extra }
+  const variants = s.variants.filter(v => peers.has(v === 'switchboard-2-nodes' ? 'switchboard' : v))
+  const result: ScenarioResult = { id: s.id, title: s.title, description: s.description, args: s.args, switchboardEnv, runs: [], summary: {} }
+  if (s.id === 'two-nodes') {
+    const missing = await clusterServices()
+    if (missing !== undefined) {
+      log(`[${s.id}] skipped: ${missing}`)
+      return { ...result, skipped: missing }
+    }
+  }
+  const rooms = Array.from({ length: s.rooms }, (_, i) => `bench-${i}`)
+  for (let run = 0; run < runs; run++) {
+    // Alternating order: whichever server runs first or last in a noisy stretch changes.
+    const order = run % 2 === 0 ? variants : [...variants].reverse()
+    for (const [position, variant] of order.entries()) {
+      const target = await startTarget(variant, { rooms, env: switchboardEnv, ...(cpuProfDir === undefined ? {} : { cpuProfDir }) })
+      let outcome: Awaited<ReturnType<typeof generate>>
+      try {
+        outcome = await generate(target, s, configDir)
+      } finally {
+        await target.stop()
+      }
+      const { report, stderr } = outcome
+      if (report === undefined) throw new Error(`[${s.id}] ${variant}: the generator printed no report\n${stderr}`)
+      const record: RunRecord = { variant, run, position, clean: cleanRun(report), metrics: s.metrics(report), warnings: report.warnings }
+      result.runs.push(record)
+      const shown = Object.entries(record.metrics).slice(0, 3).map(([k, v]) => `${k} ${v === null ? '–' : Math.round(v * 1000) / 1000}`).join(', ')
+      log(`[${s.id}] run ${run + 1}/${runs} ${variant}: ${shown}${record.clean ? '' : ` (NOT CLEAN: ${report.warnings[0] ?? `${report.deliveries.lost} lost`})`}`)
+    }
+  }
+  result.summary = summarise(result.runs)
+  return result
+}
+
+/** Replaces the generated part of docs/performance.md (between the markers) with `text`. */
+function updateDoc (text: string): void {
+  const doc = readFileSync(DOC, 'utf8')
+  const begin = doc.indexOf(BEGIN)
+  const end = doc.indexOf(END)
+  if (begin < 0 || end < begin) throw new Error(`${DOC}: the markers ${BEGIN} … ${END} are missing`)
+  writeFileSync(DOC, doc.slice(0, begin + BEGIN.length) + '\n' + text + doc.slice(end))
+}
+
+async function main (): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      runs: { type: 'string' },
+      only: { type: 'string' },
+      peers: { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+      'update-docs': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false }
+    }
+  })
+  if (values.help) {
+    process.stdout.write(USAGE + '\n')
+    return
+  }
+  const size: Size = values.quick ? 'quick' : 'full'
+  const runs = values.runs === undefined ? (values.quick ? 1 : 3) : Number(values.runs)
+  if (!Number.isInteger(runs) || runs < 1 || runs > 20) throw new Error('--runs: a whole number from 1 to 20')
+  const all = scenarios(size)
+  const only = values.only?.split(',')
+  const chosen = only === undefined ? all : all.filter(s => only.includes(s.id))
+  if (chosen.length === 0) throw new Error(`--only: none of ${all.map(s => s.id).join(', ')}`)
+  const peers = new Set((values.peers?.split(',') ?? ['switchboard', 'ws-framed', 'ws-naive', 'socketio']) as Variant[])
+  const cpuProfDir = values['cpu-prof'] ? join(RESULTS, 'profiles') : undefined
+  if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
+
+  const started = new Date()
+  const description = machine()
+  log(`benchmark suite (${size}, ${runs} run${runs === 1 ? '' : 's'} each) on ${description.cpus} × ${description.cpuModel}; ${HAS_TASKSET ? `server on CPU ${SERVER_CPU}, generator on CPU ${GENERATOR_CPU}` : 'no taskset: server and generator share the CPUs'}`)
+  const configDir = mkdtempSync(join(os.tmpdir(), 'switchboard-bench-cli-'))
+  const results: ScenarioResult[] = []
+  try {
+    for (const s of chosen) results.push(await runScenario(s, runs, peers, cpuProfDir, configDir))
+  } finally {
+    rmSync(configDir, { recursive: true, force: true })
+  }
+  const targetResults = targets(results)
+  const seconds = Math.round((Date.now() - started.getTime()) / 1000)
+  const stamp = started.toISOString().slice(0, 10) + (size === 'quick' ? '-quick' : '')
+  const caption = `Switchboard benchmark ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${size}, ${runs} run${runs === 1 ? '' : 's'}, ${description.cpus} × ${description.cpuModel}`
+  const table = markdown(results, targetResults)
+  const svg = renderChart(results, caption)
+  const json = {
+    date: started.toISOString(),
+    size,
+    runs,
+    durationS: seconds,
+    machine: { ...description, loadAverageAtEnd: os.loadavg().map(n => Math.round(n * 100) / 100) },
+    scenarios: results,
+    targets: targetResults
+  }
+  mkdirSync(RESULTS, { recursive: true })
+  writeFileSync(join(RESULTS, `${stamp}.json`), JSON.stringify(json, null, 2) + '\n')
+  writeFileSync(join(RESULTS, `${stamp}.md`), table)
+  writeFileSync(join(RESULTS, `${stamp}.svg`), svg)
+  if (values['update-docs']) {
+    writeFileSync(join(ROOT, 'docs', 'performance.svg'), svg)
+    const m = json.machine
+    updateDoc([
+      `Latest run: ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC (${size}, ${runs} runs per server, ${seconds} s), commit \`${m.commit}\`,`,
+      `on ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node};`,
+      `${m.taskset === null ? 'no taskset: server and generator shared the CPUs' : `server pinned to CPU ${SERVER_CPU}, generator to CPU ${GENERATOR_CPU} (taskset)`};`,
+      `load average ${m.loadAverageAtStart.join(' / ')} at the start, ${(m.loadAverageAtEnd ?? []).join(' / ')} at the end.`,
+      `Raw results: [bench/results/${stamp}.json](../bench/results/${stamp}.json).`,
+      '',
+      '![Throughput, latency, memory and handshakes per server](performance.svg)',
+      '',
+      table.replace(/^### /gm, '#### ')
+    ].join('\n'))
+  }
+  process.stdout.write(table)
+  log(`\nwrote bench/results/${stamp}.json, .md and .svg in ${seconds} s${values['update-docs'] ? '; updated docs/performance.md and docs/performance.svg' : ''}`)
+  for (const t of targetResults) log(`  ${t.met === null ? 'not measured' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}`)
+}
+
+main().catch((err: unknown) => {
+  log(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}`)
+  process.exit(1)
+})

@@ -1,0 +1,169 @@
+import type { Scenario } from './scenarios.js'
+import type { Variant } from './servers.js'
+
+/**
+ * Medians, ranges, ratios and the BAR.md targets of a suite run, and the markdown table.
+ * Ratios, not absolute numbers, are what the suite reports: the machine is shared and noisy,
+ * and servers measured in alternating order in one run drift together.
+ */
+
+export interface RunRecord {
+  variant: Variant
+  run: number
+  /** Position in that run's order (the order alternates between runs). */
+  position: number
+  clean: boolean
+  metrics: Record<string, number | null>
+  warnings: string[]
+}
+
+export interface Spread { median: number, min: number, max: number, n: number }
+
+export interface ScenarioResult {
+  id: Scenario['id']
+  title: string
+  description: string
+  args: string[]
+  /** Switchboard settings this scenario ran with (beyond the common ones). */
+  switchboardEnv: Record<string, string>
+  runs: RunRecord[]
+  /** Per variant, per metric, over the clean runs. */
+  summary: Partial<Record<Variant, Record<string, Spread>>>
+  skipped?: string
+}
+
+export interface TargetResult {
+  target: string
+  measured: string
+  value: number | null
+  limit: number
+  met: boolean | null
+}
+
+export function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+export function summarise (runs: RunRecord[]): ScenarioResult['summary'] {
+  const out: ScenarioResult['summary'] = {}
+  for (const variant of new Set(runs.map(r => r.variant))) {
+    const clean = runs.filter(r => r.variant === variant && r.clean)
+    const metrics: Record<string, Spread> = {}
+    for (const key of new Set(clean.flatMap(r => Object.keys(r.metrics)))) {
+      const values = clean.map(r => r.metrics[key]).filter((v): v is number => typeof v === 'number')
+      if (values.length > 0) metrics[key] = { median: median(values), min: Math.min(...values), max: Math.max(...values), n: values.length }
+    }
+    out[variant] = metrics
+  }
+  return out
+}
+
+function get (results: ScenarioResult[], id: Scenario['id'], variant: Variant, metric: string): number | null {
+  return results.find(s => s.id === id)?.summary[variant]?.[metric]?.median ?? null
+}
+
+function ratio (a: number | null, b: number | null): number | null {
+  return a === null || b === null || b === 0 ? null : a / b
+}
+
+const r2 = (n: number | null): string => n === null ? '–' : `${n.toFixed(2)}×`
+
+/** The targets of BAR.md "Performance", each measured as a ratio of medians (or an absolute bound). */
+export function targets (results: ScenarioResult[]): TargetResult[] {
+  const out: TargetResult[] = []
+  const atLeast = (target: string, value: number | null, limit: number, measured = r2(value)): void => {
+    out.push({ target, measured, value, limit, met: value === null ? null : value >= limit })
+  }
+  const atMost = (target: string, value: number | null, limit: number, measured = r2(value)): void => {
+    out.push({ target, measured, value, limit, met: value === null ? null : value <= limit })
+  }
+  const burst = get(results, 'burst', 'switchboard', 'deliveriesPerCpuS')
+  atLeast('Burst: deliveries per server CPU-second ≥ 1× the frame-once ws hub', ratio(burst, get(results, 'burst', 'ws-framed', 'deliveriesPerCpuS')), 1)
+  atLeast('Burst: deliveries per server CPU-second ≥ 3× Socket.IO', ratio(burst, get(results, 'burst', 'socketio', 'deliveriesPerCpuS')), 3)
+  atMost('Steady: p99 delivery latency ≤ 1.2× the frame-once ws hub', ratio(get(results, 'steady', 'switchboard', 'p99Ms'), get(results, 'steady', 'ws-framed', 'p99Ms')), 1.2)
+  const rss = get(results, 'idle', 'switchboard', 'rssPerConnBytes')
+  atMost('Idle: RSS per authenticated connection ≤ 10 KB (10,000 bytes)', rss, 10_000, rss === null ? '–' : `${(rss / 1000).toFixed(1)} KB`)
+  atMost('Idle: RSS per connection ≤ 0.65× Socket.IO', ratio(rss, get(results, 'idle', 'socketio', 'rssPerConnBytes')), 0.65)
+  atLeast('Handshakes: connects per server CPU-second ≥ 0.7× the ws hub', ratio(get(results, 'handshakes', 'switchboard', 'connectsPerCpuS'), get(results, 'handshakes', 'ws-framed', 'connectsPerCpuS')), 0.7)
+  const one = get(results, 'two-nodes', 'switchboard', 'p50Ms')
+  const two = get(results, 'two-nodes', 'switchboard-2-nodes', 'p50Ms')
+  const hop = one === null || two === null ? null : two - one
+  atMost('Two nodes: the Redis hop adds ≤ 1 ms at p50', hop, 1, hop === null ? '–' : `${hop.toFixed(2)} ms`)
+  return out
+}
+
+/** How each metric reads in the table: label, unit, and which way is better. */
+export const METRICS: Record<string, { label: string, unit: string, better: 'higher' | 'lower' }> = {
+  deliveriesPerCpuS: { label: 'deliveries per server CPU-s', unit: '', better: 'higher' },
+  deliveriesPerS: { label: 'deliveries/s (wall, generator-bound)', unit: '', better: 'higher' },
+  p50Ms: { label: 'latency p50', unit: ' ms', better: 'lower' },
+  p99Ms: { label: 'latency p99', unit: ' ms', better: 'lower' },
+  p999Ms: { label: 'latency p99.9', unit: ' ms', better: 'lower' },
+  cpuS: { label: 'server CPU', unit: ' s', better: 'lower' },
+  rssPerConnBytes: { label: 'RSS per connection', unit: ' KB', better: 'lower' },
+  connectCpuS: { label: 'server CPU to connect', unit: ' s', better: 'lower' },
+  connectsPerCpuS: { label: 'connects per server CPU-s', unit: '', better: 'higher' },
+  connectsPerS: { label: 'connects/s (wall)', unit: '', better: 'higher' },
+  p99ConnectMs: { label: 'connect time p99', unit: ' ms', better: 'lower' }
+}
+
+function num (n: number, key: string): string {
+  if (key === 'rssPerConnBytes') return (n / 1000).toFixed(1)
+  if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString('en-US')
+  // Three significant digits, without trailing zeros after the point (900 stays 900).
+  const text = n.toPrecision(3)
+  return text.includes('.') ? text.replace(/\.?0+$/, '') : text
+}
+
+function cell (s: Spread | undefined, key: string): string {
+  if (s === undefined) return '–'
+  const unit = METRICS[key]?.unit ?? ''
+  return s.n === 1 ? `${num(s.median, key)}${unit}` : `${num(s.median, key)}${unit} (${num(s.min, key)}–${num(s.max, key)})`
+}
+
+const NAMES: Record<Variant, string> = {
+  switchboard: 'Switchboard',
+  'switchboard-2-nodes': 'Switchboard, 2 nodes',
+  'ws-framed': 'ws frame-once',
+  'ws-naive': 'ws naive',
+  socketio: 'Socket.IO 4'
+}
+
+export function variantName (v: Variant): string {
+  return NAMES[v]
+}
+
+/** The tables of docs/performance.md: one per scenario (medians, range, Switchboard ÷ each peer), then the targets. */
+export function markdown (results: ScenarioResult[], targetResults: TargetResult[]): string {
+  const lines: string[] = []
+  for (const s of results) {
+    lines.push(`### ${s.title}`, '', `${s.description}.`, '')
+    if (s.skipped !== undefined) {
+      lines.push(`Skipped: ${s.skipped}.`, '')
+      continue
+    }
+    const variants = Object.keys(s.summary) as Variant[]
+    const others = variants.filter(v => v !== 'switchboard')
+    lines.push(
+      `| Measure | ${variants.map(variantName).join(' | ')} | ${others.map(v => `Switchboard ÷ ${variantName(v)}`).join(' | ')} |`,
+      `|---|${variants.map(() => '---:').join('|')}|${others.map(() => '---:').join('|')}|`
+    )
+    const keys = [...new Set(variants.flatMap(v => Object.keys(s.summary[v] ?? {})))]
+    for (const key of keys) {
+      const meta = METRICS[key]
+      const own = s.summary.switchboard?.[key]?.median ?? null
+      const label = meta === undefined ? key : `${meta.label} (${meta.better} is better)`
+      lines.push(`| ${label} | ${variants.map(v => cell(s.summary[v]?.[key], key)).join(' | ')} | ${others.map(v => r2(ratio(own, s.summary[v]?.[key]?.median ?? null))).join(' | ')} |`)
+    }
+    const unclean = s.runs.filter(r => !r.clean)
+    if (unclean.length > 0) {
+      lines.push('', `Left out of the medians (the server refused, closed or lost part of the load): ${unclean.map(r => `${variantName(r.variant)} run ${r.run + 1} (${r.warnings[0] ?? 'lost or duplicate deliveries'})`).join('; ')}.`)
+    }
+    lines.push('')
+  }
+  lines.push('### Targets (BAR.md)', '', '| Target | Measured | Met |', '|---|---:|---|')
+  for (const t of targetResults) lines.push(`| ${t.target} | ${t.measured} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**missed**'} |`)
+  return lines.join('\n') + '\n'
+}
