@@ -53,7 +53,9 @@ export function scenarios (size: Size): Scenario[] {
       title: '1. Burst fan-out',
       description: `1 room, ${burstSubs} subscribers, 100-byte messages, ${burstMessages} messages as fast as backpressure allows`,
       variants: PEERS,
-      args: ['--subscribers', String(burstSubs), '--rooms', '1', '--publishers', '1', '--burst', '--messages', String(burstMessages), '--size', '100', '--drain-ms', '10000'],
+      // --duration is the burst's cap on writing: far above what the slowest peer needs, so
+      // every server sends every message (a capped run would leave messages unsent).
+      args: ['--subscribers', String(burstSubs), '--rooms', '1', '--publishers', '1', '--burst', '--messages', String(burstMessages), '--size', '100', '--duration', '120', '--drain-ms', '10000'],
       rooms: 1,
       connections: burstSubs + 1,
       raise: {
@@ -122,7 +124,7 @@ export function scenarios (size: Size): Scenario[] {
     {
       id: 'two-nodes',
       title: '6. Two nodes through Redis',
-      description: `scenario 2 with subscribers on node A and the publisher on node B (Redis pub/sub, PostgreSQL), against one node`,
+      description: 'Scenario 2 with the subscribers on node A and the publisher on node B (Redis pub/sub, PostgreSQL), against scenario 2 on one node; server CPU is node A only',
       variants: ['switchboard', 'switchboard-2-nodes'],
       args: steadyArgs,
       rooms: 1,

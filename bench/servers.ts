@@ -100,8 +100,12 @@ async function stopChild (child: ChildProcess, exited: Promise<void>): Promise<v
   }
 }
 
+/**
+ * One folder per server: node names each profile after its pid and thread (tsx's loader runs
+ * in a worker thread of its own, whose profile a fixed --cpu-prof-name would overwrite).
+ */
 function profileArgs (dir: string | undefined, name: string): string[] {
-  return dir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`]
+  return dir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`]
 }
 
 /** A peer of bench/peers/, ready once it printed `ready PORT`. */

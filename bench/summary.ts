@@ -146,16 +146,22 @@ export function markdown (results: ScenarioResult[], targetResults: TargetResult
     }
     const variants = Object.keys(s.summary) as Variant[]
     const others = variants.filter(v => v !== 'switchboard')
+    // Scenario 6 compares Switchboard with itself: there the ratio reads "2 nodes ÷ 1 node".
+    const header = (v: Variant): string => v === 'switchboard-2-nodes' ? `${variantName(v)} ÷ Switchboard` : `Switchboard ÷ ${variantName(v)}`
+    const compare = (v: Variant, key: string): string => {
+      const theirs = s.summary[v]?.[key]?.median ?? null
+      const own = s.summary.switchboard?.[key]?.median ?? null
+      return r2(v === 'switchboard-2-nodes' ? ratio(theirs, own) : ratio(own, theirs))
+    }
     lines.push(
-      `| Measure | ${variants.map(variantName).join(' | ')} | ${others.map(v => `Switchboard ÷ ${variantName(v)}`).join(' | ')} |`,
+      `| Measure | ${variants.map(variantName).join(' | ')} | ${others.map(header).join(' | ')} |`,
       `|---|${variants.map(() => '---:').join('|')}|${others.map(() => '---:').join('|')}|`
     )
     const keys = [...new Set(variants.flatMap(v => Object.keys(s.summary[v] ?? {})))]
     for (const key of keys) {
       const meta = METRICS[key]
-      const own = s.summary.switchboard?.[key]?.median ?? null
       const label = meta === undefined ? key : `${meta.label} (${meta.better} is better)`
-      lines.push(`| ${label} | ${variants.map(v => cell(s.summary[v]?.[key], key)).join(' | ')} | ${others.map(v => r2(ratio(own, s.summary[v]?.[key]?.median ?? null))).join(' | ')} |`)
+      lines.push(`| ${label} | ${variants.map(v => cell(s.summary[v]?.[key], key)).join(' | ')} | ${others.map(v => compare(v, key)).join(' | ')} |`)
     }
     const unclean = s.runs.filter(r => !r.clean)
     if (unclean.length > 0) {
