@@ -44,7 +44,8 @@ function panel (p: Panel, result: ScenarioResult | undefined, x: number, y: numb
     return { svg: parts.join(''), height: 60 }
   }
   const top = Math.max(...spreads.map(s => s.max)) * 1.15
-  const plotW = PANEL_W - LABEL_W - 10
+  // Room on the right for the value label of the longest bar.
+  const plotW = PANEL_W - LABEL_W - 90
   const scale = (n: number): number => (n / top) * plotW
   let cy = y + 26
   for (const v of variants) {

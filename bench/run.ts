@@ -1,13 +1,13 @@
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { BenchReport } from '../src/cli/bench/report.js'
 import { renderChart } from './chart.js'
 import { cleanRun, connectionLimits, scenarios, type Scenario, type Size } from './scenarios.js'
 import { ADAPTERS, clusterServices, GENERATOR_CPU, HAS_TASKSET, ROOT, SERVER_CPU, spawnPinned, startTarget, type RunningTarget, type Variant } from './servers.js'
-import { markdown, summarise, targets, type RunRecord, type ScenarioResult } from './summary.js'
+import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type TargetResult } from './summary.js'
 
 /**
  * The benchmark suite (issue 6, docs/performance.md): every scenario runs every server in
@@ -15,7 +15,7 @@ import { markdown, summarise, targets, type RunRecord, type ScenarioResult } fro
  * CPU 0 with the load generator (`switchboard bench`) pinned to CPU 1; the medians, ranges
  * and ratios go to bench/results/<date>.json, a markdown table and an SVG chart.
  *
- *   node --import tsx bench/run.ts [--quick] [--runs N] [--only burst,steady,…] [--cpu-prof] [--update-docs]
+ *   node --import tsx bench/run.ts [--quick] [--runs N] [--only burst,steady,…] [--cpu-prof] [--update-docs] [--from FILE]
  */
 
 const USAGE = `bench/run.ts — the benchmark suite (docs/performance.md)
@@ -24,7 +24,8 @@ const USAGE = `bench/run.ts — the benchmark suite (docs/performance.md)
   --only IDS       comma-separated scenarios: burst, steady, rooms, idle, handshakes, two-nodes
   --peers NAMES    comma-separated servers (default: all): switchboard, ws-framed, ws-naive, socketio
   --cpu-prof       write a V8 CPU profile of every server process to bench/results/profiles/
-  --update-docs    write the table and chart into docs/performance.md and docs/performance.svg`
+  --update-docs    write the table and chart into docs/performance.md and docs/performance.svg
+  --from FILE      no run: the table, chart and targets again from a results JSON`
 
 const GENERATOR_TIMEOUT_MS = 10 * 60_000
 const RESULTS = join(ROOT, 'bench', 'results')
@@ -145,11 +146,20 @@ async function main (): Promise<void> {
       peers: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
       'update-docs': { type: 'boolean', default: false },
+      from: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false }
     }
   })
   if (values.help) {
     process.stdout.write(USAGE + '\n')
+    return
+  }
+  mkdirSync(RESULTS, { recursive: true })
+  if (values.from !== undefined) {
+    // Tables, chart and targets again from a run's JSON (after a change to how they are drawn).
+    const suite = JSON.parse(readFileSync(values.from, 'utf8')) as Suite
+    suite.targets = targets(suite.scenarios)
+    report(suite, basename(values.from, '.json'), values['update-docs'])
     return
   }
   const size: Size = values.quick ? 'quick' : 'full'
@@ -173,30 +183,44 @@ async function main (): Promise<void> {
   } finally {
     rmSync(configDir, { recursive: true, force: true })
   }
-  const targetResults = targets(results)
-  const seconds = Math.round((Date.now() - started.getTime()) / 1000)
-  const stamp = started.toISOString().slice(0, 10) + (size === 'quick' ? '-quick' : '')
-  const caption = `Switchboard benchmark ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${size}, ${runs} run${runs === 1 ? '' : 's'}, ${description.cpus} × ${description.cpuModel}`
-  const table = markdown(results, targetResults)
-  const svg = renderChart(results, caption)
-  const json = {
+  const suite: Suite = {
     date: started.toISOString(),
     size,
     runs,
-    durationS: seconds,
+    durationS: Math.round((Date.now() - started.getTime()) / 1000),
     machine: { ...description, loadAverageAtEnd: os.loadavg().map(n => Math.round(n * 100) / 100) },
     scenarios: results,
-    targets: targetResults
+    targets: targets(results)
   }
-  mkdirSync(RESULTS, { recursive: true })
-  writeFileSync(join(RESULTS, `${stamp}.json`), JSON.stringify(json, null, 2) + '\n')
+  const stamp = suite.date.slice(0, 10) + (size === 'quick' ? '-quick' : '')
+  writeFileSync(join(RESULTS, `${stamp}.json`), JSON.stringify(suite, null, 2) + '\n')
+  report(suite, stamp, values['update-docs'])
+}
+
+interface Suite {
+  date: string
+  size: Size
+  runs: number
+  durationS: number
+  machine: Machine
+  scenarios: ScenarioResult[]
+  targets: TargetResult[]
+}
+
+/** Writes the table and the chart of a suite run next to its JSON (and into docs/ when asked), and prints the targets. */
+function report (suite: Suite, stamp: string, updateDocs: boolean): void {
+  const m = suite.machine
+  const when = suite.date.slice(0, 16).replace('T', ' ')
+  const plural = suite.runs === 1 ? '' : 's'
+  const caption = `Switchboard benchmark ${when} UTC, ${suite.size}, ${suite.runs} run${plural}, ${m.cpus} × ${m.cpuModel}`
+  const table = markdown(suite.scenarios, suite.targets)
+  const svg = renderChart(suite.scenarios, caption)
   writeFileSync(join(RESULTS, `${stamp}.md`), table)
   writeFileSync(join(RESULTS, `${stamp}.svg`), svg)
-  if (values['update-docs']) {
+  if (updateDocs) {
     writeFileSync(join(ROOT, 'docs', 'performance.svg'), svg)
-    const m = json.machine
     updateDoc([
-      `Latest run: ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC (${size}, ${runs} runs per server, ${seconds} s), commit \`${m.commit}\`,`,
+      `Latest run: ${when} UTC (${suite.size}, ${suite.runs} run${plural} per server, ${suite.durationS} s), commit \`${m.commit}\`,`,
       `on ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node};`,
       `${m.taskset === null ? 'no taskset: server and generator shared the CPUs' : `server pinned to CPU ${SERVER_CPU}, generator to CPU ${GENERATOR_CPU} (taskset)`};`,
       `load average ${m.loadAverageAtStart.join(' / ')} at the start, ${(m.loadAverageAtEnd ?? []).join(' / ')} at the end.`,
@@ -208,8 +232,8 @@ async function main (): Promise<void> {
     ].join('\n'))
   }
   process.stdout.write(table)
-  log(`\nwrote bench/results/${stamp}.json, .md and .svg in ${seconds} s${values['update-docs'] ? '; updated docs/performance.md and docs/performance.svg' : ''}`)
-  for (const t of targetResults) log(`  ${t.met === null ? 'not measured' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}`)
+  log(`\nwrote bench/results/${stamp}.md and .svg${updateDocs ? '; updated docs/performance.md and docs/performance.svg' : ''}`)
+  for (const t of suite.targets) log(`  ${t.met === null ? 'not measured' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}`)
 }
 
 main().catch((err: unknown) => {
