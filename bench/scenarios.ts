@@ -59,7 +59,8 @@ export function scenarios (size: Size): Scenario[] {
       rooms: 1,
       connections: burstSubs + 1,
       raise: {
-        WS_MESSAGES_BURST: { value: String(burstMessages + 100), why: `the one publisher sends all ${burstMessages} messages at once (default bucket: 100)` }
+        WS_MESSAGES_BURST: { value: String(burstMessages + 100), why: `the one publisher sends all ${burstMessages} messages at once (default bucket: 100)` },
+        PUBLISH_BURST_PER_USER: { value: String(burstMessages + 100), why: `the same ${burstMessages} messages are one user's (default bucket: 200)` }
       },
       metrics: (r) => ({
         deliveriesPerCpuS: r.server?.deliveriesPerCpuSecond ?? null,
@@ -88,7 +89,8 @@ export function scenarios (size: Size): Scenario[] {
       rooms: roomsCount,
       connections: roomsSubs + 10,
       raise: {
-        RATE_LIMIT_MAX: { value: String(roomsCount + 100), why: `set-up only: the admin creates the ${roomsCount} rooms over REST within a minute (default 600 requests a minute)` }
+        RATE_LIMIT_MAX: { value: String(roomsCount + 100), why: `set-up only: the ${roomsCount} rooms are created over REST within a minute (default 600 requests a minute)` },
+        PUBLISH_RATE_PER_USER: { value: '300', why: 'the ten publishers are one user sending 200 a second together (default 100); 300 leaves room for timer jitter' }
       },
       metrics: (r) => ({ ...latency(r), deliveriesPerCpuS: r.server?.deliveriesPerCpuSecond ?? null, cpuS: r.server?.cpuSeconds.run ?? null })
     },

@@ -55,7 +55,7 @@ export interface RunningTarget {
 }
 
 export interface StartOptions {
-  /** Rooms Switchboard must have (created by the admin, public). */
+  /** Rooms Switchboard must have (public, created by the bench user, who owns them). */
   rooms: string[]
   /** Switchboard limits this scenario raises (docs/performance.md says which and why). */
   env: Record<string, string>
