@@ -192,7 +192,10 @@ async function main (): Promise<void> {
     scenarios: results,
     targets: targets(results)
   }
-  const stamp = suite.date.slice(0, 10) + (size === 'quick' ? '-quick' : '')
+  // Only a full run of every scenario is the day's result (committed); a quick or partial run
+  // is named apart (and ignored by git), so it never overwrites it.
+  const partial = only !== undefined && chosen.length < all.length
+  const stamp = suite.date.slice(0, 10) + (size === 'quick' ? '-quick' : '') + (partial ? `-only-${chosen.map(s => s.id).join('-')}` : '')
   writeFileSync(join(RESULTS, `${stamp}.json`), JSON.stringify(suite, null, 2) + '\n')
   report(suite, stamp, values['update-docs'])
 }
