@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { Redis } from 'ioredis'
-import { deleteRedisKeys } from '../test/helper.js'
+import { deleteRedisKeys, dropSchema } from '../test/helper.js'
 import { freePort } from '../test/process.js'
 
 /**
@@ -234,7 +234,7 @@ async function startTwoNodes (options: StartOptions): Promise<RunningTarget> {
   const cleanup = async (): Promise<void> => {
     await Promise.all(nodes.map(n => stopChild(n.child, n.exited)))
     rmSync(dataDir, { recursive: true, force: true })
-    await dropSchema(schema).catch(() => {})
+    await dropSchema(DATABASE_URL, schema).catch(() => {})
     await deleteRedisKeys(REDIS_URL, prefix).catch(() => {})
   }
   try {
@@ -246,16 +246,6 @@ async function startTwoNodes (options: StartOptions): Promise<RunningTarget> {
   } catch (err) {
     await cleanup()
     throw err
-  }
-}
-
-async function dropSchema (schema: string): Promise<void> {
-  const client = new pg.Client({ connectionString: DATABASE_URL })
-  await client.connect()
-  try {
-    await client.query(`drop schema if exists ${schema} cascade`)
-  } finally {
-    await client.end()
   }
 }
 

@@ -105,19 +105,22 @@ export async function deleteRedisKeys (url: string, prefix: string): Promise<voi
   }
 }
 
+/** Drops a test's private PostgreSQL schema (and everything in it). */
+export async function dropSchema (url: string, schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    await client.query(`drop schema if exists ${schema} cascade`)
+  } finally {
+    await client.end()
+  }
+}
+
 /** A fresh, empty database for one test: an in-memory SQLite, or a new PostgreSQL schema dropped afterwards. */
 async function freshDatabase (t: TestContext, kind: StoreKind): Promise<Record<string, string>> {
   if (kind === 'sqlite') return { DATABASE_URL: 'sqlite::memory:' }
   const schema = `t_${randomBytes(6).toString('hex')}`
-  t.after(async () => {
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL })
-    await client.connect()
-    try {
-      await client.query(`drop schema if exists ${schema} cascade`)
-    } finally {
-      await client.end()
-    }
-  })
+  t.after(() => dropSchema(TEST_DATABASE_URL, schema))
   return { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema }
 }
 

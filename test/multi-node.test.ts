@@ -2,11 +2,10 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
-import pg from 'pg'
 import { WebSocket } from 'ws'
 import { SwitchboardClient } from '../src/client/index.js'
 import {
-  deleteRedisKeys, oneShotRequest, PASSWORD, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL,
+  deleteRedisKeys, dropSchema, oneShotRequest, PASSWORD, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL,
   wsConnect, type Reply, type WsClient, type WsFrame
 } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
@@ -60,13 +59,7 @@ async function cluster (t: TestContext, count: number, env: Record<string, strin
       await s.exited
     }))
     await deleteRedisKeys(TEST_REDIS_URL, keyPrefix).catch(() => {})
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL })
-    await client.connect()
-    try {
-      await client.query(`drop schema if exists ${schema} cascade`)
-    } finally {
-      await client.end()
-    }
+    await dropSchema(TEST_DATABASE_URL, schema)
   })
   const start = async (): Promise<Node> => {
     const server = await startServer(t, {
