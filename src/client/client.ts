@@ -544,7 +544,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         // for as long as the server said (the per-user publish rate is shared by every
         // connection of the user, so this connection's own pacing cannot see it).
         command.rateRetries++
-        ;(command.urgent ? this.urgent : this.queue).unshift(command)
+        insertInOrder(command.urgent ? this.urgent : this.queue, command)
         const retryAfterMs = (frame.error as { retryAfterMs?: unknown }).retryAfterMs
         const pause = typeof retryAfterMs === 'number' && retryAfterMs > 0 ? retryAfterMs * this.bucket.rate / 1000 : 0
         this.bucket.tokens = Math.min(this.bucket.tokens, 1 - Math.max(1, pause))
@@ -830,4 +830,14 @@ function queueFullError (max: number, idempotencyKey?: string): SwitchboardError
 
 function toError (err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))
+}
+
+/**
+ * Puts a refused command back before every later one (by id), so several commands refused in
+ * a row go out again in the order they were first sent.
+ */
+function insertInOrder (list: Array<{ id: number }>, command: { id: number }): void {
+  let index = 0
+  while (index < list.length && list[index]!.id < command.id) index++
+  list.splice(index, 0, command)
 }
