@@ -18,10 +18,11 @@ import {
   type MessageFrame,
   type RetryEvent,
   type SubscriptionEvent,
-  type SwitchboardClientOptions
+  type SwitchboardClientOptions,
+  type WebSocketConstructor
 } from '../src/client/index.js'
 import { build, tempDir, type TestApp } from './helper.js'
-import { ADMIN, baseEnv, freePort, ROOT, startServer, waitUntilReady, type ServerProcess } from './process.js'
+import { ADMIN, baseEnv, freePort, ROOT, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
 
 /*
  * The client SDK against real servers: in-process apps (build) for most tests, a real server
@@ -649,6 +650,57 @@ describe('client SDK: token refresh', () => {
     const browser = client({ url: srv.url, token: expired, getToken: shortToken, transport: 'browser', WebSocket })
     assert.equal((await browser.client.ready()).user.id, 'erin')
     assert.deepEqual([browser.retries, browser.errors], [[], []], 'connected at the first attempt')
+  })
+})
+
+/**
+ * What a browser's WebSocket shows of a refused handshake: nothing but a close with 1006 (no
+ * HTTP status, no headers). `ws` underneath, with its status-revealing events hidden.
+ */
+class BrowserLikeWebSocket {
+  onopen: ((event: unknown) => void) | null = null
+  onmessage: ((event: { data: unknown }) => void) | null = null
+  onclose: ((event: { code: number, reason: string }) => void) | null = null
+  onerror: ((event: unknown) => void) | null = null
+  private readonly ws: WebSocket
+  constructor (url: string, protocols?: string | string[]) {
+    this.ws = new WebSocket(url, protocols)
+    this.ws.on('open', () => this.onopen?.({}))
+    this.ws.on('message', (data, isBinary) => this.onmessage?.({ data: isBinary ? data : data.toString() }))
+    this.ws.on('close', (code, reason) => this.onclose?.({ code, reason: reason.toString() }))
+    this.ws.on('error', () => this.onerror?.({}))
+  }
+
+  get readyState (): number { return this.ws.readyState }
+  get protocol (): string { return this.ws.protocol }
+  send (data: string): void { this.ws.send(data) }
+  close (code?: number, reason?: string): void { this.ws.close(code, reason) }
+}
+
+describe('client SDK: a token refused before it expires, in a browser', () => {
+  it('after repeated failed handshakes the client asks getToken for a new token (stale: true) and connects', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    await srv.createUser('frank')
+    // Valid until its `exp`, but signed with another secret: the server answers 401, which a
+    // browser sees only as a failed connection.
+    const otherDeployment = await build(t, { env: { ...ENV, JWT_SECRET: 'another-secret-that-is-long-enough-for-hs256-!!' } })
+    const refused = otherDeployment.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID() })
+    const asked: boolean[] = []
+    const { client: c } = client({
+      url: srv.url,
+      token: refused,
+      getToken: ({ stale }) => {
+        asked.push(stale)
+        // A cache that hands out the same token until told it is stale, like most apps'.
+        return stale ? srv.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID() }) : refused
+      },
+      transport: 'browser',
+      WebSocket: BrowserLikeWebSocket as unknown as WebSocketConstructor,
+      reconnect: { baseMs: 10, capMs: 50 }
+    })
+    assert.equal((await withTimeout(c.ready(), WITHIN_MS, 'a connection with a new token')).user.id, 'frank')
+    assert.deepEqual(asked, [true], 'one request for a new token, after two failed handshakes')
   })
 })
 

@@ -18,6 +18,7 @@ import type {
   SubscribeResult,
   SubscriptionHandler,
   SwitchboardClientOptions,
+  TokenContext,
   WebSocketConstructor,
   WebSocketLike,
   WelcomeFrame
@@ -79,7 +80,7 @@ interface HandshakeFailure {
 export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly url: string
   private readonly mode: TransportMode
-  private readonly getToken: (() => string | Promise<string>) | undefined
+  private readonly getToken: ((context: TokenContext) => string | Promise<string>) | undefined
   private readonly apiKey: string | undefined
   private readonly WebSocketCtor: WebSocketConstructor | undefined
   private readonly baseMs: number
@@ -104,6 +105,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private token: string | undefined
   private tokenExpiresAt: number | null = null
   private tokenStale = false
+  /** Attempts in a row whose socket closed before the welcome, with no HTTP status seen. */
+  private closedBeforeWelcome = 0
   private tokenFresh = false
 
   private nextId = 1
@@ -293,7 +296,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.tokenFresh = false
       const expired = this.tokenExpiresAt !== null && this.tokenExpiresAt <= Date.now()
       if (this.getToken !== undefined && (this.token === undefined || this.tokenStale || expired)) {
-        const token = await this.getToken()
+        const token = await this.getToken({ stale: this.tokenStale })
         if (generation !== this.generation) return
         this.token = token
         this.tokenStale = false
@@ -332,6 +335,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     }
     socket.onclose = (event: { code: number, reason: string }) => {
       if (this.socket !== socket) return
+      if (welcomed) this.closedBeforeWelcome = 0
+      else if (failure === undefined) this.closedBeforeWelcome++
       this.lost(event.code, event.reason, failure)
     }
     // ws only: the HTTP status of a refused handshake (401, 403, 429, 503) and Retry-After.
@@ -381,6 +386,12 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         terminal = reason
       }
       this.emit('error', new SwitchboardError(failure.status === 401 ? 'unauthorized' : failure.status === 403 ? 'forbidden' : 'unavailable', reason, terminal === null))
+    } else if (this.mode === 'browser' && this.getToken !== undefined && isPowerOfTwo(this.closedBeforeWelcome) && this.closedBeforeWelcome >= 2) {
+      // A browser cannot see why a handshake failed: a 401 (a token refused before its `exp`,
+      // e.g. after the server's secret changed) looks like a network failure. After 2, 4, 8, …
+      // such failures in a row, ask for a new token, so a refused one is not retried until it
+      // expires, while an outage costs only a few token requests.
+      this.tokenStale = true
     } else if (code === 4001) {
       // Without getToken the token cannot be renewed, and reconnecting with it would get 401.
       if (this.getToken !== undefined) this.tokenStale = true
@@ -726,7 +737,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     const previous = this.tokenExpiresAt
     let token: string
     try {
-      token = await this.getToken!()
+      token = await this.getToken!({ stale: false })
     } catch (err) {
       if (generation !== this.generation) return
       this.emit('error', toError(err))
@@ -840,4 +851,8 @@ function insertInOrder (list: Array<{ id: number }>, command: { id: number }): v
   let index = 0
   while (index < list.length && list[index]!.id < command.id) index++
   list.splice(index, 0, command)
+}
+
+function isPowerOfTwo (n: number): boolean {
+  return n > 0 && (n & (n - 1)) === 0
 }

@@ -31,6 +31,7 @@ export type {
   SubscriptionHandler,
   SubscriptionState,
   SwitchboardClientOptions,
+  TokenContext,
   UnsubscribeReason,
   WebSocketConstructor,
   WebSocketLike,

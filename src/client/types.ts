@@ -118,13 +118,23 @@ export interface WebSocketLike {
 /** A WebSocket constructor: the browser's (two arguments) or `ws`'s (the third carries headers). */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: { headers?: Record<string, string> }) => WebSocketLike
 
+export interface TokenContext {
+  /** The current token was refused or is suspected to be: a cached token will not do. */
+  stale: boolean
+}
+
 export interface SwitchboardClientOptions {
   /** `ws://host:port/ws` or `wss://…`; `http(s)://` is accepted, and a bare origin gets `/ws`. */
   url: string
   /** An access token (JWT). With `getToken` too, it is used for the first connection. */
   token?: string
-  /** Returns a fresh access token: called before the first connection (without `token`), before the token expires (sent as `refresh`), and after a 4001 close or a 401 handshake. */
-  getToken?: () => string | Promise<string>
+  /**
+   * Returns an access token: called before the first connection (without `token`), before the
+   * token expires (sent as `refresh`), and after a 4001 close or a 401 handshake. With
+   * `stale: true` the token in use was refused, or (in a browser, which cannot see a
+   * handshake's HTTP status) may have been: return a new one, not a cached copy.
+   */
+  getToken?: (context: TokenContext) => string | Promise<string>
   /** An API key (`sbk_…`): Node only, browsers cannot send the header. */
   apiKey?: string
   /** A WebSocket constructor to use instead of the browser's or `ws`. */

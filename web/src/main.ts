@@ -67,7 +67,8 @@ function signedIn (user: User): void {
     url: location.origin,
     // The SDK asks shortly before the token expires, after a 4001 close and before connecting
     // with an expired token: the session renews it through /auth/refresh when needed.
-    getToken: () => session.token()
+    // stale: the SDK saw the token refused, or suspects it (a browser cannot see a 401): renew it.
+    getToken: ({ stale }) => session.token(stale)
   })
   client.on('error', (err) => { console.warn('switchboard:', err.message) })
   // The personal room (docs/protocol.md §11): what services send to this user shows up on any
