@@ -19,7 +19,6 @@ export interface Metrics {
   close(): void
 }
 
-
 declare module 'fastify' {
   interface FastifyInstance {
     metrics: Metrics

@@ -23,8 +23,6 @@ const RAISED = {
   PUBLISH_RATE_PER_USER: '0'
 }
 
-
-
 function report (run: Run): BenchReport {
   assert.equal(run.code, 0, `exit ${run.code}\nstderr:\n${run.stderr}\nstdout:\n${run.stdout}`)
   return JSON.parse(run.stdout) as BenchReport

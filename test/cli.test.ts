@@ -19,7 +19,6 @@ function cliProcess (configFile: string, args: string[]): { child: ReturnType<ty
   return { child, stdout: () => stdout, exited: new Promise(resolve => child.once('exit', code => resolve(code))) }
 }
 
-
 async function loggedIn (t: TestContext, server: TestApp, user: string, role: 'user' | 'admin' = 'user'): Promise<string> {
   const config = join(tempDir(t), 'config.json')
   await server.createUser(user, role)

@@ -110,7 +110,6 @@ export function baseEnv (dataDir: string): Record<string, string> {
   }
 }
 
-
 export interface CliRun { code: number | null, stdout: string, stderr: string }
 
 /** Runs the real CLI as a child process, as a user would. */
