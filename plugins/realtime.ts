@@ -9,7 +9,7 @@ import type { Engine, StreamOptions } from '../src/realtime/engine.js'
 import { RealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
-import { redactRedisUrl } from '../src/redis.js'
+import { describeRedisEndpoint } from '../src/redis.js'
 import { createRealtimeNode, type Authorizer, type RealtimeNode, type RoomOperation } from '../src/realtime/node.js'
 import { prepareWsFrame } from '../src/realtime/ws-transport.js'
 
@@ -40,12 +40,15 @@ export default fp(async (app) => {
     ? createMemoryEngine()
     : await createRedisEngine({
       url: redis.url,
+      sentinels: redis.sentinels,
+      sentinelMaster: redis.sentinelMaster,
+      ...(redis.sentinelPassword === undefined ? {} : { sentinelPassword: redis.sentinelPassword }),
       keyPrefix: redis.keyPrefix,
       presenceTtlSeconds: redis.presenceTtlSeconds,
       log: app.log.child({ component: 'redis-engine' })
     })
   if (redis === null) app.log.info({ engine: 'memory' }, 'real-time engine: in-memory (single node)')
-  else app.log.info({ engine: 'redis', redis: redactRedisUrl(redis.url), keyPrefix: redis.keyPrefix }, 'real-time engine: redis')
+  else app.log.info({ engine: 'redis', ...describeRedisEndpoint(redis), keyPrefix: redis.keyPrefix }, 'real-time engine: redis')
   app.decorate('realtimeEngine', engine)
   const metrics = app.realtimeMetrics
 

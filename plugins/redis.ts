@@ -22,7 +22,7 @@ export default fp(async (app) => {
     app.decorate('redis', null)
     return
   }
-  const conn = createRedisConnection(redis.url, { name: 'switchboard-limits', log: app.log.child({ component: 'redis-limits' }) })
+  const conn = createRedisConnection(redis, { name: 'switchboard-limits', log: app.log.child({ component: 'redis-limits' }) })
   try {
     await conn.connect()
   } catch (err) {

@@ -55,6 +55,9 @@ export const EnvSchema = Type.Object({
   PUBLISH_BURST_PER_USER: Type.Integer({ minimum: 1, default: 200 }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
   // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
+  REDIS_SENTINELS: Type.Optional(Type.String({ pattern: '^[^,\\s:]+:[0-9]{1,5}(,[^,\\s:]+:[0-9]{1,5})*$', description: 'host:port of Redis Sentinels (comma-separated): the master named REDIS_SENTINEL_MASTER is found through them and followed on failover' })),
+  REDIS_SENTINEL_MASTER: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', default: 'mymaster' }),
+  REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
   REDIS_KEY_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'sb:' }),
   PRESENCE_TTL_SECONDS: Type.Integer({ minimum: 2, maximum: 3600, default: 30 })
 })
@@ -114,6 +117,10 @@ export interface Config {
   /** The Redis engine (scale-out); null: the in-memory engine of this process. */
   redis: {
     url: string
+    /** Sentinels to find the master through (the URL's host and port are then unused); null: the URL's host. */
+    sentinels: Array<{ host: string, port: number }> | null
+    sentinelMaster: string
+    sentinelPassword?: string
     keyPrefix: string
     /** A dead node's connections leave presence within this many seconds. */
     presenceTtlSeconds: number
@@ -220,6 +227,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
   if (env.SHUTDOWN_GRACE_MS < env.WS_DRAIN_MS + 3000) throw new ConfigError(`SHUTDOWN_GRACE_MS: must be at least WS_DRAIN_MS + 3000 (${env.WS_DRAIN_MS + 3000})`)
 
   if (env.REDIS_URL !== undefined && !URL.canParse(env.REDIS_URL)) throw new ConfigError('REDIS_URL: not a valid URL (redis://[user:password@]host[:port][/db])')
+  if (env.REDIS_SENTINELS !== undefined && env.REDIS_URL === undefined) throw new ConfigError('REDIS_SENTINELS: needs REDIS_URL too (it switches on the Redis engine and carries the password and database; its host is replaced by the master the sentinels name)')
+  if (env.REDIS_SENTINELS !== undefined && env.REDIS_URL?.startsWith('rediss:') === true) throw new ConfigError('REDIS_SENTINELS: TLS (rediss://) through sentinels is not supported yet; use redis:// on a private network, or a TLS endpoint without sentinels')
 
   if (accessTokenTtlSeconds < 10) throw new ConfigError('ACCESS_TOKEN_TTL: must be at least 10s')
   if (refreshTokenTtlSeconds < accessTokenTtlSeconds) throw new ConfigError('REFRESH_TOKEN_TTL: must not be shorter than ACCESS_TOKEN_TTL')
@@ -271,7 +280,19 @@ export function loadConfig (source: Record<string, string | undefined> = process
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
     redis: env.REDIS_URL === undefined
       ? null
-      : { url: env.REDIS_URL, keyPrefix: env.REDIS_KEY_PREFIX, presenceTtlSeconds: env.PRESENCE_TTL_SECONDS }
+      : {
+          url: env.REDIS_URL,
+          sentinels: env.REDIS_SENTINELS === undefined
+            ? null
+            : env.REDIS_SENTINELS.split(',').map((entry) => {
+              const at = entry.lastIndexOf(':')
+              return { host: entry.slice(0, at), port: Number(entry.slice(at + 1)) }
+            }),
+          sentinelMaster: env.REDIS_SENTINEL_MASTER,
+          ...(env.REDIS_SENTINEL_PASSWORD === undefined ? {} : { sentinelPassword: env.REDIS_SENTINEL_PASSWORD }),
+          keyPrefix: env.REDIS_KEY_PREFIX,
+          presenceTtlSeconds: env.PRESENCE_TTL_SECONDS
+        }
   }
 }
 

@@ -16,6 +16,16 @@ export const DEFAULT_REDIS_TIMEOUT_MS = 2000
 /** One 'error' log line per connection per this interval: a Redis outage must not flood the log. */
 const ERROR_LOG_INTERVAL_MS = 10_000
 
+/** Where Redis is: the URL's host, or the master that Sentinels name (followed on failover). */
+export interface RedisEndpoint {
+  /** redis:// or rediss:// URL: credentials and database number (and the host, without sentinels). */
+  url: string
+  sentinels?: Array<{ host: string, port: number }> | null
+  /** The master's name in the sentinels' configuration. */
+  sentinelMaster?: string
+  sentinelPassword?: string
+}
+
 export interface RedisConnectionOptions {
   /** Shown in CLIENT LIST and in the log lines about this connection. */
   name: string
@@ -33,9 +43,9 @@ export interface RedisConnectionOptions {
  * caller's back: the client retries it with its idempotency key). Call connect() (or let
  * the first command fail) — lazyConnect keeps construction synchronous and side-effect free.
  */
-export function createRedisConnection (url: string, options: RedisConnectionOptions): Redis {
+export function createRedisConnection (endpoint: RedisEndpoint, options: RedisConnectionOptions): Redis {
   const timeoutMs = options.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS
-  const conn = new Redis(url, {
+  const common: RedisOptions = {
     lazyConnect: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
@@ -49,9 +59,36 @@ export function createRedisConnection (url: string, options: RedisConnectionOpti
     retryStrategy: (times) => Math.floor(Math.min(2000, 50 * 2 ** Math.min(times, 6)) * (0.5 + Math.random() * 0.5)),
     connectionName: options.name,
     ...options.options
-  })
+  }
+  const conn = endpoint.sentinels === undefined || endpoint.sentinels === null || endpoint.sentinels.length === 0
+    ? new Redis(endpoint.url, common)
+    : new Redis({ ...common, ...viaSentinels(endpoint, endpoint.sentinels) })
   watch(conn, options.name, options.log)
   return conn
+}
+
+/** ioredis's Sentinel options: the URL gives the master's credentials and database. */
+function viaSentinels (endpoint: RedisEndpoint, sentinels: Array<{ host: string, port: number }>): RedisOptions {
+  const url = new URL(endpoint.url)
+  const db = Number(url.pathname.slice(1) || '0')
+  return {
+    sentinels,
+    name: endpoint.sentinelMaster ?? 'mymaster',
+    ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
+    ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) }),
+    ...(endpoint.sentinelPassword === undefined ? {} : { sentinelPassword: endpoint.sentinelPassword }),
+    db: Number.isInteger(db) ? db : 0,
+    // Sentinels are asked again on every reconnect, so a failover's new master is found.
+    sentinelRetryStrategy: (times) => Math.min(2000, 50 * 2 ** Math.min(times, 6))
+  }
+}
+
+/** For logs: the URL without its password, and the sentinels when they are used. */
+export function describeRedisEndpoint (endpoint: RedisEndpoint): Record<string, unknown> {
+  return {
+    redis: redactRedisUrl(endpoint.url),
+    ...(endpoint.sentinels === undefined || endpoint.sentinels === null ? {} : { sentinels: endpoint.sentinels.map(s => `${s.host}:${s.port}`), master: endpoint.sentinelMaster })
+  }
 }
 
 /** Connection events: logged (errors rate-limited), never thrown. */

@@ -75,7 +75,7 @@ function prefixFor (t: TestContext): string {
 }
 
 async function connection (t: TestContext, url = TEST_REDIS_URL): Promise<Redis> {
-  const conn = createRedisConnection(url, { name: 'switchboard-test', log: { info () {}, warn () {} }, timeoutMs: 500 })
+  const conn = createRedisConnection({ url }, { name: 'switchboard-test', log: { info () {}, warn () {} }, timeoutMs: 500 })
   t.after(() => quitRedis(conn))
   await conn.connect().catch(() => {})
   return conn

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
+import { Redis } from 'ioredis'
 import type { TestContext } from 'node:test'
 import { ConfigError, loadConfig } from '../src/config.js'
 import type { ControlMessage, Publication, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
 import type { Logger } from '../src/realtime/logger.js'
 import { createRedisEngine, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
 import { build, deleteRedisKeys, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
-import { privateRedis, skipUnlessRedisServer } from './redis-server.js'
+import { privateRedis, privateSentinel, skipUnlessRedisServer } from './redis-server.js'
 
 /*
  * What only the Redis engine does: several engines ("nodes") on one Redis, presence that
@@ -89,10 +90,27 @@ describe('Redis engine: configuration', () => {
   it('REDIS_URL selects the Redis engine; unset means the in-memory engine', (t) => {
     assert.equal(loadConfig(base(t)).redis, null)
     assert.deepEqual(loadConfig({ ...base(t), REDIS_URL: 'redis://:pw@redis.internal:6380/2' }).redis, {
-      url: 'redis://:pw@redis.internal:6380/2', keyPrefix: 'sb:', presenceTtlSeconds: 30
+      url: 'redis://:pw@redis.internal:6380/2', sentinels: null, sentinelMaster: 'mymaster', keyPrefix: 'sb:', presenceTtlSeconds: 30
     })
     assert.deepEqual(loadConfig({ ...base(t), REDIS_URL: 'rediss://redis.internal', REDIS_KEY_PREFIX: 'prod:', PRESENCE_TTL_SECONDS: '10' }).redis, {
-      url: 'rediss://redis.internal', keyPrefix: 'prod:', presenceTtlSeconds: 10
+      url: 'rediss://redis.internal', sentinels: null, sentinelMaster: 'mymaster', keyPrefix: 'prod:', presenceTtlSeconds: 10
+    })
+  })
+
+  it('REDIS_SENTINELS finds the master through sentinels; the URL keeps the password and database', (t) => {
+    assert.deepEqual(loadConfig({
+      ...base(t),
+      REDIS_URL: 'redis://:pw@ignored/3',
+      REDIS_SENTINELS: 's1.internal:26379,10.0.0.2:26380',
+      REDIS_SENTINEL_MASTER: 'switchboard',
+      REDIS_SENTINEL_PASSWORD: 'sentinel-secret'
+    }).redis, {
+      url: 'redis://:pw@ignored/3',
+      sentinels: [{ host: 's1.internal', port: 26379 }, { host: '10.0.0.2', port: 26380 }],
+      sentinelMaster: 'switchboard',
+      sentinelPassword: 'sentinel-secret',
+      keyPrefix: 'sb:',
+      presenceTtlSeconds: 30
     })
   })
 
@@ -102,7 +120,10 @@ describe('Redis engine: configuration', () => {
       [{ REDIS_URL: 'redis://user:hunter2@[not-a-host' }, 'REDIS_URL'],
       [{ REDIS_KEY_PREFIX: 'a{b}' }, 'REDIS_KEY_PREFIX'],
       [{ PRESENCE_TTL_SECONDS: '1' }, 'PRESENCE_TTL_SECONDS'],
-      [{ PRESENCE_TTL_SECONDS: '30s' }, 'PRESENCE_TTL_SECONDS']
+      [{ PRESENCE_TTL_SECONDS: '30s' }, 'PRESENCE_TTL_SECONDS'],
+      [{ REDIS_SENTINELS: 'sentinel:26379' }, 'REDIS_SENTINELS'],
+      [{ REDIS_URL: 'redis://:hunter2@x', REDIS_SENTINELS: 'sentinel' }, 'REDIS_SENTINELS'],
+      [{ REDIS_URL: 'rediss://:hunter2@x', REDIS_SENTINELS: 'sentinel:26379' }, 'REDIS_SENTINELS']
     ]
     for (const [env, variable] of cases) {
       assert.throws(() => loadConfig({ ...base(t), ...env }), (err: unknown) => {
@@ -331,3 +352,86 @@ async function subscribe (client: WsClient, room: string, since?: { epoch: strin
   return reply
 }
 
+
+/** One command on a connection of its own (a sentinel's, or a private server's). */
+async function redisCall (url: string, ...args: [string, ...string[]]): Promise<unknown> {
+  const conn = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  conn.on('error', () => {})
+  try {
+    await conn.connect()
+    return await conn.call(...args)
+  } finally {
+    conn.disconnect()
+  }
+}
+
+/**
+ * The app through a private sentinel watching `sbmaster`. REDIS_URL points at port 1, where
+ * nothing listens: only the sentinel can lead the app to the master.
+ */
+function sentinelEnv (sentinelPort: number): Record<string, string> {
+  return {
+    REDIS_URL: 'redis://127.0.0.1:1/0',
+    REDIS_SENTINELS: `127.0.0.1:${sentinelPort}`,
+    REDIS_SENTINEL_MASTER: 'sbmaster',
+    REDIS_KEY_PREFIX: `sbtest:${randomBytes(6).toString('hex')}:`
+  }
+}
+
+describe('Redis engine: through Redis Sentinel', { skip: skipUnlessRedisServer() }, () => {
+  /** The names of the clients connected to a Redis, from CLIENT LIST. */
+  async function clientNames (url: string): Promise<string[]> {
+    const list = await redisCall(url, 'CLIENT', 'LIST') as string
+    return list.split('\n').map(line => /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '').filter(Boolean)
+  }
+
+  it('REDIS_SENTINELS: the app finds the master by name, serves real-time traffic, and every connection is on that master', async (t) => {
+    const master = await privateRedis(t)
+    const sentinel = await privateSentinel(t, master, 'sbmaster')
+    const srv = await build(t, { env: sentinelEnv(sentinel.port) })
+    const ready = await srv.request('GET', '/health/ready')
+    assert.equal(ready.status, 200, ready.text)
+    const token = await srv.userToken('alice')
+    assert.equal((await srv.request('POST', '/rooms', { token, body: { id: 'lobby' } })).status, 201)
+    const client = await wsConnect(t, srv, { token })
+    await subscribe(client, 'lobby')
+    assert.equal((await srv.request('POST', '/rooms/lobby/messages', { token, body: { data: 'via sentinel' } })).status, 201)
+    const message = await client.next(f => f.type === 'message')
+    assert.equal(message.data, 'via sentinel')
+    const names = await clientNames(master.url)
+    for (const name of ['switchboard-cmd', 'switchboard-sub', 'switchboard-limits']) assert.ok(names.includes(name), `${name} in ${names.join(', ')}`)
+  })
+})
+
+describe('Redis engine: Sentinel failover', { skip: skipUnlessRedisServer() }, () => {
+  it('the master killed: the sentinel promotes the replica, and the app follows it — ready again, publishing again, a subscriber served', async (t) => {
+    const master = await privateRedis(t)
+    const replica = await privateRedis(t, { replicaOf: master })
+    const sentinel = await privateSentinel(t, master, 'sbmaster')
+    const sentinelUrl = `redis://127.0.0.1:${sentinel.port}`
+    const ask = async (...args: [string, ...string[]]): Promise<unknown> => await redisCall(sentinelUrl, ...args)
+    // The sentinel must know the replica before the master goes, or it has nobody to promote.
+    await eventually('the sentinel to know the replica', async () => ((await ask('SENTINEL', 'REPLICAS', 'sbmaster')) as unknown[]).length === 1 || undefined, 20_000)
+
+    const srv = await build(t, { env: sentinelEnv(sentinel.port) })
+    const token = await srv.userToken('alice')
+    assert.equal((await srv.request('POST', '/rooms', { token, body: { id: 'lobby' } })).status, 201)
+    assert.equal((await srv.request('POST', '/rooms/lobby/messages', { token, body: { data: 'before' } })).status, 201)
+
+    await master.kill()
+    await eventually('the replica promoted', async () => {
+      const [, port] = await ask('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'sbmaster') as [string, string]
+      return port === new URL(replica.url).port || undefined
+    }, 30_000)
+    await eventually('ready again on the new master', async () => (await srv.request('GET', '/health/ready')).status === 200 || undefined, 30_000)
+    const client = await wsConnect(t, srv, { token })
+    await subscribe(client, 'lobby')
+    const published = await eventually('a publish accepted by the new master', async () => {
+      const res = await srv.request('POST', '/rooms/lobby/messages', { token, body: { data: 'after' } })
+      return res.status === 201 ? res : undefined
+    })
+    assert.equal(published.status, 201)
+    assert.equal((await client.next(f => f.type === 'message' && f.data === 'after')).data, 'after')
+    assert.equal(srv.app.server.listening, true)
+  })
+})

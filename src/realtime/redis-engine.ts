@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import {
-  createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, quitRedis, redactRedisUrl, redisScript as script, runScript, type RedisScript as Script
+  createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, describeRedisEndpoint, quitRedis, redisScript as script, runScript, type RedisEndpoint, type RedisScript as Script
 } from '../redis.js'
 import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
@@ -9,9 +9,7 @@ import type {
 import { sinceResult } from './engine.js'
 import type { Logger } from './logger.js'
 
-export interface RedisEngineOptions {
-  /** redis:// or rediss:// URL (credentials and database number included). */
-  url: string
+export interface RedisEngineOptions extends RedisEndpoint {
   /** Prepended to every key and channel, so several deployments can share one Redis. */
   keyPrefix?: string
   /** A dead node's connections leave presence within this many seconds; default 30. */
@@ -362,10 +360,10 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     log.error({ err, room }, 'broker handler failed')
   })
 
-  const cmd = createRedisConnection(options.url, { name: 'switchboard-cmd', log, timeoutMs })
+  const cmd = createRedisConnection(options, { name: 'switchboard-cmd', log, timeoutMs })
   // The pub/sub connection restores its channels itself (then tells the handler), so it knows
   // when they are active again.
-  const sub = createRedisConnection(options.url, { name: 'switchboard-sub', log, timeoutMs, options: { autoResubscribe: false } })
+  const sub = createRedisConnection(options, { name: 'switchboard-sub', log, timeoutMs, options: { autoResubscribe: false } })
 
   let closed = false
   let handler: BrokerHandler | null = null
@@ -691,7 +689,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     try {
       await conn.connect()
     } catch (err) {
-      log.warn({ err, url: redactRedisUrl(options.url) }, 'redis not reachable yet; retrying in the background')
+      log.warn({ err, ...describeRedisEndpoint(options) }, 'redis not reachable yet; retrying in the background')
     }
   }))
 
