@@ -43,6 +43,8 @@ export default fp(async (app) => {
       sentinels: redis.sentinels,
       sentinelMaster: redis.sentinelMaster,
       ...(redis.sentinelPassword === undefined ? {} : { sentinelPassword: redis.sentinelPassword }),
+      waitReplicas: redis.waitReplicas,
+      waitTimeoutMs: redis.waitTimeoutMs,
       keyPrefix: redis.keyPrefix,
       presenceTtlSeconds: redis.presenceTtlSeconds,
       log: app.log.child({ component: 'redis-engine' })

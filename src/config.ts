@@ -58,6 +58,8 @@ export const EnvSchema = Type.Object({
   REDIS_SENTINELS: Type.Optional(Type.String({ pattern: '^[^,\\s:]+:[0-9]{1,5}(,[^,\\s:]+:[0-9]{1,5})*$', description: 'host:port of Redis Sentinels (comma-separated): the master named REDIS_SENTINEL_MASTER is found through them and followed on failover' })),
   REDIS_SENTINEL_MASTER: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', default: 'mymaster' }),
   REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_WAIT_REPLICAS: Type.Integer({ minimum: 0, maximum: 16, default: 0, description: 'Replicas that must confirm a publication (Redis WAIT) before it is acknowledged; 0: the primary alone' }),
+  REDIS_WAIT_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 1500, default: 500 }),
   REDIS_KEY_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'sb:' }),
   PRESENCE_TTL_SECONDS: Type.Integer({ minimum: 2, maximum: 3600, default: 30 })
 })
@@ -121,6 +123,9 @@ export interface Config {
     sentinels: Array<{ host: string, port: number }> | null
     sentinelMaster: string
     sentinelPassword?: string
+    /** Replicas that must confirm a publication before it is acknowledged (0: none), and for how long it may wait. */
+    waitReplicas: number
+    waitTimeoutMs: number
     keyPrefix: string
     /** A dead node's connections leave presence within this many seconds. */
     presenceTtlSeconds: number
@@ -290,6 +295,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
             }),
           sentinelMaster: env.REDIS_SENTINEL_MASTER,
           ...(env.REDIS_SENTINEL_PASSWORD === undefined ? {} : { sentinelPassword: env.REDIS_SENTINEL_PASSWORD }),
+          waitReplicas: env.REDIS_WAIT_REPLICAS,
+          waitTimeoutMs: env.REDIS_WAIT_TIMEOUT_MS,
           keyPrefix: env.REDIS_KEY_PREFIX,
           presenceTtlSeconds: env.PRESENCE_TTL_SECONDS
         }

@@ -90,10 +90,10 @@ describe('Redis engine: configuration', () => {
   it('REDIS_URL selects the Redis engine; unset means the in-memory engine', (t) => {
     assert.equal(loadConfig(base(t)).redis, null)
     assert.deepEqual(loadConfig({ ...base(t), REDIS_URL: 'redis://:pw@redis.internal:6380/2' }).redis, {
-      url: 'redis://:pw@redis.internal:6380/2', sentinels: null, sentinelMaster: 'mymaster', keyPrefix: 'sb:', presenceTtlSeconds: 30
+      url: 'redis://:pw@redis.internal:6380/2', sentinels: null, sentinelMaster: 'mymaster', waitReplicas: 0, waitTimeoutMs: 500, keyPrefix: 'sb:', presenceTtlSeconds: 30
     })
     assert.deepEqual(loadConfig({ ...base(t), REDIS_URL: 'rediss://redis.internal', REDIS_KEY_PREFIX: 'prod:', PRESENCE_TTL_SECONDS: '10' }).redis, {
-      url: 'rediss://redis.internal', sentinels: null, sentinelMaster: 'mymaster', keyPrefix: 'prod:', presenceTtlSeconds: 10
+      url: 'rediss://redis.internal', sentinels: null, sentinelMaster: 'mymaster', waitReplicas: 0, waitTimeoutMs: 500, keyPrefix: 'prod:', presenceTtlSeconds: 10
     })
   })
 
@@ -109,6 +109,8 @@ describe('Redis engine: configuration', () => {
       sentinels: [{ host: 's1.internal', port: 26379 }, { host: '10.0.0.2', port: 26380 }],
       sentinelMaster: 'switchboard',
       sentinelPassword: 'sentinel-secret',
+      waitReplicas: 0,
+      waitTimeoutMs: 500,
       keyPrefix: 'sb:',
       presenceTtlSeconds: 30
     })
@@ -123,7 +125,8 @@ describe('Redis engine: configuration', () => {
       [{ PRESENCE_TTL_SECONDS: '30s' }, 'PRESENCE_TTL_SECONDS'],
       [{ REDIS_SENTINELS: 'sentinel:26379' }, 'REDIS_SENTINELS'],
       [{ REDIS_URL: 'redis://:hunter2@x', REDIS_SENTINELS: 'sentinel' }, 'REDIS_SENTINELS'],
-      [{ REDIS_URL: 'rediss://:hunter2@x', REDIS_SENTINELS: 'sentinel:26379' }, 'REDIS_SENTINELS']
+      [{ REDIS_URL: 'rediss://:hunter2@x', REDIS_SENTINELS: 'sentinel:26379' }, 'REDIS_SENTINELS'],
+      [{ REDIS_URL: 'redis://:hunter2@x', REDIS_WAIT_TIMEOUT_MS: '5000' }, 'REDIS_WAIT_TIMEOUT_MS']
     ]
     for (const [env, variable] of cases) {
       assert.throws(() => loadConfig({ ...base(t), ...env }), (err: unknown) => {
@@ -433,5 +436,30 @@ describe('Redis engine: Sentinel failover', { skip: skipUnlessRedisServer() }, (
     assert.equal(published.status, 201)
     assert.equal((await client.next(f => f.type === 'message' && f.data === 'after')).data, 'after')
     assert.equal(srv.app.server.listening, true)
+  })
+})
+
+describe('Redis engine: publishes confirmed by replicas (REDIS_WAIT_REPLICAS)', { skip: skipUnlessRedisServer() }, () => {
+  it('acknowledged only once a replica has it: refused (and retried once with its key) while the replica is down, confirmed again after', async (t) => {
+    const primary = await privateRedis(t)
+    const replica = await privateRedis(t, { replicaOf: primary })
+    await eventually('the replica in sync', async () => /master_link_status:up/.test(await redisCall(replica.url, 'INFO', 'replication') as string) || undefined)
+    const node = cluster(t, primary.url)
+    const engine = await node({ waitReplicas: 1, waitTimeoutMs: 300 })
+    const first = await engine.broker.publish('r', request('confirmed'), KEEP)
+    assert.equal(first.offset, 1)
+
+    await replica.kill()
+    const refused = await settlesWithin(engine.broker.publish('r', { ...request('unconfirmed'), idempotencyKey: 'k1' }, KEEP), 5000, 'a publish with no replica')
+    assert.equal(refused.ok, false, 'not acknowledged without a replica')
+    assert.match(String(refused.ok ? '' : refused.err), /0 of 1 replicas/)
+
+    await replica.start()
+    await eventually('the replica back in sync', async () => /master_link_status:up/.test(await redisCall(replica.url, 'INFO', 'replication') as string) || undefined, 20_000)
+    // The retry with the same key: published once (the primary had it), acknowledged now.
+    const retried = await engine.broker.publish('r', { ...request('unconfirmed'), idempotencyKey: 'k1' }, KEEP)
+    assert.deepEqual([retried.offset, retried.duplicate], [2, true])
+    const history = await engine.history.history('r', { limit: 10 }, KEEP)
+    assert.deepEqual(history.publications.map(p => p.data), ['confirmed', 'unconfirmed'])
   })
 })

@@ -19,6 +19,13 @@ export interface RedisEngineOptions extends RedisEndpoint {
   idempotencyWindowMs?: number
   /** Connect and command timeout: calls fail after this long instead of hanging; default 2000. */
   timeoutMs?: number
+  /**
+   * Replicas that must have a publication (Redis WAIT) before its publish is acknowledged; 0
+   * (the default) acknowledges once the primary has it. See docs/scale-out.md#redis-sentinel.
+   */
+  waitReplicas?: number
+  /** How long WAIT may take; a publish not confirmed by then fails with `unavailable`. Default 500. */
+  waitTimeoutMs?: number
   /** Receives what a broker handler threw; the default logs it. */
   onHandlerError?: (err: unknown, room: string) => void
 }
@@ -347,6 +354,10 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   if (/[{}]/.test(prefix)) throw new Error('redis engine: keyPrefix must not contain { or } (they delimit the hash tag)')
   const log = options.log
   const timeoutMs = options.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS
+  const waitReplicas = options.waitReplicas ?? 0
+  const waitTimeoutMs = options.waitTimeoutMs ?? 500
+  // WAIT runs on the command connection: its own timeout must end before the connection's.
+  if (waitReplicas > 0 && waitTimeoutMs >= timeoutMs) throw new Error('redis engine: waitTimeoutMs must be shorter than timeoutMs')
   const idempotencyWindowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS
   const presenceTtlMs = Math.max(1, options.presenceTtlSeconds ?? 30) * 1000
   // Refreshed every ttl/3 with a lifetime of 3/4 ttl: one missed refresh is tolerated, and
@@ -496,6 +507,15 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), historyTtlMs,
       Math.max(historyTtlMs, MIN_META_TTL_MS), payload, k.channel, idempotencyWindowMs
     ]) as [string, number, number]
+    // Also for a duplicate: its first attempt may have failed exactly here.
+    if (waitReplicas > 0) {
+      const confirmed = toNumber(await cmd.wait(waitReplicas, waitTimeoutMs))
+      if (confirmed < waitReplicas) {
+        // Stored and delivered on the primary, but not known to survive a failover: not
+        // acknowledged. The client retries with its idempotency key and gets this same position.
+        throw new Error(`publish confirmed by ${confirmed} of ${waitReplicas} replicas within ${waitTimeoutMs} ms`)
+      }
+    }
     return { epoch: result[0], offset: toNumber(result[1]), duplicate: toNumber(result[2]) === 1 }
   }
 
