@@ -48,6 +48,20 @@ describe('rate limiter (GCRA), in memory', () => {
     assert.equal((await limiter.take('c')).allowed, false, 'c is counted')
     assert.equal((await limiter.take('a')).allowed, true)
   })
+
+  it('when full, a key at rest makes room before a key still in debt; with none at rest, the oldest goes', async () => {
+    let now = 0
+    const limiter = createMemoryRateLimiter({ ratePerSecond: 1, burst: 1, maxKeys: 2, now: () => now })
+    await limiter.take('a') // in debt until 1000
+    now = 900
+    await limiter.take('b') // in debt until 1900
+    now = 1500 // a at rest, b not
+    await limiter.take('c')
+    assert.equal((await limiter.take('b')).allowed, false, 'b kept its debt: a (at rest) made room')
+    now = 1600 // b and c both in debt, the map full
+    await limiter.take('d')
+    assert.equal((await limiter.take('b')).allowed, true, 'b, the oldest entry, was dropped with its debt')
+  })
 })
 
 describe('failure limiter, in memory', () => {
