@@ -7,8 +7,9 @@ import type { FallbackLog } from '../src/limits/fallback.js'
 /**
  * A per-client request budget on every route (RATE_LIMIT_MAX per minute), keyed by the
  * client address as Fastify resolves it: X-Forwarded-For counts only from TRUST_PROXY hops,
- * so a spoofed header cannot buy a fresh budget. Routes tighten it (login, the WebSocket
- * handshake) through their `config.rateLimit`.
+ * so a spoofed header cannot buy a fresh budget. Routes tighten it (login) through their
+ * `config.rateLimit`. WebSocket upgrades never enter Fastify's lifecycle: routes/ws counts
+ * them against a handshake budget of their own.
  *
  * With REDIS_URL the counts live in Redis, so the budget is the cluster's, not each node's
  * (a client spread over N nodes by the load balancer does not get N budgets). While Redis is
@@ -37,8 +38,7 @@ export default fp(async (app) => {
   const globalLimit = app.rateLimit()
   app.addHook('onRequest', async (request, reply) => {
     // Health probes come from the orchestrator at a fixed cadence; never throttle them.
-    // Routes with a budget of their own (login, the WebSocket handshake) are counted by their
-    // route hook instead (the plugin runs one limit per request: the first to run wins).
+    // Routes with a budget of their own (login) are counted by their route hook instead (the plugin runs one limit per request: the first to run wins).
     if (request.url.startsWith('/health/') || request.routeOptions.config.rateLimit !== undefined) return
     await globalLimit.call(app, request, reply)
   })

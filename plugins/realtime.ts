@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { createMemoryRateLimiter, createRedisRateLimiter, type RateLimiter } from '../src/limits/rate-limiter.js'
+import { createRateLimiter, type RateLimiter } from '../src/limits/rate-limiter.js'
 import type { Principal } from '../src/auth/principal.js'
 import { scopeAllows } from '../src/auth/scopes.js'
 import { PERSONAL_ROOM_PREFIX } from '../src/rooms/service.js'
@@ -106,12 +106,11 @@ export default fp(async (app) => {
   })
 }, { name: 'realtime', dependencies: ['config', 'redis', 'auth', 'rooms', 'shutdown', 'metrics'] })
 
-/** Per user or API key; in Redis (every node shares the budget) when the cluster has one. */
+/** Per user or API key; shared by every node when the cluster has Redis. */
 function publishRateLimiter (app: FastifyInstance, rate: { perSecond: number, burst: number }): RateLimiter {
-  const options = { ratePerSecond: rate.perSecond, burst: rate.burst }
-  if (app.redis === null) return createMemoryRateLimiter(options)
-  return createRedisRateLimiter({
-    ...options,
+  return createRateLimiter({
+    ratePerSecond: rate.perSecond,
+    burst: rate.burst,
     redis: app.redis,
     prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}publish-rate:`,
     log: app.log,

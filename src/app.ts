@@ -7,6 +7,7 @@ import { buildLoggerOptions } from './logger.js'
 import { SHARED_SCHEMAS } from './schemas/index.js'
 import { createValidatorCompiler } from './validation.js'
 import { Errors } from './errors.js'
+import { trustProxyFunction } from './client-address.js'
 import configPlugin from '../plugins/config.js'
 import shutdownPlugin from '../plugins/shutdown.js'
 import securityPlugin from '../plugins/security.js'
@@ -49,7 +50,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const app = createServer({
     ...(isLoggerInstance(logger) ? { loggerInstance: logger } : { logger }),
     ...(config.tls === null ? {} : { https: { cert: config.tls.cert, key: config.tls.key } }),
-    trustProxy: typeof config.trustProxy === 'number' ? trustHops(config.trustProxy) : config.trustProxy,
+    trustProxy: trustProxyFunction(config.trustProxy),
     // REST bodies are small; the largest is a published message (issue 3) below 64 KiB.
     bodyLimit: 256 * 1024,
     // Tokens are long but bounded; a URL beyond this is refused by the router.
@@ -94,11 +95,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(webPlugin)
 
   return app
-}
-
-/** TRUST_PROXY=<n>: trust the n proxies nearest to us, as Fastify does for a numeric value. */
-function trustHops (hops: number): (address: string, hop: number) => boolean {
-  return (_address, hop) => hop < hops
 }
 
 function isLoggerInstance (logger: unknown): logger is NonNullable<FastifyServerOptions['loggerInstance']> {

@@ -211,6 +211,18 @@ describe('cluster-wide limits through the app', { skip: skipRedis }, () => {
     await assert.rejects(wsConnect(t, a, { token: tokens[2]! }), /429/, 'the third connection from this address, on either node, is refused')
   })
 
+  it('the per-address handshake budget counts across nodes, refused handshakes included', async (t) => {
+    const [a, b] = await twoNodes(t, { WS_HANDSHAKES_PER_IP_PER_MINUTE: '3' })
+    await a.createUser('alice')
+    const token = await a.login('alice')
+    await wsConnect(t, a, { token })
+    await assert.rejects(wsConnect(t, b, { token: 'not-a-token' }), /401/)
+    await wsConnect(t, b, { token })
+    await assert.rejects(wsConnect(t, a, { token }), /429/, 'the fourth handshake from this address, on either node, is refused')
+    const metrics = await a.request('GET', '/metrics')
+    assert.match(metrics.text, /switchboard_rate_limited_total\{scope="handshakes"\} 1/)
+  })
+
   it('Redis unreachable: requests are still served (limits per node), nothing hangs', async (t) => {
     const srv = await build(t, { env: { REDIS_URL: `redis://127.0.0.1:${await freePort()}`, RATE_LIMIT_MAX: '3' } })
     await srv.createUser('alice')

@@ -86,9 +86,9 @@ async function waitFor (condition: () => boolean, what: string, timeoutMs = 10_0
 }
 
 /** The raw HTTP upgrade (no ws client): its status and headers, to read what the server echoed. */
-function rawUpgradeResponse (srv: TestApp, headers: Record<string, string>): Promise<{ status: number, headers: http.IncomingHttpHeaders, rawHeaders: string[] }> {
+function rawUpgradeResponse (srv: TestApp, headers: Record<string, string>, path = '/ws'): Promise<{ status: number, headers: http.IncomingHttpHeaders, rawHeaders: string[] }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(`${srv.url}/ws`, {
+    const req = http.request(`${srv.url}${path}`, {
       agent: false,
       headers: {
         connection: 'Upgrade',
@@ -445,6 +445,44 @@ describe('ws handshake', () => {
     // TRUST_PROXY is off: the header buys no fresh budget.
     const spoofed = await refusal(t, srv, { token: alice, headers: { 'x-forwarded-for': '203.0.113.9' } })
     assert.equal(spoofed.status, 429)
+  })
+
+  it('TRUST_PROXY: the handshake budget is per forwarded address, as REST sees it', async (t) => {
+    const srv = await build(t, { env: { WS_HANDSHAKES_PER_IP_PER_MINUTE: '1', TRUST_PROXY: 'loopback' } })
+    const alice = await srv.userToken('alice')
+    await wsConnect(t, srv, { token: alice, headers: { 'x-forwarded-for': '203.0.113.9' } })
+    const again = await refusal(t, srv, { token: alice, headers: { 'x-forwarded-for': '203.0.113.9' } })
+    assert.equal(again.status, 429)
+    assert.ok(srv.logs().some(l => l.msg === 'websocket handshake refused' && l.ip === '203.0.113.9'), 'the refusal names the forwarded address')
+    const other = await wsConnect(t, srv, { token: alice, headers: { 'x-forwarded-for': '203.0.113.10' } })
+    const connections = srv.app.realtime.listConnections()
+    assert.deepEqual(connections.map(c => c.ip).sort(), ['203.0.113.10', '203.0.113.9'])
+    other.close()
+  })
+
+  it('refuses a URL with two tokens, and counts the handshake refused by its budget', async (t) => {
+    const srv = await build(t, { env: { WS_HANDSHAKES_PER_IP_PER_MINUTE: '2' } })
+    const alice = await srv.userToken('alice')
+    const twice = await refusal(t, srv, { query: `?token=${alice}&token=${alice}` })
+    assertErrorBody(twice.body, 401, 'SB_ERR_INVALID_TOKEN')
+    await wsConnect(t, srv, { query: `?token=${alice}` })
+    const over = await refusal(t, srv, { token: alice })
+    assert.equal(over.status, 429)
+    const metrics = await srv.request('GET', '/metrics')
+    assert.match(metrics.text, /switchboard_rate_limited_total\{scope="handshakes"\} 1/)
+  })
+
+  it('answers GET /ws without an upgrade with 426; other upgrade paths and malformed upgrades as before', async (t) => {
+    const srv = await build(t)
+    const alice = await srv.userToken('alice')
+    const plain = await srv.request('GET', '/ws')
+    assert.equal(plain.status, 426)
+    assert.equal(plain.body.code, 'SB_ERR_UPGRADE_REQUIRED')
+    assert.equal((await rawUpgradeResponse(srv, { authorization: `Bearer ${alice}` }, '/nowhere')).status, 404)
+    // ws itself refuses a malformed upgrade (here a version it does not speak) with 400.
+    assert.equal((await rawUpgradeResponse(srv, { authorization: `Bearer ${alice}`, 'sec-websocket-version': '7' })).status, 400)
+    await wsConnect(t, srv, { token: alice })
+    assert.equal(srv.app.realtime.stats().connections, 1)
   })
 
   it('caps connections per user and per address with 429, and admits again after a close', async (t) => {

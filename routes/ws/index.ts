@@ -1,9 +1,13 @@
-import type { ServerResponse } from 'node:http'
+import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
-import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { Duplex } from 'node:stream'
+import type { FastifyError, FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
 import { Errors } from '../../src/errors.js'
+import { redactUrl } from '../../src/logger.js'
 import type { Principal } from '../../src/auth/principal.js'
+import { clientAddress, trustProxyFunction } from '../../src/client-address.js'
+import { createRateLimiter, type RateLimiter } from '../../src/limits/rate-limiter.js'
 import { CloseCodes, CloseReasons } from '../../src/realtime/close-codes.js'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
 import type { AuthFailureReason } from '../../src/realtime/metrics.js'
@@ -11,142 +15,219 @@ import type { AuthFailureReason } from '../../src/realtime/metrics.js'
 /** `Sec-WebSocket-Protocol: switchboard.v1, bearer.<jwt>`: how browsers, which cannot set headers, send a token. */
 const BEARER_PROTOCOL_PREFIX = 'bearer.'
 
+/** A refusal's status, stable code and message: the same body as every HTTP error of the API. */
+interface Refusal { statusCode: number, code: string, message: string, headers?: Record<string, string> }
+
+/** One of the API's errors (src/errors.ts) as a refusal. */
+function answerOf (error: FastifyError): Refusal {
+  return { statusCode: error.statusCode ?? 500, code: error.code, message: error.message }
+}
+
 /**
- * GET /ws: the WebSocket endpoint. Everything is checked before the upgrade, in a preHandler
- * hook, so a refused client gets a plain HTTP answer and no socket: Origin (403),
- * credentials (401), drain state (503) and connection caps (429, the per-user one
- * cluster-wide with the Redis engine); @fastify/rate-limit adds
- * the per-address handshake budget (429). After the upgrade the socket is handed to the
- * real-time node, with its listeners attached before any await.
+ * GET /ws: the WebSocket endpoint. Its upgrades are taken before Fastify routes them
+ * (plugins/websocket.ts, `directUpgrade`): a reconnect storm after a deploy is thousands of
+ * handshakes a second, and Fastify's request lifecycle — response object, request and reply,
+ * hooks, child logger — was half of each one's cost. So the checks a handshake needs are made
+ * here, in this order, before the upgrade, and a refused client gets a plain HTTP answer with
+ * the API's error body and no socket:
+ *
+ * 1. drain state (503);
+ * 2. the per-address handshake budget (WS_HANDSHAKES_PER_IP_PER_MINUTE, 429 + Retry-After;
+ *    cluster-wide with Redis): counted before the credentials, so refused handshakes spend it
+ *    too and token guessing is throttled;
+ * 3. Origin (403), credentials (401);
+ * 4. the connection caps per user and per address (429; cluster-wide with Redis).
+ *
+ * After the upgrade the socket is handed to the real-time node, with its listeners attached
+ * before any await. A plain GET /ws without an upgrade is an ordinary Fastify route (426).
  */
 const wsRoutes: FastifyPluginAsync = async (app) => {
   const { ws } = app.config
   const metrics = app.realtimeMetrics
-  /** The connection id reserved against the cluster-wide cap, from the preHandler to the upgrade. */
-  const reserved = new WeakMap<FastifyRequest, string>()
+  const trust = trustProxyFunction(app.config.trustProxy)
+  const handshakes = handshakeLimiter(app)
+  const wss = app.websocketServer
 
-  function tooMany (refusal: 'connections_per_user' | 'connections_per_ip'): never {
-    metrics.rateLimited(refusal)
-    throw new Errors.TooManyConnections(refusal === 'connections_per_user' ? 'Too many open connections for this user' : 'Too many open connections from this address')
+  // One line per handshake, as Fastify logs a request (the URL's credentials censored).
+  function refuseWith (socket: Duplex, request: IncomingMessage, ip: string, answer: Refusal): void {
+    app.log.info({ url: redactUrl(request.url ?? ''), ip, statusCode: answer.statusCode, code: answer.code }, 'websocket handshake refused')
+    writeRefusal(socket, answer)
   }
 
-  function fail (reason: AuthFailureReason, error: Error): never {
+  function authFailure (reason: AuthFailureReason, error: Refusal): Refusal {
     metrics.authFailure(reason)
-    throw error
+    return error
   }
 
-  function checkOrigin (request: FastifyRequest): void {
-    const origin = request.headers.origin
+  function tooMany (refusal: 'connections_per_user' | 'connections_per_ip'): Refusal {
+    metrics.rateLimited(refusal)
+    return answerOf(new Errors.TooManyConnections(refusal === 'connections_per_user' ? 'Too many open connections for this user' : 'Too many open connections from this address'))
+  }
+
+  function checkOrigin (headers: IncomingHttpHeaders): Refusal | null {
+    const origin = headers.origin
     // Non-browser clients send no Origin. Browsers always do, so a page on a foreign site cannot
     // open a socket with a token it obtained (e.g. a leaked `?token=` link) from a user's browser.
-    if (origin === undefined) return
+    if (origin === undefined) return null
     const allowed = ws.allowedOrigins
-    if (allowed.includes('*') || allowed.includes(origin)) return
-    if (allowed.length === 0 && sameOrigin(origin, request.headers.host)) return
-    fail('origin', new Errors.OriginNotAllowed())
+    if (allowed.includes('*') || allowed.includes(origin)) return null
+    if (allowed.length === 0 && sameOrigin(origin, headers.host)) return null
+    return authFailure('origin', answerOf(new Errors.OriginNotAllowed()))
   }
 
-  async function identify (request: FastifyRequest): Promise<Principal> {
-    const query = request.query as Record<string, unknown>
-    const authorization = request.headers.authorization
+  /** The principal, or why not: a JWT (header, subprotocol or ?token=) or an API key (header or ?api_key=). */
+  async function identify (request: IncomingMessage): Promise<Principal | Refusal> {
+    const { headers } = request
+    const query = queryOf(request.url)
     let token: string | undefined
-    if (authorization !== undefined) {
-      const match = /^Bearer +(\S+) *$/i.exec(authorization)
-      if (match?.[1] === undefined) fail('invalid', new Errors.InvalidToken())
+    if (headers.authorization !== undefined) {
+      const match = /^Bearer +(\S+) *$/i.exec(headers.authorization)
+      if (match?.[1] === undefined) return authFailure('invalid', answerOf(new Errors.InvalidToken()))
       token = match[1]
     }
-    const protocols = request.headers['sec-websocket-protocol']
-    if (token === undefined && typeof protocols === 'string') {
+    const protocols = headers['sec-websocket-protocol']
+    if (token === undefined && protocols !== undefined) {
       token = protocols.split(',').map(p => p.trim()).find(p => p.startsWith(BEARER_PROTOCOL_PREFIX))?.slice(BEARER_PROTOCOL_PREFIX.length)
     }
-    if (token === undefined && typeof query.token === 'string') token = query.token
+    if (token === undefined && query !== null) {
+      const tokens = query.getAll('token')
+      // Twice in one URL is not a credential: which one was meant is anyone's guess.
+      if (tokens.length > 1) return authFailure('invalid', answerOf(new Errors.InvalidToken()))
+      token = tokens[0]
+    }
     if (token !== undefined) {
       try {
         return app.verifyAccessToken(token)
-      } catch (err) {
-        fail(isExpired(token) ? 'expired' : 'invalid', err as Error)
+      } catch {
+        return authFailure(isExpired(token) ? 'expired' : 'invalid', answerOf(new Errors.InvalidToken()))
       }
     }
-    const key = typeof request.headers['x-api-key'] === 'string' ? request.headers['x-api-key'] : typeof query.api_key === 'string' ? query.api_key : undefined
+    const headerKey = headers['x-api-key']
+    const queryKeys = query?.getAll('api_key') ?? []
+    if (typeof headerKey !== 'string' && queryKeys.length > 1) return authFailure('invalid', answerOf(new Errors.InvalidToken()))
+    const key = typeof headerKey === 'string' ? headerKey : queryKeys[0]
     if (key !== undefined) {
       const principal = key.length <= 256 ? await app.auth.authenticateApiKey(key) : null
-      if (principal === null) fail('invalid', new Errors.InvalidToken())
-      return principal
+      return principal ?? authFailure('invalid', answerOf(new Errors.InvalidToken()))
     }
-    return fail('missing', new Errors.Unauthorized())
+    return authFailure('missing', answerOf(new Errors.Unauthorized()))
   }
 
-  app.get('/ws', {
-    websocket: true,
-    // Browser hardening headers mean nothing on a handshake, and on an accepted one they are
-    // never even sent (ws writes the 101 itself); building them cost a tenth of a handshake.
-    helmet: false,
-    config: { rateLimit: { max: ws.handshakesPerIpPerMinute, timeWindow: '1 minute' } },
-    // preHandler, after the rate limit's onRequest hook: refused handshakes (bad tokens, foreign
-    // origins) spend the address's handshake budget too, so credential guessing is throttled.
-    preHandler: async (request) => {
-      if (app.lifecycle.shuttingDown) throw new Errors.ShuttingDown()
-      checkOrigin(request)
-      const principal = await identify(request)
-      const refusal = app.realtime.admit(principal, request.ip)
-      if (refusal === 'draining') throw new Errors.ShuttingDown()
-      if (refusal !== null) tooMany(refusal)
-      // Last, after the cheap local checks: one Redis round trip with the Redis engine.
-      const reservation = await app.realtime.reserve(principal, request.ip)
-      if ('refusal' in reservation) tooMany(reservation.refusal)
-      reserved.set(request, reservation.id)
-      request.principal = principal
-      // The 101 that ws writes and the welcome frame that follows it leave in one write: the
-      // upgrade and the handler run within this tick. Uncorked on the next tick whatever
-      // happens, so a refusal or a failed upgrade is never held back.
-      const tcp = request.raw.socket
-      tcp.cork()
-      process.nextTick(uncork, tcp)
+  async function handshake (request: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const ip = clientAddress(request, trust)
+    if (app.lifecycle.shuttingDown) return refuseWith(socket, request, ip, answerOf(new Errors.ShuttingDown()))
+    const budget = await handshakes.take(ip)
+    if (!budget.allowed) {
+      metrics.rateLimited('handshakes')
+      const seconds = Math.max(1, Math.ceil(budget.retryAfterMs / 1000))
+      return refuseWith(socket, request, ip, { statusCode: 429, code: 'SB_ERR_RATE_LIMITED', message: `Rate limit exceeded, retry in ${seconds} seconds`, headers: { 'retry-after': String(seconds) } })
     }
-  }, (socket, request) => {
+    const origin = checkOrigin(request.headers)
+    if (origin !== null) return refuseWith(socket, request, ip, origin)
+    const principal = await identify(request)
+    if ('statusCode' in principal) return refuseWith(socket, request, ip, principal)
+    const refusal = app.realtime.admit(principal, ip)
+    if (refusal === 'draining') return refuseWith(socket, request, ip, answerOf(new Errors.ShuttingDown()))
+    if (refusal !== null) return refuseWith(socket, request, ip, tooMany(refusal))
+    // Last, after the cheap local checks: one Redis round trip with the Redis engine.
+    const reservation = await app.realtime.reserve(principal, ip)
+    if ('refusal' in reservation) return refuseWith(socket, request, ip, tooMany(reservation.refusal))
+
+    // The 101 that ws writes and the welcome frame that follows it leave in one write: the
+    // upgrade and the connect run within this tick. Uncorked on the next tick whatever
+    // happens, so a refusal or a failed upgrade is never held back.
+    socket.cork()
+    process.nextTick(uncork, socket)
+    socket.removeListener('error', destroyOnError)
+    let upgraded = false
+    // ws answers a malformed upgrade (version, key) with 400 itself and never calls back.
+    wss.handleUpgrade(request, socket, head, (websocket) => {
+      upgraded = true
+      open(websocket, principal, ip, request.url, request.headers['user-agent'], reservation.id)
+    })
+    if (!upgraded) app.realtime.release(principal, ip, reservation.id)
+  }
+
+  function open (websocket: WebSocket, principal: Principal, ip: string, url: string | undefined, userAgent: string | undefined, id: string): void {
     // Synchronous from here to attachWsEvents: no frame can arrive before the listeners.
-    const principal = request.principal!
-    const transport = wsTransport(socket)
     // Concurrent handshakes can pass admission together, or a drain can start in between; both
     // are re-checked now that the socket exists. A drain gets the restart code, like every client.
-    const id = reserved.get(request)
-    const refusal = app.realtime.admit(principal, request.ip)
-    if (refusal !== null && id !== undefined) app.realtime.release(principal, request.ip, id)
+    const refusal = app.realtime.admit(principal, ip)
+    if (refusal !== null) app.realtime.release(principal, ip, id)
     if (refusal === 'draining') {
-      socket.close(CloseCodes.SERVICE_RESTART, CloseReasons[CloseCodes.SERVICE_RESTART])
+      websocket.close(CloseCodes.SERVICE_RESTART, CloseReasons[CloseCodes.SERVICE_RESTART])
       return
     }
     if (refusal !== null) {
       metrics.rateLimited(refusal)
-      socket.close(CloseCodes.RATE_LIMITED, 'too many connections')
+      websocket.close(CloseCodes.RATE_LIMITED, 'too many connections')
       return
     }
-    const connection = app.realtime.connect(transport, principal, {
-      ip: request.ip,
-      ...(request.headers['user-agent'] === undefined ? {} : { userAgent: request.headers['user-agent'] })
-    }, id)
-    releaseHttpExchange(socket)
-    attachWsEvents(socket, connection)
+    const connection = app.realtime.connect(wsTransport(websocket), principal, { ip, ...(userAgent === undefined ? {} : { userAgent }) }, id)
+    attachWsEvents(websocket, connection)
+    app.log.info({ url: redactUrl(url ?? ''), ip, connId: id, principal: connection.publicId }, 'websocket connected')
+  }
+
+  app.directUpgrade('/ws', (request, socket, head) => {
+    // Node removed its own error listener before handing the socket over: until ws owns it, a
+    // reset by the client must end this socket, not the process.
+    socket.on('error', destroyOnError)
+    handshake(request, socket as Socket, head).catch((err: unknown) => {
+      app.log.error({ err }, 'websocket handshake failed')
+      writeRefusal(socket, { statusCode: 500, code: 'SB_ERR_INTERNAL', message: 'Internal server error' })
+    })
   })
+
+  // Without an Upgrade header the request reaches Fastify: say what this endpoint is.
+  app.get('/ws', { schema: { hide: true } }, async (_request, reply) => {
+    return reply.code(426).header('upgrade', 'websocket').send({
+      statusCode: 426,
+      code: 'SB_ERR_UPGRADE_REQUIRED',
+      error: STATUS_CODES[426],
+      message: 'This is the WebSocket endpoint: connect with a WebSocket client (docs/protocol.md)'
+    })
+  })
+}
+
+/** Per client address, GCRA over a minute; shared by every node when the cluster has Redis. */
+function handshakeLimiter (app: FastifyInstance): RateLimiter {
+  const perMinute = app.config.ws.handshakesPerIpPerMinute
+  return createRateLimiter({
+    ratePerSecond: perMinute / 60,
+    burst: perMinute,
+    redis: app.redis,
+    prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}handshake-rate:`,
+    log: app.log,
+    what: 'handshake rate'
+  })
+}
+
+/** An HTTP answer on a socket that will not be upgraded, then the end of it. */
+function writeRefusal (socket: Duplex, answer: Refusal): void {
+  if (!socket.writable) {
+    socket.destroy()
+    return
+  }
+  const { statusCode } = answer
+  const reason = STATUS_CODES[statusCode] ?? 'Error'
+  const body = JSON.stringify({ statusCode, code: answer.code, error: reason, message: answer.message })
+  const extra = Object.entries(answer.headers ?? {}).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  socket.once('finish', socket.destroy)
+  socket.end(`HTTP/1.1 ${statusCode} ${reason}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`)
+}
+
+function destroyOnError (this: Duplex): void {
+  this.destroy()
 }
 
 function uncork (socket: Socket): void {
   socket.uncork()
 }
 
-/**
- * Once upgraded, nothing needs the HTTP exchange any more, but two references would keep it
- * — request, reply, every header, a logger: kilobytes — for the socket's whole life:
- * @fastify/websocket's per-socket 'error' listener closes over request and reply, and the TCP
- * socket still points at the ServerResponse built for routing. attachWsEvents installs our
- * own error listener in place of the first; the second is detached. Idle connections are most
- * of a real-time server's memory (docs/performance.md).
- */
-function releaseHttpExchange (socket: WebSocket): void {
-  socket.removeAllListeners('error')
-  const tcp = (socket as unknown as { _socket?: Socket & { _httpMessage?: ServerResponse | null } })._socket
-  const response = tcp?._httpMessage
-  if (tcp !== undefined && response !== undefined && response !== null) response.detachSocket(tcp)
+function queryOf (url: string | undefined): URLSearchParams | null {
+  const at = url?.indexOf('?') ?? -1
+  return at === -1 ? null : new URLSearchParams(url!.slice(at + 1))
 }
 
 function sameOrigin (origin: string, host: string | undefined): boolean {

@@ -97,3 +97,9 @@ export function createRedisRateLimiter (options: RedisRateLimiterOptions): RateL
   }
   return withLocalFallback(clustered, createMemoryRateLimiter(options), options.log, options.what)
 }
+
+/** In Redis (every node shares the budget) when the cluster has one, else in this process. */
+export function createRateLimiter (options: RateLimiterOptions & Omit<RedisRateLimiterOptions, 'redis'> & { redis: Redis | null }): RateLimiter {
+  const { redis, ...rest } = options
+  return redis === null ? createMemoryRateLimiter(rest) : createRedisRateLimiter({ ...rest, redis })
+}
