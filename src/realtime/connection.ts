@@ -30,12 +30,11 @@ const MAX_PENDING_COMMANDS = 64
 const MAX_RATE_STRIKES = 20
 /** A connection that does not finish closing within this time is destroyed. */
 const CLOSE_TIMEOUT_MS = 1000
-/** setTimeout's ceiling; longer delays (token expiry weeks away) are clamped and re-armed. */
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * One client connection: a small state machine (connecting → open → closing → closed) that
- * owns its subscriptions, its timers (heartbeat, idle, token expiry) and its outbound budget.
+ * owns its subscriptions, its deadlines (heartbeat, idle, token expiry: checked by the node's
+ * sweep, `tick`) and its outbound budget.
  * Commands run one at a time in arrival order, so replies come back in order. A bug in any
  * handler closes this connection with 1011 and never reaches the process.
  */
@@ -44,9 +43,12 @@ export class Connection {
   readonly connectedAt: number
   readonly subscriptions = new Map<string, Subscription>()
   private childLog: Logger | undefined
-  private heartbeatTimer: NodeJS.Timeout | undefined
-  private idleTimer: NodeJS.Timeout | undefined
-  private expiryTimer: NodeJS.Timeout | undefined
+  /** When the next ping is due (ms). */
+  private pingAt = 0
+  /** When an idle connection is closed (ms); 0 while it is not idle (a subscription holds it). */
+  private idleAt = 0
+  /** When the token expires, clock tolerance included (ms); Infinity for API keys. */
+  private expiresAt = Infinity
   private terminateTimer: NodeJS.Timeout | undefined
   private awaitingPong = false
   private pingSentAt = 0
@@ -87,7 +89,7 @@ export class Connection {
     return this.principal.kind === 'user' ? this.principal.userId : null
   }
 
-  /** Sends the welcome frame and starts the timers. */
+  /** Sends the welcome frame and sets the deadlines. */
   open (): void {
     if (this.state !== 'connecting') return
     this.state = 'open'
@@ -108,7 +110,8 @@ export class Connection {
       },
       tokenExpiresAt: this.principal.kind === 'user' ? this.principal.expiresAt * 1000 : null
     }))
-    this.scheduleHeartbeat(true)
+    // The first ping is jittered so connections opened together do not ping together forever.
+    this.pingAt = this.node.now() + Math.floor(limits.heartbeatMs * (0.5 + Math.random() * 0.5))
     this.armIdle()
     this.armExpiry()
   }
@@ -434,67 +437,60 @@ export class Connection {
   }
 
   // -------------------------------------------------------------------------------------
-  // Timers: all owned by the connection and cleared with it.
+  // Deadlines: plain numbers, checked by the node's sweep (one timer for every connection), so
+  // a connection costs no timer objects and an inbound frame only moves a number.
 
-  /** Pings every heartbeatMs; a peer that has not answered the previous ping is terminated. */
-  private scheduleHeartbeat (first = false): void {
-    const interval = this.node.limits.heartbeatMs
-    // The first ping is jittered so connections opened together do not ping together forever.
-    const delay = first ? Math.floor(interval * (0.5 + Math.random() * 0.5)) : interval
-    this.heartbeatTimer = setTimeout(() => {
-      if (this.state !== 'open') return
-      if (this.awaitingPong) {
-        this.log.info({}, 'no pong within a heartbeat: terminating')
-        this.terminate()
-        return
-      }
-      this.awaitingPong = true
-      this.pingSentAt = this.node.now()
-      try {
-        this.transport.ping()
-      } catch (err) {
-        this.fail(err)
-        return
-      }
-      this.scheduleHeartbeat()
-    }, delay)
-    this.heartbeatTimer.unref()
+  /**
+   * Called by the node's sweep with the current time: closes an idle connection (4002) or one
+   * whose token expired (4001), and pings every heartbeatMs — a peer that has not answered the
+   * previous ping is terminated. Never throws.
+   */
+  tick (now: number): void {
+    if (this.state !== 'open') return
+    if (this.idleAt !== 0 && now >= this.idleAt) {
+      this.close(CloseCodes.IDLE_TIMEOUT)
+      return
+    }
+    if (now >= this.expiresAt) {
+      this.close(CloseCodes.TOKEN_EXPIRED)
+      return
+    }
+    if (now < this.pingAt) return
+    if (this.awaitingPong) {
+      this.log.info({}, 'no pong within a heartbeat: terminating')
+      this.terminate()
+      return
+    }
+    this.awaitingPong = true
+    this.pingSentAt = now
+    this.pingAt = now + this.node.limits.heartbeatMs
+    try {
+      this.transport.ping()
+    } catch (err) {
+      this.fail(err)
+    }
   }
 
   /** Idle: no command and no subscription for idleTimeoutMs → 4002. */
   private armIdle (): void {
-    clearTimeout(this.idleTimer)
-    if (this.subscriptions.size > 0 || this.state !== 'open') return
-    this.idleTimer = setTimeout(() => this.close(CloseCodes.IDLE_TIMEOUT), this.node.limits.idleTimeoutMs)
-    this.idleTimer.unref()
+    this.idleAt = this.subscriptions.size > 0 || this.state !== 'open' ? 0 : this.node.now() + this.node.limits.idleTimeoutMs
   }
 
   private clearIdle (): void {
-    clearTimeout(this.idleTimer)
-    this.idleTimer = undefined
+    this.idleAt = 0
   }
 
   /** Token expiry: closed with 4001 at `exp` plus the clock tolerance unless refreshed first. */
   private armExpiry (): void {
-    clearTimeout(this.expiryTimer)
     if (this.principal.kind !== 'user') return
-    const deadline = this.principal.expiresAt * 1000 + this.node.limits.tokenClockToleranceMs
-    const delay = deadline - this.node.now()
-    if (delay <= 0) {
-      this.close(CloseCodes.TOKEN_EXPIRED)
-      return
-    }
-    this.expiryTimer = setTimeout(() => {
-      if (deadline - this.node.now() > 0) this.armExpiry()
-      else this.close(CloseCodes.TOKEN_EXPIRED)
-    }, Math.min(delay, MAX_TIMER_MS))
-    this.expiryTimer.unref()
+    this.expiresAt = this.principal.expiresAt * 1000 + this.node.limits.tokenClockToleranceMs
+    if (this.expiresAt <= this.node.now()) this.close(CloseCodes.TOKEN_EXPIRED)
   }
 
   private clearTimers (): void {
-    clearTimeout(this.heartbeatTimer)
-    clearTimeout(this.idleTimer)
-    clearTimeout(this.expiryTimer)
+    this.idleAt = 0
+    this.expiresAt = Infinity
+    this.pingAt = Infinity
     if (this.state === 'closed') clearTimeout(this.terminateTimer)
   }
 
