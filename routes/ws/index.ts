@@ -1,7 +1,7 @@
 import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { FastifyError, FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
 import { Errors } from '../../src/errors.js'
 import { redactUrl } from '../../src/logger.js'
@@ -47,10 +47,13 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
   const trust = trustProxyFunction(app.config.trustProxy)
   const handshakes = handshakeLimiter(app)
   const wss = app.websocketServer
+  // pino has it; a logger without it (Fastify accepts any with the same methods) logs always.
+  const log = app.log as FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
+  const infoEnabled = (): boolean => log.isLevelEnabled?.('info') ?? true
 
   // One line per handshake, as Fastify logs a request (the URL's credentials censored).
   function refuseWith (socket: Duplex, request: IncomingMessage, ip: string, answer: Refusal): void {
-    app.log.info({ url: redactUrl(request.url ?? ''), ip, statusCode: answer.statusCode, code: answer.code }, 'websocket handshake refused')
+    if (infoEnabled()) app.log.info({ url: redactUrl(request.url ?? ''), ip, statusCode: answer.statusCode, code: answer.code }, 'websocket handshake refused')
     writeRefusal(socket, answer)
   }
 
@@ -165,7 +168,8 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     }
     const connection = app.realtime.connect(wsTransport(websocket), principal, { ip, ...(userAgent === undefined ? {} : { userAgent }) }, id)
     attachWsEvents(websocket, connection)
-    app.log.info({ url: redactUrl(url ?? ''), ip, connId: id, principal: connection.publicId }, 'websocket connected')
+    // Checked first: the line's fields would cost a handshake something even with info off.
+    if (infoEnabled()) app.log.info({ url: redactUrl(url ?? ''), ip, connId: id, principal: connection.publicId }, 'websocket connected')
   }
 
   app.directUpgrade('/ws', (request, socket, head) => {

@@ -8,7 +8,7 @@ import {
   type ClientCommand, type CommandId, type HistoryCommand, type SubscribeCommand, type UnsubscribeReason
 } from './protocol.js'
 import type { PreparedFrame, Transport } from './transport.js'
-import type { NodeInternals } from './node.js'
+import type { NodeInternals, RealtimeLimits } from './node.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed'
 
@@ -30,6 +30,30 @@ const MAX_PENDING_COMMANDS = 64
 const MAX_RATE_STRIKES = 20
 /** A connection that does not finish closing within this time is destroyed. */
 const CLOSE_TIMEOUT_MS = 1000
+
+/** The start of every connection's command chain: one settled promise shared by all. */
+const SETTLED: Promise<void> = Promise.resolve()
+
+/** The welcome's node-wide part, `"heartbeatMs":…,"limits":{…}`, serialised once per node. */
+const welcomeLimitsCache = new WeakMap<RealtimeLimits, string>()
+function welcomeLimits (limits: RealtimeLimits): string {
+  let text = welcomeLimitsCache.get(limits)
+  if (text === undefined) {
+    text = JSON.stringify({
+      heartbeatMs: limits.heartbeatMs,
+      limits: {
+        maxMessageBytes: limits.maxMessageBytes,
+        messagesPerSecond: limits.messagesPerSecond,
+        messagesBurst: limits.messagesBurst,
+        maxSubscriptions: limits.maxSubscriptions,
+        maxBufferedBytes: limits.maxBufferedBytes,
+        idleTimeoutMs: limits.idleTimeoutMs
+      }
+    }).slice(1, -1)
+    welcomeLimitsCache.set(limits, text)
+  }
+  return text
+}
 
 /**
  * One client connection: a small state machine (connecting → open → closing → closed) that
@@ -56,7 +80,7 @@ export class Connection {
   private lastRefill: number
   private strikes = 0
   private pending = 0
-  private chain: Promise<void> = Promise.resolve()
+  private chain: Promise<void> = SETTLED
   private closeCode: number = CloseCodes.NORMAL
 
   constructor (
@@ -94,22 +118,10 @@ export class Connection {
     if (this.state !== 'connecting') return
     this.state = 'open'
     const { limits } = this.node
-    this.sendText(JSON.stringify({
-      type: 'welcome',
-      protocol: PROTOCOL_VERSION,
-      connectionId: this.id,
-      user: { id: this.publicId, role: this.principal.kind === 'user' ? this.principal.role : 'apiKey' },
-      heartbeatMs: limits.heartbeatMs,
-      limits: {
-        maxMessageBytes: limits.maxMessageBytes,
-        messagesPerSecond: limits.messagesPerSecond,
-        messagesBurst: limits.messagesBurst,
-        maxSubscriptions: limits.maxSubscriptions,
-        maxBufferedBytes: limits.maxBufferedBytes,
-        idleTimeoutMs: limits.idleTimeoutMs
-      },
-      tokenExpiresAt: this.principal.kind === 'user' ? this.principal.expiresAt * 1000 : null
-    }))
+    const user = { id: this.publicId, role: this.principal.kind === 'user' ? this.principal.role : 'apiKey' }
+    const tokenExpiresAt = this.principal.kind === 'user' ? this.principal.expiresAt * 1000 : null
+    this.sendText(`{"type":"welcome","protocol":"${PROTOCOL_VERSION}","connectionId":${JSON.stringify(this.id)},"user":${JSON.stringify(user)},` +
+      `${welcomeLimits(limits)},"tokenExpiresAt":${JSON.stringify(tokenExpiresAt)}}`)
     // The first ping is jittered so connections opened together do not ping together forever.
     this.pingAt = this.node.now() + Math.floor(limits.heartbeatMs * (0.5 + Math.random() * 0.5))
     this.armIdle()
