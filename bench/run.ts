@@ -28,6 +28,7 @@ const USAGE = `bench/run.ts — the benchmark suite (docs/performance.md)
   --from FILE      no run: the table, chart and targets again from a results JSON`
 
 const GENERATOR_TIMEOUT_MS = 10 * 60_000
+const WARMUP_SETTLE_MS = 1000
 const RESULTS = join(ROOT, 'bench', 'results')
 const DOC = join(ROOT, 'docs', 'performance.md')
 const BEGIN = '<!-- bench:results:begin -->'
@@ -38,9 +39,9 @@ function log (text: string): void {
 }
 
 /** One `switchboard bench --json` on the generator's CPU, against a running server. */
-function generate (target: RunningTarget, scenario: Scenario, configDir: string): Promise<{ report: BenchReport | undefined, stderr: string }> {
+function generate (target: RunningTarget, scenarioArgs: string[], configDir: string): Promise<{ report: BenchReport | undefined, stderr: string }> {
   const args = [
-    '--import', 'tsx', 'src/cli/index.ts', 'bench', ...scenario.args,
+    '--import', 'tsx', 'src/cli/index.ts', 'bench', ...scenarioArgs,
     '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
     ...(target.token === undefined ? [] : ['--token', target.token]),
     ...(target.publisherUrl === undefined ? [] : ['--publisher-url', target.publisherUrl])
@@ -95,7 +96,7 @@ function machine (): Machine {
 async function runScenario (s: Scenario, runs: number, peers: Set<Variant>, cpuProfDir: string | undefined, configDir: string): Promise<ScenarioResult> {
   const extra = Object.fromEntries(Object.entries(s.raise).map(([k, v]) => [k, v.value]))
   const switchboardEnv = { ...connectionLimits(s), ...extra }
-  const variants = s.variants.filter(v => peers.has(v === 'switchboard-2-nodes' ? 'switchboard' : v))
+  const variants = s.variants.filter(v => peers.has(v === 'switchboard-2-nodes' ? 'switchboard' : v === 'ws-framed-jwt' ? 'ws-framed' : v))
   const result: ScenarioResult = { id: s.id, title: s.title, description: s.description, args: s.args, switchboardEnv, runs: [], summary: {} }
   if (s.id === 'two-nodes') {
     const missing = await clusterServices()
@@ -112,7 +113,13 @@ async function runScenario (s: Scenario, runs: number, peers: Set<Variant>, cpuP
       const target = await startTarget(variant, { rooms, env: switchboardEnv, ...(cpuProfDir === undefined ? {} : { cpuProfDir }) })
       let outcome: Awaited<ReturnType<typeof generate>>
       try {
-        outcome = await generate(target, s, configDir)
+        if (s.warmup !== undefined) {
+          const warm = await generate(target, s.warmup, configDir)
+          if (warm.report === undefined || !cleanRun(warm.report)) throw new Error(`[${s.id}] ${variant}: the warm-up pass failed\n${warm.stderr}`)
+          // Its connections closed when it exited; let the server finish with them first.
+          await new Promise(resolve => setTimeout(resolve, WARMUP_SETTLE_MS))
+        }
+        outcome = await generate(target, s.args, configDir)
       } finally {
         await target.stop()
       }

@@ -18,6 +18,12 @@ export interface Scenario {
   variants: readonly Variant[]
   /** Generator flags (without --url, --target, --token, --server-pid, --json). */
   args: string[]
+  /**
+   * Generator flags of a pass run against the same server process before the measured one,
+   * its result discarded: the measure is then the server's steady cost, not its first
+   * compilation of the code path (see docs/performance.md, "How a run works").
+   */
+  warmup?: string[]
   /** Rooms the servers need (Switchboard creates them before the run). */
   rooms: number
   /** Connections the run opens: the per-user, per-address and handshake limits are sized from it. */
@@ -45,7 +51,8 @@ export function scenarios (size: Size): Scenario[] {
   const roomsSubs = full ? 5000 : 1000
   const roomsCount = full ? 500 : 100
   const idle = full ? 10_000 : 2000
-  const handshakes = full ? 2000 : 500
+  const handshakes = full ? 3000 : 500
+  const handshakesWarmup = full ? 1000 : 300
   const steadyArgs = ['--subscribers', String(steadySubs), '--rooms', '1', '--publishers', '1', '--rate', '50', '--duration', String(steadySeconds), '--size', '100']
   return [
     {
@@ -111,11 +118,12 @@ export function scenarios (size: Size): Scenario[] {
     {
       id: 'handshakes',
       title: '5. Handshakes',
-      description: `${handshakes} connections opened 50 at a time, each to the server's first frame (Switchboard: JWT verified before the upgrade, welcome frame)`,
-      variants: PEERS,
+      description: `${handshakes} connections opened 50 at a time after a warm-up of ${handshakesWarmup}, each to the server's first frame (Switchboard: JWT verified before the upgrade, welcome frame; ws frame-once + JWT: the hub verifying the same JWT before the upgrade)`,
+      variants: [...PEERS, 'ws-framed-jwt'],
       args: ['--subscribers', '0', '--publishers', String(handshakes), '--messages', '0', '--batch', '50'],
+      warmup: ['--subscribers', '0', '--publishers', String(handshakesWarmup), '--messages', '0', '--batch', '50'],
       rooms: 0,
-      connections: handshakes,
+      connections: handshakes + handshakesWarmup,
       raise: {},
       metrics: (r) => ({
         connectsPerCpuS: r.server?.connectionsPerCpuSecond ?? null,

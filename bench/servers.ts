@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { createSigner } from 'fast-jwt'
 import pg from 'pg'
 import { Redis } from 'ioredis'
 import { deleteRedisKeys, dropSchema } from '../test/helper.js'
@@ -19,8 +20,11 @@ import { freePort } from '../test/process.js'
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 export const PEERS = ['switchboard', 'ws-framed', 'ws-naive', 'socketio'] as const
 export type Peer = typeof PEERS[number]
-/** Scenario 6 compares these two Switchboard set-ups (the peers have no cluster mode). */
-export type Variant = Peer | 'switchboard-2-nodes'
+/**
+ * Scenario 6 compares these two Switchboard set-ups (the peers have no cluster mode);
+ * scenario 5 adds the frame-once hub verifying the same JWT before each upgrade.
+ */
+export type Variant = Peer | 'switchboard-2-nodes' | 'ws-framed-jwt'
 
 export const SERVER_CPU = '0'
 export const GENERATOR_CPU = '1'
@@ -38,6 +42,7 @@ export const ADAPTERS: Record<Variant, string> = {
   switchboard: 'switchboard',
   'switchboard-2-nodes': 'switchboard',
   'ws-framed': 'bench/peers/hub-adapter.ts',
+  'ws-framed-jwt': 'bench/peers/hub-adapter.ts',
   'ws-naive': 'bench/peers/hub-adapter.ts',
   socketio: 'bench/peers/socketio-adapter.ts'
 }
@@ -109,9 +114,9 @@ function profileArgs (dir: string | undefined, name: string): string[] {
 }
 
 /** A peer of bench/peers/, ready once it printed `ready PORT`. */
-async function startPeer (peer: Exclude<Peer, 'switchboard'>, options: StartOptions): Promise<RunningTarget> {
+async function startPeer (peer: Exclude<Peer, 'switchboard'>, options: StartOptions, env: Record<string, string> = {}): Promise<RunningTarget> {
   const port = await freePort()
-  const child = spawnPinned(options.pin === false ? undefined : SERVER_CPU, [...profileArgs(options.cpuProfDir, peer), '--import', 'tsx', `bench/peers/${peer}.ts`], { PORT: String(port), NODE_ENV: 'production' })
+  const child = spawnPinned(options.pin === false ? undefined : SERVER_CPU, [...profileArgs(options.cpuProfDir, peer), '--import', 'tsx', `bench/peers/${peer}.ts`], { ...env, PORT: String(port), NODE_ENV: 'production' })
   const { output, exited } = watch(child)
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${peer}: no ready line within ${READY_WITHIN_MS} ms\n${output()}`)), READY_WITHIN_MS)
@@ -275,5 +280,19 @@ export async function clusterServices (): Promise<string | undefined> {
 export function startTarget (variant: Variant, options: StartOptions): Promise<RunningTarget> {
   if (variant === 'switchboard') return startSwitchboard(options)
   if (variant === 'switchboard-2-nodes') return startTwoNodes(options)
+  if (variant === 'ws-framed-jwt') return startJwtHub(options)
   return startPeer(variant, options)
+}
+
+/**
+ * The frame-once hub checking a JWT before each upgrade, with a token shaped like
+ * Switchboard's access tokens (HS256, iss, sub, role, jti, iat, exp) signed by fast-jwt, the
+ * library both use.
+ */
+async function startJwtHub (options: StartOptions): Promise<RunningTarget> {
+  const secret = randomBytes(32).toString('hex')
+  const sign = createSigner({ key: secret, algorithm: 'HS256', iss: 'switchboard', expiresIn: 3_600_000 })
+  const token = sign({ sub: BENCH_USER.username, role: 'user', jti: randomBytes(16).toString('hex') })
+  const peer = await startPeer('ws-framed', options, { JWT_SECRET: secret })
+  return { ...peer, variant: 'ws-framed-jwt', token }
 }

@@ -86,7 +86,11 @@ export function targets (results: ScenarioResult[]): TargetResult[] {
   const rss = get(results, 'idle', 'switchboard', 'rssPerConnBytes')
   atMost('Idle: RSS per authenticated connection ≤ 10 KB (10,000 bytes)', rss, 10_000, rss === null ? '–' : `${(rss / 1000).toFixed(1)} KB`)
   atMost('Idle: RSS per connection ≤ 0.65× Socket.IO', ratio(rss, get(results, 'idle', 'socketio', 'rssPerConnBytes')), 0.65)
-  atLeast('Handshakes: connects per server CPU-second ≥ 0.7× the ws hub', ratio(get(results, 'handshakes', 'switchboard', 'connectsPerCpuS'), get(results, 'handshakes', 'ws-framed', 'connectsPerCpuS')), 0.7)
+  const handshakes = get(results, 'handshakes', 'switchboard', 'connectsPerCpuS')
+  atLeast('Handshakes: connects per server CPU-second ≥ 0.7× the ws hub', ratio(handshakes, get(results, 'handshakes', 'ws-framed', 'connectsPerCpuS')), 0.7)
+  // The same bound read as "both sides verify the JWT": BAR.md's wording allows either reading;
+  // both are reported (docs/performance.md, "What we found").
+  atLeast('Handshakes: connects per server CPU-second ≥ 0.7× the ws hub verifying the same JWT', ratio(handshakes, get(results, 'handshakes', 'ws-framed-jwt', 'connectsPerCpuS')), 0.7)
   const one = get(results, 'two-nodes', 'switchboard', 'p50Ms')
   const two = get(results, 'two-nodes', 'switchboard-2-nodes', 'p50Ms')
   const hop = one === null || two === null ? null : two - one
@@ -127,6 +131,7 @@ const NAMES: Record<Variant, string> = {
   switchboard: 'Switchboard',
   'switchboard-2-nodes': 'Switchboard, 2 nodes',
   'ws-framed': 'ws frame-once',
+  'ws-framed-jwt': 'ws frame-once + JWT',
   'ws-naive': 'ws naive',
   socketio: 'Socket.IO 4'
 }

@@ -52,6 +52,24 @@ describe('benchmark peers through their adapters', () => {
   }
 })
 
+describe('the frame-once hub verifying a JWT (the handshake reference)', () => {
+  it('upgrades a handshake with the token the runner signed, refuses one without or with a forged one', async (t) => {
+    const target = await startTarget('ws-framed-jwt', { rooms: [], env: {}, pin: false })
+    t.after(() => target.stop())
+    assert.ok(target.token !== undefined)
+    const config = join(tempDir(t), 'none.json')
+    const common = ['bench', '--target', ADAPTERS['ws-framed-jwt'], '--url', target.url, '--json', '--subscribers', '0', '--publishers', '5', '--messages', '0']
+    const accepted = report(await runCli(config, [...common, '--token', target.token]))
+    assert.equal(accepted.connect.connections, 5)
+    const [header, payload] = target.token.split('.')
+    for (const token of [undefined, `${header}.${payload}.${'A'.repeat(43)}`]) {
+      const refused = await runCli(config, [...common, ...(token === undefined ? [] : ['--token', token])])
+      assert.notEqual(refused.code, 0, 'a handshake without a valid token was upgraded')
+      assert.match(refused.stderr, /401/)
+    }
+  })
+})
+
 describe('switchboard bench --publisher-url', () => {
   it('sends publishers to the other server', async (t) => {
     const subscribersNode = await build(t)

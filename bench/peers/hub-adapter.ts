@@ -53,7 +53,9 @@ const hubAdapter: AdapterFactory = (options) => {
     name: 'ws-hub',
     maxInFlight: MAX_IN_FLIGHT,
     connect (index) {
-      const socket = new WebSocket(url.href, { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: CONNECT_TIMEOUT_MS })
+      // A token (--token) goes in the header a JWT-checking hub reads; the plain hubs ignore it.
+      const headers = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }
+      const socket = new WebSocket(url.href, { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: CONNECT_TIMEOUT_MS, headers })
       return new Promise((resolve, reject) => {
         socket.once('open', () => resolve(new HubConnection(socket)))
         socket.once('error', (err: NodeJS.ErrnoException) => {

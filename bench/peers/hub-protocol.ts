@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http'
+import { createVerifier } from 'fast-jwt'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 /**
@@ -12,7 +14,10 @@ import { WebSocketServer, type WebSocket } from 'ws'
  * (as in Switchboard, docs/protocol.md "publish"); the reply is written after the fan-out, so
  * an acknowledged publish has been handed to every subscriber's socket, as Switchboard's reply
  * comes after its fan-out. No authentication and no schema validation: these peers are the
- * stack's floor, not a product (docs/performance.md says so next to the numbers).
+ * stack's floor, not a product (docs/performance.md says so next to the numbers) — except that,
+ * given JWT_SECRET, a hub verifies an `Authorization: Bearer` JWT before each upgrade (401
+ * otherwise) with the library and the options Switchboard uses (`JWT_ISSUER`, default
+ * `switchboard`): the handshake scenario's reference for the cost of that check alone.
  */
 
 export interface HubCommand { t?: unknown, id?: unknown, room?: unknown, data?: unknown }
@@ -32,7 +37,8 @@ export function okFrame (id: unknown): string {
  */
 export function startHub (name: string, port: number, broadcast: (subscribers: Set<WebSocket>, room: string, data: unknown) => void): WebSocketServer {
   const rooms = new Map<string, Set<WebSocket>>()
-  const wss = new WebSocketServer({ port, host: '127.0.0.1', perMessageDeflate: false })
+  const verifyClient = jwtCheck(process.env.JWT_SECRET, process.env.JWT_ISSUER ?? 'switchboard')
+  const wss = new WebSocketServer({ port, host: '127.0.0.1', perMessageDeflate: false, ...(verifyClient === undefined ? {} : { verifyClient }) })
   wss.on('connection', (ws) => {
     const joined = new Set<string>()
     ws.on('message', (raw: Buffer) => {
@@ -80,4 +86,26 @@ export function portFromEnv (): number {
   const port = Number(process.env.PORT ?? '0')
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT: not a port: ${process.env.PORT}`)
   return port
+}
+
+/** ws's `verifyClient` (sync form: false answers 401) checking a bearer JWT as plugins/auth.ts does. */
+function jwtCheck (secret: string | undefined, issuer: string): ((info: { req: IncomingMessage }) => boolean) | undefined {
+  if (secret === undefined || secret === '') return undefined
+  const verify = createVerifier({
+    key: secret,
+    algorithms: ['HS256'],
+    allowedIss: issuer,
+    requiredClaims: ['exp', 'iat', 'iss', 'sub', 'jti'],
+    clockTolerance: 5000
+  })
+  return ({ req }) => {
+    const match = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '')
+    if (match?.[1] === undefined) return false
+    try {
+      verify(match[1])
+      return true
+    } catch {
+      return false
+    }
+  }
 }
