@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
-import { build, skipUnlessStore, TEST_DATABASE_URL } from './helper.js'
+import { build, skipUnlessStore, TEST_DATABASE_URL, wsConnect } from './helper.js'
 
 /**
  * A TCP proxy between the app and the machine's PostgreSQL that the test can cut and restore:
@@ -49,6 +49,9 @@ describe('PostgreSQL outage (BAR: dependencies fail fast, readiness tells)', { s
     const server = await build(t, { env: { DATABASE_URL: viaProxy.toString(), DATABASE_SCHEMA: schema } })
     const token = await server.userToken('alice')
     assert.equal((await server.request('POST', '/rooms', { token, body: { id: 'lobby' } })).status, 201)
+    const admin = await server.userToken('root', 'admin')
+    const created = await server.request('POST', '/api-keys', { token: admin, body: { name: 'svc', scopes: ['subscribe:*'] } })
+    assert.equal(created.status, 201, created.text)
 
     await proxy.cut()
     const rooms = await server.request('GET', '/rooms', { token })
@@ -60,6 +63,15 @@ describe('PostgreSQL outage (BAR: dependencies fail fast, readiness tells)', { s
     assert.equal((await server.request('GET', '/health/live')).status, 200)
     const publish = await server.request('POST', '/rooms/lobby/messages', { token, body: { data: 'x' } })
     assert.equal(publish.status, 503, publish.text)
+    // A WebSocket handshake with an API key needs the store: 503 with the store's code, not
+    // a 500. One with a JWT does not, and is still welcomed.
+    await assert.rejects(wsConnect(t, server, { apiKey: created.body.key as string }), (err: { statusCode?: number, body?: string }) => {
+      assert.equal(err.statusCode, 503)
+      assert.equal((JSON.parse(err.body ?? '{}') as { code?: string }).code, 'SB_ERR_UNAVAILABLE')
+      return true
+    })
+    const viaToken = await wsConnect(t, server, { token })
+    assert.equal(viaToken.welcome.user.id, 'alice')
 
     await proxy.restore()
     const deadline = Date.now() + 15_000

@@ -146,7 +146,13 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     // ws answers a malformed upgrade (version, key) with 400 itself and never calls back.
     wss.handleUpgrade(request, socket, head, (websocket) => {
       upgraded = true
-      open(websocket, principal, ip, request.url, request.headers['user-agent'], reservation.id)
+      try {
+        open(websocket, principal, ip, request.url, request.headers['user-agent'], reservation.id)
+      } catch (err) {
+        // The 101 is written: no HTTP answer is possible any more, only the end of the socket.
+        app.log.error({ err }, 'websocket connection set-up failed')
+        websocket.terminate()
+      }
     })
     if (!upgraded) app.realtime.release(principal, ip, reservation.id)
   }
@@ -177,6 +183,14 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     // reset by the client must end this socket, not the process.
     socket.on('error', destroyOnError)
     handshake(request, socket as Socket, head).catch((err: unknown) => {
+      // As the HTTP error handler (src/app.ts) answers: a dependency that is down (the store
+      // looking up an API key) is a temporary 503 with its code; anything else is a bug.
+      const { statusCode, code } = err as { statusCode?: unknown, code?: unknown }
+      if (statusCode === 503 && typeof code === 'string' && code.startsWith('SB_ERR_')) {
+        app.log.warn({ err }, 'websocket handshake: dependency unavailable')
+        writeRefusal(socket, { statusCode: 503, code, message: (err as Error).message })
+        return
+      }
       app.log.error({ err }, 'websocket handshake failed')
       writeRefusal(socket, { statusCode: 500, code: 'SB_ERR_INTERNAL', message: 'Internal server error' })
     })
