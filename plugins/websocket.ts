@@ -27,8 +27,8 @@ declare module 'fastify' {
  * The upgrade listener @fastify/websocket installs routes every upgrade through Fastify: a
  * ServerResponse, a request and reply, the hooks, a child logger. For the one endpoint whose
  * handshake rate matters (/ws: reconnect storms after a deploy), that machinery was about a
- * seventh of a handshake's CPU (docs/performance.md), so `directUpgrade` lets a route take its upgrades
- * before Fastify sees them; the route then does its own checks (routes/ws).
+ * seventh of a handshake's CPU (docs/performance.md), so `directUpgrade` lets a route take
+ * its upgrades before Fastify sees them; the route then does its own checks (routes/ws).
  */
 export default fp(async (app) => {
   await app.register(websocket, {

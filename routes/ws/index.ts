@@ -27,9 +27,9 @@ function answerOf (error: FastifyError): Refusal {
  * GET /ws: the WebSocket endpoint. Its upgrades are taken before Fastify routes them
  * (plugins/websocket.ts, `directUpgrade`): a reconnect storm after a deploy is thousands of
  * handshakes a second, and Fastify's request lifecycle — response object, request and reply,
- * hooks, child logger — was about a seventh of each one's CPU. So the checks a handshake needs are made
- * here, in this order, before the upgrade, and a refused client gets a plain HTTP answer with
- * the API's error body and no socket:
+ * hooks, child logger — was about a seventh of each one's CPU. So the checks a handshake
+ * needs are made here, in this order, before the upgrade, and a refused client gets a plain
+ * HTTP answer with the API's error body and no socket:
  *
  * 1. drain state (503);
  * 2. the per-address handshake budget (WS_HANDSHAKES_PER_IP_PER_MINUTE, 429 + Retry-After;
