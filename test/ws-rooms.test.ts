@@ -783,7 +783,7 @@ const OPEN_ROOM: StreamOptions = { historySize: 1000, historyTtlSeconds: 3600 }
  * The real-time core behind a bare ws server (no Fastify, no store): `?user=<id>` names the
  * connecting user; every room is open to everyone unless the test brings its own authorizer.
  */
-async function coreServer (t: TestContext, options: { engine?: Engine, authorize?: Authorizer } = {}): Promise<{ url: string, node: RealtimeNode }> {
+async function coreServer (t: TestContext, options: { engine?: Engine, authorize?: Authorizer, log?: Logger } = {}): Promise<{ url: string, node: RealtimeNode }> {
   const silent: Logger = { debug () {}, info () {}, warn () {}, error () {}, child: () => silent }
   const engine = options.engine ?? createMemoryEngine()
   const node = createRealtimeNode({
@@ -805,7 +805,7 @@ async function coreServer (t: TestContext, options: { engine?: Engine, authorize
       maxRecoveryPublications: 1000
     },
     metrics: noopMetrics,
-    log: silent
+    log: options.log ?? silent
   })
   const server = http.createServer()
   const wss = new WebSocketServer({ server, perMessageDeflate: false })
@@ -1076,6 +1076,39 @@ describe('ws rooms: revocation racing a subscribe (core behind a real ws server)
 
 // ---------------------------------------------------------------------------------------
 // Admin
+
+describe('connection logging', () => {
+  /** A logger that counts the children made and keeps the debug lines, with debug on or off. */
+  function countingLogger (debugOn: boolean): { log: Logger, children: () => number, debugLines: string[] } {
+    let children = 0
+    const debugLines: string[] = []
+    const log: Logger = {
+      debug (_obj, msg) { debugLines.push(msg ?? '') },
+      info () {},
+      warn () {},
+      error () {},
+      child () { children++; return log },
+      isLevelEnabled: level => debugOn || level !== 'debug'
+    }
+    return { log, children: () => children, debugLines }
+  }
+
+  it('a connection that opens and closes builds no logger unless a level it logs at is enabled', async (t) => {
+    for (const debugOn of [false, true]) {
+      const logger = countingLogger(debugOn)
+      const { url, node } = await coreServer(t, { log: logger.log })
+      const client = await wsConnect(t, { url }, { query: '?user=alice' })
+      client.close()
+      await waitFor(() => node.stats().connections === 0, 'the close to be handled')
+      if (debugOn) {
+        assert.equal(logger.children(), 1, 'debug on: the connection logs its close through its own logger')
+        assert.ok(logger.debugLines.includes('connection closed'))
+      } else {
+        assert.equal(logger.children(), 0, 'debug off: no logger was built for the close line')
+      }
+    }
+  })
+})
 
 describe('ws rooms: admin connections API', () => {
   it('lists connections with filters, kicks one or all of a user\'s with 4503; presence follows', async (t) => {

@@ -104,6 +104,14 @@ export class Connection {
     return this.childLog
   }
 
+  /**
+   * Debug lines come on every close: asked first, so that a connection that never logs at a
+   * level in use never builds its logger (a pino child costs microseconds and memory).
+   */
+  private debugEnabled (): boolean {
+    return this.node.log.isLevelEnabled?.('debug') ?? true
+  }
+
   /** The id other users see: the user id, or `key:<name>` for an API key. */
   get publicId (): string {
     return principalId(this.principal)
@@ -195,7 +203,7 @@ export class Connection {
 
   /** A socket error (a reset, a protocol violation): the close event follows and cleans up. */
   handleError (err: Error): void {
-    this.log.debug({ err }, 'socket error')
+    if (this.debugEnabled()) this.log.debug({ err }, 'socket error')
   }
 
   /** A pong to our ping: the peer is alive. */
@@ -214,7 +222,7 @@ export class Connection {
     for (const room of [...this.subscriptions.keys()]) this.dropSubscription(room)
     this.node.unregister(this)
     this.node.metrics.connectionClosed(this.closeCode)
-    this.log.debug({ code: this.closeCode }, 'connection closed')
+    if (this.debugEnabled()) this.log.debug({ code: this.closeCode }, 'connection closed')
   }
 
   private async run (command: ClientCommand): Promise<void> {

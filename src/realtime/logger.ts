@@ -5,4 +5,6 @@ export interface Logger {
   warn(obj: object, msg?: string): void
   error(obj: object, msg?: string): void
   child(bindings: Record<string, unknown>): Logger
+  /** pino's: lets a caller skip building a line nobody will see. Absent: every level is on. */
+  isLevelEnabled?(level: string): boolean
 }
