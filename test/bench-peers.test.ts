@@ -5,6 +5,7 @@ import { build, tempDir } from './helper.js'
 import { runCli, type CliRun } from './process.js'
 import type { BenchReport } from '../src/cli/bench/report.js'
 import { renderChart } from '../bench/chart.js'
+import { busyByGroup, type Profile } from '../bench/handshake-profile.js'
 import { cleanRun } from '../bench/scenarios.js'
 import { ADAPTERS, startTarget, type Peer } from '../bench/servers.js'
 import { markdown, median, summarise, targets, type RunRecord, type ScenarioResult } from '../bench/summary.js'
@@ -121,5 +122,27 @@ describe('benchmark summary, targets and chart', () => {
     assert.equal(svg.match(/<rect x=/g)?.length, 3)
     assert.match(svg, /not measured in this run/)
     assert.match(svg, /<\/svg>\n$/)
+  })
+})
+
+describe('handshake profile: busy time by group', () => {
+  it('counts samples inside the windows only, leaves out close handlers and idle, and groups by package, node module or file', () => {
+    const frame = (id: number, functionName: string, url: string, children: number[] = []): Profile['nodes'][number] => ({ id, callFrame: { functionName, url }, children })
+    const profile: Profile = {
+      startTime: 1000,
+      nodes: [
+        frame(1, '(root)', '', [2, 3, 4, 6]),
+        frame(2, 'verify', 'file:///x/node_modules/fast-jwt/src/verifier.js'),
+        frame(3, 'handshake', 'file:///x/dist/routes/ws/index.js'),
+        frame(4, 'socketOnClose', 'file:///x/node_modules/ws/lib/websocket.js', [5]),
+        frame(5, 'NodeError', 'node:internal/errors'),
+        frame(6, '(idle)', '')
+      ],
+      // Sample times: 1010, 1020, 1030, 1040, 1050, 1060, 1070.
+      samples: [2, 3, 5, 6, 2, 3, 2],
+      timeDeltas: [10, 10, 10, 10, 10, 10, 10]
+    }
+    const busy = busyByGroup(profile, [[1005, 1055]])
+    assert.deepEqual(Object.fromEntries(busy), { 'fast-jwt': 20, 'dist/routes/ws/index.js': 10 })
   })
 })

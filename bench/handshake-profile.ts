@@ -1,0 +1,119 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { connectionLimits, scenarios } from './scenarios.js'
+import { ADAPTERS, GENERATOR_CPU, spawnPinned, startTarget, type Variant } from './servers.js'
+
+/**
+ * Where a handshake's CPU goes, server by server: each server is started with `--cpu-prof`,
+ * given `--rounds` passes of scenario 5's handshakes (one generator each), and its profile is
+ * read over the passes after the first two only (warm code) and outside the close handlers
+ * (the generator closes everything when it exits; those closes are not part of a handshake).
+ * Prints busy CPU per handshake by package or file, side by side, with the difference to the
+ * first server: how docs/performance.md ("Latest run: handshakes") split Switchboard's cost.
+ *
+ *   node --import tsx bench/handshake-profile.ts --servers switchboard,ws-framed-jwt
+ *
+ * The profiler's own overhead is in every number; compare servers, not absolute values.
+ * Sample times and the passes' times are both CLOCK_MONOTONIC microseconds (V8 and
+ * process.hrtime), which is what lets a profile be cut at the passes' edges.
+ */
+
+interface ProfileNode { id: number, callFrame: { functionName: string, url: string }, children?: number[] }
+export interface Profile { nodes: ProfileNode[], startTime: number, samples: number[], timeDeltas: number[] }
+
+/** Stacks under these run when a socket closes. */
+const CLOSING = /^(socketOnEnd|socketOnClose|emitCloseNT|onReadableStreamEnd|emitClose|close)$/
+const COLD_ROUNDS = 2
+
+/** The group a frame's time is counted in: its npm package, its node: module, or its file. */
+function group (node: ProfileNode): string {
+  const { url, functionName } = node.callFrame
+  if (url === '') return `(${functionName})`
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)
+  if (pkg !== null) return pkg[1]!
+  if (url.startsWith('node:')) return url
+  return url.replace(/^file:\/\/.*?\/(dist\/|bench\/)/, '$1')
+}
+
+/** Busy microseconds by group, counting only samples inside `windows` and outside close handlers. */
+export function busyByGroup (profile: Profile, windows: Array<[number, number]>): Map<string, number> {
+  const byId = new Map(profile.nodes.map(n => [n.id, n]))
+  const parent = new Map<number, number>()
+  for (const n of profile.nodes) for (const child of n.children ?? []) parent.set(child, n.id)
+  const out = new Map<string, number>()
+  let at = profile.startTime
+  for (let i = 0; i < profile.samples.length; i++) {
+    const delta = profile.timeDeltas[i] ?? 0
+    at += delta
+    if (!windows.some(([from, to]) => at >= from && at <= to)) continue
+    const leaf = byId.get(profile.samples[i]!)
+    if (leaf === undefined || leaf.callFrame.functionName === '(idle)') continue
+    let closing = false
+    for (let id: number | undefined = leaf.id; id !== undefined && !closing; id = parent.get(id)) closing = CLOSING.test(byId.get(id)?.callFrame.functionName ?? '')
+    if (closing) continue
+    out.set(group(leaf), (out.get(group(leaf)) ?? 0) + delta)
+  }
+  return out
+}
+
+const nowMicros = (): number => Number(process.hrtime.bigint() / 1000n)
+
+async function profileServer (variant: Variant, rounds: number, perRound: number): Promise<Map<string, number>> {
+  const handshakes = scenarios('full').find(s => s.id === 'handshakes')!
+  const args = ['--subscribers', '0', '--publishers', String(perRound), '--messages', '0', '--batch', '50']
+  const dir = mkdtempSync(join(tmpdir(), 'handshake-profile-'))
+  try {
+    const target = await startTarget(variant, { rooms: [], env: connectionLimits({ ...handshakes, connections: rounds * perRound }), cpuProfDir: dir })
+    const windows: Array<[number, number]> = []
+    try {
+      for (let round = 0; round < rounds; round++) {
+        const from = nowMicros()
+        const generator = spawnPinned(GENERATOR_CPU, [
+          '--import', 'tsx', 'src/cli/index.ts', 'bench', ...args, '--url', target.url, '--target', ADAPTERS[variant], '--json',
+          ...(target.token === undefined ? [] : ['--token', target.token])
+        ], { SWITCHBOARD_CONFIG: join(dir, 'none.json'), NODE_ENV: 'production' })
+        const code = await new Promise<number | null>(resolve => generator.once('exit', resolve))
+        if (code !== 0) throw new Error(`${variant}: the generator failed (exit ${code}) in round ${round + 1}`)
+        windows.push([from, nowMicros()])
+        await new Promise(resolve => setTimeout(resolve, 1000))
+      }
+    } finally {
+      await target.stop()
+    }
+    // One profile per thread (the peers' tsx loader has a worker): the main thread's is the largest.
+    const files = readdirSync(dir, { recursive: true }).map(String).filter(f => f.endsWith('.cpuprofile')).map(f => join(dir, f))
+    const main = files.sort((a, b) => statSync(b).size - statSync(a).size)[0]
+    if (main === undefined) throw new Error(`${variant}: no CPU profile was written`)
+    const busy = busyByGroup(JSON.parse(readFileSync(main, 'utf8')) as Profile, windows.slice(COLD_ROUNDS))
+    const count = (rounds - COLD_ROUNDS) * perRound
+    return new Map([...busy].map(([name, micros]) => [name, micros / count]))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, ''))) {
+  const { values } = parseArgs({ options: { servers: { type: 'string', default: 'switchboard,ws-framed-jwt' }, rounds: { type: 'string', default: '8' }, 'per-round': { type: 'string', default: '2000' }, top: { type: 'string', default: '30' } } })
+  const servers = values.servers.split(',') as Variant[]
+  const rounds = Number(values.rounds)
+  const perRound = Number(values['per-round'])
+  if (!Number.isInteger(rounds) || rounds <= COLD_ROUNDS) throw new Error(`--rounds: more than ${COLD_ROUNDS}`)
+  const results: Array<Map<string, number>> = []
+  for (const server of servers) {
+    process.stderr.write(`profiling ${server}: ${rounds} rounds of ${perRound} handshakes\n`)
+    results.push(await profileServer(server, rounds, perRound))
+  }
+  const total = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0)
+  const groups = [...new Set(results.flatMap(m => [...m.keys()]))]
+  const first = results[0]!
+  const other = results[1]
+  groups.sort((a, b) => other === undefined ? (first.get(b) ?? 0) - (first.get(a) ?? 0) : ((first.get(b) ?? 0) - (other.get(b) ?? 0)) - ((first.get(a) ?? 0) - (other.get(a) ?? 0)))
+  const cell = (n: number | undefined): string => (n ?? 0).toFixed(1).padStart(10)
+  process.stdout.write(`busy µs per handshake (warm, closes excluded)\n${'group'.padEnd(44)}${servers.map(s => s.padStart(14)).join('')}${other === undefined ? '' : '  first − second'.padStart(16)}\n`)
+  process.stdout.write(`${'all'.padEnd(44)}${results.map(m => cell(total(m)).padStart(14)).join('')}${other === undefined ? '' : cell(total(first) - total(other)).padStart(16)}\n`)
+  for (const name of groups.slice(0, Number(values.top))) {
+    process.stdout.write(`${name.slice(0, 43).padEnd(44)}${results.map(m => cell(m.get(name)).padStart(14)).join('')}${other === undefined ? '' : cell((first.get(name) ?? 0) - (other.get(name) ?? 0)).padStart(16)}\n`)
+  }
+}
