@@ -109,7 +109,9 @@ if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].re
   const groups = [...new Set(results.flatMap(m => [...m.keys()]))]
   const first = results[0]!
   const other = results[1]
-  groups.sort((a, b) => other === undefined ? (first.get(b) ?? 0) - (first.get(a) ?? 0) : ((first.get(b) ?? 0) - (other.get(b) ?? 0)) - ((first.get(a) ?? 0) - (other.get(a) ?? 0)))
+  // The largest differences first, either way (the hub's own write shows as a negative row).
+  const weight = (name: string): number => other === undefined ? (first.get(name) ?? 0) : Math.abs((first.get(name) ?? 0) - (other.get(name) ?? 0))
+  groups.sort((a, b) => weight(b) - weight(a))
   const cell = (n: number | undefined): string => (n ?? 0).toFixed(1).padStart(10)
   process.stdout.write(`busy µs per handshake (warm, closes excluded)\n${'group'.padEnd(44)}${servers.map(s => s.padStart(14)).join('')}${other === undefined ? '' : '  first − second'.padStart(16)}\n`)
   process.stdout.write(`${'all'.padEnd(44)}${results.map(m => cell(total(m)).padStart(14)).join('')}${other === undefined ? '' : cell(total(first) - total(other)).padStart(16)}\n`)
