@@ -86,6 +86,18 @@ function clients (t: TestContext): (options: SwitchboardClientOptions) => Record
   }
 }
 
+/**
+ * Waits for `check` through I/O turns (setImmediate), not timers: for tests that mock the
+ * clock, where a timer-based wait would never end. Bounded by a number of turns, not a time.
+ */
+async function ioUntil (check: () => boolean, what: string, turns = 200_000): Promise<void> {
+  for (let turn = 0; turn < turns; turn++) {
+    await new Promise<void>(resolve => setImmediate(resolve))
+    if (check()) return
+  }
+  assert.fail(`gave up waiting for ${what}`)
+}
+
 /** A handler that records what it receives. */
 function recorder (): { handler: (event: SubscriptionEvent) => void, events: SubscriptionEvent[], messages: () => MessageFrame[] } {
   const events: SubscriptionEvent[] = []
@@ -291,33 +303,54 @@ describe('client SDK: commands', () => {
     assert.deepEqual(errors, [])
   })
 
-  it('commands refused with rate_limited go out again in the order they were first sent, after retryAfterMs (scripted server)', async (t) => {
+  it('commands refused with rate_limited go out again in the order they were first sent, once retryAfterMs has passed (scripted server, mocked clock)', async (t) => {
     const client = clients(t)
     const sent: unknown[] = []
     let refusals = 3
-    let firstRefusalAt = 0
-    let resentAt = 0
     const server = await scriptedServer(t, (socket) => {
       socket.send(welcomeFrame())
       socket.on('message', (raw) => {
         const command = JSON.parse(raw.toString()) as { type: string, id: number, data?: unknown }
+        if (command.type === 'subscribe') {
+          socket.send(JSON.stringify({ type: 'reply', id: command.id, result: { room: 'lobby', epoch: 'e1', offset: 0, recovered: false, publications: [] } }))
+          return
+        }
         if (command.type !== 'publish') return
         sent.push(command.data)
         if (refusals > 0) {
           refusals--
-          firstRefusalAt ||= Date.now()
           socket.send(JSON.stringify({ type: 'error', id: command.id, error: { code: 'rate_limited', message: 'slow down', temporary: true, retryAfterMs: 150 } }))
+          // Then a message the client surfaces: frames arrive in order, so once it is seen,
+          // every refusal before it has been handled.
+          if (refusals === 0) socket.send(JSON.stringify({ type: 'message', room: 'lobby', epoch: 'e1', offset: 1, data: 'marker', from: { id: 'bob' }, ts: 1 }))
           return
         }
-        if (sent.length === 4) resentAt = Date.now()
-        socket.send(JSON.stringify({ type: 'reply', id: command.id, result: { epoch: 'e', offset: sent.length } }))
+        socket.send(JSON.stringify({ type: 'reply', id: command.id, result: { epoch: 'e1', offset: sent.length } }))
       })
     })
     const { client: c } = client({ url: server.url, token: 'x' })
-    await c.ready()
-    await Promise.all([0, 1, 2].map(n => c.publish('lobby', n)))
-    assert.deepEqual(sent, [0, 1, 2, 0, 1, 2], 'the three refused publishes, resent in their first order')
-    assert.ok(resentAt - firstRefusalAt >= 100, `the resend waited for retryAfterMs (${resentAt - firstRefusalAt} ms)`)
+    const rec = recorder()
+    await c.subscribe('lobby', rec.handler)
+    // From here the SDK's clock moves only when the test says so; sockets stay real.
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() })
+    try {
+      const published = Promise.all([0, 1, 2].map(n => c.publish('lobby', n)))
+      await ioUntil(() => rec.messages().length === 1, 'the marker after the refusals')
+      assert.deepEqual(sent, [0, 1, 2], 'nothing is sent again at once')
+      t.mock.timers.tick(149)
+      await ioUntil(() => true, 'one turn')
+      assert.deepEqual(sent, [0, 1, 2], 'nor 1 ms before retryAfterMs')
+      t.mock.timers.tick(1)
+      // Then paced by the connection's rate (a token every ~1 ms of the mocked clock).
+      for (let step = 0; step < 100 && sent.length < 6; step++) {
+        await ioUntil(() => true, 'one turn')
+        t.mock.timers.tick(5)
+      }
+      await published
+      assert.deepEqual(sent, [0, 1, 2, 0, 1, 2], 'the three refused publishes, resent in their first order')
+    } finally {
+      t.mock.timers.reset()
+    }
   })
 
   it('an unsubscribed push (removed) ends the subscription with an event', async (t) => {
