@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor, type RateLimitPluginOptions } from '@fastify/rate-limit'
 import type { Redis } from 'ioredis'
 import type { FallbackLog } from '../src/limits/fallback.js'
+import { outageLogThrottle } from '../src/redis.js'
 
 /**
  * A per-client request budget on every route (RATE_LIMIT_MAX per minute), keyed by the
@@ -52,9 +53,6 @@ const require = createRequire(import.meta.url)
 const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as StoreCtor
 const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as StoreCtor
 
-/** One warning per this interval while Redis is away. */
-const WARN_INTERVAL_MS = 10_000
-
 /** Counts in Redis; each count Redis fails to answer is taken from this node's own store. */
 class FallbackStore implements FastifyRateLimitStore {
   constructor (private readonly cluster: FastifyRateLimitStore, private readonly local: FastifyRateLimitStore, private readonly onError: (err: Error) => void) {}
@@ -76,11 +74,10 @@ class FallbackStore implements FastifyRateLimitStore {
 }
 
 function clusterStore (redis: Redis, nameSpace: string, log: FallbackLog): FastifyRateLimitStoreCtor {
-  let lastWarn = 0
+  const throttle = outageLogThrottle()
   const onError = (err: Error): void => {
-    if (Date.now() - lastWarn < WARN_INTERVAL_MS) return
-    lastWarn = Date.now()
-    log.warn({ err }, 'HTTP rate limit: Redis unavailable, counting on this node only')
+    const due = throttle()
+    if (due !== null) log.warn({ err, suppressed: due.suppressed }, 'HTTP rate limit: Redis unavailable, counting on this node only')
   }
   return class extends FallbackStore {
     constructor (params: RateLimitPluginOptions) {

@@ -13,8 +13,38 @@ export interface RedisLogger {
 }
 
 export const DEFAULT_REDIS_TIMEOUT_MS = 2000
-/** One 'error' log line per connection per this interval: a Redis outage must not flood the log. */
-const ERROR_LOG_INTERVAL_MS = 10_000
+/** One log line per source per this interval while Redis is away: an outage must not flood the log. */
+const OUTAGE_LOG_INTERVAL_MS = 10_000
+
+/**
+ * For the lines a Redis outage repeats (connection errors, limits falling back): call it on
+ * every occurrence; it answers how many were held back since the last line when one is due
+ * now, or null to stay quiet.
+ */
+export function outageLogThrottle (intervalMs = OUTAGE_LOG_INTERVAL_MS): () => { suppressed: number } | null {
+  let last = -Infinity
+  let suppressed = 0
+  return () => {
+    const now = Date.now()
+    if (now - last < intervalMs) {
+      suppressed++
+      return null
+    }
+    last = now
+    const held = suppressed
+    suppressed = 0
+    return { suppressed: held }
+  }
+}
+
+/**
+ * A value placed inside a key's {hash tag}: braces (and the escape character itself) are
+ * escaped, so the tag always ends where the caller put it and every key of one room or one
+ * limit lands in one Redis Cluster slot.
+ */
+export function hashTag (value: string): string {
+  return value.replace(/[%{}]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+}
 
 /** Where Redis is: the URL's host, or the master that Sentinels name (followed on failover). */
 export interface RedisEndpoint {
@@ -93,19 +123,12 @@ export function describeRedisEndpoint (endpoint: RedisEndpoint): Record<string, 
 
 /** Connection events: logged (errors rate-limited), never thrown. */
 function watch (conn: Redis, name: string, log: RedisLogger): void {
-  let lastLog = 0
-  let suppressed = 0
+  const throttle = outageLogThrottle()
   let ready = false
   let everReady = false
   conn.on('error', (err: Error) => {
-    const now = Date.now()
-    if (now - lastLog < ERROR_LOG_INTERVAL_MS) {
-      suppressed++
-      return
-    }
-    lastLog = now
-    log.warn({ err, connection: name, suppressed }, 'redis connection error')
-    suppressed = 0
+    const due = throttle()
+    if (due !== null) log.warn({ err, connection: name, suppressed: due.suppressed }, 'redis connection error')
   })
   conn.on('ready', () => {
     if (everReady) log.info({ connection: name }, 'redis connection restored')

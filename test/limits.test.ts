@@ -112,6 +112,18 @@ describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
     assert.equal((await nodeA.take('bob')).allowed, true, 'another user has their own budget')
   })
 
+  it('keys keep one hash tag whatever the key holds, and keys that differ never share a budget', async (t) => {
+    const prefix = prefixFor(t)
+    const redis = await connection(t)
+    const limiter = createRedisRateLimiter({ ratePerSecond: 1, burst: 1, prefix, log: warnings(), what: 'test rate', redis })
+    // The second is the first's escaped form written out: it must not reach the first's key.
+    for (const key of ['a}{b', 'a%7D%7Bb', '::1']) assert.equal((await limiter.take(key)).allowed, true, `${key}: its own budget`)
+    assert.equal((await limiter.take('a}{b')).allowed, false)
+    const keys = await redis.keys(`${prefix}*`)
+    assert.equal(keys.length, 3)
+    for (const key of keys) assert.match(key.slice(prefix.length), /^\{[^{}]*\}$/, `one hash tag: ${key}`)
+  })
+
   it('failure limiter: failures on two nodes add up; a success on either resets', async (t) => {
     const prefix = prefixFor(t)
     const options = { limit: 3, windowMs: 60_000, prefix, log: warnings() }

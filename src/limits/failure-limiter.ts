@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { redisScript, runScript } from '../redis.js'
+import { hashTag, redisScript, runScript } from '../redis.js'
 import { withLocalFallback, type FallbackLog } from './fallback.js'
 
 /**
@@ -89,7 +89,7 @@ export interface RedisFailureLimiterOptions extends FailureLimiterOptions {
 
 export function createRedisFailureLimiter (options: RedisFailureLimiterOptions): FailureLimiter {
   const { redis, prefix, limit, windowMs } = options
-  const keyOf = (key: string): string => `${prefix}{${encodeURIComponent(key)}}`
+  const keyOf = (key: string): string => `${prefix}{${hashTag(key)}}`
   const clustered: FailureLimiter = {
     async retryAfter (key) {
       const ms = Number(await runScript(redis, RETRY_AFTER, [keyOf(key)], [limit]))

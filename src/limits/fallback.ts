@@ -1,10 +1,9 @@
+import { outageLogThrottle } from '../redis.js'
+
 /** The slice of pino the limits use. */
 export interface FallbackLog {
   warn(obj: object, msg: string): void
 }
-
-/** One warning per limiter per this interval: an outage must not flood the log. */
-const WARN_INTERVAL_MS = 10_000
 
 /**
  * Wraps a cluster-wide limiter (in Redis) so that each call that fails — Redis unreachable,
@@ -13,8 +12,7 @@ const WARN_INTERVAL_MS = 10_000
  * to the cluster's as soon as Redis answers again.
  */
 export function withLocalFallback<T extends object> (clustered: T, local: T, log: FallbackLog, what: string): T {
-  let lastWarn = 0
-  let suppressed = 0
+  const throttle = outageLogThrottle()
   const wrapped = {} as Record<string, unknown>
   for (const name of Object.keys(clustered) as Array<keyof T & string>) {
     const call = clustered[name]
@@ -24,14 +22,8 @@ export function withLocalFallback<T extends object> (clustered: T, local: T, log
       try {
         return await (call as (...a: unknown[]) => Promise<unknown>).apply(clustered, args)
       } catch (err) {
-        const now = Date.now()
-        if (now - lastWarn >= WARN_INTERVAL_MS) {
-          log.warn({ err, suppressed }, `${what}: Redis unavailable, enforcing this node's own count`)
-          lastWarn = now
-          suppressed = 0
-        } else {
-          suppressed++
-        }
+        const due = throttle()
+        if (due !== null) log.warn({ err, suppressed: due.suppressed }, `${what}: Redis unavailable, enforcing this node's own count`)
         return await (fallback as (...a: unknown[]) => Promise<unknown>).apply(local, args)
       }
     }

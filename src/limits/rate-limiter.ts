@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { redisScript, runScript } from '../redis.js'
+import { hashTag, redisScript, runScript } from '../redis.js'
 import { withLocalFallback, type FallbackLog } from './fallback.js'
 
 /**
@@ -91,7 +91,7 @@ export function createRedisRateLimiter (options: RedisRateLimiterOptions): RateL
   const tolerance = interval * options.burst
   const clustered: RateLimiter = {
     async take (key) {
-      const retryAfterMs = Number(await runScript(redis, TAKE, [`${prefix}{${encodeURIComponent(key)}}`], [interval, tolerance]))
+      const retryAfterMs = Number(await runScript(redis, TAKE, [`${prefix}{${hashTag(key)}}`], [interval, tolerance]))
       return retryAfterMs > 0 ? { allowed: false, retryAfterMs } : ALLOWED
     }
   }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import {
-  createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, describeRedisEndpoint, quitRedis, redisScript as script, runScript, type RedisEndpoint, type RedisScript as Script
+  createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, describeRedisEndpoint, hashTag, quitRedis, redisScript as script, runScript, type RedisEndpoint, type RedisScript as Script
 } from '../redis.js'
 import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
@@ -310,11 +310,6 @@ function newEpoch (): string {
   return randomBytes(8).toString('base64url')
 }
 
-/** Room names go inside a hash tag: braces (and the escape itself) are escaped so a tag always ends where we put it. */
-function roomTag (room: string): string {
-  return room.replace(/[%{}]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
-}
-
 function toNumber (value: unknown): number {
   return typeof value === 'number' ? value : Number(value)
 }
@@ -384,7 +379,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   const local = new Map<string, Map<string, string>>()
 
   const keysOf = (room: string) => {
-    const base = `${prefix}{${roomTag(room)}}`
+    const base = `${prefix}{${hashTag(room)}}`
     return {
       meta: `${base}:meta`,
       stream: `${base}:stream`,
@@ -397,7 +392,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   const presenceIndex = `${prefix}presence:rooms`
   /** One channel for the whole cluster: every node subscribes to it for as long as it runs. */
   const controlChannel = `${prefix}control`
-  const connectionsKey = (key: string): string => `${prefix}conns:{${roomTag(key)}}`
+  const connectionsKey = (key: string): string => `${prefix}conns:{${hashTag(key)}}`
   /** This node's counted connections, key → connIds: what the refresh keeps alive. */
   const localConnections = new Map<string, Set<string>>()
   let controlHandler: ((message: ControlMessage) => void) | null = null
