@@ -59,12 +59,20 @@ describe('createRateMeter', () => {
     assert.ok(Math.abs(r.messagesOutPerSecond - 100 / 15) < 1e-9)
   })
 
-  it('reads 0 when no time has passed, and keeps a bounded number of samples', () => {
+  it('reads 0 when no time has passed; under a flood of reads the window still moves', () => {
     let clock = 0
-    const rates = createRateMeter(() => ({ connections: 0, messagesIn: 0, messagesOut: 0 }), 10_000, () => clock)
+    const totals: MetricTotals = { connections: 0, messagesIn: 0, messagesOut: 0 }
+    const rates = createRateMeter(() => ({ ...totals }), 10_000, () => clock)
     assert.equal(rates().messagesOutPerSecond, 0)
-    for (let i = 0; i < 10_000; i++) { clock += 1; rates() }
-    assert.ok(rates().windowSeconds <= 10.001)
+    // A read every millisecond for a minute, at 1,000 messages a second until 50 s, then none.
+    let last = rates()
+    for (let i = 0; i < 60_000; i++) {
+      clock += 1
+      if (clock <= 50_000) totals.messagesOut++
+      last = rates()
+    }
+    assert.ok(last.windowSeconds >= 10 && last.windowSeconds <= 10.2, `window ${last.windowSeconds} s: the last 10 s, not the minute`)
+    assert.equal(last.messagesOutPerSecond, 0, 'nothing in the last 10 s')
   })
 })
 

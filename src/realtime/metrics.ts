@@ -55,19 +55,19 @@ export interface Rates {
 }
 
 /**
- * Per-second rates of the totals, computed when read, so the metrics need no timer per app. Each read
- * is kept as a sample; a rate is averaged from the newest sample at least `windowMs` old (the
+ * Per-second rates of the totals, computed when read, so the metrics need no timer per app. Reads
+ * are kept as samples (at most one per `windowMs / MAX_RATE_SAMPLES`, so a flood of reads keeps
+ * the list short); a rate is averaged from the newest sample at least `windowMs` old (the
  * start, before there is one) to now, so a page polling every few seconds sees the last
  * `windowMs` or a little more, and two admins polling do not disturb each other.
  */
 export function createRateMeter (read: () => MetricTotals, windowMs = 10_000, now: () => number = Date.now): () => Rates {
+  const spacing = windowMs / MAX_RATE_SAMPLES
   const samples = [{ at: now(), ...read() }]
   return () => {
     const current = { at: now(), ...read() }
-    samples.push(current)
-    while (samples.length > 2 && samples[1]!.at <= current.at - windowMs) samples.shift()
-    // Bounded under a flood of reads: thinning the middle only shortens the averaging window.
-    if (samples.length > MAX_RATE_SAMPLES) samples.splice(1, 1)
+    while (samples.length > 1 && samples[1]!.at <= current.at - windowMs) samples.shift()
+    if (current.at - samples[samples.length - 1]!.at >= spacing) samples.push(current)
     const base = samples[0]!
     const seconds = (current.at - base.at) / 1000
     const rate = (value: number): number => seconds <= 0 ? 0 : Math.max(0, value) / seconds
