@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { createSigner } from 'fast-jwt'
 import pg from 'pg'
 import { Redis } from 'ioredis'
-import { deleteRedisKeys, dropSchema } from '../test/helper.js'
+import { deleteRedisKeys, dropSchema, oneShotRequest } from '../test/helper.js'
 import { freePort } from '../test/process.js'
 
 /**
@@ -118,23 +118,20 @@ async function startPeer (peer: Exclude<Peer, 'switchboard'>, options: StartOpti
   const port = await freePort()
   const child = spawnPinned(options.pin === false ? undefined : SERVER_CPU, [...profileArgs(options.cpuProfDir, peer), '--import', 'tsx', `bench/peers/${peer}.ts`], { ...env, PORT: String(port), NODE_ENV: 'production' })
   const { output, exited } = watch(child)
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${peer}: no ready line within ${READY_WITHIN_MS} ms\n${output()}`)), READY_WITHIN_MS)
-    child.stdout?.on('data', () => {
-      if (/^ready \d+/m.test(output())) { clearTimeout(timer); resolve() }
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${peer}: no ready line within ${READY_WITHIN_MS} ms\n${output()}`)), READY_WITHIN_MS)
+      child.stdout?.on('data', () => {
+        if (/^ready \d+/m.test(output())) { clearTimeout(timer); resolve() }
+      })
+      void exited.then(() => { clearTimeout(timer); reject(new Error(`${peer} exited before it was ready\n${output()}`)) })
     })
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`${peer} exited before it was ready\n${output()}`)) })
-  })
+  } catch (err) {
+    // A server that did not come up must not stay pinned to the server core for the next runs.
+    await stopChild(child, exited)
+    throw err
+  }
   return { variant: peer, url: `http://127.0.0.1:${port}`, pid: child.pid!, stop: () => stopChild(child, exited) }
-}
-
-async function request (url: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number, body: Record<string, unknown> }> {
-  const res = await fetch(new URL(path, url), {
-    method,
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) })
-  })
-  return { status: res.status, body: await res.json().catch(() => ({})) as Record<string, unknown> }
 }
 
 interface Node { url: string, child: ChildProcess, output: () => string, exited: Promise<void> }
@@ -147,9 +144,13 @@ async function startNode (env: Record<string, string>, options: StartOptions, na
   const deadline = Date.now() + READY_WITHIN_MS
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${name} exited at start (is it built? npm run build)\n${output()}`)
-    const status = await request(url, 'GET', '/health/ready').then(r => r.status, () => 0)
+    const status = await oneShotRequest(url, 'GET', '/health/ready').then(r => r.status, () => 0)
     if (status === 200) return { url, child, output, exited }
-    if (Date.now() > deadline) throw new Error(`${name}: not ready within ${READY_WITHIN_MS} ms\n${output()}`)
+    if (Date.now() > deadline) {
+      // Not left running (pinned to the server core) behind the error.
+      await stopChild(child, exited)
+      throw new Error(`${name}: not ready within ${READY_WITHIN_MS} ms\n${output()}`)
+    }
     await new Promise(resolve => setTimeout(resolve, 100))
   }
 }
@@ -161,16 +162,16 @@ async function startNode (env: Record<string, string>, options: StartOptions, na
  * access checks (docs/authorization.md).
  */
 async function prepareSwitchboard (url: string, rooms: string[]): Promise<string> {
-  const registered = await request(url, 'POST', '/auth/register', BENCH_USER)
+  const registered = await oneShotRequest(url, 'POST', '/auth/register', { body: BENCH_USER })
   if (registered.status !== 201) throw new Error(`register: HTTP ${registered.status} ${JSON.stringify(registered.body)}`)
-  const login = await request(url, 'POST', '/auth/login', BENCH_USER)
+  const login = await oneShotRequest(url, 'POST', '/auth/login', { body: BENCH_USER })
   if (login.status !== 200) throw new Error(`login: HTTP ${login.status} ${JSON.stringify(login.body)}`)
   const token = login.body.accessToken as string
   let next = 0
   const worker = async (): Promise<void> => {
     while (next < rooms.length) {
       const id = rooms[next++]!
-      const res = await request(url, 'POST', '/rooms', { id }, token)
+      const res = await oneShotRequest(url, 'POST', '/rooms', { body: { id }, token })
       if (res.status !== 201) throw new Error(`creating room ${id}: HTTP ${res.status} ${JSON.stringify(res.body)}`)
     }
   }
