@@ -2,8 +2,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { connectionLimits, scenarios } from './scenarios.js'
-import { ADAPTERS, GENERATOR_CPU, spawnPinned, startTarget, type Variant } from './servers.js'
+import { type Profile, type ProfileNode, profileTree } from './profile-top.js'
+import { cleanRun, connectionLimits, scenarios } from './scenarios.js'
+import { generate, startTarget, type Variant } from './servers.js'
 
 /**
  * Where a handshake's CPU goes, server by server: each server is started with `--cpu-prof`,
@@ -20,8 +21,6 @@ import { ADAPTERS, GENERATOR_CPU, spawnPinned, startTarget, type Variant } from 
  * process.hrtime), which is what lets a profile be cut at the passes' edges.
  */
 
-interface ProfileNode { id: number, callFrame: { functionName: string, url: string }, children?: number[] }
-export interface Profile { nodes: ProfileNode[], startTime: number, samples: number[], timeDeltas: number[] }
 
 /** Stacks under these run when a socket closes. */
 const CLOSING = /^(socketOnEnd|socketOnClose|emitCloseNT|onReadableStreamEnd|emitClose|close)$/
@@ -39,16 +38,16 @@ function group (node: ProfileNode): string {
 
 /** Busy microseconds by group, counting only samples inside `windows` and outside close handlers. */
 export function busyByGroup (profile: Profile, windows: Array<[number, number]>): Map<string, number> {
-  const byId = new Map(profile.nodes.map(n => [n.id, n]))
-  const parent = new Map<number, number>()
-  for (const n of profile.nodes) for (const child of n.children ?? []) parent.set(child, n.id)
+  const { startTime, samples, timeDeltas } = profile
+  if (startTime === undefined || samples === undefined || timeDeltas === undefined) throw new Error('the profile has no timed samples')
+  const { byId, parent } = profileTree(profile)
   const out = new Map<string, number>()
-  let at = profile.startTime
-  for (let i = 0; i < profile.samples.length; i++) {
-    const delta = profile.timeDeltas[i] ?? 0
+  let at = startTime
+  for (let i = 0; i < samples.length; i++) {
+    const delta = timeDeltas[i] ?? 0
     at += delta
     if (!windows.some(([from, to]) => at >= from && at <= to)) continue
-    const leaf = byId.get(profile.samples[i]!)
+    const leaf = byId.get(samples[i]!)
     if (leaf === undefined || leaf.callFrame.functionName === '(idle)') continue
     let closing = false
     for (let id: number | undefined = leaf.id; id !== undefined && !closing; id = parent.get(id)) closing = CLOSING.test(byId.get(id)?.callFrame.functionName ?? '')
@@ -70,12 +69,8 @@ async function profileServer (variant: Variant, rounds: number, perRound: number
     try {
       for (let round = 0; round < rounds; round++) {
         const from = nowMicros()
-        const generator = spawnPinned(GENERATOR_CPU, [
-          '--import', 'tsx', 'src/cli/index.ts', 'bench', ...args, '--url', target.url, '--target', ADAPTERS[variant], '--json',
-          ...(target.token === undefined ? [] : ['--token', target.token])
-        ], { SWITCHBOARD_CONFIG: join(dir, 'none.json'), NODE_ENV: 'production' })
-        const code = await new Promise<number | null>(resolve => generator.once('exit', resolve))
-        if (code !== 0) throw new Error(`${variant}: the generator failed (exit ${code}) in round ${round + 1}`)
+        const { report, stderr } = await generate(target, args, dir)
+        if (report === undefined || !cleanRun(report)) throw new Error(`${variant}: round ${round + 1} did not open every connection\n${report?.warnings.join('\n') ?? stderr}`)
         windows.push([from, nowMicros()])
         await new Promise(resolve => setTimeout(resolve, 1000))
       }

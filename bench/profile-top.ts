@@ -10,8 +10,17 @@ import { ROOT } from './servers.js'
  *   node --import tsx bench/profile-top.ts bench/results/profiles/switchboard-….cpuprofile [--top 25]
  */
 
-interface ProfileNode { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number, children?: number[] }
-interface Profile { nodes: ProfileNode[], samples?: number[] }
+export interface ProfileNode { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number, children?: number[] }
+/** V8's .cpuprofile: a call tree, and the sampled leaf of each tick with its time since the previous one (µs). */
+export interface Profile { nodes: ProfileNode[], startTime?: number, samples?: number[], timeDeltas?: number[] }
+
+/** The call tree's nodes by id, and each node's parent (its caller). */
+export function profileTree (profile: Profile): { byId: Map<number, ProfileNode>, parent: Map<number, number> } {
+  const byId = new Map(profile.nodes.map(n => [n.id, n]))
+  const parent = new Map<number, number>()
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  return { byId, parent }
+}
 
 export interface Frame { name: string, self: number, total: number }
 
@@ -24,9 +33,7 @@ function label (node: ProfileNode): string {
 
 /** Self and total sample shares per function (a function met twice on one stack counts once in its total). */
 export function topFrames (profile: Profile): Frame[] {
-  const byId = new Map(profile.nodes.map(n => [n.id, n]))
-  const parent = new Map<number, number>()
-  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  const { byId, parent } = profileTree(profile)
   const hits = new Map<number, number>()
   if (profile.samples !== undefined) for (const id of profile.samples) hits.set(id, (hits.get(id) ?? 0) + 1)
   else for (const n of profile.nodes) hits.set(n.id, n.hitCount ?? 0)

@@ -3,10 +3,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os'
 import { basename, join } from 'node:path'
 import { parseArgs } from 'node:util'
-import type { BenchReport } from '../src/cli/bench/report.js'
 import { renderChart } from './chart.js'
 import { cleanRun, connectionLimits, scenarios, type Scenario, type Size } from './scenarios.js'
-import { ADAPTERS, clusterServices, GENERATOR_CPU, HAS_TASKSET, ROOT, SERVER_CPU, spawnPinned, startTarget, type RunningTarget, type Variant } from './servers.js'
+import { clusterServices, generate, HAS_TASKSET, ROOT, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
 import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type TargetResult } from './summary.js'
 
 /**
@@ -27,7 +26,6 @@ const USAGE = `bench/run.ts — the benchmark suite (docs/performance.md)
   --update-docs    write the table and chart into docs/performance.md and docs/performance.svg
   --from FILE      no run: the table, chart and targets again from a results JSON`
 
-const GENERATOR_TIMEOUT_MS = 10 * 60_000
 const WARMUP_SETTLE_MS = 1000
 const RESULTS = join(ROOT, 'bench', 'results')
 const DOC = join(ROOT, 'docs', 'performance.md')
@@ -36,31 +34,6 @@ const END = '<!-- bench:results:end -->'
 
 function log (text: string): void {
   process.stderr.write(text + '\n')
-}
-
-/** One `switchboard bench --json` on the generator's CPU, against a running server. */
-function generate (target: RunningTarget, scenarioArgs: string[], configDir: string): Promise<{ report: BenchReport | undefined, stderr: string }> {
-  const args = [
-    '--import', 'tsx', 'src/cli/index.ts', 'bench', ...scenarioArgs,
-    '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
-    ...(target.token === undefined ? [] : ['--token', target.token]),
-    ...(target.publisherUrl === undefined ? [] : ['--publisher-url', target.publisherUrl])
-  ]
-  // No stored CLI session: the token is passed explicitly.
-  const child = spawnPinned(GENERATOR_CPU, args, { SWITCHBOARD_CONFIG: join(configDir, 'none.json'), NODE_ENV: 'production' })
-  let stdout = ''
-  let stderr = ''
-  child.stdout?.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
-  child.stderr?.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-16_384) })
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
-    child.once('exit', () => {
-      clearTimeout(timer)
-      let report: BenchReport | undefined
-      try { report = JSON.parse(stdout) as BenchReport } catch { report = undefined }
-      resolve({ report, stderr })
-    })
-  })
 }
 
 interface Machine {

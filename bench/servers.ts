@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { createSigner } from 'fast-jwt'
 import pg from 'pg'
 import { Redis } from 'ioredis'
+import type { BenchReport } from '../src/cli/bench/report.js'
 import { deleteRedisKeys, dropSchema, oneShotRequest } from '../test/helper.js'
 import { freePort } from '../test/process.js'
 
@@ -34,6 +35,7 @@ export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
 const READY_WITHIN_MS = 30_000
+const GENERATOR_TIMEOUT_MS = 10 * 60_000
 const STOP_GRACE_MS = 5_000
 const BENCH_USER = { username: 'loader', password: 'bench user password' }
 
@@ -296,4 +298,29 @@ async function startJwtHub (options: StartOptions): Promise<RunningTarget> {
   const token = sign({ sub: BENCH_USER.username, role: 'user', jti: randomBytes(16).toString('hex') })
   const peer = await startPeer('ws-framed', options, { JWT_SECRET: secret })
   return { ...peer, variant: 'ws-framed-jwt', token }
+}
+
+/** One `switchboard bench --json` on the generator's CPU, against a running server. */
+export function generate (target: RunningTarget, scenarioArgs: string[], configDir: string): Promise<{ report: BenchReport | undefined, stderr: string }> {
+  const args = [
+    '--import', 'tsx', 'src/cli/index.ts', 'bench', ...scenarioArgs,
+    '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
+    ...(target.token === undefined ? [] : ['--token', target.token]),
+    ...(target.publisherUrl === undefined ? [] : ['--publisher-url', target.publisherUrl])
+  ]
+  // No stored CLI session: the token is passed explicitly.
+  const child = spawnPinned(GENERATOR_CPU, args, { SWITCHBOARD_CONFIG: join(configDir, 'none.json'), NODE_ENV: 'production' })
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
+  child.stderr?.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-16_384) })
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
+    child.once('exit', () => {
+      clearTimeout(timer)
+      let report: BenchReport | undefined
+      try { report = JSON.parse(stdout) as BenchReport } catch { report = undefined }
+      resolve({ report, stderr })
+    })
+  })
 }

@@ -5,7 +5,8 @@ import { build, tempDir } from './helper.js'
 import { runCli, type CliRun } from './process.js'
 import type { BenchReport } from '../src/cli/bench/report.js'
 import { renderChart } from '../bench/chart.js'
-import { busyByGroup, type Profile } from '../bench/handshake-profile.js'
+import { busyByGroup } from '../bench/handshake-profile.js'
+import type { Profile } from '../bench/profile-top.js'
 import { cleanRun } from '../bench/scenarios.js'
 import { ADAPTERS, startTarget, type Peer } from '../bench/servers.js'
 import { markdown, median, summarise, targets, type RunRecord, type ScenarioResult } from '../bench/summary.js'
@@ -127,7 +128,7 @@ describe('benchmark summary, targets and chart', () => {
 
 describe('handshake profile: busy time by group', () => {
   it('counts samples inside the windows only, leaves out close handlers and idle, and groups by package, node module or file', () => {
-    const frame = (id: number, functionName: string, url: string, children: number[] = []): Profile['nodes'][number] => ({ id, callFrame: { functionName, url }, children })
+    const frame = (id: number, functionName: string, url: string, children: number[] = []): Profile['nodes'][number] => ({ id, callFrame: { functionName, url, lineNumber: 0 }, children })
     const profile: Profile = {
       startTime: 1000,
       nodes: [
