@@ -558,6 +558,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         insertInOrder(command.urgent ? this.urgent : this.queue, command)
         const retryAfterMs = (frame.error as { retryAfterMs?: unknown }).retryAfterMs
         const pause = typeof retryAfterMs === 'number' && retryAfterMs > 0 ? retryAfterMs * this.bucket.rate / 1000 : 0
+        // Counted from now, not from the last send: the time the refusal took to arrive is
+        // not part of the wait the server asked for.
+        this.refillBucket()
         this.bucket.tokens = Math.min(this.bucket.tokens, 1 - Math.max(1, pause))
       } else {
         command.done(new SwitchboardError(error.code, error.message, error.temporary, command.idempotencyKey), undefined)
@@ -689,12 +692,18 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     }
   }
 
-  /** Milliseconds until the pacing bucket has a token (0: one was taken). */
-  private takeToken (): number {
+  /** Brings the pacing bucket up to now: the tokens earned since it was last looked at. */
+  private refillBucket (): void {
     const now = Date.now()
     const bucket = this.bucket
     bucket.tokens = Math.min(bucket.capacity, bucket.tokens + (now - bucket.at) * bucket.rate / 1000)
     bucket.at = now
+  }
+
+  /** Milliseconds until the pacing bucket has a token (0: one was taken). */
+  private takeToken (): number {
+    this.refillBucket()
+    const bucket = this.bucket
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1
       return 0
