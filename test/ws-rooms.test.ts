@@ -1077,6 +1077,34 @@ describe('ws rooms: revocation racing a subscribe (core behind a real ws server)
 // ---------------------------------------------------------------------------------------
 // Admin
 
+describe('access re-check after a private room update', () => {
+  it('a check that fails with a bug revokes the subscription (fails closed) and logs it at error; an unavailable store keeps it, with a warning', async (t) => {
+    const errors: string[] = []
+    const warnings: string[] = []
+    const log: Logger = { debug () {}, info () {}, warn (_o, m) { warnings.push(m ?? '') }, error (_o, m) { errors.push(m ?? '') }, child: () => log }
+    let failure: Error | null = null
+    const authorize: Authorizer = async () => {
+      if (failure !== null) throw failure
+      return OPEN_ROOM
+    }
+    const { url, node } = await coreServer(t, { authorize, log })
+    const room = { id: 'team', visibility: 'private' as const }
+    const bob = await wsConnect(t, { url }, { query: '?user=bob' })
+    await subscribe(bob, 'team')
+
+    failure = new RealtimeError('unavailable', 'store down')
+    await node.applyRoomChange({ type: 'room_updated', room })
+    assert.deepEqual(node.listConnections({ room: 'team' }).map(c => c.principal), ['bob'], 'kept while the store cannot say')
+    assert.ok(warnings.some(m => m.includes('store unavailable')))
+
+    failure = new TypeError('a bug in the check')
+    await node.applyRoomChange({ type: 'room_updated', room })
+    await bob.next(f => f.type === 'unsubscribed' && f.room === 'team')
+    assert.deepEqual(node.listConnections({ room: 'team' }), [])
+    assert.ok(errors.some(m => m.includes('access re-check after a room update failed')))
+  })
+})
+
 describe('connection logging', () => {
   /** A logger that counts the children made and keeps the debug lines, with debug on or off. */
   function countingLogger (debugOn: boolean): { log: Logger, children: () => number, debugLines: string[] } {

@@ -363,7 +363,14 @@ export function createRealtimeNode (deps: NodeDeps) {
           try {
             await deps.authorize(connection.principal, roomId, 'subscribe')
           } catch (err) {
-            if (err instanceof RealtimeError && err.code !== 'unavailable') connection.revoke(roomId, 'forbidden')
+            if (err instanceof RealtimeError && err.code === 'unavailable') {
+              // The store cannot say: access stays as it was until the client's next subscribe.
+              log.warn({ err, room: roomId, connId: connection.id }, 'access re-check after a room update: store unavailable')
+              return
+            }
+            // A refusal, or a bug in the check: fail closed (the client can subscribe again).
+            if (!(err instanceof RealtimeError)) log.error({ err, room: roomId, connId: connection.id }, 'access re-check after a room update failed')
+            connection.revoke(roomId, 'forbidden')
           }
         }))
       }
