@@ -105,16 +105,28 @@ export function roomView (ctx: Context, roomId: string): View {
     else show(event.epoch, event)
   }
 
+  /**
+   * The last message that failed, with the idempotency key it was sent with: sending the same
+   * text again reuses the key, so a message that did reach the server (a timed-out reply) is
+   * not stored twice.
+   */
+  let failed: { text: string, idempotencyKey: string } | null = null
+
   function publish (): void {
     const text = input.value.trim()
     if (text === '') return
     input.value = ''
     error.textContent = ''
+    const idempotencyKey = failed?.text === text ? failed.idempotencyKey : undefined
+    failed = null
     // Queued by the SDK while reconnecting and sent once connected, with one idempotency key,
     // so a retried publish is never stored twice. Our own message shows when the room echoes it.
-    ctx.client.publish(roomId, { text }).catch((err: unknown) => {
+    ctx.client.publish(roomId, { text }, idempotencyKey === undefined ? {} : { idempotencyKey }).catch((err: unknown) => {
       if (disposed) return
-      error.textContent = `Not sent: ${describeError(err)}`
+      const key = (err as { idempotencyKey?: unknown }).idempotencyKey
+      if (typeof key === 'string') failed = { text, idempotencyKey: key }
+      const reason = (err as { code?: unknown }).code === 'timeout' ? 'no answer from the server in time' : describeError(err)
+      error.textContent = `Not sent: ${reason}. Press Enter to try again${typeof key === 'string' ? ' (it will not appear twice)' : ''}.`
       if (input.value === '') input.value = text
     })
   }
