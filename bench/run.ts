@@ -5,7 +5,7 @@ import { basename, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { renderChart } from './chart.js'
 import { cleanRun, connectionLimits, scenarios, type Scenario, type Size } from './scenarios.js'
-import { clusterServices, generate, HAS_TASKSET, ROOT, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
+import { clusterServices, generate, HAS_TASKSET, PEERS, ROOT, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
 import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type TargetResult } from './summary.js'
 
 /**
@@ -147,9 +147,14 @@ async function main (): Promise<void> {
   if (!Number.isInteger(runs) || runs < 1 || runs > 20) throw new Error('--runs: a whole number from 1 to 20')
   const all = scenarios(size)
   const only = values.only?.split(',')
+  const unknownScenario = only?.find(id => !all.some(s => s.id === id))
+  if (unknownScenario !== undefined) throw new Error(`--only: no scenario "${unknownScenario}" (${all.map(s => s.id).join(', ')})`)
   const chosen = only === undefined ? all : all.filter(s => only.includes(s.id))
   if (chosen.length === 0) throw new Error(`--only: none of ${all.map(s => s.id).join(', ')}`)
-  const peers = new Set((values.peers?.split(',') ?? ['switchboard', 'ws-framed', 'ws-naive', 'socketio']) as Variant[])
+  const peerNames = values.peers?.split(',') ?? [...PEERS]
+  const unknownPeer = peerNames.find(name => !(PEERS as readonly string[]).includes(name))
+  if (unknownPeer !== undefined) throw new Error(`--peers: no server "${unknownPeer}" (${PEERS.join(', ')})`)
+  const peers = new Set(peerNames as Variant[])
   const cpuProfDir = values['cpu-prof'] ? join(RESULTS, 'profiles') : undefined
   if (cpuProfDir !== undefined) mkdirSync(cpuProfDir, { recursive: true })
 
@@ -159,7 +164,16 @@ async function main (): Promise<void> {
   const configDir = mkdtempSync(join(os.tmpdir(), 'switchboard-bench-cli-'))
   const results: ScenarioResult[] = []
   try {
-    for (const s of chosen) results.push(await runScenario(s, runs, peers, cpuProfDir, configDir))
+    for (const s of chosen) {
+      // A scenario that fails is reported as such; the others' results are kept.
+      try {
+        results.push(await runScenario(s, runs, peers, cpuProfDir, configDir))
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err)
+        log(`[${s.id}] FAILED: ${reason}`)
+        results.push({ id: s.id, title: s.title, description: s.description, args: s.args, switchboardEnv: {}, runs: [], summary: {}, skipped: `failed: ${reason.split('\n')[0]}` })
+      }
+    }
   } finally {
     rmSync(configDir, { recursive: true, force: true })
   }
