@@ -9,12 +9,13 @@ import { generate, startTarget, type Variant } from './servers.js'
 /**
  * Where a handshake's CPU goes, server by server: each server is started with `--cpu-prof`,
  * given `--rounds` passes of scenario 5's handshakes (one generator each), and its profile is
- * read over the passes after the first two only (warm code) and outside the close handlers
- * (the generator closes everything when it exits; those closes are not part of a handshake).
+ * read over the passes after the first two only (warm code), each up to the moment the
+ * generator starts closing its connections, and outside close handlers: closes are not part
+ * of a handshake (and the bench's connect-phase CPU leaves them out too).
  * Prints busy CPU per handshake by package or file, side by side, with the difference to the
  * first server: how docs/performance.md ("Latest run: handshakes") split Switchboard's cost.
  *
- *   node --import tsx bench/handshake-profile.ts --servers switchboard,ws-framed-jwt
+ *   node --import tsx bench/handshake-profile.ts --servers switchboard,ws-framed-jwt [--by function]
  *
  * The profiler's own overhead is in every number; compare servers, not absolute values.
  * Sample times and the passes' times are both CLOCK_MONOTONIC microseconds (V8 and
@@ -36,8 +37,13 @@ function group (node: ProfileNode): string {
   return url.replace(/^file:\/\/.*?\/(dist\/|bench\/)/, '$1')
 }
 
+/** The group and the function: `--by function`, to see which functions of a package cost what. */
+function groupAndFunction (node: ProfileNode): string {
+  return `${group(node)} ${node.callFrame.functionName === '' ? '(anonymous)' : node.callFrame.functionName}:${node.callFrame.lineNumber + 1}`
+}
+
 /** Busy microseconds by group, counting only samples inside `windows` and outside close handlers. */
-export function busyByGroup (profile: Profile, windows: Array<[number, number]>): Map<string, number> {
+export function busyByGroup (profile: Profile, windows: Array<[number, number]>, groupOf: (node: ProfileNode) => string = group): Map<string, number> {
   const { startTime, samples, timeDeltas } = profile
   if (startTime === undefined || samples === undefined || timeDeltas === undefined) throw new Error('the profile has no timed samples')
   const { byId, parent } = profileTree(profile)
@@ -52,14 +58,15 @@ export function busyByGroup (profile: Profile, windows: Array<[number, number]>)
     let closing = false
     for (let id: number | undefined = leaf.id; id !== undefined && !closing; id = parent.get(id)) closing = CLOSING.test(byId.get(id)?.callFrame.functionName ?? '')
     if (closing) continue
-    out.set(group(leaf), (out.get(group(leaf)) ?? 0) + delta)
+    const name = groupOf(leaf)
+    out.set(name, (out.get(name) ?? 0) + delta)
   }
   return out
 }
 
 const nowMicros = (): number => Number(process.hrtime.bigint() / 1000n)
 
-async function profileServer (variant: Variant, rounds: number, perRound: number): Promise<Map<string, number>> {
+async function profileServer (variant: Variant, rounds: number, perRound: number, groupOf: (node: ProfileNode) => string): Promise<Map<string, number>> {
   const handshakes = scenarios('full').find(s => s.id === 'handshakes')!
   const args = ['--subscribers', '0', '--publishers', String(perRound), '--messages', '0', '--batch', '50']
   const dir = mkdtempSync(join(tmpdir(), 'handshake-profile-'))
@@ -69,9 +76,16 @@ async function profileServer (variant: Variant, rounds: number, perRound: number
     try {
       for (let round = 0; round < rounds; round++) {
         const from = nowMicros()
-        const { report, stderr } = await generate(target, args, dir)
+        // The window ends when the generator starts closing: a close (the client's close
+        // frame, the server's answer) is not part of a handshake, and not every close runs
+        // under a stack CLOSING recognises.
+        let closingAt: number | undefined
+        const { report, stderr } = await generate(target, args, dir, (text) => {
+          if (closingAt === undefined && /^closing \d+ connections/m.test(text)) closingAt = nowMicros()
+        })
         if (report === undefined || !cleanRun(report)) throw new Error(`${variant}: round ${round + 1} did not open every connection\n${report?.warnings.join('\n') ?? stderr}`)
-        windows.push([from, nowMicros()])
+        if (closingAt === undefined) throw new Error(`${variant}: round ${round + 1}: the generator never said it was closing`)
+        windows.push([from, closingAt])
         await new Promise(resolve => setTimeout(resolve, 1000))
       }
     } finally {
@@ -81,7 +95,7 @@ async function profileServer (variant: Variant, rounds: number, perRound: number
     const files = readdirSync(dir, { recursive: true }).map(String).filter(f => f.endsWith('.cpuprofile')).map(f => join(dir, f))
     const main = files.sort((a, b) => statSync(b).size - statSync(a).size)[0]
     if (main === undefined) throw new Error(`${variant}: no CPU profile was written`)
-    const busy = busyByGroup(JSON.parse(readFileSync(main, 'utf8')) as Profile, windows.slice(COLD_ROUNDS))
+    const busy = busyByGroup(JSON.parse(readFileSync(main, 'utf8')) as Profile, windows.slice(COLD_ROUNDS), groupOf)
     const count = (rounds - COLD_ROUNDS) * perRound
     return new Map([...busy].map(([name, micros]) => [name, micros / count]))
   } finally {
@@ -90,7 +104,9 @@ async function profileServer (variant: Variant, rounds: number, perRound: number
 }
 
 if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, ''))) {
-  const { values } = parseArgs({ options: { servers: { type: 'string', default: 'switchboard,ws-framed-jwt' }, rounds: { type: 'string', default: '8' }, 'per-round': { type: 'string', default: '2000' }, top: { type: 'string', default: '30' } } })
+  const { values } = parseArgs({ options: { servers: { type: 'string', default: 'switchboard,ws-framed-jwt' }, rounds: { type: 'string', default: '8' }, 'per-round': { type: 'string', default: '2000' }, top: { type: 'string', default: '30' }, by: { type: 'string', default: 'package' } } })
+  if (values.by !== 'package' && values.by !== 'function') throw new Error('--by: package or function')
+  const groupOf = values.by === 'function' ? groupAndFunction : group
   const servers = values.servers.split(',') as Variant[]
   const rounds = Number(values.rounds)
   const perRound = Number(values['per-round'])
@@ -98,7 +114,7 @@ if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].re
   const results: Array<Map<string, number>> = []
   for (const server of servers) {
     process.stderr.write(`profiling ${server}: ${rounds} rounds of ${perRound} handshakes\n`)
-    results.push(await profileServer(server, rounds, perRound))
+    results.push(await profileServer(server, rounds, perRound, groupOf))
   }
   const total = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0)
   const groups = [...new Set(results.flatMap(m => [...m.keys()]))]

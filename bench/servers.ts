@@ -300,8 +300,8 @@ async function startJwtHub (options: StartOptions): Promise<RunningTarget> {
   return { ...peer, variant: 'ws-framed-jwt', token }
 }
 
-/** One `switchboard bench --json` on the generator's CPU, against a running server. */
-export function generate (target: RunningTarget, scenarioArgs: string[], configDir: string): Promise<{ report: BenchReport | undefined, stderr: string }> {
+/** One `switchboard bench --json` on the generator's CPU, against a running server; `onStderr` sees its progress lines as they come. */
+export function generate (target: RunningTarget, scenarioArgs: string[], configDir: string, onStderr?: (text: string) => void): Promise<{ report: BenchReport | undefined, stderr: string }> {
   const args = [
     '--import', 'tsx', 'src/cli/index.ts', 'bench', ...scenarioArgs,
     '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
@@ -313,7 +313,10 @@ export function generate (target: RunningTarget, scenarioArgs: string[], configD
   let stdout = ''
   let stderr = ''
   child.stdout?.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
-  child.stderr?.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-16_384) })
+  child.stderr?.on('data', (chunk: Buffer) => {
+    onStderr?.(chunk.toString())
+    stderr = (stderr + chunk.toString()).slice(-16_384)
+  })
   return new Promise((resolve) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
     child.once('exit', () => {
