@@ -3,6 +3,7 @@ import fastifyJwt from '@fastify/jwt'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Errors } from '../src/errors.js'
 import type { Principal, UserPrincipal } from '../src/auth/principal.js'
+import { createAccessTokenVerifier } from '../src/auth/access-token.js'
 import { createAuthService, LOGIN_FAILURE_WINDOW_MS, type AccessClaims, type AuthService } from '../src/auth/service.js'
 import { createMemoryFailureLimiter, createRedisFailureLimiter } from '../src/limits/failure-limiter.js'
 
@@ -18,7 +19,13 @@ type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 declare module 'fastify' {
   interface FastifyInstance {
     auth: AuthService
-    /** Verifies an access token: the one place a JWT is checked (REST and, later, the WS handshake). */
+    /**
+     * Checks an access token: the one place a JWT is verified (REST, the WebSocket handshake,
+     * the in-band token refresh). The principal, or why not (for metrics and logs only: a
+     * client is told "invalid or expired" either way).
+     */
+    checkAccessToken(token: string): UserPrincipal | 'invalid' | 'expired'
+    /** `checkAccessToken`, throwing SB_ERR_INVALID_TOKEN (401) instead of returning a reason. */
     verifyAccessToken(token: string): UserPrincipal
     /** onRequest hook: a user (JWT) or an API key must be presented. */
     authenticate: Hook
@@ -38,8 +45,9 @@ const REFRESH_SWEEP_INTERVAL_MS = 60 * 60 * 1000
 const USER_ID = /^[a-z0-9][a-z0-9_.-]{2,31}$/
 
 /**
- * Authentication: @fastify/jwt with the algorithm pinned to HS256, the issuer checked, `exp`
- * required and a small clock tolerance; every verification failure becomes 401. API keys
+ * Authentication: access tokens signed by @fastify/jwt (HS256, the issuer, a short lifetime) and
+ * verified by src/auth/access-token.ts (HS256 only, issuer checked, `exp` required, a small
+ * clock tolerance); every verification failure becomes 401. API keys
  * (X-API-Key) authenticate services and devices.
  */
 export default fp(async (app) => {
@@ -47,6 +55,8 @@ export default fp(async (app) => {
   await app.register(fastifyJwt, {
     secret: jwt.secret,
     sign: { algorithm: 'HS256', iss: jwt.issuer, expiresIn: `${jwt.accessTokenTtlSeconds}s` },
+    // Tokens are verified by checkAccessToken below, not by app.jwt.verify / request.jwtVerify;
+    // these stay pinned to the same rules so that nothing calling them is ever looser.
     verify: {
       algorithms: ['HS256'],
       allowedIss: jwt.issuer,
@@ -68,21 +78,21 @@ export default fp(async (app) => {
   app.decorate('auth', auth)
   app.decorateRequest('principal', null)
 
-  app.decorate('verifyAccessToken', (token: string): UserPrincipal => {
-    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new Errors.InvalidToken()
-    let claims: { sub?: unknown, role?: unknown, jti?: unknown, exp?: unknown }
-    try {
-      claims = app.jwt.verify(token)
-    } catch {
-      throw new Errors.InvalidToken()
-    }
+  const checkToken = createAccessTokenVerifier({ secret: jwt.secret, issuer: jwt.issuer, clockToleranceMs: jwt.clockToleranceSeconds * 1000 })
+  function checkAccessToken (token: string): UserPrincipal | 'invalid' | 'expired' {
+    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return 'invalid'
+    const checked = checkToken(token)
+    if (!checked.ok) return checked.reason
+    const { sub, role, jti, exp } = checked.claims
     // A correctly signed token with the wrong shape is still not ours to trust.
-    if (typeof claims.sub !== 'string' || !USER_ID.test(claims.sub) ||
-        (claims.role !== 'admin' && claims.role !== 'user') ||
-        typeof claims.jti !== 'string' || typeof claims.exp !== 'number') {
-      throw new Errors.InvalidToken()
-    }
-    return { kind: 'user', userId: claims.sub, role: claims.role, tokenId: claims.jti, expiresAt: claims.exp }
+    if (!USER_ID.test(sub) || (role !== 'admin' && role !== 'user')) return 'invalid'
+    return { kind: 'user', userId: sub, role, tokenId: jti, expiresAt: exp }
+  }
+  app.decorate('checkAccessToken', checkAccessToken)
+  app.decorate('verifyAccessToken', (token: string): UserPrincipal => {
+    const checked = checkAccessToken(token)
+    if (typeof checked === 'string') throw new Errors.InvalidToken()
+    return checked
   })
 
   async function identify (request: FastifyRequest): Promise<Principal> {
