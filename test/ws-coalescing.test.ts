@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { Socket } from 'node:net'
+import { textFrame } from '../src/realtime/ws-transport.js'
 import { build, wsConnect } from './helper.js'
 
 /**
@@ -35,5 +36,28 @@ describe('write coalescing', () => {
     // One syscall for the burst, not twenty.
     assert.equal(calls.write + calls.writev, 1, JSON.stringify(calls))
     assert.equal(calls.chunks, 20)
+  })
+})
+
+describe('text frames', () => {
+  // The frame every welcome, reply and publication is written in: byte for byte what ws
+  // itself frames (FIN, opcode 1, unmasked, 7/16/64-bit length), and ws's receiver reads it.
+  it('are framed as ws frames them, at every length encoding', async () => {
+    const { Receiver, Sender } = await import('ws') as unknown as {
+      Receiver: new (options: { isServer: boolean }) => NodeJS.WritableStream & { on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): void }
+      Sender: { frame(data: Buffer, options: { fin: boolean, opcode: number, mask: boolean, readOnly: boolean }): Buffer[] }
+    }
+    for (const length of [0, 1, 125, 126, 127, 65535, 65536, 200_000]) {
+      for (const filler of ['a', 'é', '😀']) {
+        // Whole characters only, padded with ASCII to exactly `length` bytes.
+        const text = filler.repeat(Math.floor(length / Buffer.byteLength(filler))) + 'a'.repeat(length % Buffer.byteLength(filler))
+        const frame = textFrame(text)
+        assert.deepEqual(frame, Buffer.concat(Sender.frame(Buffer.from(text), { fin: true, opcode: 1, mask: false, readOnly: true })), `${length} × ${filler}`)
+        const receiver = new Receiver({ isServer: false })
+        const received = new Promise<string>((resolve) => { receiver.on('message', (data, isBinary) => { assert.equal(isBinary, false); resolve(data.toString()) }) })
+        receiver.write(frame)
+        assert.equal(await received, text)
+      }
+    }
   })
 })

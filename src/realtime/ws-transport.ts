@@ -1,10 +1,6 @@
 import type { Socket } from 'node:net'
-import * as wsModule from 'ws'
 import { WebSocket } from 'ws'
 import type { PreparedFrame, Transport, TransportSink } from './transport.js'
-
-/** ws's frame builder: exported at runtime, missing from @types/ws. */
-const Sender = (wsModule as unknown as { Sender: { frame(data: Buffer, options: { fin: boolean, opcode: number, mask: boolean, readOnly: boolean }): Buffer[] } }).Sender
 
 /** A text frame, header and payload in one buffer, shared by every socket it is written to. */
 class WsFrame implements PreparedFrame {
@@ -15,12 +11,35 @@ class WsFrame implements PreparedFrame {
 /**
  * Serialises and frames a server message once. The result is written as-is to every
  * subscriber's TCP socket, so a fan-out to N sockets costs one encode, one frame and N writes
- * (ws's own `send` would re-frame for each socket). Server frames are never masked.
+ * (ws's own `send` would re-frame for each socket).
  */
 export function prepareWsFrame (text: string): PreparedFrame {
-  const payload = Buffer.from(text)
-  const [header] = Sender.frame(payload, { fin: true, opcode: 0x01, mask: false, readOnly: true })
-  return new WsFrame(Buffer.concat([header!, payload]))
+  return new WsFrame(textFrame(text))
+}
+
+/**
+ * One unfragmented, unmasked text frame (RFC 6455 §5.2: FIN + opcode 1, then the payload
+ * length in 7, 7+16 or 7+64 bits; servers never mask) in a single allocation: ws's
+ * `Sender.frame` returns header and payload apart, and joining them cost a second copy and two
+ * more buffers on every welcome, reply and publication.
+ */
+export function textFrame (text: string): Buffer {
+  const length = Buffer.byteLength(text)
+  const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10
+  const frame = Buffer.allocUnsafe(headerLength + length)
+  frame[0] = 0x81
+  if (length < 126) {
+    frame[1] = length
+  } else if (length < 65536) {
+    frame[1] = 126
+    frame.writeUInt16BE(length, 2)
+  } else {
+    frame[1] = 127
+    frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2)
+    frame.writeUInt32BE(length >>> 0, 6)
+  }
+  frame.write(text, headerLength, 'utf8')
+  return frame
 }
 
 /** ws keeps its TCP socket private; pre-framed writes (the same trick engine.io uses) need it. */
