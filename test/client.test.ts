@@ -27,10 +27,12 @@ import { ADMIN, baseEnv, freePort, ROOT, startServer, waitUntilReady, withTimeou
 /*
  * The client SDK against real servers: in-process apps (build) for most tests, a real server
  * process for the restart, and a TCP proxy written here to cut the network, refuse
- * connections and count connection attempts. Two small scripted `ws` servers cover what the
- * real server never does on request (stay silent, close with 4500, ask for a resubscribe).
- * Nothing asserts a duration except the backoff bounds (upper bounds with slack); every wait
- * is for an event, with a generous bound.
+ * connections and count connection attempts. Small scripted `ws` servers cover what the
+ * real server never does on request (stay silent, close with 4500, ask for a resubscribe,
+ * refuse with rate_limited) and what needs a clock the test moves (the pacing).
+ * Nothing asserts a wall-clock duration except the backoff test (with slack); the pacing and
+ * rate_limited tests read node:test's mocked clock. Every other wait is for an event, with a
+ * generous bound.
  */
 
 const WITHIN_MS = 15_000
@@ -167,13 +169,13 @@ async function scriptedServer (t: TestContext, onConnection: (socket: WebSocket)
   return { url: `ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/ws`, connections: () => count }
 }
 
-const welcomeFrame = (tokenExpiresAt: number | null = null): string => JSON.stringify({
+const welcomeFrame = (tokenExpiresAt: number | null = null, rate: { messagesPerSecond: number, messagesBurst: number } = { messagesPerSecond: 1000, messagesBurst: 1000 }): string => JSON.stringify({
   type: 'welcome',
   protocol: 'switchboard.v1',
   connectionId: randomUUID(),
   user: { id: 'scripted', role: 'user' },
   heartbeatMs: 25_000,
-  limits: { maxMessageBytes: 65_536, messagesPerSecond: 1000, messagesBurst: 1000, maxSubscriptions: 100, maxBufferedBytes: 1_048_576, idleTimeoutMs: 60_000 },
+  limits: { maxMessageBytes: 65_536, ...rate, maxSubscriptions: 100, maxBufferedBytes: 1_048_576, idleTimeoutMs: 60_000 },
   tokenExpiresAt
 })
 
@@ -280,27 +282,67 @@ describe('client SDK: commands', () => {
     assert.equal(typeof await b.ping(), 'number')
   })
 
-  it('paces a burst of commands under the server\'s message rate: each once, in order unless the server had to refuse some', async (t) => {
+  it('paces a burst of commands under the welcome\'s message rate: nothing a bucket of that rate would refuse, all within twice the time it needs, each once, in order (scripted server, mocked clock)', async (t) => {
     const client = clients(t)
-    const srv = await build(t, { env: { WS_MESSAGES_PER_SECOND: '400', WS_MESSAGES_BURST: '10' } })
-    const alice = await srv.userToken('alice')
-    await createRoom(srv, alice, 'lobby')
-    const { client: a, errors } = client({ url: srv.url, token: alice })
-    await a.ready()
-    const results = await Promise.all(Array.from({ length: 80 }, (_, i) => a.publish('lobby', i)))
-    assert.deepEqual(results.map(r => r.offset).sort((x, y) => x - y), Array.from({ length: 80 }, (_, i) => i + 1), 'each published once')
-    const history = await a.history('lobby', { limit: 100 })
-    const sent = Array.from({ length: 80 }, (_, i) => i)
-    // The pacing keeps the server from refusing anything, and then the order is the sending
-    // order. A machine stalled long enough can still bunch frames up on arrival: a refused
-    // publish is sent again, but those behind it that were already accepted stay ahead of it
-    // (pipelining cannot take them back), so then only "once each" holds.
-    const metrics = await srv.request('GET', '/metrics')
-    const refused = Number(/switchboard_rate_limited_total\{scope="messages"\} (\d+)/.exec(metrics.text)?.[1] ?? 'NaN')
-    assert.ok(Number.isFinite(refused), 'the rate-limit counter is exposed')
-    if (refused === 0) assert.deepEqual(history.publications.map(p => p.data), sent)
-    else assert.deepEqual(history.publications.map(p => p.data as number).sort((x, y) => x - y), sent)
-    assert.deepEqual(errors, [])
+    // Not the client's defaults, so the pacing must come from the welcome.
+    const rate = { messagesPerSecond: 20, messagesBurst: 6 }
+    const count = 20 // under the SDK's 32 in flight, so only the pacing can hold commands back
+    const accepted: Array<{ data: unknown, at: number }> = []
+    const refused: Array<{ data: unknown, at: number }> = []
+    let serverSide: WebSocket | undefined
+    // A ping from the server and the client's pong: whatever the client wrote before the pong
+    // has reached the server by then (one socket, in order). No timer involved.
+    const roundTrip = (): Promise<void> => new Promise(resolve => { serverSide!.once('pong', () => resolve()); serverSide!.ping() })
+    const server = await scriptedServer(t, (socket) => {
+      serverSide = socket
+      socket.send(welcomeFrame(null, rate))
+      // The real server's per-connection bucket (src/realtime/connection.ts takeToken): full at
+      // first, refilled at messagesPerSecond, a refused frame takes nothing. On the mocked
+      // clock: a frame arrives before the test moves it again (see roundTrip), so `at` is the
+      // time it was written.
+      let tokens = rate.messagesBurst
+      let lastRefill: number | undefined
+      socket.on('message', (raw) => {
+        const command = JSON.parse(raw.toString()) as { type: string, id: number, data?: unknown }
+        if (command.type !== 'publish') return
+        const at = Date.now()
+        tokens = Math.min(rate.messagesBurst, tokens + (at - (lastRefill ?? at)) * rate.messagesPerSecond / 1000)
+        lastRefill = at
+        if (tokens < 1) {
+          refused.push({ data: command.data, at })
+          socket.send(JSON.stringify({ type: 'error', id: command.id, error: { code: 'rate_limited', message: 'slow down', temporary: true } }))
+          return
+        }
+        tokens -= 1
+        accepted.push({ data: command.data, at })
+        socket.send(JSON.stringify({ type: 'reply', id: command.id, result: { epoch: 'e1', offset: accepted.length } }))
+      })
+    })
+    const { client: c, errors } = client({ url: server.url, token: 'x' })
+    await c.ready()
+    // From here the SDK's clock (and the scripted server's) moves only when the test says so;
+    // sockets stay real.
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() })
+    try {
+      const startedAt = Date.now()
+      const published = Promise.allSettled(Array.from({ length: count }, (_, i) => c.publish('lobby', i)))
+      // Twice the time the server's rate needs for them all: a client far slower than the rate
+      // it was given does not pass for pacing. Moved 1 ms at a time, so each frame's time is exact.
+      const enoughMs = 2 * count * 1000 / rate.messagesPerSecond
+      while (accepted.length + refused.length < count && Date.now() - startedAt < enoughMs) {
+        await roundTrip()
+        t.mock.timers.tick(1)
+      }
+      await roundTrip()
+      // Written all at once (no pacing), the frames past the burst would find the bucket empty.
+      assert.deepEqual(refused.map(r => r.data), [], `publishes the server would refuse, written at (mocked ms): ${refused.map(r => r.at - startedAt).join(', ')}`)
+      assert.deepEqual(accepted.map(a => a.data), Array.from({ length: count }, (_, i) => i), `all ${count} written within ${enoughMs} ms of the mocked clock, each once, in order`)
+      const results = await published
+      assert.deepEqual(results.map(r => r.status === 'fulfilled' ? r.value.offset : String(r.reason)), Array.from({ length: count }, (_, i) => i + 1))
+      assert.deepEqual(errors, [])
+    } finally {
+      t.mock.timers.reset()
+    }
   })
 
   // One refusal, and three in a row (each resets the wait; the first is where the time the
