@@ -38,15 +38,17 @@ describe('rate limiter (GCRA), in memory', () => {
     for (let i = 0; i < 3; i++) assert.equal((await limiter.take('u')).allowed, true, 'a rested key has its whole burst back')
   })
 
-  it('stays within maxKeys: keys at rest are dropped first', async () => {
+  it('when full, a key at rest makes room even when a key still in debt is older', async () => {
     let now = 0
-    const limiter = createMemoryRateLimiter({ ratePerSecond: 1, burst: 1, maxKeys: 2, now: () => now })
-    await limiter.take('a')
-    await limiter.take('b')
-    now += 5000 // both at rest
-    await limiter.take('c')
-    assert.equal((await limiter.take('c')).allowed, false, 'c is counted')
-    assert.equal((await limiter.take('a')).allowed, true)
+    const limiter = createMemoryRateLimiter({ ratePerSecond: 1, burst: 3, maxKeys: 2, now: () => now })
+    for (let i = 0; i < 3; i++) await limiter.take('a') // the oldest entry, in debt until 3000
+    await limiter.take('b') // in debt until 1000
+    now = 1500 // b at rest, a not: a has earned 1.5 units back, not its whole burst
+    assert.equal((await limiter.take('c')).allowed, true)
+    // Dropped (the oldest), a would come back with its whole burst of 3.
+    let allowed = 0
+    for (let i = 0; i < 3; i++) if ((await limiter.take('a')).allowed) allowed++
+    assert.equal(allowed, 1, 'a kept its debt: b (at rest) made room, not a (the oldest)')
   })
 
   it('when full, a key at rest makes room before a key still in debt; with none at rest, the oldest goes', async () => {
