@@ -149,7 +149,7 @@ describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
     assert.equal(await nodeA.retryAfter('alice'), 0)
   })
 
-  it('Redis unreachable: each limiter falls back to the node\'s own count, fast, with a warning', async (t) => {
+  it('Redis unreachable: the rate and failure limiters fall back to the node\'s own count, with a warning', async (t) => {
     const deadUrl = `redis://127.0.0.1:${await freePort()}`
     const redis = await connection(t, deadUrl)
     const log = warnings()
@@ -245,7 +245,7 @@ describe('cluster-wide limits through the app', { skip: skipRedis }, () => {
     assert.match(metrics.text, /switchboard_rate_limited_total\{scope="handshakes"\} 1/)
   })
 
-  it('Redis unreachable: requests are still served (limits per node), nothing hangs', async (t) => {
+  it('Redis unreachable: login and requests are still served, the HTTP rate limit holds on the node alone, with a warning', async (t) => {
     const srv = await build(t, { env: { REDIS_URL: `redis://127.0.0.1:${await freePort()}`, RATE_LIMIT_MAX: '3' } })
     await srv.createUser('alice')
     const login = await srv.request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD } })
