@@ -351,11 +351,13 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     assert.equal(presence.result.connections, 2, 'the dead node\'s entry is gone, the new one counted')
   })
 
-  it('Redis killed and restarted mid-stream: nodes stay up, readiness 503 within 5 s, publishes fail fast with 503; after the restart the subscriber has every acknowledged publication once, in order', { skip: skipRedisServer }, async (t) => {
+  it('Redis killed and restarted mid-stream: nodes stay up, readiness turns 503, a publish fails with 503; after the restart the subscriber has every acknowledged publication once, in order', { skip: skipRedisServer }, async (t) => {
     // A private, persistent redis-server (append-only file, fsync per write): the machine's
     // shared Redis is never stopped, and a Redis that must lose nothing runs like this.
     const redis = await privateRedis(t, { persist: true })
-    const c = await cluster(t, 2, { REDIS_URL: redis.url })
+    // The HTTP rate limit (600 a minute by default) out of the way: a node whose publishes never
+    // recover must fail at the loop's deadline below, with its message, not on a 429.
+    const c = await cluster(t, 2, { REDIS_URL: redis.url, RATE_LIMIT_MAX: '100000' })
     const [a, b] = [node(c, 0), node(c, 1)]
     await createRoom(a, c.adminToken, { id: 'lobby' })
 
@@ -380,11 +382,11 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     await waitFor(() => received.length === 5, 'five messages live across the nodes')
 
     await redis.kill()
-    const killedAt = Date.now()
-    // The bound is the property here: readiness turns 503 within 5 s (plus a margin for a
-    // busy machine); liveness stays 200, the processes stay up.
+    // Readiness turns 503, liveness stays 200, the processes stay up. How soon readiness turns
+    // is not asserted (no wall-clock bounds in tests): the wait is only a generous deadline so
+    // that a node which never notices the outage fails the test instead of hanging it.
     for (const n of [a, b]) {
-      await waitFor(async () => (await n.request('GET', '/health/ready')).status === 503, `node ${n.url} not ready`, Math.max(0, killedAt + 7000 - Date.now()))
+      await waitFor(async () => (await n.request('GET', '/health/ready')).status === 503, `readiness 503 on node ${n.url} after Redis was killed`, 20_000)
       assert.equal((await n.request('GET', '/health/live')).status, 200)
     }
     const during = await b.request('POST', '/rooms/lobby/messages', { token: c.adminToken, body: { data: 'lost' } })
@@ -394,7 +396,11 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     await redis.start()
     for (const n of [a, b]) await waitFor(async () => (await n.request('GET', '/health/ready')).status === 200, `node ${n.url} ready again`, 20_000)
     // Publish through the recovery window: some may still fail while the connections come back.
+    // Bounded: a node whose publishes never recover fails here with the count so far instead of
+    // looping until the runner's timeout.
+    const publishDeadline = Date.now() + 20_000
     while (acknowledged.length < 15) {
+      if (Date.now() > publishDeadline) assert.fail(`publishes did not recover after the Redis restart: ${acknowledged.length - 5} of 10 acknowledged in 20 s (${n - 5} attempts)`)
       await publishOne()
       await new Promise(resolve => setTimeout(resolve, 20))
     }
