@@ -407,7 +407,7 @@ describe('Redis engine: through Redis Sentinel', { skip: skipUnlessRedisServer()
 })
 
 describe('Redis engine: Sentinel failover', { skip: skipUnlessRedisServer() }, () => {
-  it('the master killed: the sentinel promotes the replica, and the app follows it — ready again, publishing again, a subscriber served', async (t) => {
+  it('the master killed: the sentinel promotes the replica, and the app follows it — ready again, publishing again; a subscriber from before the failover is told to resubscribe, recovers in the same epoch on the same socket, and receives what is published after', async (t) => {
     const master = await privateRedis(t)
     const replica = await privateRedis(t, { replicaOf: master })
     const sentinel = await privateSentinel(t, master, 'sbmaster')
@@ -419,7 +419,16 @@ describe('Redis engine: Sentinel failover', { skip: skipUnlessRedisServer() }, (
     const srv = await build(t, { env: sentinelEnv(sentinel.port) })
     const token = await srv.userToken('alice')
     assert.equal((await srv.request('POST', '/rooms', { token, body: { id: 'lobby' } })).status, 201)
-    assert.equal((await srv.request('POST', '/rooms/lobby/messages', { token, body: { data: 'before' } })).status, 201)
+    const client = await wsConnect(t, srv, { token })
+    const start = await subscribe(client, 'lobby')
+    const before = await srv.request('POST', '/rooms/lobby/messages', { token, body: { data: 'before' } })
+    assert.equal(before.status, 201, before.text)
+    const received = await client.next(f => f.type === 'message' && f.data === 'before')
+    // Replication is asynchronous: the master goes only once the replica has 'before', so what
+    // the subscriber recovers on the promoted replica does not depend on a race.
+    const masterOffset = replicationOffset(await redisCall(master.url, 'INFO', 'replication') as string, 'master_repl_offset')
+    await eventually('the replica to have everything written so far', async () =>
+      replicationOffset(await redisCall(replica.url, 'INFO', 'replication') as string, 'slave_repl_offset') >= masterOffset || undefined)
 
     await master.kill()
     await eventually('the replica promoted', async () => {
@@ -427,17 +436,32 @@ describe('Redis engine: Sentinel failover', { skip: skipUnlessRedisServer() }, (
       return port === new URL(replica.url).port || undefined
     }, 30_000)
     await eventually('ready again on the new master', async () => (await srv.request('GET', '/health/ready')).status === 200 || undefined, 30_000)
-    const client = await wsConnect(t, srv, { token })
-    await subscribe(client, 'lobby')
+    // The node's pub/sub connection came back on another server: live delivery may have
+    // skipped something, so the subscriber is told to resubscribe (its socket stays open).
+    const unsubscribed = await client.next(f => f.type === 'unsubscribed' && f.room === 'lobby', 30_000)
+    assert.equal(unsubscribed.reason, 'resubscribe')
+    const resumed = await subscribe(client, 'lobby', { epoch: received.epoch as string, offset: received.offset as number })
+    assert.equal(resumed.result.recovered, true, JSON.stringify(resumed.result))
+    assert.equal(resumed.result.epoch, start.result.epoch, 'the promoted replica kept the stream')
+    assert.equal(resumed.result.offset, received.offset, 'nothing published in between')
     const published = await eventually('a publish accepted by the new master', async () => {
       const res = await srv.request('POST', '/rooms/lobby/messages', { token, body: { data: 'after' } })
       return res.status === 201 ? res : undefined
     })
     assert.equal(published.status, 201)
-    assert.equal((await client.next(f => f.type === 'message' && f.data === 'after')).data, 'after')
+    const after = await client.next(f => f.type === 'message' && f.data === 'after')
+    assert.equal(after.offset, published.body.offset)
+    assert.equal(client.socket.readyState, client.socket.OPEN, 'the same socket throughout')
     assert.equal(srv.app.server.listening, true)
   })
 })
+
+/** A numeric field of INFO replication. */
+function replicationOffset (info: string, field: 'master_repl_offset' | 'slave_repl_offset'): number {
+  const value = new RegExp(`^${field}:(\\d+)`, 'm').exec(info)?.[1]
+  assert.ok(value !== undefined, `${field} in INFO replication:\n${info}`)
+  return Number(value)
+}
 
 describe('Redis engine: publishes confirmed by replicas (REDIS_WAIT_REPLICAS)', { skip: skipUnlessRedisServer() }, () => {
   it('acknowledged only once a replica has it: refused (and retried once with its key) while the replica is down, confirmed again after', async (t) => {
