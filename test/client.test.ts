@@ -775,7 +775,7 @@ class BrowserLikeWebSocket {
 }
 
 describe('client SDK: a token refused before it expires, in a browser', () => {
-  it('after repeated failed handshakes the client asks getToken for a new token (stale: true) and connects', async (t) => {
+  it('after two failed handshakes the client asks getToken for a new token (stale: true) and connects', async (t) => {
     const client = clients(t)
     const srv = await build(t, { env: ENV })
     await srv.createUser('frank')
@@ -783,21 +783,37 @@ describe('client SDK: a token refused before it expires, in a browser', () => {
     // browser sees only as a failed connection.
     const otherDeployment = await build(t, { env: { ...ENV, JWT_SECRET: 'another-secret-that-is-long-enough-for-hs256-!!' } })
     const refused = otherDeployment.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID() })
-    const asked: boolean[] = []
+    const issued: string[] = []
+    // One timeline of the handshakes the server saw (by the token each carried, in
+    // Sec-WebSocket-Protocol with the browser transport) and of the calls to getToken: the
+    // end state alone would not tell after how many failures the new token was asked for.
+    const timeline: string[] = []
+    srv.app.server.on('upgrade', (request: { headers: Record<string, string | string[] | undefined> }) => {
+      const offered = String(request.headers['sec-websocket-protocol'])
+      timeline.push(offered.includes(refused) ? 'handshake: refused token' : issued.some(token => offered.includes(token)) ? 'handshake: new token' : `handshake: ${offered}`)
+    })
     const { client: c } = client({
       url: srv.url,
       token: refused,
       getToken: ({ stale }) => {
-        asked.push(stale)
+        timeline.push(`getToken({ stale: ${String(stale)} })`)
         // A cache that hands out the same token until told it is stale, like most apps'.
-        return stale ? srv.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID() }) : refused
+        if (!stale) return refused
+        const token = srv.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID() })
+        issued.push(token)
+        return token
       },
       transport: 'browser',
       WebSocket: BrowserLikeWebSocket as unknown as WebSocketConstructor,
       reconnect: { baseMs: 10, capMs: 50 }
     })
     assert.equal((await withTimeout(c.ready(), WITHIN_MS, 'a connection with a new token')).user.id, 'frank')
-    assert.deepEqual(asked, [true], 'one request for a new token, after two failed handshakes')
+    assert.deepEqual(timeline, [
+      'handshake: refused token',
+      'handshake: refused token',
+      'getToken({ stale: true })',
+      'handshake: new token'
+    ], 'two handshakes with the refused token, then one request for a new token, then one handshake with it')
   })
 })
 
