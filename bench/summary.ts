@@ -99,7 +99,7 @@ export function targets (results: ScenarioResult[]): TargetResult[] {
 }
 
 /** How each metric reads in the table: label, unit, and which way is better. */
-export const METRICS: Record<string, { label: string, unit: string, better: 'higher' | 'lower' }> = {
+const METRICS: Record<string, { label: string, unit: string, better: 'higher' | 'lower' }> = {
   deliveriesPerCpuS: { label: 'deliveries per server CPU-s', unit: '', better: 'higher' },
   deliveriesPerS: { label: 'deliveries/s (wall, generator-bound)', unit: '', better: 'higher' },
   p50Ms: { label: 'latency p50', unit: ' ms', better: 'lower' },

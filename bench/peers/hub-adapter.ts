@@ -1,6 +1,6 @@
 import { WebSocket } from 'ws'
 import { CliError } from '../../src/cli/api.js'
-import type { AdapterFactory } from '../../src/cli/bench/adapter.js'
+import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, type AdapterFactory } from '../../src/cli/bench/adapter.js'
 import { WsBenchConnection } from '../../src/cli/bench/ws-connection.js'
 
 /**
@@ -10,14 +10,12 @@ import { WsBenchConnection } from '../../src/cli/bench/ws-connection.js'
  * publishes in flight per connection, so the generator does the same work for every server.
  */
 
-const MAX_IN_FLIGHT = 64
-const CONNECT_TIMEOUT_MS = 15_000
 const MESSAGE_PREFIX = '{"t":"msg","room":"'
 const DATA_FIELD = ',"data":"'
 
 class HubConnection extends WsBenchConnection {
   async subscribe (room: string): Promise<void> {
-    await this.command(`{"t":"sub","id":${this.nextId},"room":${JSON.stringify(room)}}`)
+    await this.command(`{"t":"sub","id":${this.nextId},"room":${JSON.stringify(room)}}`, COMMAND_TIMEOUT_MS)
   }
 
   async publish (room: string, payload: string): Promise<void> {
@@ -58,6 +56,11 @@ const hubAdapter: AdapterFactory = (options) => {
       const socket = new WebSocket(url.href, { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: CONNECT_TIMEOUT_MS, headers })
       return new Promise((resolve, reject) => {
         socket.once('open', () => resolve(new HubConnection(socket)))
+        // A JWT-checking hub answers a bad token with 401: a refusal, not an unreachable hub.
+        socket.once('unexpected-response', (_request, response) => {
+          socket.terminate()
+          reject(new CliError(`connection ${index + 1}: the hub at ${options.url} refused the handshake with HTTP ${response.statusCode ?? '?'}${response.statusCode === 401 ? ' (a wrong or expired --token)' : ''}`))
+        })
         socket.once('error', (err: NodeJS.ErrnoException) => {
           socket.terminate()
           reject(new CliError(`connection ${index + 1}: cannot reach the hub at ${options.url} (${err.code ?? err.message})`))

@@ -20,14 +20,14 @@ import { WebSocketServer, type WebSocket } from 'ws'
  * `switchboard`): the handshake scenario's reference for the cost of that check alone.
  */
 
-export interface HubCommand { t?: unknown, id?: unknown, room?: unknown, data?: unknown }
+interface HubCommand { t?: unknown, id?: unknown, room?: unknown, data?: unknown }
 
 /** The `msg` frame of a publication, serialised once per broadcast. */
 export function messageFrame (room: string, data: unknown): string {
   return `{"t":"msg","room":${JSON.stringify(room)},"data":${JSON.stringify(data)}}`
 }
 
-export function okFrame (id: unknown): string {
+function okFrame (id: unknown): string {
   return `{"t":"ok","id":${JSON.stringify(id)}}`
 }
 

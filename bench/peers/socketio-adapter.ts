@@ -1,6 +1,6 @@
 import { io, type Socket } from 'socket.io-client'
 import { CliError } from '../../src/cli/api.js'
-import { PublishError, type AdapterFactory, type BenchConnection, type CloseInfo } from '../../src/cli/bench/adapter.js'
+import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, PublishError, type AdapterFactory, type BenchConnection, type CloseInfo } from '../../src/cli/bench/adapter.js'
 
 /**
  * `switchboard bench --target bench/peers/socketio-adapter.ts`: drives the Socket.IO peer
@@ -8,9 +8,6 @@ import { PublishError, type AdapterFactory, type BenchConnection, type CloseInfo
  * dropped connection must show in the report, not be papered over), and the same 64
  * acknowledged publishes in flight per connection as the other adapters.
  */
-
-const MAX_IN_FLIGHT = 64
-const CONNECT_TIMEOUT_MS = 15_000
 
 /** What the client keeps under its public surface: the engine's websocket, for bufferedAmount. */
 interface EngineInternals { transport?: { ws?: { bufferedAmount?: number } } }
@@ -36,20 +33,25 @@ class SocketIoConnection implements BenchConnection {
   onClose (handler: (info: CloseInfo) => void): void { this.closeHandler = handler }
 
   subscribe (room: string): Promise<void> {
-    return this.emit('sub', room)
+    return this.emit('sub', [room], COMMAND_TIMEOUT_MS)
   }
 
   publish (room: string, payload: string): Promise<void> {
-    return this.emit('pub', room, payload)
+    return this.emit('pub', [room, payload])
   }
 
-  private emit (event: 'sub' | 'pub', ...args: string[]): Promise<void> {
+  /** An acknowledged emit; with `timeoutMs` (as the other adapters' subscribe), a missing ack fails it. */
+  private emit (event: 'sub' | 'pub', args: string[], timeoutMs?: number): Promise<void> {
     if (!this.socket.connected) return Promise.reject(new PublishError('closed', 'the connection is closed'))
     return new Promise((resolve, reject) => {
       // The ack callback never fires once the socket is gone: settle on disconnect instead.
-      const gone = (): void => reject(new PublishError('closed', 'the connection closed'))
+      const gone = (): void => { clearTimeout(timer); reject(new PublishError('closed', 'the connection closed')) }
+      const timer = timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => { this.socket.off('disconnect', gone); reject(new PublishError('timeout', `no reply within ${timeoutMs} ms`)) }, timeoutMs)
       this.socket.once('disconnect', gone)
       this.socket.emit(event, ...args, () => {
+        clearTimeout(timer)
         this.socket.off('disconnect', gone)
         resolve()
       })

@@ -4,6 +4,16 @@ import type { Api } from '../api.js'
 import { CliError } from '../api.js'
 
 /**
+ * Publishes one connection keeps awaiting a reply: Switchboard refuses more than 64
+ * (docs/protocol.md, Limits), and every adapter keeps the same number, so the generator does
+ * the same work whichever server it drives.
+ */
+export const MAX_IN_FLIGHT = 64
+/** How long opening a connection, or a subscribe's reply, may take before the run fails. */
+export const CONNECT_TIMEOUT_MS = 15_000
+export const COMMAND_TIMEOUT_MS = 15_000
+
+/**
  * What `switchboard bench` needs from a server: the load generator drives any real-time
  * server through this small interface. Switchboard's adapter speaks protocol v1 over raw `ws`;
  * the comparison peers of the benchmark suite (a frame-once `ws` hub, a naive `ws` hub,

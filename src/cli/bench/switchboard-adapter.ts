@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import { WebSocket } from 'ws'
 import { CliError } from '../api.js'
-import { PublishError, type AdapterFactory, type AdapterOptions, type BenchAdapter, type BenchConnection, type LoadShape } from './adapter.js'
+import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, PublishError, type AdapterFactory, type AdapterOptions, type BenchAdapter, type BenchConnection, type LoadShape } from './adapter.js'
 import { WsBenchConnection } from './ws-connection.js'
 
 /**
@@ -11,10 +11,6 @@ import { WsBenchConnection } from './ws-connection.js'
  */
 
 const SUBPROTOCOL = 'switchboard.v1'
-/** The server refuses commands past 64 awaiting replies (docs/protocol.md, Limits). */
-const MAX_PENDING_COMMANDS = 64
-const CONNECT_TIMEOUT_MS = 15_000
-const COMMAND_TIMEOUT_MS = 15_000
 const SETTINGS = 'see docs/bench.md for the settings to run the server with'
 /** How the server starts a `message` frame (src/realtime/connection.ts) and names its data. */
 const MESSAGE_PREFIX = '{"type":"message","room":"'
@@ -162,7 +158,7 @@ export function tokenExpiry (token: string): number | undefined {
 
 class SwitchboardAdapter implements BenchAdapter {
   readonly name = 'switchboard'
-  readonly maxInFlight = MAX_PENDING_COMMANDS
+  readonly maxInFlight = MAX_IN_FLIGHT
   private readonly wsUrl: string
   private readonly publisherWsUrl: string
   private token: string | undefined
