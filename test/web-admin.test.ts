@@ -4,11 +4,11 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import { build, oneShotRequest, tempDir, wsConnect } from './helper.js'
-import { ADMIN, baseEnv, startServer, waitUntilReady } from './process.js'
+import { ADMIN, baseEnv, startServer, waitUntilReady, withTimeout } from './process.js'
 import webPlugin from '../plugins/web.js'
 import { createRateMeter, type MetricTotals } from '../src/realtime/metrics.js'
 import {
-  ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS
+  ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS, watchSocket
 } from './web-browser.js'
 
 describe('GET /admin/stats', () => {
@@ -136,6 +136,7 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     const browser = await launchBrowser(t)
 
     const dave = await openApp(browser, base)
+    const daveSocket = watchSocket(dave.page)
     await register(dave.page, 'dave', 'dave password')
     await waitForConnection(dave.page, 'Connected')
     // No Admin link for someone who is not an admin, and #/admin shows the rooms instead.
@@ -158,11 +159,20 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     await daveRow.getByText('127.0.0.1').waitFor()
     await daveRow.getByText('user:dave').waitFor()
 
-    // Well past the idle timeout on a page without rooms: still the same open connection.
-    await dave.page.waitForTimeout(2000)
+    // Past the idle timeout on a page without rooms: still the same open connection. What shows
+    // that the timeout has passed is a control connection opened after dave's with no
+    // subscription: the server closes it as idle (4002), and dave's too by then (in the same
+    // deadline sweep at the latest) if nothing kept it open.
+    const daveConnection = (await daveSocket.until('dave\'s welcome frame', () => daveSocket.received.find(f => f.type === 'welcome'))).connectionId as string
+    const login = await oneShotRequest(base, 'POST', '/auth/login', { body: ADMIN })
+    const control = await wsConnect(t, { url: base }, { token: login.body.accessToken })
+    const { code } = await withTimeout(control.closed, WAIT_MS, 'the control connection without a subscription closed as idle')
+    assert.equal(code, 4002, 'the control connection was closed as idle')
+    const daveNow = await oneShotRequest(base, 'GET', '/admin/connections?user=dave', { token: login.body.accessToken })
+    assert.deepEqual((daveNow.body.items as Array<{ id: string }>).map(c => c.id), [daveConnection], 'dave is on his first connection')
+    assert.equal(daveSocket.closed(), false)
     assert.equal(await dave.page.locator('#connection-text').textContent(), 'Connected')
     // A service (here the admin, over HTTP) reaches dave on whatever page he is.
-    const login = await oneShotRequest(base, 'POST', '/auth/login', { body: ADMIN })
     const sent = await oneShotRequest(base, 'POST', '/rooms/user:dave/messages', { token: login.body.accessToken, body: { data: { text: 'maintenance at 18:00' } } })
     assert.equal(sent.status, 201)
     await dave.page.getByText('Message for you from admin: maintenance at 18:00').waitFor()

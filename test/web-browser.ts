@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
-import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core'
+import { chromium, type Browser, type BrowserContext, type Locator, type Page, type WebSocket } from 'playwright-core'
+import type { WsFrame } from './helper.js'
 import { ROOT } from './process.js'
 
 /**
@@ -113,6 +114,66 @@ export async function waitUntil (page: Page, what: string, check: () => Promise<
     if (Date.now() > deadline) throw new Error(`${what}: still not true after ${WAIT_MS} ms`)
     await page.waitForTimeout(100)
   }
+}
+
+/** The frames of the first WebSocket a page opens, as the browser sent and received them. */
+export interface PageSocket {
+  sent: WsFrame[]
+  received: WsFrame[]
+  /** True once that socket closed (a reconnect opens another, which is not followed). */
+  closed: () => boolean
+  /**
+   * Resolves with what `check` returns once it returns something other than undefined, checked
+   * after every frame; fails naming `what` when the socket closes first or after `ms`.
+   */
+  until: <T>(what: string, check: () => T | undefined, ms?: number) => Promise<T>
+}
+
+/**
+ * Follows the next WebSocket the page opens (call it before the action that connects): tests
+ * wait for what the page and the server say to each other (a welcome, a token refresh and its
+ * reply) instead of sleeping for as long as it should take.
+ */
+export function watchSocket (page: Page): PageSocket {
+  const sent: WsFrame[] = []
+  const received: WsFrame[] = []
+  let closed = false
+  const checks = new Set<() => void>()
+  const changed = (): void => { for (const check of [...checks]) check() }
+  const parse = (payload: string | Buffer): WsFrame => {
+    try { return JSON.parse(payload.toString()) as WsFrame } catch { return { type: 'not JSON' } }
+  }
+  const follow = (ws: WebSocket): void => {
+    page.off('websocket', follow)
+    ws.on('framesent', ({ payload }) => { sent.push(parse(payload)); changed() })
+    ws.on('framereceived', ({ payload }) => { received.push(parse(payload)); changed() })
+    ws.on('close', () => { closed = true; changed() })
+  }
+  // Listeners attached in the event itself, so no frame of the socket can be missed.
+  page.on('websocket', follow)
+
+  const until = <T>(what: string, check: () => T | undefined, ms = WAIT_MS): Promise<T> => new Promise<T>((resolve, reject) => {
+    const finish = (): void => { clearTimeout(timer); checks.delete(test) }
+    const timer = setTimeout(() => {
+      finish()
+      reject(new Error(`${what}: not seen within ${ms} ms; last frames received: ${JSON.stringify(received.slice(-3))}`))
+    }, ms)
+    const test = (): void => {
+      let value: T | undefined
+      try { value = check() } catch (err) { finish(); reject(err as Error); return }
+      if (value !== undefined) { finish(); resolve(value) } else if (closed) { finish(); reject(new Error(`${what}: the page's WebSocket closed first`)) }
+    }
+    checks.add(test)
+    test()
+  })
+  return { sent, received, closed: () => closed, until }
+}
+
+/** The claims of a JWT (not verified: the test reads what the server issued). */
+export function jwtClaims (token: string): { iat: number, exp: number, sub: string } {
+  const payload = token.split('.')[1]
+  if (payload === undefined) throw new Error(`not a JWT: ${token.slice(0, 20)}…`)
+  return JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { iat: number, exp: number, sub: string }
 }
 
 /** True when nothing makes the page scroll sideways at the current viewport width. */

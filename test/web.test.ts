@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto'
 import { deleteRedisKeys, oneShotRequest, skipUnlessRedis, tempDir, TEST_REDIS_URL } from './helper.js'
 import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady, type ServerProcess } from './process.js'
 import {
-  artifact, ensureWebBuild, fitsWidth, launchBrowser, messageList, messageTexts, openApp, register, say,
-  skipUnlessChromium, waitForConnection, waitForMessage, waitUntil, type BrowserUser
+  artifact, ensureWebBuild, fitsWidth, jwtClaims, launchBrowser, messageList, messageTexts, openApp, register, say,
+  skipUnlessChromium, waitForConnection, waitForMessage, waitUntil, watchSocket, type BrowserUser
 } from './web-browser.js'
 import type { TestContext } from 'node:test'
 
@@ -262,7 +262,8 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
 
   it('short-lived access tokens are renewed: the same connection stays open and REST keeps working', async (t) => {
     const ttlSeconds = 10
-    const env = webEnv(tempDir(t, 'switchboard-web-ttl-'), { ACCESS_TOKEN_TTL: `${ttlSeconds}s`, JWT_CLOCK_TOLERANCE: '1s' })
+    const toleranceMs = 1000
+    const env = webEnv(tempDir(t, 'switchboard-web-ttl-'), { ACCESS_TOKEN_TTL: `${ttlSeconds}s`, JWT_CLOCK_TOLERANCE: `${toleranceMs / 1000}s` })
     const server = await start(t, env)
     const base = `http://127.0.0.1:${server.port}`
     const browser = await launchBrowser(t)
@@ -274,12 +275,25 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     }
 
     const alice = await openApp(browser, base)
+    const socket = watchSocket(alice.page)
     await register(alice.page, 'alice', PASSWORD)
     await createRoom(alice, 'lobby', 'Lobby', 'public')
-    const [connection] = await aliceConnections()
-    assert.ok(connection !== undefined)
-    // Two and a half token lifetimes: without renewal the server would have closed with 4001.
-    await alice.page.waitForTimeout(ttlSeconds * 2500)
+    const welcome = await socket.until('the welcome frame', () => socket.received.find(f => f.type === 'welcome'))
+    const connection = welcome.connectionId as string
+    assert.deepEqual(await aliceConnections(), [connection])
+
+    // Without renewal the server closes the connection with 4001 at its token's expiry plus the
+    // clock tolerance, found by a deadline sweep that runs at least once a second. Wait for the
+    // page to renew its token on this connection with a token issued after that point (its
+    // `iat`, server time): the connection was open then, so it outlived its first token.
+    const closedWithoutRenewalAt = (welcome.tokenExpiresAt as number) + toleranceMs + 1000
+    const renewedAfterExpiry = () => socket.received.find((reply) => {
+      if (reply.type !== 'reply') return false
+      const command = socket.sent.find(f => f.type === 'refresh' && f.id === reply.id)
+      return command !== undefined && jwtClaims(command.token as string).iat * 1000 >= closedWithoutRenewalAt
+    })
+    await socket.until('a token renewed on the open connection after its first token expired', renewedAfterExpiry, 6 * ttlSeconds * 1000)
+    assert.equal(socket.closed(), false)
     assert.deepEqual(await aliceConnections(), [connection], 'the token was renewed on the open connection (refresh), no reconnect')
     await say(alice.page, 'still connected')
     await waitForMessage(alice.page, 'still connected')
