@@ -4,11 +4,12 @@ import { copyFileSync, mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { deleteRedisKeys, oneShotRequest, skipUnlessRedis, tempDir, TEST_REDIS_URL } from './helper.js'
-import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady, type ServerProcess } from './process.js'
+import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
 import {
   artifact, ensureWebBuild, fitsWidth, jwtClaims, launchBrowser, messageList, messageTexts, openApp, register, say,
-  skipUnlessChromium, waitForConnection, waitForMessage, waitUntil, watchSocket, type BrowserUser
+  skipUnlessChromium, WAIT_MS, waitForConnection, waitForMessage, waitUntil, watchSocket, type BrowserUser
 } from './web-browser.js'
+import type { Route } from 'playwright-core'
 import type { TestContext } from 'node:test'
 
 /*
@@ -299,6 +300,45 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     await waitForMessage(alice.page, 'still connected')
     await alice.page.getByRole('link', { name: 'Rooms', exact: true }).click()
     await alice.page.getByRole('link', { name: 'Lobby' }).waitFor()
+    assert.deepEqual(alice.errors, [])
+  })
+
+  it('a reload while the server is down says the server cannot be reached, keeps the sign-in, and Try again signs back in', async (t) => {
+    const env = webEnv(tempDir(t, 'switchboard-web-down-'))
+    let server = await start(t, env)
+    const base = `http://127.0.0.1:${server.port}`
+    const browser = await launchBrowser(t)
+    const alice = await openApp(browser, base)
+    await register(alice.page, 'alice', PASSWORD)
+    await createRoom(alice, 'desk', 'Desk', 'public')
+
+    // The page is served by the server it then asks, so "down at start" means down between the
+    // page load and its first API call. The reload's session check (POST /auth/refresh) is held
+    // in the browser while the server stops, then let go to the real, now closed, port.
+    let held: (route: Route) => void = () => {}
+    const refreshHeld = new Promise<Route>((resolve) => { held = resolve })
+    await alice.page.route('**/auth/refresh', route => held(route), { times: 1 })
+    await alice.page.reload({ waitUntil: 'commit' })
+    const refresh = await withTimeout(refreshHeld, WAIT_MS, 'the reloaded page\'s session check (POST /auth/refresh)')
+    server.child.kill('SIGTERM')
+    assert.equal((await server.exited).code, 0, `graceful exit\n${server.stdout()}\n${server.stderr()}`)
+    await refresh.continue()
+
+    await alice.page.getByRole('heading', { name: 'Cannot reach the server', level: 1 }).waitFor()
+    assert.equal(await alice.page.getByRole('heading', { name: 'Sign in to Switchboard' }).count(), 0, 'no sign-in form: the sign-in was not refused')
+    await alice.page.getByText('You are still signed in on this tab').waitFor()
+    // Trying again while the server is still down: the page says it tried, still no sign-in form.
+    await alice.page.getByRole('button', { name: 'Try again' }).click()
+    await alice.page.getByText('Still no answer after 2 tries').waitFor()
+    assert.equal(await alice.page.getByLabel('Password').count(), 0)
+    await alice.page.screenshot({ path: artifact('web-unreachable.png') })
+
+    // The server is back: Try again signs in from the kept refresh token, and goes where the reload was.
+    server = await start(t, env, server.port)
+    await alice.page.getByRole('button', { name: 'Try again' }).click()
+    await alice.page.getByRole('heading', { name: 'Desk', level: 1 }).waitFor()
+    await alice.page.getByText('Signed in as alice').waitFor()
+    await waitForConnection(alice.page, 'Connected')
     assert.deepEqual(alice.errors, [])
   })
 

@@ -7,6 +7,7 @@ import { loginView } from './login.js'
 import { roomView, textOf } from './room.js'
 import { roomsView } from './rooms.js'
 import { Session, type User } from './session.js'
+import { unreachableView } from './unreachable.js'
 
 /*
  * The Switchboard web app: sign-in over REST, then one WebSocket (the SDK's client) for every
@@ -25,6 +26,11 @@ let stopIndicator: (() => void) | null = null
 let wanted = ''
 /** A line shown at the top of the next view (e.g. after signing out). */
 let notice = ''
+/**
+ * Why the tab's sign-in could not be checked at start (server unreachable), and how many tries
+ * failed: while set, the page says so instead of showing the sign-in form.
+ */
+let unchecked: { error: unknown, attempts: number } | null = null
 
 function navigate (hash: string): void {
   if (location.hash === hash) route()
@@ -38,7 +44,7 @@ function route (): void {
   let next: View
   if (ctx === null) {
     if (hash !== '' && hash !== '/login') wanted = location.hash
-    next = loginView(session)
+    next = unchecked === null ? loginView(session) : unreachableView(unchecked.error, unchecked.attempts, start)
   } else if (hash === '/admin' && ctx.user.role === 'admin') {
     next = adminView(ctx)
   } else if (hash.startsWith('/rooms/') && hash.length > '/rooms/'.length) {
@@ -112,6 +118,7 @@ function renderNav (user: User): void {
 
 session.onChange((user) => {
   if (user !== null) {
+    unchecked = null
     signedIn(user)
     const target = wanted !== '' ? wanted : '#/rooms'
     wanted = ''
@@ -140,11 +147,19 @@ document.addEventListener('click', (event) => {
   }
 })
 
+/** Signs in from the tab's refresh token when it has one; also the unreachable view's "Try again". */
 async function start (): Promise<void> {
-  if (location.hash !== '' && location.hash !== '#/login') wanted = location.hash
-  const user = await session.restore()
-  // restore() signing in already routed (onChange); otherwise show the sign-in form.
+  let user: User | null = null
+  try {
+    user = await session.restore()
+    unchecked = null
+  } catch (error) {
+    unchecked = { error, attempts: (unchecked?.attempts ?? 0) + 1 }
+  }
+  // restore() signing in already routed (onChange); otherwise show the sign-in form, or why
+  // the sign-in could not be checked.
   if (user === null) route()
 }
 
+if (location.hash !== '' && location.hash !== '#/login') wanted = location.hash
 void start()

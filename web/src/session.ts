@@ -44,14 +44,21 @@ export class Session implements TokenSource {
     return await this.login(username, password)
   }
 
-  /** After a reload: signs in again from the tab's refresh token, if it has one that still works. */
+  /**
+   * After a reload: signs in again from the tab's refresh token. Null when there is none or the
+   * server refused it (the sign-in is over). Any other failure (server unreachable, an error on
+   * its side) is thrown: the token may well still be good, and a sign-in form would wrongly
+   * tell the user they were signed out, so the page says what happened and offers to try again.
+   */
   async restore (): Promise<User | null> {
     if (this.refreshToken() === null) return null
     try {
       await this.token(true)
       return this.user
-    } catch {
-      return null
+    } catch (err) {
+      // refresh() forgets the token when the server refused it.
+      if (this.refreshToken() === null) return null
+      throw err
     }
   }
 
