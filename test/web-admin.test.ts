@@ -1,11 +1,12 @@
 import { describe, it, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import Fastify from 'fastify'
 import { build, oneShotRequest, tempDir, wsConnect } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, withTimeout } from './process.js'
 import webPlugin from '../plugins/web.js'
+import { buildWeb } from '../scripts/build-web.mjs'
 import { createRateMeter, type MetricTotals } from '../src/realtime/metrics.js'
 import {
   ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS, watchSocket
@@ -102,6 +103,41 @@ describe('web app serving', () => {
     assert.equal(asset.statusCode, 200)
     assert.match(String(asset.headers['cache-control']), /max-age=31536000.*immutable/)
     assert.equal((await app.inject({ method: 'GET', url: '/assets/other.js' })).statusCode, 404)
+  })
+
+  it('a rebuild under a running server: its page and assets keep working; builds older than the previous one are removed', async (t) => {
+    const dir = tempDir(t)
+    const assets = join(dir, 'assets')
+    // A previous build (other hashes), and an asset of the build before it.
+    mkdirSync(assets)
+    const previousHtml = '<!doctype html><title>Switchboard</title><link rel="stylesheet" href="/assets/styles-PREV.css"><script type="module" src="/assets/app-PREV.js"></script>'
+    writeFileSync(join(dir, 'index.html'), previousHtml)
+    for (const name of ['app-PREV.js', 'app-PREV.js.map', 'styles-PREV.css', 'app-OLDER.js']) writeFileSync(join(assets, name), `/* ${name} */`)
+    const running = Fastify({ logger: false })
+    t.after(() => running.close())
+    await running.register(webPlugin, { dir })
+
+    await buildWeb({ outDir: dir })
+    // The running server read index.html at start: what it names is still there.
+    assert.equal((await running.inject({ method: 'GET', url: '/' })).body, previousHtml)
+    for (const url of ['/assets/app-PREV.js', '/assets/styles-PREV.css']) assert.equal((await running.inject({ method: 'GET', url })).statusCode, 200, url)
+    assert.ok(!existsSync(join(assets, 'app-OLDER.js')), 'an asset of neither this build nor the previous one is removed')
+    assert.deepEqual(readdirSync(dirname(dir)).filter(name => name.startsWith(`.${basename(dir)}-staging-`)), [], 'no staging folder left')
+
+    // A server started now serves the new build.
+    const fresh = Fastify({ logger: false })
+    t.after(() => fresh.close())
+    await fresh.register(webPlugin, { dir })
+    const html = (await fresh.inject({ method: 'GET', url: '/' })).body
+    const named = [...html.matchAll(/\/assets\/[^"]+/g)].map(m => m[0])
+    assert.equal(named.length, 2, html)
+    for (const url of named) assert.equal((await fresh.inject({ method: 'GET', url })).statusCode, 200, url)
+
+    // One more build: the first one is now two builds old.
+    await buildWeb({ outDir: dir })
+    assert.ok(!existsSync(join(assets, 'app-PREV.js')) && !existsSync(join(assets, 'app-PREV.js.map')) && !existsSync(join(assets, 'styles-PREV.css')))
+    for (const url of named) assert.ok(existsSync(join(dir, url)), url)
+    assert.equal(readFileSync(join(dir, 'index.html'), 'utf8'), html)
   })
 
   it('in the app: / with a strict CSP, /docs still served, unknown paths keep the JSON 404', async (t) => {
