@@ -9,7 +9,7 @@ import webPlugin from '../plugins/web.js'
 import { buildWeb } from '../scripts/build-web.mjs'
 import { createRateMeter, type MetricTotals } from '../src/realtime/metrics.js'
 import {
-  ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS, watchSocket
+  artifact, ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS, watchSocket
 } from './web-browser.js'
 
 describe('GET /admin/stats', () => {
@@ -164,9 +164,10 @@ describe('web app serving', () => {
 describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
   before(() => ensureWebBuild())
 
-  it('shows the headline numbers and open connections, and kicks one', async (t) => {
+  it('shows the headline numbers and open connections, and kicks one; a failed kick stays on screen until dismissed', async (t) => {
     // A short idle timeout: the page's personal-room subscription must keep the connection open.
-    const server = await startServer(t, { ...baseEnv(tempDir(t, 'switchboard-web-admin-')), LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000', WS_IDLE_TIMEOUT_MS: '500' })
+    const env = { ...baseEnv(tempDir(t, 'switchboard-web-admin-')), LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000', WS_IDLE_TIMEOUT_MS: '500' }
+    let server = await startServer(t, env)
     await waitUntilReady(server)
     const base = `http://127.0.0.1:${server.port}`
     const browser = await launchBrowser(t)
@@ -220,6 +221,26 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     await dave.page.getByRole('button', { name: 'Reconnect' }).click()
     await waitForConnection(dave.page, 'Connected')
     await admin.page.getByRole('button', { name: 'Refresh' }).click()
+    await daveRow.waitFor()
+
+    // A kick that fails stays on screen: the next refresh (every few seconds) does not wipe it.
+    // It fails here because the server is stopped: the list still shows dave's row.
+    server.child.kill('SIGTERM')
+    assert.equal((await server.exited).code, 0, `graceful exit\n${server.stdout()}\n${server.stderr()}`)
+    await daveRow.getByRole('button', { name: /^Kick dave/ }).click()
+    const kickError = admin.page.getByRole('alert').filter({ hasText: /^Could not kick dave: The server could not be reached/ })
+    await kickError.waitFor()
+    const loadError = admin.page.getByRole('alert').filter({ hasText: /^Could not load: The server could not be reached/ })
+    await loadError.waitFor()
+    server = await startServer(t, env, { port: server.port })
+    await waitUntilReady(server)
+    // The first refresh that works clears its own error, and only that.
+    await loadError.waitFor({ state: 'hidden' })
+    assert.ok(await kickError.isVisible(), 'the failed kick is still shown after a refresh')
+    await admin.page.screenshot({ path: artifact('web-admin-kick-failed.png') })
+    await admin.page.getByRole('button', { name: 'Dismiss' }).click()
+    await kickError.waitFor({ state: 'hidden' })
+    await waitForConnection(dave.page, 'Connected')
     await daveRow.waitFor()
     assert.deepEqual(dave.errors, [])
     assert.deepEqual(admin.errors, [])

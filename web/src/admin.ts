@@ -1,6 +1,6 @@
 import { request } from './api.js'
 import { describeError, type Context, type View } from './context.js'
-import { formatTime, h, replace } from './dom.js'
+import { formatTime, h, replace, stickyError } from './dom.js'
 
 interface Connection { id: string, principal: string, kind: 'user' | 'apiKey', ip: string, rooms: string[], connectedAt: number }
 interface Stats { connections: number, messagesInPerSecond: number, messagesOutPerSecond: number }
@@ -26,7 +26,10 @@ export function adminView (ctx: Context): View {
     h('div', {}, h('dt', {}, 'Messages received / s'), inRate))
   const list = h('ul', { class: 'connections', 'aria-labelledby': 'connections-title' })
   const status = h('p', { class: 'hint', role: 'status' })
+  // Loading failures are the refresh's own: the next refresh that works clears them. A kick
+  // that failed is the user's: it stays until dismissed or the next kick or Refresh.
   const error = h('p', { class: 'error', role: 'alert' })
+  const kickError = stickyError()
   let timer: ReturnType<typeof setTimeout> | undefined
   let disposed = false
 
@@ -43,9 +46,11 @@ export function adminView (ctx: Context): View {
         class: 'danger',
         'aria-label': `Kick ${who} (connection ${c.id})`,
         onclick: () => {
+          kickError.clear()
+          status.textContent = ''
           request('DELETE', `/admin/connections/${encodeURIComponent(c.id)}`, { auth })
             .then(() => { status.textContent = `Disconnected ${who}.`; return refresh() },
-              (err: unknown) => { error.textContent = `Could not kick: ${describeError(err)}` })
+              (err: unknown) => { if (!disposed) kickError.show(`Could not kick ${who}: ${describeError(err)}`) })
         }
       }, 'Kick'))
   }
@@ -77,7 +82,7 @@ export function adminView (ctx: Context): View {
     stats,
     h('div', { class: 'row' },
       h('h2', { id: 'connections-title' }, 'Open connections on this node'),
-      h('button', { type: 'button', class: 'secondary', onclick: () => { void refresh() } }, 'Refresh')),
-    status, error, list)
+      h('button', { type: 'button', class: 'secondary', onclick: () => { kickError.clear(); void refresh() } }, 'Refresh')),
+    status, kickError.el, error, list)
   return { el, dispose () { disposed = true; clearTimeout(timer) } }
 }

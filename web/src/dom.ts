@@ -44,6 +44,36 @@ export function select (options: Array<[value: string, label: string]>, props: P
   return h('select', props, ...options.map(([value, label]) => h('option', { value }, label)))
 }
 
+/**
+ * An error that stays on screen until the user dismisses it, or until the caller clears it on
+ * the user's next action: a view that refreshes itself (the admin page every few seconds) must
+ * not wipe it before it has been read.
+ */
+export interface StickyError {
+  el: HTMLDivElement
+  show (message: string): void
+  clear (): void
+}
+
+export function stickyError (): StickyError {
+  const text = h('p', { role: 'alert' })
+  const dismiss = h('button', { type: 'button', class: 'link' }, 'Dismiss')
+  const el = h('div', { class: 'sticky-error', hidden: true }, text, dismiss)
+  const clear = (): void => {
+    text.textContent = ''
+    el.hidden = true
+  }
+  dismiss.addEventListener('click', clear)
+  return {
+    el,
+    show (message) {
+      text.textContent = message
+      el.hidden = false
+    },
+    clear
+  }
+}
+
 /** Local time for a message: HH:MM today, else the date too. */
 export function formatTime (ms: number): string {
   const date = new Date(ms)

@@ -1,8 +1,8 @@
 import { SwitchboardClient } from '../../src/client/index.js'
 import { adminView } from './admin.js'
 import { watchConnection } from './connection.js'
-import type { Context, View } from './context.js'
-import { h, replace } from './dom.js'
+import { describeError, type Context, type View } from './context.js'
+import { h, replace, stickyError } from './dom.js'
 import { loginView } from './login.js'
 import { roomView, textOf } from './room.js'
 import { roomsView } from './rooms.js'
@@ -18,6 +18,9 @@ import { unreachableView } from './unreachable.js'
 const main = document.getElementById('main')!
 const nav = document.getElementById('nav')!
 const session = new Session()
+/** The personal room could not be subscribed (or was lost): shown on every page until dismissed. */
+const personalError = stickyError()
+document.getElementById('alerts')!.append(personalError.el)
 
 let ctx: Context | null = null
 let view: View | null = null
@@ -80,11 +83,25 @@ function signedIn (user: User): void {
   // The personal room (docs/protocol.md §11): what services send to this user shows up on any
   // page. Being subscribed also keeps the connection from closing as idle (4002) while the user
   // is on a page without rooms, so the indicator stays true everywhere.
+  // Without it the user would miss what is sent to them and never know: say so, in words.
+  const personalLost = (why: string): void => {
+    if (ctx?.client !== client) return // signed out meanwhile: nothing is missed
+    personalError.show(`Messages sent to you personally (by a service or an administrator) will not show up: ${why}. Reload the page to try again.`)
+  }
   client.subscribe(`user:${user.id}`, (event) => {
     if (event.type === 'message' && view !== null) {
       view.el.prepend(h('p', { class: 'note', role: 'status' }, `Message for you from ${event.from.id}: ${textOf(event.data)}`))
     }
-  }).catch((err: unknown) => { console.warn('switchboard: personal room:', err) })
+  }).then((subscription) => {
+    subscription.on('end', ({ reason, error }) => {
+      // closed, unsubscribed: this page ended it (sign-out).
+      if (reason !== 'closed' && reason !== 'unsubscribed') personalLost(`the server stopped sending them (${error?.message ?? reason})`)
+    })
+  }, (err: unknown) => {
+    if ((err as { code?: unknown }).code === 'closed') return
+    console.warn('switchboard: personal room:', err)
+    personalLost(`the server refused to send them (${describeError(err)})`)
+  })
   ctx = { session, user, client, navigate }
   stopIndicator = watchConnection(client)
   renderNav(user)
@@ -93,6 +110,7 @@ function signedIn (user: User): void {
 function signedOut (): void {
   const old = ctx
   ctx = null
+  personalError.clear()
   stopIndicator?.()
   stopIndicator = null
   view?.dispose()
