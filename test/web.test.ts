@@ -105,6 +105,8 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     const alice = await openApp(browser, base)
     await alice.page.getByRole('heading', { name: 'Sign in to Switchboard' }).waitFor()
     assert.ok(await fitsWidth(alice.page))
+    // Signed out there is no connection to show (the indicator's flex display once beat `hidden`).
+    assert.equal(await alice.page.locator('#connection').isVisible(), false, 'no connection indicator on the sign-in page')
     await register(alice.page, 'alice', PASSWORD)
     const bob = await openApp(browser, base)
     await register(bob.page, 'bob', PASSWORD)
