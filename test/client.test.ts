@@ -29,10 +29,9 @@ import { ADMIN, baseEnv, freePort, ROOT, startServer, waitUntilReady, withTimeou
  * process for the restart, and a TCP proxy written here to cut the network, refuse
  * connections and count connection attempts. Small scripted `ws` servers cover what the
  * real server never does on request (stay silent, close with 4500, ask for a resubscribe,
- * refuse with rate_limited) and what needs a clock the test moves (the pacing).
- * Nothing asserts a wall-clock duration except the backoff test (with slack); the pacing and
- * rate_limited tests read node:test's mocked clock. Every other wait is for an event, with a
- * generous bound.
+ * refuse with rate_limited) and what needs a clock the test moves (the pacing, the backoff).
+ * Nothing asserts a wall-clock duration: the pacing, rate_limited and backoff tests read
+ * node:test's mocked clock. Every other wait is for an event, with a generous bound.
  */
 
 const WITHIN_MS = 15_000
@@ -99,6 +98,26 @@ async function ioUntil (check: () => boolean, what: string, turns = 200_000): Pr
   }
   assert.fail(`gave up waiting for ${what}`)
 }
+
+/**
+ * `ws`, counting the sockets it opens, as the SDK's WebSocket option. Without getToken the SDK
+ * constructs an attempt's socket synchronously when its retry timer fires, so on the mocked
+ * clock whether an attempt was made is known right after `tick` (and `settle`), with nothing
+ * to wait for.
+ */
+function countingWebSocket (): { WebSocket: WebSocketConstructor, opened: () => number } {
+  let opened = 0
+  class CountingWebSocket extends WebSocket {
+    constructor (url: string, protocols?: string | string[], options?: WebSocket.ClientOptions) {
+      super(url, protocols, options)
+      opened++
+    }
+  }
+  return { WebSocket: CountingWebSocket, opened: () => opened }
+}
+
+/** One I/O turn: whatever a timer fired by `tick` started through promises has run by then. */
+const settle = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
 
 /** A handler that records what it receives. */
 function recorder (): { handler: (event: SubscriptionEvent) => void, events: SubscriptionEvent[], messages: () => MessageFrame[] } {
@@ -537,33 +556,60 @@ describe('client SDK: reconnect and recovery', () => {
     assert.deepEqual(disconnects, [{ code: 1006, reason: '', willReconnect: true }])
   })
 
-  it('backs off with full jitter within [0, min(cap, base·2^attempt)] and gives up after maxAttempts', async (t) => {
+  it('backs off with full jitter: attempt i waits floor(random · min(cap, base·2^i)) on the mocked clock, none earlier, and gives up after maxAttempts (mocked clock and Math.random)', async (t) => {
     const client = clients(t)
-    const srv = await build(t, { env: ENV })
-    const alice = await srv.userToken('alice')
-    const proxy = await startProxy(t, Number(new URL(srv.url).port))
+    const server = await scriptedServer(t, socket => socket.send(welcomeFrame()))
+    const proxy = await startProxy(t, Number(new URL(server.url).port))
     const reconnect = { baseMs: 40, capMs: 300, maxAttempts: 7 }
-    const { client: c, retries, disconnects } = client({ url: proxy.url, token: alice, reconnect })
-    await c.ready()
-    proxy.refuse = true
-    const cutAt = Date.now()
-    const before = proxy.attempts.length
-    proxy.cut()
-    await waitFor('given up', () => c.state === 'closed')
-
-    assert.deepEqual(retries.map(r => r.attempt), [0, 1, 2, 3, 4, 5, 6])
-    const attempts = proxy.attempts.slice(before)
-    assert.equal(attempts.length, reconnect.maxAttempts, 'no attempt after giving up')
-    for (const [i, retry] of retries.entries()) {
-      const bound = Math.min(reconnect.capMs, reconnect.baseMs * 2 ** i)
-      assert.ok(retry.delayMs >= 0 && retry.delayMs <= bound, `delay ${retry.delayMs} of attempt ${i} within [0, ${bound}]`)
-      // Observed at the proxy: never earlier than the chosen delay; later only by scheduling slack.
-      const gap = attempts[i]! - (i === 0 ? cutAt : attempts[i - 1]!)
-      assert.ok(gap >= retry.delayMs - 2, `attempt ${i} came ${gap} ms after the previous, before its delay ${retry.delayMs}`)
-      assert.ok(gap <= bound + 1000, `attempt ${i} came ${gap} ms after the previous (bound ${bound})`)
+    // Bounds 40, 80, 160, 300 (capped; 320 without the cap), 300 (640), 300 (1280), 300 (2560).
+    // The jitter's draw for each attempt: near the top for most, so a bound that does not grow,
+    // or is not capped, shows in the delay; 0.5 and 0.25 for two, so a delay that is not drawn
+    // from [0, bound) (none, or "equal" jitter) shows too.
+    const draws = [0.999, 0.5, 0.999, 0.999, 0.25, 0.999, 0.999]
+    const schedule = [39, 40, 159, 299, 75, 299, 299]
+    // From here the SDK's clock (and the proxy's timestamps) move only when the test says so;
+    // sockets stay real. Enabled before the client exists, so that none of its timers is a real
+    // one (the mocked clearTimeout cannot clear those).
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() })
+    try {
+      const sockets = countingWebSocket()
+      const { client: c, retries, disconnects } = client({ url: proxy.url, token: 'x', reconnect, WebSocket: sockets.WebSocket })
+      await c.ready()
+      assert.equal(sockets.opened(), 1)
+      // The SDK has no option for its random source: Math.random is stubbed for this test
+      // (restored when it ends). The SDK draws once per retry, just before that retry's event,
+      // so the number of retry events recorded is the attempt the draw is for.
+      t.mock.method(Math, 'random', () => draws[retries.length] ?? 0)
+      const cutAt = Date.now()
+      proxy.refuse = true
+      const before = proxy.attempts.length
+      proxy.cut()
+      let at = cutAt
+      for (const [i, delayMs] of schedule.entries()) {
+        await ioUntil(() => retries.length === i + 1, `the retry event of attempt ${i}`)
+        assert.deepEqual({ attempt: retries[i]!.attempt, delayMs: retries[i]!.delayMs }, { attempt: i, delayMs }, `retry ${i}`)
+        t.mock.timers.tick(delayMs - 1)
+        await settle()
+        assert.equal(sockets.opened(), 1 + i, `no attempt ${i} 1 ms before its delay of ${delayMs} ms`)
+        t.mock.timers.tick(1)
+        await settle()
+        assert.equal(sockets.opened(), 2 + i, `attempt ${i} once its delay of ${delayMs} ms has passed`)
+        at += delayMs
+        // And at the proxy, on the mocked clock: the attempt reached the network at that time.
+        await ioUntil(() => proxy.attempts.length === before + i + 1, `attempt ${i} at the proxy`)
+        assert.equal(proxy.attempts.at(-1)! - cutAt, at - cutAt, `attempt ${i} at the proxy, ms after the cut`)
+      }
+      await ioUntil(() => c.state === 'closed', 'giving up')
+      assert.deepEqual(retries.map(r => r.attempt), [0, 1, 2, 3, 4, 5, 6])
+      assert.deepEqual(disconnects.at(-1), { code: 1006, reason: 'gave up after 7 reconnect attempts', willReconnect: false })
+      // Past any delay the schedule could still hold: nothing more.
+      t.mock.timers.tick(reconnect.capMs)
+      await settle()
+      assert.equal(sockets.opened(), 1 + reconnect.maxAttempts, 'no attempt after giving up')
+      await rejects(c.ping(), 'closed')
+    } finally {
+      t.mock.timers.reset()
     }
-    assert.deepEqual(disconnects.at(-1), { code: 1006, reason: 'gave up after 7 reconnect attempts', willReconnect: false })
-    await rejects(c.ping(), 'closed')
   })
 
   it('the backoff delay is always within its full-jitter bound (property)', () => {
