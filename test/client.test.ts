@@ -641,35 +641,53 @@ describe('client SDK: reconnect and recovery', () => {
     assert.equal(typeof await c.ping(), 'number')
   })
 
-  it('does not reconnect after 4503 (kicked) or 4500 (protocol violation)', async (t) => {
+  it('does not reconnect after 4503 (kicked) or 4500 (protocol violation): no socket opened once the mocked clock is past the longest backoff delay', async (t) => {
     const client = clients(t)
     const srv = await build(t, { env: ENV })
     const root = await srv.userToken('root', 'admin')
     const alice = await srv.userToken('alice')
     await createRoom(srv, alice, 'lobby')
-    const proxy = await startProxy(t, Number(new URL(srv.url).port))
-    const { client: c, disconnects, states } = client({ url: proxy.url, token: alice, reconnect: { baseMs: 5, capMs: 20 } })
-    const sub = await c.subscribe('lobby', () => {})
-    const ended = new Promise(resolve => sub.on('end', resolve))
-    const kick = await srv.request('DELETE', `/admin/connections/${c.welcome!.connectionId}`, { token: root })
-    assert.equal(kick.status, 204, kick.text)
-    await waitFor('closed', () => c.state === 'closed')
-    assert.deepEqual(disconnects, [{ code: 4503, reason: 'kicked', willReconnect: false }])
-    assert.deepEqual(states, ['open', 'closed'])
-    assert.equal((await ended as { reason: string }).reason, 'closed')
-    await sleep(300) // a bounded watch: with these delays a reconnect would come within 20 ms
-    assert.equal(proxy.attempts.length, 1, 'no reconnect attempt')
-    await rejects(c.publish('lobby', 'x'), 'closed')
-
+    let violatorSide: WebSocket | undefined
     const violator = await scriptedServer(t, (socket) => {
+      violatorSide = socket
       socket.send(welcomeFrame())
-      setTimeout(() => socket.close(4500, 'protocol violation'), 20)
     })
-    const { client: v, disconnects: vd } = client({ url: violator.url, token: 'x', reconnect: { baseMs: 5, capMs: 20 } })
-    await waitFor('closed', () => v.state === 'closed')
-    assert.deepEqual(vd, [{ code: 4500, reason: 'protocol violation', willReconnect: false }])
-    await sleep(300)
-    assert.equal(violator.connections(), 1)
+    // Every backoff delay is below capMs, and neither close comes with a `reconnect` push (no
+    // retryAfterMs): a client that meant to reconnect has opened a socket once the clock is
+    // capMs past the close.
+    const reconnect = { baseMs: 5, capMs: 20 }
+    // From here the SDK's clock moves only when the test says so; sockets stay real. Enabled
+    // before the clients exist, so that none of their timers is a real one.
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() })
+    try {
+      const kicked = countingWebSocket()
+      const { client: c, disconnects, states } = client({ url: srv.url, token: alice, reconnect, WebSocket: kicked.WebSocket })
+      const sub = await c.subscribe('lobby', () => {})
+      const ended = new Promise(resolve => sub.on('end', resolve))
+      const kick = await srv.request('DELETE', `/admin/connections/${c.welcome!.connectionId}`, { token: root })
+      assert.equal(kick.status, 204, kick.text)
+      await ioUntil(() => disconnects.length === 1, 'the disconnect of the kick')
+      t.mock.timers.tick(reconnect.capMs)
+      await settle()
+      assert.equal(kicked.opened(), 1, 'no reconnect attempt after 4503')
+      assert.deepEqual(disconnects, [{ code: 4503, reason: 'kicked', willReconnect: false }])
+      assert.deepEqual(states, ['open', 'closed'])
+      assert.equal((await ended as { reason: string }).reason, 'closed')
+      await rejects(c.publish('lobby', 'x'), 'closed')
+
+      const violated = countingWebSocket()
+      const { client: v, disconnects: vd } = client({ url: violator.url, token: 'x', reconnect, WebSocket: violated.WebSocket })
+      await v.ready()
+      violatorSide!.close(4500, 'protocol violation')
+      await ioUntil(() => vd.length === 1, 'the disconnect of the 4500 close')
+      t.mock.timers.tick(reconnect.capMs)
+      await settle()
+      assert.equal(violated.opened(), 1, 'no reconnect attempt after 4500')
+      assert.deepEqual(vd, [{ code: 4500, reason: 'protocol violation', willReconnect: false }])
+      assert.equal(v.state, 'closed')
+    } finally {
+      t.mock.timers.reset()
+    }
   })
 
   it('resubscribes with since on an unsubscribed/resubscribe push, dropping duplicates by offset (scripted server)', async (t) => {
