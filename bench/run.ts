@@ -19,7 +19,7 @@ import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type
 
 const USAGE = `bench/run.ts — the benchmark suite (docs/performance.md)
   --quick          small sizes, one run each: under two minutes (npm run bench:quick)
-  --runs N         runs per scenario and server (default: 3, quick: 1)
+  --runs N         runs per scenario and server (default: 3, quick: 1; scenario 6 at full size: at least 7)
   --only IDS       comma-separated scenarios: burst, steady, rooms, idle, handshakes, two-nodes
   --peers NAMES    comma-separated servers (default: all): switchboard, ws-framed, ws-naive, socketio
   --cpu-prof       write a V8 CPU profile of every server process to bench/results/profiles/
@@ -66,7 +66,8 @@ function machine (): Machine {
   }
 }
 
-async function runScenario (s: Scenario, runs: number, peers: Set<Variant>, cpuProfDir: string | undefined, configDir: string): Promise<ScenarioResult> {
+async function runScenario (s: Scenario, asked: number, peers: Set<Variant>, cpuProfDir: string | undefined, configDir: string): Promise<ScenarioResult> {
+  const runs = Math.max(asked, s.minRuns ?? 0)
   const extra = Object.fromEntries(Object.entries(s.raise).map(([k, v]) => [k, v.value]))
   const switchboardEnv = { ...connectionLimits(s), ...extra }
   const variants = s.variants.filter(v => peers.has(v === 'switchboard-2-nodes' ? 'switchboard' : v === 'ws-framed-jwt' ? 'ws-framed' : v))

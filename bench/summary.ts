@@ -144,7 +144,11 @@ export function variantName (v: Variant): string {
 export function markdown (results: ScenarioResult[], targetResults: TargetResult[]): string {
   const lines: string[] = []
   for (const s of results) {
-    lines.push(`### ${s.title}`, '', `${s.description}.`, '')
+    // Runs per server can differ between scenarios (a scenario's minRuns).
+    const perServer = new Map<string, number>()
+    for (const r of s.runs) perServer.set(r.variant, (perServer.get(r.variant) ?? 0) + 1)
+    const runs = Math.max(0, ...perServer.values())
+    lines.push(`### ${s.title}`, '', `${s.description}${runs > 0 ? `; ${runs} run${runs === 1 ? '' : 's'} per server` : ''}.`, '')
     if (s.skipped !== undefined) {
       lines.push(`Skipped: ${s.skipped}.`, '')
       continue
