@@ -39,6 +39,43 @@ describe('write coalescing', () => {
   })
 })
 
+describe('flush order', () => {
+  // A publisher's reply is written after its fan-out; flushed in order of corking it would
+  // leave after every subscriber's write, and a pipelining client would wait for it. Answers
+  // go first (src/realtime/ws-transport.ts, uncorkAll).
+  it('a publisher\'s reply is handed to the kernel before the fan-out to the subscribers', async (t) => {
+    const server = await build(t)
+    const token = await server.userToken('alice', 'admin')
+    await server.request('POST', '/rooms', { token, body: { id: 'order' } })
+    const subscribers = []
+    for (let i = 0; i < 3; i++) {
+      const subscriber = await wsConnect(t, server, { token })
+      assert.equal((await subscriber.command({ type: 'subscribe', room: 'order' })).type, 'reply')
+      subscribers.push(subscriber)
+    }
+    const before = new Set(server.app.websocketServer.clients)
+    const publisher = await wsConnect(t, server, { token })
+    const publisherSide = [...server.app.websocketServer.clients].find(ws => !before.has(ws))
+    assert.ok(publisherSide !== undefined)
+
+    // Every server-side socket reports its writes, in the order they reach the kernel.
+    const order: string[] = []
+    for (const ws of server.app.websocketServer.clients) {
+      const raw = (ws as unknown as { _socket: Socket & { _writev: (chunks: unknown[], cb: unknown) => void, _write: (...args: unknown[]) => void } })._socket
+      const name = ws === publisherSide ? 'publisher' : 'subscriber'
+      const { _write: originalWrite, _writev: originalWritev } = raw
+      raw._write = function (...args: unknown[]) { order.push(name); return originalWrite.apply(this, args) }
+      raw._writev = function (chunks: unknown[], cb: unknown) { order.push(name); return originalWritev.call(this, chunks, cb) }
+      t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
+    }
+
+    const reply = await publisher.command({ type: 'publish', room: 'order', data: 'first' })
+    assert.equal(reply.type, 'reply')
+    for (const subscriber of subscribers) await subscriber.next(f => f.type === 'message' && f.data === 'first')
+    assert.deepEqual(order, ['publisher', 'subscriber', 'subscriber', 'subscriber'])
+  })
+})
+
 describe('text frames', () => {
   // The frame every welcome, reply and publication is written in: byte for byte what ws
   // itself frames (FIN, opcode 1, unmasked, 7/16/64-bit length), and ws's receiver reads it.

@@ -386,8 +386,9 @@ export class Connection {
     if (this.state === 'open') this.sendText(JSON.stringify({ type: 'unsubscribed', room, reason }))
   }
 
+  /** A frame for this client alone (a reply, an error, a notice): flushed ahead of fan-out. */
   sendText (text: string): void {
-    this.write(this.node.prepareFrame(text))
+    this.write(this.node.prepareFrame(text), true)
   }
 
   /**
@@ -395,7 +396,7 @@ export class Connection {
    * off (4008) rather than allowed to grow the server's memory; the frame is dropped, and the
    * client learns of the loss from the close code and recovers from history on reconnect.
    */
-  write (frame: PreparedFrame): void {
+  write (frame: PreparedFrame, answer = false): void {
     if (this.state !== 'open') return
     if (this.transport.bufferedAmount + frame.byteLength > this.node.limits.maxBufferedBytes) {
       this.node.metrics.slowConsumer()
@@ -403,7 +404,7 @@ export class Connection {
       this.close(CloseCodes.SLOW_CONSUMER)
       return
     }
-    this.transport.write(frame)
+    this.transport.write(frame, answer)
   }
 
   // -------------------------------------------------------------------------------------

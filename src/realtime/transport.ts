@@ -13,8 +13,12 @@ export interface PreparedFrame {
 export type PrepareFrame = (text: string) => PreparedFrame
 
 export interface Transport {
-  /** Queues a prepared frame; writes within one event-loop tick leave in one syscall. */
-  write(frame: PreparedFrame): void
+  /**
+   * Queues a prepared frame; writes within one event-loop tick leave in one syscall. An
+   * `answer` (a reply, an error, the welcome: what this client is waiting for) makes this
+   * socket flush before the sockets that only carry fan-out in the same tick.
+   */
+  write(frame: PreparedFrame, answer?: boolean): void
   /** Bytes queued but not yet handed to the kernel. */
   readonly bufferedAmount: number
   /** Starts the close handshake. */

@@ -57,11 +57,13 @@ function rawSocket (ws: WebSocket): Socket | undefined {
  * and a function object each.
  */
 class WsTransport implements Transport {
-  private corked = false
+  corked = false
+  /** An answer is queued: flushed in the first pass (see uncorkAll). */
+  answering = false
 
   constructor (private readonly ws: WebSocket) {}
 
-  write (frame: PreparedFrame): void {
+  write (frame: PreparedFrame, answer = false): void {
     if (this.ws.readyState !== WebSocket.OPEN) return
     const socket = rawSocket(this.ws)
     if (socket === undefined || socket.destroyed) return
@@ -71,11 +73,13 @@ class WsTransport implements Transport {
       corkedThisTick.push(this)
       if (corkedThisTick.length === 1) process.nextTick(uncorkAll)
     }
+    if (answer) this.answering = true
     socket.write((frame as WsFrame).bytes)
   }
 
   uncork (): void {
     this.corked = false
+    this.answering = false
     rawSocket(this.ws)?.uncork()
   }
 
@@ -102,16 +106,27 @@ class WsTransport implements Transport {
  */
 let corkedThisTick: WsTransport[] = []
 
+/**
+ * Sockets with an answer first, then the rest. A publisher's reply is written after its
+ * fan-out, so in order of corking it would leave after a thousand subscribers' writes; sent
+ * first, it lets a pipelining client send its next commands while the fan-out is still being
+ * written, and they arrive together, so more publications share each subscriber's write. In
+ * the burst benchmark that is about a quarter fewer writev calls and a quarter more deliveries
+ * per CPU-second (docs/performance.md).
+ */
 function uncorkAll (): void {
   const transports = corkedThisTick
   corkedThisTick = []
-  for (const transport of transports) {
-    // One socket failing to flush must not leave the others corked (or reach the top level).
-    try {
-      transport.uncork()
-    } catch {
-      transport.terminate()
-    }
+  for (const transport of transports) if (transport.answering) flush(transport)
+  for (const transport of transports) if (transport.corked) flush(transport)
+}
+
+function flush (transport: WsTransport): void {
+  // One socket failing to flush must not leave the others corked (or reach the top level).
+  try {
+    transport.uncork()
+  } catch {
+    transport.terminate()
   }
 }
 
