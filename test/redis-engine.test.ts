@@ -196,7 +196,7 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
     assert.deepEqual(await a.presence.get('r'), { users: ['bob'], connections: 1 })
   })
 
-  it('a node that stops refreshing leaves presence within the TTL, with leave events on the others', async (t) => {
+  it('a node that stops refreshing leaves presence when its entries expire, with leave events on the others; a refreshing node stays past the TTL', async (t) => {
     const node = cluster(t)
     const a = await node({ presenceTtlSeconds: 2 })
     const b = await node({ presenceTtlSeconds: 2 })
@@ -234,7 +234,7 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
     assert.deepEqual(got.stranger, [])
   })
 
-  it('counts a user\'s connections across nodes; a node that stops refreshing stops counting within the TTL', async (t) => {
+  it('counts a user\'s connections across nodes; a node that stops refreshing stops counting when its entries expire', async (t) => {
     const node = cluster(t)
     const a = await node({ presenceTtlSeconds: 2 })
     const b = await node({ presenceTtlSeconds: 2 })
