@@ -165,8 +165,9 @@ describe('Dockerfile', () => {
     const cmd = runtime.filter(l => l.startsWith('CMD '))
     assert.equal(cmd.length, 1)
     assert.deepEqual(JSON.parse(cmd[0]!.slice(4)), ['node', 'dist/src/server.js'])
-    // The same entry as `npm start`, which only adds the compile-on-first-run check.
-    assert.equal(JSON.parse(read('package.json')).scripts.start, 'node dist/src/server.js')
+    // The same entry as `npm start`, which only adds the compile-on-first-run check (and
+    // `exec`, so the server is the process npm's forwarded SIGTERM reaches).
+    assert.equal(JSON.parse(read('package.json')).scripts.start, 'exec node dist/src/server.js')
     assert.ok(runtime.includes('USER node'))
     assert.ok(runtime.includes('ENV NODE_ENV=production'))
     assert.ok(runtime.includes('STOPSIGNAL SIGTERM'))
