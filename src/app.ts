@@ -6,7 +6,7 @@ import type { Config } from './config.js'
 import { buildLoggerOptions } from './logger.js'
 import { SHARED_SCHEMAS } from './schemas/index.js'
 import { createValidatorCompiler } from './validation.js'
-import { Errors } from './errors.js'
+import { Errors, isUnavailableError } from './errors.js'
 import { trustProxyFunction } from './client-address.js'
 import configPlugin from '../plugins/config.js'
 import shutdownPlugin from '../plugins/shutdown.js'
@@ -119,11 +119,12 @@ function installErrorHandlers (app: FastifyInstance): void {
     if (err.validation !== undefined) statusCode = 400
     if (statusCode >= 500) {
       request.log.error({ err }, 'request failed')
+      const unavailable = isUnavailableError(err)
       return reply.code(statusCode).send({
         statusCode,
-        code: statusCode === 503 && err.code?.startsWith('SB_ERR_') === true ? err.code : 'SB_ERR_INTERNAL',
+        code: unavailable ? err.code : 'SB_ERR_INTERNAL',
         error: statusText(statusCode),
-        message: statusCode === 503 && err.code?.startsWith('SB_ERR_') === true ? err.message : 'Internal server error'
+        message: unavailable ? err.message : 'Internal server error'
       })
     }
     request.log.info({ err: { message: err.message, code: err.code }, statusCode }, 'request rejected')

@@ -32,3 +32,14 @@ export const Errors = {
   ShuttingDown: createError('SB_ERR_SHUTTING_DOWN', 'Server is shutting down', 503),
   Unavailable: createError('SB_ERR_UNAVAILABLE', '%s', 503)
 } as const
+
+/**
+ * A dependency that is down (the store, Redis) surfaces as one of our 503 errors: temporary,
+ * and its code and message are shown to the client as they are. Any other 5xx is a bug and
+ * is answered with SB_ERR_INTERNAL only. The HTTP error handler and the WebSocket handshake
+ * (which runs outside Fastify's lifecycle) both answer by this rule.
+ */
+export function isUnavailableError (err: unknown): err is Error & { statusCode: 503, code: string } {
+  const { statusCode, code } = (err ?? {}) as { statusCode?: unknown, code?: unknown }
+  return err instanceof Error && statusCode === 503 && typeof code === 'string' && code.startsWith('SB_ERR_')
+}

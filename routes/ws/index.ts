@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
-import { Errors } from '../../src/errors.js'
+import { Errors, isUnavailableError } from '../../src/errors.js'
 import { redactUrl } from '../../src/logger.js'
 import type { Principal } from '../../src/auth/principal.js'
 import { clientAddress, trustProxyFunction } from '../../src/client-address.js'
@@ -180,12 +180,11 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     // reset by the client must end this socket, not the process.
     socket.on('error', destroyOnError)
     handshake(request, socket as Socket, head).catch((err: unknown) => {
-      // As the HTTP error handler (src/app.ts) answers: a dependency that is down (the store
-      // looking up an API key) is a temporary 503 with its code; anything else is a bug.
-      const { statusCode, code } = err as { statusCode?: unknown, code?: unknown }
-      if (statusCode === 503 && typeof code === 'string' && code.startsWith('SB_ERR_')) {
+      // As the HTTP error handler answers: a dependency that is down (the store looking up an
+      // API key) is a temporary 503 with its code; anything else is a bug.
+      if (isUnavailableError(err)) {
         app.log.warn({ err }, 'websocket handshake: dependency unavailable')
-        writeRefusal(socket, { statusCode: 503, code, message: (err as Error).message })
+        writeRefusal(socket, { statusCode: 503, code: err.code, message: err.message })
         return
       }
       app.log.error({ err }, 'websocket handshake failed')
