@@ -80,8 +80,10 @@ async function profileServer (variant: Variant, rounds: number, perRound: number
         // frame, the server's answer) is not part of a handshake, and not every close runs
         // under a stack CLOSING recognises.
         let closingAt: number | undefined
+        let progress = '' // a line may come split over two chunks
         const { report, stderr } = await generate(target, args, dir, (text) => {
-          if (closingAt === undefined && /^closing \d+ connections/m.test(text)) closingAt = nowMicros()
+          progress = (progress + text).slice(-4096)
+          if (closingAt === undefined && /^closing \d+ connections/m.test(progress)) closingAt = nowMicros()
         })
         if (report === undefined || !cleanRun(report)) throw new Error(`${variant}: round ${round + 1} did not open every connection\n${report?.warnings.join('\n') ?? stderr}`)
         if (closingAt === undefined) throw new Error(`${variant}: round ${round + 1}: the generator never said it was closing`)
