@@ -39,6 +39,32 @@ describe('write coalescing', () => {
   })
 })
 
+describe('handshake write', () => {
+  it('the 101 and the welcome frame reach the kernel in one write', async (t) => {
+    const server = await build(t)
+    const token = await server.userToken('alice')
+    // Every write the server's side of each new TCP connection hands to the kernel.
+    const writes: Array<{ socket: Socket, bytes: string[] }> = []
+    const watch = (socket: Socket & { _writev?: unknown, _write: unknown }): void => {
+      const originalWrite = socket._write as (chunk: Buffer | string, ...rest: unknown[]) => void
+      const originalWritev = socket._writev as (chunks: Array<{ chunk: Buffer | string }>, cb: unknown) => void
+      socket._write = function (chunk: Buffer | string, ...rest: unknown[]) { writes.push({ socket, bytes: [String(chunk)] }); return originalWrite.call(this, chunk, ...rest) }
+      socket._writev = function (chunks: Array<{ chunk: Buffer | string }>, cb: unknown) { writes.push({ socket, bytes: chunks.map(c => String(c.chunk)) }); return originalWritev.call(this, chunks, cb) }
+    }
+    server.app.server.on('connection', watch)
+    t.after(() => { server.app.server.off('connection', watch) })
+
+    const client = await wsConnect(t, server, { token })
+    assert.equal(client.welcome.type, 'welcome')
+    const serverSide = [...server.app.websocketServer.clients][0] as unknown as { _socket: Socket }
+    const handshake = writes.filter(w => w.socket === serverSide._socket)
+    assert.equal(handshake.length, 1, `writes: ${JSON.stringify(handshake.map(w => w.bytes))}`)
+    const bytes = handshake[0]!.bytes.join('')
+    assert.ok(bytes.startsWith('HTTP/1.1 101 '), bytes)
+    assert.ok(bytes.includes('"type":"welcome"'), bytes)
+  })
+})
+
 describe('flush order', () => {
   // A publisher's reply is written after its fan-out; flushed in order of corking it would
   // leave after every subscriber's write, and a pipelining client would wait for it. Answers

@@ -134,23 +134,27 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     if ('refusal' in reservation) return refuseWith(socket, request, ip, tooMany(reservation.refusal))
 
     // The 101 that ws writes and the welcome frame that follows it leave in one write: the
-    // upgrade and the connect run within this tick. Uncorked on the next tick whatever
+    // socket is corked around the upgrade, which ws completes synchronously, and the welcome
+    // corks it again (ws-transport.ts) until that tick's flush; uncorked here whatever
     // happens, so a refusal or a failed upgrade is never held back.
     socket.cork()
-    process.nextTick(uncork, socket)
     socket.removeListener('error', destroyOnError)
     let upgraded = false
-    // ws answers a malformed upgrade (version, key) with 400 itself and never calls back.
-    wss.handleUpgrade(request, socket, head, (websocket) => {
-      upgraded = true
-      try {
-        open(websocket, principal, ip, request.url, request.headers['user-agent'], reservation.id)
-      } catch (err) {
-        // The 101 is written: no HTTP answer is possible any more, only the end of the socket.
-        app.log.error({ err }, 'websocket connection set-up failed')
-        websocket.terminate()
-      }
-    })
+    try {
+      // ws answers a malformed upgrade (version, key) with 400 itself and never calls back.
+      wss.handleUpgrade(request, socket, head, (websocket) => {
+        upgraded = true
+        try {
+          open(websocket, principal, ip, request.url, request.headers['user-agent'], reservation.id)
+        } catch (err) {
+          // The 101 is written: no HTTP answer is possible any more, only the end of the socket.
+          app.log.error({ err }, 'websocket connection set-up failed')
+          websocket.terminate()
+        }
+      })
+    } finally {
+      socket.uncork()
+    }
     if (!upgraded) app.realtime.release(principal, ip, reservation.id)
   }
 
@@ -233,10 +237,6 @@ function writeRefusal (socket: Duplex, answer: Refusal): void {
 
 function destroyOnError (this: Duplex): void {
   this.destroy()
-}
-
-function uncork (socket: Socket): void {
-  socket.uncork()
 }
 
 function queryOf (url: string | undefined): URLSearchParams | null {
