@@ -347,19 +347,20 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     await waitFor(() => offsetsIn(client, 'lobby').length === 5, 'five messages through node A')
 
     a.server.child.kill('SIGKILL')
-    const killedAt = Date.now()
     await a.server.exited
+    const goneAt = Date.now()
+    // Nobody refreshes node A's entries any more: a sweeper on node B removes them once they
+    // expire and pushes the leave. "Within the TTL" is read from what Redis holds, not from a
+    // stopwatch: the entry expires one entry lifetime (3/4 of the TTL, see redis-engine.ts)
+    // after node A's last refresh, which came before it was gone. Read at once: the entry
+    // lives at least a lifetime less a refresh interval (1/3 of the TTL) past the kill.
+    const expiresAt = await presenceExpiry(c, 'lobby', client.welcome.connectionId as string)
+    assert.ok(expiresAt <= goneAt + PRESENCE_TTL_SECONDS * 1000 * 3 / 4, `the dead connection's entry expires ${expiresAt - goneAt} ms after node A was gone`)
     assert.equal((await client.closed).code, 1006)
     const received = offsetsIn(client, 'lobby')
     const last = received[received.length - 1] ?? 0
     for (let i = 6; i <= 10; i++) acknowledged.push((await httpPublish(b, c.adminToken, 'lobby', i)).offset)
 
-    // Nobody refreshes node A's entries: a sweeper on node B removes them once they expire and
-    // pushes the leave. "Within the TTL" is read from what Redis holds, not from a stopwatch:
-    // the entry expires one entry lifetime (3/4 of the TTL, see redis-engine.ts) after node
-    // A's last refresh, which came before the kill, and sweepers look every TTL/4.
-    const expiresAt = await presenceExpiry(c, 'lobby', client.welcome.connectionId as string)
-    assert.ok(expiresAt <= killedAt + PRESENCE_TTL_SECONDS * 1000 * 3 / 4, `the dead connection's entry expires ${expiresAt - killedAt} ms after the kill`)
     await watcher.next(f => f.type === 'leave' && f.user.id === bob.id, WAIT_MS)
     // Redis stamps expiries with its clock, the same as this process's: not removed early.
     assert.ok(Date.now() >= expiresAt, 'the leave came from the entry expiring')
