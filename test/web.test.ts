@@ -344,6 +344,32 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     assert.deepEqual(alice.errors, [])
   })
 
+  it('signing out while the server is down: signed out on the page at once, and the server ends the sign-in once it is back', async (t) => {
+    const env = webEnv(tempDir(t, 'switchboard-web-signout-'))
+    let server = await start(t, env)
+    const base = `http://127.0.0.1:${server.port}`
+    const browser = await launchBrowser(t)
+    const alice = await openApp(browser, base)
+    await register(alice.page, 'alice', PASSWORD)
+    await alice.page.getByText('Signed in as alice').waitFor()
+    const refreshToken = await alice.page.evaluate(() => sessionStorage.getItem('switchboard.refreshToken'))
+    assert.ok(refreshToken !== null)
+
+    server.child.kill('SIGTERM')
+    assert.equal((await server.exited).code, 0, `graceful exit\n${server.stdout()}\n${server.stderr()}`)
+    await alice.page.getByRole('button', { name: 'Sign out' }).click()
+    await alice.page.getByRole('heading', { name: 'Sign in to Switchboard' }).waitFor()
+    await alice.page.getByText('the server could not be reached to end the sign-in there').waitFor()
+    assert.equal(await alice.page.evaluate(() => sessionStorage.getItem('switchboard.refreshToken')), null, 'nothing of the sign-in is left for this page to use')
+
+    // Back: the page tells it without being asked, and the refresh token stops working.
+    server = await start(t, env, server.port)
+    await alice.page.getByText('The server has now ended your earlier sign-in.').waitFor({ timeout: WAIT_MS })
+    const refused = await oneShotRequest(base, 'POST', '/auth/refresh', { body: { refreshToken } })
+    assert.equal(refused.status, 401, JSON.stringify(refused.body))
+    assert.equal(await alice.page.evaluate(() => sessionStorage.getItem('switchboard.pendingSignOut')), null)
+  })
+
   it('a network drop: the page notices, reconnects when the network is back, and recovers what it missed', async (t) => {
     // A short heartbeat, so the SDK's liveness ping notices a silent connection soon.
     const env = webEnv(tempDir(t, 'switchboard-web-net-'), { WS_HEARTBEAT_MS: '1000' })

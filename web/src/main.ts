@@ -20,7 +20,12 @@ const nav = document.getElementById('nav')!
 const session = new Session()
 /** The personal room could not be subscribed (or was lost): shown on every page until dismissed. */
 const personalError = stickyError()
-document.getElementById('alerts')!.append(personalError.el)
+/** A sign-out the server could not be told of yet, then that it has been. */
+const signOutStatus = stickyError()
+document.getElementById('alerts')!.append(personalError.el, signOutStatus.el)
+/** The next try to tell the server of a sign-out, while one is waiting. */
+let signOutRetry: ReturnType<typeof setTimeout> | null = null
+const SIGN_OUT_RETRY_MAX_MS = 30_000
 
 let ctx: Context | null = null
 let view: View | null = null
@@ -120,17 +125,36 @@ function signedOut (): void {
   nav.replaceChildren()
 }
 
+/** Signed out here at once; the server is told now, or as soon as it answers again. */
+async function signOut (): Promise<void> {
+  if (await session.logout()) return
+  signOutStatus.show('You are signed out on this page, but the server could not be reached to end the sign-in there. ' +
+    'Keep this tab open: it will tell the server as soon as it answers.')
+  retrySignOut(1000)
+}
+
+function retrySignOut (delayMs: number): void {
+  if (signOutRetry !== null) clearTimeout(signOutRetry)
+  signOutRetry = setTimeout(() => {
+    signOutRetry = null
+    void session.endPendingSignOut().then((done) => {
+      if (done) signOutStatus.show('The server has now ended your earlier sign-in.')
+      else retrySignOut(Math.min(delayMs * 2, SIGN_OUT_RETRY_MAX_MS))
+    })
+  }, delayMs)
+}
+
 function renderNav (user: User): void {
-  const signOut = h('button', {
+  const signOutButton = h('button', {
     type: 'button',
     class: 'link',
-    onclick: () => { void session.logout() }
+    onclick: () => { void signOut() }
   }, 'Sign out')
   replace(nav,
     h('a', { href: '#/rooms' }, 'Rooms'),
     user.role === 'admin' ? h('a', { href: '#/admin' }, 'Admin') : null,
     h('span', { class: 'who' }, 'Signed in as ', h('strong', {}, user.id)),
-    signOut)
+    signOutButton)
   nav.hidden = false
 }
 
@@ -180,4 +204,6 @@ async function start (): Promise<void> {
 }
 
 if (location.hash !== '' && location.hash !== '#/login') wanted = location.hash
+// A sign-out the server could not be told of before this reload: told now, and again until it hears.
+if (session.hasPendingSignOut()) retrySignOut(0)
 void start()

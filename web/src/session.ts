@@ -5,6 +5,8 @@ interface TokenPair { accessToken: string, refreshToken: string, expiresIn: numb
 
 /** sessionStorage key of the refresh token (docs/web.md: why there and not elsewhere). */
 const REFRESH_KEY = 'switchboard.refreshToken'
+/** The refresh token of a sign-out the server has not heard of yet (it could not be reached). */
+const PENDING_SIGN_OUT_KEY = 'switchboard.pendingSignOut'
 /**
  * A token with less life left than this is replaced before use: more than the SDK's own lead
  * (it asks for a new token a minute before expiry, or at half the life of a short token), so
@@ -24,6 +26,7 @@ export class Session implements TokenSource {
   private access: string | null = null
   /** Also kept here: with storage disabled the session still works until the tab reloads. */
   private refreshMem: string | null = null
+  private pendingSignOutMem: string | null = null
   private renewAt = 0
   private refreshing: Promise<string> | null = null
   private readonly listeners = new Set<(user: User | null) => void>()
@@ -69,11 +72,40 @@ export class Session implements TokenSource {
     return await this.refreshing
   }
 
-  /** Ends the sign-in on the server (the refresh token stops working) and forgets everything here. */
-  async logout (): Promise<void> {
+  /**
+   * Forgets everything here at once and ends the sign-in on the server (the refresh token stops
+   * working). False when the server could not be told: its refresh token is kept aside (where
+   * it was, this tab's storage) for endPendingSignOut to deliver, since until then anyone
+   * holding it could still use it.
+   */
+  async logout (): Promise<boolean> {
     const refreshToken = this.refreshToken()
     this.clear()
-    if (refreshToken !== null) await request('POST', '/auth/logout', { body: { refreshToken } }).catch(() => {})
+    if (refreshToken === null) return true
+    this.pendingSignOutMem = refreshToken
+    try { sessionStorage.setItem(PENDING_SIGN_OUT_KEY, refreshToken) } catch { /* storage off: pendingSignOutMem */ }
+    return await this.endPendingSignOut()
+  }
+
+  /** Whether a sign-out is waiting for the server to hear of it. */
+  hasPendingSignOut (): boolean {
+    return this.pendingSignOut() !== null
+  }
+
+  /** Tells the server of a sign-out it could not be told of before: true once none is waiting. */
+  async endPendingSignOut (): Promise<boolean> {
+    const refreshToken = this.pendingSignOut()
+    if (refreshToken === null) return true
+    try {
+      await request('POST', '/auth/logout', { body: { refreshToken } })
+    } catch (err) {
+      // No answer, or the server failing: the sign-in still stands there; kept for another try.
+      // Any other refusal (a malformed token) means there is nothing to end.
+      if (!(err instanceof ApiError) || err.status === 0 || err.status >= 500) return false
+    }
+    this.pendingSignOutMem = null
+    try { sessionStorage.removeItem(PENDING_SIGN_OUT_KEY) } catch { /* storage off */ }
+    return true
   }
 
   private async refresh (): Promise<string> {
@@ -119,6 +151,15 @@ export class Session implements TokenSource {
     if (this.refreshMem !== null) return this.refreshMem
     try {
       return sessionStorage.getItem(REFRESH_KEY)
+    } catch {
+      return null
+    }
+  }
+
+  private pendingSignOut (): string | null {
+    if (this.pendingSignOutMem !== null) return this.pendingSignOutMem
+    try {
+      return sessionStorage.getItem(PENDING_SIGN_OUT_KEY)
     } catch {
       return null
     }
