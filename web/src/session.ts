@@ -148,24 +148,23 @@ export class Session implements TokenSource {
   }
 
   private refreshToken (): string | null {
-    if (this.refreshMem !== null) return this.refreshMem
-    try {
-      return sessionStorage.getItem(REFRESH_KEY)
-    } catch {
-      return null
-    }
+    return this.refreshMem ?? stored(REFRESH_KEY)
   }
 
   private pendingSignOut (): string | null {
-    if (this.pendingSignOutMem !== null) return this.pendingSignOutMem
-    try {
-      return sessionStorage.getItem(PENDING_SIGN_OUT_KEY)
-    } catch {
-      return null
-    }
+    return this.pendingSignOutMem ?? stored(PENDING_SIGN_OUT_KEY)
   }
 
   private emit (): void {
     for (const listener of this.listeners) listener(this.user)
+  }
+}
+
+/** This tab's stored value, or null (none, or storage turned off). */
+function stored (key: string): string | null {
+  try {
+    return sessionStorage.getItem(key)
+  } catch {
+    return null
   }
 }
