@@ -212,7 +212,14 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     // A service (here the admin, over HTTP) reaches dave on whatever page he is.
     const sent = await oneShotRequest(base, 'POST', '/rooms/user:dave/messages', { token: login.body.accessToken, body: { data: { text: 'maintenance at 18:00' } } })
     assert.equal(sent.status, 201)
-    await dave.page.getByText('Message for you from admin: maintenance at 18:00').waitFor()
+    const personal = dave.page.getByText('Message for you from admin: maintenance at 18:00')
+    await personal.waitFor()
+    // It stays while dave moves between pages, until he dismisses it.
+    await dave.page.getByRole('link', { name: 'Rooms', exact: true }).click()
+    await dave.page.getByRole('heading', { name: 'Rooms', level: 1 }).waitFor()
+    assert.equal(await personal.count(), 1, 'still shown on the next page')
+    await dave.page.getByRole('status').filter({ has: personal }).getByRole('button', { name: 'Dismiss' }).click()
+    await personal.waitFor({ state: 'detached' })
 
     await daveRow.getByRole('button', { name: /^Kick dave/ }).click()
     await waitForConnection(dave.page, 'disconnected by an administrator')

@@ -22,7 +22,10 @@ const session = new Session()
 const personalError = stickyError()
 /** A sign-out the server could not be told of yet, then that it has been. */
 const signOutStatus = stickyError()
-document.getElementById('alerts')!.append(personalError.el, signOutStatus.el)
+/** What was sent to the user personally: kept across pages until dismissed, the latest few. */
+const personalMessages = h('div', { class: 'personal-messages' })
+const MAX_PERSONAL_MESSAGES = 5
+document.getElementById('alerts')!.append(personalError.el, signOutStatus.el, personalMessages)
 /** The next try to tell the server of a sign-out, while one is waiting. */
 let signOutRetry: ReturnType<typeof setTimeout> | null = null
 const SIGN_OUT_RETRY_MAX_MS = 30_000
@@ -94,9 +97,7 @@ function signedIn (user: User): void {
     personalError.show(`Messages sent to you personally (by a service or an administrator) will not show up: ${why}. Reload the page to try again.`)
   }
   client.subscribe(`user:${user.id}`, (event) => {
-    if (event.type === 'message' && view !== null) {
-      view.el.prepend(h('p', { class: 'note', role: 'status' }, `Message for you from ${event.from.id}: ${textOf(event.data)}`))
-    }
+    if (event.type === 'message') showPersonalMessage(`Message for you from ${event.from.id}: ${textOf(event.data)}`)
   }).then((subscription) => {
     subscription.on('end', ({ reason, error }) => {
       // closed, unsubscribed: this page ended it (sign-out).
@@ -112,10 +113,18 @@ function signedIn (user: User): void {
   renderNav(user)
 }
 
+function showPersonalMessage (text: string): void {
+  const note = h('p', { class: 'note', role: 'status' }, h('span', {}, text), ' ',
+    h('button', { type: 'button', class: 'link', onclick: () => { note.remove() } }, 'Dismiss'))
+  personalMessages.append(note)
+  while (personalMessages.childElementCount > MAX_PERSONAL_MESSAGES) personalMessages.firstElementChild?.remove()
+}
+
 function signedOut (): void {
   const old = ctx
   ctx = null
   personalError.clear()
+  personalMessages.replaceChildren()
   stopIndicator?.()
   stopIndicator = null
   view?.dispose()
