@@ -368,7 +368,7 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     await alice.page.getByText('The server has now ended your earlier sign-in.').waitFor({ timeout: WAIT_MS })
     const refused = await oneShotRequest(base, 'POST', '/auth/refresh', { body: { refreshToken } })
     assert.equal(refused.status, 401, JSON.stringify(refused.body))
-    assert.equal(await alice.page.evaluate(() => sessionStorage.getItem('switchboard.pendingSignOut')), null)
+    assert.equal(await alice.page.evaluate(() => sessionStorage.getItem('switchboard.pendingSignOuts')), null)
   })
 
   it('a network drop: the page notices, reconnects when the network is back, and recovers what it missed', async (t) => {

@@ -109,6 +109,8 @@ function signedIn (user: User): void {
     personalLost(`the server refused to send them (${describeError(err)})`)
   })
   ctx = { session, user, client, navigate }
+  // Signing in reached the server: a sign-out it has not heard of yet is told now.
+  if (session.hasPendingSignOut()) retrySignOut(0)
   stopIndicator = watchConnection(client)
   renderNav(user)
 }
@@ -146,7 +148,7 @@ function retrySignOut (delayMs: number): void {
   if (signOutRetry !== null) clearTimeout(signOutRetry)
   signOutRetry = setTimeout(() => {
     signOutRetry = null
-    void session.endPendingSignOut().then((done) => {
+    void session.endPendingSignOuts().then((done) => {
       if (done) signOutStatus.show('The server has now ended your earlier sign-in.')
       else retrySignOut(Math.min(delayMs * 2, SIGN_OUT_RETRY_MAX_MS))
     })

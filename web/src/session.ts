@@ -5,8 +5,8 @@ interface TokenPair { accessToken: string, refreshToken: string, expiresIn: numb
 
 /** sessionStorage key of the refresh token (docs/web.md: why there and not elsewhere). */
 const REFRESH_KEY = 'switchboard.refreshToken'
-/** The refresh token of a sign-out the server has not heard of yet (it could not be reached). */
-const PENDING_SIGN_OUT_KEY = 'switchboard.pendingSignOut'
+/** Refresh tokens of sign-outs the server has not heard of yet (it could not be reached), as a JSON array. */
+const PENDING_SIGN_OUTS_KEY = 'switchboard.pendingSignOuts'
 /**
  * A token with less life left than this is replaced before use: more than the SDK's own lead
  * (it asks for a new token a minute before expiry, or at half the life of a short token), so
@@ -26,7 +26,7 @@ export class Session implements TokenSource {
   private access: string | null = null
   /** Also kept here: with storage disabled the session still works until the tab reloads. */
   private refreshMem: string | null = null
-  private pendingSignOutMem: string | null = null
+  private pendingSignOutsMem: string[] | null = null
   private renewAt = 0
   private refreshing: Promise<string> | null = null
   private readonly listeners = new Set<(user: User | null) => void>()
@@ -75,36 +75,34 @@ export class Session implements TokenSource {
   /**
    * Forgets everything here at once and ends the sign-in on the server (the refresh token stops
    * working). False when the server could not be told: its refresh token is kept aside (where
-   * it was, this tab's storage) for endPendingSignOut to deliver, since until then anyone
+   * it was, this tab's storage) for endPendingSignOuts to deliver, since until then anyone
    * holding it could still use it.
    */
   async logout (): Promise<boolean> {
     const refreshToken = this.refreshToken()
     this.clear()
     if (refreshToken === null) return true
-    this.pendingSignOutMem = refreshToken
-    try { sessionStorage.setItem(PENDING_SIGN_OUT_KEY, refreshToken) } catch { /* storage off: pendingSignOutMem */ }
-    return await this.endPendingSignOut()
+    this.keepPendingSignOuts([...this.pendingSignOuts(), refreshToken])
+    return await this.endPendingSignOuts()
   }
 
   /** Whether a sign-out is waiting for the server to hear of it. */
   hasPendingSignOut (): boolean {
-    return this.pendingSignOut() !== null
+    return this.pendingSignOuts().length > 0
   }
 
-  /** Tells the server of a sign-out it could not be told of before: true once none is waiting. */
-  async endPendingSignOut (): Promise<boolean> {
-    const refreshToken = this.pendingSignOut()
-    if (refreshToken === null) return true
-    try {
-      await request('POST', '/auth/logout', { body: { refreshToken } })
-    } catch (err) {
-      // No answer, or the server failing: the sign-in still stands there; kept for another try.
-      // Any other refusal (a malformed token) means there is nothing to end.
-      if (!(err instanceof ApiError) || err.status === 0 || err.status >= 500) return false
+  /** Tells the server of sign-outs it could not be told of before: true once none is waiting. */
+  async endPendingSignOuts (): Promise<boolean> {
+    for (const refreshToken of this.pendingSignOuts()) {
+      try {
+        await request('POST', '/auth/logout', { body: { refreshToken } })
+      } catch (err) {
+        // No answer, or the server failing: the sign-in still stands there; kept for another try.
+        // Any other refusal (a malformed token) means there is nothing to end.
+        if (!(err instanceof ApiError) || err.status === 0 || err.status >= 500) return false
+      }
+      this.keepPendingSignOuts(this.pendingSignOuts().filter(t => t !== refreshToken))
     }
-    this.pendingSignOutMem = null
-    try { sessionStorage.removeItem(PENDING_SIGN_OUT_KEY) } catch { /* storage off */ }
     return true
   }
 
@@ -151,8 +149,22 @@ export class Session implements TokenSource {
     return this.refreshMem ?? stored(REFRESH_KEY)
   }
 
-  private pendingSignOut (): string | null {
-    return this.pendingSignOutMem ?? stored(PENDING_SIGN_OUT_KEY)
+  private pendingSignOuts (): string[] {
+    if (this.pendingSignOutsMem !== null) return this.pendingSignOutsMem
+    try {
+      const parsed: unknown = JSON.parse(stored(PENDING_SIGN_OUTS_KEY) ?? '[]')
+      return Array.isArray(parsed) ? parsed.filter((t): t is string => typeof t === 'string') : []
+    } catch {
+      return []
+    }
+  }
+
+  private keepPendingSignOuts (tokens: string[]): void {
+    this.pendingSignOutsMem = tokens
+    try {
+      if (tokens.length === 0) sessionStorage.removeItem(PENDING_SIGN_OUTS_KEY)
+      else sessionStorage.setItem(PENDING_SIGN_OUTS_KEY, JSON.stringify(tokens))
+    } catch { /* storage off: pendingSignOutsMem */ }
   }
 
   private emit (): void {
