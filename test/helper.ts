@@ -85,6 +85,19 @@ export async function skipUnlessRedis (): Promise<false | string> {
   return reason
 }
 
+/** One command on a connection of its own (a sentinel's, a private server's, or to read what the server stored). */
+export async function redisCall (url: string, ...args: [string, ...string[]]): Promise<unknown> {
+  const conn = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  conn.on('error', () => {})
+  try {
+    await conn.connect()
+    return await conn.call(...args)
+  } finally {
+    // QUIT rather than disconnect() when it can: it leaves no close timer behind (tests count timers).
+    await conn.quit().catch(() => conn.disconnect())
+  }
+}
+
 /** Deletes every key under `prefix` (a test's private key prefix) from the Redis at `url`. */
 export async function deleteRedisKeys (url: string, prefix: string): Promise<void> {
   const client = new Redis(url, { lazyConnect: true, connectTimeout: 3000, disconnectTimeout: 100, maxRetriesPerRequest: 0, retryStrategy: () => null })

@@ -2,12 +2,11 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
-import { Redis } from 'ioredis'
 import { WebSocket } from 'ws'
 import { SwitchboardClient } from '../src/client/index.js'
 import { hashTag } from '../src/redis.js'
 import {
-  deleteRedisKeys, dropSchema, oneShotRequest, PASSWORD, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL,
+  deleteRedisKeys, dropSchema, oneShotRequest, PASSWORD, redisCall, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL,
   wsConnect, type Reply, type WsClient, type WsFrame
 } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
@@ -105,16 +104,9 @@ async function cluster (t: TestContext, count: number, env: Record<string, strin
 
 /** When a connection's presence entry in a room expires (Redis's clock, ms), as the Redis engine stored it. */
 async function presenceExpiry (c: Cluster, room: string, connectionId: string): Promise<number> {
-  const redis = new Redis(TEST_REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  try {
-    await redis.connect()
-    const score = await redis.zscore(`${c.keyPrefix}{${hashTag(room)}}:pres:expiry`, connectionId)
-    assert.ok(score !== null, `no presence entry for ${connectionId} in ${room}`)
-    return Number(score)
-  } finally {
-    // QUIT rather than disconnect(): it leaves no close timer behind (tests count timers).
-    await redis.quit().catch(() => redis.disconnect())
-  }
+  const score = await redisCall(TEST_REDIS_URL, 'ZSCORE', `${c.keyPrefix}{${hashTag(room)}}:pres:expiry`, connectionId)
+  assert.ok(score !== null, `no presence entry for ${connectionId} in ${room}`)
+  return Number(score)
 }
 
 function node (c: Cluster, index: number): Node {

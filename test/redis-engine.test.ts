@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
-import { Redis } from 'ioredis'
 import type { TestContext } from 'node:test'
 import { ConfigError, loadConfig } from '../src/config.js'
 import type { ControlMessage, Publication, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
 import type { Logger } from '../src/realtime/logger.js'
 import { createRedisEngine, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
-import { build, deleteRedisKeys, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
+import { build, deleteRedisKeys, redisCall, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
 import { privateRedis, privateSentinel, skipUnlessRedisServer } from './redis-server.js'
 
 /*
@@ -361,18 +360,6 @@ async function subscribe (client: WsClient, room: string, since?: { epoch: strin
   return reply
 }
 
-
-/** One command on a connection of its own (a sentinel's, or a private server's). */
-async function redisCall (url: string, ...args: [string, ...string[]]): Promise<unknown> {
-  const conn = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  conn.on('error', () => {})
-  try {
-    await conn.connect()
-    return await conn.call(...args)
-  } finally {
-    conn.disconnect()
-  }
-}
 
 /**
  * The app through a private sentinel watching `sbmaster`. REDIS_URL points at port 1, where
