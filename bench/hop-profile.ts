@@ -14,9 +14,10 @@ import { clusterServices, generate, REDIS_URL, startTarget, type Variant } from 
  * Where scenario 6's Redis hop goes (docs/performance.md, "Two nodes"). Two parts:
  *
  * 1. The Redis calls on a cross-node publish's path, one at a time, 20 ms apart (a light load,
- *    the way a steady publisher leaves Redis idle in between), from this process: a PING, the per-user publish budget (what PUBLISH_RATE_PER_USER costs with
- *    Redis), the publish script, and the time from calling publish to the publication reaching
- *    a second engine's subscriber.
+ *    the way a steady publisher leaves Redis idle in between), from this process: a PING, the
+ *    per-user publish budget (what PUBLISH_RATE_PER_USER costs with Redis), the publish
+ *    script, and the time from calling publish to the publication reaching a second engine's
+ *    subscriber.
  * 2. Scenario 2's shape with a few subscribers (default 10) on one node and on two nodes,
  *    alternating: the hop without node A's fan-out competing for the core. With
  *    `--no-publish-limit` the nodes run with PUBLISH_RATE_PER_USER=0, which shows that

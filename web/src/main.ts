@@ -138,7 +138,12 @@ function signedOut (): void {
 
 /** Signed out here at once; the server is told now, or as soon as it answers again. */
 async function signOut (): Promise<void> {
-  if (await session.logout()) return
+  const earlierWaiting = session.hasPendingSignOut()
+  if (await session.logout()) {
+    // This call also delivered an earlier sign-out: its warning above the page is out of date.
+    if (earlierWaiting) signOutStatus.show('The server has now ended your earlier sign-in.')
+    return
+  }
   signOutStatus.show('You are signed out on this page, but the server could not be reached to end the sign-in there. ' +
     'Keep this tab open: it will tell the server as soon as it answers.')
   retrySignOut(1000)
