@@ -8,6 +8,7 @@ import { createMemoryRateLimiter, createRedisRateLimiter } from '../src/limits/r
 import { createRedisConnection, quitRedis } from '../src/redis.js'
 import { build, deleteRedisKeys, PASSWORD, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp } from './helper.js'
 import { freePort } from './process.js'
+import { privateRedis, skipUnlessRedisServer } from './redis-server.js'
 
 /*
  * Limits a client could otherwise multiply by spreading over the nodes of a cluster: the
@@ -122,6 +123,21 @@ describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
     assert.equal((await nodeA.take('bob')).allowed, true, 'another user has their own budget')
   })
 
+  it('rate limiter, leasing on: a slow spender takes one unit per call, so the key\'s other nodes keep the rest', async (t) => {
+    const prefix = prefixFor(t)
+    // A lease period of 10^6 s makes leases of up to 4 units possible with no refill; the
+    // local clock (which only paces the leases) puts 1000 s between calls: a slow spender.
+    let clock = 0
+    const options = { ratePerSecond: NO_REFILL_PER_SECOND, burst: 4, leaseMs: 1e9, prefix, log: warnings(), what: 'test rate' }
+    const nodeA = createRedisRateLimiter({ ...options, redis: await connection(t), now: () => (clock += 1_000_000) })
+    const nodeB = createRedisRateLimiter({ ...options, redis: await connection(t), now: () => (clock += 1_000_000) })
+    assert.equal((await nodeA.take('alice')).allowed, true)
+    assert.equal((await nodeA.take('alice')).allowed, true)
+    assert.equal((await nodeB.take('alice')).allowed, true, 'node A took no more than it spent')
+    assert.equal((await nodeB.take('alice')).allowed, true)
+    assert.equal((await nodeA.take('alice')).allowed, false, 'four units in all')
+  })
+
   it('keys keep one hash tag whatever the key holds, and keys that differ never share a budget', async (t) => {
     const prefix = prefixFor(t)
     const redis = await connection(t)
@@ -160,6 +176,58 @@ describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
     const failures = createRedisFailureLimiter({ limit: 1, windowMs: 60_000, prefix: 'x:', redis, log })
     await failures.recordFailure('alice')
     assert.ok(await failures.retryAfter('alice') > 0)
+    assert.ok(log.lines.some(l => l.includes('Redis unavailable')), log.lines.join('\n'))
+  })
+})
+
+describe('rate limiter in Redis, leasing a busy key\'s units ahead of use', { skip: skipUnlessRedisServer() }, () => {
+  /** EVALSHA calls the server has run: a lease request is one. */
+  async function scriptCalls (redis: Redis): Promise<number> {
+    const stats = await redis.info('commandstats')
+    return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0)
+  }
+
+  it('a busy key takes several units per round trip, and two nodes together spend exactly the budget', async (t) => {
+    const server = await privateRedis(t)
+    const redisA = await connection(t, server.url)
+    const redisB = await connection(t, server.url)
+    // No refill while the test runs (one unit per 100 s); leases of up to 10 units (the rate ×
+    // a lease period of 1000 s); the local clock standing still makes the key look busy.
+    const options = { ratePerSecond: NO_REFILL_PER_SECOND, burst: 40, leaseMs: 1e6, prefix: 'lease:', log: warnings(), what: 'test rate', now: () => 0 }
+    const nodeA = createRedisRateLimiter({ ...options, redis: redisA })
+    const nodeB = createRedisRateLimiter({ ...options, redis: redisB })
+    await redisA.ping()
+    const before = await scriptCalls(redisA)
+    for (let i = 0; i < 20; i++) assert.equal((await nodeA.take('alice')).allowed, true, `take ${i + 1} on node A`)
+    const calls = await scriptCalls(redisA) - before
+    assert.ok(calls <= 6, `20 takes in ${calls} round trips`)
+    // Each node spends what it holds before it is refused; then the other may still hold
+    // some: alternate until neither allows one. Not one unit more than the burst, none lost.
+    let allowed = 20
+    for (let refusedInARow = 0; refusedInARow < 2;) {
+      for (const node of [nodeB, nodeA]) {
+        let spent = 0
+        while ((await node.take('alice')).allowed) spent++
+        allowed += spent
+        refusedInARow = spent === 0 ? refusedInARow + 1 : 0
+      }
+    }
+    assert.equal(allowed, 40)
+    const refused = await nodeA.take('alice')
+    assert.ok(!refused.allowed && refused.retryAfterMs > 0, JSON.stringify(refused))
+  })
+
+  it('Redis gone while a node holds leased units: it spends them, then falls back to its own count, with a warning', async (t) => {
+    const server = await privateRedis(t)
+    const log = warnings()
+    const limiter = createRedisRateLimiter({ ratePerSecond: NO_REFILL_PER_SECOND, burst: 40, leaseMs: 1e6, prefix: 'lease:', log, what: 'test rate', now: () => 0, redis: await connection(t, server.url) })
+    for (let i = 0; i < 5; i++) assert.equal((await limiter.take('alice')).allowed, true)
+    await server.kill()
+    // Held units, then background lease requests that fail, then the node's own budget of 40.
+    const answers = []
+    for (let i = 0; i < 50; i++) answers.push((await limiter.take('alice')).allowed)
+    assert.ok(answers.filter(Boolean).length >= 40, `allowed ${answers.filter(Boolean).length} of 50`)
+    assert.equal(answers.at(-1), false, 'the limit still holds, per node')
     assert.ok(log.lines.some(l => l.includes('Redis unavailable')), log.lines.join('\n'))
   })
 })

@@ -59,22 +59,33 @@ export function createMemoryRateLimiter (options: RateLimiterOptions): RateLimit
   }
 }
 
-// Redis's clock (TIME) for every node, so the nodes' clocks need not agree. The key lives
-// exactly as long as it carries debt.
+// Redis's clock (TIME) for every node, so the nodes' clocks need not agree. Takes up to
+// ARGV[3] units at once (a lease; see createRedisRateLimiter): as many as fit under the
+// tolerance, at least one, or none with the wait until one would fit. The key lives exactly as
+// long as it carries debt.
 const TAKE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local nextTat = tat + interval
-local over = nextTat - now - tolerance
-if over > 0 then return math.ceil(over) end
+local fits = math.floor((tolerance - (tat - now)) / interval)
+if fits < 1 then return { 0, math.ceil(tat + interval - now - tolerance) } end
+local granted = math.min(wanted, fits)
+local nextTat = tat + granted * interval
 redis.call('SET', KEYS[1], string.format('%.3f', nextTat), 'PX', math.max(1, math.ceil(nextTat - now)))
-return 0
+return { granted, 0 }
 `
 const TAKE = redisScript(TAKE_LUA)
+
+/** How far ahead a busy key's lease reaches, by default: a tenth of a second of its rate. */
+export const DEFAULT_LEASE_MS = 100
+/** After a lease request failed in the background, the next waits this long (Redis is away). */
+const PREFETCH_PAUSE_MS = 1000
+/** Keys unused this long are forgotten (with any units they hold), looked for at most this often. */
+const IDLE_KEY_MS = 10_000
 
 export interface RedisRateLimiterOptions extends RateLimiterOptions {
   redis: Redis
@@ -83,16 +94,113 @@ export interface RedisRateLimiterOptions extends RateLimiterOptions {
   log: FallbackLog
   /** Names the limiter in the fallback warning. */
   what: string
+  /**
+   * A lease holds at most this long's worth of the rate (at least one unit, at most the
+   * burst): 0 turns leasing off, one round trip per unit. Default 100 ms.
+   */
+  leaseMs?: number
 }
 
+/** This node's share of one key's budget, taken from Redis ahead of use. */
+interface Lease {
+  /** Units taken from Redis and not yet spent here. */
+  units: number
+  /** The size of the last lease asked for, and when its units were granted (local clock). */
+  size: number
+  grantedAt: number
+  /** Units spent here since then: with the time elapsed, the key's demand. */
+  spentSinceGrant: number
+  /** The lease request in flight; resolves to the refusal when Redis had no unit left. */
+  request: Promise<RateDecision | undefined> | null
+  /** No background request before this (a refusal's retry time, or a failed request's pause). */
+  quietUntil: number
+  usedAt: number
+}
+
+/**
+ * The cluster-wide budget, in Redis. A key that spends slowly takes one unit per call, one
+ * round trip each, exactly as the budget says. A key that spends faster than a unit per
+ * lease period takes leases: several units per round trip, sized to its demand over
+ * `leaseMs` (at most that long's worth of the rate), the next asked for in the background
+ * when half of one is spent, so its calls are answered without waiting for Redis.
+ *
+ * What that costs (docs/scale-out.md): units leased are spent in Redis when leased, so the
+ * key's other nodes see them gone; and a node may spend units it leased earlier after the
+ * budget has refilled, so in any window a key can exceed the budget's own bound (burst +
+ * rate × window) by what its nodes held at the window's start — at most one and a half
+ * leases per node (0.15 s of its rate, by default). Units a node still holds when it drops
+ * a key are never given back: dropping is always on the safe side.
+ */
 export function createRedisRateLimiter (options: RedisRateLimiterOptions): RateLimiter {
-  const { redis, prefix } = options
+  const { redis, prefix, maxKeys = 100_000, now = Date.now, leaseMs = DEFAULT_LEASE_MS } = options
   const interval = 1000 / options.ratePerSecond
   const tolerance = interval * options.burst
+  const maxLease = Math.max(1, Math.min(options.burst, Math.floor(options.ratePerSecond * leaseMs / 1000)))
+  const leases = new Map<string, Lease>()
+  let sweptAt = now()
+
+  async function request (key: string, lease: Lease, size: number): Promise<RateDecision | undefined> {
+    const [granted, retryAfterMs] = await runScript(redis, TAKE, [`${prefix}{${hashTag(key)}}`], [interval, tolerance, size]) as [number, number]
+    lease.size = size
+    if (granted === 0) {
+      lease.quietUntil = now() + retryAfterMs
+      return { allowed: false, retryAfterMs }
+    }
+    lease.units += granted
+    lease.grantedAt = now()
+    lease.spentSinceGrant = 0
+    return undefined
+  }
+
+  function ask (key: string, lease: Lease, size: number): Promise<RateDecision | undefined> {
+    const pending = request(key, lease, size).finally(() => { lease.request = null })
+    lease.request = pending
+    return pending
+  }
+
+  /** Units the key would spend here in one lease period at its recent pace, within [1, maxLease]. */
+  function nextSize (lease: Lease, at: number): number {
+    if (maxLease === 1) return 1
+    const elapsed = Math.max(1, at - lease.grantedAt)
+    return Math.max(1, Math.min(maxLease, Math.ceil(lease.spentSinceGrant * leaseMs / elapsed)))
+  }
+
+  function leaseOf (key: string, at: number): Lease {
+    if (at - sweptAt >= IDLE_KEY_MS) {
+      sweptAt = at
+      for (const [old, lease] of leases) if (at - lease.usedAt >= IDLE_KEY_MS && lease.request === null) leases.delete(old)
+    }
+    let lease = leases.get(key)
+    if (lease === undefined) {
+      for (const old of leases.keys()) {
+        if (leases.size < maxKeys) break
+        leases.delete(old)
+      }
+      lease = { units: 0, size: 1, grantedAt: at, spentSinceGrant: 0, request: null, quietUntil: 0, usedAt: at }
+      leases.set(key, lease)
+    }
+    lease.usedAt = at
+    return lease
+  }
+
   const clustered: RateLimiter = {
     async take (key) {
-      const retryAfterMs = Number(await runScript(redis, TAKE, [`${prefix}{${hashTag(key)}}`], [interval, tolerance]))
-      return retryAfterMs > 0 ? { allowed: false, retryAfterMs } : ALLOWED
+      const lease = leaseOf(key, now())
+      for (;;) {
+        const at = now()
+        if (lease.units > 0) {
+          lease.units--
+          lease.spentSinceGrant++
+          if (lease.size > 1 && lease.units <= lease.size / 2 && lease.request === null && at >= lease.quietUntil) {
+            // In the background: a failure only pauses these requests; the next call that
+            // finds no unit left asks Redis itself, and falls back if Redis is still away.
+            ask(key, lease, nextSize(lease, at)).catch(() => { lease.quietUntil = now() + PREFETCH_PAUSE_MS })
+          }
+          return ALLOWED
+        }
+        const refusal = await (lease.request ?? ask(key, lease, nextSize(lease, at)))
+        if (refusal !== undefined) return refusal
+      }
     }
   }
   return withLocalFallback(clustered, createMemoryRateLimiter(options), options.log, options.what)
