@@ -23,7 +23,7 @@ const PANELS: Panel[] = [
   { title: 'Handshakes: connects per server CPU-second (higher is better)', scenario: 'handshakes', series: [{ label: '', metric: 'connectsPerCpuS' }], format: n => Math.round(n).toLocaleString('en-US') }
 ]
 
-const COLORS: Record<string, string> = { switchboard: '#2563eb', 'ws-framed': '#16a34a', 'ws-framed-jwt': '#65a30d', 'ws-naive': '#ca8a04', socketio: '#9333ea', 'switchboard-2-nodes': '#0891b2' }
+const COLORS: Record<string, string> = { switchboard: '#2563eb', 'ws-framed': '#16a34a', 'ws-framed-jwt': '#65a30d', 'ws-naive': '#ca8a04', socketio: '#9333ea', 'switchboard-redis': '#7c3aed', 'switchboard-2-nodes': '#0891b2' }
 const SHADES = [1, 0.7, 0.45]
 const WIDTH = 960
 const PANEL_W = 460

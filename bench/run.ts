@@ -70,7 +70,7 @@ async function runScenario (s: Scenario, asked: number, peers: Set<Variant>, cpu
   const runs = Math.max(asked, s.minRuns ?? 0)
   const extra = Object.fromEntries(Object.entries(s.raise).map(([k, v]) => [k, v.value]))
   const switchboardEnv = { ...connectionLimits(s), ...extra }
-  const variants = s.variants.filter(v => peers.has(v === 'switchboard-2-nodes' ? 'switchboard' : v === 'ws-framed-jwt' ? 'ws-framed' : v))
+  const variants = s.variants.filter(v => peers.has(v === 'switchboard-2-nodes' || v === 'switchboard-redis' ? 'switchboard' : v === 'ws-framed-jwt' ? 'ws-framed' : v))
   const result: ScenarioResult = { id: s.id, title: s.title, description: s.description, args: s.args, switchboardEnv, runs: [], summary: {} }
   if (s.id === 'two-nodes') {
     const missing = await clusterServices()

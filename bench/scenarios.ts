@@ -143,8 +143,8 @@ export function scenarios (size: Size): Scenario[] {
     {
       id: 'two-nodes',
       title: '6. Two nodes through Redis',
-      description: 'Scenario 2 with the subscribers on node A and the publisher on node B (Redis pub/sub, PostgreSQL), against scenario 2 on one node; server CPU is node A only',
-      variants: ['switchboard', 'switchboard-2-nodes'],
+      description: 'Scenario 2 with the subscribers on node A and the publisher on node B (Redis pub/sub, PostgreSQL), against scenario 2 on one node on embedded defaults and on one node on the same Redis and PostgreSQL; server CPU is the subscribers\' node only',
+      variants: ['switchboard', 'switchboard-redis', 'switchboard-2-nodes'],
       // The target (the hop adds ≤ 1 ms at p50) is smaller than one node's own p50 spread
       // between runs (about 2.5 ms on the 2-core machines here): seven runs each, alternating.
       ...(full ? { minRuns: 7 } : {}),

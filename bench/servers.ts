@@ -22,10 +22,11 @@ export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 export const PEERS = ['switchboard', 'ws-framed', 'ws-naive', 'socketio'] as const
 export type Peer = typeof PEERS[number]
 /**
- * Scenario 6 compares these two Switchboard set-ups (the peers have no cluster mode);
- * scenario 5 adds the frame-once hub verifying the same JWT before each upgrade.
+ * Scenario 6 compares Switchboard on embedded defaults with one node and with two nodes on
+ * Redis and PostgreSQL (the peers have no cluster mode); scenario 5 adds the frame-once hub
+ * verifying the same JWT before each upgrade.
  */
-export type Variant = Peer | 'switchboard-2-nodes' | 'ws-framed-jwt'
+export type Variant = Peer | 'switchboard-redis' | 'switchboard-2-nodes' | 'ws-framed-jwt'
 
 export const SERVER_CPU = '0'
 export const GENERATOR_CPU = '1'
@@ -42,6 +43,7 @@ const BENCH_USER = { username: 'loader', password: 'bench user password' }
 /** The adapter module `switchboard bench --target` loads for each peer (Switchboard's is built in). */
 export const ADAPTERS: Record<Variant, string> = {
   switchboard: 'switchboard',
+  'switchboard-redis': 'switchboard',
   'switchboard-2-nodes': 'switchboard',
   'ws-framed': 'bench/peers/hub-adapter.ts',
   'ws-framed-jwt': 'bench/peers/hub-adapter.ts',
@@ -222,11 +224,12 @@ async function startSwitchboard (options: StartOptions): Promise<RunningTarget> 
 }
 
 /**
- * Two nodes sharing one PostgreSQL schema and one Redis under a private key prefix (both
- * unique to this run and removed afterwards: the Redis and the database are shared with
- * other work, so nothing else is touched — never FLUSHALL).
+ * Switchboard as a cluster: `count` nodes sharing one PostgreSQL schema and one Redis under a
+ * private key prefix (both unique to this run and removed afterwards: the Redis and the
+ * database are shared with other work, so nothing else is touched — never FLUSHALL). With two,
+ * publishers connect to the second node and subscribers to the first.
  */
-async function startTwoNodes (options: StartOptions): Promise<RunningTarget> {
+async function startCluster (count: 1 | 2, options: StartOptions): Promise<RunningTarget> {
   const id = randomBytes(5).toString('hex')
   const schema = `bench_${id}`
   const prefix = `sb-bench-${id}:`
@@ -247,10 +250,18 @@ async function startTwoNodes (options: StartOptions): Promise<RunningTarget> {
   }
   try {
     // One after the other: the first creates the schema.
-    nodes.push(await startNode(env, options, 'switchboard-a'))
-    nodes.push(await startNode(env, options, 'switchboard-b'))
+    nodes.push(await startNode(env, options, count === 1 ? 'switchboard-redis' : 'switchboard-a'))
+    if (count === 2) nodes.push(await startNode(env, options, 'switchboard-b'))
     const token = await prepareSwitchboard(nodes[0]!.url, options.rooms)
-    return { variant: 'switchboard-2-nodes', url: nodes[0]!.url, publisherUrl: nodes[1]!.url, pid: nodes[0]!.child.pid!, token, stop: cleanup }
+    const [subscribers, publishers] = [nodes[0]!, nodes.at(-1)!]
+    return {
+      variant: count === 1 ? 'switchboard-redis' : 'switchboard-2-nodes',
+      url: subscribers.url,
+      ...(count === 2 ? { publisherUrl: publishers.url } : {}),
+      pid: subscribers.child.pid!,
+      token,
+      stop: cleanup
+    }
   } catch (err) {
     await cleanup()
     throw err
@@ -282,7 +293,8 @@ export async function clusterServices (): Promise<string | undefined> {
 
 export function startTarget (variant: Variant, options: StartOptions): Promise<RunningTarget> {
   if (variant === 'switchboard') return startSwitchboard(options)
-  if (variant === 'switchboard-2-nodes') return startTwoNodes(options)
+  if (variant === 'switchboard-redis') return startCluster(1, options)
+  if (variant === 'switchboard-2-nodes') return startCluster(2, options)
   if (variant === 'ws-framed-jwt') return startJwtHub(options)
   return startPeer(variant, options)
 }

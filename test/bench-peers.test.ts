@@ -9,7 +9,7 @@ import { busyByGroup } from '../bench/handshake-profile.js'
 import type { Profile } from '../bench/profile-top.js'
 import { cleanRun } from '../bench/scenarios.js'
 import { ADAPTERS, startTarget, type Peer } from '../bench/servers.js'
-import { markdown, median, summarise, targets, type RunRecord, type ScenarioResult } from '../bench/summary.js'
+import { markdown, median, summarise, targets, type RunRecord, type ScenarioResult, type TargetResult } from '../bench/summary.js'
 
 /**
  * The benchmark suite's peers and adapters, driven by the real load generator at a tiny size,
@@ -123,6 +123,23 @@ describe('benchmark summary, targets and chart', () => {
     assert.equal(svg.match(/<rect x=/g)?.length, 3)
     assert.match(svg, /not measured in this run/)
     assert.match(svg, /<\/svg>\n$/)
+  })
+
+  it('scenario 6: the hop over one node on embedded defaults, and over one node on the same Redis', () => {
+    const hop: ScenarioResult = {
+      id: 'two-nodes', title: '6. Two nodes through Redis', description: 'hop', args: [], switchboardEnv: {}, runs: [
+        record('switchboard', 0, { p50Ms: 7 }), record('switchboard-redis', 0, { p50Ms: 7.75 }), record('switchboard-2-nodes', 0, { p50Ms: 8.5 })
+      ],
+      summary: {}
+    }
+    hop.summary = summarise(hop.runs)
+    const checked = targets([hop])
+    const line = (start: string): TargetResult | undefined => checked.find(c => c.target.startsWith(start))
+    assert.deepEqual([line('Two nodes: the Redis hop')?.value, line('Two nodes: the Redis hop')?.met], [1.5, false])
+    assert.deepEqual([line('Two nodes: crossing nodes')?.value, line('Two nodes: crossing nodes')?.met], [0.75, true])
+    const table = markdown([hop], checked)
+    assert.match(table, /\| latency p50 \(lower is better\) \| 7 ms \| 7\.75 ms \| 8\.5 ms \| 1\.11× \| 1\.21× \|/)
+    assert.match(table, /Switchboard, 1 node on Redis ÷ Switchboard \| Switchboard, 2 nodes ÷ Switchboard/)
   })
 })
 
