@@ -217,6 +217,25 @@ describe('rate limiter in Redis, leasing a busy key\'s units ahead of use', { sk
     assert.ok(!refused.allowed && refused.retryAfterMs > 0, JSON.stringify(refused))
   })
 
+  it('a node forgets a key idle for 10 s with the units it held: never handed back, never spent later', async (t) => {
+    const server = await privateRedis(t)
+    let clock = 0
+    const options = { ratePerSecond: NO_REFILL_PER_SECOND, burst: 40, leaseMs: 1e6, prefix: 'lease:', log: warnings(), what: 'test rate', now: () => clock }
+    const redisA = await connection(t, server.url)
+    const nodeA = createRedisRateLimiter({ ...options, redis: redisA })
+    const nodeB = createRedisRateLimiter({ ...options, redis: await connection(t, server.url) })
+    for (let i = 0; i < 12; i++) assert.equal((await nodeA.take('alice')).allowed, true)
+    // A lease request the last take started in the background has been answered (replies come
+    // in order on one connection) and settled (its callbacks ran before this macrotask).
+    await redisA.ping()
+    await new Promise(resolve => setImmediate(resolve))
+    clock += 10_000
+    await nodeA.take('bob') // any call looks for idle keys
+    let allowed = 12
+    for (const node of [nodeA, nodeB, nodeA]) while ((await node.take('alice')).allowed) allowed++
+    assert.ok(allowed < 40 && allowed >= 40 - 15, `${allowed} of the 40 spent: what node A held went with the key`)
+  })
+
   it('Redis gone while a node holds leased units: it spends them, then falls back to its own count, with a warning', async (t) => {
     const server = await privateRedis(t)
     const log = warnings()
