@@ -114,6 +114,7 @@ interface Lease {
   request: Promise<RateDecision | undefined> | null
   /** No background request before this (a refusal's retry time, or a failed request's pause). */
   quietUntil: number
+  /** The key's last call here (local clock): keys idle for IDLE_KEY_MS are forgotten. */
   usedAt: number
 }
 
