@@ -556,17 +556,18 @@ describe('client SDK: reconnect and recovery', () => {
     assert.deepEqual(disconnects, [{ code: 1006, reason: '', willReconnect: true }])
   })
 
-  it('backs off with full jitter: attempt i waits floor(random · min(cap, base·2^i)) on the mocked clock, none earlier, and gives up after maxAttempts (mocked clock and Math.random)', async (t) => {
+  it('backs off with full jitter: attempt i waits floor(random · min(cap, base·2^i)) on the mocked clock, none earlier, and gives up after maxAttempts (mocked clock, reconnect.random)', async (t) => {
     const client = clients(t)
     const server = await scriptedServer(t, socket => socket.send(welcomeFrame()))
     const proxy = await startProxy(t, Number(new URL(server.url).port))
-    const reconnect = { baseMs: 40, capMs: 300, maxAttempts: 7 }
     // Bounds 40, 80, 160, 300 (capped; 320 without the cap), 300 (640), 300 (1280), 300 (2560).
     // The jitter's draw for each attempt: near the top for most, so a bound that does not grow,
     // or is not capped, shows in the delay; 0.5 and 0.25 for two, so a delay that is not drawn
-    // from [0, bound) (none, or "equal" jitter) shows too.
+    // from [0, bound) (none, or "equal" jitter) shows too. The SDK draws once per retry.
     const draws = [0.999, 0.5, 0.999, 0.999, 0.25, 0.999, 0.999]
     const schedule = [39, 40, 159, 299, 75, 299, 299]
+    let drawn = 0
+    const reconnect = { baseMs: 40, capMs: 300, maxAttempts: 7, random: () => draws[drawn++] ?? 0 }
     // From here the SDK's clock (and the proxy's timestamps) move only when the test says so;
     // sockets stay real. Enabled before the client exists, so that none of its timers is a real
     // one (the mocked clearTimeout cannot clear those).
@@ -576,10 +577,6 @@ describe('client SDK: reconnect and recovery', () => {
       const { client: c, retries, disconnects } = client({ url: proxy.url, token: 'x', reconnect, WebSocket: sockets.WebSocket })
       await c.ready()
       assert.equal(sockets.opened(), 1)
-      // The SDK has no option for its random source: Math.random is stubbed for this test
-      // (restored when it ends). The SDK draws once per retry, just before that retry's event,
-      // so the number of retry events recorded is the attempt the draw is for.
-      t.mock.method(Math, 'random', () => draws[retries.length] ?? 0)
       const cutAt = Date.now()
       proxy.refuse = true
       const before = proxy.attempts.length

@@ -85,6 +85,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly WebSocketCtor: WebSocketConstructor | undefined
   private readonly baseMs: number
   private readonly capMs: number
+  private readonly random: () => number
   private readonly maxAttempts: number
   private readonly requestTimeoutMs: number
   private readonly connectTimeoutMs: number
@@ -150,6 +151,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.WebSocketCtor = options.WebSocket
     this.baseMs = options.reconnect?.baseMs ?? 500
     this.capMs = options.reconnect?.capMs ?? 30_000
+    const random = options.reconnect?.random ?? Math.random
+    // A jitter outside [0, 1) would wait longer than the bound, or a negative time.
+    this.random = () => Math.min(Math.max(Number(random()) || 0, 0), 1 - Number.EPSILON)
     this.maxAttempts = options.reconnect?.maxAttempts ?? Infinity
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000
@@ -407,7 +411,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       return
     }
 
-    let delayMs = this.retryAfterMs ?? backoffDelay(this.attempt, this.baseMs, this.capMs)
+    let delayMs = this.retryAfterMs ?? backoffDelay(this.attempt, this.baseMs, this.capMs, this.random)
     if (failure?.retryAfterMs !== undefined) delayMs = Math.max(delayMs, failure.retryAfterMs)
     this.retryAfterMs = null
     if (wasOpen) this.emit('disconnect', { code, reason, willReconnect: true })
@@ -622,7 +626,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       sub.retryTimer = setTimeout(() => {
         sub.retryTimer = undefined
         if (this.subs.get(sub.room) === sub && sub.command === null && this.status === 'open') this.sendSubscribe(sub, true)
-      }, backoffDelay(sub.retries++, this.baseMs, this.capMs))
+      }, backoffDelay(sub.retries++, this.baseMs, this.capMs, this.random))
       return
     }
     this.subs.delete(sub.room)

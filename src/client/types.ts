@@ -102,6 +102,11 @@ export interface ReconnectOptions {
   capMs?: number
   /** Failed attempts in a row before giving up (default Infinity; 0: never reconnect). */
   maxAttempts?: number
+  /**
+   * The jitter's source: a number in [0, 1) per delay (default Math.random). For tests and
+   * simulations that need a known schedule; a value outside [0, 1) is clamped into it.
+   */
+  random?: () => number
 }
 
 /** The part of the WebSocket interface the client uses: browsers' WebSocket and `ws` both have it. */
