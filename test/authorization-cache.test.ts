@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { TestContext } from 'node:test'
 import { build, wsConnect, type TestApp } from './helper.js'
 
@@ -18,6 +19,38 @@ function countAuthorizations (srv: TestApp): Record<string, number> {
     return await original(principal, room, action)
   }
   return counts
+}
+
+/**
+ * Store-backed authorizations that can be held: while `hold()` is on, every call waits until
+ * `release()`, so a publish answered meanwhile was answered from the cache. `settled()`
+ * resolves once every call made so far has finished.
+ */
+function gateAuthorizations (srv: TestApp): { counts: Record<string, number>, hold(): void, release(): void, settled(): Promise<void> } {
+  const counts: Record<string, number> = {}
+  const calls: Array<Promise<unknown>> = []
+  let gate: Promise<void> | null = null
+  let open = (): void => {}
+  const original = srv.app.rooms.authorize.bind(srv.app.rooms)
+  srv.app.rooms.authorize = async (principal, room, action) => {
+    counts[action] = (counts[action] ?? 0) + 1
+    const call = (async () => {
+      if (gate !== null) await gate
+      return await original(principal, room, action)
+    })()
+    calls.push(call.catch(() => {}))
+    return await call
+  }
+  return {
+    counts,
+    hold () { gate = new Promise(resolve => { open = resolve }) },
+    release () { gate = null; open() },
+    async settled () {
+      await Promise.all(calls)
+      // The node's own continuation of the last call runs after it.
+      await new Promise(resolve => setImmediate(resolve))
+    }
+  }
 }
 
 interface Setup { srv: TestApp, alice: string, bob: string, counts: Record<string, number> }
@@ -88,5 +121,62 @@ describe('authorization cache', () => {
     assert.equal((await s.srv.request('PUT', '/rooms/team/members/bob', { token: s.alice, body: { role: 'member' } })).status, 200)
     assert.equal(await publishAs(s.srv, s.bob, 'demoted'), 403)
     assert.equal(s.counts.publish, 2, 'the refusal came from the store: the demotion dropped the cached grant')
+  })
+
+  // Renewal ahead of expiry, with a 4 s lifetime: renewed from 2 s on. The sleeps only ever
+  // overshoot, and each step leaves seconds of margin before the next boundary.
+  const LIFETIME = { AUTHORIZATION_CACHE_MS: '4000' }
+
+  it('a grant past half its life is renewed in the background: no publish waits for the store, and the renewed grant outlives the first', async (t) => {
+    const { srv, bob } = await setup(t, LIFETIME)
+    const store = gateAuthorizations(srv)
+    const granted = Date.now()
+    assert.equal(await publishAs(srv, bob, 'asks the store'), 201)
+    assert.equal(store.counts.publish, 1)
+    await sleep(2200)
+    store.hold()
+    // Answered while the store is held: from the cache; the renewal waits behind the gate.
+    assert.equal(await publishAs(srv, bob, 'past half its life'), 201)
+    assert.equal(await publishAs(srv, bob, 'renewal already asked'), 201)
+    assert.equal(store.counts.publish, 2, 'one renewal, asked once')
+    store.release()
+    await store.settled()
+    // Past the first grant's expiry: only the renewed grant can answer while the store is held.
+    await sleep(Math.max(0, granted + 4600 - Date.now()))
+    store.hold()
+    assert.equal(await publishAs(srv, bob, 'after the first grant expired'), 201)
+    store.release()
+    await store.settled()
+  })
+
+  it('a renewal that finds access gone drops the grant: a change nothing announces ends at the first renewal', async (t) => {
+    const { srv, bob } = await setup(t, LIFETIME)
+    const store = gateAuthorizations(srv)
+    assert.equal(await publishAs(srv, bob, 'asks the store'), 201)
+    // Straight in the store, past the room service: no room change is announced.
+    assert.deepEqual(await srv.app.store.removeMember('team', 'bob'), { ok: true, removed: true })
+    assert.equal(await publishAs(srv, bob, 'the grant still answers'), 201)
+    await sleep(2200)
+    assert.equal(await publishAs(srv, bob, 'answered from the cache; the renewal is refused'), 201)
+    await store.settled()
+    assert.equal(store.counts.publish, 2)
+    assert.equal(await publishAs(srv, bob, 'after the renewal'), 404)
+    assert.equal(store.counts.publish, 3, 'the refusal came from the store: the renewal dropped the grant')
+  })
+
+  it('a renewal answered after the user was kicked is not kept: the kick is not undone by an answer from before it', async (t) => {
+    const { srv, bob } = await setup(t, LIFETIME)
+    const root = await srv.userToken('root', 'admin')
+    const store = gateAuthorizations(srv)
+    assert.equal(await publishAs(srv, bob, 'asks the store'), 201)
+    await sleep(2200)
+    store.hold()
+    assert.equal(await publishAs(srv, bob, 'starts the renewal'), 201)
+    assert.equal((await srv.request('DELETE', '/admin/users/bob/connections', { token: root })).status, 200)
+    // The renewal, asked before the kick, answers after it: still a member, so a grant.
+    store.release()
+    await store.settled()
+    assert.equal(await publishAs(srv, bob, 'after the kick'), 201)
+    assert.equal(store.counts.publish, 3, 'asked the store: neither the old grant nor the renewal outlived the kick')
   })
 })

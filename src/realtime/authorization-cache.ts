@@ -11,10 +11,14 @@ import type { StreamOptions } from './engine.js'
  * before the change is acknowledged, and a grant read while a change was being applied is
  * not kept (the revision check), so a revocation is never undone by a stale answer. What no
  * room change announces (a deleted user, a changed API key) lasts at most `ttlMs`.
+ *
+ * A grant used in the second half of its life asks to be renewed ahead of expiry (`renew`,
+ * once per grant): the caller checks the store in the background and sets the answer, so a
+ * busy publisher never waits for the store, and no answer older than `ttlMs` is ever used.
  */
 export class AuthorizationCache {
   /** room → grant key → grant. Per room, so a room change drops its grants in one step. */
-  private readonly rooms = new Map<string, Map<string, { options: StreamOptions, expiresAt: number }>>()
+  private readonly rooms = new Map<string, Map<string, Grant>>()
   private size = 0
 
   constructor (private readonly ttlMs: number, private readonly maxEntries: number, private readonly now: () => number) {}
@@ -23,14 +27,19 @@ export class AuthorizationCache {
     return this.ttlMs > 0
   }
 
-  get (principal: Principal, room: string, operation: string): StreamOptions | undefined {
+  /** The grant, while it lives; `renew` is true on the first use past the middle of its life. */
+  get (principal: Principal, room: string, operation: string): { options: StreamOptions, renew: boolean } | undefined {
     const grants = this.rooms.get(room)
     const key = grantKey(principal, operation)
     const grant = grants?.get(key)
     if (grant === undefined) return undefined
-    if (grant.expiresAt > this.now()) return grant.options
-    grants!.delete(key)
-    this.size--
+    const at = this.now()
+    if (grant.expiresAt > at) {
+      const renew = !grant.renewing && at >= grant.renewAt
+      if (renew) grant.renewing = true
+      return { options: grant.options, renew }
+    }
+    this.remove(room, grants!, key)
     return undefined
   }
 
@@ -43,7 +52,21 @@ export class AuthorizationCache {
     if (grants === undefined) this.rooms.set(room, grants = new Map())
     const key = grantKey(principal, operation)
     if (!grants.has(key)) this.size++
-    grants.set(key, { options, expiresAt: this.now() + this.ttlMs })
+    const at = this.now()
+    grants.set(key, { options, expiresAt: at + this.ttlMs, renewAt: at + this.ttlMs / 2, renewing: false })
+  }
+
+  /** A renewal found the grant gone (the store refused): forget it now, not at expiry. */
+  drop (principal: Principal, room: string, operation: string): void {
+    const grants = this.rooms.get(room)
+    const key = grantKey(principal, operation)
+    if (grants?.has(key) === true) this.remove(room, grants, key)
+  }
+
+  private remove (room: string, grants: Map<string, Grant>, key: string): void {
+    grants.delete(key)
+    this.size--
+    if (grants.size === 0) this.rooms.delete(room)
   }
 
   dropRoom (room: string): void {
@@ -69,6 +92,14 @@ export class AuthorizationCache {
     this.rooms.clear()
     this.size = 0
   }
+}
+
+interface Grant {
+  options: StreamOptions
+  expiresAt: number
+  /** From here on, a use asks for a renewal (once: `renewing`). */
+  renewAt: number
+  renewing: boolean
 }
 
 /**

@@ -67,7 +67,7 @@ export interface NodeInternals {
   prepareFrame: PrepareFrame
   verifyToken: (token: string) => UserPrincipal
   authorize: Authorizer
-  /** Grows with every applied room change: a subscribe compares it across its authorization. */
+  /** Grows with every change that drops grants (room changes, kicks, revocations, an engine reset): a subscribe compares it across its authorization. */
   readonly revision: number
   publish(principal: Principal, room: string, data: unknown, idempotencyKey?: string): Promise<PublishResult>
   history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
@@ -129,16 +129,33 @@ export function createRealtimeNode (deps: NodeDeps) {
 
   /**
    * deps.authorize behind the grant cache. The revision taken before the store is asked
-   * tells whether a room change was applied meanwhile: then the answer may predate it and
-   * is used once, not kept.
+   * tells whether a change that drops grants was applied meanwhile: then the answer may
+   * predate it and is used once, not kept. A grant past the middle of its life is renewed in
+   * the background, so a busy publisher never waits for the store (a PostgreSQL query, or
+   * a new connection to it after a lull); until the answer comes the grant serves as before.
    */
   async function authorize (principal: Principal, room: string, operation: RoomOperation): Promise<StreamOptions> {
     const cached = grants.get(principal, room, operation)
-    if (cached !== undefined) return cached
+    if (cached !== undefined) {
+      if (cached.renew) renewGrant(principal, room, operation)
+      return cached.options
+    }
     const before = revision
     const options = await deps.authorize(principal, room, operation)
     if (revision === before) grants.set(principal, room, operation, options)
     return options
+  }
+
+  function renewGrant (principal: Principal, room: string, operation: RoomOperation): void {
+    const before = revision
+    deps.authorize(principal, room, operation).then((options) => {
+      if (revision === before) grants.set(principal, room, operation, options)
+    }, (err: unknown) => {
+      // A refusal ends the grant now; a store that cannot answer leaves it to its expiry,
+      // after which the next use asks in the foreground (and is answered `unavailable`).
+      if (err instanceof RealtimeError && err.code !== 'unavailable') grants.drop(principal, room, operation)
+      else log.debug({ err, room, operation }, 'grant renewal failed; the grant lasts until it expires')
+    })
   }
   /** Names this node on the control channel, so it ignores the echo of what it applied already. */
   const nodeId = randomUUID()
@@ -283,6 +300,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     onReset () {
       // Control messages (room changes from other nodes) may have been lost with the
       // connection: no grant from before may outlive it.
+      revision++
       grants.clear()
       // Live delivery may have skipped publications in any room: rather than let a gap pass
       // silently, every subscriber is told to subscribe again with `since` and recovers what
@@ -322,6 +340,7 @@ export function createRealtimeNode (deps: NodeDeps) {
   }
 
   function kickUserLocal (userId: string): number {
+    revision++
     grants.dropPrincipal(principalPrefix({ kind: 'user', userId }))
     const targets = select({ user: userId })
     for (const connection of targets) connection.close(CloseCodes.KICKED)
@@ -329,6 +348,7 @@ export function createRealtimeNode (deps: NodeDeps) {
   }
 
   function kickApiKeyLocal (keyId: string): number {
+    revision++
     grants.dropPrincipal(principalPrefix({ kind: 'apiKey', keyId }))
     const targets = [...(byUser.get(`key:${keyId}`) ?? [])]
     for (const connection of targets) connection.close(CloseCodes.KICKED, 'api key revoked')
