@@ -11,6 +11,7 @@ declare module 'fastify' {
 export default fp(async (app) => {
   const store = await createStore(app.config.databaseUrl, {
     log: app.log,
+    pgPool: app.config.databasePool,
     ...(app.config.databaseSchema === null ? {} : { pgSchema: app.config.databaseSchema })
   })
   app.log.info({ store: store.kind }, 'store ready')

@@ -20,6 +20,8 @@ export const EnvSchema = Type.Object({
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   DATABASE_URL: Type.String({ pattern: '^(sqlite:|postgres://|postgresql://)', default: 'sqlite:./data/switchboard.db' }),
   DATABASE_SCHEMA: Type.Optional(Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$', description: 'PostgreSQL schema (default: public)' })),
+  DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 10, description: 'PostgreSQL: connections per node at most' }),
+  DATABASE_POOL_IDLE_MS: Type.Integer({ minimum: 100, default: 60_000, description: 'PostgreSQL: a connection idle this long closes, down to one kept open' }),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   JWT_ISSUER: Type.String({ minLength: 1, default: 'switchboard' }),
   JWT_CLOCK_TOLERANCE: Duration('5s'),
@@ -75,6 +77,8 @@ export interface Config {
   databaseUrl: string
   /** PostgreSQL schema to use instead of the default search_path (ignored for SQLite). */
   databaseSchema: string | null
+  /** PostgreSQL's connection pool (ignored for SQLite). */
+  databasePool: { max: number, idleMs: number }
   jwt: {
     secret: string
     /** True when the secret was generated for development rather than configured. */
@@ -246,6 +250,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
     dataDir,
     databaseUrl: env.DATABASE_URL,
     databaseSchema: env.DATABASE_SCHEMA ?? null,
+    databasePool: { max: env.DATABASE_POOL_MAX, idleMs: env.DATABASE_POOL_IDLE_MS },
     jwt: {
       secret,
       generated,

@@ -123,6 +123,7 @@ describe('config', () => {
     assert.equal(config.dataDir, dir)
     assert.equal(config.databaseUrl, 'sqlite:./data/switchboard.db')
     assert.equal(config.databaseSchema, null)
+    assert.deepEqual(config.databasePool, { max: 10, idleMs: 60_000 })
     assert.equal(config.jwt.accessTokenTtlSeconds, 15 * 60)
     assert.equal(config.refreshTokenTtlSeconds, 30 * 24 * 3600)
     assert.equal(config.jwt.issuer, 'switchboard')
@@ -153,7 +154,9 @@ describe('config', () => {
       ADMIN_USERNAME: 'root',
       ADMIN_PASSWORD: 'long enough password',
       DATABASE_URL: 'postgresql://db.example/app',
-      DATABASE_SCHEMA: 'tenant_1'
+      DATABASE_SCHEMA: 'tenant_1',
+      DATABASE_POOL_MAX: '25',
+      DATABASE_POOL_IDLE_MS: '5000'
     })
     assert.equal(config.port, 0)
     assert.equal(config.host, '127.0.0.1')
@@ -165,6 +168,7 @@ describe('config', () => {
     assert.deepEqual(config.admin, { username: 'root', password: 'long enough password' })
     assert.equal(config.databaseUrl, 'postgresql://db.example/app')
     assert.equal(config.databaseSchema, 'tenant_1')
+    assert.deepEqual(config.databasePool, { max: 25, idleMs: 5000 })
     // A bare number is seconds.
     assert.equal(loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, ACCESS_TOKEN_TTL: '600' }).jwt.accessTokenTtlSeconds, 600)
   })

@@ -521,6 +521,33 @@ describe('createStore', () => {
   it('fails promptly when PostgreSQL is not there', async () => {
     await assert.rejects(createStore('postgres://postgres@127.0.0.1:1/test'))
   })
+
+  it('PostgreSQL: the pool grows to its maximum for a burst, closes what stays idle, keeps one open, and names its sessions', { skip: pgSkip ?? false }, async () => {
+    const name = `pool_test_${randomBytes(4).toString('hex')}`
+    const schema = `store_test_${randomBytes(6).toString('hex')}`
+    const probe = new pg.Client({ connectionString: PG_URL })
+    await probe.connect()
+    const sessions = async (applicationName: string): Promise<number> =>
+      Number((await probe.query('select count(*) as n from pg_stat_activity where application_name = $1', [applicationName])).rows[0].n)
+    const named = await createStore(`${PG_URL}${PG_URL.includes('?') ? '&' : '?'}application_name=${name}`, { pgSchema: schema, pgPool: { max: 4, idleMs: 200 } })
+    const unnamed = await createStore(PG_URL, { pgSchema: schema })
+    try {
+      assert.ok(await sessions('switchboard') >= 1, 'without a name in DATABASE_URL the sessions are called switchboard')
+      await Promise.all(Array.from({ length: 12 }, async (_, i) => await named.getUser(`user-${i}`)))
+      assert.equal(await sessions(name), 4, 'the burst opened the pool\'s maximum')
+      const deadline = Date.now() + 10_000
+      while (await sessions(name) > 1 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+      assert.equal(await sessions(name), 1, 'idle connections closed down to one')
+      await new Promise(resolve => setTimeout(resolve, 500))
+      assert.equal(await sessions(name), 1, 'the last one stays open')
+      assert.equal(await named.getUser('user-0'), undefined, 'and answers on it')
+    } finally {
+      await closeQuietly(named)
+      await closeQuietly(unnamed)
+      await probe.query(`drop schema if exists "${schema}" cascade`)
+      await probe.end()
+    }
+  })
 })
 
 function redacted (url: string): string {
