@@ -38,7 +38,8 @@ function assertOrdered (p: BenchReport['latencyMs'], count: number): void {
   assert.ok(p.p99_9! <= p.max!, JSON.stringify(p))
 }
 
-function assertComplete (r: BenchReport, expected: number): void {
+/** Every expected delivery came, once; `timed` of them (those after a warm-up) have latencies. */
+function assertComplete (r: BenchReport, expected: number, timed = expected): void {
   assert.equal(r.deliveries.expected, expected)
   assert.equal(r.deliveries.delivered, expected)
   assert.equal(r.deliveries.lost, 0)
@@ -48,7 +49,7 @@ function assertComplete (r: BenchReport, expected: number): void {
   assert.equal(r.messages.unsent, 0)
   assert.deepEqual(r.closed, [])
   assert.deepEqual(r.warnings, [])
-  assertOrdered(r.latencyMs, expected)
+  assertOrdered(r.latencyMs, timed)
 }
 
 describe('switchboard bench against a real server', () => {
@@ -76,6 +77,22 @@ describe('switchboard bench against a real server', () => {
     // The rooms were created public, by the token's user.
     const rooms = await server.request('GET', '/rooms', { token })
     assert.deepEqual(rooms.body.items.map((room: { id: string }) => room.id).sort(), ['bench-0', 'bench-1'])
+  })
+
+  it('--warmup: its messages are published and delivered like the rest, their latencies are not recorded', async (t) => {
+    const server = await build(t, { env: RAISED })
+    const token = await server.userToken('loader')
+    const run = await cli(join(tempDir(t), 'none.json'), [
+      'bench', '--url', server.url, '--token', token, '--create-rooms',
+      '--subscribers', '10', '--publishers', '1', '--rate', '200', '--duration', '1', '--warmup', '0.5', '--json'
+    ])
+    const r = report(run)
+    assert.equal(r.config.warmupS, 0.5)
+    assert.equal(r.messages.planned, 300)
+    assert.equal(r.messages.warmup, 100)
+    // Only the deliveries of messages after the warm-up are timed.
+    assertComplete(r, 300 * 10, 200 * 10)
+    assert.equal(r.sendLagMs?.count, 200)
   })
 
   it('burst mode with the stored CLI session delivers everything, and the table reads', async (t) => {
@@ -184,7 +201,7 @@ describe('switchboard bench against a real server', () => {
     const notLoggedIn = await cli(config, ['bench', '--url', server.url, '--subscribers', '1'])
     assert.equal(notLoggedIn.code, 1)
     assert.match(notLoggedIn.stderr, /not logged in: run `switchboard login`, or pass --token or --api-key/)
-    for (const args of [['--rate', '10', '--burst'], ['--size', '10'], ['--duration', '601'], ['--subscribers', 'many'], ['--target', 'nope'], ['--nope']]) {
+    for (const args of [['--rate', '10', '--burst'], ['--size', '10'], ['--duration', '601'], ['--warmup', '61'], ['--burst', '--warmup', '1'], ['--subscribers', 'many'], ['--target', 'nope'], ['--nope']]) {
       const bad = await cli(config, ['bench', '--url', server.url, '--token', token, ...args])
       assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.stderr}`)
     }
@@ -298,7 +315,7 @@ describe('switchboard bench internals', () => {
     }
     const options: BenchOptions = {
       subscribers: 4, publishers: 1, rooms: 1, roomPrefix: 'r', size: 64, mode: 'burst', rate: 0,
-      messages: 140, durationMs: 5000, batch: 2, drainMs: 300, createRooms: false
+      messages: 140, durationMs: 5000, warmupMs: 0, batch: 2, drainMs: 300, createRooms: false
     }
     const quiet: Logger = { progress () {}, warn () {} }
     const r = summarize(await runBench(faulty, options, quiet), 'http://test')

@@ -33,6 +33,7 @@ Load:
   --burst               instead: send --messages as fast as backpressure allows
   --messages M          stop after M messages (burst default 1000; 0: only connect)
   --duration S          stop after S seconds (default 10, at most 600)
+  --warmup S            open loop: publish for S seconds first, untimed (default 0, at most 60)
   --batch N             connect N at a time (default 100)
   --drain-ms MS         after the last send, wait up to MS for deliveries (default 2000)
 Report:
@@ -49,6 +50,7 @@ const LIMITS = {
   rate: 1_000_000,
   messages: 10_000_000,
   durationS: 600,
+  warmupS: 60,
   batch: 10_000,
   drainMs: 60_000
 }
@@ -131,6 +133,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
       burst: { type: 'boolean', default: false },
       messages: { type: 'string' },
       duration: { type: 'string' },
+      warmup: { type: 'string' },
       batch: { type: 'string' },
       'drain-ms': { type: 'string' },
       'server-pid': { type: 'string' },
@@ -153,6 +156,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
 
   const burst = values.burst
   if (burst && values.rate !== undefined) throw new CliError('--rate and --burst exclude each other: --burst sends --messages as fast as backpressure allows', 2)
+  if (burst && values.warmup !== undefined) throw new CliError('--warmup is for the open loop (--rate): a burst has no schedule to warm up on', 2)
   const subscribers = number('subscribers', values.subscribers, 100, 0, LIMITS.subscribers)
   const publishers = number('publishers', values.publishers, 1, 0, LIMITS.publishers)
   if (subscribers + publishers === 0) throw new CliError('nothing to do: --subscribers and --publishers are both 0', 2)
@@ -173,6 +177,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
     rate: number('rate', values.rate, 100, 0.001, LIMITS.rate, false),
     messages: burst ? messagesFlag ?? 1000 : messagesFlag,
     durationMs: Math.round(number('duration', values.duration, 10, 0.001, LIMITS.durationS, false) * 1000),
+    warmupMs: Math.round(number('warmup', values.warmup, 0, 0, LIMITS.warmupS, false) * 1000),
     batch: number('batch', values.batch, 100, 1, LIMITS.batch),
     drainMs: number('drain-ms', values['drain-ms'], 2000, 0, LIMITS.drainMs),
     createRooms: values['create-rooms'],

@@ -16,11 +16,14 @@ export interface BenchReport {
     rate: number | null
     messages: number | null
     durationS: number
+    /** Open loop: seconds published before `durationS`, untimed (0: none). */
+    warmupS: number
     batch: number
     drainMs: number
   }
   connect: { connections: number, totalMs: number, perSecond: number | null, p50Ms: number | null, p99Ms: number | null, maxMs: number | null }
-  messages: { planned: number, published: number, refused: Record<string, number>, unsent: number }
+  /** `planned` includes the `warmup` messages published first. */
+  messages: { planned: number, warmup: number, published: number, refused: Record<string, number>, unsent: number }
   deliveries: { expected: number, delivered: number, lost: number, duplicates: number, unexpected: number, elapsedS: number, perSecond: number | null }
   latencyMs: Percentiles
   sendLagMs: Percentiles | null
@@ -105,6 +108,7 @@ export function summarize (result: BenchResult, url: string): BenchReport {
       rate: o.mode === 'rate' ? o.rate : null,
       messages: o.messages ?? null,
       durationS: o.durationMs / 1000,
+      warmupS: o.mode === 'rate' ? o.warmupMs / 1000 : 0,
       batch: o.batch,
       drainMs: o.drainMs
     },
@@ -118,6 +122,7 @@ export function summarize (result: BenchResult, url: string): BenchReport {
     },
     messages: {
       planned: result.messages.planned,
+      warmup: result.messages.warmup,
       published: result.messages.published,
       refused: Object.fromEntries(result.messages.refused.map(r => [r.code, r.count])),
       unsent: result.messages.unsent
@@ -156,10 +161,10 @@ export function formatTable (r: BenchReport): string {
     ['target', `${r.target} at ${r.url}`],
     ['load', `${count(c.subscribers, 'subscriber')} in ${count(c.rooms, 'room')} (${c.roomPrefix}0…), ${count(c.publishers, 'publisher')}, ${fmt(c.size)}-byte payloads`],
     ['mode', r.mode === 'rate'
-      ? `open loop, ${fmt(c.rate)} messages/s for ${fmt(c.durationS)} s${c.messages === null ? '' : ` (at most ${fmt(c.messages)})`}`
+      ? `open loop, ${fmt(c.rate)} messages/s for ${fmt(c.durationS)} s${c.warmupS > 0 ? ` after a warm-up of ${fmt(c.warmupS)} s (not timed)` : ''}${c.messages === null ? '' : ` (at most ${fmt(c.messages)})`}`
       : `burst of ${fmt(c.messages)} messages (cap ${fmt(c.durationS)} s)`],
     ['connect', `${count(r.connect.connections, 'connection')} in ${fmt(r.connect.totalMs)} ms (${fmt(r.connect.perSecond)}/s); each: p50 ${fmt(r.connect.p50Ms)} ms, p99 ${fmt(r.connect.p99Ms)} ms, max ${fmt(r.connect.maxMs)} ms`],
-    ['messages', `${fmt(r.messages.planned)} planned, ${fmt(r.messages.published)} published, ${fmt(Object.values(r.messages.refused).reduce((a, b) => a + b, 0))} refused, ${fmt(r.messages.unsent)} unsent`],
+    ['messages', `${fmt(r.messages.planned)} planned${r.messages.warmup > 0 ? ` (${fmt(r.messages.warmup)} in the warm-up)` : ''}, ${fmt(r.messages.published)} published, ${fmt(Object.values(r.messages.refused).reduce((a, b) => a + b, 0))} refused, ${fmt(r.messages.unsent)} unsent`],
     ['deliveries', `${fmt(r.deliveries.delivered)} of ${fmt(r.deliveries.expected)} expected, ${fmt(r.deliveries.perSecond)}/s over ${fmt(r.deliveries.elapsedS)} s`],
     ['LOST', fmt(r.deliveries.lost)],
     ['DUPLICATE', fmt(r.deliveries.duplicates)],

@@ -28,6 +28,13 @@ export interface BenchOptions {
   /** Message cap (rate mode, optional) or count (burst mode). */
   messages: number | undefined
   durationMs: number
+  /**
+   * Rate mode: publish on the same schedule for this long before the measured `durationMs`.
+   * Its messages are delivered and accounted for like the others, but their latencies are not
+   * recorded: the first fan-outs of a fresh process run unoptimised code, and that start-up
+   * would otherwise be most of a short run's p99.
+   */
+  warmupMs: number
   batch: number
   drainMs: number
   createRooms: boolean
@@ -58,6 +65,8 @@ export interface BenchResult {
   }
   messages: {
     planned: number
+    /** The first this many of them were published during the warm-up (latencies not recorded). */
+    warmup: number
     /** Written and not refused. */
     published: number
     /** Refused by the server (by error code). */
@@ -75,7 +84,7 @@ export interface BenchResult {
     /** From the first intended send to the last delivery. */
     elapsedMs: number
   }
-  /** Delivery latency, microseconds (first deliveries only). */
+  /** Delivery latency, microseconds (first deliveries only, of messages after the warm-up). */
   latency: Histogram
   /** Rate mode: how late publishers wrote each message after its intended time, microseconds. */
   sendLag: Histogram
@@ -109,9 +118,12 @@ interface Publisher {
 
 export async function runBench (adapter: BenchAdapter, o: BenchOptions, log: Logger): Promise<BenchResult> {
   const roomNames = Array.from({ length: o.rooms }, (_, i) => `${o.roomPrefix}${i}`)
+  const warmupMs = o.mode === 'rate' ? o.warmupMs : 0
   const planned = o.publishers === 0
     ? 0
-    : o.mode === 'burst' ? o.messages ?? 0 : Math.min(o.messages ?? Infinity, Math.floor(o.rate * o.durationMs / 1000))
+    : o.mode === 'burst' ? o.messages ?? 0 : Math.min(o.messages ?? Infinity, Math.floor(o.rate * (warmupMs + o.durationMs) / 1000))
+  /** Messages 0 … warmup − 1 are due during the warm-up (message k is due at t0 + k / rate). */
+  const warmup = Math.min(planned, Math.floor(o.rate * warmupMs / 1000))
   const plan: Plan = makePlan(planned, Math.max(1, o.publishers), o.rooms)
   const subsInRoom = new Uint32Array(o.rooms)
   let tracking = 0
@@ -145,7 +157,7 @@ export async function runBench (adapter: BenchAdapter, o: BenchOptions, log: Log
   let unexpectedLive = 0
   let lastDeliveryMicros = 0
 
-  const runMs = o.durationMs + o.drainMs + 60_000
+  const runMs = warmupMs + o.durationMs + o.drainMs + 60_000
   await adapter.prepare?.(roomNames, { create: o.createRooms, runMs })
   const before = sample()
 
@@ -232,8 +244,7 @@ export async function runBench (adapter: BenchAdapter, o: BenchOptions, log: Log
         while (pub.head < pub.queue.length && pub.inFlight < maxInFlight) {
           const k = pub.queue[pub.head++]!
           const intended = t0Micros + Math.round(k * intervalMicros)
-          const now = nowMicros()
-          sendLag.recordValue(Math.max(1, now - intended))
+          if (k >= warmup) sendLag.recordValue(Math.max(1, nowMicros() - intended))
           send(pub, k, intended)
         }
         if (pub.head === pub.queue.length) { pub.queue.length = 0; pub.head = 0 }
@@ -257,7 +268,7 @@ export async function runBench (adapter: BenchAdapter, o: BenchOptions, log: Log
     let next = 0
     if (planned > 0) {
       const spread = `over ${o.publishers} publisher${o.publishers === 1 ? '' : 's'} to ${o.rooms} room${o.rooms === 1 ? '' : 's'}`
-      log.progress(o.mode === 'rate' ? `publishing ${planned} messages at ${o.rate}/s ${spread}` : `publishing ${planned} messages in a burst ${spread}`, true)
+      log.progress(o.mode === 'rate' ? `publishing ${planned} messages at ${o.rate}/s ${spread}${warmup > 0 ? ` (the first ${warmup} a warm-up, not timed)` : ''}` : `publishing ${planned} messages in a burst ${spread}`, true)
     }
     if (o.mode === 'burst') {
       for (let k = 0; k < planned; k++) publishers[publisherOf(k, o.publishers)]!.queue.push(k)
@@ -345,7 +356,7 @@ export async function runBench (adapter: BenchAdapter, o: BenchOptions, log: Log
       target: adapter.name,
       options: o,
       connect: { connections: total, totalMs: connectMs, histogram: connectHist },
-      messages: { planned, published, refused: refusedList, unsent },
+      messages: { planned, warmup, published, refused: refusedList, unsent },
       deliveries: {
         expected,
         delivered,
@@ -385,7 +396,7 @@ export async function runBench (adapter: BenchAdapter, o: BenchOptions, log: Log
       sub.seen[j] = 1
       received++
       lastDeliveryMicros = now
-      latency.recordValue(Math.max(1, now - d.intendedMicros))
+      if (d.k >= warmup) latency.recordValue(Math.max(1, now - d.intendedMicros))
     }
   }
 }
