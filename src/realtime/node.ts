@@ -157,6 +157,7 @@ export function createRealtimeNode (deps: NodeDeps) {
       else log.debug({ err, room, operation }, 'grant renewal failed; the grant lasts until it expires')
     })
   }
+
   /** Names this node on the control channel, so it ignores the echo of what it applied already. */
   const nodeId = randomUUID()
   /** Other nodes exist only with a shared engine: with the in-memory one, an unknown connection id is simply unknown. */
