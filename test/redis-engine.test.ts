@@ -5,7 +5,7 @@ import type { TestContext } from 'node:test'
 import { ConfigError, loadConfig } from '../src/config.js'
 import type { ControlMessage, Publication, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
 import type { Logger } from '../src/realtime/logger.js'
-import { createRedisEngine, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
+import { createRedisEngine, REFRESH_BATCH, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
 import { build, deleteRedisKeys, redisCall, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
 import { privateRedis, privateSentinel, skipUnlessRedisServer } from './redis-server.js'
 
@@ -373,6 +373,35 @@ function sentinelEnv (sentinelPort: number): Record<string, string> {
     REDIS_KEY_PREFIX: `sbtest:${randomBytes(6).toString('hex')}:`
   }
 }
+
+describe('Redis engine: refresh of a large room', { skip: skipUnlessRedisServer() }, () => {
+  it('a node refreshes a room of 1,100 connections (and a user\'s 1,100) in batches: every script is bounded, and all stay present', async (t) => {
+    const redis = await privateRedis(t)
+    const engine = await cluster(t, redis.url)({ presenceTtlSeconds: 2 })
+    const ids = Array.from({ length: 1100 }, (_, i) => `conn-${i}`)
+    await Promise.all(ids.map(async (id, i) => await engine.presence.add('big', id, `user-${i}`)))
+    await Promise.all(ids.map(async (id) => assert.equal(await engine.connections!.reserve('many', id, 5000), true)))
+    // Every command goes to the slow log from here, with its arguments (the first 31 and a count of the rest).
+    await redisCall(redis.url, 'CONFIG', 'SET', 'slowlog-log-slower-than', '0')
+    await redisCall(redis.url, 'CONFIG', 'SET', 'slowlog-max-len', '100000')
+    await redisCall(redis.url, 'SLOWLOG', 'RESET')
+    // Past the entries' lifetime (1.5 s): only the refreshes (every 0.67 s) keep them.
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    assert.deepEqual((await engine.presence.get('big')).connections, 1100)
+
+    const log = await redisCall(redis.url, 'SLOWLOG', 'GET', '100000') as Array<[number, number, number, string[]]>
+    const argumentCount = (args: string[]): number => {
+      const more = /^\.\.\. \((\d+) more arguments\)$/.exec(args.at(-1) ?? '')
+      return more === null ? args.length : args.length - 1 + Number(more[1])
+    }
+    const scripts = log.map(([, , , args]) => args).filter((args) => args[0]?.toLowerCase() === 'evalsha').map(argumentCount)
+    // Presence: evalsha sha 3 keys×3 lifetime ttl last ids…; connection counts: evalsha sha 1 key lifetime ttl ids….
+    const largest = Math.max(...scripts)
+    assert.ok(largest <= 9 + REFRESH_BATCH, `a script carried ${largest} arguments`)
+    const refreshBatches = scripts.filter((n) => n > 9 + 50).length
+    assert.ok(refreshBatches >= 2 * Math.ceil(1100 / REFRESH_BATCH), `batches seen: ${refreshBatches}`)
+  })
+})
 
 describe('Redis engine: through Redis Sentinel', { skip: skipUnlessRedisServer() }, () => {
   /** The names of the clients connected to a Redis, from CLIENT LIST. */
