@@ -360,6 +360,50 @@ describe('ws rooms: presence', () => {
   })
 })
 
+describe('ws rooms: presence answers shared for a second', () => {
+  it('asks of a room\'s presence share one engine call; a join or a leave seen by the node drops the shared answer', async (t) => {
+    const srv = await setup(t)
+    const alice = await srv.userToken('alice')
+    const bob = await srv.userToken('bob')
+    await createRoom(srv, alice, { id: 'lobby' })
+    const a = await wsConnect(t, srv, { token: alice })
+    await subscribe(a, 'lobby')
+    await settle(a)
+    const presence = srv.app.realtimeEngine.presence
+    const get = presence.get.bind(presence)
+    let engineCalls = 0
+    presence.get = async (room: string) => { engineCalls++; return await get(room) }
+    const ask = async (): Promise<unknown> => (await a.command({ type: 'presence', room: 'lobby' })).result
+
+    // Ten asks at once and one more after them, over WebSocket and HTTP: one engine call.
+    const answers = await Promise.all([...Array.from({ length: 9 }, ask), srv.request('GET', '/rooms/lobby/presence', { token: bob }).then(r => r.body)])
+    for (const answer of [...answers, await ask()]) assert.deepEqual(answer, { users: ['alice'], connections: 1 })
+    assert.equal(engineCalls, 1)
+
+    // A second connection of alice's: no join event (not her first), but the count changes.
+    const a2 = await wsConnect(t, srv, { token: alice })
+    await subscribe(a2, 'lobby')
+    await settle(a2)
+    assert.deepEqual(await ask(), { users: ['alice'], connections: 2 })
+    assert.equal(engineCalls, 2)
+    // A join drops it: the next ask sees bob.
+    const b = await wsConnect(t, srv, { token: bob })
+    await subscribe(b, 'lobby')
+    await settle(b)
+    assert.deepEqual(await ask(), { users: ['alice', 'bob'], connections: 3 })
+    assert.equal(engineCalls, 3)
+    // And a leave.
+    assert.equal((await b.command({ type: 'unsubscribe', room: 'lobby' })).type, 'reply')
+    await a.next(f => f.type === 'leave' && f.user?.id === 'bob')
+    assert.deepEqual(await ask(), { users: ['alice'], connections: 2 })
+    assert.equal(engineCalls, 4)
+    // A second later the answer is asked for again.
+    await new Promise(resolve => setTimeout(resolve, 1100))
+    assert.deepEqual(await ask(), { users: ['alice'], connections: 2 })
+    assert.equal(engineCalls, 5)
+  })
+})
+
 describe('ws rooms: history and idempotency', () => {
   it('history command with and without since and limit; an idempotency key publishes once', async (t) => {
     const srv = await setup(t)
