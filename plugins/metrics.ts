@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { AuthFailureReason, MetricTotals, RateLimitScope, RealtimeMetrics } from '../src/realtime/metrics.js'
 import { CloseCodes } from '../src/realtime/close-codes.js'
 import { COMMAND_SCHEMAS } from '../src/realtime/protocol.js'
+import type { PoolStats } from '../src/store/index.js'
 
 export interface Metrics {
   /** This app's registry: its own `switchboard_*` metrics plus the shared process metrics. */
@@ -99,7 +100,7 @@ function closeCodeLabel (code: number): string {
  * process, and each must count only its own connections) and the RealtimeMetrics the core
  * feeds into it.
  */
-export function createMetrics (): Metrics {
+export function createMetrics (sources: { databasePool?: () => PoolStats } = {}): Metrics {
   const own = new Registry()
 
   let open = 0
@@ -125,6 +126,28 @@ export function createMetrics (): Metrics {
     buckets: PING_RTT_BUCKETS,
     registers: [own]
   })
+
+  const pool = sources.databasePool
+  if (pool !== undefined) {
+    // Read at scrape time: the pool keeps its own counts.
+    new Gauge({
+      name: 'switchboard_db_pool_connections',
+      help: 'PostgreSQL connections of this node\'s pool, by state (busy: running a query)',
+      labelNames: ['state'],
+      registers: [own],
+      collect () {
+        const { open, idle } = pool()
+        this.set({ state: 'busy' }, open - idle)
+        this.set({ state: 'idle' }, idle)
+      }
+    })
+    new Gauge({
+      name: 'switchboard_db_pool_waiting',
+      help: 'Queries waiting for a PostgreSQL connection (the pool is at DATABASE_POOL_MAX, every connection busy)',
+      registers: [own],
+      collect () { this.set(pool().waiting) }
+    })
+  }
 
   const realtime: RealtimeMetrics = {
     connectionOpened () { open++; connects.value++ },
@@ -161,8 +184,9 @@ export function createMetrics (): Metrics {
  * core. Nothing here runs a timer per app; the process-wide monitors are shared (see above).
  */
 export default fp(async (app) => {
-  const metrics = createMetrics()
+  const { poolStats } = app.store
+  const metrics = createMetrics(poolStats === undefined ? {} : { databasePool: poolStats })
   app.decorate('metrics', metrics)
   app.decorate('realtimeMetrics', metrics.realtime)
   app.addHook('onClose', async () => { metrics.close() })
-}, { name: 'metrics', dependencies: ['config'] })
+}, { name: 'metrics', dependencies: ['config', 'store'] })

@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { build, wsConnect } from './helper.js'
+import pg from 'pg'
+import { build, skipUnlessStore, TEST_DATABASE_URL, wsConnect } from './helper.js'
 import { createMetrics } from '../plugins/metrics.js'
 import type { RealtimeMetrics } from '../src/realtime/metrics.js'
 
@@ -167,5 +168,40 @@ describe('createMetrics', () => {
     assert.equal(sample(text, 'switchboard_disconnects_total{code="other"}'), 2)
     assert.equal(sample(text, 'switchboard_disconnects_total{code="1006"}'), 1)
     assert.equal(text.match(/^switchboard_messages_in_total\{/gm)?.length, 8, 'seven command types and invalid')
+  })
+})
+
+describe('GET /metrics: the PostgreSQL pool', { skip: await skipUnlessStore('postgres') }, () => {
+  it('busy, idle and waiting, as the pool has them at the scrape; none on SQLite', async (t) => {
+    const { app, request } = await build(t, { store: 'postgres', env: { DATABASE_POOL_MAX: '1' } })
+    const idle = (await request('GET', '/metrics')).text
+    assert.equal(sample(idle, 'switchboard_db_pool_connections{state="busy"}'), 0)
+    assert.equal(sample(idle, 'switchboard_db_pool_connections{state="idle"}'), 1, 'the one the pool keeps')
+    assert.equal(sample(idle, 'switchboard_db_pool_waiting'), 0)
+
+    // Another session locks the users table: the pool's one connection blocks on it, and the
+    // next queries wait for that connection.
+    const locker = new pg.Client({ connectionString: TEST_DATABASE_URL })
+    await locker.connect()
+    t.after(async () => { await locker.end() })
+    await locker.query('begin')
+    await locker.query(`lock table "${app.config.databaseSchema!}".users in access exclusive mode`)
+    const reads = [app.store.getUser('a'), app.store.getUser('b'), app.store.getUser('c')]
+    let busy = ''
+    for (let i = 0; i < 100 && sample(busy, 'switchboard_db_pool_waiting') !== 2; i++) {
+      if (i > 0) await new Promise(resolve => setTimeout(resolve, 50))
+      busy = (await request('GET', '/metrics')).text
+    }
+    assert.equal(sample(busy, 'switchboard_db_pool_connections{state="busy"}'), 1)
+    assert.equal(sample(busy, 'switchboard_db_pool_connections{state="idle"}'), 0)
+    assert.equal(sample(busy, 'switchboard_db_pool_waiting'), 2)
+    await locker.query('commit')
+    assert.deepEqual(await Promise.all(reads), [undefined, undefined, undefined])
+    const after = (await request('GET', '/metrics')).text
+    assert.equal(sample(after, 'switchboard_db_pool_connections{state="busy"}'), 0)
+    assert.equal(sample(after, 'switchboard_db_pool_waiting'), 0)
+
+    const sqlite = await build(t)
+    assert.doesNotMatch((await sqlite.request('GET', '/metrics')).text, /switchboard_db_pool/)
   })
 })

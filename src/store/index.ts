@@ -95,5 +95,10 @@ function openPostgres (connectionString: string, options: StoreOptions): KyselyS
         }
     })
   })
-  return new KyselyStore(db, { kind: 'postgres', log: options.log, schema })
+  return new KyselyStore(db, {
+    kind: 'postgres',
+    log: options.log,
+    schema,
+    poolStats: () => ({ open: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount })
+  })
 }

@@ -2,7 +2,7 @@ import { sql, type ColumnType, type Kysely, type Selectable, type Transaction, t
 import { Migrator } from 'kysely/migration'
 import { migrationProvider } from './migrations.js'
 import type {
-  ApiKey, ApiKeyWithHash, Ban, BanResult, Membership, MembershipResult, NewRoom, Page, PublishPolicy, RefreshTokenRecord,
+  ApiKey, ApiKeyWithHash, Ban, BanResult, Membership, MembershipResult, NewRoom, Page, PoolStats, PublishPolicy, RefreshTokenRecord,
   RemovalResult, Room, RoomPatch, RoomRole, RoomVisibility, Store, User, UserCredentials, UserRole, Viewer
 } from './types.js'
 
@@ -107,16 +107,19 @@ export interface KyselyStoreOptions {
   log?: { info: (obj: object, msg: string) => void }
   /** PostgreSQL schema holding the tables (and kysely's migration bookkeeping). */
   schema?: string
+  poolStats?: () => PoolStats
 }
 
 export class KyselyStore implements Store {
   readonly kind: Store['kind']
+  readonly poolStats?: () => PoolStats
   readonly #db: Kysely<Database>
   readonly #options: KyselyStoreOptions
 
   constructor (db: Kysely<Database>, options: KyselyStoreOptions) {
     this.#db = db
     this.kind = options.kind
+    if (options.poolStats !== undefined) this.poolStats = options.poolStats
     this.#options = options
   }
 

@@ -120,6 +120,14 @@ export type BanResult =
   | { ok: true, ban: Ban, created: boolean, removedMembership: boolean }
   | { ok: false, reason: 'room_not_found' | 'user_not_found' | 'last_owner' }
 
+export interface PoolStats {
+  /** Connections open, busy or idle. */
+  open: number
+  idle: number
+  /** Queries waiting for a connection: the pool is at DATABASE_POOL_MAX and all are busy. */
+  waiting: number
+}
+
 export interface Store {
   /** 'sqlite' or 'postgres', for logs and readiness output. */
   readonly kind: 'sqlite' | 'postgres'
@@ -128,6 +136,8 @@ export interface Store {
   /** Cheap round trip used by readiness. Rejects when the database does not answer. */
   ping(): Promise<void>
   close(): Promise<void>
+  /** PostgreSQL: the connection pool now (for metrics); absent on SQLite, which has no pool. */
+  readonly poolStats?: () => PoolStats
 
   // Users
   /** Returns null when the id is taken. */

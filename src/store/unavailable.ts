@@ -29,12 +29,15 @@ export function isConnectionError (err: unknown): boolean {
   return err instanceof Error && MESSAGES.test(err.message)
 }
 
+/** Store members that read no database and answer synchronously: left as they are. */
+const SYNCHRONOUS = new Set<PropertyKey>(['poolStats'] satisfies Array<keyof Store>)
+
 /** Wraps every store method so connection failures surface as StoreUnavailableError. */
 export function withUnavailableErrors (store: Store): Store {
   return new Proxy(store, {
     get (target, property, receiver) {
       const value: unknown = Reflect.get(target, property, receiver)
-      if (typeof value !== 'function') return value
+      if (typeof value !== 'function' || SYNCHRONOUS.has(property)) return value
       return async (...args: unknown[]) => {
         try {
           return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
