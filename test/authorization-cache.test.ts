@@ -78,6 +78,29 @@ describe('authorization cache', () => {
     assert.equal(counts.publish, 1, JSON.stringify(counts))
   })
 
+  it('asks of one grant while the store answers share its answer: twenty publishes at once, one store query', async (t) => {
+    const { srv, bob } = await setup(t)
+    const store = gateAuthorizations(srv)
+    const node = srv.app.realtime
+    const publish = node.publish.bind(node)
+    let entered = 0
+    node.publish = async (...args: Parameters<typeof publish>) => { entered++; return await publish(...args) }
+    store.hold()
+    const publishes = Array.from({ length: 20 }, async (_, i) => await publishAs(srv, bob, i))
+    try {
+      const deadline = Date.now() + 10_000
+      while (entered < 20 && Date.now() < deadline) await sleep(10)
+      assert.equal(entered, 20)
+      // Past the per-user budget, each is at its store ask by now.
+      for (let i = 0; i < 10; i++) await new Promise(resolve => setImmediate(resolve))
+      assert.equal(store.counts.publish, 1, 'twenty waiting on one store query')
+    } finally {
+      store.release()
+    }
+    assert.deepEqual(await Promise.all(publishes), Array(20).fill(201))
+    assert.equal(store.counts.publish, 1)
+  })
+
   it('AUTHORIZATION_CACHE_MS=0 asks the store every time', async (t) => {
     const { srv, bob, counts } = await setup(t, { AUTHORIZATION_CACHE_MS: '0' })
     for (let i = 0; i < 5; i++) assert.equal(await publishAs(srv, bob, i), 201)

@@ -110,6 +110,11 @@ function grantKey (principal: Principal, operation: string): string {
   return `${principalPrefix(principal)}${principal.kind === 'user' ? principal.role : ''}\u0000${operation}`
 }
 
+/** One grant's identity across rooms: the key of a store ask in flight. */
+export function grantAsk (principal: Principal, room: string, operation: string): string {
+  return `${room}\u0000${grantKey(principal, operation)}`
+}
+
 export function principalPrefix (principal: Principal | { kind: 'user', userId: string } | { kind: 'apiKey', keyId: string }): string {
   return principal.kind === 'user' ? `u\u0000${principal.userId}\u0000` : `k\u0000${principal.keyId}\u0000`
 }

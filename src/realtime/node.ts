@@ -5,7 +5,7 @@ import { Connection, messageText, principalId } from './connection.js'
 import type { ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, RoomChange, RoomEvent, StreamOptions } from './engine.js'
 import { RealtimeError, UnavailableError } from './errors.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
-import { AuthorizationCache, principalPrefix } from './authorization-cache.js'
+import { AuthorizationCache, grantAsk, principalPrefix } from './authorization-cache.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
 import type { UnsubscribeReason } from './protocol.js'
@@ -129,6 +129,8 @@ export function createRealtimeNode (deps: NodeDeps) {
   sweep.unref()
   let revision = 0
   const grants = new AuthorizationCache(limits.authorizationCacheMs ?? 0, AUTHORIZATION_CACHE_ENTRIES, now)
+  /** Store asks in flight, by grant (grantAsk), with the revision they were asked at. */
+  const asking = new Map<string, { revision: number, answer: Promise<StreamOptions> }>()
 
   /**
    * deps.authorize behind the grant cache. The revision taken before the store is asked
@@ -136,6 +138,9 @@ export function createRealtimeNode (deps: NodeDeps) {
    * predate it and is used once, not kept. A grant past the middle of its life is renewed in
    * the background, so a busy publisher never waits for the store (a PostgreSQL query, or
    * a new connection to it after a lull); until the answer comes the grant serves as before.
+   * Asks of one grant while the store answers it share that answer (thousands of devices on
+   * one API key reconnecting after a deploy ask the store once, not once each), unless a
+   * change that drops grants came between.
    */
   async function authorize (principal: Principal, room: string, operation: RoomOperation): Promise<StreamOptions> {
     const cached = grants.get(principal, room, operation)
@@ -143,10 +148,20 @@ export function createRealtimeNode (deps: NodeDeps) {
       if (cached.renew) renewGrant(principal, room, operation)
       return cached.options
     }
+    if (!grants.enabled) return await deps.authorize(principal, room, operation)
+    const key = grantAsk(principal, room, operation)
+    const asked = asking.get(key)
+    if (asked !== undefined && asked.revision === revision) return await asked.answer
     const before = revision
-    const options = await deps.authorize(principal, room, operation)
-    if (revision === before) grants.set(principal, room, operation, options)
-    return options
+    const answer = deps.authorize(principal, room, operation)
+    asking.set(key, { revision: before, answer })
+    try {
+      const options = await answer
+      if (revision === before) grants.set(principal, room, operation, options)
+      return options
+    } finally {
+      if (asking.get(key)?.answer === answer) asking.delete(key)
+    }
   }
 
   function renewGrant (principal: Principal, room: string, operation: RoomOperation): void {
