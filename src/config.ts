@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { POOL_DEFAULTS } from './store/types.js'
 
 /**
  * Every environment variable the server reads, in one schema. Values arrive as strings;
@@ -20,8 +21,8 @@ export const EnvSchema = Type.Object({
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   DATABASE_URL: Type.String({ pattern: '^(sqlite:|postgres://|postgresql://)', default: 'sqlite:./data/switchboard.db' }),
   DATABASE_SCHEMA: Type.Optional(Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$', description: 'PostgreSQL schema (default: public)' })),
-  DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 10, description: 'PostgreSQL: connections per node at most' }),
-  DATABASE_POOL_IDLE_MS: Type.Integer({ minimum: 100, default: 60_000, description: 'PostgreSQL: a connection idle this long closes, down to one kept open' }),
+  DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: POOL_DEFAULTS.max, description: 'PostgreSQL: connections per node at most' }),
+  DATABASE_POOL_IDLE_MS: Type.Integer({ minimum: 100, default: POOL_DEFAULTS.idleMs, description: 'PostgreSQL: a connection idle this long closes, down to one kept open' }),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   JWT_ISSUER: Type.String({ minLength: 1, default: 'switchboard' }),
   JWT_CLOCK_TOLERANCE: Duration('5s'),

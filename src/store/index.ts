@@ -4,7 +4,7 @@ import SqliteDatabase from 'better-sqlite3'
 import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from 'kysely'
 import pg from 'pg'
 import { KyselyStore, type Database } from './kysely-store.js'
-import type { Store } from './types.js'
+import { POOL_DEFAULTS, type Store } from './types.js'
 import { withUnavailableErrors } from './unavailable.js'
 
 export type * from './types.js'
@@ -14,7 +14,7 @@ export interface StoreOptions {
   log?: { info: (obj: object, msg: string) => void }
   /** PostgreSQL only: keep every table in this schema (created when missing). */
   pgSchema?: string
-  /** PostgreSQL only: the pool's size and how long an idle connection stays open; default 10 and 60 s. */
+  /** PostgreSQL only: the pool's size and how long an idle connection stays open; POOL_DEFAULTS when absent. */
   pgPool?: { max: number, idleMs: number }
 }
 
@@ -61,13 +61,13 @@ function openSqlite (path: string, options: StoreOptions): KyselyStore {
 function openPostgres (connectionString: string, options: StoreOptions): KyselyStore {
   const pool = new pg.Pool({
     connectionString,
-    max: options.pgPool?.max ?? 10,
+    max: options.pgPool?.max ?? POOL_DEFAULTS.max,
     // Connections opened for a burst (a reconnect storm authorizing thousands of subscribes)
     // stay a minute, not pg's 10 s, and one always stays: opening one costs the database a
     // backend process and the caller a round of startup messages (17 ms against 0.1 ms for a
     // query on the benchmark machine), and closing a batch of them costs the database's host
     // CPU that the node may share.
-    idleTimeoutMillis: options.pgPool?.idleMs ?? 60_000,
+    idleTimeoutMillis: options.pgPool?.idleMs ?? POOL_DEFAULTS.idleMs,
     min: 1,
     // Names the node's sessions in pg_stat_activity, unless DATABASE_URL's application_name does.
     fallback_application_name: 'switchboard',

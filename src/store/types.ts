@@ -120,6 +120,9 @@ export type BanResult =
   | { ok: true, ban: Ban, created: boolean, removedMembership: boolean }
   | { ok: false, reason: 'room_not_found' | 'user_not_found' | 'last_owner' }
 
+/** PostgreSQL's pool unless configured (DATABASE_POOL_MAX, DATABASE_POOL_IDLE_MS). */
+export const POOL_DEFAULTS = { max: 10, idleMs: 60_000 } as const
+
 export interface PoolStats {
   /** Connections open, busy or idle. */
   open: number
