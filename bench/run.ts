@@ -5,7 +5,7 @@ import { basename, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { renderChart } from './chart.js'
 import { cleanRun, connectionLimits, scenarios, type Scenario, type Size } from './scenarios.js'
-import { clusterServices, generate, HAS_TASKSET, PEERS, ROOT, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
+import { clusterServices, generate, HAS_TASKSET, PEER_OF, PEERS, ROOT, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
 import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type TargetResult } from './summary.js'
 
 /**
@@ -70,7 +70,7 @@ async function runScenario (s: Scenario, asked: number, peers: Set<Variant>, cpu
   const runs = Math.max(asked, s.minRuns ?? 0)
   const extra = Object.fromEntries(Object.entries(s.raise).map(([k, v]) => [k, v.value]))
   const switchboardEnv = { ...connectionLimits(s), ...extra }
-  const variants = s.variants.filter(v => peers.has(v === 'switchboard-2-nodes' || v === 'switchboard-redis' ? 'switchboard' : v === 'ws-framed-jwt' ? 'ws-framed' : v))
+  const variants = s.variants.filter(v => peers.has(PEER_OF[v]))
   const result: ScenarioResult = { id: s.id, title: s.title, description: s.description, args: s.args, switchboardEnv, runs: [], summary: {} }
   if (s.id === 'two-nodes') {
     const missing = await clusterServices()

@@ -23,10 +23,11 @@ export const PEERS = ['switchboard', 'ws-framed', 'ws-naive', 'socketio'] as con
 export type Peer = typeof PEERS[number]
 /**
  * Scenario 6 compares Switchboard on embedded defaults with one node and with two nodes on
- * Redis and PostgreSQL (the peers have no cluster mode); scenario 5 adds the frame-once hub
- * verifying the same JWT before each upgrade.
+ * Redis and PostgreSQL, and the frame-once hub in the same three set-ups (its processes
+ * relaying through Redis PUBLISH); scenario 5 adds the frame-once hub verifying the same JWT
+ * before each upgrade.
  */
-export type Variant = Peer | 'switchboard-redis' | 'switchboard-2-nodes' | 'ws-framed-jwt'
+export type Variant = Peer | 'switchboard-redis' | 'switchboard-2-nodes' | 'ws-framed-jwt' | 'ws-framed-redis' | 'ws-framed-2-nodes'
 
 export const SERVER_CPU = '0'
 export const GENERATOR_CPU = '1'
@@ -41,12 +42,27 @@ const STOP_GRACE_MS = 5_000
 const BENCH_USER = { username: 'loader', password: 'bench user password' }
 
 /** The adapter module `switchboard bench --target` loads for each peer (Switchboard's is built in). */
+/** The peer each variant is a set-up of (`--peers` selects by peer). */
+export const PEER_OF: Record<Variant, Peer> = {
+  switchboard: 'switchboard',
+  'switchboard-redis': 'switchboard',
+  'switchboard-2-nodes': 'switchboard',
+  'ws-framed': 'ws-framed',
+  'ws-framed-jwt': 'ws-framed',
+  'ws-framed-redis': 'ws-framed',
+  'ws-framed-2-nodes': 'ws-framed',
+  'ws-naive': 'ws-naive',
+  socketio: 'socketio'
+}
+
 export const ADAPTERS: Record<Variant, string> = {
   switchboard: 'switchboard',
   'switchboard-redis': 'switchboard',
   'switchboard-2-nodes': 'switchboard',
   'ws-framed': 'bench/peers/hub-adapter.ts',
   'ws-framed-jwt': 'bench/peers/hub-adapter.ts',
+  'ws-framed-redis': 'bench/peers/hub-adapter.ts',
+  'ws-framed-2-nodes': 'bench/peers/hub-adapter.ts',
   'ws-naive': 'bench/peers/hub-adapter.ts',
   socketio: 'bench/peers/socketio-adapter.ts'
 }
@@ -118,7 +134,7 @@ function profileArgs (dir: string | undefined, name: string): string[] {
 }
 
 /** A peer of bench/peers/, ready once it printed `ready PORT`. */
-async function startPeer (peer: Exclude<Peer, 'switchboard'>, options: StartOptions, env: Record<string, string> = {}): Promise<RunningTarget> {
+async function startPeer (peer: Exclude<Peer, 'switchboard'> | 'ws-framed-redis', options: StartOptions, env: Record<string, string> = {}): Promise<RunningTarget> {
   const port = await freePort()
   const child = spawnPinned(options.pin === false ? undefined : SERVER_CPU, [...profileArgs(options.cpuProfDir, peer), '--import', 'tsx', `bench/peers/${peer}.ts`], { ...env, PORT: String(port), NODE_ENV: 'production' })
   const { output, exited } = watch(child)
@@ -291,7 +307,33 @@ export async function clusterServices (): Promise<string | undefined> {
   return undefined
 }
 
+/**
+ * The frame-once hub as `count` processes joined by Redis pub/sub (bench/peers/ws-framed-redis.ts)
+ * under a channel prefix unique to this run; with two, publishers connect to the second.
+ */
+async function startHubCluster (count: 1 | 2, options: StartOptions): Promise<RunningTarget> {
+  const env = { HUB_REDIS_URL: REDIS_URL, HUB_REDIS_PREFIX: `sb-bench-hub-${randomBytes(5).toString('hex')}:` }
+  const hubs: RunningTarget[] = []
+  const stop = async (): Promise<void> => { await Promise.all(hubs.map(h => h.stop())) }
+  try {
+    for (let i = 0; i < count; i++) hubs.push(await startPeer('ws-framed-redis', options, env))
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  const [subscribers, publishers] = [hubs[0]!, hubs.at(-1)!]
+  return {
+    variant: count === 1 ? 'ws-framed-redis' : 'ws-framed-2-nodes',
+    url: subscribers.url,
+    ...(count === 2 ? { publisherUrl: publishers.url } : {}),
+    pid: subscribers.pid,
+    stop
+  }
+}
+
 export function startTarget (variant: Variant, options: StartOptions): Promise<RunningTarget> {
+  if (variant === 'ws-framed-redis') return startHubCluster(1, options)
+  if (variant === 'ws-framed-2-nodes') return startHubCluster(2, options)
   if (variant === 'switchboard') return startSwitchboard(options)
   if (variant === 'switchboard-redis') return startCluster(1, options)
   if (variant === 'switchboard-2-nodes') return startCluster(2, options)

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { build, tempDir } from './helper.js'
+import { build, skipUnlessRedis, tempDir } from './helper.js'
 import { runCli, type CliRun } from './process.js'
 import type { BenchReport } from '../src/cli/bench/report.js'
 import { renderChart } from '../bench/chart.js'
@@ -69,6 +69,24 @@ describe('the frame-once hub verifying a JWT (the handshake reference)', () => {
       assert.notEqual(refused.code, 0, 'a handshake without a valid token was upgraded')
       assert.match(refused.stderr, /401/)
     }
+  })
+})
+
+describe('the frame-once hub on two processes through Redis (scenario 6\'s reference)', async () => {
+  it('delivers what a publisher on the second process sends to the subscribers on the first, once each', { skip: await skipUnlessRedis() }, async (t) => {
+    const target = await startTarget('ws-framed-2-nodes', { rooms: [], env: {}, pin: false })
+    t.after(() => target.stop())
+    assert.ok(target.publisherUrl !== undefined && target.publisherUrl !== target.url)
+    const config = join(tempDir(t), 'none.json')
+    const common = ['bench', '--target', ADAPTERS['ws-framed-2-nodes'], '--url', target.url, '--publisher-url', target.publisherUrl, '--json']
+    assertComplete(report(await runCli(config, [...common, '--subscribers', '4', '--publishers', '1', '--burst', '--messages', '20'])), 20 * 4)
+    assertComplete(report(await runCli(config, [...common, '--subscribers', '3', '--publishers', '1', '--rate', '20', '--duration', '0.5'])), 10 * 3)
+    // The publisher really is elsewhere: sent to a hub of its own (no relay), nothing arrives.
+    const alone = await startTarget('ws-framed', { rooms: [], env: {}, pin: false })
+    t.after(() => alone.stop())
+    const apart = await runCli(config, ['bench', '--target', ADAPTERS['ws-framed'], '--url', target.url, '--publisher-url', alone.url, '--json',
+      '--subscribers', '2', '--publishers', '1', '--burst', '--messages', '3', '--drain-ms', '200'])
+    assert.equal((JSON.parse(apart.stdout) as BenchReport).deliveries.delivered, 0, apart.stderr)
   })
 })
 
@@ -140,6 +158,27 @@ describe('benchmark summary, targets and chart', () => {
     const table = markdown([hop], checked)
     assert.match(table, /\| latency p50 \(lower is better\) \| 7 ms \| 7\.75 ms \| 8\.5 ms \| 1\.11× \| 1\.21× \|/)
     assert.match(table, /Switchboard, 1 node on Redis ÷ Switchboard \| Switchboard, 2 nodes ÷ Switchboard/)
+  })
+
+  it('scenario 6: the frame-once hub\'s set-ups read against Switchboard\'s same set-up, its own hop beside each line', () => {
+    const hop: ScenarioResult = {
+      id: 'two-nodes', title: '6. Two nodes through Redis', description: 'hop', args: [], switchboardEnv: {}, runs: [
+        record('switchboard', 0, { p50Ms: 7 }), record('switchboard-redis', 0, { p50Ms: 7.75 }), record('switchboard-2-nodes', 0, { p50Ms: 8.5 }),
+        record('ws-framed', 0, { p50Ms: 5 }), record('ws-framed-redis', 0, { p50Ms: 6 }), record('ws-framed-2-nodes', 0, { p50Ms: 6.25 })
+      ],
+      summary: {}
+    }
+    hop.summary = summarise(hop.runs)
+    const checked = targets([hop])
+    const line = (start: string): TargetResult => checked.find(c => c.target.startsWith(start))!
+    // The verdict stays Switchboard's own hop; the hub's is context.
+    assert.deepEqual([line('Two nodes: the Redis hop').value, line('Two nodes: the Redis hop').met], [1.5, false])
+    assert.equal(line('Two nodes: the Redis hop').measured, '1.50 ms round by round (medians: 1.50 ms; the frame-once hub\'s own: 1.25 ms)')
+    assert.equal(line('Two nodes: crossing nodes').measured, '0.75 ms round by round (medians: 0.75 ms; the frame-once hub\'s own: 0.25 ms)')
+    const table = markdown([hop], checked)
+    // Columns: the six set-ups, then 2 ÷ 1 for Switchboard's cluster set-ups and Switchboard ÷ hub for each of the hub's.
+    assert.match(table, /\| Switchboard ÷ ws frame-once \| Switchboard, 1 node on Redis ÷ ws frame-once, 1 process on Redis \| Switchboard, 2 nodes ÷ ws frame-once, 2 processes \|/)
+    assert.match(table, /\| latency p50 \(lower is better\) \| 7 ms \| 7\.75 ms \| 8\.5 ms \| 5 ms \| 6 ms \| 6\.25 ms \| 1\.11× \| 1\.21× \| 1\.40× \| 1\.29× \| 1\.36× \|/)
   })
 
   it('scenario 6 is judged round by round: a slow stretch that covers more runs of one set-up does not move the verdict', () => {

@@ -45,15 +45,19 @@ class HubConnection extends WsBenchConnection {
 }
 
 const hubAdapter: AdapterFactory = (options) => {
-  const url = new URL(options.url)
-  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+  const wsUrl = (base: string): string => {
+    const url = new URL(base)
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+    return url.href
+  }
+  const urls = { subscriber: wsUrl(options.url), publisher: wsUrl(options.publisherUrl ?? options.url) }
   return {
     name: 'ws-hub',
     maxInFlight: MAX_IN_FLIGHT,
-    connect (index) {
+    connect (index, role) {
       // A token (--token) goes in the header a JWT-checking hub reads; the plain hubs ignore it.
       const headers = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }
-      const socket = new WebSocket(url.href, { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: CONNECT_TIMEOUT_MS, headers })
+      const socket = new WebSocket(urls[role], { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: CONNECT_TIMEOUT_MS, headers })
       return new Promise((resolve, reject) => {
         socket.once('open', () => resolve(new HubConnection(socket)))
         // A JWT-checking hub answers a bad token with 401: a refusal, not an unreachable hub.

@@ -31,12 +31,29 @@ function okFrame (id: unknown): string {
   return `{"t":"ok","id":${JSON.stringify(id)}}`
 }
 
+/** Delivers one publication to the room's sockets on this process. */
+export type Broadcast = (subscribers: Set<WebSocket>, room: string, data: unknown) => void
+
 /**
- * Starts a hub on `port` (0: any) and prints `ready <port>` once listening: the runner waits
- * for that line. `broadcast` delivers one publication to the room's sockets.
+ * Carries a publication to every hub process (scenario 6's two hubs through Redis): the hub
+ * replies once `publish` settles, and each process hands what it receives to `deliver`.
  */
-export function startHub (name: string, port: number, broadcast: (subscribers: Set<WebSocket>, room: string, data: unknown) => void): WebSocketServer {
+export interface Relay {
+  publish(room: string, data: unknown): Promise<void>
+  start(deliver: (room: string, data: unknown) => void): Promise<void>
+}
+
+/**
+ * Starts a hub on `port` (0: any) and prints `ready <port>` once listening (and, with a
+ * relay, subscribed): the runner waits for that line. `broadcast` delivers one publication to
+ * the room's sockets; without a relay, a publish is broadcast here and answered at once.
+ */
+export function startHub (name: string, port: number, broadcast: Broadcast, relay?: Relay): WebSocketServer {
   const rooms = new Map<string, Set<WebSocket>>()
+  const deliver = (room: string, data: unknown): void => {
+    const members = rooms.get(room)
+    if (members !== undefined) broadcast(members, room, data)
+  }
   const verifyClient = jwtCheck(process.env.JWT_SECRET, process.env.JWT_ISSUER ?? 'switchboard')
   const wss = new WebSocketServer({ port, host: '127.0.0.1', perMessageDeflate: false, ...(verifyClient === undefined ? {} : { verifyClient }) })
   wss.on('connection', (ws) => {
@@ -56,8 +73,12 @@ export function startHub (name: string, port: number, broadcast: (subscribers: S
         members.add(ws)
         joined.add(command.room)
       } else if (command.t === 'pub') {
-        const members = rooms.get(command.room)
-        if (members !== undefined) broadcast(members, command.room, command.data)
+        if (relay !== undefined) {
+          const id = command.id
+          relay.publish(command.room, command.data).then(() => ws.send(okFrame(id)), () => ws.close(1011, 'relay failed'))
+          return
+        }
+        deliver(command.room, command.data)
       } else {
         return
       }
@@ -73,9 +94,13 @@ export function startHub (name: string, port: number, broadcast: (subscribers: S
       }
     })
   })
+  const relayReady = relay === undefined ? Promise.resolve() : relay.start(deliver)
   wss.on('listening', () => {
     const address = wss.address()
-    process.stdout.write(`ready ${typeof address === 'object' && address !== null ? address.port : port} ${name}\n`)
+    relayReady.then(
+      () => process.stdout.write(`ready ${typeof address === 'object' && address !== null ? address.port : port} ${name}\n`),
+      (err: unknown) => { process.stderr.write(`${name}: relay failed to start: ${String(err)}\n`); process.exit(1) }
+    )
   })
   process.on('SIGTERM', () => { wss.close(); for (const ws of wss.clients) ws.terminate(); process.exit(0) })
   return wss
