@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { AuthFailureReason, MetricTotals, RateLimitScope, RealtimeMetrics } from '../src/realtime/metrics.js'
+import type { AuthFailureReason, GrantRenewal, GrantSource, MetricTotals, RateLimitScope, RealtimeMetrics } from '../src/realtime/metrics.js'
 import { CloseCodes } from '../src/realtime/close-codes.js'
 import { COMMAND_SCHEMAS } from '../src/realtime/protocol.js'
 import type { PoolStats } from '../src/store/index.js'
@@ -36,6 +36,8 @@ const PING_RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 // here until its series is pre-created too.
 const AUTH_FAILURE_REASONS = Object.keys({ missing: 1, invalid: 1, expired: 1, origin: 1 } satisfies Record<AuthFailureReason, 1>)
 const RATE_LIMIT_SCOPES = Object.keys({ messages: 1, publishes_per_user: 1, handshakes: 1, connections_per_user: 1, connections_per_ip: 1 } satisfies Record<RateLimitScope, 1>)
+const GRANT_SOURCES = Object.keys({ cache: 1, store: 1, shared: 1 } satisfies Record<GrantSource, 1>)
+const GRANT_RENEWALS = Object.keys({ renewed: 1, superseded: 1, refused: 1, failed: 1 } satisfies Record<GrantRenewal, 1>)
 const MESSAGE_TYPES = new Set([...Object.keys(COMMAND_SCHEMAS), 'invalid'])
 const SERVER_CLOSE_CODES = new Set<number>(Object.values(CloseCodes))
 
@@ -114,6 +116,8 @@ export function createMetrics (sources: { databasePool?: () => PoolStats } = {})
   const authFailures = labelledTally(own, 'switchboard_auth_failures_total', 'WebSocket handshakes refused for authentication or origin, by reason', 'reason', AUTH_FAILURE_REASONS)
   const rateLimited = labelledTally(own, 'switchboard_rate_limited_total', 'Messages or handshakes refused by a rate limit or connection cap, by scope', 'scope', RATE_LIMIT_SCOPES)
   const recoveries = labelledTally(own, 'switchboard_recoveries_total', 'Subscribes with `since`, by whether everything missed was recovered', 'recovered', ['true', 'false'])
+  const roomAuthorizations = labelledTally(own, 'switchboard_room_authorizations_total', 'Room access checks of publishes, history and presence, by what answered them (cache: a kept grant; store: a query; shared: a query already in flight for the same grant)', 'source', GRANT_SOURCES)
+  const grantRenewals = labelledTally(own, 'switchboard_grant_renewals_total', 'Background renewals of grants past half their life, by outcome (superseded: a revocation came meanwhile; failed: the store could not answer)', 'outcome', GRANT_RENEWALS)
   const publishToWrite = new Histogram({
     name: 'switchboard_publish_to_write_seconds',
     help: 'From a publish being accepted to its frame being written to the local subscribers',
@@ -160,7 +164,9 @@ export function createMetrics (sources: { databasePool?: () => PoolStats } = {})
     authFailure (reason) { bump(authFailures, reason) },
     rateLimited (scope) { bump(rateLimited, scope) },
     recovery (recovered) { bump(recoveries, recovered ? 'true' : 'false') },
-    pingRtt (seconds) { pingRtt.observe(seconds) }
+    pingRtt (seconds) { pingRtt.observe(seconds) },
+    roomAuthorization (source) { bump(roomAuthorizations, source) },
+    grantRenewal (outcome) { bump(grantRenewals, outcome) }
   }
 
   // Merged last: a merged registry holds the metrics that exist at the time of the merge.

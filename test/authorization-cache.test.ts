@@ -65,6 +65,14 @@ async function setup (t: TestContext, env: Record<string, string> = {}): Promise
   return { srv, alice, bob, counts: countAuthorizations(srv) }
 }
 
+/** The grant cache's counters on GET /metrics: who answered each check, how renewals ended. */
+async function grantMetrics (srv: TestApp): Promise<Record<string, number>> {
+  const text = (await srv.request('GET', '/metrics')).text
+  const out: Record<string, number> = {}
+  for (const match of text.matchAll(/^switchboard_(?:room_authorizations|grant_renewals)_total\{(?:source|outcome)="(\w+)"\} (\d+)$/gm)) out[match[1]!] = Number(match[2])
+  return out
+}
+
 async function publishAs (srv: TestApp, token: string, data: unknown): Promise<number> {
   return (await srv.request('POST', '/rooms/team/messages', { token, body: { data } })).status
 }
@@ -76,6 +84,8 @@ describe('authorization cache', () => {
     for (let i = 0; i < 20; i++) assert.equal((await client.command({ type: 'publish', room: 'team', data: i })).type, 'reply')
     for (let i = 0; i < 5; i++) assert.equal(await publishAs(srv, bob, i), 201)
     assert.equal(counts.publish, 1, JSON.stringify(counts))
+    const answered = await grantMetrics(srv)
+    assert.deepEqual([answered.store, answered.cache, answered.shared], [1, 24, 0])
   })
 
   it('asks of one grant while the store answers share its answer: twenty publishes at once, one store query', async (t) => {
@@ -99,12 +109,15 @@ describe('authorization cache', () => {
     }
     assert.deepEqual(await Promise.all(publishes), Array(20).fill(201))
     assert.equal(store.counts.publish, 1)
+    const answered = await grantMetrics(srv)
+    assert.deepEqual([answered.store, answered.shared, answered.cache], [1, 19, 0])
   })
 
   it('AUTHORIZATION_CACHE_MS=0 asks the store every time', async (t) => {
     const { srv, bob, counts } = await setup(t, { AUTHORIZATION_CACHE_MS: '0' })
     for (let i = 0; i < 5; i++) assert.equal(await publishAs(srv, bob, i), 201)
     assert.equal(counts.publish, 5)
+    assert.deepEqual([(await grantMetrics(srv)).store, (await grantMetrics(srv)).cache], [5, 0])
   })
 
   it('a refusal is not remembered: access granted a moment later works at once', async (t) => {
@@ -170,6 +183,9 @@ describe('authorization cache', () => {
     assert.equal(await publishAs(srv, bob, 'after the first grant expired'), 201)
     store.release()
     await store.settled()
+    // The last publish found the renewed grant past half its life too: a second renewal.
+    const counted = await grantMetrics(srv)
+    assert.deepEqual([counted.store, counted.cache, counted.renewed], [1, 3, 2])
   })
 
   it('a renewal that finds access gone drops the grant: a change nothing announces ends at the first renewal', async (t) => {
@@ -185,6 +201,8 @@ describe('authorization cache', () => {
     assert.equal(store.counts.publish, 2)
     assert.equal(await publishAs(srv, bob, 'after the renewal'), 404)
     assert.equal(store.counts.publish, 3, 'the refusal came from the store: the renewal dropped the grant')
+    const counted = await grantMetrics(srv)
+    assert.deepEqual([counted.refused, counted.renewed], [1, 0])
   })
 
   it('a renewal answered after the user was kicked is not kept: the kick is not undone by an answer from before it', async (t) => {
@@ -201,5 +219,7 @@ describe('authorization cache', () => {
     await store.settled()
     assert.equal(await publishAs(srv, bob, 'after the kick'), 201)
     assert.equal(store.counts.publish, 3, 'asked the store: neither the old grant nor the renewal outlived the kick')
+    const counted = await grantMetrics(srv)
+    assert.deepEqual([counted.superseded, counted.renewed], [1, 0])
   })
 })

@@ -17,7 +17,9 @@ const SWITCHBOARD_METRICS = [
   'switchboard_auth_failures_total',
   'switchboard_rate_limited_total',
   'switchboard_recoveries_total',
-  'switchboard_ping_rtt_seconds'
+  'switchboard_ping_rtt_seconds',
+  'switchboard_room_authorizations_total',
+  'switchboard_grant_renewals_total'
 ]
 
 /** Calls every method once, so every labelled series exists. */
@@ -33,6 +35,8 @@ function exercise (metrics: RealtimeMetrics): void {
   metrics.rateLimited('messages')
   metrics.recovery(true)
   metrics.pingRtt(0.004)
+  metrics.roomAuthorization('shared')
+  metrics.grantRenewal('superseded')
 }
 
 /** The value of one sample line, e.g. sample(text, 'switchboard_disconnects_total{code="4008"}'). */
@@ -66,6 +70,10 @@ describe('GET /metrics', () => {
     assert.equal(sample(res.text, 'switchboard_rate_limited_total{scope="messages"}'), 1)
     assert.equal(sample(res.text, 'switchboard_recoveries_total{recovered="true"}'), 1)
     assert.equal(sample(res.text, 'switchboard_ping_rtt_seconds_count'), 1)
+    assert.equal(sample(res.text, 'switchboard_room_authorizations_total{source="shared"}'), 1)
+    assert.equal(sample(res.text, 'switchboard_room_authorizations_total{source="cache"}'), 0)
+    assert.equal(sample(res.text, 'switchboard_grant_renewals_total{outcome="superseded"}'), 1)
+    assert.equal(sample(res.text, 'switchboard_grant_renewals_total{outcome="failed"}'), 0)
   })
 
   it('counts what the real-time core does over a real WebSocket', async (t) => {

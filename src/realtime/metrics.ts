@@ -4,6 +4,18 @@
  */
 export type AuthFailureReason = 'missing' | 'invalid' | 'expired' | 'origin'
 export type RateLimitScope = 'messages' | 'publishes_per_user' | 'handshakes' | 'connections_per_user' | 'connections_per_ip'
+/**
+ * Who answered a room access check of a publish, history or presence (docs/authorization.md,
+ * "The grant cache"): a kept grant, the store, or the store's answer to a check of the same
+ * grant already in flight.
+ */
+export type GrantSource = 'cache' | 'store' | 'shared'
+/**
+ * A background renewal of a grant past half its life: kept, not kept because a change that
+ * drops grants came meanwhile, refused (the grant ends now), or failed (the store could not
+ * answer: the grant lasts until it expires).
+ */
+export type GrantRenewal = 'renewed' | 'superseded' | 'refused' | 'failed'
 
 export interface RealtimeMetrics {
   connectionOpened(): void
@@ -21,6 +33,8 @@ export interface RealtimeMetrics {
   /** A subscribe with `since`: whether everything missed was recovered. */
   recovery(recovered: boolean): void
   pingRtt(seconds: number): void
+  roomAuthorization(source: GrantSource): void
+  grantRenewal(outcome: GrantRenewal): void
 }
 
 export const noopMetrics: RealtimeMetrics = {
@@ -33,7 +47,9 @@ export const noopMetrics: RealtimeMetrics = {
   authFailure () {},
   rateLimited () {},
   recovery () {},
-  pingRtt () {}
+  pingRtt () {},
+  roomAuthorization () {},
+  grantRenewal () {}
 }
 
 export interface MetricTotals {

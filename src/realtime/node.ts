@@ -145,13 +145,21 @@ export function createRealtimeNode (deps: NodeDeps) {
   async function authorize (principal: Principal, room: string, operation: RoomOperation): Promise<StreamOptions> {
     const cached = grants.get(principal, room, operation)
     if (cached !== undefined) {
+      metrics.roomAuthorization('cache')
       if (cached.renew) renewGrant(principal, room, operation)
       return cached.options
     }
-    if (!grants.enabled) return await deps.authorize(principal, room, operation)
+    if (!grants.enabled) {
+      metrics.roomAuthorization('store')
+      return await deps.authorize(principal, room, operation)
+    }
     const key = grantAsk(principal, room, operation)
     const asked = asking.get(key)
-    if (asked !== undefined && asked.revision === revision) return await asked.answer
+    if (asked !== undefined && asked.revision === revision) {
+      metrics.roomAuthorization('shared')
+      return await asked.answer
+    }
+    metrics.roomAuthorization('store')
     const before = revision
     const answer = deps.authorize(principal, room, operation)
     asking.set(key, { revision: before, answer })
@@ -167,12 +175,19 @@ export function createRealtimeNode (deps: NodeDeps) {
   function renewGrant (principal: Principal, room: string, operation: RoomOperation): void {
     const before = revision
     deps.authorize(principal, room, operation).then((options) => {
-      if (revision === before) grants.set(principal, room, operation, options)
+      if (revision !== before) return metrics.grantRenewal('superseded')
+      grants.set(principal, room, operation, options)
+      metrics.grantRenewal('renewed')
     }, (err: unknown) => {
       // A refusal ends the grant now; a store that cannot answer leaves it to its expiry,
       // after which the next use asks in the foreground (and is answered `unavailable`).
-      if (err instanceof RealtimeError && err.code !== 'unavailable') grants.drop(principal, room, operation)
-      else log.debug({ err, room, operation }, 'grant renewal failed; the grant lasts until it expires')
+      if (err instanceof RealtimeError && err.code !== 'unavailable') {
+        grants.drop(principal, room, operation)
+        metrics.grantRenewal('refused')
+      } else {
+        log.debug({ err, room, operation }, 'grant renewal failed; the grant lasts until it expires')
+        metrics.grantRenewal('failed')
+      }
     })
   }
 
