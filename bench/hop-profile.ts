@@ -19,7 +19,9 @@ import { clusterServices, generate, REDIS_URL, startTarget, type Variant } from 
  *    script, and the time from calling publish to the publication reaching a second engine's
  *    subscriber.
  * 2. Scenario 2's shape with a few subscribers (default 10) on one node and on two nodes,
- *    alternating: the hop without node A's fan-out competing for the core. With
+ *    alternating, and the same for the frame-once hub relaying through Redis PUBLISH: the
+ *    hop without node A's fan-out competing for the core, beside the least a hop through
+ *    this Redis costs. With
  *    `--no-publish-limit` the nodes run with PUBLISH_RATE_PER_USER=0, which shows that
  *    budget's share.
  *
@@ -81,9 +83,10 @@ async function lightHop (subscribers: number, runs: number, noPublishLimit: bool
   const scenario = scenarios('full').find(s => s.id === 'two-nodes')!
   const args = ['--subscribers', String(subscribers), '--rooms', '1', '--publishers', '1', '--rate', '50', '--duration', '5', '--size', '100']
   const env = { ...connectionLimits({ ...scenario, connections: subscribers + 1 }), ...(noPublishLimit ? { PUBLISH_RATE_PER_USER: '0' } : {}) }
-  const p50s: Record<string, number[]> = { 'switchboard': [], 'switchboard-2-nodes': [] }
+  const variants: Variant[] = ['switchboard', 'switchboard-2-nodes', 'ws-framed', 'ws-framed-2-nodes']
+  const p50s: Record<string, number[]> = Object.fromEntries(variants.map(v => [v, []]))
   for (let run = 0; run < runs; run++) {
-    const order: Variant[] = run % 2 === 0 ? ['switchboard', 'switchboard-2-nodes'] : ['switchboard-2-nodes', 'switchboard']
+    const order = run % 2 === 0 ? variants : [...variants].reverse()
     for (const variant of order) {
       const target = await startTarget(variant, { rooms: ['bench-0'], env })
       try {
@@ -108,7 +111,9 @@ if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].re
   for (const [name, values] of Object.entries(calls)) process.stdout.write(`${name.padEnd(50)}${quantile(values, 0.5).toFixed(3).padStart(10)}${quantile(values, 0.9).toFixed(3).padStart(10)}\n`)
   const subscribers = Number(values.subscribers)
   const p50s = await lightHop(subscribers, Number(values.runs), values['no-publish-limit'])
-  const one = quantile(p50s.switchboard!, 0.5)
-  const two = quantile(p50s['switchboard-2-nodes']!, 0.5)
-  process.stdout.write(`\nScenario 2 with ${subscribers} subscribers${values['no-publish-limit'] ? ', PUBLISH_RATE_PER_USER=0' : ''}, median of ${values.runs} runs' p50: one node ${one.toFixed(3)} ms, two nodes ${two.toFixed(3)} ms, hop ${(two - one).toFixed(3)} ms\n`)
+  process.stdout.write(`\nScenario 2 with ${subscribers} subscribers${values['no-publish-limit'] ? ', PUBLISH_RATE_PER_USER=0' : ''}, median of ${values.runs} runs' p50:\n`)
+  for (const [name, one, two] of [['Switchboard', 'switchboard', 'switchboard-2-nodes'], ['frame-once hub', 'ws-framed', 'ws-framed-2-nodes']] as const) {
+    const [a, b] = [quantile(p50s[one]!, 0.5), quantile(p50s[two]!, 0.5)]
+    process.stdout.write(`${name.padEnd(16)} one process ${a.toFixed(3)} ms, two ${b.toFixed(3)} ms, hop ${(b - a).toFixed(3)} ms\n`)
+  }
 }

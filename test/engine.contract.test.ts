@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fc from 'fast-check'
-import type { ControlMessage, Engine, Publication, PublishRequest, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
+import { newEpoch, type ControlMessage, type Engine, type Publication, type PublishRequest, type RoomEvent, type StreamOptions } from '../src/realtime/engine.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import type { Logger } from '../src/realtime/logger.js'
@@ -637,5 +637,16 @@ describe('Memory engine: time-dependent bounds (injected clock)', () => {
     } finally {
       await e.close()
     }
+  })
+})
+
+describe('newEpoch', () => {
+  it('hands out 8 random bytes in base64url, never the same twice, across the batches it draws', () => {
+    const epochs = Array.from({ length: 1000 }, () => newEpoch())
+    for (const epoch of epochs) assert.match(epoch, /^[A-Za-z0-9_-]{11}$/)
+    assert.equal(new Set(epochs).size, epochs.length)
+    // Random, not counted: consecutive epochs share no common prefix beyond chance.
+    const sharedPrefix = epochs.slice(1).filter((epoch, i) => epoch.slice(0, 4) === epochs[i]!.slice(0, 4)).length
+    assert.ok(sharedPrefix < 5, `${sharedPrefix} consecutive epochs share their first 4 characters`)
   })
 })

@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto'
 import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
-import { sinceResult } from './engine.js'
+import { newEpoch, sinceResult } from './engine.js'
 
 export interface MemoryEngineOptions {
   /** Clock in epoch milliseconds (tests inject one to move time). */
@@ -52,9 +51,6 @@ interface Stream {
   options: StreamOptions | null
 }
 
-function newEpoch (): string {
-  return randomBytes(8).toString('base64url')
-}
 
 function heldCount (stream: Stream): number {
   return stream.stored.length - stream.head

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import {
   createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, describeRedisEndpoint, hashTag, quitRedis, redisScript as script, runScript, type RedisEndpoint, type RedisScript as Script
 } from '../redis.js'
@@ -6,7 +5,7 @@ import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
-import { sinceResult } from './engine.js'
+import { newEpoch, sinceResult } from './engine.js'
 import type { Logger } from './logger.js'
 
 export interface RedisEngineOptions extends RedisEndpoint {
@@ -316,9 +315,6 @@ const SCRIPTS = {
   connRefresh: script(CONN_REFRESH_LUA)
 }
 
-function newEpoch (): string {
-  return randomBytes(8).toString('base64url')
-}
 
 function toNumber (value: unknown): number {
   return typeof value === 'number' ? value : Number(value)
