@@ -6,6 +6,7 @@ import type { ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo,
 import { RealtimeError, UnavailableError } from './errors.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
 import { AuthorizationCache, grantAsk, principalPrefix } from './authorization-cache.js'
+import { SharedAnswers } from './shared-answers.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
 import type { UnsubscribeReason } from './protocol.js'
@@ -201,16 +202,9 @@ export function createRealtimeNode (deps: NodeDeps) {
    * events of rooms it serves) drops that room's answer, so an answer is never older than a
    * change seen here, and never older than a second.
    */
-  const presenceAnswers = new Map<string, { at: number, answer: Promise<PresenceInfo> }>()
+  const presenceAnswers = new SharedAnswers<PresenceInfo>(PRESENCE_ANSWER_MS, PRESENCE_ANSWER_ROOMS, now)
   function roomPresence (room: string): Promise<PresenceInfo> {
-    const kept = presenceAnswers.get(room)
-    if (kept !== undefined && now() - kept.at < PRESENCE_ANSWER_MS) return kept.answer
-    const entry = { at: now(), answer: viaEngine(() => engine.presence.get(room)) }
-    if (presenceAnswers.size >= PRESENCE_ANSWER_ROOMS) presenceAnswers.clear()
-    presenceAnswers.set(room, entry)
-    // A failure is not kept: the next ask tries again.
-    entry.answer.catch(() => { if (presenceAnswers.get(room) === entry) presenceAnswers.delete(room) })
-    return entry.answer
+    return presenceAnswers.get(room, () => viaEngine(() => engine.presence.get(room)))
   }
 
   /** Names this node on the control channel, so it ignores the echo of what it applied already. */
@@ -295,7 +289,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     async presenceJoin (room, connectionId, userId) {
       try {
         const first = await engine.presence.add(room, connectionId, userId)
-        presenceAnswers.delete(room)
+        presenceAnswers.drop(room)
         if (first) {
           await engine.broker.publishEvent(room, { type: 'join', user: { id: userId } })
         }
@@ -306,10 +300,10 @@ export function createRealtimeNode (deps: NodeDeps) {
     },
 
     presenceLeave (room, connectionId, userId) {
-      presenceAnswers.delete(room)
+      presenceAnswers.drop(room)
       engine.presence.remove(room, connectionId, userId)
         .then(async (left) => {
-          presenceAnswers.delete(room)
+          presenceAnswers.drop(room)
           if (left) await engine.broker.publishEvent(room, { type: 'leave', user: { id: userId } })
         })
         .catch((err: unknown) => log.warn({ err, room }, 'presence leave failed'))
@@ -354,7 +348,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     },
     onEvent (room: string, event: RoomEvent) {
       // A join or a leave, from any node.
-      presenceAnswers.delete(room)
+      presenceAnswers.drop(room)
       const local = rooms.get(room)
       if (local === undefined) return
       let frame: PreparedFrame | undefined
