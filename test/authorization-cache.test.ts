@@ -2,6 +2,8 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { TestContext } from 'node:test'
+import type { Principal } from '../src/auth/principal.js'
+import { AuthorizationCache } from '../src/realtime/authorization-cache.js'
 import { build, wsConnect, type TestApp } from './helper.js'
 
 /*
@@ -221,5 +223,32 @@ describe('authorization cache', () => {
     assert.equal(store.counts.publish, 3, 'asked the store: neither the old grant nor the renewal outlived the kick')
     const counted = await grantMetrics(srv)
     assert.deepEqual([counted.superseded, counted.renewed], [1, 0])
+  })
+})
+
+const OPTIONS = { historySize: 100, historyTtlSeconds: 300 }
+const user = (id: string): Principal => ({ kind: 'user', userId: id, role: 'user' }) as unknown as Principal
+
+/** The grant cache's bound (AUTHORIZATION_CACHE_ENTRIES), on a clock the test moves. */
+describe('AuthorizationCache: what a full cache lets go', () => {
+  it('a full cache drops its expired grants first and keeps the live ones', () => {
+    let clock = 0
+    const cache = new AuthorizationCache(1000, 10, () => clock)
+    for (let i = 0; i < 6; i++) cache.set(user(`old-${i}`), 'lobby', 'publish', OPTIONS)
+    clock = 600
+    for (let i = 0; i < 4; i++) cache.set(user(`live-${i}`), `room-${i}`, 'publish', OPTIONS)
+    clock = 1100
+    // Full (10): the six from time 0 have expired; the four from 600 live on.
+    cache.set(user('new'), 'lobby', 'publish', OPTIONS)
+    for (let i = 0; i < 4; i++) assert.ok(cache.get(user(`live-${i}`), `room-${i}`, 'publish') !== undefined, `live-${i} was kept`)
+    assert.ok(cache.get(user('new'), 'lobby', 'publish') !== undefined)
+  })
+
+  it('full of live grants, it starts over', () => {
+    const cache = new AuthorizationCache(1000, 10, () => 0)
+    for (let i = 0; i < 10; i++) cache.set(user(`u-${i}`), 'lobby', 'publish', OPTIONS)
+    cache.set(user('eleventh'), 'lobby', 'publish', OPTIONS)
+    assert.equal(cache.get(user('u-0'), 'lobby', 'publish'), undefined, 'nothing had expired: started over')
+    assert.ok(cache.get(user('eleventh'), 'lobby', 'publish') !== undefined)
   })
 })

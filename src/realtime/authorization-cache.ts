@@ -45,14 +45,20 @@ export class AuthorizationCache {
 
   set (principal: Principal, room: string, operation: string, options: StreamOptions): void {
     if (!this.enabled) return
-    // Full: start over rather than track recency; a full cache means a churn of distinct
-    // users and rooms, which hits the store either way.
-    if (this.size >= this.maxEntries) this.clear()
+    const at = this.now()
+    // Full: expired grants stay until they are next read, so a busy node fills up with them;
+    // they go first. Only if that frees less than a tenth does the cache start over rather
+    // than track recency (a cache full of live grants means a churn of distinct users and
+    // rooms, which hits the store either way). The tenth keeps sweeps rare: each one is a
+    // pass over every grant.
+    if (this.size >= this.maxEntries) {
+      this.sweep(at)
+      if (this.size > this.maxEntries * 0.9) this.clear()
+    }
     let grants = this.rooms.get(room)
     if (grants === undefined) this.rooms.set(room, grants = new Map())
     const key = grantKey(principal, operation)
     if (!grants.has(key)) this.size++
-    const at = this.now()
     grants.set(key, { options, expiresAt: at + this.ttlMs, renewAt: at + this.ttlMs / 2, renewing: false })
   }
 
@@ -91,6 +97,12 @@ export class AuthorizationCache {
   clear (): void {
     this.rooms.clear()
     this.size = 0
+  }
+
+  private sweep (at: number): void {
+    for (const [room, grants] of this.rooms) {
+      for (const [key, grant] of grants) if (grant.expiresAt <= at) this.remove(room, grants, key)
+    }
   }
 }
 
