@@ -41,7 +41,6 @@ const GENERATOR_TIMEOUT_MS = 10 * 60_000
 const STOP_GRACE_MS = 5_000
 const BENCH_USER = { username: 'loader', password: 'bench user password' }
 
-/** The adapter module `switchboard bench --target` loads for each peer (Switchboard's is built in). */
 /** The peer each variant is a set-up of (`--peers` selects by peer). */
 export const PEER_OF: Record<Variant, Peer> = {
   switchboard: 'switchboard',
@@ -55,6 +54,7 @@ export const PEER_OF: Record<Variant, Peer> = {
   socketio: 'socketio'
 }
 
+/** The adapter module `switchboard bench --target` loads for each peer (Switchboard's is built in). */
 export const ADAPTERS: Record<Variant, string> = {
   switchboard: 'switchboard',
   'switchboard-redis': 'switchboard',
