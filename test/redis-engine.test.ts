@@ -389,7 +389,7 @@ describe('Redis engine: refresh of a large room', { skip: skipUnlessRedisServer(
     await new Promise((resolve) => setTimeout(resolve, 3000))
     assert.deepEqual((await engine.presence.get('big')).connections, 1100)
 
-    const log = await redisCall(redis.url, 'SLOWLOG', 'GET', '100000') as Array<[number, number, number, string[]]>
+    const log = await redisCall(redis.url, 'SLOWLOG', 'GET', '100000') as Array<[number, number, number, string[], string, string]>
     const argumentCount = (args: string[]): number => {
       const more = /^\.\.\. \((\d+) more arguments\)$/.exec(args.at(-1) ?? '')
       return more === null ? args.length : args.length - 1 + Number(more[1])
@@ -400,6 +400,9 @@ describe('Redis engine: refresh of a large room', { skip: skipUnlessRedisServer(
     assert.ok(largest <= 9 + REFRESH_BATCH, `a script carried ${largest} arguments`)
     const refreshBatches = scripts.filter((n) => n > 9 + 50).length
     assert.ok(refreshBatches >= 2 * Math.ceil(1100 / REFRESH_BATCH), `batches seen: ${refreshBatches}`)
+    // On their own connection: publishes on the command connection never queue behind them.
+    const senders = new Set(log.filter(([, , , args]) => args[0]?.toLowerCase() === 'evalsha' && argumentCount(args) > 9 + 50).map(([, , , , , name]) => name))
+    assert.deepEqual([...senders], ['switchboard-housekeeping'])
   })
 })
 
@@ -424,7 +427,7 @@ describe('Redis engine: through Redis Sentinel', { skip: skipUnlessRedisServer()
     const message = await client.next(f => f.type === 'message')
     assert.equal(message.data, 'via sentinel')
     const names = await clientNames(master.url)
-    for (const name of ['switchboard-cmd', 'switchboard-sub', 'switchboard-limits']) assert.ok(names.includes(name), `${name} in ${names.join(', ')}`)
+    for (const name of ['switchboard-cmd', 'switchboard-sub', 'switchboard-housekeeping', 'switchboard-limits']) assert.ok(names.includes(name), `${name} in ${names.join(', ')}`)
   })
 })
 

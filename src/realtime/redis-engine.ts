@@ -339,8 +339,9 @@ function decodePublication (offset: number, payload: string): Publication {
  *
  * - Publish is one Lua script (number, store in the room's stream, publish on the room's
  *   channel), so order is identical on every node and an acknowledged publication is stored.
- * - Two connections: commands (fail fast while Redis is away: no offline queue, short
- *   timeouts) and pub/sub. When the pub/sub connection comes back after a drop, it restores
+ * - Three connections: commands (fail fast while Redis is away: no offline queue, short
+ *   timeouts), pub/sub, and housekeeping (the presence refreshes and sweeps, so a publish
+ *   never queues behind their batches). When the pub/sub connection comes back after a drop, it restores
  *   its channels and calls the handler's onReset: live delivery may have skipped publications,
  *   and subscribers recover them from history.
  * - Presence entries carry an expiry this node refreshes for its own connections; a node that
@@ -373,6 +374,13 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   })
 
   const cmd = createRedisConnection(options, { name: 'switchboard-cmd', log, timeoutMs })
+  // Presence and connection-count refreshes and the sweep, on a connection of their own. A
+  // refresh sends one script per room and per counted key, all at once (each up to
+  // REFRESH_BATCH ids): on a node serving 10,000 rooms, 10,000 scripts. On the command
+  // connection every publish, history read and subscribe behind them waited for the whole
+  // queue; on its own connection Redis serves the two connections in turn, so a publish waits
+  // for the script running, not for the rest of the refresh.
+  const housekeeping = createRedisConnection(options, { name: 'switchboard-housekeeping', log, timeoutMs })
   // The pub/sub connection restores its channels itself (then tells the handler), so it knows
   // when they are active again.
   const sub = createRedisConnection(options, { name: 'switchboard-sub', log, timeoutMs, options: { autoResubscribe: false } })
@@ -406,8 +414,8 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   // -------------------------------------------------------------------------------------
   // Scripts
 
-  async function run (s: Script, keys: string[], args: Array<string | number>): Promise<unknown> {
-    return await runScript(cmd, s, keys, args)
+  async function run (s: Script, keys: string[], args: Array<string | number>, conn = cmd): Promise<unknown> {
+    return await runScript(conn, s, keys, args)
   }
 
   function assertOpen (): void {
@@ -637,7 +645,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     const missing: string[] = []
     for (let from = 0; from < ids.length; from += REFRESH_BATCH) {
       const last = from + REFRESH_BATCH >= ids.length
-      const result = await run(SCRIPTS.presenceRefresh, keysOf(room).presence, [presenceLifetimeMs, presenceKeysTtlMs, last ? 1 : 0, ...ids.slice(from, from + REFRESH_BATCH)]) as [string, string[], string[]]
+      const result = await run(SCRIPTS.presenceRefresh, keysOf(room).presence, [presenceLifetimeMs, presenceKeysTtlMs, last ? 1 : 0, ...ids.slice(from, from + REFRESH_BATCH)], housekeeping) as [string, string[], string[]]
       missing.push(...result[2])
       if (last) {
         indexRoom(room, result[0])
@@ -656,13 +664,13 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
 
   async function refreshConnections (key: string, ids: string[]): Promise<void> {
     for (let from = 0; from < ids.length; from += REFRESH_BATCH) {
-      await run(SCRIPTS.connRefresh, [connectionsKey(key)], [presenceLifetimeMs, presenceKeysTtlMs, ...ids.slice(from, from + REFRESH_BATCH)])
+      await run(SCRIPTS.connRefresh, [connectionsKey(key)], [presenceLifetimeMs, presenceKeysTtlMs, ...ids.slice(from, from + REFRESH_BATCH)], housekeeping)
     }
   }
 
   let refreshing = false
   async function refresh (): Promise<void> {
-    if (refreshing || closed || cmd.status !== 'ready') return
+    if (refreshing || closed || housekeeping.status !== 'ready') return
     refreshing = true
     try {
       await Promise.all([
@@ -680,21 +688,21 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   let sweepPausedUntil = 0
   let sweeping = false
   async function sweep (): Promise<void> {
-    if (sweeping || closed || cmd.status !== 'ready' || Date.now() < sweepPausedUntil) return
+    if (sweeping || closed || housekeeping.status !== 'ready' || Date.now() < sweepPausedUntil) return
     sweeping = true
     try {
-      const due = await run(SCRIPTS.dueRooms, [presenceIndex], [SWEEP_BATCH]) as string[]
+      const due = await run(SCRIPTS.dueRooms, [presenceIndex], [SWEEP_BATCH], housekeeping) as string[]
       for (const room of due) {
         const keys = keysOf(room).presence
-        let [earliest, vanished] = await run(SCRIPTS.presenceSweep, keys, []) as [string, string[]]
+        let [earliest, vanished] = await run(SCRIPTS.presenceSweep, keys, [], housekeeping) as [string, string[]]
         announceLeaves(room, vanished)
         if (earliest === '') {
-          await cmd.zrem(presenceIndex, room)
+          await housekeeping.zrem(presenceIndex, room)
           // An add may have landed between the sweep and the removal from the index: look again.
-          ;[earliest, vanished] = await run(SCRIPTS.presenceSweep, keys, []) as [string, string[]]
+          ;[earliest, vanished] = await run(SCRIPTS.presenceSweep, keys, [], housekeeping) as [string, string[]]
           announceLeaves(room, vanished)
         }
-        if (earliest !== '') await cmd.zadd(presenceIndex, earliest, room)
+        if (earliest !== '') await housekeeping.zadd(presenceIndex, earliest, room)
       }
     } catch (err) {
       log.warn({ err }, 'presence sweep failed')
@@ -703,9 +711,9 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     }
   }
 
-  let cmdReadyCount = 0
-  cmd.on('ready', () => {
-    if (++cmdReadyCount === 1 || closed) return
+  let housekeepingReadyCount = 0
+  housekeeping.on('ready', () => {
+    if (++housekeepingReadyCount === 1 || closed) return
     sweepPausedUntil = Date.now() + refreshMs
     void refresh()
   })
@@ -720,7 +728,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   // Start: connect both; an unreachable Redis is not fatal (the node starts not ready, and
   // ioredis keeps trying).
 
-  await Promise.all([cmd, sub].map(async (conn) => {
+  await Promise.all([cmd, sub, housekeeping].map(async (conn) => {
     try {
       await conn.connect()
     } catch (err) {
@@ -777,8 +785,9 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     connections: { reserve: reserveConnection, release: releaseConnection },
     async ping () {
       assertOpen()
-      // Both: without the pub/sub connection this node would serve no live publications.
-      await Promise.all([cmd.ping(), sub.ping()])
+      // All three: without the pub/sub connection this node would serve no live publications,
+      // without housekeeping its connections would expire from presence and the counts.
+      await Promise.all([cmd.ping(), sub.ping(), housekeeping.ping()])
     },
     async close () {
       if (closed) return
@@ -792,7 +801,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       // Presence entries are left to expire: on a clean shutdown the node removed its
       // connections already, and after a crash nobody could.
       local.clear()
-      await Promise.all([quitRedis(cmd), quitRedis(sub)])
+      await Promise.all([quitRedis(cmd), quitRedis(sub), quitRedis(housekeeping)])
     }
   }
 }
