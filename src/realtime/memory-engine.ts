@@ -51,7 +51,6 @@ interface Stream {
   options: StreamOptions | null
 }
 
-
 function heldCount (stream: Stream): number {
   return stream.stored.length - stream.head
 }

@@ -315,7 +315,6 @@ const SCRIPTS = {
   connRefresh: script(CONN_REFRESH_LUA)
 }
 
-
 function toNumber (value: unknown): number {
   return typeof value === 'number' ? value : Number(value)
 }
@@ -341,9 +340,9 @@ function decodePublication (offset: number, payload: string): Publication {
  *   channel), so order is identical on every node and an acknowledged publication is stored.
  * - Three connections: commands (fail fast while Redis is away: no offline queue, short
  *   timeouts), pub/sub, and housekeeping (the presence refreshes and sweeps, so a publish
- *   never queues behind their batches). When the pub/sub connection comes back after a drop, it restores
- *   its channels and calls the handler's onReset: live delivery may have skipped publications,
- *   and subscribers recover them from history.
+ *   never queues behind their batches). When the pub/sub connection comes back after a drop,
+ *   it restores its channels and calls the handler's onReset: live delivery may have skipped
+ *   publications, and subscribers recover them from history.
  * - Presence entries carry an expiry this node refreshes for its own connections; a node that
  *   dies stops refreshing, and a sweeper on every other node removes its connections and
  *   publishes the `leave` events, within presenceTtlSeconds.
@@ -725,7 +724,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   sweepTimer.unref()
 
   // -------------------------------------------------------------------------------------
-  // Start: connect both; an unreachable Redis is not fatal (the node starts not ready, and
+  // Start: connect all three; an unreachable Redis is not fatal (the node starts not ready, and
   // ioredis keeps trying).
 
   await Promise.all([cmd, sub, housekeeping].map(async (conn) => {
