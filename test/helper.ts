@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -141,6 +142,18 @@ export function tempDir (t: TestContext, prefix = 'switchboard-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   return dir
+}
+
+/** Self-signed for localhost and 127.0.0.1, valid for a day, made fresh for each run. */
+export function selfSignedCertificate (dir: string): { certFile: string, keyFile: string } {
+  const certFile = join(dir, 'cert.pem')
+  const keyFile = join(dir, 'key.pem')
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+    '-keyout', keyFile, '-out', certFile, '-days', '1',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'
+  ], { stdio: 'pipe' })
+  return { certFile, keyFile }
 }
 
 export interface TestApp {

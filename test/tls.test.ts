@@ -1,25 +1,11 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
-import { join } from 'node:path'
-import { build, oneShotRequest, PASSWORD, tempDir, type Reply } from './helper.js'
+import { build, oneShotRequest, PASSWORD, selfSignedCertificate, tempDir, type Reply } from './helper.js'
 
 function httpsRequest (url: string, ca: Buffer, method: string, path: string, options: { token?: string, body?: unknown } = {}): Promise<Reply> {
   return oneShotRequest(url, method, path, { ...options, ca, timeoutMs: 10_000 })
-}
-
-/** Self-signed for localhost and 127.0.0.1, valid for a day, made fresh for each run. */
-function selfSignedCertificate (dir: string): { certFile: string, keyFile: string } {
-  const certFile = join(dir, 'cert.pem')
-  const keyFile = join(dir, 'key.pem')
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
-    '-keyout', keyFile, '-out', certFile, '-days', '1',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'
-  ], { stdio: 'pipe' })
-  return { certFile, keyFile }
 }
 
 describe('tls', () => {

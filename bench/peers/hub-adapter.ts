@@ -1,13 +1,14 @@
-import { WebSocket } from 'ws'
 import { CliError } from '../../src/cli/api.js'
 import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, type AdapterFactory } from '../../src/cli/bench/adapter.js'
+import { connectRawWebSocket, HandshakeError, webSocketUrl } from '../../src/cli/bench/raw-websocket.js'
 import { WsBenchConnection } from '../../src/cli/bench/ws-connection.js'
 
 /**
  * `switchboard bench --target bench/peers/hub-adapter.ts`: drives the two `ws` hub peers
- * (hub-protocol.ts) the way switchboard-adapter.ts drives Switchboard: raw `ws` through the same
- * connection base, frames built by hand, a fast path for `msg` frames, and the same 64
- * publishes in flight per connection, so the generator does the same work for every server.
+ * (hub-protocol.ts) the way switchboard-adapter.ts drives Switchboard: the generator's own
+ * WebSocket client (raw-websocket.ts) through the same connection base, frames built by hand,
+ * a fast path for `msg` frames, and the same 64 publishes in flight per connection, so the
+ * generator does the same work for every server.
  */
 
 const MESSAGE_PREFIX = '{"t":"msg","room":"'
@@ -45,31 +46,21 @@ class HubConnection extends WsBenchConnection {
 }
 
 const hubAdapter: AdapterFactory = (options) => {
-  const wsUrl = (base: string): string => {
-    const url = new URL(base)
-    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
-    return url.href
-  }
-  const urls = { subscriber: wsUrl(options.url), publisher: wsUrl(options.publisherUrl ?? options.url) }
+  const urls = { subscriber: webSocketUrl(options.url, '/'), publisher: webSocketUrl(options.publisherUrl ?? options.url, '/') }
   return {
     name: 'ws-hub',
     maxInFlight: MAX_IN_FLIGHT,
-    connect (index, role) {
+    async connect (index, role) {
       // A token (--token) goes in the header a JWT-checking hub reads; the plain hubs ignore it.
-      const headers = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }
-      const socket = new WebSocket(urls[role], { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: CONNECT_TIMEOUT_MS, headers })
-      return new Promise((resolve, reject) => {
-        socket.once('open', () => resolve(new HubConnection(socket)))
+      const headers: Record<string, string> = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }
+      try {
+        return new HubConnection(await connectRawWebSocket(urls[role], { headers, timeoutMs: CONNECT_TIMEOUT_MS }))
+      } catch (err) {
+        const { status, code } = err instanceof HandshakeError ? err.details : {}
         // A JWT-checking hub answers a bad token with 401: a refusal, not an unreachable hub.
-        socket.once('unexpected-response', (_request, response) => {
-          socket.terminate()
-          reject(new CliError(`connection ${index + 1}: the hub at ${options.url} refused the handshake with HTTP ${response.statusCode ?? '?'}${response.statusCode === 401 ? ' (a wrong or expired --token)' : ''}`))
-        })
-        socket.once('error', (err: NodeJS.ErrnoException) => {
-          socket.terminate()
-          reject(new CliError(`connection ${index + 1}: cannot reach the hub at ${options.url} (${err.code ?? err.message})`))
-        })
-      })
+        if (status !== undefined) throw new CliError(`connection ${index + 1}: the hub at ${options.url} refused the handshake with HTTP ${status}${status === 401 ? ' (a wrong or expired --token)' : ''}`)
+        throw new CliError(`connection ${index + 1}: cannot reach the hub at ${options.url} (${code ?? (err as Error).message})`)
+      }
     }
   }
 }

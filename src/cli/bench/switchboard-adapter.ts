@@ -1,12 +1,11 @@
-import type { IncomingMessage } from 'node:http'
-import { WebSocket } from 'ws'
 import { CliError } from '../api.js'
 import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, PublishError, type AdapterFactory, type AdapterOptions, type BenchAdapter, type BenchConnection, type LoadShape } from './adapter.js'
+import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawWebSocket } from './raw-websocket.js'
 import { WsBenchConnection } from './ws-connection.js'
 
 /**
- * Switchboard protocol v1 over raw `ws` (not the SDK: the generator's own cost must stay
- * small). Frames are built by hand and only what the run needs is read: `welcome`, `reply`,
+ * Switchboard protocol v1 over the generator's own WebSocket client (raw-websocket.ts; not
+ * the SDK: the generator's own cost must stay small). Frames are built by hand and only what the run needs is read: `welcome`, `reply`,
  * `error` and `message`.
  */
 
@@ -48,7 +47,7 @@ interface Frame {
 }
 
 class SwitchboardConnection extends WsBenchConnection {
-  constructor (socket: WebSocket) {
+  constructor (socket: RawWebSocket) {
     super(socket, code => CLOSE_HINTS[code])
   }
 
@@ -106,22 +105,14 @@ class SwitchboardConnection extends WsBenchConnection {
   }
 }
 
-/** Reads a refused handshake's body (the server's JSON error), at most 4 KiB. */
-function readBody (res: IncomingMessage): Promise<{ code?: string, message?: string }> {
-  return new Promise(resolve => {
-    let text = ''
-    res.setEncoding('utf8')
-    res.on('data', (chunk: string) => { if (text.length < 4096) text += chunk })
-    res.on('end', () => {
-      try {
-        const body = JSON.parse(text) as unknown
-        resolve(typeof body === 'object' && body !== null ? body as { code?: string, message?: string } : {})
-      } catch {
-        resolve({})
-      }
-    })
-    res.on('error', () => resolve({}))
-  })
+/** A refused handshake's body: the server's JSON error, or nothing. */
+function parseBody (text: string | undefined): { code?: string, message?: string } {
+  try {
+    const body = JSON.parse(text ?? '') as unknown
+    return typeof body === 'object' && body !== null ? body as { code?: string, message?: string } : {}
+  } catch {
+    return {}
+  }
 }
 
 /** The one line a refused handshake turns into: what happened, and which setting to change. */
@@ -166,8 +157,8 @@ class SwitchboardAdapter implements BenchAdapter {
   private limits: Limits | undefined
 
   constructor (private readonly options: AdapterOptions) {
-    this.wsUrl = wsEndpoint(options.url)
-    this.publisherWsUrl = options.publisherUrl === undefined ? this.wsUrl : wsEndpoint(options.publisherUrl)
+    this.wsUrl = webSocketUrl(options.url, '/ws')
+    this.publisherWsUrl = options.publisherUrl === undefined ? this.wsUrl : webSocketUrl(options.publisherUrl, '/ws')
     this.token = options.token
   }
 
@@ -213,18 +204,21 @@ class SwitchboardAdapter implements BenchAdapter {
     await Promise.all(Array.from({ length: Math.min(8, rooms.length) }, worker))
   }
 
-  connect (index: number, role: 'subscriber' | 'publisher' = 'subscriber'): Promise<BenchConnection> {
+  async connect (index: number, role: 'subscriber' | 'publisher' = 'subscriber'): Promise<BenchConnection> {
     const headers: Record<string, string> = {}
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`
     else if (this.options.apiKey !== undefined) headers['x-api-key'] = this.options.apiKey
     const base = role === 'publisher' ? this.options.publisherUrl ?? this.options.url : this.options.url
-    const socket = new WebSocket(role === 'publisher' ? this.publisherWsUrl : this.wsUrl, [SUBPROTOCOL], {
-      headers,
-      perMessageDeflate: false,
-      skipUTF8Validation: true,
-      handshakeTimeout: CONNECT_TIMEOUT_MS
-    })
-    return new Promise((resolve, reject) => {
+    const began = Date.now()
+    let socket: RawWebSocket
+    try {
+      socket = await connectRawWebSocket(role === 'publisher' ? this.publisherWsUrl : this.wsUrl, { protocols: [SUBPROTOCOL], headers, timeoutMs: CONNECT_TIMEOUT_MS })
+    } catch (err) {
+      const { status, body, code } = err instanceof HandshakeError ? err.details : {}
+      if (status !== undefined) throw new CliError(refusalMessage(index, status, parseBody(body)))
+      throw new CliError(`connection ${index + 1}: cannot reach the server at ${base} (${code ?? (err as Error).message})`)
+    }
+    return await new Promise((resolve, reject) => {
       let settled = false
       const fail = (err: Error): void => {
         if (settled) return
@@ -233,22 +227,18 @@ class SwitchboardAdapter implements BenchAdapter {
         socket.terminate()
         reject(err)
       }
-      const timer = setTimeout(() => fail(new CliError(`connection ${index + 1}: no welcome within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS)
-      socket.on('error', (err: NodeJS.ErrnoException) => fail(new CliError(`connection ${index + 1}: cannot reach the server at ${base} (${err.code ?? err.message})`)))
-      socket.once('unexpected-response', (_req, res) => {
-        void readBody(res).then(body => fail(new CliError(refusalMessage(index, res.statusCode ?? 0, body))))
-      })
-      socket.once('close', (code: number) => {
+      const timer = setTimeout(() => fail(new CliError(`connection ${index + 1}: no welcome within ${CONNECT_TIMEOUT_MS} ms`)), Math.max(0, CONNECT_TIMEOUT_MS - (Date.now() - began)))
+      socket.onClose((code) => {
         fail(new CliError(code === 4029
           ? `connection ${index + 1} closed at once with 4029 (too many connections): raise WS_MAX_CONNECTIONS_PER_USER and WS_MAX_CONNECTIONS_PER_IP on the server; ${SETTINGS}`
           : `connection ${index + 1} closed before the welcome frame (${code})`))
       })
-      socket.once('message', (data: Buffer) => {
+      socket.onMessage((text) => {
         if (settled) return
         let frame: Frame = {}
-        try { frame = JSON.parse(data.toString()) as Frame } catch { /* checked below */ }
+        try { frame = JSON.parse(text) as Frame } catch { /* checked below */ }
         if (frame.type !== 'welcome') {
-          fail(new CliError(`connection ${index + 1}: expected a welcome frame, got ${data.toString().slice(0, 200)}`))
+          fail(new CliError(`connection ${index + 1}: expected a welcome frame, got ${text.slice(0, 200)}`))
           return
         }
         settled = true
@@ -279,13 +269,6 @@ class SwitchboardAdapter implements BenchAdapter {
     }
     return warnings
   }
-}
-
-/** The WebSocket endpoint of a server's base URL. */
-function wsEndpoint (base: string): string {
-  const url = new URL('/ws', base)
-  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
-  return url.href
 }
 
 function round (n: number): number {

@@ -1,11 +1,12 @@
-import { WebSocket } from 'ws'
 import { PublishError, type BenchConnection, type CloseInfo } from './adapter.js'
+import { CLOSED, OPEN, type RawWebSocket } from './raw-websocket.js'
 
 /**
- * What every raw-`ws` adapter connection shares (Switchboard's, and the benchmark suite's
- * `ws` hub peers'): numbered commands awaiting a reply, one delivery handler, close
- * reporting, and a close that terminates after a short grace. A protocol brings `receive`
- * (which settles replies through `settle`) and its subscribe and publish frames.
+ * What every adapter connection over the generator's WebSocket client shares (Switchboard's,
+ * and the benchmark suite's `ws` hub peers'): numbered commands awaiting a reply, one
+ * delivery handler, close reporting, and a close that terminates after a short grace. A
+ * protocol brings `receive` (which settles replies through `settle`) and its subscribe and
+ * publish frames.
  */
 
 const CLOSE_GRACE_MS = 2_000
@@ -18,14 +19,17 @@ export abstract class WsBenchConnection implements BenchConnection {
   private closing = false
 
   /** `hint` names what to change for a close code the server chose (e.g. a limit to raise). */
-  constructor (protected readonly socket: WebSocket, hint: (code: number) => string | undefined = () => undefined) {
-    socket.on('message', (data: Buffer) => { this.receive(data.toString()) })
-    socket.once('close', (code: number, reason: Buffer) => {
+  private closed: (() => void) | undefined
+
+  constructor (protected readonly socket: RawWebSocket, hint: (code: number) => string | undefined = () => undefined) {
+    socket.onMessage((text) => { this.receive(text) })
+    socket.onClose((code, reason) => {
       for (const waiter of this.waiting.values()) waiter.reject(new PublishError('closed', `the connection closed (${code})`))
       this.waiting.clear()
+      this.closed?.()
       if (!this.closing) {
         const text = hint(code)
-        this.closeHandler?.({ code, reason: reason.toString(), ...(text === undefined ? {} : { hint: text }) })
+        this.closeHandler?.({ code, reason, ...(text === undefined ? {} : { hint: text }) })
       }
     })
   }
@@ -49,7 +53,7 @@ export abstract class WsBenchConnection implements BenchConnection {
 
   /** Sends a frame whose id is `this.nextId` (already written into `text`); resolves with its reply. */
   protected command (text: string, timeoutMs?: number): Promise<unknown> {
-    if (this.socket.readyState !== WebSocket.OPEN) return Promise.reject(new PublishError('closed', 'the connection is closed'))
+    if (this.socket.readyState !== OPEN) return Promise.reject(new PublishError('closed', 'the connection is closed'))
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
@@ -78,11 +82,11 @@ export abstract class WsBenchConnection implements BenchConnection {
 
   close (): Promise<void> {
     this.closing = true
-    if (this.socket.readyState === WebSocket.CLOSED) return Promise.resolve()
+    if (this.socket.readyState === CLOSED) return Promise.resolve()
     return new Promise(resolve => {
       const timer = setTimeout(() => { this.socket.terminate() }, CLOSE_GRACE_MS)
-      this.socket.once('close', () => { clearTimeout(timer); resolve() })
-      if (this.socket.readyState === WebSocket.OPEN) this.socket.close(1000)
+      this.closed = () => { clearTimeout(timer); resolve() }
+      this.socket.close(1000)
     })
   }
 }
