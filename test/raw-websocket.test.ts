@@ -69,9 +69,15 @@ function clientFrame (data: Buffer, at = 0): { opcode: number, payload: Buffer, 
  * A TCP server that answers the upgrade by hand (`answer` may spoil it) and then runs
  * `script` with the socket; what the client sends afterwards is collected in `received`.
  */
-async function handServer (t: TestContext, script: (socket: net.Socket) => void | Promise<void>, answer: (accept: string) => string = (accept) => `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`): Promise<{ url: string, received: () => Buffer }> {
+async function handServer (
+  t: TestContext,
+  script: (socket: net.Socket) => void | Promise<void>,
+  answer: (accept: string) => string = (accept) => `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+  options: { neverCloses?: boolean } = {}
+): Promise<{ url: string, received: () => Buffer }> {
   let received = Buffer.alloc(0)
-  const server = net.createServer((socket) => {
+  // neverCloses: the server keeps its side open after the client ended its own.
+  const server = net.createServer({ allowHalfOpen: options.neverCloses === true }, (socket) => {
     let request = ''
     let upgraded = false
     socket.on('error', () => {})
@@ -198,6 +204,17 @@ describe('the load generator\'s WebSocket client', () => {
       assert.equal(close?.payload.readUInt16BE(0), code)
     })
   }
+
+  it('drops the connection itself when the server never closes its side after a protocol error', { timeout: 10_000 }, async (t) => {
+    const { url } = await handServer(t, (socket) => { socket.write(frame(0x2, 'binary')) }, undefined, { neverCloses: true })
+    const socket = await connectRawWebSocket(url, { timeoutMs: 5000 })
+    assert.equal((await closed(socket)).code, 1003)
+  })
+
+  it('refuses a request header that would split the request', async (t) => {
+    const { url } = await wsServer(t)
+    await assert.rejects(connectRawWebSocket(url, { headers: { authorization: 'Bearer x\r\nX-Injected: 1' }, timeoutMs: 5000 }), /line break/)
+  })
 
   it('fails the handshake on a wrong accept key, a subprotocol not offered, or none chosen', async (t) => {
     const wrongAccept = await handServer(t, () => {}, () => 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: bm9wZQ==\r\n\r\n')

@@ -29,6 +29,8 @@ const MAX_HANDSHAKE_BYTES = 16 * 1024
 const MAX_REFUSAL_BODY_BYTES = 4096
 /** Messages kept until the connection's user reads: a server does not send many unasked. */
 const MAX_EARLY_MESSAGES = 64
+/** How long a server may take to close its side after this client ended the connection. */
+const END_GRACE_MS = 2000
 
 /** One buffer for every socket's reads: each read is parsed before the next one is made. */
 const readBuffer = Buffer.allocUnsafe(256 * 1024)
@@ -96,6 +98,11 @@ export function connectRawWebSocket (url: string, options: RawWebSocketOptions):
     const secure = target.protocol === 'wss:'
     if (!secure && target.protocol !== 'ws:') {
       reject(new HandshakeError(`not a WebSocket URL: ${url}`))
+      return
+    }
+    const bad = Object.entries(options.headers ?? {}).find(([name, value]) => /[\r\n:]/.test(name) || /[\r\n]/.test(value))
+    if (bad !== undefined) {
+      reject(new HandshakeError(`the request header ${JSON.stringify(bad[0])} holds a line break or a colon in its name`))
       return
     }
     const port = Number(target.port === '' ? (secure ? 443 : 80) : target.port)
@@ -394,7 +401,7 @@ export class RawWebSocket {
       this.readyState = CLOSING
       // Echo the close (RFC 6455 §5.5.1), then the server ends the TCP connection.
       this.sendClose(this.closeCode === 1005 ? 1000 : this.closeCode)
-      this.socket.end()
+      this.end()
     } else if (opcode !== OP_PONG) {
       this.protocolError(`a control frame with opcode ${opcode}`)
     }
@@ -408,9 +415,15 @@ export class RawWebSocket {
       this.readyState = CLOSING
       this.sendClose(code)
     }
-    this.socket.end()
+    this.end()
     this.readyState = CLOSED
     return 0
+  }
+
+  /** Ends the TCP connection, and drops it if the server does not close its side soon. */
+  private end (): void {
+    this.socket.end()
+    this.socket.setTimeout(END_GRACE_MS, () => { this.socket.destroy() })
   }
 
   private sendClose (code: number): void {
