@@ -15,9 +15,10 @@ export const COMMAND_TIMEOUT_MS = 15_000
 
 /**
  * What `switchboard bench` needs from a server: the load generator drives any real-time
- * server through this small interface. Switchboard's adapter speaks protocol v1 over raw `ws`;
- * the comparison peers of the benchmark suite (a frame-once `ws` hub, a naive `ws` hub,
- * Socket.IO 4) each bring one, registered under the name `--target` selects.
+ * server through this small interface. Switchboard's adapter speaks protocol v1 over the
+ * generator's own WebSocket client (raw-websocket.ts); the comparison peers of the benchmark
+ * suite (a frame-once `ws` hub, a naive `ws` hub, Socket.IO 4) each bring one, registered
+ * under the name `--target` selects.
  */
 export interface BenchAdapter {
   /** Shown in the report (`target`). */
