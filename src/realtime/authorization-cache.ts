@@ -47,13 +47,13 @@ export class AuthorizationCache {
     if (!this.enabled) return
     const at = this.now()
     // Full: expired grants stay until they are next read, so a busy node fills up with them;
-    // they go first. Only if that frees less than a tenth does the cache start over rather
-    // than track recency (a cache full of live grants means a churn of distinct users and
-    // rooms, which hits the store either way). The tenth keeps sweeps rare: each one is a
-    // pass over every grant.
+    // they go first. If that frees less than a tenth, the grants nearest their expiry go
+    // until a tenth is free: those granted or renewed longest ago, so the grants in use stay
+    // (each use past half a grant's life renews it). The tenth keeps this rare: each time is
+    // a pass over every grant (and a sort of their expiries, a few ms at 100,000).
     if (this.size >= this.maxEntries) {
       this.sweep(at)
-      if (this.size > this.maxEntries * 0.9) this.clear()
+      this.evictNearestExpiry(Math.floor(this.maxEntries * 0.9))
     }
     let grants = this.rooms.get(room)
     if (grants === undefined) this.rooms.set(room, grants = new Map())
@@ -84,13 +84,8 @@ export class AuthorizationCache {
 
   /** A user's (or an API key's) grants in every room: kicked, deleted, revoked. */
   dropPrincipal (prefix: string): void {
-    for (const grants of this.rooms.values()) {
-      for (const key of grants.keys()) {
-        if (key.startsWith(prefix)) {
-          grants.delete(key)
-          this.size--
-        }
-      }
+    for (const [room, grants] of this.rooms) {
+      for (const key of grants.keys()) if (key.startsWith(prefix)) this.remove(room, grants, key)
     }
   }
 
@@ -102,6 +97,26 @@ export class AuthorizationCache {
   private sweep (at: number): void {
     for (const [room, grants] of this.rooms) {
       for (const [key, grant] of grants) if (grant.expiresAt <= at) this.remove(room, grants, key)
+    }
+  }
+
+  /** Lets go of the grants nearest their expiry until `keep` are left. */
+  private evictNearestExpiry (keep: number): void {
+    let excess = this.size - keep
+    if (excess <= 0) return
+    const expiries = new Float64Array(this.size)
+    let i = 0
+    for (const grants of this.rooms.values()) for (const grant of grants.values()) expiries[i++] = grant.expiresAt
+    expiries.sort()
+    const last = expiries[excess - 1]!
+    for (const [room, grants] of this.rooms) {
+      for (const [key, grant] of grants) {
+        if (excess === 0) return
+        if (grant.expiresAt <= last) {
+          this.remove(room, grants, key)
+          excess--
+        }
+      }
     }
   }
 }
