@@ -5,8 +5,8 @@ import { WsBenchConnection } from './ws-connection.js'
 
 /**
  * Switchboard protocol v1 over the generator's own WebSocket client (raw-websocket.ts; not
- * the SDK: the generator's own cost must stay small). Frames are built by hand and only what the run needs is read: `welcome`, `reply`,
- * `error` and `message`.
+ * the SDK: the generator's own cost must stay small). Frames are built by hand and only what
+ * the run needs is read: `welcome`, `reply`, `error` and `message`.
  */
 
 const SUBPROTOCOL = 'switchboard.v1'

@@ -3,7 +3,7 @@ import { CLOSED, OPEN, type RawWebSocket } from './raw-websocket.js'
 
 /**
  * What every adapter connection over the generator's WebSocket client shares (Switchboard's,
- * and the benchmark suite's `ws` hub peers'): numbered commands awaiting a reply, one
+ * and the benchmark suite's for the `ws` hubs and Socket.IO): numbered commands awaiting a reply, one
  * delivery handler, close reporting, and a close that terminates after a short grace. A
  * protocol brings `receive` (which settles replies through `settle`) and its subscribe and
  * publish frames.
