@@ -8,6 +8,7 @@ import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { connectRawWebSocket, HandshakeError, OPEN, type RawWebSocket } from '../src/cli/bench/raw-websocket.js'
+import { WsBenchConnection } from '../src/cli/bench/ws-connection.js'
 import { selfSignedCertificate, tempDir } from './helper.js'
 
 /**
@@ -270,5 +271,20 @@ describe('the load generator\'s WebSocket client', () => {
     const gone = closed(socket)
     socket.close()
     assert.equal((await gone).code, 1000)
+  })
+
+  it('a bench connection closed twice settles both closes once the server has answered', { timeout: 10_000 }, async (t) => {
+    let serverSaw: number | undefined
+    const { url } = await wsServer(t, { onConnection: (ws) => ws.on('close', (code: number) => { serverSaw = code }) })
+    class Minimal extends WsBenchConnection {
+      async subscribe (): Promise<void> {}
+      async publish (): Promise<void> {}
+      protected receive (): void {}
+    }
+    const connection = new Minimal(await connectRawWebSocket(url, { timeoutMs: 5000 }))
+    await Promise.all([connection.close(), connection.close()])
+    await until(() => serverSaw !== undefined, 'the server to see the close')
+    assert.equal(serverSaw, 1000)
+    await connection.close()
   })
 })

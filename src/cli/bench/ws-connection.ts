@@ -16,18 +16,19 @@ export abstract class WsBenchConnection implements BenchConnection {
   protected handler: (room: string, payload: string) => void = () => {}
   private readonly waiting = new Map<number, { resolve: (result: unknown) => void, reject: (err: PublishError) => void }>()
   private closeHandler: ((info: CloseInfo) => void) | undefined
-  private closing = false
+  /** Set by close(): settles once the connection is gone (every call gets the same one). */
+  private closing: Promise<void> | undefined
+  /** Settles `closing`. */
+  private gone: (() => void) | undefined
 
   /** `hint` names what to change for a close code the server chose (e.g. a limit to raise). */
-  private closed: (() => void) | undefined
-
   constructor (protected readonly socket: RawWebSocket, hint: (code: number) => string | undefined = () => undefined) {
     socket.onMessage((text) => { this.receive(text) })
     socket.onClose((code, reason) => {
       for (const waiter of this.waiting.values()) waiter.reject(new PublishError('closed', `the connection closed (${code})`))
       this.waiting.clear()
-      this.closed?.()
-      if (!this.closing) {
+      this.gone?.()
+      if (this.closing === undefined) {
         const text = hint(code)
         this.closeHandler?.({ code, reason, ...(text === undefined ? {} : { hint: text }) })
       }
@@ -81,12 +82,13 @@ export abstract class WsBenchConnection implements BenchConnection {
   }
 
   close (): Promise<void> {
-    this.closing = true
-    if (this.socket.readyState === CLOSED) return Promise.resolve()
-    return new Promise(resolve => {
-      const timer = setTimeout(() => { this.socket.terminate() }, CLOSE_GRACE_MS)
-      this.closed = () => { clearTimeout(timer); resolve() }
-      this.socket.close(1000)
-    })
+    this.closing ??= this.socket.readyState === CLOSED
+      ? Promise.resolve()
+      : new Promise(resolve => {
+        const timer = setTimeout(() => { this.socket.terminate() }, CLOSE_GRACE_MS)
+        this.gone = () => { clearTimeout(timer); resolve() }
+        this.socket.close(1000)
+      })
+    return this.closing
   }
 }
