@@ -10,7 +10,8 @@ import { RealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import { describeRedisEndpoint } from '../src/redis.js'
-import { createRealtimeNode, type Authorizer, type RealtimeNode, type RoomOperation } from '../src/realtime/node.js'
+import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
+import type { Authorizer, RoomOperation } from '../src/realtime/authorizer.js'
 import { prepareWsFrame } from '../src/realtime/ws-transport.js'
 
 declare module 'fastify' {

@@ -1,14 +1,16 @@
-import type { Principal } from '../auth/principal.js'
+import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes, CloseReasons, type CloseCode } from './close-codes.js'
-import type { Publication, StreamPosition } from './engine.js'
+import type { Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
 import { RealtimeError } from './errors.js'
 import type { Logger } from './logger.js'
 import {
   errorFrame, parseCommand, replyFrame, PROTOCOL_VERSION,
   type ClientCommand, type CommandId, type HistoryCommand, type SubscribeCommand, type UnsubscribeReason
 } from './protocol.js'
-import type { PreparedFrame, Transport } from './transport.js'
-import type { NodeInternals, RealtimeLimits } from './node.js'
+import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
+import type { RealtimeMetrics } from './metrics.js'
+import type { RealtimeLimits } from './limits.js'
+import type { Authorizer } from './authorizer.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed'
 
@@ -35,6 +37,31 @@ const CLOSE_TIMEOUT_MS = 1000
 const SETTLED: Promise<void> = Promise.resolve()
 
 /** The welcome's node-wide part, `"heartbeatMs":…,"limits":{…}`, serialised once per node. */
+/**
+ * What a Connection may use of the node that hosts it. The connection owns this interface so
+ * that it never imports the node (which imports it): the node implements it, a test can fake it.
+ */
+export interface ConnectionHost {
+  readonly engine: Engine
+  readonly limits: RealtimeLimits
+  readonly metrics: RealtimeMetrics
+  readonly log: Logger
+  now(): number
+  prepareFrame: PrepareFrame
+  verifyToken: (token: string) => UserPrincipal
+  authorize: Authorizer
+  /** Grows with every change that drops grants (room changes, kicks, revocations, an engine reset): a subscribe compares it across its authorization. */
+  readonly revision: number
+  publish(principal: Principal, room: string, data: unknown, idempotencyKey?: string): Promise<PublishResult>
+  history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
+  presence(principal: Principal, room: string): Promise<PresenceInfo>
+  joinRoom(connection: Connection, room: string): Promise<void>
+  leaveRoom(connection: Connection, room: string): void
+  presenceJoin(room: string, connectionId: string, userId: string): Promise<void>
+  presenceLeave(room: string, connectionId: string, userId: string): void
+  unregister(connection: Connection): void
+}
+
 const welcomeLimitsCache = new WeakMap<RealtimeLimits, string>()
 function welcomeLimits (limits: RealtimeLimits): string {
   let text = welcomeLimitsCache.get(limits)
@@ -88,7 +115,7 @@ export class Connection {
     public principal: Principal,
     readonly transport: Transport,
     readonly meta: { ip: string, userAgent?: string },
-    private readonly node: NodeInternals
+    private readonly node: ConnectionHost
   ) {
     this.connectedAt = node.now()
     this.tokens = node.limits.messagesBurst

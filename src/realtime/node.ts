@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes } from './close-codes.js'
-import { Connection, messageText, principalId } from './connection.js'
-import type { ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, RoomChange, RoomEvent, StreamOptions } from './engine.js'
+import { Connection, messageText, principalId, type ConnectionHost } from './connection.js'
+import type { RealtimeLimits } from './limits.js'
+import type { Authorizer, RoomOperation } from './authorizer.js'
+import type { ControlMessage, Engine, PresenceInfo, Publication, RoomChange, RoomEvent, StreamOptions } from './engine.js'
 import { RealtimeError, UnavailableError } from './errors.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
 import { AuthorizationCache, grantAsk, principalPrefix } from './authorization-cache.js'
@@ -15,31 +17,6 @@ import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
 /** The deadline sweep runs every quarter of the shortest deadline, within these bounds. */
 const MIN_SWEEP_MS = 10
 const MAX_SWEEP_MS = 1000
-
-export interface RealtimeLimits {
-  maxMessageBytes: number
-  messagesPerSecond: number
-  messagesBurst: number
-  maxSubscriptions: number
-  maxBufferedBytes: number
-  heartbeatMs: number
-  idleTimeoutMs: number
-  tokenClockToleranceMs: number
-  /** How long a granted room operation is remembered (0: ask the authorizer every time). */
-  authorizationCacheMs?: number
-  maxConnectionsPerUser: number
-  maxConnectionsPerIp: number
-  /** Most publications one recovery (or one subscribe's live buffer) may carry. */
-  maxRecoveryPublications: number
-}
-
-export type RoomOperation = 'subscribe' | 'publish' | 'history' | 'presence'
-
-/**
- * Decides whether `principal` may perform `operation` on `room`, and returns the room's
- * stream settings. Throws RealtimeError (`not_found`, `forbidden`, …) when not.
- */
-export type Authorizer = (principal: Principal, room: string, operation: RoomOperation) => Promise<StreamOptions>
 
 export interface NodeDeps {
   engine: Engine
@@ -56,28 +33,6 @@ export interface NodeDeps {
   metrics: RealtimeMetrics
   log: Logger
   now?: () => number
-}
-
-/** What a Connection may use of its node (kept narrow so the connection stays testable). */
-export interface NodeInternals {
-  readonly engine: Engine
-  readonly limits: RealtimeLimits
-  readonly metrics: RealtimeMetrics
-  readonly log: Logger
-  now(): number
-  prepareFrame: PrepareFrame
-  verifyToken: (token: string) => UserPrincipal
-  authorize: Authorizer
-  /** Grows with every change that drops grants (room changes, kicks, revocations, an engine reset): a subscribe compares it across its authorization. */
-  readonly revision: number
-  publish(principal: Principal, room: string, data: unknown, idempotencyKey?: string): Promise<PublishResult>
-  history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
-  presence(principal: Principal, room: string): Promise<PresenceInfo>
-  joinRoom(connection: Connection, room: string): Promise<void>
-  leaveRoom(connection: Connection, room: string): void
-  presenceJoin(room: string, connectionId: string, userId: string): Promise<void>
-  presenceLeave(room: string, connectionId: string, userId: string): void
-  unregister(connection: Connection): void
 }
 
 export type AdmissionRefusal = 'draining' | 'connections_per_user' | 'connections_per_ip'
@@ -223,7 +178,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     }
   }
 
-  const internals: NodeInternals = {
+  const internals: ConnectionHost = {
     engine,
     limits,
     metrics,
