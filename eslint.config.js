@@ -17,6 +17,20 @@ export default tseslint.config(
     }
   },
   {
+    // Type-aware rules: a promise nobody awaits or catches is an unhandled rejection waiting
+    // to crash the process, and an async function handed to an API that ignores its promise
+    // (an event listener, a timer) loses its errors the same way.
+    files: ['**/*.ts', '**/*.mts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': ['error', {
+        // node:test reports a failing test or suite itself; awaiting describe/test is optional.
+        allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['describe', 'suite', 'test', 'it'] }]
+      }],
+      '@typescript-eslint/no-misused-promises': 'error'
+    }
+  },
+  {
     files: ['scripts/**', 'test/**'],
     rules: { 'no-console': 'off' }
   },

@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { build } from './helper.js'
+import { buildAsyncApi } from '../src/realtime/asyncapi.js'
 
 describe('health', () => {
   it('liveness is 200; readiness is 200 with every check listed', async (t) => {
@@ -112,5 +113,15 @@ describe('OpenAPI', () => {
     assert.equal(ui.status, 200)
     assert.match(ui.text, /swagger/i)
     assert.ok(app.printRoutes().length > 0)
+  })
+})
+
+describe('GET /docs/asyncapi.json', () => {
+  it('serves the generated document', async (t) => {
+    const { request } = await build(t)
+    const res = await request('GET', '/docs/asyncapi.json')
+    assert.equal(res.status, 200)
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json/)
+    assert.deepEqual(res.body, JSON.parse(JSON.stringify(buildAsyncApi({ version: res.body.info.version }))))
   })
 })

@@ -1,10 +1,11 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import http from 'node:http'
 import { join } from 'node:path'
 import { oneShotRequest, tempDir, type Reply } from './helper.js'
-import { ADMIN, baseEnv, startServer, waitForLog, waitUntilReady, withTimeout } from './process.js'
+import { ADMIN, ROOT, baseEnv, startServer, waitForLog, waitUntilReady, withTimeout } from './process.js'
 
 const EXIT_WITHIN_MS = 20_000
 
@@ -125,5 +126,29 @@ describe('server process', () => {
     assert.equal(me.body.user.id, ADMIN.username)
     second.child.kill('SIGTERM')
     assert.equal((await withTimeout(second.exited, EXIT_WITHIN_MS, 'second run exit')).code, 0, second.stderr())
+  })
+})
+
+describe('server process: configuration', () => {
+  it('a real process with PORT=abc exits 1 and names PORT on stderr', async (t) => {
+    const dir = tempDir(t)
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, PORT: 'abc', DATA_DIR: dir, JWT_SECRET: 'a-production-secret-that-is-long-enough-0123456789' },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+    child.stdout.resume()
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.once('error', reject)
+      child.once('exit', resolve)
+    })
+    assert.equal(code, 1, stderr)
+    assert.match(stderr, /configuration error: PORT\b/)
+    assert.match(stderr, /"abc"/)
+    // A configuration mistake is a one-line message, not a crash with a stack trace.
+    assert.doesNotMatch(stderr, /\n\s+at /)
   })
 })

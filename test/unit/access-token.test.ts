@@ -2,7 +2,7 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHmac } from 'node:crypto'
 import { createSigner, createVerifier } from 'fast-jwt'
-import { createAccessTokenVerifier } from '../src/auth/access-token.js'
+import { createAccessTokenVerifier } from '../../src/auth/access-token.js'
 
 /**
  * src/auth/access-token.ts replaces fast-jwt (behind @fastify/jwt) for verification. Two

@@ -2,10 +2,9 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import type { TSchema } from '@sinclair/typebox'
-import { build } from './helper.js'
-import { buildAsyncApi, type AsyncApiDocument } from '../src/realtime/asyncapi.js'
-import { COMMAND_SCHEMAS, ERROR_CODES, SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS } from '../src/realtime/protocol.js'
-import { CloseCodes, isReconnectCode } from '../src/realtime/close-codes.js'
+import { buildAsyncApi, type AsyncApiDocument } from '../../src/realtime/asyncapi.js'
+import { COMMAND_SCHEMAS, ERROR_CODES, SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS } from '../../src/realtime/protocol.js'
+import { CloseCodes, isReconnectCode } from '../../src/realtime/close-codes.js'
 
 function messageByName (doc: AsyncApiDocument, name: string) {
   return Object.values(doc.components.messages).find(m => m.name === name)
@@ -103,18 +102,8 @@ describe('AsyncAPI document', () => {
   })
 })
 
-describe('GET /docs/asyncapi.json', () => {
-  it('serves the generated document', async (t) => {
-    const { request } = await build(t)
-    const res = await request('GET', '/docs/asyncapi.json')
-    assert.equal(res.status, 200)
-    assert.match(res.headers.get('content-type') ?? '', /^application\/json/)
-    assert.deepEqual(res.body, JSON.parse(JSON.stringify(buildAsyncApi({ version: res.body.info.version }))))
-  })
-})
-
 describe('docs/protocol.md', () => {
-  const doc = readFileSync(new URL('../docs/protocol.md', import.meta.url), 'utf8')
+  const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8')
   const row = (first: string) => doc.split('\n').find(line => line.startsWith(`| ${first} |`))
 
   it('shows every command and every server frame type in an example', () => {

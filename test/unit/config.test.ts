@@ -1,13 +1,10 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { ConfigError, loadConfig } from '../src/config.js'
-import { tempDir } from './helper.js'
+import { ConfigError, loadConfig } from '../../src/config.js'
+import { tempDir } from '../helper.js'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const GOOD_SECRET = 'a-production-secret-that-is-long-enough-0123456789'
 
 /** loadConfig must throw a ConfigError whose message names `variable`; returns the message. */
@@ -211,27 +208,5 @@ describe('config', () => {
       assert.deepEqual(loadConfig({ ...base, TRUST_PROXY: value }).trustProxy, expected, `TRUST_PROXY=${value}`)
     }
     assert.equal(loadConfig(base).trustProxy, false)
-  })
-
-  it('a real process with PORT=abc exits 1 and names PORT on stderr', async (t) => {
-    const dir = tempDir(t)
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, PORT: 'abc', DATA_DIR: dir, JWT_SECRET: GOOD_SECRET },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-    let stderr = ''
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-    child.stdout.resume()
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.once('error', reject)
-      child.once('exit', resolve)
-    })
-    assert.equal(code, 1, stderr)
-    assert.match(stderr, /configuration error: PORT\b/)
-    assert.match(stderr, /"abc"/)
-    // A configuration mistake is a one-line message, not a crash with a stack trace.
-    assert.doesNotMatch(stderr, /\n\s+at /)
   })
 })

@@ -26,7 +26,7 @@ function compare (a: string, b: string): number {
 
 /** Every installed copy of a package in node_modules (hoisted and nested). */
 function installedVersions (name: string): string[] {
-  const lock = JSON.parse(readFileSync(join(dirname(require.resolve('../package.json')), 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string }> }
+  const lock = JSON.parse(readFileSync(join(dirname(require.resolve('../../package.json')), 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string }> }
   return Object.entries(lock.packages)
     .filter(([path]) => path === `node_modules/${name}` || path.endsWith(`/node_modules/${name}`))
     .map(([, info]) => info.version ?? '0.0.0')

@@ -1,10 +1,10 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
-import { EnvSchema, loadConfig } from '../src/config.js'
+import { EnvSchema, loadConfig } from '../../src/config.js'
 
 describe('.env.example', () => {
-  const text = readFileSync(new URL('../.env.example', import.meta.url), 'utf8')
+  const text = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8')
   const lines = text.split('\n')
   const documented = lines.filter(l => /^[A-Z_]+=/.test(l)).map(l => l.split('=')[0]!)
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { SharedAnswers } from '../src/realtime/shared-answers.js'
+import { SharedAnswers } from '../../src/realtime/shared-answers.js'
 
 /** A SharedAnswers on a clock the test moves, counting the asks that reached the source. */
 function setup (capacity: number): { answers: SharedAnswers<string>, asked: string[], ask: (key: string) => Promise<string>, advance: (ms: number) => void } {
