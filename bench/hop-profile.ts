@@ -6,7 +6,7 @@ import { Redis } from 'ioredis'
 import { createRateLimiter } from '../src/limits/rate-limiter.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import type { Publication } from '../src/realtime/engine.js'
-import { deleteRedisKeys } from '../test/helper.js'
+import { deleteRedisKeys } from '../support/redis.js'
 import { connectionLimits, scenarios } from './scenarios.js'
 import { clusterServices, generate, REDIS_URL, startTarget, type Variant } from './servers.js'
 

@@ -8,8 +8,10 @@ import { createSigner } from 'fast-jwt'
 import pg from 'pg'
 import { Redis } from 'ioredis'
 import type { BenchReport } from '../src/cli/bench/report.js'
-import { deleteRedisKeys, dropSchema, oneShotRequest } from '../test/helper.js'
-import { freePort } from '../test/process.js'
+import { freePort } from '../support/free-port.js'
+import { oneShotRequest } from '../support/http.js'
+import { dropSchema } from '../support/postgres.js'
+import { deleteRedisKeys } from '../support/redis.js'
 
 /**
  * The servers under test, each a real process of its own: the three peers (bench/peers/) and

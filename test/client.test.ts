@@ -22,7 +22,8 @@ import {
   type WebSocketConstructor
 } from '../src/client/index.js'
 import { build, tempDir, type TestApp } from './helper.js'
-import { ADMIN, baseEnv, freePort, ROOT, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
+import { freePort } from '../support/free-port.js'
+import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
 
 /*
  * The client SDK against real servers: in-process apps (build) for most tests, a real server

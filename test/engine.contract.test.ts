@@ -7,7 +7,8 @@ import { newEpoch, type ControlMessage, type Engine, type Publication, type Publ
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import type { Logger } from '../src/realtime/logger.js'
-import { deleteRedisKeys, skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
+import { deleteRedisKeys } from '../support/redis.js'
+import { skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
 
 /*
  * One contract, run against every engine. Each test gets a fresh engine and rooms under a

@@ -4,8 +4,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
-import http from 'node:http'
-import https from 'node:https'
 import type { TestContext } from 'node:test'
 import pg from 'pg'
 import { Redis } from 'ioredis'
@@ -17,6 +15,7 @@ import { loadConfig, type Config } from '../src/config.js'
 import { buildLoggerOptions } from '../src/logger.js'
 import { hashPassword } from '../src/auth/passwords.js'
 import type { UserRole } from '../src/store/types.js'
+import { dropSchema } from '../support/postgres.js'
 
 export type StoreKind = 'sqlite' | 'postgres'
 export const STORE_KINDS: StoreKind[] = ['sqlite', 'postgres']
@@ -96,37 +95,6 @@ export async function redisCall (url: string, ...args: [string, ...string[]]): P
   } finally {
     // QUIT rather than disconnect() when it can: it leaves no close timer behind (tests count timers).
     await conn.quit().catch(() => conn.disconnect())
-  }
-}
-
-/** Deletes every key under `prefix` (a test's private key prefix) from the Redis at `url`. */
-export async function deleteRedisKeys (url: string, prefix: string): Promise<void> {
-  const client = new Redis(url, { lazyConnect: true, connectTimeout: 3000, disconnectTimeout: 100, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  client.on('error', () => {})
-  try {
-    await client.connect()
-    let cursor = '0'
-    do {
-      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) await client.unlink(...keys)
-    } while (cursor !== '0')
-    // QUIT rather than disconnect(): it leaves no close timer behind (tests count timers).
-    await client.quit()
-  } catch (err) {
-    client.disconnect()
-    throw err
-  }
-}
-
-/** Drops a test's private PostgreSQL schema (and everything in it). */
-export async function dropSchema (url: string, schema: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    await client.query(`drop schema if exists ${schema} cascade`)
-  } finally {
-    await client.end()
   }
 }
 
@@ -265,37 +233,6 @@ export async function build (t: TestContext, options: { store?: StoreKind, env?:
     login,
     userToken: async (id, role) => { await createUser(id, role); return await login(id) }
   }
-}
-
-export interface Reply { status: number, body: any } // eslint-disable-line @typescript-eslint/no-explicit-any -- tests read whatever JSON came back
-
-/**
- * One request on its own connection (no keep-alive pool), over HTTP or HTTPS. A closing server
- * is seen as a refused connection or a 503, never as a reused socket; with `ca`, HTTPS trusts
- * only that certificate and verification stays on.
- */
-export function oneShotRequest (baseUrl: string, method: string, path: string, options: { token?: string, body?: unknown, ca?: Buffer, timeoutMs?: number } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = {}
-    if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
-    const payload = options.body === undefined ? undefined : JSON.stringify(options.body)
-    if (payload !== undefined) headers['content-type'] = 'application/json'
-    const url = new URL(path, baseUrl)
-    const client = url.protocol === 'https:' ? https : http
-    const req = client.request(url, { method, headers, agent: false, timeout: options.timeoutMs ?? 15_000, ...(options.ca === undefined ? {} : { ca: options.ca }) }, (res) => {
-      let text = ''
-      res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
-      res.on('end', () => {
-        let body: unknown = text
-        try { body = text === '' ? undefined : JSON.parse(text) } catch { /* not JSON */ }
-        resolve({ status: res.statusCode ?? 0, body })
-      })
-      res.on('error', reject)
-    })
-    req.on('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)))
-    req.on('error', reject)
-    req.end(payload)
-  })
 }
 
 // ---------------------------------------------------------------------------------------

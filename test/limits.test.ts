@@ -6,8 +6,9 @@ import type { Redis } from 'ioredis'
 import { createMemoryFailureLimiter, createRedisFailureLimiter } from '../src/limits/failure-limiter.js'
 import { createMemoryRateLimiter, createRedisRateLimiter } from '../src/limits/rate-limiter.js'
 import { createRedisConnection, quitRedis } from '../src/redis.js'
-import { build, deleteRedisKeys, PASSWORD, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp } from './helper.js'
-import { freePort } from './process.js'
+import { deleteRedisKeys } from '../support/redis.js'
+import { build, PASSWORD, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp } from './helper.js'
+import { freePort } from '../support/free-port.js'
 import { privateRedis, skipUnlessRedisServer } from './redis-server.js'
 
 /*

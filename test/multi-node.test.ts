@@ -5,9 +5,11 @@ import type { TestContext } from 'node:test'
 import { WebSocket } from 'ws'
 import { SwitchboardClient } from '../src/client/index.js'
 import { hashTag } from '../src/redis.js'
+import { oneShotRequest, type Reply } from '../support/http.js'
+import { dropSchema } from '../support/postgres.js'
+import { deleteRedisKeys } from '../support/redis.js'
 import {
-  deleteRedisKeys, dropSchema, oneShotRequest, PASSWORD, redisCall, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL,
-  wsConnect, type Reply, type WsClient, type WsFrame
+  PASSWORD, redisCall, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame
 } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
 import { privateRedis, skipUnlessRedisServer } from './redis-server.js'

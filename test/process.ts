@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
-import net from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
-import { oneShotRequest, TEST_JWT_SECRET } from './helper.js'
+import { freePort } from '../support/free-port.js'
+import { oneShotRequest } from '../support/http.js'
+import { TEST_JWT_SECRET } from './helper.js'
 
 /**
  * Real server processes for tests: the entry point (src/server.ts) spawned with its own
@@ -21,20 +22,6 @@ export interface ServerProcess {
   stdout: () => string
   stderr: () => string
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
-}
-
-export function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address()
-      probe.close(() => {
-        if (address === null || typeof address === 'string') reject(new Error('no port'))
-        else resolve(address.port)
-      })
-    })
-  })
 }
 
 export function withTimeout<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {

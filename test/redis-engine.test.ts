@@ -6,7 +6,8 @@ import { ConfigError, loadConfig } from '../src/config.js'
 import type { ControlMessage, Publication, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
 import type { Logger } from '../src/realtime/logger.js'
 import { createRedisEngine, REFRESH_BATCH, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
-import { build, deleteRedisKeys, redisCall, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
+import { deleteRedisKeys } from '../support/redis.js'
+import { build, redisCall, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
 import { privateRedis, privateSentinel, skipUnlessRedisServer } from './redis-server.js'
 
 /*

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
 import { tempDir } from './helper.js'
-import { freePort } from './process.js'
+import { freePort } from '../support/free-port.js'
 
 /*
  * A redis-server of a test's own, for faults (kill it, start it again on the same port):

@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import http from 'node:http'
 import { join } from 'node:path'
-import { oneShotRequest, tempDir, type Reply } from './helper.js'
+import { oneShotRequest, type Reply } from '../support/http.js'
+import { tempDir } from './helper.js'
 import { ADMIN, ROOT, baseEnv, startServer, waitForLog, waitUntilReady, withTimeout } from './process.js'
 
 const EXIT_WITHIN_MS = 20_000

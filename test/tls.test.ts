@@ -2,7 +2,8 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
-import { build, oneShotRequest, PASSWORD, selfSignedCertificate, tempDir, type Reply } from './helper.js'
+import { oneShotRequest, type Reply } from '../support/http.js'
+import { build, PASSWORD, selfSignedCertificate, tempDir } from './helper.js'
 
 function httpsRequest (url: string, ca: Buffer, method: string, path: string, options: { token?: string, body?: unknown } = {}): Promise<Reply> {
   return oneShotRequest(url, method, path, { ...options, ca, timeoutMs: 10_000 })

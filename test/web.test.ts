@@ -3,7 +3,9 @@ import assert from 'node:assert/strict'
 import { copyFileSync, mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { deleteRedisKeys, oneShotRequest, skipUnlessRedis, tempDir, TEST_REDIS_URL } from './helper.js'
+import { oneShotRequest } from '../support/http.js'
+import { deleteRedisKeys } from '../support/redis.js'
+import { skipUnlessRedis, tempDir, TEST_REDIS_URL } from './helper.js'
 import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
 import {
   artifact, ensureWebBuild, fitsWidth, jwtClaims, launchBrowser, messageList, messageTexts, openApp, register, say,

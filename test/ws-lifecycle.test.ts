@@ -3,7 +3,8 @@ import assert from 'node:assert/strict'
 import { randomBytes, randomUUID } from 'node:crypto'
 import net from 'node:net'
 import { WebSocket } from 'ws'
-import { build, oneShotRequest, tempDir, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
+import { oneShotRequest } from '../support/http.js'
+import { build, tempDir, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady } from './process.js'
 
 /**
