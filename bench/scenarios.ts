@@ -1,4 +1,4 @@
-import type { BenchReport } from '../src/cli/bench/report.js'
+import type { LoadReport } from '../src/cli/load/report.js'
 import { PEERS, type Variant } from './servers.js'
 
 /**
@@ -38,10 +38,10 @@ export interface Scenario {
    * why (docs/performance.md lists them).
    */
   raise: Record<string, { value: string, why: string }>
-  metrics: (r: BenchReport) => Record<string, number | null>
+  metrics: (r: LoadReport) => Record<string, number | null>
 }
 
-const latency = (r: BenchReport): Record<string, number | null> => ({
+const latency = (r: LoadReport): Record<string, number | null> => ({
   p50Ms: r.latencyMs.p50,
   p99Ms: r.latencyMs.p99,
   p999Ms: r.latencyMs.p99_9
@@ -177,7 +177,7 @@ export function connectionLimits (s: Scenario): Record<string, string> {
 }
 
 /** Whether a run measured the intended load: everything published, delivered once, nothing refused or closed. */
-export function cleanRun (r: BenchReport): boolean {
+export function cleanRun (r: LoadReport): boolean {
   return r.deliveries.lost === 0 && r.deliveries.duplicates === 0 && r.deliveries.unexpected === 0 &&
     r.messages.unsent === 0 && Object.keys(r.messages.refused).length === 0 && r.closed.length === 0
 }

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { createSigner } from 'fast-jwt'
 import pg from 'pg'
 import { Redis } from 'ioredis'
-import type { BenchReport } from '../src/cli/bench/report.js'
+import type { LoadReport } from '../src/cli/load/report.js'
 import { freePort } from '../support/free-port.js'
 import { oneShotRequest } from '../support/http.js'
 import { dropSchema } from '../support/postgres.js'
@@ -357,7 +357,7 @@ async function startJwtHub (options: StartOptions): Promise<RunningTarget> {
 }
 
 /** One `switchboard bench --json` on the generator's CPU, against a running server; `onStderr` sees its progress lines as they come. */
-export function generate (target: RunningTarget, scenarioArgs: string[], configDir: string, onStderr?: (text: string) => void): Promise<{ report: BenchReport | undefined, stderr: string }> {
+export function generate (target: RunningTarget, scenarioArgs: string[], configDir: string, onStderr?: (text: string) => void): Promise<{ report: LoadReport | undefined, stderr: string }> {
   const args = [
     '--import', 'tsx', 'src/cli/index.ts', 'bench', ...scenarioArgs,
     '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
@@ -377,8 +377,8 @@ export function generate (target: RunningTarget, scenarioArgs: string[], configD
     const timer = setTimeout(() => child.kill('SIGKILL'), GENERATOR_TIMEOUT_MS)
     child.once('exit', () => {
       clearTimeout(timer)
-      let report: BenchReport | undefined
-      try { report = JSON.parse(stdout) as BenchReport } catch { report = undefined }
+      let report: LoadReport | undefined
+      try { report = JSON.parse(stdout) as LoadReport } catch { report = undefined }
       resolve({ report, stderr })
     })
   })

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { build, skipUnlessRedis, tempDir } from './helper.js'
 import { runCli, type CliRun } from './process.js'
-import type { BenchReport } from '../src/cli/bench/report.js'
+import type { LoadReport } from '../src/cli/load/report.js'
 import { renderChart } from '../bench/chart.js'
 import { busyByGroup } from '../bench/handshake-profile.js'
 import type { Profile } from '../bench/profile-top.js'
@@ -19,13 +19,13 @@ import { markdown, median, roundByRound, summarise, targets, type RunRecord, typ
 
 const PEERS: Array<Exclude<Peer, 'switchboard'>> = ['ws-framed', 'ws-naive', 'socketio']
 
-function report (run: CliRun): BenchReport {
+function report (run: CliRun): LoadReport {
   assert.equal(run.code, 0, `exit ${run.code}\nstderr:\n${run.stderr}\nstdout:\n${run.stdout}`)
-  return JSON.parse(run.stdout) as BenchReport
+  return JSON.parse(run.stdout) as LoadReport
 }
 
 /** Every expected delivery arrived once; cleanRun is the suite's own rule for a run that counts. */
-function assertComplete (r: BenchReport, expected: number): void {
+function assertComplete (r: LoadReport, expected: number): void {
   assert.equal(r.deliveries.expected, expected)
   assert.equal(r.deliveries.delivered, expected)
   assert.ok(cleanRun(r), JSON.stringify({ deliveries: r.deliveries, messages: r.messages, closed: r.closed, warnings: r.warnings }))
@@ -86,7 +86,7 @@ describe('the frame-once hub on two processes through Redis (scenario 6\'s refer
     t.after(() => alone.stop())
     const apart = await runCli(config, ['bench', '--target', ADAPTERS['ws-framed'], '--url', target.url, '--publisher-url', alone.url, '--json',
       '--subscribers', '2', '--publishers', '1', '--burst', '--messages', '3', '--drain-ms', '200'])
-    assert.equal((JSON.parse(apart.stdout) as BenchReport).deliveries.delivered, 0, apart.stderr)
+    assert.equal((JSON.parse(apart.stdout) as LoadReport).deliveries.delivered, 0, apart.stderr)
   })
 })
 
@@ -102,7 +102,7 @@ describe('switchboard bench --publisher-url', () => {
       '--subscribers', '2', '--publishers', '1', '--burst', '--messages', '3', '--drain-ms', '200', '--json'
     ])
     assert.equal(run.code, 1, run.stderr)
-    const r = JSON.parse(run.stdout) as BenchReport
+    const r = JSON.parse(run.stdout) as LoadReport
     assert.deepEqual(r.messages.refused, { not_found: 3 })
     const remote = await runCli(join(tempDir(t), 'none.json'), ['bench', '--url', subscribersNode.url, '--publisher-url', 'http://192.0.2.1:3000', '--token', token])
     assert.equal(remote.code, 2)

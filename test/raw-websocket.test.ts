@@ -7,12 +7,12 @@ import https from 'node:https'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { WebSocketServer, type WebSocket } from 'ws'
-import { connectRawWebSocket, HandshakeError, OPEN, type RawWebSocket } from '../src/cli/bench/raw-websocket.js'
-import { WsBenchConnection } from '../src/cli/bench/ws-connection.js'
+import { connectRawWebSocket, HandshakeError, OPEN, type RawWebSocket } from '../src/cli/load/raw-websocket.js'
+import { WsLoadConnection } from '../src/cli/load/ws-connection.js'
 import { selfSignedCertificate, tempDir } from './helper.js'
 
 /**
- * The load generator's WebSocket client (src/cli/bench/raw-websocket.ts) against `ws`'s server
+ * The load generator's WebSocket client (src/cli/load/raw-websocket.ts) against `ws`'s server
  * for what a well-behaved server does, and against a hand-written TCP server for what `ws`
  * would never send: frames cut anywhere across reads, a frame in the handshake's packet,
  * masked, binary and reserved-bit frames, a wrong accept key.
@@ -276,7 +276,7 @@ describe('the load generator\'s WebSocket client', () => {
   it('a bench connection closed twice settles both closes once the server has answered', { timeout: 10_000 }, async (t) => {
     let serverSaw: number | undefined
     const { url } = await wsServer(t, { onConnection: (ws) => ws.on('close', (code: number) => { serverSaw = code }) })
-    class Minimal extends WsBenchConnection {
+    class Minimal extends WsLoadConnection {
       async subscribe (): Promise<void> {}
       async publish (): Promise<void> {}
       protected receive (): void {}

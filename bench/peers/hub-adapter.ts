@@ -1,7 +1,7 @@
 import { CliError } from '../../src/cli/api.js'
-import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, type AdapterFactory } from '../../src/cli/bench/adapter.js'
-import { connectRawWebSocket, HandshakeError, webSocketUrl } from '../../src/cli/bench/raw-websocket.js'
-import { WsBenchConnection } from '../../src/cli/bench/ws-connection.js'
+import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, type AdapterFactory } from '../../src/cli/load/adapter.js'
+import { connectRawWebSocket, HandshakeError, webSocketUrl } from '../../src/cli/load/raw-websocket.js'
+import { WsLoadConnection } from '../../src/cli/load/ws-connection.js'
 
 /**
  * `switchboard bench --target bench/peers/hub-adapter.ts`: drives the two `ws` hub peers
@@ -14,7 +14,7 @@ import { WsBenchConnection } from '../../src/cli/bench/ws-connection.js'
 const MESSAGE_PREFIX = '{"t":"msg","room":"'
 const DATA_FIELD = ',"data":"'
 
-class HubConnection extends WsBenchConnection {
+class HubConnection extends WsLoadConnection {
   async subscribe (room: string): Promise<void> {
     await this.command(`{"t":"sub","id":${this.nextId},"room":${JSON.stringify(room)}}`, COMMAND_TIMEOUT_MS)
   }

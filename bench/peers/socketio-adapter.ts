@@ -1,7 +1,7 @@
 import { CliError } from '../../src/cli/api.js'
-import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, type AdapterFactory } from '../../src/cli/bench/adapter.js'
-import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawWebSocket } from '../../src/cli/bench/raw-websocket.js'
-import { WsBenchConnection } from '../../src/cli/bench/ws-connection.js'
+import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, type AdapterFactory } from '../../src/cli/load/adapter.js'
+import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawWebSocket } from '../../src/cli/load/raw-websocket.js'
+import { WsLoadConnection } from '../../src/cli/load/ws-connection.js'
 
 /**
  * `switchboard bench --target bench/peers/socketio-adapter.ts`: drives the Socket.IO peer
@@ -28,7 +28,7 @@ const MESSAGE_PREFIX = '42["msg","'
 const ROOM_END = '","'
 const ACK = /^43(\d+)\[/
 
-class SocketIoConnection extends WsBenchConnection {
+class SocketIoConnection extends WsLoadConnection {
   async subscribe (room: string): Promise<void> {
     await this.command(`42${this.nextId}["sub",${JSON.stringify(room)}]`, COMMAND_TIMEOUT_MS)
   }

@@ -58,8 +58,8 @@ async function prompt (question: string, hidden = false): Promise<string> {
 
 /** Runs one CLI invocation; returns the exit code. Exported for tests. */
 export async function main (argv: string[], out: Output = stdoutOutput): Promise<number> {
-  // bench has its own flags (src/cli/bench/command.ts), loaded only when used.
-  if (argv[0] === 'bench') return await (await import('./bench/command.js')).benchCommand(argv.slice(1), out)
+  // bench has its own flags (src/cli/load/command.ts), loaded only when used.
+  if (argv[0] === 'bench') return await (await import('./load/command.js')).loadCommand(argv.slice(1), out)
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -1,6 +1,6 @@
 import { build, type Histogram } from 'hdr-histogram-js'
 import { CliError } from '../api.js'
-import type { BenchAdapter, BenchConnection, CloseInfo } from './adapter.js'
+import type { LoadAdapter, LoadConnection, CloseInfo } from './adapter.js'
 import { PublishError } from './adapter.js'
 import { decodePayload, encodePayload, makePlan, nowMicros, publisherOf, type Plan } from './plan.js'
 import { sampleProcess, type ProcSample } from './proc.js'
@@ -15,7 +15,7 @@ import { sampleProcess, type ProcSample } from './proc.js'
  * up as latency instead of silently lowering the rate (no coordinated omission).
  */
 
-export interface BenchOptions {
+export interface LoadOptions {
   subscribers: number
   publishers: number
   rooms: number
@@ -54,9 +54,9 @@ const MAX_TRACKING_BYTES = 512 * 1024 * 1024
 
 export interface Counted { code: string, count: number, message: string, hint?: string }
 
-export interface BenchResult {
+export interface LoadResult {
   target: string
-  options: BenchOptions
+  options: LoadOptions
   connect: {
     connections: number
     totalMs: number
@@ -103,10 +103,10 @@ function histogram (): Histogram {
   return build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 })
 }
 
-interface Subscriber { conn: BenchConnection, room: number, seen: Uint8Array }
+interface Subscriber { conn: LoadConnection, room: number, seen: Uint8Array }
 
 interface Publisher {
-  conn: BenchConnection
+  conn: LoadConnection
   index: number
   queue: number[]
   head: number
@@ -116,7 +116,7 @@ interface Publisher {
   retry: boolean
 }
 
-export async function runBench (adapter: BenchAdapter, o: BenchOptions, log: Logger): Promise<BenchResult> {
+export async function runLoad (adapter: LoadAdapter, o: LoadOptions, log: Logger): Promise<LoadResult> {
   const roomNames = Array.from({ length: o.rooms }, (_, i) => `${o.roomPrefix}${i}`)
   const warmupMs = o.mode === 'rate' ? o.warmupMs : 0
   const planned = o.publishers === 0

@@ -17,7 +17,7 @@ export const COMMAND_TIMEOUT_MS = 15_000
  * suite (a frame-once `ws` hub, a naive `ws` hub, Socket.IO 4) each bring one, registered
  * under the name `--target` selects.
  */
-export interface BenchAdapter {
+export interface LoadAdapter {
   /** Shown in the report (`target`). */
   readonly name: string
   /**
@@ -38,7 +38,7 @@ export interface BenchAdapter {
    * refuses it (a limit, a credential). `role` lets an adapter send publishers elsewhere
    * (`--publisher-url`: publishers on one node, subscribers on another).
    */
-  connect(index: number, role: 'subscriber' | 'publisher'): Promise<BenchConnection>
+  connect(index: number, role: 'subscriber' | 'publisher'): Promise<LoadConnection>
   /**
    * Once everything is connected, before the first publish: what in this load the server
    * will refuse or throttle (e.g. a per-connection message rate above its limit), as lines
@@ -57,7 +57,7 @@ export interface LoadShape {
   size: number
 }
 
-export interface BenchConnection {
+export interface LoadConnection {
   /** Resolves once publications to `room` sent from now on will reach this connection. */
   subscribe(room: string): Promise<void>
   /**
@@ -103,5 +103,5 @@ export interface AdapterOptions {
   api?: Api
 }
 
-export type AdapterFactory = (options: AdapterOptions) => BenchAdapter | Promise<BenchAdapter>
+export type AdapterFactory = (options: AdapterOptions) => LoadAdapter | Promise<LoadAdapter>
 

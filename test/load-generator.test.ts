@@ -5,14 +5,14 @@ import { join } from 'node:path'
 import { oneShotRequest } from '../support/http.js'
 import { build, PASSWORD, tempDir } from './helper.js'
 import { ADMIN, baseEnv, runCli as cli, startServer, waitUntilReady, type CliRun as Run } from './process.js'
-import { PublishError, type BenchAdapter, type BenchConnection, type CloseInfo } from '../src/cli/bench/adapter.js'
-import { isLoopback } from '../src/cli/bench/command.js'
-import { decodePayload, encodePayload, makePlan, publisherOf } from '../src/cli/bench/plan.js'
-import { parseRssBytes, parseStatTicks, sampleProcess } from '../src/cli/bench/proc.js'
-import type { BenchReport } from '../src/cli/bench/report.js'
-import { summarize } from '../src/cli/bench/report.js'
-import { runBench, type BenchOptions, type Logger } from '../src/cli/bench/run.js'
-import { refusalMessage } from '../src/cli/bench/switchboard-adapter.js'
+import { PublishError, type LoadAdapter, type LoadConnection, type CloseInfo } from '../src/cli/load/adapter.js'
+import { isLoopback } from '../src/cli/load/command.js'
+import { decodePayload, encodePayload, makePlan, publisherOf } from '../src/cli/load/plan.js'
+import { parseRssBytes, parseStatTicks, sampleProcess } from '../src/cli/load/proc.js'
+import type { LoadReport } from '../src/cli/load/report.js'
+import { summarize } from '../src/cli/load/report.js'
+import { runLoad, type LoadOptions, type Logger } from '../src/cli/load/run.js'
+import { refusalMessage } from '../src/cli/load/switchboard-adapter.js'
 
 /** The limits docs/bench.md tells operators to run a benchmark with. */
 const RAISED = {
@@ -24,12 +24,12 @@ const RAISED = {
   PUBLISH_RATE_PER_USER: '0'
 }
 
-function report (run: Run): BenchReport {
+function report (run: Run): LoadReport {
   assert.equal(run.code, 0, `exit ${run.code}\nstderr:\n${run.stderr}\nstdout:\n${run.stdout}`)
-  return JSON.parse(run.stdout) as BenchReport
+  return JSON.parse(run.stdout) as LoadReport
 }
 
-function assertOrdered (p: BenchReport['latencyMs'], count: number): void {
+function assertOrdered (p: LoadReport['latencyMs'], count: number): void {
   assert.equal(p.count, count)
   for (const key of ['p50', 'p90', 'p99', 'p99_9', 'max', 'mean'] as const) assert.equal(typeof p[key], 'number', key)
   assert.ok(p.p50! > 0)
@@ -40,7 +40,7 @@ function assertOrdered (p: BenchReport['latencyMs'], count: number): void {
 }
 
 /** Every expected delivery came, once; `timed` of them (those after a warm-up) have latencies. */
-function assertComplete (r: BenchReport, expected: number, timed = expected): void {
+function assertComplete (r: LoadReport, expected: number, timed = expected): void {
   assert.equal(r.deliveries.expected, expected)
   assert.equal(r.deliveries.delivered, expected)
   assert.equal(r.deliveries.lost, 0)
@@ -182,7 +182,7 @@ describe('switchboard bench against a real server', () => {
     const token = await server.userToken('loader')
     const run = await cli(join(tempDir(t), 'none.json'), ['bench', '--url', server.url, '--token', token, '--create-rooms', '--subscribers', '2', '--burst', '--messages', '400', '--drain-ms', '500', '--json'])
     assert.equal(run.code, 1, run.stderr)
-    const r = JSON.parse(run.stdout) as BenchReport
+    const r = JSON.parse(run.stdout) as LoadReport
     assert.ok((r.messages.refused.rate_limited ?? 0) > 0, JSON.stringify(r.messages))
     assert.match(run.stderr, /publishes were refused: rate_limited: .*raise WS_MESSAGES_PER_SECOND and WS_MESSAGES_BURST/)
     assert.match(run.stderr, /the server allows 50 messages\/s per connection/)
@@ -290,10 +290,10 @@ describe('switchboard bench internals', () => {
     // Subscriber 0 misses every message whose k % 5 === 0, subscriber 1 gets k % 4 === 0 twice;
     // the hub refuses k % 7 === 0 (never published: neither expected nor lost).
     const handlers = new Map<number, { room: string, deliver: (room: string, payload: string) => void }>()
-    const faulty: BenchAdapter = {
+    const faulty: LoadAdapter = {
       name: 'faulty',
       maxInFlight: 4,
-      async connect (index): Promise<BenchConnection> {
+      async connect (index): Promise<LoadConnection> {
         let closeHandler: (info: CloseInfo) => void = () => {}
         return {
           bufferedAmount: 0,
@@ -314,12 +314,12 @@ describe('switchboard bench internals', () => {
         }
       }
     }
-    const options: BenchOptions = {
+    const options: LoadOptions = {
       subscribers: 4, publishers: 1, rooms: 1, roomPrefix: 'r', size: 64, mode: 'burst', rate: 0,
       messages: 140, durationMs: 5000, warmupMs: 0, batch: 2, drainMs: 300, createRooms: false
     }
     const quiet: Logger = { progress () {}, warn () {} }
-    const r = summarize(await runBench(faulty, options, quiet), 'http://test')
+    const r = summarize(await runLoad(faulty, options, quiet), 'http://test')
     const published = 140 - 20 // k % 7 === 0 for 20 of 0…139
     assert.equal(r.messages.published, published)
     assert.deepEqual(r.messages.refused, { rate_limited: 20 })

@@ -1,7 +1,7 @@
 import { CliError } from '../api.js'
-import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, PublishError, type AdapterFactory, type AdapterOptions, type BenchAdapter, type BenchConnection, type LoadShape } from './adapter.js'
+import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, PublishError, type AdapterFactory, type AdapterOptions, type LoadAdapter, type LoadConnection, type LoadShape } from './adapter.js'
 import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawWebSocket } from './raw-websocket.js'
-import { WsBenchConnection } from './ws-connection.js'
+import { WsLoadConnection } from './ws-connection.js'
 
 /**
  * Switchboard protocol v1 over the generator's own WebSocket client (raw-websocket.ts; not
@@ -46,7 +46,7 @@ interface Frame {
   error?: { code?: string, message?: string }
 }
 
-class SwitchboardConnection extends WsBenchConnection {
+class SwitchboardConnection extends WsLoadConnection {
   constructor (socket: RawWebSocket) {
     super(socket, code => CLOSE_HINTS[code])
   }
@@ -147,7 +147,7 @@ export function tokenExpiry (token: string): number | undefined {
   }
 }
 
-class SwitchboardAdapter implements BenchAdapter {
+class SwitchboardAdapter implements LoadAdapter {
   readonly name = 'switchboard'
   readonly maxInFlight = MAX_IN_FLIGHT
   private readonly wsUrl: string
@@ -204,7 +204,7 @@ class SwitchboardAdapter implements BenchAdapter {
     await Promise.all(Array.from({ length: Math.min(8, rooms.length) }, worker))
   }
 
-  async connect (index: number, role: 'subscriber' | 'publisher' = 'subscriber'): Promise<BenchConnection> {
+  async connect (index: number, role: 'subscriber' | 'publisher' = 'subscriber'): Promise<LoadConnection> {
     const headers: Record<string, string> = {}
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`
     else if (this.options.apiKey !== undefined) headers['x-api-key'] = this.options.apiKey

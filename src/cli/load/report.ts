@@ -1,9 +1,9 @@
 import type { Histogram } from 'hdr-histogram-js'
 import { clkTck } from './proc.js'
-import type { BenchResult } from './run.js'
+import type { LoadResult } from './run.js'
 
 /** The `--json` output of `switchboard bench`: one object, described in docs/bench.md. */
-export interface BenchReport {
+export interface LoadReport {
   target: string
   url: string
   mode: 'rate' | 'burst'
@@ -75,12 +75,12 @@ function percentiles (h: Histogram): Percentiles {
   }
 }
 
-export function summarize (result: BenchResult, url: string): BenchReport {
+export function summarize (result: LoadResult, url: string): LoadReport {
   const o = result.options
   const c = result.connect
   const d = result.deliveries
   const elapsedS = d.elapsedMs / 1000
-  let server: BenchReport['server'] = null
+  let server: LoadReport['server'] = null
   if (result.server !== undefined) {
     const { before, afterConnect, after, pid } = result.server
     const connectCpu = round(afterConnect.cpuSeconds - before.cpuSeconds, 2)
@@ -155,7 +155,7 @@ function latencyRow (p: Percentiles): string {
 }
 
 /** The human-readable table: one labelled line per measure. */
-export function formatTable (r: BenchReport): string {
+export function formatTable (r: LoadReport): string {
   const c = r.config
   const rows: Array<[string, string]> = [
     ['target', `${r.target} at ${r.url}`],

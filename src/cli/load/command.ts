@@ -3,13 +3,13 @@ import { parseArgs } from 'node:util'
 import { Api, CliError } from '../api.js'
 import type { Output } from '../commands.js'
 import { configPath, readConfig } from '../config.js'
-import { loadAdapter } from './adapter-registry.js'
+import { resolveAdapter } from './adapter-registry.js'
 import { MIN_PAYLOAD_BYTES } from './plan.js'
 import { sampleProcess } from './proc.js'
 import { formatTable, summarize } from './report.js'
-import { runBench, type BenchOptions, type Logger } from './run.js'
+import { runLoad, type LoadOptions, type Logger } from './run.js'
 
-export const BENCH_USAGE = `switchboard bench — load generator (docs/bench.md)
+export const LOAD_USAGE = `switchboard bench — load generator (docs/bench.md)
 
 Usage: switchboard bench [flags]
 
@@ -111,7 +111,7 @@ function stderrLogger (): Logger {
 }
 
 /** `switchboard bench …`: returns the exit code (0: a clean run; 1: the server refused or closed something). */
-export async function benchCommand (argv: string[], out: Output, log: Logger = stderrLogger()): Promise<number> {
+export async function loadCommand (argv: string[], out: Output, log: Logger = stderrLogger()): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -142,7 +142,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
     }
   })
   if (values.help) {
-    out.line(BENCH_USAGE)
+    out.line(LOAD_USAGE)
     return 0
   }
   if (positionals.length > 0) throw new CliError(`bench takes no arguments, got "${positionals.join(' ')}"; see switchboard bench --help`, 2)
@@ -167,7 +167,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
   }
   const messagesFlag = values.messages === undefined ? undefined : number('messages', values.messages, 0, 0, LIMITS.messages)
   const serverPid = values['server-pid'] === undefined ? undefined : number('server-pid', values['server-pid'], 0, 1, 2 ** 22)
-  const options: BenchOptions = {
+  const options: LoadOptions = {
     subscribers,
     publishers,
     rooms,
@@ -185,7 +185,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
   }
   if (serverPid !== undefined) sampleProcess(serverPid) // fails now, clearly, rather than after connecting
 
-  const factory = await loadAdapter(values.target)
+  const factory = await resolveAdapter(values.target)
   const api = stored.accessToken === undefined && stored.refreshToken === undefined ? undefined : new Api(file, url, stored)
   const adapter = await factory({
     url: parsed.origin,
@@ -195,7 +195,7 @@ export async function benchCommand (argv: string[], out: Output, log: Logger = s
     ...(api === undefined || values.token !== undefined ? {} : { api })
   })
 
-  const result = await runBench(adapter, options, log)
+  const result = await runLoad(adapter, options, log)
   const report = summarize(result, parsed.origin)
   if (report.deliveries.lost > 0) log.warn(`${report.deliveries.lost} deliveries lost`)
   if (report.deliveries.duplicates > 0) log.warn(`${report.deliveries.duplicates} duplicate deliveries`)

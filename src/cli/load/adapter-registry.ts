@@ -22,7 +22,7 @@ export function adapterNames (): string[] {
  * The factory for `--target`: a registered name, or a path to a module (`./x.ts`, `/abs/x.js`)
  * whose default export (or `adapter` export) is an AdapterFactory.
  */
-export async function loadAdapter (target: string): Promise<AdapterFactory> {
+export async function resolveAdapter (target: string): Promise<AdapterFactory> {
   const named = registry.get(target)
   if (named !== undefined) return await named()
   if (!/[/\\]/.test(target) && !/\.[cm]?[jt]s$/.test(target)) {

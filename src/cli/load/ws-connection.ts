@@ -1,4 +1,4 @@
-import { PublishError, type BenchConnection, type CloseInfo } from './adapter.js'
+import { PublishError, type LoadConnection, type CloseInfo } from './adapter.js'
 import { CLOSED, OPEN, type RawWebSocket } from './raw-websocket.js'
 
 /**
@@ -11,7 +11,7 @@ import { CLOSED, OPEN, type RawWebSocket } from './raw-websocket.js'
 
 const CLOSE_GRACE_MS = 2_000
 
-export abstract class WsBenchConnection implements BenchConnection {
+export abstract class WsLoadConnection implements LoadConnection {
   protected nextId = 1
   protected handler: (room: string, payload: string) => void = () => {}
   private readonly waiting = new Map<number, { resolve: (result: unknown) => void, reject: (err: PublishError) => void }>()
