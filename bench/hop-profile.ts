@@ -8,7 +8,7 @@ import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import type { Publication } from '../src/realtime/engine.js'
 import { deleteRedisKeys } from '../support/redis.js'
 import { connectionLimits, scenarios } from './scenarios.js'
-import { clusterServices, generate, REDIS_URL, startTarget, type Variant } from './servers.js'
+import { clusterServices, generate, REDIS_URL, roomNames, startTarget, type Variant } from './servers.js'
 
 /**
  * Where scenario 6's Redis hop goes (docs/performance.md, "Two nodes"). Two parts:
@@ -88,7 +88,7 @@ async function lightHop (subscribers: number, runs: number, noPublishLimit: bool
   for (let run = 0; run < runs; run++) {
     const order = run % 2 === 0 ? variants : [...variants].reverse()
     for (const variant of order) {
-      const target = await startTarget(variant, { rooms: ['bench-0'], env })
+      const target = await startTarget(variant, { rooms: roomNames(1), env })
       try {
         const { report, stderr } = await generate(target, args, tmpdir())
         if (report === undefined || report.latencyMs.p50 === null) throw new Error(`${variant}: no latency measured\n${stderr}`)

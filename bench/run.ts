@@ -5,13 +5,13 @@ import { basename, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { renderChart } from './chart.js'
 import { cleanRun, connectionLimits, scenarios, type Scenario, type Size } from './scenarios.js'
-import { clusterServices, generate, HAS_TASKSET, PEER_OF, PEERS, ROOT, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
+import { clusterServices, generate, HAS_TASKSET, PEER_OF, PEERS, ROOT, roomNames, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
 import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type TargetResult } from './summary.js'
 
 /**
  * The benchmark suite (issue 6, docs/performance.md): every scenario runs every server in
  * turn, in alternating order, several times, each against a fresh server process pinned to
- * CPU 0 with the load generator (`switchboard bench`) pinned to CPU 1; the medians, ranges
+ * CPU 0 with the load generator (`switchboard load`) pinned to CPU 1; the medians, ranges
  * and ratios go to bench/results/<date>.json, a markdown table and an SVG chart.
  *
  *   node --import tsx bench/run.ts [--quick] [--runs N] [--only burst,steady,…] [--cpu-prof] [--update-docs] [--from FILE]
@@ -79,7 +79,7 @@ async function runScenario (s: Scenario, asked: number, peers: Set<Variant>, cpu
       return { ...result, skipped: missing }
     }
   }
-  const rooms = Array.from({ length: s.rooms }, (_, i) => `bench-${i}`)
+  const rooms = roomNames(s.rooms)
   for (let run = 0; run < runs; run++) {
     // Alternating order: whichever server runs first or last in a noisy stretch changes.
     const order = run % 2 === 0 ? variants : [...variants].reverse()

@@ -4,7 +4,7 @@ import { PEERS, type Variant } from './servers.js'
 /**
  * The six scenarios of the suite (issue 6), sized for a 2-core machine, in a full size
  * (`npm run bench`) and a quick one (`npm run bench:quick`, under two minutes). Each is one
- * `switchboard bench` invocation per server; `metrics` picks what the scenario compares out
+ * `switchboard load` invocation per server; `metrics` picks what the scenario compares out
  * of the generator's JSON report.
  */
 

@@ -43,6 +43,17 @@ const GENERATOR_TIMEOUT_MS = 10 * 60_000
 const STOP_GRACE_MS = 5_000
 const BENCH_USER = { username: 'loader', password: 'bench user password' }
 
+/**
+ * The lab's rooms are bench-0, bench-1, …, passed to the generator with `--room-prefix`: the
+ * rooms Switchboard is set up with and the rooms the generator joins are named in one place,
+ * not through the generator's default.
+ */
+export const ROOM_PREFIX = 'bench-'
+
+export function roomNames (count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `${ROOM_PREFIX}${i}`)
+}
+
 /** The peer each variant is a set-up of (`--peers` selects by peer). */
 export const PEER_OF: Record<Variant, Peer> = {
   switchboard: 'switchboard',
@@ -56,7 +67,7 @@ export const PEER_OF: Record<Variant, Peer> = {
   socketio: 'socketio'
 }
 
-/** The adapter module `switchboard bench --target` loads for each peer (Switchboard's is built in). */
+/** The adapter module `switchboard load --target` loads for each peer (Switchboard's is built in). */
 export const ADAPTERS: Record<Variant, string> = {
   switchboard: 'switchboard',
   'switchboard-redis': 'switchboard',
@@ -356,11 +367,11 @@ async function startJwtHub (options: StartOptions): Promise<RunningTarget> {
   return { ...peer, variant: 'ws-framed-jwt', token }
 }
 
-/** One `switchboard bench --json` on the generator's CPU, against a running server; `onStderr` sees its progress lines as they come. */
+/** One `switchboard load --json` on the generator's CPU, against a running server; `onStderr` sees its progress lines as they come. */
 export function generate (target: RunningTarget, scenarioArgs: string[], configDir: string, onStderr?: (text: string) => void): Promise<{ report: LoadReport | undefined, stderr: string }> {
   const args = [
-    '--import', 'tsx', 'src/cli/index.ts', 'bench', ...scenarioArgs,
-    '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
+    '--import', 'tsx', 'src/cli/index.ts', 'load', ...scenarioArgs,
+    '--room-prefix', ROOM_PREFIX, '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
     ...(target.token === undefined ? [] : ['--token', target.token]),
     ...(target.publisherUrl === undefined ? [] : ['--publisher-url', target.publisherUrl])
   ]

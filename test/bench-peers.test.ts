@@ -37,7 +37,7 @@ describe('benchmark peers through their adapters', () => {
       const target = await startTarget(peer, { rooms: [], env: {}, pin: false })
       t.after(() => target.stop())
       const config = join(tempDir(t), 'none.json')
-      const common = ['bench', '--target', ADAPTERS[peer], '--url', target.url, '--server-pid', String(target.pid), '--json']
+      const common = ['load', '--target', ADAPTERS[peer], '--url', target.url, '--server-pid', String(target.pid), '--json']
       // 6 subscribers in 2 rooms, 2 publishers: each message reaches the 3 subscribers of its room.
       const burst = report(await runCli(config, [...common, '--subscribers', '6', '--rooms', '2', '--publishers', '2', '--burst', '--messages', '10']))
       assertComplete(burst, 10 * 3)
@@ -60,7 +60,7 @@ describe('the frame-once hub verifying a JWT (the handshake reference)', () => {
     t.after(() => target.stop())
     assert.ok(target.token !== undefined)
     const config = join(tempDir(t), 'none.json')
-    const common = ['bench', '--target', ADAPTERS['ws-framed-jwt'], '--url', target.url, '--json', '--subscribers', '0', '--publishers', '5', '--messages', '0']
+    const common = ['load', '--target', ADAPTERS['ws-framed-jwt'], '--url', target.url, '--json', '--subscribers', '0', '--publishers', '5', '--messages', '0']
     const accepted = report(await runCli(config, [...common, '--token', target.token]))
     assert.equal(accepted.connect.connections, 5)
     const [header, payload] = target.token.split('.')
@@ -78,19 +78,19 @@ describe('the frame-once hub on two processes through Redis (scenario 6\'s refer
     t.after(() => target.stop())
     assert.ok(target.publisherUrl !== undefined && target.publisherUrl !== target.url)
     const config = join(tempDir(t), 'none.json')
-    const common = ['bench', '--target', ADAPTERS['ws-framed-2-nodes'], '--url', target.url, '--publisher-url', target.publisherUrl, '--json']
+    const common = ['load', '--target', ADAPTERS['ws-framed-2-nodes'], '--url', target.url, '--publisher-url', target.publisherUrl, '--json']
     assertComplete(report(await runCli(config, [...common, '--subscribers', '4', '--publishers', '1', '--burst', '--messages', '20'])), 20 * 4)
     assertComplete(report(await runCli(config, [...common, '--subscribers', '3', '--publishers', '1', '--rate', '20', '--duration', '0.5'])), 10 * 3)
     // The publisher really is elsewhere: sent to a hub of its own (no relay), nothing arrives.
     const alone = await startTarget('ws-framed', { rooms: [], env: {}, pin: false })
     t.after(() => alone.stop())
-    const apart = await runCli(config, ['bench', '--target', ADAPTERS['ws-framed'], '--url', target.url, '--publisher-url', alone.url, '--json',
+    const apart = await runCli(config, ['load', '--target', ADAPTERS['ws-framed'], '--url', target.url, '--publisher-url', alone.url, '--json',
       '--subscribers', '2', '--publishers', '1', '--burst', '--messages', '3', '--drain-ms', '200'])
     assert.equal((JSON.parse(apart.stdout) as LoadReport).deliveries.delivered, 0, apart.stderr)
   })
 })
 
-describe('switchboard bench --publisher-url', () => {
+describe('switchboard load --publisher-url', () => {
   it('sends publishers to the other server', async (t) => {
     const subscribersNode = await build(t)
     const publishersNode = await build(t)
@@ -98,13 +98,13 @@ describe('switchboard bench --publisher-url', () => {
     // The same secret signs both nodes' tokens, but only the first has the room: a publisher
     // that went to the second is refused with not_found.
     const run = await runCli(join(tempDir(t), 'none.json'), [
-      'bench', '--url', subscribersNode.url, '--publisher-url', publishersNode.url, '--token', token, '--create-rooms',
+      'load', '--url', subscribersNode.url, '--publisher-url', publishersNode.url, '--token', token, '--create-rooms',
       '--subscribers', '2', '--publishers', '1', '--burst', '--messages', '3', '--drain-ms', '200', '--json'
     ])
     assert.equal(run.code, 1, run.stderr)
     const r = JSON.parse(run.stdout) as LoadReport
     assert.deepEqual(r.messages.refused, { not_found: 3 })
-    const remote = await runCli(join(tempDir(t), 'none.json'), ['bench', '--url', subscribersNode.url, '--publisher-url', 'http://192.0.2.1:3000', '--token', token])
+    const remote = await runCli(join(tempDir(t), 'none.json'), ['load', '--url', subscribersNode.url, '--publisher-url', 'http://192.0.2.1:3000', '--token', token])
     assert.equal(remote.code, 2)
     assert.match(remote.stderr, /not a loopback address/)
   })

@@ -14,7 +14,7 @@ import { summarize } from '../src/cli/load/report.js'
 import { runLoad, type LoadOptions, type Logger } from '../src/cli/load/run.js'
 import { refusalMessage } from '../src/cli/load/switchboard-adapter.js'
 
-/** The limits docs/bench.md tells operators to run a benchmark with. */
+/** The limits docs/load-generator.md tells operators to run the server under load with. */
 const RAISED = {
   WS_MAX_CONNECTIONS_PER_USER: '100000',
   WS_MAX_CONNECTIONS_PER_IP: '100000',
@@ -53,12 +53,12 @@ function assertComplete (r: LoadReport, expected: number, timed = expected): voi
   assertOrdered(r.latencyMs, timed)
 }
 
-describe('switchboard bench against a real server', () => {
+describe('switchboard load against a real server', () => {
   it('rate mode: every delivery is accounted for, latency percentiles are ordered', async (t) => {
     const server = await build(t, { env: RAISED })
     const token = await server.userToken('loader')
     const run = await cli(join(tempDir(t), 'none.json'), [
-      'bench', '--url', server.url, '--token', token, '--create-rooms',
+      'load', '--url', server.url, '--token', token, '--create-rooms',
       '--subscribers', '50', '--rooms', '2', '--publishers', '2', '--rate', '200', '--duration', '2', '--size', '120', '--json'
     ])
     const r = report(run)
@@ -77,14 +77,14 @@ describe('switchboard bench against a real server', () => {
     assert.match(run.stderr, /connecting: 50\/50 subscribers, 2\/2 publishers/)
     // The rooms were created public, by the token's user.
     const rooms = await server.request('GET', '/rooms', { token })
-    assert.deepEqual(rooms.body.items.map((room: { id: string }) => room.id).sort(), ['bench-0', 'bench-1'])
+    assert.deepEqual(rooms.body.items.map((room: { id: string }) => room.id).sort(), ['load-0', 'load-1'])
   })
 
   it('--warmup: its messages are published and delivered like the rest, their latencies are not recorded', async (t) => {
     const server = await build(t, { env: RAISED })
     const token = await server.userToken('loader')
     const run = await cli(join(tempDir(t), 'none.json'), [
-      'bench', '--url', server.url, '--token', token, '--create-rooms',
+      'load', '--url', server.url, '--token', token, '--create-rooms',
       '--subscribers', '10', '--publishers', '1', '--rate', '200', '--duration', '1', '--warmup', '0.5', '--json'
     ])
     const r = report(run)
@@ -103,14 +103,14 @@ describe('switchboard bench against a real server', () => {
     const login = await cli(config, ['login', '--url', server.url, '--username', 'loader', '--password-stdin'], { stdin: PASSWORD + '\n' })
     assert.equal(login.code, 0, login.stderr)
     const r = report(await cli(config, [
-      'bench', '--create-rooms', '--burst', '--messages', '300', '--subscribers', '30', '--publishers', '2', '--json'
+      'load', '--create-rooms', '--burst', '--messages', '300', '--subscribers', '30', '--publishers', '2', '--json'
     ]))
     assert.equal(r.mode, 'burst')
     assert.equal(r.url, server.url)
     assert.equal(r.sendLagMs, null)
     assertComplete(r, 300 * 30)
 
-    const table = await cli(config, ['bench', '--burst', '--messages', '20', '--subscribers', '4', '--rooms', '1'])
+    const table = await cli(config, ['load', '--burst', '--messages', '20', '--subscribers', '4', '--rooms', '1'])
     assert.equal(table.code, 0, table.stderr)
     assert.match(table.stdout, /^deliveries\s+80 of 80 expected/m)
     assert.match(table.stdout, /^LOST\s+0$/m)
@@ -121,11 +121,11 @@ describe('switchboard bench against a real server', () => {
   it('authenticates with an API key (subscribe and publish scopes)', async (t) => {
     const server = await build(t, { env: RAISED })
     const admin = await server.userToken('root', 'admin')
-    for (const id of ['load-0', 'load-1']) assert.equal((await server.request('POST', '/rooms', { token: admin, body: { id } })).status, 201)
-    const created = await server.request('POST', '/api-keys', { token: admin, body: { name: 'loader', scopes: ['subscribe:load-*', 'publish:load-*'] } })
+    for (const id of ['keyed-0', 'keyed-1']) assert.equal((await server.request('POST', '/rooms', { token: admin, body: { id } })).status, 201)
+    const created = await server.request('POST', '/api-keys', { token: admin, body: { name: 'loader', scopes: ['subscribe:keyed-*', 'publish:keyed-*'] } })
     assert.equal(created.status, 201, created.text)
     const r = report(await cli(join(tempDir(t), 'none.json'), [
-      'bench', '--url', server.url, '--api-key', created.body.key as string, '--room-prefix', 'load-', '--rooms', '2',
+      'load', '--url', server.url, '--api-key', created.body.key as string, '--room-prefix', 'keyed-', '--rooms', '2',
       '--subscribers', '10', '--publishers', '2', '--burst', '--messages', '100', '--json'
     ]))
     assertComplete(r, 100 * 5)
@@ -139,7 +139,7 @@ describe('switchboard bench against a real server', () => {
     assert.equal(login.status, 200)
     const pid = server.child.pid!
     const r = report(await cli(join(tempDir(t), 'none.json'), [
-      'bench', '--url', url, '--token', login.body.accessToken as string, '--create-rooms',
+      'load', '--url', url, '--token', login.body.accessToken as string, '--create-rooms',
       '--subscribers', '20', '--publishers', '1', '--burst', '--messages', '200', '--server-pid', String(pid), '--json'
     ]))
     assertComplete(r, 200 * 20)
@@ -157,12 +157,12 @@ describe('switchboard bench against a real server', () => {
   it('refuses a target that is not loopback unless --allow-remote', async (t) => {
     const config = join(tempDir(t), 'none.json')
     for (const url of ['http://192.0.2.10:3000', 'http://example.com', 'http://[2001:db8::1]:3000', 'http://10.0.0.1']) {
-      const run = await cli(config, ['bench', '--url', url, '--token', 'x'])
+      const run = await cli(config, ['load', '--url', url, '--token', 'x'])
       assert.equal(run.code, 2, `${url}: ${run.stderr}`)
       assert.match(run.stderr, /not a loopback address\. Load tests only ever target machines you own; .*--allow-remote/)
     }
     // Loopback passes the check (and then finds nothing listening).
-    const local = await cli(config, ['bench', '--url', 'http://127.0.0.2:1', '--token', 'x', '--subscribers', '1', '--publishers', '0'])
+    const local = await cli(config, ['load', '--url', 'http://127.0.0.2:1', '--token', 'x', '--subscribers', '1', '--publishers', '0'])
     assert.equal(local.code, 1)
     assert.match(local.stderr, /cannot reach the server at http:\/\/127\.0\.0\.2:1/)
   })
@@ -170,7 +170,7 @@ describe('switchboard bench against a real server', () => {
   it('a refused handshake stops the run with the setting to raise', async (t) => {
     const server = await build(t, { env: { WS_MAX_CONNECTIONS_PER_USER: '2' } })
     const token = await server.userToken('loader')
-    const run = await cli(join(tempDir(t), 'none.json'), ['bench', '--url', server.url, '--token', token, '--create-rooms', '--subscribers', '5', '--publishers', '1', '--json'])
+    const run = await cli(join(tempDir(t), 'none.json'), ['load', '--url', server.url, '--token', token, '--create-rooms', '--subscribers', '5', '--publishers', '1', '--json'])
     assert.equal(run.code, 1, run.stderr)
     assert.equal(run.stdout, '')
     assert.match(run.stderr, /switchboard: connection \d+ (refused by the server: HTTP 429 SB_ERR_TOO_MANY_CONNECTIONS|closed at once with 4029).*raise WS_MAX_CONNECTIONS_PER_USER/)
@@ -180,7 +180,7 @@ describe('switchboard bench against a real server', () => {
     // Default message limits: 50/s, burst 100 per connection.
     const server = await build(t)
     const token = await server.userToken('loader')
-    const run = await cli(join(tempDir(t), 'none.json'), ['bench', '--url', server.url, '--token', token, '--create-rooms', '--subscribers', '2', '--burst', '--messages', '400', '--drain-ms', '500', '--json'])
+    const run = await cli(join(tempDir(t), 'none.json'), ['load', '--url', server.url, '--token', token, '--create-rooms', '--subscribers', '2', '--burst', '--messages', '400', '--drain-ms', '500', '--json'])
     assert.equal(run.code, 1, run.stderr)
     const r = JSON.parse(run.stdout) as LoadReport
     assert.ok((r.messages.refused.rate_limited ?? 0) > 0, JSON.stringify(r.messages))
@@ -196,17 +196,17 @@ describe('switchboard bench against a real server', () => {
     const server = await build(t, { env: RAISED })
     const token = await server.userToken('loader')
     const config = join(tempDir(t), 'none.json')
-    const run = await cli(config, ['bench', '--url', server.url, '--token', token, '--subscribers', '2', '--publishers', '0'])
+    const run = await cli(config, ['load', '--url', server.url, '--token', token, '--subscribers', '2', '--publishers', '0'])
     assert.equal(run.code, 1)
-    assert.match(run.stderr, /room "bench-0" does not exist.*--create-rooms/)
-    const notLoggedIn = await cli(config, ['bench', '--url', server.url, '--subscribers', '1'])
+    assert.match(run.stderr, /room "load-0" does not exist.*--create-rooms/)
+    const notLoggedIn = await cli(config, ['load', '--url', server.url, '--subscribers', '1'])
     assert.equal(notLoggedIn.code, 1)
     assert.match(notLoggedIn.stderr, /not logged in: run `switchboard login`, or pass --token or --api-key/)
     for (const args of [['--rate', '10', '--burst'], ['--size', '10'], ['--duration', '601'], ['--warmup', '61'], ['--burst', '--warmup', '1'], ['--subscribers', 'many'], ['--target', 'nope'], ['--nope']]) {
-      const bad = await cli(config, ['bench', '--url', server.url, '--token', token, ...args])
+      const bad = await cli(config, ['load', '--url', server.url, '--token', token, ...args])
       assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.stderr}`)
     }
-    const help = await cli(config, ['bench', '--help'])
+    const help = await cli(config, ['load', '--help'])
     assert.equal(help.code, 0)
     assert.match(help.stdout, /--subscribers N/)
     assert.match(help.stdout, /--allow-remote/)
@@ -234,13 +234,13 @@ describe('switchboard bench against a real server', () => {
         }
       })
     `)
-    const r = report(await cli(join(dir, 'none.json'), ['bench', '--target', module, '--url', 'http://localhost:9', '--subscribers', '6', '--rooms', '3', '--publishers', '2', '--burst', '--messages', '90', '--json']))
+    const r = report(await cli(join(dir, 'none.json'), ['load', '--target', module, '--url', 'http://localhost:9', '--subscribers', '6', '--rooms', '3', '--publishers', '2', '--burst', '--messages', '90', '--json']))
     assert.equal(r.target, 'memory-hub')
     assertComplete(r, 90 * 2)
   })
 })
 
-describe('switchboard bench internals', () => {
+describe('switchboard load internals', () => {
   it('plans messages over publishers and rooms evenly', () => {
     const plan = makePlan(2 * 3 * 10, 2, 3)
     assert.deepEqual([...plan.perRoom], [20, 20, 20])

@@ -273,7 +273,7 @@ describe('the load generator\'s WebSocket client', () => {
     assert.equal((await gone).code, 1000)
   })
 
-  it('a bench connection closed twice settles both closes once the server has answered', { timeout: 10_000 }, async (t) => {
+  it('a generator connection closed twice settles both closes once the server has answered', { timeout: 10_000 }, async (t) => {
     let serverSaw: number | undefined
     const { url } = await wsServer(t, { onConnection: (ws) => ws.on('close', (code: number) => { serverSaw = code }) })
     class Minimal extends WsLoadConnection {

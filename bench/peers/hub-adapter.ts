@@ -4,7 +4,7 @@ import { connectRawWebSocket, HandshakeError, webSocketUrl } from '../../src/cli
 import { WsLoadConnection } from '../../src/cli/load/ws-connection.js'
 
 /**
- * `switchboard bench --target bench/peers/hub-adapter.ts`: drives the two `ws` hub peers
+ * `switchboard load --target bench/peers/hub-adapter.ts`: drives the two `ws` hub peers
  * (hub-protocol.ts) the way switchboard-adapter.ts drives Switchboard: the generator's own
  * WebSocket client (raw-websocket.ts) through the same connection base, frames built by hand,
  * a fast path for `msg` frames, and the same 64 publishes in flight per connection, so the
@@ -24,7 +24,7 @@ class HubConnection extends WsLoadConnection {
   }
 
   protected receive (text: string): void {
-    // The bench payloads hold no escapes: a `msg` frame is cut without JSON.parse, as the
+    // The generator's payloads hold no escapes: a `msg` frame is cut without JSON.parse, as the
     // Switchboard adapter does, so both cost the generator the same per delivery.
     if (text.startsWith(MESSAGE_PREFIX)) {
       const roomEnd = text.indexOf('"', MESSAGE_PREFIX.length)

@@ -4,7 +4,7 @@ import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawWebSocket } 
 import { WsLoadConnection } from '../../src/cli/load/ws-connection.js'
 
 /**
- * `switchboard bench --target bench/peers/socketio-adapter.ts`: drives the Socket.IO peer
+ * `switchboard load --target bench/peers/socketio-adapter.ts`: drives the Socket.IO peer
  * (socketio.ts) over the websocket transport, speaking Engine.IO 4 and Socket.IO 5 itself on
  * the generator's own WebSocket client, as the other adapters do: the official client's
  * parsing and events cost the generator more per delivery than the others' (and the latency
@@ -38,7 +38,7 @@ class SocketIoConnection extends WsLoadConnection {
   }
 
   protected receive (text: string): void {
-    // The bench payloads hold no escapes: a `msg` event is cut without JSON.parse, as the
+    // The generator's payloads hold no escapes: a `msg` event is cut without JSON.parse, as the
     // other adapters do, so every server costs the generator the same per delivery.
     if (text.startsWith(MESSAGE_PREFIX)) {
       const roomEnd = text.indexOf(ROOM_END, MESSAGE_PREFIX.length)

@@ -22,7 +22,7 @@ Usage:
   switchboard sub ROOM [--since EPOCH:OFFSET] [--count N]   print one JSON line per message; resumes across reconnects
   switchboard connect                                       interactive WebSocket session (like wscat)
   switchboard keys create NAME --scope ACTION:PATTERN [...] | list | delete ID   (admins)
-  switchboard bench [--subscribers N --rooms R --publishers P --rate N|--burst ...]   load generator (bench --help)
+  switchboard load [--subscribers N --rooms R --publishers P --rate N|--burst ...]    the load generator (load --help)
 
 Options:
   --url URL      server (default: the one you logged in to, else $SWITCHBOARD_URL, else http://localhost:3000)
@@ -58,8 +58,8 @@ async function prompt (question: string, hidden = false): Promise<string> {
 
 /** Runs one CLI invocation; returns the exit code. Exported for tests. */
 export async function main (argv: string[], out: Output = stdoutOutput): Promise<number> {
-  // bench has its own flags (src/cli/load/command.ts), loaded only when used.
-  if (argv[0] === 'bench') return await (await import('./load/command.js')).loadCommand(argv.slice(1), out)
+  // The load generator has its own flags (src/cli/load/command.ts), loaded only when used.
+  if (argv[0] === 'load') return await (await import('./load/command.js')).loadCommand(argv.slice(1), out)
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

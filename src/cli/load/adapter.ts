@@ -11,7 +11,7 @@ export const CONNECT_TIMEOUT_MS = 15_000
 export const COMMAND_TIMEOUT_MS = 15_000
 
 /**
- * What `switchboard bench` needs from a server: the load generator drives any real-time
+ * What `switchboard load` needs from a server: the load generator drives any real-time
  * server through this small interface. Switchboard's adapter speaks protocol v1 over the
  * generator's own WebSocket client (raw-websocket.ts); the comparison peers of the benchmark
  * suite (a frame-once `ws` hub, a naive `ws` hub, Socket.IO 4) each bring one, registered

@@ -9,9 +9,9 @@ import { sampleProcess } from './proc.js'
 import { formatTable, summarize } from './report.js'
 import { runLoad, type LoadOptions, type Logger } from './run.js'
 
-export const LOAD_USAGE = `switchboard bench — load generator (docs/bench.md)
+export const LOAD_USAGE = `switchboard load — the load generator (docs/load-generator.md)
 
-Usage: switchboard bench [flags]
+Usage: switchboard load [flags]
 
 Run it only against servers you own: it refuses anything but loopback unless --allow-remote.
 
@@ -25,7 +25,7 @@ Target:
 Load:
   --subscribers N       subscriber connections (default 100)
   --rooms R             rooms, subscriber i joins room i % R (default 1)
-  --room-prefix P       room names P0, P1, … (default bench-)
+  --room-prefix P       room names P0, P1, … (default load-)
   --create-rooms        create missing rooms (public) with the session's token
   --publishers P        publisher connections (default 1; 0: connect only)
   --size BYTES          payload size (default 100, at least ${MIN_PAYLOAD_BYTES})
@@ -74,7 +74,7 @@ export function isLoopback (hostname: string): boolean {
   return /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(host) || /^::ffff:127\.\d+\.\d+\.\d+$/.test(host)
 }
 
-/** A server URL from `--flag`: http(s), and loopback unless --allow-remote ([Safety] in docs/bench.md). */
+/** A server URL from `--flag`: http(s), and loopback unless --allow-remote ([Safety] in docs/load-generator.md). */
 function targetUrl (flag: string, url: string, allowRemote: boolean): URL {
   let parsed: URL
   try {
@@ -110,7 +110,7 @@ function stderrLogger (): Logger {
   }
 }
 
-/** `switchboard bench …`: returns the exit code (0: a clean run; 1: the server refused or closed something). */
+/** `switchboard load …`: returns the exit code (0: a clean run; 1: the server refused or closed something). */
 export async function loadCommand (argv: string[], out: Output, log: Logger = stderrLogger()): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -125,7 +125,7 @@ export async function loadCommand (argv: string[], out: Output, log: Logger = st
       'allow-remote': { type: 'boolean', default: false },
       subscribers: { type: 'string' },
       rooms: { type: 'string' },
-      'room-prefix': { type: 'string', default: 'bench-' },
+      'room-prefix': { type: 'string', default: 'load-' },
       'create-rooms': { type: 'boolean', default: false },
       publishers: { type: 'string' },
       size: { type: 'string' },
@@ -145,7 +145,7 @@ export async function loadCommand (argv: string[], out: Output, log: Logger = st
     out.line(LOAD_USAGE)
     return 0
   }
-  if (positionals.length > 0) throw new CliError(`bench takes no arguments, got "${positionals.join(' ')}"; see switchboard bench --help`, 2)
+  if (positionals.length > 0) throw new CliError(`load takes no arguments, got "${positionals.join(' ')}"; see switchboard load --help`, 2)
 
   const file = configPath()
   const stored = readConfig(file)
@@ -201,6 +201,6 @@ export async function loadCommand (argv: string[], out: Output, log: Logger = st
   if (report.deliveries.duplicates > 0) log.warn(`${report.deliveries.duplicates} duplicate deliveries`)
   out.line(values.json ? JSON.stringify(report) : formatTable(report))
   const clean = Object.keys(report.messages.refused).length === 0 && report.closed.length === 0 && report.messages.unsent === 0
-  if (!clean) log.warn('the server refused or closed part of the load: these numbers do not measure the intended load (see the warnings above and docs/bench.md)')
+  if (!clean) log.warn('the server refused or closed part of the load: these numbers do not measure the intended load (see the warnings above and docs/load-generator.md)')
   return clean ? 0 : 1
 }

@@ -1,5 +1,5 @@
 /**
- * The message plan of a bench run: which publisher sends message k, to which room, and what
+ * The message plan of a load run: which publisher sends message k, to which room, and what
  * the payload carries. Pure functions, shared by the engine and the tests.
  */
 

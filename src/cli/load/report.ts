@@ -2,7 +2,7 @@ import type { Histogram } from 'hdr-histogram-js'
 import { clkTck } from './proc.js'
 import type { LoadResult } from './run.js'
 
-/** The `--json` output of `switchboard bench`: one object, described in docs/bench.md. */
+/** The `--json` output of `switchboard load`: one object, described in docs/load-generator.md. */
 export interface LoadReport {
   target: string
   url: string

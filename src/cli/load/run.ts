@@ -6,7 +6,7 @@ import { decodePayload, encodePayload, makePlan, nowMicros, publisherOf, type Pl
 import { sampleProcess, type ProcSample } from './proc.js'
 
 /**
- * The engine of `switchboard bench`: connects subscribers and publishers through an adapter,
+ * The engine of `switchboard load`: connects subscribers and publishers through an adapter,
  * publishes on an open-loop schedule (or in a burst), and accounts for every delivery.
  *
  * Open loop: in rate mode message k has an intended send time t0 + k / rate, fixed before the

@@ -10,7 +10,7 @@ import { WsLoadConnection } from './ws-connection.js'
  */
 
 const SUBPROTOCOL = 'switchboard.v1'
-const SETTINGS = 'see docs/bench.md for the settings to run the server with'
+const SETTINGS = 'see docs/load-generator.md for the settings to run the server with'
 /** How the server starts a `message` frame (src/realtime/connection.ts) and names its data. */
 const MESSAGE_PREFIX = '{"type":"message","room":"'
 const DATA_FIELD = ',"data":"'
@@ -25,8 +25,8 @@ const CLOSE_HINTS: Record<number, string> = {
 }
 
 const ERROR_HINTS: Record<string, string> = {
-  rate_limited: `raise WS_MESSAGES_PER_SECOND and WS_MESSAGES_BURST (per connection) or PUBLISH_RATE_PER_USER (0: off; all bench connections are one user) on the server, or spread the rate over more --publishers; ${SETTINGS}`,
-  forbidden: 'the credential may not publish to the bench rooms (room publish policy, API key scopes)',
+  rate_limited: `raise WS_MESSAGES_PER_SECOND and WS_MESSAGES_BURST (per connection) or PUBLISH_RATE_PER_USER (0: off; all the generator's connections are one user) on the server, or spread the rate over more --publishers; ${SETTINGS}`,
+  forbidden: 'the credential may not publish to these rooms (room publish policy, API key scopes)',
   not_found: 'the room does not exist: pass --create-rooms'
 }
 
@@ -56,7 +56,7 @@ class SwitchboardConnection extends WsLoadConnection {
       await this.command(`{"type":"subscribe","id":${this.nextId},"room":${JSON.stringify(room)}}`, COMMAND_TIMEOUT_MS)
     } catch (err) {
       const e = err as PublishError
-      if (e.code === 'not_found') throw new CliError(`room "${room}" does not exist (or is private): create the bench rooms, or pass --create-rooms`)
+      if (e.code === 'not_found') throw new CliError(`room "${room}" does not exist (or is private): create the rooms, or pass --create-rooms`)
       if (e.code === 'forbidden') throw new CliError(`not allowed to subscribe to "${room}": ${e.message}`)
       throw new CliError(`subscribe to "${room}" failed: ${e.code}: ${e.message}${e.hint === undefined ? '' : ` (${e.hint})`}`)
     }
@@ -68,7 +68,7 @@ class SwitchboardConnection extends WsLoadConnection {
 
   protected receive (text: string): void {
     // Fast path for the frame that comes by the hundred thousand: a `message` whose data is a
-    // string without escapes (the bench payloads), read without JSON.parse. Anything else,
+    // string without escapes (the generator's payloads), read without JSON.parse. Anything else,
     // or a server that orders the fields differently, takes the general path below.
     if (text.startsWith(MESSAGE_PREFIX)) {
       const roomEnd = text.indexOf('"', MESSAGE_PREFIX.length)
@@ -122,7 +122,7 @@ export function refusalMessage (index: number, status: number, body: { code?: st
   if (status === 429 && body.code === 'SB_ERR_TOO_MANY_CONNECTIONS') {
     hint = /address/i.test(body.message ?? '')
       ? `raise WS_MAX_CONNECTIONS_PER_IP on the server; ${SETTINGS}`
-      : `raise WS_MAX_CONNECTIONS_PER_USER (and WS_MAX_CONNECTIONS_PER_IP) on the server: every bench connection is the same user; ${SETTINGS}`
+      : `raise WS_MAX_CONNECTIONS_PER_USER (and WS_MAX_CONNECTIONS_PER_IP) on the server: every connection of the generator is the same user; ${SETTINGS}`
   } else if (status === 429) {
     hint = `raise WS_HANDSHAKES_PER_IP_PER_MINUTE on the server; ${SETTINGS}`
   } else if (status === 401) {
