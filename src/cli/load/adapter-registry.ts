@@ -9,17 +9,12 @@ const registry = new Map<string, () => Promise<AdapterFactory>>([
   ['switchboard', async () => (await import('./switchboard-adapter.js')).switchboardAdapter]
 ])
 
-/** Adds a `--target` name (the benchmark suite registers its peers this way). */
-export function registerAdapter (name: string, factory: AdapterFactory): void {
-  registry.set(name, async () => factory)
-}
-
 export function adapterNames (): string[] {
   return [...registry.keys()]
 }
 
 /**
- * The factory for `--target`: a registered name, or a path to a module (`./x.ts`, `/abs/x.js`)
+ * The factory for `--target`: a built-in name, or a path to a module (`./x.ts`, `/abs/x.js`)
  * whose default export (or `adapter` export) is an AdapterFactory.
  */
 export async function resolveAdapter (target: string): Promise<AdapterFactory> {
