@@ -4,8 +4,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Errors } from '../src/errors.js'
 import type { Principal, UserPrincipal } from '../src/auth/principal.js'
 import { createAccessTokenVerifier } from '../src/auth/access-token.js'
-import { createAuthService, LOGIN_FAILURE_WINDOW_MS, type AccessClaims, type AuthService } from '../src/auth/service.js'
-import { createMemoryFailureLimiter, createRedisFailureLimiter } from '../src/limits/failure-limiter.js'
+import { createAuthService, type AccessClaims, type AuthService } from '../src/auth/service.js'
+import { createLoginFailureStore, createLoginThrottle } from '../src/limits/login-throttle.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -65,14 +65,15 @@ export default fp(async (app) => {
     }
   })
 
-  const failureOptions = { limit: app.config.loginUserFailureLimit, windowMs: LOGIN_FAILURE_WINDOW_MS }
-  const loginFailures = app.redis === null
-    ? createMemoryFailureLimiter(failureOptions)
-    : createRedisFailureLimiter({ ...failureOptions, redis: app.redis, prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}login-failures:`, log: app.log })
+  const policy = app.config.loginThrottle
+  const loginThrottle = createLoginThrottle({
+    ...policy,
+    store: createLoginFailureStore({ addressWindowMs: policy.addressWindowMs, redis: app.redis, prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}login-failures:`, log: app.log })
+  })
   const auth = createAuthService({
     store: app.store,
     config: app.config,
-    loginFailures,
+    loginThrottle,
     signAccessToken: claims => app.jwt.sign(claims)
   })
   app.decorate('auth', auth)

@@ -34,7 +34,10 @@ export const EnvSchema = Type.Object({
   CORS_ORIGINS: Type.String({ default: '' }),
   TRUST_PROXY: Type.String({ default: 'false' }),
   LOGIN_RATE_LIMIT: Type.Integer({ minimum: 1, default: 10 }),
-  LOGIN_USER_FAILURE_LIMIT: Type.Integer({ minimum: 1, default: 10 }),
+  LOGIN_FAILURES_BEFORE_DELAY: Type.Integer({ minimum: 1, default: 5, description: 'Failed sign-ins for one username from one address answered at once; each further one doubles a wait from 1 s' }),
+  LOGIN_MAX_DELAY: Duration('15m'),
+  LOGIN_FAILURES_PER_ADDRESS: Type.Integer({ minimum: 1, default: 20, description: 'Failed sign-ins from one address, any usernames, per LOGIN_FAILURE_WINDOW' }),
+  LOGIN_FAILURE_WINDOW: Duration('15m'),
   RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 600 }),
   TLS_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),
   TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
@@ -95,7 +98,8 @@ export interface Config {
   /** Fastify's trustProxy: false, true, a hop count, or a list of addresses/CIDRs. */
   trustProxy: boolean | number | string[]
   loginRateLimit: number
-  loginUserFailureLimit: number
+  /** Sign-in failures, counted per (address, username) and per address: src/limits/login-throttle.ts. */
+  loginThrottle: { failuresBeforeDelay: number, maxDelayMs: number, failuresPerAddress: number, addressWindowMs: number }
   rateLimitMax: number
   tls: { cert: Buffer, key: Buffer } | null
   shutdownGraceMs: number
@@ -182,10 +186,21 @@ function developmentSecret (dataDir: string): string {
 }
 
 /**
+ * Variables that were removed, with what took their place. Set, they stop the start: ignored,
+ * they would leave an operator believing in a protection that is gone.
+ */
+const RETIRED: Record<string, string> = {
+  LOGIN_USER_FAILURE_LIMIT: 'the per-username lockout let anyone lock a user out. Failures now count per address and username (LOGIN_FAILURES_BEFORE_DELAY, LOGIN_MAX_DELAY) and per address (LOGIN_FAILURES_PER_ADDRESS per LOGIN_FAILURE_WINDOW): see docs/security.md#sign-in-throttling'
+}
+
+/**
  * Reads and validates the configuration from an environment object (process.env by default).
  * Throws ConfigError naming the first bad variable.
  */
 export function loadConfig (source: Record<string, string | undefined> = process.env): Config {
+  for (const [variable, instead] of Object.entries(RETIRED)) {
+    if (source[variable] !== undefined && source[variable] !== '') throw new ConfigError(`${variable}: no longer read; ${instead}`)
+  }
   const raw: Record<string, unknown> = {}
   for (const key of Object.keys(EnvSchema.properties)) {
     const value = source[key]
@@ -240,6 +255,13 @@ export function loadConfig (source: Record<string, string | undefined> = process
   if (env.REDIS_SENTINELS !== undefined && env.REDIS_URL === undefined) throw new ConfigError('REDIS_SENTINELS: needs REDIS_URL too (it switches on the Redis engine and carries the password and database; its host is replaced by the master the sentinels name)')
   if (env.REDIS_SENTINELS !== undefined && env.REDIS_URL?.startsWith('rediss:') === true) throw new ConfigError('REDIS_SENTINELS: TLS (rediss://) through sentinels is not supported yet; use redis:// on a private network, or a TLS endpoint without sentinels')
 
+  const loginMaxDelaySeconds = parseDurationSeconds(env.LOGIN_MAX_DELAY)
+  const loginFailureWindowSeconds = parseDurationSeconds(env.LOGIN_FAILURE_WINDOW)
+  // Longer than an hour, the wait is a lockout for the one person who legitimately forgot a
+  // password on that device; it also stays well inside the day a pair's failures are remembered.
+  if (loginMaxDelaySeconds < 1 || loginMaxDelaySeconds > 3600) throw new ConfigError('LOGIN_MAX_DELAY: must be between 1s (the first wait) and 1h')
+  if (loginFailureWindowSeconds < 1) throw new ConfigError('LOGIN_FAILURE_WINDOW: must be at least 1s')
+
   if (accessTokenTtlSeconds < 10) throw new ConfigError('ACCESS_TOKEN_TTL: must be at least 10s')
   if (refreshTokenTtlSeconds < accessTokenTtlSeconds) throw new ConfigError('REFRESH_TOKEN_TTL: must not be shorter than ACCESS_TOKEN_TTL')
 
@@ -267,7 +289,12 @@ export function loadConfig (source: Record<string, string | undefined> = process
     corsOrigins: env.CORS_ORIGINS.split(',').map(s => s.trim()).filter(Boolean),
     trustProxy: parseTrustProxy(env.TRUST_PROXY),
     loginRateLimit: env.LOGIN_RATE_LIMIT,
-    loginUserFailureLimit: env.LOGIN_USER_FAILURE_LIMIT,
+    loginThrottle: {
+      failuresBeforeDelay: env.LOGIN_FAILURES_BEFORE_DELAY,
+      maxDelayMs: loginMaxDelaySeconds * 1000,
+      failuresPerAddress: env.LOGIN_FAILURES_PER_ADDRESS,
+      addressWindowMs: loginFailureWindowSeconds * 1000
+    },
     rateLimitMax: env.RATE_LIMIT_MAX,
     tls,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,

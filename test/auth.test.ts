@@ -169,19 +169,28 @@ describe('login throttling', () => {
     assert.equal(last!.body.statusCode, 429)
   })
 
-  it('limits failures per username across addresses, and a success resets the count', async (t) => {
-    const { request, createUser } = await build(t, { env: { LOGIN_USER_FAILURE_LIMIT: '3' } })
+  it('slows failures per address and username; a success resets them; others are unaffected', async (t) => {
+    const { request, createUser } = await build(t, { env: { LOGIN_FAILURES_BEFORE_DELAY: '3', LOGIN_MAX_DELAY: '1h' } })
     await createUser('alice')
     await createUser('bob')
     for (let i = 0; i < 2; i++) assert.equal((await request('POST', '/auth/login', { body: { username: 'bob', password: 'wrong password' } })).status, 401)
     assert.equal((await request('POST', '/auth/login', { body: { username: 'bob', password: PASSWORD } })).status, 200)
-    for (let i = 0; i < 3; i++) assert.equal((await request('POST', '/auth/login', { body: { username: 'alice', password: 'wrong password' } })).status, 401)
-    // Locked now, even with the right password: the attacker learns nothing from the answer.
-    const locked = await request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD } })
-    assert.equal(locked.status, 429)
-    assert.equal(locked.body.code, 'SB_ERR_TOO_MANY_LOGIN_ATTEMPTS')
-    assert.ok(Number(locked.headers.get('retry-after')) > 0)
-    // Other accounts are unaffected.
+    // Past the free failures the waits double; a long cap keeps this from depending on the clock.
+    const statuses: number[] = []
+    let refused
+    for (let i = 0; i < 20 && refused === undefined; i++) {
+      const res = await request('POST', '/auth/login', { body: { username: 'alice', password: 'wrong password' } })
+      if (res.status === 401) statuses.push(res.status)
+      else refused = res
+    }
+    assert.ok(statuses.length >= 3, `the first three failures are answered at once (${statuses.length} before the wait)`)
+    assert.ok(refused !== undefined, 'refused once the waits grew')
+    assert.equal(refused.status, 429)
+    assert.equal(refused.body.code, 'SB_ERR_TOO_MANY_LOGIN_ATTEMPTS')
+    assert.ok(Number(refused.headers.get('retry-after')) > 0)
+    // Waiting, even with the right password: the guesser learns nothing from the answer.
+    assert.equal((await request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD } })).status, 429)
+    // Another user from the same address is not this pair.
     assert.equal((await request('POST', '/auth/login', { body: { username: 'bob', password: PASSWORD } })).status, 200)
   })
 

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import type { Redis } from 'ioredis'
-import { createMemoryFailureLimiter, createRedisFailureLimiter } from '../src/limits/failure-limiter.js'
+import { createLoginThrottle, createRedisLoginFailureStore } from '../src/limits/login-throttle.js'
 import { createMemoryRateLimiter, createRedisRateLimiter } from '../src/limits/rate-limiter.js'
 import { createRedisConnection, quitRedis } from '../src/redis.js'
 import { deleteRedisKeys } from '../support/redis.js'
@@ -13,7 +13,7 @@ import { privateRedis, skipUnlessRedisServer } from './redis-server.js'
 
 /*
  * Limits a client could otherwise multiply by spreading over the nodes of a cluster: the
- * per-user publish rate, the HTTP rate limits, login failures per username and the connection
+ * per-user publish rate, the HTTP rate limits, the sign-in throttle and the connection
  * caps. Each is shared through Redis when REDIS_URL is set, and falls back to the node's own
  * count (never to no limit, never to an error) while Redis is unreachable.
  */
@@ -65,21 +65,6 @@ describe('rate limiter (GCRA), in memory', () => {
     now = 1600 // b and c both in debt, the map full
     await limiter.take('d')
     assert.equal((await limiter.take('b')).allowed, true, 'b, the oldest entry, was dropped with its debt')
-  })
-})
-
-describe('failure limiter, in memory', () => {
-  it('locks a key after `limit` failures for the rest of the window; reset unlocks it', async () => {
-    let now = 0
-    const limiter = createMemoryFailureLimiter({ limit: 2, windowMs: 60_000, now: () => now })
-    await limiter.recordFailure('alice')
-    assert.equal(await limiter.retryAfter('alice'), 0)
-    await limiter.recordFailure('alice')
-    assert.equal(await limiter.retryAfter('alice'), 60)
-    now += 30_000
-    assert.equal(await limiter.retryAfter('alice'), 30)
-    await limiter.reset('alice')
-    assert.equal(await limiter.retryAfter('alice'), 0)
   })
 })
 
@@ -151,22 +136,36 @@ describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
     for (const key of keys) assert.match(key.slice(prefix.length), /^\{[^{}]*\}$/, `one hash tag: ${key}`)
   })
 
-  it('failure limiter: failures on two nodes add up; a success on either resets', async (t) => {
+  it('login throttle: failures on two nodes add up; a success on either forgets the pair', async (t) => {
     const prefix = prefixFor(t)
-    const options = { limit: 3, windowMs: 60_000, prefix, log: warnings() }
-    const nodeA = createRedisFailureLimiter({ ...options, redis: await connection(t) })
-    const nodeB = createRedisFailureLimiter({ ...options, redis: await connection(t) })
-    await nodeA.recordFailure('alice')
-    await nodeB.recordFailure('alice')
-    assert.equal(await nodeA.retryAfter('alice'), 0)
-    await nodeA.recordFailure('alice')
-    const wait = await nodeB.retryAfter('alice')
-    assert.ok(wait > 0 && wait <= 60, `locked on the other node too (retry after ${wait} s)`)
-    await nodeB.reset('alice')
-    assert.equal(await nodeA.retryAfter('alice'), 0)
+    const policy = { failuresBeforeDelay: 3, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000 }
+    const node = async (): Promise<ReturnType<typeof createLoginThrottle>> => createLoginThrottle({ ...policy, store: createRedisLoginFailureStore({ ...policy, prefix, log: warnings(), redis: await connection(t) }) })
+    const nodeA = await node()
+    const nodeB = await node()
+    await nodeA.recordFailure('203.0.113.1', 'alice')
+    await nodeB.recordFailure('203.0.113.1', 'alice')
+    assert.equal(await nodeA.retryAfter('203.0.113.1', 'alice'), 0)
+    await nodeA.recordFailure('203.0.113.1', 'alice')
+    const wait = await nodeB.retryAfter('203.0.113.1', 'alice')
+    assert.ok(wait > 0 && wait <= 1, `waiting on the other node too (retry after ${wait} s)`)
+    assert.equal(await nodeB.retryAfter('198.51.100.7', 'alice'), 0, 'another address is not slowed')
+    await nodeB.recordSuccess('203.0.113.1', 'alice')
+    assert.equal(await nodeA.retryAfter('203.0.113.1', 'alice'), 0)
   })
 
-  it('Redis unreachable: the rate and failure limiters fall back to the node\'s own count, with a warning', async (t) => {
+  it('login throttle keys: one hash tag per address, hashed, whatever the username holds', async (t) => {
+    const prefix = prefixFor(t)
+    const redis = await connection(t)
+    const policy = { failuresBeforeDelay: 3, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000 }
+    const throttle = createLoginThrottle({ ...policy, store: createRedisLoginFailureStore({ ...policy, prefix, log: warnings(), redis }) })
+    for (const username of ['a}{b', '*', 'x:y']) await throttle.recordFailure('203.0.113.1', username)
+    await throttle.recordFailure('2001:db8::1', 'alice')
+    const keys = (await redis.keys(`${prefix}*`)).map(key => key.slice(prefix.length)).sort()
+    assert.equal(keys.length, 6, keys.join(' '))
+    for (const key of keys) assert.match(key, /^\{[\w-]{22}\}(:[\w-]{22})?$/, `hashed, one hash tag: ${key}`)
+  })
+
+  it('Redis unreachable: the rate limiter and the login throttle fall back to the node\'s own count, with a warning', async (t) => {
     const deadUrl = `redis://127.0.0.1:${await freePort()}`
     const redis = await connection(t, deadUrl)
     const log = warnings()
@@ -174,9 +173,10 @@ describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
     assert.equal((await rate.take('u')).allowed, true)
     assert.equal((await rate.take('u')).allowed, true)
     assert.equal((await rate.take('u')).allowed, false, 'the limit still holds, per node')
-    const failures = createRedisFailureLimiter({ limit: 1, windowMs: 60_000, prefix: 'x:', redis, log })
-    await failures.recordFailure('alice')
-    assert.ok(await failures.retryAfter('alice') > 0)
+    const policy = { failuresBeforeDelay: 1, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000 }
+    const throttle = createLoginThrottle({ ...policy, store: createRedisLoginFailureStore({ ...policy, prefix: 'x:', redis, log }) })
+    await throttle.recordFailure('203.0.113.1', 'alice')
+    assert.ok(await throttle.retryAfter('203.0.113.1', 'alice') > 0)
     assert.ok(log.lines.some(l => l.includes('Redis unavailable')), log.lines.join('\n'))
   })
 })
@@ -298,15 +298,18 @@ describe('cluster-wide limits through the app', { skip: skipRedis }, () => {
     assert.equal(statuses.filter(s => s === 429).length, 2, `4 of 6 pass, whichever node: ${statuses.join(',')}`)
   })
 
-  it('login failures for one username count across nodes', async (t) => {
-    const [a, b] = await twoNodes(t, { LOGIN_USER_FAILURE_LIMIT: '2' })
+  it('sign-in failures of one address count across nodes, and lock no one else out', async (t) => {
+    const [a, b] = await twoNodes(t, { LOGIN_FAILURES_PER_ADDRESS: '2', TRUST_PROXY: 'loopback' })
     for (const node of [a, b]) await node.createUser('alice')
+    const from = (address: string): Record<string, string> => ({ 'x-forwarded-for': address })
     const wrong = { username: 'alice', password: 'wrong password!' }
-    assert.equal((await a.request('POST', '/auth/login', { body: wrong })).status, 401)
-    assert.equal((await b.request('POST', '/auth/login', { body: wrong })).status, 401)
-    const locked = await a.request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD } })
-    assert.equal(locked.status, 429, 'even the right password waits once the username is locked')
-    assert.ok(Number(locked.headers.get('retry-after')) > 0)
+    assert.equal((await a.request('POST', '/auth/login', { body: wrong, headers: from('203.0.113.1') })).status, 401)
+    assert.equal((await b.request('POST', '/auth/login', { body: { ...wrong, username: 'bob' }, headers: from('203.0.113.1') })).status, 401)
+    const refused = await a.request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD }, headers: from('203.0.113.1') })
+    assert.equal(refused.status, 429, 'the guessing address waits, even with the right password')
+    assert.ok(Number(refused.headers.get('retry-after')) > 0)
+    const victim = await b.request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD }, headers: from('198.51.100.7') })
+    assert.equal(victim.status, 200, 'the user, from another address, on either node')
   })
 
   it('the per-address connection cap counts across nodes', async (t) => {

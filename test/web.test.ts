@@ -28,7 +28,8 @@ function webEnv (dataDir: string, extra: Record<string, string> = {}): Record<st
   return {
     ...baseEnv(dataDir),
     LOGIN_RATE_LIMIT: '1000',
-    LOGIN_USER_FAILURE_LIMIT: '1000',
+    LOGIN_FAILURES_BEFORE_DELAY: '1000',
+    LOGIN_FAILURES_PER_ADDRESS: '1000',
     RATE_LIMIT_MAX: '100000',
     WS_HANDSHAKES_PER_IP_PER_MINUTE: '100000',
     WS_DRAIN_MS: '200',

@@ -7,8 +7,8 @@ import { CredentialsSchema, MeSchema, RefreshBodySchema, TokenPairSchema, UserSc
 
 /**
  * Sign-up, sign-in and sessions. Login, registration and refresh share a tight per-IP budget
- * (LOGIN_RATE_LIMIT per minute) on top of the global one; login also counts failures per
- * username (LOGIN_USER_FAILURE_LIMIT per 15 minutes).
+ * (LOGIN_RATE_LIMIT per minute) on top of the global one; login also throttles failed
+ * sign-ins per address and username and per address (src/limits/login-throttle.ts).
  */
 const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const tight = { rateLimit: { max: app.config.loginRateLimit, timeWindow: '1 minute' } }
@@ -37,7 +37,8 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: TokenPairSchema, ...errorResponses(400, 401, 429) }
     }
   }, async (request) => {
-    const pair = await app.auth.login(request.body.username, request.body.password)
+    // request.ip is the client as TRUST_PROXY allows X-Forwarded-For to name it.
+    const pair = await app.auth.login(request.body.username, request.body.password, request.ip)
     request.log.info({ user: pair.user.id }, 'user signed in')
     return pair
   })

@@ -1,7 +1,7 @@
 import type { Config } from '../config.js'
 import { Errors } from '../errors.js'
 import type { ApiKey, Store, User, UserRole } from '../store/types.js'
-import type { FailureLimiter } from '../limits/failure-limiter.js'
+import type { LoginThrottle } from '../limits/login-throttle.js'
 import { dummyPasswordHash, hashPassword, verifyPassword } from './passwords.js'
 import type { ApiKeyPrincipal } from './principal.js'
 import { apiKeyDisplayPrefix, digest, newApiKey, newId, newRefreshToken } from './secrets.js'
@@ -23,25 +23,22 @@ export interface TokenPair {
 
 export interface AuthServiceDeps {
   store: Store
-  config: Pick<Config, 'jwt' | 'refreshTokenTtlSeconds' | 'allowRegistration' | 'loginUserFailureLimit' | 'passwordHashCost'>
+  config: Pick<Config, 'jwt' | 'refreshTokenTtlSeconds' | 'allowRegistration' | 'passwordHashCost'>
   /** Signs access-token claims (the auth plugin passes @fastify/jwt's signer: HS256, iss, exp). */
   signAccessToken: (claims: AccessClaims) => string
-  /** Counts failed logins per username (LOGIN_FAILURE_WINDOW_MS windows); cluster-wide with Redis. */
-  loginFailures: FailureLimiter
+  /** Counts failed sign-ins per (address, username) and per address; cluster-wide with Redis. */
+  loginThrottle: LoginThrottle
   now?: () => number
 }
 
 export type AuthService = ReturnType<typeof createAuthService>
-
-/** Failed logins per username are counted over this window. */
-export const LOGIN_FAILURE_WINDOW_MS = 15 * 60 * 1000
 
 /**
  * Users, sessions and API keys: registration, login with refresh-token rotation, logout, and
  * API key issue and lookup. Framework-free; HTTP lives in routes/auth and routes/api-keys.
  */
 export function createAuthService (deps: AuthServiceDeps) {
-  const { store, config, signAccessToken, loginFailures: failures, now = Date.now } = deps
+  const { store, config, signAccessToken, loginThrottle: throttle, now = Date.now } = deps
 
   async function issueTokens (user: User, familyId: string): Promise<TokenPair> {
     const refreshToken = newRefreshToken()
@@ -73,19 +70,21 @@ export function createAuthService (deps: AuthServiceDeps) {
     },
 
     /**
-     * Checks a password and opens a session. Unknown users and wrong passwords fail the same
-     * way, in the same time; repeated failures for one username lock it for a while (429).
+     * Checks a password from the client at `address` and opens a session. Unknown users and
+     * wrong passwords fail the same way, in the same time. An address that failed too often —
+     * for this username, or for any — waits (429) before its next password is even checked;
+     * other addresses are not slowed by its failures.
      */
-    async login (username: string, password: string): Promise<TokenPair> {
-      const wait = await failures.retryAfter(username)
+    async login (username: string, password: string, address: string): Promise<TokenPair> {
+      const wait = await throttle.retryAfter(address, username)
       if (wait > 0) throw Object.assign(new Errors.TooManyLoginAttempts(), { headers: { 'retry-after': String(wait) } })
       const user = await store.getUser(username)
       const ok = await verifyPassword(password, user?.passwordHash ?? await dummyPasswordHash(config.passwordHashCost))
       if (user === undefined || !ok) {
-        await failures.recordFailure(username)
+        await throttle.recordFailure(address, username)
         throw new Errors.InvalidCredentials()
       }
-      await failures.reset(username)
+      await throttle.recordSuccess(address, username)
       return await issueTokens(user, newId())
     },
 

@@ -46,9 +46,27 @@ describe('config', () => {
       [{ ACCESS_TOKEN_TTL: '2h', REFRESH_TOKEN_TTL: '1h' }, 'REFRESH_TOKEN_TTL'],
       [{ PASSWORD_HASH_COST: '8' }, 'PASSWORD_HASH_COST'],
       [{ SHUTDOWN_GRACE_MS: '10' }, 'SHUTDOWN_GRACE_MS'],
-      [{ ALLOW_REGISTRATION: 'yes' }, 'ALLOW_REGISTRATION']
+      [{ ALLOW_REGISTRATION: 'yes' }, 'ALLOW_REGISTRATION'],
+      [{ LOGIN_FAILURES_PER_ADDRESS: '0' }, 'LOGIN_FAILURES_PER_ADDRESS'],
+      [{ LOGIN_FAILURES_BEFORE_DELAY: '0' }, 'LOGIN_FAILURES_BEFORE_DELAY'],
+      [{ LOGIN_MAX_DELAY: '500ms' }, 'LOGIN_MAX_DELAY'],
+      [{ LOGIN_MAX_DELAY: '2h' }, 'LOGIN_MAX_DELAY'],
+      [{ LOGIN_FAILURE_WINDOW: '0' }, 'LOGIN_FAILURE_WINDOW']
     ]
     for (const [env, variable] of cases) failsNaming({ ...base, ...env }, variable)
+  })
+
+  it('refuses LOGIN_USER_FAILURE_LIMIT, naming what replaced the per-username lockout', (t) => {
+    const message = failsNaming({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET, LOGIN_USER_FAILURE_LIMIT: '10' }, 'LOGIN_USER_FAILURE_LIMIT')
+    for (const replacement of ['LOGIN_FAILURES_BEFORE_DELAY', 'LOGIN_FAILURES_PER_ADDRESS']) assert.match(message, new RegExp(replacement))
+    // Left empty (an old .env.example line), it is unset like any other variable.
+    assert.equal(loadConfig({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET, LOGIN_USER_FAILURE_LIMIT: '' }).loginThrottle.failuresPerAddress, 20)
+  })
+
+  it('reads the sign-in throttle', (t) => {
+    const config = loadConfig({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET, LOGIN_FAILURES_BEFORE_DELAY: '4', LOGIN_MAX_DELAY: '10m', LOGIN_FAILURES_PER_ADDRESS: '30', LOGIN_FAILURE_WINDOW: '1h' })
+    assert.deepEqual(config.loginThrottle, { failuresBeforeDelay: 4, maxDelayMs: 600_000, failuresPerAddress: 30, addressWindowMs: 3_600_000 })
+    assert.deepEqual(loadConfig({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET }).loginThrottle, { failuresBeforeDelay: 5, maxDelayMs: 900_000, failuresPerAddress: 20, addressWindowMs: 900_000 })
   })
 
   it('refuses integers that are not plain digits instead of truncating them', (t) => {

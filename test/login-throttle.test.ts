@@ -1,0 +1,185 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { describe, it } from 'node:test'
+import type { TestContext } from 'node:test'
+import fc from 'fast-check'
+import { addressBlock } from '../src/client-address.js'
+import {
+  createLoginThrottle, createMemoryLoginFailureStore, createRedisLoginFailureStore, PAIR_MEMORY_MS,
+  type LoginFailureStore, type LoginThrottle, type LoginThrottlePolicy
+} from '../src/limits/login-throttle.js'
+import { createRedisConnection, quitRedis } from '../src/redis.js'
+import { deleteRedisKeys, skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
+
+/*
+ * The sign-in throttle's policy, on an injected clock, against every place the counts live:
+ * process memory and Redis (a private key prefix, deleted afterwards). No test sleeps.
+ */
+
+const MINUTE = 60_000
+const POLICY: LoginThrottlePolicy = { failuresBeforeDelay: 3, maxDelayMs: 10_000, failuresPerAddress: 100, addressWindowMs: 15 * MINUTE }
+/** The same with an address budget a test can spend in a few calls. */
+const SMALL_ADDRESS_BUDGET: LoginThrottlePolicy = { ...POLICY, failuresPerAddress: 8 }
+
+interface Implementation {
+  name: string
+  skip: false | string
+  store: (t: TestContext, policy: LoginThrottlePolicy) => Promise<LoginFailureStore>
+}
+
+const IMPLEMENTATIONS: Implementation[] = [
+  { name: 'in memory', skip: false, store: async (_t, policy) => createMemoryLoginFailureStore(policy) },
+  {
+    name: 'in Redis',
+    skip: await skipUnlessRedis(),
+    store: async (t, policy) => {
+      const prefix = `sbtest:${randomBytes(6).toString('hex')}:`
+      t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
+      const redis = createRedisConnection({ url: TEST_REDIS_URL }, { name: 'switchboard-test', log: { info () {}, warn () {} }, timeoutMs: 2000 })
+      t.after(() => quitRedis(redis))
+      await redis.connect()
+      // No fallback: a Redis failure must fail the test, not be answered from memory.
+      return createRedisLoginFailureStore({ ...policy, redis, prefix, log: { warn (_obj, msg) { throw new Error(msg) } } })
+    }
+  }
+]
+
+for (const implementation of IMPLEMENTATIONS) {
+  describe(`login throttle, counts ${implementation.name}`, { skip: implementation.skip }, () => {
+    let clock = 0
+    async function throttle (t: TestContext, policy: LoginThrottlePolicy = POLICY): Promise<LoginThrottle> {
+      clock = 1_765_000_000_000
+      return createLoginThrottle({ ...policy, store: await implementation.store(t, policy), now: () => clock })
+    }
+    async function fail (limiter: LoginThrottle, address: string, username: string, times = 1): Promise<void> {
+      for (let i = 0; i < times; i++) await limiter.recordFailure(address, username)
+    }
+
+    it('answers a pair\'s first failures at once, then waits 1 s, 2 s, 4 s … up to the cap', async (t) => {
+      const limiter = await throttle(t)
+      await fail(limiter, '203.0.113.1', 'alice', 2)
+      assert.equal(await limiter.retryAfter('203.0.113.1', 'alice'), 0)
+      const waits = []
+      for (let i = 0; i < 6; i++) {
+        await fail(limiter, '203.0.113.1', 'alice')
+        const wait = await limiter.retryAfter('203.0.113.1', 'alice')
+        waits.push(wait)
+        clock += wait * 1000
+        assert.equal(await limiter.retryAfter('203.0.113.1', 'alice'), 0, `free again once ${wait} s have passed`)
+      }
+      assert.deepEqual(waits, [1, 2, 4, 8, 10, 10])
+    })
+
+    it('a pair\'s failures slow no one else: the same user from another address, another user from this one', async (t) => {
+      const limiter = await throttle(t)
+      await fail(limiter, '203.0.113.1', 'alice', 6)
+      assert.ok(await limiter.retryAfter('203.0.113.1', 'alice') > 0)
+      assert.equal(await limiter.retryAfter('198.51.100.7', 'alice'), 0, 'the victim, elsewhere')
+      assert.equal(await limiter.retryAfter('203.0.113.1', 'bob'), 0, 'below the address\'s budget, other users are not the pair')
+    })
+
+    it('an address that spent its failure budget waits for the end of its window, whatever the username', async (t) => {
+      const limiter = await throttle(t, SMALL_ADDRESS_BUDGET)
+      for (let i = 0; i < SMALL_ADDRESS_BUDGET.failuresPerAddress - 1; i++) await fail(limiter, '203.0.113.2', `user${i}`)
+      assert.equal(await limiter.retryAfter('203.0.113.2', 'fresh'), 0)
+      clock += 5 * MINUTE
+      await fail(limiter, '203.0.113.2', 'last')
+      assert.equal(await limiter.retryAfter('203.0.113.2', 'fresh'), 10 * 60, 'the window is fixed from the first failure, not moved by later ones')
+      assert.equal(await limiter.retryAfter('198.51.100.7', 'fresh'), 0, 'other addresses keep theirs')
+      clock += 10 * MINUTE - 1000
+      assert.equal(await limiter.retryAfter('203.0.113.2', 'fresh'), 1)
+      clock += 1000
+      assert.equal(await limiter.retryAfter('203.0.113.2', 'fresh'), 0)
+      await fail(limiter, '203.0.113.2', 'fresh')
+      assert.equal(await limiter.retryAfter('203.0.113.2', 'other'), 0, 'a new window, counted from one')
+    })
+
+    it('a success forgets the pair\'s failures but not the address\'s', async (t) => {
+      const limiter = await throttle(t, SMALL_ADDRESS_BUDGET)
+      await fail(limiter, '203.0.113.3', 'alice', 4)
+      assert.ok(await limiter.retryAfter('203.0.113.3', 'alice') > 0)
+      await limiter.recordSuccess('203.0.113.3', 'alice')
+      assert.equal(await limiter.retryAfter('203.0.113.3', 'alice'), 0)
+      await fail(limiter, '203.0.113.3', 'alice', 2)
+      assert.equal(await limiter.retryAfter('203.0.113.3', 'alice'), 0, 'free failures again')
+      await fail(limiter, '203.0.113.3', 'bob', 2)
+      assert.ok(await limiter.retryAfter('203.0.113.3', 'carol') > 0, '4 + 2 + 2 failures: the address\'s budget of 8 is spent, success or not')
+    })
+
+    it('a pair\'s failures are remembered for a day after the latest, past the longest wait', async (t) => {
+      const limiter = await throttle(t)
+      await fail(limiter, '203.0.113.4', 'alice', 5)
+      clock += PAIR_MEMORY_MS - 1
+      assert.equal(await limiter.retryAfter('203.0.113.4', 'alice'), 0, 'the wait is long over')
+      await fail(limiter, '203.0.113.4', 'alice')
+      assert.equal(await limiter.retryAfter('203.0.113.4', 'alice'), 8, 'but the count went on (6 failures: 2^3 s): no free attempts back')
+      clock += PAIR_MEMORY_MS
+      await fail(limiter, '203.0.113.4', 'alice')
+      assert.equal(await limiter.retryAfter('203.0.113.4', 'alice'), 0, 'a day later the pair starts over')
+    })
+
+    it('counts an IPv6 /64 as one address, and an IPv4-mapped address as its IPv4 client', async (t) => {
+      const limiter = await throttle(t)
+      for (let i = 0; i < 3; i++) await fail(limiter, `2001:db8:1:2::${i + 1}`, 'alice')
+      assert.ok(await limiter.retryAfter('2001:db8:1:2:ffff:ffff:ffff:ffff', 'alice') > 0, 'another address in the same /64')
+      assert.equal(await limiter.retryAfter('2001:db8:1:3::1', 'alice'), 0, 'the next /64 is another client')
+      await fail(limiter, '::ffff:203.0.113.5', 'bob', 3)
+      assert.ok(await limiter.retryAfter('203.0.113.5', 'bob') > 0)
+    })
+
+    it('usernames that look like key syntax are just usernames', async (t) => {
+      const limiter = await throttle(t)
+      const odd = ['a}{b', '*', 'a:b', 'x\u0000y', '{sb:}login-failures:', '%7B']
+      for (const username of odd) await fail(limiter, '203.0.113.6', username, 3)
+      for (const username of odd) assert.equal(await limiter.retryAfter('203.0.113.6', username), 1, username)
+      assert.equal(await limiter.retryAfter('203.0.113.6', 'ab'), 0)
+    })
+  })
+}
+
+describe('login failure store in memory, bounded', () => {
+  it('when full, drops expired entries first, then the oldest tenth', async () => {
+    let clock = 0
+    const policy = { ...POLICY, failuresPerAddress: 1000 }
+    const limiter = createLoginThrottle({ ...policy, store: createMemoryLoginFailureStore({ ...policy, maxKeys: 10 }), now: () => clock })
+    for (let i = 0; i < 9; i++) await limiter.recordFailure('203.0.113.1', `old${i}`)
+    clock += PAIR_MEMORY_MS // those nine are forgotten, still in the map
+    for (let i = 0; i < 3; i++) await limiter.recordFailure('203.0.113.1', 'alice')
+    for (let i = 0; i < 9; i++) await limiter.recordFailure('203.0.113.1', `new${i}`)
+    assert.equal(await limiter.retryAfter('203.0.113.1', 'alice'), 1, 'the live pair stayed: the expired ones made room')
+    // Full of live pairs: alice, the oldest, goes with the first tenth.
+    await limiter.recordFailure('203.0.113.1', 'one-more')
+    assert.equal(await limiter.retryAfter('203.0.113.1', 'alice'), 0)
+  })
+})
+
+describe('addressBlock', () => {
+  it('keeps IPv4, maps IPv4-mapped IPv6 to IPv4, cuts IPv6 to its /64, leaves non-addresses alone', () => {
+    const cases: Array<[string, string]> = [
+      ['203.0.113.9', '203.0.113.9'],
+      ['::ffff:203.0.113.9', '203.0.113.9'],
+      ['::ffff:cb00:7109', '203.0.113.9'],
+      ['2001:DB8:0:0:1::1', '2001:db8:0:0::/64'],
+      ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
+      ['fe80::1%eth0', 'fe80:0:0:0::/64'],
+      ['::1', '0:0:0:0::/64'],
+      ['not an address', 'not an address']
+    ]
+    for (const [address, block] of cases) assert.equal(addressBlock(address), block, address)
+  })
+
+  it('every IPv6 address falls in the block of its first 64 bits, however it is written', () => {
+    const group = fc.integer({ min: 0, max: 0xffff })
+    fc.assert(fc.property(fc.array(group, { minLength: 8, maxLength: 8 }), fc.array(group, { minLength: 4, maxLength: 4 }), (groups, otherHost) => {
+      // Neither address IPv4-mapped (that prefix is a different rule).
+      const zeros = groups.slice(0, 4).every(g => g === 0)
+      fc.pre(!(zeros && groups[4] === 0 && groups[5] === 0xffff) && !(zeros && otherHost[0] === 0 && otherHost[1] === 0xffff))
+      const full = groups.map(g => g.toString(16).padStart(4, '0').toUpperCase()).join(':')
+      const sameNetwork = [...groups.slice(0, 4), ...otherHost].map(g => g.toString(16)).join(':')
+      const expected = `${groups.slice(0, 4).map(g => g.toString(16)).join(':')}::/64`
+      assert.equal(addressBlock(full), expected)
+      assert.equal(addressBlock(sameNetwork), expected)
+      assert.equal(addressBlock(new URL(`http://[${full}]/`).hostname.slice(1, -1)), expected, 'the compressed form')
+    }))
+  })
+})
