@@ -5,7 +5,7 @@ import { Errors } from '../src/errors.js'
 import type { Principal, UserPrincipal } from '../src/auth/principal.js'
 import { createAccessTokenVerifier } from '../src/auth/access-token.js'
 import { createAuthService, type AccessClaims, type AuthService } from '../src/auth/service.js'
-import { createLoginFailureStore, createLoginThrottle } from '../src/limits/login-throttle.js'
+import { createLoginThrottle } from '../src/limits/login-throttle.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -65,11 +65,7 @@ export default fp(async (app) => {
     }
   })
 
-  const policy = app.config.loginThrottle
-  const loginThrottle = createLoginThrottle({
-    ...policy,
-    store: createLoginFailureStore({ addressWindowMs: policy.addressWindowMs, redis: app.redis, prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}login-failures:`, log: app.log })
-  })
+  const loginThrottle = createLoginThrottle({ ...app.config.loginThrottle, redis: app.redis, prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}login-failures:`, log: app.log })
   const auth = createAuthService({
     store: app.store,
     config: app.config,

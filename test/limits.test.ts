@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import type { Redis } from 'ioredis'
-import { createLoginThrottle, createRedisLoginFailureStore } from '../src/limits/login-throttle.js'
+import { createRedisLoginThrottle } from '../src/limits/login-throttle.js'
 import { createMemoryRateLimiter, createRedisRateLimiter } from '../src/limits/rate-limiter.js'
 import { createRedisConnection, quitRedis } from '../src/redis.js'
 import { deleteRedisKeys } from '../support/redis.js'
@@ -138,28 +138,23 @@ describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
 
   it('login throttle: failures on two nodes add up; a success on either forgets the pair', async (t) => {
     const prefix = prefixFor(t)
-    const policy = { failuresBeforeDelay: 3, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000 }
-    const node = async (): Promise<ReturnType<typeof createLoginThrottle>> => createLoginThrottle({ ...policy, store: createRedisLoginFailureStore({ ...policy, prefix, log: warnings(), redis: await connection(t) }) })
-    const nodeA = await node()
-    const nodeB = await node()
-    await nodeA.recordFailure('203.0.113.1', 'alice')
-    await nodeB.recordFailure('203.0.113.1', 'alice')
-    assert.equal(await nodeA.retryAfter('203.0.113.1', 'alice'), 0)
-    await nodeA.recordFailure('203.0.113.1', 'alice')
-    const wait = await nodeB.retryAfter('203.0.113.1', 'alice')
+    const policy = { failuresBeforeDelay: 3, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000, prefix, log: warnings() }
+    const nodeA = createRedisLoginThrottle({ ...policy, redis: await connection(t) })
+    const nodeB = createRedisLoginThrottle({ ...policy, redis: await connection(t) })
+    for (const node of [nodeA, nodeB, nodeA]) assert.equal(await node.attempt('203.0.113.1', 'alice'), 0)
+    const wait = await nodeB.attempt('203.0.113.1', 'alice')
     assert.ok(wait > 0 && wait <= 1, `waiting on the other node too (retry after ${wait} s)`)
-    assert.equal(await nodeB.retryAfter('198.51.100.7', 'alice'), 0, 'another address is not slowed')
-    await nodeB.recordSuccess('203.0.113.1', 'alice')
-    assert.equal(await nodeA.retryAfter('203.0.113.1', 'alice'), 0)
+    assert.equal(await nodeB.attempt('198.51.100.7', 'alice'), 0, 'another address is not slowed')
+    await nodeB.succeeded('203.0.113.1', 'alice')
+    assert.equal(await nodeA.attempt('203.0.113.1', 'alice'), 0)
   })
 
   it('login throttle keys: one hash tag per address, hashed, whatever the username holds', async (t) => {
     const prefix = prefixFor(t)
     const redis = await connection(t)
-    const policy = { failuresBeforeDelay: 3, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000 }
-    const throttle = createLoginThrottle({ ...policy, store: createRedisLoginFailureStore({ ...policy, prefix, log: warnings(), redis }) })
-    for (const username of ['a}{b', '*', 'x:y']) await throttle.recordFailure('203.0.113.1', username)
-    await throttle.recordFailure('2001:db8::1', 'alice')
+    const throttle = createRedisLoginThrottle({ failuresBeforeDelay: 3, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000, prefix, log: warnings(), redis })
+    for (const username of ['a}{b', '*', 'x:y']) await throttle.attempt('203.0.113.1', username)
+    await throttle.attempt('2001:db8::1', 'alice')
     const keys = (await redis.keys(`${prefix}*`)).map(key => key.slice(prefix.length)).sort()
     assert.equal(keys.length, 6, keys.join(' '))
     for (const key of keys) assert.match(key, /^\{[\w-]{22}\}(:[\w-]{22})?$/, `hashed, one hash tag: ${key}`)
@@ -173,10 +168,9 @@ describe('limits in Redis, shared by every node', { skip: skipRedis }, () => {
     assert.equal((await rate.take('u')).allowed, true)
     assert.equal((await rate.take('u')).allowed, true)
     assert.equal((await rate.take('u')).allowed, false, 'the limit still holds, per node')
-    const policy = { failuresBeforeDelay: 1, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000 }
-    const throttle = createLoginThrottle({ ...policy, store: createRedisLoginFailureStore({ ...policy, prefix: 'x:', redis, log }) })
-    await throttle.recordFailure('203.0.113.1', 'alice')
-    assert.ok(await throttle.retryAfter('203.0.113.1', 'alice') > 0)
+    const throttle = createRedisLoginThrottle({ failuresBeforeDelay: 1, maxDelayMs: 60_000, failuresPerAddress: 100, addressWindowMs: 60_000, prefix: 'x:', redis, log })
+    assert.equal(await throttle.attempt('203.0.113.1', 'alice'), 0)
+    assert.ok(await throttle.attempt('203.0.113.1', 'alice') > 0)
     assert.ok(log.lines.some(l => l.includes('Redis unavailable')), log.lines.join('\n'))
   })
 })

@@ -76,15 +76,13 @@ export function createAuthService (deps: AuthServiceDeps) {
      * other addresses are not slowed by its failures.
      */
     async login (username: string, password: string, address: string): Promise<TokenPair> {
-      const wait = await throttle.retryAfter(address, username)
+      const wait = await throttle.attempt(address, username)
       if (wait > 0) throw Object.assign(new Errors.TooManyLoginAttempts(), { headers: { 'retry-after': String(wait) } })
       const user = await store.getUser(username)
       const ok = await verifyPassword(password, user?.passwordHash ?? await dummyPasswordHash(config.passwordHashCost))
-      if (user === undefined || !ok) {
-        await throttle.recordFailure(address, username)
-        throw new Errors.InvalidCredentials()
-      }
-      await throttle.recordSuccess(address, username)
+      // The attempt was counted as a failure when it was let in: only a success takes it back.
+      if (user === undefined || !ok) throw new Errors.InvalidCredentials()
+      await throttle.succeeded(address, username)
       return await issueTokens(user, newId())
     },
 

@@ -11,19 +11,24 @@ import { withLocalFallback, type FallbackLog } from './fallback.js'
  * anyone can raise for someone else's account is a lockout anyone can cause, so a correct
  * password from an address with no recent failures for that username is always checked.
  *
- * The policy lives here once; where the counts live is a `LoginFailureStore`: process memory
- * (one node) or Redis (every node counts into the same numbers, with the node's own count
- * while Redis is unreachable).
+ * Two implementations of one policy: in process memory (one node), and in Redis (every node
+ * counts into the same numbers, one atomic script per call; the node's own count while Redis
+ * is unreachable). One contract test holds both to it.
  */
 export interface LoginThrottle {
-  /** Seconds `address` must wait before trying `username` again, or 0 to check the password now. */
-  retryAfter(address: string, username: string): Promise<number>
-  recordFailure(address: string, username: string): Promise<void>
   /**
-   * Forgets the pair's failures. The address's count stays: a guesser holding one account of
-   * its own must not buy a fresh budget for its spray by signing in to it.
+   * Asks to check one password of `username` from `address`: the seconds to wait (refused,
+   * nothing counted), or 0. An allowed attempt counts as a failure at once, in the same step
+   * as the check: guesses sent together must not all pass on the count before any of them
+   * was answered.
    */
-  recordSuccess(address: string, username: string): Promise<void>
+  attempt(address: string, username: string): Promise<number>
+  /**
+   * The password was right: forgets the pair's failures and takes this attempt back from the
+   * address's count. The address's other failures stay: a guesser holding one account of its
+   * own must not buy its spray a fresh budget by signing in to it.
+   */
+  succeeded(address: string, username: string): Promise<void>
 }
 
 export interface LoginThrottlePolicy {
@@ -46,13 +51,13 @@ export const FIRST_DELAY_MS = 1000
  */
 export const PAIR_MEMORY_MS = 24 * 60 * 60 * 1000
 
-/** Where one attempt's counts are kept: both keys hashed, so a username never shapes a key. */
-export interface LoginKey {
+/** Where one attempt is counted: both keys hashed, so a username never shapes a key. */
+interface LoginKey {
   address: string
   pair: string
 }
 
-export function loginKey (address: string, username: string): LoginKey {
+function loginKey (address: string, username: string): LoginKey {
   const block = addressBlock(address)
   // Length-prefixed, so no (address, username) split of the same text maps to another pair.
   return { address: digest(`a${block}`), pair: digest(`p${block.length}:${block}${username}`) }
@@ -62,61 +67,22 @@ function digest (text: string): string {
   return createHash('sha256').update(text).digest('base64url').slice(0, 22)
 }
 
-/** What is known about one attempt, entries past their window or memory already left out. */
-export interface LoginFailureCounts {
-  address: { failures: number, windowEndsAt: number } | null
-  pair: { failures: number, lastFailureAt: number } | null
-}
-
-/**
- * Storage of the counts, clock-free: the throttle passes the time in, so one policy and one
- * clock govern both implementations (and tests drive both on an injected clock).
- */
-export interface LoginFailureStore {
-  read(key: LoginKey, now: number): Promise<LoginFailureCounts>
-  addFailure(key: LoginKey, now: number): Promise<void>
-  forgetPair(key: LoginKey): Promise<void>
-}
-
-export interface LoginThrottleOptions extends LoginThrottlePolicy {
-  store: LoginFailureStore
-  now?: () => number
-}
-
 /** The wait the pair's `failures` impose after its latest one, in ms (0 while still free). */
-export function pairDelayMs (failures: number, policy: Pick<LoginThrottlePolicy, 'failuresBeforeDelay' | 'maxDelayMs'>): number {
+function pairDelayMs (failures: number, policy: LoginThrottlePolicy): number {
   if (failures < policy.failuresBeforeDelay) return 0
   return Math.min(policy.maxDelayMs, FIRST_DELAY_MS * 2 ** (failures - policy.failuresBeforeDelay))
 }
 
-export function createLoginThrottle (options: LoginThrottleOptions): LoginThrottle {
-  const { store, now = Date.now } = options
-  return {
-    async retryAfter (address, username) {
-      const at = now()
-      const { address: byAddress, pair } = await store.read(loginKey(address, username), at)
-      let waitMs = 0
-      if (byAddress !== null && byAddress.failures >= options.failuresPerAddress) waitMs = byAddress.windowEndsAt - at
-      if (pair !== null) waitMs = Math.max(waitMs, pair.lastFailureAt + pairDelayMs(pair.failures, options) - at)
-      return waitMs > 0 ? Math.ceil(waitMs / 1000) : 0
-    },
-    async recordFailure (address, username) {
-      await store.addFailure(loginKey(address, username), now())
-    },
-    async recordSuccess (address, username) {
-      await store.forgetPair(loginKey(address, username))
-    }
-  }
-}
+const toSeconds = (ms: number): number => Math.ceil(ms / 1000)
 
-export interface LoginFailureStoreOptions {
-  addressWindowMs: number
-  /** Memory bound of the in-process store, per map: past it, expired entries go, then the oldest tenth. */
+export interface LoginThrottleOptions extends LoginThrottlePolicy {
+  /** Memory bound of the in-process implementation, per map: past it, expired entries go, then the oldest tenth. */
   maxKeys?: number
+  now?: () => number
 }
 
-export function createMemoryLoginFailureStore (options: LoginFailureStoreOptions): LoginFailureStore {
-  const { addressWindowMs, maxKeys = 100_000 } = options
+export function createMemoryLoginThrottle (options: LoginThrottleOptions): LoginThrottle {
+  const { maxKeys = 100_000, now = Date.now } = options
   const addresses = new Map<string, { failures: number, windowEndsAt: number }>()
   const pairs = new Map<string, { failures: number, lastFailureAt: number }>()
   const addressLive = (entry: { windowEndsAt: number }, at: number): boolean => entry.windowEndsAt > at
@@ -138,32 +104,37 @@ export function createMemoryLoginFailureStore (options: LoginFailureStoreOptions
   }
 
   return {
-    async read (key, at) {
-      const byAddress = addresses.get(key.address)
-      const pair = pairs.get(key.pair)
-      return {
-        address: byAddress !== undefined && addressLive(byAddress, at) ? { ...byAddress } : null,
-        pair: pair !== undefined && pairLive(pair, at) ? { ...pair } : null
-      }
-    },
-    async addFailure (key, at) {
-      const byAddress = addresses.get(key.address)
-      if (byAddress !== undefined && addressLive(byAddress, at)) {
+    async attempt (address, username) {
+      const at = now()
+      const key = loginKey(address, username)
+      let byAddress = addresses.get(key.address)
+      if (byAddress !== undefined && !addressLive(byAddress, at)) byAddress = undefined
+      let pair = pairs.get(key.pair)
+      if (pair !== undefined && !pairLive(pair, at)) pair = undefined
+
+      let waitMs = 0
+      if (byAddress !== undefined && byAddress.failures >= options.failuresPerAddress) waitMs = byAddress.windowEndsAt - at
+      if (pair !== undefined) waitMs = Math.max(waitMs, pair.lastFailureAt + pairDelayMs(pair.failures, options) - at)
+      if (waitMs > 0) return toSeconds(waitMs)
+
+      if (byAddress !== undefined) {
         byAddress.failures++
       } else {
         addresses.delete(key.address)
         makeRoom(addresses, addressLive, at)
-        addresses.set(key.address, { failures: 1, windowEndsAt: at + addressWindowMs })
+        addresses.set(key.address, { failures: 1, windowEndsAt: at + options.addressWindowMs })
       }
-      const pair = pairs.get(key.pair)
-      const failures = pair !== undefined && pairLive(pair, at) ? pair.failures + 1 : 1
       // Re-inserted at the end: the map's order stays the order of latest failures, oldest first.
       pairs.delete(key.pair)
       makeRoom(pairs, pairLive, at)
-      pairs.set(key.pair, { failures, lastFailureAt: at })
+      pairs.set(key.pair, { failures: (pair?.failures ?? 0) + 1, lastFailureAt: at })
+      return 0
     },
-    async forgetPair (key) {
+    async succeeded (address, username) {
+      const key = loginKey(address, username)
       pairs.delete(key.pair)
+      const byAddress = addresses.get(key.address)
+      if (byAddress !== undefined && addressLive(byAddress, now()) && byAddress.failures > 0) byAddress.failures--
     }
   }
 }
@@ -171,71 +142,77 @@ export function createMemoryLoginFailureStore (options: LoginFailureStoreOptions
 // Both keys of an attempt carry the address's hash tag, so one script reaches both in Redis
 // Cluster. Times are the caller's clock, not Redis's TIME: the waits are seconds to minutes,
 // the nodes' clocks agree to milliseconds, and the policy can then be tested on a fake clock.
-// A key outlives its meaning by at most the clock skew; the expiry in the data decides.
+// A key outlives its meaning by at most the clock skew; the times in the data decide.
 // Times are written with '%.0f': a bare Lua number is written with 14 significant digits.
-const READ_LUA = `
-local now = tonumber(ARGV[1])
-local a = redis.call('HMGET', KEYS[1], 'n', 'ends')
-local p = redis.call('HMGET', KEYS[2], 'n', 'last')
-local out = { 0, 0, 0, 0 }
-if a[1] and tonumber(a[2]) > now then out[1] = tonumber(a[1]); out[2] = tonumber(a[2]) end
-if p[1] and tonumber(p[2]) + tonumber(ARGV[2]) > now then out[3] = tonumber(p[1]); out[4] = tonumber(p[2]) end
-return out
-`
-// The address's window is fixed from its first failure; the pair's memory runs from its latest.
-const ADD_FAILURE_LUA = `
+const ATTEMPT_LUA = `
 local now = tonumber(ARGV[1])
 local windowMs = tonumber(ARGV[2])
-local memoryMs = tonumber(ARGV[3])
-local ends = tonumber(redis.call('HGET', KEYS[1], 'ends') or '0')
-if ends > now then
-  redis.call('HINCRBY', KEYS[1], 'n', 1)
-else
+local perAddress = tonumber(ARGV[3])
+local free = tonumber(ARGV[4])
+local firstMs = tonumber(ARGV[5])
+local maxMs = tonumber(ARGV[6])
+local memoryMs = tonumber(ARGV[7])
+local a = redis.call('HMGET', KEYS[1], 'n', 'ends')
+local an = tonumber(a[1]) or 0
+local ends = tonumber(a[2]) or 0
+if ends <= now then
+  an = 0
   ends = now + windowMs
-  redis.call('HSET', KEYS[1], 'n', 1, 'ends', string.format('%.0f', ends))
 end
-redis.call('PEXPIRE', KEYS[1], math.ceil(ends - now))
 local p = redis.call('HMGET', KEYS[2], 'n', 'last')
-local n = 1
-if p[1] and tonumber(p[2]) + memoryMs > now then n = tonumber(p[1]) + 1 end
-redis.call('HSET', KEYS[2], 'n', n, 'last', string.format('%.0f', now))
+local pn = tonumber(p[1]) or 0
+local last = tonumber(p[2]) or 0
+if last + memoryMs <= now then pn = 0 end
+local wait = 0
+if an >= perAddress then wait = ends - now end
+if pn >= free then
+  local pairWait = last + math.min(maxMs, firstMs * 2 ^ (pn - free)) - now
+  if pairWait > wait then wait = pairWait end
+end
+if wait > 0 then return math.ceil(wait) end
+redis.call('HSET', KEYS[1], 'n', an + 1, 'ends', string.format('%.0f', ends))
+redis.call('PEXPIRE', KEYS[1], math.ceil(ends - now))
+redis.call('HSET', KEYS[2], 'n', pn + 1, 'last', string.format('%.0f', now))
 redis.call('PEXPIRE', KEYS[2], memoryMs)
-return n
+return 0
 `
-const READ = redisScript(READ_LUA)
-const ADD_FAILURE = redisScript(ADD_FAILURE_LUA)
+const SUCCEEDED_LUA = `
+redis.call('DEL', KEYS[2])
+local a = redis.call('HMGET', KEYS[1], 'n', 'ends')
+if (tonumber(a[2]) or 0) > tonumber(ARGV[1]) and (tonumber(a[1]) or 0) > 0 then redis.call('HINCRBY', KEYS[1], 'n', -1) end
+return 0
+`
+const ATTEMPT = redisScript(ATTEMPT_LUA)
+const SUCCEEDED = redisScript(SUCCEEDED_LUA)
 
-export interface RedisLoginFailureStoreOptions extends LoginFailureStoreOptions {
+export interface RedisLoginThrottleOptions extends LoginThrottleOptions {
   redis: Redis
   /** Key prefix, e.g. `sb:login-failures:`. */
   prefix: string
   log: FallbackLog
 }
 
-export function createRedisLoginFailureStore (options: RedisLoginFailureStoreOptions): LoginFailureStore {
-  const { redis, prefix, addressWindowMs } = options
+export function createRedisLoginThrottle (options: RedisLoginThrottleOptions): LoginThrottle {
+  const { redis, prefix, now = Date.now } = options
   // The digests are base64url: no braces, so the tag ends where it is written.
-  const keysOf = (key: LoginKey): [string, string] => [`${prefix}{${key.address}}`, `${prefix}{${key.address}}:${key.pair}`]
-  const clustered: LoginFailureStore = {
-    async read (key, at) {
-      const [failures, windowEndsAt, pairFailures, lastFailureAt] = await runScript(redis, READ, keysOf(key), [at, PAIR_MEMORY_MS]) as [number, number, number, number]
-      return {
-        address: failures > 0 ? { failures, windowEndsAt } : null,
-        pair: pairFailures > 0 ? { failures: pairFailures, lastFailureAt } : null
-      }
+  const keysOf = (address: string, username: string): [string, string] => {
+    const key = loginKey(address, username)
+    return [`${prefix}{${key.address}}`, `${prefix}{${key.address}}:${key.pair}`]
+  }
+  const policy = [options.addressWindowMs, options.failuresPerAddress, options.failuresBeforeDelay, FIRST_DELAY_MS, options.maxDelayMs, PAIR_MEMORY_MS]
+  const clustered: LoginThrottle = {
+    async attempt (address, username) {
+      return toSeconds(Number(await runScript(redis, ATTEMPT, keysOf(address, username), [now(), ...policy])))
     },
-    async addFailure (key, at) {
-      await runScript(redis, ADD_FAILURE, keysOf(key), [at, addressWindowMs, PAIR_MEMORY_MS])
-    },
-    async forgetPair (key) {
-      await redis.del(keysOf(key)[1])
+    async succeeded (address, username) {
+      await runScript(redis, SUCCEEDED, keysOf(address, username), [now()])
     }
   }
-  return withLocalFallback(clustered, createMemoryLoginFailureStore(options), options.log, 'login throttle')
+  return withLocalFallback(clustered, createMemoryLoginThrottle(options), options.log, 'login throttle')
 }
 
 /** In Redis (every node shares the counts) when the cluster has one, else in this process. */
-export function createLoginFailureStore (options: LoginFailureStoreOptions & Omit<RedisLoginFailureStoreOptions, 'redis'> & { redis: Redis | null }): LoginFailureStore {
+export function createLoginThrottle (options: LoginThrottleOptions & Omit<RedisLoginThrottleOptions, 'redis'> & { redis: Redis | null }): LoginThrottle {
   const { redis, ...rest } = options
-  return redis === null ? createMemoryLoginFailureStore(rest) : createRedisLoginFailureStore({ ...rest, redis })
+  return redis === null ? createMemoryLoginThrottle(rest) : createRedisLoginThrottle({ ...rest, redis })
 }

@@ -90,6 +90,23 @@ for (const engine of ENGINES) {
       await assertRssBack(baseline, 'guessing one password from ten addresses')
     })
 
+    it('guesses sent all at once get no more than the address\'s budget', async (t) => {
+      const srv = await build(t, { env: { TRUST_PROXY: 'loopback', ...shippedThrottle(), ...engine.env(t) } })
+      await srv.createUser('alice')
+      const baseline = await settledRss()
+
+      // Each password check takes a while; guesses that all arrive before the first is answered
+      // must still be counted against the budget, not each judged on the count before any ended.
+      const burst = await Promise.all(manyUsernames('someone').slice(0, 3 * SHIPPED_FAILURES_PER_ADDRESS).map(username => signIn(srv, '203.0.113.60', username, 'a common password')))
+      const checked = burst.filter(res => res.status === 401).length
+      assert.equal(checked, SHIPPED_FAILURES_PER_ADDRESS, `${checked} of ${burst.length} passwords checked`)
+      for (const res of burst.filter(r => r.status !== 401)) assertThrottled(res, 'a guess of the burst')
+      assert.equal((await signIn(srv, '198.51.100.9', 'alice', PASSWORD)).status, 200)
+
+      assert.equal((await srv.request('GET', '/health/live')).status, 200)
+      await assertRssBack(baseline, 'a burst of guesses from one address')
+    })
+
     it('spraying one guess at many usernames from one address stops at the address\'s failure budget', async (t) => {
       const srv = await build(t, { env: { TRUST_PROXY: 'loopback', ...shippedThrottle(), ...engine.env(t) } })
       const usernames = manyUsernames('user')
