@@ -99,7 +99,16 @@ export interface Config {
   trustProxy: boolean | number | string[]
   loginRateLimit: number
   /** Sign-in failures, counted per (address, username) and per address: src/limits/login-throttle.ts. */
-  loginThrottle: { failuresBeforeDelay: number, maxDelayMs: number, failuresPerAddress: number, addressWindowMs: number }
+  loginThrottle: {
+    /** Failures of one (address, username) answered at once; each further one doubles a wait from 1 s. */
+    failuresBeforeDelay: number
+    /** The doubling wait stops growing here. */
+    maxDelayMs: number
+    /** Failures from one address, any usernames, per window; past them every attempt waits for the window's end. */
+    failuresPerAddress: number
+    /** The address's window, fixed from its first failure. */
+    addressWindowMs: number
+  }
   rateLimitMax: number
   tls: { cert: Buffer, key: Buffer } | null
   shutdownGraceMs: number

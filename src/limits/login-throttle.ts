@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
+import type { Config } from '../config.js'
 import { addressBlock } from '../client-address.js'
 import { redisScript, runScript } from '../redis.js'
 import { withLocalFallback, type FallbackLog } from './fallback.js'
@@ -31,19 +32,11 @@ export interface LoginThrottle {
   succeeded(address: string, username: string): Promise<void>
 }
 
-export interface LoginThrottlePolicy {
-  /** Failures of one (address, username) answered at once; each further one doubles a wait from 1 s. */
-  failuresBeforeDelay: number
-  /** The doubling wait stops growing here. */
-  maxDelayMs: number
-  /** Failures from one address, any usernames, per window; past them every attempt waits for the window's end. */
-  failuresPerAddress: number
-  /** The address's window, fixed from its first failure. */
-  addressWindowMs: number
-}
+/** LOGIN_FAILURES_BEFORE_DELAY, LOGIN_MAX_DELAY, LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURE_WINDOW. */
+export type LoginThrottlePolicy = Config['loginThrottle']
 
-/** The wait after the pair's first failure past the free ones; each later failure doubles it. */
-export const FIRST_DELAY_MS = 1000
+/** The wait after the last free failure of a pair; each later failure doubles it. */
+const FIRST_DELAY_MS = 1000
 /**
  * A pair's failures are forgotten this long after its latest: far past the longest wait
  * LOGIN_MAX_DELAY allows (1 h), so a guesser pacing itself at that wait never gets its free
