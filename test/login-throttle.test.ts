@@ -9,7 +9,8 @@ import {
   type LoginThrottle, type LoginThrottleOptions, type LoginThrottlePolicy
 } from '../src/limits/login-throttle.js'
 import { createRedisConnection, quitRedis } from '../src/redis.js'
-import { deleteRedisKeys, skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
+import { deleteRedisKeys } from '../support/redis.js'
+import { skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
 
 /*
  * The sign-in throttle's policy, on an injected clock, against both implementations: process

@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import { EnvSchema } from '../../src/config.js'
-import { build, deleteRedisKeys, PASSWORD, skipUnlessRedis, TEST_REDIS_URL, type TestApp, type TestResponse } from '../helper.js'
+import { deleteRedisKeys } from '../../support/redis.js'
+import { build, PASSWORD, skipUnlessRedis, TEST_REDIS_URL, type TestApp, type TestResponse } from '../helper.js'
 import { assertRssBack, settledRss } from './support.js'
 
 /*
