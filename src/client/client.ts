@@ -1,8 +1,8 @@
-import { isReconnectCode } from '../realtime/close-codes.js'
 import type { CommandType, UnsubscribeReason } from '../realtime/protocol.js'
 import { backoffDelay } from './backoff.js'
 import { Emitter } from './emitter.js'
 import { SwitchboardError } from './errors.js'
+import { backoffSettings, decideReconnect, type BackoffSettings, type HandshakeFailure } from './reconnect-policy.js'
 import { Subscription } from './subscription.js'
 import { endpointUrl, loadNodeWebSocket, openSocket, randomId, runningInNode, tokenExpiry, utf8Length, type TransportMode } from './transport.js'
 import type {
@@ -53,11 +53,6 @@ interface Command {
   idempotencyKey?: string
 }
 
-interface HandshakeFailure {
-  status: number
-  retryAfterMs: number | undefined
-}
-
 /**
  * The Switchboard client: one WebSocket (protocol `switchboard.v1`) kept open across network
  * failures, server restarts and token expiry.
@@ -83,10 +78,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly getToken: ((context: TokenContext) => string | Promise<string>) | undefined
   private readonly apiKey: string | undefined
   private readonly WebSocketCtor: WebSocketConstructor | undefined
-  private readonly baseMs: number
-  private readonly capMs: number
-  private readonly random: () => number
-  private readonly maxAttempts: number
+  private readonly backoff: BackoffSettings
   private readonly requestTimeoutMs: number
   private readonly connectTimeoutMs: number
   private readonly maxQueued: number
@@ -149,12 +141,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.getToken = options.getToken
     this.apiKey = options.apiKey
     this.WebSocketCtor = options.WebSocket
-    this.baseMs = options.reconnect?.baseMs ?? 500
-    this.capMs = options.reconnect?.capMs ?? 30_000
-    const random = options.reconnect?.random ?? Math.random
-    // A jitter outside [0, 1) would wait longer than the bound, or a negative time.
-    this.random = () => Math.min(Math.max(Number(random()) || 0, 0), 1 - Number.EPSILON)
-    this.maxAttempts = options.reconnect?.maxAttempts ?? Infinity
+    this.backoff = backoffSettings(options.reconnect)
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000
     this.maxQueued = options.maxQueuedCommands ?? 1000
@@ -368,8 +355,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * The current connection (or attempt) ended: decide between stopping (terminal close code,
-   * refused credentials, retries exhausted) and reconnecting after a delay.
+   * The current connection (or attempt) ended: the reconnect policy decides between stopping
+   * (terminal close code, refused credentials, retries exhausted) and reconnecting after a delay.
    */
   private lost (code: number, reason: string, failure?: HandshakeFailure): void {
     if (this.status === 'closed') return
@@ -379,45 +366,34 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.clearConnectionTimers()
     this.connectionLost()
 
-    let terminal: string | null = null
-    if (failure !== undefined) {
-      reason = `handshake refused with HTTP ${failure.status}`
-      if (failure.status === 401) {
-        // Refresh the token once; a fresh token refused too is final.
-        if (this.getToken !== undefined && !this.tokenFresh) this.tokenStale = true
-        else terminal = 'credentials refused (HTTP 401)'
-      } else if (failure.status >= 400 && failure.status < 500 && failure.status !== 408 && failure.status !== 429) {
-        terminal = reason
-      }
-      this.emit('error', new SwitchboardError(failure.status === 401 ? 'unauthorized' : failure.status === 403 ? 'forbidden' : 'unavailable', reason, terminal === null))
-    } else if (this.mode === 'browser' && this.getToken !== undefined && isPowerOfTwo(this.closedBeforeWelcome) && this.closedBeforeWelcome >= 2) {
-      // A browser cannot see why a handshake failed: a 401 (a token refused before its `exp`,
-      // e.g. after the server's secret changed) looks like a network failure. After 2, 4, 8, …
-      // such failures in a row, ask for a new token, so a refused one is not retried until it
-      // expires, while an outage costs only a few token requests.
-      this.tokenStale = true
-    } else if (code === 4001) {
-      // Without getToken the token cannot be renewed, and reconnecting with it would get 401.
-      if (this.getToken !== undefined) this.tokenStale = true
-      else terminal = reason === '' ? 'token expired' : reason
-    } else if (!isReconnectCode(code)) {
-      terminal = reason === '' ? `closed with code ${code}` : reason
+    const decision = decideReconnect({
+      code,
+      reason,
+      handshake: failure,
+      retryAfterMs: this.retryAfterMs,
+      attempt: this.attempt,
+      closedBeforeWelcome: this.closedBeforeWelcome,
+      mode: this.mode,
+      canRenewToken: this.getToken !== undefined,
+      tokenFresh: this.tokenFresh,
+      backoff: this.backoff
+    })
+    if (decision.handshake !== undefined) {
+      const { code: errorCode, message, temporary } = decision.handshake
+      this.emit('error', new SwitchboardError(errorCode, message, temporary))
     }
-    if (terminal === null && this.attempt >= this.maxAttempts) {
-      terminal = this.maxAttempts === 0 ? `connection lost (${code}${reason === '' ? '' : ' ' + reason})` : `gave up after ${this.attempt} reconnect attempts`
-    }
-    if (terminal !== null) {
-      this.finish(code, terminal)
+    if (decision.action === 'stop') {
+      this.finish(code, decision.reason)
       return
     }
-
-    let delayMs = this.retryAfterMs ?? backoffDelay(this.attempt, this.baseMs, this.capMs, this.random)
-    if (failure?.retryAfterMs !== undefined) delayMs = Math.max(delayMs, failure.retryAfterMs)
+    if (decision.newToken) this.tokenStale = true
+    reason = decision.reason
+    const delayMs = decision.delayMs
     this.retryAfterMs = null
     if (wasOpen) this.emit('disconnect', { code, reason, willReconnect: true })
     this.setState(this.everOpen ? 'reconnecting' : 'connecting')
     if (this.status !== 'reconnecting' && this.status !== 'connecting') return // closed by a listener
-    if (code === 4002 && this.subs.size === 0 && this.queue.length === 0 && this.urgent.length === 0) {
+    if (decision.waitForCommand && this.subs.size === 0 && this.queue.length === 0 && this.urgent.length === 0) {
       // Idle timeout with nothing to do: reconnecting now would only idle out again.
       this.dormant = true
       return
@@ -626,7 +602,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       sub.retryTimer = setTimeout(() => {
         sub.retryTimer = undefined
         if (this.subs.get(sub.room) === sub && sub.command === null && this.status === 'open') this.sendSubscribe(sub, true)
-      }, backoffDelay(sub.retries++, this.baseMs, this.capMs, this.random))
+      }, backoffDelay(sub.retries++, this.backoff.baseMs, this.backoff.capMs, this.backoff.random))
       return
     }
     this.subs.delete(sub.room)
@@ -864,8 +840,4 @@ function insertInOrder (list: Array<{ id: number }>, command: { id: number }): v
   let index = 0
   while (index < list.length && list[index]!.id < command.id) index++
   list.splice(index, 0, command)
-}
-
-function isPowerOfTwo (n: number): boolean {
-  return n > 0 && (n & (n - 1)) === 0
 }

@@ -1,0 +1,190 @@
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { CloseCodes } from '../src/client/index.js'
+import { backoffSettings, decideReconnect, type ConnectionEnd, type ReconnectDecision } from '../src/client/reconnect-policy.js'
+
+/*
+ * The SDK's units on their own: no sockets, no server, no real timers. The same behaviour is
+ * covered end to end, over real sockets, in test/client.test.ts.
+ */
+
+// -------------------------------------------------------------------------------------------
+// The reconnect decision
+
+/** A random source that hands out the given draws and counts the calls. */
+function draws (...values: number[]): { random: () => number, calls: () => number } {
+  let calls = 0
+  return { random: () => values[calls++] ?? 0, calls: () => calls }
+}
+
+function end (overrides: Partial<ConnectionEnd> = {}): ConnectionEnd {
+  return {
+    code: 1006,
+    reason: '',
+    handshake: undefined,
+    retryAfterMs: null,
+    attempt: 0,
+    closedBeforeWelcome: 0,
+    mode: 'node',
+    canRenewToken: false,
+    tokenFresh: false,
+    backoff: backoffSettings({ baseMs: 100, capMs: 1000, random: () => 0.5 }),
+    ...overrides
+  }
+}
+
+const retry = (delayMs: number, reason = '', more: Partial<Extract<ReconnectDecision, { action: 'retry' }>> = {}): ReconnectDecision =>
+  ({ action: 'retry', delayMs, reason, newToken: false, waitForCommand: false, ...more })
+const stop = (reason: string, more: Partial<Extract<ReconnectDecision, { action: 'stop' }>> = {}): ReconnectDecision =>
+  ({ action: 'stop', reason, ...more })
+
+describe('reconnect decision: the table of cases', () => {
+  // Base 100 ms, random 0.5: the first retry waits floor(0.5 · 100) = 50 ms.
+  const cases: Array<{ name: string, end: Partial<ConnectionEnd>, expect: ReconnectDecision }> = [
+    { name: '1000 normal closure from the server stops', end: { code: 1000, reason: 'normal' }, expect: stop('normal') },
+    { name: '1000 without a reason names the code', end: { code: 1000 }, expect: stop('closed with code 1000') },
+    { name: '1001 going away reconnects', end: { code: 1001 }, expect: retry(50) },
+    { name: '1005 no status reconnects', end: { code: 1005 }, expect: retry(50) },
+    { name: '1006 abnormal closure (network) reconnects', end: { code: 1006 }, expect: retry(50) },
+    { name: '1007 invalid payload stops: retrying would repeat it', end: { code: 1007, reason: 'invalid payload' }, expect: stop('invalid payload') },
+    { name: '1009 message too big stops: retrying would repeat it', end: { code: 1009, reason: 'message too big' }, expect: stop('message too big') },
+    { name: '1011 internal error reconnects', end: { code: 1011, reason: 'internal error' }, expect: retry(50, 'internal error') },
+    { name: '1012 service restart reconnects with backoff', end: { code: 1012, reason: 'service restart' }, expect: retry(50, 'service restart') },
+    { name: '1012 after a reconnect push waits its retryAfterMs, not the backoff', end: { code: 1012, reason: 'service restart', retryAfterMs: 1234 }, expect: retry(1234, 'service restart') },
+    { name: 'a reconnect push of 0 ms reconnects at once', end: { code: 1012, retryAfterMs: 0 }, expect: retry(0) },
+    { name: '4001 token expired with getToken: a new token, then reconnect', end: { code: 4001, reason: 'token expired', canRenewToken: true }, expect: retry(50, 'token expired', { newToken: true }) },
+    { name: '4001 token expired without getToken stops', end: { code: 4001, reason: 'token expired' }, expect: stop('token expired') },
+    { name: '4001 without a reason still says why', end: { code: 4001 }, expect: stop('token expired') },
+    { name: '4002 idle timeout reconnects, or waits for the next command', end: { code: 4002, reason: 'idle timeout' }, expect: retry(50, 'idle timeout', { waitForCommand: true }) },
+    { name: '4008 slow consumer reconnects', end: { code: 4008, reason: 'slow consumer' }, expect: retry(50, 'slow consumer') },
+    { name: '4029 rate limited reconnects', end: { code: 4029, reason: 'rate limited' }, expect: retry(50, 'rate limited') },
+    { name: '4499, the top of the reconnect range, reconnects', end: { code: 4499 }, expect: retry(50) },
+    { name: '4500 protocol violation stops', end: { code: 4500, reason: 'protocol violation' }, expect: stop('protocol violation') },
+    { name: '4503 kicked stops', end: { code: 4503, reason: 'kicked' }, expect: stop('kicked') },
+    { name: '4503 kicked stops even after a reconnect push', end: { code: 4503, reason: 'kicked', retryAfterMs: 10 }, expect: stop('kicked') },
+    { name: '4500 stops even with getToken', end: { code: 4500, reason: 'protocol violation', canRenewToken: true }, expect: stop('protocol violation') },
+    // The backoff: attempt i waits floor(random · min(cap, base · 2^i)).
+    { name: 'attempt 1 doubles the bound', end: { attempt: 1 }, expect: retry(100) },
+    { name: 'attempt 3 reaches the cap', end: { attempt: 3, backoff: backoffSettings({ baseMs: 100, capMs: 700, random: () => 0.5 }) }, expect: retry(350) },
+    { name: 'attempt 60 stays at the cap', end: { attempt: 60 }, expect: retry(500) },
+    { name: 'maxAttempts reached stops', end: { attempt: 3, backoff: backoffSettings({ maxAttempts: 3 }) }, expect: stop('gave up after 3 reconnect attempts') },
+    { name: 'maxAttempts 0 never reconnects, and says what was lost', end: { code: 1006, reason: 'gone', backoff: backoffSettings({ maxAttempts: 0 }) }, expect: stop('connection lost (1006 gone)') },
+    { name: 'maxAttempts 0 without a reason', end: { code: 1012, backoff: backoffSettings({ maxAttempts: 0 }) }, expect: stop('connection lost (1012)') },
+    { name: 'a terminal code wins over maxAttempts', end: { code: 4503, reason: 'kicked', attempt: 9, backoff: backoffSettings({ maxAttempts: 3 }) }, expect: stop('kicked') },
+    // Refused handshakes (Node, where ws shows the HTTP status).
+    {
+      name: 'HTTP 401 with getToken: a new token, then reconnect',
+      end: { handshake: { status: 401, retryAfterMs: undefined }, canRenewToken: true },
+      expect: retry(50, 'handshake refused with HTTP 401', { newToken: true, handshake: { code: 'unauthorized', message: 'handshake refused with HTTP 401', temporary: true } })
+    },
+    {
+      name: 'HTTP 401 of a token fetched for this attempt stops',
+      end: { handshake: { status: 401, retryAfterMs: undefined }, canRenewToken: true, tokenFresh: true },
+      expect: stop('credentials refused (HTTP 401)', { handshake: { code: 'unauthorized', message: 'handshake refused with HTTP 401', temporary: false } })
+    },
+    {
+      name: 'HTTP 401 without getToken stops',
+      end: { handshake: { status: 401, retryAfterMs: undefined } },
+      expect: stop('credentials refused (HTTP 401)', { handshake: { code: 'unauthorized', message: 'handshake refused with HTTP 401', temporary: false } })
+    },
+    {
+      name: 'HTTP 403 (origin not allowed) stops',
+      end: { handshake: { status: 403, retryAfterMs: undefined } },
+      expect: stop('handshake refused with HTTP 403', { handshake: { code: 'forbidden', message: 'handshake refused with HTTP 403', temporary: false } })
+    },
+    {
+      name: 'HTTP 404 stops',
+      end: { handshake: { status: 404, retryAfterMs: undefined } },
+      expect: stop('handshake refused with HTTP 404', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 404', temporary: false } })
+    },
+    {
+      name: 'HTTP 408 reconnects',
+      end: { handshake: { status: 408, retryAfterMs: undefined } },
+      expect: retry(50, 'handshake refused with HTTP 408', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 408', temporary: true } })
+    },
+    {
+      name: 'HTTP 429 waits at least its Retry-After',
+      end: { handshake: { status: 429, retryAfterMs: 3000 } },
+      expect: retry(3000, 'handshake refused with HTTP 429', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 429', temporary: true } })
+    },
+    {
+      name: 'HTTP 503 with a Retry-After shorter than the backoff waits the backoff',
+      end: { handshake: { status: 503, retryAfterMs: 10 } },
+      expect: retry(50, 'handshake refused with HTTP 503', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 503', temporary: true } })
+    },
+    {
+      name: 'HTTP 503 with maxAttempts reached stops, the report still temporary',
+      end: { handshake: { status: 503, retryAfterMs: undefined }, attempt: 2, backoff: backoffSettings({ maxAttempts: 2 }) },
+      expect: stop('gave up after 2 reconnect attempts', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 503', temporary: true } })
+    },
+    // Browsers cannot see the handshake's status: a new token after 2, 4, 8, … failures in a row.
+    { name: 'browser: 1 failed handshake in a row reconnects with the token', end: { mode: 'browser', canRenewToken: true, closedBeforeWelcome: 1 }, expect: retry(50) },
+    { name: 'browser: 2 failed handshakes in a row ask for a new token', end: { mode: 'browser', canRenewToken: true, closedBeforeWelcome: 2 }, expect: retry(50, '', { newToken: true }) },
+    { name: 'browser: 3 in a row keep the token', end: { mode: 'browser', canRenewToken: true, closedBeforeWelcome: 3 }, expect: retry(50) },
+    { name: 'browser: 8 in a row ask again', end: { mode: 'browser', canRenewToken: true, closedBeforeWelcome: 8 }, expect: retry(50, '', { newToken: true }) },
+    { name: 'browser without getToken: nothing to renew', end: { mode: 'browser', closedBeforeWelcome: 2 }, expect: retry(50) },
+    { name: 'node: failures without a status are the network', end: { mode: 'node', canRenewToken: true, closedBeforeWelcome: 2 }, expect: retry(50) }
+  ]
+  for (const c of cases) {
+    it(c.name, () => {
+      assert.deepEqual(decideReconnect(end(c.end)), c.expect)
+    })
+  }
+
+  it('covers every close code the server sends', () => {
+    const covered = new Set(cases.map(c => c.end.code).filter(code => code !== undefined))
+    for (const code of Object.values(CloseCodes)) assert.ok(covered.has(code), `a case for close code ${code}`)
+  })
+
+  it('every code in 4500–4999 is terminal, with or without getToken, a push or attempts left', () => {
+    for (let code = 4500; code <= 4999; code++) {
+      for (const canRenewToken of [false, true]) {
+        const decision = decideReconnect(end({ code, reason: 'x', canRenewToken, retryAfterMs: 5 }))
+        assert.deepEqual(decision, stop('x'), `close code ${code}`)
+      }
+    }
+  })
+
+  it('every code in 4000–4499 but 4001 reconnects without a new token', () => {
+    for (let code = 4000; code <= 4499; code++) {
+      if (code === CloseCodes.TOKEN_EXPIRED) continue
+      const decision = decideReconnect(end({ code, canRenewToken: true }))
+      assert.equal(decision.action, 'retry', `close code ${code}`)
+      assert.equal(decision.action === 'retry' && decision.newToken, false, `close code ${code}`)
+    }
+  })
+})
+
+describe('reconnect decision: jitter', () => {
+  it('draws the delay uniformly from [0, bound): floor(random · bound), once per retry', () => {
+    const backoff = { baseMs: 40, capMs: 300 }
+    // Bounds 40, 80, 160, 300 (capped).
+    for (const [attempt, r, delayMs] of [[0, 0, 0], [0, 0.999, 39], [1, 0.5, 40], [2, 0.999, 159], [3, 0.999, 299], [4, 0.25, 75]] as const) {
+      const source = draws(r)
+      const decision = decideReconnect(end({ attempt, backoff: backoffSettings({ ...backoff, random: source.random }) }))
+      assert.deepEqual(decision, retry(delayMs), `attempt ${attempt}, random ${r}`)
+      assert.equal(source.calls(), 1)
+    }
+  })
+
+  it('does not draw for a stop or for a server-given delay', () => {
+    const source = draws(0.5)
+    const backoff = backoffSettings({ random: source.random })
+    decideReconnect(end({ code: 4503, backoff }))
+    decideReconnect(end({ code: 1012, retryAfterMs: 100, backoff }))
+    decideReconnect(end({ attempt: 5, backoff: { ...backoff, maxAttempts: 5 } }))
+    assert.equal(source.calls(), 0)
+  })
+
+  it('clamps a jitter source outside [0, 1) into it', () => {
+    for (const [r, delayMs] of [[-1, 0], [Number.NaN, 0], [1, 99], [7, 99]] as const) {
+      const decision = decideReconnect(end({ backoff: backoffSettings({ baseMs: 100, random: () => r }) }))
+      assert.deepEqual(decision, retry(delayMs), `random ${r}`)
+    }
+  })
+
+  it('fills in the defaults: 500 ms base, 30 s cap, no attempt limit', () => {
+    const { baseMs, capMs, maxAttempts } = backoffSettings()
+    assert.deepEqual({ baseMs, capMs, maxAttempts }, { baseMs: 500, capMs: 30_000, maxAttempts: Infinity })
+  })
+})
