@@ -1,12 +1,55 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { CloseCodes } from '../src/client/index.js'
+import type { Clock } from '../src/client/clock.js'
+import { CloseCodes, SwitchboardError, type TokenContext } from '../src/client/index.js'
 import { backoffSettings, decideReconnect, type ConnectionEnd, type ReconnectDecision } from '../src/client/reconnect-policy.js'
+import { TokenKeeper, type TokenKeeperHost } from '../src/client/token-keeper.js'
 
 /*
  * The SDK's units on their own: no sockets, no server, no real timers. The same behaviour is
  * covered end to end, over real sockets, in test/client.test.ts.
  */
+
+/** A clock that moves only when told: `tick` runs what fell due, in time order. */
+class FakeClock implements Clock {
+  private timers: Array<{ at: number, seq: number, callback: () => void }> = []
+  private seq = 0
+  constructor (private time = 1_000_000) {}
+
+  now (): number {
+    return this.time
+  }
+
+  after (ms: number, callback: () => void): () => void {
+    const timer = { at: this.time + Math.max(0, ms), seq: this.seq++, callback }
+    this.timers.push(timer)
+    return () => { this.timers = this.timers.filter(t => t !== timer) }
+  }
+
+  /** Moves the time forward by `ms`, running each timer that falls due at its own time. */
+  tick (ms: number): void {
+    const until = this.time + ms
+    for (;;) {
+      const next = this.timers.filter(t => t.at <= until).sort((a, b) => a.at - b.at || a.seq - b.seq)[0]
+      if (next === undefined) break
+      this.timers = this.timers.filter(t => t !== next)
+      this.time = next.at
+      next.callback()
+    }
+    this.time = until
+  }
+
+  /** Milliseconds until the next timer (undefined when none is set). */
+  nextIn (): number | undefined {
+    const next = Math.min(...this.timers.map(t => t.at))
+    return Number.isFinite(next) ? next - this.time : undefined
+  }
+}
+
+/** Lets promise callbacks run (a resolved getToken, say); no timer is involved. */
+async function settle (): Promise<void> {
+  for (let i = 0; i < 5; i++) await Promise.resolve()
+}
 
 // -------------------------------------------------------------------------------------------
 // The reconnect decision
@@ -186,5 +229,208 @@ describe('reconnect decision: jitter', () => {
   it('fills in the defaults: 500 ms base, 30 s cap, no attempt limit', () => {
     const { baseMs, capMs, maxAttempts } = backoffSettings()
     assert.deepEqual({ baseMs, capMs, maxAttempts }, { baseMs: 500, capMs: 30_000, maxAttempts: Infinity })
+  })
+})
+
+// -------------------------------------------------------------------------------------------
+// The token keeper
+
+/** A JWT-shaped token (unsigned: the keeper only reads `exp`) expiring at `expMs`. */
+function jwt (expMs: number, tag = ''): string {
+  const part = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url')
+  return `${part({ alg: 'HS256' })}.${part({ exp: expMs / 1000, sub: 'u', tag })}.sig`
+}
+
+interface RefreshSent { token: string, done: (error: SwitchboardError | null, tokenExpiresAt: number | null) => void }
+
+function keeperHarness (options: { token?: string, getToken?: (context: TokenContext) => string | Promise<string> } = {}) {
+  const clock = new FakeClock()
+  const sent: RefreshSent[] = []
+  const errors: Error[] = []
+  const calls: TokenContext[] = []
+  let open = false
+  const host: TokenKeeperHost = {
+    isOpen: () => open,
+    sendRefresh: (token, done) => { sent.push({ token, done }) },
+    reportError: (err) => { errors.push(err) }
+  }
+  const getToken = options.getToken
+  const keeper = new TokenKeeper(options.token, getToken === undefined ? undefined : (context) => { calls.push(context); return getToken(context) }, host, clock)
+  /** A connection attempt that gets a welcome with the server's `tokenExpiresAt`. */
+  const connect = async (tokenExpiresAt: number | null): Promise<void> => {
+    const fetching = keeper.beginAttempt()
+    if (fetching !== null) keeper.useFetched(await fetching)
+    keeper.welcomed(tokenExpiresAt)
+    open = true
+    keeper.startRefreshing()
+  }
+  const lose = (): void => { open = false; keeper.connectionLost() }
+  return { clock, keeper, sent, errors, calls, connect, lose, setOpen: (value: boolean) => { open = value } }
+}
+
+describe('token keeper', () => {
+  it('connects with the given token while it is valid, fetches one when there is none or it expired', async () => {
+    const now = new FakeClock().now()
+    const valid = keeperHarness({ token: jwt(now + 60_000), getToken: () => 'new' })
+    assert.equal(valid.keeper.beginAttempt(), null)
+    assert.equal(valid.keeper.token, jwt(now + 60_000))
+    assert.equal(valid.keeper.fetchedForAttempt, false)
+
+    const none = keeperHarness({ getToken: () => 'first' })
+    const fetching = none.keeper.beginAttempt()
+    assert.ok(fetching !== null)
+    none.keeper.useFetched(await fetching)
+    assert.equal(none.keeper.token, 'first')
+    assert.equal(none.keeper.fetchedForAttempt, true)
+    assert.deepEqual(none.calls, [{ stale: false }])
+    // The next attempt keeps it (no exp to read: it is not known to have expired).
+    assert.equal(none.keeper.beginAttempt(), null)
+    assert.equal(none.keeper.fetchedForAttempt, false)
+
+    const expired = keeperHarness({ token: jwt(now + 1_000), getToken: () => 'renewed' })
+    assert.equal(expired.keeper.beginAttempt(), null)
+    expired.clock.tick(1_000)
+    assert.ok(expired.keeper.beginAttempt() !== null, 'a token at its exp is not used')
+    assert.deepEqual(expired.calls, [{ stale: false }])
+  })
+
+  it('after markStale, the next attempt asks getToken({ stale: true }); without getToken there is nothing to ask', async () => {
+    const h = keeperHarness({ token: 'opaque', getToken: () => 'replacement' })
+    h.keeper.markStale()
+    const fetching = h.keeper.beginAttempt()
+    assert.ok(fetching !== null)
+    h.keeper.useFetched(await fetching)
+    assert.deepEqual(h.calls, [{ stale: true }])
+    assert.equal(h.keeper.beginAttempt(), null, 'the fetched token is no longer stale')
+
+    const fixed = keeperHarness({ token: 'opaque' })
+    fixed.keeper.markStale()
+    assert.equal(fixed.keeper.beginAttempt(), null)
+    assert.equal(fixed.keeper.canRenew, false)
+  })
+
+  it('refreshes at half the remaining life of a short token, a minute ahead of a long one, on the server\'s expiry', async () => {
+    for (const [lifeMs, refreshAfterMs] of [[60_000, 30_000], [100_000, 50_000], [600_000, 540_000]] as const) {
+      const h = keeperHarness({ token: 'opaque', getToken: () => 'next' })
+      await h.connect(h.clock.now() + lifeMs)
+      h.clock.tick(refreshAfterMs - 1)
+      await settle()
+      assert.equal(h.calls.length, 0, `${lifeMs} ms token: no refresh 1 ms early`)
+      h.clock.tick(1)
+      await settle()
+      assert.deepEqual(h.calls, [{ stale: false }], `${lifeMs} ms token: refresh after ${refreshAfterMs} ms`)
+      assert.deepEqual(h.sent.map(s => s.token), ['next'])
+    }
+  })
+
+  it('takes the refreshed token once the server accepts it, and schedules the next refresh from the new expiry', async () => {
+    let n = 0
+    const h = keeperHarness({ token: 'opaque', getToken: () => `t${++n}` })
+    await h.connect(h.clock.now() + 60_000)
+    h.clock.tick(30_000)
+    await settle()
+    assert.equal(h.keeper.token, 'opaque', 'not before the server accepted it')
+    h.sent[0]!.done(null, h.clock.now() + 60_000)
+    assert.equal(h.keeper.token, 't1')
+    assert.equal(h.clock.nextIn(), 30_000)
+    h.clock.tick(30_000)
+    await settle()
+    assert.deepEqual(h.sent.map(s => s.token), ['t1', 't2'])
+  })
+
+  it('a refresh that did not extend the expiry is retried a few seconds later, not at once', async () => {
+    const h = keeperHarness({ token: 'opaque', getToken: () => 'same' })
+    const expiresAt = h.clock.now() + 40_000
+    await h.connect(expiresAt)
+    h.clock.tick(20_000)
+    await settle()
+    h.sent[0]!.done(null, expiresAt)
+    // 20 s left: retried after max(200, min(5000, 20000 / 4)) = 5000 ms.
+    assert.equal(h.clock.nextIn(), 5_000)
+  })
+
+  it('a failed getToken or a refused refresh is reported and retried until the token expires; `closed` is not reported', async () => {
+    let fail = true
+    const h = keeperHarness({ token: 'opaque', getToken: () => fail ? Promise.reject(new Error('auth server down')) : 'ok' })
+    const expiresAt = h.clock.now() + 8_000
+    await h.connect(expiresAt)
+    h.clock.tick(4_000)
+    await settle()
+    assert.deepEqual(h.errors.map(e => e.message), ['auth server down'])
+    // 4 s left: retried after 1000 ms, then 750 ms (3 s left), …, at least 200 ms apart.
+    assert.equal(h.clock.nextIn(), 1_000)
+    h.clock.tick(1_000)
+    await settle()
+    assert.equal(h.errors.length, 2)
+    assert.equal(h.clock.nextIn(), 750)
+    fail = false
+    h.clock.tick(750)
+    await settle()
+    h.sent[0]!.done(new SwitchboardError('unauthorized', 'refresh refused'), null)
+    assert.deepEqual(h.errors.map(e => e.message), ['auth server down', 'auth server down', 'refresh refused'])
+    assert.ok(h.clock.nextIn() !== undefined, 'retried after a refusal')
+    h.clock.tick(h.clock.nextIn()!)
+    await settle()
+    h.sent[1]!.done(new SwitchboardError('closed', 'The client is closed'), null)
+    assert.equal(h.errors.length, 3, 'closed is not a refresh failure')
+    // A failure seen once the token expired is not retried: the server closes with 4001, and
+    // reconnecting fetches a token.
+    const late = keeperHarness({ token: 'opaque', getToken: () => Promise.reject(new Error('down')) })
+    await late.connect(late.clock.now() + 100)
+    late.clock.tick(50) // the refresh starts, its getToken fails
+    late.clock.tick(50) // the token expires before the failure is seen
+    await settle()
+    assert.equal(late.errors.length, 1)
+    assert.equal(late.clock.nextIn(), undefined, 'no retry once expired')
+  })
+
+  it('a connection lost during a refresh: no refresh is sent, the new token is kept for the next attempt', async () => {
+    let release: (token: string) => void = () => {}
+    const h = keeperHarness({ token: 'opaque', getToken: () => new Promise<string>((resolve) => { release = resolve }) })
+    await h.connect(h.clock.now() + 60_000)
+    h.clock.tick(30_000)
+    h.lose()
+    assert.equal(h.clock.nextIn(), undefined, 'nothing scheduled while disconnected')
+    const kept = jwt(h.clock.now() + 120_000, 'kept')
+    release(kept)
+    await settle()
+    assert.equal(h.sent.length, 0)
+    assert.equal(h.keeper.beginAttempt(), null, 'the next attempt connects with the kept token')
+    assert.equal(h.keeper.token, kept)
+  })
+
+  it('a reply of an earlier connection is ignored; after stop nothing is scheduled or kept', async () => {
+    let release: (token: string) => void = () => {}
+    const h = keeperHarness({ token: 'opaque', getToken: () => new Promise<string>((resolve) => { release = resolve }) })
+    await h.connect(h.clock.now() + 60_000)
+    h.clock.tick(30_000)
+    await settle()
+    release('t1')
+    await settle()
+    assert.equal(h.sent.length, 1)
+    h.lose()
+    assert.equal(h.keeper.beginAttempt(), null)
+    h.setOpen(true)
+    h.sent[0]!.done(null, h.clock.now() + 600_000)
+    assert.equal(h.keeper.token, 'opaque', 'the reply belongs to the lost connection')
+
+    const s = keeperHarness({ token: 'opaque', getToken: () => new Promise<string>((resolve) => { release = resolve }) })
+    await s.connect(s.clock.now() + 60_000)
+    s.clock.tick(30_000)
+    s.keeper.stop()
+    release('late')
+    await settle()
+    assert.equal(s.keeper.token, 'opaque')
+    assert.equal(s.sent.length, 0)
+    assert.equal(s.clock.nextIn(), undefined)
+  })
+
+  it('never schedules a refresh without getToken, or without an expiry', async () => {
+    const fixed = keeperHarness({ token: 'opaque' })
+    await fixed.connect(fixed.clock.now() + 60_000)
+    assert.equal(fixed.clock.nextIn(), undefined)
+    const apiKeyLike = keeperHarness({ token: 'opaque', getToken: () => 'x' })
+    await apiKeyLike.connect(null)
+    assert.equal(apiKeyLike.clock.nextIn(), undefined)
   })
 })

@@ -1,10 +1,11 @@
 import type { CommandType, UnsubscribeReason } from '../realtime/protocol.js'
 import { backoffDelay } from './backoff.js'
 import { Emitter } from './emitter.js'
-import { SwitchboardError } from './errors.js'
+import { SwitchboardError, toError } from './errors.js'
 import { backoffSettings, decideReconnect, type BackoffSettings, type HandshakeFailure } from './reconnect-policy.js'
 import { Subscription } from './subscription.js'
-import { endpointUrl, loadNodeWebSocket, openSocket, randomId, runningInNode, tokenExpiry, utf8Length, type TransportMode } from './transport.js'
+import { TokenKeeper } from './token-keeper.js'
+import { endpointUrl, loadNodeWebSocket, openSocket, randomId, runningInNode, utf8Length, type TransportMode } from './transport.js'
 import type {
   ClientEvents,
   ConnectionState,
@@ -18,7 +19,6 @@ import type {
   SubscribeResult,
   SubscriptionHandler,
   SwitchboardClientOptions,
-  TokenContext,
   WebSocketConstructor,
   WebSocketLike,
   WelcomeFrame
@@ -31,8 +31,6 @@ import type {
 const MAX_IN_FLIGHT = 32
 /** How often a command refused with `rate_limited` is sent again before its promise rejects. */
 const MAX_RATE_RETRIES = 3
-/** Refresh at most this long before the token expires (and at half its remaining life for short tokens). */
-const REFRESH_AHEAD_MS = 60_000
 const SOCKET_OPEN = 1
 
 type Frame = { type: CommandType } & Record<string, unknown>
@@ -75,7 +73,6 @@ interface Command {
 export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly url: string
   private readonly mode: TransportMode
-  private readonly getToken: ((context: TokenContext) => string | Promise<string>) | undefined
   private readonly apiKey: string | undefined
   private readonly WebSocketCtor: WebSocketConstructor | undefined
   private readonly backoff: BackoffSettings
@@ -95,12 +92,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   /** After an idle timeout with nothing to do: the next command reconnects. */
   private dormant = false
 
-  private token: string | undefined
-  private tokenExpiresAt: number | null = null
-  private tokenStale = false
+  private readonly tokens: TokenKeeper
   /** Attempts in a row whose socket closed before the welcome, with no HTTP status seen. */
   private closedBeforeWelcome = 0
-  private tokenFresh = false
 
   private nextId = 1
   private readonly inFlight = new Map<number, Command>()
@@ -113,7 +107,6 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private connectTimer: ReturnType<typeof setTimeout> | undefined
-  private refreshTimer: ReturnType<typeof setTimeout> | undefined
   private flushTimer: ReturnType<typeof setTimeout> | undefined
   private livenessTimer: ReturnType<typeof setTimeout> | undefined
 
@@ -136,9 +129,18 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     if (options.WebSocket === undefined && this.mode === 'browser' && (globalThis as { WebSocket?: unknown }).WebSocket === undefined) {
       throw new TypeError('switchboard client: no global WebSocket; pass the WebSocket option')
     }
-    this.token = options.token
-    this.tokenExpiresAt = options.token === undefined ? null : tokenExpiry(options.token)
-    this.getToken = options.getToken
+    this.tokens = new TokenKeeper(options.token, options.getToken, {
+      isOpen: () => this.status === 'open',
+      sendRefresh: (token, done) => {
+        this.enqueue({ type: 'refresh', token }, {
+          urgent: true,
+          resend: false,
+          dropped: () => {},
+          done: (error, result) => done(error, error === null ? (result as { tokenExpiresAt: number }).tokenExpiresAt : null)
+        })
+      },
+      reportError: (err) => this.emit('error', err)
+    })
     this.apiKey = options.apiKey
     this.WebSocketCtor = options.WebSocket
     this.backoff = backoffSettings(options.reconnect)
@@ -284,19 +286,15 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.dormant = false
     let socket: WebSocketLike
     try {
-      this.tokenFresh = false
-      const expired = this.tokenExpiresAt !== null && this.tokenExpiresAt <= Date.now()
-      if (this.getToken !== undefined && (this.token === undefined || this.tokenStale || expired)) {
-        const token = await this.getToken({ stale: this.tokenStale })
+      const fetching = this.tokens.beginAttempt()
+      if (fetching !== null) {
+        const token = await fetching
         if (generation !== this.generation) return
-        this.token = token
-        this.tokenStale = false
-        this.tokenFresh = true
-        this.tokenExpiresAt = tokenExpiry(token)
+        this.tokens.useFetched(token)
       }
       const Ctor = this.WebSocketCtor ?? (this.mode === 'node' ? await loadNodeWebSocket() : (globalThis as unknown as { WebSocket: WebSocketConstructor }).WebSocket)
       if (generation !== this.generation) return
-      socket = openSocket(Ctor, this.url, this.mode, this.apiKey === undefined ? { token: this.token! } : { apiKey: this.apiKey })
+      socket = openSocket(Ctor, this.url, this.mode, this.apiKey === undefined ? { token: this.tokens.token! } : { apiKey: this.apiKey })
     } catch (err) {
       if (generation !== this.generation) return
       this.emit('error', toError(err))
@@ -374,8 +372,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       attempt: this.attempt,
       closedBeforeWelcome: this.closedBeforeWelcome,
       mode: this.mode,
-      canRenewToken: this.getToken !== undefined,
-      tokenFresh: this.tokenFresh,
+      canRenewToken: this.tokens.canRenew,
+      tokenFresh: this.tokens.fetchedForAttempt,
       backoff: this.backoff
     })
     if (decision.handshake !== undefined) {
@@ -386,7 +384,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.finish(code, decision.reason)
       return
     }
-    if (decision.newToken) this.tokenStale = true
+    if (decision.newToken) this.tokens.markStale()
     reason = decision.reason
     const delayMs = decision.delayMs
     this.retryAfterMs = null
@@ -431,6 +429,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   /** Final state: everything pending rejects with `closed`, subscriptions end. */
   private finish (code: number, reason: string): void {
     this.generation++
+    this.tokens.stop()
     const wasClosed = this.status === 'closed'
     this.status = 'closed'
     this.session = null
@@ -461,8 +460,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   private clearConnectionTimers (): void {
-    for (const timer of [this.connectTimer, this.refreshTimer, this.flushTimer, this.livenessTimer]) clearTimeout(timer)
-    this.connectTimer = this.refreshTimer = this.flushTimer = this.livenessTimer = undefined
+    for (const timer of [this.connectTimer, this.flushTimer, this.livenessTimer]) clearTimeout(timer)
+    this.connectTimer = this.flushTimer = this.livenessTimer = undefined
+    this.tokens.connectionLost()
   }
 
   // -------------------------------------------------------------------------------------
@@ -498,8 +498,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.everOpen = true
     this.attempt = 0
     this.retryAfterMs = null
-    this.tokenStale = false
-    this.tokenExpiresAt = welcome.tokenExpiresAt
+    this.tokens.welcomed(welcome.tokenExpiresAt)
     const { messagesBurst, messagesPerSecond } = welcome.limits
     // A little under the server's bucket: frames sent at the limit can arrive bunched up.
     this.bucket = { tokens: Math.max(1, messagesBurst - 2), capacity: Math.max(1, messagesBurst - 2), rate: messagesPerSecond * 0.95, at: Date.now() }
@@ -510,7 +509,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     if (this.status !== 'open') return
     this.emit('welcome', welcome)
     if (this.status !== 'open') return
-    this.scheduleRefresh(null)
+    this.tokens.startRefreshing()
     this.armLiveness()
     this.flush()
   }
@@ -701,73 +700,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   // -------------------------------------------------------------------------------------
-  // Token refresh and liveness
-
-  /**
-   * Renews the token on the open connection before it expires: at half its remaining life,
-   * at most a minute ahead. `previous` is the expiry before a refresh; a refresh that did not
-   * extend it is retried later instead of at once.
-   */
-  private scheduleRefresh (previous: number | null): void {
-    clearTimeout(this.refreshTimer)
-    this.refreshTimer = undefined
-    const expiresAt = this.tokenExpiresAt
-    if (this.getToken === undefined || expiresAt === null || this.status !== 'open') return
-    const remaining = expiresAt - Date.now()
-    const delay = previous !== null && expiresAt <= previous
-      ? retryDelay(remaining)
-      : Math.max(0, remaining - Math.min(REFRESH_AHEAD_MS, remaining / 2))
-    if (remaining <= 0 && previous !== null) return // too late: the server closes with 4001, and reconnecting fetches a token
-    this.refreshTimer = setTimeout(() => { void this.refresh() }, delay)
-  }
-
-  private async refresh (): Promise<void> {
-    const generation = this.generation
-    const previous = this.tokenExpiresAt
-    let token: string
-    try {
-      token = await this.getToken!({ stale: false })
-    } catch (err) {
-      if (generation !== this.generation) return
-      this.emit('error', toError(err))
-      this.retryRefresh()
-      return
-    }
-    if (generation !== this.generation || this.status !== 'open') {
-      if (this.status !== 'closed') {
-        this.token = token
-        this.tokenStale = false
-        this.tokenExpiresAt = tokenExpiry(token)
-      }
-      return
-    }
-    this.enqueue({ type: 'refresh', token }, {
-      urgent: true,
-      resend: false,
-      dropped: () => {},
-      done: (error, result) => {
-        if (generation !== this.generation) return
-        if (error !== null) {
-          if (error.code !== 'closed') {
-            this.emit('error', error)
-            this.retryRefresh()
-          }
-          return
-        }
-        this.token = token
-        this.tokenExpiresAt = (result as { tokenExpiresAt: number }).tokenExpiresAt
-        this.scheduleRefresh(previous)
-      }
-    })
-  }
-
-  private retryRefresh (): void {
-    if (this.tokenExpiresAt === null || this.status !== 'open') return
-    const remaining = this.tokenExpiresAt - Date.now()
-    if (remaining <= 0) return
-    clearTimeout(this.refreshTimer)
-    this.refreshTimer = setTimeout(() => { void this.refresh() }, retryDelay(remaining))
-  }
+  // Liveness
 
   /**
    * Browsers cannot see the server's WebSocket pings. With subscriptions (where a silently dead
@@ -798,10 +731,6 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 }
 
-function retryDelay (remaining: number): number {
-  return Math.max(200, Math.min(5_000, remaining / 4))
-}
-
 function closeSocket (socket: WebSocketLike): Promise<void> {
   return new Promise((resolve) => {
     const fallback = setTimeout(() => {
@@ -826,10 +755,6 @@ function closedError (idempotencyKey?: string): SwitchboardError {
 
 function queueFullError (max: number, idempotencyKey?: string): SwitchboardError {
   return new SwitchboardError('queue_full', `Too many commands waiting for a connection (maxQueuedCommands: ${max}); retry once connected`, true, idempotencyKey)
-}
-
-function toError (err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
 }
 
 /**

@@ -31,3 +31,8 @@ export class SwitchboardError extends Error {
     this.idempotencyKey = idempotencyKey
   }
 }
+
+/** A thrown value as an Error, for the `error` event (getToken and listeners may throw anything). */
+export function toError (err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}
