@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { Clock } from '../src/client/clock.js'
+import { CommandQueue, type AnswerFrame, type CommandFrame, type CommandOptions, type Link } from '../src/client/command-queue.js'
 import { CloseCodes, SwitchboardError, type TokenContext } from '../src/client/index.js'
 import { backoffSettings, decideReconnect, type ConnectionEnd, type ReconnectDecision } from '../src/client/reconnect-policy.js'
 import { TokenKeeper, type TokenKeeperHost } from '../src/client/token-keeper.js'
@@ -432,5 +433,245 @@ describe('token keeper', () => {
     const apiKeyLike = keeperHarness({ token: 'opaque', getToken: () => 'x' })
     await apiKeyLike.connect(null)
     assert.equal(apiKeyLike.clock.nextIn(), undefined)
+  })
+})
+
+// -------------------------------------------------------------------------------------------
+// The command queue
+
+interface Settled { id: number, error?: SwitchboardError, result?: unknown, dropped?: true }
+
+function queueHarness (options: { requestTimeoutMs?: number, maxMessageBytes?: number, burst?: number, perSecond?: number } = {}) {
+  const clock = new FakeClock()
+  const written: Array<{ id: number, type: string } & Record<string, unknown>> = []
+  const settled: Settled[] = []
+  let link: Link | null = null
+  let failSend = false
+  const queue = new CommandQueue({ requestTimeoutMs: options.requestTimeoutMs ?? 1_000, link: () => link, clock })
+  const connect = (): void => {
+    link = {
+      send: (text) => {
+        if (failSend) throw new Error('socket gone')
+        written.push(JSON.parse(text) as { id: number, type: string })
+      },
+      maxMessageBytes: options.maxMessageBytes ?? 65_536
+    }
+    // A roomy bucket unless the test is about pacing.
+    queue.connected({ messagesBurst: options.burst ?? 10_000, messagesPerSecond: options.perSecond ?? 10_000 })
+    queue.flush()
+  }
+  const disconnect = (): void => { link = null; queue.connectionLost() }
+  /** The writer cannot write (the client is not open), but nothing was lost yet. */
+  const hold = (): void => { link = null }
+  /** Queues a command and flushes, as the client does; its outcome lands in `settled`. */
+  const add = (frame: CommandFrame, more: Partial<CommandOptions> = {}): number => {
+    const command = queue.add(frame, {
+      urgent: false,
+      resend: false,
+      dropped: () => { settled.push({ id: command.id, dropped: true }) },
+      done: (error, result) => { settled.push(error === null ? { id: command.id, result } : { id: command.id, error }) },
+      ...more
+    })
+    queue.flush()
+    return command.id
+  }
+  const reply = (id: number, result: unknown = { ok: id }): void => queue.answer({ type: 'reply', id, result })
+  const refuse = (id: number, error: NonNullable<AnswerFrame['error']>): void => queue.answer({ type: 'error', id, error })
+  return { clock, queue, written, settled, connect, disconnect, hold, add, reply, refuse, failSend: (value: boolean) => { failSend = value } }
+}
+
+describe('command queue', () => {
+  it('holds commands while there is no connection, then writes them in call order with increasing ids', () => {
+    const h = queueHarness()
+    const ids = [h.add({ type: 'publish', room: 'a' }), h.add({ type: 'history', room: 'a' }), h.add({ type: 'ping' })]
+    assert.equal(h.written.length, 0)
+    assert.equal(h.queue.waiting, 3)
+    h.connect()
+    assert.deepEqual(h.written.map(f => [f.id, f.type]), [[ids[0], 'publish'], [ids[1], 'history'], [ids[2], 'ping']])
+    assert.ok(ids[0]! < ids[1]! && ids[1]! < ids[2]!)
+    assert.equal(h.queue.waiting, 0)
+    assert.equal(h.queue.isEmpty, false, 'written, awaiting answers')
+  })
+
+  it('writes urgent commands (restores, refresh, liveness) before the ones already waiting', () => {
+    const h = queueHarness()
+    h.add({ type: 'publish', n: 1 })
+    h.add({ type: 'publish', n: 2 })
+    h.add({ type: 'subscribe', room: 'r' }, { urgent: true })
+    assert.equal(h.queue.waiting, 2, 'urgent commands are not counted against maxQueuedCommands')
+    h.connect()
+    assert.deepEqual(h.written.map(f => f.type), ['subscribe', 'publish', 'publish'])
+  })
+
+  it('settles each command by the id of its answer, in any order; an answer nobody waits for is ignored', () => {
+    const h = queueHarness()
+    h.connect()
+    const [a, b, c] = [h.add({ type: 'history' }), h.add({ type: 'publish', idempotencyKey: 'k' }, { idempotencyKey: 'k' }), h.add({ type: 'presence' })]
+    h.reply(c!, { users: [] })
+    h.refuse(b!, { code: 'forbidden', message: 'no', temporary: false })
+    h.reply(a!, { publications: [] })
+    h.reply(a!, 'again')
+    h.reply(999)
+    assert.deepEqual(h.settled.map(s => [s.id, s.error === undefined ? s.result : `${s.error.code} ${s.error.message} ${s.error.temporary} ${s.error.idempotencyKey}`]), [
+      [c, { users: [] }],
+      [b, 'forbidden no false k'],
+      [a, { publications: [] }]
+    ])
+    assert.ok(h.settled[1]!.error instanceof SwitchboardError)
+    assert.equal(h.queue.isEmpty, true)
+  })
+
+  it('keeps at most 32 commands unanswered: the next goes out when one is answered', () => {
+    const h = queueHarness()
+    h.connect()
+    const ids = Array.from({ length: 40 }, (_, i) => h.add({ type: 'ping', n: i }))
+    assert.equal(h.written.length, 32)
+    h.reply(ids[5]!)
+    assert.equal(h.written.length, 33)
+    assert.equal(h.written.at(-1)!.id, ids[32])
+  })
+
+  it('times a written command out after requestTimeoutMs on the clock; its late reply is ignored, and the slot is free', () => {
+    const h = queueHarness({ requestTimeoutMs: 1_000 })
+    const waiting = h.add({ type: 'history' })
+    h.clock.tick(5_000)
+    assert.equal(h.settled.length, 0, 'the timeout counts from the write, not from the call')
+    h.connect()
+    const publish = h.add({ type: 'publish' }, { idempotencyKey: 'key-1' })
+    h.clock.tick(999)
+    assert.equal(h.settled.length, 0)
+    h.clock.tick(1)
+    assert.deepEqual(h.settled.map(s => [s.id, s.error?.code, s.error?.temporary]), [[waiting, 'timeout', true], [publish, 'timeout', true]])
+    assert.match(h.settled[1]!.error!.message, /publish \(it may have been stored: retry with the same idempotencyKey\) within 1000 ms/)
+    assert.equal(h.settled[1]!.error!.idempotencyKey, 'key-1')
+    h.reply(publish)
+    assert.equal(h.settled.length, 2)
+    assert.equal(h.queue.isEmpty, true)
+  })
+
+  it('an answered command never times out', () => {
+    const h = queueHarness({ requestTimeoutMs: 1_000 })
+    h.connect()
+    const id = h.add({ type: 'ping' })
+    h.reply(id)
+    h.clock.tick(10_000)
+    assert.deepEqual(h.settled.map(s => s.error?.code), [undefined])
+  })
+
+  it('on a lost connection: resendable commands go back to the front in id order, the others and urgent ones are dropped', () => {
+    const h = queueHarness({ requestTimeoutMs: 1_000 })
+    h.connect()
+    const read1 = h.add({ type: 'history', n: 1 }, { resend: true })
+    const unsub = h.add({ type: 'unsubscribe' })
+    const read2 = h.add({ type: 'publish', n: 2 }, { resend: true, idempotencyKey: 'k2' })
+    h.disconnect()
+    const urgentWaiting = h.add({ type: 'refresh' }, { urgent: true })
+    const later = h.add({ type: 'presence' }, { resend: true })
+    h.disconnect()
+    assert.deepEqual(h.settled, [{ id: unsub, dropped: true }, { id: urgentWaiting, dropped: true }])
+    h.clock.tick(10_000)
+    assert.equal(h.settled.length, 2, 'no timeout fires for a command of the lost connection')
+    h.written.length = 0
+    h.connect()
+    assert.deepEqual(h.written.map(f => [f.id, f.type]), [[read1, 'history'], [read2, 'publish'], [later, 'presence']])
+  })
+
+  it('a failed socket write leaves the command in flight: the lost connection requeues it', () => {
+    const h = queueHarness()
+    h.connect()
+    h.failSend(true)
+    const command = h.queue.add({ type: 'history' }, { urgent: false, resend: true, dropped: () => {}, done: () => {} })
+    h.queue.flush()
+    assert.equal(h.queue.isInFlight(command), true)
+    h.disconnect()
+    h.failSend(false)
+    h.connect()
+    assert.deepEqual(h.written.map(f => f.id), [command.id])
+  })
+
+  it('withdraws a command that was not written; one in flight stays', () => {
+    const h = queueHarness()
+    const first = h.queue.add({ type: 'subscribe', room: 'a' }, { urgent: false, resend: false, dropped: () => {}, done: () => {} })
+    assert.equal(h.queue.isWaiting(first), true)
+    h.queue.withdraw(first)
+    assert.equal(h.queue.isWaiting(first), false)
+    h.connect()
+    assert.equal(h.written.length, 0)
+    const second = h.queue.add({ type: 'subscribe', room: 'b' }, { urgent: false, resend: false, dropped: () => {}, done: () => {} })
+    h.queue.flush()
+    assert.equal(h.queue.isInFlight(second), true)
+    h.queue.withdraw(second)
+    assert.equal(h.queue.isInFlight(second), true)
+  })
+
+  it('refuses a frame over maxMessageBytes with bad_request before writing it, and goes on with the next', () => {
+    const h = queueHarness({ maxMessageBytes: 100 })
+    h.connect()
+    const big = h.add({ type: 'publish', data: 'é'.repeat(60) }, { idempotencyKey: 'big' })
+    const small = h.add({ type: 'ping' })
+    assert.deepEqual(h.written.map(f => f.id), [small])
+    assert.equal(h.settled[0]!.id, big)
+    assert.equal(h.settled[0]!.error!.code, 'bad_request')
+    assert.equal(h.settled[0]!.error!.idempotencyKey, 'big')
+  })
+
+  it('sends a command refused with rate_limited again, up to 3 times, in its first order before later ones', () => {
+    const h = queueHarness({ requestTimeoutMs: 60_000 })
+    h.connect()
+    const ids = [h.add({ type: 'publish', n: 1 }), h.add({ type: 'publish', n: 2 }), h.add({ type: 'publish', n: 3 })]
+    const limited = { code: 'rate_limited' as const, message: 'slow down', temporary: true }
+    h.written.length = 0
+    h.refuse(ids[1]!, limited)
+    h.refuse(ids[0]!, limited)
+    // The writer pauses for a token after a refusal; the pacing is not the subject here.
+    h.clock.tick(1_000)
+    assert.deepEqual(h.written.map(f => f.id), [ids[0], ids[1]], 'the refused ones again, in the order first sent')
+    for (let retry = 2; retry <= 3; retry++) {
+      h.refuse(ids[0]!, limited)
+      h.clock.tick(1_000)
+    }
+    assert.equal(h.settled.length, 0, 'refused three times: sent again each time')
+    h.refuse(ids[0]!, limited)
+    assert.deepEqual(h.settled.map(s => [s.id, s.error?.code]), [[ids[0], 'rate_limited']], 'the fourth refusal is final')
+  })
+
+  it('paces writes a little under the welcome\'s rate, and waits a refusal\'s retryAfterMs', () => {
+    // Burst 5, 100/s: 3 at once (burst - 2), then one per ceil(1000 / 95) = 11 ms.
+    const h = queueHarness({ burst: 5, perSecond: 100, requestTimeoutMs: 60_000 })
+    h.connect()
+    const ids = Array.from({ length: 6 }, (_, i) => h.add({ type: 'ping', n: i }))
+    assert.equal(h.written.length, 3)
+    assert.equal(h.clock.nextIn(), 11)
+    h.clock.tick(10)
+    assert.equal(h.written.length, 3)
+    h.clock.tick(1)
+    assert.equal(h.written.length, 4)
+    h.clock.tick(30)
+    assert.equal(h.written.length, 6)
+    // A refusal with retryAfterMs 500: nothing for 500 ms from the refusal.
+    h.clock.tick(1_000)
+    h.refuse(ids[5]!, { code: 'rate_limited', message: 'publish rate', temporary: true, retryAfterMs: 500 })
+    h.clock.tick(499)
+    assert.equal(h.written.length, 6)
+    h.clock.tick(1)
+    assert.equal(h.written.length, 7)
+    assert.equal(h.written.at(-1)!.id, ids[5])
+  })
+
+  it('on close every command fails with the error, a publish\'s keeping its key; nothing fires later', () => {
+    const h = queueHarness({ requestTimeoutMs: 1_000 })
+    h.connect()
+    const inFlight = h.add({ type: 'publish' }, { idempotencyKey: 'k' })
+    h.hold()
+    const waiting = h.add({ type: 'history' }, { resend: true })
+    const urgent = h.add({ type: 'ping' }, { urgent: true })
+    h.queue.close(new SwitchboardError('closed', 'The client is closed: kicked'))
+    h.clock.tick(5_000)
+    assert.deepEqual(h.settled.map(s => [s.id, s.error?.code, s.error?.message, s.error?.idempotencyKey]), [
+      [inFlight, 'closed', 'The client is closed: kicked', 'k'],
+      [urgent, 'closed', 'The client is closed: kicked', undefined],
+      [waiting, 'closed', 'The client is closed: kicked', undefined]
+    ])
+    assert.equal(h.queue.isEmpty, true)
   })
 })

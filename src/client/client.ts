@@ -1,11 +1,12 @@
 import type { CommandType, UnsubscribeReason } from '../realtime/protocol.js'
 import { backoffDelay } from './backoff.js'
+import { CommandQueue, type AnswerFrame, type Command, type CommandOptions } from './command-queue.js'
 import { Emitter } from './emitter.js'
 import { SwitchboardError, toError } from './errors.js'
 import { backoffSettings, decideReconnect, type BackoffSettings, type HandshakeFailure } from './reconnect-policy.js'
 import { Subscription } from './subscription.js'
 import { TokenKeeper } from './token-keeper.js'
-import { endpointUrl, loadNodeWebSocket, openSocket, randomId, runningInNode, utf8Length, type TransportMode } from './transport.js'
+import { endpointUrl, loadNodeWebSocket, openSocket, randomId, runningInNode, type TransportMode } from './transport.js'
 import type {
   ClientEvents,
   ConnectionState,
@@ -24,32 +25,9 @@ import type {
   WelcomeFrame
 } from './types.js'
 
-/**
- * Commands written but not answered, at most. The server answers `rate_limited` beyond 64
- * per connection; staying well under it leaves room for the client's own commands.
- */
-const MAX_IN_FLIGHT = 32
-/** How often a command refused with `rate_limited` is sent again before its promise rejects. */
-const MAX_RATE_RETRIES = 3
 const SOCKET_OPEN = 1
 
 type Frame = { type: CommandType } & Record<string, unknown>
-type Done = (error: SwitchboardError | null, result: unknown) => void
-
-interface Command {
-  id: number
-  frame: Frame
-  /** Internal commands (restores, refresh, liveness) jump the queue and are not bounded by it. */
-  urgent: boolean
-  /** Sent again on the next connection when the connection is lost before the reply (reads, and publishes with their key). */
-  resend: boolean
-  /** Called instead of `done` when the command is dropped because its connection was lost (when `resend` is false). */
-  dropped: () => void
-  done: Done
-  timer: ReturnType<typeof setTimeout> | undefined
-  rateRetries: number
-  idempotencyKey?: string
-}
 
 /**
  * The Switchboard client: one WebSocket (protocol `switchboard.v1`) kept open across network
@@ -76,7 +54,6 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly apiKey: string | undefined
   private readonly WebSocketCtor: WebSocketConstructor | undefined
   private readonly backoff: BackoffSettings
-  private readonly requestTimeoutMs: number
   private readonly connectTimeoutMs: number
   private readonly maxQueued: number
 
@@ -96,18 +73,13 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   /** Attempts in a row whose socket closed before the welcome, with no HTTP status seen. */
   private closedBeforeWelcome = 0
 
-  private nextId = 1
-  private readonly inFlight = new Map<number, Command>()
-  private readonly urgent: Command[] = []
-  private readonly queue: Command[] = []
+  private readonly commands: CommandQueue
   private readonly subs = new Map<string, Subscription>()
-  private bucket = { tokens: 0, capacity: 0, rate: 0, at: 0 }
   private lastReceivedAt = 0
   private livenessPing: Command | null = null
 
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private connectTimer: ReturnType<typeof setTimeout> | undefined
-  private flushTimer: ReturnType<typeof setTimeout> | undefined
   private livenessTimer: ReturnType<typeof setTimeout> | undefined
 
   /** Validates the options and starts connecting at once; watch `state` or await `ready()`. */
@@ -129,6 +101,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     if (options.WebSocket === undefined && this.mode === 'browser' && (globalThis as { WebSocket?: unknown }).WebSocket === undefined) {
       throw new TypeError('switchboard client: no global WebSocket; pass the WebSocket option')
     }
+    this.commands = new CommandQueue({
+      requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+      link: () => {
+        const socket = this.socket
+        if (this.status !== 'open' || socket === null || this.session === null || socket.readyState !== SOCKET_OPEN) return null
+        return { send: (text) => socket.send(text), maxMessageBytes: this.session.limits.maxMessageBytes }
+      }
+    })
     this.tokens = new TokenKeeper(options.token, options.getToken, {
       isOpen: () => this.status === 'open',
       sendRefresh: (token, done) => {
@@ -144,7 +124,6 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.apiKey = options.apiKey
     this.WebSocketCtor = options.WebSocket
     this.backoff = backoffSettings(options.reconnect)
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000
     this.maxQueued = options.maxQueuedCommands ?? 1000
     void this.connect()
@@ -182,7 +161,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   subscribe (room: string, handler: SubscriptionHandler, options: SubscribeOptions = {}): Promise<Subscription> {
     if (this.status === 'closed') return Promise.reject(closedError())
     if (this.subs.has(room)) return Promise.reject(new SwitchboardError('conflict', `Already subscribed to ${room} on this client`))
-    if (this.queue.length >= this.maxQueued) return Promise.reject(queueFullError(this.maxQueued))
+    if (this.commands.waiting >= this.maxQueued) return Promise.reject(queueFullError(this.maxQueued))
     const sub = new Subscription(room, handler, this, options.since)
     this.subs.set(room, sub)
     const promise = new Promise<Subscription>((resolve, reject) => {
@@ -199,8 +178,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.subs.delete(room)
     const command = sub.command as Command | null
     // Known to the server when a subscribe was written or confirmed on the current connection.
-    const serverKnows = this.status === 'open' && (command === null ? sub.state === 'subscribed' : this.inFlight.has(command.id))
-    if (command !== null && !this.inFlight.has(command.id)) this.removeQueued(command)
+    const serverKnows = this.status === 'open' && (command === null ? sub.state === 'subscribed' : this.commands.isInFlight(command))
+    if (command !== null) this.commands.withdraw(command)
     sub.end('unsubscribed', new SwitchboardError('cancelled', `Unsubscribed from ${room} before the subscription was set up`))
     if (!serverKnows) return Promise.resolve()
     return new Promise((resolve, reject) => {
@@ -391,7 +370,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     if (wasOpen) this.emit('disconnect', { code, reason, willReconnect: true })
     this.setState(this.everOpen ? 'reconnecting' : 'connecting')
     if (this.status !== 'reconnecting' && this.status !== 'connecting') return // closed by a listener
-    if (decision.waitForCommand && this.subs.size === 0 && this.queue.length === 0 && this.urgent.length === 0) {
+    if (decision.waitForCommand && this.subs.size === 0 && this.commands.isEmpty) {
       // Idle timeout with nothing to do: reconnecting now would only idle out again.
       this.dormant = true
       return
@@ -407,21 +386,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   /** Commands and subscriptions of a lost connection: resendable commands go back to the queue front, in order. */
   private connectionLost (): void {
-    const inFlight = [...this.inFlight.values()].sort((a, b) => a.id - b.id)
-    this.inFlight.clear()
-    const requeue: Command[] = []
-    for (const command of inFlight) {
-      clearTimeout(command.timer)
-      command.timer = undefined
-      if (command.resend) requeue.push(command)
-      else command.dropped()
-    }
-    this.queue.unshift(...requeue)
-    // Internal commands belong to the lost connection (restores are rebuilt on welcome).
-    for (const command of this.urgent.splice(0)) command.dropped()
+    this.commands.connectionLost()
     this.livenessPing = null
     for (const sub of this.subs.values()) {
-      if (sub.command !== null && !this.queue.includes(sub.command as Command)) sub.command = null
+      if (sub.command !== null && !this.commands.isWaiting(sub.command as Command)) sub.command = null
       sub.connectionLost()
     }
   }
@@ -438,14 +406,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.retryTimer = undefined
     if (wasClosed) return
     const error = new SwitchboardError('closed', `The client is closed: ${reason}`)
-    const commands = [...this.inFlight.values(), ...this.urgent, ...this.queue]
-    this.inFlight.clear()
-    this.urgent.length = 0
-    this.queue.length = 0
-    for (const command of commands) {
-      clearTimeout(command.timer)
-      command.done(command.idempotencyKey === undefined ? error : new SwitchboardError('closed', error.message, false, command.idempotencyKey), undefined)
-    }
+    this.commands.close(error)
     const subs = [...this.subs.values()]
     this.subs.clear()
     for (const sub of subs) sub.end('closed', error)
@@ -460,8 +421,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   private clearConnectionTimers (): void {
-    for (const timer of [this.connectTimer, this.flushTimer, this.livenessTimer]) clearTimeout(timer)
-    this.connectTimer = this.flushTimer = this.livenessTimer = undefined
+    for (const timer of [this.connectTimer, this.livenessTimer]) clearTimeout(timer)
+    this.connectTimer = this.livenessTimer = undefined
     this.tokens.connectionLost()
   }
 
@@ -499,9 +460,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.attempt = 0
     this.retryAfterMs = null
     this.tokens.welcomed(welcome.tokenExpiresAt)
-    const { messagesBurst, messagesPerSecond } = welcome.limits
-    // A little under the server's bucket: frames sent at the limit can arrive bunched up.
-    this.bucket = { tokens: Math.max(1, messagesBurst - 2), capacity: Math.max(1, messagesBurst - 2), rate: messagesPerSecond * 0.95, at: Date.now() }
+    this.commands.connected(welcome.limits)
     for (const sub of this.subs.values()) {
       if (sub.command === null) this.sendSubscribe(sub, true)
     }
@@ -511,7 +470,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     if (this.status !== 'open') return
     this.tokens.startRefreshing()
     this.armLiveness()
-    this.flush()
+    this.commands.flush()
   }
 
   private onAnswer (frame: Record<string, unknown>): void {
@@ -520,32 +479,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.emit('error', new SwitchboardError(error?.code ?? 'internal', error?.message ?? 'error without id', error?.temporary ?? false))
       return
     }
-    const command = this.inFlight.get(frame.id as number)
-    if (command === undefined) return // timed out already
-    this.inFlight.delete(command.id)
-    clearTimeout(command.timer)
-    command.timer = undefined
-    if (frame.type === 'reply') {
-      command.done(null, frame.result)
-    } else {
-      const error = frame.error as { code: SwitchboardError['code'], message: string, temporary: boolean }
-      if (error.code === 'rate_limited' && command.rateRetries < MAX_RATE_RETRIES) {
-        // Refused before it ran, so sending it again is safe; pause the writer for a token, or
-        // for as long as the server said (the per-user publish rate is shared by every
-        // connection of the user, so this connection's own pacing cannot see it).
-        command.rateRetries++
-        insertInOrder(command.urgent ? this.urgent : this.queue, command)
-        const retryAfterMs = (frame.error as { retryAfterMs?: unknown }).retryAfterMs
-        const pause = typeof retryAfterMs === 'number' && retryAfterMs > 0 ? retryAfterMs * this.bucket.rate / 1000 : 0
-        // Counted from now, not from the last send: the time the refusal took to arrive is
-        // not part of the wait the server asked for.
-        this.refillBucket()
-        this.bucket.tokens = Math.min(this.bucket.tokens, 1 - Math.max(1, pause))
-      } else {
-        command.done(new SwitchboardError(error.code, error.message, error.temporary, command.idempotencyKey), undefined)
-      }
-    }
-    this.flush()
+    this.commands.answer(frame as unknown as AnswerFrame)
   }
 
   private onUnsubscribed (room: string, reason: UnsubscribeReason): void {
@@ -559,7 +493,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     }
     this.subs.delete(room)
     const command = sub.command as Command | null
-    if (command !== null && !this.inFlight.has(command.id)) this.removeQueued(command)
+    if (command !== null) this.commands.withdraw(command)
     const code = reason === 'room_deleted' ? 'not_found' : 'forbidden'
     sub.end(reason, new SwitchboardError(code, `The subscription to ${room} ended: ${reason}`))
   }
@@ -613,7 +547,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   private request<T> (frame: Frame, idempotencyKey?: string): Promise<T> {
     if (this.status === 'closed') return Promise.reject(closedError(idempotencyKey))
-    if (this.queue.length >= this.maxQueued) return Promise.reject(queueFullError(this.maxQueued, idempotencyKey))
+    if (this.commands.waiting >= this.maxQueued) return Promise.reject(queueFullError(this.maxQueued, idempotencyKey))
     return new Promise<T>((resolve, reject) => {
       this.enqueue(frame, {
         urgent: false,
@@ -625,78 +559,11 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     })
   }
 
-  private enqueue (frame: Frame, options: Omit<Command, 'id' | 'frame' | 'timer' | 'rateRetries'>): Command {
-    const command: Command = { id: this.nextId++, frame, timer: undefined, rateRetries: 0, ...options }
-    ;(options.urgent ? this.urgent : this.queue).push(command)
+  private enqueue (frame: Frame, options: CommandOptions): Command {
+    const command = this.commands.add(frame, options)
     if (this.dormant) void this.connect()
-    else this.flush()
+    else this.commands.flush()
     return command
-  }
-
-  private removeQueued (command: Command): void {
-    for (const list of [this.urgent, this.queue]) {
-      const index = list.indexOf(command)
-      if (index !== -1) list.splice(index, 1)
-    }
-  }
-
-  /** The single writer: urgent commands first, at most MAX_IN_FLIGHT unanswered, paced by the server's rate. */
-  private flush (): void {
-    clearTimeout(this.flushTimer)
-    this.flushTimer = undefined
-    const socket = this.socket
-    if (this.status !== 'open' || socket === null || this.session === null || socket.readyState !== SOCKET_OPEN) return
-    while (this.inFlight.size < MAX_IN_FLIGHT && (this.urgent.length > 0 || this.queue.length > 0)) {
-      const wait = this.takeToken()
-      if (wait > 0) {
-        this.flushTimer = setTimeout(() => this.flush(), wait)
-        return
-      }
-      const command = (this.urgent.length > 0 ? this.urgent : this.queue).shift()!
-      const text = JSON.stringify({ ...command.frame, id: command.id })
-      const max = this.session.limits.maxMessageBytes
-      // An oversize frame would close the connection with 1009, a code the client must not reconnect after.
-      if (text.length * 3 > max && utf8Length(text) > max) {
-        command.done(new SwitchboardError('bad_request', `The ${command.frame.type} frame is larger than the server's maxMessageBytes (${max})`, false, command.idempotencyKey), undefined)
-        continue
-      }
-      this.inFlight.set(command.id, command)
-      command.timer = setTimeout(() => this.timedOut(command), this.requestTimeoutMs)
-      try {
-        socket.send(text)
-      } catch {
-        // The socket failed under us: its close event requeues the command.
-        return
-      }
-    }
-  }
-
-  /** Brings the pacing bucket up to now: the tokens earned since it was last looked at. */
-  private refillBucket (): void {
-    const now = Date.now()
-    const bucket = this.bucket
-    bucket.tokens = Math.min(bucket.capacity, bucket.tokens + (now - bucket.at) * bucket.rate / 1000)
-    bucket.at = now
-  }
-
-  /** Milliseconds until the pacing bucket has a token (0: one was taken). */
-  private takeToken (): number {
-    this.refillBucket()
-    const bucket = this.bucket
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1
-      return 0
-    }
-    return Math.max(1, Math.ceil((1 - bucket.tokens) * 1000 / bucket.rate))
-  }
-
-  private timedOut (command: Command): void {
-    if (this.inFlight.get(command.id) !== command) return
-    this.inFlight.delete(command.id)
-    command.timer = undefined
-    const what = command.frame.type === 'publish' ? 'publish (it may have been stored: retry with the same idempotencyKey)' : command.frame.type
-    command.done(new SwitchboardError('timeout', `No reply to ${what} within ${this.requestTimeoutMs} ms`, true, command.idempotencyKey), undefined)
-    this.flush()
   }
 
   // -------------------------------------------------------------------------------------
@@ -755,14 +622,4 @@ function closedError (idempotencyKey?: string): SwitchboardError {
 
 function queueFullError (max: number, idempotencyKey?: string): SwitchboardError {
   return new SwitchboardError('queue_full', `Too many commands waiting for a connection (maxQueuedCommands: ${max}); retry once connected`, true, idempotencyKey)
-}
-
-/**
- * Puts a refused command back before every later one (by id), so several commands refused in
- * a row go out again in the order they were first sent.
- */
-function insertInOrder (list: Array<{ id: number }>, command: { id: number }): void {
-  let index = 0
-  while (index < list.length && list[index]!.id < command.id) index++
-  list.splice(index, 0, command)
 }
