@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import type { Clock } from '../src/client/clock.js'
 import { CommandQueue, type AnswerFrame, type CommandFrame, type CommandOptions, type Link } from '../src/client/command-queue.js'
 import { CloseCodes, SwitchboardError, type TokenContext } from '../src/client/index.js'
-import { backoffSettings, decideReconnect, type ConnectionEnd, type ReconnectDecision } from '../src/client/reconnect-policy.js'
+import { backoffSettings, decideReconnect, type ConnectionEnd, type HandshakeReport, type ReconnectDecision } from '../src/client/reconnect-policy.js'
 import { TokenKeeper, type TokenKeeperHost } from '../src/client/token-keeper.js'
 
 /*
@@ -82,6 +82,13 @@ const retry = (delayMs: number, reason = '', more: Partial<Extract<ReconnectDeci
 const stop = (reason: string, more: Partial<Extract<ReconnectDecision, { action: 'stop' }>> = {}): ReconnectDecision =>
   ({ action: 'stop', reason, ...more })
 
+/** A handshake refused with this HTTP status (and Retry-After). */
+const refused = (status: number, retryAfterMs?: number): Partial<ConnectionEnd> => ({ handshake: { status, retryAfterMs } })
+const said = (status: number): string => `handshake refused with HTTP ${status}`
+/** The `error` event the client emits for a refused handshake. */
+const reported = (status: number, code: HandshakeReport['code'], temporary: boolean): { handshake: HandshakeReport } =>
+  ({ handshake: { code, message: said(status), temporary } })
+
 describe('reconnect decision: the table of cases', () => {
   // Base 100 ms, random 0.5: the first retry waits floor(0.5 · 100) = 50 ms.
   const cases: Array<{ name: string, end: Partial<ConnectionEnd>, expect: ReconnectDecision }> = [
@@ -116,50 +123,18 @@ describe('reconnect decision: the table of cases', () => {
     { name: 'maxAttempts 0 without a reason', end: { code: 1012, backoff: backoffSettings({ maxAttempts: 0 }) }, expect: stop('connection lost (1012)') },
     { name: 'a terminal code wins over maxAttempts', end: { code: 4503, reason: 'kicked', attempt: 9, backoff: backoffSettings({ maxAttempts: 3 }) }, expect: stop('kicked') },
     // Refused handshakes (Node, where ws shows the HTTP status).
-    {
-      name: 'HTTP 401 with getToken: a new token, then reconnect',
-      end: { handshake: { status: 401, retryAfterMs: undefined }, canRenewToken: true },
-      expect: retry(50, 'handshake refused with HTTP 401', { newToken: true, handshake: { code: 'unauthorized', message: 'handshake refused with HTTP 401', temporary: true } })
-    },
-    {
-      name: 'HTTP 401 of a token fetched for this attempt stops',
-      end: { handshake: { status: 401, retryAfterMs: undefined }, canRenewToken: true, tokenFresh: true },
-      expect: stop('credentials refused (HTTP 401)', { handshake: { code: 'unauthorized', message: 'handshake refused with HTTP 401', temporary: false } })
-    },
-    {
-      name: 'HTTP 401 without getToken stops',
-      end: { handshake: { status: 401, retryAfterMs: undefined } },
-      expect: stop('credentials refused (HTTP 401)', { handshake: { code: 'unauthorized', message: 'handshake refused with HTTP 401', temporary: false } })
-    },
-    {
-      name: 'HTTP 403 (origin not allowed) stops',
-      end: { handshake: { status: 403, retryAfterMs: undefined } },
-      expect: stop('handshake refused with HTTP 403', { handshake: { code: 'forbidden', message: 'handshake refused with HTTP 403', temporary: false } })
-    },
-    {
-      name: 'HTTP 404 stops',
-      end: { handshake: { status: 404, retryAfterMs: undefined } },
-      expect: stop('handshake refused with HTTP 404', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 404', temporary: false } })
-    },
-    {
-      name: 'HTTP 408 reconnects',
-      end: { handshake: { status: 408, retryAfterMs: undefined } },
-      expect: retry(50, 'handshake refused with HTTP 408', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 408', temporary: true } })
-    },
-    {
-      name: 'HTTP 429 waits at least its Retry-After',
-      end: { handshake: { status: 429, retryAfterMs: 3000 } },
-      expect: retry(3000, 'handshake refused with HTTP 429', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 429', temporary: true } })
-    },
-    {
-      name: 'HTTP 503 with a Retry-After shorter than the backoff waits the backoff',
-      end: { handshake: { status: 503, retryAfterMs: 10 } },
-      expect: retry(50, 'handshake refused with HTTP 503', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 503', temporary: true } })
-    },
+    { name: 'HTTP 401 with getToken: a new token, then reconnect', end: { ...refused(401), canRenewToken: true }, expect: retry(50, said(401), { newToken: true, ...reported(401, 'unauthorized', true) }) },
+    { name: 'HTTP 401 of a token fetched for this attempt stops', end: { ...refused(401), canRenewToken: true, tokenFresh: true }, expect: stop('credentials refused (HTTP 401)', reported(401, 'unauthorized', false)) },
+    { name: 'HTTP 401 without getToken stops', end: refused(401), expect: stop('credentials refused (HTTP 401)', reported(401, 'unauthorized', false)) },
+    { name: 'HTTP 403 (origin not allowed) stops', end: refused(403), expect: stop(said(403), reported(403, 'forbidden', false)) },
+    { name: 'HTTP 404 stops', end: refused(404), expect: stop(said(404), reported(404, 'unavailable', false)) },
+    { name: 'HTTP 408 reconnects', end: refused(408), expect: retry(50, said(408), reported(408, 'unavailable', true)) },
+    { name: 'HTTP 429 waits at least its Retry-After', end: refused(429, 3000), expect: retry(3000, said(429), reported(429, 'unavailable', true)) },
+    { name: 'HTTP 503 with a Retry-After shorter than the backoff waits the backoff', end: refused(503, 10), expect: retry(50, said(503), reported(503, 'unavailable', true)) },
     {
       name: 'HTTP 503 with maxAttempts reached stops, the report still temporary',
-      end: { handshake: { status: 503, retryAfterMs: undefined }, attempt: 2, backoff: backoffSettings({ maxAttempts: 2 }) },
-      expect: stop('gave up after 2 reconnect attempts', { handshake: { code: 'unavailable', message: 'handshake refused with HTTP 503', temporary: true } })
+      end: { ...refused(503), attempt: 2, backoff: backoffSettings({ maxAttempts: 2 }) },
+      expect: stop('gave up after 2 reconnect attempts', reported(503, 'unavailable', true))
     },
     // Browsers cannot see the handshake's status: a new token after 2, 4, 8, … failures in a row.
     { name: 'browser: 1 failed handshake in a row reconnects with the token', end: { mode: 'browser', canRenewToken: true, closedBeforeWelcome: 1 }, expect: retry(50) },
