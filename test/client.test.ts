@@ -524,6 +524,25 @@ describe('client SDK: reconnect and recovery', () => {
     assert.deepEqual(rec.events.map(e => e.type === 'gap' ? 'gap' : e.data), ['before', 'gap', 'after'])
   })
 
+  it('close() from a disconnect or error listener is final: the client does not reconnect after it', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const alice = await srv.userToken('alice')
+    const proxy = await startProxy(t, Number(new URL(srv.url).port))
+    const { client: a, disconnects, retries } = client({ url: proxy.url, token: alice, reconnect: FAST })
+    await a.ready()
+    const states: string[] = []
+    a.on('state', (state) => states.push(state))
+    a.on('disconnect', () => { void a.close() })
+    proxy.cut()
+    await waitFor('disconnect', () => disconnects.length >= 1)
+    // lost() runs to its end in the same turn as the disconnect event: its state is final here.
+    assert.equal(a.state, 'closed')
+    assert.deepEqual(states, ['closed'])
+    assert.deepEqual(retries, [])
+    assert.deepEqual(disconnects.map(d => d.willReconnect), [true, false])
+  })
+
   it('recovers through a network cut: exactly the missed publications, once, in order; queued publishes go out after', async (t) => {
     const client = clients(t)
     const srv = await build(t, { env: ENV })

@@ -358,6 +358,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     if (decision.handshake !== undefined) {
       const { code: errorCode, message, temporary } = decision.handshake
       this.emit('error', new SwitchboardError(errorCode, message, temporary))
+      if (this.closedByListener()) return // close() from an error listener is final
     }
     if (decision.action === 'stop') {
       this.finish(code, decision.reason)
@@ -368,8 +369,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     const delayMs = decision.delayMs
     this.retryAfterMs = null
     if (wasOpen) this.emit('disconnect', { code, reason, willReconnect: true })
+    // close() from a disconnect listener is final: setState would otherwise overwrite it.
+    if (this.closedByListener()) return
     this.setState(this.everOpen ? 'reconnecting' : 'connecting')
-    if (this.status !== 'reconnecting' && this.status !== 'connecting') return // closed by a listener
+    if (this.status !== 'reconnecting' && this.status !== 'connecting') return // closed by a state listener
     if (decision.waitForCommand && this.subs.size === 0 && this.commands.isEmpty) {
       // Idle timeout with nothing to do: reconnecting now would only idle out again.
       this.dormant = true
@@ -412,6 +415,15 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     for (const sub of subs) sub.end('closed', error)
     this.emit('disconnect', { code, reason, willReconnect: false })
     this.emit('state', 'closed')
+  }
+
+  /**
+   * Whether a listener called close() while an event was being emitted. A method rather than
+   * a comparison inline: TypeScript narrows `status` across the emit and would call the check
+   * impossible, yet listeners run inside emit and may change it.
+   */
+  private closedByListener (): boolean {
+    return this.status === 'closed'
   }
 
   private setState (state: ConnectionState): void {

@@ -1,10 +1,10 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import type { Clock } from '../src/client/clock.js'
-import { CommandQueue, type AnswerFrame, type CommandFrame, type CommandOptions, type Link } from '../src/client/command-queue.js'
-import { CloseCodes, SwitchboardError, type TokenContext } from '../src/client/index.js'
-import { backoffSettings, decideReconnect, type ConnectionEnd, type HandshakeReport, type ReconnectDecision } from '../src/client/reconnect-policy.js'
-import { TokenKeeper, type TokenKeeperHost } from '../src/client/token-keeper.js'
+import type { Clock } from '../../src/client/clock.js'
+import { CommandQueue, type AnswerFrame, type CommandFrame, type CommandOptions, type Link } from '../../src/client/command-queue.js'
+import { CloseCodes, SwitchboardError, type TokenContext } from '../../src/client/index.js'
+import { backoffSettings, decideReconnect, type ConnectionEnd, type HandshakeReport, type ReconnectDecision } from '../../src/client/reconnect-policy.js'
+import { TokenKeeper, type TokenKeeperHost } from '../../src/client/token-keeper.js'
 
 /*
  * The SDK's units on their own: no sockets, no server, no real timers. The same behaviour is
