@@ -101,6 +101,31 @@ function storeContract (backend: Backend): void {
         assert.equal(await store.setUserPassword('nobody', 'x'), false)
       })
 
+      it('deleteUser deletes once, with the user\'s memberships, bans and refresh tokens; rooms stay', async () => {
+        await user('alice')
+        await user('bob')
+        await room('r1', 'bob')
+        await room('r2', 'alice')
+        assert.equal((await store.setMember('r1', 'alice', 'member')).ok, true)
+        await store.insertRefreshToken(token('t1'))
+        assert.equal(await store.deleteUser('alice'), true)
+        assert.equal(await store.deleteUser('alice'), false)
+        assert.equal(await store.getUser('alice'), undefined)
+        assert.equal(await store.getMembership('r1', 'alice'), undefined)
+        assert.equal(await store.getRefreshTokenByHash('hash-t1'), undefined)
+        assert.equal((await store.getRoom('r2'))?.createdBy, 'alice')
+        assert.ok(await store.getUser('bob'))
+      })
+
+      it('getUsers returns the users among the ids that exist', async () => {
+        await user('alice')
+        await user('bob', 'admin')
+        assert.deepEqual(await store.getUsers([]), [])
+        const found = await store.getUsers(['bob', 'nobody', 'alice'])
+        assert.deepEqual(found.map(u => [u.id, u.role]).sort(), [['alice', 'user'], ['bob', 'admin']])
+        assert.deepEqual(Object.keys(found[0]!).sort(), ['createdAt', 'id', 'role'])
+      })
+
       it('searchUsers matches by prefix, ordered by id, with keyset pagination', async () => {
         for (const id of ['bob', 'alice', 'alan', 'albert', 'carol']) await user(id)
         const ids = async (prefix: string, page: { limit: number, after?: string } = ALL) => (await store.searchUsers(prefix, page)).map(u => u.id)
@@ -175,6 +200,20 @@ function storeContract (backend: Backend): void {
         assert.equal((await store.getRefreshTokenByHash('hash-t2'))?.revokedAt, 1000)
         assert.equal((await store.getRefreshTokenByHash('hash-t3'))?.revokedAt, 500)
         assert.equal((await store.getRefreshTokenByHash('hash-other'))?.revokedAt, null)
+      })
+
+      it('revokeUserRefreshTokens revokes every token of the user and names the families issued since', async () => {
+        await user('bob')
+        await store.insertRefreshToken(token('old', { familyId: 'f-old', createdAt: 1000 }))
+        await store.insertRefreshToken(token('new1', { familyId: 'f-new', createdAt: 5000 }))
+        await store.insertRefreshToken(token('new2', { familyId: 'f-new', createdAt: 6000, revokedAt: 100 }))
+        await store.insertRefreshToken(token('bobs', { userId: 'bob', familyId: 'f-bob', createdAt: 6000 }))
+        assert.deepEqual(await store.revokeUserRefreshTokens('alice', 7000, 5000), ['f-new'])
+        assert.equal((await store.getRefreshTokenByHash('hash-old'))?.revokedAt, 7000)
+        assert.equal((await store.getRefreshTokenByHash('hash-new1'))?.revokedAt, 7000)
+        assert.equal((await store.getRefreshTokenByHash('hash-new2'))?.revokedAt, 100)
+        assert.equal((await store.getRefreshTokenByHash('hash-bobs'))?.revokedAt, null)
+        assert.deepEqual(await store.revokeUserRefreshTokens('nobody', 7000, 0), [])
       })
 
       it('deleteExpiredRefreshTokens drops tokens expired at `now` and counts them', async () => {

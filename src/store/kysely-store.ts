@@ -178,6 +178,17 @@ export class KyselyStore implements Store {
     return result.numUpdatedRows > 0n
   }
 
+  async deleteUser (id: string): Promise<boolean> {
+    const result = await this.#db.deleteFrom('users').where('id', '=', id).executeTakeFirst()
+    return result.numDeletedRows === 1n
+  }
+
+  async getUsers (ids: string[]): Promise<User[]> {
+    if (ids.length === 0) return []
+    const rows = await this.#db.selectFrom('users').select(['id', 'role', 'created_at']).where('id', 'in', ids).execute()
+    return rows.map(row => ({ id: row.id, role: row.role, createdAt: millis(row.created_at) }))
+  }
+
   async searchUsers (prefix: string, page: Page): Promise<User[]> {
     const rows = await this.#db.selectFrom('users').selectAll()
       .where(sql<boolean>`id like ${escapeLike(prefix) + '%'} escape '\\'`)
@@ -222,6 +233,16 @@ export class KyselyStore implements Store {
   async revokeRefreshFamily (familyId: string, at: number): Promise<void> {
     await this.#db.updateTable('refresh_tokens').set({ revoked_at: at })
       .where('family_id', '=', familyId).where('revoked_at', 'is', null).execute()
+  }
+
+  async revokeUserRefreshTokens (userId: string, at: number, issuedSince: number): Promise<string[]> {
+    return await this.#db.transaction().execute(async trx => {
+      const recent = await trx.selectFrom('refresh_tokens').select('family_id').distinct()
+        .where('user_id', '=', userId).where('created_at', '>=', issuedSince).execute()
+      await trx.updateTable('refresh_tokens').set({ revoked_at: at })
+        .where('user_id', '=', userId).where('revoked_at', 'is', null).execute()
+      return recent.map(row => row.family_id)
+    })
   }
 
   async deleteExpiredRefreshTokens (now: number): Promise<number> {

@@ -83,8 +83,22 @@ const initial: Migration = {
   }
 }
 
+/**
+ * Signing a user out everywhere revokes their refresh tokens by user, and deleting a user
+ * cascades to them: without this index both scan every session of every user.
+ */
+const refreshTokensByUser: Migration = {
+  async up (db: Kysely<unknown>) {
+    await db.schema.createIndex('refresh_tokens_user_id_idx').on('refresh_tokens').column('user_id').execute()
+  },
+  async down (db: Kysely<unknown>) {
+    await db.schema.dropIndex('refresh_tokens_user_id_idx').ifExists().execute()
+  }
+}
+
 export const migrations: Record<string, Migration> = {
-  '0001_initial': initial
+  '0001_initial': initial,
+  '0002_refresh_tokens_user_id': refreshTokensByUser
 }
 
 export const migrationProvider: MigrationProvider = {

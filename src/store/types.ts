@@ -147,6 +147,14 @@ export interface Store {
   createUser(user: { id: string, passwordHash: string, role: UserRole }): Promise<User | null>
   getUser(id: string): Promise<UserCredentials | undefined>
   setUserPassword(id: string, passwordHash: string): Promise<boolean>
+  /**
+   * Deletes the user with its memberships, bans and refresh tokens; false when unknown. Rooms
+   * it created stay (their other owners keep them). Open sessions are not the store's
+   * concern: callers go through the auth service, which revokes them (docs/security.md).
+   */
+  deleteUser(id: string): Promise<boolean>
+  /** The users among `ids` that exist, in no particular order (the periodic account check of connected users). */
+  getUsers(ids: string[]): Promise<User[]>
   /** Users whose id starts with `prefix` (all when empty), ordered by id. */
   searchUsers(prefix: string, page: Page): Promise<User[]>
 
@@ -160,6 +168,12 @@ export interface Store {
   markRefreshTokenUsed(id: string, at: number): Promise<boolean>
   revokeRefreshToken(id: string, at: number): Promise<void>
   revokeRefreshFamily(familyId: string, at: number): Promise<void>
+  /**
+   * Revokes every refresh token of a user (sign out everywhere, password change) and returns
+   * the families that issued a token at or after `issuedSince`: an access token is issued
+   * with each refresh token, so only those sessions may still hold a live access token.
+   */
+  revokeUserRefreshTokens(userId: string, at: number, issuedSince: number): Promise<string[]>
   /** Drops expired tokens; returns how many. */
   deleteExpiredRefreshTokens(now: number): Promise<number>
 
