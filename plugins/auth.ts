@@ -6,6 +6,9 @@ import type { Principal, UserPrincipal } from '../src/auth/principal.js'
 import { createAccessTokenVerifier } from '../src/auth/access-token.js'
 import { createAuthService, type AccessClaims, type AuthService } from '../src/auth/service.js'
 import { createLoginThrottle } from '../src/limits/login-throttle.js'
+import { createAccountStatus } from '../src/auth/account-status.js'
+import { createRevocations, type Revocations } from '../src/auth/revocation.js'
+import { createSessionDenylist } from '../src/auth/session-denylist.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -16,17 +19,23 @@ declare module '@fastify/jwt' {
 
 type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
+/** Why a token was refused, for metrics and logs only: a client is told "invalid or expired" either way. */
+export type AccessTokenRefusal = 'invalid' | 'expired' | 'revoked' | 'account_closed'
+
 declare module 'fastify' {
   interface FastifyInstance {
     auth: AuthService
+    /** Session denylist and account check (src/auth/revocation.ts); the realtime node listens to it. */
+    revocations: Revocations
     /**
      * Checks an access token: the one place a JWT is verified (REST, the WebSocket handshake,
-     * the in-band token refresh). The principal, or why not (for metrics and logs only: a
-     * client is told "invalid or expired" either way).
+     * the in-band token refresh): signature and claims, the session not revoked, the account
+     * still active. The principal, or why not. Resolves without touching the store while the
+     * account's last good check is younger than ACCOUNT_CACHE_MS.
      */
-    checkAccessToken(token: string): UserPrincipal | 'invalid' | 'expired'
+    checkAccessToken(token: string): Promise<UserPrincipal | AccessTokenRefusal>
     /** `checkAccessToken`, throwing SB_ERR_INVALID_TOKEN (401) instead of returning a reason. */
-    verifyAccessToken(token: string): UserPrincipal
+    verifyAccessToken(token: string): Promise<UserPrincipal>
     /** onRequest hook: a user (JWT) or an API key must be presented. */
     authenticate: Hook
     /** onRequest hook: a signed-in user; API keys are refused with 403. */
@@ -43,11 +52,14 @@ declare module 'fastify' {
 export const MAX_TOKEN_LENGTH = 8192
 const REFRESH_SWEEP_INTERVAL_MS = 60 * 60 * 1000
 const USER_ID = /^[a-z0-9][a-z0-9_.-]{2,31}$/
+/** Accounts whose last good check each node remembers (one per user active within ACCOUNT_CACHE_MS). */
+const ACCOUNT_CACHE_ENTRIES = 100_000
 
 /**
  * Authentication: access tokens signed by @fastify/jwt (HS256, the issuer, a short lifetime) and
  * verified by src/auth/access-token.ts (HS256 only, issuer checked, `exp` required, a small
- * clock tolerance); every verification failure becomes 401. API keys
+ * clock tolerance), then checked against revocation (the token's session not revoked, its
+ * account still active: src/auth/revocation.ts); every failure becomes 401. API keys
  * (X-API-Key) authenticate services and devices.
  */
 export default fp(async (app) => {
@@ -60,34 +72,50 @@ export default fp(async (app) => {
     verify: {
       algorithms: ['HS256'],
       allowedIss: jwt.issuer,
-      requiredClaims: ['exp', 'iat', 'iss', 'sub', 'jti'],
+      requiredClaims: ['exp', 'iat', 'iss', 'sub', 'jti', 'sid'],
       clockTolerance: jwt.clockToleranceSeconds * 1000
     }
   })
 
   const loginThrottle = createLoginThrottle({ ...app.config.loginThrottle, redis: app.redis, prefix: `${app.config.redis?.keyPrefix ?? 'sb:'}login-failures:`, log: app.log })
+  const sessions = createSessionDenylist({
+    windowMs: (jwt.accessTokenTtlSeconds + jwt.clockToleranceSeconds) * 1000,
+    maxEntries: app.config.revocation.maxRevokedSessions,
+    redis: app.redis,
+    keyPrefix: app.config.redis?.keyPrefix ?? 'sb:',
+    log: app.log
+  })
+  await sessions.start()
+  app.addHook('onClose', async () => { sessions.close() })
+  const accounts = createAccountStatus({ store: app.store, ttlMs: app.config.revocation.accountCacheMs, maxEntries: ACCOUNT_CACHE_ENTRIES })
+  const revocations = createRevocations({ sessions, accounts })
+  app.decorate('revocations', revocations)
   const auth = createAuthService({
     store: app.store,
     config: app.config,
     loginThrottle,
+    revocations,
     signAccessToken: claims => app.jwt.sign(claims)
   })
   app.decorate('auth', auth)
   app.decorateRequest('principal', null)
 
   const checkToken = createAccessTokenVerifier({ secret: jwt.secret, issuer: jwt.issuer, clockToleranceMs: jwt.clockToleranceSeconds * 1000 })
-  function checkAccessToken (token: string): UserPrincipal | 'invalid' | 'expired' {
+  async function checkAccessToken (token: string): Promise<UserPrincipal | AccessTokenRefusal> {
     if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return 'invalid'
     const checked = checkToken(token)
     if (!checked.ok) return checked.reason
-    const { sub, role, jti, exp } = checked.claims
-    // A correctly signed token with the wrong shape is still not ours to trust.
-    if (!USER_ID.test(sub) || (role !== 'admin' && role !== 'user')) return 'invalid'
-    return { kind: 'user', userId: sub, role, tokenId: jti, expiresAt: exp }
+    const { sub, role, jti, exp, sid } = checked.claims
+    // A correctly signed token with the wrong shape is still not ours to trust. Tokens signed
+    // before sessions were named (no `sid`) are refused too: the client refreshes, once.
+    if (!USER_ID.test(sub) || (role !== 'admin' && role !== 'user') || typeof sid !== 'string' || sid.length === 0) return 'invalid'
+    if (sessions.isRevoked(sid)) return 'revoked'
+    if (!(await accounts.isActive(sub))) return 'account_closed'
+    return { kind: 'user', userId: sub, role, tokenId: jti, expiresAt: exp, sessionId: sid }
   }
   app.decorate('checkAccessToken', checkAccessToken)
-  app.decorate('verifyAccessToken', (token: string): UserPrincipal => {
-    const checked = checkAccessToken(token)
+  app.decorate('verifyAccessToken', async (token: string): Promise<UserPrincipal> => {
+    const checked = await checkAccessToken(token)
     if (typeof checked === 'string') throw new Errors.InvalidToken()
     return checked
   })
@@ -97,7 +125,7 @@ export default fp(async (app) => {
     if (authorization !== undefined) {
       const match = /^Bearer +(\S+) *$/i.exec(authorization)
       if (match?.[1] === undefined) throw new Errors.InvalidToken()
-      return app.verifyAccessToken(match[1])
+      return await app.verifyAccessToken(match[1])
     }
     const apiKey = request.headers['x-api-key']
     if (typeof apiKey === 'string') {

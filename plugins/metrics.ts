@@ -34,7 +34,7 @@ const PING_RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 // Written as records so that adding a reason or scope to the core's union fails to compile
 // here until its series is pre-created too.
-const AUTH_FAILURE_REASONS = Object.keys({ missing: 1, invalid: 1, expired: 1, origin: 1 } satisfies Record<AuthFailureReason, 1>)
+const AUTH_FAILURE_REASONS = Object.keys({ missing: 1, invalid: 1, expired: 1, revoked: 1, account_closed: 1, origin: 1 } satisfies Record<AuthFailureReason, 1>)
 const RATE_LIMIT_SCOPES = Object.keys({ messages: 1, publishes_per_user: 1, handshakes: 1, connections_per_user: 1, connections_per_ip: 1 } satisfies Record<RateLimitScope, 1>)
 const GRANT_SOURCES = Object.keys({ cache: 1, store: 1, shared: 1 } satisfies Record<GrantSource, 1>)
 const GRANT_RENEWALS = Object.keys({ renewed: 1, superseded: 1, refused: 1, failed: 1 } satisfies Record<GrantRenewal, 1>)

@@ -12,6 +12,7 @@ import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import { describeRedisEndpoint } from '../src/redis.js'
 import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
 import type { Authorizer, RoomOperation } from '../src/realtime/authorizer.js'
+import { isUnavailableError } from '../src/errors.js'
 import { prepareWsFrame } from '../src/realtime/ws-transport.js'
 
 declare module 'fastify' {
@@ -71,7 +72,22 @@ export default fp(async (app) => {
     engine,
     authorize,
     ...(app.config.publishRate === null ? {} : { publishRate: publishRateLimiter(app, app.config.publishRate) }),
-    verifyToken: token => app.verifyAccessToken(token),
+    verifyToken: async (token) => {
+      try {
+        return await app.verifyAccessToken(token)
+      } catch (err) {
+        // The account check could not reach the store: a temporary error, not a bad token.
+        if (isUnavailableError(err)) throw new UnavailableError()
+        throw err
+      }
+    },
+    revocation: {
+      isSessionRevoked: sessionId => app.revocations.sessions.isRevoked(sessionId),
+      sessionsRevoked: (sessionIds, until) => { app.revocations.sessions.mirror(sessionIds, until) },
+      accountClosed: (userId) => { app.revocations.accounts.forget(userId) },
+      closedAccounts: async userIds => await app.revocations.accounts.closedAmong(userIds),
+      recheckMs: app.config.revocation.accountCacheMs
+    },
     prepareFrame: prepareWsFrame,
     limits: {
       maxMessageBytes: ws.maxMessageBytes,
@@ -98,6 +114,11 @@ export default fp(async (app) => {
     } catch (err) {
       app.log.error({ err, room: change.room.id }, 'live revocation failed')
     }
+  })
+
+  app.revocations.onRevocation({
+    sessionsRevoked: async (userId, sessionIds, until) => { await node.revokeSessions(userId, sessionIds, until) },
+    accountClosed: async (userId) => { await node.closeAccount(userId) }
   })
 
   app.lifecycle.onShutdown(() => node.drain(ws.drainMs))

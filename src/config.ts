@@ -28,6 +28,8 @@ export const EnvSchema = Type.Object({
   JWT_CLOCK_TOLERANCE: Duration('5s'),
   ACCESS_TOKEN_TTL: Duration('15m'),
   REFRESH_TOKEN_TTL: Duration('30d'),
+  ACCOUNT_CACHE_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 10_000, description: 'How long an account found active is trusted before the store is asked again; connected users are re-checked this often' }),
+  REVOKED_SESSIONS_MAX: Type.Integer({ minimum: 1000, default: 100_000, description: 'Revoked sessions each node remembers until their access tokens expire' }),
   ADMIN_USERNAME: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{2,31}$' })),
   ADMIN_PASSWORD: Type.Optional(Type.String({ minLength: 8, maxLength: 128 })),
   ALLOW_REGISTRATION: Bool('true'),
@@ -92,6 +94,8 @@ export interface Config {
     accessTokenTtlSeconds: number
   }
   refreshTokenTtlSeconds: number
+  /** Revocation (src/auth/revocation.ts): the account check's cache, and the denylist's bound per node. */
+  revocation: { accountCacheMs: number, maxRevokedSessions: number }
   admin: { username: string, password: string } | null
   allowRegistration: boolean
   corsOrigins: string[]
@@ -291,6 +295,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
       accessTokenTtlSeconds
     },
     refreshTokenTtlSeconds,
+    revocation: { accountCacheMs: env.ACCOUNT_CACHE_MS, maxRevokedSessions: env.REVOKED_SESSIONS_MAX },
     admin: env.ADMIN_USERNAME !== undefined && env.ADMIN_PASSWORD !== undefined
       ? { username: env.ADMIN_USERNAME, password: env.ADMIN_PASSWORD }
       : null,

@@ -54,7 +54,7 @@ describe('errors and hardening', () => {
     app.store.getRoom = async () => { throw new Error('disk on fire: /var/secret/path') }
     const token = await (async () => {
       await app.store.createUser({ id: 'alice', passwordHash: 'x', role: 'user' })
-      return app.jwt.sign({ sub: 'alice', role: 'user', jti: 'j' })
+      return app.jwt.sign({ sub: 'alice', role: 'user', jti: 'j', sid: 's' })
     })()
     const res = await request('GET', '/rooms/lobby', { token })
     assert.equal(res.status, 500)

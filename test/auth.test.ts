@@ -15,7 +15,7 @@ function hs (payload: object, { alg = 'HS256', secret = TEST_JWT_SECRET, header 
   return `${head}.${body}.${sig}`
 }
 
-const goodClaims = () => ({ sub: 'alice', role: 'user', jti: 'j1', iss: 'switchboard', iat: now(), exp: now() + 600 })
+const goodClaims = () => ({ sub: 'alice', role: 'user', jti: 'j1', sid: 's1', iss: 'switchboard', iat: now(), exp: now() + 600 })
 
 for (const kind of STORE_KINDS) {
   describe(`auth (${kind})`, { skip: await skipUnlessStore(kind) }, () => {
@@ -230,6 +230,8 @@ describe('access token verification (BAR item 5: every failure is 401, never 500
     ['nbf in the future', () => ({ authorization: `Bearer ${hs({ ...goodClaims(), nbf: now() + 3600 })}` })],
     ['wrong issuer', () => ({ authorization: `Bearer ${hs({ ...goodClaims(), iss: 'evil' })}` })],
     ['no issuer', () => ({ authorization: `Bearer ${hs({ ...goodClaims(), iss: undefined })}` })],
+    ['no session claim (sid)', () => ({ authorization: `Bearer ${hs({ ...goodClaims(), sid: undefined })}` })],
+    ['sid that is not a string', () => ({ authorization: `Bearer ${hs({ ...goodClaims(), sid: 42 })}` })],
     ['unknown role claim', () => ({ authorization: `Bearer ${hs({ ...goodClaims(), role: 'root' })}` })],
     ['sub that is not a username', () => ({ authorization: `Bearer ${hs({ ...goodClaims(), sub: '../../etc' })}` })],
     ['exp as a string', () => ({ authorization: `Bearer ${hs({ ...goodClaims(), exp: String(now() + 600) })}` })],
@@ -244,7 +246,9 @@ describe('access token verification (BAR item 5: every failure is 401, never 500
 
   for (const [name, headers] of cases) {
     it(`${name} → 401`, async (t) => {
-      const { request } = await build(t)
+      const { request, createUser } = await build(t)
+      // The token's user exists: a refusal comes from the token, not from the account check.
+      await createUser('alice')
       const res = await request('GET', '/rooms', { headers: headers() })
       assert.equal(res.status, 401, res.text)
       assert.match(res.body.code, /^SB_ERR_(UNAUTHORIZED|INVALID_TOKEN)$/)
@@ -259,7 +263,8 @@ describe('access token verification (BAR item 5: every failure is 401, never 500
   })
 
   it('a token within the clock tolerance is still accepted', async (t) => {
-    const { request } = await build(t, { env: { JWT_CLOCK_TOLERANCE: '30s' } })
+    const { request, createUser } = await build(t, { env: { JWT_CLOCK_TOLERANCE: '30s' } })
+    await createUser('alice')
     const res = await request('GET', '/rooms', { headers: { authorization: `Bearer ${hs({ ...goodClaims(), exp: now() - 5 })}` } })
     assert.equal(res.status, 200)
   })

@@ -707,6 +707,30 @@ describe('client SDK: reconnect and recovery', () => {
     }
   })
 
+  it('does not reconnect after 4504 (account closed), even with getToken: no socket opened once the mocked clock is past the longest backoff delay', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: ENV })
+    const mallory = await srv.userToken('mallory')
+    const reconnect = { baseMs: 5, capMs: 20 }
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() })
+    try {
+      const counted = countingWebSocket()
+      let tokenRequests = 0
+      const { client: c, disconnects, states } = client({ url: srv.url, token: mallory, getToken: () => { tokenRequests++; return mallory }, reconnect, WebSocket: counted.WebSocket })
+      await c.ready()
+      assert.equal(await srv.app.auth.deleteUser('mallory'), true)
+      await ioUntil(() => disconnects.length === 1, 'the disconnect of the closed account')
+      t.mock.timers.tick(reconnect.capMs)
+      await settle()
+      assert.equal(counted.opened(), 1, 'no reconnect attempt after 4504')
+      assert.equal(tokenRequests, 0, 'no token asked for: a new one cannot help')
+      assert.deepEqual(disconnects, [{ code: 4504, reason: 'account closed', willReconnect: false }])
+      assert.deepEqual(states, ['open', 'closed'])
+    } finally {
+      t.mock.timers.reset()
+    }
+  })
+
   it('resubscribes with since on an unsubscribed/resubscribe push, dropping duplicates by offset (scripted server)', async (t) => {
     const client = clients(t)
     // The real server sends `resubscribe` when its engine loses live continuity (a Redis
@@ -788,7 +812,7 @@ describe('client SDK: token refresh', () => {
     const alice = await srv.userToken('alice')
     await srv.createUser('erin')
     await createRoom(srv, alice, 'lobby')
-    const shortToken = (): string => srv.app.jwt.sign({ sub: 'erin', role: 'user', jti: randomUUID() }, { expiresIn: '3000ms' })
+    const shortToken = (): string => srv.app.jwt.sign({ sub: 'erin', role: 'user', jti: randomUUID(), sid: randomUUID() }, { expiresIn: '3000ms' })
 
     let refreshes = 0
     const refresher = client({ url: srv.url, token: shortToken(), getToken: () => { refreshes++; return shortToken() } })
@@ -863,7 +887,7 @@ describe('client SDK: a token refused before it expires, in a browser', () => {
     // Valid until its `exp`, but signed with another secret: the server answers 401, which a
     // browser sees only as a failed connection.
     const otherDeployment = await build(t, { env: { ...ENV, JWT_SECRET: 'another-secret-that-is-long-enough-for-hs256-!!' } })
-    const refused = otherDeployment.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID() })
+    const refused = otherDeployment.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID(), sid: randomUUID() })
     const issued: string[] = []
     // One timeline of the handshakes the server saw (by the token each carried, in
     // Sec-WebSocket-Protocol with the browser transport) and of the calls to getToken: the
@@ -880,7 +904,7 @@ describe('client SDK: a token refused before it expires, in a browser', () => {
         timeline.push(`getToken({ stale: ${String(stale)} })`)
         // A cache that hands out the same token until told it is stale, like most apps'.
         if (!stale) return refused
-        const token = srv.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID() })
+        const token = srv.app.jwt.sign({ sub: 'frank', role: 'user', jti: randomUUID(), sid: randomUUID() })
         issued.push(token)
         return token
       },

@@ -132,14 +132,16 @@ describe('GET /metrics', () => {
   })
 
   it('from a non-loopback address: 401 without a token, 403 for a user, 200 for an admin', async (t) => {
-    const { app } = await build(t)
+    const { app, createUser } = await build(t)
+    await createUser('alice')
+    await createUser('root', 'admin')
     const remote = { method: 'GET' as const, url: '/metrics', remoteAddress: '203.0.113.9' }
     const anonymous = await app.inject(remote)
     assert.equal(anonymous.statusCode, 401)
     assert.equal(anonymous.json().code, 'SB_ERR_UNAUTHORIZED')
-    const user = await app.inject({ ...remote, headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'alice', role: 'user', jti: 'u1' })}` } })
+    const user = await app.inject({ ...remote, headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'alice', role: 'user', jti: 'u1', sid: 's1' })}` } })
     assert.equal(user.statusCode, 403)
-    const admin = await app.inject({ ...remote, headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'root', role: 'admin', jti: 'a1' })}` } })
+    const admin = await app.inject({ ...remote, headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'root', role: 'admin', jti: 'a1', sid: 's2' })}` } })
     assert.equal(admin.statusCode, 200)
     assert.match(admin.body, /^# TYPE switchboard_connections gauge/m)
   })

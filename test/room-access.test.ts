@@ -77,7 +77,7 @@ interface Op {
   expect: Row
 }
 
-const userPrincipal = (userId: string, role: UserRole): UserPrincipal => ({ kind: 'user', userId, role, tokenId: 't', expiresAt: 0 })
+const userPrincipal = (userId: string, role: UserRole): UserPrincipal => ({ kind: 'user', userId, role, tokenId: 't', expiresAt: 0, sessionId: 's' })
 const keyPrincipal = (scopes: string[]): ApiKeyPrincipal => ({ kind: 'apiKey', keyId: 'k', name: 'k', scopes })
 const roleOf = (userId: string): UserRole => USERS.find(([id]) => id === userId)?.[1] ?? 'user'
 

@@ -28,7 +28,7 @@ describe('write coalescing', () => {
     t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
 
     // Twenty publications in one synchronous run: the memory engine fans each out at once.
-    const principal = { kind: 'user' as const, userId: 'alice', role: 'admin' as const, tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 600 }
+    const principal = { kind: 'user' as const, userId: 'alice', role: 'admin' as const, tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 600, sessionId: 's' }
     await Promise.all(Array.from({ length: 20 }, (_, i) => server.app.realtime.publish(principal, 'burst', { i })))
     await client.next(f => f.type === 'message' && f.offset === 20)
 

@@ -207,11 +207,12 @@ describe('token expiry', () => {
 
   function shortToken (srv: TestApp, sub: string, expiresInMs: number): string {
     // @fastify/jwt reads a numeric expiresIn as seconds (it scales it for fast-jwt): pass a unit.
-    return srv.app.jwt.sign({ sub, role: 'user', jti: randomUUID() }, { expiresIn: `${expiresInMs}ms` })
+    return srv.app.jwt.sign({ sub, role: 'user', jti: randomUUID(), sid: randomUUID() }, { expiresIn: `${expiresInMs}ms` })
   }
 
   it('closes with 4001 once the token expires', async (t) => {
     const srv = await build(t, { env })
+    await srv.createUser('erin')
     const token = shortToken(srv, 'erin', 2000)
     const client = await wsConnect(t, srv, { token })
     assert.equal(typeof client.welcome.tokenExpiresAt, 'number')
@@ -224,6 +225,7 @@ describe('token expiry', () => {
 
   it('a refresh before expiry keeps the connection open past the first expiry', async (t) => {
     const srv = await build(t, { env })
+    await srv.createUser('erin')
     // Both connections use the same token, so the control's 4001 marks the refresher's old deadline.
     const token = shortToken(srv, 'erin', 2000)
     const control = await wsConnect(t, srv, { token })
@@ -242,6 +244,7 @@ describe('token expiry', () => {
     assert.equal((await refresher.command({ type: 'ping' })).type, 'reply')
 
     // A token for someone else is refused and changes nothing.
+    await srv.createUser('frank')
     const other = shortToken(srv, 'frank', 60_000)
     const refused = await refresher.command({ type: 'refresh', token: other })
     assert.equal(refused.type, 'error')

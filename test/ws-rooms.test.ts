@@ -856,7 +856,7 @@ async function coreServer (t: TestContext, options: { engine?: Engine, authorize
   const wss = new WebSocketServer({ server, perMessageDeflate: false })
   wss.on('connection', (socket, request) => {
     const userId = new URL(request.url ?? '/', 'http://x').searchParams.get('user') ?? 'anonymous'
-    const principal: UserPrincipal = { kind: 'user', userId, role: 'user', tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 3600 }
+    const principal: UserPrincipal = { kind: 'user', userId, role: 'user', tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 3600, sessionId: 's' }
     const connection = node.connect(wsTransport(socket), principal, { ip: '127.0.0.1' })
     attachWsEvents(socket, connection)
   })

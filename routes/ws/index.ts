@@ -99,7 +99,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       token = tokens[0]
     }
     if (token !== undefined) {
-      const checked = app.checkAccessToken(token)
+      const checked = await app.checkAccessToken(token)
       return typeof checked === 'string' ? authFailure(checked, answerOf(new Errors.InvalidToken())) : checked
     }
     const headerKey = headers['x-api-key']
@@ -128,6 +128,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     if ('statusCode' in principal) return refuseWith(socket, request, ip, principal)
     const refusal = app.realtime.admit(principal, ip)
     if (refusal === 'draining') return refuseWith(socket, request, ip, answerOf(new Errors.ShuttingDown()))
+    if (refusal === 'revoked') return refuseWith(socket, request, ip, authFailure('revoked', answerOf(new Errors.InvalidToken())))
     if (refusal !== null) return refuseWith(socket, request, ip, tooMany(refusal))
     // Last, after the cheap local checks: one Redis round trip with the Redis engine.
     const reservation = await app.realtime.reserve(principal, ip)
@@ -160,12 +161,18 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
 
   function open (websocket: WebSocket, principal: Principal, ip: string, url: string | undefined, userAgent: string | undefined, id: string): void {
     // Synchronous from here to attachWsEvents: no frame can arrive before the listeners.
-    // Concurrent handshakes can pass admission together, or a drain can start in between; both
-    // are re-checked now that the socket exists. A drain gets the restart code, like every client.
+    // Concurrent handshakes can pass admission together, or a drain can start (or the session
+    // be revoked) in between; each is re-checked now that the socket exists. A drain gets the
+    // restart code, like every client; a revoked session 4001, as its open sockets did.
     const refusal = app.realtime.admit(principal, ip)
     if (refusal !== null) app.realtime.release(principal, ip, id)
     if (refusal === 'draining') {
       websocket.close(CloseCodes.SERVICE_RESTART, CloseReasons[CloseCodes.SERVICE_RESTART])
+      return
+    }
+    if (refusal === 'revoked') {
+      metrics.authFailure('revoked')
+      websocket.close(CloseCodes.TOKEN_EXPIRED, 'session revoked')
       return
     }
     if (refusal !== null) {

@@ -10,6 +10,8 @@ export interface UserPrincipal {
   /** The access token's jti and expiry (epoch seconds), for logs and live expiry. */
   tokenId: string
   expiresAt: number
+  /** The sign-in the token belongs to (its `sid` claim, the refresh-token family): what revocation ends. */
+  sessionId: string
 }
 
 export interface ApiKeyPrincipal {

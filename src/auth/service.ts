@@ -2,14 +2,18 @@ import type { Config } from '../config.js'
 import { Errors } from '../errors.js'
 import type { ApiKey, Store, User, UserRole } from '../store/types.js'
 import type { LoginThrottle } from '../limits/login-throttle.js'
+import { isActiveAccount } from './account-status.js'
 import { dummyPasswordHash, hashPassword, verifyPassword } from './passwords.js'
 import type { ApiKeyPrincipal } from './principal.js'
+import type { Revocations } from './revocation.js'
 import { apiKeyDisplayPrefix, digest, newApiKey, newId, newRefreshToken } from './secrets.js'
 
 export interface AccessClaims {
   sub: string
   role: UserRole
   jti: string
+  /** The session: the refresh-token family the token was issued with (what revocation denies). */
+  sid: string
 }
 
 export interface TokenPair {
@@ -28,6 +32,8 @@ export interface AuthServiceDeps {
   signAccessToken: (claims: AccessClaims) => string
   /** Counts failed sign-ins per (address, username) and per address; cluster-wide with Redis. */
   loginThrottle: LoginThrottle
+  /** Ends sessions and accounts now, on every node (logout, reuse, sign out everywhere, removal). */
+  revocations: Revocations
   now?: () => number
 }
 
@@ -38,7 +44,16 @@ export type AuthService = ReturnType<typeof createAuthService>
  * API key issue and lookup. Framework-free; HTTP lives in routes/auth and routes/api-keys.
  */
 export function createAuthService (deps: AuthServiceDeps) {
-  const { store, config, signAccessToken, loginThrottle: throttle, now = Date.now } = deps
+  const { store, config, signAccessToken, loginThrottle: throttle, revocations, now = Date.now } = deps
+  /** A session that issued no token within this long holds no live access token. */
+  const accessTokenLifeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000
+
+  /** Revokes every session of a user: refresh tokens in the store, live access tokens and sockets everywhere. */
+  async function revokeUserSessions (userId: string): Promise<void> {
+    const at = now()
+    const sessionIds = await store.revokeUserRefreshTokens(userId, at, at - accessTokenLifeMs)
+    await revocations.revokeSessions(userId, sessionIds)
+  }
 
   async function issueTokens (user: User, familyId: string): Promise<TokenPair> {
     const refreshToken = newRefreshToken()
@@ -54,7 +69,7 @@ export function createAuthService (deps: AuthServiceDeps) {
       revokedAt: null
     })
     return {
-      accessToken: signAccessToken({ sub: user.id, role: user.role, jti: newId() }),
+      accessToken: signAccessToken({ sub: user.id, role: user.role, jti: newId(), sid: familyId }),
       refreshToken,
       expiresIn: config.jwt.accessTokenTtlSeconds,
       tokenType: 'Bearer',
@@ -89,7 +104,8 @@ export function createAuthService (deps: AuthServiceDeps) {
     /**
      * Exchanges a refresh token for a new pair. Each token works once: presenting a token that
      * was already exchanged means it was copied, so the whole family (every token descended
-     * from that login) is revoked and both holders must sign in again.
+     * from that login) is revoked, with the access tokens it issued and the sockets opened with
+     * them, and both holders must sign in again.
      */
     async refresh (refreshToken: string): Promise<TokenPair> {
       const record = await store.getRefreshTokenByHash(digest(refreshToken))
@@ -97,17 +113,44 @@ export function createAuthService (deps: AuthServiceDeps) {
       if (record === undefined || record.revokedAt !== null || record.expiresAt <= at) throw new Errors.InvalidRefreshToken()
       if (record.usedAt !== null || !(await store.markRefreshTokenUsed(record.id, at))) {
         await store.revokeRefreshFamily(record.familyId, at)
+        await revocations.revokeSessions(record.userId, [record.familyId])
         throw new Errors.InvalidRefreshToken()
       }
       const user = await store.getUser(record.userId)
-      if (user === undefined) throw new Errors.InvalidRefreshToken()
+      if (!isActiveAccount(user)) throw new Errors.InvalidRefreshToken()
       return await issueTokens(user, record.familyId)
     },
 
-    /** Ends the session the refresh token belongs to. Unknown tokens are ignored (logout is idempotent). */
+    /**
+     * Ends the session the refresh token belongs to: its refresh tokens, the access tokens it
+     * issued and the sockets opened with them (4001), on every node. Unknown tokens are ignored
+     * (logout is idempotent).
+     */
     async logout (refreshToken: string): Promise<void> {
       const record = await store.getRefreshTokenByHash(digest(refreshToken))
-      if (record !== undefined) await store.revokeRefreshFamily(record.familyId, now())
+      if (record === undefined) return
+      await store.revokeRefreshFamily(record.familyId, now())
+      await revocations.revokeSessions(record.userId, [record.familyId])
+    },
+
+    /** Signs a user out everywhere (an admin's action, or after a password change): every session ends now. */
+    revokeUserSessions,
+
+    /** Sets a new password and ends every session, so a stolen password or token stops working. */
+    async changePassword (userId: string, password: string): Promise<boolean> {
+      if (!(await store.setUserPassword(userId, await hashPassword(password, config.passwordHashCost)))) return false
+      await revokeUserSessions(userId)
+      return true
+    },
+
+    /**
+     * Deletes an account: its tokens get 401 and its sockets are closed with 4504 on every node
+     * before this resolves. False when there was no such user.
+     */
+    async deleteUser (userId: string): Promise<boolean> {
+      if (!(await store.deleteUser(userId))) return false
+      await revocations.closeAccount(userId)
+      return true
     },
 
     /** Creates the bootstrap admin when it does not exist yet; never changes an existing user. */

@@ -15,7 +15,10 @@ export const CloseCodes = {
   INTERNAL_ERROR: 1011,
   /** The node is restarting or draining: reconnect (to any node), after retryAfterMs. */
   SERVICE_RESTART: 1012,
-  /** The access token expired without a `refresh`: get a new token, then reconnect. */
+  /**
+   * The access token expired without a `refresh`, or its session was revoked (logout,
+   * refresh-token reuse, sign out everywhere): get a new token, then reconnect.
+   */
   TOKEN_EXPIRED: 4001,
   /** No command and no subscription for WS_IDLE_TIMEOUT_MS. */
   IDLE_TIMEOUT: 4002,
@@ -26,7 +29,9 @@ export const CloseCodes = {
   /** The client broke the protocol badly enough that retrying cannot help. */
   PROTOCOL_VIOLATION: 4500,
   /** An administrator disconnected this connection or user. */
-  KICKED: 4503
+  KICKED: 4503,
+  /** The account was deleted or disabled: signing in again cannot help. */
+  ACCOUNT_CLOSED: 4504
 } as const
 
 export type CloseCode = typeof CloseCodes[keyof typeof CloseCodes]
@@ -43,7 +48,8 @@ export const CloseReasons: Record<CloseCode, string> = {
   4008: 'slow consumer',
   4029: 'rate limited',
   4500: 'protocol violation',
-  4503: 'kicked'
+  4503: 'kicked',
+  4504: 'account closed'
 }
 
 /**

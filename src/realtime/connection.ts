@@ -48,7 +48,7 @@ export interface ConnectionHost {
   readonly log: Logger
   now(): number
   prepareFrame: PrepareFrame
-  verifyToken: (token: string) => UserPrincipal
+  verifyToken: (token: string) => Promise<UserPrincipal>
   authorize: Authorizer
   /** Grows with every change that drops grants (room changes, kicks, revocations, an engine reset): a subscribe compares it across its authorization. */
   readonly revision: number
@@ -280,7 +280,7 @@ export class Connection {
       case 'history': return await this.history(command)
       case 'presence': return await this.node.presence(this.principal, command.room)
       case 'ping': return {}
-      case 'refresh': return this.refresh(command.token)
+      case 'refresh': return await this.refresh(command.token)
     }
   }
 
@@ -358,14 +358,20 @@ export class Connection {
     return { epoch: result.epoch, offset: result.offset, complete: result.complete, publications: result.publications }
   }
 
-  private refresh (token: string): unknown {
+  /**
+   * A fresh token for the same user: the connection takes its expiry and its session, so a
+   * revocation of that session (not of the one it connected with) closes it from now on.
+   */
+  private async refresh (token: string): Promise<unknown> {
     if (this.principal.kind !== 'user') throw new RealtimeError('bad_request', 'API key connections do not expire; nothing to refresh')
     let fresh
     try {
-      fresh = this.node.verifyToken(token)
-    } catch {
+      fresh = await this.node.verifyToken(token)
+    } catch (err) {
+      if (err instanceof RealtimeError) throw err
       throw new RealtimeError('unauthorized', 'Invalid or expired token')
     }
+    if (this.state !== 'open') return undefined
     if (fresh.userId !== this.principal.userId) throw new RealtimeError('forbidden', 'The token belongs to another user')
     this.principal = fresh
     this.armExpiry()

@@ -154,6 +154,10 @@ export type ControlMessage = { node: string } & (
   | { type: 'kick_user', userId: string }
   | { type: 'kick_api_key', keyId: string }
   | { type: 'room_change', change: RoomChange }
+  /** Sessions of a user revoked until `until` (ms): deny their tokens, close their sockets (4001). */
+  | { type: 'revoke_sessions', userId: string, sessionIds: string[], until: number }
+  /** The account is gone or disabled: forget it as active, close its sockets (4504). */
+  | { type: 'close_account', userId: string }
 )
 
 /**

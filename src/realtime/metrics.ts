@@ -2,7 +2,8 @@
  * What the real-time core counts. The core calls these; plugins/metrics.ts implements them
  * with prom-client and serves GET /metrics. Tests and tools can pass `noopMetrics`.
  */
-export type AuthFailureReason = 'missing' | 'invalid' | 'expired' | 'origin'
+/** `revoked`: the token's session was revoked; `account_closed`: its user is gone or disabled. */
+export type AuthFailureReason = 'missing' | 'invalid' | 'expired' | 'revoked' | 'account_closed' | 'origin'
 export type RateLimitScope = 'messages' | 'publishes_per_user' | 'handshakes' | 'connections_per_user' | 'connections_per_ip'
 /**
  * Who answered a room access check of a publish, history or presence (docs/authorization.md,

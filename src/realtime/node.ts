@@ -18,11 +18,30 @@ import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
 const MIN_SWEEP_MS = 10
 const MAX_SWEEP_MS = 1000
 
+/**
+ * What the node needs of the auth layer to apply revocations (src/auth/revocation.ts): given
+ * to it, so that the core imports nothing of auth but the principal's type.
+ */
+export interface RevocationHost {
+  /** A Map lookup: true when the session's tokens were revoked (a handshake racing a revocation is refused). */
+  isSessionRevoked(sessionId: string): boolean
+  /** Another node revoked these sessions: deny their tokens here too, until `until` (ms). */
+  sessionsRevoked(sessionIds: string[], until: number): void
+  /** Another node closed this account: stop taking it for active here. */
+  accountClosed(userId: string): void
+  /** Of these users (connected here), those whose accounts are gone or disabled, from the store. */
+  closedAccounts(userIds: string[]): Promise<string[]>
+  /** How often the node asks closedAccounts about its connected users (ms). */
+  recheckMs: number
+}
+
 export interface NodeDeps {
   engine: Engine
   authorize: Authorizer
-  /** Verifies a fresh access token for `refresh`; throws when invalid. */
-  verifyToken: (token: string) => UserPrincipal
+  /** Verifies a fresh access token for `refresh` (signature, revocation, account); rejects when invalid. */
+  verifyToken: (token: string) => Promise<UserPrincipal>
+  /** Absent: no session or account revocation reaches the sockets (tests of the bare core). */
+  revocation?: RevocationHost
   prepareFrame: PrepareFrame
   limits: RealtimeLimits
   /**
@@ -35,7 +54,7 @@ export interface NodeDeps {
   now?: () => number
 }
 
-export type AdmissionRefusal = 'draining' | 'connections_per_user' | 'connections_per_ip'
+export type AdmissionRefusal = 'draining' | 'revoked' | 'connections_per_user' | 'connections_per_ip'
 
 export interface ConnectionFilter {
   user?: string
@@ -369,6 +388,44 @@ export function createRealtimeNode (deps: NodeDeps) {
     return targets.length
   }
 
+  /** Closes this node's sockets of the given sessions of a user with 4001: the client's refresh fails, it signs in again. */
+  function revokeSessionsLocal (userId: string, sessionIds: string[]): number {
+    const revoked = new Set(sessionIds)
+    const targets = select({ user: userId }).filter(c => c.principal.kind === 'user' && revoked.has(c.principal.sessionId))
+    for (const connection of targets) connection.close(CloseCodes.TOKEN_EXPIRED, 'session revoked')
+    return targets.length
+  }
+
+  /** Closes this node's sockets of an account that is gone or disabled with the terminal 4504. */
+  function closeAccountLocal (userId: string): number {
+    revision++
+    grants.dropPrincipal(principalPrefix({ kind: 'user', userId }))
+    const targets = select({ user: userId })
+    for (const connection of targets) connection.close(CloseCodes.ACCOUNT_CLOSED)
+    return targets.length
+  }
+
+  /**
+   * An account removed behind the auth service's back (straight in the database) announces
+   * nothing: every recheckMs the node asks the store, in batches, which of its connected
+   * users are gone, and closes their sockets. One run at a time.
+   */
+  let accountCheck: Promise<void> | null = null
+  const accountTimer = deps.revocation === undefined
+    ? undefined
+    : setInterval(() => {
+      const host = deps.revocation
+      if (accountCheck !== null || host === undefined) return
+      const users: string[] = []
+      for (const key of byUser.keys()) if (key.startsWith('user:')) users.push(key.slice('user:'.length))
+      if (users.length === 0) return
+      accountCheck = host.closedAccounts(users)
+        .then((closed) => { for (const userId of closed) closeAccountLocal(userId) })
+        .catch((err: unknown) => log.warn({ err }, 'account check of connected users failed; retried at the next interval'))
+        .finally(() => { accountCheck = null })
+    }, deps.revocation.recheckMs)
+  accountTimer?.unref()
+
   /** Applies a room change to this node's subscriptions; the history removal only where `removeHistory` (once per cluster). */
   async function applyRoomChangeLocal (change: RoomChange, removeHistory: boolean): Promise<void> {
     revision++
@@ -426,6 +483,15 @@ export function createRealtimeNode (deps: NodeDeps) {
       case 'room_change':
         applyRoomChangeLocal(message.change, false)
           .catch((err: unknown) => log.error({ err, room: message.change.room.id }, 'live revocation from another node failed'))
+        return
+      case 'revoke_sessions':
+        // Denied first: a handshake or request after the sockets close is refused here too.
+        deps.revocation?.sessionsRevoked(message.sessionIds, message.until)
+        revokeSessionsLocal(message.userId, message.sessionIds)
+        return
+      case 'close_account':
+        deps.revocation?.accountClosed(message.userId)
+        closeAccountLocal(message.userId)
     }
   })
 
@@ -459,6 +525,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     /** Checks a handshake against the drain state and the connection caps, before the upgrade. */
     admit (principal: Principal, ip: string): AdmissionRefusal | null {
       if (draining) return 'draining'
+      if (principal.kind === 'user' && deps.revocation?.isSessionRevoked(principal.sessionId) === true) return 'revoked'
       if ((byUser.get(admissionKey(principal))?.size ?? 0) >= limits.maxConnectionsPerUser) return 'connections_per_user'
       if ((byIp.get(ip) ?? 0) >= limits.maxConnectionsPerIp) return 'connections_per_ip'
       return null
@@ -550,6 +617,25 @@ export function createRealtimeNode (deps: NodeDeps) {
     },
 
     /**
+     * Session revocation (logout, refresh-token reuse, sign out everywhere): closes the
+     * sessions' sockets here with 4001, then tells the other nodes, which deny the sessions
+     * until `until` and close theirs. Resolves once Redis took the message. Returns how many
+     * were closed on this node.
+     */
+    async revokeSessions (userId: string, sessionIds: string[], until: number): Promise<number> {
+      const closed = revokeSessionsLocal(userId, sessionIds)
+      await broadcast({ type: 'revoke_sessions', userId, sessionIds, until })
+      return closed
+    },
+
+    /** An account deleted or disabled: its sockets are closed with 4504 here, then on every node. */
+    async closeAccount (userId: string): Promise<number> {
+      const closed = closeAccountLocal(userId)
+      await broadcast({ type: 'close_account', userId })
+      return closed
+    },
+
+    /**
      * Live revocation: applies a room change to open subscriptions before the HTTP request that
      * made it answers. Removals and bans act at once on the connections of that user (admins
      * keep their access); a room that became private is re-checked subscriber by subscriber.
@@ -598,6 +684,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     close (): void {
       draining = true
       clearInterval(sweep)
+      clearInterval(accountTimer)
       for (const connection of [...connections.values()]) connection.terminate()
     }
   }

@@ -107,6 +107,11 @@ export function createRoomService (deps: { store: Store }) {
         historyTtlSeconds: input.historyTtlSeconds ?? ROOM_DEFAULTS.historyTtlSeconds,
         maxMembers: input.maxMembers ?? ROOM_DEFAULTS.maxMembers,
         createdBy: principal.userId
+      }).catch(async (err: unknown) => {
+        // The owner's membership references the user: an account deleted since its token was
+        // last checked (ACCOUNT_CACHE_MS) fails the insert. That is a dead token, not a bug.
+        if (await store.getUser(principal.userId) === undefined) throw new Errors.InvalidToken()
+        throw err
       })
       if (room === null) throw new Errors.RoomExists()
       return room
