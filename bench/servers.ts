@@ -356,13 +356,13 @@ export function startTarget (variant: Variant, options: StartOptions): Promise<R
 
 /**
  * The frame-once hub checking a JWT before each upgrade, with a token shaped like
- * Switchboard's access tokens (HS256, iss, sub, role, jti, iat, exp) signed by fast-jwt, the
+ * Switchboard's access tokens (HS256, iss, sub, role, jti, sid, iat, exp) signed by fast-jwt, the
  * library both use.
  */
 async function startJwtHub (options: StartOptions): Promise<RunningTarget> {
   const secret = randomBytes(32).toString('hex')
   const sign = createSigner({ key: secret, algorithm: 'HS256', iss: 'switchboard', expiresIn: 3_600_000 })
-  const token = sign({ sub: BENCH_USER.username, role: 'user', jti: randomBytes(16).toString('hex') })
+  const token = sign({ sub: BENCH_USER.username, role: 'user', jti: randomBytes(16).toString('hex'), sid: randomBytes(16).toString('hex') })
   const peer = await startPeer('ws-framed', options, { JWT_SECRET: secret })
   return { ...peer, variant: 'ws-framed-jwt', token }
 }

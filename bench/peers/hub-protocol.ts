@@ -120,7 +120,7 @@ function jwtCheck (secret: string | undefined, issuer: string): ((info: { req: I
     key: secret,
     algorithms: ['HS256'],
     allowedIss: issuer,
-    requiredClaims: ['exp', 'iat', 'iss', 'sub', 'jti'],
+    requiredClaims: ['exp', 'iat', 'iss', 'sub', 'jti', 'sid'],
     clockTolerance: 5000
   })
   return ({ req }) => {
