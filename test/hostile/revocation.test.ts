@@ -4,7 +4,8 @@ import { join } from 'node:path'
 import { describe, it, type TestContext } from 'node:test'
 import { CloseCodes } from '../../src/realtime/close-codes.js'
 import {
-  build, deleteRedisKeys, PASSWORD, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type TestApp, type WsClient
+  build, deleteRedisKeys, PASSWORD, skipUnlessRedis, skipUnlessStore, STORE_KINDS, tempDir, TEST_REDIS_URL, wsConnect,
+  type StoreKind, type TestApp, type WsClient
 } from '../helper.js'
 
 /*
@@ -17,6 +18,7 @@ import {
 
 const CLOSE_WAIT_MS = 15_000
 const skipRedis = await skipUnlessRedis()
+const skipStore: Record<StoreKind, false | string> = { sqlite: false, postgres: await skipUnlessStore('postgres') }
 
 interface Session { accessToken: string, refreshToken: string }
 
@@ -74,6 +76,10 @@ describe('hostile: revocation (issue 19, findings 6 and 8)', () => {
     assert.equal(await handshakeStatus(t, srv, phone.accessToken), 401)
 
     await stillOpen(laptopSocket)
+    // Nor can another socket take the revoked token in-band.
+    const refresh = await laptopSocket.command({ type: 'refresh', token: phone.accessToken })
+    assert.equal(refresh.type, 'error')
+    assert.equal(refresh.error.code, 'unauthorized')
     assert.equal((await srv.request('GET', '/auth/me', { token: laptop.accessToken })).status, 200)
     assert.equal(await handshakeStatus(t, srv, laptop.accessToken), 101)
     assert.equal((await srv.request('GET', '/health/live')).status, 200)
@@ -119,31 +125,33 @@ describe('hostile: revocation (issue 19, findings 6 and 8)', () => {
     assert.equal(renewed.status, 401)
   })
 
-  it('a user removed from the store gets 401 (never 500) on REST and handshakes; its socket is closed with 4504', async (t) => {
-    // A short account cache, so that the periodic check of connected users comes soon.
-    const srv = await build(t, { env: { ACCOUNT_CACHE_MS: '200' } })
-    await srv.createUser('mallory')
-    await srv.createUser('bob')
-    const { accessToken } = await signIn(srv, 'mallory')
-    assert.equal((await srv.request('POST', '/rooms', { token: accessToken, body: { id: 'before' } })).status, 201)
-    const socket = await wsConnect(t, srv, { token: accessToken })
-    assert.equal((await socket.command({ type: 'subscribe', room: 'before' })).type, 'reply')
-    const bystander = await wsConnect(t, srv, { token: (await signIn(srv, 'bob')).accessToken })
+  for (const store of STORE_KINDS) {
+    it(`a user removed from the store gets 401 (never 500) on REST and handshakes; its socket is closed with 4504 (${store})`, { skip: skipStore[store] }, async (t) => {
+      // A short account cache, so that the periodic check of connected users comes soon.
+      const srv = await build(t, { store, env: { ACCOUNT_CACHE_MS: '200' } })
+      await srv.createUser('mallory')
+      await srv.createUser('bob')
+      const { accessToken } = await signIn(srv, 'mallory')
+      assert.equal((await srv.request('POST', '/rooms', { token: accessToken, body: { id: 'before' } })).status, 201)
+      const socket = await wsConnect(t, srv, { token: accessToken })
+      assert.equal((await socket.command({ type: 'subscribe', room: 'before' })).type, 'reply')
+      const bystander = await wsConnect(t, srv, { token: (await signIn(srv, 'bob')).accessToken })
 
-    assert.equal(await srv.app.store.deleteUser('mallory'), true)
-    // At once, whatever the cache still says: the room insert must not surface a foreign key error.
-    const room = await srv.request('POST', '/rooms', { token: accessToken, body: { id: 'after' } })
-    assert.equal(room.status, 401, room.text)
-    assert.equal(room.body.code, 'SB_ERR_INVALID_TOKEN')
+      assert.equal(await srv.app.store.deleteUser('mallory'), true)
+      // At once, whatever the cache still says: the room insert must not surface a foreign key error.
+      const room = await srv.request('POST', '/rooms', { token: accessToken, body: { id: 'after' } })
+      assert.equal(room.status, 401, room.text)
+      assert.equal(room.body.code, 'SB_ERR_INVALID_TOKEN')
 
-    assert.equal(await closedWith(socket), CloseCodes.ACCOUNT_CLOSED)
-    for (const [method, path] of [['GET', '/auth/me'], ['GET', '/rooms'], ['POST', '/rooms']] as const) {
-      const res = await srv.request(method, path, { token: accessToken, ...(method === 'POST' ? { body: { id: 'later' } } : {}) })
-      assert.equal(res.status, 401, `${method} ${path}: ${res.text}`)
-    }
-    assert.equal(await handshakeStatus(t, srv, accessToken), 401)
-    await stillOpen(bystander)
-  })
+      assert.equal(await closedWith(socket), CloseCodes.ACCOUNT_CLOSED)
+      for (const [method, path] of [['GET', '/auth/me'], ['GET', '/rooms'], ['POST', '/rooms']] as const) {
+        const res = await srv.request(method, path, { token: accessToken, ...(method === 'POST' ? { body: { id: 'later' } } : {}) })
+        assert.equal(res.status, 401, `${method} ${path}: ${res.text}`)
+      }
+      assert.equal(await handshakeStatus(t, srv, accessToken), 401)
+      await stillOpen(bystander)
+    })
+  }
 
   it('the account service closes a removed account everywhere at once', async (t) => {
     const srv = await build(t)
