@@ -95,8 +95,9 @@ describe('switchboard load --publisher-url', () => {
     const subscribersNode = await build(t)
     const publishersNode = await build(t)
     const token = await subscribersNode.userToken('loader')
-    // The same secret signs both nodes' tokens, but only the first has the room: a publisher
-    // that went to the second is refused with not_found.
+    await publishersNode.createUser('loader')
+    // The same secret signs both nodes' tokens and both know the user, but only the first has
+    // the room: a publisher that went to the second is refused with not_found.
     const run = await runCli(join(tempDir(t), 'none.json'), [
       'load', '--url', subscribersNode.url, '--publisher-url', publishersNode.url, '--token', token, '--create-rooms',
       '--subscribers', '2', '--publishers', '1', '--burst', '--messages', '3', '--drain-ms', '200', '--json'

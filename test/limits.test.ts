@@ -320,7 +320,8 @@ describe('cluster-wide limits through the app', { skip: skipRedis }, () => {
 
   it('the per-address handshake budget counts across nodes, refused handshakes included', async (t) => {
     const [a, b] = await twoNodes(t, { WS_HANDSHAKES_PER_IP_PER_MINUTE: '3' })
-    await a.createUser('alice')
+    // Each node has a database of its own here: both must know alice for her token to pass.
+    for (const node of [a, b]) await node.createUser('alice')
     const token = await a.login('alice')
     await wsConnect(t, a, { token })
     await assert.rejects(wsConnect(t, b, { token: 'not-a-token' }), /401/)

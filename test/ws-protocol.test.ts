@@ -62,7 +62,7 @@ describe('ws handshake', () => {
   it('refuses bad credentials with 401 before the upgrade', async (t) => {
     const srv = await build(t)
     await srv.createUser('alice')
-    const claims = { sub: 'alice', role: 'user', jti: 'j1', iss: 'switchboard' }
+    const claims = { sub: 'alice', role: 'user', jti: 'j1', sid: 's1', iss: 'switchboard' }
     const expired = signedToken({ ...claims, iat: nowSeconds() - 7200, exp: nowSeconds() - 3600 })
     // The same claims with a future exp are accepted: the expired token fails for its exp alone.
     await wsConnect(t, srv, { token: signedToken({ ...claims, iat: nowSeconds(), exp: nowSeconds() + 600 }) })
