@@ -5,7 +5,8 @@ import { Redis } from 'ioredis'
 import { createAccountStatus } from '../src/auth/account-status.js'
 import { createSessionDenylist, type SessionDenylistOptions } from '../src/auth/session-denylist.js'
 import type { User } from '../src/store/types.js'
-import { deleteRedisKeys, skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
+import { deleteRedisKeys } from '../support/redis.js'
+import { skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
 
 /*
  * The two halves of revocation on their own, with an injected clock: the session denylist

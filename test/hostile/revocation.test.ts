@@ -3,9 +3,9 @@ import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { describe, it, type TestContext } from 'node:test'
 import { CloseCodes } from '../../src/realtime/close-codes.js'
+import { deleteRedisKeys } from '../../support/redis.js'
 import {
-  build, deleteRedisKeys, PASSWORD, skipUnlessRedis, skipUnlessStore, STORE_KINDS, tempDir, TEST_REDIS_URL, wsConnect,
-  type StoreKind, type TestApp, type WsClient
+  build, PASSWORD, skipUnlessRedis, skipUnlessStore, STORE_KINDS, tempDir, TEST_REDIS_URL, wsConnect, type StoreKind, type TestApp, type WsClient
 } from '../helper.js'
 
 /*
