@@ -113,6 +113,7 @@ describe('reconnect decision: the table of cases', () => {
     { name: '4500 protocol violation stops', end: { code: 4500, reason: 'protocol violation' }, expect: stop('protocol violation') },
     { name: '4503 kicked stops', end: { code: 4503, reason: 'kicked' }, expect: stop('kicked') },
     { name: '4503 kicked stops even after a reconnect push', end: { code: 4503, reason: 'kicked', retryAfterMs: 10 }, expect: stop('kicked') },
+    { name: '4504 account closed stops, even with getToken', end: { code: 4504, reason: 'account closed', canRenewToken: true }, expect: stop('account closed') },
     { name: '4500 stops even with getToken', end: { code: 4500, reason: 'protocol violation', canRenewToken: true }, expect: stop('protocol violation') },
     // The backoff: attempt i waits floor(random · min(cap, base · 2^i)).
     { name: 'attempt 1 doubles the bound', end: { attempt: 1 }, expect: retry(100) },
