@@ -67,7 +67,7 @@ async function redisCalls (): Promise<Record<string, number[]>> {
       times['publish budget (rate limiter)']!.push(elapsedMs(at))
       await sleep(PACE_MS)
       publishedAt = process.hrtime.bigint()
-      await publisher.broker.publish('hop', { data: { i }, from: { id: 'user' }, ts: Date.now() }, { historySize: 100, historyTtlSeconds: 300 })
+      await publisher.broker.publish('hop', { payload: JSON.stringify({ i }), kind: 'json', from: { id: 'user' }, ts: Date.now() }, { historySize: 100, historyTtlSeconds: 300 })
       times['publish script']!.push(elapsedMs(publishedAt))
     }
     await sleep(100)

@@ -37,10 +37,11 @@ const MAX_RECOVERY_PUBLICATIONS = 1000
  * through it.
  */
 export default fp(async (app) => {
-  const { ws, redis } = app.config
+  const { ws, redis, history } = app.config
   const engine: Engine = redis === null
-    ? createMemoryEngine()
+    ? createMemoryEngine({ maxHistoryBytes: history.memoryBytes, roomHistoryBytes: history.roomBytes })
     : await createRedisEngine({
+      roomHistoryBytes: history.roomBytes,
       url: redis.url,
       sentinels: redis.sentinels,
       sentinelMaster: redis.sentinelMaster,
@@ -101,6 +102,7 @@ export default fp(async (app) => {
       maxConnectionsPerUser: ws.maxConnectionsPerUser,
       maxConnectionsPerIp: ws.maxConnectionsPerIp,
       maxRecoveryPublications: MAX_RECOVERY_PUBLICATIONS,
+      historyPageBytes: history.pageBytes,
       authorizationCacheMs: ws.authorizationCacheMs
     },
     metrics,

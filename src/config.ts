@@ -61,6 +61,10 @@ export const EnvSchema = Type.Object({
   AUTHORIZATION_CACHE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 10_000, description: 'How long a granted room operation is remembered; room changes drop it at once; 0: ask the store every time' }),
   PUBLISH_RATE_PER_USER: Type.Number({ minimum: 0, default: 100, description: 'Publishes per second per user or API key, over all its connections and REST, cluster-wide with Redis; 0: no limit' }),
   PUBLISH_BURST_PER_USER: Type.Integer({ minimum: 1, default: 200 }),
+  HISTORY_MEMORY_BYTES: Type.Integer({ minimum: 1_048_576, default: 268_435_456, description: 'Bytes of history the in-memory engine keeps for all rooms together; past it the oldest publications of the largest rooms go' }),
+  HISTORY_ROOM_BYTES: Type.Integer({ minimum: 65_536, default: 8_388_608, description: 'Bytes of history one room keeps (either engine); past it its oldest publications go' }),
+  HISTORY_PAGE_BYTES: Type.Integer({ minimum: 65_536, default: 1_048_576, description: 'Bytes of publications one history page (or recovery) carries at most' }),
+  MAX_ROOMS_PER_USER: Type.Integer({ minimum: 1, default: 50, description: 'Rooms an ordinary user may have created (and not deleted); admins are exempt' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
   // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
   REDIS_SENTINELS: Type.Optional(Type.String({ pattern: '^[^,\\s:]+:[0-9]{1,5}(,[^,\\s:]+:[0-9]{1,5})*$', description: 'host:port of Redis Sentinels (comma-separated): the master named REDIS_SENTINEL_MASTER is found through them and followed on failover' })),
@@ -138,6 +142,17 @@ export interface Config {
   }
   /** Per user (or API key) over every connection and REST, on every node; null: unlimited. */
   publishRate: { perSecond: number, burst: number } | null
+  /** History bounds, by bytes (publicationBytes): docs/security.md#history-memory. */
+  history: {
+    /** All rooms' history in the in-memory engine (unused with Redis). */
+    memoryBytes: number
+    /** One room's history, either engine. */
+    roomBytes: number
+    /** One history page or recovery; over WebSocket also at most half of ws.maxBufferedBytes. */
+    pageBytes: number
+  }
+  /** Rooms an ordinary user may have created; admins are exempt. */
+  maxRoomsPerUser: number
   /** The Redis engine (scale-out); null: the in-memory engine of this process. */
   redis: {
     url: string
@@ -330,6 +345,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
       authorizationCacheMs: env.AUTHORIZATION_CACHE_MS
     },
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
+    history: { memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
+    maxRoomsPerUser: env.MAX_ROOMS_PER_USER,
     redis: env.REDIS_URL === undefined
       ? null
       : {

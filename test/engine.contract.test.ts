@@ -54,7 +54,12 @@ function recordDeliveries (engine: Engine) {
 }
 
 function request (data: unknown, extra: Partial<PublishRequest> = {}): PublishRequest {
-  return { data, from: { id: 'alice' }, ts: Date.now(), ...extra }
+  return { payload: JSON.stringify(data), kind: 'json', from: { id: 'alice' }, ts: Date.now(), ...extra }
+}
+
+/** The data a publication carries (engines keep it as JSON text). */
+function dataOf (publication: Publication): unknown {
+  return JSON.parse(publication.payload)
 }
 
 function offsetsOf (publications: Publication[]): number[] {
@@ -125,7 +130,7 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
           assert.ok(delivered.every((d) => d.epoch === epoch))
           // Each delivery carries the data of the publish that was given its offset.
           const dataByOffset = new Map(mine.map(({ i, result }) => [result.offset, { i }]))
-          for (const d of delivered) assert.deepEqual(d.publication.data, dataByOffset.get(d.publication.offset))
+          for (const d of delivered) assert.deepEqual(dataOf(d.publication), dataByOffset.get(d.publication.offset))
         }
       })
     })
@@ -137,10 +142,10 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
         await engine.broker.subscribe(a)
         await engine.broker.subscribe(a)
         const ts = Date.now()
-        const first = await engine.broker.publish(a, { data: { n: 1 }, from: { id: 'bob' }, ts }, KEEP)
+        const first = await engine.broker.publish(a, { payload: '{"n":1}', kind: 'json', from: { id: 'bob' }, ts }, KEEP)
         await engine.broker.publish(other, request('unseen'), KEEP)
         await barrier()
-        assert.deepEqual(seen.inRoom(a), [{ room: a, epoch: first.epoch, publication: { offset: 1, data: { n: 1 }, from: { id: 'bob' }, ts } }])
+        assert.deepEqual(seen.inRoom(a), [{ room: a, epoch: first.epoch, publication: { offset: 1, payload: '{"n":1}', kind: 'json', from: { id: 'bob' }, ts } }])
         assert.deepEqual(seen.inRoom(other), [])
 
         await engine.broker.unsubscribe(a)
@@ -182,7 +187,7 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
         assert.ok(epoch !== undefined)
         return epoch
       }
-      const pub = (i: number): Publication => ({ offset: i, data: { i }, from: { id: `u${i}` }, ts: 1_700_000_000_000 + i })
+      const pub = (i: number): Publication => ({ offset: i, payload: JSON.stringify({ i }), kind: 'json', from: { id: `u${i}` }, ts: 1_700_000_000_000 + i })
       const pubs = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => pub(from + k))
 
       it('without since: the newest `limit`, oldest first, complete', async () => {
@@ -284,7 +289,7 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
         await engine.broker.publish(r, request('fresh'), short)
         const fresh = (await engine.history.history(r, { limit: 10 }, short))
         assert.deepEqual({ ...fresh, publications: offsetsOf(fresh.publications) }, { epoch, offset: 3, publications: [3], complete: true })
-        assert.equal(fresh.publications[0]?.data, 'fresh')
+        assert.equal(fresh.publications[0]?.payload, '"fresh"')
         const resume = await engine.history.history(r, { since: { epoch, offset: 0 }, limit: 10 }, short)
         assert.deepEqual({ ...resume, publications: offsetsOf(resume.publications) }, { epoch, offset: 3, publications: [3], complete: false })
         const recent = await engine.history.history(r, { since: { epoch, offset: 2 }, limit: 10 }, short)
@@ -304,9 +309,9 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
         assert.equal((await engine.broker.publish(r, request('no key'), KEEP)).offset, 3)
         await seen.until(() => seen.inRoom(r).length >= 3, 'three deliveries')
         await barrier()
-        assert.deepEqual(seen.inRoom(r).map((d) => d.publication.data), ['once', 'other key', 'no key'])
+        assert.deepEqual(seen.inRoom(r).map((d) => dataOf(d.publication)), ['once', 'other key', 'no key'])
         const stored = await engine.history.history(r, { limit: 10 }, KEEP)
-        assert.deepEqual(stored.publications.map((p) => p.data), ['once', 'other key', 'no key'])
+        assert.deepEqual(stored.publications.map(dataOf), ['once', 'other key', 'no key'])
       })
 
       it('concurrent publishes with one key publish once', async () => {
@@ -489,13 +494,13 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
               if (op.kind === 'publish') {
                 counter += 1
                 const ts = 1_700_000_000_000 + counter
-                const result = await e.broker.publish(r, { data: { counter }, from: { id: 'p' }, ts }, streamOptions)
+                const result = await e.broker.publish(r, { payload: JSON.stringify({ counter }), kind: 'json', from: { id: 'p' }, ts }, streamOptions)
                 if (m.epoch === null) {
                   assert.ok(!m.retired.includes(result.epoch), 'a new stream never reuses an epoch')
                   m.epoch = result.epoch
                 }
                 assert.deepEqual(result, { epoch: m.epoch, offset: m.all.length + 1, duplicate: false })
-                m.all.push({ offset: result.offset, data: { counter }, from: { id: 'p' }, ts })
+                m.all.push({ offset: result.offset, payload: JSON.stringify({ counter }), kind: 'json', from: { id: 'p' }, ts })
               } else if (op.kind === 'remove') {
                 await e.history.removeHistory(r)
                 if (m.epoch !== null) m.retired.push(m.epoch)

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import { ConfigError, loadConfig } from '../src/config.js'
-import type { ControlMessage, Publication, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
+import type { ControlMessage, Publication, PublishRequest, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
 import type { Logger } from '../src/realtime/logger.js'
 import { createRedisEngine, REFRESH_BATCH, type RedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine.js'
 import { deleteRedisKeys } from '../support/redis.js'
@@ -23,8 +23,13 @@ const WAIT_MS = 10_000
 
 const quietLog: Logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return quietLog } }
 
-function request (data: unknown) {
-  return { data, from: { id: 'alice' }, ts: Date.now() }
+function request (data: unknown): PublishRequest {
+  return { payload: JSON.stringify(data), kind: 'json', from: { id: 'alice' }, ts: Date.now() }
+}
+
+/** The data a publication carries (engines keep it as JSON text). */
+function dataOf (publication: Publication): unknown {
+  return JSON.parse(publication.payload)
 }
 
 /** Polls `check` until it returns a value (not undefined), or fails after WAIT_MS naming `what`. */
@@ -157,7 +162,7 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
     assert.deepEqual(seenB.publications.map((d) => d.publication.offset), Array.from({ length: 100 }, (_, k) => k + 1))
     const epoch = results[0]?.epoch
     assert.ok(seenB.publications.every((d) => d.epoch === epoch && d.room === 'lobby'))
-    assert.deepEqual(seenB.publications.slice(0, 50).map((d) => d.publication.data), Array.from({ length: 50 }, (_, k) => ({ i: k + 1 })))
+    assert.deepEqual(seenB.publications.slice(0, 50).map((d) => dataOf(d.publication)), Array.from({ length: 50 }, (_, k) => ({ i: k + 1 })))
     assert.deepEqual(seenA.publications, [], 'a did not subscribe')
     assert.deepEqual(await a.history.position('lobby'), { epoch, offset: 100 })
     assert.deepEqual(await b.history.position('lobby'), { epoch, offset: 100 })
@@ -176,7 +181,7 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
     await a.broker.publish('r', request('two'), KEEP)
     const resumed = await b.history.history('r', { since: { epoch: first.epoch, offset: 1 }, limit: 10 }, KEEP)
     assert.equal(resumed.complete, true)
-    assert.deepEqual(resumed.publications.map((p) => p.data), ['two'])
+    assert.deepEqual(resumed.publications.map(dataOf), ['two'])
     // An idempotency key is cluster-wide.
     const once = await a.broker.publish('r', { ...request('k'), idempotencyKey: 'k1' }, KEEP)
     assert.deepEqual(await b.broker.publish('r', { ...request('k again'), idempotencyKey: 'k1' }, KEEP), { ...once, duplicate: true })
@@ -286,7 +291,7 @@ describe('Redis engine: faults', { skip: skipUnlessRedisServer() }, () => {
     const after = await engine.broker.publish('r', request('after'), KEEP)
     assert.notEqual(after.epoch, before.epoch)
     await eventually('a delivery on the restored subscription', () => seen.publications.length === 2 ? true : undefined)
-    assert.deepEqual(seen.publications.map((d) => d.publication.data), ['before', 'after'])
+    assert.deepEqual(seen.publications.map((d) => dataOf(d.publication)), ['before', 'after'])
     const resume = await engine.history.history('r', { since: { epoch: before.epoch, offset: before.offset }, limit: 10 }, KEEP)
     assert.equal(resume.complete, false)
   })
@@ -510,6 +515,6 @@ describe('Redis engine: publishes confirmed by replicas (REDIS_WAIT_REPLICAS)', 
     const retried = await engine.broker.publish('r', { ...request('unconfirmed'), idempotencyKey: 'k1' }, KEEP)
     assert.deepEqual([retried.offset, retried.duplicate], [2, true])
     const history = await engine.history.history('r', { limit: 10 }, KEEP)
-    assert.deepEqual(history.publications.map(p => p.data), ['confirmed', 'unconfirmed'])
+    assert.deepEqual(history.publications.map(dataOf), ['confirmed', 'unconfirmed'])
   })
 })

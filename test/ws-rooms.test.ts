@@ -847,7 +847,8 @@ async function coreServer (t: TestContext, options: { engine?: Engine, authorize
       tokenClockToleranceMs: 0,
       maxConnectionsPerUser: 1000,
       maxConnectionsPerIp: 10_000,
-      maxRecoveryPublications: 1000
+      maxRecoveryPublications: 1000,
+      historyPageBytes: 1_048_576
     },
     metrics: noopMetrics,
     log: options.log ?? silent

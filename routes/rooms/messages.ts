@@ -1,7 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
 import { Errors } from '../../src/errors.js'
 import { RealtimeError } from '../../src/realtime/errors.js'
 import { MAX_DATA_DEPTH, depthExceeds } from '../../src/realtime/protocol.js'
+import { historyJson } from '../../src/realtime/publication-frames.js'
 import { errorResponses, type Security } from '../../src/schemas/common.js'
 import { RoomParamsSchema } from '../../src/schemas/rooms.js'
 import { HistoryQuerySchema, HistorySchema, PresenceSchema, PublishBodySchema, PublishedSchema } from '../../src/schemas/realtime.js'
@@ -10,6 +12,7 @@ import { HistoryQuerySchema, HistorySchema, PresenceSchema, PublishBodySchema, P
 const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const security: Security = [{ bearerAuth: [] }, { apiKey: [] }]
   const { maxMessageBytes } = app.config.ws
+  const { pageBytes } = app.config.history
 
   app.post('/:id/messages', {
     onRequest: app.authenticate,
@@ -25,8 +28,10 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { data, idempotencyKey } = request.body
     // The same bounds as a WebSocket publish: a message that could not be sent over /ws is refused here too.
     if (depthExceeds(data, MAX_DATA_DEPTH)) throw Object.assign(new Error(`body/data: nested deeper than ${MAX_DATA_DEPTH} levels`), { statusCode: 400, code: 'SB_ERR_VALIDATION' })
-    if (Buffer.byteLength(JSON.stringify(data)) > maxMessageBytes) throw new Errors.PayloadTooLarge(`data is larger than ${maxMessageBytes} bytes`)
-    const result = await viaRealtime(() => app.realtime.publish(request.principal!, request.params.id, data, idempotencyKey))
+    // Serialised once: the size check, history and every frame use this same text.
+    const json = JSON.stringify(data)
+    if (Buffer.byteLength(json) > maxMessageBytes) throw new Errors.PayloadTooLarge(`data is larger than ${maxMessageBytes} bytes`)
+    const result = await viaRealtime(() => app.realtime.publish(request.principal!, request.params.id, json, idempotencyKey))
     return reply.code(201).send({ epoch: result.epoch, offset: result.offset })
   })
 
@@ -34,21 +39,27 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     onRequest: app.authenticate,
     schema: {
       tags: ['messages'],
-      summary: 'History: the latest publications, or those after `since` in `epoch`',
+      summary: 'History: the latest publications, or those after `since` in `epoch`, in pages of at most HISTORY_PAGE_BYTES',
       security,
       params: RoomParamsSchema,
       querystring: HistoryQuerySchema,
       response: { 200: HistorySchema, ...errorResponses(400, 401, 403, 404, 503) }
     }
-  }, async (request) => {
+  }, async (request, reply) => {
     const { since, epoch, limit } = request.query
     if ((since === undefined) !== (epoch === undefined)) {
       throw Object.assign(new Error('querystring: `since` and `epoch` go together'), { statusCode: 400, code: 'SB_ERR_VALIDATION' })
     }
-    return await viaRealtime(() => app.realtime.history(request.principal!, request.params.id, {
+    const result = await viaRealtime(() => app.realtime.history(request.principal!, request.params.id, {
       limit,
+      maxBytes: pageBytes,
       ...(since === undefined || epoch === undefined ? {} : { since: { epoch, offset: since } })
     }))
+    // Publications are JSON text already: the page is their concatenation (HistorySchema's
+    // shape), sent as it is rather than parsed and serialised again. The typed reply only
+    // knows the object form of the schema, hence the plain FastifyReply.
+    const untyped: FastifyReply = reply
+    return await untyped.type('application/json; charset=utf-8').send(historyJson(result))
   })
 
   app.get('/:id/presence', {

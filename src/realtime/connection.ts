@@ -3,8 +3,9 @@ import { CloseCodes, CloseReasons, type CloseCode } from './close-codes.js'
 import type { Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
 import { RealtimeError } from './errors.js'
 import type { Logger } from './logger.js'
+import { historyJson, JsonText, messageText, subscribedJson } from './publication-frames.js'
 import {
-  errorFrame, parseCommand, replyFrame, PROTOCOL_VERSION,
+  errorFrame, parseCommand, replyFrame, replyFrameWithJson, PROTOCOL_VERSION,
   type ClientCommand, type CommandId, type HistoryCommand, type SubscribeCommand, type UnsubscribeReason
 } from './protocol.js'
 import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
@@ -52,7 +53,8 @@ export interface ConnectionHost {
   authorize: Authorizer
   /** Grows with every change that drops grants (room changes, kicks, revocations, an engine reset): a subscribe compares it across its authorization. */
   readonly revision: number
-  publish(principal: Principal, room: string, data: unknown, idempotencyKey?: string): Promise<PublishResult>
+  /** Publishes `json`, the JSON text of the data (serialised once by the caller, kept as it is). */
+  publish(principal: Principal, room: string, json: string, idempotencyKey?: string): Promise<PublishResult>
   history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
   presence(principal: Principal, room: string): Promise<PresenceInfo>
   joinRoom(connection: Connection, room: string): Promise<void>
@@ -256,7 +258,8 @@ export class Connection {
     if (this.state !== 'open') return
     try {
       const result = await this.execute(command)
-      if (this.state === 'open' && result !== undefined) this.sendText(replyFrame(command.id, result))
+      if (this.state !== 'open' || result === undefined) return
+      this.sendText(result instanceof JsonText ? replyFrameWithJson(command.id, result.text) : replyFrame(command.id, result))
     } catch (err) {
       if (err instanceof RealtimeError) {
         if (this.state === 'open') this.sendText(errorFrame(command.id, err.code, err.message, err.retryAfterMs))
@@ -274,7 +277,8 @@ export class Connection {
         return {}
       }
       case 'publish': {
-        const result = await this.node.publish(this.principal, command.room, command.data, command.idempotencyKey)
+        // Serialised here, once: history keeps this text and every frame inlines it.
+        const result = await this.node.publish(this.principal, command.room, JSON.stringify(command.data), command.idempotencyKey)
         return { epoch: result.epoch, offset: result.offset }
       }
       case 'history': return await this.history(command)
@@ -316,7 +320,7 @@ export class Connection {
       if (since === undefined) {
         position = await this.node.engine.history.position(room)
       } else {
-        const result = await this.node.engine.history.history(room, { since, limit: this.node.limits.maxRecoveryPublications }, options)
+        const result = await this.node.engine.history.history(room, { since, limit: this.node.limits.maxRecoveryPublications, maxBytes: this.pageBytes }, options)
         recovered = result.complete
         publications = recovered ? result.publications : []
         position = result
@@ -329,8 +333,7 @@ export class Connection {
       // Everything up to `position` is in this reply; buffered live publications continue it.
       sub.epoch = position.epoch
       sub.offset = position.offset
-      const reply = replyFrame(command.id, { room, epoch: position.epoch, offset: position.offset, recovered, publications })
-      this.sendText(reply)
+      this.sendText(replyFrameWithJson(command.id, subscribedJson(room, position, recovered, publications)))
       sub.state = 'live'
       const buffered = sub.buffer
       sub.buffer = []
@@ -350,12 +353,23 @@ export class Connection {
     }
   }
 
-  private async history (command: HistoryCommand): Promise<unknown> {
+  private async history (command: HistoryCommand): Promise<JsonText> {
     const result = await this.node.history(this.principal, command.room, {
       limit: command.limit ?? 50,
+      maxBytes: this.pageBytes,
       ...(command.since === undefined ? {} : { since: command.since })
     })
-    return { epoch: result.epoch, offset: result.offset, complete: result.complete, publications: result.publications }
+    return new JsonText(historyJson(result))
+  }
+
+  /**
+   * Bytes of publications one reply (a history page, a recovery) may carry: the page cap, and
+   * at most half the outbound budget, so that a reply fits beside the fan-out already queued
+   * instead of cutting its asker off as a slow consumer.
+   */
+  private get pageBytes (): number {
+    const { historyPageBytes, maxBufferedBytes } = this.node.limits
+    return Math.min(historyPageBytes, Math.floor(maxBufferedBytes / 2))
   }
 
   /**
@@ -575,11 +589,6 @@ export class Connection {
 
 export function principalId (principal: Principal): string {
   return principal.kind === 'user' ? principal.userId : `key:${principal.name}`
-}
-
-/** The `message` push, serialised once per publication. */
-export function messageText (room: string, epoch: string, publication: Publication): string {
-  return JSON.stringify({ type: 'message', room, epoch, offset: publication.offset, data: publication.data, from: publication.from, ts: publication.ts })
 }
 
 export type { CommandId }

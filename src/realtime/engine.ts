@@ -12,7 +12,11 @@ import { randomBytes } from 'node:crypto'
  *   dropped, a new in-memory stream after a restart), so (epoch, offset) is a position a
  *   client can resume from or be told it cannot;
  * - a publish resolves only after the publication is numbered and stored, so an acknowledged
- *   publication is recoverable for as long as history keeps it.
+ *   publication is recoverable for as long as history keeps it;
+ * - history keeps a publication as the payload text it was published with (never a parsed
+ *   object graph), and drops only the oldest of a room (by count, TTL and bytes): what is held
+ *   is always the contiguous run of offsets ending at the newest, so a read that cannot be
+ *   answered in full says so (`complete: false`) rather than skipping.
  */
 
 export interface StreamPosition {
@@ -25,12 +29,34 @@ export interface Publisher {
   id: string
 }
 
+/** How a payload is encoded: JSON text for now; the binary issue adds raw bytes. */
+export type PayloadKind = 'json'
+
 export interface Publication {
   offset: number
-  data: unknown
+  /**
+   * The payload as published and as every frame carries it: for `json`, the JSON text of the
+   * `data` the client sent, serialised once at publish and inlined into frames as it is.
+   */
+  payload: string
+  kind: PayloadKind
   from: Publisher
   /** Server time of the publish, epoch milliseconds. */
   ts: number
+}
+
+/**
+ * What one publication is counted as, beyond its payload and publisher id, in history budgets
+ * and page caps: about the JSON envelope a frame wraps it in and the objects that hold it.
+ */
+export const PUBLICATION_OVERHEAD_BYTES = 128
+
+/**
+ * The bytes a publication counts for in every history budget (per node, per room) and page
+ * cap, the same in every engine (the Redis scripts count `#payload + #from + overhead`).
+ */
+export function publicationBytes (payload: string, publisherId: string): number {
+  return Buffer.byteLength(payload) + Buffer.byteLength(publisherId) + PUBLICATION_OVERHEAD_BYTES
 }
 
 /** Per-room stream settings (from the room's row, or defaults for personal rooms). */
@@ -41,7 +67,8 @@ export interface StreamOptions {
 }
 
 export interface PublishRequest {
-  data: unknown
+  payload: string
+  kind: PayloadKind
   from: Publisher
   ts: number
   /** Same key within the idempotency window → the first result, published once. */
@@ -58,6 +85,12 @@ export interface HistoryQuery {
   since?: StreamPosition
   /** At most this many publications (the oldest first when `since` is given, else the newest). */
   limit: number
+  /**
+   * At most this many bytes of publications (publicationBytes each), though never fewer than
+   * one publication. The page is the oldest part of what `since` and `limit` select, so the
+   * caller continues with `since` at its last offset. Absent: no byte cap.
+   */
+  maxBytes?: number
 }
 
 export interface HistoryResult extends StreamPosition {
@@ -65,7 +98,8 @@ export interface HistoryResult extends StreamPosition {
   publications: Publication[]
   /**
    * With `since`: true when the epoch matched and every publication after `since` is still
-   * held (and fit within `limit`), i.e. the caller misses nothing. Without `since`: true.
+   * held and in this page (within `limit` and `maxBytes`), i.e. the caller misses nothing.
+   * Without `since`: true unless `maxBytes` cut the page short of the newest publication.
    */
   complete: boolean
 }
@@ -106,6 +140,11 @@ export interface History {
   position(room: string): Promise<StreamPosition>
   /** Drops a room's history (room deleted): the next publication starts a new epoch. */
   removeHistory(room: string): Promise<void>
+  /**
+   * Bytes (publicationBytes) of history this process holds, for an engine that keeps history
+   * in the process; absent where history lives elsewhere (Redis).
+   */
+  bytesHeld?(): number
 }
 
 export interface PresenceInfo {
@@ -198,6 +237,12 @@ export function sinceResult (since: StreamPosition, epoch: string, offset: numbe
   const last = publications[publications.length - 1]
   const complete = first !== undefined && last !== undefined && first.offset === since.offset + 1 && last.offset === offset
   return { epoch, offset, publications, complete }
+}
+
+/** The same rule without `since`: complete unless the page stops short of the newest publication. */
+export function latestResult (epoch: string, offset: number, publications: Publication[]): HistoryResult {
+  const last = publications[publications.length - 1]
+  return { epoch, offset, publications, complete: last === undefined || last.offset === offset }
 }
 
 const EPOCH_BYTES = 8

@@ -14,4 +14,6 @@ export interface RealtimeLimits {
   maxConnectionsPerIp: number
   /** Most publications one recovery (or one subscribe's live buffer) may carry. */
   maxRecoveryPublications: number
+  /** Bytes of publications one history page may carry (HISTORY_PAGE_BYTES; see Connection.pageBytes). */
+  historyPageBytes: number
 }

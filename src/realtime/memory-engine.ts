@@ -2,7 +2,7 @@ import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
-import { newEpoch, sinceResult } from './engine.js'
+import { latestResult, newEpoch, publicationBytes, sinceResult } from './engine.js'
 
 export interface MemoryEngineOptions {
   /** Clock in epoch milliseconds (tests inject one to move time). */
@@ -14,6 +14,13 @@ export interface MemoryEngineOptions {
    * then, so the publish still resolves; the default reports it as a process warning.
    */
   onHandlerError?: (err: unknown, room: string) => void
+  /**
+   * Bytes (publicationBytes) all rooms' history may hold together (HISTORY_MEMORY_BYTES).
+   * Past it, the oldest publications of the largest rooms go first. Absent: no node budget.
+   */
+  maxHistoryBytes?: number
+  /** Bytes one room's history may hold (HISTORY_ROOM_BYTES); its oldest go first. Absent: no cap. */
+  roomHistoryBytes?: number
 }
 
 const DEFAULT_IDEMPOTENCY_WINDOW_MS = 5 * 60_000
@@ -29,10 +36,17 @@ const SWEEP_INTERVAL_MS = 60_000
  * The floor spares tiny histories a new array on every publish.
  */
 const COMPACT_AFTER = 16
+/**
+ * At the node budget, history is trimmed to this share of it: the rooms are sorted once per
+ * eviction, so eviction is paid once per tenth of the budget published, not on every publish.
+ */
+const EVICT_TO = 0.9
 
 interface Stored {
   publication: Publication
   storedAt: number
+  /** publicationBytes of the publication, counted once at publish. */
+  bytes: number
 }
 
 interface Stream {
@@ -43,6 +57,8 @@ interface Stream {
   stored: Stored[]
   /** Index of the oldest held entry in `stored` (entries before it are dropped). */
   head: number
+  /** Bytes of the held entries. */
+  bytes: number
   /** Insertion-ordered, so the oldest keys are first both for expiry and for eviction. */
   keys: Map<string, { position: StreamPosition, at: number }>
   /** Creation or last publish: what "idle" is measured from. */
@@ -55,9 +71,14 @@ function heldCount (stream: Stream): number {
   return stream.stored.length - stream.head
 }
 
-function dropOldest (stream: Stream, count: number): void {
-  if (count <= 0) return
-  stream.head += count
+/** Drops the `count` oldest held entries; returns the bytes they held. */
+function dropOldest (stream: Stream, count: number): number {
+  if (count <= 0) return 0
+  const end = Math.min(stream.stored.length, stream.head + count)
+  let freed = 0
+  for (let i = stream.head; i < end; i++) freed += stream.stored[i]!.bytes
+  stream.head = end
+  stream.bytes -= freed
   if (stream.head >= stream.stored.length) {
     stream.stored = []
     stream.head = 0
@@ -65,23 +86,36 @@ function dropOldest (stream: Stream, count: number): void {
     stream.stored = stream.stored.slice(stream.head)
     stream.head = 0
   }
+  return freed
+}
+
+/** How many of the oldest held entries must go for the stream to hold at most `bytes`. */
+function countToFit (stream: Stream, bytes: number): number {
+  let excess = stream.bytes - bytes
+  let count = 0
+  for (let i = stream.head; excess > 0 && i < stream.stored.length; i++, count++) excess -= stream.stored[i]!.bytes
+  return count
 }
 
 /**
  * The embedded engine for one process: per-room streams numbered and kept in memory, delivery
- * to this process's handler, presence in maps. State is bounded (history by each room's size
- * and TTL, idempotency keys by count and window, idle empty streams dropped by a sweep), and
- * a dropped stream comes back under a new epoch, so a client is told it cannot recover rather
- * than silently missing publications.
+ * to this process's handler, presence in maps. State is bounded (history by each room's size,
+ * TTL and bytes and by the node's byte budget, idempotency keys by count and window, idle
+ * empty streams dropped by a sweep), and a dropped stream comes back under a new epoch, so a
+ * client is told it cannot recover rather than silently missing publications.
  */
 export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
   const now = options.now ?? Date.now
   const idempotencyWindowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS
+  const maxHistoryBytes = options.maxHistoryBytes ?? Infinity
+  const roomHistoryBytes = options.roomHistoryBytes ?? Infinity
   const onHandlerError = options.onHandlerError ?? ((err: unknown, room: string) => {
     process.emitWarning(err instanceof Error ? err : String(err), { code: 'SB_BROKER_HANDLER', detail: `room ${room}` })
   })
 
   const streams = new Map<string, Stream>()
+  /** Bytes held by every stream together: what maxHistoryBytes bounds. */
+  let heldBytes = 0
   const subscribed = new Set<string>()
   const presence = new Map<string, Map<string, Set<string>>>()
   let handler: BrokerHandler | null = null
@@ -119,7 +153,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
   function prune (stream: Stream, streamOptions: StreamOptions | null, at: number): void {
     if (streamOptions !== null) {
       stream.options = streamOptions
-      dropOldest(stream, heldCount(stream) - Math.max(0, streamOptions.historySize))
+      heldBytes -= dropOldest(stream, heldCount(stream) - Math.max(0, streamOptions.historySize))
       const ttlMs = streamOptions.historyTtlSeconds * 1000
       let expired = 0
       for (let i = stream.head; i < stream.stored.length; i++) {
@@ -127,7 +161,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
         if (entry === undefined || at - entry.storedAt < ttlMs) break
         expired++
       }
-      dropOldest(stream, expired)
+      heldBytes -= dropOldest(stream, expired)
     }
     for (const [key, seen] of stream.keys) {
       if (at - seen.at < idempotencyWindowMs) break
@@ -152,7 +186,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
       if (droppable(room, stream, at)) stream = undefined
     }
     if (stream === undefined) {
-      stream = { epoch: newEpoch(), offset: 0, stored: [], head: 0, keys: new Map(), lastPublishAt: at, options: streamOptions }
+      stream = { epoch: newEpoch(), offset: 0, stored: [], head: 0, bytes: 0, keys: new Map(), lastPublishAt: at, options: streamOptions }
       streams.set(room, stream)
     }
     return stream
@@ -163,6 +197,31 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     for (const [room, stream] of streams) {
       prune(stream, stream.options, at)
       if (droppable(room, stream, at)) streams.delete(room)
+    }
+  }
+
+  /**
+   * Over the node budget: the largest rooms are trimmed, oldest first, to one common level,
+   * low enough that all of history fits in EVICT_TO of the budget. A flood in one room costs
+   * that room its old publications before any quiet room loses one; positions stay valid (the
+   * epoch is kept), and a read or recovery from before what is left is answered incomplete.
+   */
+  function evict (): void {
+    const excess = heldBytes - Math.floor(maxHistoryBytes * EVICT_TO)
+    if (excess <= 0) return
+    const largest = [...streams.values()].filter((s) => s.bytes > 0).sort((a, b) => b.bytes - a.bytes)
+    let sum = 0
+    for (let k = 0; k < largest.length; k++) {
+      sum += largest[k]!.bytes
+      const below = largest[k + 1]?.bytes ?? 0
+      // Trimming the k + 1 largest down to `below` would free sum - (k + 1) * below.
+      if (sum - (k + 1) * below < excess) continue
+      const level = Math.floor((sum - excess) / (k + 1))
+      for (let i = 0; i <= k; i++) {
+        const stream = largest[i]!
+        heldBytes -= dropOldest(stream, countToFit(stream, level))
+      }
+      return
     }
   }
 
@@ -182,10 +241,16 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     }
 
     stream.offset += 1
-    const publication: Publication = { offset: stream.offset, data: request.data, from: { id: request.from.id }, ts: request.ts }
-    stream.stored.push({ publication, storedAt: at })
+    const publication: Publication = { offset: stream.offset, payload: request.payload, kind: request.kind, from: { id: request.from.id }, ts: request.ts }
+    const bytes = publicationBytes(request.payload, request.from.id)
+    stream.stored.push({ publication, storedAt: at, bytes })
+    stream.bytes += bytes
+    heldBytes += bytes
     stream.lastPublishAt = at
-    dropOldest(stream, heldCount(stream) - Math.max(0, streamOptions.historySize))
+    heldBytes -= dropOldest(stream, heldCount(stream) - Math.max(0, streamOptions.historySize))
+    // The newest publication stays even alone over the room's cap: a room keeps its last word.
+    if (stream.bytes > roomHistoryBytes) heldBytes -= dropOldest(stream, Math.min(countToFit(stream, roomHistoryBytes), heldCount(stream) - 1))
+    if (heldBytes > maxHistoryBytes) evict()
 
     const position = { epoch: stream.epoch, offset: stream.offset }
     if (key !== undefined) {
@@ -212,15 +277,26 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     const { since } = query
 
     if (since === undefined) {
-      const take = Math.min(limit, held)
-      const publications = stream.stored.slice(stream.stored.length - take).map((s) => s.publication)
-      return { epoch, offset, publications, complete: true }
+      const start = stream.stored.length - Math.min(limit, held)
+      return latestResult(epoch, offset, page(stream, start, limit, query.maxBytes))
     }
     if (since.epoch !== epoch || since.offset >= offset) return sinceResult(since, epoch, offset, [])
     const firstHeld = offset - held + 1
     const from = Math.max(Math.floor(since.offset) + 1, firstHeld)
-    const start = stream.head + (from - firstHeld)
-    return sinceResult(since, epoch, offset, stream.stored.slice(start, start + limit).map((s) => s.publication))
+    return sinceResult(since, epoch, offset, page(stream, stream.head + (from - firstHeld), limit, query.maxBytes))
+  }
+
+  /** Up to `limit` publications from index `start`, within `maxBytes` (at least one). */
+  function page (stream: Stream, start: number, limit: number, maxBytes = Infinity): Publication[] {
+    const publications: Publication[] = []
+    let bytes = 0
+    for (let i = start; i < stream.stored.length && publications.length < limit; i++) {
+      const entry = stream.stored[i]!
+      if (publications.length > 0 && bytes + entry.bytes > maxBytes) break
+      bytes += entry.bytes
+      publications.push(entry.publication)
+    }
+    return publications
   }
 
   async function position (room: string): Promise<StreamPosition> {
@@ -231,6 +307,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
 
   async function removeHistory (room: string): Promise<void> {
     assertOpen()
+    heldBytes -= streams.get(room)?.bytes ?? 0
     streams.delete(room)
   }
 
@@ -305,7 +382,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
       publishEvent,
       close: closeBroker
     },
-    history: { history, position, removeHistory },
+    history: { history, position, removeHistory, bytesHeld: () => heldBytes },
     presence: { add: addPresence, remove: removePresence, get: getPresence },
     // One process is the whole cluster: a control message reaches its only node, at once.
     control: {
@@ -327,6 +404,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
       clearInterval(sweepTimer)
       await closeBroker()
       streams.clear()
+      heldBytes = 0
       presence.clear()
     }
   }

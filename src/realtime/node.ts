@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes } from './close-codes.js'
-import { Connection, messageText, principalId, type ConnectionHost } from './connection.js'
+import { Connection, principalId, type ConnectionHost } from './connection.js'
+import { messageText } from './publication-frames.js'
 import type { RealtimeLimits } from './limits.js'
 import type { Authorizer, RoomOperation } from './authorizer.js'
 import type { ControlMessage, Engine, PresenceInfo, Publication, RoomChange, RoomEvent, StreamOptions } from './engine.js'
@@ -208,7 +209,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     authorize,
     get revision () { return revision },
 
-    async publish (principal, room, data, idempotencyKey) {
+    async publish (principal, room, json, idempotencyKey) {
       // Before authorization: a user over the rate costs no store queries.
       const decision = await deps.publishRate?.take(principalId(principal))
       if (decision !== undefined && !decision.allowed) {
@@ -217,7 +218,8 @@ export function createRealtimeNode (deps: NodeDeps) {
       }
       const options = await authorize(principal, room, 'publish')
       return await viaEngine(() => engine.broker.publish(room, {
-        data,
+        payload: json,
+        kind: 'json',
         from: { id: principalId(principal) },
         ts: now(),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey })

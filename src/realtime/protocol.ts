@@ -297,3 +297,8 @@ export function errorFrame (id: CommandId | undefined, code: ErrorCode, message:
 export function replyFrame (id: CommandId, result: unknown): string {
   return JSON.stringify({ type: 'reply', id, result })
 }
+
+/** A reply whose result is JSON text already (history pages, subscribe replies), embedded as it is. */
+export function replyFrameWithJson (id: CommandId, resultJson: string): string {
+  return `{"type":"reply","id":${JSON.stringify(id)},"result":${resultJson}}`
+}

@@ -5,7 +5,7 @@ import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
-import { newEpoch, sinceResult } from './engine.js'
+import { latestResult, newEpoch, PUBLICATION_OVERHEAD_BYTES, publicationBytes, sinceResult } from './engine.js'
 import type { Logger } from './logger.js'
 
 export interface RedisEngineOptions extends RedisEndpoint {
@@ -27,6 +27,11 @@ export interface RedisEngineOptions extends RedisEndpoint {
   waitTimeoutMs?: number
   /** Receives what a broker handler threw; the default logs it. */
   onHandlerError?: (err: unknown, room: string) => void
+  /**
+   * Bytes (publicationBytes) one room's stream may hold (HISTORY_ROOM_BYTES): each publish
+   * trims the oldest past it, keeping the newest. Absent: only count and TTL bound a stream.
+   */
+  roomHistoryBytes?: number
 }
 
 export type RedisEngine = Engine & { ping(): Promise<void> }
@@ -55,19 +60,24 @@ local function nowMs()
 end
 local function int(n) return string.format('%.0f', n) end
 local function offsetOf(entry) return tonumber(string.match(entry[1], '^(%d+)')) end
-local function timeOf(entry)
+local function fieldOf(entry, name)
   local f = entry[2]
-  for i = 1, #f, 2 do if f[i] == 't' then return tonumber(f[i + 1]) end end
-  return 0
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return nil
 end
--- Offset of the oldest entry stored after cutoff (entries are appended in time order, so the
--- expired ones are a prefix: binary search), or nil when every entry expired or none is held.
-local function firstLive(stream, cutoff)
+local function timeOf(entry) return tonumber(fieldOf(entry, 't') or 0) end
+-- Bytes of the stream's publications before this entry, in this epoch (0 for entries stored
+-- before streams counted bytes).
+local function startOf(entry) return tonumber(fieldOf(entry, 'c') or 0) end
+-- Offset of the oldest entry for which keep(entry) holds, where keep is false on a prefix of
+-- the stream and true after it (entries are appended in time and byte order): binary search.
+-- nil when it holds for none or none is held.
+local function firstWhere(stream, keep)
   local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
   if not first then return nil end
-  if timeOf(first) > cutoff then return offsetOf(first) end
+  if keep(first) then return offsetOf(first) end
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
-  if timeOf(last) <= cutoff then return nil end
+  if not keep(last) then return nil end
   local lo, hi = offsetOf(first), offsetOf(last)
   local bound = hi
   while bound - lo > 1 do
@@ -75,10 +85,14 @@ local function firstLive(stream, cutoff)
     local entry = redis.call('XRANGE', stream, int(mid), '+', 'COUNT', 1)[1]
     local o = offsetOf(entry)
     if o >= bound then bound = mid
-    elseif timeOf(entry) > cutoff then hi = o; bound = o
+    elseif keep(entry) then hi = o; bound = o
     else lo = o end
   end
   return hi
+end
+-- Offset of the oldest entry stored after cutoff, or nil when every entry expired.
+local function firstLive(stream, cutoff)
+  return firstWhere(stream, function(entry) return timeOf(entry) > cutoff end)
 end
 -- The room's epoch and offset, creating the stream (offset 0, the caller's fresh epoch) when
 -- missing. A stream key left without its meta belongs to no epoch any more: it goes.
@@ -95,8 +109,14 @@ end
 
 /**
  * KEYS: meta, stream[, idempotency key]. ARGV: fresh epoch, historySize, historyTtlMs,
- * metaTtlMs, payload, channel, idempotency window ms. Returns {epoch, offset, duplicate}.
- * Numbering, storage and delivery are one atomic step: every node sees the same order.
+ * metaTtlMs, payload, channel, idempotency window ms, publisher id, ts, kind, the
+ * publication's bytes, the room's byte cap, the channel message's head. Returns {epoch,
+ * offset, duplicate}. Numbering, storage and delivery are one atomic step: every node sees
+ * the same order.
+ *
+ * Each entry records `c`, the bytes published in the epoch before it (the meta's `bytes` is
+ * the running total), so the stream's size is `bytes - c` of its oldest entry whatever trimmed
+ * it, and the byte cap is one binary search, not a walk over what is dropped.
  */
 const PUBLISH_LUA = LUA_COMMON + `
 local meta, stream, idem = KEYS[1], KEYS[2], KEYS[3]
@@ -115,23 +135,32 @@ local offset = redis.call('HINCRBY', meta, 'offset', 1)
 local now = nowMs()
 local size, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 if size > 0 and ttl > 0 then
-  redis.call('XADD', stream, 'MAXLEN', size, int(offset) .. '-0', 't', int(now), 'd', ARGV[5])
-  local live = firstLive(stream, now - ttl)
-  if live then redis.call('XTRIM', stream, 'MINID', int(live) .. '-0') end
+  local start = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+  local total = start + tonumber(ARGV[11])
+  redis.call('HSET', meta, 'bytes', int(total))
+  redis.call('XADD', stream, 'MAXLEN', size, int(offset) .. '-0', 't', int(now), 'c', int(start),
+    'f', ARGV[8], 's', ARGV[9], 'k', ARGV[10], 'd', ARGV[5])
+  local cutoff, floor = now - ttl, total - tonumber(ARGV[12])
+  -- The newest publication stays even alone over the room's cap: a room keeps its last word.
+  local keep = firstWhere(stream, function(entry) return timeOf(entry) > cutoff and startOf(entry) >= floor end) or offset
+  redis.call('XTRIM', stream, 'MINID', int(keep) .. '-0')
   redis.call('PEXPIRE', stream, ttl)
 else
   redis.call('DEL', stream)
 end
 redis.call('PEXPIRE', meta, ARGV[4])
 if idem then redis.call('SET', idem, epoch .. ':' .. int(offset), 'PX', ARGV[7]) end
-redis.call('PUBLISH', ARGV[6], 'p|' .. epoch .. '|' .. int(offset) .. '|' .. ARGV[5])
+redis.call('PUBLISH', ARGV[6], 'm|' .. epoch .. '|' .. int(offset) .. '|' .. ARGV[13] .. ARGV[5])
 return { epoch, offset, 0 }
 `
 
 /**
  * KEYS: meta, stream. ARGV: fresh epoch, historySize, historyTtlMs, limit, since epoch ('' for
- * the newest), first offset wanted (with since), min meta TTL ms. Returns {epoch, offset,
+ * the newest), first offset wanted (with since), min meta TTL ms, max bytes of the page, the
+ * bytes counted per publication beyond payload and publisher. Returns {epoch, offset,
  * entries}; limit 0 is position(). One snapshot: the entries and the top always agree.
+ * Entries are read a few at a time, so a page capped by bytes never copies much more than it
+ * returns, however large the publications.
  */
 const HISTORY_LUA = LUA_COMMON + `
 local meta, stream = KEYS[1], KEYS[2]
@@ -146,7 +175,20 @@ if not live then return { epoch, offset, {} } end
 local from = math.max(live, offset - size + 1)
 if sinceEpoch == '' then from = math.max(from, offset - limit + 1) else from = math.max(from, tonumber(ARGV[6])) end
 if from > offset then return { epoch, offset, {} } end
-return { epoch, offset, redis.call('XRANGE', stream, int(from), '+', 'COUNT', limit) }
+local maxBytes, overhead = tonumber(ARGV[8]), tonumber(ARGV[9])
+local out, used = {}, 0
+while #out < limit do
+  local batch = redis.call('XRANGE', stream, int(from), '+', 'COUNT', math.min(16, limit - #out))
+  if #batch == 0 then break end
+  for _, entry in ipairs(batch) do
+    local bytes = #(fieldOf(entry, 'd') or '') + #(fieldOf(entry, 'f') or '') + overhead
+    if #out > 0 and used + bytes > maxBytes then return { epoch, offset, out } end
+    used = used + bytes
+    out[#out + 1] = entry
+  end
+  from = offsetOf(batch[#batch]) + 1
+end
+return { epoch, offset, out }
 `
 
 /*
@@ -321,15 +363,44 @@ function toNumber (value: unknown): number {
 
 /** A stream entry as XRANGE returns it: [id, [field, value, ...]]. */
 function entryToPublication (entry: unknown): Publication {
-  const [id, fields] = entry as [string, string[]]
-  let payload = 'null'
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'd') payload = fields[i + 1] ?? 'null'
-  return decodePublication(Number(id.slice(0, id.indexOf('-'))), payload)
+  const [id, list] = entry as [string, string[]]
+  const fields: Record<string, string | undefined> = {}
+  for (let i = 0; i + 1 < list.length; i += 2) fields[list[i]!] = list[i + 1]
+  const offset = Number(id.slice(0, id.indexOf('-')))
+  if (fields.k === undefined) return legacyPublication(offset, fields.d ?? '{}')
+  return { offset, payload: fields.d ?? 'null', kind: 'json', from: { id: fields.f ?? '' }, ts: Number(fields.s) }
 }
 
-function decodePublication (offset: number, payload: string): Publication {
-  const parsed = JSON.parse(payload) as { data?: unknown, from: { id: string }, ts: number }
-  return { offset, data: parsed.data, from: { id: parsed.from.id }, ts: parsed.ts }
+/**
+ * Entries and channel messages written before payloads were kept as text carry one JSON
+ * envelope `{data, from, ts}`; they stay readable while they live out their TTL.
+ */
+function legacyPublication (offset: number, envelope: string): Publication {
+  const parsed = JSON.parse(envelope) as { data?: unknown, from?: { id?: string }, ts?: number }
+  return { offset, payload: JSON.stringify(parsed.data ?? null), kind: 'json', from: { id: parsed.from?.id ?? '' }, ts: parsed.ts ?? 0 }
+}
+
+/**
+ * The channel message after `m|epoch|offset|`: `ts|kind|length of the publisher id|` then the
+ * publisher id and the payload, unescaped. Built here, so the length is in the units JS reads
+ * it back in; the payload runs to the end of the message and may hold anything.
+ */
+function messageHead (request: PublishRequest): string {
+  return `${request.ts}|${request.kind}|${request.from.id.length}|${request.from.id}`
+}
+
+function decodeMessage (offset: number, rest: string): Publication {
+  const tsEnd = rest.indexOf('|')
+  const kindEnd = rest.indexOf('|', tsEnd + 1)
+  const lengthEnd = rest.indexOf('|', kindEnd + 1)
+  const fromEnd = lengthEnd + 1 + Number(rest.slice(kindEnd + 1, lengthEnd))
+  return {
+    offset,
+    payload: rest.slice(fromEnd),
+    kind: 'json',
+    from: { id: rest.slice(lengthEnd + 1, fromEnd) },
+    ts: Number(rest.slice(0, tsEnd))
+  }
 }
 
 /**
@@ -360,6 +431,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   // WAIT runs on the command connection: its own timeout must end before the connection's.
   if (waitReplicas > 0 && waitTimeoutMs >= timeoutMs) throw new Error('redis engine: waitTimeoutMs must be shorter than timeoutMs')
   const idempotencyWindowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS
+  const roomHistoryBytes = Math.min(Number.MAX_SAFE_INTEGER, options.roomHistoryBytes ?? Number.MAX_SAFE_INTEGER)
   const presenceTtlMs = Math.max(1, options.presenceTtlSeconds ?? 30) * 1000
   // Refreshed every ttl/3 with a lifetime of 3/4 ttl: one missed refresh is tolerated, and
   // with a sweep every ttl/4 a dead node's connections leave within ttl of its last refresh.
@@ -453,11 +525,13 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     const room = channels.get(channel)
     if (room === undefined || closed) return
     try {
-      if (message.startsWith('p|')) {
+      if (message.startsWith('m|') || message.startsWith('p|')) {
         const epochEnd = message.indexOf('|', 2)
         const offsetEnd = message.indexOf('|', epochEnd + 1)
         const epoch = message.slice(2, epochEnd)
-        const publication = decodePublication(Number(message.slice(epochEnd + 1, offsetEnd)), message.slice(offsetEnd + 1))
+        const offset = Number(message.slice(epochEnd + 1, offsetEnd))
+        const rest = message.slice(offsetEnd + 1)
+        const publication = message.startsWith('m|') ? decodeMessage(offset, rest) : legacyPublication(offset, rest)
         deliver(room, (h) => { h.onPublication(room, epoch, publication) })
       } else if (message.startsWith('e|')) {
         const event = JSON.parse(message.slice(2)) as RoomEvent
@@ -508,12 +582,12 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   async function publish (room: string, request: PublishRequest, streamOptions: StreamOptions): Promise<PublishResult> {
     assertOpen()
     const k = keysOf(room)
-    const payload = JSON.stringify({ data: request.data, from: { id: request.from.id }, ts: request.ts })
     const historyTtlMs = Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000))
     const keys = request.idempotencyKey === undefined ? [k.meta, k.stream] : [k.meta, k.stream, k.idem(request.idempotencyKey)]
     const result = await run(SCRIPTS.publish, keys, [
       newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), historyTtlMs,
-      Math.max(historyTtlMs, MIN_META_TTL_MS), payload, k.channel, idempotencyWindowMs
+      Math.max(historyTtlMs, MIN_META_TTL_MS), request.payload, k.channel, idempotencyWindowMs,
+      request.from.id, request.ts, request.kind, publicationBytes(request.payload, request.from.id), roomHistoryBytes, messageHead(request)
     ]) as [string, number, number]
     // Also for a duplicate: its first attempt may have failed exactly here.
     if (waitReplicas > 0) {
@@ -556,11 +630,12 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   // -------------------------------------------------------------------------------------
   // History
 
-  async function readStream (room: string, streamOptions: StreamOptions, limit: number, since?: StreamPosition): Promise<{ epoch: string, offset: number, publications: Publication[] }> {
+  async function readStream (room: string, streamOptions: StreamOptions, limit: number, since?: StreamPosition, maxBytes = Number.MAX_SAFE_INTEGER): Promise<{ epoch: string, offset: number, publications: Publication[] }> {
     const k = keysOf(room)
     const result = await run(SCRIPTS.history, [k.meta, k.stream], [
       newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000)),
-      limit, since?.epoch ?? '', since === undefined ? 0 : Math.floor(since.offset) + 1, MIN_META_TTL_MS
+      limit, since?.epoch ?? '', since === undefined ? 0 : Math.floor(since.offset) + 1, MIN_META_TTL_MS,
+      Math.min(Number.MAX_SAFE_INTEGER, Math.floor(maxBytes)), PUBLICATION_OVERHEAD_BYTES
     ]) as [string, number, unknown[]]
     return { epoch: result[0], offset: toNumber(result[1]), publications: result[2].map(entryToPublication) }
   }
@@ -569,8 +644,8 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     assertOpen()
     const limit = Math.max(0, Math.floor(query.limit))
     const { since } = query
-    const { epoch, offset, publications } = await readStream(room, streamOptions, limit, since)
-    if (since === undefined) return { epoch, offset, publications, complete: true }
+    const { epoch, offset, publications } = await readStream(room, streamOptions, limit, since, query.maxBytes)
+    if (since === undefined) return latestResult(epoch, offset, publications)
     return sinceResult(since, epoch, offset, publications)
   }
 
