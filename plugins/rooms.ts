@@ -9,5 +9,5 @@ declare module 'fastify' {
 
 /** Room, membership and ban rules, shared by the REST routes and the real-time core. */
 export default fp(async (app) => {
-  app.decorate('rooms', createRoomService({ store: app.store }))
-}, { name: 'rooms', dependencies: ['store', 'auth'] })
+  app.decorate('rooms', createRoomService({ store: app.store, limits: { maxRoomsPerUser: app.config.maxRoomsPerUser } }))
+}, { name: 'rooms', dependencies: ['config', 'store', 'auth'] })

@@ -13,6 +13,8 @@ export const Errors = {
   Forbidden: createError('SB_ERR_FORBIDDEN', '%s', 403),
   RegistrationClosed: createError('SB_ERR_REGISTRATION_CLOSED', 'Registration is disabled on this server', 403),
   Banned: createError('SB_ERR_BANNED', 'You are banned from this room', 403),
+  HistoryLimit: createError('SB_ERR_HISTORY_LIMIT', '%s', 403),
+  RoomLimit: createError('SB_ERR_ROOM_LIMIT', '%s', 403),
   RoomNotFound: createError('SB_ERR_ROOM_NOT_FOUND', 'Room not found', 404),
   UserNotFound: createError('SB_ERR_USER_NOT_FOUND', 'User not found', 404),
   MemberNotFound: createError('SB_ERR_MEMBER_NOT_FOUND', 'Not a member of this room', 404),

@@ -291,6 +291,23 @@ function storeContract (backend: Backend): void {
         assert.equal((await store.getRoom('lobby'))?.createdBy, 'alice')
       })
 
+      it('createRoom with a limit counts the creator\'s rooms, concurrent creates included', async () => {
+        const settings = { name: null, visibility: 'public' as const, publish: 'members' as const, historySize: 10, historyTtlSeconds: 60, maxMembers: null }
+        const limit = { maxCreatedBy: 3 }
+        await room('first', 'alice')
+        // A burst of creates by one user: exactly as many as the cap leaves room for pass.
+        const burst = await Promise.all(['b1', 'b2', 'b3', 'b4'].map(id => store.createRoom({ id, ...settings, createdBy: 'alice' }, limit)))
+        assert.equal(burst.filter(r => r === 'room_limit').length, 2)
+        assert.equal(burst.filter(r => r !== 'room_limit' && r !== null).length, 2)
+        // Another user's rooms do not count, and a taken id is still null.
+        assert.notEqual(await store.createRoom({ id: 'bobs', ...settings, createdBy: 'bob' }, limit), 'room_limit')
+        assert.equal(await store.createRoom({ id: 'bobs', ...settings, createdBy: 'bob' }, limit), null)
+        // A deleted room frees its place.
+        assert.equal(await store.deleteRoom('first'), true)
+        const again = await store.createRoom({ id: 'again', ...settings, createdBy: 'alice' }, limit)
+        assert.equal(typeof again === 'object' && again !== null ? again.id : again, 'again')
+      })
+
       it('getRoom returns undefined for an unknown id', async () => {
         assert.equal(await store.getRoom('nowhere'), undefined)
       })

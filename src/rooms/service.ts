@@ -2,7 +2,7 @@ import { Errors } from '../errors.js'
 import type { Principal } from '../auth/principal.js'
 import { apiKeyAllows, mayBan, mayChangeMember, mayUnban, standingAllows, standingOf, type RoomAction, type Standing } from '../auth/room-access.js'
 import type { Ban, Membership, MembershipFailure, NewRoom, Page, Room, RoomPatch, RoomRole, Store } from '../store/types.js'
-import { ROOM_DEFAULTS } from '../schemas/rooms.js'
+import { ROOM_DEFAULTS, USER_HISTORY_SIZE_MAX, USER_HISTORY_TTL_MAX_SECONDS } from '../schemas/rooms.js'
 
 export interface RoomAccess {
   room: Room
@@ -32,13 +32,36 @@ export type RoomChangeListener = (change: RoomChange) => Promise<void> | void
 /** Personal rooms (`user:<id>`) are virtual: nobody may create a stored room in that namespace. */
 export const PERSONAL_ROOM_PREFIX = 'user:'
 
+export interface RoomLimits {
+  /** Rooms an ordinary user may have created (MAX_ROOMS_PER_USER); admins are exempt. */
+  maxRoomsPerUser: number
+}
+
+function isAdmin (principal: Principal): boolean {
+  return principal.kind === 'user' && principal.role === 'admin'
+}
+
+/**
+ * History settings beyond what an ordinary user may choose are refused (admins may go up to
+ * the schema's bounds): history costs the node memory, and a room is a user's to create.
+ */
+function checkHistorySettings (principal: Principal, settings: Pick<RoomPatch, 'historySize' | 'historyTtlSeconds'>): void {
+  if (isAdmin(principal)) return
+  if (settings.historySize !== undefined && settings.historySize > USER_HISTORY_SIZE_MAX) {
+    throw new Errors.HistoryLimit(`historySize above ${USER_HISTORY_SIZE_MAX} needs an admin`)
+  }
+  if (settings.historyTtlSeconds !== undefined && settings.historyTtlSeconds > USER_HISTORY_TTL_MAX_SECONDS) {
+    throw new Errors.HistoryLimit(`historyTtlSeconds above ${USER_HISTORY_TTL_MAX_SECONDS} (7 days) needs an admin`)
+  }
+}
+
 /**
  * Rooms, members and bans with every rule of docs/authorization.md applied. Each method
  * takes the caller's principal and throws the typed HTTP errors of src/errors.ts, so REST
  * routes and the real-time core authorize the same way.
  */
-export function createRoomService (deps: { store: Store }) {
-  const { store } = deps
+export function createRoomService (deps: { store: Store, limits: RoomLimits }) {
+  const { store, limits } = deps
   const listeners: RoomChangeListener[] = []
 
   async function changed (change: RoomChange): Promise<void> {
@@ -98,7 +121,8 @@ export function createRoomService (deps: { store: Store }) {
     async create (principal: Principal, input: Partial<NewRoom> & { id: string }): Promise<Room> {
       if (principal.kind !== 'user') throw new Errors.Forbidden('Only users create rooms')
       if (input.id.startsWith(PERSONAL_ROOM_PREFIX)) throw new Errors.Forbidden('The user: namespace is reserved for personal rooms')
-      const room = await store.createRoom({
+      checkHistorySettings(principal, input)
+      const room: NewRoom = {
         id: input.id,
         name: input.name ?? null,
         visibility: input.visibility ?? ROOM_DEFAULTS.visibility,
@@ -107,14 +131,17 @@ export function createRoomService (deps: { store: Store }) {
         historyTtlSeconds: input.historyTtlSeconds ?? ROOM_DEFAULTS.historyTtlSeconds,
         maxMembers: input.maxMembers ?? ROOM_DEFAULTS.maxMembers,
         createdBy: principal.userId
-      }).catch(async (err: unknown) => {
-        // The owner's membership references the user: an account deleted since its token was
-        // last checked (ACCOUNT_CACHE_MS) fails the insert. That is a dead token, not a bug.
-        if (await store.getUser(principal.userId) === undefined) throw new Errors.InvalidToken()
-        throw err
-      })
-      if (room === null) throw new Errors.RoomExists()
-      return room
+      }
+      const created = await (isAdmin(principal) ? store.createRoom(room) : store.createRoom(room, { maxCreatedBy: limits.maxRoomsPerUser }))
+        .catch(async (err: unknown) => {
+          // The owner's membership references the user: an account deleted since its token was
+          // last checked (ACCOUNT_CACHE_MS) fails the insert. That is a dead token, not a bug.
+          if (await store.getUser(principal.userId) === undefined) throw new Errors.InvalidToken()
+          throw err
+        })
+      if (created === 'room_limit') throw new Errors.RoomLimit(`You have created ${limits.maxRoomsPerUser} rooms, the most allowed; delete one first`)
+      if (created === null) throw new Errors.RoomExists()
+      return created
     },
 
     async list (principal: Principal, page: Page): Promise<Room[]> {
@@ -124,6 +151,7 @@ export function createRoomService (deps: { store: Store }) {
 
     async update (principal: Principal, roomId: string, patch: RoomPatch): Promise<Room> {
       await authorize(principal, roomId, 'update')
+      checkHistorySettings(principal, patch)
       const room = await store.updateRoom(roomId, patch)
       if (room === undefined) throw new Errors.RoomNotFound()
       await changed({ type: 'room_updated', room })

@@ -5,11 +5,17 @@ const Visibility = Type.Union([Type.Literal('public'), Type.Literal('private')],
 const PublishPolicy = Type.Union([Type.Literal('members'), Type.Literal('moderators')], { description: 'Who may publish: every member, or moderators and owners only' })
 export const RoomRoleSchema = Type.Union([Type.Literal('owner'), Type.Literal('moderator'), Type.Literal('member')])
 
-/** Bounds on what a room owner may ask for: history lives in memory (or Redis) per room. */
+/** Bounds on what an admin may ask for: history lives in memory (or Redis) per room. */
 export const HISTORY_SIZE_MAX = 10_000
 export const HISTORY_TTL_MAX_SECONDS = 30 * 86400
-const HistorySize = Type.Integer({ minimum: 0, maximum: HISTORY_SIZE_MAX, description: 'Publications kept for recovery (0: none)' })
-const HistoryTtl = Type.Integer({ minimum: 1, maximum: HISTORY_TTL_MAX_SECONDS, description: 'Seconds a publication stays in history' })
+/**
+ * What an ordinary user may ask for (the room service checks it; the schema states the admin
+ * bounds). Bytes are bounded apart from these (HISTORY_ROOM_BYTES, HISTORY_MEMORY_BYTES).
+ */
+export const USER_HISTORY_SIZE_MAX = 1000
+export const USER_HISTORY_TTL_MAX_SECONDS = 7 * 86400
+const HistorySize = Type.Integer({ minimum: 0, maximum: HISTORY_SIZE_MAX, description: 'Publications kept for recovery (0: none); at most 1000 unless an admin sets it' })
+const HistoryTtl = Type.Integer({ minimum: 1, maximum: HISTORY_TTL_MAX_SECONDS, description: 'Seconds a publication stays in history; at most 7 days unless an admin sets it' })
 const MaxMembers = Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()], { description: 'Member cap; null for none' })
 const RoomName = Type.Union([Type.String({ minLength: 1, maxLength: 100 }), Type.Null()])
 

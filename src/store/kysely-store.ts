@@ -290,7 +290,9 @@ export class KyselyStore implements Store {
 
   // Rooms
 
-  async createRoom (room: NewRoom): Promise<Room | null> {
+  async createRoom (room: NewRoom): Promise<Room | null>
+  async createRoom (room: NewRoom, limit: { maxCreatedBy: number }): Promise<Room | null | 'room_limit'>
+  async createRoom (room: NewRoom, limit?: { maxCreatedBy: number }): Promise<Room | null | 'room_limit'> {
     const now = Date.now()
     const row = {
       id: room.id,
@@ -305,10 +307,21 @@ export class KyselyStore implements Store {
       updated_at: now
     }
     try {
-      await this.#db.transaction().execute(async trx => {
+      const refused = await this.#db.transaction().execute(async trx => {
+        if (limit !== undefined) {
+          // PostgreSQL: the creator's row locked until commit, so one user's creates count one
+          // after another (SQLite runs its transactions one at a time anyway).
+          await trx.selectFrom('users').select('id').where('id', '=', room.createdBy)
+            .$if(this.kind === 'postgres', qb => qb.forUpdate()).executeTakeFirst()
+          const { count } = await trx.selectFrom('rooms').select(eb => eb.fn.countAll().as('count'))
+            .where('created_by', '=', room.createdBy).executeTakeFirstOrThrow()
+          if (Number(count) >= limit.maxCreatedBy) return true
+        }
         await trx.insertInto('rooms').values(row).execute()
         await trx.insertInto('memberships').values({ room_id: room.id, user_id: room.createdBy, role: 'owner', created_at: now }).execute()
+        return false
       })
+      if (refused) return 'room_limit'
     } catch (error) {
       if (this.#isUniqueViolation(error)) return null
       throw error

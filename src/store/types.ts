@@ -187,6 +187,12 @@ export interface Store {
   // Rooms
   /** Creates the room and makes `room.createdBy` its owner in one transaction; null when the id is taken. */
   createRoom(room: NewRoom): Promise<Room | null>
+  /**
+   * The same, refused with `room_limit` when `room.createdBy` already created `maxCreatedBy`
+   * rooms that still exist: counted in the same transaction, with concurrent creates by one
+   * user serialised, so a burst of creates cannot pass the cap.
+   */
+  createRoom(room: NewRoom, limit: { maxCreatedBy: number }): Promise<Room | null | 'room_limit'>
   getRoom(id: string): Promise<Room | undefined>
   updateRoom(id: string, patch: RoomPatch): Promise<Room | undefined>
   /** Deletes the room with its memberships and bans. */
