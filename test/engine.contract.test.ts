@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fc from 'fast-check'
-import { newEpoch, type ControlMessage, type Engine, type Publication, type PublishRequest, type RoomEvent, type StreamOptions } from '../src/realtime/engine.js'
+import { newEpoch, publicationBytes, type ControlMessage, type Engine, type HistoryQuery, type Publication, type PublishRequest, type RoomEvent, type StreamOptions } from '../src/realtime/engine.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import type { Logger } from '../src/realtime/logger.js'
@@ -70,7 +70,10 @@ function timeoutCount (): number {
   return process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
 }
 
-export function engineContract (name: string, makeEngine: () => Promise<Engine>, options: { skip?: string | false } = {}): void {
+/** What the contract sets on an engine beyond its defaults. */
+interface ContractEngineOptions { roomHistoryBytes?: number }
+
+export function engineContract (name: string, makeEngine: (options?: ContractEngineOptions) => Promise<Engine>, options: { skip?: string | false } = {}): void {
   describe(`Engine contract: ${name}`, { skip: options.skip ?? false }, () => {
     let engine: Engine
     let seen: ReturnType<typeof recordDeliveries>
@@ -294,6 +297,82 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
         assert.deepEqual({ ...resume, publications: offsetsOf(resume.publications) }, { epoch, offset: 3, publications: [3], complete: false })
         const recent = await engine.history.history(r, { since: { epoch, offset: 2 }, limit: 10 }, short)
         assert.deepEqual({ ...recent, publications: offsetsOf(recent.publications) }, { epoch, offset: 3, publications: [3], complete: true })
+      })
+
+      describe('pages capped by bytes', () => {
+        /** Publications of about a kilobyte, each counted as `each` bytes. */
+        const padded = (i: number) => request({ i, pad: 'x'.repeat(1000) }, { from: { id: 'u' } })
+        const each = publicationBytes(JSON.stringify({ i: 10, pad: 'x'.repeat(1000) }), 'u')
+
+        async function publishPadded (r: string, count: number, streamOptions = KEEP): Promise<string> {
+          let epoch = ''
+          for (let i = 10; i < 10 + count; i++) epoch = (await engine.broker.publish(r, padded(i), streamOptions)).epoch
+          return epoch
+        }
+
+        /** Pages on with `since` at the last offset, as a client does, until a page is complete. */
+        async function pageThrough (r: string, first: HistoryQuery): Promise<{ offsets: number[], pages: number[][] }> {
+          const pages: number[][] = []
+          let result = await engine.history.history(r, first, KEEP)
+          for (;;) {
+            const offsets = offsetsOf(result.publications)
+            pages.push(offsets)
+            if (result.complete) break
+            assert.ok(offsets.length > 0, 'an incomplete page that cuts a read short still holds a publication')
+            assert.ok(pages.length <= 100, 'paging ends')
+            result = await engine.history.history(r, { ...first, since: { epoch: result.epoch, offset: offsets.at(-1)! } }, KEEP)
+          }
+          return { offsets: pages.flat(), pages }
+        }
+
+        it('a page holds what fits in maxBytes (at least one), oldest first; `complete` says when it reached the top', async () => {
+          const r = room('bytes')
+          const epoch = await publishPadded(r, 20)
+          const three = 3 * each
+          const newest = await engine.history.history(r, { limit: 10, maxBytes: three }, KEEP)
+          assert.deepEqual({ ...newest, publications: offsetsOf(newest.publications) }, { epoch, offset: 20, publications: [11, 12, 13], complete: false })
+          const since = await engine.history.history(r, { since: { epoch, offset: 4 }, limit: 100, maxBytes: three + each - 1 }, KEEP)
+          assert.deepEqual({ ...since, publications: offsetsOf(since.publications) }, { epoch, offset: 20, publications: [5, 6, 7], complete: false })
+          const tiny = await engine.history.history(r, { since: { epoch, offset: 0 }, limit: 100, maxBytes: 1 }, KEEP)
+          assert.deepEqual(offsetsOf(tiny.publications), [1], 'one publication even when it alone is over the cap')
+          const byCount = await engine.history.history(r, { since: { epoch, offset: 0 }, limit: 2, maxBytes: three }, KEEP)
+          assert.deepEqual(offsetsOf(byCount.publications), [1, 2], 'the count caps too')
+          const all = await engine.history.history(r, { since: { epoch, offset: 17 }, limit: 100, maxBytes: three }, KEEP)
+          assert.deepEqual({ ...all, publications: offsetsOf(all.publications) }, { epoch, offset: 20, publications: [18, 19, 20], complete: true })
+          const roomy = await engine.history.history(r, { limit: 5, maxBytes: 100 * each }, KEEP)
+          assert.deepEqual({ ...roomy, publications: offsetsOf(roomy.publications) }, { epoch, offset: 20, publications: [16, 17, 18, 19, 20], complete: true })
+        })
+
+        it('paging on with `since` delivers every publication exactly once, in order', async () => {
+          const r = room('paging')
+          await publishPadded(r, 20)
+          const everything = await pageThrough(r, { since: { epoch: (await engine.history.position(r)).epoch, offset: 0 }, limit: 100, maxBytes: 3 * each })
+          assert.deepEqual(everything.offsets, Array.from({ length: 20 }, (_, k) => k + 1))
+          assert.ok(everything.pages.every((page) => page.length <= 3))
+          const newest = await pageThrough(r, { limit: 10, maxBytes: 4 * each })
+          assert.deepEqual(newest.offsets, Array.from({ length: 10 }, (_, k) => k + 11))
+          assert.deepEqual(newest.pages.map((page) => page.length), [4, 4, 2])
+        })
+
+        it('a room keeps at most roomHistoryBytes, its newest always; a read from before is incomplete', async () => {
+          const capped = await makeEngine({ roomHistoryBytes: 5 * each })
+          try {
+            const r = room('capped')
+            let epoch = ''
+            for (let i = 10; i < 30; i++) epoch = (await capped.broker.publish(r, padded(i), KEEP)).epoch
+            const held = await capped.history.history(r, { limit: 100 }, KEEP)
+            assert.deepEqual({ ...held, publications: offsetsOf(held.publications) }, { epoch, offset: 20, publications: [16, 17, 18, 19, 20], complete: true })
+            const resume = await capped.history.history(r, { since: { epoch, offset: 3 }, limit: 100 }, KEEP)
+            assert.deepEqual({ ...resume, publications: offsetsOf(resume.publications) }, { epoch, offset: 20, publications: [16, 17, 18, 19, 20], complete: false })
+            // One publication over the whole cap is still kept, alone.
+            const huge = request({ pad: 'y'.repeat(6 * each) })
+            await capped.broker.publish(r, huge, KEEP)
+            const last = await capped.history.history(r, { limit: 100 }, KEEP)
+            assert.deepEqual(last.publications.map((p) => p.payload), [huge.payload])
+          } finally {
+            await capped.close()
+          }
+        })
       })
     })
 
@@ -546,14 +625,14 @@ export function engineContract (name: string, makeEngine: () => Promise<Engine>,
   })
 }
 
-engineContract('memory', async () => createMemoryEngine())
+engineContract('memory', async (options = {}) => createMemoryEngine(options))
 
 const quietLog: Logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return quietLog } }
 
 /** A Redis engine under a key prefix of its own; closing it also deletes its keys. */
-async function makeRedisEngine (): Promise<Engine> {
+async function makeRedisEngine (options: ContractEngineOptions = {}): Promise<Engine> {
   const keyPrefix = `sbtest:${randomBytes(6).toString('hex')}:`
-  const engine = await createRedisEngine({ url: TEST_REDIS_URL, keyPrefix, log: quietLog })
+  const engine = await createRedisEngine({ url: TEST_REDIS_URL, keyPrefix, log: quietLog, ...options })
   return {
     kind: engine.kind,
     broker: engine.broker,
@@ -642,6 +721,82 @@ describe('Memory engine: time-dependent bounds (injected clock)', () => {
       assert.equal(errors.length, 1)
     } finally {
       await e.close()
+    }
+  })
+})
+
+describe('Memory engine: the node\'s history budget (maxHistoryBytes)', () => {
+  const KEEP_ALL: StreamOptions = { historySize: 1000, historyTtlSeconds: 3600 }
+  /** A publication counted as exactly `bytes` (payload of `bytes - overhead`, publisher ''). */
+  const sized = (bytes: number): PublishRequest => ({ payload: `"${'x'.repeat(bytes - publicationBytes('""', ''))}"`, kind: 'json', from: { id: '' }, ts: 1 })
+  const KB = 1000
+
+  async function fill (engine: Engine, room: string, count: number, bytes: number): Promise<string> {
+    let epoch = ''
+    for (let i = 0; i < count; i++) epoch = (await engine.broker.publish(room, sized(bytes), KEEP_ALL)).epoch
+    return epoch
+  }
+
+  async function heldIn (engine: Engine, room: string): Promise<number[]> {
+    return offsetsOf((await engine.history.history(room, { limit: 1000 }, KEEP_ALL)).publications)
+  }
+
+  it('counts the bytes held as publications come and go', async () => {
+    const engine = createMemoryEngine()
+    try {
+      assert.equal(publicationBytes(sized(KB).payload, ''), KB)
+      await fill(engine, 'a', 3, KB)
+      await fill(engine, 'b', 2, 2 * KB)
+      assert.equal(engine.history.bytesHeld?.(), 7 * KB)
+      // historySize drops count, as do removals.
+      await engine.broker.publish('a', sized(KB), { historySize: 1, historyTtlSeconds: 3600 })
+      assert.equal(engine.history.bytesHeld?.(), 5 * KB)
+      await engine.history.removeHistory('b')
+      assert.equal(engine.history.bytesHeld?.(), KB)
+    } finally {
+      await engine.close()
+    }
+  })
+
+  it('at the budget, the largest room loses its oldest first; quiet rooms and positions stay', async () => {
+    const engine = createMemoryEngine({ maxHistoryBytes: 100 * KB })
+    try {
+      const quiet = await fill(engine, 'quiet', 5, KB)
+      const flood = await fill(engine, 'flood', 150, KB)
+      const held = engine.history.bytesHeld?.() ?? Infinity
+      assert.ok(held <= 100 * KB, `${held} bytes held`)
+      assert.deepEqual(await heldIn(engine, 'quiet'), [1, 2, 3, 4, 5])
+      const kept = await heldIn(engine, 'flood')
+      assert.equal(kept.at(-1), 150, 'the newest stay')
+      assert.deepEqual(kept, Array.from({ length: kept.length }, (_, k) => 151 - kept.length + k), 'a contiguous run ending at the top')
+      // Same epochs: a reader from before what is left is told it is incomplete, one after it is not.
+      const gap = await engine.history.history('flood', { since: { epoch: flood, offset: 1 }, limit: 1000 }, KEEP_ALL)
+      assert.equal(gap.epoch, flood)
+      assert.equal(gap.complete, false)
+      const recent = await engine.history.history('flood', { since: { epoch: flood, offset: 149 }, limit: 1000 }, KEEP_ALL)
+      assert.equal(recent.complete, true)
+      assert.equal((await engine.history.history('quiet', { since: { epoch: quiet, offset: 0 }, limit: 1000 }, KEEP_ALL)).complete, true)
+    } finally {
+      await engine.close()
+    }
+  })
+
+  it('trims the largest rooms to one level, down to 90% of the budget, and leaves the smaller ones', async () => {
+    const engine = createMemoryEngine({ maxHistoryBytes: 100 * KB })
+    try {
+      await fill(engine, 'small', 10, KB)
+      await fill(engine, 'large', 40, KB)
+      await fill(engine, 'larger', 50, KB)
+      assert.equal(engine.history.bytesHeld?.(), 100 * KB, 'at the budget, nothing goes')
+      await fill(engine, 'small', 1, KB)
+      const held = engine.history.bytesHeld?.() ?? Infinity
+      assert.ok(held <= 90 * KB && held > 88 * KB, `${held} bytes held`)
+      assert.equal((await heldIn(engine, 'small')).length, 11)
+      const large = (await heldIn(engine, 'large')).length
+      const larger = (await heldIn(engine, 'larger')).length
+      assert.ok(Math.abs(large - larger) <= 1, `trimmed to one level: ${large} and ${larger}`)
+    } finally {
+      await engine.close()
     }
   })
 })

@@ -187,6 +187,30 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
     assert.deepEqual(await b.broker.publish('r', { ...request('k again'), idempotencyKey: 'k1' }, KEEP), { ...once, duplicate: true })
   })
 
+  it('carries any publisher id and payload through pub/sub intact, and reads what older nodes wrote', async (t) => {
+    const keyPrefix = `sbtest:${randomBytes(6).toString('hex')}:`
+    t.after(() => deleteRedisKeys(TEST_REDIS_URL, keyPrefix))
+    const engine = await createRedisEngine({ url: TEST_REDIS_URL, keyPrefix, log: quietLog })
+    t.after(() => engine.close())
+    const seen = recorder(engine)
+    await engine.broker.subscribe('r')
+    const odd = { payload: '{"text":"a|b|12|c\\n"}', kind: 'json' as const, from: { id: 'key:ops|é|7' }, ts: 42 }
+    const { epoch } = await engine.broker.publish('r', odd, KEEP)
+    await eventually('the live publication', () => seen.publications.length === 1 ? true : undefined)
+    assert.deepEqual(seen.publications[0]?.publication, { offset: 1, ...odd })
+
+    // What a node before payloads were kept as text wrote: one JSON envelope per entry and message.
+    const base = `${keyPrefix}{r}`
+    await redisCall(TEST_REDIS_URL, 'XADD', `${base}:stream`, '2-0', 't', String(Date.now()), 'd', '{"data":{"old":true},"from":{"id":"bob"},"ts":5}')
+    await redisCall(TEST_REDIS_URL, 'HSET', `${base}:meta`, 'offset', '2')
+    const read = await engine.history.history('r', { since: { epoch, offset: 0 }, limit: 10 }, KEEP)
+    assert.equal(read.complete, true)
+    assert.deepEqual(read.publications[1], { offset: 2, payload: '{"old":true}', kind: 'json', from: { id: 'bob' }, ts: 5 })
+    await redisCall(TEST_REDIS_URL, 'PUBLISH', `${base}:ch`, `p|${epoch}|3|{"data":[1],"from":{"id":"carol"},"ts":6}`)
+    await eventually('the old-format message', () => seen.publications.length === 2 ? true : undefined)
+    assert.deepEqual(seen.publications[1]?.publication, { offset: 3, payload: '[1]', kind: 'json', from: { id: 'carol' }, ts: 6 })
+  })
+
   it('presence spans nodes: one join for a user\'s first connection anywhere, one leave for the last', async (t) => {
     const node = cluster(t)
     const a = await node()
