@@ -166,7 +166,12 @@ export const SubscribeResultSchema = Type.Object({
 })
 
 export const PublishResultSchema = Type.Object({ epoch: Type.String(), offset: Type.Integer() })
-export const HistoryResultSchema = Type.Object({ epoch: Type.String(), offset: Type.Integer(), complete: Type.Boolean(), publications: Type.Array(PublicationSchema) })
+export const HistoryResultSchema = Type.Object({
+  epoch: Type.String(),
+  offset: Type.Integer({ description: 'Current top of the stream' }),
+  complete: Type.Boolean({ description: 'False when the page was cut by `limit` or the byte cap (ask again with `since` at its last offset), or history no longer holds what was asked' }),
+  publications: Type.Array(PublicationSchema, { description: 'Oldest first; at most HISTORY_PAGE_BYTES (over WebSocket at most half of maxBufferedBytes), at least one' })
+})
 export const PresenceResultSchema = Type.Object({ users: Type.Array(Type.String()), connections: Type.Integer() })
 export const RefreshResultSchema = Type.Object({ tokenExpiresAt: Type.Integer() })
 

@@ -12,13 +12,13 @@ export const PublishedSchema = Type.Object({ epoch: Type.String(), offset: Type.
 export const HistoryQuerySchema = Type.Object({
   since: Type.Optional(Type.Integer({ minimum: 0, description: 'Return publications after this offset (needs `epoch`)' })),
   epoch: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
-  limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 })
+  limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50, description: 'At most this many publications; a page also stops at HISTORY_PAGE_BYTES (at least one publication)' })
 }, { additionalProperties: false })
 
 export const HistorySchema = Type.Object({
   epoch: Type.String(),
   offset: Type.Integer({ description: 'Current top of the stream' }),
-  complete: Type.Boolean({ description: 'With since: true when nothing after `since` is missing from this answer' }),
+  complete: Type.Boolean({ description: 'True when nothing asked for is missing from this page: with since, everything after `since`; without, the page reaches the newest. False with a page cut by `limit` or the byte cap: ask again with `since` at its last offset' }),
   publications: Type.Array(PublicationSchema)
 })
 

@@ -5,7 +5,7 @@ import { field, formatTime, h, replace, select } from './dom.js'
 import type { Room } from './rooms.js'
 
 interface Member { userId: string, role: 'owner' | 'moderator' | 'member' }
-interface HistoryPage { epoch: string, offset: number, publications: Publication[] }
+interface HistoryPage { epoch: string, offset: number, complete: boolean, publications: Publication[] }
 
 /** Publications shown on open, and loaded again after a gap. */
 const HISTORY_LIMIT = 50
@@ -280,11 +280,18 @@ export function roomView (ctx: Context, roomId: string): View {
     document.title = `${room.name ?? room.id} · Switchboard`
     try {
       await loadMembers()
-      const history = await request<HistoryPage>('GET', `${path}/messages?limit=${HISTORY_LIMIT}`, { auth })
+      let history = await request<HistoryPage>('GET', `${path}/messages?limit=${HISTORY_LIMIT}`, { auth })
       if (disposed) return
       // Busy while the history goes in: screen readers announce new messages, not the backlog.
       messages.setAttribute('aria-busy', 'true')
-      for (const p of history.publications) show(history.epoch, p)
+      for (;;) {
+        for (const p of history.publications) show(history.epoch, p)
+        const last = history.publications[history.publications.length - 1]
+        // Pages are capped by bytes too: the rest of the newest HISTORY_LIMIT follows the last one shown.
+        if (history.complete || last === undefined) break
+        history = await request<HistoryPage>('GET', `${path}/messages?limit=${HISTORY_LIMIT}&epoch=${encodeURIComponent(history.epoch)}&since=${last.offset}`, { auth })
+        if (disposed) return
+      }
       messages.setAttribute('aria-busy', 'false')
       const since = { epoch: history.epoch, offset: history.offset }
       const subscription = await ctx.client.subscribe(roomId, handler, { since })
