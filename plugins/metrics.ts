@@ -102,7 +102,7 @@ function closeCodeLabel (code: number): string {
  * process, and each must count only its own connections) and the RealtimeMetrics the core
  * feeds into it.
  */
-export function createMetrics (sources: { databasePool?: () => PoolStats } = {}): Metrics {
+export function createMetrics (sources: { databasePool?: () => PoolStats, historyBytes?: () => number | undefined } = {}): Metrics {
   const own = new Registry()
 
   let open = 0
@@ -130,6 +130,16 @@ export function createMetrics (sources: { databasePool?: () => PoolStats } = {})
     buckets: PING_RTT_BUCKETS,
     registers: [own]
   })
+
+  const historyBytes = sources.historyBytes
+  if (historyBytes !== undefined) {
+    new Gauge({
+      name: 'switchboard_history_bytes',
+      help: 'Bytes of history this node holds (in-memory engine; HISTORY_MEMORY_BYTES bounds it; 0 with Redis, which holds it instead)',
+      registers: [own],
+      collect () { this.set(historyBytes() ?? 0) }
+    })
+  }
 
   const pool = sources.databasePool
   if (pool !== undefined) {
@@ -191,7 +201,9 @@ export function createMetrics (sources: { databasePool?: () => PoolStats } = {})
  */
 export default fp(async (app) => {
   const { poolStats } = app.store
-  const metrics = createMetrics(poolStats === undefined ? {} : { databasePool: poolStats })
+  // The engine comes later (the realtime plugin depends on this one): read at scrape time.
+  const historyBytes = (): number | undefined => app.hasDecorator('realtimeEngine') ? app.realtimeEngine.history.bytesHeld?.() : undefined
+  const metrics = createMetrics(poolStats === undefined ? { historyBytes } : { databasePool: poolStats, historyBytes })
   app.decorate('metrics', metrics)
   app.decorate('realtimeMetrics', metrics.realtime)
   app.addHook('onClose', async () => { metrics.close() })

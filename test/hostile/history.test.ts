@@ -65,6 +65,9 @@ describe('hostile: history memory', () => {
     assert.equal(typeof held, 'number', 'the memory engine reports the bytes its history holds')
     assert.ok(held! <= budget, `history holds ${held} bytes, over the ${budget} budget`)
     assert.ok(held! > budget / 2, `history holds ${held} bytes: eviction went far below the budget`)
+    // Operators see the same count (a loopback scrape needs no credentials).
+    const scrape = await api.request('GET', '/metrics')
+    assert.equal(Number(/^switchboard_history_bytes (\d+)$/m.exec(scrape.text)?.[1]), held)
     // What was kept is still served, newest last.
     const latest = await api.request('GET', `/rooms/${rooms[0]!}/messages?limit=1`, { token })
     assert.equal(latest.status, 200)
