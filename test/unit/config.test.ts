@@ -150,6 +150,8 @@ describe('config', () => {
     assert.equal(config.tls, null)
     assert.equal(config.passwordHashCost, 15)
     assert.equal(config.shutdownGraceMs, 10_000)
+    assert.deepEqual(config.history, { memoryBytes: 256 * 1024 * 1024, roomBytes: 8 * 1024 * 1024, pageBytes: 1024 * 1024 })
+    assert.equal(config.maxRoomsPerUser, 50)
     // An empty variable counts as unset, as with `PORT=` in a .env file.
     assert.equal(loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, PORT: '', HOST: '' }).port, 3000)
   })
@@ -186,6 +188,9 @@ describe('config', () => {
     assert.deepEqual(config.databasePool, { max: 25, idleMs: 5000 })
     // A bare number is seconds.
     assert.equal(loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, ACCESS_TOKEN_TTL: '600' }).jwt.accessTokenTtlSeconds, 600)
+    const bounded = loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, HISTORY_MEMORY_BYTES: '8388608', HISTORY_ROOM_BYTES: '65536', HISTORY_PAGE_BYTES: '131072', MAX_ROOMS_PER_USER: '3' })
+    assert.deepEqual([bounded.history, bounded.maxRoomsPerUser], [{ memoryBytes: 8_388_608, roomBytes: 65_536, pageBytes: 131_072 }, 3])
+    assert.throws(() => loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, HISTORY_MEMORY_BYTES: '1000' }), /HISTORY_MEMORY_BYTES/)
   })
 
   it('generates a development secret once, private to the owner, and reuses it', (t) => {
