@@ -41,16 +41,19 @@ function isAdmin (principal: Principal): boolean {
   return principal.kind === 'user' && principal.role === 'admin'
 }
 
+type HistorySettings = Pick<RoomPatch, 'historySize' | 'historyTtlSeconds'>
+
 /**
  * History settings beyond what an ordinary user may choose are refused (admins may go up to
- * the schema's bounds): history costs the node memory, and a room is a user's to create.
+ * the schema's bounds): history costs the node memory, and a room is a user's to create. On
+ * a room an admin set beyond them, its owner may keep or lower the values, never raise them.
  */
-function checkHistorySettings (principal: Principal, settings: Pick<RoomPatch, 'historySize' | 'historyTtlSeconds'>): void {
+function checkHistorySettings (principal: Principal, settings: HistorySettings, current: HistorySettings = {}): void {
   if (isAdmin(principal)) return
-  if (settings.historySize !== undefined && settings.historySize > USER_HISTORY_SIZE_MAX) {
+  if (settings.historySize !== undefined && settings.historySize > USER_HISTORY_SIZE_MAX && settings.historySize > (current.historySize ?? 0)) {
     throw new Errors.HistoryLimit(`historySize above ${USER_HISTORY_SIZE_MAX} needs an admin`)
   }
-  if (settings.historyTtlSeconds !== undefined && settings.historyTtlSeconds > USER_HISTORY_TTL_MAX_SECONDS) {
+  if (settings.historyTtlSeconds !== undefined && settings.historyTtlSeconds > USER_HISTORY_TTL_MAX_SECONDS && settings.historyTtlSeconds > (current.historyTtlSeconds ?? 0)) {
     throw new Errors.HistoryLimit(`historyTtlSeconds above ${USER_HISTORY_TTL_MAX_SECONDS} (7 days) needs an admin`)
   }
 }
@@ -150,8 +153,8 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits }) {
     },
 
     async update (principal: Principal, roomId: string, patch: RoomPatch): Promise<Room> {
-      await authorize(principal, roomId, 'update')
-      checkHistorySettings(principal, patch)
+      const { room: current } = await authorize(principal, roomId, 'update')
+      checkHistorySettings(principal, patch, current)
       const room = await store.updateRoom(roomId, patch)
       if (room === undefined) throw new Errors.RoomNotFound()
       await changed({ type: 'room_updated', room })

@@ -47,6 +47,14 @@ describe('hostile: history memory', () => {
 
     const admin = await api.userToken('root', 'admin')
     await createRoom(api, admin, 'archive', { historySize: 10_000, historyTtlSeconds: 30 * 86400 })
+    // An owner of a room an admin configured may keep or lower its values, never raise them.
+    assert.equal((await api.request('PUT', '/rooms/archive/members/mallory', { token: admin, body: { role: 'owner' } })).status, 201)
+    const rename = await api.request('PATCH', '/rooms/archive', { token, body: { name: 'Archive', historySize: 10_000, historyTtlSeconds: 30 * 86400 } })
+    assert.equal(rename.status, 200, rename.text)
+    assert.equal((await api.request('PATCH', '/rooms/archive', { token, body: { historySize: 5000 } })).status, 200)
+    const raise = await api.request('PATCH', '/rooms/archive', { token, body: { historySize: 6000 } })
+    assert.equal(raise.status, 403)
+    assert.equal(raise.body.code, 'SB_ERR_HISTORY_LIMIT')
   })
 
   it('keeps the history of amplifying payloads within HISTORY_MEMORY_BYTES, and RSS comes back', async (t) => {
