@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
-import { describe, it } from 'node:test'
-import { build, wsConnect, type TestApp, type WsClient } from '../helper.js'
+import { randomBytes } from 'node:crypto'
+import { describe, it, type TestContext } from 'node:test'
+import { build, deleteRedisKeys, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp, type WsClient } from '../helper.js'
 import { assertRssBack, settledRss } from './support.js'
 
 /*
@@ -26,6 +27,15 @@ async function publish (api: TestApp, token: string, room: string, data: unknown
   const res = await api.request('POST', `/rooms/${room}/messages`, { token, body: { data } })
   assert.equal(res.status, 201, res.text)
 }
+
+/** The env of an app on the Redis engine, under a key prefix of its own, removed after the test. */
+function redisEnv (t: TestContext): Record<string, string> {
+  const prefix = `sbtest:${randomBytes(6).toString('hex')}:`
+  t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
+  return { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix }
+}
+
+const redisSkip = await skipUnlessRedis()
 
 describe('hostile: history memory', () => {
   it('refuses an ordinary user history settings beyond the caps, and allows an admin', async (t) => {
@@ -83,8 +93,14 @@ describe('hostile: history memory', () => {
     await assertRssBack(baseline, 'publishing 3× the history budget of empty-object arrays')
   })
 
-  it('answers a large history in pages capped by bytes, over REST and WebSocket, each publication once', async (t) => {
-    const api = await build(t)
+  for (const engine of ['memory', 'redis'] as const) {
+    it(`answers a large history in pages capped by bytes, over REST and WebSocket, each publication once (${engine} engine)`, { skip: engine === 'redis' ? redisSkip : false }, async (t) => {
+      await readsInPages(t, engine === 'redis' ? redisEnv(t) : {})
+    })
+  }
+
+  async function readsInPages (t: TestContext, env: Record<string, string>): Promise<void> {
+    const api = await build(t, { env })
     const token = await api.userToken('alice')
     await createRoom(api, token, 'big', { historySize: 1000 })
     const published = 40
@@ -133,7 +149,7 @@ describe('hostile: history memory', () => {
     const pong = await ws.command({ type: 'ping' })
     assert.equal(pong.type, 'reply', 'the asker is still connected')
     assert.equal(ws.socket.readyState, ws.socket.OPEN)
-  })
+  }
 
   it('refuses an ordinary user a room beyond MAX_ROOMS_PER_USER', async (t) => {
     const api = await build(t)
