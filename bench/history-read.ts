@@ -108,7 +108,7 @@ async function runOnce (publications: number, objects: number, env: Record<strin
     await app.store.createUser({ id: 'archivist', passwordHash: await hashPassword('bench password', 10), role: 'admin' })
     const login = await fetch(`${url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'archivist', password: 'bench password' }) })
     const { accessToken } = await login.json() as { accessToken: string }
-    const principal = { kind: 'user' as const, userId: 'archivist', role: 'admin' as const, tokenId: 'bench', expiresAt: Math.floor(Date.now() / 1000) + 3600 }
+    const principal = { kind: 'user' as const, userId: 'archivist', role: 'admin' as const, tokenId: 'bench', expiresAt: Math.floor(Date.now() / 1000) + 3600, sessionId: 'bench' }
     await app.rooms.create(principal, { id: ROOM, historySize: publications, historyTtlSeconds: 3600 })
     const json = JSON.stringify(Array.from({ length: objects }, () => ({})))
     for (let i = 0; i < publications; i++) await app.realtime.publish(principal, ROOM, json)

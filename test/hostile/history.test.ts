@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it, type TestContext } from 'node:test'
-import { build, deleteRedisKeys, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp, type WsClient } from '../helper.js'
+import { deleteRedisKeys } from '../../support/redis.js'
+import { build, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp, type WsClient } from '../helper.js'
 import { assertRssBack, settledRss } from './support.js'
 
 /*
