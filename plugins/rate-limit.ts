@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module'
 import fp from 'fastify-plugin'
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor, type RateLimitPluginOptions } from '@fastify/rate-limit'
+import type { FastifyRequest } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { FallbackLog } from '../src/limits/fallback.js'
 import { outageLogThrottle } from '../src/redis.js'
@@ -38,12 +39,23 @@ export default fp(async (app) => {
   // scanning for paths costs the scanner).
   const globalLimit = app.rateLimit()
   app.addHook('onRequest', async (request, reply) => {
-    // Health probes come from the orchestrator at a fixed cadence; never throttle them.
     // Routes with a budget of their own (login) are counted by their route hook instead (the plugin runs one limit per request: the first to run wins).
-    if (request.url.startsWith('/health/') || request.routeOptions.config.rateLimit !== undefined) return
+    if (isProbe(request) || request.routeOptions.config.rateLimit !== undefined) return
     await globalLimit.call(app, request, reply)
   })
 }, { name: 'rate-limit', dependencies: ['config', 'redis'] })
+
+/**
+ * The orchestrator's probes come at a fixed cadence and must see the truth, so they are never
+ * throttled. Only their plain GETs, matched by route rather than by URL prefix: a prefix also
+ * exempted every unknown path under /health/ and every other method, a free side door for
+ * scanning and floods.
+ */
+const PROBE_ROUTES = new Set(['/health/live', '/health/ready'])
+
+function isProbe (request: FastifyRequest): boolean {
+  return request.method === 'GET' && PROBE_ROUTES.has(request.routeOptions.url ?? '')
+}
 
 type StoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, ...rest: unknown[]) => FastifyRateLimitStore
 

@@ -3,6 +3,10 @@ import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
 import { PROTOCOL_VERSION } from '../src/realtime/protocol.js'
+import { Errors } from '../src/errors.js'
+import { answerOf, writeRefusal } from '../src/http-refusal.js'
+import { clientAddress, trustProxyFunction } from '../src/client-address.js'
+import { redactUrl } from '../src/logger.js'
 
 /** Takes over one upgrade request: the socket is the handler's from here on (it must answer or destroy it). */
 export type UpgradeHandler = (request: IncomingMessage, socket: Duplex, head: Buffer) => void
@@ -10,9 +14,9 @@ export type UpgradeHandler = (request: IncomingMessage, socket: Duplex, head: Bu
 declare module 'fastify' {
   interface FastifyInstance {
     /**
-     * Serves WebSocket upgrades of `GET path` (the exact path, any query) with `handler`
-     * instead of routing them through Fastify's request lifecycle. Every other upgrade is
-     * routed as before (@fastify/websocket routes, 404 for unknown paths).
+     * Serves WebSocket upgrades of `GET path` (the exact path, any query) with `handler`,
+     * outside Fastify's request lifecycle. Every other upgrade is refused (404) before any
+     * upgrade and its socket ended.
      */
     directUpgrade(path: string, handler: UpgradeHandler): void
   }
@@ -24,13 +28,17 @@ declare module 'fastify' {
  * On close, the drain (plugins/realtime.ts, through the lifecycle) has already sent every
  * client `reconnect` and 1012; this only stops the ws server.
  *
- * The upgrade listener @fastify/websocket installs routes every upgrade through Fastify: a
- * ServerResponse, a request and reply, the hooks, a child logger. For the one endpoint whose
- * handshake rate matters (/ws: reconnect storms after a deploy), that machinery was about a
- * seventh of a handshake's CPU (docs/performance.md), so `directUpgrade` lets a route take
- * its upgrades before Fastify sees them; the route then does its own checks (routes/ws).
+ * The upgrade listener @fastify/websocket installs routes every upgrade through Fastify, and
+ * there any route takes it: an upgrade of GET /health/live got a 101 and a socket no handler
+ * served, held until ws's close timer ran out, past the handshake budget, the Origin check
+ * and the connection caps of /ws. That listener is removed: only the paths given to
+ * `directUpgrade` upgrade, each doing its own checks (routes/ws), and every other upgrade is
+ * answered 404 before Fastify or ws see it. (Routing /ws's handshakes through Fastify was
+ * also about a seventh of their CPU, docs/performance.md.)
  */
 export default fp(async (app) => {
+  const server = app.server
+  const othersUpgradeListeners = new Set(server.listeners('upgrade'))
   await app.register(websocket, {
     options: {
       maxPayload: app.config.ws.maxMessageBytes,
@@ -42,22 +50,26 @@ export default fp(async (app) => {
       await app.lifecycle.shutdown()
       for (const client of app.websocketServer.clients) client.terminate()
       await new Promise<void>(resolve => app.websocketServer.close(() => resolve()))
-    },
-    errorHandler: (err, socket) => {
-      app.log.debug({ err }, 'websocket error')
-      socket.terminate()
     }
+    // No errorHandler: it serves the sockets of routes @fastify/websocket upgrades, and it upgrades none.
   })
 
-  // One 'upgrade' listener in front of @fastify/websocket's: direct paths first, the rest routed.
-  const server = app.server
-  const routed = server.listeners('upgrade') as UpgradeHandler[]
-  server.removeAllListeners('upgrade')
+  // @fastify/websocket's own listener goes; those installed before it (the connection cap's) stay.
+  for (const listener of server.listeners('upgrade')) {
+    if (!othersUpgradeListeners.has(listener)) server.removeListener('upgrade', listener as UpgradeHandler)
+  }
+  const trust = trustProxyFunction(app.config.trustProxy)
   const direct = new Map<string, UpgradeHandler>()
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const handler = request.method === 'GET' ? direct.get(pathOf(request.url)) : undefined
-    if (handler !== undefined) handler(request, socket, head)
-    else for (const listener of routed) listener.call(server, request, socket, head)
+    const path = pathOf(request.url)
+    const handler = request.method === 'GET' ? direct.get(path) : undefined
+    if (handler !== undefined) {
+      handler(request, socket, head)
+      return
+    }
+    // Logged as Fastify logs a request it answers, the URL's credentials censored.
+    app.log.info({ method: request.method, url: redactUrl(request.url ?? ''), ip: clientAddress(request, trust), statusCode: 404 }, 'upgrade refused: no WebSocket endpoint')
+    writeRefusal(socket, answerOf(new Errors.NoWebSocketEndpoint(request.method ?? '', path)))
   })
   app.decorate('directUpgrade', (path: string, handler: UpgradeHandler) => { direct.set(path, handler) })
 }, { name: 'websocket', dependencies: ['config', 'shutdown'] })

@@ -22,6 +22,7 @@ export const Errors = {
   ConnectionNotFound: createError('SB_ERR_CONNECTION_NOT_FOUND', 'Connection not found on this node', 404),
   ApiKeyNotFound: createError('SB_ERR_API_KEY_NOT_FOUND', 'API key not found', 404),
   RouteNotFound: createError('SB_ERR_NOT_FOUND', 'Route %s %s not found', 404),
+  NoWebSocketEndpoint: createError('SB_ERR_NO_WEBSOCKET_ENDPOINT', 'No WebSocket endpoint at %s %s (upgrades are served at GET /ws only)', 404),
   UsernameTaken: createError('SB_ERR_USERNAME_TAKEN', 'Username is already taken', 409),
   RoomExists: createError('SB_ERR_ROOM_EXISTS', 'A room with this id already exists', 409),
   RoomFull: createError('SB_ERR_ROOM_FULL', 'The room has reached its member limit', 409),

@@ -1,10 +1,11 @@
 import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
 import { Errors, isUnavailableError } from '../../src/errors.js'
 import { redactUrl } from '../../src/logger.js'
+import { answerOf, destroyOnError, writeRefusal, type Refusal } from '../../src/http-refusal.js'
 import type { Principal } from '../../src/auth/principal.js'
 import { clientAddress, trustProxyFunction } from '../../src/client-address.js'
 import { createRateLimiter, type RateLimiter } from '../../src/limits/rate-limiter.js'
@@ -14,14 +15,6 @@ import type { AuthFailureReason } from '../../src/realtime/metrics.js'
 
 /** `Sec-WebSocket-Protocol: switchboard.v1, bearer.<jwt>`: how browsers, which cannot set headers, send a token. */
 const BEARER_PROTOCOL_PREFIX = 'bearer.'
-
-/** A refusal's status, stable code and message: the same body as every HTTP error of the API. */
-interface Refusal { statusCode: number, code: string, message: string, headers?: Record<string, string> }
-
-/** One of the API's errors (src/errors.ts) as a refusal. */
-function answerOf (error: FastifyError): Refusal {
-  return { statusCode: error.statusCode ?? 500, code: error.code, message: error.message }
-}
 
 /**
  * GET /ws: the WebSocket endpoint. Its upgrades are taken before Fastify routes them
@@ -225,25 +218,6 @@ function handshakeLimiter (app: FastifyInstance): RateLimiter {
     log: app.log,
     what: 'handshake rate'
   })
-}
-
-/** An HTTP answer on a socket that will not be upgraded, then the end of it. */
-function writeRefusal (socket: Duplex, answer: Refusal): void {
-  if (!socket.writable) {
-    socket.destroy()
-    return
-  }
-  const { statusCode } = answer
-  const reason = STATUS_CODES[statusCode] ?? 'Error'
-  const body = JSON.stringify({ statusCode, code: answer.code, error: reason, message: answer.message })
-  const extra = Object.entries(answer.headers ?? {}).map(([name, value]) => `${name}: ${value}\r\n`).join('')
-  socket.once('finish', socket.destroy)
-  socket.end(`HTTP/1.1 ${statusCode} ${reason}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n` +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`)
-}
-
-function destroyOnError (this: Duplex): void {
-  this.destroy()
 }
 
 function queryOf (url: string | undefined): URLSearchParams | null {
