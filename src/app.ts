@@ -10,6 +10,7 @@ import { Errors, isUnavailableError } from './errors.js'
 import { trustProxyFunction } from './client-address.js'
 import configPlugin from '../plugins/config.js'
 import shutdownPlugin from '../plugins/shutdown.js'
+import connectionCapPlugin from '../plugins/connection-cap.js'
 import securityPlugin from '../plugins/security.js'
 import redisPlugin from '../plugins/redis.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
@@ -47,9 +48,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // One code path for HTTP and HTTPS: Fastify's typings pick a different instance type when
   // `https` is present, but an https.Server is an http.Server for everything used here.
   const createServer = Fastify as (options: object) => FastifyInstance
+  const deadlines = serverDeadlines(config.http)
   const app = createServer({
     ...(isLoggerInstance(logger) ? { loggerInstance: logger } : { logger }),
-    ...(config.tls === null ? {} : { https: { cert: config.tls.cert, key: config.tls.key } }),
+    ...(config.tls === null
+      ? { http: deadlines }
+      // A client that never finishes the TLS handshake gets no longer than one that never finishes its headers.
+      : { https: { cert: config.tls.cert, key: config.tls.key, handshakeTimeout: config.http.headersTimeoutMs, ...deadlines } }),
+    requestTimeout: config.http.requestTimeoutMs,
+    connectionTimeout: config.http.connectionTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
     trustProxy: trustProxyFunction(config.trustProxy),
     // REST bodies are small; the largest is a published message (issue 3) below 64 KiB.
     bodyLimit: 256 * 1024,
@@ -69,6 +77,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // Plugins in dependency order: each declares what it needs, this list shows the order.
   await app.register(configPlugin, { config })
   await app.register(shutdownPlugin)
+  await app.register(connectionCapPlugin)
   await app.register(redisPlugin)
   await app.register(securityPlugin)
   await app.register(rateLimitPlugin)
@@ -95,6 +104,19 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(webPlugin)
 
   return app
+}
+
+/**
+ * Node's own request deadlines (http.createServer options). Node checks them on an interval,
+ * 30 s unless told otherwise, so a deadline could be missed by up to that much; a quarter of
+ * the shortest one keeps the lateness small.
+ */
+function serverDeadlines (http: Config['http']): { headersTimeout: number, requestTimeout: number, connectionsCheckingInterval: number } {
+  return {
+    headersTimeout: http.headersTimeoutMs,
+    requestTimeout: http.requestTimeoutMs,
+    connectionsCheckingInterval: Math.max(25, Math.floor(Math.min(http.headersTimeoutMs, http.requestTimeoutMs) / 4))
+  }
 }
 
 function isLoggerInstance (logger: unknown): logger is NonNullable<FastifyServerOptions['loggerInstance']> {

@@ -41,6 +41,11 @@ export const EnvSchema = Type.Object({
   LOGIN_FAILURES_PER_ADDRESS: Type.Integer({ minimum: 1, default: 20, description: 'Failed sign-ins from one address, any usernames, per LOGIN_FAILURE_WINDOW' }),
   LOGIN_FAILURE_WINDOW: Duration('15m'),
   RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 600 }),
+  HTTP_HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10_000, description: 'A request whose headers (and, with TLS, its handshake) are not complete this long after it began is cut (408)' }),
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 30_000, description: 'A request not received whole (headers and body) this long after it began is cut (408)' }),
+  HTTP_CONNECTION_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 60_000, description: 'A connection with no traffic either way for this long while a request is open is closed' }),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 72_000, description: 'An idle keep-alive connection is closed after this long' }),
+  HTTP_MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 0, default: 256, description: 'Open HTTP connections per peer address (trusted proxies exempt); 0: no cap' }),
   TLS_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),
   TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
   PASSWORD_HASH_COST: Type.Integer({ minimum: 10, maximum: 20, default: 15, description: 'log2 of scrypt N' }),
@@ -118,6 +123,15 @@ export interface Config {
     addressWindowMs: number
   }
   rateLimitMax: number
+  /** Deadlines and the connection cap of the HTTP server, before any route runs. */
+  http: {
+    headersTimeoutMs: number
+    requestTimeoutMs: number
+    connectionTimeoutMs: number
+    keepAliveTimeoutMs: number
+    /** Open connections per peer address, upgraded WebSockets and trusted proxies not counted; null: no cap. */
+    maxConnectionsPerIp: number | null
+  }
   tls: { cert: Buffer, key: Buffer } | null
   shutdownGraceMs: number
   /** log2 of scrypt's N for new password hashes. */
@@ -289,6 +303,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
   // password on that device; it also stays well inside the day a pair's failures are remembered.
   if (loginMaxDelaySeconds < 1 || loginMaxDelaySeconds > 3600) throw new ConfigError('LOGIN_MAX_DELAY: must be between 1s (the first wait) and 1h')
   if (loginFailureWindowSeconds < 1) throw new ConfigError('LOGIN_FAILURE_WINDOW: must be at least 1s')
+  // Node refuses a headers deadline past the request's: the headers are part of the request.
+  if (env.HTTP_HEADERS_TIMEOUT_MS > env.HTTP_REQUEST_TIMEOUT_MS) throw new ConfigError(`HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS (${env.HTTP_REQUEST_TIMEOUT_MS})`)
 
   if (accessTokenTtlSeconds < 10) throw new ConfigError('ACCESS_TOKEN_TTL: must be at least 10s')
   if (refreshTokenTtlSeconds < accessTokenTtlSeconds) throw new ConfigError('REFRESH_TOKEN_TTL: must not be shorter than ACCESS_TOKEN_TTL')
@@ -325,6 +341,13 @@ export function loadConfig (source: Record<string, string | undefined> = process
       addressWindowMs: loginFailureWindowSeconds * 1000
     },
     rateLimitMax: env.RATE_LIMIT_MAX,
+    http: {
+      headersTimeoutMs: env.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
+      connectionTimeoutMs: env.HTTP_CONNECTION_TIMEOUT_MS,
+      keepAliveTimeoutMs: env.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      maxConnectionsPerIp: env.HTTP_MAX_CONNECTIONS_PER_IP === 0 ? null : env.HTTP_MAX_CONNECTIONS_PER_IP
+    },
     tls,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
     passwordHashCost: env.PASSWORD_HASH_COST,

@@ -1,8 +1,11 @@
 import { describe, it, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
+import tls from 'node:tls'
+import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
-import { build, wsConnect, type TestApp } from '../helper.js'
+import { WebSocket } from 'ws'
+import { build, oneShotRequest, PASSWORD, selfSignedCertificate, tempDir, wsConnect, type TestApp } from '../helper.js'
 import { assertRssBack, settledRss } from './support.js'
 
 /** Generous: the server's deadlines in these tests are about a second, checked every quarter of it. */
@@ -73,6 +76,12 @@ function parseResponse (text: string): { status: number, body: Record<string, un
   return { status, body }
 }
 
+/** Writes `chunk` every `everyMs` until the socket closes: activity that keeps an idle timeout from firing. */
+function trickle (client: RawClient, chunk: string, everyMs: number): void {
+  const timer = setInterval(() => { if (!client.socket.destroyed) client.socket.write(chunk) }, everyMs)
+  void client.closed.then(() => clearInterval(timer))
+}
+
 async function assertAlive (srv: TestApp): Promise<void> {
   const live = await srv.request('GET', '/health/live')
   assert.equal(live.status, 200)
@@ -133,6 +142,169 @@ describe('hostile: the global rate limit', () => {
       assert.equal((await srv.request('GET', '/health/live')).status, 200)
       assert.equal((await srv.request('GET', '/health/ready')).status, 200)
     }
+  })
+})
+
+describe('hostile: HTTP timeouts', () => {
+  const shortTimeouts = {
+    HTTP_HEADERS_TIMEOUT_MS: '1000',
+    HTTP_REQUEST_TIMEOUT_MS: '1000',
+    HTTP_CONNECTION_TIMEOUT_MS: '1000',
+    HTTP_KEEP_ALIVE_TIMEOUT_MS: '1000'
+  }
+
+  it('cuts a client that never finishes its headers, even one that keeps trickling them', async (t) => {
+    const srv = await build(t, { env: shortTimeouts })
+    const trickling = await rawConnect(t, srv)
+    trickling.socket.write('GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n')
+    trickle(trickling, 'X-Slow: 1\r\n', 200)
+    const silent = await rawConnect(t, srv)
+    await within(trickling.closed, 'the slow-header client to be cut')
+    await within(silent.closed, 'the silent client to be cut')
+    for (const client of [trickling, silent]) {
+      const { status } = parseResponse(client.received())
+      assert.ok(status === 0 || status === 408, `cut with a response other than 408: ${client.received()}`)
+    }
+    await assertAlive(srv)
+  })
+
+  it('cuts clients whose body never finishes, even ones that keep trickling it; memory back', async (t) => {
+    const srv = await build(t, { env: shortTimeouts })
+    const baseline = await settledRss()
+    const clients = await Promise.all(Array.from({ length: 100 }, async () => {
+      const client = await rawConnect(t, srv)
+      client.socket.write('POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{')
+      trickle(client, ' ', 200)
+      return client
+    }))
+    await within(Promise.all(clients.map(c => c.closed)), 'every slow-body client to be cut')
+    for (const client of clients) {
+      const { status } = parseResponse(client.received())
+      assert.ok(status === 0 || status === 408, `cut with a response other than 408: ${client.received()}`)
+    }
+    await assertAlive(srv)
+    await assertRssBack(baseline, 'slow bodies')
+  })
+
+  it('closes an idle keep-alive connection', async (t) => {
+    const srv = await build(t, { env: shortTimeouts })
+    const client = await rawConnect(t, srv)
+    client.socket.write('GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+    await within(client.closed, 'the idle keep-alive connection to be closed')
+    assert.equal(parseResponse(client.received()).status, 200)
+  })
+
+  it('never cuts an upgraded WebSocket: it outlives the HTTP deadlines', async (t) => {
+    const srv = await build(t, { env: shortTimeouts })
+    const alice = await srv.userToken('alice')
+    const ws = await wsConnect(t, srv, { token: alice })
+    // Opened after the WebSocket: once the server has cut it, every HTTP deadline the
+    // WebSocket could have been held to has passed too, and it stayed silent all along.
+    const slow = await rawConnect(t, srv)
+    slow.socket.write('POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{')
+    trickle(slow, ' ', 200)
+    await within(slow.closed, 'the slow-body client to be cut')
+    const idle = await rawConnect(t, srv)
+    await within(idle.closed, 'the silent client to be cut')
+    const pong = await ws.command({ type: 'ping' })
+    assert.equal(pong.type, 'reply')
+    assert.equal(srv.app.realtime.stats().connections, 1)
+  })
+})
+
+/**
+ * Waits until the server admits a connection from this address again and answers the probe on
+ * it. The server learns of the test's closes on its own schedule, so this retries, within a bound.
+ */
+async function admittedAgain (t: TestContext, srv: TestApp): Promise<void> {
+  const deadline = Date.now() + CLOSE_BOUND_MS
+  for (;;) {
+    const client = await rawConnect(t, srv)
+    client.socket.write('GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')
+    await within(client.closed, 'an answer')
+    const { status } = parseResponse(client.received())
+    if (status === 200) return
+    assert.equal(status, 429, client.received())
+    assert.ok(Date.now() < deadline, 'no connection admitted after the others closed')
+  }
+}
+
+describe('hostile: open HTTP connections per address', () => {
+  it('refuses connections over HTTP_MAX_CONNECTIONS_PER_IP with 429, and admits again after a close', async (t) => {
+    const srv = await build(t, { env: { HTTP_MAX_CONNECTIONS_PER_IP: '4' } })
+    const held = await Promise.all(Array.from({ length: 4 }, () => rawConnect(t, srv)))
+    const over = await rawConnect(t, srv)
+    await within(over.closed, 'the connection over the cap to be ended')
+    const { status, body } = parseResponse(over.received())
+    assert.equal(status, 429, over.received())
+    assert.equal(body?.code, 'SB_ERR_TOO_MANY_CONNECTIONS')
+
+    held[0]!.socket.destroy()
+    await held[0]!.closed
+    await admittedAgain(t, srv)
+    // The server's close waits for connections that are not idle: these never sent a request.
+    for (const client of held) client.socket.destroy()
+  })
+
+  it('does not count upgraded WebSockets: they have caps of their own', async (t) => {
+    const srv = await build(t, { env: { HTTP_MAX_CONNECTIONS_PER_IP: '3' } })
+    const alice = await srv.userToken('alice')
+    for (let i = 0; i < 4; i++) await wsConnect(t, srv, { token: alice })
+    assert.equal((await srv.request('GET', '/health/live', { headers: { connection: 'close' } })).status, 200)
+  })
+
+  it('does not cap a trusted proxy: its connections carry many clients', async (t) => {
+    const srv = await build(t, { env: { HTTP_MAX_CONNECTIONS_PER_IP: '2', TRUST_PROXY: '127.0.0.1' } })
+    const clients = await Promise.all(Array.from({ length: 4 }, () => rawConnect(t, srv)))
+    for (const client of clients) {
+      client.socket.write('GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')
+      await within(client.closed, 'an answer')
+      assert.equal(parseResponse(client.received()).status, 200)
+    }
+  })
+
+  it('with TLS: upgraded WebSockets leave the count, a connection over the cap is closed', async (t) => {
+    const { certFile, keyFile } = selfSignedCertificate(tempDir(t))
+    const ca = readFileSync(certFile)
+    const srv = await build(t, { env: { TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile, HTTP_MAX_CONNECTIONS_PER_IP: '2' } })
+    await srv.createUser('alice')
+    const login = await oneShotRequest(srv.url, 'POST', '/auth/login', { body: { username: 'alice', password: PASSWORD }, ca })
+    const token = login.body.accessToken as string
+    // Each TLS socket wraps the TCP connection that was counted: the upgrade must release that one.
+    for (let i = 0; i < 3; i++) {
+      const ws = new WebSocket(`${srv.url.replace(/^https/, 'wss')}/ws`, { ca, headers: { authorization: `Bearer ${token}` } })
+      ws.on('error', () => {})
+      t.after(() => { ws.terminate() })
+      await within(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('unexpected-response', () => reject(new Error('handshake refused'))) }), 'a WebSocket over TLS')
+    }
+    const { port } = new URL(srv.url)
+    const tlsClient = (): Promise<{ socket: tls.TLSSocket, secured: boolean }> => new Promise((resolve) => {
+      const socket = tls.connect({ port: Number(port), host: '127.0.0.1', ca, servername: 'localhost' })
+      let secured = false
+      socket.once('secureConnect', () => { secured = true; resolve({ socket, secured }) })
+      socket.on('error', () => {})
+      socket.once('close', () => resolve({ socket, secured }))
+      t.after(() => { socket.destroy() })
+    })
+    const held = [await tlsClient(), await tlsClient()]
+    assert.ok(held.every(client => client.secured))
+    const over = await within(tlsClient(), 'the connection over the cap')
+    assert.equal(over.secured, false)
+    for (const client of held) client.socket.destroy()
+  })
+
+  it('survives many connections from one address: refused past the cap, memory back', async (t) => {
+    const srv = await build(t, { env: { HTTP_MAX_CONNECTIONS_PER_IP: '20' } })
+    const baseline = await settledRss()
+    const clients = await Promise.all(Array.from({ length: 300 }, () => rawConnect(t, srv)))
+    let ended = 0
+    const overCap = new Promise<void>(resolve => {
+      for (const client of clients) void client.closed.then(() => { if (++ended === 280) resolve() })
+    })
+    await within(overCap, 'the 280 connections over the cap to be ended')
+    for (const client of clients) client.socket.destroy()
+    await admittedAgain(t, srv)
+    await assertRssBack(baseline, 'connection flood')
   })
 })
 

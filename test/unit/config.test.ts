@@ -51,7 +51,10 @@ describe('config', () => {
       [{ LOGIN_FAILURES_BEFORE_DELAY: '0' }, 'LOGIN_FAILURES_BEFORE_DELAY'],
       [{ LOGIN_MAX_DELAY: '500ms' }, 'LOGIN_MAX_DELAY'],
       [{ LOGIN_MAX_DELAY: '2h' }, 'LOGIN_MAX_DELAY'],
-      [{ LOGIN_FAILURE_WINDOW: '0' }, 'LOGIN_FAILURE_WINDOW']
+      [{ LOGIN_FAILURE_WINDOW: '0' }, 'LOGIN_FAILURE_WINDOW'],
+      [{ HTTP_REQUEST_TIMEOUT_MS: '0' }, 'HTTP_REQUEST_TIMEOUT_MS'],
+      [{ HTTP_HEADERS_TIMEOUT_MS: '20000', HTTP_REQUEST_TIMEOUT_MS: '15000' }, 'HTTP_HEADERS_TIMEOUT_MS'],
+      [{ HTTP_MAX_CONNECTIONS_PER_IP: '-1' }, 'HTTP_MAX_CONNECTIONS_PER_IP']
     ]
     for (const [env, variable] of cases) failsNaming({ ...base, ...env }, variable)
   })
@@ -152,6 +155,8 @@ describe('config', () => {
     assert.equal(config.shutdownGraceMs, 10_000)
     assert.deepEqual(config.history, { memoryBytes: 256 * 1024 * 1024, roomBytes: 8 * 1024 * 1024, pageBytes: 1024 * 1024 })
     assert.equal(config.maxRoomsPerUser, 50)
+    assert.deepEqual(config.http, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, connectionTimeoutMs: 60_000, keepAliveTimeoutMs: 72_000, maxConnectionsPerIp: 256 })
+    assert.equal(loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, HTTP_MAX_CONNECTIONS_PER_IP: '0' }).http.maxConnectionsPerIp, null)
     // An empty variable counts as unset, as with `PORT=` in a .env file.
     assert.equal(loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, PORT: '', HOST: '' }).port, 3000)
   })
