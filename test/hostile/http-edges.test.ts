@@ -5,6 +5,8 @@ import tls from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { WebSocket } from 'ws'
+import fc from 'fast-check'
+import { redactUrl } from '../../src/logger.js'
 import { build, oneShotRequest, PASSWORD, selfSignedCertificate, tempDir, wsConnect, type TestApp } from '../helper.js'
 import { assertRssBack, settledRss } from './support.js'
 
@@ -308,3 +310,57 @@ describe('hostile: open HTTP connections per address', () => {
   })
 })
 
+describe('hostile: credentials in URLs are redacted by their decoded names', () => {
+  it('never logs a token sent as ?tok%65n=, in the handshake, request or refusal logs', async (t) => {
+    const srv = await build(t)
+    const alice = await srv.userToken('alice')
+    // Accepted: the query parser decodes the name, so this is the `token` parameter.
+    const ws = await wsConnect(t, srv, { query: `?tok%65n=${alice}` })
+    assert.equal(ws.welcome.type, 'welcome')
+
+    const restSecret = 'rest-secret-0123456789abcdef'
+    const res = await srv.request('GET', `/auth/me?%74oken=${restSecret}1&access%5Ftoken=${restSecret}2&api%5fkey=${restSecret}3&API%5FKEY=${restSecret}4&x=1`, { token: alice })
+    assert.equal(res.status, 200)
+
+    const refusedSecret = 'refused-secret-0123456789abcdef'
+    await assert.rejects(wsConnect(t, srv, { query: `?tok%65n=${refusedSecret}` }))
+    const offPath = await rawConnect(t, srv)
+    offPath.socket.write(upgradeRequest(`/health/live?tok%65n=${refusedSecret}x`))
+    await within(offPath.closed, 'the off-path upgrade to be ended')
+    // A URL the router cannot decode is an error of its own: logged too, redacted too.
+    const badUrl = await rawConnect(t, srv)
+    badUrl.socket.write(`GET /rooms/%E0%A4%A?tok%65n=${refusedSecret}y HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)
+    await within(badUrl.closed, 'the answer to a malformed URL')
+    assert.equal(parseResponse(badUrl.received()).status, 400)
+
+    const text = srv.logText()
+    assert.ok(!text.includes(alice), 'the JWT reached the log')
+    for (const secret of [`${restSecret}1`, `${restSecret}2`, `${restSecret}3`, `${restSecret}4`, refusedSecret]) {
+      assert.ok(!text.includes(secret), `${secret} reached the log`)
+    }
+    const urls = srv.logs().map(line => (line.req as { url?: string } | undefined)?.url ?? line.url).filter((url): url is string => typeof url === 'string')
+    assert.ok(urls.includes('/auth/me?%74oken=[REDACTED]&access%5Ftoken=[REDACTED]&api%5fkey=[REDACTED]&API%5FKEY=[REDACTED]&x=1'), JSON.stringify(urls))
+    assert.ok(urls.includes('/ws?tok%65n=[REDACTED]'), JSON.stringify(urls))
+  })
+})
+
+describe('hostile: redactUrl', () => {
+  it('censors a credential parameter however its name is percent-encoded, as the query parser decodes it', () => {
+    const names = ['token', 'access_token', 'refresh_token', 'api_key', 'apikey']
+    const spelling = fc.constantFrom(...names).chain(name => fc.tuple(...[...name].map(char => fc.oneof(
+      fc.constant(char),
+      fc.constant(char.toUpperCase()),
+      fc.constant(`%${char.charCodeAt(0).toString(16)}`),
+      fc.constant(`%${char.charCodeAt(0).toString(16).toUpperCase()}`)
+    ))).map(chars => chars.join('')))
+    fc.assert(fc.property(spelling, fc.string({ minLength: 1 }).map(s => encodeURIComponent(s)), (rawName, before) => {
+      const secret = `s3cr3t${randomBytes(8).toString('hex')}`
+      const url = `/ws?a=${before}&${rawName}=${secret}&b=1`
+      // The premise: the server's parser reads this name as a credential.
+      assert.ok(names.includes([...new URLSearchParams(url.slice(4)).keys()][1]!.toLowerCase()))
+      const logged = redactUrl(url)
+      assert.ok(!logged.includes(secret), logged)
+      assert.equal(logged, `/ws?a=${before}&${rawName}=[REDACTED]&b=1`)
+    }))
+  })
+})
