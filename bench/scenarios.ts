@@ -169,11 +169,12 @@ export function scenarios (size: Size): Scenario[] {
 /**
  * The connection limits every scenario raises, sized to its connection count: all bench
  * connections are one user from one address (defaults: 20 per user, 1000 per address,
- * 120 handshakes a minute per address).
+ * 120 handshakes a minute per address, 256 HTTP connections open per address, which a
+ * `--batch` of handshakes at once comes close to).
  */
 export function connectionLimits (s: Scenario): Record<string, string> {
   const n = String(s.connections + 100)
-  return { WS_MAX_CONNECTIONS_PER_USER: n, WS_MAX_CONNECTIONS_PER_IP: n, WS_HANDSHAKES_PER_IP_PER_MINUTE: n }
+  return { WS_MAX_CONNECTIONS_PER_USER: n, WS_MAX_CONNECTIONS_PER_IP: n, WS_HANDSHAKES_PER_IP_PER_MINUTE: n, HTTP_MAX_CONNECTIONS_PER_IP: n }
 }
 
 /** Whether a run measured the intended load: everything published, delivered once, nothing refused or closed. */

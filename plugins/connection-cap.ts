@@ -42,7 +42,7 @@ export default fp(async (app) => {
       // What the client sends is read and dropped: closing with unread input would reset the
       // connection and could discard the answer before the client reads it.
       socket.resume()
-      writeRefusal(socket, answerOf(new Errors.TooManyConnections('Too many open connections from this address')))
+      writeRefusal(socket, answerOf(new Errors.TooManyConnections('Too many open HTTP connections from this address')))
     }
   })
   app.server.on('upgrade', (_request: IncomingMessage, socket: Duplex) => { cap.release(socket as Socket) })

@@ -19,6 +19,7 @@ const RAISED = {
   WS_MAX_CONNECTIONS_PER_USER: '100000',
   WS_MAX_CONNECTIONS_PER_IP: '100000',
   WS_HANDSHAKES_PER_IP_PER_MINUTE: '1000000',
+  HTTP_MAX_CONNECTIONS_PER_IP: '0',
   WS_MESSAGES_PER_SECOND: '100000',
   WS_MESSAGES_BURST: '100000',
   PUBLISH_RATE_PER_USER: '0'
@@ -283,6 +284,7 @@ describe('switchboard load internals', () => {
     assert.match(refusalMessage(4, 429, { code: 'SB_ERR_TOO_MANY_CONNECTIONS', message: 'Too many open connections for this user' }), /^connection 5 refused by the server: HTTP 429 .*raise WS_MAX_CONNECTIONS_PER_USER/)
     assert.match(refusalMessage(0, 429, { code: 'SB_ERR_TOO_MANY_CONNECTIONS', message: 'Too many open connections from this address' }), /raise WS_MAX_CONNECTIONS_PER_IP/)
     assert.match(refusalMessage(0, 429, { code: 'SB_ERR_RATE_LIMITED' }), /raise WS_HANDSHAKES_PER_IP_PER_MINUTE/)
+    assert.match(refusalMessage(0, 429, { code: 'SB_ERR_TOO_MANY_CONNECTIONS', message: 'Too many open HTTP connections from this address' }), /raise HTTP_MAX_CONNECTIONS_PER_IP/)
     assert.match(refusalMessage(0, 401, { code: 'SB_ERR_INVALID_TOKEN' }), /switchboard login/)
   })
 

@@ -156,7 +156,8 @@ describe('hostile: HTTP timeouts', () => {
   }
 
   it('cuts a client that never finishes its headers, even one that keeps trickling them', async (t) => {
-    const srv = await build(t, { env: shortTimeouts })
+    // The idle timeout far off: what cuts them here is the headers deadline.
+    const srv = await build(t, { env: { ...shortTimeouts, HTTP_CONNECTION_TIMEOUT_MS: '60000' } })
     const trickling = await rawConnect(t, srv)
     trickling.socket.write('GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n')
     trickle(trickling, 'X-Slow: 1\r\n', 200)

@@ -119,7 +119,10 @@ function parseBody (text: string | undefined): { code?: string, message?: string
 export function refusalMessage (index: number, status: number, body: { code?: string, message?: string }): string {
   const what = `connection ${index + 1} refused by the server: HTTP ${status}${body.code === undefined ? '' : ` ${body.code}`}${body.message === undefined ? '' : ` (${body.message})`}`
   let hint: string
-  if (status === 429 && body.code === 'SB_ERR_TOO_MANY_CONNECTIONS') {
+  if (status === 429 && body.code === 'SB_ERR_TOO_MANY_CONNECTIONS' && /HTTP connections/i.test(body.message ?? '')) {
+    // Refused at accept: more handshakes at once than one address may have open.
+    hint = `raise HTTP_MAX_CONNECTIONS_PER_IP on the server, or lower --batch; ${SETTINGS}`
+  } else if (status === 429 && body.code === 'SB_ERR_TOO_MANY_CONNECTIONS') {
     hint = /address/i.test(body.message ?? '')
       ? `raise WS_MAX_CONNECTIONS_PER_IP on the server; ${SETTINGS}`
       : `raise WS_MAX_CONNECTIONS_PER_USER (and WS_MAX_CONNECTIONS_PER_IP) on the server: every connection of the generator is the same user; ${SETTINGS}`
