@@ -189,6 +189,15 @@ describe('hostile: HTTP timeouts', () => {
     await assertRssBack(baseline, 'slow bodies')
   })
 
+  it('with TLS, cuts a client that never finishes the handshake', async (t) => {
+    const { certFile, keyFile } = selfSignedCertificate(tempDir(t))
+    const srv = await build(t, { env: { ...shortTimeouts, HTTP_CONNECTION_TIMEOUT_MS: '60000', TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile } })
+    // Plain TCP that never says hello: no HTTP deadline has started, only the handshake's.
+    const silent = await rawConnect(t, srv)
+    await within(silent.closed, 'the client that never finished its TLS handshake to be cut')
+    await within(oneShotRequest(srv.url, 'GET', '/health/live', { ca: readFileSync(certFile) }), 'a probe over TLS')
+  })
+
   it('closes an idle keep-alive connection', async (t) => {
     const srv = await build(t, { env: shortTimeouts })
     const client = await rawConnect(t, srv)
