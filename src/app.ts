@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import sensible from '@fastify/sensible'
@@ -8,6 +9,7 @@ import { SHARED_SCHEMAS } from './schemas/index.js'
 import { createValidatorCompiler } from './validation.js'
 import { Errors, isUnavailableError } from './errors.js'
 import { trustProxyFunction } from './client-address.js'
+import { clientErrorRefusal, writeRefusal } from './http-refusal.js'
 import configPlugin from '../plugins/config.js'
 import shutdownPlugin from '../plugins/shutdown.js'
 import connectionCapPlugin from '../plugins/connection-cap.js'
@@ -58,6 +60,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     requestTimeout: config.http.requestTimeoutMs,
     connectionTimeout: config.http.connectionTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    clientErrorHandler: answerClientError,
     trustProxy: trustProxyFunction(config.trustProxy),
     // REST bodies are small; the largest is a published message (issue 3) below 64 KiB.
     bodyLimit: 256 * 1024,
@@ -104,6 +107,27 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(webPlugin)
 
   return app
+}
+
+/**
+ * What a connection gets when node's parser refuses its request or a deadline cuts it (as
+ * Fastify's clientErrorHandler): the API's error body, where Fastify's has no `code`, and a
+ * log line without the error itself, whose `rawPacket` holds the raw request bytes, the
+ * Authorization header and the query string's credentials included.
+ */
+function answerClientError (this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
+  // Reset by the client: there is no one to answer.
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  this.log.debug({ code: err.code }, 'client error')
+  // Only the HTTP parser's refusals and deadlines have an HTTP answer. The others (with TLS: a
+  // failed or timed-out handshake) come before any HTTP, on a socket an answer could not leave.
+  const http = err.code?.startsWith('HPE_') === true || err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+  // As node does: a response already under way cannot be followed by another one.
+  if (!http || (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true) {
+    socket.destroy()
+    return
+  }
+  writeRefusal(socket, clientErrorRefusal(err.code))
 }
 
 /**

@@ -6,6 +6,7 @@ import createError from '@fastify/error'
  * documented, `message` is for humans.
  */
 export const Errors = {
+  BadRequest: createError('SB_ERR_BAD_REQUEST', 'Malformed HTTP request', 400),
   Unauthorized: createError('SB_ERR_UNAUTHORIZED', 'Authentication required', 401),
   InvalidToken: createError('SB_ERR_INVALID_TOKEN', 'Invalid or expired token', 401),
   InvalidCredentials: createError('SB_ERR_INVALID_CREDENTIALS', 'Invalid username or password', 401),
@@ -22,6 +23,7 @@ export const Errors = {
   ConnectionNotFound: createError('SB_ERR_CONNECTION_NOT_FOUND', 'Connection not found on this node', 404),
   ApiKeyNotFound: createError('SB_ERR_API_KEY_NOT_FOUND', 'API key not found', 404),
   RouteNotFound: createError('SB_ERR_NOT_FOUND', 'Route %s %s not found', 404),
+  RequestTimeout: createError('SB_ERR_REQUEST_TIMEOUT', 'The request was not received in time', 408),
   NoWebSocketEndpoint: createError('SB_ERR_NO_WEBSOCKET_ENDPOINT', 'No WebSocket endpoint at %s %s (upgrades are served at GET /ws only)', 404),
   UsernameTaken: createError('SB_ERR_USERNAME_TAKEN', 'Username is already taken', 409),
   RoomExists: createError('SB_ERR_ROOM_EXISTS', 'A room with this id already exists', 409),
@@ -32,6 +34,7 @@ export const Errors = {
   OriginNotAllowed: createError('SB_ERR_ORIGIN_NOT_ALLOWED', 'Origin not allowed', 403),
   TooManyConnections: createError('SB_ERR_TOO_MANY_CONNECTIONS', '%s', 429),
   PayloadTooLarge: createError('SB_ERR_PAYLOAD_TOO_LARGE', '%s', 413),
+  HeadersTooLarge: createError('SB_ERR_HEADERS_TOO_LARGE', 'Request headers too large', 431),
   ShuttingDown: createError('SB_ERR_SHUTTING_DOWN', 'Server is shutting down', 503),
   Unavailable: createError('SB_ERR_UNAVAILABLE', '%s', 503)
 } as const

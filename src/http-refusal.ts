@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError } from 'fastify'
+import { Errors } from './errors.js'
 
 /** A refusal's status, stable code and message: the same body as every HTTP error of the API. */
 export interface Refusal { statusCode: number, code: string, message: string, headers?: Record<string, string> }
@@ -8,6 +9,13 @@ export interface Refusal { statusCode: number, code: string, message: string, he
 /** One of the API's errors (src/errors.ts) as the answer of a refusal. */
 export function answerOf (error: FastifyError): Refusal {
   return { statusCode: error.statusCode ?? 500, code: error.code, message: error.message }
+}
+
+/** The answer to a request node's HTTP parser refused, or one a deadline cut, by node's error code. */
+export function clientErrorRefusal (code: string | undefined): Refusal {
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return answerOf(new Errors.RequestTimeout())
+  if (code === 'HPE_HEADER_OVERFLOW') return answerOf(new Errors.HeadersTooLarge())
+  return answerOf(new Errors.BadRequest())
 }
 
 /**
