@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto'
 import { WebSocket } from 'ws'
 import fc from 'fast-check'
 import { redactUrl } from '../../src/logger.js'
-import { build, oneShotRequest, PASSWORD, selfSignedCertificate, tempDir, wsConnect, type TestApp } from '../helper.js'
+import { oneShotRequest } from '../../support/http.js'
+import { build, PASSWORD, selfSignedCertificate, tempDir, wsConnect, type TestApp } from '../helper.js'
 import { assertRssBack, settledRss } from './support.js'
 
 /** Generous: the server's deadlines in these tests are about a second, checked every quarter of it. */
