@@ -2,6 +2,9 @@ import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
 
+/** How long before the grace period ends requests still open are cut, so the close can finish in it. */
+const CUT_BEFORE_GRACE_ENDS_MS = 1000
+
 /**
  * Process entry: load config (a bad value exits 1 with the variable named), build the app,
  * listen, and close gracefully on SIGTERM/SIGINT: readiness turns 503 at once, WebSocket
@@ -23,11 +26,25 @@ async function main (): Promise<void> {
   const app = await buildApp(config)
 
   closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
+    const began = Date.now()
     if (err !== undefined) app.log.error({ err }, 'fatal error, closing')
     else app.log.info({ signal }, 'shutting down')
     // Readiness fails and WebSocket clients drain while HTTP still answers; then close.
     await app.lifecycle.shutdown()
-    await app.close()
+    // Node stops enforcing request deadlines once the server closes: a client trickling a body
+    // would hold the close until the grace period ran out (exit 1), so a slow client could fail
+    // every deploy. Past one request deadline every request still open has outlived its own,
+    // and just before the grace ends nothing more can finish in time: cut what is left then.
+    const cutInMs = Math.max(0, Math.min(config.http.requestTimeoutMs, config.shutdownGraceMs - (Date.now() - began) - CUT_BEFORE_GRACE_ENDS_MS))
+    const cut = setTimeout(() => {
+      app.log.warn({ afterMs: cutInMs }, 'requests still open past their deadline: connections cut at shutdown')
+      app.server.closeAllConnections()
+    }, cutInMs)
+    try {
+      await app.close()
+    } finally {
+      clearTimeout(cut)
+    }
   })
 
   await app.listen({ host: config.host, port: config.port })
