@@ -31,6 +31,25 @@ export default tseslint.config(
     }
   },
   {
+    // The wire contract is shared by the server and the SDK, and will be packaged with the
+    // SDK: it must not pull in server code or Node-only APIs.
+    files: ['src/protocol/**'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ regex: '^(?!@sinclair/typebox(/|$)|\\./)', message: 'src/protocol/ imports only TypeBox and its own files (it ships with the SDK)' }]
+      }]
+    }
+  },
+  {
+    // The SDK never imports the server: only its own files and the wire contract.
+    files: ['src/client/**'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ regex: '^\\.\\./(?!protocol/)', message: 'the SDK imports only src/client/ and the wire contract (src/protocol/)' }]
+      }]
+    }
+  },
+  {
     files: ['scripts/**', 'test/**'],
     rules: { 'no-console': 'off' }
   },

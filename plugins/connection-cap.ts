@@ -2,8 +2,8 @@ import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
-import { Errors } from '../src/errors.js'
-import { answerOf, destroyOnError, writeRefusal } from '../src/http-refusal.js'
+import { Errors, httpAnswer } from '../src/errors.js'
+import { destroyOnError, writeRefusal } from '../src/http-refusal.js'
 import { trustProxyFunction } from '../src/client-address.js'
 import { capConnectionsPerAddress } from '../src/limits/connection-cap.js'
 import { outageLogThrottle } from '../src/redis.js'
@@ -42,7 +42,7 @@ export default fp(async (app) => {
       // What the client sends is read and dropped: closing with unread input would reset the
       // connection and could discard the answer before the client reads it.
       socket.resume()
-      writeRefusal(socket, answerOf(new Errors.TooManyConnections('Too many open HTTP connections from this address')))
+      writeRefusal(socket, httpAnswer(new Errors.TooManyConnections('Too many open HTTP connections from this address')))
     }
   })
   app.server.on('upgrade', (_request: IncomingMessage, socket: Duplex) => { cap.release(socket as Socket) })

@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { AuthFailureReason, GrantRenewal, GrantSource, MetricTotals, RateLimitScope, RealtimeMetrics } from '../src/realtime/metrics.js'
-import { CloseCodes } from '../src/realtime/close-codes.js'
-import { COMMAND_SCHEMAS } from '../src/realtime/protocol.js'
+import { CloseCodes } from '../src/protocol/close-codes.js'
+import { COMMAND_SCHEMAS } from '../src/protocol/messages.js'
 import type { PoolStats } from '../src/store/index.js'
 
 export interface Metrics {

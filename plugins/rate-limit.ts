@@ -5,6 +5,7 @@ import type { FastifyRequest } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { FallbackLog } from '../src/limits/fallback.js'
 import { outageLogThrottle } from '../src/redis.js'
+import { Errors } from '../src/errors.js'
 
 /**
  * A per-client request budget on every route (RATE_LIMIT_MAX per minute), keyed by the
@@ -28,12 +29,8 @@ export default fp(async (app) => {
     max: app.config.rateLimitMax,
     timeWindow: '1 minute',
     ...(redis === null ? {} : { store: clusterStore(redis, `${app.config.redis?.keyPrefix ?? 'sb:'}http-rate:`, app.log) }),
-    errorResponseBuilder: (_request, context) => ({
-      statusCode: 429,
-      code: 'SB_ERR_RATE_LIMITED',
-      error: 'Too Many Requests',
-      message: `Rate limit exceeded, retry in ${context.after}`
-    })
+    // Thrown by the plugin, rendered by the error handler; the plugin sets Retry-After itself.
+    errorResponseBuilder: (_request, context) => new Errors.RateLimited(`Rate limit exceeded, retry in ${context.after}`)
   })
   // Root-level onRequest hooks run before every route's own, and for unknown routes too (so
   // scanning for paths costs the scanner).

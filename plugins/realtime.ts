@@ -6,7 +6,7 @@ import { scopeAllows } from '../src/auth/scopes.js'
 import { PERSONAL_ROOM_PREFIX } from '../src/rooms/service.js'
 import { ROOM_DEFAULTS } from '../src/schemas/rooms.js'
 import type { Engine, StreamOptions } from '../src/realtime/engine.js'
-import { RealtimeError, UnavailableError } from '../src/realtime/errors.js'
+import { RealtimeError, toRealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import { describeRedisEndpoint } from '../src/redis.js'
@@ -64,7 +64,7 @@ export default fp(async (app) => {
       return { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }
     } catch (err) {
       const mapped = toRealtimeError(err)
-      if (mapped.code === 'unavailable') app.log.warn({ err, room }, 'authorization failed: dependency error')
+      if (mapped.protocolCode === 'unavailable') app.log.warn({ err, room }, 'authorization failed: dependency error')
       throw mapped
     }
   }
@@ -154,21 +154,4 @@ function authorizePersonal (principal: Principal, room: string, operation: RoomO
     : admin || (principal.kind === 'user' && principal.userId === owner)
   if (!allowed) throw new RealtimeError('forbidden', `Not allowed to ${operation} in ${room}`)
   return PERSONAL_STREAM
-}
-
-/**
- * Maps the room service's HTTP errors onto protocol error codes, and a store that cannot be
- * reached (503) onto the temporary `unavailable`. Anything else is a bug and is rethrown as
- * it is: it must surface as one (1011 on the socket, 500 over REST, logged at error), not
- * pass for a passing outage that clients retry forever.
- */
-function toRealtimeError (err: unknown): RealtimeError {
-  if (err instanceof RealtimeError) return err
-  const statusCode = (err as { statusCode?: unknown }).statusCode
-  const message = err instanceof Error ? err.message : 'error'
-  if (statusCode === 404) return new RealtimeError('not_found', message)
-  if (statusCode === 403) return new RealtimeError('forbidden', message)
-  if (statusCode === 503) return new UnavailableError()
-  if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) return new RealtimeError('bad_request', message)
-  throw err
 }

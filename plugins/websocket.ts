@@ -2,9 +2,9 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
-import { PROTOCOL_VERSION } from '../src/realtime/protocol.js'
-import { Errors } from '../src/errors.js'
-import { answerOf, writeRefusal } from '../src/http-refusal.js'
+import { PROTOCOL_VERSION } from '../src/protocol/messages.js'
+import { Errors, httpAnswer } from '../src/errors.js'
+import { writeRefusal } from '../src/http-refusal.js'
 import { clientAddress, trustProxyFunction } from '../src/client-address.js'
 import { redactUrl } from '../src/logger.js'
 
@@ -69,7 +69,7 @@ export default fp(async (app) => {
     }
     // Logged as Fastify logs a request it answers, the URL's credentials censored.
     app.log.info({ method: request.method, url: redactUrl(request.url ?? ''), ip: clientAddress(request, trust), statusCode: 404 }, 'upgrade refused: no WebSocket endpoint')
-    writeRefusal(socket, answerOf(new Errors.NoWebSocketEndpoint(request.method ?? '', path)))
+    writeRefusal(socket, httpAnswer(new Errors.NoWebSocketEndpoint(request.method ?? '', path)))
   })
   app.decorate('directUpgrade', (path: string, handler: UpgradeHandler) => { direct.set(path, handler) })
 }, { name: 'websocket', dependencies: ['config', 'shutdown'] })

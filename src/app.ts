@@ -7,7 +7,7 @@ import type { Config } from './config.js'
 import { buildLoggerOptions } from './logger.js'
 import { SHARED_SCHEMAS } from './schemas/index.js'
 import { createValidatorCompiler } from './validation.js'
-import { Errors, isUnavailableError } from './errors.js'
+import { Errors, httpAnswer } from './errors.js'
 import { trustProxyFunction } from './client-address.js'
 import { clientErrorRefusal, writeRefusal } from './http-refusal.js'
 import configPlugin from '../plugins/config.js'
@@ -147,40 +147,20 @@ function isLoggerInstance (logger: unknown): logger is NonNullable<FastifyServer
   return typeof logger === 'object' && logger !== null && typeof (logger as { child?: unknown }).child === 'function'
 }
 
-interface HttpError extends Error {
-  statusCode?: number
-  code?: string
-  validation?: unknown
-  headers?: Record<string, string>
-}
-
 /**
- * One error shape for every failure: { statusCode, code, error, message }. Below 500 the
- * message is the client's to read; from 500 up the client gets a generic message and the log
- * gets everything.
+ * One error shape for every failure: { statusCode, code, error, message }, rendered from the
+ * error table (src/errors.ts, httpAnswer). Below 500 the message is the client's to read; from
+ * 500 up the client gets a generic message and the log gets everything.
  */
 function installErrorHandlers (app: FastifyInstance): void {
-  app.setErrorHandler((err: HttpError, request, reply) => {
-    let statusCode = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
-    if (err.validation !== undefined) statusCode = 400
-    if (statusCode >= 500) {
-      request.log.error({ err }, 'request failed')
-      const unavailable = isUnavailableError(err)
-      return reply.code(statusCode).send({
-        statusCode,
-        code: unavailable ? err.code : 'SB_ERR_INTERNAL',
-        error: statusText(statusCode),
-        message: unavailable ? err.message : 'Internal server error'
-      })
+  app.setErrorHandler((err: Error & { code?: string }, request, reply) => {
+    const { statusCode, code, message, headers } = httpAnswer(err)
+    if (statusCode >= 500) request.log.error({ err }, 'request failed')
+    else {
+      request.log.info({ err: { message: err.message, code: err.code }, statusCode }, 'request rejected')
+      if (headers !== undefined) void reply.headers(headers)
     }
-    request.log.info({ err: { message: err.message, code: err.code }, statusCode }, 'request rejected')
-    if (err.headers !== undefined) void reply.headers(err.headers)
-    return reply.code(statusCode).send({
-      statusCode,
-      code: err.validation !== undefined ? 'SB_ERR_VALIDATION' : (err.code ?? `SB_ERR_HTTP_${statusCode}`),
-      error: statusText(statusCode),
-      message: err.message
-    })
+    return reply.code(statusCode).send({ statusCode, code, error: statusText(statusCode), message })
   })
 
   // Unknown routes are rate limited too (plugins/rate-limit.ts counts every request).

@@ -1,21 +1,12 @@
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
-import type { FastifyError } from 'fastify'
-import { Errors } from './errors.js'
-
-/** A refusal's status, stable code and message: the same body as every HTTP error of the API. */
-export interface Refusal { statusCode: number, code: string, message: string, headers?: Record<string, string> }
-
-/** One of the API's errors (src/errors.ts) as the answer of a refusal. */
-export function answerOf (error: FastifyError): Refusal {
-  return { statusCode: error.statusCode ?? 500, code: error.code, message: error.message }
-}
+import { Errors, httpAnswer, type HttpAnswer } from './errors.js'
 
 /** The answer to a request node's HTTP parser refused, or one a deadline cut, by node's error code. */
-export function clientErrorRefusal (code: string | undefined): Refusal {
-  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return answerOf(new Errors.RequestTimeout())
-  if (code === 'HPE_HEADER_OVERFLOW') return answerOf(new Errors.HeadersTooLarge())
-  return answerOf(new Errors.BadRequest())
+export function clientErrorRefusal (code: string | undefined): HttpAnswer {
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return httpAnswer(new Errors.RequestTimeout())
+  if (code === 'HPE_HEADER_OVERFLOW') return httpAnswer(new Errors.HeadersTooLarge())
+  return httpAnswer(new Errors.BadRequest('Malformed HTTP request'))
 }
 
 /**
@@ -23,7 +14,7 @@ export function clientErrorRefusal (code: string | undefined): Refusal {
  * routes, a connection over a cap), then the end of it. `Connection: close` and the destroy on
  * 'finish' mean the socket is gone as soon as the answer is flushed.
  */
-export function writeRefusal (socket: Duplex, answer: Refusal): void {
+export function writeRefusal (socket: Duplex, answer: HttpAnswer): void {
   // Nobody else listens on this socket any more: a reset by the client must end it, not the process.
   socket.on('error', destroyOnError)
   if (!socket.writable) {

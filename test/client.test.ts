@@ -928,7 +928,7 @@ describe('client SDK: package', () => {
     await run('npm', ['run', 'build'], { cwd: ROOT })
     const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT })
     const files = new Set((JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map(f => f.path))
-    for (const file of ['dist/src/client/index.js', 'dist/src/client/index.d.ts', 'dist/src/client/client.d.ts', 'dist/src/realtime/protocol.d.ts', 'dist/src/realtime/close-codes.js']) {
+    for (const file of ['dist/src/client/index.js', 'dist/src/client/index.d.ts', 'dist/src/client/client.d.ts', 'dist/src/protocol/messages.d.ts', 'dist/src/protocol/close-codes.js']) {
       assert.ok(files.has(file), `${file} packed`)
     }
 

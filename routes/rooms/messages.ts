@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Errors } from '../../src/errors.js'
-import { RealtimeError } from '../../src/realtime/errors.js'
-import { MAX_DATA_DEPTH, depthExceeds } from '../../src/realtime/protocol.js'
+import { MAX_DATA_DEPTH, depthExceeds } from '../../src/realtime/command-parser.js'
 import { historyJson } from '../../src/realtime/publication-frames.js'
 import { errorResponses, type Security } from '../../src/schemas/common.js'
 import { RoomParamsSchema } from '../../src/schemas/rooms.js'
@@ -27,11 +26,12 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const { data, idempotencyKey } = request.body
     // The same bounds as a WebSocket publish: a message that could not be sent over /ws is refused here too.
-    if (depthExceeds(data, MAX_DATA_DEPTH)) throw Object.assign(new Error(`body/data: nested deeper than ${MAX_DATA_DEPTH} levels`), { statusCode: 400, code: 'SB_ERR_VALIDATION' })
+    if (depthExceeds(data, MAX_DATA_DEPTH)) throw new Errors.Validation(`body/data: nested deeper than ${MAX_DATA_DEPTH} levels`)
     // Serialised once: the size check, history and every frame use this same text.
     const json = JSON.stringify(data)
     if (Buffer.byteLength(json) > maxMessageBytes) throw new Errors.PayloadTooLarge(`data is larger than ${maxMessageBytes} bytes`)
-    const result = await viaRealtime(() => app.realtime.publish(request.principal!, request.params.id, json, idempotencyKey))
+    // The core's errors are errors of the table (src/errors.ts): the error handler renders them.
+    const result = await app.realtime.publish(request.principal!, request.params.id, json, idempotencyKey)
     return reply.code(201).send({ epoch: result.epoch, offset: result.offset })
   })
 
@@ -48,13 +48,13 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const { since, epoch, limit } = request.query
     if ((since === undefined) !== (epoch === undefined)) {
-      throw Object.assign(new Error('querystring: `since` and `epoch` go together'), { statusCode: 400, code: 'SB_ERR_VALIDATION' })
+      throw new Errors.Validation('querystring: `since` and `epoch` go together')
     }
-    const result = await viaRealtime(() => app.realtime.history(request.principal!, request.params.id, {
+    const result = await app.realtime.history(request.principal!, request.params.id, {
       limit,
       maxBytes: pageBytes,
       ...(since === undefined || epoch === undefined ? {} : { since: { epoch, offset: since } })
-    }))
+    })
     // Publications are JSON text already: the page is their concatenation (HistorySchema's
     // shape), sent as it is rather than parsed and serialised again. The typed reply only
     // knows the object form of the schema, hence the plain FastifyReply.
@@ -71,25 +71,7 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       params: RoomParamsSchema,
       response: { 200: PresenceSchema, ...errorResponses(400, 401, 403, 404, 503) }
     }
-  }, async (request) => await viaRealtime(() => app.realtime.presence(request.principal!, request.params.id)))
-}
-
-const STATUS: Record<RealtimeError['code'], number> = {
-  bad_request: 400, unauthorized: 401, forbidden: 403, not_found: 404, rate_limited: 429, conflict: 409, unavailable: 503, internal: 500
-}
-
-/** Protocol errors from the core become the HTTP error shape with the matching status. */
-async function viaRealtime<T> (call: () => Promise<T>): Promise<T> {
-  try {
-    return await call()
-  } catch (err) {
-    if (!(err instanceof RealtimeError)) throw err
-    if (err.code === 'not_found') throw new Errors.RoomNotFound()
-    if (err.code === 'forbidden') throw new Errors.Forbidden(err.message)
-    if (err.code === 'unavailable') throw new Errors.Unavailable(err.message)
-    const headers = err.retryAfterMs === undefined ? {} : { headers: { 'retry-after': String(Math.max(1, Math.ceil(err.retryAfterMs / 1000))) } }
-    throw Object.assign(new Error(err.message), { statusCode: STATUS[err.code], code: `SB_ERR_${err.code.toUpperCase()}` }, headers)
-  }
+  }, async (request) => await app.realtime.presence(request.principal!, request.params.id))
 }
 
 export default messageRoutes

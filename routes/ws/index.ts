@@ -3,13 +3,13 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { FastifyBaseLogger, FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
-import { Errors, isUnavailableError } from '../../src/errors.js'
+import { Errors, httpAnswer, isUnavailableError, type HttpAnswer } from '../../src/errors.js'
 import { redactUrl } from '../../src/logger.js'
-import { answerOf, destroyOnError, writeRefusal, type Refusal } from '../../src/http-refusal.js'
+import { destroyOnError, writeRefusal } from '../../src/http-refusal.js'
 import type { Principal } from '../../src/auth/principal.js'
 import { clientAddress, trustProxyFunction } from '../../src/client-address.js'
 import { createRateLimiter, type RateLimiter } from '../../src/limits/rate-limiter.js'
-import { CloseCodes, CloseReasons } from '../../src/realtime/close-codes.js'
+import { CloseCodes, CloseReasons } from '../../src/protocol/close-codes.js'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
 import type { AuthFailureReason } from '../../src/realtime/metrics.js'
 
@@ -45,22 +45,22 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
   const infoEnabled = (): boolean => log.isLevelEnabled?.('info') ?? true
 
   // One line per handshake, as Fastify logs a request (the URL's credentials censored).
-  function refuseWith (socket: Duplex, request: IncomingMessage, ip: string, answer: Refusal): void {
+  function refuseWith (socket: Duplex, request: IncomingMessage, ip: string, answer: HttpAnswer): void {
     if (infoEnabled()) app.log.info({ url: redactUrl(request.url ?? ''), ip, statusCode: answer.statusCode, code: answer.code }, 'websocket handshake refused')
     writeRefusal(socket, answer)
   }
 
-  function authFailure (reason: AuthFailureReason, error: Refusal): Refusal {
+  function authFailure (reason: AuthFailureReason, error: HttpAnswer): HttpAnswer {
     metrics.authFailure(reason)
     return error
   }
 
-  function tooMany (refusal: 'connections_per_user' | 'connections_per_ip'): Refusal {
+  function tooMany (refusal: 'connections_per_user' | 'connections_per_ip'): HttpAnswer {
     metrics.rateLimited(refusal)
-    return answerOf(new Errors.TooManyConnections(refusal === 'connections_per_user' ? 'Too many open connections for this user' : 'Too many open connections from this address'))
+    return httpAnswer(new Errors.TooManyConnections(refusal === 'connections_per_user' ? 'Too many open connections for this user' : 'Too many open connections from this address'))
   }
 
-  function checkOrigin (headers: IncomingHttpHeaders): Refusal | null {
+  function checkOrigin (headers: IncomingHttpHeaders): HttpAnswer | null {
     const origin = headers.origin
     // Non-browser clients send no Origin. Browsers always do, so a page on a foreign site cannot
     // open a socket with a token it obtained (e.g. a leaked `?token=` link) from a user's browser.
@@ -68,17 +68,17 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     const allowed = ws.allowedOrigins
     if (allowed.includes('*') || allowed.includes(origin)) return null
     if (allowed.length === 0 && sameOrigin(origin, headers.host)) return null
-    return authFailure('origin', answerOf(new Errors.OriginNotAllowed()))
+    return authFailure('origin', httpAnswer(new Errors.OriginNotAllowed()))
   }
 
   /** The principal, or why not: a JWT (header, subprotocol or ?token=) or an API key (header or ?api_key=). */
-  async function identify (request: IncomingMessage): Promise<Principal | Refusal> {
+  async function identify (request: IncomingMessage): Promise<Principal | HttpAnswer> {
     const { headers } = request
     const query = queryOf(request.url)
     let token: string | undefined
     if (headers.authorization !== undefined) {
       const match = /^Bearer +(\S+) *$/i.exec(headers.authorization)
-      if (match?.[1] === undefined) return authFailure('invalid', answerOf(new Errors.InvalidToken()))
+      if (match?.[1] === undefined) return authFailure('invalid', httpAnswer(new Errors.InvalidToken()))
       token = match[1]
     }
     const protocols = headers['sec-websocket-protocol']
@@ -88,40 +88,40 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     if (token === undefined && query !== null) {
       const tokens = query.getAll('token')
       // Twice in one URL is not a credential: which one was meant is anyone's guess.
-      if (tokens.length > 1) return authFailure('invalid', answerOf(new Errors.InvalidToken()))
+      if (tokens.length > 1) return authFailure('invalid', httpAnswer(new Errors.InvalidToken()))
       token = tokens[0]
     }
     if (token !== undefined) {
       const checked = await app.checkAccessToken(token)
-      return typeof checked === 'string' ? authFailure(checked, answerOf(new Errors.InvalidToken())) : checked
+      return typeof checked === 'string' ? authFailure(checked, httpAnswer(new Errors.InvalidToken())) : checked
     }
     const headerKey = headers['x-api-key']
     const queryKeys = query?.getAll('api_key') ?? []
-    if (typeof headerKey !== 'string' && queryKeys.length > 1) return authFailure('invalid', answerOf(new Errors.InvalidToken()))
+    if (typeof headerKey !== 'string' && queryKeys.length > 1) return authFailure('invalid', httpAnswer(new Errors.InvalidToken()))
     const key = typeof headerKey === 'string' ? headerKey : queryKeys[0]
     if (key !== undefined) {
       const principal = key.length <= 256 ? await app.auth.authenticateApiKey(key) : null
-      return principal ?? authFailure('invalid', answerOf(new Errors.InvalidToken()))
+      return principal ?? authFailure('invalid', httpAnswer(new Errors.InvalidToken()))
     }
-    return authFailure('missing', answerOf(new Errors.Unauthorized()))
+    return authFailure('missing', httpAnswer(new Errors.Unauthorized()))
   }
 
   async function handshake (request: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
     const ip = clientAddress(request, trust)
-    if (app.lifecycle.shuttingDown) return refuseWith(socket, request, ip, answerOf(new Errors.ShuttingDown()))
+    if (app.lifecycle.shuttingDown) return refuseWith(socket, request, ip, httpAnswer(new Errors.ShuttingDown()))
     const budget = await handshakes.take(ip)
     if (!budget.allowed) {
       metrics.rateLimited('handshakes')
       const seconds = Math.max(1, Math.ceil(budget.retryAfterMs / 1000))
-      return refuseWith(socket, request, ip, { statusCode: 429, code: 'SB_ERR_RATE_LIMITED', message: `Rate limit exceeded, retry in ${seconds} seconds`, headers: { 'retry-after': String(seconds) } })
+      return refuseWith(socket, request, ip, httpAnswer(new Errors.RateLimited(`Rate limit exceeded, retry in ${seconds} seconds`).withRetryAfter(budget.retryAfterMs)))
     }
     const origin = checkOrigin(request.headers)
     if (origin !== null) return refuseWith(socket, request, ip, origin)
     const principal = await identify(request)
     if ('statusCode' in principal) return refuseWith(socket, request, ip, principal)
     const refusal = app.realtime.admit(principal, ip)
-    if (refusal === 'draining') return refuseWith(socket, request, ip, answerOf(new Errors.ShuttingDown()))
-    if (refusal === 'revoked') return refuseWith(socket, request, ip, authFailure('revoked', answerOf(new Errors.InvalidToken())))
+    if (refusal === 'draining') return refuseWith(socket, request, ip, httpAnswer(new Errors.ShuttingDown()))
+    if (refusal === 'revoked') return refuseWith(socket, request, ip, authFailure('revoked', httpAnswer(new Errors.InvalidToken())))
     if (refusal !== null) return refuseWith(socket, request, ip, tooMany(refusal))
     // Last, after the cheap local checks: one Redis round trip with the Redis engine.
     const reservation = await app.realtime.reserve(principal, ip)
@@ -188,22 +188,18 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       // API key) is a temporary 503 with its code; anything else is a bug.
       if (isUnavailableError(err)) {
         app.log.warn({ err }, 'websocket handshake: dependency unavailable')
-        writeRefusal(socket, { statusCode: 503, code: err.code, message: err.message })
+        writeRefusal(socket, httpAnswer(err))
         return
       }
       app.log.error({ err }, 'websocket handshake failed')
-      writeRefusal(socket, { statusCode: 500, code: 'SB_ERR_INTERNAL', message: 'Internal server error' })
+      writeRefusal(socket, httpAnswer(new Errors.Internal()))
     })
   })
 
   // Without an Upgrade header the request reaches Fastify: say what this endpoint is.
   app.get('/ws', { schema: { hide: true } }, async (_request, reply) => {
-    return reply.code(426).header('upgrade', 'websocket').send({
-      statusCode: 426,
-      code: 'SB_ERR_UPGRADE_REQUIRED',
-      error: STATUS_CODES[426],
-      message: 'This is the WebSocket endpoint: connect with a WebSocket client (docs/protocol.md)'
-    })
+    const { statusCode, code, message } = httpAnswer(new Errors.UpgradeRequired())
+    return reply.code(statusCode).header('upgrade', 'websocket').send({ statusCode, code, error: STATUS_CODES[statusCode], message })
   })
 }
 

@@ -92,7 +92,7 @@ export function createAuthService (deps: AuthServiceDeps) {
      */
     async login (username: string, password: string, address: string): Promise<TokenPair> {
       const wait = await throttle.attempt(address, username)
-      if (wait > 0) throw Object.assign(new Errors.TooManyLoginAttempts(), { headers: { 'retry-after': String(wait) } })
+      if (wait > 0) throw new Errors.TooManyLoginAttempts().withRetryAfter(wait * 1000)
       const user = await store.getUser(username)
       const ok = await verifyPassword(password, user?.passwordHash ?? await dummyPasswordHash(config.passwordHashCost))
       // The attempt was counted as a failure when it was let in: only a success takes it back.

@@ -1,4 +1,4 @@
-import type { CommandType, UnsubscribeReason } from '../realtime/protocol.js'
+import type { CommandType, UnsubscribeReason } from '../protocol/messages.js'
 import { backoffDelay } from './backoff.js'
 import { CommandQueue, type AnswerFrame, type Command, type CommandOptions } from './command-queue.js'
 import { Emitter } from './emitter.js'

@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../realtime/protocol.js'
+import type { ErrorCode } from '../protocol/messages.js'
 
 /**
  * Codes of failures the client detects itself, next to the server's error codes:

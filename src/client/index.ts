@@ -6,7 +6,7 @@ export { SwitchboardClient } from './client.js'
 export { Subscription } from './subscription.js'
 export { SwitchboardError, type ClientErrorCode, type SwitchboardErrorCode } from './errors.js'
 export { backoffBound, backoffDelay } from './backoff.js'
-export { isReconnectCode, CloseCodes } from '../realtime/close-codes.js'
+export { isReconnectCode, CloseCodes } from '../protocol/close-codes.js'
 export type {
   ClientEvents,
   ConnectionState,

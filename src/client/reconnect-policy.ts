@@ -1,4 +1,4 @@
-import { isReconnectCode } from '../realtime/close-codes.js'
+import { isReconnectCode } from '../protocol/close-codes.js'
 import { backoffDelay } from './backoff.js'
 import type { TransportMode } from './transport.js'
 import type { ReconnectOptions } from './types.js'

@@ -1,4 +1,4 @@
-import type { PROTOCOL_VERSION } from '../realtime/protocol.js'
+import type { PROTOCOL_VERSION } from '../protocol/messages.js'
 import type { WebSocketConstructor, WebSocketLike } from './types.js'
 
 /** The subprotocol every connection offers (checked against the protocol module at compile time). */

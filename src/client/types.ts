@@ -10,7 +10,7 @@ import type {
   SubscribeResultSchema,
   UnsubscribeReason,
   WelcomeFrameSchema
-} from '../realtime/protocol.js'
+} from '../protocol/messages.js'
 
 /*
  * The SDK's public types. Wire shapes come from the protocol's TypeBox schemas (type-only

@@ -1,13 +1,13 @@
 import type { Principal, UserPrincipal } from '../auth/principal.js'
-import { CloseCodes, CloseReasons, type CloseCode } from './close-codes.js'
+import { CloseCodes, CloseReasons, type CloseCode } from '../protocol/close-codes.js'
 import type { Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
+import { AppError, protocolErrorOf } from '../errors.js'
 import { RealtimeError } from './errors.js'
 import type { Logger } from './logger.js'
 import { historyJson, JsonText, messageText, subscribedJson } from './publication-frames.js'
-import {
-  errorFrame, parseCommand, replyFrame, replyFrameWithJson, PROTOCOL_VERSION,
-  type ClientCommand, type CommandId, type HistoryCommand, type SubscribeCommand, type UnsubscribeReason
-} from './protocol.js'
+import type { ClientCommand, CommandId, HistoryCommand, SubscribeCommand, UnsubscribeReason } from '../protocol/messages.js'
+import { errorFrame, replyFrame, replyFrameWithJson, unsubscribedFrame, welcomeFrame, welcomeSettings, type WelcomeSettings, type WelcomeUser } from '../protocol/frames.js'
+import { parseCommand } from './command-parser.js'
 import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
 import type { RealtimeMetrics } from './metrics.js'
 import type { RealtimeLimits } from './limits.js'
@@ -37,7 +37,6 @@ const CLOSE_TIMEOUT_MS = 1000
 /** The start of every connection's command chain: one settled promise shared by all. */
 const SETTLED: Promise<void> = Promise.resolve()
 
-/** The welcome's node-wide part, `"heartbeatMs":…,"limits":{…}`, serialised once per node. */
 /**
  * What a Connection may use of the node that hosts it. The connection owns this interface so
  * that it never imports the node (which imports it): the node implements it, a test can fake it.
@@ -64,24 +63,15 @@ export interface ConnectionHost {
   unregister(connection: Connection): void
 }
 
-const welcomeLimitsCache = new WeakMap<RealtimeLimits, string>()
-function welcomeLimits (limits: RealtimeLimits): string {
-  let text = welcomeLimitsCache.get(limits)
-  if (text === undefined) {
-    text = JSON.stringify({
-      heartbeatMs: limits.heartbeatMs,
-      limits: {
-        maxMessageBytes: limits.maxMessageBytes,
-        messagesPerSecond: limits.messagesPerSecond,
-        messagesBurst: limits.messagesBurst,
-        maxSubscriptions: limits.maxSubscriptions,
-        maxBufferedBytes: limits.maxBufferedBytes,
-        idleTimeoutMs: limits.idleTimeoutMs
-      }
-    }).slice(1, -1)
-    welcomeLimitsCache.set(limits, text)
+/** The welcome's node-wide part, serialised once per node (per limits object) instead of per connection. */
+const welcomeSettingsCache = new WeakMap<RealtimeLimits, WelcomeSettings>()
+function nodeWelcomeSettings (limits: RealtimeLimits): WelcomeSettings {
+  let settings = welcomeSettingsCache.get(limits)
+  if (settings === undefined) {
+    settings = welcomeSettings(limits.heartbeatMs, limits)
+    welcomeSettingsCache.set(limits, settings)
   }
-  return text
+  return settings
 }
 
 /**
@@ -155,10 +145,9 @@ export class Connection {
     if (this.state !== 'connecting') return
     this.state = 'open'
     const { limits } = this.node
-    const user = { id: this.publicId, role: this.principal.kind === 'user' ? this.principal.role : 'apiKey' }
+    const user: WelcomeUser = { id: this.publicId, role: this.principal.kind === 'user' ? this.principal.role : 'apiKey' }
     const tokenExpiresAt = this.principal.kind === 'user' ? this.principal.expiresAt * 1000 : null
-    this.sendText(`{"type":"welcome","protocol":"${PROTOCOL_VERSION}","connectionId":${JSON.stringify(this.id)},"user":${JSON.stringify(user)},` +
-      `${welcomeLimits(limits)},"tokenExpiresAt":${JSON.stringify(tokenExpiresAt)}}`)
+    this.sendText(welcomeFrame(this.id, user, nodeWelcomeSettings(limits), tokenExpiresAt))
     // The first ping is jittered so connections opened together do not ping together forever.
     this.pingAt = this.node.now() + Math.floor(limits.heartbeatMs * (0.5 + Math.random() * 0.5))
     this.armIdle()
@@ -180,13 +169,13 @@ export class Connection {
       const parsed = parseCommand(text)
       if (!parsed.ok) {
         this.node.metrics.messageIn('invalid')
-        this.sendText(errorFrame(parsed.id, 'bad_request', parsed.message))
+        this.sendError(parsed.id, new RealtimeError('bad_request', parsed.message))
         return
       }
       const command = parsed.command
       this.node.metrics.messageIn(command.type)
       if (this.pending >= MAX_PENDING_COMMANDS) {
-        this.sendText(errorFrame(command.id, 'rate_limited', 'Too many commands waiting for replies'))
+        this.sendError(command.id, new RealtimeError('rate_limited', 'Too many commands waiting for replies'))
         return
       }
       this.pending++
@@ -205,7 +194,7 @@ export class Connection {
     try {
       if (!this.admitFrame(() => undefined)) return
       this.node.metrics.messageIn('invalid')
-      this.sendText(errorFrame(undefined, 'bad_request', 'Binary frames are not supported; send JSON text frames'))
+      this.sendError(undefined, new RealtimeError('bad_request', 'Binary frames are not supported; send JSON text frames'))
     } catch (err) {
       this.fail(err)
     }
@@ -226,7 +215,7 @@ export class Connection {
       this.close(CloseCodes.RATE_LIMITED)
       return false
     }
-    this.sendText(errorFrame(idOf(), 'rate_limited', `Over ${this.node.limits.messagesPerSecond} messages per second; slow down`))
+    this.sendError(idOf(), new RealtimeError('rate_limited', `Over ${this.node.limits.messagesPerSecond} messages per second; slow down`))
     return false
   }
 
@@ -261,8 +250,8 @@ export class Connection {
       if (this.state !== 'open' || result === undefined) return
       this.sendText(result instanceof JsonText ? replyFrameWithJson(command.id, result.text) : replyFrame(command.id, result))
     } catch (err) {
-      if (err instanceof RealtimeError) {
-        if (this.state === 'open') this.sendText(errorFrame(command.id, err.code, err.message, err.retryAfterMs))
+      if (err instanceof AppError) {
+        if (this.state === 'open') this.sendError(command.id, err)
         return
       }
       this.fail(err)
@@ -430,7 +419,12 @@ export class Connection {
   revoke (room: string, reason: UnsubscribeReason): void {
     if (!this.subscriptions.has(room)) return
     this.dropSubscription(room)
-    if (this.state === 'open') this.sendText(JSON.stringify({ type: 'unsubscribed', room, reason }))
+    if (this.state === 'open') this.sendText(unsubscribedFrame(room, reason))
+  }
+
+  /** An error of the table as an `error` frame, answering command `id` (or none when it could not be read). */
+  private sendError (id: CommandId | undefined, err: AppError): void {
+    this.sendText(errorFrame(id, protocolErrorOf(err)))
   }
 
   /** A frame for this client alone (a reply, an error, a notice): flushed ahead of fan-out. */

@@ -1,18 +1,20 @@
 import { randomUUID } from 'node:crypto'
 import type { Principal, UserPrincipal } from '../auth/principal.js'
-import { CloseCodes } from './close-codes.js'
+import { CloseCodes } from '../protocol/close-codes.js'
+import { presenceFrame, reconnectFrame } from '../protocol/frames.js'
+import type { UnsubscribeReason } from '../protocol/messages.js'
 import { Connection, principalId, type ConnectionHost } from './connection.js'
 import { messageText } from './publication-frames.js'
 import type { RealtimeLimits } from './limits.js'
 import type { Authorizer, RoomOperation } from './authorizer.js'
 import type { ControlMessage, Engine, PresenceInfo, Publication, RoomChange, RoomEvent, StreamOptions } from './engine.js'
+import { AppError } from '../errors.js'
 import { RealtimeError, UnavailableError } from './errors.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
 import { AuthorizationCache, grantAsk, principalPrefix } from './authorization-cache.js'
 import { SharedAnswers } from './shared-answers.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
-import type { UnsubscribeReason } from './protocol.js'
 import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
 
 /** The deadline sweep runs every quarter of the shortest deadline, within these bounds. */
@@ -157,7 +159,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     }, (err: unknown) => {
       // A refusal ends the grant now; a store that cannot answer leaves it to its expiry,
       // after which the next use asks in the foreground (and is answered `unavailable`).
-      if (err instanceof RealtimeError && err.code !== 'unavailable') {
+      if (err instanceof AppError && err.protocolCode !== 'unavailable') {
         grants.drop(principal, room, operation)
         metrics.grantRenewal('refused')
       } else {
@@ -192,7 +194,7 @@ export function createRealtimeNode (deps: NodeDeps) {
     try {
       return await call()
     } catch (err) {
-      if (err instanceof RealtimeError) throw err
+      if (err instanceof AppError) throw err
       log.warn({ err }, 'engine call failed')
       throw new UnavailableError()
     }
@@ -328,7 +330,7 @@ export function createRealtimeNode (deps: NodeDeps) {
       const local = rooms.get(room)
       if (local === undefined) return
       let frame: PreparedFrame | undefined
-      const shared = (): PreparedFrame => (frame ??= prepareFrame(JSON.stringify({ type: event.type, room, user: event.user })))
+      const shared = (): PreparedFrame => (frame ??= prepareFrame(presenceFrame(event.type, room, event.user)))
       for (const connection of local.connections) connection.pushToRoom(room, shared)
     },
     onReset () {
@@ -456,13 +458,13 @@ export function createRealtimeNode (deps: NodeDeps) {
           try {
             await deps.authorize(connection.principal, roomId, 'subscribe')
           } catch (err) {
-            if (err instanceof RealtimeError && err.code === 'unavailable') {
+            if (err instanceof AppError && err.protocolCode === 'unavailable') {
               // The store cannot say: access stays as it was until the client's next subscribe.
               log.warn({ err, room: roomId, connId: connection.id }, 'access re-check after a room update: store unavailable')
               return
             }
             // A refusal, or a bug in the check: fail closed (the client can subscribe again).
-            if (!(err instanceof RealtimeError)) log.error({ err, room: roomId, connId: connection.id }, 'access re-check after a room update failed')
+            if (!(err instanceof AppError)) log.error({ err, room: roomId, connId: connection.id }, 'access re-check after a room update failed')
             connection.revoke(roomId, 'forbidden')
           }
         }))
@@ -662,7 +664,7 @@ export function createRealtimeNode (deps: NodeDeps) {
         for (const connection of connections.values()) {
           timers.push(setTimeout(() => {
             const retryAfterMs = Math.floor(Math.random() * Math.min(5000, Math.max(windowMs, 1)))
-            connection.sendText(JSON.stringify({ type: 'reconnect', reason: 'shutdown', retryAfterMs }))
+            connection.sendText(reconnectFrame(retryAfterMs))
             connection.close(CloseCodes.SERVICE_RESTART)
           }, Math.floor(Math.random() * windowMs)))
         }

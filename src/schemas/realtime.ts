@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { IdempotencyKeySchema, PresenceResultSchema, PublicationSchema } from '../realtime/protocol.js'
+import { IdempotencyKeySchema, PresenceResultSchema, PublicationSchema } from '../protocol/messages.js'
 import { UserIdSchema } from './common.js'
 
 export const PublishBodySchema = Type.Object({

@@ -1,16 +1,15 @@
+import { AppError, ERRORS } from '../errors.js'
 import type { Store } from './types.js'
 
 /**
- * The database did not answer (down, unreachable, restarting, out of connections). Carries the
- * HTTP status and code of the app's error shape, so REST answers 503 SB_ERR_UNAVAILABLE and the
+ * The database did not answer (down, unreachable, restarting, out of connections). The table's
+ * Unavailable error (src/errors.ts), with its own message: REST answers 503 SB_ERR_UNAVAILABLE and the
  * real-time core answers `unavailable` (temporary) instead of reporting an internal error.
  */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends AppError {
   override name = 'StoreUnavailableError'
-  readonly statusCode = 503
-  readonly code = 'SB_ERR_UNAVAILABLE'
   constructor (cause: unknown) {
-    super('The database is unavailable; retry shortly', { cause })
+    super(ERRORS.Unavailable, 'The database is unavailable; retry shortly', { cause })
   }
 }
 

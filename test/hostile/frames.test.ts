@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { build, wsConnect, type WsClient, type WsFrame } from '../helper.js'
 import { Connection } from '../../src/realtime/connection.js'
-import { parseCommand, type ClientCommand } from '../../src/realtime/protocol.js'
+import { parseCommand } from '../../src/realtime/command-parser.js'
+import type { ClientCommand } from '../../src/protocol/messages.js'
 import {
   assertErrorFrame, assertReply, within, waitFor, clientFrame, rawConnect, upgradeRequest, rawWebSocket, rawHttpStatus, assertRefusedOrDropped
 } from '../ws-support.js'

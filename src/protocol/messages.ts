@@ -1,10 +1,13 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
-import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
+import { Type, type Static } from '@sinclair/typebox'
 
 /**
- * Protocol v1: JSON text frames, one envelope per frame. Every client command is checked
- * against these schemas before anything else looks at it; the same schemas generate the
- * AsyncAPI document (GET /docs/asyncapi.json) and docs/protocol.md describes them.
+ * Protocol v1: JSON text frames, one envelope per frame. The server checks every client
+ * command against these schemas before anything else looks at it (src/realtime/command-parser.ts);
+ * the SDK takes its wire types from them; the same schemas generate the AsyncAPI document
+ * (GET /docs/asyncapi.json) and docs/protocol.md describes them.
+ *
+ * Part of the wire contract (src/protocol/): imports nothing but TypeBox, so a separately
+ * packaged SDK can depend on it without pulling server code.
  */
 export const PROTOCOL_VERSION = 'switchboard.v1'
 
@@ -216,94 +219,3 @@ export const SERVER_FRAME_SCHEMAS = [
   WelcomeFrameSchema, ReplyFrameSchema, ErrorFrameSchema, MessageFrameSchema,
   PresenceEventFrameSchema, UnsubscribedFrameSchema, ReconnectFrameSchema
 ]
-
-// ---------------------------------------------------------------------------------------
-// Parsing
-
-/** `data` deeper than this is refused: re-serialising it must not exhaust the stack. */
-export const MAX_DATA_DEPTH = 32
-
-export type ParseResult =
-  | { ok: true, command: ClientCommand }
-  | { ok: false, id?: CommandId, message: string }
-
-const checks = Object.fromEntries(
-  Object.entries(COMMAND_SCHEMAS).map(([type, schema]) => [type, TypeCompiler.Compile(schema as TSchema)])
-) as Record<CommandType, TypeCheck<TSchema>>
-
-const idCheck = TypeCompiler.Compile(CommandIdSchema)
-
-/**
- * Parses one text frame into a command. Never throws: anything wrong becomes a message naming
- * the failing path, plus the command id when one could be read, for a `bad_request` error.
- */
-export function parseCommand (text: string): ParseResult {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    return { ok: false, message: 'frame is not valid JSON' }
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return { ok: false, message: '/: expected a JSON object' }
-  }
-  const record = value as Record<string, unknown>
-  const id = Object.hasOwn(record, 'id') && idCheck.Check(record.id) ? record.id as CommandId : undefined
-  const withId = (message: string): ParseResult => id === undefined ? { ok: false, message } : { ok: false, id, message }
-  const type = Object.hasOwn(record, 'type') ? record.type : undefined
-  if (typeof type !== 'string' || !Object.hasOwn(checks, type)) {
-    return withId(`/type: expected one of ${Object.keys(COMMAND_SCHEMAS).join(', ')}`)
-  }
-  const check = checks[type as CommandType]
-  if (!check.Check(value)) {
-    const first = check.Errors(value).First()
-    return withId(`${first?.path === '' || first === undefined ? '/' : first.path}: ${first?.message ?? 'invalid'}`)
-  }
-  if (type === 'publish' && depthExceeds(record.data, MAX_DATA_DEPTH)) {
-    return withId(`/data: nested deeper than ${MAX_DATA_DEPTH} levels`)
-  }
-  return { ok: true, command: value as ClientCommand }
-}
-
-/** Iterative, so hostile nesting cannot overflow the stack while being measured. */
-export function depthExceeds (root: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[root, 0]]
-  while (stack.length > 0) {
-    const [value, depth] = stack.pop()!
-    if (typeof value !== 'object' || value === null) continue
-    if (depth >= max) return true
-    for (const child of Array.isArray(value) ? value : Object.values(value)) stack.push([child, depth + 1])
-  }
-  return false
-}
-
-// ---------------------------------------------------------------------------------------
-// Encoding: server frames are built by hand-ordered JSON.stringify calls on trusted shapes.
-
-export type ServerFrame =
-  | Static<typeof WelcomeFrameSchema>
-  | Static<typeof ReplyFrameSchema>
-  | Static<typeof ErrorFrameSchema>
-  | Static<typeof MessageFrameSchema>
-  | Static<typeof PresenceEventFrameSchema>
-  | Static<typeof UnsubscribedFrameSchema>
-  | Static<typeof ReconnectFrameSchema>
-
-export function encode (frame: ServerFrame): string {
-  return JSON.stringify(frame)
-}
-
-export function errorFrame (id: CommandId | undefined, code: ErrorCode, message: string, retryAfterMs?: number): string {
-  const temporary = code === 'unavailable' || code === 'rate_limited'
-  const error = retryAfterMs === undefined ? { code, message, temporary } : { code, message, temporary, retryAfterMs }
-  return JSON.stringify(id === undefined ? { type: 'error', error } : { type: 'error', id, error })
-}
-
-export function replyFrame (id: CommandId, result: unknown): string {
-  return JSON.stringify({ type: 'reply', id, result })
-}
-
-/** A reply whose result is JSON text already (history pages, subscribe replies), embedded as it is. */
-export function replyFrameWithJson (id: CommandId, resultJson: string): string {
-  return `{"type":"reply","id":${JSON.stringify(id)},"result":${resultJson}}`
-}

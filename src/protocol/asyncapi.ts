@@ -4,7 +4,7 @@ import {
   COMMAND_SCHEMAS, ERROR_CODES, PROTOCOL_VERSION, SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS,
   HistoryResultSchema, PresenceResultSchema, PublishResultSchema, RefreshResultSchema, SubscribeResultSchema,
   type CommandType
-} from './protocol.js'
+} from './messages.js'
 
 /** Plain JSON Schema: TypeBox keeps its own bookkeeping under symbol keys, which JSON drops. */
 export type JsonSchema = Record<string, unknown>
