@@ -96,9 +96,23 @@ const refreshTokensByUser: Migration = {
   }
 }
 
+/**
+ * Creating a room counts the rooms its creator already made (MAX_ROOMS_PER_USER), inside the
+ * insert's transaction: without this index every room creation scans the rooms table.
+ */
+const roomsByCreator: Migration = {
+  async up (db: Kysely<unknown>) {
+    await db.schema.createIndex('rooms_created_by_idx').on('rooms').column('created_by').execute()
+  },
+  async down (db: Kysely<unknown>) {
+    await db.schema.dropIndex('rooms_created_by_idx').ifExists().execute()
+  }
+}
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
-  '0002_refresh_tokens_user_id': refreshTokensByUser
+  '0002_refresh_tokens_user_id': refreshTokensByUser,
+  '0003_rooms_created_by': roomsByCreator
 }
 
 export const migrationProvider: MigrationProvider = {
