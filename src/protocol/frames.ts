@@ -9,7 +9,7 @@ import {
  * the server never writes a frame by hand. Each returns the frame's JSON text, its keys in
  * the order of its schema. They are string building only, on shapes the server trusts (no
  * schema check): a publication's frame is built once and written to every subscriber
- * (src/realtime/node.ts), so these sit on the fan-out's path and must stay this cheap.
+ * (src/realtime/hub.ts), so these sit on the fan-out's path and must stay this cheap.
  */
 
 export type Limits = Static<typeof LimitsSchema>

@@ -15,6 +15,17 @@ import type { Authorizer } from './authorizer.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed'
 
+/** One connection as the admin API lists it. */
+export interface ConnectionDescription {
+  id: string
+  principal: string
+  kind: Principal['kind']
+  ip: string
+  userAgent: string | null
+  rooms: string[]
+  connectedAt: number
+}
+
 /** One room subscription of one connection. */
 interface Subscription {
   /** `recovering` while the subscribe command fetches history; live publications are buffered meanwhile. */
@@ -568,7 +579,7 @@ export class Connection {
   }
 
   /** Summary for the admin API. */
-  describe (): { id: string, principal: string, kind: Principal['kind'], ip: string, userAgent: string | null, rooms: string[], connectedAt: number } {
+  describe (): ConnectionDescription {
     return {
       id: this.id,
       principal: this.publicId,

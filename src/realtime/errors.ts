@@ -1,5 +1,6 @@
 import { AppError, ERRORS, ERROR_OF_PROTOCOL_CODE, isUnavailableError } from '../errors.js'
 import type { ErrorCode } from '../protocol/messages.js'
+import type { Logger } from './logger.js'
 
 /**
  * A command error of the real-time core, known by its protocol code: an error of the one table
@@ -35,4 +36,18 @@ export function toRealtimeError (err: unknown): RealtimeError {
   if (isUnavailableError(err)) return new UnavailableError()
   if (err instanceof AppError) return new RealtimeError(err.protocolCode, err.message, err.retryAfterMs)
   throw err
+}
+
+/**
+ * Runs an engine call so that its failure reaches the client as a temporary error it may
+ * retry (logged here), never as a bug; errors of the table pass through as they are.
+ */
+export async function viaEngine<T> (log: Logger, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (err) {
+    if (err instanceof AppError) throw err
+    log.warn({ err }, 'engine call failed')
+    throw new UnavailableError()
+  }
 }
