@@ -81,18 +81,22 @@ export class Hub<C extends HubMember> {
     return true
   }
 
+  /** The member with this connection id, if it is on this node. */
   get (id: string): C | undefined {
     return this.members.get(id)
   }
 
+  /** Every member, live: a member removed while iterating is skipped. */
   all (): IterableIterator<C> {
     return this.members.values()
   }
 
+  /** Members on this node. */
   get size (): number {
     return this.members.size
   }
 
+  /** Rooms with at least one member on this node. */
   get roomCount (): number {
     return this.rooms.size
   }

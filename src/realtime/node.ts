@@ -18,6 +18,7 @@ import { RoomPresence } from './room-presence.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
 import type { PrepareFrame, Transport } from './transport.js'
 
+// The types RealtimeNode's signatures use, so that its callers need import the node only.
 export type { AdmissionRefusal } from './admission.js'
 export type { RevocationHost } from './cluster-control.js'
 export type { ConnectionFilter } from './hub.js'
