@@ -9,6 +9,7 @@ import { createLoginThrottle } from '../src/limits/login-throttle.js'
 import { createAccountStatus } from '../src/auth/account-status.js'
 import { createRevocations, type Revocations } from '../src/auth/revocation.js'
 import { createSessionDenylist } from '../src/auth/session-denylist.js'
+import { credentialError, readCredentials, type AccessTokenRefusal, type CredentialRefusal, type Credentials } from '../src/auth/credentials.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -18,9 +19,6 @@ declare module '@fastify/jwt' {
 }
 
 type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
-
-/** Why a token was refused, for metrics and logs only: a client is told "invalid or expired" either way. */
-export type AccessTokenRefusal = 'invalid' | 'expired' | 'revoked' | 'account_closed'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -36,6 +34,11 @@ declare module 'fastify' {
     checkAccessToken(token: string): Promise<UserPrincipal | AccessTokenRefusal>
     /** `checkAccessToken`, throwing SB_ERR_INVALID_TOKEN (401) instead of returning a reason. */
     verifyAccessToken(token: string): Promise<UserPrincipal>
+    /**
+     * Who credentials read by src/auth/credentials.ts identify: a token checked as
+     * `checkAccessToken` does, an API key looked up, or why nobody (`missing`: none presented).
+     */
+    identify(credentials: Credentials): Promise<Principal | CredentialRefusal>
     /** onRequest hook: a user (JWT) or an API key must be presented. */
     authenticate: Hook
     /** onRequest hook: a signed-in user; API keys are refused with 403. */
@@ -60,7 +63,8 @@ const ACCOUNT_CACHE_ENTRIES = 100_000
  * verified by src/auth/access-token.ts (HS256 only, issuer checked, `exp` required, a small
  * clock tolerance), then checked against revocation (the token's session not revoked, its
  * account still active: src/auth/revocation.ts); every failure becomes 401. API keys
- * (X-API-Key) authenticate services and devices.
+ * (X-API-Key) authenticate services and devices. Where each is read from a request is
+ * src/auth/credentials.ts.
  */
 export default fp(async (app) => {
   const { jwt } = app.config
@@ -120,31 +124,32 @@ export default fp(async (app) => {
     return checked
   })
 
-  async function identify (request: FastifyRequest): Promise<Principal> {
-    const authorization = request.headers.authorization
-    if (authorization !== undefined) {
-      const match = /^Bearer +(\S+) *$/i.exec(authorization)
-      if (match?.[1] === undefined) throw new Errors.InvalidToken()
-      return await app.verifyAccessToken(match[1])
+  async function identify (credentials: Credentials): Promise<Principal | CredentialRefusal> {
+    switch (credentials.kind) {
+      case 'token': return await checkAccessToken(credentials.token)
+      case 'apiKey': return await auth.authenticateApiKey(credentials.key) ?? 'invalid'
+      case 'malformed': return 'invalid'
+      case 'none': return 'missing'
     }
-    const apiKey = request.headers['x-api-key']
-    if (typeof apiKey === 'string') {
-      const principal = apiKey.length <= 256 ? await auth.authenticateApiKey(apiKey) : null
-      if (principal === null) throw new Errors.InvalidToken()
-      return principal
-    }
-    throw new Errors.Unauthorized()
+  }
+  app.decorate('identify', identify)
+
+  /** A REST request's principal: its headers' credentials, or the 401 they earn. */
+  async function principalOf (request: FastifyRequest): Promise<Principal> {
+    const principal = await identify(readCredentials(request, 'http'))
+    if (typeof principal === 'string') throw credentialError(principal)
+    return principal
   }
 
   app.decorate('authenticate', async (request: FastifyRequest) => {
-    request.principal = await identify(request)
+    request.principal = await principalOf(request)
   })
   app.decorate('requireUser', async (request: FastifyRequest) => {
-    request.principal = await identify(request)
+    request.principal = await principalOf(request)
     if (request.principal.kind !== 'user') throw new Errors.Forbidden('This operation needs a signed-in user, not an API key')
   })
   app.decorate('requireAdmin', async (request: FastifyRequest) => {
-    request.principal = await identify(request)
+    request.principal = await principalOf(request)
     if (request.principal.kind !== 'user' || request.principal.role !== 'admin') throw new Errors.Forbidden('Administrators only')
   })
 

@@ -1,5 +1,6 @@
 import type { LoggerOptions } from 'pino'
 import type { Config } from './config.js'
+import { walkQuery } from './url-query.js'
 
 /**
  * Query parameters that may carry credentials, by decoded name in lower case: the WebSocket
@@ -9,30 +10,19 @@ const SECRET_QUERY_PARAMS = new Set(['token', 'access_token', 'refresh_token', '
 
 /**
  * The URL with the value of every credential parameter replaced by [REDACTED], for logs. Names
- * are compared as the server's query parser reads them, after decoding: matching the raw
+ * are compared as the handshake reads them (src/url-query.ts), after decoding: matching the raw
  * spelling let `?tok%65n=<jwt>`, which the handshake accepts as `token`, reach the log in clear.
  */
 export function redactUrl (url: string): string {
-  const queryStart = url.indexOf('?')
-  if (queryStart === -1) return url
-  const pairs = url.slice(queryStart + 1).split('&')
-  let redacted = false
-  for (let i = 0; i < pairs.length; i++) {
-    const pair = pairs[i]!
-    const equals = pair.indexOf('=')
-    if (equals === -1) continue
-    const rawName = pair.slice(0, equals)
-    if (!SECRET_QUERY_PARAMS.has(decodedName(rawName).toLowerCase())) continue
-    pairs[i] = `${rawName}=[REDACTED]`
-    redacted = true
-  }
-  return redacted ? `${url.slice(0, queryStart + 1)}${pairs.join('&')}` : url
-}
-
-/** A parameter name decoded as URLSearchParams does (`+` a space, %XX escapes; never throws). */
-function decodedName (rawName: string): string {
-  if (!rawName.includes('%') && !rawName.includes('+')) return rawName
-  return new URLSearchParams(`${rawName}=`).keys().next().value ?? rawName
+  let redacted = ''
+  let copied = 0
+  walkQuery(url, (name, valueStart, end) => {
+    if (valueStart === -1 || !SECRET_QUERY_PARAMS.has(name.toLowerCase())) return undefined
+    redacted += `${url.slice(copied, valueStart)}[REDACTED]`
+    copied = end
+    return undefined
+  })
+  return copied === 0 ? url : redacted + url.slice(copied)
 }
 
 /**

@@ -3,6 +3,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { timingSafeEqual } from 'node:crypto'
 import { errorResponses, type Security } from '../../src/schemas/common.js'
+import { readCredentials } from '../../src/auth/credentials.js'
 
 /** Headers a forwarding proxy adds; their presence means the loopback peer is not the client. */
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'] as const
@@ -24,8 +25,10 @@ function isLocalScrape (request: FastifyRequest): boolean {
   return isLoopback(request.socket.remoteAddress) && isLoopback(request.ip)
 }
 
-function bearer (request: FastifyRequest): string | undefined {
-  return /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')?.[1]
+/** METRICS_TOKEN, when the request presents it as its bearer token (compared in constant time). */
+function presentsScrapeToken (request: FastifyRequest, scrapeToken: string): boolean {
+  const credentials = readCredentials(request, 'http')
+  return credentials.kind === 'token' && credentials.from === 'authorization' && safeEqual(credentials.token, scrapeToken)
 }
 
 function safeEqual (a: string, b: string): boolean {
@@ -65,7 +68,7 @@ const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // attempts spend the caller's request budget like any other request.
     preHandler: async (request, reply) => {
       if (isLocalScrape(request)) return
-      if (scrapeToken !== null && bearer(request) !== undefined && safeEqual(bearer(request)!, scrapeToken)) return
+      if (scrapeToken !== null && presentsScrapeToken(request, scrapeToken)) return
       await app.requireAdmin(request, reply)
     }
   }, async (_request, reply) => {

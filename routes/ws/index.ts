@@ -7,14 +7,12 @@ import { Errors, httpAnswer, isUnavailableError, type HttpAnswer } from '../../s
 import { redactUrl } from '../../src/logger.js'
 import { destroyOnError, writeRefusal } from '../../src/http-refusal.js'
 import type { Principal } from '../../src/auth/principal.js'
+import { credentialError, readCredentials } from '../../src/auth/credentials.js'
 import { clientAddress, trustProxyFunction } from '../../src/client-address.js'
 import { createRateLimiter, type RateLimiter } from '../../src/limits/rate-limiter.js'
 import { CloseCodes, CloseReasons } from '../../src/protocol/close-codes.js'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
 import type { AuthFailureReason } from '../../src/realtime/metrics.js'
-
-/** `Sec-WebSocket-Protocol: switchboard.v1, bearer.<jwt>`: how browsers, which cannot set headers, send a token. */
-const BEARER_PROTOCOL_PREFIX = 'bearer.'
 
 /**
  * GET /ws: the WebSocket endpoint. Its upgrades are taken before Fastify routes them
@@ -71,39 +69,10 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     return authFailure('origin', httpAnswer(new Errors.OriginNotAllowed()))
   }
 
-  /** The principal, or why not: a JWT (header, subprotocol or ?token=) or an API key (header or ?api_key=). */
+  /** The principal, or the 401 its credentials earn (src/auth/credentials.ts says where they are read). */
   async function identify (request: IncomingMessage): Promise<Principal | HttpAnswer> {
-    const { headers } = request
-    const query = queryOf(request.url)
-    let token: string | undefined
-    if (headers.authorization !== undefined) {
-      const match = /^Bearer +(\S+) *$/i.exec(headers.authorization)
-      if (match?.[1] === undefined) return authFailure('invalid', httpAnswer(new Errors.InvalidToken()))
-      token = match[1]
-    }
-    const protocols = headers['sec-websocket-protocol']
-    if (token === undefined && protocols !== undefined) {
-      token = protocols.split(',').map(p => p.trim()).find(p => p.startsWith(BEARER_PROTOCOL_PREFIX))?.slice(BEARER_PROTOCOL_PREFIX.length)
-    }
-    if (token === undefined && query !== null) {
-      const tokens = query.getAll('token')
-      // Twice in one URL is not a credential: which one was meant is anyone's guess.
-      if (tokens.length > 1) return authFailure('invalid', httpAnswer(new Errors.InvalidToken()))
-      token = tokens[0]
-    }
-    if (token !== undefined) {
-      const checked = await app.checkAccessToken(token)
-      return typeof checked === 'string' ? authFailure(checked, httpAnswer(new Errors.InvalidToken())) : checked
-    }
-    const headerKey = headers['x-api-key']
-    const queryKeys = query?.getAll('api_key') ?? []
-    if (typeof headerKey !== 'string' && queryKeys.length > 1) return authFailure('invalid', httpAnswer(new Errors.InvalidToken()))
-    const key = typeof headerKey === 'string' ? headerKey : queryKeys[0]
-    if (key !== undefined) {
-      const principal = key.length <= 256 ? await app.auth.authenticateApiKey(key) : null
-      return principal ?? authFailure('invalid', httpAnswer(new Errors.InvalidToken()))
-    }
-    return authFailure('missing', httpAnswer(new Errors.Unauthorized()))
+    const principal = await app.identify(readCredentials(request, 'websocket'))
+    return typeof principal === 'string' ? authFailure(principal, httpAnswer(credentialError(principal))) : principal
   }
 
   async function handshake (request: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
@@ -214,11 +183,6 @@ function handshakeLimiter (app: FastifyInstance): RateLimiter {
     log: app.log,
     what: 'handshake rate'
   })
-}
-
-function queryOf (url: string | undefined): URLSearchParams | null {
-  const at = url?.indexOf('?') ?? -1
-  return at === -1 ? null : new URLSearchParams(url!.slice(at + 1))
 }
 
 function sameOrigin (origin: string, host: string | undefined): boolean {
