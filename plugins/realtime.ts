@@ -1,17 +1,14 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { createRateLimiter, type RateLimiter } from '../src/limits/rate-limiter.js'
-import type { Principal } from '../src/auth/principal.js'
-import { scopeAllows } from '../src/auth/scopes.js'
-import { PERSONAL_ROOM_PREFIX } from '../src/rooms/service.js'
-import { ROOM_DEFAULTS } from '../src/schemas/rooms.js'
-import type { Engine, StreamOptions } from '../src/realtime/engine.js'
-import { RealtimeError, toRealtimeError, UnavailableError } from '../src/realtime/errors.js'
+import { authorizePersonal, isPersonalRoom } from '../src/rooms/personal.js'
+import type { Engine } from '../src/realtime/engine.js'
+import { toRealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine.js'
 import { describeRedisEndpoint } from '../src/redis.js'
 import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
-import type { Authorizer, RoomOperation } from '../src/realtime/authorizer.js'
+import type { Authorizer } from '../src/realtime/authorizer.js'
 import { isUnavailableError } from '../src/errors.js'
 import { prepareWsFrame } from '../src/realtime/ws-transport.js'
 
@@ -23,8 +20,6 @@ declare module 'fastify' {
   }
 }
 
-/** Personal rooms have no row: they get the default stream settings. */
-const PERSONAL_STREAM: StreamOptions = { historySize: ROOM_DEFAULTS.historySize, historyTtlSeconds: ROOM_DEFAULTS.historyTtlSeconds }
 /** Most publications one subscribe may recover; beyond it the client is told it missed some. */
 const MAX_RECOVERY_PUBLICATIONS = 1000
 
@@ -58,7 +53,7 @@ export default fp(async (app) => {
   const metrics = app.realtimeMetrics
 
   const authorize: Authorizer = async (principal, room, operation) => {
-    if (room.startsWith(PERSONAL_ROOM_PREFIX)) return authorizePersonal(principal, room, operation)
+    if (isPersonalRoom(room)) return authorizePersonal(principal, room, operation)
     try {
       const { room: row } = await app.rooms.authorize(principal, room, operation)
       return { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }
@@ -140,18 +135,4 @@ function publishRateLimiter (app: FastifyInstance, rate: { perSecond: number, bu
     log: app.log,
     what: 'publish rate'
   })
-}
-
-/**
- * `user:<id>`: only that user and admins read it; admins and API keys with a matching
- * publish scope write to it. It is how a service reaches one person on all their devices.
- */
-function authorizePersonal (principal: Principal, room: string, operation: RoomOperation): StreamOptions {
-  const owner = room.slice(PERSONAL_ROOM_PREFIX.length)
-  const admin = principal.kind === 'user' && principal.role === 'admin'
-  const allowed = operation === 'publish'
-    ? admin || (principal.kind === 'apiKey' && scopeAllows(principal.scopes, 'publish', room))
-    : admin || (principal.kind === 'user' && principal.userId === owner)
-  if (!allowed) throw new RealtimeError('forbidden', `Not allowed to ${operation} in ${room}`)
-  return PERSONAL_STREAM
 }

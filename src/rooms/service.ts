@@ -2,6 +2,7 @@ import { Errors } from '../errors.js'
 import type { Principal } from '../auth/principal.js'
 import { apiKeyAllows, mayBan, mayChangeMember, mayUnban, standingAllows, standingOf, type RoomAction, type Standing } from '../auth/room-access.js'
 import type { Ban, Membership, MembershipFailure, NewRoom, Page, Room, RoomPatch, RoomRole, Store } from '../store/types.js'
+import { isPersonalRoom } from './personal.js'
 import { ROOM_DEFAULTS, USER_HISTORY_SIZE_MAX, USER_HISTORY_TTL_MAX_SECONDS } from '../schemas/rooms.js'
 
 export interface RoomAccess {
@@ -28,9 +29,6 @@ export type RoomChange =
   | { type: 'room_deleted', room: Room }
 
 export type RoomChangeListener = (change: RoomChange) => Promise<void> | void
-
-/** Personal rooms (`user:<id>`) are virtual: nobody may create a stored room in that namespace. */
-export const PERSONAL_ROOM_PREFIX = 'user:'
 
 export interface RoomLimits {
   /** Rooms an ordinary user may have created (MAX_ROOMS_PER_USER); admins are exempt. */
@@ -123,7 +121,8 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits }) {
 
     async create (principal: Principal, input: Partial<NewRoom> & { id: string }): Promise<Room> {
       if (principal.kind !== 'user') throw new Errors.Forbidden('Only users create rooms')
-      if (input.id.startsWith(PERSONAL_ROOM_PREFIX)) throw new Errors.Forbidden('The user: namespace is reserved for personal rooms')
+      // Personal rooms are virtual (src/rooms/personal.ts): nobody may create a stored one.
+      if (isPersonalRoom(input.id)) throw new Errors.Forbidden('The user: namespace is reserved for personal rooms')
       checkHistorySettings(principal, input)
       const room: NewRoom = {
         id: input.id,
