@@ -1,9 +1,13 @@
-import fp from 'fastify-plugin'
+/**
+ * The Prometheus metrics of one app: its registry, every `switchboard_*` metric, the
+ * RealtimeMetrics the core feeds (src/realtime/metrics.ts) and the scrape. plugins/metrics.ts
+ * builds it, decorates it and closes it; GET /metrics serves the scrape.
+ */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { AuthFailureReason, GrantRenewal, GrantSource, MetricTotals, RateLimitScope, RealtimeMetrics } from '../src/realtime/metrics.js'
-import { CloseCodes } from '../src/protocol/close-codes.js'
-import { COMMAND_SCHEMAS } from '../src/protocol/messages.js'
-import type { PoolStats } from '../src/store/index.js'
+import type { AuthFailureReason, GrantRenewal, GrantSource, MetricTotals, RateLimitScope, RealtimeMetrics } from './realtime/metrics.js'
+import { CloseCodes } from './protocol/close-codes.js'
+import { COMMAND_SCHEMAS } from './protocol/messages.js'
+import type { PoolStats } from './store/index.js'
 
 export interface Metrics {
   /** This app's registry: its own `switchboard_*` metrics plus the shared process metrics. */
@@ -18,13 +22,6 @@ export interface Metrics {
   totals(): MetricTotals
   /** Drops every metric of this app (process metrics stay for the other apps). */
   close(): void
-}
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    metrics: Metrics
-    realtimeMetrics: RealtimeMetrics
-  }
 }
 
 /** From an in-process fan-out (~50 µs) to a node in trouble (1 s); a cross-node hop lands in between. */
@@ -194,17 +191,3 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
     close: () => { registry.clear(); own.clear() }
   }
 }
-
-/**
- * Prometheus metrics: `app.metrics` for GET /metrics, `app.realtimeMetrics` for the real-time
- * core. Nothing here runs a timer per app; the process-wide monitors are shared (see above).
- */
-export default fp(async (app) => {
-  const { poolStats } = app.store
-  // The engine comes later (the realtime plugin depends on this one): read at scrape time.
-  const historyBytes = (): number | undefined => app.hasDecorator('realtimeEngine') ? app.realtimeEngine.history.bytesHeld?.() : undefined
-  const metrics = createMetrics(poolStats === undefined ? { historyBytes } : { databasePool: poolStats, historyBytes })
-  app.decorate('metrics', metrics)
-  app.decorate('realtimeMetrics', metrics.realtime)
-  app.addHook('onClose', async () => { metrics.close() })
-}, { name: 'metrics', dependencies: ['config', 'store'] })

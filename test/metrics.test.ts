@@ -2,7 +2,7 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
 import { build, skipUnlessStore, TEST_DATABASE_URL, wsConnect } from './helper.js'
-import { createMetrics } from '../plugins/metrics.js'
+import { createMetrics } from '../src/metrics.js'
 import type { RealtimeMetrics } from '../src/realtime/metrics.js'
 
 const SWITCHBOARD_METRICS = [

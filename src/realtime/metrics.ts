@@ -1,5 +1,5 @@
 /**
- * What the real-time core counts. The core calls these; plugins/metrics.ts implements them
+ * What the real-time core counts. The core calls these; src/metrics.ts implements them
  * with prom-client and serves GET /metrics. Tests and tools can pass `noopMetrics`.
  */
 /** `revoked`: the token's session was revoked; `account_closed`: its user is gone or disabled. */

@@ -1,0 +1,24 @@
+import fp from 'fastify-plugin'
+import { createMetrics, type Metrics } from '../src/metrics.js'
+import type { RealtimeMetrics } from '../src/realtime/metrics.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+    realtimeMetrics: RealtimeMetrics
+  }
+}
+
+/**
+ * Prometheus metrics (src/metrics.ts): `app.metrics` for GET /metrics, `app.realtimeMetrics`
+ * for the real-time core. Nothing here runs a timer per app; the process-wide monitors are shared.
+ */
+export default fp(async (app) => {
+  const { poolStats } = app.store
+  // The engine comes later (the realtime plugin depends on this one): read at scrape time.
+  const historyBytes = (): number | undefined => app.hasDecorator('realtimeEngine') ? app.realtimeEngine.history.bytesHeld?.() : undefined
+  const metrics = createMetrics(poolStats === undefined ? { historyBytes } : { databasePool: poolStats, historyBytes })
+  app.decorate('metrics', metrics)
+  app.decorate('realtimeMetrics', metrics.realtime)
+  app.addHook('onClose', async () => { metrics.close() })
+}, { name: 'metrics', dependencies: ['config', 'store'] })
