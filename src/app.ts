@@ -2,7 +2,6 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import sensible from '@fastify/sensible'
 import type { Config } from './config.js'
 import { buildLoggerOptions } from './logger.js'
 import { SHARED_SCHEMAS } from './schemas/index.js'
@@ -75,7 +74,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   for (const schema of SHARED_SCHEMAS) app.addSchema(schema)
   app.setValidatorCompiler(createValidatorCompiler(SHARED_SCHEMAS))
-  await app.register(sensible)
 
   // Plugins in dependency order: each declares what it needs, this list shows the order.
   await app.register(configPlugin, { config })
