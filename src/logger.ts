@@ -4,7 +4,7 @@ import { walkQuery } from './url-query.js'
 
 /**
  * Query parameters that may carry credentials, by decoded name in lower case: the WebSocket
- * handshake accepts `token` and `api_key` (routes/ws), the others are spellings clients use.
+ * handshake accepts `token` and `api_key` (src/auth/credentials.ts), the others are spellings clients use.
  */
 const SECRET_QUERY_PARAMS = new Set(['token', 'access_token', 'refresh_token', 'api_key', 'apikey'])
 

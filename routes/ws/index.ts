@@ -26,7 +26,7 @@ import type { AuthFailureReason } from '../../src/realtime/metrics.js'
  * 2. the per-address handshake budget (WS_HANDSHAKES_PER_IP_PER_MINUTE, 429 + Retry-After;
  *    cluster-wide with Redis): counted before the credentials, so refused handshakes spend it
  *    too and token guessing is throttled;
- * 3. Origin (403), credentials (401);
+ * 3. Origin (403), credentials (401: read by src/auth/credentials.ts, checked by `app.identify`);
  * 4. the connection caps per user and per address (429; cluster-wide with Redis).
  *
  * After the upgrade the socket is handed to the real-time node, with its listeners attached
