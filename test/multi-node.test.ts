@@ -345,7 +345,7 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     const goneAt = Date.now()
     // Nobody refreshes node A's entries any more: a sweeper on node B removes them once they
     // expire and pushes the leave. "Within the TTL" is read from what Redis holds, not from a
-    // stopwatch: the entry expires one entry lifetime (3/4 of the TTL, see redis-engine.ts)
+    // stopwatch: the entry expires one entry lifetime (3/4 of the TTL, see redis-engine/index.ts)
     // after node A's last refresh, which came before it was gone. Read at once: the entry
     // lives at least a lifetime less a refresh interval (1/3 of the TTL) past the kill.
     const expiresAt = await presenceExpiry(c, 'lobby', client.welcome.connectionId as string)

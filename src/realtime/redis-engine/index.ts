@@ -1,12 +1,12 @@
 import {
   createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, describeRedisEndpoint, hashTag, quitRedis, redisScript as script, runScript, type RedisEndpoint, type RedisScript as Script
-} from '../redis.js'
+} from '../../redis.js'
 import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
-} from './engine.js'
-import { latestResult, newEpoch, PUBLICATION_OVERHEAD_BYTES, publicationBytes, sinceResult } from './engine.js'
-import type { Logger } from './logger.js'
+} from '../engine.js'
+import { latestResult, newEpoch, PUBLICATION_OVERHEAD_BYTES, publicationBytes, sinceResult } from '../engine.js'
+import type { Logger } from '../logger.js'
 
 export interface RedisEngineOptions extends RedisEndpoint {
   /** Prepended to every key and channel, so several deployments can share one Redis. */
