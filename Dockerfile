@@ -27,10 +27,11 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY plugins ./plugins
 COPY routes ./routes
-# The web app: its sources and the esbuild script that bundles them into dist/web.
+# The web app: its sources and the esbuild script that bundles them into dist/web; the step that
+# copies the Lua scripts (src/**/lua/*.lua) next to the compiled modules.
 COPY web ./web
-COPY scripts/build-web.mjs ./scripts/
-# `npm run build` writes dist/ (tsc -p tsconfig.build.json, then the web bundle); pruning afterwards keeps the
+COPY scripts/build-web.mjs scripts/copy-lua.mjs ./scripts/
+# `npm run build` writes dist/ (tsc -p tsconfig.build.json, the Lua scripts, then the web bundle); pruning afterwards keeps the
 # compiled native addon, which a second `npm ci --omit=dev` would have to build again.
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund

@@ -3,6 +3,7 @@
 import { existsSync, statSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
+import { luaBuildStale } from './copy-lua.mjs'
 
 const entry = 'dist/src/server.js'
 
@@ -11,14 +12,16 @@ function newestMtime (dir) {
   for (const name of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, name.name)
     if (name.isDirectory()) newest = Math.max(newest, newestMtime(path))
-    else if (name.name.endsWith('.ts')) newest = Math.max(newest, statSync(path).mtimeMs)
+    else if (/\.(ts|lua)$/.test(name.name)) newest = Math.max(newest, statSync(path).mtimeMs)
   }
   return newest
 }
 
 const sourcesChanged = () => ['src', 'plugins', 'routes'].some(dir => newestMtime(dir) > statSync(entry).mtimeMs)
 
-if (!existsSync(entry) || sourcesChanged()) {
+// A Lua script missing from dist/ (a build from before scripts were files) also rebuilds:
+// the server would stop at start without it.
+if (!existsSync(entry) || sourcesChanged() || luaBuildStale()) {
   process.stderr.write('switchboard: compiling TypeScript (npm run build)…\n')
   execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' })
 } else {

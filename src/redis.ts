@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { Redis, type RedisOptions } from 'ioredis'
 
 /**
@@ -155,6 +156,17 @@ export async function quitRedis (conn: Redis): Promise<void> {
 }
 
 export interface RedisScript { body: string, sha: string }
+
+/**
+ * A Lua script from `.lua` files shipped next to the code (`new URL('./lua/x.lua',
+ * import.meta.url)`; the build copies them into dist), joined in order so shared functions
+ * come first. Read when the module loads: a missing file stops the start, not a publish later.
+ * Every script of the tree is loaded through here, and test/lua-scripts.test.ts compiles each
+ * file in Redis.
+ */
+export function loadRedisScript (...files: URL[]): RedisScript {
+  return redisScript(files.map((file) => readFileSync(file, 'utf8')).join('\n'))
+}
 
 export function redisScript (body: string): RedisScript {
   return { body, sha: createHash('sha1').update(body).digest('hex') }

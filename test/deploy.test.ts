@@ -161,6 +161,13 @@ describe('Dockerfile', () => {
     assert.deepEqual(copied.sort(), ['/app/dist', '/app/node_modules', '/app/package.json'])
   })
 
+  it('copies every script `npm run build` runs into the build stage', () => {
+    const scripts = [...(JSON.parse(read('package.json')).scripts.build as string).matchAll(/scripts\/[\w-]+\.mjs/g)].map(m => m[0])
+    assert.ok(scripts.includes('scripts/copy-lua.mjs'), 'the build copies the Lua scripts into dist')
+    const copied = build.filter(l => l.startsWith('COPY ')).flatMap(l => l.split(/\s+/).slice(1, -1))
+    for (const script of scripts) assert.ok(copied.includes(script), `${script} copied before npm run build`)
+  })
+
   it('runs `node dist/src/server.js` as the node user, never through npm', () => {
     const cmd = runtime.filter(l => l.startsWith('CMD '))
     assert.equal(cmd.length, 1)

@@ -1,0 +1,154 @@
+import type { Redis } from 'ioredis'
+import { runScript } from '../../redis.js'
+import type { Broker, BrokerHandler, PublishRequest, PublishResult, RoomEvent, StreamOptions } from '../engine.js'
+import { newEpoch, publicationBytes } from '../engine.js'
+import type { Logger } from '../logger.js'
+import { decodeChannelMessage, encodeEvent, messageHead } from './codec.js'
+import { MIN_META_TTL_MS, type KeyLayout } from './keys.js'
+import { engineScript, toNumber } from './scripts.js'
+
+const PUBLISH = engineScript(new URL('./lua/publish.lua', import.meta.url))
+
+export interface RedisBrokerOptions {
+  /** Publishes and WAIT. */
+  cmd: Redis
+  /** The pub/sub connection; it restores the room channels itself after a drop. */
+  sub: Redis
+  keys: KeyLayout
+  log: Logger
+  isClosed(): boolean
+  assertOpen(): void
+  idempotencyWindowMs: number
+  roomHistoryBytes: number
+  waitReplicas: number
+  waitTimeoutMs: number
+  onHandlerError(err: unknown, room: string): void
+}
+
+export interface RedisBroker extends Broker {
+  /** A message that arrived on a room's channel (the engine routes every other channel elsewhere). */
+  deliver(channel: string, message: string): void
+}
+
+/**
+ * The broker over Redis: publish is one script (number, store in the room's stream, publish on
+ * the room's channel), so order is identical on every node and an acknowledged publication is
+ * stored. When the pub/sub connection comes back after a drop, it restores its channels and
+ * calls the handler's onReset: live delivery may have skipped publications, and subscribers
+ * recover them from history.
+ */
+export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
+  const { cmd, sub, keys, log, isClosed, assertOpen, idempotencyWindowMs, roomHistoryBytes, waitReplicas, waitTimeoutMs, onHandlerError } = options
+  let handler: BrokerHandler | null = null
+  /** Channel → room for every room this node subscribed to. */
+  const channels = new Map<string, string>()
+
+  function call (room: string, fn: (h: BrokerHandler) => void): void {
+    if (handler === null) return
+    try {
+      fn(handler)
+    } catch (err) {
+      onHandlerError(err, room)
+    }
+  }
+
+  function deliver (channel: string, message: string): void {
+    const room = channels.get(channel)
+    if (room === undefined || isClosed()) return
+    try {
+      const decoded = decodeChannelMessage(message)
+      if (decoded?.type === 'publication') call(room, (h) => { h.onPublication(room, decoded.epoch, decoded.publication) })
+      else if (decoded?.type === 'event') call(room, (h) => { h.onEvent(room, decoded.event) })
+    } catch (err) {
+      log.warn({ err, room }, 'unreadable message on a room channel')
+    }
+  }
+
+  let subscriberLost = false
+  // Publications sent while the connection was down reached nobody here; nothing was lost
+  // for a node with no room subscribed.
+  sub.on('close', () => { if (channels.size > 0) subscriberLost = true })
+  sub.on('ready', () => {
+    if (!subscriberLost || isClosed()) return
+    void (async () => {
+      const wanted = [...channels.keys()]
+      try {
+        if (wanted.length > 0) await sub.subscribe(...wanted)
+      } catch (err) {
+        // Dropped again: the next 'ready' tries again, and only then is continuity restored.
+        log.warn({ err }, 'restoring room subscriptions failed')
+        return
+      }
+      subscriberLost = false
+      log.info({ rooms: wanted.length }, 'room subscriptions restored; subscribers recover from history')
+      if (handler !== null) {
+        try {
+          handler.onReset()
+        } catch (err) {
+          log.error({ err }, 'broker reset handler failed')
+        }
+      }
+    })()
+  })
+
+  async function publish (room: string, request: PublishRequest, streamOptions: StreamOptions): Promise<PublishResult> {
+    assertOpen()
+    const k = keys.room(room)
+    const historyTtlMs = Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000))
+    const scriptKeys = request.idempotencyKey === undefined ? [k.meta, k.stream] : [k.meta, k.stream, k.idem(request.idempotencyKey)]
+    const result = await runScript(cmd, PUBLISH, scriptKeys, [
+      newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), historyTtlMs,
+      Math.max(historyTtlMs, MIN_META_TTL_MS), request.payload, k.channel, idempotencyWindowMs,
+      request.from.id, request.ts, request.kind, publicationBytes(request.payload, request.from.id), roomHistoryBytes, messageHead(request)
+    ]) as [string, number, number]
+    // Also for a duplicate: its first attempt may have failed exactly here.
+    if (waitReplicas > 0) {
+      const confirmed = toNumber(await cmd.wait(waitReplicas, waitTimeoutMs))
+      if (confirmed < waitReplicas) {
+        // Stored and delivered on the primary, but not known to survive a failover: not
+        // acknowledged. The client retries with its idempotency key and gets this same position.
+        throw new Error(`publish confirmed by ${confirmed} of ${waitReplicas} replicas within ${waitTimeoutMs} ms`)
+      }
+    }
+    return { epoch: result[0], offset: toNumber(result[1]), duplicate: toNumber(result[2]) === 1 }
+  }
+
+  async function subscribe (room: string): Promise<void> {
+    assertOpen()
+    const { channel } = keys.room(room)
+    channels.set(channel, room)
+    try {
+      await sub.subscribe(channel)
+    } catch (err) {
+      channels.delete(channel)
+      throw err
+    }
+  }
+
+  async function unsubscribe (room: string): Promise<void> {
+    assertOpen()
+    const { channel } = keys.room(room)
+    if (!channels.delete(channel)) return
+    // Without a connection there is no subscription to end: it is not restored on reconnect.
+    if (sub.status !== 'ready') return
+    await sub.unsubscribe(channel)
+  }
+
+  async function publishEvent (room: string, event: RoomEvent): Promise<void> {
+    assertOpen()
+    await cmd.publish(keys.room(room).channel, encodeEvent(event))
+  }
+
+  return {
+    setHandler (h: BrokerHandler) { handler = h },
+    publish,
+    subscribe,
+    unsubscribe,
+    publishEvent,
+    deliver,
+    async close () {
+      handler = null
+      channels.clear()
+    }
+  }
+}

@@ -1,0 +1,57 @@
+import type { Redis } from 'ioredis'
+import { runScript } from '../../redis.js'
+import type { History, HistoryQuery, HistoryResult, Publication, StreamOptions, StreamPosition } from '../engine.js'
+import { latestResult, newEpoch, PUBLICATION_OVERHEAD_BYTES, sinceResult } from '../engine.js'
+import { entryToPublication } from './codec.js'
+import { MIN_META_TTL_MS, type KeyLayout } from './keys.js'
+import { engineScript, toNumber } from './scripts.js'
+
+const HISTORY = engineScript(new URL('./lua/history.lua', import.meta.url))
+
+export interface RedisHistoryOptions {
+  cmd: Redis
+  keys: KeyLayout
+  assertOpen(): void
+}
+
+/**
+ * History over Redis: each room's stream, read in one script that also answers the stream's
+ * position, so a page and the top it is judged against always agree (the recovery rule itself
+ * is engine.ts's sinceResult).
+ */
+export function createRedisHistory ({ cmd, keys, assertOpen }: RedisHistoryOptions): History {
+  async function readStream (room: string, streamOptions: StreamOptions, limit: number, since?: StreamPosition, maxBytes = Number.MAX_SAFE_INTEGER): Promise<{ epoch: string, offset: number, publications: Publication[] }> {
+    const k = keys.room(room)
+    const result = await runScript(cmd, HISTORY, [k.meta, k.stream], [
+      newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000)),
+      limit, since?.epoch ?? '', since === undefined ? 0 : Math.floor(since.offset) + 1, MIN_META_TTL_MS,
+      Math.min(Number.MAX_SAFE_INTEGER, Math.floor(maxBytes)), PUBLICATION_OVERHEAD_BYTES
+    ]) as [string, number, unknown[]]
+    return { epoch: result[0], offset: toNumber(result[1]), publications: result[2].map(entryToPublication) }
+  }
+
+  return {
+    async history (room: string, query: HistoryQuery, streamOptions: StreamOptions): Promise<HistoryResult> {
+      assertOpen()
+      const limit = Math.max(0, Math.floor(query.limit))
+      const { since } = query
+      const { epoch, offset, publications } = await readStream(room, streamOptions, limit, since, query.maxBytes)
+      if (since === undefined) return latestResult(epoch, offset, publications)
+      return sinceResult(since, epoch, offset, publications)
+    },
+
+    async position (room: string): Promise<StreamPosition> {
+      assertOpen()
+      const { epoch, offset } = await readStream(room, { historySize: 0, historyTtlSeconds: 0 }, 0)
+      return { epoch, offset }
+    },
+
+    async removeHistory (room: string): Promise<void> {
+      assertOpen()
+      const k = keys.room(room)
+      // Idempotency keys stay until their window ends, but they name the old epoch and the
+      // publish script ignores a key from another epoch: deleting them would need a SCAN.
+      await cmd.del(k.meta, k.stream)
+    }
+  }
+}

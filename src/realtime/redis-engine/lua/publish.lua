@@ -1,0 +1,42 @@
+-- Publish: number, store and deliver in one atomic step, so every node sees the same order.
+-- KEYS: meta, stream[, idempotency key]. ARGV: fresh epoch, historySize, historyTtlMs,
+-- metaTtlMs, payload, channel, idempotency window ms, publisher id, ts, kind, the
+-- publication's bytes, the room's byte cap, the channel message's head (codec.ts).
+-- Returns {epoch, offset, duplicate}.
+--
+-- Each entry records `c`, the bytes published in the epoch before it (the meta's `bytes` is
+-- the running total), so the stream's size is `bytes - c` of its oldest entry whatever trimmed
+-- it, and the byte cap is one binary search, not a walk over what is dropped.
+local meta, stream, idem = KEYS[1], KEYS[2], KEYS[3]
+local epoch, _ = ensureMeta(meta, stream, ARGV[1])
+if idem then
+  local seen = redis.call('GET', idem)
+  if seen then
+    local at = string.find(seen, ':', 1, true)
+    -- A key from an earlier epoch (history removed since) is stale: publish anew.
+    if at and string.sub(seen, 1, at - 1) == epoch then
+      return { epoch, tonumber(string.sub(seen, at + 1)), 1 }
+    end
+  end
+end
+local offset = redis.call('HINCRBY', meta, 'offset', 1)
+local now = nowMs()
+local size, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+if size > 0 and ttl > 0 then
+  local start = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+  local total = start + tonumber(ARGV[11])
+  redis.call('HSET', meta, 'bytes', int(total))
+  redis.call('XADD', stream, 'MAXLEN', size, int(offset) .. '-0', 't', int(now), 'c', int(start),
+    'f', ARGV[8], 's', ARGV[9], 'k', ARGV[10], 'd', ARGV[5])
+  local cutoff, floor = now - ttl, total - tonumber(ARGV[12])
+  -- The newest publication stays even alone over the room's cap: a room keeps its last word.
+  local keep = firstWhere(stream, function(entry) return timeOf(entry) > cutoff and startOf(entry) >= floor end) or offset
+  redis.call('XTRIM', stream, 'MINID', int(keep) .. '-0')
+  redis.call('PEXPIRE', stream, ttl)
+else
+  redis.call('DEL', stream)
+end
+redis.call('PEXPIRE', meta, ARGV[4])
+if idem then redis.call('SET', idem, epoch .. ':' .. int(offset), 'PX', ARGV[7]) end
+redis.call('PUBLISH', ARGV[6], 'm|' .. epoch .. '|' .. int(offset) .. '|' .. ARGV[13] .. ARGV[5])
+return { epoch, offset, 0 }
