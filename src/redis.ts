@@ -168,7 +168,7 @@ export function loadRedisScript (...files: URL[]): RedisScript {
   return redisScript(files.map((file) => readFileSync(file, 'utf8')).join('\n'))
 }
 
-export function redisScript (body: string): RedisScript {
+function redisScript (body: string): RedisScript {
   return { body, sha: createHash('sha1').update(body).digest('hex') }
 }
 

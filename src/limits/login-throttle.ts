@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import type { Config } from '../config.js'
 import { addressBlock } from '../client-address.js'
-import { redisScript, runScript } from '../redis.js'
+import { loadRedisScript, runScript } from '../redis.js'
 import { withLocalFallback, type FallbackLog } from './fallback.js'
 
 /**
@@ -132,51 +132,11 @@ export function createMemoryLoginThrottle (options: LoginThrottleOptions): Login
   }
 }
 
-// Both keys of an attempt carry the address's hash tag, so one script reaches both in Redis
-// Cluster. Times are the caller's clock, not Redis's TIME: the waits are seconds to minutes,
-// the nodes' clocks agree to milliseconds, and the policy can then be tested on a fake clock.
-// A key outlives its meaning by at most the clock skew; the times in the data decide.
-// Times are written with '%.0f': a bare Lua number is written with 14 significant digits.
-const ATTEMPT_LUA = `
-local now = tonumber(ARGV[1])
-local windowMs = tonumber(ARGV[2])
-local perAddress = tonumber(ARGV[3])
-local free = tonumber(ARGV[4])
-local firstMs = tonumber(ARGV[5])
-local maxMs = tonumber(ARGV[6])
-local memoryMs = tonumber(ARGV[7])
-local a = redis.call('HMGET', KEYS[1], 'n', 'ends')
-local an = tonumber(a[1]) or 0
-local ends = tonumber(a[2]) or 0
-if ends <= now then
-  an = 0
-  ends = now + windowMs
-end
-local p = redis.call('HMGET', KEYS[2], 'n', 'last')
-local pn = tonumber(p[1]) or 0
-local last = tonumber(p[2]) or 0
-if last + memoryMs <= now then pn = 0 end
-local wait = 0
-if an >= perAddress then wait = ends - now end
-if pn >= free then
-  local pairWait = last + math.min(maxMs, firstMs * 2 ^ (pn - free)) - now
-  if pairWait > wait then wait = pairWait end
-end
-if wait > 0 then return math.ceil(wait) end
-redis.call('HSET', KEYS[1], 'n', an + 1, 'ends', string.format('%.0f', ends))
-redis.call('PEXPIRE', KEYS[1], math.ceil(ends - now))
-redis.call('HSET', KEYS[2], 'n', pn + 1, 'last', string.format('%.0f', now))
-redis.call('PEXPIRE', KEYS[2], memoryMs)
-return 0
-`
-const SUCCEEDED_LUA = `
-redis.call('DEL', KEYS[2])
-local a = redis.call('HMGET', KEYS[1], 'n', 'ends')
-if (tonumber(a[2]) or 0) > tonumber(ARGV[1]) and (tonumber(a[1]) or 0) > 0 then redis.call('HINCRBY', KEYS[1], 'n', -1) end
-return 0
-`
-const ATTEMPT = redisScript(ATTEMPT_LUA)
-const SUCCEEDED = redisScript(SUCCEEDED_LUA)
+// The scripts (lua/login-*.lua) take the caller's clock, not Redis's TIME: the waits are
+// seconds to minutes, the nodes' clocks agree to milliseconds, and the policy can then be tested
+// on a fake clock. Both keys of an attempt carry the address's hash tag (one Cluster slot).
+const ATTEMPT = loadRedisScript(new URL('./lua/login-attempt.lua', import.meta.url))
+const SUCCEEDED = loadRedisScript(new URL('./lua/login-succeeded.lua', import.meta.url))
 
 export interface RedisLoginThrottleOptions extends LoginThrottleOptions {
   redis: Redis

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { hashTag, redisScript, runScript } from '../redis.js'
+import { hashTag, loadRedisScript, runScript } from '../redis.js'
 import { withLocalFallback, type FallbackLog } from './fallback.js'
 
 /**
@@ -59,26 +59,9 @@ export function createMemoryRateLimiter (options: RateLimiterOptions): RateLimit
   }
 }
 
-// Redis's clock (TIME) for every node, so the nodes' clocks need not agree. Takes up to
-// ARGV[3] units at once (a lease; see createRedisRateLimiter): as many as fit under the
-// tolerance, at least one, or none with the wait until one would fit. The key lives exactly as
-// long as it carries debt.
-const TAKE_LUA = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local wanted = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local fits = math.floor((tolerance - (tat - now)) / interval)
-if fits < 1 then return { 0, math.ceil(tat + interval - now - tolerance) } end
-local granted = math.min(wanted, fits)
-local nextTat = tat + granted * interval
-redis.call('SET', KEYS[1], string.format('%.3f', nextTat), 'PX', math.max(1, math.ceil(nextTat - now)))
-return { granted, 0 }
-`
-const TAKE = redisScript(TAKE_LUA)
+// One atomic take on Redis's clock (TIME), so the nodes' clocks need not agree; it takes up to
+// a lease of units at once (see createRedisRateLimiter).
+const TAKE = loadRedisScript(new URL('./lua/rate-take.lua', import.meta.url))
 
 /** How far ahead a busy key's lease reaches, by default: a tenth of a second of its rate. */
 export const DEFAULT_LEASE_MS = 100
