@@ -2,22 +2,16 @@ import type { Redis } from 'ioredis'
 import { runScript } from '../../redis.js'
 import type { Broker, BrokerHandler, PublishRequest, PublishResult, RoomEvent, StreamOptions } from '../engine.js'
 import { newEpoch, publicationBytes } from '../engine.js'
-import type { Logger } from '../logger.js'
 import { decodeChannelMessage, encodeEvent, messageHead } from './codec.js'
-import { MIN_META_TTL_MS, type KeyLayout } from './keys.js'
+import type { PartContext } from './context.js'
+import { MIN_META_TTL_MS } from './keys.js'
 import { engineScript, toNumber } from './scripts.js'
 
 const PUBLISH = engineScript(new URL('./lua/publish.lua', import.meta.url))
 
-export interface RedisBrokerOptions {
-  /** Publishes and WAIT. */
-  cmd: Redis
+export interface RedisBrokerOptions extends PartContext {
   /** The pub/sub connection; it restores the room channels itself after a drop. */
   sub: Redis
-  keys: KeyLayout
-  log: Logger
-  isClosed(): boolean
-  assertOpen(): void
   idempotencyWindowMs: number
   roomHistoryBytes: number
   waitReplicas: number

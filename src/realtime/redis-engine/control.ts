@@ -1,16 +1,10 @@
 import type { Redis } from 'ioredis'
 import type { Control, ControlMessage } from '../engine.js'
-import type { Logger } from '../logger.js'
-import type { KeyLayout } from './keys.js'
+import type { PartContext } from './context.js'
 
-export interface RedisControlOptions {
-  cmd: Redis
+export interface RedisControlOptions extends PartContext {
   /** The pub/sub connection the room channels share. */
   sub: Redis
-  keys: KeyLayout
-  log: Logger
-  isClosed(): boolean
-  assertOpen(): void
 }
 
 export interface RedisControl extends Control {

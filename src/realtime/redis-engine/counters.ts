@@ -1,21 +1,15 @@
 import type { Redis } from 'ioredis'
 import { runScript } from '../../redis.js'
 import type { ConnectionCounter } from '../engine.js'
-import type { Logger } from '../logger.js'
-import type { KeyLayout } from './keys.js'
+import type { PartContext } from './context.js'
 import { engineScript, REFRESH_BATCH, toNumber } from './scripts.js'
 
 const RESERVE = engineScript(new URL('./lua/connections-reserve.lua', import.meta.url))
 const REFRESH = engineScript(new URL('./lua/connections-refresh.lua', import.meta.url))
 
-export interface RedisCountersOptions {
-  /** Reservations and releases. */
-  cmd: Redis
+export interface RedisCountersOptions extends PartContext {
   /** Refreshes, beside presence's. */
   housekeeping: Redis
-  keys: KeyLayout
-  log: Logger
-  assertOpen(): void
   /** How long a counted connection lives unless refreshed (presence's lifetime). */
   lifetimeMs: number
   keysTtlMs: number

@@ -1,25 +1,20 @@
-import type { Redis } from 'ioredis'
 import { runScript } from '../../redis.js'
 import type { History, HistoryQuery, HistoryResult, Publication, StreamOptions, StreamPosition } from '../engine.js'
 import { latestResult, newEpoch, PUBLICATION_OVERHEAD_BYTES, sinceResult } from '../engine.js'
 import { entryToPublication } from './codec.js'
-import { MIN_META_TTL_MS, type KeyLayout } from './keys.js'
+import type { PartContext } from './context.js'
+import { MIN_META_TTL_MS } from './keys.js'
 import { engineScript, toNumber } from './scripts.js'
 
 const HISTORY = engineScript(new URL('./lua/history.lua', import.meta.url))
 
-export interface RedisHistoryOptions {
-  cmd: Redis
-  keys: KeyLayout
-  assertOpen(): void
-}
 
 /**
  * History over Redis: each room's stream, read in one script that also answers the stream's
  * position, so a page and the top it is judged against always agree (the recovery rule itself
  * is engine.ts's sinceResult).
  */
-export function createRedisHistory ({ cmd, keys, assertOpen }: RedisHistoryOptions): History {
+export function createRedisHistory ({ cmd, keys, assertOpen }: PartContext): History {
   async function readStream (room: string, streamOptions: StreamOptions, limit: number, since?: StreamPosition, maxBytes = Number.MAX_SAFE_INTEGER): Promise<{ epoch: string, offset: number, publications: Publication[] }> {
     const k = keys.room(room)
     const result = await runScript(cmd, HISTORY, [k.meta, k.stream], [

@@ -2,6 +2,7 @@ import { createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, describeRedisEndpoint,
 import type { Engine } from '../engine.js'
 import type { Logger } from '../logger.js'
 import { createRedisBroker } from './broker.js'
+import type { PartContext } from './context.js'
 import { createRedisControl } from './control.js'
 import { createRedisCounters } from './counters.js'
 import { createRedisHistory } from './history.js'
@@ -90,15 +91,12 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     if (closed) throw new Error('redis engine is closed')
   }
 
+  const context: PartContext = { cmd, keys, log, isClosed, assertOpen }
   // The control channel's 'ready' listener goes first: it is subscribed before the rooms are restored.
-  const control = createRedisControl({ cmd, sub, keys, log, isClosed, assertOpen })
+  const control = createRedisControl({ ...context, sub })
   const broker = createRedisBroker({
-    cmd,
+    ...context,
     sub,
-    keys,
-    log,
-    isClosed,
-    assertOpen,
     idempotencyWindowMs: options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS,
     roomHistoryBytes: Math.min(Number.MAX_SAFE_INTEGER, options.roomHistoryBytes ?? Number.MAX_SAFE_INTEGER),
     waitReplicas,
@@ -107,9 +105,9 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       log.error({ err, room }, 'broker handler failed')
     })
   })
-  const history = createRedisHistory({ cmd, keys, assertOpen })
-  const presence = createRedisPresence({ cmd, housekeeping, keys, log, assertOpen, publishEvent: broker.publishEvent, lifetimeMs, keysTtlMs })
-  const counters = createRedisCounters({ cmd, housekeeping, keys, log, assertOpen, lifetimeMs, keysTtlMs })
+  const history = createRedisHistory(context)
+  const presence = createRedisPresence({ ...context, housekeeping, publishEvent: broker.publishEvent, lifetimeMs, keysTtlMs })
+  const counters = createRedisCounters({ ...context, housekeeping, lifetimeMs, keysTtlMs })
 
   sub.on('message', (channel: string, message: string) => {
     if (channel === keys.control) control.deliver(message)

@@ -1,8 +1,7 @@
 import type { Redis } from 'ioredis'
 import { runScript } from '../../redis.js'
 import type { Presence, PresenceInfo, RoomEvent } from '../engine.js'
-import type { Logger } from '../logger.js'
-import type { KeyLayout } from './keys.js'
+import type { PartContext } from './context.js'
 import { engineScript, REFRESH_BATCH, toNumber } from './scripts.js'
 
 const presenceScript = (file: URL) => engineScript(new URL('./lua/presence-common.lua', import.meta.url), file)
@@ -16,14 +15,9 @@ const DUE_ROOMS = engineScript(new URL('./lua/due-rooms.lua', import.meta.url))
 /** Rooms one sweep looks at, per round; the rest wait for the next round. */
 const SWEEP_BATCH = 100
 
-export interface RedisPresenceOptions {
-  /** Adds, removes and reads. */
-  cmd: Redis
+export interface RedisPresenceOptions extends PartContext {
   /** Refreshes and sweeps, so a publish never queues behind their batches. */
   housekeeping: Redis
-  keys: KeyLayout
-  log: Logger
-  assertOpen(): void
   /** The broker's: joins and leaves go out as room events. */
   publishEvent(room: string, event: RoomEvent): Promise<void>
   /** How long an entry lives unless refreshed. */
