@@ -24,7 +24,7 @@ export interface Metrics {
   close(): void
 }
 
-/** From an in-process fan-out (~50 µs) to a node in trouble (1 s); a cross-node hop lands in between. */
+/** From an in-process fan-out (tens of µs) to a node in trouble (1 s); a cross-node hop lands in between. */
 const PUBLISH_TO_WRITE_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 /** A pong may take up to a heartbeat interval (25 s by default) before the connection is dropped. */
 const PING_RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25]

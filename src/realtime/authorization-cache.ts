@@ -3,7 +3,7 @@ import type { StreamOptions } from './engine.js'
 
 /**
  * Remembers granted room operations for a short while, so a busy publisher does not cost
- * two or three store queries per message (about 0.1 ms on SQLite, 0.4 ms on PostgreSQL).
+ * two or three store queries per message (what they cost: docs/performance.md).
  *
  * Only grants are kept: a refusal is asked again every time, so access given a moment ago
  * works at once. Every room change (removal, ban, role change, room update or deletion —

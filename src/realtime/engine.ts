@@ -253,8 +253,8 @@ let epochAt = 0
 /**
  * A fresh epoch: 8 random bytes, base64url. The Redis engine sends one with every publish and
  * history read (its script keeps it only when the room's stream is new), so drawing from the
- * system's generator each time cost a call into OpenSSL per publish, 50–100 µs on the
- * benchmark VM when the path is cold (a publish every 20 ms, scenario 6). Like Node's own
+ * system's generator each time cost a call into OpenSSL per publish, dear when the path is
+ * cold (measured in docs/performance.md, scenario 6). Like Node's own
  * randomUUID, randomness is drawn in batches and handed out once each. Random, not a counter:
  * a counter would tell every subscriber how busy the node is.
  */

@@ -64,8 +64,8 @@ function openPostgres (connectionString: string, options: StoreOptions): KyselyS
     max: options.pgPool?.max ?? POOL_DEFAULTS.max,
     // Connections opened for a burst (a reconnect storm authorizing thousands of subscribes)
     // stay a minute, not pg's 10 s, and one always stays: opening one costs the database a
-    // backend process and the caller a round of startup messages (17 ms against 0.1 ms for a
-    // query on the benchmark machine), and closing a batch of them costs the database's host
+    // backend process and the caller a round of startup messages (far dearer than a query:
+    // docs/performance.md), and closing a batch of them costs the database's host
     // CPU that the node may share.
     idleTimeoutMillis: options.pgPool?.idleMs ?? POOL_DEFAULTS.idleMs,
     min: 1,

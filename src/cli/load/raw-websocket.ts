@@ -7,10 +7,10 @@ import { connect as tlsConnect } from 'node:tls'
  *
  * Why not `ws`: in the latency scenarios the generator reads 50,000 frames a second from a
  * thousand sockets, and with `ws` each one went through Node's stream machinery (push, the
- * 'data' event), ws's Receiver (itself a Writable stream) and its 'message' event: 15–20 µs per
- * frame on the benchmark machine, 80 % of the generator's core, so a thousand deliveries of one
- * publication were read over 15–20 ms and any stall of the host became queueing in the
- * generator. Here a plain TCP socket hands each read to one callback (`onread`, no stream
+ * 'data' event), ws's Receiver (itself a Writable stream) and its 'message' event: most of the
+ * generator's core went there, a thousand deliveries of one publication were read over many
+ * milliseconds, and any stall of the host became queueing in the generator (the figures are in
+ * docs/performance.md). Here a plain TCP socket hands each read to one callback (`onread`, no stream
  * events), into one shared buffer, and the frames in it are parsed in place.
  *
  * What it speaks (RFC 6455, client side): the opening handshake with the accept key checked;
