@@ -159,33 +159,51 @@ describe('authorization cache', () => {
     assert.equal(s.counts.publish, 2, 'the refusal came from the store: the demotion dropped the cached grant')
   })
 
-  // Renewal ahead of expiry, with a 4 s lifetime: renewed from 2 s on. The sleeps only ever
-  // overshoot, and each step leaves seconds of margin before the next boundary.
-  const LIFETIME = { AUTHORIZATION_CACHE_MS: '4000' }
+  // Renewal ahead of expiry over real sockets and the real clock, with a 2 s lifetime: renewed
+  // from 1 s on. No test sleeps to a boundary: each publishes until the store is asked (the
+  // poll's own bound is generous), which leaves a second before the grant would expire. The
+  // exact boundaries are tested on an injected clock in test/unit/grant-renewal.test.ts.
+  const LIFETIME = { AUTHORIZATION_CACHE_MS: '2000' }
+
+  /**
+   * Publishes (each must succeed) until the store has been asked `asks` times in all: the
+   * publish that finds the grant past half its life starts the renewal and is itself answered
+   * from the cache. Returns how many publishes it made.
+   */
+  async function publishUntilAsked (srv: TestApp, token: string, store: { counts: Record<string, number> }, asks: number): Promise<number> {
+    const deadline = Date.now() + 10_000
+    let published = 0
+    while ((store.counts.publish ?? 0) < asks) {
+      assert.ok(Date.now() < deadline, `the store was not asked ${asks} times within 10 s`)
+      assert.equal(await publishAs(srv, token, `until ask ${asks}`), 201)
+      published++
+      if ((store.counts.publish ?? 0) < asks) await sleep(25)
+    }
+    return published
+  }
 
   it('a grant past half its life is renewed in the background: no publish waits for the store, and the renewed grant outlives the first', async (t) => {
     const { srv, bob } = await setup(t, LIFETIME)
     const store = gateAuthorizations(srv)
-    const granted = Date.now()
     assert.equal(await publishAs(srv, bob, 'asks the store'), 201)
     assert.equal(store.counts.publish, 1)
-    await sleep(2200)
     store.hold()
     // Answered while the store is held: from the cache; the renewal waits behind the gate.
-    assert.equal(await publishAs(srv, bob, 'past half its life'), 201)
+    let fromCache = await publishUntilAsked(srv, bob, store, 2)
     assert.equal(await publishAs(srv, bob, 'renewal already asked'), 201)
+    fromCache++
     assert.equal(store.counts.publish, 2, 'one renewal, asked once')
     store.release()
     await store.settled()
-    // Past the first grant's expiry: only the renewed grant can answer while the store is held.
-    await sleep(Math.max(0, granted + 4600 - Date.now()))
+    // The renewed grant was set after the first reached half its life, so it reaches half its
+    // own life no earlier than the first grant's expiry: the publish that asks the second
+    // renewal, answered while the store is held, was answered by the renewed grant.
     store.hold()
-    assert.equal(await publishAs(srv, bob, 'after the first grant expired'), 201)
+    fromCache += await publishUntilAsked(srv, bob, store, 3)
     store.release()
     await store.settled()
-    // The last publish found the renewed grant past half its life too: a second renewal.
     const counted = await grantMetrics(srv)
-    assert.deepEqual([counted.store, counted.cache, counted.renewed], [1, 3, 2])
+    assert.deepEqual([counted.store, counted.cache, counted.renewed], [1, fromCache, 2])
   })
 
   it('a renewal that finds access gone drops the grant: a change nothing announces ends at the first renewal', async (t) => {
@@ -195,8 +213,8 @@ describe('authorization cache', () => {
     // Straight in the store, past the room service: no room change is announced.
     assert.deepEqual(await srv.app.store.removeMember('team', 'bob'), { ok: true, removed: true })
     assert.equal(await publishAs(srv, bob, 'the grant still answers'), 201)
-    await sleep(2200)
-    assert.equal(await publishAs(srv, bob, 'answered from the cache; the renewal is refused'), 201)
+    // The last of these is answered from the cache; the renewal it starts is refused.
+    await publishUntilAsked(srv, bob, store, 2)
     await store.settled()
     assert.equal(store.counts.publish, 2)
     assert.equal(await publishAs(srv, bob, 'after the renewal'), 404)
@@ -210,9 +228,9 @@ describe('authorization cache', () => {
     const root = await srv.userToken('root', 'admin')
     const store = gateAuthorizations(srv)
     assert.equal(await publishAs(srv, bob, 'asks the store'), 201)
-    await sleep(2200)
     store.hold()
-    assert.equal(await publishAs(srv, bob, 'starts the renewal'), 201)
+    // The last of these starts the renewal, held at the gate.
+    await publishUntilAsked(srv, bob, store, 2)
     assert.equal((await srv.request('DELETE', '/admin/users/bob/connections', { token: root })).status, 200)
     // The renewal, asked before the kick, answers after it: still a member, so a grant.
     store.release()
@@ -223,6 +241,3 @@ describe('authorization cache', () => {
     assert.deepEqual([counted.superseded, counted.renewed], [1, 0])
   })
 })
-
-
-/** The grant cache's bound (AUTHORIZATION_CACHE_ENTRIES), on a clock the test moves. */
