@@ -287,8 +287,15 @@ export function engineContract (name: string, makeEngine: (options?: ContractEng
         const short = { historySize: 100, historyTtlSeconds: 1 }
         const { epoch } = await engine.broker.publish(r, request('old 1'), short)
         await engine.broker.publish(r, request('old 2'), short)
-        // Well past the TTL, so a server-side clock (Redis) that rounds differently still agrees.
-        await sleep(1500)
+        // Until the engine itself reads them as gone, on its own clock (Redis's is the server's,
+        // which no test can move): a poll with the suite's bound, not a sleep past the TTL. An
+        // engine that never forgets fails here. The exact boundary is tested on an injected
+        // clock (memory engine, below).
+        const deadline = Date.now() + WAIT_MS
+        while ((await engine.history.history(r, { limit: 10 }, short)).publications.length > 0) {
+          assert.ok(Date.now() < deadline, `publications older than the TTL still read after ${WAIT_MS} ms`)
+          await sleep(50)
+        }
         await engine.broker.publish(r, request('fresh'), short)
         const fresh = (await engine.history.history(r, { limit: 10 }, short))
         assert.deepEqual({ ...fresh, publications: offsetsOf(fresh.publications) }, { epoch, offset: 3, publications: [3], complete: true })
@@ -506,7 +513,9 @@ export function engineContract (name: string, makeEngine: (options?: ContractEng
         }
         control.onControl(null)
         await control.publishControl({ node: prefix, type: 'kick', connectionId: 'late' })
-        await sleep(50)
+        // Ordered after 'late': both go out in turn on one command connection and arrive in
+        // turn on one subscriber connection (Redis), or synchronously (memory).
+        await barrier()
         assert.equal(got.some((m) => m.type === 'kick' && m.connectionId === 'late'), false, 'no handler, no delivery')
       })
 
@@ -666,6 +675,16 @@ describe('Memory engine: time-dependent bounds (injected clock)', () => {
     assert.deepEqual(await engine.broker.publish('r', request('a', { idempotencyKey: 'k' }), KEEP_HOUR), { ...first, duplicate: true })
     clock += 1
     assert.deepEqual(await engine.broker.publish('r', request('a', { idempotencyKey: 'k' }), KEEP_HOUR), { ...first, offset: 2, duplicate: false })
+  })
+
+  it('forgets publications once historyTtlSeconds has passed, not a millisecond before', async () => {
+    const second = { historySize: 100, historyTtlSeconds: 1 }
+    const { epoch } = await engine.broker.publish('r', request('old'), second)
+    clock += 999
+    assert.deepEqual(offsetsOf((await engine.history.history('r', { limit: 10 }, second)).publications), [1])
+    clock += 1
+    assert.deepEqual(await engine.history.history('r', { limit: 10 }, second), { epoch, offset: 1, publications: [], complete: true })
+    assert.deepEqual(await engine.history.history('r', { since: { epoch, offset: 0 }, limit: 10 }, second), { epoch, offset: 1, publications: [], complete: false })
   })
 
   it('bounds the keys per room, evicting the oldest', async () => {
