@@ -190,10 +190,18 @@ describe('idle timeout', () => {
     await subscribe(holder, 'idle')
 
     assert.equal((await withTimeout(silent.closed, 'silent client closed')).code, 4002)
-    // Several idle periods with a subscription and no traffic at all.
-    await sleep(idleMs * 5)
+    // Several idle periods with a subscription and no traffic at all, each marked by a silent
+    // probe connected after the holder's last frame: one sweep ticks every connection at the
+    // same moment, so the sweep that closes a probe is past the holder's idle deadline too.
+    for (let i = 0; i < 3; i++) {
+      const probe = await wsConnect(t, srv, { token: alice })
+      assert.equal((await withTimeout(probe.closed, `probe ${i} closed`)).code, 4002)
+    }
+    await waitFor('the probes gone', () => connectionIds(srv).length === 1)
     assert.equal(holder.socket.readyState, WebSocket.OPEN)
     assert.deepEqual(connectionIds(srv), [holder.welcome.connectionId])
+    // Sent after the last probe's close, so read after that sweep: a holder it had closed would not answer.
+    assert.equal((await holder.command({ type: 'ping' })).type, 'reply')
 
     const reply = await holder.command({ type: 'unsubscribe', room: 'idle' })
     assert.equal(reply.type, 'reply', JSON.stringify(reply))
@@ -239,9 +247,11 @@ describe('token expiry', () => {
     assert.ok(freshExp * 1000 > refresher.welcome.tokenExpiresAt)
 
     assert.equal((await withTimeout(control.closed, 'control closed')).code, 4001)
-    await sleep(500)
-    assert.equal(refresher.socket.readyState, WebSocket.OPEN)
+    // No sleep: the sweep that closed the control ticked the refresher at the same moment, with
+    // the same old deadline were the refresh ignored; this ping, sent after that close, is read
+    // after that sweep, and a refresher it had closed would not answer.
     assert.equal((await refresher.command({ type: 'ping' })).type, 'reply')
+    assert.equal(refresher.socket.readyState, WebSocket.OPEN)
 
     // A token for someone else is refused and changes nothing.
     await srv.createUser('frank')
