@@ -159,6 +159,7 @@ describe('the load generator\'s WebSocket client', () => {
       // The first frame follows the 101 at once, before the client has a message handler: it
       // must be kept until there is one.
       socket.write(frame(0x1, 'welcome'))
+      // A pause, so the welcome travels with the 101 and the rest comes later (what is tested).
       await new Promise(resolve => setTimeout(resolve, 50))
       const bytes = Buffer.concat([
         frame(0x1, 'first ', { fin: false }),
@@ -174,6 +175,7 @@ describe('the load generator\'s WebSocket client', () => {
       }
     })
     const socket = await connectRawWebSocket(url, { timeoutMs: 5000 })
+    // Deliberately late: the handler is attached after the early frame arrived (what is tested).
     await new Promise(resolve => setTimeout(resolve, 20))
     const messages: string[] = []
     socket.onMessage((text) => messages.push(text))

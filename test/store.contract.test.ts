@@ -594,6 +594,8 @@ describe('createStore', () => {
       const deadline = Date.now() + 10_000
       while (await sessions(name) > 1 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
       assert.equal(await sessions(name), 1, 'idle connections closed down to one')
+      // This sleep stays: pg's pool closes idle clients on its own timers (no clock to inject, no
+      // event for a close that does not happen), and outliving two idle periods is the claim.
       await new Promise(resolve => setTimeout(resolve, 500))
       assert.equal(await sessions(name), 1, 'the last one stays open')
       assert.equal(await named.getUser('user-0'), undefined, 'and answers on it')

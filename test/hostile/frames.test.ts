@@ -101,6 +101,7 @@ describe('ws handshake abuse', () => {
     const partial = `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${alice.slice(0, 10)}`
     for (const char of partial.slice(0, 40)) {
       slow.write(char)
+      // A pause between bytes is the trickle under test: each byte arrives in a read of its own.
       await new Promise(resolve => setTimeout(resolve, 5))
     }
     const others = await Promise.all([1, 2, 3].map(() => wsConnect(t, srv, { token: alice })))
@@ -303,7 +304,9 @@ describe('ws rate limits', () => {
     assert.equal(code, 4029)
     assert.ok(flooder.frames.some(f => f.type === 'error' && f.error.code === 'rate_limited'), 'no rate_limited warning before the cut-off')
     // The flood cost the flooder only. (The pause only lets the first client's own bucket refill
-    // by at least one token at 5/s; timers never fire early, so this cannot flake.)
+    // by at least one token at 5/s; timers never fire early, so this cannot flake. The app's
+    // clock cannot be injected, and a poll for the refill would pass even if the flood had
+    // drained a bucket the client shares.)
     await new Promise(resolve => setTimeout(resolve, 250))
     assertReply(await client.command({ type: 'ping' }))
   })
