@@ -8,7 +8,6 @@ import { build, tempDir, wsConnect } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, withTimeout } from './process.js'
 import webPlugin from '../plugins/web.js'
 import { buildWeb } from '../scripts/build-web.mjs'
-import { createRateMeter, type MetricTotals } from '../src/realtime/metrics.js'
 import {
   artifact, ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS, watchSocket
 } from './web-browser.js'
@@ -38,43 +37,6 @@ describe('GET /admin/stats', () => {
     assert.ok(after.body.messagesInTotal >= 4, 'subscribe and three publishes')
     assert.ok(after.body.messagesOutPerSecond > 0)
     assert.ok(after.body.windowSeconds > 0)
-  })
-})
-
-describe('createRateMeter', () => {
-  it('averages over the newest sample at least a window old', () => {
-    let clock = 0
-    const totals: MetricTotals = { connections: 0, messagesIn: 0, messagesOut: 0 }
-    const rates = createRateMeter(() => ({ ...totals }), 10_000, () => clock)
-    clock = 5_000
-    totals.messagesOut = 50
-    assert.deepEqual(rates(), { messagesInPerSecond: 0, messagesOutPerSecond: 10, windowSeconds: 5 })
-    clock = 15_000
-    totals.messagesOut = 150
-    // From the sample at 5 s (the newest at least 10 s old is the start, at 0 s).
-    assert.equal(rates().messagesOutPerSecond, 10)
-    clock = 20_000
-    totals.messagesOut = 150
-    // Now the base is the 5 s sample (50): 100 messages over 15 s.
-    const r = rates()
-    assert.equal(r.windowSeconds, 15)
-    assert.ok(Math.abs(r.messagesOutPerSecond - 100 / 15) < 1e-9)
-  })
-
-  it('reads 0 when no time has passed; under a flood of reads the window still moves', () => {
-    let clock = 0
-    const totals: MetricTotals = { connections: 0, messagesIn: 0, messagesOut: 0 }
-    const rates = createRateMeter(() => ({ ...totals }), 10_000, () => clock)
-    assert.equal(rates().messagesOutPerSecond, 0)
-    // A read every millisecond for a minute, at 1,000 messages a second until 50 s, then none.
-    let last = rates()
-    for (let i = 0; i < 60_000; i++) {
-      clock += 1
-      if (clock <= 50_000) totals.messagesOut++
-      last = rates()
-    }
-    assert.ok(last.windowSeconds >= 10 && last.windowSeconds <= 10.2, `window ${last.windowSeconds} s: the last 10 s, not the minute`)
-    assert.equal(last.messagesOutPerSecond, 0, 'nothing in the last 10 s')
   })
 })
 
