@@ -246,6 +246,9 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
 
     const leave = await eventually('a leave for alice on b', () => seenB.events.find((d) => d.event.type === 'leave' && d.event.user.id === 'alice'))
     assert.deepEqual(leave, { room: 'r', event: { type: 'leave', user: { id: 'alice' } } })
+    // Carol may or may not have left yet; alice is gone and bob (on b too) stays.
+    const { users } = await b.presence.get('r')
+    assert.ok(users.includes('bob') && !users.includes('alice'), JSON.stringify(users))
     await eventually('a leave for carol on b', () => seenB.events.find((d) => d.event.type === 'leave' && d.event.user.id === 'carol'))
     // b kept its own connection alive past the TTL, and bob never left.
     assert.deepEqual(await b.presence.get('r'), { users: ['bob'], connections: 1 })
