@@ -152,7 +152,7 @@ export function scenarios (size: Size): Scenario[] {
       // through this Redis costs, measured in the same rounds (docs/performance.md).
       variants: ['switchboard', 'switchboard-redis', 'switchboard-2-nodes', 'ws-framed', 'ws-framed-redis', 'ws-framed-2-nodes'],
       // The target (the hop adds ≤ 1 ms at p50) is smaller than one node's own p50 spread
-      // between runs (about 2.5 ms on the 2-core machines here), and a stretch of a minute or two
+      // between runs on the 2-core machines here, and a stretch of a minute or two
       // that slows every set-up at once (docs/performance.md) can cover four runs in a row:
       // eleven runs each, alternating; the hop lines are judged round by round
       // (roundByRound in summary.ts), so such a stretch costs rounds, not the verdict.
