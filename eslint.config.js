@@ -32,11 +32,11 @@ export default tseslint.config(
   },
   {
     // The wire contract is shared by the server and the SDK, and will be packaged with the
-    // SDK: it must not pull in server code or Node-only APIs.
+    // SDK: it must not pull in server code or Node-only APIs (msgpackr runs in browsers too).
     files: ['src/protocol/**'],
     rules: {
       'no-restricted-imports': ['error', {
-        patterns: [{ regex: '^(?!@sinclair/typebox(/|$)|\\./)', message: 'src/protocol/ imports only TypeBox and its own files (it ships with the SDK)' }]
+        patterns: [{ regex: '^(?!@sinclair/typebox(/|$)|msgpackr$|\\./)', message: 'src/protocol/ imports only TypeBox, msgpackr and its own files (it ships with the SDK)' }]
       }]
     }
   },

@@ -111,7 +111,7 @@ async function runOnce (publications: number, objects: number, env: Record<strin
     const principal = { kind: 'user' as const, userId: 'archivist', role: 'admin' as const, tokenId: 'bench', expiresAt: Math.floor(Date.now() / 1000) + 3600, sessionId: 'bench' }
     await app.rooms.create(principal, { id: ROOM, historySize: publications, historyTtlSeconds: 3600 })
     const json = JSON.stringify(Array.from({ length: objects }, () => ({})))
-    for (let i = 0; i < publications; i++) await app.realtime.publish(principal, ROOM, json)
+    for (let i = 0; i < publications; i++) await app.realtime.publish(principal, ROOM, { kind: 'json', payload: json })
 
     gc()
     const delay = monitorEventLoopDelay({ resolution: 1 })

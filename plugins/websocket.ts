@@ -2,7 +2,8 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
-import { PROTOCOL_VERSION } from '../src/protocol/messages.js'
+import { PROTOCOL_VERSIONS } from '../src/protocol/messages.js'
+import { maxFrameBytes } from '../src/realtime/limits.js'
 import { Errors, httpAnswer } from '../src/errors.js'
 import { writeRefusal } from '../src/http-refusal.js'
 import { clientAddress, trustProxyFunction } from '../src/client-address.js'
@@ -24,7 +25,8 @@ declare module 'fastify' {
 
 /**
  * @fastify/websocket with the server's ws options. Compression is off (it costs memory per
- * socket and fragments the heap); frames over WS_MAX_MESSAGE_BYTES close the socket with 1009.
+ * socket and fragments the heap); a frame over the frame limit (maxFrameBytes: room for a
+ * payload of WS_MAX_MESSAGE_BYTES as base64, and its envelope) closes the socket with 1009.
  * On close, the drain (plugins/realtime.ts, through the lifecycle) has already sent every
  * client `reconnect` and 1012; this only stops the ws server.
  *
@@ -41,10 +43,11 @@ export default fp(async (app) => {
   const othersUpgradeListeners = new Set(server.listeners('upgrade'))
   await app.register(websocket, {
     options: {
-      maxPayload: app.config.ws.maxMessageBytes,
+      maxPayload: maxFrameBytes(app.config.ws.maxMessageBytes),
       perMessageDeflate: false,
-      // Select our protocol when offered; the `bearer.<jwt>` entry is never echoed back.
-      handleProtocols: (protocols: Set<string>) => protocols.has(PROTOCOL_VERSION) ? PROTOCOL_VERSION : false
+      // Select a protocol of ours when offered, MessagePack first (it chooses the connection's
+      // codec, routes/ws); the `bearer.<jwt>` entry is never echoed back.
+      handleProtocols: (protocols: Set<string>) => PROTOCOL_VERSIONS.find(version => protocols.has(version)) ?? false
     },
     preClose: async function () {
       await app.lifecycle.shutdown()

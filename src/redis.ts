@@ -173,7 +173,7 @@ function redisScript (body: string): RedisScript {
 }
 
 /** EVALSHA, falling back to EVAL when Redis does not know the script (a restarted Redis). */
-export async function runScript (conn: Redis, script: RedisScript, keys: string[], args: Array<string | number>): Promise<unknown> {
+export async function runScript (conn: Redis, script: RedisScript, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
   try {
     return await conn.evalsha(script.sha, keys.length, ...keys, ...args)
   } catch (err) {

@@ -53,13 +53,13 @@ function recordDeliveries (engine: Engine) {
   return { publications, events, until, inRoom, eventsIn }
 }
 
-function request (data: unknown, extra: Partial<PublishRequest> = {}): PublishRequest {
+function request (data: unknown, extra: { idempotencyKey?: string, from?: { id: string }, ts?: number } = {}): PublishRequest {
   return { payload: JSON.stringify(data), kind: 'json', from: { id: 'alice' }, ts: Date.now(), ...extra }
 }
 
-/** The data a publication carries (engines keep it as JSON text). */
+/** The data a publication carries (engines keep JSON as its text, bytes as they are). */
 function dataOf (publication: Publication): unknown {
-  return JSON.parse(publication.payload)
+  return publication.kind === 'json' ? JSON.parse(publication.payload) : publication.payload
 }
 
 function offsetsOf (publications: Publication[]): number[] {

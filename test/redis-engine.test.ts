@@ -27,9 +27,9 @@ function request (data: unknown): PublishRequest {
   return { payload: JSON.stringify(data), kind: 'json', from: { id: 'alice' }, ts: Date.now() }
 }
 
-/** The data a publication carries (engines keep it as JSON text). */
+/** The data a publication carries (engines keep JSON as its text, bytes as they are). */
 function dataOf (publication: Publication): unknown {
-  return JSON.parse(publication.payload)
+  return publication.kind === 'json' ? JSON.parse(publication.payload) : publication.payload
 }
 
 /** Polls `check` until it returns a value (not undefined), or fails after WAIT_MS naming `what`. */

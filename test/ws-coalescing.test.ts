@@ -2,6 +2,7 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { Socket } from 'node:net'
 import { textFrame } from '../src/realtime/ws-transport.js'
+import { jsonPayload } from '../src/realtime/engine.js'
 import { build, wsConnect } from './helper.js'
 
 /**
@@ -29,7 +30,7 @@ describe('write coalescing', () => {
 
     // Twenty publications in one synchronous run: the memory engine fans each out at once.
     const principal = { kind: 'user' as const, userId: 'alice', role: 'admin' as const, tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 600, sessionId: 's' }
-    await Promise.all(Array.from({ length: 20 }, (_, i) => server.app.realtime.publish(principal, 'burst', JSON.stringify({ i }))))
+    await Promise.all(Array.from({ length: 20 }, (_, i) => server.app.realtime.publish(principal, 'burst', jsonPayload({ i }))))
     await client.next(f => f.type === 'message' && f.offset === 20)
 
     assert.equal(client.frames.filter(f => f.type === 'message').length, 20)

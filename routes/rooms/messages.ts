@@ -31,7 +31,7 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const json = JSON.stringify(data)
     if (Buffer.byteLength(json) > maxMessageBytes) throw new Errors.PayloadTooLarge(`data is larger than ${maxMessageBytes} bytes`)
     // The core's errors are errors of the table (src/errors.ts): the error handler renders them.
-    const result = await app.realtime.publish(request.principal!, request.params.id, json, idempotencyKey)
+    const result = await app.realtime.publish(request.principal!, request.params.id, { kind: 'json', payload: json }, idempotencyKey)
     return reply.code(201).send({ epoch: result.epoch, offset: result.offset })
   })
 

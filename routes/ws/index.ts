@@ -12,6 +12,7 @@ import { clientAddress, trustProxyFunction } from '../../src/client-address.js'
 import { createRateLimiter, type RateLimiter } from '../../src/limits/rate-limiter.js'
 import { CloseCodes, CloseReasons } from '../../src/protocol/close-codes.js'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
+import { codecOf } from '../../src/realtime/frame-codec.js'
 import type { AuthFailureReason } from '../../src/realtime/metrics.js'
 
 /**
@@ -142,7 +143,9 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       websocket.close(CloseCodes.RATE_LIMITED, 'too many connections')
       return
     }
-    const connection = app.realtime.connect(wsTransport(websocket), principal, { ip, ...(userAgent === undefined ? {} : { userAgent }) }, id)
+    // The subprotocol the handshake selected (plugins/websocket.ts) chooses the codec; none is JSON.
+    const meta = { ip, codec: codecOf(websocket.protocol), ...(userAgent === undefined ? {} : { userAgent }) }
+    const connection = app.realtime.connect(wsTransport(websocket), principal, meta, id)
     attachWsEvents(websocket, connection)
     // Checked first: the line's fields would cost a handshake something even with info off.
     if (infoEnabled()) app.log.info({ url: redactUrl(url ?? ''), ip, connId: id, principal: connection.publicId }, 'websocket connected')

@@ -1,15 +1,24 @@
 import { Type, type Static } from '@sinclair/typebox'
 
 /**
- * Protocol v1: JSON text frames, one envelope per frame. The server checks every client
+ * Protocol v1: one envelope per frame, in either of two codecs chosen per connection by the
+ * WebSocket subprotocol: `switchboard.v1`, JSON text frames (raw bytes travel as base64 with
+ * `"encoding": "base64"` beside them), and `switchboard.v1.msgpack`, binary frames each holding
+ * one MessagePack map (bytes are MessagePack `bin`). Both carry the same envelopes, described
+ * once here. The server checks every client
  * command against these schemas before anything else looks at it (src/realtime/command-parser.ts);
  * the SDK takes its wire types from them; the same schemas generate the AsyncAPI document
  * (GET /docs/asyncapi.json) and docs/protocol.md describes them.
  *
- * Part of the wire contract (src/protocol/): imports nothing but TypeBox, so a separately
- * packaged SDK can depend on it without pulling server code.
+ * Part of the wire contract (src/protocol/): imports nothing but TypeBox (and msgpackr, in
+ * msgpack.ts), so a separately packaged SDK can depend on it without pulling server code.
  */
 export const PROTOCOL_VERSION = 'switchboard.v1'
+/** The same protocol in MessagePack: every frame a binary WebSocket frame holding one map. */
+export const MSGPACK_PROTOCOL_VERSION = 'switchboard.v1.msgpack'
+/** The subprotocols a server selects from, the one it prefers first. */
+export const PROTOCOL_VERSIONS = [MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION] as const
+export type ProtocolVersion = typeof PROTOCOL_VERSIONS[number]
 
 // ---------------------------------------------------------------------------------------
 // Shared pieces
@@ -28,6 +37,18 @@ export const StreamPositionSchema = Type.Object({
 }, { additionalProperties: false, description: 'A position in a room\'s stream: resume after it' })
 
 export const IdempotencyKeySchema = Type.String({ minLength: 1, maxLength: 128 })
+
+/**
+ * A publication's payload: any JSON value, or raw bytes as a whole (MessagePack `bin` on
+ * `switchboard.v1.msgpack`; on JSON frames, a base64 string with `encoding` beside it).
+ */
+export const DataSchema = Type.Union([
+  Type.Uint8Array({ description: 'Raw bytes (MessagePack `bin`; only as the whole `data`)' }),
+  Type.Unknown({ description: 'Any JSON value, or a base64 string with `encoding: "base64"`' })
+])
+
+/** Beside `data` when it is bytes carried as text: standard base64 (RFC 4648 §4, padded). */
+export const EncodingSchema = Type.Literal('base64', { description: '`data` is raw bytes, as a standard base64 string (JSON frames and REST)' })
 
 // ---------------------------------------------------------------------------------------
 // Client → server commands
@@ -49,7 +70,8 @@ export const PublishCommandSchema = Type.Object({
   type: Type.Literal('publish'),
   id: CommandIdSchema,
   room: RoomNameSchema,
-  data: Type.Unknown({ description: 'Any JSON value' }),
+  data: DataSchema,
+  encoding: Type.Optional(EncodingSchema),
   idempotencyKey: Type.Optional(IdempotencyKeySchema)
 }, { additionalProperties: false, title: 'publish' })
 
@@ -104,7 +126,7 @@ export type CommandId = Static<typeof CommandIdSchema>
 // Server → client frames
 
 export const ERROR_CODES = {
-  bad_request: 'The frame is not JSON, or fails the schema (the message names the path)',
+  bad_request: 'The frame does not decode (JSON, or MessagePack on switchboard.v1.msgpack), is of the other codec, fails the schema (the message names the path), or its payload is over maxMessageBytes',
   unauthorized: 'The token is invalid or expired (refresh)',
   forbidden: 'Not allowed (authorization, or a per-connection limit such as max subscriptions)',
   not_found: 'No such room (or a private room you may not see)',
@@ -133,7 +155,7 @@ export const LimitsSchema = Type.Object({
 
 export const WelcomeFrameSchema = Type.Object({
   type: Type.Literal('welcome'),
-  protocol: Type.Literal(PROTOCOL_VERSION),
+  protocol: Type.Union(PROTOCOL_VERSIONS.map(version => Type.Literal(version)), { description: 'The subprotocol, and so the codec, of this connection' }),
   connectionId: Type.String(),
   user: Type.Object({ id: Type.String(), role: Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('apiKey')]) }),
   heartbeatMs: Type.Integer(),
@@ -155,7 +177,8 @@ export const ErrorFrameSchema = Type.Object({
 
 export const PublicationSchema = Type.Object({
   offset: Type.Integer(),
-  data: Type.Unknown(),
+  data: DataSchema,
+  encoding: Type.Optional(EncodingSchema),
   from: Type.Object({ id: Type.String() }),
   ts: Type.Integer()
 })
@@ -183,7 +206,8 @@ export const MessageFrameSchema = Type.Object({
   room: Type.String(),
   epoch: Type.String(),
   offset: Type.Integer(),
-  data: Type.Unknown(),
+  data: DataSchema,
+  encoding: Type.Optional(EncodingSchema),
   from: Type.Object({ id: Type.String() }),
   ts: Type.Integer()
 }, { title: 'message' })

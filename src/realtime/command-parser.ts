@@ -1,6 +1,8 @@
 import type { TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
-import { COMMAND_SCHEMAS, CommandIdSchema, type ClientCommand, type CommandId, type CommandType } from '../protocol/messages.js'
+import { Unpackr } from 'msgpackr'
+import { COMMAND_SCHEMAS, CommandIdSchema, type ClientCommand, type CommandId, type CommandType, type PublishCommand } from '../protocol/messages.js'
+import type { Payload } from './engine.js'
 
 /*
  * The server's reading of client commands, against the wire contract's schemas. It stays on
@@ -24,8 +26,9 @@ const checks = Object.fromEntries(
 const idCheck = TypeCompiler.Compile(CommandIdSchema)
 
 /**
- * Parses one text frame into a command. Never throws: anything wrong becomes a message naming
- * the failing path, plus the command id when one could be read, for a `bad_request` error.
+ * Parses one text frame (`switchboard.v1`) into a command. Never throws: anything wrong becomes
+ * a message naming the failing path, plus the command id when one could be read, for a
+ * `bad_request` error.
  */
 export function parseCommand (text: string): ParseResult {
   let value: unknown
@@ -34,6 +37,81 @@ export function parseCommand (text: string): ParseResult {
   } catch {
     return { ok: false, message: 'frame is not valid JSON' }
   }
+  return checkCommand(value)
+}
+
+/**
+ * Client frames are read with maps as Map, so that a key that is not a string is seen (and
+ * refused) instead of being turned into one, and 64-bit integers as bigint, so that one beyond
+ * 2^53 is refused instead of rounded. Extension types other than msgpackr's own are refused by
+ * the decoder; its own (timestamps as Date, …) are refused by plainValue below.
+ */
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false, int64AsType: 'bigint' })
+
+/**
+ * Parses one binary frame (`switchboard.v1.msgpack`) into a command, as parseCommand does a
+ * text frame. Only values with a JSON form are accepted, and raw bytes (`bin`) only as the
+ * whole `data` of a publish. Never throws.
+ */
+export function parseMsgpackCommand (bytes: Uint8Array): ParseResult {
+  let decoded: unknown
+  try {
+    decoded = unpackr.unpack(bytes)
+  } catch {
+    // The decoder's own message may quote the input; the client gets a fixed one.
+    return { ok: false, message: 'frame is not valid MessagePack (one value, nothing after it)' }
+  }
+  let value: unknown
+  try {
+    value = plainValue(decoded, 0, '')
+  } catch (err) {
+    if (!(err instanceof ShapeError)) throw err
+    const id = decoded instanceof Map ? decoded.get('id') : undefined
+    return idCheck.Check(id) ? { ok: false, id: id as CommandId, message: err.message } : { ok: false, message: err.message }
+  }
+  return checkCommand(value)
+}
+
+class ShapeError extends Error {}
+
+/**
+ * A decoded MessagePack value as the JSON value it stands for, or ShapeError: maps with string
+ * keys become plain objects (own properties, `__proto__` included, as JSON.parse makes them),
+ * integers beyond 2^53, non-finite floats and extension values have no JSON form. `bin` is
+ * kept only as the command's `data`. Recursion is bounded: nothing nests beyond the data depth.
+ */
+function plainValue (value: unknown, depth: number, path: string): unknown {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new ShapeError(`${path || '/'}: a number must be finite`)
+    return value
+  }
+  if (typeof value === 'bigint') {
+    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) throw new ShapeError(`${path || '/'}: integer beyond 2^53`)
+    return Number(value)
+  }
+  if (value instanceof Uint8Array) {
+    if (path !== '/data') throw new ShapeError(`${path || '/'}: raw bytes are allowed only as the whole data of a publish`)
+    return value
+  }
+  if (depth > MAX_DATA_DEPTH) throw new ShapeError(`/data: nested deeper than ${MAX_DATA_DEPTH} levels`)
+  if (Array.isArray(value)) return value.map((item, i) => plainValue(item, depth + 1, `${path}/${i}`))
+  if (value instanceof Map) {
+    const entries: Array<[string, unknown]> = []
+    for (const [key, item] of value) {
+      if (typeof key !== 'string') throw new ShapeError(`${path || '/'}: map keys must be strings`)
+      entries.push([key, plainValue(item, depth + 1, `${path}/${key}`)])
+    }
+    return Object.fromEntries(entries)
+  }
+  throw new ShapeError(`${path || '/'}: MessagePack extension types are not allowed`)
+}
+
+/** Standard base64 (RFC 4648 §4) with its padding: what `encoding: "base64"` promises. */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
+
+/** A decoded frame against the command schemas (the part both codecs share). */
+function checkCommand (value: unknown): ParseResult {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { ok: false, message: '/: expected a JSON object' }
   }
@@ -49,10 +127,28 @@ export function parseCommand (text: string): ParseResult {
     const first = check.Errors(value).First()
     return withId(`${first?.path === '' || first === undefined ? '/' : first.path}: ${first?.message ?? 'invalid'}`)
   }
-  if (type === 'publish' && depthExceeds(record.data, MAX_DATA_DEPTH)) {
-    return withId(`/data: nested deeper than ${MAX_DATA_DEPTH} levels`)
+  if (type === 'publish') {
+    if (record.data instanceof Uint8Array) {
+      if (record.encoding !== undefined) return withId('/encoding: data is raw bytes already; send encoding only with a base64 string')
+    } else if (record.encoding !== undefined) {
+      if (typeof record.data !== 'string') return withId('/data: with encoding "base64", data must be a string')
+      if (!BASE64.test(record.data)) return withId('/data: not valid base64 (standard alphabet, padded)')
+    } else if (depthExceeds(record.data, MAX_DATA_DEPTH)) {
+      return withId(`/data: nested deeper than ${MAX_DATA_DEPTH} levels`)
+    }
   }
   return { ok: true, command: value as ClientCommand }
+}
+
+/**
+ * A publish command's payload as the engines keep it: raw bytes (MessagePack `bin`, or base64
+ * with `encoding`) copied out of the frame, or the JSON text of `data`, serialised once here.
+ */
+export function publishPayload (command: PublishCommand): Payload {
+  const { data } = command
+  if (data instanceof Uint8Array) return { kind: 'binary', payload: Buffer.from(data) }
+  if (command.encoding === 'base64') return { kind: 'binary', payload: Buffer.from(data as string, 'base64') }
+  return { kind: 'json', payload: JSON.stringify(data) }
 }
 
 /** Iterative, so hostile nesting cannot overflow the stack while being measured. */

@@ -1,13 +1,13 @@
 import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes, CloseReasons, type CloseCode } from '../protocol/close-codes.js'
-import type { Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
-import { AppError, protocolErrorOf } from '../errors.js'
+import type { Engine, HistoryQuery, HistoryResult, Payload, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
+import { AppError, Errors, protocolErrorOf } from '../errors.js'
 import { RealtimeError } from './errors.js'
 import type { Logger } from './logger.js'
-import { historyJson, JsonText, messageText, subscribedJson } from './publication-frames.js'
 import type { ClientCommand, CommandId, HistoryCommand, SubscribeCommand, UnsubscribeReason } from '../protocol/messages.js'
-import { errorFrame, replyFrame, replyFrameWithJson, unsubscribedFrame, welcomeFrame, welcomeSettings, type WelcomeSettings, type WelcomeUser } from '../protocol/frames.js'
-import { parseCommand } from './command-parser.js'
+import type { WelcomeUser } from '../protocol/frames.js'
+import { publishPayload } from './command-parser.js'
+import { jsonCodec, type FrameCodec, type WireMessage } from './frame-codec.js'
 import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
 import type { RealtimeMetrics } from './metrics.js'
 import type { RealtimeLimits } from './limits.js'
@@ -63,8 +63,8 @@ export interface ConnectionHost {
   authorize: Authorizer
   /** Grows with every change that drops grants (room changes, kicks, revocations, an engine reset): a subscribe compares it across its authorization. */
   readonly revision: number
-  /** Publishes `json`, the JSON text of the data (serialised once by the caller, kept as it is). */
-  publish(principal: Principal, room: string, json: string, idempotencyKey?: string): Promise<PublishResult>
+  /** Publishes a payload: JSON text (serialised once by the caller, kept as it is) or bytes. */
+  publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string): Promise<PublishResult>
   history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
   presence(principal: Principal, room: string): Promise<PresenceInfo>
   joinRoom(connection: Connection, room: string): Promise<void>
@@ -74,15 +74,17 @@ export interface ConnectionHost {
   unregister(connection: Connection): void
 }
 
-/** The welcome's node-wide part, serialised once per node (per limits object) instead of per connection. */
-const welcomeSettingsCache = new WeakMap<RealtimeLimits, WelcomeSettings>()
-function nodeWelcomeSettings (limits: RealtimeLimits): WelcomeSettings {
-  let settings = welcomeSettingsCache.get(limits)
-  if (settings === undefined) {
-    settings = welcomeSettings(limits.heartbeatMs, limits)
-    welcomeSettingsCache.set(limits, settings)
-  }
-  return settings
+/** Who is on the other end: shown by the admin API, and the codec its subprotocol chose. */
+export interface ConnectionMeta {
+  ip: string
+  userAgent?: string
+  /** How this connection's frames are written and read; JSON text when absent. */
+  codec?: FrameCodec
+}
+
+/** A command result the codec renders itself (publications inside): history pages. */
+class HistoryPage {
+  constructor (readonly result: HistoryResult) {}
 }
 
 /**
@@ -112,14 +114,17 @@ export class Connection {
   private pending = 0
   private chain: Promise<void> = SETTLED
   private closeCode: number = CloseCodes.NORMAL
+  /** The codec of this connection's subprotocol: every frame it sends and reads goes through it. */
+  readonly codec: FrameCodec
 
   constructor (
     readonly id: string,
     public principal: Principal,
     readonly transport: Transport,
-    readonly meta: { ip: string, userAgent?: string },
+    readonly meta: ConnectionMeta,
     private readonly node: ConnectionHost
   ) {
+    this.codec = meta.codec ?? jsonCodec
     this.connectedAt = node.now()
     this.tokens = node.limits.messagesBurst
     this.lastRefill = this.connectedAt
@@ -158,7 +163,7 @@ export class Connection {
     const { limits } = this.node
     const user: WelcomeUser = { id: this.publicId, role: this.principal.kind === 'user' ? this.principal.role : 'apiKey' }
     const tokenExpiresAt = this.principal.kind === 'user' ? this.principal.expiresAt * 1000 : null
-    this.sendText(welcomeFrame(this.id, user, nodeWelcomeSettings(limits), tokenExpiresAt))
+    this.send(this.codec.welcome(this.id, user, limits, tokenExpiresAt))
     // The first ping is jittered so connections opened together do not ping together forever.
     this.pingAt = this.node.now() + Math.floor(limits.heartbeatMs * (0.5 + Math.random() * 0.5))
     this.armIdle()
@@ -170,14 +175,28 @@ export class Connection {
 
   /** A text frame from the client. Never throws. */
   handleText (text: string): void {
+    this.handleFrame(text)
+  }
+
+  /** A binary frame from the client. Never throws. */
+  handleBinary (bytes: Uint8Array): void {
+    this.handleFrame(bytes)
+  }
+
+  /**
+   * One frame, read by this connection's codec: a frame of the other kind (binary on JSON,
+   * text on MessagePack) is a `bad_request` like any frame that does not decode. Every frame
+   * counts against the message rate, so a flood of either kind is cut off (4029).
+   */
+  private handleFrame (frame: WireMessage): void {
     if (this.state !== 'open') return
     try {
       this.armIdle()
       if (!this.admitFrame(() => {
-        const parsed = parseCommand(text)
+        const parsed = this.codec.parse(frame)
         return parsed.ok ? parsed.command.id : parsed.id
       })) return
-      const parsed = parseCommand(text)
+      const parsed = this.codec.parse(frame)
       if (!parsed.ok) {
         this.node.metrics.messageIn('invalid')
         this.sendError(parsed.id, new RealtimeError('bad_request', parsed.message))
@@ -191,21 +210,6 @@ export class Connection {
       }
       this.pending++
       this.chain = this.chain.then(() => this.run(command)).catch((err: unknown) => this.fail(err)).finally(() => { this.pending-- })
-    } catch (err) {
-      this.fail(err)
-    }
-  }
-
-  /**
-   * A binary frame: not part of protocol v1, answered with `bad_request`. It counts against the
-   * message rate like any frame, so a binary flood is cut off (4029) just as a text flood is.
-   */
-  handleBinary (): void {
-    if (this.state !== 'open') return
-    try {
-      if (!this.admitFrame(() => undefined)) return
-      this.node.metrics.messageIn('invalid')
-      this.sendError(undefined, new RealtimeError('bad_request', 'Binary frames are not supported; send JSON text frames'))
     } catch (err) {
       this.fail(err)
     }
@@ -259,7 +263,7 @@ export class Connection {
     try {
       const result = await this.execute(command)
       if (this.state !== 'open' || result === undefined) return
-      this.sendText(result instanceof JsonText ? replyFrameWithJson(command.id, result.text) : replyFrame(command.id, result))
+      this.send(result instanceof HistoryPage ? this.codec.history(command.id, result.result) : this.codec.reply(command.id, result))
     } catch (err) {
       if (err instanceof AppError) {
         if (this.state === 'open') this.sendError(command.id, err)
@@ -277,8 +281,13 @@ export class Connection {
         return {}
       }
       case 'publish': {
-        // Serialised here, once: history keeps this text and every frame inlines it.
-        const result = await this.node.publish(this.principal, command.room, JSON.stringify(command.data), command.idempotencyKey)
+        // Serialised (or decoded from base64) here, once: history keeps it as it is.
+        const payload = publishPayload(command)
+        const bytes = typeof payload.payload === 'string' ? Buffer.byteLength(payload.payload) : payload.payload.byteLength
+        if (bytes > this.node.limits.maxMessageBytes) {
+          throw new Errors.PayloadTooLarge(`/data: the payload is ${bytes} bytes; the limit is maxMessageBytes (${this.node.limits.maxMessageBytes})`)
+        }
+        const result = await this.node.publish(this.principal, command.room, payload, command.idempotencyKey)
         return { epoch: result.epoch, offset: result.offset }
       }
       case 'history': return await this.history(command)
@@ -333,7 +342,7 @@ export class Connection {
       // Everything up to `position` is in this reply; buffered live publications continue it.
       sub.epoch = position.epoch
       sub.offset = position.offset
-      this.sendText(replyFrameWithJson(command.id, subscribedJson(room, position, recovered, publications)))
+      this.send(this.codec.subscribed(command.id, room, position, recovered, publications))
       sub.state = 'live'
       const buffered = sub.buffer
       sub.buffer = []
@@ -353,13 +362,13 @@ export class Connection {
     }
   }
 
-  private async history (command: HistoryCommand): Promise<JsonText> {
+  private async history (command: HistoryCommand): Promise<HistoryPage> {
     const result = await this.node.history(this.principal, command.room, {
       limit: command.limit ?? 50,
       maxBytes: this.pageBytes,
       ...(command.since === undefined ? {} : { since: command.since })
     })
-    return new JsonText(historyJson(result))
+    return new HistoryPage(result)
   }
 
   /**
@@ -396,12 +405,13 @@ export class Connection {
   // Outbound
 
   /**
-   * A live publication for a room this connection subscribed to. `frame` builds the shared
-   * pre-framed bytes (once per publication for all subscribers); null means "encode for me".
+   * A live publication for a room this connection subscribed to. `frame` gives the shared
+   * pre-framed bytes for a codec (built once per publication and codec for all subscribers);
+   * null means "encode for me".
    * Enforces continuity: a duplicate offset is skipped, a gap ends the subscription with an
    * explicit `resubscribe` so the client recovers instead of silently missing messages.
    */
-  deliver (room: string, epoch: string, publication: Publication, frame: (() => PreparedFrame) | null): void {
+  deliver (room: string, epoch: string, publication: Publication, frame: ((codec: FrameCodec) => PreparedFrame) | null): void {
     const sub = this.subscriptions.get(room)
     if (sub === undefined || this.state !== 'open') return
     if (sub.state === 'recovering') {
@@ -416,31 +426,31 @@ export class Connection {
       return
     }
     sub.offset = publication.offset
-    this.write(frame === null ? this.node.prepareFrame(messageText(room, epoch, publication)) : frame())
+    this.write(frame === null ? this.node.prepareFrame(this.codec.message(room, epoch, publication)) : frame(this.codec))
   }
 
   /** A presence event (or other room push) to a subscribed, live connection. */
-  pushToRoom (room: string, frame: () => PreparedFrame): void {
+  pushToRoom (room: string, frame: (codec: FrameCodec) => PreparedFrame): void {
     const sub = this.subscriptions.get(room)
     if (sub === undefined || sub.state !== 'live' || this.state !== 'open') return
-    this.write(frame())
+    this.write(frame(this.codec))
   }
 
   /** Ends one subscription from the server side and tells the client why. */
   revoke (room: string, reason: UnsubscribeReason): void {
     if (!this.subscriptions.has(room)) return
     this.dropSubscription(room)
-    if (this.state === 'open') this.sendText(unsubscribedFrame(room, reason))
+    if (this.state === 'open') this.send(this.codec.unsubscribed(room, reason))
   }
 
   /** An error of the table as an `error` frame, answering command `id` (or none when it could not be read). */
   private sendError (id: CommandId | undefined, err: AppError): void {
-    this.sendText(errorFrame(id, protocolErrorOf(err)))
+    this.send(this.codec.error(id, protocolErrorOf(err)))
   }
 
-  /** A frame for this client alone (a reply, an error, a notice): flushed ahead of fan-out. */
-  sendText (text: string): void {
-    this.write(this.node.prepareFrame(text), true)
+  /** A frame for this client alone (a reply, an error, a notice), in its codec: flushed ahead of fan-out. */
+  send (message: WireMessage): void {
+    this.write(this.node.prepareFrame(message), true)
   }
 
   /**

@@ -29,17 +29,31 @@ export interface Publisher {
   id: string
 }
 
-/** How a payload is encoded: JSON text for now; the binary issue adds raw bytes. */
-export type PayloadKind = 'json'
+/**
+ * A publication's payload as the engines keep it: `json`, the JSON text of the `data` a client
+ * sent (serialised once at publish and inlined into frames as it is), or `binary`, raw bytes
+ * the server never interprets (an image, a protobuf message): each codec frames them its own
+ * way (base64 in JSON frames, `bin` in MessagePack ones).
+ */
+export type Payload =
+  | { kind: 'json', payload: string }
+  | { kind: 'binary', payload: Buffer }
 
-export interface Publication {
+export type PayloadKind = Payload['kind']
+
+/** A JSON value as a payload: its text, serialised once. */
+export function jsonPayload (data: unknown): Payload {
+  return { kind: 'json', payload: JSON.stringify(data) }
+}
+
+/** Just the payload of a request or a publication (a copy of the two fields, nothing else). */
+export function payloadOf (from: Payload): Payload {
+  return from.kind === 'json' ? { kind: 'json', payload: from.payload } : { kind: 'binary', payload: from.payload }
+}
+
+/** One numbered publication: its payload, who published it and when. */
+export type Publication = Payload & {
   offset: number
-  /**
-   * The payload as published and as every frame carries it: for `json`, the JSON text of the
-   * `data` the client sent, serialised once at publish and inlined into frames as it is.
-   */
-  payload: string
-  kind: PayloadKind
   from: Publisher
   /** Server time of the publish, epoch milliseconds. */
   ts: number
@@ -55,8 +69,8 @@ export const PUBLICATION_OVERHEAD_BYTES = 128
  * The bytes a publication counts for in every history budget (per node, per room) and page
  * cap, the same in every engine (the Redis scripts count `#payload + #from + overhead`).
  */
-export function publicationBytes (payload: string, publisherId: string): number {
-  return Buffer.byteLength(payload) + Buffer.byteLength(publisherId) + PUBLICATION_OVERHEAD_BYTES
+export function publicationBytes (payload: string | Uint8Array, publisherId: string): number {
+  return (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength) + Buffer.byteLength(publisherId) + PUBLICATION_OVERHEAD_BYTES
 }
 
 /** Per-room stream settings (from the room's row, or defaults for personal rooms). */
@@ -66,9 +80,7 @@ export interface StreamOptions {
   historyTtlSeconds: number
 }
 
-export interface PublishRequest {
-  payload: string
-  kind: PayloadKind
+export type PublishRequest = Payload & {
   from: Publisher
   ts: number
   /** Same key within the idempotency window → the first result, published once. */

@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/principal.js'
 import type { Publication } from './engine.js'
+import type { FrameCodec } from './frame-codec.js'
 import type { PreparedFrame } from './transport.js'
 
 /**
@@ -11,10 +12,10 @@ export interface HubMember {
   readonly principal: Principal
   readonly meta: { readonly ip: string }
   readonly subscriptions: { has: (room: string) => boolean }
-  /** A publication of a room it joined; `frame` gives the bytes shared by every member. */
-  deliver: (room: string, epoch: string, publication: Publication, frame: () => PreparedFrame) => void
+  /** A publication of a room it joined; `frame` gives the bytes in its codec, shared by every member of that codec. */
+  deliver: (room: string, epoch: string, publication: Publication, frame: (codec: FrameCodec) => PreparedFrame) => void
   /** Another push to a room it joined (a presence event); `frame` as for `deliver`. */
-  pushToRoom: (room: string, frame: () => PreparedFrame) => void
+  pushToRoom: (room: string, frame: (codec: FrameCodec) => PreparedFrame) => void
 }
 
 /** This node's interest in a room starts with its first member and ends with its last. */
@@ -43,7 +44,8 @@ interface HubRoom<C> {
  * synchronous except a room's readiness, which the hub keeps but does not make.
  *
  * Broadcast hands one publication to every member of a room with one shared frame builder:
- * the first member that writes builds the bytes, every other member writes the same bytes.
+ * the first member of each codec that writes builds that codec's bytes, every other member of
+ * the codec writes the same bytes (a publication is encoded at most once per codec).
  */
 export class Hub<C extends HubMember> {
   private readonly members = new Map<string, C>()
@@ -52,10 +54,10 @@ export class Hub<C extends HubMember> {
   private readonly rooms = new Map<string, HubRoom<C>>()
   constructor (
     private readonly interest: RoomInterest,
-    /** Builds a publication's frame: called at most once per broadcast. */
-    private readonly frameOf: (room: string, epoch: string, publication: Publication) => PreparedFrame,
-    /** After a broadcast that wrote: how many members wrote the frame (for metrics). */
-    private readonly written: (publication: Publication, members: number, frame: PreparedFrame) => void
+    /** Builds a publication's frame in one codec: called at most once per broadcast and codec. */
+    private readonly frameOf: (room: string, epoch: string, publication: Publication, codec: FrameCodec) => PreparedFrame,
+    /** After a broadcast that wrote: how many members wrote a frame, and their bytes in all (for metrics). */
+    private readonly written: (publication: Publication, members: number, bytes: number) => void
   ) {}
 
   /** Indexes a member that just connected. */
@@ -178,30 +180,32 @@ export class Hub<C extends HubMember> {
   }
 
   /**
-   * Hands a publication to each member of `room` once. Its frame is built once (by the first
-   * member that writes it) and the same bytes go to every other member: one closure per
-   * publication, nothing per member.
+   * Hands a publication to each member of `room` once. Its frame is built once per codec (by
+   * the first member of that codec that writes it) and the same bytes go to every other member
+   * of the codec: one closure per publication, nothing per member.
    */
   broadcast (room: string, epoch: string, publication: Publication): void {
     const local = this.rooms.get(room)
     if (local === undefined) return
-    let frame: PreparedFrame | undefined
+    const frames: [PreparedFrame | undefined, PreparedFrame | undefined] = [undefined, undefined]
     let written = 0
-    const shared = (): PreparedFrame => {
+    let bytes = 0
+    const shared = (codec: FrameCodec): PreparedFrame => {
+      const frame = frames[codec.slot] ??= this.frameOf(room, epoch, publication, codec)
       written++
-      frame ??= this.frameOf(room, epoch, publication)
+      bytes += frame.byteLength
       return frame
     }
     for (const member of local.members) member.deliver(room, epoch, publication, shared)
-    if (frame !== undefined) this.written(publication, written, frame)
+    if (written > 0) this.written(publication, written, bytes)
   }
 
-  /** Hands a push other than a publication (a presence event) to each member of `room`, framed once. */
-  push (room: string, build: () => PreparedFrame): void {
+  /** Hands a push other than a publication (a presence event) to each member of `room`, framed once per codec. */
+  push (room: string, build: (codec: FrameCodec) => PreparedFrame): void {
     const local = this.rooms.get(room)
     if (local === undefined) return
-    let frame: PreparedFrame | undefined
-    const shared = (): PreparedFrame => (frame ??= build())
+    const frames: [PreparedFrame | undefined, PreparedFrame | undefined] = [undefined, undefined]
+    const shared = (codec: FrameCodec): PreparedFrame => (frames[codec.slot] ??= build(codec))
     for (const member of local.members) member.pushToRoom(room, shared)
   }
 }

@@ -2,7 +2,7 @@ import type {
   BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
   PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
-import { latestResult, newEpoch, publicationBytes, sinceResult } from './engine.js'
+import { latestResult, newEpoch, payloadOf, publicationBytes, sinceResult } from './engine.js'
 
 export interface MemoryEngineOptions {
   /** Clock in epoch milliseconds (tests inject one to move time). */
@@ -241,7 +241,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     }
 
     stream.offset += 1
-    const publication: Publication = { offset: stream.offset, payload: request.payload, kind: request.kind, from: { id: request.from.id }, ts: request.ts }
+    const publication: Publication = { ...payloadOf(request), offset: stream.offset, from: { id: request.from.id }, ts: request.ts }
     const bytes = publicationBytes(request.payload, request.from.id)
     stream.stored.push({ publication, storedAt: at, bytes })
     stream.bytes += bytes

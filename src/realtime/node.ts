@@ -1,18 +1,16 @@
 import { randomUUID } from 'node:crypto'
 import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes } from '../protocol/close-codes.js'
-import { presenceFrame, reconnectFrame } from '../protocol/frames.js'
 import { Admission, type AdmissionRefusal } from './admission.js'
 import type { Authorizer } from './authorizer.js'
 import { ClusterControl, type RevocationHost } from './cluster-control.js'
-import { Connection, principalId, type ConnectionDescription, type ConnectionHost } from './connection.js'
-import type { Engine, HistoryQuery, HistoryResult, PresenceInfo, PublishResult, RoomChange } from './engine.js'
+import { Connection, principalId, type ConnectionDescription, type ConnectionHost, type ConnectionMeta } from './connection.js'
+import { payloadOf, type Engine, type HistoryQuery, type HistoryResult, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
 import { RealtimeError, viaEngine } from './errors.js'
 import { Hub, type ConnectionFilter } from './hub.js'
 import type { RealtimeLimits } from './limits.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
-import { messageText } from './publication-frames.js'
 import { RoomAuthorizer } from './room-authorizer.js'
 import { RoomPresence } from './room-presence.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
@@ -58,9 +56,9 @@ export interface RealtimeNode {
   /** A reserved id whose socket will not open after all: it stops counting at once. */
   release(principal: Principal, ip: string, connectionId: string): void
   /** Registers an upgraded connection and sends its welcome (with the id `reserve` gave, if any). */
-  connect(transport: Transport, principal: Principal, meta: { ip: string, userAgent?: string }, id?: string): Connection
-  /** Publishes `json` (the data's JSON text) to a room as `principal`: per-user rate, grant, engine. */
-  publish(principal: Principal, room: string, json: string, idempotencyKey?: string): Promise<PublishResult>
+  connect(transport: Transport, principal: Principal, meta: ConnectionMeta, id?: string): Connection
+  /** Publishes a payload (JSON text or bytes) to a room as `principal`: per-user rate, grant, engine. */
+  publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string): Promise<PublishResult>
   /** A page of a room's history, if `principal` may read it. */
   history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
   /** Who is in a room, if `principal` may ask (one answer per room per second is shared). */
@@ -107,9 +105,9 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
         engine.broker.unsubscribe(room).catch((err: unknown) => log.warn({ err, room }, 'broker unsubscribe failed'))
       }
     },
-    (room, epoch, publication) => prepareFrame(messageText(room, epoch, publication)),
-    (publication, written, frame) => {
-      metrics.messagesOut(written, written * frame.byteLength)
+    (room, epoch, publication, codec) => prepareFrame(codec.message(room, epoch, publication)),
+    (publication, written, bytes) => {
+      metrics.messagesOut(written, bytes)
       metrics.publishToWrite(Math.max(0, now() - publication.ts) / 1000)
     }
   )
@@ -148,7 +146,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     authorize,
     get revision () { return authorizer.revision },
 
-    async publish (principal, room, json, idempotencyKey) {
+    async publish (principal, room, payload, idempotencyKey) {
       // Before authorization: a user over the rate costs no store queries.
       const decision = await deps.publishRate?.take(principalId(principal))
       if (decision !== undefined && !decision.allowed) {
@@ -157,8 +155,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       }
       const options = await authorizer.authorize(principal, room, 'publish')
       return await viaEngine(log, () => engine.broker.publish(room, {
-        payload: json,
-        kind: 'json',
+        ...payloadOf(payload),
         from: { id: principalId(principal) },
         ts: now(),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey })
@@ -193,7 +190,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     onEvent (room, event) {
       // A join or a leave, from any node.
       presence.changed(room)
-      hub.push(room, () => prepareFrame(presenceFrame(event.type, room, event.user)))
+      hub.push(room, (codec) => prepareFrame(codec.presence(event.type, room, event.user)))
     },
     onReset () {
       // Control messages (room changes from other nodes) may have been lost with the
@@ -256,7 +253,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
         for (const connection of hub.all()) {
           timers.push(setTimeout(() => {
             const retryAfterMs = Math.floor(Math.random() * Math.min(5000, Math.max(windowMs, 1)))
-            connection.sendText(reconnectFrame(retryAfterMs))
+            connection.send(connection.codec.reconnect(retryAfterMs))
             connection.close(CloseCodes.SERVICE_RESTART)
           }, Math.floor(Math.random() * windowMs)))
         }

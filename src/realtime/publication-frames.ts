@@ -1,17 +1,25 @@
 import type { HistoryResult, Publication, StreamPosition } from './engine.js'
 
 /*
- * The JSON text of everything that carries publications: the `message` push, history answers
+ * The JSON text (codec `switchboard.v1`) of everything that carries publications: the `message` push, history answers
  * (the WebSocket reply and GET /rooms/:id/messages) and the publications a subscribe recovers.
  * A publication's payload is already JSON text (it is kept as published), so these are
  * concatenations of stored strings: no object graph is rebuilt and nothing is serialised
  * twice, and the cost of a page is one copy of its bytes, bounded by the page's byte cap.
  * Only the small, trusted parts (room, epoch, publisher id) go through JSON.stringify.
+ * Raw bytes have no JSON form: they travel as a base64 string with `"encoding":"base64"`.
  */
+
+/** `"data":…` of a publication, and its `encoding` when the payload is bytes. */
+function dataJson (publication: Publication): string {
+  return publication.kind === 'json'
+    ? `"data":${publication.payload}`
+    : `"data":"${publication.payload.toString('base64')}","encoding":"base64"`
+}
 
 /** `{"offset":…,"data":…,"from":{"id":…},"ts":…}`: the shape of PublicationSchema. */
 export function publicationJson (publication: Publication): string {
-  return `{"offset":${publication.offset},"data":${publication.payload},"from":{"id":${JSON.stringify(publication.from.id)}},"ts":${publication.ts}}`
+  return `{"offset":${publication.offset},${dataJson(publication)},"from":{"id":${JSON.stringify(publication.from.id)}},"ts":${publication.ts}}`
 }
 
 function publicationsJson (publications: Publication[]): string {
@@ -21,7 +29,7 @@ function publicationsJson (publications: Publication[]): string {
 /** The `message` push (MessageFrameSchema), built once per publication for every subscriber. */
 export function messageText (room: string, epoch: string, publication: Publication): string {
   return `{"type":"message","room":${JSON.stringify(room)},"epoch":${JSON.stringify(epoch)},"offset":${publication.offset},` +
-    `"data":${publication.payload},"from":{"id":${JSON.stringify(publication.from.id)}},"ts":${publication.ts}}`
+    `${dataJson(publication)},"from":{"id":${JSON.stringify(publication.from.id)}},"ts":${publication.ts}}`
 }
 
 /** A history answer (HistoryResultSchema), the same over WebSocket and REST. */

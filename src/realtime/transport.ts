@@ -9,8 +9,11 @@ export interface PreparedFrame {
   readonly byteLength: number
 }
 
-/** Serialises and frames a text message once, for every transport of one kind. */
-export type PrepareFrame = (text: string) => PreparedFrame
+/**
+ * Frames a message once, for every transport of one kind: text (JSON) as a text frame, bytes
+ * (MessagePack) as a binary frame.
+ */
+export type PrepareFrame = (message: string | Uint8Array) => PreparedFrame
 
 export interface Transport {
   /**
@@ -32,8 +35,7 @@ export interface Transport {
 /** Events a transport feeds into the core's connection (Connection implements it). */
 export interface TransportSink {
   handleText(text: string): void
-  /** A binary frame: not part of protocol v1. */
-  handleBinary(): void
+  handleBinary(bytes: Uint8Array): void
   handlePong(): void
   handleClose(code: number): void
   handleError(err: Error): void

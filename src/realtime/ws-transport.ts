@@ -2,19 +2,19 @@ import type { Socket } from 'node:net'
 import { WebSocket } from 'ws'
 import type { PreparedFrame, Transport, TransportSink } from './transport.js'
 
-/** A text frame, header and payload in one buffer, shared by every socket it is written to. */
+/** A frame, header and payload in one buffer, shared by every socket it is written to. */
 class WsFrame implements PreparedFrame {
   constructor (readonly bytes: Buffer) {}
   get byteLength (): number { return this.bytes.length }
 }
 
 /**
- * Serialises and frames a server message once. The result is written as-is to every
- * subscriber's TCP socket, so a fan-out to N sockets costs one encode, one frame and N writes
- * (ws's own `send` would re-frame for each socket).
+ * Frames a server message once: text as a text frame, bytes (MessagePack) as a binary frame.
+ * The result is written as-is to every subscriber's TCP socket, so a fan-out to N sockets
+ * costs one encode, one frame and N writes (ws's own `send` would re-frame for each socket).
  */
-export function prepareWsFrame (text: string): PreparedFrame {
-  return new WsFrame(textFrame(text))
+export function prepareWsFrame (message: string | Uint8Array): PreparedFrame {
+  return new WsFrame(typeof message === 'string' ? textFrame(message) : binaryFrame(message))
 }
 
 /**
@@ -25,9 +25,23 @@ export function prepareWsFrame (text: string): PreparedFrame {
  */
 export function textFrame (text: string): Buffer {
   const length = Buffer.byteLength(text)
+  const frame = frameWithHeader(0x81, length)
+  frame.write(text, frame.length - length, 'utf8')
+  return frame
+}
+
+/** The same for bytes: FIN + opcode 2, the payload copied in after the header. */
+export function binaryFrame (bytes: Uint8Array): Buffer {
+  const frame = frameWithHeader(0x82, bytes.byteLength)
+  frame.set(bytes, frame.length - bytes.byteLength)
+  return frame
+}
+
+/** A buffer for one frame: its header written, its `length` payload bytes left to fill. */
+function frameWithHeader (first: number, length: number): Buffer {
   const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10
   const frame = Buffer.allocUnsafe(headerLength + length)
-  frame[0] = 0x81
+  frame[0] = first
   if (length < 126) {
     frame[1] = length
   } else if (length < 65536) {
@@ -38,7 +52,6 @@ export function textFrame (text: string): Buffer {
     frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2)
     frame.writeUInt32BE(length >>> 0, 6)
   }
-  frame.write(text, headerLength, 'utf8')
   return frame
 }
 
@@ -142,8 +155,10 @@ function sinkOf (ws: WebSocket): TransportSink {
 
 // Shared listeners: ws calls them with `this` set to the socket, which carries its sink.
 function onMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-  if (isBinary) sinkOf(this).handleBinary()
-  else sinkOf(this).handleText(data.toString())
+  // ws hands a Buffer unless binaryType was changed, which nothing here does.
+  const bytes = data as Buffer
+  if (isBinary) sinkOf(this).handleBinary(bytes)
+  else sinkOf(this).handleText(bytes.toString())
 }
 function onPong (this: WebSocket): void { sinkOf(this).handlePong() }
 function onClose (this: WebSocket, code: number): void { sinkOf(this).handleClose(code) }
@@ -151,7 +166,7 @@ function onError (this: WebSocket, err: Error): void { sinkOf(this).handleError(
 
 /**
  * Feeds a ws WebSocket's events into the core. Call it synchronously right after the upgrade,
- * before any await, so no early frame is missed. Binary frames are not part of protocol v1.
+ * before any await, so no early frame is missed.
  */
 export function attachWsEvents (ws: WebSocket, sink: TransportSink): void {
   (ws as WebSocket & { [kSink]: TransportSink })[kSink] = sink

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { describe, it, type TestContext } from 'node:test'
 import type { UserPrincipal } from '../../src/auth/principal.js'
-import type { StreamOptions } from '../../src/realtime/engine.js'
+import { jsonPayload, type StreamOptions } from '../../src/realtime/engine.js'
 import type { Logger } from '../../src/realtime/logger.js'
 import { createMemoryEngine } from '../../src/realtime/memory-engine.js'
 import { noopMetrics, type RealtimeMetrics } from '../../src/realtime/metrics.js'
@@ -102,7 +102,7 @@ function harness (t: TestContext): Harness {
     counted,
     async publish (data) {
       try {
-        await node.publish(bob, 'team', JSON.stringify(data))
+        await node.publish(bob, 'team', jsonPayload(data))
         return 'ok'
       } catch (err) {
         if (err instanceof RealtimeError) return err.protocolCode

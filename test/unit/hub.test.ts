@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { Principal } from '../../src/auth/principal.js'
 import type { Publication } from '../../src/realtime/engine.js'
+import { jsonCodec, msgpackCodec, type FrameCodec } from '../../src/realtime/frame-codec.js'
 import { Hub, type HubMember } from '../../src/realtime/hub.js'
 import type { PreparedFrame } from '../../src/realtime/transport.js'
 
@@ -10,13 +11,13 @@ class FakeMember implements HubMember {
   readonly subscriptions = new Set<string>()
   readonly frames: PreparedFrame[] = []
   skip = false
-  constructor (readonly id: string, readonly principal: Principal, readonly meta: { ip: string }) {}
-  deliver (_room: string, _epoch: string, _publication: Publication, frame: () => PreparedFrame): void {
-    if (!this.skip) this.frames.push(frame())
+  constructor (readonly id: string, readonly principal: Principal, readonly meta: { ip: string }, readonly codec: FrameCodec = jsonCodec) {}
+  deliver (_room: string, _epoch: string, _publication: Publication, frame: (codec: FrameCodec) => PreparedFrame): void {
+    if (!this.skip) this.frames.push(frame(this.codec))
   }
 
-  pushToRoom (_room: string, frame: () => PreparedFrame): void {
-    this.frames.push(frame())
+  pushToRoom (_room: string, frame: (codec: FrameCodec) => PreparedFrame): void {
+    this.frames.push(frame(this.codec))
   }
 }
 
@@ -30,15 +31,15 @@ function apiKey (keyId: string): Principal {
 
 const publication: Publication = { offset: 1, payload: '{}', kind: 'json', from: { id: 'u1' }, ts: 0 }
 
-function setup (): { hub: Hub<FakeMember>, subscribed: string[], unsubscribed: string[], built: number[], writes: Array<{ members: number, frame: PreparedFrame }> } {
+function setup (): { hub: Hub<FakeMember>, subscribed: string[], unsubscribed: string[], built: string[], writes: Array<{ members: number, bytes: number }> } {
   const subscribed: string[] = []
   const unsubscribed: string[] = []
-  const built: number[] = []
-  const writes: Array<{ members: number, frame: PreparedFrame }> = []
+  const built: string[] = []
+  const writes: Array<{ members: number, bytes: number }> = []
   const hub = new Hub<FakeMember>(
     { subscribe: async (room) => { subscribed.push(room) }, unsubscribe: (room) => { unsubscribed.push(room) } },
-    (_room, _epoch, p) => { built.push(p.offset); return { byteLength: 3 } as unknown as PreparedFrame },
-    (_p, members, frame) => { writes.push({ members, frame }) }
+    (_room, _epoch, p, codec) => { built.push(`${p.offset} ${codec.protocol}`); return { byteLength: codec.binary ? 2 : 3 } as unknown as PreparedFrame },
+    (_p, members, bytes) => { writes.push({ members, bytes }) }
   )
   return { hub, subscribed, unsubscribed, built, writes }
 }
@@ -110,14 +111,26 @@ describe('Hub (local connection and room indexes)', () => {
     await hub.join(outsider, 'other')
     members[1]!.skip = true
     hub.broadcast('r', 'e', publication)
-    assert.deepEqual(built, [1], 'the frame was built once')
+    assert.deepEqual(built, ['1 switchboard.v1'], 'the frame was built once')
     assert.equal(members[0]!.frames.length, 1)
     assert.equal(members[1]!.frames.length, 0)
     assert.equal(members[2]!.frames[0], members[0]!.frames[0], 'the same bytes for every member')
     assert.equal(outsider.frames.length, 0)
-    assert.deepEqual(writes, [{ members: 2, frame: members[0]!.frames[0] }])
+    assert.deepEqual(writes, [{ members: 2, bytes: 6 }])
     hub.broadcast('nobody-here', 'e', publication)
     assert.equal(built.length, 1, 'a room with no member here builds nothing')
+  })
+
+  it('broadcast builds a publication at most once per codec in use in the room', async () => {
+    const { hub, built, writes } = setup()
+    const members = [jsonCodec, msgpackCodec, jsonCodec, msgpackCodec, msgpackCodec].map((codec, i) => new FakeMember(`m${i}`, user(`u${i}`), { ip: 'x' }, codec))
+    for (const m of members) await hub.join(m, 'r')
+    hub.broadcast('r', 'e', publication)
+    assert.deepEqual(built, ['1 switchboard.v1', '1 switchboard.v1.msgpack'])
+    assert.equal(members[2]!.frames[0], members[0]!.frames[0], 'JSON members share one frame')
+    assert.equal(members[4]!.frames[0], members[1]!.frames[0], 'MessagePack members share another')
+    assert.notEqual(members[0]!.frames[0], members[1]!.frames[0])
+    assert.deepEqual(writes, [{ members: 5, bytes: 2 * 3 + 3 * 2 }])
   })
 
   it('push frames once for every member of the room', async () => {
