@@ -39,13 +39,13 @@ export const StreamPositionSchema = Type.Object({
 export const IdempotencyKeySchema = Type.String({ minLength: 1, maxLength: 128 })
 
 /**
- * A publication's payload: any JSON value, or raw bytes as a whole (MessagePack `bin` on
- * `switchboard.v1.msgpack`; on JSON frames, a base64 string with `encoding` beside it).
+ * A publication's payload: any JSON value, or raw bytes as a whole: MessagePack `bin` on
+ * `switchboard.v1.msgpack`, a base64 string with `encoding` beside it on JSON frames. Declared
+ * as Unknown rather than a union with Type.Uint8Array: the same schemas are served as JSON
+ * Schema (REST responses, the AsyncAPI document), which has no byte type; the server's reader
+ * (src/realtime/command-parser.ts) accepts bytes only there.
  */
-export const DataSchema = Type.Union([
-  Type.Uint8Array({ description: 'Raw bytes (MessagePack `bin`; only as the whole `data`)' }),
-  Type.Unknown({ description: 'Any JSON value, or a base64 string with `encoding: "base64"`' })
-])
+export const DataSchema = Type.Unknown({ description: 'Any JSON value; or raw bytes: MessagePack `bin` (switchboard.v1.msgpack), or a base64 string with `encoding: "base64"` (JSON frames, REST)' })
 
 /** Beside `data` when it is bytes carried as text: standard base64 (RFC 4648 §4, padded). */
 export const EncodingSchema = Type.Literal('base64', { description: '`data` is raw bytes, as a standard base64 string (JSON frames and REST)' })
