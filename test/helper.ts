@@ -16,6 +16,8 @@ import { buildLoggerOptions } from '../src/logger.js'
 import { hashPassword } from '../src/auth/passwords.js'
 import type { UserRole } from '../src/store/types.js'
 import { dropSchema } from '../support/postgres.js'
+import { decodeMsgpack, encodeMsgpack } from '../src/protocol/msgpack.js'
+import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
 
 export type StoreKind = 'sqlite' | 'postgres'
 export const STORE_KINDS: StoreKind[] = ['sqlite', 'postgres']
@@ -246,6 +248,7 @@ export interface WsClient {
   /** Every frame received so far, parsed, in order. */
   frames: WsFrame[]
   welcome: WsFrame
+  /** A string or bytes go as they are (a text or a binary frame); anything else in the connection's codec. */
   send: (frame: unknown) => void
   /** Sends a command with a fresh id and resolves with its reply or error frame. */
   command: (frame: Record<string, unknown>) => Promise<WsFrame>
@@ -269,8 +272,9 @@ export async function wsConnect (t: TestContext, base: { url: string }, options:
   const socket = new WebSocket(url, options.protocols ?? [], { headers, perMessageDeflate: false })
   const frames: WsFrame[] = []
   const waiters: Array<{ match: (f: WsFrame) => boolean, resolve: (f: WsFrame) => void }> = []
-  socket.on('message', (data) => {
-    const frame = JSON.parse(data.toString()) as WsFrame
+  // Frames of switchboard.v1.msgpack are binary: read as MessagePack, bytes as Uint8Array.
+  socket.on('message', (data, isBinary) => {
+    const frame = (isBinary ? decodeMsgpack(data as Buffer) : JSON.parse(data.toString())) as WsFrame
     frames.push(frame)
     for (const waiter of [...waiters]) {
       if (waiter.match(frame)) {
@@ -304,14 +308,16 @@ export async function wsConnect (t: TestContext, base: { url: string }, options:
     socket.once('error', reject)
   })
   const welcome = await next(f => f.type === 'welcome')
+  // Objects go out in the connection's codec; strings and buffers as they are (text, binary).
+  const encode = (frame: unknown): string | Uint8Array => socket.protocol === MSGPACK_PROTOCOL_VERSION ? encodeMsgpack(frame) : JSON.stringify(frame)
   return {
     socket,
     frames,
     welcome,
-    send: (frame) => socket.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
+    send: (frame) => socket.send(typeof frame === 'string' || frame instanceof Uint8Array ? frame : encode(frame)),
     command: async (frame) => {
       const id = `c${++commandSeq}`
-      socket.send(JSON.stringify({ ...frame, id }))
+      socket.send(encode({ ...frame, id }))
       return await next(f => (f.type === 'reply' || f.type === 'error') && f.id === id)
     },
     next,

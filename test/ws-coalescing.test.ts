@@ -1,9 +1,10 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { Socket } from 'node:net'
-import { textFrame } from '../src/realtime/ws-transport.js'
+import { binaryFrame, textFrame } from '../src/realtime/ws-transport.js'
 import { jsonPayload } from '../src/realtime/engine.js'
 import { build, wsConnect } from './helper.js'
+import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
 
 /**
  * Frames written to one socket within one event-loop tick leave in one syscall (BAR: coalescing
@@ -37,6 +38,43 @@ describe('write coalescing', () => {
     // One syscall for the burst, not twenty.
     assert.equal(calls.write + calls.writev, 1, JSON.stringify(calls))
     assert.equal(calls.chunks, 20)
+  })
+})
+
+describe('frame once per codec', () => {
+  it('one publication to JSON and MessagePack subscribers is encoded once per codec: every socket of a codec is handed the same buffer', async (t) => {
+    const server = await build(t)
+    const token = await server.userToken('alice', 'admin')
+    await server.request('POST', '/rooms', { token, body: { id: 'mixed' } })
+    const clients = []
+    for (const protocols of [[], [MSGPACK_PROTOCOL_VERSION], [], [MSGPACK_PROTOCOL_VERSION], [], [MSGPACK_PROTOCOL_VERSION]]) {
+      const client = await wsConnect(t, server, { token, protocols })
+      assert.equal((await client.command({ type: 'subscribe', room: 'mixed' })).type, 'reply')
+      clients.push(client)
+    }
+    // What each server-side socket hands the kernel from here on, by the buffer object itself.
+    const written = new Map<Socket, unknown[]>()
+    for (const ws of server.app.websocketServer.clients) {
+      const raw = (ws as unknown as { _socket: Socket & { _writev?: unknown, _write: unknown } })._socket
+      const chunks: unknown[] = []
+      written.set(raw, chunks)
+      const originalWrite = raw._write as (chunk: unknown, ...rest: unknown[]) => void
+      const originalWritev = raw._writev as (list: Array<{ chunk: unknown }>, cb: unknown) => void
+      raw._write = function (chunk: unknown, ...rest: unknown[]) { chunks.push(chunk); return originalWrite.call(this, chunk, ...rest) }
+      raw._writev = function (list: Array<{ chunk: unknown }>, cb: unknown) { chunks.push(...list.map(c => c.chunk)); return originalWritev.call(this, list, cb) }
+      t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
+    }
+
+    const principal = { kind: 'user' as const, userId: 'alice', role: 'admin' as const, tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 600, sessionId: 's' }
+    await server.app.realtime.publish(principal, 'mixed', { kind: 'binary', payload: Buffer.from([0, 0xff, 0x80]) })
+    for (const client of clients) await client.next(f => f.type === 'message' && f.offset === 1)
+
+    const chunks = [...written.values()]
+    assert.ok(chunks.every(list => list.length === 1), `one write per socket: ${chunks.map(list => list.length).join(',')}`)
+    const distinct = new Set(chunks.map(list => list[0]))
+    assert.equal(distinct.size, 2, 'two encodings of the publication in all: one per codec')
+    const opcodes = [...distinct].map(buffer => (buffer as Buffer)[0]).sort()
+    assert.deepEqual(opcodes, [0x81, 0x82], 'a text frame for the JSON sockets, a binary one for the MessagePack sockets')
   })
 })
 
@@ -121,6 +159,27 @@ describe('text frames', () => {
         const received = new Promise<string>((resolve) => { receiver.on('message', (data, isBinary) => { assert.equal(isBinary, false); resolve(data.toString()) }) })
         receiver.write(frame)
         assert.equal(await received, text)
+      }
+    }
+  })
+
+  it('binary frames (MessagePack) too: opcode 2, the bytes as they are', async () => {
+    const { Receiver, Sender } = await import('ws') as unknown as {
+      Receiver: new (options: { isServer: boolean }) => NodeJS.WritableStream & { on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): void }
+      Sender: { frame(data: Buffer, options: { fin: boolean, opcode: number, mask: boolean, readOnly: boolean }): Buffer[] }
+    }
+    for (const length of [0, 1, 125, 126, 127, 65535, 65536, 200_000]) {
+      const bytes = Buffer.from(Array.from({ length }, (_, i) => (i * 7) & 0xff))
+      // A view into a larger buffer: only its own bytes are framed.
+      const backing = Buffer.concat([Buffer.from([9, 9]), bytes, Buffer.from([9])])
+      const view = new Uint8Array(backing.buffer, backing.byteOffset + 2, length)
+      for (const input of [bytes, view]) {
+        const frame = binaryFrame(input)
+        assert.deepEqual(frame, Buffer.concat(Sender.frame(bytes, { fin: true, opcode: 2, mask: false, readOnly: true })), `${length}`)
+        const receiver = new Receiver({ isServer: false })
+        const received = new Promise<Buffer>((resolve) => { receiver.on('message', (data, isBinary) => { assert.equal(isBinary, true); resolve(data) }) })
+        receiver.write(frame)
+        assert.deepEqual(await received, bytes)
       }
     }
   })

@@ -260,15 +260,20 @@ export function upgradeRequest (srv: TestApp, headers: Record<string, string>): 
   return lines.join('\r\n') + '\r\n\r\n'
 }
 
-/** Upgrades by hand and waits for the welcome frame: from here on the test writes raw frames. */
-export async function rawWebSocket (t: TestContext, srv: TestApp, token: string): Promise<RawClient> {
+/**
+ * Upgrades by hand and waits for the welcome frame: from here on the test writes raw frames.
+ * With `protocol` (a subprotocol, e.g. switchboard.v1.msgpack) the welcome is whatever frame comes first.
+ */
+export async function rawWebSocket (t: TestContext, srv: TestApp, token: string, protocol?: string): Promise<RawClient> {
   const raw = await rawConnect(t, srv)
   raw.write(upgradeRequest(srv, {
     Authorization: `Bearer ${token}`,
     'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
-    'Sec-WebSocket-Version': '13'
+    'Sec-WebSocket-Version': '13',
+    ...(protocol === undefined ? {} : { 'Sec-WebSocket-Protocol': protocol })
   }))
-  await raw.until(() => raw.frames.find(f => f.opcode === 0x1 && f.payload.toString().includes('"welcome"')), 'the welcome frame')
+  if (protocol === undefined) await raw.until(() => raw.frames.find(f => f.opcode === 0x1 && f.payload.toString().includes('"welcome"')), 'the welcome frame')
+  else await raw.until(() => raw.frames[0], 'the welcome frame')
   assert.equal(raw.status, 101)
   return raw
 }

@@ -1,7 +1,7 @@
 import type { TSchema } from '@sinclair/typebox'
 import { CloseCodes, CloseReasons, isReconnectCode, type CloseCode } from './close-codes.js'
 import {
-  COMMAND_SCHEMAS, ERROR_CODES, PROTOCOL_VERSION, SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS,
+  COMMAND_SCHEMAS, ERROR_CODES, MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSIONS, SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS,
   HistoryResultSchema, PresenceResultSchema, PublishResultSchema, RefreshResultSchema, SubscribeResultSchema,
   type CommandType
 } from './messages.js'
@@ -184,12 +184,13 @@ export function buildAsyncApi (info: { version: string, serverUrl?: string }): A
       title: 'Switchboard real-time protocol',
       version: info.version,
       description: [
-        `WebSocket protocol \`${PROTOCOL_VERSION}\`: JSON text frames, one envelope per frame. Authenticate on the upgrade request with one of the security schemes; the HTTP answer is 401, 403, 429 or 503 before any upgrade when the handshake is refused. docs/protocol.md is the guide for client authors.`,
+        `WebSocket protocol \`${PROTOCOL_VERSION}\`: JSON text frames, one envelope per frame; or \`${MSGPACK_PROTOCOL_VERSION}\`: the same envelopes, each one MessagePack map in a binary frame, raw bytes as \`bin\` (on JSON frames they are base64 with \`"encoding": "base64"\`). The subprotocol offered chooses the codec (MessagePack when both are; JSON when none is). Authenticate on the upgrade request with one of the security schemes; the HTTP answer is 401, 403, 429 or 503 before any upgrade when the handshake is refused. docs/protocol.md is the guide for client authors.`,
         'Close codes 4000–4499 and 1012 mean reconnect (after `retryAfterMs` when a `reconnect` frame came first; after 4001, refresh the token first); 4500–4999 mean do not reconnect.',
         closeTable
       ].join('\n\n')
     },
     defaultContentType: 'application/json',
+    'x-content-types': { [PROTOCOL_VERSION]: 'application/json', [MSGPACK_PROTOCOL_VERSION]: 'application/msgpack' },
     channels: {
       '/ws': {
         description: 'The one WebSocket endpoint. Every frame is one of the messages below.',
@@ -208,7 +209,7 @@ export function buildAsyncApi (info: { version: string, serverUrl?: string }): A
               properties: {
                 Authorization: { type: 'string', description: '`Bearer <access token>`' },
                 'X-API-Key': { type: 'string' },
-                'Sec-WebSocket-Protocol': { type: 'string', description: `\`${PROTOCOL_VERSION}\`, optionally followed by \`bearer.<access token>\`` },
+                'Sec-WebSocket-Protocol': { type: 'string', description: `\`${PROTOCOL_VERSION}\` or \`${MSGPACK_PROTOCOL_VERSION}\`, optionally followed by \`bearer.<access token>\`` },
                 Origin: { type: 'string', description: 'Browsers send it; a foreign origin is refused with 403. Requests without one are allowed.' }
               }
             },
@@ -231,6 +232,7 @@ export function buildAsyncApi (info: { version: string, serverUrl?: string }): A
     },
     components: { messages, securitySchemes: SECURITY_SCHEMES },
     'x-protocol': PROTOCOL_VERSION,
+    'x-protocols': [...PROTOCOL_VERSIONS],
     'x-error-codes': ERROR_CODES,
     'x-close-codes': closeCodes,
     'x-unsubscribe-reasons': UNSUBSCRIBE_REASONS

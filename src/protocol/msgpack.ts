@@ -17,9 +17,21 @@ export function encodeMsgpack (value: unknown): Uint8Array {
   return packr.pack(value)
 }
 
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
+/*
+ * Maps are read as Map and turned into objects here, not by msgpackr: its own conversion
+ * renames a `__proto__` key (to keep it from setting a prototype), and such a key is data a
+ * JSON client receives as it was published. Object.fromEntries defines own properties, as
+ * JSON.parse does, so no prototype is ever set.
+ */
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false })
 
 /** One MessagePack value (the whole input, nothing after it), maps as plain objects. Throws when it does not decode. */
 export function decodeMsgpack (bytes: Uint8Array): unknown {
-  return unpackr.unpack(bytes)
+  return plain(unpackr.unpack(bytes))
+}
+
+function plain (value: unknown): unknown {
+  if (value instanceof Map) return Object.fromEntries([...value].map(([key, item]) => [String(key), plain(item)]))
+  if (Array.isArray(value)) return value.map(plain)
+  return value
 }

@@ -8,6 +8,7 @@ import fc from 'fast-check'
 import { build, wsConnect, type WsClient, type WsFrame } from '../helper.js'
 import { Connection } from '../../src/realtime/connection.js'
 import { parseCommand } from '../../src/realtime/command-parser.js'
+import { maxFrameBytes } from '../../src/realtime/limits.js'
 import type { ClientCommand } from '../../src/protocol/messages.js'
 import {
   assertErrorFrame, assertReply, within, waitFor, clientFrame, rawConnect, upgradeRequest, rawWebSocket, rawHttpStatus, assertRefusedOrDropped
@@ -21,8 +22,10 @@ describe('ws frame abuse', () => {
     const cases: Array<[string, Buffer, number]> = [
       ['invalid UTF-8 in a text frame', clientFrame(0x1, Buffer.from([0x7b, 0xff, 0xfe, 0x7d])), 1007],
       ['a truncated UTF-8 sequence', clientFrame(0x1, Buffer.from([0x22, 0xe2, 0x82])), 1007],
-      ['a frame over WS_MAX_MESSAGE_BYTES', clientFrame(0x1, Buffer.alloc(2000, 0x20)), 1009],
-      ['fragments that add up to more than WS_MAX_MESSAGE_BYTES', Buffer.concat([clientFrame(0x1, Buffer.alloc(600, 0x20), { fin: false }), clientFrame(0x0, Buffer.alloc(600, 0x20))]), 1009],
+      // The frame limit leaves room for a payload of WS_MAX_MESSAGE_BYTES as base64 and its envelope: 2392 bytes here.
+      ['a frame over the frame limit', clientFrame(0x1, Buffer.alloc(maxFrameBytes(1024) + 1, 0x20)), 1009],
+      ['fragments that add up to more than the frame limit', Buffer.concat([clientFrame(0x1, Buffer.alloc(1200, 0x20), { fin: false }), clientFrame(0x0, Buffer.alloc(1200, 0x20))]), 1009],
+      ['a binary frame over the frame limit', clientFrame(0x2, Buffer.alloc(maxFrameBytes(1024) + 1)), 1009],
       ['an unmasked client frame', clientFrame(0x1, ping, { mask: false }), 1002],
       ['RSV1 set without an extension', clientFrame(0x1, ping, { rsv: 4 }), 1002],
       ['RSV3 set', clientFrame(0x1, ping, { rsv: 1 }), 1002],
