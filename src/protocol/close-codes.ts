@@ -9,7 +9,7 @@ export const CloseCodes = {
   NORMAL: 1000,
   /** The frame was not valid UTF-8 text or was otherwise unreadable (sent by ws). */
   INVALID_PAYLOAD: 1007,
-  /** The frame was larger than WS_MAX_MESSAGE_BYTES (sent by ws). */
+  /** The frame was larger than the frame limit: room for a WS_MAX_MESSAGE_BYTES payload as base64 and its envelope (sent by ws). */
   MESSAGE_TOO_BIG: 1009,
   /** A bug on the server side affected this one connection; others are unharmed. */
   INTERNAL_ERROR: 1011,
