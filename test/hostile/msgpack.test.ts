@@ -154,3 +154,26 @@ describe('MessagePack envelope fuzzing', () => {
     assert.deepEqual(client.frames.filter(f => f.type === 'error' && f.error.code === 'internal'), [])
   })
 })
+
+describe('base64 payloads (switchboard.v1)', () => {
+  // Once checked with a regular expression that backtracked per four characters: a few
+  // megabytes of base64 threw "Maximum call stack size exceeded" out of the parser, and the
+  // connection was closed with 1011 instead of answered.
+  it('megabytes of base64 are answered (published, or refused as over the limit), never a handler failure', async (t) => {
+    const limit = 4 * 1024 * 1024
+    const srv = await build(t, { env: { WS_MAX_MESSAGE_BYTES: String(limit), WS_MAX_BUFFERED_BYTES: String(64 * 1024 * 1024) } })
+    const token = await srv.userToken('alice')
+    assert.equal((await srv.request('POST', '/rooms', { token, body: { id: 'big' } })).status, 201)
+    const client = await wsConnect(t, srv, { token })
+    const atLimit = Buffer.alloc(limit, 0xab).toString('base64')
+    const published = await client.command({ type: 'publish', room: 'big', data: atLimit, encoding: 'base64' })
+    assert.equal(published.type, 'reply', JSON.stringify(published).slice(0, 300))
+    // The same length, one character off the alphabet at the very end.
+    const invalid = await client.command({ type: 'publish', room: 'big', data: atLimit.slice(0, -1) + '!', encoding: 'base64' })
+    assert.equal(invalid.type, 'error', JSON.stringify(invalid).slice(0, 300))
+    assert.equal(invalid.error.code, 'bad_request')
+    assertReply(await client.command({ type: 'ping' }))
+    assert.equal(client.socket.readyState, client.socket.OPEN)
+  })
+})
+
