@@ -183,7 +183,6 @@ describe('binary payloads over WebSocket (memory engine)', () => {
       [msgpack, { type: 'publish', room: 'bytes', data: new Uint8Array([1]), encoding: 'base64' }, /\/encoding: data is raw bytes already/],
       [msgpack, { type: 'publish', room: 'bytes', data: { nested: new Uint8Array([1]) } }, /\/data\/nested: raw bytes are allowed only as the whole data/],
       [msgpack, { type: 'publish', room: 'bytes', data: [new Uint8Array([1])] }, /\/data\/0: raw bytes are allowed only/],
-      [msgpack, { type: 'publish', room: 'bytes', data: new Map([[1, 'one']]) }, /\/data: map keys must be strings/],
       [msgpack, { type: 'publish', room: 'bytes', data: 2n ** 60n }, /\/data: integer beyond 2\^53/],
       [msgpack, { type: 'publish', room: 'bytes', data: new Date(0) }, /\/data: MessagePack extension types are not allowed/],
       [msgpack, { type: 'publish', room: 'bytes', data: Number.NaN }, /\/data: a number must be finite/],
@@ -197,6 +196,11 @@ describe('binary payloads over WebSocket (memory engine)', () => {
       assertErrorFrame(answer, 'bad_request', answer.id)
       assert.match(answer.error.message, message, JSON.stringify(answer))
     }
+    // A key that is not a string stops the decoder: there is no id to echo.
+    msgpack.send(encodeMsgpack({ type: 'publish', id: 'keys', room: 'bytes', data: new Map([[1, 'one']]) }))
+    const keys = await msgpack.next(f => f.type === 'error' && f.id === undefined)
+    assertErrorFrame(keys, 'bad_request')
+    assert.match(keys.error.message, /map keys must be strings/)
     // A safe 64-bit integer sent as uint64 is an ordinary number.
     const uint64 = Buffer.from(encodeMsgpack({ type: 'publish', id: 'u64', room: 'bytes', data: 0 }))
     const withUint64 = Buffer.concat([uint64.subarray(0, uint64.length - 1), Buffer.from([0xcf, 0, 0, 0, 0, 0, 0, 0, 42])])

@@ -1,6 +1,6 @@
 import type { TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
-import { Unpackr } from 'msgpackr'
+import { Decoder } from '@msgpack/msgpack'
 import { COMMAND_SCHEMAS, CommandIdSchema, type ClientCommand, type CommandId, type CommandType, type PublishCommand } from '../protocol/messages.js'
 import type { Payload } from './engine.js'
 
@@ -40,13 +40,27 @@ export function parseCommand (text: string): ParseResult {
   return checkCommand(value)
 }
 
+/** What a MessagePack value with no JSON form is refused with: its message names the path. */
+class ShapeError extends Error {}
+
 /**
- * Client frames are read with maps as Map, so that a key that is not a string is seen (and
- * refused) instead of being turned into one, and 64-bit integers as bigint, so that one beyond
- * 2^53 is refused instead of rounded. Extension types other than msgpackr's own are refused by
- * the decoder; its own (timestamps as Date, …) are refused by plainValue below.
+ * Client frames are read with @msgpack/msgpack, not msgpackr (which writes every frame and
+ * which the SDK reads with): msgpackr's decoder reads its own extensions whatever its options
+ * say (records, compiled with `new Function` per shape; structured-clone references that can
+ * make cycles; typed arrays, sets, errors) and recurses, so hostile input reaches far more
+ * code. @msgpack/msgpack decodes standard MessagePack only, without recursion, hands unknown
+ * extensions back as ExtData and refuses `__proto__` keys (docs/performance.md, "MessagePack
+ * codec libraries"). Keys must be strings (a number key is not turned into one), and 64-bit
+ * integers come as bigint, so that one beyond 2^53 is refused instead of rounded; the rest of
+ * what has no JSON form (timestamps, ExtData) is refused by plainValue below.
  */
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false, int64AsType: 'bigint' })
+const decoder = new Decoder({
+  useBigInt64: true,
+  mapKeyConverter: (key: unknown): string => {
+    if (typeof key !== 'string') throw new ShapeError('/: map keys must be strings')
+    return key
+  }
+})
 
 /**
  * Parses one binary frame (`switchboard.v1.msgpack`) into a command, as parseCommand does a
@@ -56,29 +70,29 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false, int64AsTy
 export function parseMsgpackCommand (bytes: Uint8Array): ParseResult {
   let decoded: unknown
   try {
-    decoded = unpackr.unpack(bytes)
-  } catch {
+    decoded = decoder.decode(bytes)
+  } catch (err) {
+    if (err instanceof ShapeError) return { ok: false, message: err.message }
     // The decoder's own message may quote the input; the client gets a fixed one.
-    return { ok: false, message: 'frame is not valid MessagePack (one value, nothing after it)' }
+    return { ok: false, message: 'frame is not valid MessagePack (one value, nothing after it; no __proto__ keys)' }
   }
   let value: unknown
   try {
     value = plainValue(decoded, 0, '')
   } catch (err) {
     if (!(err instanceof ShapeError)) throw err
-    const id = decoded instanceof Map ? decoded.get('id') : undefined
+    const id = isPlainObject(decoded) ? decoded.id : undefined
     return idCheck.Check(id) ? { ok: false, id: id as CommandId, message: err.message } : { ok: false, message: err.message }
   }
   return checkCommand(value)
 }
 
-class ShapeError extends Error {}
 
 /**
- * A decoded MessagePack value as the JSON value it stands for, or ShapeError: maps with string
- * keys become plain objects (own properties, `__proto__` included, as JSON.parse makes them),
- * integers beyond 2^53, non-finite floats and extension values have no JSON form. `bin` is
- * kept only as the command's `data`. Recursion is bounded: nothing nests beyond the data depth.
+ * A decoded MessagePack value as the JSON value it stands for, or ShapeError: integers beyond
+ * 2^53, non-finite floats and extension values (timestamps as Date, ExtData) have no JSON
+ * form. `bin` is kept only as the command's `data`. Recursion is bounded: nothing nests beyond
+ * the data depth.
  */
 function plainValue (value: unknown, depth: number, path: string): unknown {
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return value
@@ -96,15 +110,15 @@ function plainValue (value: unknown, depth: number, path: string): unknown {
   }
   if (depth > MAX_DATA_DEPTH) throw new ShapeError(`/data: nested deeper than ${MAX_DATA_DEPTH} levels`)
   if (Array.isArray(value)) return value.map((item, i) => plainValue(item, depth + 1, `${path}/${i}`))
-  if (value instanceof Map) {
-    const entries: Array<[string, unknown]> = []
-    for (const [key, item] of value) {
-      if (typeof key !== 'string') throw new ShapeError(`${path || '/'}: map keys must be strings`)
-      entries.push([key, plainValue(item, depth + 1, `${path}/${key}`)])
-    }
-    return Object.fromEntries(entries)
+  if (isPlainObject(value)) {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, plainValue(item, depth + 1, `${path}/${key}`)]))
   }
   throw new ShapeError(`${path || '/'}: MessagePack extension types are not allowed`)
+}
+
+/** A map as the decoder makes it: an object literal, not a Date, an ExtData or another class. */
+function isPlainObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype
 }
 
 /**
