@@ -1,8 +1,10 @@
 import type { CommandType, UnsubscribeReason } from '../protocol/messages.js'
 import { backoffDelay } from './backoff.js'
+import { decodeServerFrame, wireCodec, type ServerFrame, type WireCodec } from './codec.js'
 import { CommandQueue, type AnswerFrame, type Command, type CommandOptions } from './command-queue.js'
 import { Emitter } from './emitter.js'
 import { SwitchboardError, toError } from './errors.js'
+import { copyBytes, isBlob } from './payload.js'
 import { backoffSettings, decideReconnect, type BackoffSettings, type HandshakeFailure } from './reconnect-policy.js'
 import { Subscription } from './subscription.js'
 import { TokenKeeper } from './token-keeper.js'
@@ -30,9 +32,11 @@ const SOCKET_OPEN = 1
 type Frame = { type: CommandType } & Record<string, unknown>
 
 /**
- * The Switchboard client: one WebSocket (protocol `switchboard.v1`) kept open across network
- * failures, server restarts and token expiry.
+ * The Switchboard client: one WebSocket (protocol `switchboard.v1`, or `switchboard.v1.msgpack`
+ * with `codec: 'msgpack'`) kept open across network failures, server restarts and token expiry.
  *
+ * - Payloads are JSON values or raw bytes on either codec: `publish` takes a Uint8Array (an
+ *   ArrayBuffer, a Blob) as bytes, and bytes reach handlers and history pages as Uint8Arrays.
  * - Commands return promises settled by the server's reply (or a `SwitchboardError`), with a
  *   per-command timeout. While the client is not connected they wait in a bounded queue and
  *   are written, in order, once it is; a single writer paces them under the server's message
@@ -51,6 +55,7 @@ type Frame = { type: CommandType } & Record<string, unknown>
 export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly url: string
   private readonly mode: TransportMode
+  private readonly codec: WireCodec
   private readonly apiKey: string | undefined
   private readonly WebSocketCtor: WebSocketConstructor | undefined
   private readonly backoff: BackoffSettings
@@ -89,6 +94,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     })
     this.url = endpointUrl(options.url)
     this.mode = options.transport ?? (runningInNode() ? 'node' : 'browser')
+    this.codec = wireCodec(options.codec)
     if (options.apiKey !== undefined && (options.token !== undefined || options.getToken !== undefined)) {
       throw new TypeError('switchboard client: pass either an API key or a token (getToken), not both')
     }
@@ -106,7 +112,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       link: () => {
         const socket = this.socket
         if (this.status !== 'open' || socket === null || this.session === null || socket.readyState !== SOCKET_OPEN) return null
-        return { send: (text) => socket.send(text), maxMessageBytes: this.session.limits.maxMessageBytes }
+        return { send: (frame) => socket.send(frame), codec: this.codec, maxMessageBytes: this.session.limits.maxMessageBytes }
       }
     })
     this.tokens = new TokenKeeper(options.token, options.getToken, {
@@ -193,14 +199,20 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * Publishes `data` (any JSON value) to a room; resolves with its position once stored.
+   * Publishes `data` to a room; resolves with its position once stored. `data` is any JSON
+   * value, or raw bytes: a Uint8Array (or another ArrayBuffer view), an ArrayBuffer or a Blob,
+   * copied when called (a Blob is read first; it keeps its place among the commands). Bytes
+   * travel as MessagePack `bin` or as base64, by codec, and reach subscribers as a Uint8Array.
+   * A payload over the server's `maxMessageBytes` is refused with `bad_request` before sending.
    * Every publish carries an idempotency key (a random UUID unless given): when the connection
    * drops before the reply, it is sent again after reconnecting and the server returns the
    * first publish's position instead of storing it twice.
    */
   publish (room: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     const idempotencyKey = options.idempotencyKey ?? randomId()
-    return this.request<PublishResult>({ type: 'publish', room, data, idempotencyKey }, idempotencyKey)
+    if (!isBlob(data)) return this.request<PublishResult>({ type: 'publish', room, data: copyBytes(data) ?? data, idempotencyKey }, idempotencyKey)
+    const frame = data.arrayBuffer().then(buffer => ({ type: 'publish' as const, room, data: new Uint8Array(buffer), idempotencyKey }))
+    return this.request<PublishResult>({ type: 'publish', room, idempotencyKey }, idempotencyKey, frame)
   }
 
   /** The room's recent publications, or those after `since` (docs/protocol.md, `history`). */
@@ -273,7 +285,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       }
       const Ctor = this.WebSocketCtor ?? (this.mode === 'node' ? await loadNodeWebSocket() : (globalThis as unknown as { WebSocket: WebSocketConstructor }).WebSocket)
       if (generation !== this.generation) return
-      socket = openSocket(Ctor, this.url, this.mode, this.apiKey === undefined ? { token: this.tokens.token! } : { apiKey: this.apiKey })
+      socket = openSocket(Ctor, this.url, this.mode, this.codec, this.apiKey === undefined ? { token: this.tokens.token! } : { apiKey: this.apiKey })
     } catch (err) {
       if (generation !== this.generation) return
       this.emit('error', toError(err))
@@ -286,20 +298,25 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     socket.onopen = () => {}
     socket.onerror = () => {} // a close event follows
     socket.onmessage = (event: { data: unknown }) => {
-      if (this.socket !== socket || typeof event.data !== 'string') return
+      if (this.socket !== socket) return
       this.lastReceivedAt = Date.now()
-      let frame: unknown
+      let frame: ServerFrame | null
       try {
-        frame = JSON.parse(event.data)
-      } catch {
+        frame = decodeServerFrame(event.data)
+      } catch (err) {
+        this.emit('error', new SwitchboardError('bad_request', `A frame from the server did not decode (${toError(err).message}); it was ignored`))
         return
       }
-      if (typeof frame !== 'object' || frame === null || typeof (frame as { type?: unknown }).type !== 'string') return
+      if (frame === null) return
       if (!welcomed) {
-        if ((frame as { type: string }).type !== 'welcome') return
+        if (frame.type !== 'welcome') return
+        if (frame.protocol !== this.codec.protocol) {
+          this.wrongProtocol(socket, frame.protocol)
+          return
+        }
         welcomed = true
       }
-      this.receive(frame as { type: string } & Record<string, unknown>)
+      this.receive(frame)
     }
     socket.onclose = (event: { code: number, reason: string }) => {
       if (this.socket !== socket) return
@@ -321,6 +338,20 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.connectTimer = setTimeout(() => {
       if (this.socket === socket && !welcomed) this.abandon(socket, `no welcome within ${this.connectTimeoutMs} ms`)
     }, this.connectTimeoutMs)
+  }
+
+  /**
+   * The welcome names another protocol than the codec's (a proxy or a server that chose for
+   * itself): every frame would be misread, and reconnecting would get the same answer, so the
+   * client stops, saying why.
+   */
+  private wrongProtocol (socket: WebSocketLike, protocol: unknown): void {
+    const reason = `the server speaks ${typeof protocol === 'string' ? protocol : 'an unnamed protocol'}, not ${this.codec.protocol} (codec '${this.codec.name}')`
+    this.emit('error', new SwitchboardError('bad_request', `switchboard client: ${reason}`))
+    if (this.socket !== socket || this.closedByListener()) return
+    this.socket = null
+    this.finish(1002, reason)
+    void closeSocket(socket)
   }
 
   /** Gives up on a socket that stopped answering and handles it as lost (1006: no close frame). */
@@ -441,7 +472,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   // -------------------------------------------------------------------------------------
   // Receiving
 
-  private receive (frame: { type: string } & Record<string, unknown>): void {
+  private receive (frame: ServerFrame): void {
     switch (frame.type) {
       case 'welcome': return this.onWelcome(frame as unknown as WelcomeFrame)
       case 'reply':
@@ -557,7 +588,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   // -------------------------------------------------------------------------------------
   // Commands and the writer
 
-  private request<T> (frame: Frame, idempotencyKey?: string): Promise<T> {
+  /** `ready`: the frame is still being prepared (a Blob read); `frame` stands for it meanwhile. */
+  private request<T> (frame: Frame, idempotencyKey?: string, ready?: Promise<Frame>): Promise<T> {
     if (this.status === 'closed') return Promise.reject(closedError(idempotencyKey))
     if (this.commands.waiting >= this.maxQueued) return Promise.reject(queueFullError(this.maxQueued, idempotencyKey))
     return new Promise<T>((resolve, reject) => {
@@ -567,12 +599,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         dropped: () => {},
         done: (error, result) => { if (error === null) resolve(result as T); else reject(error) },
         ...(idempotencyKey === undefined ? {} : { idempotencyKey })
-      })
+      }, ready)
     })
   }
 
-  private enqueue (frame: Frame, options: CommandOptions): Command {
-    const command = this.commands.add(frame, options)
+  private enqueue (frame: Frame, options: CommandOptions, ready?: Promise<Frame>): Command {
+    const command = ready === undefined
+      ? this.commands.add(frame, options)
+      : this.commands.addWhenReady(frame, ready, options, err => new SwitchboardError('bad_request', `The Blob could not be read (${toError(err).message}); nothing was sent`, false, options.idempotencyKey))
     if (this.dormant) void this.connect()
     else this.commands.flush()
     return command

@@ -1,6 +1,8 @@
+import { maxFrameBytes } from '../protocol/limits.js'
 import { systemClock, type Clock } from './clock.js'
+import type { CommandFrame, WireCodec, WireFrame } from './codec.js'
 import { SwitchboardError } from './errors.js'
-import { utf8Length } from './transport.js'
+import { payloadBytes, utf8Length } from './payload.js'
 import type { WelcomeFrame } from './types.js'
 
 /**
@@ -11,8 +13,8 @@ const MAX_IN_FLIGHT = 32
 /** How often a command refused with `rate_limited` is sent again before it fails. */
 const MAX_RATE_RETRIES = 3
 
-/** A command frame without its id (the queue numbers it). */
-export type CommandFrame = { type: string } & Record<string, unknown>
+/** A command frame without its id (the queue numbers it); a publish's bytes are a Uint8Array. */
+export type { CommandFrame }
 /** Settles a command: the server's `result`, or the error. */
 export type Done = (error: SwitchboardError | null, result: unknown) => void
 
@@ -36,9 +38,15 @@ export interface Command extends Readonly<CommandOptions> {
 
 /** The open connection as the writer sees it. */
 export interface Link {
-  /** Writes one text frame; may throw when the socket failed (its close event follows). */
-  send (text: string): void
-  /** The server's frame limit: a larger frame would close the connection with 1009. */
+  /** Writes one frame; may throw when the socket failed (its close event follows). */
+  send (frame: WireFrame): void
+  /** The connection's codec: how a command becomes a frame. */
+  codec: WireCodec
+  /**
+   * The server's payload limit (the welcome's): a publish's bytes, or the JSON text of its
+   * value, may not be larger. Frames may be up to maxFrameBytes of it: a larger one would
+   * close the connection with 1009.
+   */
   maxMessageBytes: number
 }
 
@@ -59,6 +67,9 @@ export interface CommandQueueOptions {
 }
 
 interface Entry extends Command {
+  frame: CommandFrame
+  /** False while its frame is being prepared (a Blob being read): the writer waits at it. */
+  ready: boolean
   cancelTimeout: (() => void) | undefined
   rateRetries: number
 }
@@ -97,8 +108,31 @@ export class CommandQueue {
 
   /** Queues a command behind the others of its kind; call `flush` to write what can be. */
   add (frame: CommandFrame, options: CommandOptions): Command {
-    const entry: Entry = { id: this.nextId++, frame, cancelTimeout: undefined, rateRetries: 0, ...options }
+    const entry: Entry = { id: this.nextId++, frame, ready: true, cancelTimeout: undefined, rateRetries: 0, ...options }
     ;(options.urgent ? this.urgent : this.queue).push(entry)
+    return entry
+  }
+
+  /**
+   * Queues a (non-urgent) command whose frame is still being prepared, such as a publish of a
+   * Blob being read: it takes its place in call order now, and the commands behind it wait
+   * until `frame` settles (then it is written as usual), or it fails with `failed`'s error.
+   * `placeholder` stands for the frame meanwhile (its type names the command in errors).
+   */
+  addWhenReady (placeholder: CommandFrame, frame: Promise<CommandFrame>, options: CommandOptions, failed: (err: unknown) => SwitchboardError): Command {
+    const entry: Entry = { id: this.nextId++, frame: placeholder, ready: false, cancelTimeout: undefined, rateRetries: 0, ...options, urgent: false }
+    this.queue.push(entry)
+    frame.then((ready) => {
+      if (!this.queue.includes(entry)) return // withdrawn or closed meanwhile
+      entry.frame = ready
+      entry.ready = true
+      this.flush()
+    }, (err: unknown) => {
+      if (!this.queue.includes(entry)) return
+      this.withdraw(entry)
+      entry.done(failed(err), undefined)
+      this.flush()
+    })
     return entry
   }
 
@@ -132,23 +166,26 @@ export class CommandQueue {
     const link = this.options.link()
     if (link === null) return
     while (this.inFlight.size < MAX_IN_FLIGHT && (this.urgent.length > 0 || this.queue.length > 0)) {
+      // A command still being prepared holds back the ones behind it (call order); urgent ones pass.
+      if (this.urgent.length === 0 && !this.queue[0]!.ready) return
       const wait = this.pacer.take()
       if (wait > 0) {
         this.cancelFlush = this.clock.after(wait, () => this.flush())
         return
       }
       const command = (this.urgent.length > 0 ? this.urgent : this.queue).shift()!
-      const text = JSON.stringify({ ...command.frame, id: command.id })
-      const max = link.maxMessageBytes
-      // An oversize frame would close the connection with 1009, a code the client must not reconnect after.
-      if (text.length * 3 > max && utf8Length(text) > max) {
-        command.done(new SwitchboardError('bad_request', `The ${command.frame.type} frame is larger than the server's maxMessageBytes (${max})`, false, command.idempotencyKey), undefined)
+      const frame = link.codec.encode({ ...command.frame, id: command.id })
+      // Refused here rather than by the server: an oversize frame would close the connection
+      // with 1009, a code the client must not reconnect after.
+      const oversize = tooLarge(command.frame, frame, link.maxMessageBytes)
+      if (oversize !== null) {
+        command.done(new SwitchboardError('bad_request', oversize, false, command.idempotencyKey), undefined)
         continue
       }
       this.inFlight.set(command.id, command)
       command.cancelTimeout = this.clock.after(this.options.requestTimeoutMs, () => this.timedOut(command))
       try {
-        link.send(text)
+        link.send(frame)
       } catch {
         // The socket failed under us: its close event requeues the command.
         return
@@ -284,4 +321,27 @@ function insertInOrder (list: Entry[], command: Entry): void {
   let index = 0
   while (index < list.length && list[index]!.id < command.id) index++
   list.splice(index, 0, command)
+}
+
+/**
+ * Why a command may not be sent, or null: a publish's payload over `maxMessageBytes` (which
+ * the server would refuse), or a frame over maxFrameBytes (which would close the connection).
+ * Measured as the server measures: the bytes, or the UTF-8 length of the JSON text of a value.
+ */
+function tooLarge (command: CommandFrame, frame: WireFrame, maxMessageBytes: number): string | null {
+  const frameLimit = maxFrameBytes(maxMessageBytes)
+  // A JSON frame holds the JSON text of its data as it is: a frame within the payload limit
+  // needs no closer look (three bytes per UTF-16 code unit at most).
+  const small = typeof frame === 'string' && frame.length * 3 <= maxMessageBytes
+  if (command.type === 'publish' && !small) {
+    const bytes = payloadBytes(command.data)
+    if (bytes > maxMessageBytes) {
+      return `The publish payload is ${bytes} bytes, over the server's maxMessageBytes (${maxMessageBytes}); it was not sent`
+    }
+  }
+  const frameBytes = typeof frame === 'string' ? (frame.length * 3 <= frameLimit ? 0 : utf8Length(frame)) : frame.byteLength
+  if (frameBytes > frameLimit) {
+    return `The ${command.type} frame is ${frameBytes} bytes, over the server's frame limit (${frameLimit} for maxMessageBytes ${maxMessageBytes}); it was not sent`
+  }
+  return null
 }

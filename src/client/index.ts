@@ -9,6 +9,7 @@ export { backoffBound, backoffDelay } from './backoff.js'
 export { isReconnectCode, CloseCodes } from '../protocol/close-codes.js'
 export type {
   ClientEvents,
+  CodecName,
   ConnectionState,
   DisconnectEvent,
   EndReason,

@@ -1,8 +1,6 @@
-import type { PROTOCOL_VERSION } from '../protocol/messages.js'
+import type { WireCodec } from './codec.js'
 import type { WebSocketConstructor, WebSocketLike } from './types.js'
 
-/** The subprotocol every connection offers (checked against the protocol module at compile time). */
-export const PROTOCOL: typeof PROTOCOL_VERSION = 'switchboard.v1'
 const BEARER_PREFIX = 'bearer.'
 
 export type TransportMode = 'node' | 'browser'
@@ -40,19 +38,26 @@ export function endpointUrl (url: string): string {
 }
 
 /**
- * Opens a socket with the credentials where this transport can put them: headers for `node`
- * (`Authorization: Bearer …` or `X-API-Key`), the `bearer.<token>` subprotocol for `browser`
- * (browsers cannot set headers; the server never echoes that entry back).
+ * Opens a socket offering the codec's subprotocol (only that one: a server that cannot speak
+ * it fails the handshake or names another protocol in its welcome, rather than silently
+ * switching codecs), with the credentials where this transport can put them: headers for
+ * `node` (`Authorization: Bearer …` or `X-API-Key`), the `bearer.<token>` subprotocol for
+ * `browser` (browsers cannot set headers; the server never echoes that entry back). Binary
+ * frames arrive as ArrayBuffers on a MessagePack socket (a browser's default is Blob, which
+ * could only be read asynchronously, out of order with text frames).
  */
-export function openSocket (Ctor: WebSocketConstructor, url: string, mode: TransportMode, credentials: { token?: string, apiKey?: string }): WebSocketLike {
+export function openSocket (Ctor: WebSocketConstructor, url: string, mode: TransportMode, codec: WireCodec, credentials: { token?: string, apiKey?: string }): WebSocketLike {
+  let socket: WebSocketLike
   if (mode === 'browser') {
-    const protocols = credentials.token === undefined ? [PROTOCOL] : [PROTOCOL, BEARER_PREFIX + credentials.token]
-    return new Ctor(url, protocols)
+    socket = new Ctor(url, credentials.token === undefined ? [codec.protocol] : [codec.protocol, BEARER_PREFIX + credentials.token])
+  } else {
+    const headers: Record<string, string> = {}
+    if (credentials.token !== undefined) headers.authorization = `Bearer ${credentials.token}`
+    else if (credentials.apiKey !== undefined) headers['x-api-key'] = credentials.apiKey
+    socket = new Ctor(url, [codec.protocol], { headers })
   }
-  const headers: Record<string, string> = {}
-  if (credentials.token !== undefined) headers.authorization = `Bearer ${credentials.token}`
-  else if (credentials.apiKey !== undefined) headers['x-api-key'] = credentials.apiKey
-  return new Ctor(url, [PROTOCOL], { headers })
+  if (codec.binary) socket.binaryType = 'arraybuffer'
+  return socket
 }
 
 /** A random UUID for idempotency keys; a getRandomValues fallback for insecure browser contexts. */
@@ -66,11 +71,6 @@ export function randomId (): string {
   bytes[8] = (bytes[8]! & 0x3f) | 0x80
   const hex = Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('')
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
-}
-
-/** UTF-8 length of a frame, to refuse oversize publishes before the server closes with 1009. */
-export function utf8Length (text: string): number {
-  return new TextEncoder().encode(text).length
 }
 
 /**

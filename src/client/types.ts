@@ -20,12 +20,24 @@ import type {
 export type { ErrorCode, UnsubscribeReason }
 export type WelcomeFrame = Static<typeof WelcomeFrameSchema>
 export type StreamPosition = Static<typeof StreamPositionSchema>
-export type Publication = Static<typeof PublicationSchema>
-/** A publication as the subscription handler sees it: live or recovered, always with its room and epoch. */
-export type MessageFrame = Static<typeof MessageFrameSchema>
-export type SubscribeResult = Static<typeof SubscribeResultSchema>
+
+/**
+ * What the application sees of a payload, on either codec: `data` is the published JSON
+ * value, or a `Uint8Array` when the publication is raw bytes. The wire's `encoding` (base64 on
+ * JSON frames) is decoded by the SDK and never shows.
+ */
+type WithData<T> = Omit<T, 'data' | 'encoding'> & {
+  /** The published JSON value, or a `Uint8Array` for raw bytes. */
+  data: unknown
+}
+
+/** One publication of a history page or a recovery: `data` is a JSON value or a `Uint8Array`. */
+export type Publication = WithData<Static<typeof PublicationSchema>>
+/** A publication as the subscription handler sees it: live or recovered, always with its room and epoch; `data` is a JSON value or a `Uint8Array`. */
+export type MessageFrame = WithData<Static<typeof MessageFrameSchema>>
+export type SubscribeResult = Omit<Static<typeof SubscribeResultSchema>, 'publications'> & { publications: Publication[] }
 export type PublishResult = Static<typeof PublishResultSchema>
-export type HistoryResult = Static<typeof HistoryResultSchema>
+export type HistoryResult = Omit<Static<typeof HistoryResultSchema>, 'publications'> & { publications: Publication[] }
 export type PresenceResult = Static<typeof PresenceResultSchema>
 
 /**
@@ -116,12 +128,21 @@ export interface WebSocketLike {
   onmessage: ((event: never) => void) | null
   onclose: ((event: never) => void) | null
   onerror: ((event: never) => void) | null
-  send (data: string): void
+  /** Set to `arraybuffer` on MessagePack sockets, so binary frames arrive as ArrayBuffers. */
+  binaryType?: string
+  /** A string on `switchboard.v1`, bytes on `switchboard.v1.msgpack`. */
+  send (data: string | Uint8Array): void
   close (code?: number, reason?: string): void
 }
 
 /** A WebSocket constructor: the browser's (two arguments) or `ws`'s (the third carries headers). */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: { headers?: Record<string, string> }) => WebSocketLike
+
+/**
+ * The wire codec: `json` (subprotocol `switchboard.v1`, text frames; bytes travel as base64)
+ * or `msgpack` (`switchboard.v1.msgpack`, binary MessagePack frames; bytes travel as they are).
+ */
+export type CodecName = 'json' | 'msgpack'
 
 export interface TokenContext {
   /** The current token was refused or is suspected to be: a cached token will not do. */
@@ -150,6 +171,12 @@ export interface SwitchboardClientOptions {
    * `node` under Node.js, `browser` elsewhere.
    */
   transport?: 'node' | 'browser'
+  /**
+   * `json` (default) or `msgpack`. Either carries JSON values and raw bytes alike; `msgpack`
+   * sends bytes as they are (base64 on `json` adds a third to their size, and the work of encoding). The welcome must name the
+   * same protocol, or the client stops with an `error` event.
+   */
+  codec?: CodecName
   reconnect?: ReconnectOptions
   /** Per-command timeout in ms, counted from when the command is written (default 10000). */
   requestTimeoutMs?: number

@@ -1,8 +1,14 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { Clock } from '../../src/client/clock.js'
+import fc from 'fast-check'
+import { decodeBase64, encodeBase64 } from '../../src/client/base64.js'
+import { decodeServerFrame, jsonWireCodec, msgpackWireCodec, wireCodec, type WireCodec } from '../../src/client/codec.js'
+import { copyBytes, isBlob, payloadBytes, utf8Length } from '../../src/client/payload.js'
+import { openSocket } from '../../src/client/transport.js'
+import { decodeMsgpack, encodeMsgpack } from '../../src/protocol/msgpack.js'
 import { CommandQueue, type AnswerFrame, type CommandFrame, type CommandOptions, type Link } from '../../src/client/command-queue.js'
-import { CloseCodes, SwitchboardError, type TokenContext } from '../../src/client/index.js'
+import { CloseCodes, SwitchboardClient, SwitchboardError, type TokenContext, type WebSocketConstructor, type WebSocketLike } from '../../src/client/index.js'
 import { backoffSettings, decideReconnect, type ConnectionEnd, type HandshakeReport, type ReconnectDecision } from '../../src/client/reconnect-policy.js'
 import { TokenKeeper, type TokenKeeperHost } from '../../src/client/token-keeper.js'
 
@@ -417,7 +423,7 @@ describe('token keeper', () => {
 
 interface Settled { id: number, error?: SwitchboardError, result?: unknown, dropped?: true }
 
-function queueHarness (options: { requestTimeoutMs?: number, maxMessageBytes?: number, burst?: number, perSecond?: number } = {}) {
+function queueHarness (options: { requestTimeoutMs?: number, maxMessageBytes?: number, burst?: number, perSecond?: number, codec?: WireCodec } = {}) {
   const clock = new FakeClock()
   const written: Array<{ id: number, type: string } & Record<string, unknown>> = []
   const settled: Settled[] = []
@@ -426,10 +432,11 @@ function queueHarness (options: { requestTimeoutMs?: number, maxMessageBytes?: n
   const queue = new CommandQueue({ requestTimeoutMs: options.requestTimeoutMs ?? 1_000, link: () => link, clock })
   const connect = (): void => {
     link = {
-      send: (text) => {
+      send: (frame) => {
         if (failSend) throw new Error('socket gone')
-        written.push(JSON.parse(text) as { id: number, type: string })
+        written.push((typeof frame === 'string' ? JSON.parse(frame) : decodeMsgpack(frame)) as { id: number, type: string })
       },
+      codec: options.codec ?? jsonWireCodec,
       maxMessageBytes: options.maxMessageBytes ?? 65_536
     }
     // A roomy bucket unless the test is about pacing.
@@ -649,5 +656,257 @@ describe('command queue', () => {
       [waiting, 'closed', 'The client is closed: kicked', undefined]
     ])
     assert.equal(h.queue.isEmpty, true)
+  })
+})
+
+// -------------------------------------------------------------------------------------------
+// Bytes: base64, the codecs, the size checks
+
+describe('base64 (the SDK\'s own, no Buffer)', () => {
+  const reference = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64')
+
+  it('round-trips all 256 byte values, as Node\'s base64 writes them', () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i)
+    assert.equal(encodeBase64(all), reference(all))
+    assert.deepEqual(decodeBase64(encodeBase64(all)), all)
+  })
+
+  it('round-trips the empty payload and every length mod 3 (padding ==, =, none)', () => {
+    assert.equal(encodeBase64(new Uint8Array(0)), '')
+    assert.deepEqual(decodeBase64(''), new Uint8Array(0))
+    for (let length = 1; length <= 12; length++) {
+      const bytes = Uint8Array.from({ length }, (_, i) => (i * 97 + 0xf0) & 255)
+      const text = encodeBase64(bytes)
+      assert.equal(text, reference(bytes), `length ${length}`)
+      assert.equal(text.endsWith('=='), length % 3 === 1, `length ${length}`)
+      assert.equal(text.endsWith('=') && !text.endsWith('=='), length % 3 === 2, `length ${length}`)
+      const back = decodeBase64(text)
+      assert.equal(back.constructor, Uint8Array)
+      assert.deepEqual(back, bytes, `length ${length}`)
+    }
+  })
+
+  it('matches Node\'s base64 on any bytes, both ways (property)', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+      const text = encodeBase64(bytes)
+      assert.equal(text, reference(bytes))
+      assert.deepEqual(decodeBase64(text), bytes)
+    }))
+  })
+
+  it('encodes a megabyte in one pass (no quadratic string building)', () => {
+    const bytes = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 31) & 255)
+    assert.equal(encodeBase64(bytes), reference(bytes))
+    assert.deepEqual(decodeBase64(reference(bytes)), bytes)
+  })
+
+  it('refuses what is not standard padded base64', () => {
+    for (const bad of ['a', 'abc', 'ab=c', '=abc', 'a===', '====', 'ab c', 'ab-_', 'abé=', 'YQ==YQ==']) {
+      assert.throws(() => decodeBase64(bad), TypeError, JSON.stringify(bad))
+    }
+  })
+})
+
+/** A WebSocket constructor that only records how it was called (no socket is opened). */
+function recordingSocket (): { Ctor: WebSocketConstructor, calls: Array<{ url: string, protocols: unknown, options: unknown, socket: WebSocketLike }> } {
+  const calls: Array<{ url: string, protocols: unknown, options: unknown, socket: WebSocketLike }> = []
+  class Recording {
+    readonly readyState = 0
+    binaryType = 'blob'
+    onopen = null
+    onmessage = null
+    onclose = null
+    onerror = null
+    constructor (url: string, protocols?: string | string[], options?: unknown) {
+      calls.push({ url, protocols, options, socket: this })
+    }
+
+    send (): void {}
+    close (): void {}
+  }
+  return { Ctor: Recording, calls }
+}
+
+describe('codec choice', () => {
+  it('json by default; msgpack on request; anything else is a TypeError', () => {
+    assert.equal(wireCodec(undefined), jsonWireCodec)
+    assert.equal(wireCodec('json').protocol, 'switchboard.v1')
+    assert.equal(wireCodec('msgpack'), msgpackWireCodec)
+    assert.equal(msgpackWireCodec.protocol, 'switchboard.v1.msgpack')
+    assert.throws(() => wireCodec('cbor'), /codec must be 'json' or 'msgpack', got "cbor"/)
+  })
+
+  it('offers the codec\'s subprotocol only (beside bearer.<token> in a browser); arraybuffer on msgpack sockets', () => {
+    const { Ctor, calls } = recordingSocket()
+    openSocket(Ctor, 'ws://h/ws', 'browser', jsonWireCodec, { token: 't0k' })
+    openSocket(Ctor, 'ws://h/ws', 'browser', msgpackWireCodec, { token: 't0k' })
+    openSocket(Ctor, 'ws://h/ws', 'node', jsonWireCodec, { token: 't0k' })
+    openSocket(Ctor, 'ws://h/ws', 'node', msgpackWireCodec, { apiKey: 'sbk_x' })
+    assert.deepEqual(calls.map(c => c.protocols), [
+      ['switchboard.v1', 'bearer.t0k'],
+      ['switchboard.v1.msgpack', 'bearer.t0k'],
+      ['switchboard.v1'],
+      ['switchboard.v1.msgpack']
+    ])
+    assert.deepEqual(calls.map(c => c.socket.binaryType), ['blob', 'arraybuffer', 'blob', 'arraybuffer'])
+    assert.deepEqual(calls[3]!.options, { headers: { 'x-api-key': 'sbk_x' } })
+  })
+
+  it('the option reaches the socket: a client with codec msgpack opens a msgpack socket; a bad codec throws at once', async () => {
+    const { Ctor, calls } = recordingSocket()
+    const client = new SwitchboardClient({ url: 'ws://127.0.0.1:1', token: 't', codec: 'msgpack', WebSocket: Ctor })
+    await settle()
+    assert.deepEqual(calls[0]!.protocols, ['switchboard.v1.msgpack'])
+    assert.equal(calls[0]!.socket.binaryType, 'arraybuffer')
+    await client.close()
+    assert.throws(() => new SwitchboardClient({ url: 'ws://127.0.0.1:1', token: 't', codec: 'xml' as 'json', WebSocket: Ctor }), TypeError)
+  })
+
+  it('json: bytes go as base64 with encoding right after data; values as they are', () => {
+    const bytes = Uint8Array.of(0x00, 0xff, 0xfe, 0x80, 0x0a)
+    const text = jsonWireCodec.encode({ type: 'publish', room: 'r', data: bytes, idempotencyKey: 'k', id: 7 }) as string
+    assert.equal(text, '{"type":"publish","room":"r","data":"AP/+gAo=","encoding":"base64","idempotencyKey":"k","id":7}')
+    assert.equal(jsonWireCodec.encode({ type: 'publish', room: 'r', data: { a: [1] }, id: 8 }), '{"type":"publish","room":"r","data":{"a":[1]},"id":8}')
+  })
+
+  it('msgpack: bytes go as bin (no encoding), values as maps', () => {
+    const bytes = Uint8Array.of(0x00, 0xff, 0xc1)
+    const frame = msgpackWireCodec.encode({ type: 'publish', room: 'r', data: bytes, id: 1 })
+    assert.ok(frame instanceof Uint8Array)
+    const decoded = decodeMsgpack(frame) as Record<string, unknown>
+    assert.deepEqual(Object.keys(decoded), ['type', 'room', 'data', 'id'])
+    assert.deepEqual(new Uint8Array(decoded.data as Uint8Array), bytes)
+    // bin 8 with 3 bytes: c4 03 00 ff c1, as the server's strict reader expects.
+    assert.ok(Buffer.from(frame).includes(Buffer.from([0xc4, 0x03, 0x00, 0xff, 0xc1])))
+  })
+
+  it('decodes server frames of either kind: bytes as a plain Uint8Array of their own, encoding gone', () => {
+    const json = decodeServerFrame('{"type":"message","room":"r","epoch":"e","offset":3,"data":"AP8=","encoding":"base64","from":{"id":"u"},"ts":1}')!
+    assert.deepEqual(json, { type: 'message', room: 'r', epoch: 'e', offset: 3, data: Uint8Array.of(0, 255), from: { id: 'u' }, ts: 1 })
+    assert.equal((json.data as Uint8Array).constructor, Uint8Array)
+
+    const page = { type: 'reply', id: 2, result: { epoch: 'e', offset: 2, complete: true, publications: [
+      { offset: 1, data: Uint8Array.of(1, 2, 3), from: { id: 'u' }, ts: 1 },
+      { offset: 2, data: { text: 'hi' }, from: { id: 'u' }, ts: 2 }
+    ] } }
+    const packed = encodeMsgpack(page)
+    // As a browser delivers it (an ArrayBuffer of exactly the frame) and as ws may (a Buffer view).
+    const buffer = packed.buffer.slice(packed.byteOffset, packed.byteOffset + packed.byteLength) as ArrayBuffer
+    for (const data of [buffer, Buffer.from(packed)]) {
+      const reply = decodeServerFrame(data)!
+      const publications = (reply.result as { publications: Array<{ data: unknown }> }).publications
+      assert.equal(publications[0]!.data!.constructor, Uint8Array, 'a plain Uint8Array, not a Buffer')
+      assert.deepEqual(publications[0]!.data, Uint8Array.of(1, 2, 3))
+      assert.equal((publications[0]!.data as Uint8Array).buffer.byteLength, 3, 'a copy, not a view of the frame')
+      assert.deepEqual(publications[1]!.data, { text: 'hi' })
+    }
+
+    const recovered = decodeServerFrame('{"type":"reply","id":1,"result":{"room":"r","epoch":"e","offset":1,"recovered":true,"publications":[{"offset":1,"data":"","encoding":"base64","from":{"id":"u"},"ts":1}]}}')!
+    assert.deepEqual((recovered.result as { publications: unknown[] }).publications, [{ offset: 1, data: new Uint8Array(0), from: { id: 'u' }, ts: 1 }])
+    // A JSON string that merely looks like base64 stays a string.
+    assert.equal(decodeServerFrame('{"type":"message","data":"AP8="}')!.data, 'AP8=')
+  })
+
+  it('a frame that is not an object with a type is null; one that does not decode throws', () => {
+    assert.equal(decodeServerFrame('[1]'), null)
+    assert.equal(decodeServerFrame('{"no":"type"}'), null)
+    assert.equal(decodeServerFrame(encodeMsgpack(42)), null)
+    assert.equal(decodeServerFrame(undefined), null)
+    assert.throws(() => decodeServerFrame('{'))
+    assert.throws(() => decodeServerFrame(Uint8Array.of(0x82, 0xa4)), /MessagePack/)
+    assert.throws(() => decodeServerFrame('{"type":"message","data":"A","encoding":"base64"}'), /base64/)
+  })
+})
+
+describe('publish payloads', () => {
+  it('copies bytes from views and ArrayBuffers, so later changes to the caller\'s buffer are not sent', () => {
+    const source = Uint8Array.of(9, 1, 2, 3, 9)
+    const view = source.subarray(1, 4)
+    const copy = copyBytes(view)!
+    source[2] = 77
+    assert.deepEqual(copy, Uint8Array.of(1, 2, 3))
+    assert.equal(copy.buffer.byteLength, 3)
+    assert.deepEqual(copyBytes(Uint8Array.of(5, 6).buffer), Uint8Array.of(5, 6))
+    assert.deepEqual(copyBytes(new DataView(source.buffer, 3, 2)), Uint8Array.of(3, 9))
+    assert.deepEqual(copyBytes(Buffer.from([1, 255])), Uint8Array.of(1, 255))
+    for (const value of [{ a: 1 }, 'text', [1, 2], null, 3]) assert.equal(copyBytes(value), undefined)
+    assert.equal(isBlob(new Blob([Uint8Array.of(1)])), true)
+    assert.equal(isBlob(Uint8Array.of(1)), false)
+  })
+
+  it('measures payloads as the server does: bytes, or the UTF-8 length of the JSON text', () => {
+    assert.equal(payloadBytes(new Uint8Array(10)), 10)
+    assert.equal(payloadBytes({ t: 'é' }), Buffer.byteLength(JSON.stringify({ t: 'é' })))
+    fc.assert(fc.property(fc.string({ unit: 'binary' }), (text) => {
+      assert.equal(utf8Length(text), new TextEncoder().encode(text).length)
+    }))
+  })
+})
+
+describe('command queue: bytes and size limits', () => {
+  const publishBytes = (length: number): CommandFrame => ({ type: 'publish', room: 'r', data: new Uint8Array(length).fill(0xff) })
+
+  for (const codec of [jsonWireCodec, msgpackWireCodec]) {
+    it(`${codec.name}: bytes at maxMessageBytes go out; one byte more is refused locally, naming both sizes`, () => {
+      const h = queueHarness({ maxMessageBytes: 3000, codec })
+      h.connect()
+      const atLimit = h.add(publishBytes(3000), { idempotencyKey: 'a' })
+      const over = h.add(publishBytes(3001), { idempotencyKey: 'b' })
+      assert.deepEqual(h.written.map(f => f.id), [atLimit])
+      const sent = h.written[0]!
+      assert.equal(codec.name === 'json' ? Buffer.from(sent.data as string, 'base64').length : (sent.data as Uint8Array).length, 3000)
+      assert.equal(sent.encoding, codec.name === 'json' ? 'base64' : undefined)
+      assert.deepEqual(h.settled.map(s => [s.id, s.error?.code, s.error?.idempotencyKey]), [[over, 'bad_request', 'b']])
+      assert.match(h.settled[0]!.error!.message, /payload is 3001 bytes, over the server's maxMessageBytes \(3000\)/)
+    })
+  }
+
+  it('msgpack: a JSON value counts as its JSON text, however small its MessagePack is', () => {
+    // 30 control characters: 30 bytes of MessagePack, 182 of JSON text ("\u0001" each).
+    const h = queueHarness({ maxMessageBytes: 100, codec: msgpackWireCodec })
+    h.connect()
+    const refused = h.add({ type: 'publish', room: 'r', data: '\u0001'.repeat(30) })
+    const fits = h.add({ type: 'publish', room: 'r', data: '\u0001'.repeat(16) })
+    assert.deepEqual(h.written.map(f => f.id), [fits])
+    assert.equal(h.settled[0]!.id, refused)
+    assert.match(h.settled[0]!.error!.message, /182 bytes/)
+  })
+
+  it('any command over the frame limit (4·⌈max/3⌉ + 1024) is refused; one within it is not', () => {
+    const h = queueHarness({ maxMessageBytes: 300 })
+    h.connect()
+    // 4·100 + 1024 = 1424 bytes of frame.
+    const big = h.add({ type: 'history', room: 'r', pad: 'x'.repeat(1424) })
+    const fits = h.add({ type: 'history', room: 'r', pad: 'x'.repeat(1300) })
+    assert.deepEqual(h.written.map(f => f.id), [fits])
+    assert.equal(h.settled[0]!.id, big)
+    assert.match(h.settled[0]!.error!.message, /history frame is \d+ bytes, over the server's frame limit \(1424 for maxMessageBytes 300\)/)
+  })
+
+  it('a command still being prepared (a Blob) keeps its place: later ones wait, urgent ones pass; a failure settles it alone', async () => {
+    const h = queueHarness()
+    h.connect()
+    const outcomes: Array<[string, string | undefined]> = []
+    const options = (key: string): CommandOptions => ({
+      urgent: false, resend: true, dropped: () => {}, idempotencyKey: key, done: (error) => { outcomes.push([key, error?.message]) }
+    })
+    let resolveFrame: (frame: CommandFrame) => void = () => {}
+    const pending = h.queue.addWhenReady({ type: 'publish', room: 'r' }, new Promise((resolve) => { resolveFrame = resolve }), options('p'), () => new SwitchboardError('bad_request', 'unread'))
+    const after = h.add({ type: 'ping' })
+    const urgent = h.add({ type: 'refresh' }, { urgent: true })
+    assert.deepEqual(h.written.map(f => f.id), [urgent])
+    resolveFrame({ type: 'publish', room: 'r', data: Uint8Array.of(1, 2), idempotencyKey: 'p' })
+    await settle()
+    assert.deepEqual(h.written.map(f => f.id), [urgent, pending.id, after])
+    assert.equal(h.written[1]!.data, 'AQI=')
+
+    let rejectFrame: (err: unknown) => void = () => {}
+    const failing = h.queue.addWhenReady({ type: 'publish', room: 'r' }, new Promise((_resolve, reject) => { rejectFrame = reject }), options('f'), (err) => new SwitchboardError('bad_request', `unreadable: ${String(err)}`))
+    const behind = h.add({ type: 'ping' })
+    rejectFrame('NotReadableError')
+    await settle()
+    assert.deepEqual(h.written.map(f => f.id), [urgent, pending.id, after, behind])
+    assert.equal(h.queue.isWaiting(failing), false)
+    assert.deepEqual(outcomes, [['f', 'unreadable: NotReadableError']])
   })
 })
