@@ -212,6 +212,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     const idempotencyKey = options.idempotencyKey ?? randomId()
     if (!isBlob(data)) return this.request<PublishResult>({ type: 'publish', room, data: copyBytes(data) ?? data, idempotencyKey }, idempotencyKey)
     const frame = data.arrayBuffer().then(buffer => ({ type: 'publish' as const, room, data: new Uint8Array(buffer), idempotencyKey }))
+    // The queue reports a failed read; when the call is refused at once (closed, queue full), nobody else would.
+    frame.catch(() => {})
     return this.request<PublishResult>({ type: 'publish', room, idempotencyKey }, idempotencyKey, frame)
   }
 
