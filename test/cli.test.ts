@@ -1,7 +1,7 @@
 import { describe, it, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { statSync, readFileSync } from 'node:fs'
+import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { build, PASSWORD, tempDir, type TestApp } from './helper.js'
 import { ROOT, runCli as cli } from './process.js'
@@ -151,7 +151,7 @@ describe('switchboard CLI', () => {
 
     // Resume after offset 1: exactly 2 and 3 come back, then a live one.
     const epoch = (await server.request('GET', '/rooms/feed/messages?limit=1', { token })).body.epoch as string
-    const sub = cliProcess(config, ['sub', 'feed', '--since', `${epoch}:1`, '--count', '4'])
+    const sub = cliProcess(config, ['sub', 'feed', `--since=${epoch}:1`, '--count', '4'])
     t.after(() => { sub.child.kill('SIGKILL') })
     const lines = (): Array<{ offset: number, data: { n: number } }> => sub.stdout().trim().split('\n').filter(Boolean).map(l => JSON.parse(l) as { offset: number, data: { n: number } })
     const deadline = Date.now() + 15_000
@@ -175,5 +175,122 @@ describe('switchboard CLI', () => {
     const missing = await cli(config, ['sub', 'nowhere', '--count', '1'])
     assert.equal(missing.code, 1)
     assert.match(missing.stderr, /cannot subscribe to nowhere: .*\[not_found\]/)
+  })
+
+  /** Not valid UTF-8, with 0x00 and 0xFF, and every byte value once. */
+  const BYTES = Uint8Array.from([0x00, 0xff, 0xfe, 0xc0, 0x80, ...Array.from({ length: 256 }, (_, i) => 255 - i), 0x0a])
+
+  it('pub --file and --binary publish raw bytes over WebSocket on either codec; bad input fails clearly', async (t) => {
+    const server = await build(t, { env: { WS_MAX_MESSAGE_BYTES: '1024' } })
+    const config = await loggedIn(t, server, 'alice')
+    await cli(config, ['rooms', 'create', 'files'])
+    const dir = tempDir(t)
+    const file = join(dir, 'blob.bin')
+    writeFileSync(file, BYTES)
+
+    const json = await cli(config, ['pub', 'files', '--file', file])
+    assert.equal(json.code, 0, json.stderr)
+    assert.match(json.stdout, new RegExp(`^published ${BYTES.length} bytes to files at offset 1 \\(epoch `))
+    const msgpack = await cli(config, ['pub', 'files', '--file', file, '--codec', 'msgpack', '--key', 'k2', '--json'])
+    assert.equal(msgpack.code, 0, msgpack.stderr)
+    assert.equal((JSON.parse(msgpack.stdout) as { offset: number }).offset, 2)
+    const again = await cli(config, ['pub', 'files', '--file', file, '--key', 'k2', '--json'])
+    assert.equal((JSON.parse(again.stdout) as { offset: number }).offset, 2, 'same key: not stored twice')
+    const piped = await cli(config, ['pub', 'files', '--binary'], { stdin: Uint8Array.of(0xff, 0x00, 0x0a) })
+    assert.equal(piped.code, 0, piped.stderr)
+    assert.match(piped.stdout, /published 3 bytes to files at offset 3/)
+
+    const history = await server.request('GET', '/rooms/files/messages', { token: await server.login('alice') })
+    const stored = history.body.publications as Array<{ data: string, encoding?: string }>
+    assert.deepEqual(stored.map(p => [p.encoding, Buffer.from(p.data, 'base64')]), [
+      ['base64', Buffer.from(BYTES)],
+      ['base64', Buffer.from(BYTES)],
+      ['base64', Buffer.from([0xff, 0x00, 0x0a])]
+    ])
+
+    const missing = await cli(config, ['pub', 'files', '--file', join(dir, 'nope.bin')])
+    assert.equal(missing.code, 2)
+    assert.match(missing.stderr, /cannot read .*nope\.bin \(ENOENT\)/)
+    const both = await cli(config, ['pub', 'files', '{"a":1}', '--file', file])
+    assert.equal(both.code, 2)
+    assert.match(both.stderr, /no DATA: the bytes are the payload/)
+    const codec = await cli(config, ['pub', 'files', '--file', file, '--codec', 'cbor'])
+    assert.equal(codec.code, 2)
+    assert.match(codec.stderr, /--codec must be json or msgpack/)
+    const big = join(dir, 'big.bin')
+    writeFileSync(big, new Uint8Array(1025))
+    const tooBig = await cli(config, ['pub', 'files', '--file', big])
+    assert.equal(tooBig.code, 1)
+    assert.match(tooBig.stderr, /cannot publish to files: The publish payload is 1025 bytes, over the server's maxMessageBytes \(1024\); it was not sent \[bad_request\]/)
+    assert.equal((await server.request('GET', '/rooms/files/messages', { token: await server.login('alice') })).body.publications.length, 3)
+  })
+
+  it('sub prints bytes as base64 with "encoding":"base64"; --out writes each to DIR/ROOM-OFFSET.bin, identical, never through a symlink', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    await cli(config, ['rooms', 'create', 'files'])
+    const dir = tempDir(t)
+    writeFileSync(join(dir, 'blob.bin'), BYTES)
+    assert.equal((await cli(config, ['pub', 'files', '--file', join(dir, 'blob.bin')])).code, 0)
+    assert.equal((await cli(config, ['pub', 'files', '{"text":"hi"}'])).code, 0)
+    assert.equal((await cli(config, ['pub', 'files', '--binary', '--codec', 'msgpack'], { stdin: Uint8Array.of(0x00) })).code, 0)
+    const token = await server.login('alice')
+    const epoch = (await server.request('GET', '/rooms/files/messages?limit=1', { token })).body.epoch as string
+
+    for (const codec of ['json', 'msgpack']) {
+      const printed = await cli(config, ['sub', 'files', `--since=${epoch}:0`, '--count', '3', '--codec', codec])
+      assert.equal(printed.code, 0, printed.stderr)
+      const lines = printed.stdout.trim().split('\n')
+      assert.equal(lines.length, 3)
+      const first = JSON.parse(lines[0]!) as Record<string, unknown>
+      assert.deepEqual(Object.keys(first), ['room', 'epoch', 'offset', 'data', 'encoding', 'from', 'ts'], codec)
+      assert.deepEqual([first.offset, first.encoding, Buffer.from(first.data as string, 'base64')], [1, 'base64', Buffer.from(BYTES)], codec)
+      assert.deepEqual(JSON.parse(lines[1]!), { ...JSON.parse(lines[1]!) as object, offset: 2, data: { text: 'hi' } })
+      assert.equal((JSON.parse(lines[1]!) as Record<string, unknown>).encoding, undefined)
+      assert.deepEqual(JSON.parse(lines[2]!), { ...JSON.parse(lines[2]!) as object, offset: 3, data: 'AA==', encoding: 'base64' })
+    }
+
+    // --out: DIR is created; a symlink planted where a file will go is replaced, its target untouched.
+    const out = join(dir, 'out', 'nested')
+    mkdirSync(out, { recursive: true })
+    const outside = join(dir, 'outside.txt')
+    writeFileSync(outside, 'keep me')
+    symlinkSync(outside, join(out, 'files-1.bin'))
+    const written = await cli(config, ['sub', 'files', `--since=${epoch}:0`, '--count', '3', '--out', out, '--codec', 'msgpack'])
+    assert.equal(written.code, 0, written.stderr)
+    const lines = written.stdout.trim().split('\n').map(l => JSON.parse(l) as Record<string, unknown>)
+    assert.deepEqual(lines.map(l => [l.offset, l.file, l.size, l.data]), [
+      [1, join(out, 'files-1.bin'), BYTES.length, undefined],
+      [2, undefined, undefined, { text: 'hi' }],
+      [3, join(out, 'files-3.bin'), 1, undefined]
+    ])
+    assert.deepEqual(readFileSync(join(out, 'files-1.bin')), Buffer.from(BYTES))
+    assert.equal(lstatSync(join(out, 'files-1.bin')).isSymbolicLink(), false)
+    assert.deepEqual(readFileSync(join(out, 'files-3.bin')), Buffer.from([0x00]))
+    assert.equal(readFileSync(outside, 'utf8'), 'keep me')
+    assert.deepEqual(readdirSync(out).sort(), ['files-1.bin', 'files-3.bin'], 'nothing else, no temporary file left')
+
+    const fresh = join(dir, 'created', 'on', 'demand')
+    const created = await cli(config, ['sub', 'files', `--since=${epoch}:2`, '--count', '1', '--out', fresh])
+    assert.equal(created.code, 0, created.stderr)
+    assert.deepEqual(readFileSync(join(fresh, 'files-3.bin')), Buffer.from([0x00]))
+    const badRoom = await cli(config, ['sub', '../etc', '--out', fresh])
+    assert.equal(badRoom.code, 2)
+    assert.match(badRoom.stderr, /--out: "\.\.\/etc" is not a room name/)
+  })
+
+  it('connect --codec msgpack: stdin lines go as MessagePack, frames come back as JSON lines with bytes as base64', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    await cli(config, ['rooms', 'create', 'files'])
+    const run = await cli(config, ['connect', '--codec', 'msgpack'], {
+      stdin: '{"type":"publish","id":1,"room":"files","data":"AP8=","encoding":"base64"}\n{"type":"history","id":2,"room":"files"}\n'
+    })
+    assert.equal(run.code, 0, run.stderr)
+    const frames = run.stdout.trim().split('\n').map(line => JSON.parse(line) as { type: string, id?: number, protocol?: string, result?: { publications?: Array<Record<string, unknown>> } })
+    assert.equal(frames[0]?.protocol, 'switchboard.v1.msgpack')
+    assert.ok(frames.some(f => f.type === 'reply' && f.id === 1))
+    const page = frames.find(f => f.type === 'reply' && f.id === 2)
+    assert.deepEqual(page?.result?.publications?.map(p => [p.data, p.encoding]), [['AP8=', 'base64']])
   })
 })

@@ -100,7 +100,7 @@ export function baseEnv (dataDir: string): Record<string, string> {
 export interface CliRun { code: number | null, stdout: string, stderr: string }
 
 /** Runs the real CLI as a child process, as a user would. */
-export function runCli (configFile: string, args: string[], options: { stdin?: string, env?: Record<string, string> } = {}): Promise<CliRun> {
+export function runCli (configFile: string, args: string[], options: { stdin?: string | Uint8Array, env?: Record<string, string> } = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
       cwd: ROOT,

@@ -1,5 +1,7 @@
+import type { CodecName } from '../client/index.js'
 import type { Api} from './api.js';
 import { CliError } from './api.js'
+import { sessionClient } from './ws-client.js'
 
 /** Reads a JSON argument, or fails with a message that shows what was wrong with it. */
 export function parseJsonArgument (what: string, text: string): unknown {
@@ -148,4 +150,37 @@ export async function publish (api: Api, room: string | undefined, data: string 
   const res = await api.request('POST', `/rooms/${encodeURIComponent(room)}/messages`, body)
   const { epoch, offset } = res.body as { epoch: string, offset: number }
   out.line(options.json ? JSON.stringify(res.body) : `published to ${room} at offset ${offset} (epoch ${epoch})`)
+}
+
+/**
+ * How many times a one-shot WebSocket command reconnects before it gives up: enough for a
+ * dropped connection or a server restart, not a wait without end for a server that is down.
+ */
+const ONE_SHOT_ATTEMPTS = 3
+
+/**
+ * `switchboard pub ROOM --file PATH` (or `--binary`, stdin): publishes raw bytes over the
+ * WebSocket, through the SDK, which sends them as MessagePack `bin` or base64 by `--codec`,
+ * refuses a payload over the server's limit before sending, and resends after a dropped
+ * connection under the idempotency key (`--key`, or a random one) without doubling it.
+ */
+export async function publishBytes (api: Api, room: string | undefined, bytes: Uint8Array, options: { key?: string, json: boolean, codec: CodecName }, out: Output): Promise<void> {
+  if (room === undefined) throw new CliError('usage: switchboard pub ROOM --file PATH | --binary', 2)
+  const client = sessionClient(api, { codec: options.codec, reconnect: { maxAttempts: ONE_SHOT_ATTEMPTS } })
+  // Why the client stopped, when it did (a refused handshake, the server unreachable).
+  let problem: string | undefined
+  client.on('error', (err) => { problem ??= err.message })
+  client.on('disconnect', ({ code, reason, willReconnect }) => {
+    if (!willReconnect) problem ??= `connection closed (${code}${reason === '' ? '' : ` ${reason}`})`
+  })
+  try {
+    const result = await client.publish(room, bytes, options.key === undefined ? {} : { idempotencyKey: options.key })
+    out.line(options.json ? JSON.stringify(result) : `published ${bytes.byteLength} bytes to ${room} at offset ${result.offset} (epoch ${result.epoch})`)
+  } catch (err) {
+    const error = err as { code?: string, message?: string }
+    const cause = error.code === 'closed' && problem !== undefined ? `${problem}; ${error.message ?? ''}` : error.message ?? String(err)
+    throw new CliError(`cannot publish to ${room}: ${cause}${error.code === undefined ? '' : ` [${error.code}]`}`)
+  } finally {
+    await client.close().catch(() => {})
+  }
 }

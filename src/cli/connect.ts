@@ -1,18 +1,24 @@
 import { createInterface } from 'node:readline'
-import { WebSocket } from 'ws'
+import { WebSocket, type RawData } from 'ws'
+import type { CodecName } from '../client/index.js'
+import { decodeMsgpack, encodeMsgpack } from '../protocol/msgpack.js'
 import type { Api} from './api.js';
 import { CliError } from './api.js'
+import { withBase64 } from './bytes.js'
 import type { Output } from './commands.js'
 
 /** After stdin ends, how long to wait for replies still owed before closing. */
 const REPLY_GRACE_MS = 5000
 
+const SUBPROTOCOLS: Record<CodecName, string> = { json: 'switchboard.v1', msgpack: 'switchboard.v1.msgpack' }
+
 /**
- * Opens /ws with the stored token; on a 401 refreshes the session once and tries again.
- * `onMessage` is attached before the handshake completes: the server's first frame (welcome)
- * can arrive in the same packet as the 101 response, before any later listener would exist.
+ * Opens /ws with the stored token, offering the codec's subprotocol; on a 401 refreshes the
+ * session once and tries again. `onMessage` is attached before the handshake completes: the
+ * server's first frame (welcome) can arrive in the same packet as the 101 response, before
+ * any later listener would exist.
  */
-export async function openSocket (api: Api, onMessage: (data: string) => void): Promise<WebSocket> {
+export async function openSocket (api: Api, codec: CodecName, onMessage: (data: RawData, isBinary: boolean) => void): Promise<WebSocket> {
   const attempt = (): Promise<WebSocket | 401> => new Promise((resolve, reject) => {
     const url = new URL('/ws', api.url)
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
@@ -21,8 +27,8 @@ export async function openSocket (api: Api, onMessage: (data: string) => void): 
       reject(new CliError('not logged in: run `switchboard login`'))
       return
     }
-    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false })
-    socket.on('message', data => onMessage(String(data)))
+    const socket = new WebSocket(url, [SUBPROTOCOLS[codec]], { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false })
+    socket.on('message', onMessage)
     socket.once('open', () => resolve(socket))
     socket.once('unexpected-response', (_req, res) => {
       res.resume()
@@ -40,11 +46,27 @@ export async function openSocket (api: Api, onMessage: (data: string) => void): 
 }
 
 /**
- * `switchboard connect`: an interactive session, like wscat. Each stdin line is sent as one
- * frame (it must be a JSON envelope: see docs/protocol.md); every frame from the server is
- * printed on its own line. Ends when stdin ends (close 1000) or the server closes.
+ * A server frame as one line of JSON: a text frame as it is; a MessagePack frame decoded, its
+ * bytes as base64 with `"encoding":"base64"` (as they would be on switchboard.v1). Null when a
+ * binary frame does not decode.
  */
-export async function connectInteractive (api: Api, out: Output): Promise<number> {
+function frameLine (data: RawData, isBinary: boolean): string | null {
+  const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)
+  if (!isBinary) return bytes.toString('utf8')
+  try {
+    return JSON.stringify(withBase64(decodeMsgpack(bytes)))
+  } catch {
+    return null
+  }
+}
+
+/**
+ * `switchboard connect`: an interactive session, like wscat. Each stdin line is sent as one
+ * frame (it must be a JSON envelope: see docs/protocol.md; with `--codec msgpack` it goes as
+ * the same map in MessagePack); every frame from the server is printed on its own line, as
+ * JSON either way. Ends when stdin ends (close 1000) or the server closes.
+ */
+export async function connectInteractive (api: Api, codec: CodecName, out: Output): Promise<number> {
   // Commands sent and not yet answered: when stdin ends, their replies are still awaited.
   const pending = new Set<unknown>()
   let inputEnded = false
@@ -52,12 +74,17 @@ export async function connectInteractive (api: Api, out: Output): Promise<number
   const closeWhenAnswered = (): void => {
     if (inputEnded && pending.size === 0 && socket?.readyState === WebSocket.OPEN) socket.close(1000)
   }
-  socket = await openSocket(api, (text) => {
+  socket = await openSocket(api, codec, (data, isBinary) => {
+    const text = frameLine(data, isBinary)
+    if (text === null) {
+      process.stderr.write('a binary frame that is not MessagePack arrived; not shown\n')
+      return
+    }
     out.line(text)
     try {
       const frame = JSON.parse(text) as { type?: string, id?: unknown }
       if ((frame.type === 'reply' || frame.type === 'error') && pending.delete(frame.id)) closeWhenAnswered()
-    } catch { /* the server only sends JSON */ }
+    } catch { /* the server only sends JSON (or MessagePack, shown as JSON) */ }
   })
   const closed = new Promise<number>(resolve => socket.once('close', (code, reason) => {
     process.stderr.write(`closed: ${code}${reason.length > 0 ? ` ${String(reason)}` : ''}\n`)
@@ -76,7 +103,7 @@ export async function connectInteractive (api: Api, out: Output): Promise<number
     if (socket.readyState !== WebSocket.OPEN) return
     const id = (frame as { id?: unknown } | null)?.id
     if (id !== undefined) pending.add(id)
-    socket.send(line)
+    socket.send(codec === 'msgpack' ? encodeMsgpack(frame) : line)
   })
   lines.once('close', () => {
     inputEnded = true

@@ -5,9 +5,11 @@ import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { Api, CliError } from './api.js'
 import { configPath, readConfig } from './config.js'
-import { keys, login, logout, publish, rooms, type Output } from './commands.js'
+import { readBytesFile, readBytesStdin } from './bytes.js'
+import { keys, login, logout, publish, publishBytes, rooms, type Output } from './commands.js'
 import { connectInteractive } from './connect.js'
 import { subscribe } from './sub.js'
+import { parseCodec } from './ws-client.js'
 
 const USAGE = `switchboard — command-line client for a Switchboard server
 
@@ -19,7 +21,10 @@ Usage:
   switchboard rooms list | get ROOM | delete ROOM | members ROOM
   switchboard rooms add-member ROOM USER [--role member|moderator|owner] | remove-member ROOM USER
   switchboard pub ROOM DATA [--key IDEMPOTENCY_KEY]          publish JSON DATA over HTTP
-  switchboard sub ROOM [--since EPOCH:OFFSET] [--count N]   print one JSON line per message; resumes across reconnects
+  switchboard pub ROOM --file PATH | --binary [--key K]     publish raw bytes (a file's, or stdin's) over WebSocket
+  switchboard sub ROOM [--since EPOCH:OFFSET] [--count N] [--out DIR]
+                                                            print one JSON line per message (bytes as base64); resumes
+                                                            across reconnects; --out writes bytes to DIR/ROOM-OFFSET.bin
   switchboard connect                                       interactive WebSocket session (like wscat)
   switchboard keys create NAME --scope ACTION:PATTERN [...] | list | delete ID   (admins)
   switchboard load [--subscribers N --rooms R --publishers P --rate N|--burst ...]    the load generator (load --help)
@@ -27,6 +32,7 @@ Usage:
 Options:
   --url URL      server (default: the one you logged in to, else $SWITCHBOARD_URL, else http://localhost:3000)
   --json         print raw JSON
+  --codec C      json (default) or msgpack: the WebSocket codec of sub, pub --file/--binary and connect
   -h, --help     this help
 
 Config file: $SWITCHBOARD_CONFIG, else $XDG_CONFIG_HOME/switchboard/config.json, else ~/.config/switchboard/config.json.
@@ -80,7 +86,11 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       key: { type: 'string' },
       scope: { type: 'string', multiple: true },
       since: { type: 'string' },
-      count: { type: 'string' }
+      count: { type: 'string' },
+      file: { type: 'string' },
+      binary: { type: 'boolean', default: false },
+      out: { type: 'string' },
+      codec: { type: 'string' }
     }
   })
   const [command, ...rest] = positionals
@@ -98,6 +108,7 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
     throw new CliError(`--url: "${url}" is not a URL`, 2)
   }
   const api = new Api(file, url, stored)
+  const codec = parseCodec(values.codec)
 
   switch (command) {
     case 'login': {
@@ -120,9 +131,26 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       }, out)
       return 0
     case 'keys': await keys(api, rest, { json: values.json, ...(values.scope === undefined ? {} : { scope: values.scope }) }, out); return 0
-    case 'pub': await publish(api, rest[0], rest[1], { json: values.json, ...(values.key === undefined ? {} : { key: values.key }) }, out); return 0
-    case 'sub': return await subscribe(api, rest[0], { ...(values.since === undefined ? {} : { since: values.since }), ...(values.count === undefined ? {} : { count: values.count }) }, out)
-    case 'connect': return await connectInteractive(api, out)
+    case 'pub': {
+      const key = values.key === undefined ? {} : { key: values.key }
+      if (values.file === undefined && !values.binary) {
+        await publish(api, rest[0], rest[1], { json: values.json, ...key }, out)
+        return 0
+      }
+      if (values.file !== undefined && values.binary) throw new CliError('pub: --file and --binary both give the bytes; use one', 2)
+      if (rest.length !== 1) throw new CliError('usage: switchboard pub ROOM --file PATH | --binary (no DATA: the bytes are the payload)', 2)
+      if (values.binary && process.stdin.isTTY) throw new CliError('pub --binary reads the bytes from stdin: pipe or redirect them in', 2)
+      const bytes = values.file !== undefined ? readBytesFile(values.file) : await readBytesStdin()
+      await publishBytes(api, rest[0], bytes, { json: values.json, codec, ...key }, out)
+      return 0
+    }
+    case 'sub': return await subscribe(api, rest[0], {
+      codec,
+      ...(values.since === undefined ? {} : { since: values.since }),
+      ...(values.count === undefined ? {} : { count: values.count }),
+      ...(values.out === undefined ? {} : { out: values.out })
+    }, out)
+    case 'connect': return await connectInteractive(api, codec, out)
     default:
       throw new CliError(`unknown command "${command}"; see switchboard --help`, 2)
   }
