@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import type { TestContext } from 'node:test'
 import { encodeMsgpack } from '../src/protocol/msgpack.js'
 import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION } from '../src/protocol/messages.js'
-import { maxFrameBytes } from '../src/realtime/limits.js'
+import { maxFrameBytes } from '../src/protocol/limits.js'
 import { build, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
 import { assertErrorFrame, assertReply, clientFrame, rawWebSocket, within } from './ws-support.js'
 

@@ -1,6 +1,3 @@
-// The frame limit is part of the wire contract: the SDK checks it too.
-export { ENVELOPE_BYTES, maxFrameBytes } from '../protocol/limits.js'
-
 /** The per-connection and per-node limits a node enforces, from the server's configuration. */
 export interface RealtimeLimits {
   maxMessageBytes: number

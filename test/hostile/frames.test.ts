@@ -8,7 +8,7 @@ import fc from 'fast-check'
 import { build, wsConnect, type WsClient, type WsFrame } from '../helper.js'
 import { Connection } from '../../src/realtime/connection.js'
 import { parseCommand } from '../../src/realtime/command-parser.js'
-import { maxFrameBytes } from '../../src/realtime/limits.js'
+import { maxFrameBytes } from '../../src/protocol/limits.js'
 import type { ClientCommand } from '../../src/protocol/messages.js'
 import {
   assertErrorFrame, assertReply, within, waitFor, clientFrame, rawConnect, upgradeRequest, rawWebSocket, rawHttpStatus, assertRefusedOrDropped
