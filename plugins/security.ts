@@ -13,7 +13,8 @@ export default fp(async (app) => {
         defaultSrc: ["'self'"],
         scriptSrc: ["'self'"],
         styleSrc: ["'self'", "'unsafe-inline'"],
-        imgSrc: ["'self'", 'data:'],
+        // blob:: the web app shows images sent in a room from Blob URLs of their bytes.
+        imgSrc: ["'self'", 'data:', 'blob:'],
         connectSrc: ["'self'", 'ws:', 'wss:'],
         // helmet adds upgrade-insecure-requests by default. On a server without TLS it makes a
         // browser fetch the web app's /assets/ over https from a plain-http page, which fails

@@ -111,6 +111,8 @@ describe('web app serving', () => {
     assert.match(page.text, /<title>Switchboard<\/title>/)
     const csp = page.headers.get('content-security-policy') ?? ''
     assert.match(csp, /script-src 'self'(;|$)/)
+    // Images sent in a room are shown from Blob URLs of their bytes; scripts never are.
+    assert.match(csp, /img-src 'self' data: blob:(;|$)/)
     // Without TLS it would send a phone on the LAN to https:// for the assets (a blank page).
     assert.doesNotMatch(csp, /upgrade-insecure-requests/)
     const script = /src="(\/assets\/app-[^"]+\.js)"/.exec(page.text)?.[1]
