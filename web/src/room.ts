@@ -1,5 +1,6 @@
 import type { GapEvent, Publication, Subscription, SubscriptionEvent } from '../../src/client/index.js'
 import { ApiError, listAll, request } from './api.js'
+import { formatBytes, fromBase64, IMAGE_ACCEPT, imageName, imageRefusal, sniffImage, SNIFF_BYTES } from './binary.js'
 import { describeError, type Context, type View } from './context.js'
 import { field, formatTime, h, replace, select } from './dom.js'
 import type { Room } from './rooms.js'
@@ -11,10 +12,28 @@ interface HistoryPage { epoch: string, offset: number, complete: boolean, public
 const HISTORY_LIMIT = 50
 const ROLES: Array<[Member['role'], string]> = [['member', 'member'], ['moderator', 'moderator'], ['owner', 'owner']]
 
-/** What a message shows: its `text`, or the JSON of anything else (a service may publish any JSON). */
+/**
+ * What a message says in words: its `text`, the JSON of anything else (a service may publish
+ * any JSON), or what its bytes are (room views show images and offer other bytes as a download).
+ */
 export function textOf (data: unknown): string {
+  if (data instanceof Uint8Array) {
+    const type = sniffImage(data)
+    return type === null ? `Binary message, ${formatBytes(data.length)}` : `${imageName(type)} image, ${formatBytes(data.length)}`
+  }
   if (typeof data === 'object' && data !== null && typeof (data as { text?: unknown }).text === 'string') return (data as { text: string }).text
   return JSON.stringify(data)
+}
+
+/**
+ * A publication's data: REST history carries bytes as base64 beside `encoding`; the SDK hands
+ * them over as a Uint8Array already.
+ */
+function dataOf (p: Publication): unknown {
+  if (p.encoding === 'base64' && typeof p.data === 'string') {
+    try { return fromBase64(p.data) } catch { return p.data }
+  }
+  return p.data
 }
 
 /**
@@ -42,12 +61,33 @@ export function roomView (ctx: Context, roomId: string): View {
   const messages = h('ol', { class: 'messages', 'aria-label': 'Messages', 'aria-live': 'polite', 'aria-relevant': 'additions', tabindex: 0 })
   const input = h('input', { id: 'message-input', name: 'message', autocomplete: 'off', maxlength: 4000, disabled: true })
   const send = h('button', { type: 'submit', disabled: true }, 'Send')
+  // The picker itself stays hidden: the button opens it, and is what keyboards and screen readers reach.
+  const fileInput = h('input', {
+    type: 'file',
+    accept: IMAGE_ACCEPT,
+    hidden: true,
+    'aria-label': 'Image file',
+    onchange: () => {
+      const file = fileInput.files?.[0]
+      // Cleared, so that choosing the same file again (after a refusal or a failure) is a change too.
+      fileInput.value = ''
+      if (file !== undefined) void sendImage(file)
+    }
+  })
+  const attach = h('button', { type: 'button', class: 'secondary', disabled: true, onclick: () => fileInput.click() }, 'Attach image')
   const composerHint = h('p', { class: 'hint', id: 'composer-hint' })
   input.setAttribute('aria-describedby', composerHint.id)
+  // An image pasted into the message box is sent as an image; pasted text stays text.
+  input.addEventListener('paste', (event) => {
+    const file = event.clipboardData?.files[0]
+    if (file === undefined) return
+    event.preventDefault()
+    void sendImage(file)
+  })
   const composer = h('form', {
     class: 'composer',
     onsubmit: (event) => { event.preventDefault(); publish() }
-  }, h('label', { for: input.id, class: 'visually-hidden' }, 'Message'), input, send)
+  }, h('label', { for: input.id, class: 'visually-hidden' }, 'Message'), input, send, attach, fileInput)
 
   const presenceTitle = h('h2', { id: 'online-title' }, 'Online')
   const presenceList = h('ul', { 'aria-labelledby': 'online-title' })
@@ -66,11 +106,47 @@ export function roomView (ctx: Context, roomId: string): View {
   // ----------------------------------------------------------------------------------------
   // Messages
 
+  /**
+   * Blob URLs of the images and downloads shown. Each keeps its bytes alive until revoked, so
+   * all are revoked when the messages leave the page (dispose: messages are never removed from
+   * an open room's list otherwise).
+   */
+  const blobUrls = new Set<string>()
+
+  function blobUrl (bytes: Uint8Array, type: string): string {
+    // slice(): a Blob takes views of an ArrayBuffer only, never of a SharedArrayBuffer; the
+    // copy (at most maxMessageBytes) is one the Blob would make anyway.
+    const url = URL.createObjectURL(new Blob([bytes.slice()], { type }))
+    blobUrls.add(url)
+    return url
+  }
+
+  /** Bytes offered as a file to save, for what the page does not show. */
+  function download (bytes: Uint8Array, p: Publication, words: string): HTMLParagraphElement {
+    return h('p', { class: 'binary' }, `${words}, ${formatBytes(bytes.length)} `,
+      h('a', { href: blobUrl(bytes, 'application/octet-stream'), download: `switchboard-${roomId.replace(/[^a-z0-9_.-]/g, '_')}-${p.offset}.bin` }, 'Download'))
+  }
+
+  /**
+   * Bytes whose first bytes are a PNG, JPEG, GIF or WebP signature are shown as that image,
+   * from a Blob URL with that type (the CSP allows `img-src blob:`); other bytes, and an image
+   * the browser cannot decode, are offered as a download.
+   */
+  function bytesBody (bytes: Uint8Array, p: Publication): HTMLElement {
+    const type = sniffImage(bytes)
+    if (type === null) return download(bytes, p, 'Binary message')
+    const img = h('img', { src: blobUrl(bytes, type), alt: `${imageName(type)} image from ${p.from.id}, ${formatBytes(bytes.length)}`, decoding: 'async' })
+    const body = h('p', { class: 'image' }, img)
+    img.addEventListener('error', () => body.replaceWith(download(bytes, p, `${imageName(type)} image that could not be shown`)))
+    return body
+  }
+
   function messageItem (epoch: string, p: Publication): HTMLLIElement {
+    const data = dataOf(p)
     return h('li', { 'data-epoch': epoch, 'data-offset': p.offset },
       h('span', { class: 'from' }, p.from.id),
       h('time', { datetime: new Date(p.ts).toISOString() }, formatTime(p.ts)),
-      h('p', { class: 'text' }, textOf(p.data)))
+      data instanceof Uint8Array ? bytesBody(data, p) : h('p', { class: 'text' }, textOf(data)))
   }
 
   /** Shows a publication once (by epoch and offset), before `before` or at the end. */
@@ -79,8 +155,12 @@ export function roomView (ctx: Context, roomId: string): View {
     if (seen.has(key)) return
     seen.add(key)
     const atBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40
-    messages.insertBefore(messageItem(epoch, p), before)
-    if (atBottom) messages.scrollTop = messages.scrollHeight
+    const item = messageItem(epoch, p)
+    messages.insertBefore(item, before)
+    if (!atBottom) return
+    messages.scrollTop = messages.scrollHeight
+    // An image gets its height once decoded: stay at the bottom then too.
+    item.querySelector('img')?.addEventListener('load', () => { messages.scrollTop = messages.scrollHeight }, { once: true })
   }
 
   /**
@@ -128,6 +208,64 @@ export function roomView (ctx: Context, roomId: string): View {
       const reason = (err as { code?: unknown }).code === 'timeout' ? 'no answer from the server in time' : describeError(err)
       error.textContent = `Not sent: ${reason}. Press Enter to try again${typeof key === 'string' ? ' (it will not appear twice)' : ''}.`
       if (input.value === '') input.value = text
+    })
+  }
+
+  /** The server's `limits.maxMessageBytes`, from the latest welcome (kept while reconnecting). */
+  let maxMessageBytes = ctx.client.welcome?.limits.maxMessageBytes ?? null
+  const offWelcome = ctx.client.on('welcome', (welcome) => {
+    maxMessageBytes = welcome.limits.maxMessageBytes
+    if (canWrite) composerHint.textContent = writeHint()
+  })
+
+  /**
+   * The last image that failed, with the idempotency key it was sent with: "Send again" reuses
+   * the key, so an image that did reach the server (a timed-out reply) is not stored twice.
+   */
+  let failedImage: { bytes: Uint8Array, idempotencyKey: string } | null = null
+
+  /**
+   * Checks a picked or pasted file and publishes its bytes as they are (a binary publication):
+   * a type other than PNG, JPEG, GIF or WebP (by its first bytes), or a size over the server's
+   * limit, is refused here with the reason and nothing is sent.
+   */
+  async function sendImage (file: Blob): Promise<void> {
+    error.textContent = ''
+    failedImage = null
+    let bytes: Uint8Array
+    try {
+      const head = new Uint8Array(await file.slice(0, SNIFF_BYTES).arrayBuffer())
+      // Without a welcome yet (not possible while the composer is enabled) the server decides.
+      const refusal = imageRefusal(head, file.size, maxMessageBytes ?? Number.MAX_SAFE_INTEGER)
+      if (refusal !== null) {
+        if (!disposed) error.textContent = refusal
+        return
+      }
+      bytes = new Uint8Array(await file.arrayBuffer())
+    } catch (err) {
+      if (!disposed) error.textContent = `Could not read the file: ${describeError(err)}`
+      return
+    }
+    if (!disposed) publishImage(bytes)
+  }
+
+  function publishImage (bytes: Uint8Array, idempotencyKey?: string): void {
+    error.textContent = ''
+    failedImage = null
+    // Shown when the room echoes it, like a text message.
+    ctx.client.publish(roomId, bytes, idempotencyKey === undefined ? {} : { idempotencyKey }).catch((err: unknown) => {
+      if (disposed) return
+      const key = (err as { idempotencyKey?: unknown }).idempotencyKey
+      const reason = (err as { code?: unknown }).code === 'timeout' ? 'no answer from the server in time' : describeError(err)
+      error.textContent = `Image not sent: ${reason}.`
+      if (typeof key !== 'string') return
+      const failed = { bytes, idempotencyKey: key }
+      failedImage = failed
+      error.append(' ', h('button', {
+        type: 'button',
+        class: 'link',
+        onclick: () => { if (failedImage === failed) publishImage(failed.bytes, failed.idempotencyKey) }
+      }, 'Send it again'), ' (it will not appear twice).')
     })
   }
 
@@ -229,14 +367,19 @@ export function roomView (ctx: Context, roomId: string): View {
 
     canWrite = isAdmin || myRole === 'owner' || myRole === 'moderator' || (myRole === 'member' && room.publish === 'members')
     composerHint.textContent = canWrite
-      ? 'Enter sends.'
+      ? writeHint()
       : myRole === null ? 'Join the room to write in it.' : 'Only moderators and owners write in this room.'
     updateComposer()
   }
 
+  function writeHint (): string {
+    const upTo = maxMessageBytes === null ? '' : ` up to ${formatBytes(maxMessageBytes)}`
+    return `Enter sends. Attach or paste an image (PNG, JPEG, GIF, WebP)${upTo}.`
+  }
+
   /** The message box works once subscribed, for those who may write. */
   function updateComposer (): void {
-    input.disabled = send.disabled = !canWrite || sub === null
+    input.disabled = send.disabled = attach.disabled = fileInput.disabled = !canWrite || sub === null
   }
 
   // ----------------------------------------------------------------------------------------
@@ -315,6 +458,9 @@ export function roomView (ctx: Context, roomId: string): View {
     dispose () {
       disposed = true
       document.title = 'Switchboard'
+      offWelcome()
+      for (const url of blobUrls) URL.revokeObjectURL(url)
+      blobUrls.clear()
       // Also cancels a subscribe still waiting for its reply.
       void ctx.client.unsubscribe(roomId).catch(() => {})
     }
