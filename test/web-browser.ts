@@ -3,6 +3,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
 import { chromium, type Browser, type BrowserContext, type Locator, type Page, type WebSocket } from 'playwright-core'
+import { decodeMsgpack } from '../src/protocol/msgpack.js'
 import type { WsFrame } from './helper.js'
 import { ROOT } from './process.js'
 
@@ -140,8 +141,13 @@ export function watchSocket (page: Page): PageSocket {
   let closed = false
   const checks = new Set<() => void>()
   const changed = (): void => { for (const check of [...checks]) check() }
+  // Text frames are switchboard.v1 (JSON), binary ones switchboard.v1.msgpack: the page's codec.
   const parse = (payload: string | Buffer): WsFrame => {
-    try { return JSON.parse(payload.toString()) as WsFrame } catch { return { type: 'not JSON' } }
+    try {
+      return (typeof payload === 'string' ? JSON.parse(payload) : decodeMsgpack(payload)) as WsFrame
+    } catch {
+      return { type: 'does not decode' }
+    }
   }
   const follow = (ws: WebSocket): void => {
     page.off('websocket', follow)

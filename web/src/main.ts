@@ -82,6 +82,8 @@ function route (): void {
 function signedIn (user: User): void {
   const client = new SwitchboardClient({
     url: location.origin,
+    // MessagePack: images travel as bytes (bin), without the third more base64 adds on JSON.
+    codec: 'msgpack',
     // The SDK asks shortly before the token expires, after a 4001 close and before connecting
     // with an expired token: the session renews it through /auth/refresh when needed.
     // stale: the SDK saw the token refused, or suspects it (a browser cannot see a 401): renew it.

@@ -6,7 +6,9 @@ import { field, formatTime, h, replace, select } from './dom.js'
 import type { Room } from './rooms.js'
 
 interface Member { userId: string, role: 'owner' | 'moderator' | 'member' }
-interface HistoryPage { epoch: string, offset: number, complete: boolean, publications: Publication[] }
+/** A publication as REST carries it: bytes as base64 beside `encoding` (the SDK decodes its own). */
+type RestPublication = Publication & { encoding?: 'base64' }
+interface HistoryPage { epoch: string, offset: number, complete: boolean, publications: RestPublication[] }
 
 /** Publications shown on open, and loaded again after a gap. */
 const HISTORY_LIMIT = 50
@@ -25,15 +27,14 @@ export function textOf (data: unknown): string {
   return JSON.stringify(data)
 }
 
-/**
- * A publication's data: REST history carries bytes as base64 beside `encoding`; the SDK hands
- * them over as a Uint8Array already.
- */
-function dataOf (p: Publication): unknown {
-  if (p.encoding === 'base64' && typeof p.data === 'string') {
-    try { return fromBase64(p.data) } catch { return p.data }
+/** A REST publication as the SDK hands publications over: bytes as a Uint8Array. */
+function fromRest ({ encoding, ...p }: RestPublication): Publication {
+  if (encoding !== 'base64' || typeof p.data !== 'string') return p
+  try {
+    return { ...p, data: fromBase64(p.data) }
+  } catch {
+    return p // not base64 after all: shown as the text it is
   }
-  return p.data
 }
 
 /**
@@ -142,11 +143,10 @@ export function roomView (ctx: Context, roomId: string): View {
   }
 
   function messageItem (epoch: string, p: Publication): HTMLLIElement {
-    const data = dataOf(p)
     return h('li', { 'data-epoch': epoch, 'data-offset': p.offset },
       h('span', { class: 'from' }, p.from.id),
       h('time', { datetime: new Date(p.ts).toISOString() }, formatTime(p.ts)),
-      data instanceof Uint8Array ? bytesBody(data, p) : h('p', { class: 'text' }, textOf(data)))
+      p.data instanceof Uint8Array ? bytesBody(p.data, p) : h('p', { class: 'text' }, textOf(p.data)))
   }
 
   /** Shows a publication once (by epoch and offset), before `before` or at the end. */
@@ -428,7 +428,7 @@ export function roomView (ctx: Context, roomId: string): View {
       // Busy while the history goes in: screen readers announce new messages, not the backlog.
       messages.setAttribute('aria-busy', 'true')
       for (;;) {
-        for (const p of history.publications) show(history.epoch, p)
+        for (const p of history.publications) show(history.epoch, fromRest(p))
         const last = history.publications[history.publications.length - 1]
         // Pages are capped by bytes too: the rest of the newest HISTORY_LIMIT follows the last one shown.
         if (history.complete || last === undefined) break
