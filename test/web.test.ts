@@ -5,13 +5,15 @@ import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { oneShotRequest } from '../support/http.js'
 import { deleteRedisKeys } from '../support/redis.js'
-import { skipUnlessRedis, tempDir, TEST_REDIS_URL } from './helper.js'
+import { skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect } from './helper.js'
 import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
 import {
   artifact, ensureWebBuild, fitsWidth, jwtClaims, launchBrowser, messageList, messageTexts, openApp, register, say,
   skipUnlessChromium, WAIT_MS, waitForConnection, waitForMessage, waitUntil, watchSocket, type BrowserUser
 } from './web-browser.js'
-import type { Route } from 'playwright-core'
+import { buffer as streamBytes } from 'node:stream/consumers'
+import { crc32, deflateSync } from 'node:zlib'
+import type { Page, Route } from 'playwright-core'
 import type { TestContext } from 'node:test'
 
 /*
@@ -93,6 +95,74 @@ async function twoInARoom (t: TestContext, env: Record<string, string>, id: stri
   await addMember(alice, 'bob')
   await openRoomFromList(bob, name)
   return { server, base, alice, bob }
+}
+
+/**
+ * A real PNG of `width` × `height` RGB pixels (a gradient), exactly `size` bytes long when
+ * given: a tEXt chunk fills the difference, so a test can send an image at the limit and one
+ * byte over it.
+ */
+function png (width: number, height: number, size?: number): Buffer {
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const head = Buffer.alloc(8)
+    head.writeUInt32BE(data.length, 0)
+    head.write(type, 4, 'latin1')
+    const crc = Buffer.alloc(4)
+    crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])), 0)
+    return Buffer.concat([head, data, crc])
+  }
+  const ihdr = Buffer.alloc(13)
+  ihdr.writeUInt32BE(width, 0)
+  ihdr.writeUInt32BE(height, 4)
+  ihdr.set([8, 2, 0, 0, 0], 8) // 8 bits per sample, truecolour, deflate, no filter, no interlace
+  const rows: number[] = []
+  for (let y = 0; y < height; y++) {
+    rows.push(0) // filter: none
+    for (let x = 0; x < width; x++) rows.push((x * 255) / Math.max(1, width - 1), (y * 255) / Math.max(1, height - 1), 128)
+  }
+  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
+  const parts = [signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.from(rows))), chunk('IEND', Buffer.alloc(0))]
+  if (size !== undefined) {
+    const missing = size - parts.reduce((n, part) => n + part.length, 0) - 12 - 'Comment\0'.length
+    assert.ok(missing >= 0, `a ${width}×${height} PNG is larger than ${size} bytes`)
+    parts.splice(2, 0, chunk('tEXt', Buffer.concat([Buffer.from('Comment\0', 'latin1'), Buffer.alloc(missing, 'x')])))
+  }
+  const file = Buffer.concat(parts)
+  if (size !== undefined) assert.equal(file.length, size)
+  return file
+}
+
+/** The classic 1 × 1 transparent GIF (GIF89a). */
+const GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64')
+
+/** Picks a file through the room's "Attach image" button and the browser's file chooser. */
+async function attach (page: Page, file: { name: string, mimeType: string, buffer: Buffer }): Promise<void> {
+  const [chooser] = await Promise.all([
+    page.waitForEvent('filechooser'),
+    page.getByRole('button', { name: 'Attach image' }).click()
+  ])
+  await chooser.setFiles(file)
+}
+
+/** Pastes a file into the message box, as a paste of a copied image does. */
+async function paste (page: Page, file: { name: string, mimeType: string, buffer: Buffer }): Promise<void> {
+  await page.getByRole('textbox', { name: 'Message' }).evaluate((input, { name, mimeType, bytes }) => {
+    const clipboard = new DataTransfer()
+    clipboard.items.add(new File([new Uint8Array(bytes)], name, { type: mimeType }))
+    input.dispatchEvent(new ClipboardEvent('paste', { clipboardData: clipboard, bubbles: true, cancelable: true }))
+  }, { name: file.name, mimeType: file.mimeType, bytes: [...file.buffer] })
+}
+
+/** Waits until `count` images in the message list are decoded; their natural sizes, in order. */
+async function shownImages (page: Page, count: number): Promise<Array<[number, number]>> {
+  const images = messageList(page).locator('li img')
+  const sizes = async (): Promise<Array<[number, number]>> => await images.evaluateAll(imgs => imgs
+    .map(img => img as HTMLImageElement)
+    .filter(img => img.complete && img.naturalWidth > 0)
+    .map(img => [img.naturalWidth, img.naturalHeight] as [number, number]))
+  await waitUntil(page, `${count} images decoded`, async () => (await sizes()).length >= count)
+  assert.equal(await images.count(), count)
+  return await sizes()
 }
 
 describe('web app in Chromium', { skip: chromiumSkip }, () => {
@@ -372,6 +442,87 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     const refused = await oneShotRequest(base, 'POST', '/auth/refresh', { body: { refreshToken } })
     assert.equal(refused.status, 401, JSON.stringify(refused.body))
     assert.equal(await alice.page.evaluate(() => sessionStorage.getItem('switchboard.pendingSignOuts')), null)
+  })
+
+  it('images: attached or pasted, shown to the other user live and after a reload; too large or not an image is refused in the page', async (t) => {
+    const limit = 16_384
+    const env = webEnv(tempDir(t, 'switchboard-web-images-'), { WS_MAX_MESSAGE_BYTES: String(limit) })
+    const { base, alice, bob } = await twoInARoom(t, env, 'pics', 'Pics')
+    await alice.page.getByText('Attach or paste an image (PNG, JPEG, GIF, WebP) up to 16 KB.').waitFor()
+
+    // A 3 × 2 PNG through the file picker: bob sees it decoded at its own size.
+    const small = png(3, 2)
+    await attach(alice.page, { name: 'dots.png', mimeType: 'image/png', buffer: small })
+    assert.deepEqual(await shownImages(bob.page, 1), [[3, 2]])
+    await bob.page.getByRole('img', { name: `PNG image from alice, ${small.length} bytes` }).waitFor()
+    assert.deepEqual(await shownImages(alice.page, 1), [[3, 2]])
+
+    // Pasted into the message box, and one exactly at the server's limit.
+    await paste(alice.page, { name: 'pasted.gif', mimeType: 'image/gif', buffer: GIF })
+    assert.deepEqual(await shownImages(bob.page, 2), [[3, 2], [1, 1]])
+    const atLimit = png(4, 4, limit)
+    await attach(alice.page, { name: 'large.png', mimeType: 'image/png', buffer: atLimit })
+    assert.deepEqual(await shownImages(bob.page, 3), [[3, 2], [1, 1], [4, 4]])
+
+    // One byte over the limit, and a file that is not an image: refused in the page, with why.
+    await attach(alice.page, { name: 'too-large.png', mimeType: 'image/png', buffer: png(4, 4, limit + 1) })
+    await alice.page.getByText('This image is too large to send: 16 KB (16385 bytes); the server accepts at most 16 KB (16384 bytes) per message.').waitFor()
+    await attach(alice.page, { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not really a PNG\n') })
+    await alice.page.getByText('Only PNG, JPEG, GIF and WebP images can be sent; this file is not one of them.').waitFor()
+    await paste(alice.page, { name: 'drawing.svg', mimeType: 'image/svg+xml', buffer: Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"/>') })
+    await alice.page.getByText('Only PNG, JPEG, GIF and WebP images can be sent').waitFor()
+    // Nothing of them was published: a message sent after them comes right after the three images.
+    await say(alice.page, 'after the refusals')
+    await waitForMessage(bob.page, 'after the refusals')
+    const login = await oneShotRequest(base, 'POST', '/auth/login', { body: { username: 'bob', password: PASSWORD } })
+    const history = await oneShotRequest(base, 'GET', '/rooms/pics/messages', { token: login.body.accessToken })
+    assert.equal(history.status, 200)
+    const published = (history.body.publications as Array<{ data: unknown, encoding?: string }>)
+      .map(p => p.encoding === 'base64' ? Buffer.from(p.data as string, 'base64') : p.data)
+    assert.deepEqual(published, [small, GIF, atLimit, { text: 'after the refusals' }], 'the images as raw bytes, and nothing refused')
+
+    // Bytes that are no image (published by a service): a size and a download of the same bytes.
+    const bytes = Buffer.from([0x00, 0xff, 0x10, 0x80])
+    const service = await wsConnect(t, { url: base }, { token: login.body.accessToken })
+    assert.equal((await service.command({ type: 'publish', room: 'pics', data: bytes.toString('base64'), encoding: 'base64' })).type, 'reply')
+    const binary = messageList(alice.page).locator('li .binary', { hasText: 'Binary message, 4 bytes' })
+    const [saved] = await Promise.all([alice.page.waitForEvent('download'), binary.getByRole('link', { name: 'Download' }).click()])
+    assert.deepEqual(await streamBytes(await saved.createReadStream()), bytes)
+
+    // From history after a reload, in order; the room still fits a phone's width.
+    await bob.page.setViewportSize({ width: 375, height: 740 })
+    const socket = watchSocket(bob.page)
+    await bob.page.reload()
+    await bob.page.getByRole('heading', { name: 'Pics', level: 1 }).waitFor()
+    assert.deepEqual(await shownImages(bob.page, 3), [[3, 2], [1, 1], [4, 4]])
+    await messageList(bob.page).locator('li .binary', { hasText: 'Binary message, 4 bytes' }).waitFor()
+    assert.ok(await fitsWidth(bob.page), 'the room with images fits 375px')
+
+    // The page speaks MessagePack: a live image reaches it as the file's bytes (bin), no base64.
+    const welcome = await socket.until('the welcome frame', () => socket.received.find(f => f.type === 'welcome'))
+    assert.equal(welcome.protocol, 'switchboard.v1.msgpack')
+    await bob.page.getByRole('textbox', { name: 'Message' }).and(bob.page.locator(':enabled')).waitFor()
+    await attach(alice.page, { name: 'dots.png', mimeType: 'image/png', buffer: small })
+    const pushed = await socket.until('the image pushed live', () => socket.received.find(f => f.type === 'message' && f.data instanceof Uint8Array))
+    assert.deepEqual(Buffer.from(pushed.data as Uint8Array), small)
+    assert.equal(pushed.encoding, undefined)
+    assert.deepEqual(await shownImages(bob.page, 4), [[3, 2], [1, 1], [4, 4], [3, 2]])
+
+    // Leaving the room revokes its Blob URLs: an image URL that loaded no longer does.
+    const loads = async (url: string): Promise<boolean> => await alice.page.evaluate(async (src) => await new Promise<boolean>((resolve) => {
+      const img = new Image()
+      img.onload = () => resolve(true)
+      img.onerror = () => resolve(false)
+      img.src = src
+    }), url)
+    const src = await messageList(alice.page).locator('li img').first().getAttribute('src') ?? ''
+    assert.ok(src.startsWith('blob:'), src)
+    assert.equal(await loads(src), true)
+    await alice.page.getByRole('link', { name: 'Rooms', exact: true }).click()
+    await alice.page.getByRole('heading', { name: 'Rooms', level: 1 }).waitFor()
+    assert.equal(await loads(src), false, 'revoked when the room view went away')
+
+    for (const user of [alice, bob]) assert.deepEqual(user.errors, [])
   })
 
   it('a network drop: the page notices, reconnects when the network is back, and recovers what it missed', async (t) => {
