@@ -219,7 +219,7 @@ export function roomView (ctx: Context, roomId: string): View {
   })
 
   /**
-   * The last image that failed, with the idempotency key it was sent with: "Send again" reuses
+   * The last image that failed, with the idempotency key it was sent with: "Send it again" reuses
    * the key, so an image that did reach the server (a timed-out reply) is not stored twice.
    */
   let failedImage: { bytes: Uint8Array, idempotencyKey: string } | null = null
