@@ -183,6 +183,19 @@ export async function runScript (conn: Redis, script: RedisScript, keys: string[
   }
 }
 
+/**
+ * runScript with the reply's strings as Buffers (integers stay numbers): for replies that may
+ * hold bytes that are not UTF-8, which the string form would replace.
+ */
+export async function runScriptBuffer (conn: Redis, script: RedisScript, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
+  try {
+    return await conn.callBuffer('EVALSHA', script.sha, keys.length, ...keys, ...args)
+  } catch (err) {
+    if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return await conn.callBuffer('EVAL', script.body, keys.length, ...keys, ...args)
+    throw err
+  }
+}
+
 /** The URL without its password, for logs. */
 export function redactRedisUrl (url: string): string {
   try {

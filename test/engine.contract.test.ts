@@ -415,6 +415,92 @@ export function engineContract (name: string, makeEngine: (options?: ContractEng
       })
     })
 
+    describe('binary payloads', () => {
+      /** Bytes no UTF-8 decoder leaves intact: NUL, 0xFF, a lone continuation byte, a truncated sequence. */
+      const notUtf8 = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3, 0x00, 0xe2, 0x82])
+      const allBytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+      const bytesRequest = (payload: Buffer, extra: { idempotencyKey?: string, from?: { id: string }, ts?: number } = {}): PublishRequest =>
+        ({ payload, kind: 'binary', from: { id: 'dev:7' }, ts: 1_700_000_000_000, ...extra })
+      /** A publication as a comparable value: bytes as hex, so a mismatch shows where. */
+      const shown = (p: Publication) => ({ offset: p.offset, kind: p.kind, payload: p.kind === 'binary' ? `hex:${p.payload.toString('hex')}` : p.payload, from: p.from.id, ts: p.ts })
+
+      it('bytes that are not UTF-8 (0x00, 0xFF, all 256 values, none) are numbered, delivered live and read back as they were sent', async () => {
+        const r = room('bin')
+        await engine.broker.subscribe(r)
+        const sent = [notUtf8, allBytes, Buffer.alloc(0)]
+        const results = []
+        for (const [i, bytes] of sent.entries()) results.push(await engine.broker.publish(r, bytesRequest(bytes, { ts: 1_700_000_000_000 + i }), KEEP))
+        // A JSON publication between them keeps its kind and its text.
+        results.push(await engine.broker.publish(r, request({ after: 'bytes' }, { ts: 1_700_000_000_003 }), KEEP))
+        const epoch = results[0]!.epoch
+        assert.deepEqual(results, [1, 2, 3, 4].map((offset) => ({ epoch, offset, duplicate: false })))
+        const expected: Publication[] = [
+          ...sent.map((bytes, i): Publication => ({ offset: i + 1, kind: 'binary', payload: bytes, from: { id: 'dev:7' }, ts: 1_700_000_000_000 + i })),
+          { offset: 4, kind: 'json', payload: '{"after":"bytes"}', from: { id: 'alice' }, ts: 1_700_000_000_003 }
+        ]
+
+        await seen.until(() => seen.inRoom(r).length === 4, 'four deliveries')
+        assert.deepEqual(seen.inRoom(r).map((d) => shown(d.publication)), expected.map(shown))
+        assert.ok(seen.inRoom(r).every((d) => d.epoch === epoch))
+        for (const d of seen.inRoom(r).slice(0, 3)) assert.ok(Buffer.isBuffer(d.publication.payload), 'bytes are delivered as a Buffer')
+
+        const latest = await engine.history.history(r, { limit: 10 }, KEEP)
+        assert.deepEqual({ ...latest, publications: latest.publications.map(shown) }, { epoch, offset: 4, publications: expected.map(shown), complete: true })
+        const since = await engine.history.history(r, { since: { epoch, offset: 1 }, limit: 10 }, KEEP)
+        assert.deepEqual({ ...since, publications: since.publications.map(shown) }, { epoch, offset: 4, publications: expected.slice(1).map(shown), complete: true })
+        for (const p of latest.publications.slice(0, 3)) assert.ok(Buffer.isBuffer(p.payload))
+      })
+
+      it('recovery after a gap returns the missed bytes in order, complete', async () => {
+        const r = room('bin-recover')
+        const first = await engine.broker.publish(r, bytesRequest(allBytes), KEEP)
+        const missed = Array.from({ length: 5 }, (_, i) => Buffer.concat([Buffer.from([0xff, i, 0x00]), allBytes.subarray(i * 40)]))
+        for (const bytes of missed) await engine.broker.publish(r, bytesRequest(bytes), KEEP)
+        const resumed = await engine.history.history(r, { since: { epoch: first.epoch, offset: 1 }, limit: 100 }, KEEP)
+        assert.equal(resumed.complete, true)
+        assert.deepEqual(resumed.publications.map((p) => [p.offset, p.kind, Buffer.from(p.payload).toString('hex')]), missed.map((bytes, i) => [i + 2, 'binary', bytes.toString('hex')]))
+      })
+
+      it('an idempotent retry of bytes answers the first result; history holds the first bytes, once', async () => {
+        const r = room('bin-idem')
+        await engine.broker.subscribe(r)
+        const first = await engine.broker.publish(r, bytesRequest(notUtf8, { idempotencyKey: 'upload-1' }), KEEP)
+        const again = await engine.broker.publish(r, bytesRequest(allBytes, { idempotencyKey: 'upload-1' }), KEEP)
+        assert.deepEqual(first, { epoch: first.epoch, offset: 1, duplicate: false })
+        assert.deepEqual(again, { ...first, duplicate: true })
+        await barrier()
+        assert.deepEqual(seen.inRoom(r).map((d) => shown(d.publication)), [shown({ offset: 1, kind: 'binary', payload: notUtf8, from: { id: 'dev:7' }, ts: 1_700_000_000_000 })])
+        const stored = await engine.history.history(r, { limit: 10 }, KEEP)
+        assert.deepEqual(stored.publications.map(shown), [shown({ offset: 1, kind: 'binary', payload: notUtf8, from: { id: 'dev:7' }, ts: 1_700_000_000_000 })])
+      })
+
+      it('byte budgets count the raw bytes: pages and a room\'s cap measure bytes, not their text', async () => {
+        // 0xFF decoded as UTF-8 would be three bytes each, and base64 four per three: either
+        // count would give other pages and a smaller room than the raw bytes do.
+        const padded = Buffer.alloc(1000, 0xff)
+        const each = publicationBytes(padded, 'u')
+        assert.equal(each, 1000 + 1 + 128)
+        const r = room('bin-pages')
+        let epoch = ''
+        for (let i = 0; i < 10; i++) epoch = (await engine.broker.publish(r, bytesRequest(padded, { from: { id: 'u' } }), KEEP)).epoch
+        const page = await engine.history.history(r, { since: { epoch, offset: 0 }, limit: 100, maxBytes: 3 * each }, KEEP)
+        assert.deepEqual([offsetsOf(page.publications), page.complete], [[1, 2, 3], false])
+        const justUnder = await engine.history.history(r, { since: { epoch, offset: 0 }, limit: 100, maxBytes: 3 * each - 1 }, KEEP)
+        assert.deepEqual(offsetsOf(justUnder.publications), [1, 2])
+
+        const capped = await makeEngine({ roomHistoryBytes: 4 * each })
+        try {
+          const c = room('bin-capped')
+          for (let i = 0; i < 10; i++) await capped.broker.publish(c, bytesRequest(padded, { from: { id: 'u' } }), KEEP)
+          const held = await capped.history.history(c, { limit: 100 }, KEEP)
+          assert.deepEqual(offsetsOf(held.publications), [7, 8, 9, 10])
+          assert.ok(held.publications.every((p) => p.kind === 'binary' && p.payload.equals(padded)))
+        } finally {
+          await capped.close()
+        }
+      })
+    })
+
     describe('streams', () => {
       it('position() on a room never published to is stable, and the first publish keeps its epoch', async () => {
         const r = room('quiet')

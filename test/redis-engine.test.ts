@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
+import { Redis } from 'ioredis'
 import { ConfigError, loadConfig } from '../src/config.js'
 import type { ControlMessage, Publication, PublishRequest, RoomEvent, StreamOptions } from '../src/realtime/engine.js'
 import type { Logger } from '../src/realtime/logger.js'
@@ -209,6 +210,45 @@ describe('Redis engine: several nodes on one Redis', { skip: skipShared }, () =>
     await redisCall(TEST_REDIS_URL, 'PUBLISH', `${base}:ch`, `p|${epoch}|3|{"data":[1],"from":{"id":"carol"},"ts":6}`)
     await eventually('the old-format message', () => seen.publications.length === 2 ? true : undefined)
     assert.deepEqual(seen.publications[1]?.publication, { offset: 3, payload: '[1]', kind: 'json', from: { id: 'carol' }, ts: 6 })
+  })
+
+  it('binary publications are raw bytes in Redis: the stream entry and the channel message hold them unescaped, and every node reads them back intact', async (t) => {
+    const keyPrefix = `sbtest:${randomBytes(6).toString('hex')}:`
+    t.after(() => deleteRedisKeys(TEST_REDIS_URL, keyPrefix))
+    const a = await createRedisEngine({ url: TEST_REDIS_URL, keyPrefix, log: quietLog })
+    t.after(() => a.close())
+    const b = await createRedisEngine({ url: TEST_REDIS_URL, keyPrefix, log: quietLog })
+    t.after(() => b.close())
+    const seenB = recorder(b)
+    await b.broker.subscribe('r')
+    const bytes = Buffer.concat([Buffer.from([0x00, 0xff, 0x7c, 0x80, 0xc3]), Buffer.from('|binary|3|é', 'utf8'), Buffer.from(Array.from({ length: 256 }, (_, i) => i))])
+    const sent = { payload: bytes, kind: 'binary' as const, from: { id: 'key:ops|é|7' }, ts: 42 }
+    const { epoch } = await a.broker.publish('r', sent, KEEP)
+    await eventually('the live publication on b', () => seenB.publications.length === 1 ? true : undefined)
+    assert.deepEqual(seenB.publications[0], { room: 'r', epoch, publication: { offset: 1, ...sent } })
+    for (const node of [a, b]) {
+      const read = await node.history.history('r', { limit: 10 }, KEEP)
+      assert.deepEqual(read.publications, [{ offset: 1, ...sent }])
+    }
+
+    // What Redis holds: the bytes themselves, beside kind `binary` (no base64, no text).
+    const raw = new Redis(TEST_REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0 })
+    await raw.connect()
+    t.after(() => raw.quit())
+    const entries = await raw.xrangeBuffer(`${keyPrefix}{r}:stream`, '-', '+')
+    assert.equal(entries.length, 1)
+    const fields = entries[0]![1]
+    const entry = new Map<string, Buffer>()
+    for (let i = 0; i < fields.length; i += 2) entry.set(fields[i]!.toString(), fields[i + 1]!)
+    assert.equal(entry.get('k')?.toString(), 'binary')
+    assert.ok(entry.get('d')?.equals(bytes), 'the stream entry holds the raw bytes')
+    assert.equal(entry.get('f')?.toString(), 'key:ops|é|7')
+
+    // A channel message as publish.lua writes it, by hand: the publisher id's length in bytes.
+    const id = Buffer.from('key:é|x')
+    await raw.publish(`${keyPrefix}{r}:ch`, Buffer.concat([Buffer.from(`m|${epoch}|2|7|binary|${id.length}|`), id, Buffer.from([0xff, 0x00])]))
+    await eventually('the hand-written message', () => seenB.publications.length === 2 ? true : undefined)
+    assert.deepEqual(seenB.publications[1]?.publication, { offset: 2, payload: Buffer.from([0xff, 0x00]), kind: 'binary', from: { id: 'key:é|x' }, ts: 7 })
   })
 
   it('presence spans nodes: one join for a user\'s first connection anywhere, one leave for the last', async (t) => {

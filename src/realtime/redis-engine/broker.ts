@@ -20,8 +20,8 @@ export interface RedisBrokerOptions extends PartContext {
 }
 
 export interface RedisBroker extends Broker {
-  /** A message that arrived on a room's channel (the engine routes every other channel elsewhere). */
-  deliver(channel: string, message: string): void
+  /** A message that arrived on a room's channel, as bytes (the engine routes every other channel elsewhere). */
+  deliver(channel: string, message: Buffer): void
 }
 
 /**
@@ -46,7 +46,7 @@ export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
     }
   }
 
-  function deliver (channel: string, message: string): void {
+  function deliver (channel: string, message: Buffer): void {
     const room = channels.get(channel)
     if (room === undefined || isClosed()) return
     try {

@@ -1,4 +1,4 @@
-import { runScript } from '../../redis.js'
+import { runScriptBuffer } from '../../redis.js'
 import type { History, HistoryQuery, HistoryResult, Publication, StreamOptions, StreamPosition } from '../engine.js'
 import { latestResult, newEpoch, PUBLICATION_OVERHEAD_BYTES, sinceResult } from '../engine.js'
 import { entryToPublication } from './codec.js'
@@ -8,7 +8,6 @@ import { engineScript, toNumber } from './scripts.js'
 
 const HISTORY = engineScript(new URL('./lua/history.lua', import.meta.url))
 
-
 /**
  * History over Redis: each room's stream, read in one script that also answers the stream's
  * position, so a page and the top it is judged against always agree (the recovery rule itself
@@ -17,12 +16,13 @@ const HISTORY = engineScript(new URL('./lua/history.lua', import.meta.url))
 export function createRedisHistory ({ cmd, keys, assertOpen }: PartContext): History {
   async function readStream (room: string, streamOptions: StreamOptions, limit: number, since?: StreamPosition, maxBytes = Number.MAX_SAFE_INTEGER): Promise<{ epoch: string, offset: number, publications: Publication[] }> {
     const k = keys.room(room)
-    const result = await runScript(cmd, HISTORY, [k.meta, k.stream], [
+    // A Buffer reply: binary payloads come back as the bytes they were (entryToPublication).
+    const result = await runScriptBuffer(cmd, HISTORY, [k.meta, k.stream], [
       newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000)),
       limit, since?.epoch ?? '', since === undefined ? 0 : Math.floor(since.offset) + 1, MIN_META_TTL_MS,
       Math.min(Number.MAX_SAFE_INTEGER, Math.floor(maxBytes)), PUBLICATION_OVERHEAD_BYTES
-    ]) as [string, number, unknown[]]
-    return { epoch: result[0], offset: toNumber(result[1]), publications: result[2].map(entryToPublication) }
+    ]) as [Buffer, number, unknown[]]
+    return { epoch: result[0].toString(), offset: toNumber(result[1]), publications: result[2].map(entryToPublication) }
   }
 
   return {

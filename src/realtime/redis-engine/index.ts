@@ -109,9 +109,13 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   const presence = createRedisPresence({ ...context, housekeeping, publishEvent: broker.publishEvent, lifetimeMs, keysTtlMs })
   const counters = createRedisCounters({ ...context, housekeeping, lifetimeMs, keysTtlMs })
 
-  sub.on('message', (channel: string, message: string) => {
-    if (channel === keys.control) control.deliver(message)
-    else broker.deliver(channel, message)
+  // Buffers, not strings: a binary publication's bytes must not go through UTF-8 decoding.
+  // Only `messageBuffer` is listened to, so ioredis decodes nothing itself (with a 'message'
+  // listener it would decode every message, bytes included).
+  sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+    const name = channel.toString()
+    if (name === keys.control) control.deliver(message.toString())
+    else broker.deliver(name, message)
   })
 
   // -------------------------------------------------------------------------------------

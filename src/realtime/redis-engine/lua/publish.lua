@@ -1,6 +1,7 @@
 -- Publish: number, store and deliver in one atomic step, so every node sees the same order.
 -- KEYS: meta, stream[, idempotency key]. ARGV: fresh epoch, historySize, historyTtlMs,
--- metaTtlMs, payload, channel, idempotency window ms, publisher id, ts, kind, the
+-- metaTtlMs, payload (JSON text or raw bytes: stored and sent as they are), channel,
+-- idempotency window ms, publisher id, ts, kind (`json` or `binary`), the
 -- publication's bytes, the room's byte cap, the channel message's head (codec.ts).
 -- Returns {epoch, offset, duplicate}.
 --
