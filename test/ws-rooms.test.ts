@@ -2,6 +2,7 @@ import { describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { WebSocketServer } from 'ws'
 import type { UserPrincipal } from '../src/auth/principal.js'
@@ -14,6 +15,7 @@ import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
 import type { Authorizer } from '../src/realtime/authorizer.js'
 import { attachWsEvents, prepareWsFrame, wsTransport } from '../src/realtime/ws-transport.js'
 import { build, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
+import { msgpackConnect } from './ws-support.js'
 
 /*
  * Room semantics over real sockets: fan-out, authorization per operation, personal rooms,
@@ -516,6 +518,187 @@ describe('ws rooms: history and idempotency', () => {
     assert.equal((await get('?limit=0')).status, 400)
     assert.equal((await srv.request('GET', '/rooms/secret/messages', { token: bob })).status, 404)
     assert.equal((await srv.request('GET', '/rooms/nowhere/messages', { token: bob })).status, 404)
+  })
+})
+
+// ---------------------------------------------------------------------------------------
+// REST: raw bytes
+
+/** Bytes no UTF-8 decoder leaves intact: NUL, 0xFF, a lone continuation byte, a truncated sequence. */
+const NOT_UTF8 = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3, 0x00, 0xe2, 0x82])
+/** Every byte value once. */
+const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+
+/** POST /rooms/:id/messages with an application/octet-stream body (fetch sends its Content-Length). */
+async function postBytes (srv: TestApp, room: string, bytes: Buffer, headers: Record<string, string>): Promise<{ status: number, body: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any -- JSON answers read loosely
+  const res = await fetch(`${srv.url}/rooms/${room}/messages`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', ...headers }, body: new Uint8Array(bytes) })
+  const text = await res.text()
+  return { status: res.status, body: text === '' ? undefined : JSON.parse(text) }
+}
+
+/** The same with a chunked body (no Content-Length): the limit is enforced on what arrives. */
+async function postChunked (srv: TestApp, room: string, chunks: Buffer[], token: string): Promise<{ status: number, body: any, connection: string | undefined }> { // eslint-disable-line @typescript-eslint/no-explicit-any -- JSON answers read loosely
+  return await new Promise((resolve, reject) => {
+    const req = http.request(`${srv.url}/rooms/${room}/messages`, {
+      method: 'POST', agent: false, headers: { 'content-type': 'application/octet-stream', authorization: `Bearer ${token}`, 'transfer-encoding': 'chunked' }
+    }, (res) => {
+      let text = ''
+      res.setEncoding('utf8').on('data', (c: string) => { text += c })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text), connection: res.headers.connection }))
+    })
+    // The server may answer (413) and close before every chunk is written.
+    req.on('error', reject)
+    for (const chunk of chunks) req.write(chunk)
+    req.end()
+  })
+}
+
+const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` })
+
+describe('REST messages: raw bytes', () => {
+  it('an application/octet-stream body is published as its bytes: GET answers base64 with encoding, JSON subscribers get base64, MessagePack ones bin, recovery too', async (t) => {
+    const srv = await setup(t)
+    const alice = await srv.userToken('alice')
+    const bob = await srv.userToken('bob')
+    await createRoom(srv, alice, { id: 'files' })
+    const json = await wsConnect(t, srv, { token: bob })
+    const packed = await msgpackConnect(t, srv, bob)
+    const { epoch } = await subscribe(json, 'files') as unknown as Position
+    assert.equal((await packed.command({ type: 'subscribe', room: 'files' })).type, 'reply')
+
+    const sent = [NOT_UTF8, ALL_BYTES, Buffer.alloc(0)]
+    for (const [i, bytes] of sent.entries()) {
+      const res = await postBytes(srv, 'files', bytes, bearer(alice))
+      assert.deepEqual([res.status, res.body], [201, { epoch, offset: i + 1 }])
+    }
+    // A JSON body with base64 publishes bytes the same way.
+    const viaJson = await srv.request('POST', '/rooms/files/messages', { token: alice, body: { data: NOT_UTF8.toString('base64'), encoding: 'base64' } })
+    assert.deepEqual([viaJson.status, viaJson.body], [201, { epoch, offset: 4 }])
+    const expected = [...sent, NOT_UTF8]
+
+    const history = await srv.request('GET', '/rooms/files/messages', { token: bob })
+    assert.equal(history.status, 200, history.text)
+    assert.deepEqual(history.body.publications.map((p: WsFrame) => [p.offset, p.data, p.encoding, p.from.id]),
+      expected.map((bytes, i) => [i + 1, bytes.toString('base64'), 'base64', 'alice']))
+
+    await json.next(f => f.type === 'message' && f.offset === 4)
+    await settle(json)
+    assert.deepEqual(messagesIn(json, 'files').map(m => [m.offset, m.data, m.encoding]), expected.map((bytes, i) => [i + 1, bytes.toString('base64'), 'base64']))
+
+    await packed.next(f => f.type === 'message' && f.offset === 4)
+    const binary = packed.frames.filter(f => f.type === 'message' && f.room === 'files')
+    assert.equal(packed.textFrames, 0)
+    assert.deepEqual(binary.map(m => [m.offset, Buffer.isBuffer(m.data), Buffer.from(m.data as Uint8Array).equals(expected[m.offset - 1]!), 'encoding' in m]),
+      expected.map((_, i) => [i + 1, true, true, false]))
+
+    // Recovered over both codecs, as bytes.
+    const jsonAgain = await wsConnect(t, srv, { token: bob })
+    const recovered = await subscribe(jsonAgain, 'files', { epoch, offset: 1 })
+    assert.equal(recovered.recovered, true)
+    assert.deepEqual((recovered.publications as WsFrame[]).map(p => [p.data, p.encoding]), expected.slice(1).map(bytes => [bytes.toString('base64'), 'base64']))
+    const packedAgain = await msgpackConnect(t, srv, bob)
+    const reply = await packedAgain.command({ type: 'subscribe', room: 'files', since: { epoch, offset: 0 } })
+    assert.equal(reply.type, 'reply')
+    assert.deepEqual((reply.result.publications as WsFrame[]).map(p => Buffer.from(p.data as Uint8Array).equals(expected[p.offset - 1]!)), [true, true, true, true])
+  })
+
+  it('Idempotency-Key: a retried upload answers the first position and publishes once; bad keys are refused', async (t) => {
+    const srv = await setup(t)
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, alice, { id: 'files' })
+    const first = await postBytes(srv, 'files', ALL_BYTES, { ...bearer(alice), 'idempotency-key': 'upload-7' })
+    assert.equal(first.status, 201, JSON.stringify(first.body))
+    const again = await postBytes(srv, 'files', NOT_UTF8, { ...bearer(alice), 'idempotency-key': 'upload-7' })
+    assert.deepEqual([again.status, again.body], [201, first.body], 'the first result, whatever the retry carried')
+    // The header works for a JSON body too, and the body's key is the same key.
+    const json = await srv.request('POST', '/rooms/files/messages', { token: alice, body: { data: 'x' }, headers: { 'idempotency-key': 'upload-7' } })
+    assert.deepEqual([json.status, json.body], [201, first.body])
+    const both = await srv.request('POST', '/rooms/files/messages', { token: alice, body: { data: 'x', idempotencyKey: 'upload-7' }, headers: { 'idempotency-key': 'upload-7' } })
+    assert.deepEqual([both.status, both.body], [201, first.body])
+
+    for (const key of ['', 'k'.repeat(129)]) {
+      const refused = await postBytes(srv, 'files', NOT_UTF8, { ...bearer(alice), 'idempotency-key': key })
+      assert.deepEqual([refused.status, refused.body.code], [400, 'SB_ERR_VALIDATION'], JSON.stringify(refused.body))
+      assert.match(refused.body.message, /idempotency-key/)
+    }
+    const disagree = await srv.request('POST', '/rooms/files/messages', { token: alice, body: { data: 'x', idempotencyKey: 'a' }, headers: { 'idempotency-key': 'b' } })
+    assert.deepEqual([disagree.status, disagree.body.code], [400, 'SB_ERR_VALIDATION'])
+    assert.ok(await postBytes(srv, 'files', NOT_UTF8, { ...bearer(alice), 'idempotency-key': 'k'.repeat(128) }).then(r => r.status === 201), '128 characters is allowed')
+
+    const history = await srv.request('GET', '/rooms/files/messages', { token: alice })
+    assert.deepEqual(history.body.publications.map((p: WsFrame) => [p.offset, p.data]), [[1, ALL_BYTES.toString('base64')], [2, NOT_UTF8.toString('base64')]])
+  })
+
+  it('bytes over WS_MAX_MESSAGE_BYTES: 413 SB_ERR_PAYLOAD_TOO_LARGE, by Content-Length, chunked and as base64; exactly the limit is published', async (t) => {
+    const srv = await setup(t, { WS_MAX_MESSAGE_BYTES: '1024' })
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, alice, { id: 'files' })
+    const tooLarge = (res: { status: number, body: { code?: string } }, what: string): void => {
+      assert.deepEqual([res.status, res.body.code], [413, 'SB_ERR_PAYLOAD_TOO_LARGE'], `${what}: ${JSON.stringify(res.body)}`)
+    }
+    tooLarge(await postBytes(srv, 'files', Buffer.alloc(1025, 0xff), bearer(alice)), 'octet-stream')
+    tooLarge(await postBytes(srv, 'files', Buffer.alloc(1024 * 1024, 0xff), bearer(alice)), 'a megabyte')
+    const chunked = await postChunked(srv, 'files', [Buffer.alloc(1000, 1), Buffer.alloc(1000, 2)], alice)
+    tooLarge(chunked, 'chunked')
+    assert.equal(chunked.connection, 'close', 'the rest of a refused body is not read')
+    tooLarge(await srv.request('POST', '/rooms/files/messages', { token: alice, body: { data: Buffer.alloc(1025).toString('base64'), encoding: 'base64' } }), 'base64')
+
+    const atLimit = await postBytes(srv, 'files', Buffer.alloc(1024, 0xff), bearer(alice))
+    assert.equal(atLimit.status, 201, JSON.stringify(atLimit.body))
+    const asBase64 = await srv.request('POST', '/rooms/files/messages', { token: alice, body: { data: Buffer.alloc(1024, 0xfe).toString('base64'), encoding: 'base64' } })
+    assert.equal(asBase64.status, 201, asBase64.text)
+    const chunkedFits = await postChunked(srv, 'files', [Buffer.alloc(500, 1), Buffer.alloc(524, 2)], alice)
+    assert.equal(chunkedFits.status, 201, JSON.stringify(chunkedFits.body))
+    const history = await srv.request('GET', '/rooms/files/messages', { token: alice })
+    assert.deepEqual(history.body.publications.map((p: WsFrame) => Buffer.from(p.data as string, 'base64').length), [1024, 1024, 1024])
+  })
+
+  it('a limit above 256 KiB: a JSON body holding a payload at the limit as base64 still fits', async (t) => {
+    const srv = await setup(t, { WS_MAX_MESSAGE_BYTES: '300000' })
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, alice, { id: 'files' })
+    const atLimit = await srv.request('POST', '/rooms/files/messages', { token: alice, body: { data: randomBytes(300_000).toString('base64'), encoding: 'base64' } })
+    assert.equal(atLimit.status, 201, atLimit.text)
+    const over = await srv.request('POST', '/rooms/files/messages', { token: alice, body: { data: randomBytes(300_001).toString('base64'), encoding: 'base64' } })
+    assert.deepEqual([over.status, over.body.code], [413, 'SB_ERR_PAYLOAD_TOO_LARGE'])
+  })
+
+  it('bad JSON bodies for bytes: invalid base64, encoding beside a non-string, an unknown encoding — 400 naming body/data; nothing is published', async (t) => {
+    const srv = await setup(t)
+    const alice = await srv.userToken('alice')
+    await createRoom(srv, alice, { id: 'files' })
+    const refused = async (body: unknown, field: RegExp): Promise<void> => {
+      const res = await srv.request('POST', '/rooms/files/messages', { token: alice, body })
+      assert.deepEqual([res.status, res.body.code], [400, 'SB_ERR_VALIDATION'], `${JSON.stringify(body)}: ${res.text}`)
+      assert.match(res.body.message, field, res.text)
+    }
+    for (const data of ['not base64!', 'YQ', 'YQ=', 'YWJj\n', 'ab-_', '====']) await refused({ data, encoding: 'base64' }, /^body\/data/)
+    for (const data of [42, null, true, ['YQ=='], { b: 'YQ==' }]) await refused({ data, encoding: 'base64' }, /^body\/data/)
+    await refused({ data: 'YQ==', encoding: 'hex' }, /body\/encoding/)
+    await refused({ data: 'YQ==', encoding: null }, /body\/encoding/)
+    // Without a body at all, neither JSON nor bytes.
+    const empty = await fetch(`${srv.url}/rooms/files/messages`, { method: 'POST', headers: bearer(alice) })
+    assert.equal(empty.status, 400)
+    // A content type the route does not read.
+    const text = await fetch(`${srv.url}/rooms/files/messages`, { method: 'POST', headers: { ...bearer(alice), 'content-type': 'text/plain' }, body: 'hello' })
+    assert.equal(text.status, 415)
+    assert.equal((await srv.request('GET', '/rooms/files/messages', { token: alice })).body.offset, 0)
+  })
+
+  it('OpenAPI documents both request bodies (octet-stream as binary), the Idempotency-Key header, and encoding in history', async (t) => {
+    const srv = await setup(t)
+    const res = await srv.request('GET', '/docs/json')
+    assert.equal(res.status, 200)
+    const post = res.body.paths['/rooms/{id}/messages'].post
+    assert.deepEqual(Object.keys(post.requestBody.content).sort(), ['application/json', 'application/octet-stream'])
+    assert.deepEqual([post.requestBody.content['application/octet-stream'].schema.type, post.requestBody.content['application/octet-stream'].schema.format], ['string', 'binary'])
+    assert.deepEqual(post.requestBody.content['application/json'].schema.properties.encoding.enum, ['base64'])
+    const header = post.parameters.find((p: { in: string, name: string }) => p.in === 'header' && p.name === 'idempotency-key')
+    assert.ok(header !== undefined, JSON.stringify(post.parameters))
+    assert.deepEqual([header.schema.minLength, header.schema.maxLength], [1, 128])
+    assert.ok(post.responses['413'] !== undefined)
+    const publication = res.body.paths['/rooms/{id}/messages'].get.responses['200'].content['application/json'].schema.properties.publications.items
+    assert.deepEqual(publication.properties.encoding.enum, ['base64'])
   })
 })
 

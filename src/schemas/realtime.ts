@@ -1,11 +1,26 @@
 import { Type } from '@sinclair/typebox'
-import { IdempotencyKeySchema, PresenceResultSchema, PublicationSchema } from '../protocol/messages.js'
+import { EncodingSchema, IdempotencyKeySchema, PresenceResultSchema, PublicationSchema } from '../protocol/messages.js'
 import { UserIdSchema } from './common.js'
 
+/*
+ * REST speaks JSON only: raw bytes travel as standard base64 with `"encoding": "base64"`, as on
+ * the JSON codec of the WebSocket, or (publishing) as an application/octet-stream body. The wire
+ * contract's DataSchema also stands for MessagePack `bin`, which has no JSON Schema form and no
+ * place in a JSON body; these schemas say what REST carries.
+ */
+
 export const PublishBodySchema = Type.Object({
-  data: Type.Unknown({ description: 'Any JSON value (at most WS_MAX_MESSAGE_BYTES serialised)' }),
+  data: Type.Unknown({ description: 'Any JSON value (at most WS_MAX_MESSAGE_BYTES serialised), or raw bytes as a standard base64 string with `encoding` (at most WS_MAX_MESSAGE_BYTES decoded)' }),
+  encoding: Type.Optional(EncodingSchema),
   idempotencyKey: Type.Optional(IdempotencyKeySchema)
 }, { additionalProperties: false, required: ['data'] })
+
+/** The bytes of an application/octet-stream publish: documented, read by the route's own parser (never validated as JSON). */
+export const PublishBytesSchema = Type.String({ format: 'binary', description: 'The raw bytes of the publication (at most WS_MAX_MESSAGE_BYTES; empty is zero bytes)' })
+
+export const PublishHeadersSchema = Type.Object({
+  'idempotency-key': Type.Optional(Type.String({ ...IdempotencyKeySchema, description: 'Same key within the idempotency window (5 minutes) → the first result, published once. With a JSON body, the body\'s `idempotencyKey` may be used instead (both: they must agree)' }))
+})
 
 export const PublishedSchema = Type.Object({ epoch: Type.String(), offset: Type.Integer() })
 

@@ -1,5 +1,6 @@
 import { describe, it, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import http from 'node:http'
 import net from 'node:net'
 import tls from 'node:tls'
 import { readFileSync } from 'node:fs'
@@ -179,6 +180,126 @@ describe('hostile: requests the HTTP parser refuses', () => {
     assert.ok(!text.includes(secret), 'the secret reached the log')
     assert.ok(!text.includes('rawPacket'), 'the raw request reached the log')
     await assertAlive(srv)
+  })
+})
+
+describe('hostile: publish bodies (POST /rooms/:id/messages)', () => {
+  const LIMIT = 4096
+  const env = { WS_MAX_MESSAGE_BYTES: String(LIMIT), RATE_LIMIT_MAX: '1000000' }
+
+  /** One request on its own connection, any body and headers: the status and the JSON body, or null when the server cut it. */
+  function send (srv: TestApp, headers: Record<string, string>, body: Buffer): Promise<{ status: number, body: Record<string, unknown> | null } | null> {
+    return new Promise((resolve) => {
+      const req = http.request(`${srv.url}/rooms/files/messages`, { method: 'POST', agent: false, headers }, (res) => {
+        let text = ''
+        res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
+        res.on('end', () => {
+          let parsed: Record<string, unknown> | null = null
+          try { parsed = JSON.parse(text) as Record<string, unknown> } catch { /* not JSON */ }
+          resolve({ status: res.statusCode ?? 0, body: parsed })
+        })
+        res.on('error', () => resolve(null))
+      })
+      // A refusal may close the socket before the whole body is written.
+      req.on('error', () => resolve(null))
+      req.end(body)
+    })
+  }
+
+  async function setup (t: TestContext): Promise<{ srv: TestApp, token: string }> {
+    const srv = await build(t, { env })
+    const token = await srv.userToken('alice')
+    const created = await srv.request('POST', '/rooms', { token, body: { id: 'files' } })
+    assert.equal(created.status, 201, created.text)
+    return { srv, token }
+  }
+
+  /** 201, or a 4xx with the API's error body: never a 5xx. */
+  function assertClear (res: { status: number, body: Record<string, unknown> | null } | null, what: string): void {
+    if (res === null) return
+    const text = `${what}: ${res.status} ${JSON.stringify(res.body)}`
+    assert.ok(res.status === 201 || (res.status >= 400 && res.status < 500), text)
+    if (res.status !== 201) assert.ok(typeof res.body?.code === 'string' && typeof res.body.message === 'string', text)
+  }
+
+  it('any body, content type and Idempotency-Key: 201 or a clear 4xx, never a 5xx; the server stays up', async (t) => {
+    const { srv, token } = await setup(t)
+    const contentType = fc.constantFrom('application/octet-stream', 'application/octet-stream; charset=utf-8', 'APPLICATION/OCTET-STREAM',
+      'application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-msgpack', 'multipart/form-data; boundary=x', '')
+    const jsonBody = fc.record({
+      data: fc.oneof(fc.anything(), fc.base64String({ maxLength: 8000 }), fc.string({ maxLength: 100 })),
+      encoding: fc.oneof(fc.constant('base64'), fc.constant(undefined), fc.anything({ maxDepth: 1 })),
+      idempotencyKey: fc.option(fc.string({ maxLength: 200 }), { nil: undefined })
+    }, { requiredKeys: [] }).map((value) => Buffer.from(JSON.stringify(value)))
+    // Sizes spread over twice the limit (fast-check's arrays stay short), and short random bytes.
+    const sized = fc.tuple(fc.integer({ min: 0, max: 2 * LIMIT }), fc.integer({ min: 0, max: 255 })).map(([length, byte]) => Buffer.alloc(length, byte))
+    const body = fc.oneof(sized, fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)), jsonBody, fc.string({ maxLength: 300 }).map((text) => Buffer.from(text)))
+    // Header values node's client can send: visible ASCII and spaces.
+    const key = fc.option(fc.string({ unit: fc.constantFrom(...'ab-_./:=+ Z9~'.split('')), maxLength: 200 }), { nil: undefined })
+    const statuses = new Set<number>()
+    await fc.assert(fc.asyncProperty(contentType, body, key, async (type, bytes, idempotencyKey) => {
+      const headers: Record<string, string> = { authorization: `Bearer ${token}` }
+      if (type !== '') headers['content-type'] = type
+      if (idempotencyKey !== undefined) headers['idempotency-key'] = idempotencyKey
+      const res = await send(srv, headers, bytes)
+      assertClear(res, `${type} ${bytes.length} bytes`)
+      if (res !== null) statuses.add(res.status)
+    }), { numRuns: 300 })
+    // The inputs reached every answer, not only the first refusal.
+    for (const status of [201, 400, 413, 415]) assert.ok(statuses.has(status), `no ${status} among ${[...statuses].join(', ')}`)
+    await assertAlive(srv)
+    assert.equal(srv.logs().filter((line) => line.msg === 'request failed').length, 0, 'no request failed with a 5xx')
+  })
+
+  it('lying, cut and malformed bodies: a 4xx or a closed socket, never a 5xx; the next request is served', async (t) => {
+    const { srv, token } = await setup(t)
+    const head = (headers: string): string => `POST /rooms/files/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/octet-stream\r\n${headers}\r\n`
+    const attacks: Array<[string, string | Buffer, 'close' | 'answer']> = [
+      // Content-Length far over the limit: refused from the header, before the body is read.
+      ['a huge Content-Length', head('Content-Length: 100000000000\r\n') + 'abc', 'answer'],
+      ['a malformed chunk size', head('Transfer-Encoding: chunked\r\n') + 'zz\r\nabc\r\n0\r\n\r\n', 'answer'],
+      ['a negative Content-Length', head('Content-Length: -5\r\n') + 'abc', 'answer'],
+      ['both Content-Length and chunked', head('Content-Length: 3\r\nTransfer-Encoding: chunked\r\n') + '3\r\nabc\r\n0\r\n\r\n', 'answer'],
+      // The client promises more than it sends, then goes away.
+      ['a body cut short', head('Content-Length: 3000\r\n') + 'x'.repeat(100), 'close'],
+      ['chunks over the limit', Buffer.concat([Buffer.from(head('Transfer-Encoding: chunked\r\n')), ...Array.from({ length: 5 }, () => Buffer.from(`1000\r\n${'y'.repeat(4096)}\r\n`))]), 'answer']
+    ]
+    for (const [what, request, ending] of attacks) {
+      const client = await rawConnect(t, srv)
+      client.socket.write(request)
+      if (ending === 'close') client.socket.end()
+      await within(client.closed, `${what} to end`)
+      const { status, body } = parseResponse(client.received())
+      if (status !== 0) {
+        assert.ok(status >= 400 && status < 500, `${what}: ${client.received()}`)
+        assert.equal(typeof body?.code, 'string', `${what}: ${client.received()}`)
+      }
+      if (what === 'a huge Content-Length' || what === 'chunks over the limit') assert.equal(body?.code, 'SB_ERR_PAYLOAD_TOO_LARGE', client.received())
+      await assertAlive(srv)
+    }
+    const fine = await send(srv, { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' }, Buffer.from([0xff]))
+    assert.equal(fine?.status, 201)
+    assert.equal(srv.logs().filter((line) => line.msg === 'request failed').length, 0, 'no request failed with a 5xx')
+  })
+
+  it('a flood of oversized uploads is refused without being kept; memory back', async (t) => {
+    const { srv, token } = await setup(t)
+    const baseline = await settledRss()
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' }
+    const big = randomBytes(256 * 1024)
+    for (let round = 0; round < 10; round++) {
+      const answers = await Promise.all(Array.from({ length: 20 }, () => send(srv, headers, big)))
+      for (const res of answers) if (res !== null) assert.deepEqual([res.status, res.body?.code], [413, 'SB_ERR_PAYLOAD_TOO_LARGE'])
+    }
+    // A JSON body of base64 over the body limit (413), and base64 that goes bad at its very end (400).
+    const hugeBase64 = randomBytes(3 * 1024 * 1024).toString('base64')
+    for (const data of [hugeBase64, `${hugeBase64.slice(0, 4096)}!`]) {
+      const res = await send(srv, { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ data, encoding: 'base64' })))
+      assertClear(res, 'base64')
+      assert.ok(res === null || res.status === 413 || res.status === 400, JSON.stringify(res))
+    }
+    await assertAlive(srv)
+    await assertRssBack(baseline, 'oversized uploads')
   })
 })
 
