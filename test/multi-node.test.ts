@@ -13,6 +13,7 @@ import {
 } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
 import { privateRedis, skipUnlessRedisServer } from './redis-server.js'
+import { msgpackConnect } from './ws-support.js'
 
 /*
  * Several real server processes (src/server.ts) on different ports, sharing one Redis (a key
@@ -186,6 +187,47 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     await settle(sub)
     assert.deepEqual(offsetsIn(sub, 'lobby'), range(1, N))
     assert.deepEqual(sub.frames.filter(f => f.type === 'message').map(f => f.data.i as number), range(1, N))
+  })
+
+  it('bytes published on node B reach node A\'s subscribers: MessagePack as bin, JSON as base64; history and recovery on node A too', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    await createRoom(a, c.adminToken, { id: 'files' })
+    const packed = await msgpackConnect(t, a, bob.token)
+    const subscribed = await packed.command({ type: 'subscribe', room: 'files' })
+    assert.equal(subscribed.type, 'reply', JSON.stringify(subscribed))
+    const json = await wsConnect(t, a, { token: bob.token })
+    const start = await subscribe(json, 'files')
+
+    const notUtf8 = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3, 0x00, 0xe2, 0x82])
+    const allBytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+    // From node B: a MessagePack publisher's bin, then an HTTP upload of raw bytes.
+    const publisher = await msgpackConnect(t, b, c.adminToken)
+    const published = await publisher.command({ type: 'publish', room: 'files', data: notUtf8 })
+    assert.deepEqual(published.result, { epoch: start.epoch, offset: 1 })
+    const upload = await fetch(`${b.url}/rooms/files/messages`, { method: 'POST', headers: { authorization: `Bearer ${c.adminToken}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(allBytes) })
+    assert.equal(upload.status, 201, await upload.text())
+    const sent = [notUtf8, allBytes]
+
+    await packed.next(f => f.type === 'message' && f.offset === 2)
+    const bins = packed.frames.filter(f => f.type === 'message' && f.room === 'files')
+    assert.equal(packed.textFrames, 0)
+    assert.deepEqual(bins.map(m => [m.offset, Buffer.isBuffer(m.data), 'encoding' in m]), [[1, true, false], [2, true, false]])
+    assert.ok(bins.every(m => Buffer.from(m.data as Uint8Array).equals(sent[m.offset - 1]!)), 'the bytes as sent')
+
+    await json.next(f => f.type === 'message' && f.offset === 2)
+    await settle(json)
+    assert.deepEqual(json.frames.filter(f => f.type === 'message').map(m => [m.offset, m.data, m.encoding]),
+      sent.map((bytes, i) => [i + 1, bytes.toString('base64'), 'base64']))
+
+    const history = await a.request('GET', '/rooms/files/messages', { token: bob.token })
+    assert.deepEqual(history.body.publications.map((p: WsFrame) => [p.offset, p.data, p.encoding]), sent.map((bytes, i) => [i + 1, bytes.toString('base64'), 'base64']))
+    const again = await msgpackConnect(t, a, bob.token)
+    const recovered = await again.command({ type: 'subscribe', room: 'files', since: { epoch: start.epoch, offset: 0 } })
+    assert.equal(recovered.result.recovered, true)
+    assert.ok((recovered.result.publications as WsFrame[]).every(p => Buffer.from(p.data as Uint8Array).equals(sent[p.offset - 1]!)))
+    assert.equal((recovered.result.publications as WsFrame[]).length, 2)
   })
 
   it('presence spans nodes: one join per user across nodes, counts of every connection, leave after the last', async (t) => {
