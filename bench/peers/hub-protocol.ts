@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import { createVerifier } from 'fast-jwt'
 import { WebSocketServer, type WebSocket } from 'ws'
+import { parseBinaryPub } from './hub-frames.js'
 
 /**
  * The minimal protocol both `ws` hub peers speak (JSON text frames), and the room index they
@@ -9,6 +10,9 @@ import { WebSocketServer, type WebSocket } from 'ws'
  * Client → hub:  {"t":"sub","id":1,"room":"r"}            reply {"t":"ok","id":1}
  *                {"t":"pub","id":2,"room":"r","data":"…"}  reply {"t":"ok","id":2}
  * Hub → client:  {"t":"msg","room":"r","data":"…"}
+ *
+ * Bytes are published and delivered in binary frames (hub-frames.ts): a binary `pub` is
+ * answered with the same `ok`, and its subscribers get a binary `msg`.
  *
  * A publication reaches every subscriber of the room, the publisher too if it subscribed
  * (as in Switchboard, docs/protocol.md "publish"); the reply is written after the fan-out, so
@@ -31,7 +35,7 @@ function okFrame (id: unknown): string {
   return `{"t":"ok","id":${JSON.stringify(id)}}`
 }
 
-/** Delivers one publication to the room's sockets on this process. */
+/** Delivers one publication to the room's sockets on this process: bytes (a Buffer) in a binary `msg`, anything else in a JSON one. */
 export type Broadcast = (subscribers: Set<WebSocket>, room: string, data: unknown) => void
 
 /**
@@ -58,7 +62,22 @@ export function startHub (name: string, port: number, broadcast: Broadcast, rela
   const wss = new WebSocketServer({ port, host: '127.0.0.1', perMessageDeflate: false, ...(verifyClient === undefined ? {} : { verifyClient }) })
   wss.on('connection', (ws) => {
     const joined = new Set<string>()
-    ws.on('message', (raw: Buffer) => {
+    ws.on('message', (raw: Buffer, isBinary: boolean) => {
+      if (isBinary) {
+        const pub = parseBinaryPub(raw)
+        if (pub === null) {
+          ws.close(1007, 'not a binary pub')
+          return
+        }
+        // The Redis relay carries JSON text (scenario 6 publishes text only).
+        if (relay !== undefined) {
+          ws.close(1003, 'the relay carries text only')
+          return
+        }
+        deliver(pub.room, pub.data)
+        ws.send(okFrame(pub.id))
+        return
+      }
       let command: HubCommand
       try {
         command = JSON.parse(raw.toString()) as HubCommand
