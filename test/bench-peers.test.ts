@@ -51,6 +51,26 @@ describe('benchmark peers through their adapters', () => {
   }
 })
 
+describe('benchmark peers carrying bytes (the binary fan-out)', () => {
+  // Envelope bytes per delivery of a 1 KiB payload in room load-0, WebSocket header included:
+  // the hubs' binary msg (2 + room), Socket.IO's placeholder packet beside its binary frame.
+  const envelope: Record<Exclude<Peer, 'switchboard'>, [number, number]> = { 'ws-framed': [4 + 2 + 6, 4 + 2 + 6], 'ws-naive': [4 + 2 + 6, 4 + 2 + 6], socketio: [40, 80] }
+  for (const peer of PEERS) {
+    it(`${peer}: every byte of every 1 KiB payload delivered once, bytes on the wire counted`, async (t) => {
+      const target = await startTarget(peer, { rooms: [], env: {}, pin: false })
+      t.after(() => target.stop())
+      const config = join(tempDir(t), 'none.json')
+      const r = report(await runCli(config, ['load', '--target', ADAPTERS[peer], '--url', target.url, '--json',
+        '--subscribers', '6', '--rooms', '2', '--publishers', '2', '--burst', '--messages', '20', '--size', '1024', '--binary']))
+      // The generator checks each delivered payload byte for byte: a changed one is unexpected.
+      assertComplete(r, 20 * 3)
+      assert.equal(r.config.binary, true)
+      const [least, most] = envelope[peer]
+      assert.ok(r.wire !== null && r.wire.bytesPerDelivery! >= 1024 + least && r.wire.bytesPerDelivery! <= 1024 + most, JSON.stringify(r.wire))
+    })
+  }
+})
+
 describe('the frame-once hub verifying a JWT (the handshake reference)', () => {
   it('upgrades a handshake with the token the runner signed, refuses one without or with a forged one', async (t) => {
     const target = await startTarget('ws-framed-jwt', { rooms: [], env: {}, pin: false })

@@ -106,7 +106,7 @@ function closed (socket: RawWebSocket): Promise<{ code: number, reason: string }
 }
 
 function nextMessage (socket: RawWebSocket): Promise<string> {
-  return new Promise(resolve => socket.onMessage(resolve))
+  return new Promise(resolve => socket.onMessage(message => resolve(String(message))))
 }
 
 async function until (check: () => boolean, what: string): Promise<void> {
@@ -136,7 +136,7 @@ describe('the load generator\'s WebSocket client', () => {
     assert.equal(socket.protocol, 'sb.v1')
     const messages = ['hello', 'é'.repeat(100) + '→✓', 'x'.repeat(70_000)]
     const echoed: string[] = []
-    socket.onMessage((text) => echoed.push(text))
+    socket.onMessage((text) => echoed.push(String(text)))
     for (const text of messages) socket.send(text)
     await until(() => echoed.length === messages.length, 'the echoes')
     assert.deepEqual(seen, messages)
@@ -178,7 +178,7 @@ describe('the load generator\'s WebSocket client', () => {
     // Deliberately late: the handler is attached after the early frame arrived (what is tested).
     await new Promise(resolve => setTimeout(resolve, 20))
     const messages: string[] = []
-    socket.onMessage((text) => messages.push(text))
+    socket.onMessage((text) => messages.push(String(text)))
     await until(() => messages.length === 3, 'three messages')
     assert.deepEqual(messages, ['welcome', 'first second third', 'y'.repeat(300)])
     const pong = clientFrame(received())
@@ -198,7 +198,7 @@ describe('the load generator\'s WebSocket client', () => {
       const { url, received } = await handServer(t, (socket) => { socket.write(Buffer.concat([frame(0x1, 'before'), bad, frame(0x1, 'after')])) })
       const socket = await connectRawWebSocket(url, { timeoutMs: 5000 })
       const messages: string[] = []
-      socket.onMessage((text) => messages.push(text))
+      socket.onMessage((text) => messages.push(String(text)))
       const gone = await closed(socket)
       assert.deepEqual(messages, ['before'])
       assert.equal(gone.code, code)
@@ -207,6 +207,71 @@ describe('the load generator\'s WebSocket client', () => {
       assert.equal(close?.payload.readUInt16BE(0), code)
     })
   }
+
+  it('with binary: true, reads binary messages (early, fragmented, cut across reads) as bytes beside text, and counts bytes both ways', async (t) => {
+    const bytes = Buffer.from([0x00, 0xff, 0xc0, 0x80, 0x0a])
+    const first = frame(0x2, bytes)
+    const rest = Buffer.concat([
+      frame(0x2, bytes.subarray(0, 2), { fin: false }),
+      frame(0x9, 'ping'),
+      frame(0x0, bytes.subarray(2), { fin: true }),
+      frame(0x1, 'text between'),
+      frame(0x2, Buffer.alloc(300, 0xfe))
+    ])
+    const { url, received } = await handServer(t, async (socket) => {
+      // Before the client has a handler, in the handshake's packet: kept as a copy.
+      socket.write(first)
+      await new Promise(resolve => setTimeout(resolve, 50))
+      for (const byte of rest) {
+        socket.write(Buffer.from([byte]))
+        await new Promise(resolve => setImmediate(resolve))
+      }
+    })
+    const socket = await connectRawWebSocket(url, { timeoutMs: 5000, binary: true })
+    await new Promise(resolve => setTimeout(resolve, 20))
+    const messages: Array<string | Buffer> = []
+    // Bytes handed to the handler are valid during the call: kept as copies here.
+    socket.onMessage((message) => messages.push(typeof message === 'string' ? message : Buffer.from(message)))
+    await until(() => messages.length === 4, 'four messages')
+    assert.deepEqual(messages, [bytes, bytes, 'text between', Buffer.alloc(300, 0xfe)])
+    // The 101 (its accept key 28 characters), then every frame, the ping included.
+    const answer = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${'k'.repeat(28)}\r\n\r\n`
+    assert.equal(socket.bytesReceived, answer.length + first.length + rest.length)
+    const sentBefore = socket.bytesSent
+    socket.sendBinary(bytes)
+    await until(() => clientFrame(received(), clientFrame(received())!.length) !== undefined, 'the binary frame')
+    // The pong first, then the masked binary frame: 2 header bytes, 4 of mask, 5 of payload.
+    const pong = clientFrame(received())!
+    const sent = clientFrame(received(), pong.length)!
+    assert.equal(sent.opcode, 0x2)
+    assert.deepEqual(sent.payload, bytes)
+    assert.equal(socket.bytesSent - sentBefore, 2 + 4 + bytes.length)
+    socket.terminate()
+  })
+
+  it('counts what it reads and writes: the handshake and every frame with its header', async (t) => {
+    const { url } = await wsServer(t, { onConnection: (ws) => ws.on('message', (data: Buffer, isBinary: boolean) => ws.send(data, { binary: isBinary })) })
+    const socket = await connectRawWebSocket(url, { timeoutMs: 5000, binary: true })
+    const [read, written] = [socket.bytesReceived, socket.bytesSent]
+    assert.ok(read > 100 && written > 100, 'the handshake is counted both ways')
+    const echoes: Array<string | Buffer> = []
+    socket.onMessage((message) => echoes.push(typeof message === 'string' ? message : Buffer.from(message)))
+    socket.send('x'.repeat(200))
+    socket.sendBinary(new Uint8Array(1000))
+    await until(() => echoes.length === 2, 'the echoes')
+    assert.deepEqual(echoes, ['x'.repeat(200), Buffer.alloc(1000)])
+    // Client frames: 4-byte header (126 ≤ length < 65536) and a 4-byte mask; server frames: no mask.
+    assert.equal(socket.bytesSent - written, (4 + 4 + 200) + (4 + 4 + 1000))
+    assert.equal(socket.bytesReceived - read, (4 + 200) + (4 + 1000))
+    socket.terminate()
+  })
+
+  it('refuses sendBinary on a connection opened without binary: true', async (t) => {
+    const { url } = await wsServer(t)
+    const socket = await connectRawWebSocket(url, { timeoutMs: 5000 })
+    assert.throws(() => socket.sendBinary(new Uint8Array(1)), /binary: true/)
+    socket.terminate()
+  })
 
   it('drops the connection itself when the server never closes its side after a protocol error', { timeout: 10_000 }, async (t) => {
     const { url } = await handServer(t, (socket) => { socket.write(frame(0x2, 'binary')) }, undefined, { neverCloses: true })

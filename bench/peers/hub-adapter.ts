@@ -1,14 +1,16 @@
 import { CliError } from '../../src/cli/api.js'
-import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, type AdapterFactory } from '../../src/cli/load/adapter.js'
+import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, type AdapterFactory, type Payload } from '../../src/cli/load/adapter.js'
 import { connectRawWebSocket, HandshakeError, webSocketUrl } from '../../src/cli/load/raw-websocket.js'
 import { WsLoadConnection } from '../../src/cli/load/ws-connection.js'
+import { binaryPubFrame, parseBinaryMsg } from './hub-frames.js'
 
 /**
  * `switchboard load --target bench/peers/hub-adapter.ts`: drives the two `ws` hub peers
  * (hub-protocol.ts) the way switchboard-adapter.ts drives Switchboard: the generator's own
  * WebSocket client (raw-websocket.ts) through the same connection base, frames built by hand,
  * a fast path for `msg` frames, and the same 64 publishes in flight per connection, so the
- * generator does the same work for every server.
+ * generator does the same work for every server. With `--binary`, bytes go in the hubs'
+ * binary frames (hub-frames.ts).
  */
 
 const MESSAGE_PREFIX = '{"t":"msg","room":"'
@@ -19,8 +21,15 @@ class HubConnection extends WsLoadConnection {
     await this.command(`{"t":"sub","id":${this.nextId},"room":${JSON.stringify(room)}}`, COMMAND_TIMEOUT_MS)
   }
 
-  async publish (room: string, payload: string): Promise<void> {
-    await this.command(`{"t":"pub","id":${this.nextId},"room":${JSON.stringify(room)},"data":${JSON.stringify(payload)}}`)
+  async publish (room: string, payload: Payload): Promise<void> {
+    await this.command(typeof payload === 'string'
+      ? `{"t":"pub","id":${this.nextId},"room":${JSON.stringify(room)},"data":${JSON.stringify(payload)}}`
+      : binaryPubFrame(this.nextId, room, payload))
+  }
+
+  protected override receiveBinary (bytes: Buffer): void {
+    const msg = parseBinaryMsg(bytes)
+    if (msg !== null) this.handler(msg.room, msg.data)
   }
 
   protected receive (text: string): void {
@@ -46,15 +55,17 @@ class HubConnection extends WsLoadConnection {
 }
 
 const hubAdapter: AdapterFactory = (options) => {
+  const binary = options.binary === true
   const urls = { subscriber: webSocketUrl(options.url, '/'), publisher: webSocketUrl(options.publisherUrl ?? options.url, '/') }
   return {
     name: 'ws-hub',
     maxInFlight: MAX_IN_FLIGHT,
+    binary: true,
     async connect (index, role) {
       // A token (--token) goes in the header a JWT-checking hub reads; the plain hubs ignore it.
       const headers: Record<string, string> = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }
       try {
-        return new HubConnection(await connectRawWebSocket(urls[role], { headers, timeoutMs: CONNECT_TIMEOUT_MS }))
+        return new HubConnection(await connectRawWebSocket(urls[role], { headers, timeoutMs: CONNECT_TIMEOUT_MS, binary }))
       } catch (err) {
         const { status, code } = err instanceof HandshakeError ? err.details : {}
         // A JWT-checking hub answers a bad token with 401: a refusal, not an unreachable hub.

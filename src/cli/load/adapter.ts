@@ -21,6 +21,11 @@ export interface LoadAdapter {
   /** Shown in the report (`target`). */
   readonly name: string
   /**
+   * Whether it can publish and deliver bytes (`--binary`: payloads are a `Uint8Array` both
+   * ways). Without it, payloads are strings only and `--binary` is refused.
+   */
+  readonly binary?: boolean
+  /**
    * Most publishes one connection may have sent and not yet seen acknowledged; the engine
    * holds further publishes until acknowledgements come back. Undefined: no limit (a protocol
    * without acknowledgements, whose `publish` resolves at once).
@@ -55,7 +60,16 @@ export interface LoadShape {
   messagesPerPublisher: number
   /** Payload bytes. */
   size: number
+  /** Payloads are bytes (`--binary`), not text. */
+  binary: boolean
 }
+
+/**
+ * One publication's payload: text, or bytes with `--binary`. A delivery hands back the same
+ * kind it was published as; delivered bytes may be a view valid only during the handler's
+ * call (the generator reads them at once).
+ */
+export type Payload = string | Uint8Array
 
 export interface LoadConnection {
   /** Resolves once publications to `room` sent from now on will reach this connection. */
@@ -64,13 +78,20 @@ export interface LoadConnection {
    * Sends one publication. Resolves when the server acknowledged it (or at once for a
    * protocol without acknowledgements); rejects with a PublishError when it was refused.
    */
-  publish(room: string, payload: string): Promise<void>
+  publish(room: string, payload: Payload): Promise<void>
   /** The one handler for publications arriving on this connection (payload as published). */
-  onMessage(handler: (room: string, payload: string) => void): void
+  onMessage(handler: (room: string, payload: Payload) => void): void
   /** Called once when the connection ends without close() having been called. */
   onClose(handler: (info: CloseInfo) => void): void
   /** Bytes written but not yet handed to the network: burst mode waits while it is high. */
   readonly bufferedAmount: number
+  /**
+   * Bytes this connection has read from the server and written to it so far, WebSocket
+   * frames with their headers (raw-websocket.ts counts them): the report's bytes on the wire
+   * per delivery. Undefined when the adapter cannot count them.
+   */
+  readonly bytesReceived?: number
+  readonly bytesSent?: number
   /** Closes the connection; resolves when it is gone (or after a short grace, forcibly). */
   close(): Promise<void>
 }
@@ -101,6 +122,8 @@ export interface AdapterOptions {
   apiKey?: string
   /** The stored CLI session, for REST calls and a refresh; absent with --token / --api-key. */
   api?: Api
+  /** `--binary`: payloads are bytes; connections must be able to send and receive them. */
+  binary?: boolean
 }
 
 export type AdapterFactory = (options: AdapterOptions) => LoadAdapter | Promise<LoadAdapter>

@@ -29,6 +29,7 @@ Load:
   --create-rooms        create missing rooms (public) with the session's token
   --publishers P        publisher connections (default 1; 0: connect only)
   --size BYTES          payload size (default 100, at least ${MIN_PAYLOAD_BYTES})
+  --binary              payloads are random bytes (JSON codec: base64), not text
   --rate N              open loop: N messages per second in total (default 100)
   --burst               instead: send --messages as fast as backpressure allows
   --messages M          stop after M messages (burst default 1000; 0: only connect)
@@ -129,6 +130,7 @@ export async function loadCommand (argv: string[], out: Output, log: Logger = st
       'create-rooms': { type: 'boolean', default: false },
       publishers: { type: 'string' },
       size: { type: 'string' },
+      binary: { type: 'boolean', default: false },
       rate: { type: 'string' },
       burst: { type: 'boolean', default: false },
       messages: { type: 'string' },
@@ -173,6 +175,7 @@ export async function loadCommand (argv: string[], out: Output, log: Logger = st
     rooms,
     roomPrefix: prefix,
     size: number('size', values.size, 100, MIN_PAYLOAD_BYTES, LIMITS.size),
+    binary: values.binary,
     mode: burst ? 'burst' : 'rate',
     rate: number('rate', values.rate, 100, 0.001, LIMITS.rate, false),
     messages: burst ? messagesFlag ?? 1000 : messagesFlag,
@@ -192,8 +195,10 @@ export async function loadCommand (argv: string[], out: Output, log: Logger = st
     ...(publisherUrl === undefined ? {} : { publisherUrl: publisherUrl.origin }),
     ...(values.token === undefined ? {} : { token: values.token }),
     ...(values['api-key'] === undefined ? {} : { apiKey: values['api-key'] }),
-    ...(api === undefined || values.token !== undefined ? {} : { api })
+    ...(api === undefined || values.token !== undefined ? {} : { api }),
+    ...(values.binary ? { binary: true } : {})
   })
+  if (values.binary && adapter.binary !== true) throw new CliError(`--binary: the ${adapter.name} adapter sends text payloads only`, 2)
 
   const result = await runLoad(adapter, options, log)
   const report = summarize(result, parsed.origin)

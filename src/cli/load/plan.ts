@@ -79,6 +79,55 @@ export function decodePayload (payload: string): DecodedPayload | null {
   return { k, publisher, intendedMicros }
 }
 
+/**
+ * Binary payloads (`--binary`): a 16-byte head, then random bytes up to `size`. The head is
+ * k and publisher (uint32) and the intended send time (float64, exact below 2^53), big-endian;
+ * the rest is a slice of a pool of random bytes drawn once per run (`binaryPool`), starting at
+ * an offset that depends on k. So every byte value turns up (0x00, 0xFF, sequences that are not
+ * UTF-8: what a server must carry untouched), no two consecutive messages carry the same bytes,
+ * and a delivery can be checked byte for byte against the pool at no more cost than a memcmp.
+ */
+export const BINARY_HEAD_BYTES = 16
+/** Distinct tail offsets into the pool (a prime, so that k and k + 1 never share one). */
+const POOL_SLACK = 4093
+
+/** The random bytes binary payloads are cut from, for payloads of `size` bytes. */
+export function binaryPool (size: number, random: (n: number) => Buffer): Buffer {
+  return random(size + POOL_SLACK)
+}
+
+function tailOffset (k: number): number {
+  return (k * 61) % POOL_SLACK
+}
+
+export function encodeBinaryPayload (k: number, publisher: number, intendedMicros: number, size: number, pool: Buffer): Buffer {
+  if (size < BINARY_HEAD_BYTES) throw new RangeError(`a binary payload holds at least ${BINARY_HEAD_BYTES} bytes`)
+  if (pool.length < size + POOL_SLACK) throw new RangeError('the pool is too small for this size')
+  const out = Buffer.allocUnsafe(size)
+  out.writeUInt32BE(k, 0)
+  out.writeUInt32BE(publisher, 4)
+  out.writeDoubleBE(intendedMicros, 8)
+  const at = tailOffset(k)
+  pool.copy(out, BINARY_HEAD_BYTES, at + BINARY_HEAD_BYTES, at + size)
+  return out
+}
+
+/**
+ * The inverse of encodeBinaryPayload; null when the bytes are not one of ours, intact: another
+ * length, a head that does not parse, or any byte of the tail changed on the way.
+ */
+export function decodeBinaryPayload (bytes: Uint8Array, size: number, pool: Buffer): DecodedPayload | null {
+  if (bytes.byteLength !== size || size < BINARY_HEAD_BYTES) return null
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const k = buf.readUInt32BE(0)
+  const publisher = buf.readUInt32BE(4)
+  const intendedMicros = buf.readDoubleBE(8)
+  if (!Number.isSafeInteger(intendedMicros)) return null
+  const at = tailOffset(k)
+  if (pool.length < at + size || pool.compare(buf, BINARY_HEAD_BYTES, size, at + BINARY_HEAD_BYTES, at + size) !== 0) return null
+  return { k, publisher, intendedMicros }
+}
+
 /** Wall-clock microseconds on the monotonic clock of this process. */
 export function nowMicros (): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1000)

@@ -3,7 +3,8 @@ import { isIP, connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 
 /**
- * The load generator's WebSocket client: text frames only, read straight off the TCP socket.
+ * The load generator's WebSocket client: text frames (and, when asked, binary ones), read
+ * straight off the TCP socket.
  *
  * Why not `ws`: in the latency scenarios the generator reads 50,000 frames a second from a
  * thousand sockets, and with `ws` each one went through Node's stream machinery (push, the
@@ -15,9 +16,10 @@ import { connect as tlsConnect } from 'node:tls'
  *
  * What it speaks (RFC 6455, client side): the opening handshake with the accept key checked;
  * text, continuation, ping (answered), pong and close frames from the server (which must be
- * unmasked); masked text and close frames to it. No extensions (the generator never offers
- * permessage-deflate), no binary messages (a protocol error here: no server under test sends
- * them).
+ * unmasked); masked text and close frames to it. Binary messages both ways only for a
+ * connection opened with `binary: true` (the binary payload scenarios); elsewhere a binary
+ * frame is a protocol error, as no other protocol under test sends one. No extensions (the
+ * generator never offers permessage-deflate).
  */
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -55,6 +57,7 @@ export const CLOSED = 3
 
 const OP_CONTINUATION = 0x0
 const OP_TEXT = 0x1
+const OP_BINARY = 0x2
 const OP_CLOSE = 0x8
 const OP_PING = 0x9
 const OP_PONG = 0xa
@@ -79,7 +82,16 @@ export interface RawWebSocketOptions {
   timeoutMs: number
   /** For wss: trust anchors instead of Node's (users add theirs with NODE_EXTRA_CA_CERTS). */
   ca?: string | Buffer
+  /** Accept binary messages (handed to the message handler as a Buffer); otherwise one closes with 1003. */
+  binary?: boolean
 }
+
+/**
+ * A message from the server: a text message's string, or a binary message's bytes. The bytes
+ * may be a view into the client's read buffer, valid only during the handler's call: copy
+ * them to keep them.
+ */
+export type RawMessage = string | Buffer
 
 /** The ws: or wss: URL of `path` (query included) on a server's http: or https: base URL. */
 export function webSocketUrl (base: string, path: string): string {
@@ -107,7 +119,7 @@ export function connectRawWebSocket (url: string, options: RawWebSocketOptions):
     }
     const port = Number(target.port === '' ? (secure ? 443 : 80) : target.port)
     const host = target.hostname.replace(/^\[|\]$/g, '')
-    const client = new RawWebSocket()
+    const client = new RawWebSocket(options.binary === true)
     // Plain TCP reads through `onread` (no stream events); TLS has no such option, so a
     // secure socket feeds the same parser from its 'data' events.
     const socket = secure
@@ -126,10 +138,10 @@ export function connectRawWebSocket (url: string, options: RawWebSocketOptions):
     socket.setNoDelay(true)
     const headers = Object.entries({ ...options.headers, ...(protocols.length === 0 ? {} : { 'Sec-WebSocket-Protocol': protocols.join(', ') }) })
       .map(([name, value]) => `${name}: ${value}\r\n`).join('')
-    socket.write(
-      `GET ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    const request = `GET ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${headers}\r\n`
-    )
+    client.bytesSent += Buffer.byteLength(request)
+    socket.write(request)
   })
 }
 
@@ -137,6 +149,13 @@ export class RawWebSocket {
   readyState = CONNECTING
   /** The subprotocol the server chose ('' when none was offered). */
   protocol = ''
+  /**
+   * Bytes read from the server since the connection opened, and written to it: every frame,
+   * header included, and the handshake (TCP and IP headers are not seen here). What a
+   * difference of two readings measures is what the WebSocket protocol put on the wire.
+   */
+  bytesReceived = 0
+  bytesSent = 0
   private socket!: Socket
   private expect = { accept: '', protocols: [] as string[] }
   private opened: ((err?: Error) => void) | undefined
@@ -144,18 +163,22 @@ export class RawWebSocket {
   private refusal: { status: number, body: Buffer, length: number } | null = null
   /** Bytes of an unfinished handshake answer or frame, carried to the next read. */
   private pending: Buffer | null = null
-  /** Text of a fragmented message so far. */
+  /** A fragmented message so far, and whether it is binary. */
   private fragments: Buffer[] | null = null
+  private fragmentsBinary = false
   private fragmentBytes = 0
-  private messageHandler: ((text: string) => void) | undefined
-  /** Messages that arrived before there was a handler (the first can come with the handshake). */
-  private early: string[] = []
+  private messageHandler: ((message: RawMessage) => void) | undefined
+  /** Messages that arrived before there was a handler (the first can come with the handshake): copies. */
+  private early: RawMessage[] = []
   private closeHandler: ((code: number, reason: string) => void) | undefined
   /** Set once the connection is gone, for a close handler set after that. */
   private gone: { code: number, reason: string } | undefined
   private closeCode = 1006
   private closeReason = ''
   private closeSent = false
+
+  /** @internal */
+  constructor (private readonly acceptBinary = false) {}
 
   /** @internal */
   attach (socket: Socket, expect: { accept: string, protocols: string[] }, opened: (err?: Error) => void): void {
@@ -187,8 +210,11 @@ export class RawWebSocket {
     opened?.(err)
   }
 
-  /** The one handler for text messages; messages that came before it are handed to it now. */
-  onMessage (handler: (text: string) => void): void {
+  /**
+   * The one handler for messages (text as a string; binary, on a connection that accepts it,
+   * as bytes valid during the call); messages that came before it are handed to it now.
+   */
+  onMessage (handler: (message: RawMessage) => void): void {
     this.messageHandler = handler
     // A handler may set the next one (a welcome frame awaited, then the connection's own):
     // what is left goes to whichever is current.
@@ -207,11 +233,12 @@ export class RawWebSocket {
     this.closeHandler = handler
   }
 
-  private message (text: string): void {
+  private message (message: RawMessage): void {
     if (this.messageHandler !== undefined) {
-      this.messageHandler(text)
+      this.messageHandler(message)
     } else if (this.early.length < MAX_EARLY_MESSAGES) {
-      this.early.push(text)
+      // The bytes of a binary message may be the shared read buffer's: a copy outlives the read.
+      this.early.push(typeof message === 'string' ? message : Buffer.from(message))
     } else {
       this.protocolError('too many messages before the client read any', 1008)
     }
@@ -225,6 +252,13 @@ export class RawWebSocket {
   send (text: string): void {
     if (this.readyState !== OPEN) return
     this.writeFrame(OP_TEXT, Buffer.from(text))
+  }
+
+  /** Sends one binary message (a connection opened with `binary: true` only). */
+  sendBinary (bytes: Uint8Array): void {
+    if (this.readyState !== OPEN) return
+    if (!this.acceptBinary) throw new Error('sendBinary on a connection opened without binary: true')
+    this.writeFrame(OP_BINARY, bytes)
   }
 
   /** Starts the closing handshake; the socket ends once the server answers. */
@@ -241,6 +275,7 @@ export class RawWebSocket {
 
   /** One read from the socket: `length` bytes at the start of `buf` (valid only during this call). @internal */
   received (buf: Buffer, length: number): void {
+    this.bytesReceived += length
     let data = buf.subarray(0, length)
     if (this.pending !== null) {
       data = Buffer.concat([this.pending, data])
@@ -353,16 +388,16 @@ export class RawWebSocket {
     if (opcode >= 0x8) {
       if (!fin || length > 125) return this.protocolError('a fragmented or long control frame')
       this.control(opcode, data, start, end)
-    } else if (opcode === OP_TEXT || opcode === OP_CONTINUATION) {
+    } else if (opcode === OP_TEXT || opcode === OP_CONTINUATION || (opcode === OP_BINARY && this.acceptBinary)) {
       this.dataFrame(opcode, fin, data, start, end)
     } else {
-      return this.protocolError(`a frame with opcode ${opcode} (only text is expected)`, opcode === 0x2 ? 1003 : 1002)
+      return this.protocolError(`a frame with opcode ${opcode} (only text is expected)`, opcode === OP_BINARY ? 1003 : 1002)
     }
     return header + length
   }
 
   private dataFrame (opcode: number, fin: boolean, data: Buffer, start: number, end: number): void {
-    if (opcode === OP_TEXT && this.fragments !== null) {
+    if (opcode !== OP_CONTINUATION && this.fragments !== null) {
       this.protocolError('a new message before the last one ended')
       return
     }
@@ -371,10 +406,13 @@ export class RawWebSocket {
       return
     }
     if (fin && this.fragments === null) {
-      this.message(data.toString('utf8', start, end))
+      this.message(opcode === OP_BINARY ? data.subarray(start, end) : data.toString('utf8', start, end))
       return
     }
-    this.fragments ??= []
+    if (this.fragments === null) {
+      this.fragments = []
+      this.fragmentsBinary = opcode === OP_BINARY
+    }
     this.fragmentBytes += end - start
     if (this.fragmentBytes > MAX_MESSAGE_BYTES) {
       this.protocolError('a message larger than 16 MiB', 1009)
@@ -382,10 +420,10 @@ export class RawWebSocket {
     }
     this.fragments.push(Buffer.from(data.subarray(start, end)))
     if (!fin) return
-    const text = Buffer.concat(this.fragments).toString('utf8')
+    const whole = Buffer.concat(this.fragments)
     this.fragments = null
     this.fragmentBytes = 0
-    this.message(text)
+    this.message(this.fragmentsBinary ? whole : whole.toString('utf8'))
   }
 
   private control (opcode: number, data: Buffer, start: number, end: number): void {
@@ -435,7 +473,7 @@ export class RawWebSocket {
   }
 
   /** Writes one final frame, masked as a client must. */
-  private writeFrame (opcode: number, payload: Buffer): void {
+  private writeFrame (opcode: number, payload: Uint8Array): void {
     if (this.socket.destroyed) return
     const length = payload.length
     const header = length < 126 ? 2 : length < 65536 ? 4 : 10
@@ -455,6 +493,7 @@ export class RawWebSocket {
     key.copy(frame, header)
     const body = header + 4
     for (let i = 0; i < length; i++) frame[body + i] = payload[i]! ^ key[i & 3]!
+    this.bytesSent += frame.length
     this.socket.write(frame)
   }
 }

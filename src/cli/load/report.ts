@@ -13,6 +13,8 @@ export interface LoadReport {
     rooms: number
     roomPrefix: string
     size: number
+    /** Payloads were bytes (`--binary`). */
+    binary: boolean
     rate: number | null
     messages: number | null
     durationS: number
@@ -27,6 +29,12 @@ export interface LoadReport {
   deliveries: { expected: number, delivered: number, lost: number, duplicates: number, unexpected: number, elapsedS: number, perSecond: number | null }
   latencyMs: Percentiles
   sendLagMs: Percentiles | null
+  /**
+   * WebSocket bytes (frames and their headers) from the first publish to the end of the drain:
+   * read by all subscribers, and per delivery; written by all publishers, and per publish.
+   * Null when the adapter does not count bytes.
+   */
+  wire: { subscriberBytes: number, publisherBytes: number, bytesPerDelivery: number | null, bytesPerPublish: number | null } | null
   closed: Array<{ code: number, count: number, role: 'subscriber' | 'publisher', hint?: string }>
   server: {
     pid: number
@@ -105,6 +113,7 @@ export function summarize (result: LoadResult, url: string): LoadReport {
       rooms: o.rooms,
       roomPrefix: o.roomPrefix,
       size: o.size,
+      binary: o.binary,
       rate: o.mode === 'rate' ? o.rate : null,
       messages: o.messages ?? null,
       durationS: o.durationMs / 1000,
@@ -138,6 +147,14 @@ export function summarize (result: LoadResult, url: string): LoadReport {
     },
     latencyMs: percentiles(result.latency),
     sendLagMs: o.mode === 'rate' ? percentiles(result.sendLag) : null,
+    wire: result.wire === null
+      ? null
+      : {
+          subscriberBytes: result.wire.received,
+          publisherBytes: result.wire.sent,
+          bytesPerDelivery: d.delivered > 0 ? round(result.wire.received / d.delivered, 1) : null,
+          bytesPerPublish: result.messages.published > 0 ? round(result.wire.sent / result.messages.published, 1) : null
+        },
     closed: result.closed,
     server,
     warnings: result.warnings
@@ -159,7 +176,7 @@ export function formatTable (r: LoadReport): string {
   const c = r.config
   const rows: Array<[string, string]> = [
     ['target', `${r.target} at ${r.url}`],
-    ['load', `${count(c.subscribers, 'subscriber')} in ${count(c.rooms, 'room')} (${c.roomPrefix}0…), ${count(c.publishers, 'publisher')}, ${fmt(c.size)}-byte payloads`],
+    ['load', `${count(c.subscribers, 'subscriber')} in ${count(c.rooms, 'room')} (${c.roomPrefix}0…), ${count(c.publishers, 'publisher')}, ${fmt(c.size)}-byte ${c.binary ? 'binary ' : ''}payloads`],
     ['mode', r.mode === 'rate'
       ? `open loop, ${fmt(c.rate)} messages/s for ${fmt(c.durationS)} s${c.warmupS > 0 ? ` after a warm-up of ${fmt(c.warmupS)} s (not timed)` : ''}${c.messages === null ? '' : ` (at most ${fmt(c.messages)})`}`
       : `burst of ${fmt(c.messages)} messages (cap ${fmt(c.durationS)} s)`],
@@ -170,7 +187,8 @@ export function formatTable (r: LoadReport): string {
     ['DUPLICATE', fmt(r.deliveries.duplicates)],
     ...(r.deliveries.unexpected > 0 ? [['UNEXPECTED', fmt(r.deliveries.unexpected)] as [string, string]] : []),
     ['latency ms', latencyRow(r.latencyMs)],
-    ...(r.sendLagMs === null ? [] : [['send lag ms', latencyRow(r.sendLagMs)] as [string, string]])
+    ...(r.sendLagMs === null ? [] : [['send lag ms', latencyRow(r.sendLagMs)] as [string, string]]),
+    ...(r.wire === null ? [] : [['wire', `${fmt(r.wire.bytesPerDelivery)} bytes per delivery (${mb(r.wire.subscriberBytes)} read by subscribers), ${fmt(r.wire.bytesPerPublish)} bytes per publish`] as [string, string]])
   ]
   if (r.server !== null) {
     const s = r.server

@@ -1,8 +1,9 @@
+import { randomBytes } from 'node:crypto'
 import { build, type Histogram } from 'hdr-histogram-js'
 import { CliError } from '../api.js'
-import type { LoadAdapter, LoadConnection, CloseInfo } from './adapter.js'
+import type { LoadAdapter, LoadConnection, CloseInfo, Payload } from './adapter.js'
 import { PublishError } from './adapter.js'
-import { decodePayload, encodePayload, makePlan, nowMicros, publisherOf, type Plan } from './plan.js'
+import { binaryPool, decodeBinaryPayload, decodePayload, encodeBinaryPayload, encodePayload, makePlan, nowMicros, publisherOf, type DecodedPayload, type Plan } from './plan.js'
 import { sampleProcess, type ProcSample } from './proc.js'
 
 /**
@@ -22,6 +23,8 @@ export interface LoadOptions {
   roomPrefix: string
   /** Payload bytes. */
   size: number
+  /** Payloads are random bytes (`--binary`) instead of text. */
+  binary: boolean
   mode: 'rate' | 'burst'
   /** Total messages per second over all publishers (rate mode). */
   rate: number
@@ -88,6 +91,12 @@ export interface LoadResult {
   latency: Histogram
   /** Rate mode: how late publishers wrote each message after its intended time, microseconds. */
   sendLag: Histogram
+  /**
+   * WebSocket bytes (frames with their headers) from the first publish to the end of the
+   * drain: read by the subscribers, written by the publishers. Null when the adapter's
+   * connections do not count them.
+   */
+  wire: { received: number, sent: number } | null
   /** Connections the server closed during the run. */
   closed: Array<{ code: number, count: number, role: 'subscriber' | 'publisher', hint?: string }>
   server?: {
@@ -125,6 +134,9 @@ export async function runLoad (adapter: LoadAdapter, o: LoadOptions, log: Logger
   /** Messages 0 … warmup − 1 are due during the warm-up (message k is due at t0 + k / rate). */
   const warmup = Math.min(planned, Math.floor(o.rate * warmupMs / 1000))
   const plan: Plan = makePlan(planned, Math.max(1, o.publishers), o.rooms)
+  const pool = o.binary ? binaryPool(o.size, randomBytes) : undefined
+  const payload = (k: number, publisher: number, intendedMicros: number): Payload =>
+    pool === undefined ? encodePayload(k, publisher, intendedMicros, o.size) : encodeBinaryPayload(k, publisher, intendedMicros, o.size, pool)
   const subsInRoom = new Uint32Array(o.rooms)
   let tracking = 0
   for (let i = 0; i < o.subscribers; i++) {
@@ -201,8 +213,25 @@ export async function runLoad (adapter: LoadAdapter, o: LoadOptions, log: Logger
       mode: o.mode,
       ratePerPublisher: o.mode === 'rate' && o.publishers > 0 ? o.rate / o.publishers : 0,
       messagesPerPublisher: perPublisher,
-      size: o.size
+      size: o.size,
+      binary: o.binary
     }) ?? []) warn(line)
+
+    // Bytes on the wire from here on: subscribers read deliveries, publishers write publishes.
+    const wireBytes = (): { received: number, sent: number } | null => {
+      let received = 0
+      let sent = 0
+      for (const { conn } of subscribers) {
+        if (conn.bytesReceived === undefined) return null
+        received += conn.bytesReceived
+      }
+      for (const { conn } of publishers) {
+        if (conn.bytesSent === undefined) return null
+        sent += conn.bytesSent
+      }
+      return { received, sent }
+    }
+    const wireBefore = wireBytes()
 
     const sentOk = new Uint8Array(planned)
     let expectedLive = 0
@@ -220,7 +249,7 @@ export async function runLoad (adapter: LoadAdapter, o: LoadOptions, log: Logger
       expectedLive += subsInRoom[room]!
       pub.inFlight++
       inFlight++
-      pub.conn.publish(roomNames[room]!, encodePayload(k, pub.index, intendedMicros, o.size)).then(() => {
+      pub.conn.publish(roomNames[room]!, payload(k, pub.index, intendedMicros)).then(() => {
         pub.inFlight--
         inFlight--
         pump(pub)
@@ -321,6 +350,7 @@ export async function runLoad (adapter: LoadAdapter, o: LoadOptions, log: Logger
     })
     stopped = true
     const after = sample()
+    const wireAfter = wireBytes()
 
     // ---------------------------------------------------------------------------------
     // Account: per subscriber, every message published to its room is delivered or lost.
@@ -367,6 +397,7 @@ export async function runLoad (adapter: LoadAdapter, o: LoadOptions, log: Logger
       },
       latency,
       sendLag,
+      wire: wireBefore === null || wireAfter === null ? null : { received: wireAfter.received - wireBefore.received, sent: wireAfter.sent - wireBefore.sent },
       closed,
       ...(o.serverPid === undefined || before === undefined || afterConnect === undefined || after === undefined
         ? {}
@@ -379,11 +410,17 @@ export async function runLoad (adapter: LoadAdapter, o: LoadOptions, log: Logger
     await Promise.all(all.map(c => c.close().catch(() => {})))
   }
 
+  /** A delivered payload's head; null when it is not one of ours, of the kind published (and, bytes, intact). */
+  function decoded (payload: Payload): DecodedPayload | null {
+    if (typeof payload === 'string') return pool === undefined ? decodePayload(payload) : null
+    return pool === undefined ? null : decodeBinaryPayload(payload, o.size, pool)
+  }
+
   /** The delivery handler of one subscriber: decode, check, deduplicate, time. */
-  function receiver (sub: Subscriber, roomName: string): (room: string, payload: string) => void {
+  function receiver (sub: Subscriber, roomName: string): (room: string, payload: Payload) => void {
     return (room, payload) => {
       const now = nowMicros()
-      const d = decodePayload(payload)
+      const d = decoded(payload)
       if (d === null || d.k >= planned || plan.room[d.k] !== sub.room || room !== roomName) {
         unexpectedLive++
         return

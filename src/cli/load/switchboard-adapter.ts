@@ -1,12 +1,13 @@
 import { CliError } from '../api.js'
-import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, PublishError, type AdapterFactory, type AdapterOptions, type LoadAdapter, type LoadConnection, type LoadShape } from './adapter.js'
+import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, PublishError, type AdapterFactory, type AdapterOptions, type LoadAdapter, type LoadConnection, type LoadShape, type Payload } from './adapter.js'
 import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawWebSocket } from './raw-websocket.js'
 import { WsLoadConnection } from './ws-connection.js'
 
 /**
  * Switchboard protocol v1 over the generator's own WebSocket client (raw-websocket.ts; not
- * the SDK: the generator's own cost must stay small). Frames are built by hand and only what
- * the run needs is read: `welcome`, `reply`, `error` and `message`.
+ * the SDK: the generator's own cost must stay small). Frames are built by hand, bytes as
+ * standard base64 beside `"encoding":"base64"` (docs/protocol.md), and only what the run
+ * needs is read: `welcome`, `reply`, `error` and `message`.
  */
 
 const SUBPROTOCOL = 'switchboard.v1'
@@ -14,6 +15,8 @@ const SETTINGS = 'see docs/load-generator.md for the settings to run the server 
 /** How the server starts a `message` frame (src/realtime/connection.ts) and names its data. */
 const MESSAGE_PREFIX = '{"type":"message","room":"'
 const DATA_FIELD = ',"data":"'
+/** Beside a `data` string that holds bytes, on the JSON codec. */
+const BASE64_FIELD = '"encoding":"base64"'
 
 const CLOSE_HINTS: Record<number, string> = {
   1012: 'the server is shutting down',
@@ -42,8 +45,54 @@ interface Frame {
   id?: unknown
   room?: string
   data?: unknown
+  encoding?: unknown
   result?: unknown
   error?: { code?: string, message?: string }
+}
+
+/** One server frame as an object; undefined when it is not JSON text. */
+function parseFrame (message: string | Buffer): Frame | undefined {
+  try {
+    return typeof message === 'string' ? JSON.parse(message) as Frame : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The `data` of a JSON `message` frame as the payload it was published as: bytes when the
+ * frame says base64, a string as is, any other JSON value as its text.
+ */
+export function jsonPayload (data: unknown, encoding: unknown): Payload {
+  if (typeof data === 'string') return encoding === 'base64' ? Buffer.from(data, 'base64') : data
+  return JSON.stringify(data)
+}
+
+/** The text of a JSON `publish`: bytes go as standard base64 with `"encoding":"base64"`. */
+export function jsonPublish (id: number, room: string, payload: Payload): string {
+  if (typeof payload === 'string') return `{"type":"publish","id":${id},"room":${JSON.stringify(room)},"data":${JSON.stringify(payload)}}`
+  const base64 = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('base64')
+  return `{"type":"publish","id":${id},"room":${JSON.stringify(room)},"data":"${base64}","encoding":"base64"}`
+}
+
+/**
+ * The room and payload of a JSON `message` frame read without JSON.parse, for the frame that
+ * comes by the hundred thousand: its data a string without escapes (the generator's payloads,
+ * base64 too). Undefined for anything else, or a server that orders the fields differently:
+ * the caller then parses the frame.
+ */
+export function fastMessage (text: string): { room: string, payload: Payload } | undefined {
+  if (!text.startsWith(MESSAGE_PREFIX)) return undefined
+  const roomEnd = text.indexOf('"', MESSAGE_PREFIX.length)
+  const dataAt = roomEnd < 0 ? -1 : text.indexOf(DATA_FIELD, roomEnd)
+  const end = dataAt < 0 ? -1 : text.indexOf('"', dataAt + DATA_FIELD.length)
+  if (end < 0 || text.charCodeAt(end - 1) === 92 /* \ */) return undefined
+  const data = text.slice(dataAt + DATA_FIELD.length, end)
+  if (data.includes('\\')) return undefined
+  // Quotes inside strings are escaped, so an unescaped `"encoding":"base64"` is a field of the
+  // frame (before or after `data`), never the content of a string.
+  const bytes = text.indexOf(BASE64_FIELD, roomEnd) > 0
+  return { room: text.slice(MESSAGE_PREFIX.length, roomEnd), payload: bytes ? Buffer.from(data, 'base64') : data }
 }
 
 class SwitchboardConnection extends WsLoadConnection {
@@ -62,35 +111,24 @@ class SwitchboardConnection extends WsLoadConnection {
     }
   }
 
-  async publish (room: string, payload: string): Promise<void> {
-    await this.command(`{"type":"publish","id":${this.nextId},"room":${JSON.stringify(room)},"data":${JSON.stringify(payload)}}`)
+  async publish (room: string, payload: Payload): Promise<void> {
+    await this.command(jsonPublish(this.nextId, room, payload))
   }
 
   protected receive (text: string): void {
-    // Fast path for the frame that comes by the hundred thousand: a `message` whose data is a
-    // string without escapes (the generator's payloads), read without JSON.parse. Anything else,
-    // or a server that orders the fields differently, takes the general path below.
-    if (text.startsWith(MESSAGE_PREFIX)) {
-      const roomEnd = text.indexOf('"', MESSAGE_PREFIX.length)
-      const dataAt = roomEnd < 0 ? -1 : text.indexOf(DATA_FIELD, roomEnd)
-      const end = dataAt < 0 ? -1 : text.indexOf('"', dataAt + DATA_FIELD.length)
-      if (end > 0 && text.charCodeAt(end - 1) !== 92 /* \ */) {
-        const payload = text.slice(dataAt + DATA_FIELD.length, end)
-        if (!payload.includes('\\')) {
-          this.handler(text.slice(MESSAGE_PREFIX.length, roomEnd), payload)
-          return
-        }
-      }
-    }
-    let frame: Frame
-    try {
-      frame = JSON.parse(text) as Frame
-    } catch {
+    const fast = fastMessage(text)
+    if (fast !== undefined) {
+      this.handler(fast.room, fast.payload)
       return
     }
+    const frame = parseFrame(text)
+    if (frame !== undefined) this.dispatch(frame)
+  }
+
+  private dispatch (frame: Frame): void {
     switch (frame.type) {
       case 'message':
-        if (typeof frame.room === 'string') this.handler(frame.room, typeof frame.data === 'string' ? frame.data : JSON.stringify(frame.data))
+        if (typeof frame.room === 'string') this.handler(frame.room, jsonPayload(frame.data, frame.encoding))
         return
       case 'reply':
         this.settle(frame.id, { result: frame.result })
@@ -153,6 +191,7 @@ export function tokenExpiry (token: string): number | undefined {
 class SwitchboardAdapter implements LoadAdapter {
   readonly name = 'switchboard'
   readonly maxInFlight = MAX_IN_FLIGHT
+  readonly binary = true
   private readonly wsUrl: string
   private readonly publisherWsUrl: string
   private token: string | undefined
@@ -236,12 +275,12 @@ class SwitchboardAdapter implements LoadAdapter {
           ? `connection ${index + 1} closed at once with 4029 (too many connections): raise WS_MAX_CONNECTIONS_PER_USER and WS_MAX_CONNECTIONS_PER_IP on the server; ${SETTINGS}`
           : `connection ${index + 1} closed before the welcome frame (${code})`))
       })
-      socket.onMessage((text) => {
+      socket.onMessage((message) => {
         if (settled) return
-        let frame: Frame = {}
-        try { frame = JSON.parse(text) as Frame } catch { /* checked below */ }
-        if (frame.type !== 'welcome') {
-          fail(new CliError(`connection ${index + 1}: expected a welcome frame, got ${text.slice(0, 200)}`))
+        const frame = parseFrame(message)
+        if (frame?.type !== 'welcome') {
+          const got = typeof message === 'string' ? message.slice(0, 200) : `a binary frame of ${message.length} bytes`
+          fail(new CliError(`connection ${index + 1}: expected a welcome frame, got ${got}`))
           return
         }
         settled = true

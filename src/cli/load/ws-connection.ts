@@ -1,4 +1,4 @@
-import { PublishError, type LoadConnection, type CloseInfo } from './adapter.js'
+import { PublishError, type LoadConnection, type CloseInfo, type Payload } from './adapter.js'
 import { CLOSED, OPEN, type RawWebSocket } from './raw-websocket.js'
 
 /**
@@ -13,7 +13,7 @@ const CLOSE_GRACE_MS = 2_000
 
 export abstract class WsLoadConnection implements LoadConnection {
   protected nextId = 1
-  protected handler: (room: string, payload: string) => void = () => {}
+  protected handler: (room: string, payload: Payload) => void = () => {}
   private readonly waiting = new Map<number, { resolve: (result: unknown) => void, reject: (err: PublishError) => void }>()
   private closeHandler: ((info: CloseInfo) => void) | undefined
   /** Set by close(): settles once the connection is gone (every call gets the same one). */
@@ -23,7 +23,10 @@ export abstract class WsLoadConnection implements LoadConnection {
 
   /** `hint` names what to change for a close code the server chose (e.g. a limit to raise). */
   constructor (protected readonly socket: RawWebSocket, hint: (code: number) => string | undefined = () => undefined) {
-    socket.onMessage((text) => { this.receive(text) })
+    socket.onMessage((message) => {
+      if (typeof message === 'string') this.receive(message)
+      else this.receiveBinary(message)
+    })
     socket.onClose((code, reason) => {
       for (const waiter of this.waiting.values()) waiter.reject(new PublishError('closed', `the connection closed (${code})`))
       this.waiting.clear()
@@ -36,15 +39,28 @@ export abstract class WsLoadConnection implements LoadConnection {
   }
 
   abstract subscribe (room: string): Promise<void>
-  abstract publish (room: string, payload: string): Promise<void>
+  abstract publish (room: string, payload: Payload): Promise<void>
   /** One text frame from the server. */
   protected abstract receive (text: string): void
+  /**
+   * One binary message from the server (only on a socket opened with `binary: true`: others
+   * close on one), its bytes valid during the call.
+   */
+  protected receiveBinary (_bytes: Buffer): void {}
 
   get bufferedAmount (): number {
     return this.socket.bufferedAmount
   }
 
-  onMessage (handler: (room: string, payload: string) => void): void {
+  get bytesReceived (): number {
+    return this.socket.bytesReceived
+  }
+
+  get bytesSent (): number {
+    return this.socket.bytesSent
+  }
+
+  onMessage (handler: (room: string, payload: Payload) => void): void {
     this.handler = handler
   }
 
@@ -52,8 +68,11 @@ export abstract class WsLoadConnection implements LoadConnection {
     this.closeHandler = handler
   }
 
-  /** Sends a frame whose id is `this.nextId` (already written into `text`); resolves with its reply. */
-  protected command (text: string, timeoutMs?: number): Promise<unknown> {
+  /**
+   * Sends a frame (text, or one or more binary messages sent in order) whose id is
+   * `this.nextId` (already written into it); resolves with its reply.
+   */
+  protected command (frame: string | Uint8Array | Array<string | Uint8Array>, timeoutMs?: number): Promise<unknown> {
     if (this.socket.readyState !== OPEN) return Promise.reject(new PublishError('closed', 'the connection is closed'))
     const id = this.nextId++
     return new Promise((resolve, reject) => {
@@ -68,7 +87,10 @@ export abstract class WsLoadConnection implements LoadConnection {
         resolve: (result) => { clearTimeout(timer); resolve(result) },
         reject: (err) => { clearTimeout(timer); reject(err) }
       })
-      this.socket.send(text)
+      for (const part of Array.isArray(frame) ? frame : [frame]) {
+        if (typeof part === 'string') this.socket.send(part)
+        else this.socket.sendBinary(part)
+      }
     })
   }
 
