@@ -55,6 +55,7 @@ class HubConnection extends WsLoadConnection {
 }
 
 const hubAdapter: AdapterFactory = (options) => {
+  if (options.codec !== undefined) throw new CliError(`--codec: the ws hubs speak one protocol (JSON text, bytes in binary frames); drop --codec ${options.codec}`, 2)
   const binary = options.binary === true
   const urls = { subscriber: webSocketUrl(options.url, '/'), publisher: webSocketUrl(options.publisherUrl ?? options.url, '/') }
   return {

@@ -113,6 +113,7 @@ function join (socket: RawWebSocket, index: number, url: string): Promise<Socket
 }
 
 const socketIoAdapter: AdapterFactory = (options) => {
+  if (options.codec !== undefined) throw new CliError(`--codec: the Socket.IO peer speaks Socket.IO's own protocol; drop --codec ${options.codec}`, 2)
   const binary = options.binary === true
   const urls = { subscriber: webSocketUrl(options.url, ENDPOINT), publisher: webSocketUrl(options.publisherUrl ?? options.url, ENDPOINT) }
   return {

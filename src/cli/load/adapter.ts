@@ -122,6 +122,11 @@ export interface AdapterOptions {
   apiKey?: string
   /** The stored CLI session, for REST calls and a refresh; absent with --token / --api-key. */
   api?: Api
+  /**
+   * `--codec`: the wire encoding of a server that offers several (Switchboard: `json`, the
+   * default, or `msgpack`). An adapter that knows no codecs refuses one.
+   */
+  codec?: string
   /** `--binary`: payloads are bytes; connections must be able to send and receive them. */
   binary?: boolean
 }

@@ -19,6 +19,7 @@ Target:
   --url URL             server (default: the one you logged in to, else $SWITCHBOARD_URL, else http://localhost:3000)
   --publisher-url URL   publishers connect here instead (another node of the same cluster)
   --target NAME|PATH    switchboard (default), another registered adapter, or an adapter module
+  --codec json|msgpack  Switchboard's wire codec: switchboard.v1 (JSON, default) or switchboard.v1.msgpack
   --token JWT           access token (default: the stored \`switchboard login\` session)
   --api-key KEY         authenticate with an API key instead
   --allow-remote        allow a non-loopback --url (a machine you own)
@@ -121,6 +122,7 @@ export async function loadCommand (argv: string[], out: Output, log: Logger = st
       url: { type: 'string' },
       'publisher-url': { type: 'string' },
       target: { type: 'string', default: 'switchboard' },
+      codec: { type: 'string' },
       token: { type: 'string' },
       'api-key': { type: 'string' },
       'allow-remote': { type: 'boolean', default: false },
@@ -196,6 +198,7 @@ export async function loadCommand (argv: string[], out: Output, log: Logger = st
     ...(values.token === undefined ? {} : { token: values.token }),
     ...(values['api-key'] === undefined ? {} : { apiKey: values['api-key'] }),
     ...(api === undefined || values.token !== undefined ? {} : { api }),
+    ...(values.codec === undefined ? {} : { codec: values.codec }),
     ...(values.binary ? { binary: true } : {})
   })
   if (values.binary && adapter.binary !== true) throw new CliError(`--binary: the ${adapter.name} adapter sends text payloads only`, 2)

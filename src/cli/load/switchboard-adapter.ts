@@ -1,22 +1,31 @@
+import { Packr, Unpackr } from 'msgpackr'
 import { CliError } from '../api.js'
 import { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, MAX_IN_FLIGHT, PublishError, type AdapterFactory, type AdapterOptions, type LoadAdapter, type LoadConnection, type LoadShape, type Payload } from './adapter.js'
-import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawWebSocket } from './raw-websocket.js'
+import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawMessage, type RawWebSocket } from './raw-websocket.js'
 import { WsLoadConnection } from './ws-connection.js'
 
 /**
  * Switchboard protocol v1 over the generator's own WebSocket client (raw-websocket.ts; not
- * the SDK: the generator's own cost must stay small). Frames are built by hand, bytes as
- * standard base64 beside `"encoding":"base64"` (docs/protocol.md), and only what the run
- * needs is read: `welcome`, `reply`, `error` and `message`.
+ * the SDK: the generator's own cost must stay small), on either codec (docs/protocol.md):
+ * `switchboard.v1`, JSON text frames built by hand, bytes as standard base64 beside
+ * `"encoding":"base64"`; or `switchboard.v1.msgpack`, every frame one MessagePack map in a
+ * binary frame, bytes as `bin`. Only what the run needs is read: `welcome`, `reply`, `error`
+ * and `message`.
  */
 
-const SUBPROTOCOL = 'switchboard.v1'
+export type Codec = 'json' | 'msgpack'
+export const CODECS: readonly Codec[] = ['json', 'msgpack']
+const SUBPROTOCOLS: Record<Codec, string> = { json: 'switchboard.v1', msgpack: 'switchboard.v1.msgpack' }
 const SETTINGS = 'see docs/load-generator.md for the settings to run the server with'
 /** How the server starts a `message` frame (src/realtime/connection.ts) and names its data. */
 const MESSAGE_PREFIX = '{"type":"message","room":"'
 const DATA_FIELD = ',"data":"'
 /** Beside a `data` string that holds bytes, on the JSON codec. */
 const BASE64_FIELD = '"encoding":"base64"'
+
+/** Standard MessagePack only: no records or other extensions of msgpackr's own, which a server may refuse. */
+const packr = new Packr({ useRecords: false, variableMapSize: true })
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
 
 const CLOSE_HINTS: Record<number, string> = {
   1012: 'the server is shutting down',
@@ -50,9 +59,13 @@ interface Frame {
   error?: { code?: string, message?: string }
 }
 
-/** One server frame as an object; undefined when it is not JSON text. */
-function parseFrame (message: string | Buffer): Frame | undefined {
+/**
+ * One server frame as an object, on either codec; undefined when it does not decode, or came
+ * in the other codec's kind of frame.
+ */
+function parseFrame (message: RawMessage, codec: Codec): Frame | undefined {
   try {
+    if (codec === 'msgpack') return typeof message === 'string' ? undefined : unpackr.unpack(message) as Frame
     return typeof message === 'string' ? JSON.parse(message) as Frame : undefined
   } catch {
     return undefined
@@ -96,13 +109,15 @@ export function fastMessage (text: string): { room: string, payload: Payload } |
 }
 
 class SwitchboardConnection extends WsLoadConnection {
-  constructor (socket: RawWebSocket) {
+  constructor (socket: RawWebSocket, private readonly codec: Codec) {
     super(socket, code => CLOSE_HINTS[code])
   }
 
   async subscribe (room: string): Promise<void> {
     try {
-      await this.command(`{"type":"subscribe","id":${this.nextId},"room":${JSON.stringify(room)}}`, COMMAND_TIMEOUT_MS)
+      await this.command(this.codec === 'msgpack'
+        ? packr.pack({ type: 'subscribe', id: this.nextId, room })
+        : `{"type":"subscribe","id":${this.nextId},"room":${JSON.stringify(room)}}`, COMMAND_TIMEOUT_MS)
     } catch (err) {
       const e = err as PublishError
       if (e.code === 'not_found') throw new CliError(`room "${room}" does not exist (or is private): create the rooms, or pass --create-rooms`)
@@ -112,23 +127,35 @@ class SwitchboardConnection extends WsLoadConnection {
   }
 
   async publish (room: string, payload: Payload): Promise<void> {
-    await this.command(jsonPublish(this.nextId, room, payload))
+    await this.command(this.codec === 'msgpack'
+      ? packr.pack({ type: 'publish', id: this.nextId, room, data: payload })
+      : jsonPublish(this.nextId, room, payload))
   }
 
   protected receive (text: string): void {
+    if (this.codec !== 'json') return
     const fast = fastMessage(text)
     if (fast !== undefined) {
       this.handler(fast.room, fast.payload)
       return
     }
-    const frame = parseFrame(text)
+    const frame = parseFrame(text, 'json')
+    if (frame !== undefined) this.dispatch(frame)
+  }
+
+  protected override receiveBinary (bytes: Buffer): void {
+    if (this.codec !== 'msgpack') return
+    const frame = parseFrame(bytes, 'msgpack')
     if (frame !== undefined) this.dispatch(frame)
   }
 
   private dispatch (frame: Frame): void {
     switch (frame.type) {
       case 'message':
-        if (typeof frame.room === 'string') this.handler(frame.room, jsonPayload(frame.data, frame.encoding))
+        if (typeof frame.room !== 'string') return
+        // MessagePack: bytes are `bin` (a Uint8Array), a string is a string.
+        if (this.codec === 'msgpack' && (frame.data instanceof Uint8Array || typeof frame.data === 'string')) this.handler(frame.room, frame.data)
+        else this.handler(frame.room, jsonPayload(frame.data, frame.encoding))
         return
       case 'reply':
         this.settle(frame.id, { result: frame.result })
@@ -192,6 +219,7 @@ class SwitchboardAdapter implements LoadAdapter {
   readonly name = 'switchboard'
   readonly maxInFlight = MAX_IN_FLIGHT
   readonly binary = true
+  private readonly codec: Codec
   private readonly wsUrl: string
   private readonly publisherWsUrl: string
   private token: string | undefined
@@ -199,6 +227,9 @@ class SwitchboardAdapter implements LoadAdapter {
   private limits: Limits | undefined
 
   constructor (private readonly options: AdapterOptions) {
+    const codec = options.codec ?? 'json'
+    if (!(CODECS as readonly string[]).includes(codec)) throw new CliError(`--codec: "${codec}" is not one of ${CODECS.join(', ')}`, 2)
+    this.codec = codec as Codec
     this.wsUrl = webSocketUrl(options.url, '/ws')
     this.publisherWsUrl = options.publisherUrl === undefined ? this.wsUrl : webSocketUrl(options.publisherUrl, '/ws')
     this.token = options.token
@@ -254,10 +285,18 @@ class SwitchboardAdapter implements LoadAdapter {
     const began = Date.now()
     let socket: RawWebSocket
     try {
-      socket = await connectRawWebSocket(role === 'publisher' ? this.publisherWsUrl : this.wsUrl, { protocols: [SUBPROTOCOL], headers, timeoutMs: CONNECT_TIMEOUT_MS })
+      socket = await connectRawWebSocket(role === 'publisher' ? this.publisherWsUrl : this.wsUrl, {
+        protocols: [SUBPROTOCOLS[this.codec]],
+        headers,
+        timeoutMs: CONNECT_TIMEOUT_MS,
+        binary: this.codec === 'msgpack'
+      })
     } catch (err) {
       const { status, body, code } = err instanceof HandshakeError ? err.details : {}
       if (status !== undefined) throw new CliError(refusalMessage(index, status, parseBody(body)))
+      if (err instanceof HandshakeError && /subprotocol/.test(err.message)) {
+        throw new CliError(`connection ${index + 1}: the server does not speak ${SUBPROTOCOLS[this.codec]} (${err.message})${this.codec === 'msgpack' ? ': a server without the MessagePack codec; use --codec json' : ''}`)
+      }
       throw new CliError(`connection ${index + 1}: cannot reach the server at ${base} (${code ?? (err as Error).message})`)
     }
     return await new Promise((resolve, reject) => {
@@ -277,16 +316,16 @@ class SwitchboardAdapter implements LoadAdapter {
       })
       socket.onMessage((message) => {
         if (settled) return
-        const frame = parseFrame(message)
+        const frame = parseFrame(message, this.codec)
         if (frame?.type !== 'welcome') {
-          const got = typeof message === 'string' ? message.slice(0, 200) : `a binary frame of ${message.length} bytes`
+          const got = typeof message === 'string' ? message.slice(0, 200) : `a binary frame of ${message.length} bytes${this.codec === 'json' ? '' : ` (${message.subarray(0, 32).toString('hex')}…)`}`
           fail(new CliError(`connection ${index + 1}: expected a welcome frame, got ${got}`))
           return
         }
         settled = true
         clearTimeout(timer)
         this.limits ??= frame.limits
-        resolve(new SwitchboardConnection(socket))
+        resolve(new SwitchboardConnection(socket, this.codec))
       })
     })
   }
