@@ -20,7 +20,7 @@ import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type
 const USAGE = `bench/run.ts — the benchmark suite (docs/performance.md)
   --quick          small sizes, one run each: under two minutes (npm run bench:quick)
   --runs N         runs per scenario and server (default: 3, quick: 1; at full size at least 5 for scenario 5, 11 for scenario 6)
-  --only IDS       comma-separated scenarios: burst, steady, rooms, idle, handshakes, two-nodes
+  --only IDS       comma-separated scenarios: burst, steady, rooms, idle, handshakes, two-nodes, binary-fanout
   --peers NAMES    comma-separated servers (default: all): switchboard, ws-framed, ws-naive, socketio
   --cpu-prof       write a V8 CPU profile of every server process to bench/results/profiles/
   --update-docs    write the table and chart into docs/performance.md and docs/performance.svg

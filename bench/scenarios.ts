@@ -2,16 +2,17 @@ import type { LoadReport } from '../src/cli/load/report.js'
 import { PEERS, type Variant } from './servers.js'
 
 /**
- * The six scenarios of the suite (issue 6), sized for a 2-core machine, in a full size
- * (`npm run bench`) and a quick one (`npm run bench:quick`, under two minutes). Each is one
- * `switchboard load` invocation per server; `metrics` picks what the scenario compares out
- * of the generator's JSON report.
+ * The scenarios of the suite (issue 6, then issue 20's binary fan-out), sized for a 2-core
+ * machine, in a full size (`npm run bench`) and a quick one (`npm run bench:quick`, a few
+ * minutes). Each is one `switchboard load` invocation per server; `metrics` picks what the
+ * scenario compares out of the generator's JSON report. Scenarios added since the first six
+ * are named, not numbered: other issues add theirs too.
  */
 
 export type Size = 'full' | 'quick'
 
 export interface Scenario {
-  id: 'burst' | 'steady' | 'rooms' | 'idle' | 'handshakes' | 'two-nodes'
+  id: 'burst' | 'steady' | 'rooms' | 'idle' | 'handshakes' | 'two-nodes' | 'binary-fanout'
   title: string
   /** What it measures, for the table notes. */
   description: string
@@ -58,6 +59,9 @@ export function scenarios (size: Size): Scenario[] {
   const idle = full ? 10_000 : 2000
   const handshakes = full ? 3000 : 500
   const handshakesWarmup = full ? 1000 : 300
+  const binarySubs = full ? 1000 : 300
+  const binaryMessages = full ? 1000 : 300
+  const binaryBytes = 1024
   // The open-loop scenarios publish for a second before the timed part: a fresh process's
   // first fan-outs run unoptimised code (30–100 ms for the first tenth of a second, every
   // server), and 1 % of a ten-second run is half a second: unwarmed, p99 would measure start-up.
@@ -162,6 +166,29 @@ export function scenarios (size: Size): Scenario[] {
       connections: steadySubs + 1,
       raise: {},
       metrics: (r) => ({ ...latency(r), cpuS: r.server?.cpuSeconds.run ?? null })
+    },
+    {
+      id: 'binary-fanout',
+      title: 'Binary fan-out',
+      description: `1 room, ${binarySubs} subscribers, ${binaryMessages} messages of ${binaryBytes} random bytes as fast as backpressure allows; Switchboard on each codec (MessagePack: bytes as \`bin\`; JSON: bytes as base64), the frame-once hub in binary frames, Socket.IO 4 emitting a Buffer; bytes on the wire are WebSocket frames with their headers`,
+      variants: ['switchboard-msgpack', 'switchboard-json', 'ws-framed', 'socketio'],
+      // The burst's settings, with bytes: see 'burst' for --duration.
+      args: ['--subscribers', String(binarySubs), '--rooms', '1', '--publishers', '1', '--burst', '--messages', String(binaryMessages), '--size', String(binaryBytes), '--binary', '--duration', '120', '--drain-ms', '10000'],
+      rooms: 1,
+      connections: binarySubs + 1,
+      raise: {
+        WS_MESSAGES_BURST: { value: String(binaryMessages + 100), why: `the one publisher sends all ${binaryMessages} messages at once (default bucket: 100)` },
+        PUBLISH_BURST_PER_USER: { value: String(binaryMessages + 100), why: `the same ${binaryMessages} messages are one user's (default bucket: 200)` },
+        // The peers buffer without a bound; the frames queued on a socket are the one frame
+        // every subscriber shares, so the budget bounds bytes counted, not memory held.
+        WS_MAX_BUFFERED_BYTES: { value: String(4 * 1024 * 1024), why: `each subscriber is sent ${binaryMessages} frames of 1.1–1.5 KB at once, about ${Math.round(binaryMessages * 1.5)} KB with base64, and the generator reads every socket from one core: behind on one, it would see it cut off as a slow consumer (4008; default budget 1 MiB)` }
+      },
+      metrics: (r) => ({
+        deliveriesPerCpuS: r.server?.deliveriesPerCpuSecond ?? null,
+        wireBytesPerDelivery: r.wire?.bytesPerDelivery ?? null,
+        deliveriesPerS: r.deliveries.perSecond,
+        cpuS: r.server?.cpuSeconds.run ?? null
+      })
     }
   ]
 }

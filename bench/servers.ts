@@ -27,9 +27,10 @@ export type Peer = typeof PEERS[number]
  * Scenario 6 compares Switchboard on embedded defaults with one node and with two nodes on
  * Redis and PostgreSQL, and the frame-once hub in the same three set-ups (its processes
  * relaying through Redis PUBLISH); scenario 5 adds the frame-once hub verifying the same JWT
- * before each upgrade.
+ * before each upgrade. The binary fan-out drives the same Switchboard on each of its codecs
+ * (the generator's `--codec`): JSON with bytes as base64, and MessagePack.
  */
-export type Variant = Peer | 'switchboard-redis' | 'switchboard-2-nodes' | 'ws-framed-jwt' | 'ws-framed-redis' | 'ws-framed-2-nodes'
+export type Variant = Peer | 'switchboard-redis' | 'switchboard-2-nodes' | 'switchboard-json' | 'switchboard-msgpack' | 'ws-framed-jwt' | 'ws-framed-redis' | 'ws-framed-2-nodes'
 
 export const SERVER_CPU = '0'
 export const GENERATOR_CPU = '1'
@@ -59,6 +60,8 @@ export const PEER_OF: Record<Variant, Peer> = {
   switchboard: 'switchboard',
   'switchboard-redis': 'switchboard',
   'switchboard-2-nodes': 'switchboard',
+  'switchboard-json': 'switchboard',
+  'switchboard-msgpack': 'switchboard',
   'ws-framed': 'ws-framed',
   'ws-framed-jwt': 'ws-framed',
   'ws-framed-redis': 'ws-framed',
@@ -72,12 +75,20 @@ export const ADAPTERS: Record<Variant, string> = {
   switchboard: 'switchboard',
   'switchboard-redis': 'switchboard',
   'switchboard-2-nodes': 'switchboard',
+  'switchboard-json': 'switchboard',
+  'switchboard-msgpack': 'switchboard',
   'ws-framed': 'bench/peers/hub-adapter.ts',
   'ws-framed-jwt': 'bench/peers/hub-adapter.ts',
   'ws-framed-redis': 'bench/peers/hub-adapter.ts',
   'ws-framed-2-nodes': 'bench/peers/hub-adapter.ts',
   'ws-naive': 'bench/peers/hub-adapter.ts',
   socketio: 'bench/peers/socketio-adapter.ts'
+}
+
+/** Generator flags a variant adds to every run against it (the scenario's flags come first). */
+export const GENERATOR_ARGS: Partial<Record<Variant, string[]>> = {
+  'switchboard-json': ['--codec', 'json'],
+  'switchboard-msgpack': ['--codec', 'msgpack']
 }
 
 export interface RunningTarget {
@@ -231,7 +242,7 @@ function switchboardEnv (dataDir: string, options: StartOptions): Record<string,
   }
 }
 
-async function startSwitchboard (options: StartOptions): Promise<RunningTarget> {
+async function startSwitchboard (options: StartOptions, variant: 'switchboard' | 'switchboard-json' | 'switchboard-msgpack' = 'switchboard'): Promise<RunningTarget> {
   const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
   let node: Node | undefined
   try {
@@ -239,7 +250,7 @@ async function startSwitchboard (options: StartOptions): Promise<RunningTarget> 
     const token = await prepareSwitchboard(node.url, options.rooms)
     const { child, exited } = node
     return {
-      variant: 'switchboard',
+      variant,
       url: node.url,
       pid: child.pid!,
       token,
@@ -347,7 +358,7 @@ async function startHubCluster (count: 1 | 2, options: StartOptions): Promise<Ru
 export function startTarget (variant: Variant, options: StartOptions): Promise<RunningTarget> {
   if (variant === 'ws-framed-redis') return startHubCluster(1, options)
   if (variant === 'ws-framed-2-nodes') return startHubCluster(2, options)
-  if (variant === 'switchboard') return startSwitchboard(options)
+  if (variant === 'switchboard' || variant === 'switchboard-json' || variant === 'switchboard-msgpack') return startSwitchboard(options, variant)
   if (variant === 'switchboard-redis') return startCluster(1, options)
   if (variant === 'switchboard-2-nodes') return startCluster(2, options)
   if (variant === 'ws-framed-jwt') return startJwtHub(options)
@@ -370,7 +381,7 @@ async function startJwtHub (options: StartOptions): Promise<RunningTarget> {
 /** One `switchboard load --json` on the generator's CPU, against a running server; `onStderr` sees its progress lines as they come. */
 export function generate (target: RunningTarget, scenarioArgs: string[], configDir: string, onStderr?: (text: string) => void): Promise<{ report: LoadReport | undefined, stderr: string }> {
   const args = [
-    '--import', 'tsx', 'src/cli/index.ts', 'load', ...scenarioArgs,
+    '--import', 'tsx', 'src/cli/index.ts', 'load', ...scenarioArgs, ...(GENERATOR_ARGS[target.variant] ?? []),
     '--room-prefix', ROOM_PREFIX, '--url', target.url, '--target', ADAPTERS[target.variant], '--server-pid', String(target.pid), '--json',
     ...(target.token === undefined ? [] : ['--token', target.token]),
     ...(target.publisherUrl === undefined ? [] : ['--publisher-url', target.publisherUrl])

@@ -130,6 +130,10 @@ export function targets (results: ScenarioResult[]): TargetResult[] {
   // The same bound read as "cross-node against same-node fan-out on one deployment": the line
   // above also counts what the Redis engine's publish costs on one node (docs/performance.md).
   hopLine('Two nodes: crossing nodes adds ≤ 1 ms at p50 over one node on the same Redis', 'switchboard-redis')
+  // Issue 20's targets for bytes: the MessagePack codec against the peers carrying the same bytes.
+  const binary = get(results, 'binary-fanout', 'switchboard-msgpack', 'deliveriesPerCpuS')
+  atLeast('Binary fan-out (issue 20): MessagePack codec, deliveries per server CPU-second ≥ 1× the frame-once ws hub', ratio(binary, get(results, 'binary-fanout', 'ws-framed', 'deliveriesPerCpuS')), 1)
+  atLeast('Binary fan-out (issue 20): MessagePack codec, deliveries per server CPU-second ≥ 5× Socket.IO', ratio(binary, get(results, 'binary-fanout', 'socketio', 'deliveriesPerCpuS')), 5)
   return out
 }
 
@@ -137,6 +141,7 @@ export function targets (results: ScenarioResult[]): TargetResult[] {
 const METRICS: Record<string, { label: string, unit: string, better: 'higher' | 'lower' }> = {
   deliveriesPerCpuS: { label: 'deliveries per server CPU-s', unit: '', better: 'higher' },
   deliveriesPerS: { label: 'deliveries/s (wall, generator-bound)', unit: '', better: 'higher' },
+  wireBytesPerDelivery: { label: 'bytes on the wire per delivery', unit: ' B', better: 'lower' },
   p50Ms: { label: 'latency p50', unit: ' ms', better: 'lower' },
   p99Ms: { label: 'latency p99', unit: ' ms', better: 'lower' },
   p999Ms: { label: 'latency p99.9', unit: ' ms', better: 'lower' },
@@ -166,6 +171,8 @@ const NAMES: Record<Variant, string> = {
   switchboard: 'Switchboard',
   'switchboard-redis': 'Switchboard, 1 node on Redis',
   'switchboard-2-nodes': 'Switchboard, 2 nodes',
+  'switchboard-json': 'Switchboard, JSON (base64)',
+  'switchboard-msgpack': 'Switchboard, MessagePack',
   'ws-framed': 'ws frame-once',
   'ws-framed-jwt': 'ws frame-once + JWT',
   'ws-framed-redis': 'ws frame-once, 1 process on Redis',
@@ -206,15 +213,19 @@ export function markdown (results: ScenarioResult[], targetResults: TargetResult
       continue
     }
     const variants = Object.keys(s.summary) as Variant[]
-    const others = variants.filter(v => v !== 'switchboard')
-    // Scenario 6 compares Switchboard with itself: there the ratio reads "2 nodes ÷ 1 node".
-    const setUp = (v: Variant): boolean => v === 'switchboard-redis' || v === 'switchboard-2-nodes'
+    // The set-up of Switchboard the others are read against: the plain one, or in the binary
+    // fan-out the MessagePack codec (its targets are the MessagePack codec's).
+    const primary: Variant = variants.includes('switchboard') || !variants.includes('switchboard-msgpack') ? 'switchboard' : 'switchboard-msgpack'
+    const others = variants.filter(v => v !== primary)
+    // Switchboard compared with itself (scenario 6's "2 nodes ÷ 1 node", the JSON codec against
+    // MessagePack): the other set-up over the primary.
+    const setUp = (v: Variant): boolean => v === 'switchboard-redis' || v === 'switchboard-2-nodes' || v === 'switchboard-json'
     // The hub's set-ups of scenario 6 read against Switchboard's same set-up.
-    const ours = (v: Variant): Variant => SWITCHBOARD_TWIN[v] ?? 'switchboard'
-    const header = (v: Variant): string => setUp(v) ? `${variantName(v)} ÷ Switchboard` : `${variantName(ours(v))} ÷ ${variantName(v)}`
+    const ours = (v: Variant): Variant => SWITCHBOARD_TWIN[v] ?? primary
+    const header = (v: Variant): string => setUp(v) ? `${variantName(v)} ÷ ${variantName(primary)}` : `${variantName(ours(v))} ÷ ${variantName(v)}`
     const compare = (v: Variant, key: string): string => {
       const of = (x: Variant): number | null => s.summary[x]?.[key]?.median ?? null
-      return r2(setUp(v) ? ratio(of(v), of('switchboard')) : ratio(of(ours(v)), of(v)))
+      return r2(setUp(v) ? ratio(of(v), of(primary)) : ratio(of(ours(v)), of(v)))
     }
     lines.push(
       `| Measure | ${variants.map(variantName).join(' | ')} | ${others.map(header).join(' | ')} |`,

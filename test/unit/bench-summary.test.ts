@@ -97,6 +97,28 @@ describe('benchmark summary, targets and chart', () => {
     assert.ok(Math.abs(line('Two nodes: crossing nodes').value! - 0.8) < 1e-9)
     assert.equal(line('Two nodes: crossing nodes').met, true)
   })
+
+  it('binary fan-out: the MessagePack codec reads against the peers, the JSON codec against it; issue 20\'s targets', () => {
+    const binary: ScenarioResult = {
+      id: 'binary-fanout', title: 'Binary fan-out', description: 'bytes', args: [], switchboardEnv: {}, runs: [
+        record('switchboard-msgpack', 0, { deliveriesPerCpuS: 1000, wireBytesPerDelivery: 1111 }),
+        record('switchboard-json', 0, { deliveriesPerCpuS: 800, wireBytesPerDelivery: 1497 }),
+        record('ws-framed', 0, { deliveriesPerCpuS: 1250, wireBytesPerDelivery: 1036 }),
+        record('socketio', 0, { deliveriesPerCpuS: 100, wireBytesPerDelivery: 1080 })
+      ],
+      summary: {}
+    }
+    binary.summary = summarise(binary.runs)
+    const checked = targets([binary])
+    const line = (start: string): TargetResult => checked.find(c => c.target.startsWith(start))!
+    assert.deepEqual([line('Binary fan-out (issue 20): MessagePack codec, deliveries per server CPU-second ≥ 1×').value, line('Binary fan-out (issue 20): MessagePack codec, deliveries per server CPU-second ≥ 1×').met], [0.8, false])
+    assert.deepEqual([line('Binary fan-out (issue 20): MessagePack codec, deliveries per server CPU-second ≥ 5×').value, line('Binary fan-out (issue 20): MessagePack codec, deliveries per server CPU-second ≥ 5×').met], [10, true])
+    const table = markdown([binary], checked)
+    assert.match(table, /^### Binary fan-out$/m)
+    assert.match(table, /\| Measure \| Switchboard, MessagePack \| Switchboard, JSON \(base64\) \| ws frame-once \| Socket\.IO 4 \| Switchboard, JSON \(base64\) ÷ Switchboard, MessagePack \| Switchboard, MessagePack ÷ ws frame-once \| Switchboard, MessagePack ÷ Socket\.IO 4 \|/)
+    assert.match(table, /\| deliveries per server CPU-s \(higher is better\) \| 1,000 \| 800 \| 1,250 \| 100 \| 0\.80× \| 0\.80× \| 10\.00× \|/)
+    assert.match(table, /\| bytes on the wire per delivery \(lower is better\) \| 1,111 B \| 1,497 B \| 1,036 B \| 1,080 B \| 1\.35× \| 1\.07× \| 1\.03× \|/)
+  })
 })
 
 describe('handshake profile: busy time by group', () => {
