@@ -126,6 +126,25 @@ describe('switchboard load against a real server', () => {
     assertComplete(r, 100 * 5)
   })
 
+  it('--binary on both codecs: every byte of every payload delivered once; MessagePack puts fewer bytes on the wire than base64', async (t) => {
+    const server = await build(t, { env: RAISED })
+    const token = await server.userToken('loader')
+    const config = join(tempDir(t), 'none.json')
+    const common = ['load', '--url', server.url, '--token', token, '--create-rooms', '--subscribers', '10', '--rooms', '2', '--publishers', '2', '--burst', '--messages', '40', '--json']
+    // The generator checks each delivered payload byte for byte: a changed one is unexpected.
+    const json = report(await cli(config, [...common, '--size', '1024', '--binary', '--codec', 'json']))
+    const msgpack = report(await cli(config, [...common, '--size', '1024', '--binary', '--codec', 'msgpack']))
+    for (const r of [json, msgpack]) {
+      assertComplete(r, 40 * 5)
+      assert.equal(r.config.binary, true)
+    }
+    // base64 is a third more bytes than the payload; bin is the payload.
+    const [jsonBytes, msgpackBytes] = [json.wire!.bytesPerDelivery!, msgpack.wire!.bytesPerDelivery!]
+    assert.ok(jsonBytes > 1024 * 4 / 3 && msgpackBytes > 1024 && msgpackBytes < 1024 * 4 / 3, JSON.stringify({ jsonBytes, msgpackBytes }))
+    // Text payloads on MessagePack: strings both ways.
+    assertComplete(report(await cli(config, [...common, '--codec', 'msgpack'])), 40 * 5)
+  })
+
   it('--server-pid reports the server process CPU seconds and RSS', async (t) => {
     const server = await startServer(t, { ...baseEnv(tempDir(t)), ...RAISED })
     await waitUntilReady(server)
@@ -197,7 +216,7 @@ describe('switchboard load against a real server', () => {
     const notLoggedIn = await cli(config, ['load', '--url', server.url, '--subscribers', '1'])
     assert.equal(notLoggedIn.code, 1)
     assert.match(notLoggedIn.stderr, /not logged in: run `switchboard login`, or pass --token or --api-key/)
-    for (const args of [['--rate', '10', '--burst'], ['--size', '10'], ['--duration', '601'], ['--warmup', '61'], ['--burst', '--warmup', '1'], ['--subscribers', 'many'], ['--target', 'nope'], ['--nope']]) {
+    for (const args of [['--rate', '10', '--burst'], ['--size', '10'], ['--duration', '601'], ['--warmup', '61'], ['--burst', '--warmup', '1'], ['--subscribers', 'many'], ['--target', 'nope'], ['--codec', 'xml'], ['--nope']]) {
       const bad = await cli(config, ['load', '--url', server.url, '--token', token, ...args])
       assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.stderr}`)
     }
