@@ -22,17 +22,19 @@ export type WelcomeUser = Static<typeof WelcomeFrameSchema>['user']
 export type WelcomeSettings = string & { readonly welcomeSettings: unique symbol }
 
 export function welcomeSettings (heartbeatMs: number, limits: Limits): WelcomeSettings {
-  return JSON.stringify({
-    heartbeatMs,
-    limits: {
-      maxMessageBytes: limits.maxMessageBytes,
-      messagesPerSecond: limits.messagesPerSecond,
-      messagesBurst: limits.messagesBurst,
-      maxSubscriptions: limits.maxSubscriptions,
-      maxBufferedBytes: limits.maxBufferedBytes,
-      idleTimeoutMs: limits.idleTimeoutMs
-    }
-  }).slice(1, -1) as WelcomeSettings
+  return JSON.stringify({ heartbeatMs, limits: welcomeLimits(limits) }).slice(1, -1) as WelcomeSettings
+}
+
+/** The welcome's `limits`: just the fields of LimitsSchema, in its order (a node's limits hold more). */
+export function welcomeLimits (limits: Limits): Limits {
+  return {
+    maxMessageBytes: limits.maxMessageBytes,
+    messagesPerSecond: limits.messagesPerSecond,
+    messagesBurst: limits.messagesBurst,
+    maxSubscriptions: limits.maxSubscriptions,
+    maxBufferedBytes: limits.maxBufferedBytes,
+    idleTimeoutMs: limits.idleTimeoutMs
+  }
 }
 
 /** The first frame of every connection. `tokenExpiresAt` in epoch milliseconds, null for API keys. */

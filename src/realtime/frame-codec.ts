@@ -1,5 +1,5 @@
 import {
-  errorFrame, presenceFrame, reconnectFrame, replyFrame, replyFrameWithJson, unsubscribedFrame, welcomeFrame, welcomeSettings,
+  errorFrame, presenceFrame, reconnectFrame, replyFrame, replyFrameWithJson, unsubscribedFrame, welcomeFrame, welcomeLimits, welcomeSettings,
   type Limits, type ProtocolError, type WelcomeSettings, type WelcomeUser
 } from '../protocol/frames.js'
 import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, type CommandId, type ProtocolVersion, type UnsubscribeReason } from '../protocol/messages.js'
@@ -100,14 +100,7 @@ export const msgpackCodec: FrameCodec = {
     connectionId,
     user,
     heartbeatMs: limits.heartbeatMs,
-    limits: {
-      maxMessageBytes: limits.maxMessageBytes,
-      messagesPerSecond: limits.messagesPerSecond,
-      messagesBurst: limits.messagesBurst,
-      maxSubscriptions: limits.maxSubscriptions,
-      maxBufferedBytes: limits.maxBufferedBytes,
-      idleTimeoutMs: limits.idleTimeoutMs
-    },
+    limits: welcomeLimits(limits),
     tokenExpiresAt
   }),
   reply: (id, result) => encodeMsgpack({ type: 'reply', id, result }),
