@@ -7,7 +7,6 @@ import http from 'node:http'
 import { createHmac, randomBytes } from 'node:crypto'
 import { WebSocket } from 'ws'
 import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
-import { decodeMsgpack, encodeMsgpack } from '../src/protocol/msgpack.js'
 import { build, TEST_JWT_SECRET, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -331,60 +330,12 @@ export async function createApiKey (srv: TestApp, scopes: string[]): Promise<{ k
 // ---------------------------------------------------------------------------------------
 // MessagePack codec
 
-/** A real `ws` client on `switchboard.v1.msgpack`: the same surface as wsConnect's, frames decoded from MessagePack. */
-export interface MsgpackClient {
-  socket: WebSocket
-  /** Every frame received so far, decoded (bytes are Buffers), in order. */
-  frames: WsFrame[]
-  /** How many frames arrived as text frames (none should, on this codec). */
-  textFrames: number
-  welcome: WsFrame
-  /** Sends a command with a fresh id as one MessagePack map in a binary frame, and resolves with its reply or error. */
-  command: (frame: Record<string, unknown>) => Promise<WsFrame>
-  next: (match: (frame: WsFrame) => boolean, timeoutMs?: number) => Promise<WsFrame>
-}
-
-let msgpackCommandSeq = 0
-
-/** Opens a WebSocket that offers only `switchboard.v1.msgpack` and waits for the welcome; closed when the test ends. */
-export async function msgpackConnect (t: TestContext, base: { url: string }, token: string): Promise<MsgpackClient> {
-  const socket = new WebSocket(`${base.url.replace(/^http/, 'ws')}/ws`, [MSGPACK_PROTOCOL_VERSION], { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false })
-  const client = { socket, frames: [] as WsFrame[], textFrames: 0 }
-  const waiters: Array<{ match: (f: WsFrame) => boolean, resolve: (f: WsFrame) => void }> = []
-  socket.on('message', (data: Buffer, isBinary: boolean) => {
-    if (!isBinary) client.textFrames++
-    const frame = decodeMsgpack(data) as WsFrame
-    client.frames.push(frame)
-    for (const waiter of [...waiters]) {
-      if (waiter.match(frame)) {
-        waiters.splice(waiters.indexOf(waiter), 1)
-        waiter.resolve(frame)
-      }
-    }
-  })
-  socket.on('error', () => {})
-  t.after(() => { socket.terminate() })
-  const next = (match: (frame: WsFrame) => boolean, timeoutMs = 10_000): Promise<WsFrame> => {
-    const seen = client.frames.find(match)
-    if (seen !== undefined) return Promise.resolve(seen)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching frame within ${timeoutMs} ms; got ${client.frames.length} frames`)), timeoutMs)
-      waiters.push({ match, resolve: (f) => { clearTimeout(timer); resolve(f) } })
-    })
-  }
-  await new Promise<void>((resolve, reject) => {
-    socket.once('open', () => resolve())
-    socket.once('error', reject)
-  })
-  assert.equal(socket.protocol, MSGPACK_PROTOCOL_VERSION)
-  const welcome = await next(f => f.type === 'welcome')
-  return Object.assign(client, {
-    welcome,
-    next,
-    command: async (frame: Record<string, unknown>) => {
-      const id = `m${++msgpackCommandSeq}`
-      socket.send(encodeMsgpack({ ...frame, id }))
-      return await next(f => (f.type === 'reply' || f.type === 'error') && f.id === id)
-    }
-  })
+/**
+ * wsConnect offering only `switchboard.v1.msgpack`: frames are decoded from MessagePack (bytes as
+ * Buffers; a text frame would arrive with base64 strings instead), commands go out as MessagePack.
+ */
+export async function msgpackConnect (t: TestContext, base: { url: string }, token: string): Promise<WsClient> {
+  const client = await wsConnect(t, base, { token, protocols: [MSGPACK_PROTOCOL_VERSION] })
+  assert.equal(client.socket.protocol, MSGPACK_PROTOCOL_VERSION)
+  return client
 }
