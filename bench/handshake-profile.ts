@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { type Profile, type ProfileNode, profileTree } from './profile-top.js'
-import { cleanRun, connectionLimits, scenarios } from './scenarios.js'
+import { cleanRun, scenarioLimits, scenarios } from './scenarios.js'
 import { generate, startTarget, type Variant } from './servers.js'
 
 /**
@@ -71,7 +71,7 @@ async function profileServer (variant: Variant, rounds: number, perRound: number
   const args = ['--subscribers', '0', '--publishers', String(perRound), '--messages', '0', '--batch', '50']
   const dir = mkdtempSync(join(tmpdir(), 'handshake-profile-'))
   try {
-    const target = await startTarget(variant, { rooms: [], env: connectionLimits({ ...handshakes, connections: rounds * perRound }), cpuProfDir: dir })
+    const target = await startTarget(variant, { rooms: [], env: scenarioLimits({ ...handshakes, connections: rounds * perRound }), cpuProfDir: dir })
     const windows: Array<[number, number]> = []
     try {
       for (let round = 0; round < rounds; round++) {

@@ -7,7 +7,7 @@ import { createRateLimiter } from '../src/limits/rate-limiter.js'
 import { createRedisEngine } from '../src/realtime/redis-engine/index.js'
 import type { Publication } from '../src/realtime/engine.js'
 import { deleteRedisKeys } from '../support/redis.js'
-import { connectionLimits, scenarios } from './scenarios.js'
+import { scenarioLimits, scenarios } from './scenarios.js'
 import { clusterServices, generate, REDIS_URL, roomNames, startTarget, type Variant } from './servers.js'
 
 /**
@@ -82,7 +82,7 @@ async function redisCalls (): Promise<Record<string, number[]>> {
 async function lightHop (subscribers: number, runs: number, noPublishLimit: boolean): Promise<Record<string, number[]>> {
   const scenario = scenarios('full').find(s => s.id === 'two-nodes')!
   const args = ['--subscribers', String(subscribers), '--rooms', '1', '--publishers', '1', '--rate', '50', '--duration', '5', '--size', '100']
-  const env = { ...connectionLimits({ ...scenario, connections: subscribers + 1 }), ...(noPublishLimit ? { PUBLISH_RATE_PER_USER: '0' } : {}) }
+  const env = { ...scenarioLimits({ ...scenario, connections: subscribers + 1 }), ...(noPublishLimit ? { PUBLISH_RATE_PER_USER: '0' } : {}) }
   const variants: Variant[] = ['switchboard', 'switchboard-2-nodes', 'ws-framed', 'ws-framed-2-nodes']
   const p50s: Record<string, number[]> = Object.fromEntries(variants.map(v => [v, []]))
   for (let run = 0; run < runs; run++) {

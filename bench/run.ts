@@ -4,7 +4,7 @@ import os from 'node:os'
 import { basename, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { renderChart } from './chart.js'
-import { cleanRun, connectionLimits, scenarios, type Scenario, type Size } from './scenarios.js'
+import { cleanRun, scenarioLimits, scenarios, type Scenario, type Size } from './scenarios.js'
 import { clusterServices, generate, HAS_TASKSET, PEER_OF, PEERS, ROOT, roomNames, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
 import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type TargetResult } from './summary.js'
 
@@ -69,7 +69,7 @@ function machine (): Machine {
 async function runScenario (s: Scenario, asked: number, peers: Set<Variant>, cpuProfDir: string | undefined, configDir: string): Promise<ScenarioResult> {
   const runs = Math.max(asked, s.minRuns ?? 0)
   const extra = Object.fromEntries(Object.entries(s.raise).map(([k, v]) => [k, v.value]))
-  const switchboardEnv = { ...connectionLimits(s), ...extra }
+  const switchboardEnv = { ...scenarioLimits(s), ...extra }
   const variants = s.variants.filter(v => peers.has(PEER_OF[v]))
   const result: ScenarioResult = { id: s.id, title: s.title, description: s.description, args: s.args, switchboardEnv, runs: [], summary: {} }
   if (s.id === 'two-nodes') {

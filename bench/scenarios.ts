@@ -194,14 +194,15 @@ export function scenarios (size: Size): Scenario[] {
 }
 
 /**
- * The connection limits every scenario raises, sized to its connection count: all bench
- * connections are one user from one address (defaults: 20 per user, 1000 per address,
- * 120 handshakes a minute per address, 256 HTTP connections open per address, which a
- * `--batch` of handshakes at once comes close to).
+ * The limits every scenario raises, sized to it: all bench connections are one user from one
+ * address (defaults: 20 per user, 1000 per address, 120 handshakes a minute per address, 256
+ * HTTP connections open per address, which a `--batch` of handshakes at once comes close to),
+ * and that ordinary user creates every room of the scenario (default: 50 rooms per user).
  */
-export function connectionLimits (s: Scenario): Record<string, string> {
+export function scenarioLimits (s: Scenario): Record<string, string> {
   const n = String(s.connections + 100)
-  return { WS_MAX_CONNECTIONS_PER_USER: n, WS_MAX_CONNECTIONS_PER_IP: n, WS_HANDSHAKES_PER_IP_PER_MINUTE: n, HTTP_MAX_CONNECTIONS_PER_IP: n }
+  const rooms = String(Math.max(s.rooms, 50))
+  return { WS_MAX_CONNECTIONS_PER_USER: n, WS_MAX_CONNECTIONS_PER_IP: n, WS_HANDSHAKES_PER_IP_PER_MINUTE: n, HTTP_MAX_CONNECTIONS_PER_IP: n, MAX_ROOMS_PER_USER: rooms }
 }
 
 /** Whether a run measured the intended load: everything published, delivered once, nothing refused or closed. */
