@@ -4,6 +4,15 @@ import { dirname, join, resolve } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { POOL_DEFAULTS } from './store/types.js'
+import { EXTERNAL_PREFIX_PATTERN, USERNAME_PATTERN } from './schemas/common.js'
+
+/** The algorithms an identity provider's tokens may use: no `none`, no HMAC without IDP_HMAC_SECRET. */
+export const IDP_ALGORITHMS = ['RS256', 'PS256', 'ES256', 'EdDSA', 'HS256', 'HS384', 'HS512'] as const
+export type IdpAlgorithm = typeof IDP_ALGORITHMS[number]
+const HMAC_ALGORITHMS: readonly IdpAlgorithm[] = ['HS256', 'HS384', 'HS512']
+const PUBLIC_KEY_ALGORITHMS: readonly IdpAlgorithm[] = ['RS256', 'PS256', 'ES256', 'EdDSA']
+/** A claim name, or a dotted path into nested claims (`realm_access.roles`). */
+const CLAIM_NAME = '^[^\\s]{1,128}$'
 
 /**
  * Every environment variable the server reads, in one schema. Values arrive as strings;
@@ -30,9 +39,25 @@ export const EnvSchema = Type.Object({
   REFRESH_TOKEN_TTL: Duration('30d'),
   ACCOUNT_CACHE_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 10_000, description: 'How long an account found active is trusted before the store is asked again; connected users are re-checked this often' }),
   REVOKED_SESSIONS_MAX: Type.Integer({ minimum: 1000, default: 100_000, description: 'Revoked sessions each node remembers until their access tokens expire' }),
-  ADMIN_USERNAME: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{2,31}$' })),
+  ADMIN_USERNAME: Type.Optional(Type.String({ pattern: `^${USERNAME_PATTERN}$` })),
   ADMIN_PASSWORD: Type.Optional(Type.String({ minLength: 8, maxLength: 128 })),
   ALLOW_REGISTRATION: Bool('true'),
+  AUTH_ACCOUNTS: Type.Optional(Type.Union([Type.Literal('builtin'), Type.Literal('external'), Type.Literal('both')], { description: 'Whose accounts sign in: builtin (username and password), external (the identity provider\'s tokens only) or both; default both when an IDP_* key source is set, else builtin' })),
+  IDP_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'The identity provider\'s JWKS document (https:// in production, except on loopback)' })),
+  IDP_PUBLIC_KEY_FILE: Type.Optional(Type.String({ minLength: 1, description: 'A PEM public key (SPKI) the identity provider signs with' })),
+  IDP_HMAC_SECRET: Type.Optional(Type.String({ minLength: 1, description: 'The secret the application\'s backend signs HS256/384/512 tokens with; at least 32 bytes, not JWT_SECRET' })),
+  IDP_ALGORITHMS: Type.Optional(Type.String({ pattern: `^(${IDP_ALGORITHMS.join('|')})(,(${IDP_ALGORITHMS.join('|')}))*$`, description: 'Comma-separated; default: RS256,PS256,ES256,EdDSA with a public key source, HS256,HS384,HS512 with IDP_HMAC_SECRET' })),
+  IDP_ISSUER: Type.Optional(Type.String({ minLength: 1, description: 'The iss of the identity provider\'s tokens: required with a key source, must differ from JWT_ISSUER' })),
+  IDP_AUDIENCE: Type.Optional(Type.String({ minLength: 1, description: 'An aud the tokens must carry (comma-separated: any of them); required with a key source' })),
+  IDP_CLOCK_TOLERANCE: Duration('5s'),
+  IDP_USER_CLAIM: Type.String({ pattern: CLAIM_NAME, default: 'sub' }),
+  IDP_USER_PREFIX: Type.String({ pattern: `^${EXTERNAL_PREFIX_PATTERN}$`, default: 'ext:', description: 'Put before the claim\'s value to make the user id; a lowercase word and a colon, so no built-in username can equal it' }),
+  IDP_ADMIN_CLAIM: Type.Optional(Type.String({ pattern: CLAIM_NAME })),
+  IDP_ADMIN_VALUE: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  IDP_NAME_CLAIM: Type.Optional(Type.String({ pattern: CLAIM_NAME })),
+  IDP_JWKS_MAX_AGE: Duration('10m'),
+  IDP_JWKS_COOLDOWN: Duration('30s'),
+  IDP_JWKS_MAX_STALE: Duration('1h'),
   CORS_ORIGINS: Type.String({ default: '' }),
   TRUST_PROXY: Type.String({ default: 'false' }),
   LOGIN_RATE_LIMIT: Type.Integer({ minimum: 1, default: 10 }),
@@ -107,6 +132,10 @@ export interface Config {
   revocation: { accountCacheMs: number, maxRevokedSessions: number }
   admin: { username: string, password: string } | null
   allowRegistration: boolean
+  /** Whose accounts sign in: Switchboard's own (password, its tokens), the identity provider's, or both. */
+  accounts: 'builtin' | 'external' | 'both'
+  /** The application's identity provider (docs/integration.md); null: none configured. */
+  idp: IdpConfig | null
   corsOrigins: string[]
   /** Fastify's trustProxy: false, true, a hop count, or a list of addresses/CIDRs. */
   trustProxy: boolean | number | string[]
@@ -181,6 +210,23 @@ export interface Config {
     /** A dead node's connections leave presence within this many seconds. */
     presenceTtlSeconds: number
   } | null
+}
+
+export interface IdpConfig {
+  /** Where the public keys come from: a JWKS URL or one PEM key; null with IDP_HMAC_SECRET alone. */
+  publicKeys: { jwksUrl: string } | { pem: string } | null
+  hmacSecret: string | null
+  algorithms: IdpAlgorithm[]
+  issuer: string
+  audience: string[]
+  clockToleranceSeconds: number
+  /** Claims mapping: the user id's claim and prefix, the admin claim and value, the display name's claim. */
+  userClaim: string
+  userPrefix: string
+  admin: { claim: string, value: string } | null
+  nameClaim: string | null
+  /** JWKS cache: refetched after maxAgeMs, at most once per cooldownMs for unknown kids, served stale up to maxStaleMs. */
+  jwks: { maxAgeMs: number, cooldownMs: number, maxStaleMs: number }
 }
 
 export class ConfigError extends Error {
@@ -309,6 +355,11 @@ export function loadConfig (source: Record<string, string | undefined> = process
   if (accessTokenTtlSeconds < 10) throw new ConfigError('ACCESS_TOKEN_TTL: must be at least 10s')
   if (refreshTokenTtlSeconds < accessTokenTtlSeconds) throw new ConfigError('REFRESH_TOKEN_TTL: must not be shorter than ACCESS_TOKEN_TTL')
 
+  const idp = identityProvider(env, production, secret)
+  const accounts = env.AUTH_ACCOUNTS ?? (idp === null ? 'builtin' : 'both')
+  if (accounts !== 'builtin' && idp === null) throw new ConfigError(`AUTH_ACCOUNTS: ${accounts} needs the identity provider's keys (IDP_JWKS_URL, IDP_PUBLIC_KEY_FILE or IDP_HMAC_SECRET)`)
+  if (accounts === 'external' && env.ADMIN_USERNAME !== undefined) throw new ConfigError('ADMIN_USERNAME: with AUTH_ACCOUNTS=external nobody signs in with a password; make admins with IDP_ADMIN_CLAIM and IDP_ADMIN_VALUE')
+
   return {
     env: env.NODE_ENV,
     host: env.HOST,
@@ -331,6 +382,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
       ? { username: env.ADMIN_USERNAME, password: env.ADMIN_PASSWORD }
       : null,
     allowRegistration: env.ALLOW_REGISTRATION === 'true' || env.ALLOW_REGISTRATION === '1',
+    accounts,
+    idp,
     corsOrigins: env.CORS_ORIGINS.split(',').map(s => s.trim()).filter(Boolean),
     trustProxy: parseTrustProxy(env.TRUST_PROXY),
     loginRateLimit: env.LOGIN_RATE_LIMIT,
@@ -387,6 +440,75 @@ export function loadConfig (source: Record<string, string | undefined> = process
           keyPrefix: env.REDIS_KEY_PREFIX,
           presenceTtlSeconds: env.PRESENCE_TTL_SECONDS
         }
+  }
+}
+
+/**
+ * The identity provider's settings, or null when no key source is set. Every rule that keeps
+ * a confusion out is checked here, at boot: an HMAC algorithm only with IDP_HMAC_SECRET (so a
+ * public key is never used as an HMAC secret), a public-key algorithm only with a public key
+ * source, an issuer and an audience always, an issuer that is not Switchboard's own (tokens
+ * are routed by it: src/auth/token-verifier.ts).
+ */
+function identityProvider (env: Env, production: boolean, jwtSecret: string): IdpConfig | null {
+  const { IDP_JWKS_URL: jwksUrl, IDP_PUBLIC_KEY_FILE: keyFile, IDP_HMAC_SECRET: hmacSecret } = env
+  if (jwksUrl === undefined && keyFile === undefined && hmacSecret === undefined) {
+    for (const variable of ['IDP_ISSUER', 'IDP_AUDIENCE', 'IDP_ALGORITHMS', 'IDP_ADMIN_CLAIM', 'IDP_ADMIN_VALUE', 'IDP_NAME_CLAIM'] as const) {
+      if (env[variable] !== undefined) throw new ConfigError(`${variable}: set without a key source (IDP_JWKS_URL, IDP_PUBLIC_KEY_FILE or IDP_HMAC_SECRET)`)
+    }
+    return null
+  }
+  if (jwksUrl !== undefined && keyFile !== undefined) throw new ConfigError('IDP_JWKS_URL and IDP_PUBLIC_KEY_FILE: set one or the other')
+  if (env.IDP_ISSUER === undefined) throw new ConfigError('IDP_ISSUER: required with IDP_JWKS_URL, IDP_PUBLIC_KEY_FILE or IDP_HMAC_SECRET (the iss of the provider\'s tokens)')
+  if (env.IDP_AUDIENCE === undefined) throw new ConfigError('IDP_AUDIENCE: required with IDP_JWKS_URL, IDP_PUBLIC_KEY_FILE or IDP_HMAC_SECRET (an aud the provider\'s tokens carry for Switchboard)')
+  if (env.IDP_ISSUER === env.JWT_ISSUER) throw new ConfigError('IDP_ISSUER: must differ from JWT_ISSUER (tokens are told apart by their issuer)')
+  if (jwksUrl !== undefined) {
+    if (!URL.canParse(jwksUrl)) throw new ConfigError('IDP_JWKS_URL: not a valid URL')
+    const url = new URL(jwksUrl)
+    // Keys fetched over plain HTTP can be swapped on the way, and with them every identity.
+    if (production && url.protocol !== 'https:' && !['localhost', '127.0.0.1', '[::1]'].includes(url.hostname)) {
+      throw new ConfigError('IDP_JWKS_URL: must be https:// when NODE_ENV=production (plain http only on loopback)')
+    }
+  }
+  if (hmacSecret !== undefined) {
+    if (Buffer.byteLength(hmacSecret) < 32) throw new ConfigError('IDP_HMAC_SECRET: must be at least 32 bytes')
+    if (hmacSecret === jwtSecret) throw new ConfigError('IDP_HMAC_SECRET: must differ from JWT_SECRET (the backend\'s tokens must not be able to pass as Switchboard\'s)')
+  }
+  let pem: string | null = null
+  if (keyFile !== undefined) {
+    pem = readFileOrFail('IDP_PUBLIC_KEY_FILE', keyFile).toString('utf8')
+    if (!pem.includes('-----BEGIN PUBLIC KEY-----')) throw new ConfigError('IDP_PUBLIC_KEY_FILE: not a PEM public key (-----BEGIN PUBLIC KEY-----)')
+  }
+  const hasPublicKeys = jwksUrl !== undefined || pem !== null
+  const algorithms = env.IDP_ALGORITHMS === undefined
+    ? [...(hasPublicKeys ? PUBLIC_KEY_ALGORITHMS : []), ...(hmacSecret === undefined ? [] : HMAC_ALGORITHMS)]
+    : [...new Set(env.IDP_ALGORITHMS.split(',') as IdpAlgorithm[])]
+  for (const algorithm of algorithms) {
+    if (HMAC_ALGORITHMS.includes(algorithm) && hmacSecret === undefined) throw new ConfigError(`IDP_ALGORITHMS: ${algorithm} needs IDP_HMAC_SECRET (an HMAC is never checked with a public key)`)
+    if (PUBLIC_KEY_ALGORITHMS.includes(algorithm) && !hasPublicKeys) throw new ConfigError(`IDP_ALGORITHMS: ${algorithm} needs IDP_JWKS_URL or IDP_PUBLIC_KEY_FILE`)
+  }
+  if ((env.IDP_ADMIN_CLAIM === undefined) !== (env.IDP_ADMIN_VALUE === undefined)) throw new ConfigError('IDP_ADMIN_CLAIM and IDP_ADMIN_VALUE: set both or neither')
+  const clockToleranceSeconds = parseDurationSeconds(env.IDP_CLOCK_TOLERANCE)
+  if (clockToleranceSeconds > 300) throw new ConfigError('IDP_CLOCK_TOLERANCE: at most 5m')
+  const cooldownMs = parseDurationSeconds(env.IDP_JWKS_COOLDOWN) * 1000
+  const maxAgeMs = parseDurationSeconds(env.IDP_JWKS_MAX_AGE) * 1000
+  const maxStaleMs = parseDurationSeconds(env.IDP_JWKS_MAX_STALE) * 1000
+  // Unknown kids refetch at most once per cooldown: 0 would let a flood of made-up kids flood the provider.
+  if (cooldownMs < 1000) throw new ConfigError('IDP_JWKS_COOLDOWN: at least 1s')
+  if (maxAgeMs < cooldownMs) throw new ConfigError('IDP_JWKS_MAX_AGE: must not be shorter than IDP_JWKS_COOLDOWN')
+  if (maxStaleMs < maxAgeMs) throw new ConfigError('IDP_JWKS_MAX_STALE: must not be shorter than IDP_JWKS_MAX_AGE')
+  return {
+    publicKeys: jwksUrl !== undefined ? { jwksUrl } : pem !== null ? { pem } : null,
+    hmacSecret: hmacSecret ?? null,
+    algorithms,
+    issuer: env.IDP_ISSUER,
+    audience: env.IDP_AUDIENCE.split(',').map(a => a.trim()).filter(Boolean),
+    clockToleranceSeconds,
+    userClaim: env.IDP_USER_CLAIM,
+    userPrefix: env.IDP_USER_PREFIX,
+    admin: env.IDP_ADMIN_CLAIM !== undefined && env.IDP_ADMIN_VALUE !== undefined ? { claim: env.IDP_ADMIN_CLAIM, value: env.IDP_ADMIN_VALUE } : null,
+    nameClaim: env.IDP_NAME_CLAIM ?? null,
+    jwks: { maxAgeMs, cooldownMs, maxStaleMs }
   }
 }
 
