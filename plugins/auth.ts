@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Errors } from '../src/errors.js'
+import { USERNAME_PATTERN } from '../src/schemas/common.js'
 import type { Principal, UserPrincipal } from '../src/auth/principal.js'
 import { createAccessTokenVerifier } from '../src/auth/access-token.js'
 import { createAuthService, type AccessClaims, type AuthService } from '../src/auth/service.js'
@@ -9,6 +10,8 @@ import { createLoginThrottle } from '../src/limits/login-throttle.js'
 import { createAccountStatus } from '../src/auth/account-status.js'
 import { createRevocations, type Revocations } from '../src/auth/revocation.js'
 import { createSessionDenylist } from '../src/auth/session-denylist.js'
+import { createExternalTokenVerifier, type ExternalTokenVerifier } from '../src/auth/external-token.js'
+import { routeToken } from '../src/auth/token-routing.js'
 import { credentialError, readCredentials, type AccessTokenRefusal, type CredentialRefusal, type Credentials } from '../src/auth/credentials.js'
 
 declare module '@fastify/jwt' {
@@ -54,7 +57,7 @@ declare module 'fastify' {
 /** A JWT longer than this is refused unparsed: no legitimate access token comes near it. */
 export const MAX_TOKEN_LENGTH = 8192
 const REFRESH_SWEEP_INTERVAL_MS = 60 * 60 * 1000
-const USER_ID = /^[a-z0-9][a-z0-9_.-]{2,31}$/
+const USER_ID = new RegExp(`^${USERNAME_PATTERN}$`)
 /** Accounts whose last good check each node remembers (one per user active within ACCOUNT_CACHE_MS). */
 const ACCOUNT_CACHE_ENTRIES = 100_000
 
@@ -62,7 +65,9 @@ const ACCOUNT_CACHE_ENTRIES = 100_000
  * Authentication: access tokens signed by @fastify/jwt (HS256, the issuer, a short lifetime) and
  * verified by src/auth/access-token.ts (HS256 only, issuer checked, `exp` required, a small
  * clock tolerance), then checked against revocation (the token's session not revoked, its
- * account still active: src/auth/revocation.ts); every failure becomes 401. API keys
+ * account still active: src/auth/revocation.ts); every failure becomes 401. With an identity
+ * provider configured (IDP_*), its tokens are verified by src/auth/external-token.ts instead,
+ * each token routed to exactly one verifier by its issuer (src/auth/token-routing.ts). API keys
  * (X-API-Key) authenticate services and devices. Where each is read from a request is
  * src/auth/credentials.ts.
  */
@@ -105,8 +110,8 @@ export default fp(async (app) => {
   app.decorateRequest('principal', null)
 
   const checkToken = createAccessTokenVerifier({ secret: jwt.secret, issuer: jwt.issuer, clockToleranceMs: jwt.clockToleranceSeconds * 1000 })
-  async function checkAccessToken (token: string): Promise<UserPrincipal | AccessTokenRefusal> {
-    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return 'invalid'
+  /** Switchboard's own token: HS256 with JWT_SECRET, its session not revoked, its account active. */
+  async function checkOwnToken (token: string): Promise<UserPrincipal | AccessTokenRefusal> {
     const checked = checkToken(token)
     if (!checked.ok) return checked.reason
     const { sub, role, jti, exp, sid } = checked.claims
@@ -116,6 +121,34 @@ export default fp(async (app) => {
     if (sessions.isRevoked(sid)) return 'revoked'
     if (!(await accounts.isActive(sub))) return 'account_closed'
     return { kind: 'user', userId: sub, role, tokenId: jti, expiresAt: exp, sessionId: sid }
+  }
+
+  // The application's identity provider (docs/integration.md), when AUTH_ACCOUNTS lets its
+  // users in. Its users have no account and no session here: nothing to check beyond the token.
+  const { idp, accounts: accountKinds } = app.config
+  const external = idp !== null && accountKinds !== 'builtin' ? createExternalTokenVerifier({ idp, log: app.log }) : null
+  external?.keySet?.warm()
+  const ownTokensAccepted = accountKinds !== 'external'
+  async function checkExternalToken (verifier: ExternalTokenVerifier, token: string): Promise<UserPrincipal | AccessTokenRefusal> {
+    const checked = await verifier.verify(token)
+    if (!checked.ok) {
+      app.log.debug({ reason: checked.detail }, 'identity provider token refused')
+      return checked.reason
+    }
+    const { userId, admin, name, tokenId, expiresAt } = checked.identity
+    return { kind: 'user', userId, role: admin ? 'admin' : 'user', tokenId, expiresAt, sessionId: null, external: { name } }
+  }
+
+  /** Routes a token to exactly one verifier by its issuer (src/auth/token-routing.ts); that verifier's verdict is final. */
+  async function checkAccessToken (token: string): Promise<UserPrincipal | AccessTokenRefusal> {
+    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return 'invalid'
+    // No identity provider: every token is ours, checked exactly as before one existed.
+    if (external === null) return await checkOwnToken(token)
+    switch (routeToken(token, { own: jwt.issuer, external: external.issuer })) {
+      case 'own': return ownTokensAccepted ? await checkOwnToken(token) : 'invalid'
+      case 'external': return await checkExternalToken(external, token)
+      case null: return 'invalid'
+    }
   }
   app.decorate('checkAccessToken', checkAccessToken)
   app.decorate('verifyAccessToken', async (token: string): Promise<UserPrincipal> => {

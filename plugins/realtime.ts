@@ -10,6 +10,7 @@ import { describeRedisEndpoint } from '../src/redis.js'
 import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
 import type { Authorizer } from '../src/realtime/authorizer.js'
 import { isUnavailableError } from '../src/errors.js'
+import { isBuiltinUserId } from '../src/auth/external-claims.js'
 import { prepareWsFrame } from '../src/realtime/ws-transport.js'
 
 declare module 'fastify' {
@@ -81,7 +82,8 @@ export default fp(async (app) => {
       isSessionRevoked: sessionId => app.revocations.sessions.isRevoked(sessionId),
       sessionsRevoked: (sessionIds, until) => { app.revocations.sessions.mirror(sessionIds, until) },
       accountClosed: (userId) => { app.revocations.accounts.forget(userId) },
-      closedAccounts: async userIds => await app.revocations.accounts.closedAmong(userIds),
+      // Users of the identity provider have no account to close: only built-in ones are asked about.
+      closedAccounts: async userIds => await app.revocations.accounts.closedAmong(userIds.filter(isBuiltinUserId)),
       recheckMs: app.config.revocation.accountCacheMs
     },
     prepareFrame: prepareWsFrame,

@@ -9,5 +9,11 @@ declare module 'fastify' {
 
 /** Room, membership and ban rules, shared by the REST routes and the real-time core. */
 export default fp(async (app) => {
-  app.decorate('rooms', createRoomService({ store: app.store, limits: { maxRoomsPerUser: app.config.maxRoomsPerUser } }))
+  const { idp, accounts } = app.config
+  app.decorate('rooms', createRoomService({
+    store: app.store,
+    limits: { maxRoomsPerUser: app.config.maxRoomsPerUser },
+    // Members may be added before they ever connect, so the prefix counts whenever external users are let in.
+    externalUserPrefix: idp !== null && accounts !== 'builtin' ? idp.userPrefix : null
+  }))
 }, { name: 'rooms', dependencies: ['config', 'store', 'auth'] })

@@ -59,6 +59,11 @@ export function assertErrorFrame (frame: WsFrame | undefined, code: string, id?:
   assert.equal(frame.error.temporary, code === 'unavailable' || code === 'rate_limited', text)
 }
 
+/** The error frame answering a command (`client.command`), with its id. */
+export function assertCommandError (frame: WsFrame, code: string): void {
+  assertErrorFrame(frame, code, frame.id)
+}
+
 export function assertReply (frame: WsFrame): Record<string, unknown> {
   assert.equal(frame.type, 'reply', JSON.stringify(frame))
   return frame.result as Record<string, unknown>

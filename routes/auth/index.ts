@@ -22,6 +22,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 201: Type.Object({ user: Type.Ref(UserSchema) }), ...errorResponses(400, 403, 409, 429) }
     }
   }, async (request, reply) => {
+    if (app.config.accounts === 'external') throw new Errors.ExternalAccountsOnly()
     if (!app.config.allowRegistration) throw new Errors.RegistrationClosed()
     const user = await app.auth.register(request.body.username, request.body.password)
     request.log.info({ user: user.id }, 'user registered')
@@ -34,7 +35,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['auth'],
       summary: 'Sign in: returns an access token and a single-use refresh token',
       body: CredentialsSchema,
-      response: { 200: TokenPairSchema, ...errorResponses(400, 401, 429) }
+      response: { 200: TokenPairSchema, ...errorResponses(400, 401, 403, 429) }
     }
   }, async (request) => {
     // request.ip is the client as TRUST_PROXY allows X-Forwarded-For to name it.
@@ -49,7 +50,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['auth'],
       summary: 'Exchange a refresh token for a new pair (the old one stops working)',
       body: RefreshBodySchema,
-      response: { 200: TokenPairSchema, ...errorResponses(400, 401, 429) }
+      response: { 200: TokenPairSchema, ...errorResponses(400, 401, 403, 429) }
     }
   }, async (request) => await app.auth.refresh(request.body.refreshToken))
 
@@ -78,9 +79,17 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (principal.kind === 'apiKey') {
       return { kind: 'apiKey' as const, apiKey: { id: principal.keyId, name: principal.name, scopes: principal.scopes } }
     }
+    if (principal.external !== undefined) {
+      // No account of ours: the token is the whole identity. A row exists once the user joined
+      // a room (its creation time); until then the token's is as good as any.
+      const row = await app.store.getUser(principal.userId)
+      const user = { id: principal.userId, role: principal.role, createdAt: row?.createdAt ?? Date.now() }
+      const name = principal.external.name
+      return { kind: 'user' as const, user, tokenExpiresAt: principal.expiresAt, source: 'external' as const, ...(name === null ? {} : { name }) }
+    }
     const user = await app.store.getUser(principal.userId)
     if (user === undefined) throw new Errors.InvalidToken()
-    return { kind: 'user' as const, user: publicUser(user), tokenExpiresAt: principal.expiresAt }
+    return { kind: 'user' as const, user: publicUser(user), tokenExpiresAt: principal.expiresAt, source: 'builtin' as const }
   })
 }
 

@@ -39,6 +39,12 @@ export async function verifyPassword (password: string, stored: string): Promise
   return key.length === expectedKey.length && timingSafeEqual(key, expectedKey)
 }
 
+/**
+ * The password hash of an account that has none (a user of the identity provider, recorded
+ * when it joined a room): not of the `scrypt$` form, so verifyPassword refuses every password.
+ */
+export const NO_PASSWORD = '!'
+
 let dummyHash: Promise<string> | undefined
 /**
  * A hash to verify against when the user does not exist, so a login for an unknown name

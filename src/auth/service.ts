@@ -27,7 +27,7 @@ export interface TokenPair {
 
 export interface AuthServiceDeps {
   store: Store
-  config: Pick<Config, 'jwt' | 'refreshTokenTtlSeconds' | 'allowRegistration' | 'passwordHashCost'>
+  config: Pick<Config, 'jwt' | 'refreshTokenTtlSeconds' | 'allowRegistration' | 'passwordHashCost' | 'accounts'>
   /** Signs access-token claims (the auth plugin passes @fastify/jwt's signer: HS256, iss, exp). */
   signAccessToken: (claims: AccessClaims) => string
   /** Counts failed sign-ins per (address, username) and per address; cluster-wide with Redis. */
@@ -55,6 +55,11 @@ export function createAuthService (deps: AuthServiceDeps) {
     await revocations.revokeSessions(userId, sessionIds)
   }
 
+  /** With AUTH_ACCOUNTS=external, Switchboard keeps no passwords and issues no tokens. */
+  function requirePasswordAccounts (): void {
+    if (config.accounts === 'external') throw new Errors.ExternalAccountsOnly()
+  }
+
   async function issueTokens (user: User, familyId: string): Promise<TokenPair> {
     const refreshToken = newRefreshToken()
     const issuedAt = now()
@@ -79,6 +84,7 @@ export function createAuthService (deps: AuthServiceDeps) {
 
   return {
     async register (username: string, password: string, role: UserRole = 'user'): Promise<User> {
+      requirePasswordAccounts()
       const user = await store.createUser({ id: username, passwordHash: await hashPassword(password, config.passwordHashCost), role })
       if (user === null) throw new Errors.UsernameTaken()
       return user
@@ -91,6 +97,7 @@ export function createAuthService (deps: AuthServiceDeps) {
      * other addresses are not slowed by its failures.
      */
     async login (username: string, password: string, address: string): Promise<TokenPair> {
+      requirePasswordAccounts()
       const wait = await throttle.attempt(address, username)
       if (wait > 0) throw new Errors.TooManyLoginAttempts().withRetryAfter(wait * 1000)
       const user = await store.getUser(username)
@@ -108,6 +115,7 @@ export function createAuthService (deps: AuthServiceDeps) {
      * them, and both holders must sign in again.
      */
     async refresh (refreshToken: string): Promise<TokenPair> {
+      requirePasswordAccounts()
       const record = await store.getRefreshTokenByHash(digest(refreshToken))
       const at = now()
       if (record === undefined || record.revokedAt !== null || record.expiresAt <= at) throw new Errors.InvalidRefreshToken()

@@ -37,7 +37,7 @@ export class Admission {
   admit (principal: Principal, ip: string): AdmissionRefusal | null {
     const { counts, limits } = this.deps
     if (this.draining) return 'draining'
-    if (principal.kind === 'user' && this.deps.isSessionRevoked(principal.sessionId)) return 'revoked'
+    if (principal.kind === 'user' && principal.sessionId !== null && this.deps.isSessionRevoked(principal.sessionId)) return 'revoked'
     if (counts.countOf(principal) >= limits.maxConnectionsPerUser) return 'connections_per_user'
     if (counts.countAt(ip) >= limits.maxConnectionsPerIp) return 'connections_per_ip'
     return null

@@ -191,7 +191,7 @@ export class ClusterControl {
   /** Closes this node's sockets of the given sessions of a user with 4001: the client's refresh fails, it signs in again. */
   private revokeSessionsLocal (userId: string, sessionIds: string[]): number {
     const revoked = new Set(sessionIds)
-    const targets = this.deps.hub.select({ user: userId }).filter(c => c.principal.kind === 'user' && revoked.has(c.principal.sessionId))
+    const targets = this.deps.hub.select({ user: userId }).filter(c => c.principal.kind === 'user' && c.principal.sessionId !== null && revoked.has(c.principal.sessionId))
     for (const connection of targets) connection.close(CloseCodes.TOKEN_EXPIRED, 'session revoked')
     return targets.length
   }

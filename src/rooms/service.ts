@@ -3,6 +3,8 @@ import type { Principal } from '../auth/principal.js'
 import { apiKeyAllows, mayBan, mayChangeMember, mayUnban, standingAllows, standingOf, type RoomAction, type Standing } from '../auth/room-access.js'
 import type { Ban, Membership, MembershipFailure, NewRoom, Page, Room, RoomPatch, RoomRole, Store } from '../store/types.js'
 import { isPersonalRoom } from './personal.js'
+import { isExternalUserId } from '../auth/external-claims.js'
+import { NO_PASSWORD } from '../auth/passwords.js'
 import { ROOM_DEFAULTS, USER_HISTORY_SIZE_MAX, USER_HISTORY_TTL_MAX_SECONDS } from '../schemas/rooms.js'
 
 export interface RoomAccess {
@@ -61,9 +63,23 @@ function checkHistorySettings (principal: Principal, settings: HistorySettings, 
  * takes the caller's principal and throws the typed HTTP errors of src/errors.ts, so REST
  * routes and the real-time core authorize the same way.
  */
-export function createRoomService (deps: { store: Store, limits: RoomLimits }) {
+export function createRoomService (deps: { store: Store, limits: RoomLimits, externalUserPrefix?: string | null }) {
   const { store, limits } = deps
+  const externalUserPrefix = deps.externalUserPrefix ?? null
   const listeners: RoomChangeListener[] = []
+
+  /**
+   * Users of the identity provider connect without a row; the first time one becomes a
+   * member, an owner (creating a room) or the subject of a ban, a row is written (no password,
+   * role `user`), so memberships and bans reference it as they do any account and every rule
+   * of docs/authorization.md applies unchanged. An id under another prefix is nobody's: the
+   * store then answers `user_not_found` as for any unknown user.
+   */
+  async function recordIfExternal (userId: string): Promise<void> {
+    if (externalUserPrefix === null || !isExternalUserId(userId, externalUserPrefix)) return
+    // null: the row exists already (the insert is idempotent).
+    await store.createUser({ id: userId, passwordHash: NO_PASSWORD, role: 'user' })
+  }
 
   async function changed (change: RoomChange): Promise<void> {
     for (const listener of listeners) await listener(change)
@@ -134,6 +150,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits }) {
         maxMembers: input.maxMembers ?? ROOM_DEFAULTS.maxMembers,
         createdBy: principal.userId
       }
+      await recordIfExternal(principal.userId)
       const created = await (isAdmin(principal) ? store.createRoom(room) : store.createRoom(room, { maxCreatedBy: limits.maxRoomsPerUser }))
         .catch(async (err: unknown) => {
           // The owner's membership references the user: an account deleted since its token was
@@ -178,6 +195,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits }) {
       if (!mayChangeMember(userStanding(principal, ctx), { self, current: current?.role ?? null, next: role }, ctx.room)) {
         throw new Errors.Forbidden(self ? 'You may not take this role in this room' : 'Not allowed to manage this member')
       }
+      await recordIfExternal(userId)
       const result = await store.setMember(roomId, userId, role)
       if (!result.ok) throw membershipError(result.reason)
       if (!result.created && current?.role !== role) await changed({ type: 'member_role_changed', room: ctx.room, userId, role })
@@ -211,6 +229,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits }) {
         throw new Errors.Forbidden(self ? 'You cannot ban yourself' : 'Not allowed to ban this user')
       }
       const bannedBy = principal.kind === 'user' ? principal.userId : principal.keyId
+      await recordIfExternal(userId)
       const result = await store.banUser({ roomId, userId, bannedBy, reason })
       if (!result.ok) throw membershipError(result.reason)
       await changed({ type: 'banned', room: ctx.room, userId })

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { PasswordSchema, TimestampSchema, UserIdSchema } from './common.js'
+import { PasswordSchema, TimestampSchema, UserIdSchema, UsernameSchema } from './common.js'
 
 export const UserSchema = Type.Object({
   id: UserIdSchema,
@@ -9,7 +9,7 @@ export const UserSchema = Type.Object({
 export type UserDto = Static<typeof UserSchema>
 
 export const CredentialsSchema = Type.Object({
-  username: UserIdSchema,
+  username: UsernameSchema,
   password: PasswordSchema
 }, { additionalProperties: false })
 
@@ -27,6 +27,12 @@ export const TokenPairSchema = Type.Object({
 })
 
 export const MeSchema = Type.Union([
-  Type.Object({ kind: Type.Literal('user'), user: Type.Ref(UserSchema), tokenExpiresAt: Type.Integer({ description: 'Epoch seconds' }) }),
+  Type.Object({
+    kind: Type.Literal('user'),
+    user: Type.Ref(UserSchema),
+    tokenExpiresAt: Type.Integer({ description: 'Epoch seconds' }),
+    source: Type.Union([Type.Literal('builtin'), Type.Literal('external')], { description: 'builtin: a Switchboard account; external: a user of the application\'s identity provider' }),
+    name: Type.Optional(Type.String({ description: 'Display name from the identity provider\'s token (IDP_NAME_CLAIM)' }))
+  }),
   Type.Object({ kind: Type.Literal('apiKey'), apiKey: Type.Object({ id: Type.String(), name: Type.String(), scopes: Type.Array(Type.String()) }) })
 ])
