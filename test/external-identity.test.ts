@@ -162,6 +162,9 @@ describe('external identity: a PEM key file and an HMAC secret', () => {
     assert.equal((await srv.request('GET', '/auth/me', { token: await idpToken(await idpKey('PS256', 'x'), 'pem-user') })).status, 401)
     const ws = await wsConnect(t, srv, { token: await idpToken(key, 'pem-user') })
     assert.equal(ws.welcome.user.id, 'ext:pem-user')
+    // An id that fits a room name has a personal room, as built-in users do.
+    assertReply(await ws.command({ type: 'subscribe', room: 'user:ext:pem-user' }))
+    assertCommandError(await ws.command({ type: 'subscribe', room: 'user:alice' }), 'forbidden')
   })
 
   it('IDP_HMAC_SECRET verifies HS256/384/512 tokens of the backend; Switchboard\'s own tokens keep working beside them', async (t) => {
@@ -265,6 +268,15 @@ describe('external identity: rooms and accounts', () => {
     assert.equal((await srv.request('GET', '/auth/me', { token: own })).status, 401)
     assert.equal((await refusal(t, srv, { token: own })).status, 401)
     assert.equal((await srv.request('GET', '/auth/me', { token: await idpToken(key, 'ada') })).body.user.id, 'ext:ada')
+  })
+
+  it('AUTH_ACCOUNTS=builtin refuses the provider\'s tokens, configured or not', async (t) => {
+    const key = await idpKey('EdDSA', 'k1')
+    const jwks = await jwksServer(t, [key.publicJwk])
+    const srv = await build(t, { env: jwksEnv(jwks, { AUTH_ACCOUNTS: 'builtin' }) })
+    assert.equal((await srv.request('GET', '/auth/me', { token: await idpToken(key, 'ada') })).status, 401)
+    assert.equal((await srv.request('GET', '/auth/me', { token: await srv.userToken('alice') })).body.user.id, 'alice')
+    assert.equal(jwks.requests(), 0, 'the provider is never asked')
   })
 })
 
