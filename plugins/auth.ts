@@ -112,6 +112,7 @@ export default fp(async (app) => {
   const checkToken = createAccessTokenVerifier({ secret: jwt.secret, issuer: jwt.issuer, clockToleranceMs: jwt.clockToleranceSeconds * 1000 })
   /** Switchboard's own token: HS256 with JWT_SECRET, its session not revoked, its account active. */
   async function checkOwnToken (token: string): Promise<UserPrincipal | AccessTokenRefusal> {
+    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return 'invalid'
     const checked = checkToken(token)
     if (!checked.ok) return checked.reason
     const { sub, role, jti, exp, sid } = checked.claims
@@ -140,16 +141,20 @@ export default fp(async (app) => {
   }
 
   /** Routes a token to exactly one verifier by its issuer (src/auth/token-routing.ts); that verifier's verdict is final. */
-  async function checkAccessToken (token: string): Promise<UserPrincipal | AccessTokenRefusal> {
+  async function checkRoutedToken (verifier: ExternalTokenVerifier, token: string): Promise<UserPrincipal | AccessTokenRefusal> {
+    // Before anything reads it: no payload of a 200 KB token is decoded to find its issuer.
     if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return 'invalid'
-    // No identity provider: every token is ours, checked exactly as before one existed.
-    if (external === null) return await checkOwnToken(token)
-    switch (routeToken(token, { own: jwt.issuer, external: external.issuer })) {
+    switch (routeToken(token, { own: jwt.issuer, external: verifier.issuer })) {
       case 'own': return ownTokensAccepted ? await checkOwnToken(token) : 'invalid'
-      case 'external': return await checkExternalToken(external, token)
+      case 'external': return await checkExternalToken(verifier, token)
       case null: return 'invalid'
     }
   }
+  // Without an identity provider every token is ours: the handshake's path is the own check
+  // itself, exactly as before the provider existed, not one call deeper.
+  const checkAccessToken = external === null
+    ? checkOwnToken
+    : async (token: string): Promise<UserPrincipal | AccessTokenRefusal> => await checkRoutedToken(external, token)
   app.decorate('checkAccessToken', checkAccessToken)
   app.decorate('verifyAccessToken', async (token: string): Promise<UserPrincipal> => {
     const checked = await checkAccessToken(token)
