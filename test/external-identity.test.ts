@@ -4,7 +4,9 @@ import { randomUUID } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { WebSocket } from 'ws'
-import { build, PASSWORD, skipUnlessStore, STORE_KINDS, tempDir, wsConnect } from './helper.js'
+import { randomBytes } from 'node:crypto'
+import { build, PASSWORD, skipUnlessRedis, skipUnlessStore, STORE_KINDS, tempDir, TEST_REDIS_URL, wsConnect } from './helper.js'
+import { deleteRedisKeys } from '../support/redis.js'
 import { assertCommandError, assertErrorBody, assertReply, nowSeconds, refusal, signedToken, waitFor } from './ws-support.js'
 import { runCli as cli } from './process.js'
 import { SwitchboardClient } from '../src/client/index.js'
@@ -277,6 +279,39 @@ describe('external identity: rooms and accounts', () => {
     assert.equal((await srv.request('GET', '/auth/me', { token: await idpToken(key, 'ada') })).status, 401)
     assert.equal((await srv.request('GET', '/auth/me', { token: await srv.userToken('alice') })).body.user.id, 'alice')
     assert.equal(jwks.requests(), 0, 'the provider is never asked')
+  })
+})
+
+describe('external identity: two nodes on the Redis engine', () => {
+  it('an external user\'s publications, presence and kick cross nodes under its prefixed id', async (t) => {
+    const skip = await skipUnlessRedis()
+    if (skip !== false) return t.skip(skip)
+    const key = await idpKey('ES256', 'k1')
+    const jwks = await jwksServer(t, [key.publicJwk])
+    const prefix = `sbidp:${randomBytes(6).toString('hex')}:`
+    t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
+    // Two nodes of one deployment: one store (a shared SQLite file), one Redis key prefix.
+    const env = jwksEnv(jwks, { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix, DATABASE_URL: `sqlite:${join(tempDir(t), 'shared.db')}`, IDP_ADMIN_CLAIM: 'roles', IDP_ADMIN_VALUE: 'ops' })
+    const a = await build(t, { env })
+    const b = await build(t, { env })
+    const owner = await idpToken(key, 'auth0|owner')
+    assert.equal((await a.request('POST', '/rooms', { token: owner, body: { id: 'arena' } })).status, 201)
+
+    const guest = await wsConnect(t, a, { token: await idpToken(key, 'auth0|guest') })
+    assertReply(await guest.command({ type: 'subscribe', room: 'arena' }))
+    const publisher = await wsConnect(t, b, { token: owner })
+    assertReply(await publisher.command({ type: 'subscribe', room: 'arena' }))
+    assertReply(await publisher.command({ type: 'publish', room: 'arena', data: { move: 'e4' } }))
+    const message = await guest.next(f => f.type === 'message')
+    assert.deepEqual([message.from.id, message.data], ['ext:auth0|owner', { move: 'e4' }])
+    const presence = assertReply(await publisher.command({ type: 'presence', room: 'arena' }))
+    assert.ok(JSON.stringify(presence).includes('ext:auth0|guest'), JSON.stringify(presence))
+
+    // An admin by the token's claim kicks the guest through node b; node a closes its socket.
+    const ops = await idpToken(key, 'auth0|ops', { claims: { roles: ['ops'] } })
+    const kicked = await b.request('DELETE', `/admin/users/${encodeURIComponent('ext:auth0|guest')}/connections`, { token: ops })
+    assert.equal(kicked.status, 200, kicked.text)
+    assert.equal((await guest.closed).code, 4503)
   })
 })
 
