@@ -47,6 +47,8 @@ type KeyResolver = ReturnType<typeof createLocalJWKSet>
 export function createRemoteKeySet (options: RemoteKeySetOptions): RemoteKeySet {
   const { url, maxAgeMs, cooldownMs, maxStaleMs, log } = options
   const now = options.now ?? Date.now
+  // For logs: a URL may carry credentials or a signed query; the origin and path say enough.
+  const where = new URL(url).origin + new URL(url).pathname
   let keys: KeyResolver | null = null
   /** When the set in `keys` was fetched; when a fetch last started; when an unknown kid last caused one. */
   let fetchedAt = -Infinity
@@ -75,11 +77,11 @@ export function createRemoteKeySet (options: RemoteKeySetOptions): RemoteKeySet 
       // Nothing cached: wait for a fetch, but do not retry a failed one within the cooldown.
       if (inflight === null && now() - attemptedAt < cooldownMs) throw unavailable()
       await load().catch((err: unknown) => {
-        log.warn({ err, url }, 'identity provider keys: fetch failed')
+        log.warn({ err, url: where }, 'identity provider keys: fetch failed')
         throw unavailable()
       })
     } else if (now() - fetchedAt > maxAgeMs && inflight === null && now() - attemptedAt >= cooldownMs) {
-      load().catch((err: unknown) => log.warn({ err, url }, 'identity provider keys: refresh failed; the cached keys keep answering'))
+      load().catch((err: unknown) => log.warn({ err, url: where }, 'identity provider keys: refresh failed; the cached keys keep answering'))
     }
     if (keys === null || now() - fetchedAt > maxStaleMs) throw unavailable()
     return keys
@@ -97,13 +99,13 @@ export function createRemoteKeySet (options: RemoteKeySetOptions): RemoteKeySet 
           if (now() - unknownKidAt < cooldownMs) throw err
           unknownKidAt = now()
         }
-        await load().catch((fetchErr: unknown) => log.warn({ err: fetchErr, url }, 'identity provider keys: fetch for an unknown key failed'))
+        await load().catch((fetchErr: unknown) => log.warn({ err: fetchErr, url: where }, 'identity provider keys: fetch for an unknown key failed'))
         if (keys === null) throw err
         return await keys(header, token)
       }
     },
     warm () {
-      if (keys === null && inflight === null) load().catch((err: unknown) => log.warn({ err, url }, 'identity provider keys: first fetch failed; retried when a token needs them'))
+      if (keys === null && inflight === null) load().catch((err: unknown) => log.warn({ err, url: where }, 'identity provider keys: first fetch failed; retried when a token needs them'))
     }
   }
 }
