@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { createMetrics, type Metrics } from '../src/metrics.js'
 import type { RealtimeMetrics } from '../src/realtime/metrics.js'
+import type { CompressionTotals } from '../src/realtime/ws-deflate.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -17,7 +18,9 @@ export default fp(async (app) => {
   const { poolStats } = app.store
   // The engine comes later (the realtime plugin depends on this one): read at scrape time.
   const historyBytes = (): number | undefined => app.hasDecorator('realtimeEngine') ? app.realtimeEngine.history.bytesHeld?.() : undefined
-  const metrics = createMetrics(poolStats === undefined ? { historyBytes } : { databasePool: poolStats, historyBytes })
+  // Compression is set up by the websocket plugin, later still.
+  const compression = (): CompressionTotals | undefined => app.hasDecorator('wsDeflate') ? app.wsDeflate?.totals : undefined
+  const metrics = createMetrics(poolStats === undefined ? { historyBytes, compression } : { databasePool: poolStats, historyBytes, compression })
   app.decorate('metrics', metrics)
   app.decorate('realtimeMetrics', metrics.realtime)
   app.addHook('onClose', async () => { metrics.close() })

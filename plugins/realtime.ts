@@ -11,7 +11,7 @@ import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
 import type { Authorizer } from '../src/realtime/authorizer.js'
 import { isUnavailableError } from '../src/errors.js'
 import { isBuiltinUserId } from '../src/auth/external-claims.js'
-import { prepareWsFrame } from '../src/realtime/ws-transport.js'
+import { prepareWsFrame } from '../src/realtime/ws-frames.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -8,6 +8,7 @@ import { Errors, httpAnswer } from '../src/errors.js'
 import { writeRefusal } from '../src/http-refusal.js'
 import { clientAddress, trustProxyFunction } from '../src/client-address.js'
 import { redactUrl } from '../src/logger.js'
+import { perMessageDeflateOptions, WsDeflate } from '../src/realtime/ws-deflate.js'
 
 /** Takes over one upgrade request: the socket is the handler's from here on (it must answer or destroy it). */
 export type UpgradeHandler = (request: IncomingMessage, socket: Duplex, head: Buffer) => void
@@ -20,13 +21,18 @@ declare module 'fastify' {
      * upgrade and its socket ended.
      */
     directUpgrade(path: string, handler: UpgradeHandler): void
+    /** Compression of server frames (WS_COMPRESSION=on) for sockets that negotiated it; null when off. */
+    wsDeflate: WsDeflate | null
   }
 }
 
 /**
- * @fastify/websocket with the server's ws options. Compression is off (it costs memory per
- * socket and fragments the heap); a frame over the frame limit (maxFrameBytes: room for a
- * payload of WS_MAX_MESSAGE_BYTES as base64, and its envelope) closes the socket with 1009.
+ * @fastify/websocket with the server's ws options. Compression is off unless WS_COMPRESSION=on:
+ * then ws negotiates permessage-deflate with clients that offer it, without context takeover
+ * (src/realtime/ws-deflate.ts), and `wsDeflate` compresses our pre-built frames for them. A
+ * frame over the frame limit (maxFrameBytes: room for a payload of WS_MAX_MESSAGE_BYTES as
+ * base64, and its envelope) closes the socket with 1009; so does a compressed one that
+ * inflates past it (ws counts the inflated bytes against maxPayload and stops inflating).
  * On close, the drain (plugins/realtime.ts, through the lifecycle) has already sent every
  * client `reconnect` and 1012; this only stops the ws server.
  *
@@ -41,10 +47,12 @@ declare module 'fastify' {
 export default fp(async (app) => {
   const server = app.server
   const othersUpgradeListeners = new Set(server.listeners('upgrade'))
+  const { compression } = app.config.ws
+  app.decorate('wsDeflate', compression === null ? null : new WsDeflate(compression.threshold))
   await app.register(websocket, {
     options: {
       maxPayload: maxFrameBytes(app.config.ws.maxMessageBytes),
-      perMessageDeflate: false,
+      perMessageDeflate: compression === null ? false : perMessageDeflateOptions(compression.threshold),
       // Select a protocol of ours when offered, MessagePack first (it chooses the connection's
       // codec, routes/ws); the `bearer.<jwt>` entry is never echoed back.
       handleProtocols: (protocols: Set<string>) => PROTOCOL_VERSIONS.find(version => protocols.has(version)) ?? false

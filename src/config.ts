@@ -88,6 +88,8 @@ export const EnvSchema = Type.Object({
   WS_HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25_000 }),
   WS_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 60_000 }),
   WS_DRAIN_MS: Type.Integer({ minimum: 0, default: 5_000 }),
+  WS_COMPRESSION: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off', description: 'permessage-deflate for clients that offer it' }),
+  WS_COMPRESSION_THRESHOLD: Type.Integer({ minimum: 0, default: 1024, description: 'Frames with fewer payload bytes go uncompressed even with WS_COMPRESSION=on' }),
   AUTHORIZATION_CACHE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 10_000, description: 'How long a granted room operation is remembered; room changes drop it at once; 0: ask the store every time' }),
   PUBLISH_RATE_PER_USER: Type.Number({ minimum: 0, default: 100, description: 'Publishes per second per user or API key, over all its connections and REST, cluster-wide with Redis; 0: no limit' }),
   PUBLISH_BURST_PER_USER: Type.Integer({ minimum: 1, default: 200 }),
@@ -182,6 +184,8 @@ export interface Config {
     idleTimeoutMs: number
     drainMs: number
     authorizationCacheMs: number
+    /** permessage-deflate (WS_COMPRESSION=on): payloads below `threshold` bytes go uncompressed; null: off, never negotiated. */
+    compression: { threshold: number } | null
   }
   /** Per user (or API key) over every connection and REST, on every node; null: unlimited. */
   publishRate: { perSecond: number, burst: number } | null
@@ -418,6 +422,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
       heartbeatMs: env.WS_HEARTBEAT_MS,
       idleTimeoutMs: env.WS_IDLE_TIMEOUT_MS,
       drainMs: env.WS_DRAIN_MS,
+      compression: env.WS_COMPRESSION === 'on' ? { threshold: env.WS_COMPRESSION_THRESHOLD } : null,
       authorizationCacheMs: env.AUTHORIZATION_CACHE_MS
     },
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },

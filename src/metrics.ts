@@ -8,6 +8,7 @@ import type { AuthFailureReason, GrantRenewal, GrantSource, MetricTotals, RateLi
 import { CloseCodes } from './protocol/close-codes.js'
 import { COMMAND_SCHEMAS } from './protocol/messages.js'
 import type { PoolStats } from './store/index.js'
+import type { CompressionTotals } from './realtime/ws-deflate.js'
 
 export interface Metrics {
   /** This app's registry: its own `switchboard_*` metrics plus the shared process metrics. */
@@ -37,6 +38,7 @@ const GRANT_SOURCES = Object.keys({ cache: 1, store: 1, shared: 1 } satisfies Re
 const GRANT_RENEWALS = Object.keys({ renewed: 1, superseded: 1, refused: 1, failed: 1 } satisfies Record<GrantRenewal, 1>)
 const MESSAGE_TYPES = new Set([...Object.keys(COMMAND_SCHEMAS), 'invalid'])
 const SERVER_CLOSE_CODES = new Set<number>(Object.values(CloseCodes))
+const NO_COMPRESSION: CompressionTotals = { deflates: 0, deflateSeconds: 0, framesCompressed: 0, bytesSaved: 0 }
 
 /**
  * Default metrics hang a GC PerformanceObserver and an event-loop delay monitor on the process
@@ -99,7 +101,7 @@ function closeCodeLabel (code: number): string {
  * process, and each must count only its own connections) and the RealtimeMetrics the core
  * feeds into it.
  */
-export function createMetrics (sources: { databasePool?: () => PoolStats, historyBytes?: () => number | undefined } = {}): Metrics {
+export function createMetrics (sources: { databasePool?: () => PoolStats, historyBytes?: () => number | undefined, compression?: () => CompressionTotals | undefined } = {}): Metrics {
   const own = new Registry()
 
   let open = 0
@@ -137,6 +139,16 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
       collect () { this.set(historyBytes() ?? 0) }
     })
   }
+
+  // permessage-deflate (WS_COMPRESSION=on): kept by the compression itself, read at scrape time; 0 while off.
+  const compression = sources.compression
+  const compressionCounter = (name: string, help: string, read: (totals: CompressionTotals) => number): void => {
+    new Counter({ name, help, registers: [own], collect () { this.reset(); this.inc(read(compression?.() ?? NO_COMPRESSION)) } })
+  }
+  compressionCounter('switchboard_ws_deflates_total', 'Frame payloads deflated for permessage-deflate: one per frame however many sockets it goes to (WS_COMPRESSION=on)', t => t.deflates)
+  compressionCounter('switchboard_ws_deflate_seconds_total', 'Event-loop seconds spent deflating them', t => t.deflateSeconds)
+  compressionCounter('switchboard_ws_compressed_frames_total', 'Frames written compressed, one per socket', t => t.framesCompressed)
+  compressionCounter('switchboard_ws_compression_saved_bytes_total', 'Bytes compression kept off the wire: those frames\' uncompressed size minus what was written', t => t.bytesSaved)
 
   const pool = sources.databasePool
   if (pool !== undefined) {

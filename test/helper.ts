@@ -7,7 +7,7 @@ import { Writable } from 'node:stream'
 import type { TestContext } from 'node:test'
 import pg from 'pg'
 import { Redis } from 'ioredis'
-import { WebSocket } from 'ws'
+import { WebSocket, type PerMessageDeflateOptions } from 'ws'
 import pino from 'pino'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
@@ -262,14 +262,15 @@ let commandSeq = 0
 
 /**
  * Opens a real WebSocket to the test server and waits for the welcome frame. Closed when the
- * test ends. Rejects with the HTTP status when the handshake is refused.
+ * test ends. Rejects with the HTTP status when the handshake is refused. It offers no
+ * permessage-deflate unless `perMessageDeflate` says so (ws's client options).
  */
-export async function wsConnect (t: TestContext, base: { url: string }, options: { token?: string, apiKey?: string, query?: string, headers?: Record<string, string>, protocols?: string[] } = {}): Promise<WsClient> {
+export async function wsConnect (t: TestContext, base: { url: string }, options: { token?: string, apiKey?: string, query?: string, headers?: Record<string, string>, protocols?: string[], perMessageDeflate?: boolean | PerMessageDeflateOptions } = {}): Promise<WsClient> {
   const headers: Record<string, string> = { ...options.headers }
   if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
   if (options.apiKey !== undefined) headers['x-api-key'] = options.apiKey
   const url = base.url.replace(/^http/, 'ws') + '/ws' + (options.query ?? '')
-  const socket = new WebSocket(url, options.protocols ?? [], { headers, perMessageDeflate: false })
+  const socket = new WebSocket(url, options.protocols ?? [], { headers, perMessageDeflate: options.perMessageDeflate ?? false })
   const frames: WsFrame[] = []
   const waiters: Array<{ match: (f: WsFrame) => boolean, resolve: (f: WsFrame) => void }> = []
   // Frames of switchboard.v1.msgpack are binary: read as MessagePack, bytes as Uint8Array.

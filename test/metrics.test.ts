@@ -19,7 +19,11 @@ const SWITCHBOARD_METRICS = [
   'switchboard_recoveries_total',
   'switchboard_ping_rtt_seconds',
   'switchboard_room_authorizations_total',
-  'switchboard_grant_renewals_total'
+  'switchboard_grant_renewals_total',
+  'switchboard_ws_deflates_total',
+  'switchboard_ws_deflate_seconds_total',
+  'switchboard_ws_compressed_frames_total',
+  'switchboard_ws_compression_saved_bytes_total'
 ]
 
 /** Calls every method once, so every labelled series exists. */

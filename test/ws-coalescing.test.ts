@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { Socket } from 'node:net'
-import { binaryFrame, textFrame } from '../src/realtime/ws-transport.js'
+import { binaryFrame, textFrame } from '../src/realtime/ws-frames.js'
 import { jsonPayload } from '../src/realtime/engine.js'
 import { build, wsConnect } from './helper.js'
 import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'

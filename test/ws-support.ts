@@ -135,7 +135,8 @@ export function attempt (t: TestContext, srv: TestApp, headers: Record<string, s
 // ---------------------------------------------------------------------------------------
 // A raw TCP WebSocket client: hand-made handshakes and hand-built frames.
 
-export interface RawFrame { fin: boolean, opcode: number, payload: Buffer }
+/** `rsv1`: the frame is compressed (permessage-deflate). */
+export interface RawFrame { fin: boolean, rsv1: boolean, opcode: number, payload: Buffer }
 
 /** A client frame, masked unless told otherwise; `rsv` sets the reserved bits (0–7). */
 export function clientFrame (opcode: number, payload: Buffer, { fin = true, rsv = 0, mask = true } = {}): Buffer {
@@ -215,7 +216,7 @@ class RawClient {
       }
       if ((b1 & 0x80) !== 0) offset += 4 // the server never masks, but parse it right anyway
       if (this.buffer.length < offset + length) return
-      this.frames.push({ fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f, payload: Buffer.from(this.buffer.subarray(offset, offset + length)) })
+      this.frames.push({ fin: (b0 & 0x80) !== 0, rsv1: (b0 & 0x40) !== 0, opcode: b0 & 0x0f, payload: Buffer.from(this.buffer.subarray(offset, offset + length)) })
       this.buffer = this.buffer.subarray(offset + length)
     }
   }
@@ -268,15 +269,17 @@ export function upgradeRequest (srv: TestApp, headers: Record<string, string>): 
 
 /**
  * Upgrades by hand and waits for the welcome frame: from here on the test writes raw frames.
- * With `protocol` (a subprotocol, e.g. switchboard.v1.msgpack) the welcome is whatever frame comes first.
+ * With `protocol` (a subprotocol, e.g. switchboard.v1.msgpack) the welcome is whatever frame comes first;
+ * `headers` adds to the upgrade request (Sec-WebSocket-Extensions, say).
  */
-export async function rawWebSocket (t: TestContext, srv: TestApp, token: string, protocol?: string): Promise<RawClient> {
+export async function rawWebSocket (t: TestContext, srv: TestApp, token: string, protocol?: string, headers: Record<string, string> = {}): Promise<RawClient> {
   const raw = await rawConnect(t, srv)
   raw.write(upgradeRequest(srv, {
     Authorization: `Bearer ${token}`,
     'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
     'Sec-WebSocket-Version': '13',
-    ...(protocol === undefined ? {} : { 'Sec-WebSocket-Protocol': protocol })
+    ...(protocol === undefined ? {} : { 'Sec-WebSocket-Protocol': protocol }),
+    ...headers
   }))
   if (protocol === undefined) await raw.until(() => raw.frames.find(f => f.opcode === 0x1 && f.payload.toString().includes('"welcome"')), 'the welcome frame')
   else await raw.until(() => raw.frames[0], 'the welcome frame')

@@ -12,6 +12,7 @@ import { clientAddress, trustProxyFunction } from '../../src/client-address.js'
 import { createRateLimiter, type RateLimiter } from '../../src/limits/rate-limiter.js'
 import { CloseCodes, CloseReasons } from '../../src/protocol/close-codes.js'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
+import { declineNarrowOffers } from '../../src/realtime/ws-deflate.js'
 import { codecOf } from '../../src/realtime/frame-codec.js'
 import type { AuthFailureReason } from '../../src/realtime/metrics.js'
 
@@ -97,6 +98,13 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     const reservation = await app.realtime.reserve(principal, ip)
     if ('refusal' in reservation) return refuseWith(socket, request, ip, tooMany(reservation.refusal))
 
+    if (app.wsDeflate !== null) {
+      // A client asking for a smaller server window than the one every frame is deflated with
+      // is declined compression, not refused (src/realtime/ws-deflate.ts).
+      const offers = declineNarrowOffers(request.headers['sec-websocket-extensions'])
+      if (offers === undefined) delete request.headers['sec-websocket-extensions']
+      else request.headers['sec-websocket-extensions'] = offers
+    }
     // The 101 that ws writes and the welcome frame that follows it leave in one write: the
     // socket is corked around the upgrade, which ws completes synchronously, and the welcome
     // corks it again (ws-transport.ts) until that tick's flush; uncorked here whatever
@@ -145,7 +153,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     }
     // The subprotocol the handshake selected (plugins/websocket.ts) chooses the codec; none is JSON.
     const meta = { ip, codec: codecOf(websocket.protocol), ...(userAgent === undefined ? {} : { userAgent }) }
-    const connection = app.realtime.connect(wsTransport(websocket), principal, meta, id)
+    const connection = app.realtime.connect(wsTransport(websocket, app.wsDeflate), principal, meta, id)
     attachWsEvents(websocket, connection)
     // Checked first: the line's fields would cost a handshake something even with info off.
     if (infoEnabled()) app.log.info({ url: redactUrl(url ?? ''), ip, connId: id, principal: connection.publicId }, 'websocket connected')

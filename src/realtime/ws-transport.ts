@@ -1,59 +1,8 @@
 import type { Socket } from 'node:net'
 import { WebSocket } from 'ws'
 import type { PreparedFrame, Transport, TransportSink } from './transport.js'
-
-/** A frame, header and payload in one buffer, shared by every socket it is written to. */
-class WsFrame implements PreparedFrame {
-  constructor (readonly bytes: Buffer) {}
-  get byteLength (): number { return this.bytes.length }
-}
-
-/**
- * Frames a server message once: text as a text frame, bytes (MessagePack) as a binary frame.
- * The result is written as-is to every subscriber's TCP socket, so a fan-out to N sockets
- * costs one encode, one frame and N writes (ws's own `send` would re-frame for each socket).
- */
-export function prepareWsFrame (message: string | Uint8Array): PreparedFrame {
-  return new WsFrame(typeof message === 'string' ? textFrame(message) : binaryFrame(message))
-}
-
-/**
- * One unfragmented, unmasked text frame (RFC 6455 §5.2: FIN + opcode 1, then the payload
- * length in 7, 7+16 or 7+64 bits; servers never mask) in a single allocation: ws's
- * `Sender.frame` returns header and payload apart, and joining them cost a second copy and two
- * more buffers on every welcome, reply and publication.
- */
-export function textFrame (text: string): Buffer {
-  const length = Buffer.byteLength(text)
-  const frame = frameWithHeader(0x81, length)
-  frame.write(text, frame.length - length, 'utf8')
-  return frame
-}
-
-/** The same for bytes: FIN + opcode 2, the payload copied in after the header. */
-export function binaryFrame (bytes: Uint8Array): Buffer {
-  const frame = frameWithHeader(0x82, bytes.byteLength)
-  frame.set(bytes, frame.length - bytes.byteLength)
-  return frame
-}
-
-/** A buffer for one frame: its header written, its `length` payload bytes left to fill. */
-function frameWithHeader (first: number, length: number): Buffer {
-  const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10
-  const frame = Buffer.allocUnsafe(headerLength + length)
-  frame[0] = first
-  if (length < 126) {
-    frame[1] = length
-  } else if (length < 65536) {
-    frame[1] = 126
-    frame.writeUInt16BE(length, 2)
-  } else {
-    frame[1] = 127
-    frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2)
-    frame.writeUInt32BE(length >>> 0, 6)
-  }
-  return frame
-}
+import { negotiatedDeflate, releaseInflaterBetweenMessages, type WsDeflate } from './ws-deflate.js'
+import type { WsFrame } from './ws-frames.js'
 
 /** ws keeps its TCP socket private; pre-framed writes (the same trick engine.io uses) need it. */
 function rawSocket (ws: WebSocket): Socket | undefined {
@@ -74,7 +23,11 @@ class WsTransport implements Transport {
   /** An answer is queued: flushed in the first pass (see uncorkAll). */
   answering = false
 
-  constructor (private readonly ws: WebSocket) {}
+  /**
+   * @param deflate the server's compression when this connection negotiated permessage-deflate
+   * (its frames at or above the threshold go compressed), else null.
+   */
+  constructor (private readonly ws: WebSocket, private readonly deflate: WsDeflate | null) {}
 
   write (frame: PreparedFrame, answer = false): void {
     if (this.ws.readyState !== WebSocket.OPEN) return
@@ -87,7 +40,7 @@ class WsTransport implements Transport {
       if (corkedThisTick.length === 1) process.nextTick(uncorkAll)
     }
     if (answer) this.answering = true
-    socket.write((frame as WsFrame).bytes)
+    socket.write(this.deflate === null ? (frame as WsFrame).bytes : this.deflate.bytesFor(frame as WsFrame))
   }
 
   uncork (): void {
@@ -143,8 +96,14 @@ function flush (transport: WsTransport): void {
   }
 }
 
-export function wsTransport (ws: WebSocket): Transport {
-  return new WsTransport(ws)
+/**
+ * The transport of one upgraded socket. `deflate`: the server's compression (WS_COMPRESSION=on),
+ * used when this socket negotiated it; null when compression is off.
+ */
+export function wsTransport (ws: WebSocket, deflate: WsDeflate | null = null): Transport {
+  const compressing = deflate !== null && negotiatedDeflate(ws)
+  if (compressing) releaseInflaterBetweenMessages(ws)
+  return new WsTransport(ws, compressing ? deflate : null)
 }
 
 const kSink = Symbol('switchboard.sink')

@@ -13,7 +13,7 @@ import { noopMetrics, type RealtimeMetrics } from '../../src/realtime/metrics.js
 import { createRealtimeNode, type RealtimeNode } from '../../src/realtime/node.js'
 import { RealtimeError } from '../../src/realtime/errors.js'
 import type { Authorizer } from '../../src/realtime/authorizer.js'
-import { prepareWsFrame } from '../../src/realtime/ws-transport.js'
+import { prepareWsFrame } from '../../src/realtime/ws-frames.js'
 
 const LIFETIME_MS = 4000
 const OPTIONS: StreamOptions = { historySize: 100, historyTtlSeconds: 300 }
