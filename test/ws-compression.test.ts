@@ -1,12 +1,11 @@
-import { describe, it, type TestContext } from 'node:test'
+import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import type { Socket } from 'node:net'
 import { constants, inflateRawSync } from 'node:zlib'
 import { jsonPayload } from '../src/realtime/engine.js'
 import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
 import { SERVER_WINDOW_BITS } from '../src/realtime/ws-deflate.js'
-import { build, wsConnect, type TestApp, type WsClient } from './helper.js'
-import { assertReply, clientFrame, rawWebSocket, type RawFrame } from './ws-support.js'
+import { build, wsConnect, type WsClient } from './helper.js'
+import { assertReply, clientFrame, rawWebSocket, watchWrites, type RawFrame } from './ws-support.js'
 
 /**
  * permessage-deflate with WS_COMPRESSION=on (src/realtime/ws-deflate.ts): negotiated by ws,
@@ -30,22 +29,6 @@ function chat (bytes: number, n: number): Record<string, unknown> {
 /** The payload of a server frame as sent: inflated when RSV1 says it is compressed (RFC 7692 §7.2.2). */
 function payloadOf (frame: RawFrame): Buffer {
   return frame.rsv1 ? inflateRawSync(Buffer.concat([frame.payload, Buffer.from([0, 0, 0xff, 0xff])]), { windowBits: SERVER_WINDOW_BITS, finishFlush: constants.Z_SYNC_FLUSH }) : frame.payload
-}
-
-/** Every chunk each server-side socket hands the kernel from now on, by the buffer object itself. */
-function watchWrites (t: TestContext, server: TestApp): Map<Socket, Buffer[]> {
-  const written = new Map<Socket, Buffer[]>()
-  for (const ws of server.app.websocketServer.clients) {
-    const raw = (ws as unknown as { _socket: Socket & { _writev?: unknown, _write: unknown } })._socket
-    const chunks: Buffer[] = []
-    written.set(raw, chunks)
-    const originalWrite = raw._write as (chunk: Buffer, ...rest: unknown[]) => void
-    const originalWritev = raw._writev as (list: Array<{ chunk: Buffer }>, cb: unknown) => void
-    raw._write = function (chunk: Buffer, ...rest: unknown[]) { chunks.push(chunk); return originalWrite.call(this, chunk, ...rest) }
-    raw._writev = function (list: Array<{ chunk: Buffer }>, cb: unknown) { chunks.push(...list.map(c => c.chunk)); return originalWritev.call(this, list, cb) }
-    t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
-  }
-  return written
 }
 
 async function subscribe (client: WsClient, room: string): Promise<void> {

@@ -347,3 +347,19 @@ export async function msgpackConnect (t: TestContext, base: { url: string }, tok
   assert.equal(client.socket.protocol, MSGPACK_PROTOCOL_VERSION)
   return client
 }
+
+/** Every chunk each server-side socket hands the kernel from now on, by the buffer object itself. */
+export function watchWrites (t: TestContext, server: TestApp): Map<net.Socket, Buffer[]> {
+  const written = new Map<net.Socket, Buffer[]>()
+  for (const ws of server.app.websocketServer.clients) {
+    const raw = (ws as unknown as { _socket: net.Socket & { _writev?: unknown, _write: unknown } })._socket
+    const chunks: Buffer[] = []
+    written.set(raw, chunks)
+    const originalWrite = raw._write as (chunk: Buffer, ...rest: unknown[]) => void
+    const originalWritev = raw._writev as (list: Array<{ chunk: Buffer }>, cb: unknown) => void
+    raw._write = function (chunk: Buffer, ...rest: unknown[]) { chunks.push(chunk); return originalWrite.call(this, chunk, ...rest) }
+    raw._writev = function (list: Array<{ chunk: Buffer }>, cb: unknown) { chunks.push(...list.map(c => c.chunk)); return originalWritev.call(this, list, cb) }
+    t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
+  }
+  return written
+}
