@@ -109,6 +109,10 @@ describe('OpenAPI', () => {
       }
     }
     assert.ok(doc.components.schemas.ErrorResponse)
+    // Every room setting is in the room's schema and in the bodies that set it.
+    assert.equal(doc.components.schemas.Room.properties.presenceEvents.type, 'boolean')
+    assert.equal(doc.paths['/rooms/{id}'].patch.requestBody.content['application/json'].schema.properties.presenceEvents.type, 'boolean')
+    assert.equal(doc.paths['/rooms/'].post.requestBody.content['application/json'].schema.properties.presenceEvents.type, 'boolean')
     const ui = await request('GET', '/docs/')
     assert.equal(ui.status, 200)
     assert.match(ui.text, /swagger/i)

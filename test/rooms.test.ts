@@ -11,7 +11,7 @@ for (const kind of STORE_KINDS) {
       assert.equal(res.status, 201)
       assert.deepEqual({ ...res.body, createdAt: 0, updatedAt: 0 }, {
         id: 'lobby', name: null, visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600,
-        maxMembers: null, createdBy: 'alice', createdAt: 0, updatedAt: 0
+        maxMembers: null, presenceEvents: true, createdBy: 'alice', createdAt: 0, updatedAt: 0
       })
       const members = await request('GET', '/rooms/lobby/members', { token: alice })
       assert.deepEqual(members.body.items.map((m: { userId: string, role: string }) => [m.userId, m.role]), [['alice', 'owner']])
@@ -34,6 +34,9 @@ for (const kind of STORE_KINDS) {
         { id: 'lobby', historySize: 1e9 },
         { id: 'lobby', historyTtlSeconds: 0 },
         { id: 'lobby', maxMembers: 0 },
+        { id: 'lobby', presenceEvents: 'false' },
+        { id: 'lobby', presenceEvents: 0 },
+        { id: 'lobby', presenceEvents: null },
         { id: 'lobby', owner: 'mallory' },
         { name: 'no id' }
       ]) {
@@ -52,7 +55,7 @@ for (const kind of STORE_KINDS) {
     it('accepts namespaced ids and every setting', async (t) => {
       const { request, userToken } = await build(t, { store: kind })
       const alice = await userToken('alice')
-      const body = { id: 'chat:general', name: 'General', visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 10 }
+      const body = { id: 'chat:general', name: 'General', visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 10, presenceEvents: false }
       const res = await request('POST', '/rooms', { token: alice, body })
       assert.equal(res.status, 201)
       const got = await request('GET', '/rooms/chat:general', { token: alice })
@@ -76,6 +79,32 @@ for (const kind of STORE_KINDS) {
       const cleared = await request('PATCH', '/rooms/lobby', { token: alice, body: { maxMembers: null, name: null } })
       assert.equal(cleared.body.maxMembers, null)
       assert.equal(cleared.body.name, null)
+    })
+
+    it('turns presenceEvents off and on with PATCH, and refuses a non-boolean with a 400 that names it', async (t) => {
+      const { request, userToken } = await build(t, { store: kind })
+      const alice = await userToken('alice')
+      await request('POST', '/rooms', { token: alice, body: { id: 'stage' } })
+      const off = await request('PATCH', '/rooms/stage', { token: alice, body: { presenceEvents: false } })
+      assert.equal(off.status, 200)
+      assert.equal(off.body.presenceEvents, false)
+      assert.equal((await request('GET', '/rooms/stage', { token: alice })).body.presenceEvents, false)
+      // Another setting leaves it as it is.
+      assert.equal((await request('PATCH', '/rooms/stage', { token: alice, body: { name: 'Stage' } })).body.presenceEvents, false)
+      for (const presenceEvents of ['true', 1, null, {}]) {
+        const bad = await request('PATCH', '/rooms/stage', { token: alice, body: { presenceEvents } })
+        assert.equal(bad.status, 400, JSON.stringify(presenceEvents))
+        assert.equal(bad.body.code, 'SB_ERR_VALIDATION')
+        assert.match(bad.body.message, /presenceEvents/)
+      }
+      assert.equal((await request('GET', '/rooms/stage', { token: alice })).body.presenceEvents, false, 'a refused patch changes nothing')
+      const on = await request('PATCH', '/rooms/stage', { token: alice, body: { presenceEvents: true } })
+      assert.equal(on.body.presenceEvents, true)
+      // A member who may not change settings may not change this one either.
+      const bob = await userToken('bob')
+      assert.equal((await request('PUT', '/rooms/stage/members/bob', { token: alice, body: { role: 'member' } })).status, 201)
+      assert.equal((await request('PATCH', '/rooms/stage', { token: bob, body: { presenceEvents: false } })).status, 403)
+      assert.equal((await request('GET', '/rooms/stage', { token: alice })).body.presenceEvents, true)
     })
 
     it('deletes a room and everything in it', async (t) => {

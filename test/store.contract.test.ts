@@ -47,7 +47,7 @@ function storeContract (backend: Backend): void {
 
     async function room (id: string, createdBy: string, settings: Partial<NewRoom> = {}) {
       const created = await store.createRoom({
-        id, name: `Room ${id}`, visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600, maxMembers: null, createdBy, ...settings
+        id, name: `Room ${id}`, visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600, maxMembers: null, presenceEvents: true, createdBy, ...settings
       })
       assert.ok(created, `room ${id} should be created`)
       return created
@@ -277,9 +277,9 @@ function storeContract (backend: Backend): void {
 
       it('creates a room with its creator as owner, and returns null for a taken id', async () => {
         const before = Date.now()
-        const created = await store.createRoom({ id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, createdBy: 'alice' })
+        const created = await store.createRoom({ id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, presenceEvents: false, createdBy: 'alice' })
         assert.ok(created)
-        assert.deepEqual({ ...created, createdAt: 0, updatedAt: 0 }, { id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, createdBy: 'alice', createdAt: 0, updatedAt: 0 })
+        assert.deepEqual({ ...created, createdAt: 0, updatedAt: 0 }, { id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, presenceEvents: false, createdBy: 'alice', createdAt: 0, updatedAt: 0 })
         assert.ok(created.createdAt >= before)
         assert.equal(created.updatedAt, created.createdAt)
         assert.deepEqual(await store.getRoom('lobby'), created)
@@ -292,7 +292,7 @@ function storeContract (backend: Backend): void {
       })
 
       it('createRoom with a limit counts the creator\'s rooms, concurrent creates included', async () => {
-        const settings = { name: null, visibility: 'public' as const, publish: 'members' as const, historySize: 10, historyTtlSeconds: 60, maxMembers: null }
+        const settings = { name: null, visibility: 'public' as const, publish: 'members' as const, historySize: 10, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true }
         const limit = { maxCreatedBy: 3 }
         await room('first', 'alice')
         // A burst of creates by one user: exactly as many as the cap leaves room for pass.
@@ -322,6 +322,18 @@ function storeContract (backend: Backend): void {
         assert.deepEqual(await store.updateRoom('lobby', {}), updated)
         assert.equal(await store.updateRoom('nowhere', { name: 'x' }), undefined)
         assert.equal(await store.updateRoom('nowhere', {}), undefined)
+      })
+
+      it('updateRoom turns presenceEvents off and on again, and keeps it through other patches', async () => {
+        const created = await room('stage', 'alice')
+        assert.equal(created.presenceEvents, true)
+        assert.equal((await store.updateRoom('stage', { presenceEvents: false }))?.presenceEvents, false)
+        assert.equal((await store.updateRoom('stage', { historySize: 7 }))?.presenceEvents, false)
+        assert.equal((await store.getRoom('stage'))?.presenceEvents, false)
+        assert.equal((await store.updateRoom('stage', { presenceEvents: true }))?.presenceEvents, true)
+        assert.equal((await store.getRoom('stage'))?.presenceEvents, true)
+        const listed = await store.listVisibleRooms({ userId: 'alice', isAdmin: false }, ALL)
+        assert.equal(listed.find(r => r.id === 'stage')?.presenceEvents, true)
       })
 
       it('deleteRoom deletes the room with its memberships and bans', async () => {

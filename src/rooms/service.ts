@@ -148,6 +148,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
         historySize: input.historySize ?? ROOM_DEFAULTS.historySize,
         historyTtlSeconds: input.historyTtlSeconds ?? ROOM_DEFAULTS.historyTtlSeconds,
         maxMembers: input.maxMembers ?? ROOM_DEFAULTS.maxMembers,
+        presenceEvents: input.presenceEvents ?? ROOM_DEFAULTS.presenceEvents,
         createdBy: principal.userId
       }
       await recordIfExternal(principal.userId)

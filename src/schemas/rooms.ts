@@ -17,9 +17,10 @@ export const USER_HISTORY_TTL_MAX_SECONDS = 7 * 86400
 const HistorySize = Type.Integer({ minimum: 0, maximum: HISTORY_SIZE_MAX, description: 'Publications kept for recovery (0: none); at most 1000 unless an admin sets it' })
 const HistoryTtl = Type.Integer({ minimum: 1, maximum: HISTORY_TTL_MAX_SECONDS, description: 'Seconds a publication stays in history; at most 7 days unless an admin sets it' })
 const MaxMembers = Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()], { description: 'Member cap; null for none' })
+const PresenceEvents = Type.Boolean({ description: 'Push join and leave events to the room\'s subscribers (default true). Off, presence still counts and answers on request: for broadcast rooms, where every join would be pushed to every subscriber' })
 const RoomName = Type.Union([Type.String({ minLength: 1, maxLength: 100 }), Type.Null()])
 
-export const ROOM_DEFAULTS = { visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600, maxMembers: null } as const
+export const ROOM_DEFAULTS = { visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600, maxMembers: null, presenceEvents: true } as const
 
 export const RoomSchema = Type.Object({
   id: RoomIdSchema,
@@ -29,6 +30,7 @@ export const RoomSchema = Type.Object({
   historySize: HistorySize,
   historyTtlSeconds: HistoryTtl,
   maxMembers: MaxMembers,
+  presenceEvents: PresenceEvents,
   createdBy: Type.String(),
   createdAt: TimestampSchema,
   updatedAt: TimestampSchema
@@ -41,7 +43,8 @@ const RoomSettingsSchema = Type.Object({
   publish: PublishPolicy,
   historySize: HistorySize,
   historyTtlSeconds: HistoryTtl,
-  maxMembers: MaxMembers
+  maxMembers: MaxMembers,
+  presenceEvents: PresenceEvents
 })
 
 export const CreateRoomBodySchema = Type.Composite([Type.Object({ id: RoomIdSchema }), Type.Partial(RoomSettingsSchema)], { additionalProperties: false })

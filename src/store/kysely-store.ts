@@ -40,6 +40,8 @@ export interface Database {
     history_size: number
     history_ttl_seconds: number
     max_members: number | null
+    /** 0 or 1 (SQLite has no boolean): see the 0004 migration. */
+    presence_events: number
     created_by: string
     created_at: Millis
     updated_at: Millis
@@ -84,6 +86,7 @@ const toRoom = (row: Row<'rooms'>): Room => ({
   historySize: row.history_size,
   historyTtlSeconds: row.history_ttl_seconds,
   maxMembers: row.max_members,
+  presenceEvents: row.presence_events !== 0,
   createdBy: row.created_by,
   createdAt: millis(row.created_at),
   updatedAt: millis(row.updated_at)
@@ -302,6 +305,7 @@ export class KyselyStore implements Store {
       history_size: room.historySize,
       history_ttl_seconds: room.historyTtlSeconds,
       max_members: room.maxMembers,
+      presence_events: room.presenceEvents ? 1 : 0,
       created_by: room.createdBy,
       created_at: now,
       updated_at: now
@@ -342,6 +346,7 @@ export class KyselyStore implements Store {
     if (patch.historySize !== undefined) values.history_size = patch.historySize
     if (patch.historyTtlSeconds !== undefined) values.history_ttl_seconds = patch.historyTtlSeconds
     if (patch.maxMembers !== undefined) values.max_members = patch.maxMembers
+    if (patch.presenceEvents !== undefined) values.presence_events = patch.presenceEvents ? 1 : 0
     if (Object.keys(values).length === 0) return await this.getRoom(id)
     const row = await this.#db.updateTable('rooms').set({ ...values, updated_at: Date.now() })
       .where('id', '=', id).returningAll().executeTakeFirst()

@@ -109,10 +109,26 @@ const roomsByCreator: Migration = {
   }
 }
 
+/**
+ * A room may turn its join/leave pushes off (a broadcast room with many subscribers would
+ * push every join and leave to all of them). An integer 0/1, not a boolean: SQLite has no
+ * boolean type, and one column type for both dialects keeps the mapping in one place. Rows
+ * from before keep today's behaviour: the default is 1 (pushes on).
+ */
+const roomsPresenceEvents: Migration = {
+  async up (db: Kysely<unknown>) {
+    await db.schema.alterTable('rooms').addColumn('presence_events', 'integer', col => col.notNull().defaultTo(1)).execute()
+  },
+  async down (db: Kysely<unknown>) {
+    await db.schema.alterTable('rooms').dropColumn('presence_events').execute()
+  }
+}
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_refresh_tokens_user_id': refreshTokensByUser,
-  '0003_rooms_created_by': roomsByCreator
+  '0003_rooms_created_by': roomsByCreator,
+  '0004_rooms_presence_events': roomsPresenceEvents
 }
 
 export const migrationProvider: MigrationProvider = {

@@ -38,13 +38,15 @@ export interface Room {
   historyTtlSeconds: number
   /** Member cap; null means unlimited. */
   maxMembers: number | null
+  /** Join/leave pushes to the room's subscribers; presence is counted either way. */
+  presenceEvents: boolean
   createdBy: string
   createdAt: number
   updatedAt: number
 }
 
 export type NewRoom = Omit<Room, 'createdAt' | 'updatedAt'>
-export type RoomPatch = Partial<Pick<Room, 'name' | 'visibility' | 'publish' | 'historySize' | 'historyTtlSeconds' | 'maxMembers'>>
+export type RoomPatch = Partial<Pick<Room, 'name' | 'visibility' | 'publish' | 'historySize' | 'historyTtlSeconds' | 'maxMembers' | 'presenceEvents'>>
 
 export interface Membership {
   roomId: string
