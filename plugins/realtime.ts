@@ -57,7 +57,7 @@ export default fp(async (app) => {
     if (isPersonalRoom(room)) return authorizePersonal(principal, room, operation)
     try {
       const { room: row } = await app.rooms.authorize(principal, room, operation)
-      return { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }
+      return { stream: { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }, presenceEvents: row.presenceEvents }
     } catch (err) {
       const mapped = toRealtimeError(err)
       if (mapped.protocolCode === 'unavailable') app.log.warn({ err, room }, 'authorization failed: dependency error')

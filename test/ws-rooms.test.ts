@@ -6,13 +6,13 @@ import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { WebSocketServer } from 'ws'
 import type { UserPrincipal } from '../src/auth/principal.js'
-import type { Engine, StreamOptions } from '../src/realtime/engine.js'
+import type { Engine } from '../src/realtime/engine.js'
 import { RealtimeError } from '../src/realtime/errors.js'
 import type { Logger } from '../src/realtime/logger.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { noopMetrics } from '../src/realtime/metrics.js'
 import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
-import type { Authorizer } from '../src/realtime/authorizer.js'
+import type { Authorizer, RoomGrant } from '../src/realtime/authorizer.js'
 import { attachWsEvents, wsTransport } from '../src/realtime/ws-transport.js'
 import { prepareWsFrame } from '../src/realtime/ws-frames.js'
 import { build, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
@@ -361,6 +361,83 @@ describe('ws rooms: presence', () => {
     assert.equal(presenceOf('alice', 'join').length, 1)
     assert.equal(presenceOf('alice', 'leave').length, 1)
     assert.deepEqual((await srv.request('GET', '/rooms/lobby/presence', { token: alice })).body, { users: ['bob'], connections: 1 })
+  })
+})
+
+describe('ws rooms: presenceEvents off (a broadcast room)', () => {
+  it('joins and leaves still count in presence but push nothing; a live PATCH turns them back on for later joins and leaves', async (t) => {
+    const srv = await setup(t)
+    const alice = await srv.userToken('alice')
+    const bob = await srv.userToken('bob')
+    const carol = await srv.userToken('carol')
+    const dave = await srv.userToken('dave')
+    await createRoom(srv, alice, { id: 'stage', presenceEvents: false })
+    const setEvents = async (presenceEvents: boolean): Promise<void> => {
+      const res = await srv.request('PATCH', '/rooms/stage', { token: alice, body: { presenceEvents } })
+      assert.equal(res.status, 200, res.text)
+      assert.equal(res.body.presenceEvents, presenceEvents)
+    }
+    const presenceNow = async (): Promise<unknown> => (await srv.request('GET', '/rooms/stage/presence', { token: alice })).body
+    const watcher = await wsConnect(t, srv, { token: bob })
+    await subscribe(watcher, 'stage')
+    const pushesOf = (user: string): WsFrame[] => watcher.frames.filter(f => (f.type === 'join' || f.type === 'leave') && f.room === 'stage' && f.user?.id === user)
+
+    // Off: alice's join is counted (over WebSocket and HTTP) but not pushed.
+    const a = await wsConnect(t, srv, { token: alice })
+    await subscribe(a, 'stage')
+    await settle(a) // her presence update is done before this reply
+    assert.deepEqual((await watcher.command({ type: 'presence', room: 'stage' })).result, { users: ['alice', 'bob'], connections: 2 })
+    assert.deepEqual(await presenceNow(), { users: ['alice', 'bob'], connections: 2 })
+    // Her leave by closing the socket, and carol's join and leave by unsubscribing: counted, not pushed.
+    await closeClient(a)
+    await waitFor(async () => JSON.stringify(await presenceNow()) === JSON.stringify({ users: ['bob'], connections: 1 }), 'alice out of presence')
+    const c = await wsConnect(t, srv, { token: carol })
+    await subscribe(c, 'stage')
+    await settle(c)
+    assert.deepEqual(await presenceNow(), { users: ['bob', 'carol'], connections: 2 })
+
+    // Turned on while carol is subscribed: her leave follows the setting in force when she
+    // leaves, so it is pushed although her subscription was made with pushes off.
+    await setEvents(true)
+    assert.equal((await c.command({ type: 'unsubscribe', room: 'stage' })).type, 'reply')
+    await watcher.next(f => f.type === 'leave' && f.user?.id === 'carol')
+    const d = await wsConnect(t, srv, { token: dave })
+    await subscribe(d, 'stage')
+    await watcher.next(f => f.type === 'join' && f.user?.id === 'dave')
+    // Barrier: the engine delivers a room's events in order, so a wrong push for alice or
+    // carol's join would have arrived before dave's join.
+    assert.deepEqual(pushesOf('alice'), [], 'alice: no join, no leave while pushes were off')
+    assert.deepEqual(pushesOf('carol').map(f => f.type), ['leave'])
+
+    // Turned off again while dave is subscribed (his join was pushed): his leave is not.
+    await setEvents(false)
+    assert.equal((await d.command({ type: 'unsubscribe', room: 'stage' })).type, 'reply')
+    await waitFor(async () => JSON.stringify(await presenceNow()) === JSON.stringify({ users: ['bob'], connections: 1 }), 'dave out of presence')
+    await setEvents(true)
+    const c2 = await wsConnect(t, srv, { token: carol })
+    await subscribe(c2, 'stage')
+    await watcher.next(f => f.type === 'join' && f.user?.id === 'carol')
+    await settle(watcher)
+    assert.deepEqual(pushesOf('dave').map(f => f.type), ['join'], 'dave left with pushes off: no leave')
+    assert.deepEqual(pushesOf('alice'), [])
+  })
+
+  it('the default room pushes joins and leaves as before; a personal room keeps pushing them', async (t) => {
+    const srv = await setup(t)
+    const alice = await srv.userToken('alice')
+    const root = await srv.userToken('root', 'admin')
+    await createRoom(srv, alice, { id: 'plain' })
+    const watcher = await wsConnect(t, srv, { token: root })
+    await subscribe(watcher, 'plain')
+    await subscribe(watcher, 'user:alice')
+    const a = await wsConnect(t, srv, { token: alice })
+    await subscribe(a, 'plain')
+    await watcher.next(f => f.type === 'join' && f.room === 'plain' && f.user?.id === 'alice')
+    await subscribe(a, 'user:alice')
+    await watcher.next(f => f.type === 'join' && f.room === 'user:alice' && f.user?.id === 'alice')
+    await closeClient(a)
+    await watcher.next(f => f.type === 'leave' && f.room === 'plain' && f.user?.id === 'alice')
+    await watcher.next(f => f.type === 'leave' && f.room === 'user:alice' && f.user?.id === 'alice')
   })
 })
 
@@ -1009,7 +1086,7 @@ function slowHistory (inner: Engine, stats: { reading: number, overlapped: numbe
   }
 }
 
-const OPEN_ROOM: StreamOptions = { historySize: 1000, historyTtlSeconds: 3600 }
+const OPEN_ROOM: RoomGrant = { stream: { historySize: 1000, historyTtlSeconds: 3600 }, presenceEvents: true }
 
 /**
  * The real-time core behind a bare ws server (no Fastify, no store): `?user=<id>` names the

@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/principal.js'
-import type { StreamOptions } from './engine.js'
+import type { RoomGrant } from './authorizer.js'
 
 /**
  * Remembers granted room operations for a short while, so a busy publisher does not cost
@@ -28,7 +28,7 @@ export class AuthorizationCache {
   }
 
   /** The grant, while it lives; `renew` is true on the first use past the middle of its life. */
-  get (principal: Principal, room: string, operation: string): { options: StreamOptions, renew: boolean } | undefined {
+  get (principal: Principal, room: string, operation: string): { grant: RoomGrant, renew: boolean } | undefined {
     const grants = this.rooms.get(room)
     const key = grantKey(principal, operation)
     const grant = grants?.get(key)
@@ -37,13 +37,13 @@ export class AuthorizationCache {
     if (grant.expiresAt > at) {
       const renew = !grant.renewing && at >= grant.renewAt
       if (renew) grant.renewing = true
-      return { options: grant.options, renew }
+      return { grant: grant.answer, renew }
     }
     this.remove(room, grants!, key)
     return undefined
   }
 
-  set (principal: Principal, room: string, operation: string, options: StreamOptions): void {
+  set (principal: Principal, room: string, operation: string, answer: RoomGrant): void {
     if (!this.enabled) return
     const at = this.now()
     // Full: expired grants stay until they are next read, so a busy node fills up with them;
@@ -59,7 +59,7 @@ export class AuthorizationCache {
     if (grants === undefined) this.rooms.set(room, grants = new Map())
     const key = grantKey(principal, operation)
     if (!grants.has(key)) this.size++
-    grants.set(key, { options, expiresAt: at + this.ttlMs, renewAt: at + this.ttlMs / 2, renewing: false })
+    grants.set(key, { answer, expiresAt: at + this.ttlMs, renewAt: at + this.ttlMs / 2, renewing: false })
   }
 
   /** A renewal found the grant gone (the store refused): forget it now, not at expiry. */
@@ -122,7 +122,8 @@ export class AuthorizationCache {
 }
 
 interface Grant {
-  options: StreamOptions
+  /** The store's answer, room settings included: a room change drops it with the room's grants. */
+  answer: RoomGrant
   expiresAt: number
   /** From here on, a use asks for a renewal (once: `renewing`). */
   renewAt: number

@@ -4,8 +4,22 @@ import type { StreamOptions } from './engine.js'
 export type RoomOperation = 'subscribe' | 'publish' | 'history' | 'presence'
 
 /**
+ * What a granted operation learns of the room: the settings the real-time core acts on. The
+ * stream's (history) go to the engine; the others are the node's own business, kept apart
+ * so that the engine's stream options stay about streams.
+ */
+export interface RoomGrant {
+  stream: StreamOptions
+  /**
+   * Join/leave pushes to the room's subscribers. Off, a join or leave is still counted in
+   * presence, but no event is published (on any engine, so no node pushes it).
+   */
+  presenceEvents: boolean
+}
+
+/**
  * Decides whether `principal` may perform `operation` on `room`, and returns the room's
- * stream settings. Throws an error of the table (src/errors.ts: a RealtimeError, or `Errors.X`)
+ * settings (RoomGrant). Throws an error of the table (src/errors.ts: a RealtimeError, or `Errors.X`)
  * when not, answered with its protocol code (`not_found`, `forbidden`, …).
  */
-export type Authorizer = (principal: Principal, room: string, operation: RoomOperation) => Promise<StreamOptions>
+export type Authorizer = (principal: Principal, room: string, operation: RoomOperation) => Promise<RoomGrant>

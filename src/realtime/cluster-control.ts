@@ -238,6 +238,10 @@ export class ClusterControl {
       case 'member_role_changed':
         return
       case 'room_updated': {
+        const { presenceEvents } = change.room
+        if (presenceEvents !== undefined) {
+          for (const connection of hub.membersOf(roomId, null)) connection.roomSettingsChanged(roomId, { presenceEvents })
+        }
         if (change.room.visibility !== 'private') return
         await Promise.all(hub.membersOf(roomId, null).map(async (connection) => {
           try {

@@ -36,6 +36,12 @@ interface Subscription {
   buffer: Array<{ epoch: string, publication: Publication }>
   /** True once the connection counts in the room's presence (users only). */
   present: boolean
+  /**
+   * The room's current presenceEvents setting: from the grant of the subscribe, then from
+   * every room update this node applies (roomSettingsChanged), so a join and a leave follow
+   * the setting in force when they happen, not the one the subscription was made under.
+   */
+  presenceEvents: boolean
 }
 
 /** Commands queued on one connection beyond this are refused: the client is not waiting for replies. */
@@ -69,8 +75,10 @@ export interface ConnectionHost {
   presence(principal: Principal, room: string): Promise<PresenceInfo>
   joinRoom(connection: Connection, room: string): Promise<void>
   leaveRoom(connection: Connection, room: string): void
-  presenceJoin(room: string, connectionId: string, userId: string): Promise<void>
-  presenceLeave(room: string, connectionId: string, userId: string): void
+  /** Counts the connection in the room's presence; `announce`: push a user's first join to the room. */
+  presenceJoin(room: string, connectionId: string, userId: string, announce: boolean): Promise<void>
+  /** Uncounts it; `announce`: push a user's last leave to the room. */
+  presenceLeave(room: string, connectionId: string, userId: string, announce: boolean): void
   unregister(connection: Connection): void
 }
 
@@ -277,7 +285,7 @@ export class Connection {
     switch (command.type) {
       case 'subscribe': return await this.subscribe(command)
       case 'unsubscribe': {
-        if (this.subscriptions.delete(command.room)) this.afterUnsubscribe(command.room)
+        this.dropSubscription(command.room)
         return {}
       }
       case 'publish': {
@@ -313,23 +321,26 @@ export class Connection {
       throw new RealtimeError('forbidden', `Subscription limit reached (${this.node.limits.maxSubscriptions})`)
     }
     const revision = this.node.revision
-    let options = await this.node.authorize(this.principal, room, 'subscribe')
+    let grant = await this.node.authorize(this.principal, room, 'subscribe')
     if (this.state !== 'open') return undefined
-    const sub: Subscription = { state: 'recovering', epoch: '', offset: 0, buffer: [], present: false }
+    const sub: Subscription = { state: 'recovering', epoch: '', offset: 0, buffer: [], present: false, presenceEvents: grant.presenceEvents }
     this.subscriptions.set(room, sub)
     this.clearIdle()
     try {
       await this.node.joinRoom(this, room)
       // A room change applied while we were authorizing found no subscription to revoke; from
       // here on this one is registered and would be revoked, so check once more if one came.
-      if (this.node.revision !== revision) options = await this.node.authorize(this.principal, room, 'subscribe')
+      if (this.node.revision !== revision) {
+        grant = await this.node.authorize(this.principal, room, 'subscribe')
+        sub.presenceEvents = grant.presenceEvents
+      }
       let position: StreamPosition
       let publications: Publication[] = []
       let recovered = false
       if (since === undefined) {
         position = await this.node.engine.history.position(room)
       } else {
-        const result = await this.node.engine.history.history(room, { since, limit: this.node.limits.maxRecoveryPublications, maxBytes: this.pageBytes }, options)
+        const result = await this.node.engine.history.history(room, { since, limit: this.node.limits.maxRecoveryPublications, maxBytes: this.pageBytes }, grant.stream)
         recovered = result.complete
         publications = recovered ? result.publications : []
         position = result
@@ -350,14 +361,11 @@ export class Connection {
 
       if (this.principal.kind === 'user' && this.subscriptions.get(room) === sub) {
         sub.present = true
-        await this.node.presenceJoin(room, this.id, this.principal.userId)
+        await this.node.presenceJoin(room, this.id, this.principal.userId, sub.presenceEvents)
       }
       return undefined
     } catch (err) {
-      if (this.subscriptions.get(room) === sub) {
-        this.subscriptions.delete(room)
-        this.afterUnsubscribe(room)
-      }
+      if (this.subscriptions.get(room) === sub) this.dropSubscription(room)
       throw err
     }
   }
@@ -436,6 +444,12 @@ export class Connection {
     this.write(frame(this.codec))
   }
 
+  /** The room's settings changed (a room update, from any node): later joins and leaves follow them. */
+  roomSettingsChanged (room: string, settings: { presenceEvents: boolean }): void {
+    const sub = this.subscriptions.get(room)
+    if (sub !== undefined) sub.presenceEvents = settings.presenceEvents
+  }
+
   /** Ends one subscription from the server side and tells the client why. */
   revoke (room: string, reason: UnsubscribeReason): void {
     if (!this.subscriptions.has(room)) return
@@ -510,12 +524,8 @@ export class Connection {
     const sub = this.subscriptions.get(room)
     if (sub === undefined) return
     this.subscriptions.delete(room)
-    this.afterUnsubscribe(room, sub.present)
-  }
-
-  private afterUnsubscribe (room: string, present = true): void {
     this.node.leaveRoom(this, room)
-    if (present && this.principal.kind === 'user') this.node.presenceLeave(room, this.id, this.principal.userId)
+    if (sub.present && this.principal.kind === 'user') this.node.presenceLeave(room, this.id, this.principal.userId, sub.presenceEvents)
     if (this.subscriptions.size === 0) this.armIdle()
   }
 

@@ -194,7 +194,12 @@ export interface Engine {
 /** A room change as the room service reports it (what live revocation acts on). */
 export type RoomChange =
   | { type: 'member_removed' | 'banned' | 'member_role_changed', room: { id: string, visibility: string }, userId: string }
-  | { type: 'room_updated' | 'room_deleted', room: { id: string, visibility: string } }
+  | { type: 'room_deleted', room: { id: string, visibility: string } }
+  /**
+   * `presenceEvents` is the room's setting after the update: subscriptions here take it for
+   * their later joins and leaves. Absent (a node of an earlier version sent it): they keep theirs.
+   */
+  | { type: 'room_updated', room: { id: string, visibility: string, presenceEvents?: boolean } }
 
 /**
  * An order for every node to apply to its own connections. `node` names the node that sent

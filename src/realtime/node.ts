@@ -153,18 +153,18 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
         metrics.rateLimited('publishes_per_user')
         throw new RealtimeError('rate_limited', `Over this user's publish rate; retry in ${decision.retryAfterMs} ms`, decision.retryAfterMs)
       }
-      const options = await authorizer.authorize(principal, room, 'publish')
+      const { stream } = await authorizer.authorize(principal, room, 'publish')
       return await viaEngine(log, () => engine.broker.publish(room, {
         ...payloadOf(payload),
         from: { id: principalId(principal) },
         ts: now(),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey })
-      }, options))
+      }, stream))
     },
 
     async history (principal, room, query) {
-      const options = await authorizer.authorize(principal, room, 'history')
-      return await viaEngine(log, () => engine.history.history(room, query, options))
+      const { stream } = await authorizer.authorize(principal, room, 'history')
+      return await viaEngine(log, () => engine.history.history(room, query, stream))
     },
 
     async presence (principal, room) {
@@ -174,8 +174,8 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
 
     joinRoom: (connection, room) => hub.join(connection, room),
     leaveRoom: (connection, room) => hub.leave(connection, room),
-    presenceJoin: (room, connectionId, userId) => presence.join(room, connectionId, userId),
-    presenceLeave: (room, connectionId, userId) => presence.leave(room, connectionId, userId),
+    presenceJoin: (room, connectionId, userId, announce) => presence.join(room, connectionId, userId, announce),
+    presenceLeave: (room, connectionId, userId, announce) => presence.leave(room, connectionId, userId, announce),
 
     unregister (connection) {
       if (!hub.remove(connection)) return

@@ -1,8 +1,7 @@
 import type { Principal } from '../auth/principal.js'
 import { AppError } from '../errors.js'
 import { AuthorizationCache, grantAsk, principalPrefix } from './authorization-cache.js'
-import type { Authorizer, RoomOperation } from './authorizer.js'
-import type { StreamOptions } from './engine.js'
+import type { Authorizer, RoomGrant, RoomOperation } from './authorizer.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
 
@@ -29,7 +28,7 @@ export interface RoomAuthorizerDeps {
 export class RoomAuthorizer {
   private readonly grants: AuthorizationCache
   /** Store asks in flight, by grant (grantAsk), with the revision they were asked at. */
-  private readonly asking = new Map<string, { revision: number, answer: Promise<StreamOptions> }>()
+  private readonly asking = new Map<string, { revision: number, answer: Promise<RoomGrant> }>()
   private currentRevision = 0
   private readonly ask: Authorizer
   private readonly metrics: RoomAuthorizerDeps['metrics']
@@ -48,19 +47,19 @@ export class RoomAuthorizer {
   }
 
   /**
-   * The room's stream settings when `principal` may perform `operation` in `room`; rejects
+   * The room's settings (RoomGrant) when `principal` may perform `operation` in `room`; rejects
    * with the store's refusal otherwise. A kept grant answers at once (and, past the middle of
    * its life, is renewed in the background, so a busy publisher never waits for the store);
    * on a miss the store is asked, once for all concurrent asks of the same grant unless a
    * change that drops grants came between. The answer is kept only if no such change was
    * applied while the store answered.
    */
-  async authorize (principal: Principal, room: string, operation: RoomOperation): Promise<StreamOptions> {
+  async authorize (principal: Principal, room: string, operation: RoomOperation): Promise<RoomGrant> {
     const cached = this.grants.get(principal, room, operation)
     if (cached !== undefined) {
       this.metrics.roomAuthorization('cache')
       if (cached.renew) this.renew(principal, room, operation)
-      return cached.options
+      return cached.grant
     }
     if (!this.grants.enabled) {
       this.metrics.roomAuthorization('store')
@@ -77,9 +76,9 @@ export class RoomAuthorizer {
     const answer = this.ask(principal, room, operation)
     this.asking.set(key, { revision: before, answer })
     try {
-      const options = await answer
-      if (this.currentRevision === before) this.grants.set(principal, room, operation, options)
-      return options
+      const grant = await answer
+      if (this.currentRevision === before) this.grants.set(principal, room, operation, grant)
+      return grant
     } finally {
       if (this.asking.get(key)?.answer === answer) this.asking.delete(key)
     }
@@ -89,7 +88,7 @@ export class RoomAuthorizer {
    * Asks the store past every cache (a re-check after a room became private): the answer is
    * not kept, and it does not count as a grant use.
    */
-  async recheck (principal: Principal, room: string, operation: RoomOperation): Promise<StreamOptions> {
+  async recheck (principal: Principal, room: string, operation: RoomOperation): Promise<RoomGrant> {
     return await this.ask(principal, room, operation)
   }
 
@@ -113,9 +112,9 @@ export class RoomAuthorizer {
 
   private renew (principal: Principal, room: string, operation: RoomOperation): void {
     const before = this.currentRevision
-    this.ask(principal, room, operation).then((options) => {
+    this.ask(principal, room, operation).then((grant) => {
       if (this.currentRevision !== before) return this.metrics.grantRenewal('superseded')
-      this.grants.set(principal, room, operation, options)
+      this.grants.set(principal, room, operation, grant)
       this.metrics.grantRenewal('renewed')
     }, (err: unknown) => {
       // A refusal ends the grant now; a store that cannot answer leaves it to its expiry,

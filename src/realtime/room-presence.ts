@@ -34,12 +34,17 @@ export class RoomPresence {
     return this.answers.get(room, () => viaEngine(this.log, () => this.presence.get(room)))
   }
 
-  /** A connection here joined: counted, and a user's first connection announced to the room. Never rejects. */
-  async join (room: string, connectionId: string, userId: string): Promise<void> {
+  /**
+   * A connection here joined: counted, and a user's first connection announced to the room
+   * unless the room turned its join/leave pushes off (`announce` false: nothing is published,
+   * so no node pushes it; other nodes' answers then age out within PRESENCE_ANSWER_MS).
+   * Never rejects.
+   */
+  async join (room: string, connectionId: string, userId: string, announce: boolean): Promise<void> {
     try {
       const first = await this.presence.add(room, connectionId, userId)
       this.answers.drop(room)
-      if (first) {
+      if (first && announce) {
         await this.broker.publishEvent(room, { type: 'join', user: { id: userId } })
       }
     } catch (err) {
@@ -48,13 +53,13 @@ export class RoomPresence {
     }
   }
 
-  /** A connection here left: uncounted, and a user's last connection announced to the room. */
-  leave (room: string, connectionId: string, userId: string): void {
+  /** A connection here left: uncounted, and a user's last connection announced to the room unless `announce` is false. */
+  leave (room: string, connectionId: string, userId: string, announce: boolean): void {
     this.answers.drop(room)
     this.presence.remove(room, connectionId, userId)
       .then(async (left) => {
         this.answers.drop(room)
-        if (left) await this.broker.publishEvent(room, { type: 'leave', user: { id: userId } })
+        if (left && announce) await this.broker.publishEvent(room, { type: 'leave', user: { id: userId } })
       })
       .catch((err: unknown) => this.log.warn({ err, room }, 'presence leave failed'))
   }

@@ -1,8 +1,7 @@
 import type { Principal } from '../auth/principal.js'
 import { scopeAllows } from '../auth/scopes.js'
 import { ROOM_DEFAULTS } from '../schemas/rooms.js'
-import type { StreamOptions } from '../realtime/engine.js'
-import type { RoomOperation } from '../realtime/authorizer.js'
+import type { RoomGrant, RoomOperation } from '../realtime/authorizer.js'
 import { RealtimeError } from '../realtime/errors.js'
 
 /**
@@ -13,8 +12,14 @@ import { RealtimeError } from '../realtime/errors.js'
  */
 export const PERSONAL_ROOM_PREFIX = 'user:'
 
-/** Personal rooms have no row: they get the default stream settings. */
-const PERSONAL_STREAM: StreamOptions = { historySize: ROOM_DEFAULTS.historySize, historyTtlSeconds: ROOM_DEFAULTS.historyTtlSeconds }
+/**
+ * Personal rooms have no row: they get the default settings, join/leave pushes included (a
+ * personal room's subscribers are one user's devices and admins, never a crowd).
+ */
+const PERSONAL_GRANT: RoomGrant = {
+  stream: { historySize: ROOM_DEFAULTS.historySize, historyTtlSeconds: ROOM_DEFAULTS.historyTtlSeconds },
+  presenceEvents: ROOM_DEFAULTS.presenceEvents
+}
 
 export function isPersonalRoom (room: string): boolean {
   return room.startsWith(PERSONAL_ROOM_PREFIX)
@@ -23,14 +28,14 @@ export function isPersonalRoom (room: string): boolean {
 /**
  * Only that user and admins read a personal room; admins and API keys with a matching publish
  * scope write to it (the user does not: it is a channel to them, not a chat). Throws
- * `forbidden` otherwise; the stream settings when allowed.
+ * `forbidden` otherwise; the room's settings when allowed.
  */
-export function authorizePersonal (principal: Principal, room: string, operation: RoomOperation): StreamOptions {
+export function authorizePersonal (principal: Principal, room: string, operation: RoomOperation): RoomGrant {
   const owner = room.slice(PERSONAL_ROOM_PREFIX.length)
   const admin = principal.kind === 'user' && principal.role === 'admin'
   const allowed = operation === 'publish'
     ? admin || (principal.kind === 'apiKey' && scopeAllows(principal.scopes, 'publish', room))
     : admin || (principal.kind === 'user' && principal.userId === owner)
   if (!allowed) throw new RealtimeError('forbidden', `Not allowed to ${operation} in ${room}`)
-  return PERSONAL_STREAM
+  return PERSONAL_GRANT
 }

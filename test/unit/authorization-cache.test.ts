@@ -3,7 +3,7 @@ import { describe, it } from 'node:test'
 import type { Principal } from '../../src/auth/principal.js'
 import { AuthorizationCache, principalPrefix } from '../../src/realtime/authorization-cache.js'
 
-const OPTIONS = { historySize: 100, historyTtlSeconds: 300 }
+const OPTIONS = { stream: { historySize: 100, historyTtlSeconds: 300 }, presenceEvents: true }
 const user = (id: string): Principal => ({ kind: 'user', userId: id, role: 'user' }) as unknown as Principal
 
 describe('AuthorizationCache: what a full cache lets go', () => {

@@ -6,17 +6,17 @@
 import assert from 'node:assert/strict'
 import { describe, it, type TestContext } from 'node:test'
 import type { UserPrincipal } from '../../src/auth/principal.js'
-import { jsonPayload, type StreamOptions } from '../../src/realtime/engine.js'
+import { jsonPayload } from '../../src/realtime/engine.js'
 import type { Logger } from '../../src/realtime/logger.js'
 import { createMemoryEngine } from '../../src/realtime/memory-engine.js'
 import { noopMetrics, type RealtimeMetrics } from '../../src/realtime/metrics.js'
 import { createRealtimeNode, type RealtimeNode } from '../../src/realtime/node.js'
 import { RealtimeError } from '../../src/realtime/errors.js'
-import type { Authorizer } from '../../src/realtime/authorizer.js'
+import type { Authorizer, RoomGrant } from '../../src/realtime/authorizer.js'
 import { prepareWsFrame } from '../../src/realtime/ws-frames.js'
 
 const LIFETIME_MS = 4000
-const OPTIONS: StreamOptions = { historySize: 100, historyTtlSeconds: 300 }
+const OPTIONS: RoomGrant = { stream: { historySize: 100, historyTtlSeconds: 300 }, presenceEvents: true }
 const bob: UserPrincipal = { kind: 'user', userId: 'bob', role: 'user', tokenId: 't', expiresAt: Number.MAX_SAFE_INTEGER, sessionId: 's' }
 
 interface Harness {

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { Principal } from '../../src/auth/principal.js'
-import type { RoomOperation } from '../../src/realtime/authorizer.js'
-import type { StreamOptions } from '../../src/realtime/engine.js'
+import type { RoomGrant, RoomOperation } from '../../src/realtime/authorizer.js'
 import { RealtimeError } from '../../src/realtime/errors.js'
 import type { Logger } from '../../src/realtime/logger.js'
 import type { GrantRenewal, GrantSource } from '../../src/realtime/metrics.js'
@@ -13,7 +12,7 @@ const alice: Principal = { kind: 'user', userId: 'alice', role: 'user', tokenId:
 const TTL = 1000
 
 /** One store answer the test settles by hand. */
-interface Ask { room: string, operation: RoomOperation, resolve: (options: StreamOptions) => void, reject: (err: unknown) => void }
+interface Ask { room: string, operation: RoomOperation, resolve: (grant: RoomGrant) => void, reject: (err: unknown) => void }
 
 /** A RoomAuthorizer on a clock the test moves, over a store whose answers the test gives. */
 function setup (): { authorizer: RoomAuthorizer, asks: Ask[], sources: GrantSource[], renewals: GrantRenewal[], advance: (ms: number) => void } {
@@ -22,7 +21,7 @@ function setup (): { authorizer: RoomAuthorizer, asks: Ask[], sources: GrantSour
   const sources: GrantSource[] = []
   const renewals: GrantRenewal[] = []
   const authorizer = new RoomAuthorizer({
-    authorize: async (_principal, room, operation) => await new Promise<StreamOptions>((resolve, reject) => { asks.push({ room, operation, resolve, reject }) }),
+    authorize: async (_principal, room, operation) => await new Promise<RoomGrant>((resolve, reject) => { asks.push({ room, operation, resolve, reject }) }),
     cacheMs: TTL,
     metrics: { roomAuthorization: (s) => { sources.push(s) }, grantRenewal: (r) => { renewals.push(r) } },
     log,
@@ -31,7 +30,7 @@ function setup (): { authorizer: RoomAuthorizer, asks: Ask[], sources: GrantSour
   return { authorizer, asks, sources, renewals, advance: (ms) => { clock += ms } }
 }
 
-const options = (n: number): StreamOptions => ({ historySize: n, historyTtlSeconds: 60 })
+const options = (n: number): RoomGrant => ({ stream: { historySize: n, historyTtlSeconds: 60 }, presenceEvents: true })
 /** Lets the microtasks that follow a settled answer run. */
 const settle = async (): Promise<void> => await new Promise(resolve => setImmediate(resolve))
 
