@@ -267,6 +267,59 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     assert.deepEqual(after.result, { users: [watcher.welcome.user.id], connections: 1 })
   })
 
+  it('presenceEvents off: joins and leaves on another node are counted, never pushed; a PATCH through one node turns them on for the other', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const [alice, bob, carol] = [await c.user('alice'), await c.user('bob'), await c.user('carol')]
+    await createRoom(a, c.adminToken, { id: 'stage', presenceEvents: false })
+    const setEvents = async (presenceEvents: boolean): Promise<void> => {
+      const res = await a.request('PATCH', '/rooms/stage', { token: c.adminToken, body: { presenceEvents } })
+      assert.equal(res.status, 200, JSON.stringify(res.body))
+    }
+    const watcher = await wsConnect(t, a, { token: c.adminToken })
+    await subscribe(watcher, 'stage')
+    const watcherId = watcher.welcome.user.id as string
+    const pushesOf = (id: string) => watcher.frames.filter(f => (f.type === 'join' || f.type === 'leave') && f.room === 'stage' && f.user.id === id).map(f => f.type as string)
+    // Node A's answer may be up to a second old: no event tells it of node B's joins.
+    const presenceIs = async (users: string[], connections: number): Promise<void> => {
+      await waitFor(async () => {
+        const reply = await watcher.command({ type: 'presence', room: 'stage' })
+        return reply.type === 'reply' && reply.result.connections === connections && JSON.stringify([...reply.result.users as string[]].sort()) === JSON.stringify([...users].sort())
+      }, `presence ${users.join(',')} / ${connections}`)
+    }
+
+    // Off: alice joins and leaves on node B; node A counts her, its subscriber sees no push.
+    const onB = await wsConnect(t, b, { token: alice.token })
+    await subscribe(onB, 'stage')
+    await presenceIs([watcherId, alice.id], 2)
+    onB.close()
+    await onB.closed
+    await presenceIs([watcherId], 1)
+
+    // Bob subscribes on node B with pushes off; the PATCH goes through node A. Node B learns
+    // it from the control channel: bob's leave and carol's join there are pushed.
+    const bobOnB = await wsConnect(t, b, { token: bob.token })
+    await subscribe(bobOnB, 'stage')
+    await presenceIs([watcherId, bob.id], 2)
+    await setEvents(true)
+    await waitFor(async () => {
+      // The control message reaches node B shortly after the PATCH answers: until then a new
+      // subscription there may still be made under the old setting, so carol re-subscribes
+      // until her join is pushed.
+      const carolOnB = await wsConnect(t, b, { token: carol.token })
+      await subscribe(carolOnB, 'stage')
+      await settle(watcher)
+      carolOnB.close()
+      await carolOnB.closed
+      return pushesOf(carol.id).includes('join')
+    }, 'carol\'s join on node B pushed after the PATCH')
+    assert.equal((await bobOnB.command({ type: 'unsubscribe', room: 'stage' })).type, 'reply')
+    await watcher.next(f => f.type === 'leave' && f.user.id === bob.id)
+    // Alice's join and leave on node B would have come before bob's leave from the same node.
+    assert.deepEqual(pushesOf(alice.id), [], 'no join or leave pushed while the room had them off')
+    assert.deepEqual(pushesOf(bob.id), ['leave'], 'bob subscribed with pushes off, left with them on')
+  })
+
   it('recovery after switching node: exactly the missed publications, recovered: true', async (t) => {
     const c = await cluster(t, 2)
     const [a, b] = [node(c, 0), node(c, 1)]
