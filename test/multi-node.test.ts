@@ -465,6 +465,29 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     assert.equal(presence.result.connections, 2, 'the dead node\'s entry is gone, the new one counted')
   })
 
+  it('presenceEvents off: the leave a sweeper announces for a killed node\'s users is not pushed, while presence drops them', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    await createRoom(b, c.adminToken, { id: 'stage', presenceEvents: false })
+    await createRoom(b, c.adminToken, { id: 'lobby' })
+    const watcher = await wsConnect(t, b, { token: c.adminToken })
+    await subscribe(watcher, 'stage')
+    await subscribe(watcher, 'lobby')
+    const client = await wsConnect(t, a, { token: bob.token })
+    await subscribe(client, 'stage')
+    await subscribe(client, 'lobby')
+    // The room with pushes on is the barrier: bob's leave from it is announced by the same sweep.
+    await watcher.next(f => f.type === 'join' && f.room === 'lobby' && f.user.id === bob.id)
+    a.server.child.kill('SIGKILL')
+    await a.server.exited
+    await watcher.next(f => f.type === 'leave' && f.room === 'lobby' && f.user.id === bob.id, WAIT_MS)
+    await waitFor(async () => (await watcher.command({ type: 'presence', room: 'stage' })).result?.connections === 1, 'bob swept from the stage\'s presence')
+    await httpPublish(b, c.adminToken, 'stage', 'sentinel')
+    await watcher.next(f => f.type === 'message' && f.room === 'stage' && f.data === 'sentinel')
+    assert.deepEqual(watcher.frames.filter(f => (f.type === 'join' || f.type === 'leave') && f.room === 'stage').map(f => `${f.type as string} ${f.user.id as string}`), [])
+  })
+
   it('Redis killed and restarted mid-stream: nodes stay up, readiness turns 503, a publish fails with 503; after the restart the subscriber has every acknowledged publication once, in order', { skip: skipRedisServer }, async (t) => {
     // A private, persistent redis-server (append-only file, fsync per write): the machine's
     // shared Redis is never stopped, and a Redis that must lose nothing runs like this.

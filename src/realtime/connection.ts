@@ -437,10 +437,15 @@ export class Connection {
     this.write(frame === null ? this.node.prepareFrame(this.codec.message(room, epoch, publication)) : frame(this.codec))
   }
 
-  /** A presence event (or other room push) to a subscribed, live connection. */
+  /**
+   * A presence event (join or leave) to a subscribed, live connection, unless the room has
+   * its pushes off. The node publishes none for such a room; this check is for the events an
+   * engine announces on its own and without the room's settings (the Redis engine's leaves
+   * of a dead node's connections, the joins of a late node's entries it re-adds).
+   */
   pushToRoom (room: string, frame: (codec: FrameCodec) => PreparedFrame): void {
     const sub = this.subscriptions.get(room)
-    if (sub === undefined || sub.state !== 'live' || this.state !== 'open') return
+    if (sub === undefined || sub.state !== 'live' || !sub.presenceEvents || this.state !== 'open') return
     this.write(frame(this.codec))
   }
 
