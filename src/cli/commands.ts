@@ -61,6 +61,31 @@ export interface RoomOptions {
   historySize?: string
   historyTtl?: string
   maxMembers?: string
+  /** `on` or `off`: join/leave pushes to the room's subscribers. */
+  presenceEvents?: string
+}
+
+function onOff (flag: string, value: string | undefined): boolean | undefined {
+  if (value === undefined) return undefined
+  if (value !== 'on' && value !== 'off') throw new CliError(`--${flag} must be on or off, got "${value}"`, 2)
+  return value === 'on'
+}
+
+/** The settings given as flags, as a room body: every flag checked before any request. */
+function roomSettings (options: RoomOptions): Record<string, unknown> {
+  const body: Record<string, unknown> = {}
+  if (options.name !== undefined) body.name = options.name
+  if (options.private === true) body.visibility = 'private'
+  if (options.publish !== undefined) body.publish = options.publish
+  const historySize = integer('history-size', options.historySize)
+  if (historySize !== undefined) body.historySize = historySize
+  const historyTtl = integer('history-ttl', options.historyTtl)
+  if (historyTtl !== undefined) body.historyTtlSeconds = historyTtl
+  const maxMembers = integer('max-members', options.maxMembers)
+  if (maxMembers !== undefined) body.maxMembers = maxMembers
+  const presenceEvents = onOff('presence-events', options.presenceEvents)
+  if (presenceEvents !== undefined) body.presenceEvents = presenceEvents
+  return body
 }
 
 function integer (flag: string, value: string | undefined): number | undefined {
@@ -77,17 +102,15 @@ export async function rooms (api: Api, args: string[], options: RoomOptions & { 
   }
   switch (action) {
     case 'create': {
-      const body: Record<string, unknown> = { id: need(id, 'ROOM id') }
-      if (options.name !== undefined) body.name = options.name
-      if (options.private === true) body.visibility = 'private'
-      if (options.publish !== undefined) body.publish = options.publish
-      const historySize = integer('history-size', options.historySize)
-      if (historySize !== undefined) body.historySize = historySize
-      const historyTtl = integer('history-ttl', options.historyTtl)
-      if (historyTtl !== undefined) body.historyTtlSeconds = historyTtl
-      const maxMembers = integer('max-members', options.maxMembers)
-      if (maxMembers !== undefined) body.maxMembers = maxMembers
+      const body = { id: need(id, 'ROOM id'), ...roomSettings(options) }
       print(out, (await api.request('POST', '/rooms', body)).body, options.json, roomRow)
+      return
+    }
+    case 'update': {
+      const room = encodeURIComponent(need(id, 'ROOM id'))
+      const body = roomSettings(options)
+      if (Object.keys(body).length === 0) throw new CliError('rooms update ROOM: give at least one setting, e.g. --presence-events off', 2)
+      print(out, (await api.request('PATCH', `/rooms/${room}`, body)).body, options.json, roomRow)
       return
     }
     case 'list': print(out, await all(api, '/rooms'), options.json, roomRow); return
@@ -114,7 +137,7 @@ export async function rooms (api: Api, args: string[], options: RoomOptions & { 
       out.line(`removed ${user ?? ''} from ${id ?? ''}`)
       return
     default:
-      throw new CliError('usage: switchboard rooms create|list|get|delete|members|add-member|remove-member …', 2)
+      throw new CliError('usage: switchboard rooms create|update|list|get|delete|members|add-member|remove-member …', 2)
   }
 }
 

@@ -18,6 +18,8 @@ Usage:
   switchboard logout
   switchboard rooms create ROOM [--name N] [--private] [--publish members|moderators]
                                [--history-size N] [--history-ttl SECONDS] [--max-members N]
+                               [--presence-events on|off]
+  switchboard rooms update ROOM [the same settings]          change a room's settings (PATCH)
   switchboard rooms list | get ROOM | delete ROOM | members ROOM
   switchboard rooms add-member ROOM USER [--role member|moderator|owner] | remove-member ROOM USER
   switchboard pub ROOM DATA [--key IDEMPOTENCY_KEY]          publish JSON DATA over HTTP
@@ -82,6 +84,7 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       'history-size': { type: 'string' },
       'history-ttl': { type: 'string' },
       'max-members': { type: 'string' },
+      'presence-events': { type: 'string' },
       role: { type: 'string' },
       key: { type: 'string' },
       scope: { type: 'string', multiple: true },
@@ -127,6 +130,7 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
         ...(values['history-size'] === undefined ? {} : { historySize: values['history-size'] }),
         ...(values['history-ttl'] === undefined ? {} : { historyTtl: values['history-ttl'] }),
         ...(values['max-members'] === undefined ? {} : { maxMembers: values['max-members'] }),
+        ...(values['presence-events'] === undefined ? {} : { presenceEvents: values['presence-events'] }),
         ...(values.role === undefined ? {} : { role: values.role })
       }, out)
       return 0
