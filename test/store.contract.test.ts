@@ -4,7 +4,11 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test'
+import SqliteDatabase from 'better-sqlite3'
+import { Kysely, SqliteDialect, sql } from 'kysely'
+import { Migrator } from 'kysely/migration'
 import pg from 'pg'
+import { migrationProvider } from '../src/store/migrations.js'
 import { createStore, type NewRoom, type RefreshTokenRecord, type Store } from '../src/store/index.js'
 
 /*
@@ -581,6 +585,30 @@ describe('createStore', () => {
       const second = await createStore(url)
       assert.equal((await second.getUser('alice'))?.id, 'alice')
       await second.close()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('a room stored before presenceEvents existed (migration 0004) reads it as true, pushes on as before', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'switchboard-store-'))
+    try {
+      const file = join(dir, 'db.sqlite')
+      const database = new SqliteDatabase(file)
+      const db = new Kysely<unknown>({ dialect: new SqliteDialect({ database }) })
+      const migrator = new Migrator({ db, provider: migrationProvider })
+      const { error } = await migrator.migrateTo('0003_rooms_created_by')
+      assert.equal(error, undefined)
+      await sql`insert into users (id, role, password_hash, created_at) values ('alice', 'user', 'h', 1)`.execute(db)
+      await sql`insert into rooms (id, name, visibility, publish, history_size, history_ttl_seconds, max_members, created_by, created_at, updated_at)
+        values ('old', null, 'public', 'members', 100, 3600, null, 'alice', 1, 1)`.execute(db)
+      await db.destroy()
+      const store = await createStore(`sqlite:${file}`)
+      try {
+        assert.equal((await store.getRoom('old'))?.presenceEvents, true)
+      } finally {
+        await store.close()
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
