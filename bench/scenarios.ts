@@ -72,7 +72,7 @@ export function scenarios (size: Size): Scenario[] {
       id: 'burst',
       title: '1. Burst fan-out',
       description: `1 room, ${burstSubs} subscribers, 100-byte messages, ${burstMessages} messages as fast as backpressure allows`,
-      variants: PEERS,
+      variants: [...PEERS, 'switchboard-memory-history'],
       // --duration is the burst's cap on writing: far above what the slowest peer needs, so
       // every server sends every message (a capped run would leave messages unsent).
       args: ['--subscribers', String(burstSubs), '--rooms', '1', '--publishers', '1', '--burst', '--messages', String(burstMessages), '--size', '100', '--duration', '120', '--drain-ms', '10000'],

@@ -28,9 +28,11 @@ export type Peer = typeof PEERS[number]
  * Redis and PostgreSQL, and the frame-once hub in the same three set-ups (its processes
  * relaying through Redis PUBLISH); scenario 5 adds the frame-once hub verifying the same JWT
  * before each upgrade. The binary fan-out drives the same Switchboard on each of its codecs
- * (the generator's `--codec`): JSON with bytes as base64, and MessagePack.
+ * (the generator's `--codec`): JSON with bytes as base64, and MessagePack. The burst runs
+ * Switchboard on embedded defaults (history durable in SQLite) beside the same server with
+ * history in memory only (HISTORY_STORE=memory), to price durability (issue 21).
  */
-export type Variant = Peer | 'switchboard-redis' | 'switchboard-2-nodes' | 'switchboard-json' | 'switchboard-msgpack' | 'ws-framed-jwt' | 'ws-framed-redis' | 'ws-framed-2-nodes'
+export type Variant = Peer | 'switchboard-memory-history' | 'switchboard-redis' | 'switchboard-2-nodes' | 'switchboard-json' | 'switchboard-msgpack' | 'ws-framed-jwt' | 'ws-framed-redis' | 'ws-framed-2-nodes'
 
 export const SERVER_CPU = '0'
 export const GENERATOR_CPU = '1'
@@ -58,6 +60,7 @@ export function roomNames (count: number): string[] {
 /** The peer each variant is a set-up of (`--peers` selects by peer). */
 export const PEER_OF: Record<Variant, Peer> = {
   switchboard: 'switchboard',
+  'switchboard-memory-history': 'switchboard',
   'switchboard-redis': 'switchboard',
   'switchboard-2-nodes': 'switchboard',
   'switchboard-json': 'switchboard',
@@ -73,6 +76,7 @@ export const PEER_OF: Record<Variant, Peer> = {
 /** The adapter module `switchboard load --target` loads for each peer (Switchboard's is built in). */
 export const ADAPTERS: Record<Variant, string> = {
   switchboard: 'switchboard',
+  'switchboard-memory-history': 'switchboard',
   'switchboard-redis': 'switchboard',
   'switchboard-2-nodes': 'switchboard',
   'switchboard-json': 'switchboard',
@@ -83,6 +87,11 @@ export const ADAPTERS: Record<Variant, string> = {
   'ws-framed-2-nodes': 'bench/peers/hub-adapter.ts',
   'ws-naive': 'bench/peers/hub-adapter.ts',
   socketio: 'bench/peers/socketio-adapter.ts'
+}
+
+/** Switchboard settings a variant changes from embedded defaults (beside the scenario's raised limits). */
+const VARIANT_ENV: Partial<Record<Variant, Record<string, string>>> = {
+  'switchboard-memory-history': { HISTORY_STORE: 'memory' }
 }
 
 /** Generator flags a variant adds to every run against it (the scenario's flags come first). */
@@ -242,11 +251,13 @@ function switchboardEnv (dataDir: string, options: StartOptions): Record<string,
   }
 }
 
-async function startSwitchboard (options: StartOptions, variant: 'switchboard' | 'switchboard-json' | 'switchboard-msgpack' = 'switchboard'): Promise<RunningTarget> {
+type OneNode = 'switchboard' | 'switchboard-memory-history' | 'switchboard-json' | 'switchboard-msgpack'
+
+async function startSwitchboard (options: StartOptions, variant: OneNode = 'switchboard'): Promise<RunningTarget> {
   const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
   let node: Node | undefined
   try {
-    node = await startNode(switchboardEnv(dataDir, options), options, 'switchboard')
+    node = await startNode({ ...switchboardEnv(dataDir, options), ...VARIANT_ENV[variant] }, options, 'switchboard')
     const token = await prepareSwitchboard(node.url, options.rooms)
     const { child, exited } = node
     return {
@@ -358,7 +369,7 @@ async function startHubCluster (count: 1 | 2, options: StartOptions): Promise<Ru
 export function startTarget (variant: Variant, options: StartOptions): Promise<RunningTarget> {
   if (variant === 'ws-framed-redis') return startHubCluster(1, options)
   if (variant === 'ws-framed-2-nodes') return startHubCluster(2, options)
-  if (variant === 'switchboard' || variant === 'switchboard-json' || variant === 'switchboard-msgpack') return startSwitchboard(options, variant)
+  if (variant === 'switchboard' || variant === 'switchboard-memory-history' || variant === 'switchboard-json' || variant === 'switchboard-msgpack') return startSwitchboard(options, variant)
   if (variant === 'switchboard-redis') return startCluster(1, options)
   if (variant === 'switchboard-2-nodes') return startCluster(2, options)
   if (variant === 'ws-framed-jwt') return startJwtHub(options)

@@ -103,6 +103,8 @@ export function targets (results: ScenarioResult[]): TargetResult[] {
   const burst = get(results, 'burst', 'switchboard', 'deliveriesPerCpuS')
   atLeast('Burst: deliveries per server CPU-second ≥ 1× the frame-once ws hub', ratio(burst, get(results, 'burst', 'ws-framed', 'deliveriesPerCpuS')), 1)
   atLeast('Burst: deliveries per server CPU-second ≥ 3× Socket.IO', ratio(burst, get(results, 'burst', 'socketio', 'deliveriesPerCpuS')), 3)
+  // Issue 21: what durable history (embedded defaults) costs against history in memory only.
+  atLeast('Burst (issue 21): durable history, deliveries per server CPU-second ≥ 0.9× history in memory only', ratio(burst, get(results, 'burst', 'switchboard-memory-history', 'deliveriesPerCpuS')), 0.9)
   atMost('Steady: p99 delivery latency ≤ 1.2× the frame-once ws hub', ratio(get(results, 'steady', 'switchboard', 'p99Ms'), get(results, 'steady', 'ws-framed', 'p99Ms')), 1.2)
   const rss = get(results, 'idle', 'switchboard', 'rssPerConnBytes')
   atMost('Idle: RSS per authenticated connection ≤ 10 KB (10,000 bytes)', rss, 10_000, rss === null ? '–' : `${(rss / 1000).toFixed(1)} KB`)
@@ -169,6 +171,7 @@ function cell (s: Spread | undefined, key: string): string {
 
 const NAMES: Record<Variant, string> = {
   switchboard: 'Switchboard',
+  'switchboard-memory-history': 'Switchboard, history in memory only',
   'switchboard-redis': 'Switchboard, 1 node on Redis',
   'switchboard-2-nodes': 'Switchboard, 2 nodes',
   'switchboard-json': 'Switchboard, JSON (base64)',

@@ -4,7 +4,8 @@ import { createRateLimiter, type RateLimiter } from '../src/limits/rate-limiter.
 import { authorizePersonal, isPersonalRoom } from '../src/rooms/personal.js'
 import type { Engine } from '../src/realtime/engine.js'
 import { toRealtimeError, UnavailableError } from '../src/realtime/errors.js'
-import { createMemoryEngine } from '../src/realtime/memory-engine.js'
+import { createMemoryEngine, type StreamStore } from '../src/realtime/memory-engine.js'
+import { createSqliteHistory } from '../src/realtime/sqlite-history.js'
 import { createRedisEngine } from '../src/realtime/redis-engine/index.js'
 import { describeRedisEndpoint } from '../src/redis.js'
 import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
@@ -35,7 +36,7 @@ const MAX_RECOVERY_PUBLICATIONS = 1000
 export default fp(async (app) => {
   const { ws, redis, history } = app.config
   const engine: Engine = redis === null
-    ? createMemoryEngine({ maxHistoryBytes: history.memoryBytes, roomHistoryBytes: history.roomBytes })
+    ? createMemoryEngine({ maxHistoryBytes: history.memoryBytes, roomHistoryBytes: history.roomBytes, ...durableStore(app) })
     : await createRedisEngine({
       roomHistoryBytes: history.roomBytes,
       url: redis.url,
@@ -48,7 +49,7 @@ export default fp(async (app) => {
       presenceTtlSeconds: redis.presenceTtlSeconds,
       log: app.log.child({ component: 'redis-engine' })
     })
-  if (redis === null) app.log.info({ engine: 'memory' }, 'real-time engine: in-memory (single node)')
+  if (redis === null) app.log.info({ engine: 'memory', history: history.store }, 'real-time engine: in-memory (single node)')
   else app.log.info({ engine: 'redis', ...describeRedisEndpoint(redis), keyPrefix: redis.keyPrefix }, 'real-time engine: redis')
   app.decorate('realtimeEngine', engine)
   const metrics = app.realtimeMetrics
@@ -125,7 +126,24 @@ export default fp(async (app) => {
     node.close()
     await engine.close()
   })
-}, { name: 'realtime', dependencies: ['config', 'redis', 'auth', 'rooms', 'shutdown', 'metrics'] })
+}, { name: 'realtime', dependencies: ['config', 'store', 'redis', 'auth', 'rooms', 'shutdown', 'metrics'] })
+
+/**
+ * HISTORY_STORE=sqlite: the durable store under the in-memory engine, on the store's own
+ * SQLite connection (Store.sqlite explains why the connection is shared).
+ */
+function durableStore (app: FastifyInstance): { store?: StreamStore } {
+  if (app.config.history.store !== 'sqlite') return {}
+  const connection = app.store.sqlite
+  if (connection === undefined) throw new Error('HISTORY_STORE=sqlite needs the SQLite store')
+  const log = app.log.child({ component: 'sqlite-history' })
+  return {
+    store: createSqliteHistory(connection, {
+      roomHistoryBytes: app.config.history.roomBytes,
+      onSweepError: (err) => { log.warn({ err }, 'history sweep failed') }
+    })
+  }
+}
 
 /** Per user or API key; shared by every node when the cluster has Redis. */
 function publishRateLimiter (app: FastifyInstance, rate: { perSecond: number, burst: number }): RateLimiter {

@@ -93,6 +93,7 @@ export const EnvSchema = Type.Object({
   AUTHORIZATION_CACHE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 10_000, description: 'How long a granted room operation is remembered; room changes drop it at once; 0: ask the store every time' }),
   PUBLISH_RATE_PER_USER: Type.Number({ minimum: 0, default: 100, description: 'Publishes per second per user or API key, over all its connections and REST, cluster-wide with Redis; 0: no limit' }),
   PUBLISH_BURST_PER_USER: Type.Integer({ minimum: 1, default: 200 }),
+  HISTORY_STORE: Type.Optional(Type.Union([Type.Literal('memory'), Type.Literal('sqlite')], { description: 'Where the embedded engine keeps history: sqlite (in the DATABASE_URL file, survives a restart; the default with a sqlite: DATABASE_URL) or memory (lost on restart); with REDIS_URL history is Redis\'s' })),
   HISTORY_MEMORY_BYTES: Type.Integer({ minimum: 1_048_576, default: 268_435_456, description: 'Bytes of history the in-memory engine keeps for all rooms together; past it the oldest publications of the largest rooms go' }),
   HISTORY_ROOM_BYTES: Type.Integer({ minimum: 65_536, default: 8_388_608, description: 'Bytes of history one room keeps (either engine); past it its oldest publications go' }),
   HISTORY_PAGE_BYTES: Type.Integer({ minimum: 65_536, default: 1_048_576, description: 'Bytes of publications one history page (or recovery) carries at most' }),
@@ -191,6 +192,11 @@ export interface Config {
   publishRate: { perSecond: number, burst: number } | null
   /** History bounds, by bytes (publicationBytes): docs/security.md#history-memory. */
   history: {
+    /**
+     * Where history lives: `sqlite` (the embedded engine over the store's SQLite file, survives
+     * a restart), `memory` (the embedded engine alone) or `redis` (the Redis engine's).
+     */
+    store: 'memory' | 'sqlite' | 'redis'
     /** All rooms' history in the in-memory engine (unused with Redis). */
     memoryBytes: number
     /** One room's history, either engine. */
@@ -426,7 +432,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
       authorizationCacheMs: env.AUTHORIZATION_CACHE_MS
     },
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
-    history: { memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
+    history: { store: historyStore(env), memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
     maxRoomsPerUser: env.MAX_ROOMS_PER_USER,
     redis: env.REDIS_URL === undefined
       ? null
@@ -515,6 +521,17 @@ function identityProvider (env: Env, production: boolean, jwtSecret: string): Id
     nameClaim: env.IDP_NAME_CLAIM ?? null,
     jwks: { maxAgeMs, cooldownMs, maxStaleMs }
   }
+}
+
+/** HISTORY_STORE, or its default: durable on embedded defaults, Redis's with Redis. */
+function historyStore (env: Env): Config['history']['store'] {
+  const sqlite = env.DATABASE_URL.startsWith('sqlite:')
+  if (env.REDIS_URL !== undefined) {
+    if (env.HISTORY_STORE !== undefined) throw new ConfigError(`HISTORY_STORE: ${env.HISTORY_STORE} is for the embedded engine; with REDIS_URL history lives in Redis (leave HISTORY_STORE unset)`)
+    return 'redis'
+  }
+  if (env.HISTORY_STORE === 'sqlite' && !sqlite) throw new ConfigError('HISTORY_STORE: sqlite needs a sqlite: DATABASE_URL (history is kept in that file)')
+  return env.HISTORY_STORE ?? (sqlite ? 'sqlite' : 'memory')
 }
 
 function readFileOrFail (variable: string, path: string): Buffer {

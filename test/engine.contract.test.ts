@@ -6,6 +6,8 @@ import fc from 'fast-check'
 import { newEpoch, publicationBytes, type ControlMessage, type Engine, type HistoryQuery, type Publication, type PublishRequest, type RoomEvent, type StreamOptions } from '../src/realtime/engine.js'
 import { createMemoryEngine } from '../src/realtime/memory-engine.js'
 import { createRedisEngine } from '../src/realtime/redis-engine/index.js'
+import { createSqliteHistory } from '../src/realtime/sqlite-history.js'
+import { createStore } from '../src/store/index.js'
 import type { Logger } from '../src/realtime/logger.js'
 import { deleteRedisKeys } from '../support/redis.js'
 import { skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
@@ -721,6 +723,17 @@ export function engineContract (name: string, makeEngine: (options?: ContractEng
 }
 
 engineContract('memory', async (options = {}) => createMemoryEngine(options))
+
+/** The embedded engine over durable history: a fresh in-memory SQLite store each, closed with the engine. */
+async function makeSqliteEngine (options: ContractEngineOptions = {}): Promise<Engine> {
+  const store = await createStore('sqlite::memory:')
+  assert.ok(store.sqlite !== undefined)
+  const engine = createMemoryEngine({ ...options, store: createSqliteHistory(store.sqlite, options) })
+  let closing: Promise<void> | undefined
+  return { ...engine, close: () => (closing ??= engine.close().then(() => store.close())) }
+}
+
+engineContract('memory + sqlite history', makeSqliteEngine)
 
 const quietLog: Logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return quietLog } }
 

@@ -170,7 +170,8 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
 
   it('two users: register, a private room, chat both ways, presence, reload, a stranger refused, restart on in-memory history', async (t) => {
     const dir = tempDir(t, 'switchboard-web-')
-    const env = webEnv(dir)
+    // History in memory only, so that the restart loses it: the gap note is what this test is about.
+    const env = webEnv(dir, { HISTORY_STORE: 'memory' })
     let server = await start(t, env)
     const base = `http://127.0.0.1:${server.port}`
     const browser = await launchBrowser(t)

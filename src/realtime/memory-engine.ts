@@ -21,6 +21,58 @@ export interface MemoryEngineOptions {
   maxHistoryBytes?: number
   /** Bytes one room's history may hold (HISTORY_ROOM_BYTES); its oldest go first. Absent: no cap. */
   roomHistoryBytes?: number
+  /**
+   * Where streams are kept durably (sqlite-history.ts): numbering and history survive a restart.
+   * Absent, streams live and die with the process (a restart starts every room in a new epoch).
+   */
+  store?: StreamStore
+}
+
+/** A publication as history holds it: when it was stored (the TTL's clock) and what it counts for. */
+export interface StoredPublication {
+  publication: Publication
+  storedAt: number
+  /** publicationBytes of the publication, counted once at publish. */
+  bytes: number
+}
+
+/** A room's stream as a StreamStore kept it. */
+export interface DurableStream {
+  epoch: string
+  /** The last offset committed. */
+  offset: number
+  /** The newest publications the recovery window keeps (count, TTL, room bytes), oldest first. */
+  recent: StoredPublication[]
+  /** The settings it was last published with; null when it never was. */
+  options: StreamOptions | null
+}
+
+/**
+ * What the memory engine needs from a durable store: the narrow interface it owns, which
+ * sqlite-history.ts implements. The engine stays the hot window and the fan-out; the store is
+ * the truth under it. Reads are synchronous (the embedded store answers from the process);
+ * writes are grouped and committed once per event-loop tick, and a publication is numbered at
+ * once but neither acknowledged, nor delivered, nor readable before its commit: a crash must
+ * never let anyone have seen an offset that the restarted server hands out again.
+ */
+export interface StreamStore {
+  /** The room's stream, or null when the store has none (never published to, or unknown). */
+  load(room: string, options: StreamOptions | null, at: number): DurableStream | null
+  /** A new stream (or a reset one, after removeHistory) at offset 0, written with the next commit. */
+  begin(room: string, epoch: string, options: StreamOptions | null): void
+  /**
+   * Stores a publication with the next commit; `done` runs synchronously right after that
+   * commit (null) or its failure (the error), in the order of the appends.
+   */
+  append(room: string, epoch: string, entry: StoredPublication, options: StreamOptions, done: (err: Error | null) => void): void
+  /**
+   * The committed publications of the stream from offset `from` up to `top`, oldest first, as
+   * far as the window `options` sets holds them at time `at` (what the memory engine would
+   * hold without a node budget), at most `limit` and `maxBytes` (never fewer than one).
+   */
+  read(room: string, epoch: string, range: { from: number, top: number, limit: number, maxBytes: number }, options: StreamOptions, at: number): Publication[]
+  /** Commits what is pending and stops the store's timers; the connection stays open (its owner closes it). */
+  close(): Promise<void>
 }
 
 const DEFAULT_IDEMPOTENCY_WINDOW_MS = 5 * 60_000
@@ -42,25 +94,33 @@ const COMPACT_AFTER = 16
  */
 const EVICT_TO = 0.9
 
-interface Stored {
-  publication: Publication
-  storedAt: number
-  /** publicationBytes of the publication, counted once at publish. */
-  bytes: number
-}
+type Stored = StoredPublication
 
 interface Stream {
   epoch: string
   /** The last offset handed out (0 before the first publish). */
   offset: number
-  /** Always the contiguous run of offsets ending at `offset`: entries are only appended or dropped from the front. */
+  /**
+   * The last offset committed, what readers see: equal to `offset` without a store; with one,
+   * publications between the two wait for their commit.
+   */
+  committed: number
+  /**
+   * With a store: the newest offset the node budget dropped from memory that the store may
+   * still hold (0: none), so a read reaching that far back asks the store.
+   */
+  evictedThrough: number
+  /** Always the contiguous run of offsets ending at `committed`: entries are only appended or dropped from the front. */
   stored: Stored[]
   /** Index of the oldest held entry in `stored` (entries before it are dropped). */
   head: number
   /** Bytes of the held entries. */
   bytes: number
-  /** Insertion-ordered, so the oldest keys are first both for expiry and for eviction. */
-  keys: Map<string, { position: StreamPosition, at: number }>
+  /**
+   * Insertion-ordered, so the oldest keys are first both for expiry and for eviction. `commit`
+   * is the first publish's commit while it is pending: a retry with its key waits for it.
+   */
+  keys: Map<string, { position: StreamPosition, at: number, commit: Promise<void> | null }>
   /** Creation or last publish: what "idle" is measured from. */
   lastPublishAt: number
   /** The latest settings seen, for the sweep, which gets none of its own. */
@@ -109,6 +169,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
   const idempotencyWindowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS
   const maxHistoryBytes = options.maxHistoryBytes ?? Infinity
   const roomHistoryBytes = options.roomHistoryBytes ?? Infinity
+  const store = options.store ?? null
   const onHandlerError = options.onHandlerError ?? ((err: unknown, room: string) => {
     process.emitWarning(err instanceof Error ? err : String(err), { code: 'SB_BROKER_HANDLER', detail: `room ${room}` })
   })
@@ -173,7 +234,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     // Local subscribers hold this epoch; replacing it under them would turn a quiet room
     // into a spurious "cannot recover" on their next publication.
     if (subscribed.has(room)) return false
-    if (heldCount(stream) > 0 || stream.keys.size > 0) return false
+    if (heldCount(stream) > 0 || stream.keys.size > 0 || stream.offset !== stream.committed) return false
     const ttlMs = (stream.options?.historyTtlSeconds ?? 0) * 1000
     return at - stream.lastPublishAt >= Math.max(ttlMs, MIN_IDLE_MS)
   }
@@ -186,10 +247,49 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
       if (droppable(room, stream, at)) stream = undefined
     }
     if (stream === undefined) {
-      stream = { epoch: newEpoch(), offset: 0, stored: [], head: 0, bytes: 0, keys: new Map(), lastPublishAt: at, options: streamOptions }
+      stream = loadStream(room, streamOptions, at)
       streams.set(room, stream)
+      if (heldBytes > maxHistoryBytes) evict()
     }
     return stream
+  }
+
+  /**
+   * A stream the process does not hold: the store's (first touch after a start, or after the
+   * idle sweep dropped it from memory), else a new one, which the store records at once so
+   * that its epoch survives a restart too.
+   */
+  function loadStream (room: string, streamOptions: StreamOptions | null, at: number): Stream {
+    const loaded = store?.load(room, streamOptions, at) ?? null
+    if (loaded === null) {
+      const epoch = newEpoch()
+      store?.begin(room, epoch, streamOptions)
+      return { epoch, offset: 0, committed: 0, evictedThrough: 0, stored: [], head: 0, bytes: 0, keys: new Map(), lastPublishAt: at, options: streamOptions }
+    }
+    let bytes = 0
+    for (const entry of loaded.recent) bytes += entry.bytes
+    heldBytes += bytes
+    const stream: Stream = {
+      epoch: loaded.epoch,
+      offset: loaded.offset,
+      committed: loaded.offset,
+      evictedThrough: 0,
+      stored: loaded.recent,
+      head: 0,
+      bytes,
+      keys: new Map(),
+      lastPublishAt: at,
+      options: streamOptions ?? loaded.options
+    }
+    prune(stream, stream.options, at)
+    return stream
+  }
+
+  /** The room's stream was lost with a failed commit: forget it, so the next touch reloads what was committed. */
+  function forget (room: string, stream: Stream): void {
+    if (streams.get(room) !== stream) return
+    heldBytes -= stream.bytes
+    streams.delete(room)
   }
 
   function sweep (): void {
@@ -219,7 +319,10 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
       const level = Math.floor((sum - excess) / (k + 1))
       for (let i = 0; i <= k; i++) {
         const stream = largest[i]!
-        heldBytes -= dropOldest(stream, countToFit(stream, level))
+        const count = countToFit(stream, level)
+        // The store keeps what the budget drops from memory: reads reaching back there ask it.
+        if (store !== null && count > 0) stream.evictedThrough = stream.stored[stream.head + count - 1]!.publication.offset
+        heldBytes -= dropOldest(stream, count)
       }
       return
     }
@@ -237,53 +340,105 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     const key = request.idempotencyKey
     if (key !== undefined) {
       const seen = stream.keys.get(key)
-      if (seen !== undefined) return { ...seen.position, duplicate: true }
+      if (seen !== undefined) {
+        // The first publish with this key is not committed yet: its answer is not either.
+        if (seen.commit !== null) await seen.commit
+        return { ...seen.position, duplicate: true }
+      }
     }
 
     stream.offset += 1
     const publication: Publication = { ...payloadOf(request), offset: stream.offset, from: { id: request.from.id }, ts: request.ts }
-    const bytes = publicationBytes(request.payload, request.from.id)
-    stream.stored.push({ publication, storedAt: at, bytes })
-    stream.bytes += bytes
-    heldBytes += bytes
-    stream.lastPublishAt = at
+    const entry: Stored = { publication, storedAt: at, bytes: publicationBytes(request.payload, request.from.id) }
+    const position = { epoch: stream.epoch, offset: stream.offset }
+    const result = { ...position, duplicate: false }
+    if (store === null) {
+      rememberKey(stream, key, position, at, null)
+      commitEntry(room, stream, entry, streamOptions)
+      return result
+    }
+    const commit = new Promise<void>((resolve, reject) => {
+      store.append(room, stream.epoch, entry, streamOptions, (err) => {
+        if (err !== null) {
+          // Nobody saw these offsets (neither the publisher nor a subscriber): the stream is
+          // reloaded from what was committed, and they are handed out again.
+          forget(room, stream)
+          reject(err)
+          return
+        }
+        commitEntry(room, stream, entry, streamOptions)
+        resolve()
+      })
+    })
+    rememberKey(stream, key, position, at, commit)
+    await commit
+    const seen = key === undefined ? undefined : stream.keys.get(key)
+    if (seen?.commit === commit) seen.commit = null
+    return result
+  }
+
+  function rememberKey (stream: Stream, key: string | undefined, position: StreamPosition, at: number, commit: Promise<void> | null): void {
+    if (key === undefined) return
+    if (stream.keys.size >= MAX_IDEMPOTENCY_KEYS_PER_ROOM) {
+      const oldest = stream.keys.keys().next()
+      if (oldest.done !== true) stream.keys.delete(oldest.value)
+    }
+    stream.keys.set(key, { position, at, commit })
+    // A retry waiting on a failed commit gets the failure; the promise itself needs no other handler.
+    commit?.catch(() => {})
+  }
+
+  /** A committed publication: it joins the hot window, becomes readable and is delivered. */
+  function commitEntry (room: string, stream: Stream, entry: Stored, streamOptions: StreamOptions): void {
+    stream.committed = entry.publication.offset
+    stream.stored.push(entry)
+    stream.bytes += entry.bytes
+    heldBytes += entry.bytes
+    stream.lastPublishAt = entry.storedAt
     heldBytes -= dropOldest(stream, heldCount(stream) - Math.max(0, streamOptions.historySize))
     // The newest publication stays even alone over the room's cap: a room keeps its last word.
     if (stream.bytes > roomHistoryBytes) heldBytes -= dropOldest(stream, Math.min(countToFit(stream, roomHistoryBytes), heldCount(stream) - 1))
     if (heldBytes > maxHistoryBytes) evict()
 
-    const position = { epoch: stream.epoch, offset: stream.offset }
-    if (key !== undefined) {
-      if (stream.keys.size >= MAX_IDEMPOTENCY_KEYS_PER_ROOM) {
-        const oldest = stream.keys.keys().next()
-        if (oldest.done !== true) stream.keys.delete(oldest.value)
-      }
-      stream.keys.set(key, { position, at })
-    }
-
     if (subscribed.has(room)) {
       const epoch = stream.epoch
+      const publication = entry.publication
       deliver(room, (h) => { h.onPublication(room, epoch, publication) })
     }
-    return { ...position, duplicate: false }
   }
 
   async function history (room: string, query: HistoryQuery, streamOptions: StreamOptions): Promise<HistoryResult> {
     assertOpen()
-    const stream = streamOf(room, streamOptions, now())
-    const { epoch, offset } = stream
+    const at = now()
+    const stream = streamOf(room, streamOptions, at)
+    const { epoch, committed: offset } = stream
     const limit = Math.max(0, Math.floor(query.limit))
     const held = heldCount(stream)
     const { since } = query
 
     if (since === undefined) {
+      if (reachesEvicted(stream, offset - limit + 1)) return latestResult(epoch, offset, readStore(room, stream, offset - limit + 1, limit, query.maxBytes, streamOptions, at))
       const start = stream.stored.length - Math.min(limit, held)
       return latestResult(epoch, offset, page(stream, start, limit, query.maxBytes))
     }
     if (since.epoch !== epoch || since.offset >= offset) return sinceResult(since, epoch, offset, [])
+    if (reachesEvicted(stream, Math.floor(since.offset) + 1)) {
+      return sinceResult(since, epoch, offset, readStore(room, stream, Math.floor(since.offset) + 1, limit, query.maxBytes, streamOptions, at))
+    }
     const firstHeld = offset - held + 1
     const from = Math.max(Math.floor(since.offset) + 1, firstHeld)
     return sinceResult(since, epoch, offset, page(stream, stream.head + (from - firstHeld), limit, query.maxBytes))
+  }
+
+  /** True when a read from offset `from` needs what the node budget dropped from memory (and the store kept). */
+  function reachesEvicted (stream: Stream, from: number): boolean {
+    return store !== null && stream.evictedThrough > 0 && from <= stream.evictedThrough
+  }
+
+  /** A read reaching back past what the node budget left in memory: the store still has it. */
+  function readStore (room: string, stream: Stream, from: number, limit: number, maxBytes: number | undefined, streamOptions: StreamOptions, at: number): Publication[] {
+    if (store === null || limit === 0) return []
+    return store.read(room, stream.epoch, { from: Math.max(1, from), top: stream.committed, limit, maxBytes: maxBytes ?? Infinity }, streamOptions, at)
   }
 
   /** Up to `limit` publications from index `start`, within `maxBytes` (at least one). */
@@ -302,13 +457,20 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
   async function position (room: string): Promise<StreamPosition> {
     assertOpen()
     const stream = streamOf(room, null, now())
-    return { epoch: stream.epoch, offset: stream.offset }
+    return { epoch: stream.epoch, offset: stream.committed }
   }
 
   async function removeHistory (room: string): Promise<void> {
     assertOpen()
     heldBytes -= streams.get(room)?.bytes ?? 0
     streams.delete(room)
+    // The store's rows of the old epoch go with its sweep; the new epoch is recorded now, so
+    // that the next touch, even after a restart, does not find the old stream.
+    if (store !== null) {
+      const epoch = newEpoch()
+      store.begin(room, epoch, null)
+      streams.set(room, { epoch, offset: 0, committed: 0, evictedThrough: 0, stored: [], head: 0, bytes: 0, keys: new Map(), lastPublishAt: now(), options: null })
+    }
   }
 
   async function subscribe (room: string): Promise<void> {
@@ -402,6 +564,8 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
       closed = true
       controlHandler = null
       clearInterval(sweepTimer)
+      // Publishes still waiting for their commit are committed (and answered) before the end.
+      await store?.close()
       await closeBroker()
       streams.clear()
       heldBytes = 0

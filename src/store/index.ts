@@ -52,10 +52,15 @@ function openSqlite (path: string, options: StoreOptions): KyselyStore {
   database.pragma('foreign_keys = ON')
   // WAL lets readers (a backup, an operator's sqlite3 shell) work while the server writes.
   database.pragma('journal_mode = WAL')
+  // In WAL mode NORMAL fsyncs at checkpoints, not on every commit: a commit survives the
+  // process's death (kill -9, a crash) but not power loss. Durable history commits once per tick
+  // on the event loop, and FULL would block every connection for an fsync each time
+  // (docs/architecture.md, "Durable history"; measured in docs/performance.md).
+  database.pragma('synchronous = NORMAL')
   database.pragma('busy_timeout = 5000')
   // SQLite's LIKE ignores ASCII case by default; PostgreSQL's does not, and prefix search must agree.
   database.pragma('case_sensitive_like = ON')
-  return new KyselyStore(new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), { kind: 'sqlite', log: options.log })
+  return new KyselyStore(new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), { kind: 'sqlite', log: options.log, sqlite: database })
 }
 
 function openPostgres (connectionString: string, options: StoreOptions): KyselyStore {

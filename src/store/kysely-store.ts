@@ -111,11 +111,14 @@ export interface KyselyStoreOptions {
   /** PostgreSQL schema holding the tables (and kysely's migration bookkeeping). */
   schema?: string
   poolStats?: () => PoolStats
+  /** SQLite: the connection kysely runs on, exposed as Store.sqlite. */
+  sqlite?: NonNullable<Store['sqlite']>
 }
 
 export class KyselyStore implements Store {
   readonly kind: Store['kind']
   readonly poolStats?: () => PoolStats
+  readonly sqlite?: Store['sqlite']
   readonly #db: Kysely<Database>
   readonly #options: KyselyStoreOptions
 
@@ -123,6 +126,7 @@ export class KyselyStore implements Store {
     this.#db = db
     this.kind = options.kind
     if (options.poolStats !== undefined) this.poolStats = options.poolStats
+    if (options.sqlite !== undefined) this.sqlite = options.sqlite
     this.#options = options
   }
 

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import { sql, SqliteAdapter, type Kysely } from 'kysely'
 import type { Migration, MigrationProvider } from 'kysely/migration'
 
 /*
@@ -124,11 +124,57 @@ const roomsPresenceEvents: Migration = {
   }
 }
 
+/**
+ * Durable history (src/realtime/sqlite-history.ts): each room's stream (its epoch, the last
+ * offset handed out and the recovery window it was last published with) and its publications,
+ * keyed by (room, epoch, offset) so that reading back a page before or after a position is one
+ * range of the primary key. Created on both dialects in one shape, so the PostgreSQL archive
+ * can keep its rows in the same table; today only the embedded engine on SQLite writes them.
+ * No foreign key to rooms: personal rooms (`user:<id>`) have no row there, and a deleted room's
+ * rows are removed by the history sweep in bounded batches rather than by one cascade.
+ */
+const durableHistory: Migration = {
+  async up (db: Kysely<unknown>) {
+    await db.schema.createTable('history_streams')
+      .addColumn('room', 'text', col => col.primaryKey())
+      .addColumn('epoch', 'text', col => col.notNull())
+      .addColumn('top_offset', 'bigint', col => col.notNull())
+      .addColumn('history_size', 'integer', col => col.notNull())
+      .addColumn('history_ttl_seconds', 'integer', col => col.notNull())
+      .execute()
+
+    // SQLite names raw bytes `blob`, PostgreSQL `bytea`; nothing else differs.
+    const bytes = db.getExecutor().adapter instanceof SqliteAdapter ? sql`blob` : sql`bytea`
+    await db.schema.createTable('history_publications')
+      .addColumn('room', 'text', col => col.notNull())
+      .addColumn('epoch', 'text', col => col.notNull())
+      // Not `offset`: a keyword in both dialects.
+      .addColumn('stream_offset', 'bigint', col => col.notNull())
+      .addColumn('publisher', 'text', col => col.notNull())
+      .addColumn('ts', 'bigint', col => col.notNull())
+      // When the server stored it (the TTL's clock), apart from `ts`, which the publisher's request carries.
+      .addColumn('stored_at', 'bigint', col => col.notNull())
+      // publicationBytes, counted once at publish: the room's byte cap is enforced without re-measuring.
+      .addColumn('bytes', 'integer', col => col.notNull())
+      // 'json' (payload_text holds the JSON text) or 'binary' (payload_bytes holds the bytes).
+      .addColumn('kind', 'text', col => col.notNull())
+      .addColumn('payload_text', 'text')
+      .addColumn('payload_bytes', bytes)
+      .addPrimaryKeyConstraint('history_publications_pk', ['room', 'epoch', 'stream_offset'])
+      .execute()
+  },
+  async down (db: Kysely<unknown>) {
+    await db.schema.dropTable('history_publications').ifExists().execute()
+    await db.schema.dropTable('history_streams').ifExists().execute()
+  }
+}
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_refresh_tokens_user_id': refreshTokensByUser,
   '0003_rooms_created_by': roomsByCreator,
-  '0004_rooms_presence_events': roomsPresenceEvents
+  '0004_rooms_presence_events': roomsPresenceEvents,
+  '0005_durable_history': durableHistory
 }
 
 export const migrationProvider: MigrationProvider = {

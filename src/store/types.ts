@@ -10,6 +10,7 @@
  *   user is not a member") are checked inside the store's transaction, never by the caller,
  *   and reported as a typed failure rather than an exception.
  */
+import type { Database as SqliteConnection } from 'better-sqlite3'
 
 export type UserRole = 'admin' | 'user'
 export type RoomRole = 'owner' | 'moderator' | 'member'
@@ -143,6 +144,13 @@ export interface Store {
   close(): Promise<void>
   /** PostgreSQL: the connection pool now (for metrics); absent on SQLite, which has no pool. */
   readonly poolStats?: () => PoolStats
+  /**
+   * SQLite: the store's own connection, which the durable history (src/realtime/sqlite-history.ts)
+   * writes through too. One connection, not two: a second one would wait for the write lock
+   * while a store transaction holds it across an `await`, and better-sqlite3 waits
+   * synchronously, blocking the very event loop that transaction needs to finish.
+   */
+  readonly sqlite?: SqliteConnection
 
   // Users
   /** Returns null when the id is taken. */

@@ -66,6 +66,19 @@ describe('config', () => {
     assert.equal(loadConfig({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET, LOGIN_USER_FAILURE_LIMIT: '' }).loginThrottle.failuresPerAddress, 20)
   })
 
+  it('keeps history durable on embedded defaults, Redis\'s with Redis, and refuses sqlite where it cannot be', (t) => {
+    const base = { DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET }
+    const pg = 'postgres://postgres@127.0.0.1:5432/test'
+    assert.equal(loadConfig(base).history.store, 'sqlite')
+    assert.equal(loadConfig({ ...base, HISTORY_STORE: 'memory' }).history.store, 'memory')
+    assert.equal(loadConfig({ ...base, DATABASE_URL: pg }).history.store, 'memory')
+    assert.equal(loadConfig({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' }).history.store, 'redis')
+    failsNaming({ ...base, HISTORY_STORE: 'sqlite', DATABASE_URL: pg }, 'HISTORY_STORE')
+    failsNaming({ ...base, HISTORY_STORE: 'sqlite', REDIS_URL: 'redis://127.0.0.1:6379' }, 'HISTORY_STORE')
+    failsNaming({ ...base, HISTORY_STORE: 'memory', REDIS_URL: 'redis://127.0.0.1:6379' }, 'HISTORY_STORE')
+    failsNaming({ ...base, HISTORY_STORE: 'disk' }, 'HISTORY_STORE')
+  })
+
   it('reads the sign-in throttle', (t) => {
     const config = loadConfig({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET, LOGIN_FAILURES_BEFORE_DELAY: '4', LOGIN_MAX_DELAY: '10m', LOGIN_FAILURES_PER_ADDRESS: '30', LOGIN_FAILURE_WINDOW: '1h' })
     assert.deepEqual(config.loginThrottle, { failuresBeforeDelay: 4, maxDelayMs: 600_000, failuresPerAddress: 30, addressWindowMs: 3_600_000 })
@@ -153,7 +166,7 @@ describe('config', () => {
     assert.equal(config.tls, null)
     assert.equal(config.passwordHashCost, 15)
     assert.equal(config.shutdownGraceMs, 10_000)
-    assert.deepEqual(config.history, { memoryBytes: 256 * 1024 * 1024, roomBytes: 8 * 1024 * 1024, pageBytes: 1024 * 1024 })
+    assert.deepEqual(config.history, { store: 'sqlite', memoryBytes: 256 * 1024 * 1024, roomBytes: 8 * 1024 * 1024, pageBytes: 1024 * 1024 })
     assert.equal(config.maxRoomsPerUser, 50)
     assert.deepEqual(config.http, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, connectionTimeoutMs: 60_000, keepAliveTimeoutMs: 72_000, maxConnectionsPerIp: 256 })
     assert.equal(loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, HTTP_MAX_CONNECTIONS_PER_IP: '0' }).http.maxConnectionsPerIp, null)
@@ -194,7 +207,7 @@ describe('config', () => {
     // A bare number is seconds.
     assert.equal(loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, ACCESS_TOKEN_TTL: '600' }).jwt.accessTokenTtlSeconds, 600)
     const bounded = loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, HISTORY_MEMORY_BYTES: '8388608', HISTORY_ROOM_BYTES: '65536', HISTORY_PAGE_BYTES: '131072', MAX_ROOMS_PER_USER: '3' })
-    assert.deepEqual([bounded.history, bounded.maxRoomsPerUser], [{ memoryBytes: 8_388_608, roomBytes: 65_536, pageBytes: 131_072 }, 3])
+    assert.deepEqual([bounded.history, bounded.maxRoomsPerUser], [{ store: 'sqlite', memoryBytes: 8_388_608, roomBytes: 65_536, pageBytes: 131_072 }, 3])
     assert.throws(() => loadConfig({ DATA_DIR: dir, JWT_SECRET: GOOD_SECRET, HISTORY_MEMORY_BYTES: '1000' }), /HISTORY_MEMORY_BYTES/)
   })
 

@@ -1,0 +1,344 @@
+import type { Database } from 'better-sqlite3'
+import type { Publication, StreamOptions } from './engine.js'
+import type { DurableStream, StoredPublication, StreamStore } from './memory-engine.js'
+
+export interface SqliteHistoryOptions {
+  /** Bytes one room's history may hold (HISTORY_ROOM_BYTES): what a load brings back and the sweep keeps. */
+  roomHistoryBytes?: number
+  /** Clock in epoch milliseconds for the sweep's TTL (tests inject one to move time). */
+  now?: () => number
+  /** Receives what a sweep slice threw; the next sweep tries again. */
+  onSweepError?: (err: unknown) => void
+}
+
+const SWEEP_INTERVAL_MS = 60_000
+/** Rows one sweep slice deletes at most before it yields the event loop. */
+const SWEEP_ROWS_PER_SLICE = 1000
+/** Streams one sweep slice visits at most before it yields the event loop. */
+const SWEEP_STREAMS_PER_SLICE = 200
+
+interface PublicationRow {
+  stream_offset: number
+  publisher: string
+  ts: number
+  stored_at: number
+  bytes: number
+  kind: string
+  payload_text: string | null
+  payload_bytes: Buffer | null
+}
+
+interface StreamRow {
+  room: string
+  epoch: string
+  top_offset: number
+  history_size: number
+  history_ttl_seconds: number
+}
+
+interface PendingAppend {
+  room: string
+  epoch: string
+  entry: StoredPublication
+  options: StreamOptions
+  done: (err: Error | null) => void
+}
+
+/** What a commit writes to a room's stream row: its latest state once every append of the tick is in. */
+interface StreamWrite {
+  epoch: string
+  top: number
+  options: StreamOptions | null
+  /** The first offset appended in this tick (0: none), where the count trim of this tick starts. */
+  firstAppended: number
+}
+
+const PUBLICATION_COLUMNS = 'stream_offset, publisher, ts, stored_at, bytes, kind, payload_text, payload_bytes'
+
+function toPublication (row: PublicationRow): Publication {
+  const meta = { offset: row.stream_offset, from: { id: row.publisher }, ts: row.ts }
+  return row.kind === 'binary'
+    ? { kind: 'binary', payload: row.payload_bytes ?? Buffer.alloc(0), ...meta }
+    : { kind: 'json', payload: row.payload_text ?? 'null', ...meta }
+}
+
+function isExpired (storedAt: number, at: number, options: StreamOptions): boolean {
+  return at - storedAt >= options.historyTtlSeconds * 1000
+}
+
+/**
+ * The durable store under the memory engine, in the SQLite database of the store (the same
+ * file as users and rooms, through the same connection: Store.sqlite says why).
+ *
+ * Durability: appends wait for one commit per event-loop tick (group commit: every publish of
+ * the tick in one transaction), and the engine acknowledges and delivers a publication only
+ * after it. better-sqlite3 commits synchronously, so when `done` runs the rows are in the WAL.
+ * The connection runs `synchronous = NORMAL` in WAL mode (src/store/index.ts): a commit
+ * survives the process's death (kill -9, a crash); power loss may take the last commits
+ * (docs/architecture.md, "Durable history").
+ *
+ * The store's own transactions span `await`s on this same connection: a commit issued while
+ * one is open would become part of it (and roll back with it). A flush (and a sweep slice)
+ * therefore runs only when the connection is outside a transaction, and otherwise tries again
+ * on the next tick; the appends simply wait a little longer.
+ *
+ * Retention: each commit trims the rooms it wrote to by count (as many rows as it added, so
+ * the work is bounded by the tick's publishes); a sweep every minute deletes what TTL and the
+ * room byte cap drop, and the rows of retired epochs (removeHistory), in slices of bounded
+ * size that yield the event loop in between.
+ */
+/** The store, and its sweep on demand (the timer runs it every minute). */
+export interface SqliteHistory extends StreamStore {
+  /** Runs a sweep now (or joins the one under way); resolves when its last slice is done. */
+  sweep(): Promise<void>
+}
+
+export function createSqliteHistory (database: Database, options: SqliteHistoryOptions = {}): SqliteHistory {
+  const roomHistoryBytes = options.roomHistoryBytes ?? Infinity
+  const now = options.now ?? Date.now
+  const onSweepError = options.onSweepError ?? ((err: unknown) => {
+    process.emitWarning(err instanceof Error ? err : String(err), { code: 'SB_HISTORY_SWEEP' })
+  })
+
+  const selectStream = database.prepare<[string], StreamRow>(
+    'SELECT room, epoch, top_offset, history_size, history_ttl_seconds FROM history_streams WHERE room = ?')
+  const selectStreamsAfter = database.prepare<[string, number], StreamRow>(
+    'SELECT room, epoch, top_offset, history_size, history_ttl_seconds FROM history_streams WHERE room > ? ORDER BY room LIMIT ?')
+  const upsertStream = database.prepare(
+    `INSERT INTO history_streams (room, epoch, top_offset, history_size, history_ttl_seconds)
+     VALUES (@room, @epoch, @top, coalesce(@size, 0), coalesce(@ttl, 0))
+     ON CONFLICT (room) DO UPDATE SET epoch = excluded.epoch, top_offset = excluded.top_offset,
+       history_size = coalesce(@size, history_streams.history_size),
+       history_ttl_seconds = coalesce(@ttl, history_streams.history_ttl_seconds)`)
+  const insertPublication = database.prepare(
+    `INSERT INTO history_publications (room, epoch, ${PUBLICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const trimRange = database.prepare<[string, string, number, number]>(
+    'DELETE FROM history_publications WHERE room = ? AND epoch = ? AND stream_offset > ? AND stream_offset <= ?')
+  const selectNewest = database.prepare<[string, string, number, number], PublicationRow>(
+    `SELECT ${PUBLICATION_COLUMNS} FROM history_publications
+     WHERE room = ? AND epoch = ? AND stream_offset > ? ORDER BY stream_offset DESC LIMIT ?`)
+  const selectFrom = database.prepare<[string, string, number, number, number], PublicationRow>(
+    `SELECT ${PUBLICATION_COLUMNS} FROM history_publications
+     WHERE room = ? AND epoch = ? AND stream_offset >= ? AND stream_offset <= ? ORDER BY stream_offset LIMIT ?`)
+  const deleteOtherEpochs = database.prepare<[string, string, number]>(
+    `DELETE FROM history_publications WHERE rowid IN
+       (SELECT rowid FROM history_publications WHERE room = ? AND epoch <> ? LIMIT ?)`)
+  const deleteThrough = database.prepare<[string, string, number, number]>(
+    `DELETE FROM history_publications WHERE rowid IN
+       (SELECT rowid FROM history_publications WHERE room = ? AND epoch = ? AND stream_offset <= ? ORDER BY stream_offset LIMIT ?)`)
+  const lastExpired = database.prepare<[string, string, number], { last: number | null }>(
+    'SELECT max(stream_offset) AS last FROM history_publications WHERE room = ? AND epoch = ? AND stored_at <= ?')
+  // The newest row past the byte cap, the room's newest excepted (a room keeps its last word).
+  const lastOverBytes = database.prepare<[string, string, number, number], { stream_offset: number }>(
+    `SELECT stream_offset FROM (
+       SELECT stream_offset, sum(bytes) OVER (ORDER BY stream_offset DESC) AS newer
+       FROM history_publications WHERE room = ? AND epoch = ?)
+     WHERE newer > ? AND stream_offset < ? ORDER BY stream_offset DESC LIMIT 1`)
+
+  let pending: PendingAppend[] = []
+  let writes = new Map<string, StreamWrite>()
+  let flushScheduled = false
+  let closed = false
+  let flushed: (() => void) | null = null
+
+  const commitTick = database.transaction((appends: PendingAppend[], streamWrites: Map<string, StreamWrite>) => {
+    for (const { room, epoch, entry, options: o } of appends) {
+      // A room that keeps no history keeps only its position (the stream row below).
+      if (o.historySize <= 0) continue
+      const p = entry.publication
+      const binary = p.kind === 'binary'
+      insertPublication.run(room, epoch, p.offset, p.from.id, p.ts, entry.storedAt, entry.bytes, p.kind,
+        binary ? null : p.payload, binary ? p.payload : null)
+    }
+    for (const [room, write] of streamWrites) {
+      upsertStream.run({ room, epoch: write.epoch, top: write.top, size: write.options?.historySize ?? null, ttl: write.options?.historyTtlSeconds ?? null })
+      const size = write.options?.historySize ?? 0
+      if (write.firstAppended > 0 && size > 0) trimRange.run(room, write.epoch, write.firstAppended - 1 - size, write.top - size)
+    }
+  })
+
+  function scheduleFlush (): void {
+    if (flushScheduled) return
+    flushScheduled = true
+    setImmediate(flush)
+  }
+
+  function flush (): void {
+    flushScheduled = false
+    if (pending.length === 0 && writes.size === 0) {
+      flushed?.()
+      return
+    }
+    if (database.inTransaction) {
+      // A store transaction is open on this connection (it spans awaits): commit after it.
+      scheduleFlush()
+      return
+    }
+    const appends = pending
+    const streamWrites = writes
+    pending = []
+    writes = new Map()
+    let failure: Error | null = null
+    try {
+      commitTick(appends, streamWrites)
+    } catch (err) {
+      failure = err instanceof Error ? err : new Error(String(err))
+    }
+    for (const append of appends) append.done(failure)
+    if (pending.length > 0 || writes.size > 0) scheduleFlush()
+    else flushed?.()
+  }
+
+  function load (room: string, streamOptions: StreamOptions | null, at: number): DurableStream | null {
+    const row = selectStream.get(room)
+    if (row === undefined) return null
+    const stored: StreamOptions = { historySize: row.history_size, historyTtlSeconds: row.history_ttl_seconds }
+    const window = streamOptions ?? stored
+    const recent: StoredPublication[] = []
+    if (window.historySize > 0) {
+      let bytes = 0
+      for (const r of selectNewest.iterate(room, row.epoch, row.top_offset - window.historySize, window.historySize)) {
+        if (isExpired(r.stored_at, at, window)) break
+        if (recent.length > 0 && bytes + r.bytes > roomHistoryBytes) break
+        bytes += r.bytes
+        recent.push({ publication: toPublication(r), storedAt: r.stored_at, bytes: r.bytes })
+      }
+      recent.reverse()
+    }
+    return { epoch: row.epoch, offset: row.top_offset, recent, options: row.history_size > 0 || row.history_ttl_seconds > 0 ? stored : null }
+  }
+
+  function read (room: string, epoch: string, range: { from: number, top: number, limit: number, maxBytes: number }, streamOptions: StreamOptions, at: number): Publication[] {
+    const from = Math.max(range.from, range.top - streamOptions.historySize + 1)
+    const publications: Publication[] = []
+    if (from > range.top || range.limit <= 0) return publications
+    let bytes = 0
+    for (const r of selectFrom.iterate(room, epoch, from, range.top, range.limit)) {
+      // Expiry drops a stream's oldest first: only a leading run of expired rows is skipped,
+      // so the page stays one contiguous run.
+      if (publications.length === 0 && isExpired(r.stored_at, at, streamOptions)) continue
+      if (publications.length > 0 && bytes + r.bytes > range.maxBytes) break
+      bytes += r.bytes
+      publications.push(toPublication(r))
+    }
+    return publications
+  }
+
+  /** Deletes up to `budget` rows the stream's window no longer keeps; returns how many went. */
+  function trimStream (stream: StreamRow, budget: number, at: number): number {
+    let deleted = deleteOtherEpochs.run(stream.room, stream.epoch, budget).changes
+    if (deleted >= budget) return deleted
+    const window: StreamOptions = { historySize: stream.history_size, historyTtlSeconds: stream.history_ttl_seconds }
+    let through = stream.top_offset - Math.max(0, window.historySize)
+    const expired = lastExpired.get(stream.room, stream.epoch, at - window.historyTtlSeconds * 1000)?.last ?? 0
+    through = Math.max(through, expired)
+    if (Number.isFinite(roomHistoryBytes)) {
+      through = Math.max(through, lastOverBytes.get(stream.room, stream.epoch, roomHistoryBytes, stream.top_offset)?.stream_offset ?? 0)
+    }
+    if (through > 0) deleted += deleteThrough.run(stream.room, stream.epoch, through, budget - deleted).changes
+    return deleted
+  }
+
+  let sweepCursor: string | null = null
+  let sweepDone: Array<() => void> = []
+
+  function endSweep (): void {
+    sweepCursor = null
+    const waiting = sweepDone
+    sweepDone = []
+    for (const resolve of waiting) resolve()
+  }
+
+  /** One slice of the sweep: a bounded number of streams and rows, then the next slice on a later tick. */
+  function sweepSlice (): void {
+    if (sweepCursor === null) return
+    if (closed) {
+      endSweep()
+      return
+    }
+    if (database.inTransaction) {
+      setImmediate(sweepSlice)
+      return
+    }
+    try {
+      const at = now()
+      let deleted = 0
+      const streams = selectStreamsAfter.all(sweepCursor, SWEEP_STREAMS_PER_SLICE)
+      for (const stream of streams) {
+        deleted += trimStream(stream, SWEEP_ROWS_PER_SLICE - deleted, at)
+        // Out of budget: this stream may have more to delete, the next slice starts with it again.
+        if (deleted >= SWEEP_ROWS_PER_SLICE) {
+          setImmediate(sweepSlice)
+          return
+        }
+        sweepCursor = stream.room
+      }
+      if (streams.length < SWEEP_STREAMS_PER_SLICE) {
+        endSweep()
+        return
+      }
+    } catch (err) {
+      endSweep()
+      onSweepError(err)
+      return
+    }
+    setImmediate(sweepSlice)
+  }
+
+  function startSweep (): void {
+    if (sweepCursor !== null) return
+    sweepCursor = ''
+    sweepSlice()
+  }
+
+  const sweepTimer = setInterval(startSweep, SWEEP_INTERVAL_MS)
+  // The sweep only bounds the table; it must never keep a process alive on its own.
+  sweepTimer.unref()
+
+  return {
+    load,
+
+    begin (room, epoch, streamOptions) {
+      if (closed) throw new Error('sqlite history is closed')
+      writes.set(room, { epoch, top: 0, options: streamOptions, firstAppended: 0 })
+      scheduleFlush()
+    },
+
+    append (room, epoch, entry, streamOptions, done) {
+      if (closed) throw new Error('sqlite history is closed')
+      pending.push({ room, epoch, entry, options: streamOptions, done })
+      const offset = entry.publication.offset
+      const write = writes.get(room)
+      if (write !== undefined && write.epoch === epoch) {
+        write.top = offset
+        write.options = streamOptions
+        if (write.firstAppended === 0) write.firstAppended = offset
+      } else {
+        writes.set(room, { epoch, top: offset, options: streamOptions, firstAppended: offset })
+      }
+      scheduleFlush()
+    },
+
+    read,
+
+    async close () {
+      if (closed) return
+      closed = true
+      clearInterval(sweepTimer)
+      endSweep()
+      if (pending.length === 0 && writes.size === 0) return
+      await new Promise<void>((resolve) => {
+        flushed = resolve
+        scheduleFlush()
+      })
+    },
+
+    sweep () {
+      if (closed) return Promise.resolve()
+      // Waiting first: a sweep with little to do ends within this call.
+      const done = new Promise<void>((resolve) => { sweepDone.push(resolve) })
+      startSweep()
+      return done
+    }
+  }
+}
