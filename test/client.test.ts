@@ -307,7 +307,8 @@ describe('client SDK: reconnect and recovery', () => {
     const client = clients(t)
     const dir = tempDir(t)
     const port = await freePort()
-    const env = { ...baseEnv(dir), PORT: String(port), WS_DRAIN_MS: '200', LOGIN_RATE_LIMIT: '100' }
+    // History in memory only: the restart starts a new epoch, which is the gap this test is about.
+    const env = { ...baseEnv(dir), PORT: String(port), WS_DRAIN_MS: '200', LOGIN_RATE_LIMIT: '100', HISTORY_STORE: 'memory' }
     const start = async (): Promise<ServerProcess> => {
       const server = { ...await startServer(t, env), port }
       await waitUntilReady(server)

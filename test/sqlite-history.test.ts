@@ -41,6 +41,15 @@ async function open (t: TestContext, file: string, options: MemoryEngineOptions 
   return { store, history, engine, rows: (room) => count.get(room)?.n ?? 0 }
 }
 
+/** Waits, a tick at a time with a generous bound, for `condition` (deliveries follow the replies by a tick). */
+async function until (condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await nextTick()
+  }
+}
+
 function json (data: unknown, from = 'alice'): PublishRequest {
   return { kind: 'json', payload: JSON.stringify(data), from: { id: from }, ts: Date.now() }
 }
@@ -120,6 +129,7 @@ describe('Durable history (SQLite under the memory engine)', () => {
     })
     await node.engine.broker.subscribe('live')
     await Promise.all(Array.from({ length: 50 }, (_, i) => node.engine.broker.publish('live', json(i), KEEP)))
+    await until(() => seenCommitted.length === 50, 'every delivery')
     assert.deepEqual(seenCommitted, Array.from({ length: 50 }, () => true))
   })
 
@@ -141,6 +151,7 @@ describe('Durable history (SQLite under the memory engine)', () => {
     connection.exec('ROLLBACK')
 
     assert.equal((await publish).offset, 1)
+    await until(() => delivered.length === 1, 'the delivery')
     assert.deepEqual(delivered, [1])
     assert.equal(node.rows('r'), 1, 'the publication was committed on its own')
     assert.equal(connection.prepare("SELECT count(*) AS n FROM history_streams WHERE room = 'rolled-back'").pluck().get(), 0)
@@ -180,6 +191,8 @@ describe('Durable history (SQLite under the memory engine)', () => {
     connection.exec('DROP TRIGGER refuse')
 
     assert.deepEqual(await node.engine.broker.publish('r', json('again'), KEEP), { epoch, offset: 2, duplicate: false })
+    // Delivery is in offset order: once 2 is in, anything refused before it would be too.
+    await until(() => delivered.includes(2), 'the delivery of offset 2')
     assert.deepEqual(delivered, [1, 2], 'nobody saw the refused ones')
     const history = await node.engine.history.history('r', { since: { epoch, offset: 0 }, limit: 10 }, KEEP)
     assert.deepEqual(history.publications.map((p) => p.payload), ['"kept"', '"again"'])

@@ -403,8 +403,28 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     if (subscribed.has(room)) {
       const epoch = stream.epoch
       const publication = entry.publication
-      deliver(room, (h) => { h.onPublication(room, epoch, publication) })
+      const call = (h: BrokerHandler): void => { h.onPublication(room, epoch, publication) }
+      if (store === null) deliver(room, call)
+      else deliverAfterReplies(room, call)
     }
+  }
+
+  // With a store, commits land in a setImmediate callback, and the publishers' replies are
+  // written a few promise hops after it. Delivered at once, the fan-out would cork every
+  // subscriber's socket first, and the transports flush sockets with an answer first only
+  // among those corked in the same tick (ws-transport.ts, uncorkAll): a thousand subscribers
+  // would be written before the publisher's reply. The fan-out of a commit therefore goes out
+  // on the next turn of the loop, after the replies; one FIFO keeps the offset order.
+  const committedDeliveries: Array<{ room: string, call: (h: BrokerHandler) => void }> = []
+
+  function deliverAfterReplies (room: string, call: (h: BrokerHandler) => void): void {
+    committedDeliveries.push({ room, call })
+    if (committedDeliveries.length === 1) setImmediate(deliverCommitted)
+  }
+
+  function deliverCommitted (): void {
+    const batch = committedDeliveries.splice(0)
+    for (const { room, call } of batch) deliver(room, call)
   }
 
   async function history (room: string, query: HistoryQuery, streamOptions: StreamOptions): Promise<HistoryResult> {
@@ -495,6 +515,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     handler = null
     subscribed.clear()
     pending.length = 0
+    committedDeliveries.length = 0
   }
 
   async function addPresence (room: string, connectionId: string, userId: string): Promise<boolean> {
