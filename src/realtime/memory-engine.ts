@@ -51,7 +51,7 @@ export interface DurableStream {
  * What the memory engine needs from a durable store: the narrow interface it owns, which
  * sqlite-history.ts implements. The engine stays the hot window and the fan-out; the store is
  * the truth under it. Reads are synchronous (the embedded store answers from the process);
- * writes are grouped and committed once per event-loop tick, and a publication is numbered at
+ * writes are grouped and committed together once per tick, and a publication is numbered at
  * once but neither acknowledged, nor delivered, nor readable before its commit: a crash must
  * never let anyone have seen an offset that the restarted server hands out again.
  */
@@ -409,12 +409,13 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     }
   }
 
-  // With a store, commits land in a setImmediate callback, and the publishers' replies are
-  // written a few promise hops after it. Delivered at once, the fan-out would cork every
-  // subscriber's socket first, and the transports flush sockets with an answer first only
-  // among those corked in the same tick (ws-transport.ts, uncorkAll): a thousand subscribers
-  // would be written before the publisher's reply. The fan-out of a commit therefore goes out
-  // on the next turn of the loop, after the replies; one FIFO keeps the offset order.
+  // With a store, a commit runs in its own callback (a microtask, or a setImmediate while a
+  // store transaction is open), and the publishers' replies are written a few promise hops
+  // after it. Delivered at once, the fan-out could cork every subscriber's socket before the
+  // reply's, and the transports flush sockets with an answer first only among those corked
+  // together (ws-transport.ts, uncorkAll): a thousand subscribers would be written before the
+  // publisher's reply. The fan-out of a commit therefore goes out on the next turn of the
+  // loop, after the replies, all the commits of a turn together; one FIFO keeps offset order.
   const committedDeliveries: Array<{ room: string, call: (h: BrokerHandler) => void }> = []
 
   function deliverAfterReplies (room: string, call: (h: BrokerHandler) => void): void {

@@ -44,7 +44,7 @@ interface PendingAppend {
   done: (err: Error | null) => void
 }
 
-/** What a commit writes to a room's stream row: its latest state once every append of the tick is in. */
+/** What a commit writes to a room's stream row: its latest state once every append of the batch is in. */
 interface StreamWrite {
   epoch: string
   top: number
@@ -70,8 +70,8 @@ function isExpired (storedAt: number, at: number, options: StreamOptions): boole
  * The durable store under the memory engine, in the SQLite database of the store (the same
  * file as users and rooms, through the same connection: Store.sqlite says why).
  *
- * Durability: appends wait for one commit per event-loop tick (group commit: every publish of
- * the tick in one transaction), and the engine acknowledges and delivers a publication only
+ * Durability: appends wait for one commit per tick (group commit: every publish numbered
+ * before the next microtask checkpoint in one transaction, see scheduleFlush), and the engine acknowledges and delivers a publication only
  * after it. better-sqlite3 commits synchronously, so when `done` runs the rows are in the WAL.
  * The connection runs `synchronous = NORMAL` in WAL mode (src/store/index.ts): a commit
  * survives the process's death (kill -9, a crash); power loss may take the last commits
@@ -157,10 +157,18 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
     }
   })
 
+  /**
+   * The commit runs at the next microtask checkpoint: every append numbered until then (all the
+   * publishes of one socket read, of one timer, of one commit's replies) goes into one
+   * transaction. Not later: a connection answers its commands in order, so a client's next
+   * publish is read only once this one is answered, and a commit per loop turn would cost a
+   * burst from one client a turn per publish, and with it the coalescing of the fan-out
+   * (one write per subscriber per turn).
+   */
   function scheduleFlush (): void {
     if (flushScheduled) return
     flushScheduled = true
-    setImmediate(flush)
+    queueMicrotask(flush)
   }
 
   function flush (): void {
@@ -170,8 +178,10 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
       return
     }
     if (database.inTransaction) {
-      // A store transaction is open on this connection (it spans awaits): commit after it.
-      scheduleFlush()
+      // A store transaction is open on this connection (it spans awaits): commit after it, on
+      // a later turn of the loop (retrying as a microtask could spin while it awaits I/O).
+      flushScheduled = true
+      setImmediate(flush)
       return
     }
     const appends = pending
