@@ -93,7 +93,7 @@ export const EnvSchema = Type.Object({
   AUTHORIZATION_CACHE_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 10_000, description: 'How long a granted room operation is remembered; room changes drop it at once; 0: ask the store every time' }),
   PUBLISH_RATE_PER_USER: Type.Number({ minimum: 0, default: 100, description: 'Publishes per second per user or API key, over all its connections and REST, cluster-wide with Redis; 0: no limit' }),
   PUBLISH_BURST_PER_USER: Type.Integer({ minimum: 1, default: 200 }),
-  HISTORY_STORE: Type.Optional(Type.Union([Type.Literal('memory'), Type.Literal('sqlite')], { description: 'Where the embedded engine keeps history: sqlite (in the DATABASE_URL file, survives a restart; the default with a sqlite: DATABASE_URL) or memory (lost on restart); with REDIS_URL history is Redis\'s' })),
+  HISTORY_STORE: Type.Optional(Type.Union([Type.Literal('memory'), Type.Literal('sqlite')], { description: 'Where the embedded engine keeps history: sqlite (in the DATABASE_URL file, survives a restart; the default with a sqlite: file) or memory (lost on restart; the default otherwise); with REDIS_URL history is Redis\'s' })),
   HISTORY_MEMORY_BYTES: Type.Integer({ minimum: 1_048_576, default: 268_435_456, description: 'Bytes of history the in-memory engine keeps for all rooms together; past it the oldest publications of the largest rooms go' }),
   HISTORY_ROOM_BYTES: Type.Integer({ minimum: 65_536, default: 8_388_608, description: 'Bytes of history one room keeps (either engine); past it its oldest publications go' }),
   HISTORY_PAGE_BYTES: Type.Integer({ minimum: 65_536, default: 1_048_576, description: 'Bytes of publications one history page (or recovery) carries at most' }),
@@ -531,7 +531,10 @@ function historyStore (env: Env): Config['history']['store'] {
     return 'redis'
   }
   if (env.HISTORY_STORE === 'sqlite' && !sqlite) throw new ConfigError('HISTORY_STORE: sqlite needs a sqlite: DATABASE_URL (history is kept in that file)')
-  return env.HISTORY_STORE ?? (sqlite ? 'sqlite' : 'memory')
+  // An in-memory database survives no restart: durable history there would only hold every
+  // publication in the process a second time, beside the engine's own window.
+  const file = sqlite && env.DATABASE_URL !== 'sqlite::memory:'
+  return env.HISTORY_STORE ?? (file ? 'sqlite' : 'memory')
 }
 
 function readFileOrFail (variable: string, path: string): Buffer {

@@ -40,6 +40,40 @@ describe('write coalescing', () => {
     assert.equal(calls.write + calls.writev, 1, JSON.stringify(calls))
     assert.equal(calls.chunks, 20)
   })
+
+  // A connection answers its commands in order: a client's second publish is processed only
+  // once the first is answered. With durable history each waits for its commit, which must
+  // therefore come within the same turn of the loop, or each publish of a burst would be fanned
+  // out on a turn of its own (one write per subscriber per publication).
+  it('a burst of publishes from one client, read in one turn, reaches a subscriber in one writev (HISTORY_STORE=sqlite)', async (t) => {
+    const server = await build(t, { env: { HISTORY_STORE: 'sqlite', WS_MESSAGES_BURST: '1000' } })
+    const token = await server.userToken('alice', 'admin')
+    await server.request('POST', '/rooms', { token, body: { id: 'burst' } })
+    const subscriber = await wsConnect(t, server, { token })
+    assert.equal((await subscriber.command({ type: 'subscribe', room: 'burst' })).type, 'reply')
+    const raw = ([...server.app.websocketServer.clients][0] as unknown as { _socket: Socket & { _writev?: unknown, _write: unknown } })._socket
+    const publisher = await wsConnect(t, server, { token })
+    // The first publish looks the room up in the store; the burst below finds it cached.
+    assert.equal((await publisher.command({ type: 'publish', room: 'burst', data: 0 })).type, 'reply')
+    await subscriber.next(f => f.type === 'message' && f.offset === 1)
+
+    const calls = { write: 0, writev: 0, chunks: 0 }
+    const originalWrite = raw._write as (...args: unknown[]) => void
+    const originalWritev = raw._writev as (chunks: unknown[], cb: unknown) => void
+    raw._write = function (...args: unknown[]) { calls.write++; return originalWrite.apply(this, args) }
+    raw._writev = function (chunks: unknown[], cb: unknown) { calls.writev++; calls.chunks += chunks.length; return originalWritev.call(this, chunks, cb) }
+    t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
+
+    // Twenty publish frames in one TCP write, so the server reads them in one turn.
+    const tcp = (publisher.socket as unknown as { _socket: Socket })._socket
+    tcp.cork()
+    for (let i = 1; i <= 20; i++) publisher.send({ type: 'publish', id: `p${i}`, room: 'burst', data: i })
+    tcp.uncork()
+    await subscriber.next(f => f.type === 'message' && f.offset === 21)
+    assert.equal(subscriber.frames.filter(f => f.type === 'message').length, 21)
+    assert.equal(calls.write + calls.writev, 1, JSON.stringify(calls))
+    assert.equal(calls.chunks, 20)
+  })
 })
 
 describe('frame once per codec', () => {
@@ -99,37 +133,40 @@ describe('flush order', () => {
   // A publisher's reply is written after its fan-out; flushed in order of corking it would
   // leave after every subscriber's write, and a pipelining client would wait for it. Answers
   // go first (src/realtime/ws-transport.ts, uncorkAll).
-  it('a publisher\'s reply is handed to the kernel before the fan-out to the subscribers', async (t) => {
-    const server = await build(t)
-    const token = await server.userToken('alice', 'admin')
-    await server.request('POST', '/rooms', { token, body: { id: 'order' } })
-    const subscribers = []
-    for (let i = 0; i < 3; i++) {
-      const subscriber = await wsConnect(t, server, { token })
-      assert.equal((await subscriber.command({ type: 'subscribe', room: 'order' })).type, 'reply')
-      subscribers.push(subscriber)
-    }
-    const before = new Set(server.app.websocketServer.clients)
-    const publisher = await wsConnect(t, server, { token })
-    const publisherSide = [...server.app.websocketServer.clients].find(ws => !before.has(ws))
-    assert.ok(publisherSide !== undefined)
+  // Durable history commits before the reply and the fan-out, in a callback of its own: the order holds there too.
+  for (const history of ['memory', 'sqlite'] as const) {
+    it(`a publisher's reply is handed to the kernel before the fan-out to the subscribers (HISTORY_STORE=${history})`, async (t) => {
+      const server = await build(t, { env: { HISTORY_STORE: history } })
+      const token = await server.userToken('alice', 'admin')
+      await server.request('POST', '/rooms', { token, body: { id: 'order' } })
+      const subscribers = []
+      for (let i = 0; i < 3; i++) {
+        const subscriber = await wsConnect(t, server, { token })
+        assert.equal((await subscriber.command({ type: 'subscribe', room: 'order' })).type, 'reply')
+        subscribers.push(subscriber)
+      }
+      const before = new Set(server.app.websocketServer.clients)
+      const publisher = await wsConnect(t, server, { token })
+      const publisherSide = [...server.app.websocketServer.clients].find(ws => !before.has(ws))
+      assert.ok(publisherSide !== undefined)
 
-    // Every server-side socket reports its writes, in the order they reach the kernel.
-    const order: string[] = []
-    for (const ws of server.app.websocketServer.clients) {
-      const raw = (ws as unknown as { _socket: Socket & { _writev: (chunks: unknown[], cb: unknown) => void, _write: (...args: unknown[]) => void } })._socket
-      const name = ws === publisherSide ? 'publisher' : 'subscriber'
-      const { _write: originalWrite, _writev: originalWritev } = raw
-      raw._write = function (...args: unknown[]) { order.push(name); return originalWrite.apply(this, args) }
-      raw._writev = function (chunks: unknown[], cb: unknown) { order.push(name); return originalWritev.call(this, chunks, cb) }
-      t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
-    }
+      // Every server-side socket reports its writes, in the order they reach the kernel.
+      const order: string[] = []
+      for (const ws of server.app.websocketServer.clients) {
+        const raw = (ws as unknown as { _socket: Socket & { _writev: (chunks: unknown[], cb: unknown) => void, _write: (...args: unknown[]) => void } })._socket
+        const name = ws === publisherSide ? 'publisher' : 'subscriber'
+        const { _write: originalWrite, _writev: originalWritev } = raw
+        raw._write = function (...args: unknown[]) { order.push(name); return originalWrite.apply(this, args) }
+        raw._writev = function (chunks: unknown[], cb: unknown) { order.push(name); return originalWritev.call(this, chunks, cb) }
+        t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
+      }
 
-    const reply = await publisher.command({ type: 'publish', room: 'order', data: 'first' })
-    assert.equal(reply.type, 'reply')
-    for (const subscriber of subscribers) await subscriber.next(f => f.type === 'message' && f.data === 'first')
-    assert.deepEqual(order, ['publisher', 'subscriber', 'subscriber', 'subscriber'])
-  })
+      const reply = await publisher.command({ type: 'publish', room: 'order', data: 'first' })
+      assert.equal(reply.type, 'reply')
+      for (const subscriber of subscribers) await subscriber.next(f => f.type === 'message' && f.data === 'first')
+      assert.deepEqual(order, ['publisher', 'subscriber', 'subscriber', 'subscriber'])
+    })
+  }
 })
 
 describe('text frames', () => {

@@ -72,6 +72,8 @@ describe('config', () => {
     assert.equal(loadConfig(base).history.store, 'sqlite')
     assert.equal(loadConfig({ ...base, HISTORY_STORE: 'memory' }).history.store, 'memory')
     assert.equal(loadConfig({ ...base, DATABASE_URL: pg }).history.store, 'memory')
+    assert.equal(loadConfig({ ...base, DATABASE_URL: 'sqlite::memory:' }).history.store, 'memory', 'nothing to survive a restart in')
+    assert.equal(loadConfig({ ...base, DATABASE_URL: 'sqlite::memory:', HISTORY_STORE: 'sqlite' }).history.store, 'sqlite')
     assert.equal(loadConfig({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' }).history.store, 'redis')
     failsNaming({ ...base, HISTORY_STORE: 'sqlite', DATABASE_URL: pg }, 'HISTORY_STORE')
     failsNaming({ ...base, HISTORY_STORE: 'sqlite', REDIS_URL: 'redis://127.0.0.1:6379' }, 'HISTORY_STORE')
