@@ -66,13 +66,20 @@ function isExpired (storedAt: number, at: number, options: StreamOptions): boole
   return at - storedAt >= options.historyTtlSeconds * 1000
 }
 
+/** The store, and its sweep on demand (the timer runs it every minute). */
+export interface SqliteHistory extends StreamStore {
+  /** Runs a sweep now (or joins the one under way); resolves when its last slice is done. */
+  sweep(): Promise<void>
+}
+
 /**
  * The durable store under the memory engine, in the SQLite database of the store (the same
  * file as users and rooms, through the same connection: Store.sqlite says why).
  *
  * Durability: appends wait for one commit per tick (group commit: every publish numbered
- * before the next microtask checkpoint in one transaction, see scheduleFlush), and the engine acknowledges and delivers a publication only
- * after it. better-sqlite3 commits synchronously, so when `done` runs the rows are in the WAL.
+ * before the next microtask checkpoint in one transaction, see scheduleFlush), and the engine
+ * acknowledges and delivers a publication only after it. better-sqlite3 commits
+ * synchronously, so when `done` runs the rows are in the WAL.
  * The connection runs `synchronous = NORMAL` in WAL mode (src/store/index.ts): a commit
  * survives the process's death (kill -9, a crash); power loss may take the last commits
  * (docs/architecture.md, "Durable history").
@@ -87,12 +94,6 @@ function isExpired (storedAt: number, at: number, options: StreamOptions): boole
  * room byte cap drop, and the rows of retired epochs (removeHistory), in slices of bounded
  * size that yield the event loop in between.
  */
-/** The store, and its sweep on demand (the timer runs it every minute). */
-export interface SqliteHistory extends StreamStore {
-  /** Runs a sweep now (or joins the one under way); resolves when its last slice is done. */
-  sweep(): Promise<void>
-}
-
 export function createSqliteHistory (database: Database, options: SqliteHistoryOptions = {}): SqliteHistory {
   const roomHistoryBytes = options.roomHistoryBytes ?? Infinity
   const now = options.now ?? Date.now
