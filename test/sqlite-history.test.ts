@@ -163,7 +163,7 @@ describe('Durable history (SQLite under the memory engine)', () => {
     assert.ok(owner !== null)
     const storeWork = Array.from({ length: 20 }, async (_, i) => {
       await node.store.createUser({ id: `member-${i}`, passwordHash: 'x', role: 'user' })
-      const room = await node.store.createRoom({ id: `room-${i}`, name: null, visibility: 'private', publish: 'members', historySize: 10, historyTtlSeconds: 60, maxMembers: null, createdBy: 'owner' }, { maxCreatedBy: 100 })
+      const room = await node.store.createRoom({ id: `room-${i}`, name: null, visibility: 'private', publish: 'members', historySize: 10, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true, createdBy: 'owner' }, { maxCreatedBy: 100 })
       assert.ok(room !== null && room !== 'room_limit')
       const added = await node.store.setMember(`room-${i}`, `member-${i}`, 'member')
       assert.equal(added.ok, true)
