@@ -47,11 +47,21 @@ const NO_COMPRESSION: CompressionTotals = { deflates: 0, deflateSeconds: 0, fram
  * set is created on first use and shared by every app's registry.
  */
 let processRegistry: Registry | undefined
+
+/**
+ * How often the event-loop delay monitor behind nodejs_eventloop_lag_* samples, in ms.
+ * prom-client's default (10 ms) wakes the loop a hundred times a second (two epoll returns
+ * each): most of an idle node's CPU apart from its heartbeats (docs/performance.md,
+ * "Idle CPU"). A stall still shows in the next sample; one shorter than the interval that ends
+ * between two samples does not, which is acceptable for a lag metric read per scrape.
+ */
+const LOOP_DELAY_SAMPLE_MS = 100
+
 function processMetrics (): Registry {
   if (processRegistry === undefined) {
     processRegistry = new Registry()
     // Includes nodejs_eventloop_lag_seconds and its p50/p90/p99 from monitorEventLoopDelay.
-    collectDefaultMetrics({ register: processRegistry })
+    collectDefaultMetrics({ register: processRegistry, eventLoopMonitoringPrecision: LOOP_DELAY_SAMPLE_MS })
   }
   return processRegistry
 }
