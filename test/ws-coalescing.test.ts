@@ -4,7 +4,7 @@ import type { Socket } from 'node:net'
 import { binaryFrame, textFrame } from '../src/realtime/ws-frames.js'
 import { jsonPayload } from '../src/realtime/engine.js'
 import { build, wsConnect } from './helper.js'
-import { watchWrites } from './ws-support.js'
+import { countWrites, watchWrites } from './ws-support.js'
 import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
 
 /**
@@ -21,14 +21,9 @@ describe('write coalescing', () => {
     assert.equal((await client.command({ type: 'subscribe', room: 'burst' })).type, 'reply')
 
     // The server side of this client's TCP connection, and what the kernel is handed.
-    const serverSocket = [...server.app.websocketServer.clients][0] as unknown as { _socket: Socket & { _writev?: unknown, _write: unknown } }
+    const serverSocket = [...server.app.websocketServer.clients][0] as unknown as { _socket: Socket }
     const raw = serverSocket._socket
-    const calls = { write: 0, writev: 0, chunks: 0 }
-    const originalWrite = raw._write as (...args: unknown[]) => void
-    const originalWritev = raw._writev as (chunks: unknown[], cb: unknown) => void
-    raw._write = function (...args: unknown[]) { calls.write++; return originalWrite.apply(this, args) }
-    raw._writev = function (chunks: unknown[], cb: unknown) { calls.writev++; calls.chunks += chunks.length; return originalWritev.call(this, chunks, cb) }
-    t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
+    const calls = countWrites(t, raw)
 
     // Twenty publications in one synchronous run: the memory engine fans each out at once.
     const principal = { kind: 'user' as const, userId: 'alice', role: 'admin' as const, tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 600, sessionId: 's' }
@@ -51,18 +46,13 @@ describe('write coalescing', () => {
     await server.request('POST', '/rooms', { token, body: { id: 'burst' } })
     const subscriber = await wsConnect(t, server, { token })
     assert.equal((await subscriber.command({ type: 'subscribe', room: 'burst' })).type, 'reply')
-    const raw = ([...server.app.websocketServer.clients][0] as unknown as { _socket: Socket & { _writev?: unknown, _write: unknown } })._socket
+    const raw = ([...server.app.websocketServer.clients][0] as unknown as { _socket: Socket })._socket
     const publisher = await wsConnect(t, server, { token })
     // The first publish looks the room up in the store; the burst below finds it cached.
     assert.equal((await publisher.command({ type: 'publish', room: 'burst', data: 0 })).type, 'reply')
     await subscriber.next(f => f.type === 'message' && f.offset === 1)
 
-    const calls = { write: 0, writev: 0, chunks: 0 }
-    const originalWrite = raw._write as (...args: unknown[]) => void
-    const originalWritev = raw._writev as (chunks: unknown[], cb: unknown) => void
-    raw._write = function (...args: unknown[]) { calls.write++; return originalWrite.apply(this, args) }
-    raw._writev = function (chunks: unknown[], cb: unknown) { calls.writev++; calls.chunks += chunks.length; return originalWritev.call(this, chunks, cb) }
-    t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
+    const calls = countWrites(t, raw)
 
     // Twenty publish frames in one TCP write, so the server reads them in one turn.
     const tcp = (publisher.socket as unknown as { _socket: Socket })._socket

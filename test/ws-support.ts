@@ -348,6 +348,21 @@ export async function msgpackConnect (t: TestContext, base: { url: string }, tok
   return client
 }
 
+/**
+ * Counts what one server-side TCP socket hands the kernel: `_write` and `_writev` calls (one
+ * syscall each) and the chunks they carry, so a test can prove a burst leaves in one writev.
+ */
+export function countWrites (t: TestContext, raw: net.Socket): { write: number, writev: number, chunks: number } {
+  const socket = raw as net.Socket & { _writev?: unknown, _write: unknown }
+  const calls = { write: 0, writev: 0, chunks: 0 }
+  const originalWrite = socket._write as (...args: unknown[]) => void
+  const originalWritev = socket._writev as (chunks: unknown[], cb: unknown) => void
+  socket._write = function (...args: unknown[]) { calls.write++; return originalWrite.apply(this, args) }
+  socket._writev = function (chunks: unknown[], cb: unknown) { calls.writev++; calls.chunks += chunks.length; return originalWritev.call(this, chunks, cb) }
+  t.after(() => { socket._write = originalWrite; socket._writev = originalWritev })
+  return calls
+}
+
 /** Every chunk each server-side socket hands the kernel from now on, by the buffer object itself. */
 export function watchWrites (t: TestContext, server: TestApp): Map<net.Socket, Buffer[]> {
   const written = new Map<net.Socket, Buffer[]>()
