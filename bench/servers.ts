@@ -274,13 +274,22 @@ async function startSwitchboard (options: StartOptions, variant: OneNode = 'swit
   }
 }
 
+/** Switchboard nodes sharing one Redis and one PostgreSQL schema, with the bench user's token. */
+export interface SwitchboardCluster {
+  urls: string[]
+  pids: number[]
+  /** An access token of the bench user, who created (and owns) the rooms. */
+  token: string
+  /** Stops every node, then removes the schema and the Redis keys of this run. */
+  stop(): Promise<void>
+}
+
 /**
  * Switchboard as a cluster: `count` nodes sharing one PostgreSQL schema and one Redis under a
  * private key prefix (both unique to this run and removed afterwards: the Redis and the
- * database are shared with other work, so nothing else is touched — never FLUSHALL). With two,
- * publishers connect to the second node and subscribers to the first.
+ * database are shared with other work, so nothing else is touched — never FLUSHALL).
  */
-async function startCluster (count: 1 | 2, options: StartOptions): Promise<RunningTarget> {
+export async function startSwitchboardCluster (count: number, options: StartOptions): Promise<SwitchboardCluster> {
   const id = randomBytes(5).toString('hex')
   const schema = `bench_${id}`
   const prefix = `sb-bench-${id}:`
@@ -293,7 +302,7 @@ async function startCluster (count: 1 | 2, options: StartOptions): Promise<Runni
     REDIS_KEY_PREFIX: prefix
   }
   const nodes: Node[] = []
-  const cleanup = async (): Promise<void> => {
+  const stop = async (): Promise<void> => {
     await Promise.all(nodes.map(n => stopChild(n.child, n.exited)))
     rmSync(dataDir, { recursive: true, force: true })
     await dropSchema(DATABASE_URL, schema).catch(() => {})
@@ -301,21 +310,25 @@ async function startCluster (count: 1 | 2, options: StartOptions): Promise<Runni
   }
   try {
     // One after the other: the first creates the schema.
-    nodes.push(await startNode(env, options, count === 1 ? 'switchboard-redis' : 'switchboard-a'))
-    if (count === 2) nodes.push(await startNode(env, options, 'switchboard-b'))
+    for (let i = 0; i < count; i++) nodes.push(await startNode(env, options, count === 1 ? 'switchboard-redis' : `switchboard-${String.fromCharCode(97 + i)}`))
     const token = await prepareSwitchboard(nodes[0]!.url, options.rooms)
-    const [subscribers, publishers] = [nodes[0]!, nodes.at(-1)!]
-    return {
-      variant: count === 1 ? 'switchboard-redis' : 'switchboard-2-nodes',
-      url: subscribers.url,
-      ...(count === 2 ? { publisherUrl: publishers.url } : {}),
-      pid: subscribers.child.pid!,
-      token,
-      stop: cleanup
-    }
+    return { urls: nodes.map(n => n.url), pids: nodes.map(n => n.child.pid!), token, stop }
   } catch (err) {
-    await cleanup()
+    await stop()
     throw err
+  }
+}
+
+/** With two nodes, publishers connect to the second node and subscribers to the first. */
+async function startCluster (count: 1 | 2, options: StartOptions): Promise<RunningTarget> {
+  const cluster = await startSwitchboardCluster(count, options)
+  return {
+    variant: count === 1 ? 'switchboard-redis' : 'switchboard-2-nodes',
+    url: cluster.urls[0]!,
+    ...(count === 2 ? { publisherUrl: cluster.urls[1]! } : {}),
+    pid: cluster.pids[0]!,
+    token: cluster.token,
+    stop: cluster.stop
   }
 }
 
