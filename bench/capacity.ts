@@ -9,8 +9,8 @@ import { sampleProcess, type ProcSample } from '../src/cli/load/proc.js'
 import { percentiles, type Percentiles } from '../src/cli/load/report.js'
 import { histogram } from '../src/cli/load/run.js'
 import { oneShotRequest } from '../support/http.js'
-import type { ParentMessage, WorkerMessage } from './capacity-worker.js'
-import { GENERATOR_CPU, HAS_TASKSET, REDIS_URL, ROOT, roomNames, ROOM_PREFIX, startSwitchboardCluster, startTarget } from './servers.js'
+import type { ParentMessage, StormReport, WorkerMessage } from './capacity-worker.js'
+import { GENERATOR_CPU, HAS_TASKSET, REDIS_URL, ROOT, roomNames, ROOM_PREFIX, startSwitchboardCluster, type SwitchboardCluster } from './servers.js'
 
 /**
  * The capacity scenario (issue 23, docs/capacity.md): many long-lived authenticated
@@ -27,7 +27,7 @@ import { GENERATOR_CPU, HAS_TASKSET, REDIS_URL, ROOT, roomNames, ROOM_PREFIX, st
  * their defaults; one HTTP publish to the broadcast room: time from the request to the last
  * delivery, and the servers' CPU for it; a steady 1 message/s in each room: p50/p99 latency.
  *
- *   node --import tsx bench/capacity.ts [--quick] [--only one-node|cluster] [--json FILE]
+ *   node --import tsx bench/capacity.ts [--quick] [--only one-node|cluster] [--storms drain,kill,rolling] [--json FILE]
  */
 
 export interface CapacitySetup {
@@ -40,6 +40,41 @@ export interface CapacitySetup {
   idleSeconds: number
   steadySeconds: number
   broadcasts: number
+  /** Reconnect storms, one after the other: node 0 drained (SIGTERM), node 0 killed (SIGKILL), every node drained in turn. */
+  storms: StormKind[]
+}
+
+export type StormKind = 'drain' | 'kill' | 'rolling'
+
+export interface StormResult {
+  kind: StormKind
+  /** From the first signal to the last restarted node being ready again. */
+  readyAfterMs: number
+  /** Connections that lost their socket, and of those, back (open and resubscribed) by the end. */
+  lost: number
+  back: number
+  /** Times until 99 % and 100 % of the lost connections were back: after the first signal, and after the (last) new node was ready. */
+  p99BackMs: number | null
+  allBackMs: number | null
+  p99AfterReadyMs: number | null
+  allAfterReadyMs: number | null
+  /** Connections back in each second after the first signal (the drain's spread). */
+  backPerSecond: number[]
+  refused: Record<string, number>
+  terminal: Record<string, number>
+  /**
+   * Messages lost: offsets a connection skipped (`gaps`), and acknowledged offsets a room's
+   * subscribers never reached by the end (`behind`); then offsets seen twice, and resubscribes
+   * answered `recovered: false`.
+   */
+  lostMessages: number
+  gaps: number
+  behind: number
+  duplicates: number
+  notRecovered: number
+  published: number
+  peakRssBytes: number
+  cpuSeconds: number
 }
 
 export interface Checkpoint {
@@ -61,6 +96,7 @@ export interface CapacityResult {
   idleCpuPercent: number
   broadcast: { lastDeliveryMs: number[], delivered: number[], cpuSeconds: number[] }
   steady: { messagesPerS: number, sent: number, refused: Record<string, number>, latencyMs: Percentiles }
+  storms: StormResult[]
   closedEarly: Record<string, number>
   /** Settings raised beyond defaults, with why. */
   raised: Record<string, string>
@@ -75,6 +111,8 @@ const SETTLE_MS = 5000
 const BROADCAST_WITHIN_MS = 60_000
 const STEADY_RATE = ROOMS
 const TOKEN_TTL_MS = 3 * 3600_000
+/** How long after the last restarted node is ready a storm may take before it is reported as it stands. */
+const STORM_WITHIN_MS = 120_000
 /**
  * Publisher connections of the steady load, over the nodes: a connection runs its commands in
  * order, each publish waiting for its commit, so one connection would queue past its bound of
@@ -85,15 +123,15 @@ const PUBLISHERS = 50
 export function setups (quick: boolean): CapacitySetup[] {
   if (quick) {
     return [
-      { name: 'one-node', title: 'One node, embedded defaults', nodes: 1, connections: 2000, generators: 1, checkpoints: [1000, 2000], idleSeconds: 5, steadySeconds: 3, broadcasts: 1 },
-      { name: 'cluster', title: 'Two nodes on Redis', nodes: 2, connections: 4000, generators: 2, checkpoints: [2000, 4000], idleSeconds: 5, steadySeconds: 3, broadcasts: 1 }
+      { name: 'one-node', title: 'One node, embedded defaults', nodes: 1, connections: 2000, generators: 1, checkpoints: [1000, 2000], idleSeconds: 5, steadySeconds: 3, broadcasts: 1, storms: ['drain', 'kill'] },
+      { name: 'cluster', title: 'Two nodes on Redis', nodes: 2, connections: 4000, generators: 2, checkpoints: [2000, 4000], idleSeconds: 5, steadySeconds: 3, broadcasts: 1, storms: ['drain', 'kill', 'rolling'] }
     ]
   }
   return [
     // 20,000 open files, less the listening socket, the database, logs and a margin.
-    { name: 'one-node', title: 'One node, embedded defaults', nodes: 1, connections: 19_000, generators: 2, checkpoints: [10_000, 19_000], idleSeconds: 60, steadySeconds: 20, broadcasts: 3 },
+    { name: 'one-node', title: 'One node, embedded defaults', nodes: 1, connections: 19_000, generators: 2, checkpoints: [10_000, 19_000], idleSeconds: 60, steadySeconds: 20, broadcasts: 3, storms: ['drain', 'kill'] },
     // Six nodes: five would hold 20,000 each, past the limit with their own files.
-    { name: 'cluster', title: 'Six nodes on one Redis', nodes: 6, connections: 100_000, generators: 6, checkpoints: [10_000, 50_000, 100_000], idleSeconds: 60, steadySeconds: 20, broadcasts: 3 }
+    { name: 'cluster', title: 'Six nodes on one Redis', nodes: 6, connections: 100_000, generators: 6, checkpoints: [10_000, 50_000, 100_000], idleSeconds: 60, steadySeconds: 20, broadcasts: 3, storms: ['drain', 'kill', 'rolling'] }
   ]
 }
 
@@ -126,15 +164,8 @@ function idpEnv (secret: string): Record<string, string> {
   return { IDP_HMAC_SECRET: secret, IDP_ISSUER: 'bench-idp', IDP_AUDIENCE: 'switchboard', IDP_ALGORITHMS: 'HS256' }
 }
 
-interface Servers { urls: string[], pids: number[], token: string, stop(): Promise<void> }
-
-async function startServers (s: CapacitySetup, env: Record<string, string>): Promise<Servers> {
-  const rooms = [...roomNames(ROOMS), BROADCAST_ROOM]
-  if (s.nodes === 1) {
-    const target = await startTarget('switchboard', { rooms, env })
-    return { urls: [target.url], pids: [target.pid], token: target.token!, stop: () => target.stop() }
-  }
-  return await startSwitchboardCluster(s.nodes, { rooms, env })
+async function startServers (s: CapacitySetup, env: Record<string, string>): Promise<SwitchboardCluster> {
+  return await startSwitchboardCluster(s.nodes, { rooms: [...roomNames(ROOMS), BROADCAST_ROOM], env }, s.nodes === 1 ? 'embedded' : 'redis')
 }
 
 function spawnWorker (): ChildProcess {
@@ -172,40 +203,206 @@ async function redisMemory (redis: Redis | null): Promise<number | null> {
   return match?.[1] === undefined ? null : Number(match[1])
 }
 
-/** The steady load: PUBLISHERS connections over the nodes, 1 message/s per room, the send time in the payload. */
-async function steadyLoad (servers: Servers, seconds: number): Promise<{ sent: number, refused: Record<string, number> }> {
-  const publishers: RawWebSocket[] = []
-  const refused: Record<string, number> = {}
-  for (let p = 0; p < PUBLISHERS; p++) {
-    const url = servers.urls[p % servers.urls.length]!
-    const socket = await connectRawWebSocket(webSocketUrl(url, '/ws'), { timeoutMs: 10_000, protocols: ['switchboard.v1'], headers: { Authorization: `Bearer ${servers.token}` } })
-    socket.onMessage((m) => {
-      if (typeof m !== 'string' || !m.startsWith('{"type":"error"')) return
-      const code = (JSON.parse(m) as { error?: { code?: string } }).error?.code ?? 'unknown'
-      refused[code] = (refused[code] ?? 0) + 1
-    })
-    publishers.push(socket)
+/**
+ * The steady load: 1 message/s per room over PUBLISHERS connections spread over the nodes, the
+ * send time in the payload. A publisher whose node goes away reconnects to any node after a
+ * short jittered wait; meanwhile the others carry its share. `acked` holds, per room, the
+ * highest offset a publish reply confirmed: what every subscriber must reach.
+ */
+class SteadyPublisher {
+  readonly acked = new Array<number>(ROOMS).fill(-1)
+  readonly refused: Record<string, number> = {}
+  sent = 0
+  unsent = 0
+  private readonly sockets: Array<RawWebSocket | null> = []
+  private readonly roomOfId = new Map<number, number>()
+  private timer: NodeJS.Timeout | undefined
+  private stopped = false
+
+  constructor (private readonly urls: () => string[], private readonly token: string) {}
+
+  async start (): Promise<void> {
+    await Promise.all(Array.from({ length: PUBLISHERS }, (_, k) => this.open(k, this.urls()[k % this.urls().length]!)))
+    const started = nowMs()
+    let due = 0
+    this.timer = setInterval(() => {
+      const target = Math.floor((nowMs() - started) / 1000 * STEADY_RATE)
+      while (due < target) {
+        const room = due % ROOMS
+        const socket = this.pick(due++)
+        if (socket === null) {
+          this.unsent++
+          continue
+        }
+        const id = ++this.sent
+        this.roomOfId.set(id, room)
+        socket.send(`{"type":"publish","id":${id},"room":"${ROOM_PREFIX}${room}","data":{"t":${nowMs()}}}`)
+      }
+    }, 10)
   }
-  let sent = 0
-  const started = nowMs()
-  const tickMs = 10
-  await new Promise<void>((resolve) => {
-    const timer = setInterval(() => {
-      const due = Math.min(STEADY_RATE * seconds, Math.floor((nowMs() - started) / 1000 * STEADY_RATE))
-      while (sent < due) {
-        const room = sent % ROOMS
-        publishers[sent % publishers.length]!.send(`{"type":"publish","id":${sent + 1},"room":"${ROOM_PREFIX}${room}","data":{"t":${nowMs()}}}`)
-        sent++
+
+  /** Stops sending, waits `drainMs` for the last replies, and closes. */
+  async stop (drainMs = 1000): Promise<void> {
+    clearInterval(this.timer)
+    await sleep(drainMs)
+    this.stopped = true
+    for (const socket of this.sockets) socket?.close()
+  }
+
+  /** The k-th message's connection, or the next open one after it. */
+  private pick (k: number): RawWebSocket | null {
+    for (let j = 0; j < this.sockets.length; j++) {
+      const socket = this.sockets[(k + j) % this.sockets.length]
+      if (socket !== null && socket !== undefined) return socket
+    }
+    return null
+  }
+
+  private async open (k: number, url: string): Promise<void> {
+    this.sockets[k] = null
+    let socket: RawWebSocket
+    try {
+      socket = await connectRawWebSocket(webSocketUrl(url, '/ws'), { timeoutMs: 10_000, protocols: ['switchboard.v1'], headers: { Authorization: `Bearer ${this.token}` } })
+    } catch {
+      this.reopenLater(k)
+      return
+    }
+    socket.onMessage((m) => {
+      if (typeof m !== 'string') return
+      if (m.startsWith('{"type":"reply"')) {
+        const reply = JSON.parse(m) as { id: number, result?: { offset?: number } }
+        const room = this.roomOfId.get(reply.id)
+        this.roomOfId.delete(reply.id)
+        if (room !== undefined && typeof reply.result?.offset === 'number') this.acked[room] = Math.max(this.acked[room]!, reply.result.offset)
+      } else if (m.startsWith('{"type":"error"')) {
+        const error = JSON.parse(m) as { id?: number, error?: { code?: string } }
+        if (error.id !== undefined) this.roomOfId.delete(error.id)
+        const code = error.error?.code ?? 'unknown'
+        this.refused[code] = (this.refused[code] ?? 0) + 1
       }
-      if (sent >= STEADY_RATE * seconds) {
-        clearInterval(timer)
-        resolve()
-      }
-    }, tickMs)
-  })
-  await sleep(1000)
-  for (const p of publishers) p.close()
-  return { sent, refused }
+    })
+    socket.onClose(() => {
+      if (this.sockets[k] === socket) this.sockets[k] = null
+      this.reopenLater(k)
+    })
+    this.sockets[k] = socket
+  }
+
+  private reopenLater (k: number): void {
+    if (this.stopped) return
+    const urls = this.urls()
+    setTimeout(() => { if (!this.stopped) void this.open(k, urls[Math.floor(Math.random() * urls.length)]!) }, 500 + Math.random() * 1000)
+  }
+}
+
+/** Every worker's storm report, merged. */
+async function stormReports (workers: ChildProcess[]): Promise<StormReport[]> {
+  return await Promise.all(workers.map(async (w) => {
+    const answer = next(w, 'storm')
+    w.send({ type: 'storm-report' } satisfies ParentMessage)
+    return (await answer).report
+  }))
+}
+
+/** The time by which `share` of `lost` connections were back, from sorted times; null when fewer came back. */
+function backBy (sorted: number[], lost: number, share: number): number | null {
+  const needed = Math.ceil(lost * share)
+  if (needed === 0) return 0
+  return sorted.length >= needed ? sorted[needed - 1]! : null
+}
+
+/**
+ * One reconnect storm under the steady load: the node(s) restarted as `kind` says, every client
+ * reconnecting as the SDK does; done when every lost connection is back (or STORM_WITHIN_MS
+ * after the last node is ready). Then the publisher stops, and each room's lowest offset among
+ * its subscribers is compared with the highest acknowledged one.
+ */
+async function runStorm (kind: StormKind, servers: SwitchboardCluster, workers: ChildProcess[]): Promise<StormResult> {
+  const publisher = new SteadyPublisher(() => servers.urls, servers.token)
+  await publisher.start()
+  await sleep(2000)
+  const t0 = nowMs()
+  for (const w of workers) w.send({ type: 'storm-start', t0 } satisfies ParentMessage)
+  // CPU of every node process seen during the storm (a restarted node's from its start), and the peak of their summed RSS.
+  const cpu = new Map<number, { first: number, last: number }>()
+  for (const pid of servers.pids) {
+    const sample = sampleProcess(pid)
+    cpu.set(pid, { first: sample.cpuSeconds, last: sample.cpuSeconds })
+  }
+  let peakRssBytes = 0
+  const sampler = setInterval(() => {
+    let rss = 0
+    for (const pid of servers.pids) {
+      try {
+        const sample = sampleProcess(pid)
+        rss += sample.rssBytes
+        const seen = cpu.get(pid)
+        if (seen === undefined) cpu.set(pid, { first: 0, last: sample.cpuSeconds })
+        else seen.last = sample.cpuSeconds
+      } catch { /* exited, or not started yet */ }
+    }
+    peakRssBytes = Math.max(peakRssBytes, rss)
+  }, 500)
+  try {
+    const restarting = kind === 'rolling' ? servers.urls.map((_, i) => i) : [0]
+    for (const i of restarting) await servers.restart(i, kind === 'kill' ? 'SIGKILL' : 'SIGTERM')
+    const readyAfterMs = Math.round(nowMs() - t0)
+    log(`${kind}: ${restarting.length} node(s) restarted, ready ${readyAfterMs} ms after the first signal`)
+    const deadline = Date.now() + STORM_WITHIN_MS
+    let reports = await stormReports(workers)
+    while (Date.now() < deadline) {
+      const lost = reports.reduce((sum, r) => sum + r.lost, 0)
+      const back = reports.reduce((sum, r) => sum + r.back, 0)
+      if (lost > 0 && back >= lost) break
+      await sleep(1000)
+      reports = await stormReports(workers)
+    }
+    await publisher.stop(2000)
+    reports = await stormReports(workers)
+    const sum = (f: (r: StormReport) => number): number => reports.reduce((total, r) => total + f(r), 0)
+    const merge = (f: (r: StormReport) => Record<string, number>): Record<string, number> => {
+      const out: Record<string, number> = {}
+      for (const r of reports) for (const [k, n] of Object.entries(f(r))) out[k] = (out[k] ?? 0) + n
+      return out
+    }
+    const backMs = reports.flatMap(r => r.backMs).sort((a, b) => a - b)
+    const lost = sum(r => r.lost)
+    // A room's subscribers that never reached its last acknowledged offset lost the difference.
+    let behind = 0
+    for (let room = 0; room < ROOMS; room++) {
+      const lowest = Math.min(...reports.map(r => r.lowestOffset[room]!).filter(o => o >= 0))
+      if (Number.isFinite(lowest) && publisher.acked[room]! > lowest) behind += publisher.acked[room]! - lowest
+    }
+    const after = (ms: number | null): number | null => ms === null ? null : Math.max(0, ms - readyAfterMs)
+    const p99BackMs = backBy(backMs, lost, 0.99)
+    const allBackMs = backBy(backMs, lost, 1)
+    const backPerSecond = new Array<number>(Math.ceil((backMs.at(-1) ?? 0) / 1000) + 1).fill(0)
+    for (const ms of backMs) backPerSecond[Math.floor(ms / 1000)]!++
+    return {
+      kind,
+      readyAfterMs,
+      lost,
+      back: backMs.length,
+      p99BackMs,
+      allBackMs,
+      p99AfterReadyMs: after(p99BackMs),
+      allAfterReadyMs: after(allBackMs),
+      backPerSecond,
+      refused: merge(r => r.refused),
+      terminal: merge(r => r.terminal),
+      lostMessages: sum(r => r.gaps) + behind,
+      gaps: sum(r => r.gaps),
+      behind,
+      duplicates: sum(r => r.duplicates),
+      notRecovered: sum(r => r.notRecovered),
+      published: publisher.sent,
+      peakRssBytes,
+      cpuSeconds: Math.round([...cpu.values()].reduce((total, c) => total + c.last - c.first, 0) * 100) / 100
+    }
+  } finally {
+    clearInterval(sampler)
+    await publisher.stop(0)
+  }
 }
 
 export async function runCapacitySetup (s: CapacitySetup): Promise<CapacityResult> {
@@ -306,7 +503,11 @@ export async function runCapacitySetup (s: CapacitySetup): Promise<CapacityResul
     }
 
     for (const w of workers) w.send({ type: 'steady-start' } satisfies ParentMessage)
-    const { sent, refused } = await steadyLoad(servers, s.steadySeconds)
+    const publisher = new SteadyPublisher(() => servers.urls, servers.token)
+    await publisher.start()
+    await sleep(s.steadySeconds * 1000)
+    await publisher.stop()
+    const { sent, refused } = publisher
     const latency = build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 })
     for (const w of workers) {
       const answer = next(w, 'steady')
@@ -315,6 +516,13 @@ export async function runCapacitySetup (s: CapacitySetup): Promise<CapacityResul
     }
     const steady = { messagesPerS: STEADY_RATE, sent, refused, latencyMs: percentiles(latency) }
     log(`steady ${STEADY_RATE}/s: p50 ${steady.latencyMs.p50} ms, p99 ${steady.latencyMs.p99} ms over ${steady.latencyMs.count} deliveries${Object.keys(refused).length > 0 ? `, refused ${JSON.stringify(refused)}` : ''}`)
+
+    const storms: StormResult[] = []
+    for (const kind of s.storms) {
+      const storm = await runStorm(kind, servers, workers)
+      storms.push(storm)
+      log(`${kind}: ${storm.back}/${storm.lost} back, 99 % ${storm.p99AfterReadyMs} ms and all ${storm.allAfterReadyMs} ms after ready; ${storm.lostMessages} lost (${storm.gaps} skipped, ${storm.behind} behind), ${storm.duplicates} duplicated, ${storm.notRecovered} not recovered; refused ${JSON.stringify(storm.refused)}`)
+    }
 
     const closedEarly: Record<string, number> = {}
     await Promise.all(workers.map(async (w) => {
@@ -335,6 +543,7 @@ export async function runCapacitySetup (s: CapacitySetup): Promise<CapacityResul
       idleCpuPercentPer20k: Math.round(idleCpuPercentPer20k * 100) / 100,
       broadcast,
       steady,
+      storms,
       closedEarly,
       raised: Object.fromEntries(Object.entries(raise).map(([k, v]) => [k, `${v.value}: ${v.why}`]))
     }
@@ -364,14 +573,32 @@ export function capacityMarkdown (results: CapacityResult[]): string {
       `- Broadcast to all: the last delivery ${r.broadcast.lastDeliveryMs.join(', ')} ms after the HTTP publish (target ≤ 1,000 ms: ${worst <= 1000 ? 'met' : 'missed'}), delivered ${r.broadcast.delivered.join(', ')}; server CPU ${r.broadcast.cpuSeconds.join(', ')} s.`,
       `- Steady ${r.steady.messagesPerS.toLocaleString('en-US')} messages/s (1 per room per second): p50 ${r.steady.latencyMs.p50} ms, p99 **${r.steady.latencyMs.p99} ms** (target ≤ 50 ms: ${(r.steady.latencyMs.p99 ?? Infinity) <= 50 ? 'met' : 'missed'}) over ${r.steady.latencyMs.count.toLocaleString('en-US')} deliveries; refused: ${Object.keys(r.steady.refused).length === 0 ? 'none' : JSON.stringify(r.steady.refused)}.`,
       `- RSS per connection at the end: ${kb(rssLast)} (target ≤ 6 KB: ${rssLast <= 6000 ? 'met' : 'missed'}).`,
-      `- Connections closed by the server during the run: ${Object.keys(r.closedEarly).length === 0 ? 'none' : JSON.stringify(r.closedEarly)}.`, '')
+      `- Connections closed by the server for good during the run: ${Object.keys(r.closedEarly).length === 0 ? 'none' : JSON.stringify(r.closedEarly)}.`, '')
   }
+  lines.push('### Reconnect storm', '',
+    'On the capacity scenario\'s connections, under its steady load (1 message/s per room): node 0 drained (SIGTERM: its jittered `reconnect` push, then 1012), node 0 killed (SIGKILL: no drain), and every node drained in turn (rolling); each restarted on its port and store. Every client reconnects as the SDK does (the push\'s delay, else full-jitter backoff from 0.5 s; to any node) and resubscribes with `since`; each offset is checked. Times are after the (last) restarted node was ready; target: 99 % back within 30 s, nothing lost.', '',
+    '| Set-up | Storm | Node(s) ready after | Lost connections | Back | 99 % back | All back | Messages lost | Duplicated | Not recovered | Refused handshakes | Peak RSS (nodes) | Server CPU |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|')
+  for (const r of results) {
+    for (const st of r.storms) {
+      const refused = Object.entries(st.refused).map(([why, n]) => `${why} ${n}`).join(', ') || 'none'
+      lines.push(`| ${r.setup.title} | ${st.kind} | ${(st.readyAfterMs / 1000).toFixed(1)} s | ${st.lost.toLocaleString('en-US')} | ${st.back.toLocaleString('en-US')} | ${st.p99AfterReadyMs === null ? 'never' : `${(st.p99AfterReadyMs / 1000).toFixed(1)} s`} | ${st.allAfterReadyMs === null ? 'never' : `${(st.allAfterReadyMs / 1000).toFixed(1)} s`} | ${st.lostMessages} | ${st.duplicates} | ${st.notRecovered} | ${refused} | ${(st.peakRssBytes / 2 ** 20).toFixed(0)} MiB | ${st.cpuSeconds} s |`)
+    }
+  }
+  lines.push('', 'Connections back per second after the first signal (the drain spreads them over its window):', '')
+  for (const r of results) {
+    for (const st of r.storms) lines.push(`- ${r.setup.title}, ${st.kind}: ${st.backPerSecond.join(' ')}`)
+  }
+  lines.push('')
   return lines.join('\n')
 }
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, json: { type: 'string' } } })
-  const chosen = setups(values.quick).filter(s => values.only === undefined || s.name === values.only)
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, storms: { type: 'string' }, json: { type: 'string' } } })
+  const storms = values.storms?.split(',').filter(Boolean) as StormKind[] | undefined
+  const chosen = setups(values.quick)
+    .filter(s => values.only === undefined || s.name === values.only)
+    .map(s => storms === undefined ? s : { ...s, storms: s.storms.filter(k => storms.includes(k)) })
   const results: CapacityResult[] = []
   for (const s of chosen) results.push(await runCapacitySetup(s))
   if (values.json !== undefined) {
