@@ -97,6 +97,8 @@ export const EnvSchema = Type.Object({
   HISTORY_MEMORY_BYTES: Type.Integer({ minimum: 1_048_576, default: 268_435_456, description: 'Bytes of history the in-memory engine keeps for all rooms together; past it the oldest publications of the largest rooms go' }),
   HISTORY_ROOM_BYTES: Type.Integer({ minimum: 65_536, default: 8_388_608, description: 'Bytes of history one room keeps (either engine); past it its oldest publications go' }),
   HISTORY_PAGE_BYTES: Type.Integer({ minimum: 65_536, default: 1_048_576, description: 'Bytes of publications one history page (or recovery) carries at most' }),
+  BROADCAST_MAX_ROOMS: Type.Integer({ minimum: 1, maximum: 1000, default: 100, description: 'Rooms one POST /broadcast may publish to' }),
+  NODE_REPORT_INTERVAL_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000, description: 'How often each node reports its figures (GET /admin/nodes); a node silent for three intervals is dropped' }),
   MAX_ROOMS_PER_USER: Type.Integer({ minimum: 1, default: 50, description: 'Rooms an ordinary user may have created (and not deleted); admins are exempt' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
   // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
@@ -206,6 +208,8 @@ export interface Config {
   }
   /** Rooms an ordinary user may have created; admins are exempt. */
   maxRoomsPerUser: number
+  /** The server API for backends (docs/api.md): rooms per broadcast, and how often nodes report. */
+  serverApi: { broadcastMaxRooms: number, nodeReportIntervalMs: number }
   /** The Redis engine (scale-out); null: the in-memory engine of this process. */
   redis: {
     url: string
@@ -434,6 +438,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
     history: { store: historyStore(env), memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
     maxRoomsPerUser: env.MAX_ROOMS_PER_USER,
+    serverApi: { broadcastMaxRooms: env.BROADCAST_MAX_ROOMS, nodeReportIntervalMs: env.NODE_REPORT_INTERVAL_MS },
     redis: env.REDIS_URL === undefined
       ? null
       : {

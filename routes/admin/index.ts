@@ -7,8 +7,8 @@ import { createRateMeter } from '../../src/realtime/metrics.js'
 
 /** Operator tools (admins only): open connections (list, kick with close code 4503) and headline stats. */
 const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.addHook('onRequest', app.requireAdmin)
-  const security: Security = [{ bearerAuth: [] }]
+  app.addHook('onRequest', app.requireServerApi)
+  const security: Security = [{ bearerAuth: [] }, { apiKey: [] }]
   // Rates from the same counters as /metrics, in JSON for the web app's admin page: parsing the
   // Prometheus text in a browser would be more code for the same numbers.
   const rates = createRateMeter(() => app.metrics.totals())

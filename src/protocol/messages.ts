@@ -223,7 +223,8 @@ export const UNSUBSCRIBE_REASONS = {
   banned: 'You were banned from the room',
   room_deleted: 'The room was deleted',
   forbidden: 'You may no longer read this room (e.g. it became private)',
-  resubscribe: 'The server lost continuity for this subscription: subscribe again with `since` to recover'
+  resubscribe: 'The server lost continuity for this subscription: subscribe again with `since` to recover',
+  server: 'The application\'s backend or an administrator ended the subscription (server API)'
 } as const
 export type UnsubscribeReason = keyof typeof UNSUBSCRIBE_REASONS
 

@@ -5,8 +5,11 @@ import { Admission, type AdmissionRefusal } from './admission.js'
 import type { Authorizer } from './authorizer.js'
 import { ClusterControl, type RevocationHost } from './cluster-control.js'
 import { Connection, principalId, type ConnectionDescription, type ConnectionHost, type ConnectionMeta } from './connection.js'
-import { payloadOf, type Engine, type HistoryQuery, type HistoryResult, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
-import { RealtimeError, viaEngine } from './errors.js'
+import { payloadOf, type Engine, type HistoryQuery, type HistoryResult, type NodeReport, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
+import { RealtimeError, toRealtimeError, viaEngine } from './errors.js'
+import type { RoomGrant } from './authorizer.js'
+import { NodeReports, type ReportedNode } from './node-reports.js'
+import { RoomCensus, type Census } from './room-census.js'
 import { Hub, type ConnectionFilter } from './hub.js'
 import type { RealtimeLimits } from './limits.js'
 import type { Logger } from './logger.js'
@@ -20,6 +23,14 @@ import type { PrepareFrame, Transport } from './transport.js'
 export type { AdmissionRefusal } from './admission.js'
 export type { RevocationHost } from './cluster-control.js'
 export type { ConnectionFilter } from './hub.js'
+export type { ReportedNode } from './node-reports.js'
+export type { Census } from './room-census.js'
+
+/** One room's outcome of a broadcast: its position, or the error of the table it met. */
+export type BroadcastOutcome = { room: string, position: PublishResult } | { room: string, error: RealtimeError }
+
+/** What the host process knows of itself for the node reports; the node adds its id, connections and rooms. */
+export type HostFigures = Omit<NodeReport, 'id' | 'reportedAt' | 'eventLoopDelayMs' | 'connections' | 'rooms'>
 
 /** The deadline sweep runs every quarter of the shortest deadline, within these bounds. */
 const MIN_SWEEP_MS = 10
@@ -32,6 +43,14 @@ export interface NodeDeps {
   verifyToken: (token: string) => Promise<UserPrincipal>
   /** Absent: no session or account revocation reaches the sockets (tests of the bare core). */
   revocation?: RevocationHost
+  /**
+   * A room's settings for the server API, which acts for the server itself (its caller was
+   * checked at the HTTP edge): throws `not_found` for a room that does not exist. Absent:
+   * every room exists with these defaults (tests of the bare core).
+   */
+  roomSettings?: (room: string) => Promise<RoomGrant>
+  /** Node reports every `intervalMs` (node-reports.ts); absent: none (tests of the bare core). */
+  reports?: { intervalMs: number, figures: () => HostFigures }
   prepareFrame: PrepareFrame
   limits: RealtimeLimits
   /**
@@ -69,6 +88,22 @@ export interface RealtimeNode {
   kick(connectionId: string): Promise<'local' | 'forwarded' | null>
   /** Closes every connection of a user with 4503 on every node; how many were here. */
   kickUser(userId: string): Promise<number>
+  /**
+   * The server API: publishes one payload to each room, as `from`, without a per-principal
+   * grant (the caller holds the admin role or scope); each room is numbered on its own, so the
+   * outcome is per room, in the order asked.
+   */
+  broadcast(from: Principal, rooms: string[], payload: Payload, idempotencyKey?: string): Promise<BroadcastOutcome[]>
+  /** Ends a user's subscriptions to a room (`unsubscribed`, reason `server`) on every node; how many here. */
+  unsubscribeUser(userId: string, room: string): Promise<number>
+  /** Counts of a room's presence across the cluster (connections, distinct users), no lists; `not_found` for no such room. */
+  roomStats(room: string): Promise<{ connections: number, users: number }>
+  /** The rooms with subscribers across the cluster (room-census.ts). */
+  activeRooms(prefix: string): Promise<Census>
+  /** The live nodes of the cluster from their reports (this one alone on the in-memory engine). */
+  nodes(): ReportedNode[]
+  /** This node's id in the reports and on the control channel. */
+  readonly nodeId: string
   /** Closes every connection of a revoked API key on every node; how many were here. */
   kickApiKey(keyId: string): number
   /** Closes the sessions' sockets (4001) on every node and denies them there until `until`. */
@@ -121,6 +156,32 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
   const authorizer = new RoomAuthorizer({ authorize: deps.authorize, cacheMs: limits.authorizationCacheMs ?? 0, metrics, log, now })
   const presence = new RoomPresence(engine.presence, engine.broker, log, now)
   const control = new ClusterControl({ engine, hub, authorizer, ...(deps.revocation === undefined ? {} : { revocation: deps.revocation }), log })
+  const roomSettings = deps.roomSettings ?? (async (): Promise<RoomGrant> => ({ stream: { historySize: 100, historyTtlSeconds: 3600 }, presenceEvents: true }))
+  const reportConfig = deps.reports
+  const reports = reportConfig === undefined
+    ? null
+    : new NodeReports({
+      nodeId: control.nodeId,
+      intervalMs: reportConfig.intervalMs,
+      figures: () => ({ ...reportConfig.figures(), connections: hub.size, rooms: hub.roomCount }),
+      ...(control.clustered ? { publish: async (report: NodeReport) => { await control.send({ type: 'node_report', report }) } } : {}),
+      log,
+      now
+    })
+  const census = new RoomCensus({
+    nodeId: control.nodeId,
+    local: () => hub.roomSizes(),
+    send: async (message) => await control.send(message),
+    peers: () => reports?.peers() ?? 0
+  })
+  control.listen((message) => {
+    switch (message.type) {
+      case 'node_report': reports?.receive(message.report); return
+      case 'rooms_query': census.query(message, message.node); return
+      case 'rooms_answer': census.answer(message)
+    }
+  })
+  reports?.start()
 
   // One timer for every connection's deadlines (heartbeat, idle, token expiry) instead of
   // three per connection: a handshake creates no timer, an inbound frame only moves a number,
@@ -236,6 +297,39 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     kick: (connectionId) => control.kick(connectionId),
     kickUser: (userId) => control.kickUser(userId),
     kickApiKey: (keyId) => control.kickApiKey(keyId),
+
+    async broadcast (from, rooms, payload, idempotencyKey) {
+      const publisher = { id: principalId(from) }
+      const ts = now()
+      return await Promise.all(rooms.map(async (room): Promise<BroadcastOutcome> => {
+        try {
+          const { stream } = await roomSettings(room)
+          const position = await viaEngine(log, () => engine.broker.publish(room, {
+            ...payloadOf(payload),
+            from: publisher,
+            ts,
+            ...(idempotencyKey === undefined ? {} : { idempotencyKey })
+          }, stream))
+          return { room, position }
+        } catch (err) {
+          // An error of the table stays this room's answer; anything else is a bug and fails the call.
+          return { room, error: toRealtimeError(err) }
+        }
+      }))
+    },
+
+    unsubscribeUser: (userId, room) => control.unsubscribeUser(userId, room),
+
+    async roomStats (room) {
+      await roomSettings(room)
+      const { users, connections } = await presence.get(room)
+      return { connections, users: users.length }
+    },
+
+    activeRooms: (prefix) => census.gather(prefix),
+    nodes: () => reports?.list() ?? [],
+    nodeId: control.nodeId,
+
     revokeSessions: (userId, sessionIds, until) => control.revokeSessions(userId, sessionIds, until),
     closeAccount: (userId) => control.closeAccount(userId),
     applyRoomChange: (change) => control.applyRoomChange(change),
@@ -277,6 +371,8 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       admission.draining = true
       clearInterval(sweep)
       control.close()
+      reports?.close()
+      census.close()
       for (const connection of [...hub.all()]) connection.terminate()
     }
   }
