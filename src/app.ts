@@ -29,6 +29,7 @@ import roomRoutes from '../routes/rooms/index.js'
 import userRoutes from '../routes/users/index.js'
 import wsRoutes from '../routes/ws/index.js'
 import adminRoutes from '../routes/admin/index.js'
+import broadcastRoutes from '../routes/broadcast/index.js'
 import metricsRoutes from '../routes/metrics/index.js'
 import docsRoutes from '../routes/docs/index.js'
 import webPlugin from '../plugins/web.js'
@@ -98,6 +99,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(roomRoutes, { prefix: '/rooms' })
   await app.register(userRoutes, { prefix: '/users' })
   await app.register(adminRoutes, { prefix: '/admin' })
+  await app.register(broadcastRoutes)
   await app.register(wsRoutes)
   await app.register(metricsRoutes, { prefix: '/metrics' })
   await app.register(docsRoutes, { prefix: '/docs' })
