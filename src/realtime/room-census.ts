@@ -27,13 +27,15 @@ export interface Census {
 
 type Answer = Omit<Extract<ControlMessage, { type: 'rooms_answer' }>, 'node'>
 type Query = Omit<Extract<ControlMessage, { type: 'rooms_query' }>, 'node'>
+/** What a census sends on the control channel (the control adds the sender's `node`). */
+export type CensusMessage = Query | Answer
 
 export interface RoomCensusOptions {
   nodeId: string
   /** This node's rooms with their subscriber counts. */
   local: () => Iterable<[string, number]>
   /** Sends on the control channel; false when it could not (a single node, or Redis down). */
-  send: (message: Query | Answer) => Promise<boolean>
+  send: (message: CensusMessage) => Promise<boolean>
   /** How many other nodes should answer (from the node reports). */
   peers: () => number
   timeoutMs?: number
