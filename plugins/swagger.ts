@@ -10,7 +10,7 @@ export default fp(async (app) => {
       openapi: '3.1.0',
       info: {
         title: 'Switchboard',
-        description: 'REST API of the Switchboard real-time server: auth, rooms, members, API keys, health.',
+        description: 'REST API of the Switchboard real-time server: auth, rooms, members, API keys, the server API for backends, health.',
         version: APP_VERSION
       },
       tags: [

@@ -82,6 +82,15 @@ describe('room census', () => {
     census.answer({ type: 'rooms_answer', id: query.id, to: 'self', rooms: [['late', 1]], truncated: false })
   })
 
+  it('refuses a census beyond the bound in flight (rate_limited), and close ends the waiting ones', async () => {
+    const census = new RoomCensus({ nodeId: 'self', local: () => [], send: async () => true, peers: () => 1, timeoutMs: 60_000 })
+    const waiting = Array.from({ length: 32 }, async () => await census.gather(''))
+    await new Promise(resolve => setImmediate(resolve))
+    await assert.rejects(census.gather(''), (err: Error & { protocolCode?: string }) => err.protocolCode === 'rate_limited')
+    census.close()
+    for (const result of await Promise.all(waiting)) assert.equal(result.partial, true)
+  })
+
   it('answers another node\'s query with its own rooms under the prefix, the busiest MAX_ROOMS_PER_ANSWER', () => {
     const sent: Sent[] = []
     const local: Array<[string, number]> = Array.from({ length: MAX_ROOMS_PER_ANSWER + 1 }, (_, i) => [`r${i}`, i])
