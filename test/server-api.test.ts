@@ -147,7 +147,7 @@ describe('server API on the in-memory engine', () => {
   })
 
   it('lists the active rooms with subscriber counts, by prefix, and this node as the one node', async (t) => {
-    const { srv, admin, alice, bob } = await fixture(t)
+    const { srv, admin, alice, bob } = await fixture(t, { NODE_REPORT_INTERVAL_MS: '200' })
     await subscribed(t, srv, alice, 'news', 'sport')
     await subscribed(t, srv, bob, 'news')
 
