@@ -137,6 +137,7 @@ export default fp(async (app) => {
       authorizationCacheMs: ws.authorizationCacheMs
     },
     metrics,
+    hooks: app.backendHooks,
     log: app.log.child({ component: 'realtime' })
   })
   app.decorate('realtime', node)
@@ -159,7 +160,7 @@ export default fp(async (app) => {
     node.close()
     await engine.close()
   })
-}, { name: 'realtime', dependencies: ['config', 'store', 'redis', 'auth', 'rooms', 'shutdown', 'metrics'] })
+}, { name: 'realtime', dependencies: ['config', 'store', 'redis', 'auth', 'rooms', 'shutdown', 'metrics', 'hooks'] })
 
 /**
  * HISTORY_STORE=sqlite: the durable store under the in-memory engine, on the store's own

@@ -20,6 +20,7 @@ import storePlugin from '../plugins/store.js'
 import authPlugin from '../plugins/auth.js'
 import roomsPlugin from '../plugins/rooms.js'
 import metricsPlugin from '../plugins/metrics.js'
+import hooksPlugin from '../plugins/hooks.js'
 import realtimePlugin from '../plugins/realtime.js'
 import websocketPlugin from '../plugins/websocket.js'
 import healthRoutes from '../routes/health/index.js'
@@ -89,6 +90,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(authPlugin)
   await app.register(roomsPlugin)
   await app.register(metricsPlugin)
+  await app.register(hooksPlugin)
   await app.register(realtimePlugin)
   await app.register(websocketPlugin)
 

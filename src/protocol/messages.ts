@@ -157,7 +157,11 @@ export const WelcomeFrameSchema = Type.Object({
   type: Type.Literal('welcome'),
   protocol: Type.Union(PROTOCOL_VERSIONS.map(version => Type.Literal(version)), { description: 'The subprotocol, and so the codec, of this connection' }),
   connectionId: Type.String(),
-  user: Type.Object({ id: Type.String(), role: Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('apiKey')]) }),
+  user: Type.Object({
+    id: Type.String(),
+    role: Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('apiKey')]),
+    info: Type.Optional(Type.Unknown({ description: 'What the application backend\'s connect hook attached to this connection (docs/integration.md#hooks)' }))
+  }),
   heartbeatMs: Type.Integer(),
   limits: LimitsSchema,
   tokenExpiresAt: Type.Union([Type.Integer({ description: 'Epoch milliseconds' }), Type.Null()])

@@ -14,6 +14,7 @@ import { Hub, type ConnectionFilter } from './hub.js'
 import type { RealtimeLimits } from './limits.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
+import { NO_ROOM_HOOKS, type HookConnection, type RoomHooks } from './room-hooks.js'
 import { RoomAuthorizer } from './room-authorizer.js'
 import { RoomPresence } from './room-presence.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
@@ -61,6 +62,8 @@ export interface NodeDeps {
   metrics: RealtimeMetrics
   log: Logger
   now?: () => number
+  /** The application backend's hooks (src/hooks); absent: none. */
+  hooks?: RoomHooks
 }
 
 /** What the rest of the server (plugins, routes) may do with a real-time node. */
@@ -130,6 +133,7 @@ export interface RealtimeNode {
  */
 export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
   const { engine, limits, metrics, log, prepareFrame } = deps
+  const hooks = deps.hooks ?? NO_ROOM_HOOKS
   const now = deps.now ?? Date.now
   let drainDone: Promise<void> | undefined
 
@@ -154,7 +158,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     log
   })
   const authorizer = new RoomAuthorizer({ authorize: deps.authorize, cacheMs: limits.authorizationCacheMs ?? 0, metrics, log, now })
-  const presence = new RoomPresence(engine.presence, engine.broker, log, now)
+  const presence = new RoomPresence(engine.presence, engine.broker, log, now, hooks)
   const control = new ClusterControl({ engine, hub, authorizer, ...(deps.revocation === undefined ? {} : { revocation: deps.revocation }), log })
   const roomSettings = deps.roomSettings ?? (async (): Promise<RoomGrant> => ({ stream: { historySize: 100, historyTtlSeconds: 3600 }, presenceEvents: true }))
   const reportConfig = deps.reports
@@ -215,12 +219,16 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
         throw new RealtimeError('rate_limited', `Over this user's publish rate; retry in ${decision.retryAfterMs} ms`, decision.retryAfterMs)
       }
       const { stream } = await authorizer.authorize(principal, room, 'publish')
-      return await viaEngine(log, () => engine.broker.publish(room, {
-        ...payloadOf(payload),
+      // After the room's own grant: the backend is asked only about publishes the room allows.
+      const published = await hooks.publish(principal, room, payload)
+      const result = await viaEngine(log, () => engine.broker.publish(room, {
+        ...payloadOf(published),
         from: { id: principalId(principal) },
         ts: now(),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey })
       }, stream))
+      hooks.published(principal, room, published, result)
+      return result
     },
 
     async history (principal, room, query) {
@@ -233,14 +241,16 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       return await presence.get(room)
     },
 
+    subscribeHook: (connection, room) => hooks.subscribe(connection.principal, room, hookConnection(connection)),
     joinRoom: (connection, room) => hub.join(connection, room),
     leaveRoom: (connection, room) => hub.leave(connection, room),
     presenceJoin: (room, connectionId, userId, announce) => presence.join(room, connectionId, userId, announce),
     presenceLeave: (room, connectionId, userId, announce) => presence.leave(room, connectionId, userId, announce),
 
-    unregister (connection) {
+    unregister (connection, code) {
       if (!hub.remove(connection)) return
       admission.release(connection.principal, connection.meta.ip, connection.id)
+      hooks.disconnected(connection.principal, hookConnection(connection), code)
     }
   }
 
@@ -376,4 +386,10 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       for (const connection of [...hub.all()]) connection.terminate()
     }
   }
+}
+
+/** A connection as the hooks describe it to the backend. */
+function hookConnection (connection: Connection): HookConnection {
+  const { info } = connection.meta
+  return info === undefined ? { id: connection.id, ip: connection.meta.ip } : { id: connection.id, ip: connection.meta.ip, info }
 }
