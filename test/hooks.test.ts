@@ -1,6 +1,9 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { sample, wsConnect, type TestApp } from './helper.js'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { build, sample, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type TestApp } from './helper.js'
+import { deleteRedisKeys } from '../support/redis.js'
 import { assertCommandError, assertErrorBody, assertReply, commandFixture, refusal, waitFor } from './ws-support.js'
 import { closedPort, HOOKS_SECRET, hooksEnv, startBackend } from './hook-backend.js'
 
@@ -218,5 +221,36 @@ describe('hooks to the application backend', () => {
     holding = false
     backend.release()
     await waitFor(() => backend.of('published').length === 3, 'the queued events to be delivered')
+  })
+})
+
+describe('hooks on the Redis engine, two nodes', () => {
+  it('join and leave follow cluster-wide presence; a publication replaced on one node reaches the other; published comes once, from the publishing node', async (t) => {
+    const skip = await skipUnlessRedis()
+    if (skip !== false) return t.skip(skip)
+    const backend = await startBackend(t, call => call.hook === 'publish' ? { data: { replaced: call.body.data } } : {})
+    const prefix = `sbhooks:${randomBytes(6).toString('hex')}:`
+    t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
+    const env = hooksEnv(backend.url, 'publish,published,join,leave', { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix, DATABASE_URL: `sqlite:${join(tempDir(t), 'shared.db')}` })
+    const a = await build(t, { env })
+    const b = await build(t, { env })
+    const alice = await a.userToken('alice')
+    const bob = await a.userToken('bob')
+    assert.equal((await a.request('POST', '/rooms', { token: alice, body: { id: 'arena' } })).status, 201)
+
+    const onA = await wsConnect(t, a, { token: bob })
+    const onB = await wsConnect(t, b, { token: await b.login('bob') })
+    assertReply(await onA.command({ type: 'subscribe', room: 'arena' }))
+    assertReply(await onB.command({ type: 'subscribe', room: 'arena' }))
+    assert.equal((await a.request('POST', '/rooms/arena/messages', { token: alice, body: { data: 1 } })).status, 201)
+    assert.deepEqual((await onB.next(f => f.type === 'message')).data, { replaced: 1 })
+    onA.close()
+    onB.close()
+    await backend.waitFor('leave')
+    assert.equal((await a.request('POST', '/rooms/arena/messages', { token: alice, body: { data: 2 } })).status, 201)
+    const published = await backend.waitFor('published', 2)
+    assert.deepEqual(published.map(c => c.body.offset).sort(), [1, 2])
+    assert.equal(backend.of('join').length, 1, 'bob joined once, over two nodes')
+    assert.equal(backend.of('leave').length, 1, 'and left once')
   })
 })

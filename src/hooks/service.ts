@@ -128,7 +128,8 @@ export function createBackendHooks (deps: BackendHooksDeps): BackendHooks {
     }
     let posted: { bytes: Buffer, seconds: number }
     try {
-      posted = await post(hook, randomUUID(), serialise(body, data))
+      const id = randomUUID()
+      posted = await post(hook, id, serialise({ ...body, id }, data))
     } catch (err) {
       const reason = err instanceof HookCallError ? err.reason : 'unreachable'
       warn(hook, reason, err instanceof Error ? err.message : String(err))
