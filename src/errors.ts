@@ -60,7 +60,7 @@ export const ERRORS = {
   Internal: { code: 'SB_ERR_INTERNAL', status: 500, protocol: 'internal', temporary: false, message: 'Internal server error' },
   ShuttingDown: { code: 'SB_ERR_SHUTTING_DOWN', status: 503, protocol: 'unavailable', temporary: true, message: 'Server is shutting down' },
   Unavailable: { code: 'SB_ERR_UNAVAILABLE', status: 503, protocol: 'unavailable', temporary: true, message: '%s' },
-  HookUnavailable: { code: 'SB_ERR_HOOK_UNAVAILABLE', status: 503, protocol: 'unavailable', temporary: true, message: 'The application\'s backend did not answer the %s hook (%s); retry' }
+  HookUnavailable: { code: 'SB_ERR_HOOK_UNAVAILABLE', status: 503, protocol: 'unavailable', temporary: true, message: 'The application\'s backend gave no usable answer to the %s hook (%s); retry' }
 } as const satisfies Record<string, ErrorSpec>
 
 /** One row of the table. */

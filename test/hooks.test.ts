@@ -207,6 +207,17 @@ describe('hooks to the application backend', () => {
     assert.equal(backend.of('published').filter(c => c.body.room === 'news').length, 1)
   })
 
+  it('an idempotent retry that published nothing sends no second published event', async (t) => {
+    const backend = await startBackend(t)
+    // One event slot (half of 2): events leave in order, so the third publish's event is a barrier.
+    const { srv, alice } = await commandFixture(t, hooksEnv(backend.url, 'published', { HOOKS_CONCURRENCY: '2' }))
+    for (const body of [{ data: 'a', idempotencyKey: 'k-1' }, { data: 'a', idempotencyKey: 'k-1' }, { data: 'b' }]) {
+      assert.equal((await srv.request('POST', '/rooms/lobby/messages', { token: alice, body })).status, 201)
+    }
+    await waitFor(() => backend.of('published').some(c => c.body.offset === 2), 'the third publish\'s event')
+    assert.deepEqual(backend.of('published').map(c => c.body.offset), [1, 2])
+  })
+
   it('events past HOOKS_QUEUE_BYTES are dropped and counted; the queue never holds more', async (t) => {
     let holding = true
     const backend = await startBackend(t, () => holding ? 'hold' : {})

@@ -227,7 +227,8 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
         ts: now(),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey })
       }, stream))
-      hooks.published(principal, room, published, result)
+      // A retry that matched its idempotency key published nothing: the backend heard of it the first time.
+      if (!result.duplicate) hooks.published(principal, room, published, result)
       return result
     },
 

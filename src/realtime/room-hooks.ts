@@ -21,7 +21,7 @@ export interface RoomHooks {
   subscribe(principal: Principal, room: string, connection: HookConnection): Promise<void>
   /** After the grant of a publish: the payload to publish, the client's or the backend's replacement. */
   publish(principal: Principal, room: string, payload: Payload): Promise<Payload>
-  /** A publication was accepted (on the node that published it: one event per publication). */
+  /** A publication was accepted (on the node that published it: one event per publication; not for an idempotent retry's duplicate). */
   published(principal: Principal, room: string, payload: Payload, result: PublishResult): void
   /** A user's first connection in the room (cluster-wide, as presence counts it). */
   joined(room: string, userId: string): void
