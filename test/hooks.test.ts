@@ -25,24 +25,29 @@ async function metricReaches (srv: TestApp, series: string, value: number): Prom
 
 describe('hooks to the application backend', () => {
   it('signs every call; connect attaches info shown in the welcome; each hook tells the backend who, where and what', async (t) => {
-    const backend = await startBackend(t, call => call.hook === 'connect' ? { info: { plan: 'pro', name: 'Alice A.' } } : {})
-    const { srv, alice } = await commandFixture(t, hooksEnv(backend.url, ALL))
+    const backend = await startBackend(t, call => call.hook !== 'connect' ? {} : call.body.user.id === 'alice' ? { info: { plan: 'pro', name: 'Alice A.' } } : { info: null })
+    const { srv, alice, bob } = await commandFixture(t, hooksEnv(backend.url, ALL))
+    // bob watches the lobby: alice's join reaches him with her info.
+    const watcher = await wsConnect(t, srv, { token: bob })
+    assert.deepEqual(watcher.welcome.user, { id: 'bob', role: 'user' }, 'info null: none')
+    assertReply(await watcher.command({ type: 'subscribe', room: 'lobby' }))
     const ws = await wsConnect(t, srv, { token: alice, headers: { 'user-agent': 'hooks-test' } })
     assert.deepEqual(ws.welcome.user, { id: 'alice', role: 'user', info: { plan: 'pro', name: 'Alice A.' } })
 
-    const [connect] = backend.of('connect')
+    const connect = backend.of('connect').find(c => c.body.user.id === 'alice')
     assert.deepEqual(connect!.body.user, { id: 'alice', kind: 'user', role: 'user' })
     assert.equal(connect!.body.connection.id, ws.welcome.connectionId)
     assert.equal(connect!.body.connection.protocol, 'switchboard.v1')
     assert.equal(connect!.body.connection.userAgent, 'hooks-test')
 
     assertReply(await ws.command({ type: 'subscribe', room: 'lobby' }))
-    const [subscribe] = backend.of('subscribe')
+    const subscribe = backend.of('subscribe').find(c => c.body.user.id === 'alice')
     assert.equal(subscribe!.body.room, 'lobby')
     assert.deepEqual(subscribe!.body.connection, { id: ws.welcome.connectionId, ip: '127.0.0.1', info: { plan: 'pro', name: 'Alice A.' } })
-    const [join] = await backend.waitFor('join')
-    assert.deepEqual(join!.body.user, { id: 'alice' })
-    assert.equal(join!.body.room, 'lobby')
+    const join = (await backend.waitFor('join', 2)).find(c => c.body.user.id === 'alice')
+    assert.deepEqual(join!.body, { hook: 'join', id: join!.id, ts: join!.body.ts, room: 'lobby', user: { id: 'alice' } })
+    const pushed = await watcher.next(f => f.type === 'join' && f.user.id === 'alice')
+    assert.deepEqual(pushed.user, { id: 'alice', info: { plan: 'pro', name: 'Alice A.' } })
 
     const secretData = { note: 'not-for-the-info-log-4711' }
     const published = assertReply(await ws.command({ type: 'publish', room: 'lobby', data: secretData }))
@@ -54,14 +59,14 @@ describe('hooks to the application backend', () => {
 
     ws.close()
     const [leave] = await backend.waitFor('leave')
-    assert.equal(leave!.body.room, 'lobby')
+    assert.deepEqual([leave!.body.room, leave!.body.user.id], ['lobby', 'alice'])
     const [disconnect] = await backend.waitFor('disconnect')
     assert.equal(disconnect!.body.connection.id, ws.welcome.connectionId)
     assert.equal(typeof disconnect!.body.code, 'number')
 
     // Ids are unique per call; every call was verified against the secret by the backend.
     assert.equal(new Set(backend.calls.map(c => c.id)).size, backend.calls.length)
-    assert.equal(await metric(srv, 'switchboard_hook_calls_total{hook="connect",outcome="ok"}'), 1)
+    assert.equal(await metric(srv, 'switchboard_hook_calls_total{hook="connect",outcome="ok"}'), 2)
     assert.ok(!srv.logText().includes(HOOKS_SECRET), 'the secret is never logged')
     assert.ok(!srv.logText().includes(secretData.note), 'bodies are not logged')
   })
@@ -239,29 +244,34 @@ describe('hooks on the Redis engine, two nodes', () => {
   it('join and leave follow cluster-wide presence; a publication replaced on one node reaches the other; published comes once, from the publishing node', async (t) => {
     const skip = await skipUnlessRedis()
     if (skip !== false) return t.skip(skip)
-    const backend = await startBackend(t, call => call.hook === 'publish' ? { data: { replaced: call.body.data } } : {})
+    const backend = await startBackend(t, call => call.hook === 'publish' ? { data: { replaced: call.body.data } } : call.hook === 'connect' ? { info: { seat: call.body.user.id } } : {})
     const prefix = `sbhooks:${randomBytes(6).toString('hex')}:`
     t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
-    const env = hooksEnv(backend.url, 'publish,published,join,leave', { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix, DATABASE_URL: `sqlite:${join(tempDir(t), 'shared.db')}` })
+    const env = hooksEnv(backend.url, 'connect,publish,published,join,leave', { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix, DATABASE_URL: `sqlite:${join(tempDir(t), 'shared.db')}` })
     const a = await build(t, { env })
     const b = await build(t, { env })
     const alice = await a.userToken('alice')
     const bob = await a.userToken('bob')
     assert.equal((await a.request('POST', '/rooms', { token: alice, body: { id: 'arena' } })).status, 201)
 
+    // alice watches from node b: bob's join, made on node a, reaches her with his info through Redis.
+    const watcher = await wsConnect(t, b, { token: await b.login('alice') })
+    assertReply(await watcher.command({ type: 'subscribe', room: 'arena' }))
     const onA = await wsConnect(t, a, { token: bob })
     const onB = await wsConnect(t, b, { token: await b.login('bob') })
     assertReply(await onA.command({ type: 'subscribe', room: 'arena' }))
     assertReply(await onB.command({ type: 'subscribe', room: 'arena' }))
+    assert.deepEqual((await watcher.next(f => f.type === 'join' && f.user.id === 'bob')).user, { id: 'bob', info: { seat: 'bob' } })
     assert.equal((await a.request('POST', '/rooms/arena/messages', { token: alice, body: { data: 1 } })).status, 201)
     assert.deepEqual((await onB.next(f => f.type === 'message')).data, { replaced: 1 })
     onA.close()
     onB.close()
+    await watcher.next(f => f.type === 'leave' && f.user.id === 'bob')
     await backend.waitFor('leave')
     assert.equal((await a.request('POST', '/rooms/arena/messages', { token: alice, body: { data: 2 } })).status, 201)
     const published = await backend.waitFor('published', 2)
     assert.deepEqual(published.map(c => c.body.offset).sort(), [1, 2])
-    assert.equal(backend.of('join').length, 1, 'bob joined once, over two nodes')
-    assert.equal(backend.of('leave').length, 1, 'and left once')
+    assert.equal(backend.of('join').filter(c => c.body.user.id === 'bob').length, 1, 'bob joined once, over two nodes')
+    assert.equal(backend.of('leave').filter(c => c.body.user.id === 'bob').length, 1, 'and left once')
   })
 })

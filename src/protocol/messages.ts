@@ -219,7 +219,10 @@ export const MessageFrameSchema = Type.Object({
 export const PresenceEventFrameSchema = Type.Object({
   type: Type.Union([Type.Literal('join'), Type.Literal('leave')]),
   room: Type.String(),
-  user: Type.Object({ id: Type.String() })
+  user: Type.Object({
+    id: Type.String(),
+    info: Type.Optional(Type.Unknown({ description: 'On a join: what the application backend\'s connect hook attached to the connection that joined (docs/integration.md#hooks)' }))
+  })
 }, { title: 'join / leave' })
 
 export const UNSUBSCRIBE_REASONS = {

@@ -77,8 +77,8 @@ export interface ConnectionHost {
   subscribeHook(connection: Connection, room: string): Promise<void>
   joinRoom(connection: Connection, room: string): Promise<void>
   leaveRoom(connection: Connection, room: string): void
-  /** Counts the connection in the room's presence; `announce`: push a user's first join to the room. */
-  presenceJoin(room: string, connectionId: string, userId: string, announce: boolean): Promise<void>
+  /** Counts the connection in the room's presence; `announce`: push a user's first join to the room (with `info`, the connect hook's, when given). */
+  presenceJoin(room: string, connectionId: string, userId: string, announce: boolean, info?: unknown): Promise<void>
   /** Uncounts it; `announce`: push a user's last leave to the room. */
   presenceLeave(room: string, connectionId: string, userId: string, announce: boolean): void
   /** The connection closed with `code`: it leaves the node (and the backend's disconnect hook hears of it). */
@@ -370,7 +370,7 @@ export class Connection {
 
       if (this.principal.kind === 'user' && this.subscriptions.get(room) === sub) {
         sub.present = true
-        await this.node.presenceJoin(room, this.id, this.principal.userId, sub.presenceEvents)
+        await this.node.presenceJoin(room, this.id, this.principal.userId, sub.presenceEvents, this.meta.info)
       }
       return undefined
     } catch (err) {

@@ -118,7 +118,8 @@ export interface HistoryResult extends StreamPosition {
 
 /** Events carried between nodes with no offset and no history (presence changes). */
 export type RoomEvent =
-  | { type: 'join', user: { id: string } }
+  /** `info`: what the backend's connect hook attached to the connection that joined (src/realtime/room-hooks.ts). */
+  | { type: 'join', user: { id: string, info?: unknown } }
   | { type: 'leave', user: { id: string } }
 
 export interface BrokerHandler {

@@ -39,7 +39,7 @@ export interface FrameCodec {
   subscribed(id: CommandId, room: string, position: StreamPosition, recovered: boolean, publications: Publication[]): WireMessage
   error(id: CommandId | undefined, error: ProtocolError): WireMessage
   message(room: string, epoch: string, publication: Publication): WireMessage
-  presence(type: 'join' | 'leave', room: string, user: { id: string }): WireMessage
+  presence(type: 'join' | 'leave', room: string, user: { id: string, info?: unknown }): WireMessage
   unsubscribed(room: string, reason: UnsubscribeReason): WireMessage
   reconnect(retryAfterMs: number): WireMessage
   /** Reads one inbound frame of this codec's kind (text for JSON, bytes for MessagePack). */
@@ -127,7 +127,7 @@ export const msgpackCodec: FrameCodec = {
     from: { id: publication.from.id },
     ts: publication.ts
   }),
-  presence: (type, room, user) => encodeMsgpack({ type, room, user: { id: user.id } }),
+  presence: (type, room, user) => encodeMsgpack({ type, room, user: user.info === undefined ? { id: user.id } : { id: user.id, info: user.info } }),
   unsubscribed: (room, reason) => encodeMsgpack({ type: 'unsubscribed', room, reason }),
   reconnect: (retryAfterMs) => encodeMsgpack({ type: 'reconnect', reason: 'shutdown', retryAfterMs }),
   parse: (frame) => typeof frame === 'string'

@@ -245,7 +245,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     subscribeHook: (connection, room) => hooks.subscribe(connection.principal, room, hookConnection(connection)),
     joinRoom: (connection, room) => hub.join(connection, room),
     leaveRoom: (connection, room) => hub.leave(connection, room),
-    presenceJoin: (room, connectionId, userId, announce) => presence.join(room, connectionId, userId, announce),
+    presenceJoin: (room, connectionId, userId, announce, info) => presence.join(room, connectionId, userId, announce, info),
     presenceLeave: (room, connectionId, userId, announce) => presence.leave(room, connectionId, userId, announce),
 
     unregister (connection, code) {

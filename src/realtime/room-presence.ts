@@ -42,14 +42,14 @@ export class RoomPresence {
    * so no node pushes it; other nodes' answers then age out within PRESENCE_ANSWER_MS).
    * Never rejects.
    */
-  async join (room: string, connectionId: string, userId: string, announce: boolean): Promise<void> {
+  async join (room: string, connectionId: string, userId: string, announce: boolean, info?: unknown): Promise<void> {
     try {
       const first = await this.presence.add(room, connectionId, userId)
       this.answers.drop(room)
       // The backend hears of every first join, whether or not the room pushes them to its subscribers.
       if (first) this.hooks.joined(room, userId)
       if (first && announce) {
-        await this.broker.publishEvent(room, { type: 'join', user: { id: userId } })
+        await this.broker.publishEvent(room, { type: 'join', user: info === undefined ? { id: userId } : { id: userId, info } })
       }
     } catch (err) {
       // Presence is advisory: a failure must not fail the subscription it follows.
