@@ -13,6 +13,8 @@ import { createSessionDenylist } from '../src/auth/session-denylist.js'
 import { createExternalTokenVerifier, type ExternalTokenVerifier } from '../src/auth/external-token.js'
 import { routeToken } from '../src/auth/token-routing.js'
 import { hasAdminScope } from '../src/auth/scopes.js'
+import { createRoomTokenVerifier } from '../src/auth/room-token.js'
+import { roomTokenCovers, type RoomTokenOp } from '../src/auth/room-token-claims.js'
 import { credentialError, readCredentials, type AccessTokenRefusal, type CredentialRefusal, type Credentials } from '../src/auth/credentials.js'
 
 declare module '@fastify/jwt' {
@@ -43,6 +45,15 @@ declare module 'fastify' {
      * `checkAccessToken` does, an API key looked up, or why nobody (`missing`: none presented).
      */
     identify(credentials: Credentials): Promise<Principal | CredentialRefusal>
+    /**
+     * Checks a room token (src/auth/room-token.ts) for `principal`'s `op` in `room`: when it is
+     * valid, names this user, lists the op and covers the room, the time (epoch ms, clock
+     * tolerance included) past which it grants nothing. Throws SB_ERR_INVALID_ROOM_TOKEN
+     * (invalid or expired) or SB_ERR_FORBIDDEN (someone else's, another op or room, an API key).
+     * It says nothing about the room itself: the room service still asks the store (the room
+     * must exist, a ban wins).
+     */
+    checkRoomToken(token: string, principal: Principal, room: string, op: RoomTokenOp): Promise<number>
     /** onRequest hook: a user (JWT) or an API key must be presented. */
     authenticate: Hook
     /** onRequest hook: a signed-in user; API keys are refused with 403. */
@@ -166,6 +177,27 @@ export default fp(async (app) => {
     const checked = await checkAccessToken(token)
     if (typeof checked === 'string') throw new Errors.InvalidToken()
     return checked
+  })
+
+  const roomTokens = createRoomTokenVerifier({
+    secret: app.config.roomTokens.secret,
+    maxTtlSeconds: app.config.roomTokens.maxTtlSeconds,
+    clockToleranceSeconds: jwt.clockToleranceSeconds,
+    external,
+    externalUserPrefix: idp?.userPrefix ?? 'ext:',
+    externalClockToleranceSeconds: idp?.clockToleranceSeconds ?? jwt.clockToleranceSeconds
+  })
+  app.decorate('checkRoomToken', async (token: string, principal: Principal, room: string, op: RoomTokenOp): Promise<number> => {
+    if (principal.kind !== 'user') throw new Errors.Forbidden('Room tokens are for users; an API key acts by its scopes')
+    const checked = await roomTokens.verify(token)
+    if (!checked.ok) {
+      app.log.debug({ reason: checked.detail, room }, 'room token refused')
+      throw new Errors.InvalidRoomToken()
+    }
+    const { grant, toleranceSeconds } = checked
+    if (grant.userId !== principal.userId) throw new Errors.Forbidden('The room token belongs to another user')
+    if (!roomTokenCovers(grant, room, op)) throw new Errors.Forbidden(`The room token does not grant ${op} in ${room}`)
+    return (grant.expiresAt + toleranceSeconds) * 1000
   })
 
   async function identify (credentials: Credentials): Promise<Principal | CredentialRefusal> {

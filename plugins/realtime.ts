@@ -57,10 +57,11 @@ export default fp(async (app) => {
   app.decorate('realtimeEngine', engine)
   const metrics = app.realtimeMetrics
 
-  const authorize: Authorizer = async (principal, room, operation) => {
+  const authorize: Authorizer = async (principal, room, operation, basis = 'standing') => {
+    // No room token names a personal room (src/auth/room-token-claims.ts): their one rule holds.
     if (isPersonalRoom(room)) return authorizePersonal(principal, room, operation)
     try {
-      const { room: row } = await app.rooms.authorize(principal, room, operation)
+      const { room: row } = await app.rooms.authorize(principal, room, operation, basis === 'roomToken')
       return { stream: { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }, presenceEvents: row.presenceEvents }
     } catch (err) {
       const mapped = toRealtimeError(err)
@@ -103,6 +104,15 @@ export default fp(async (app) => {
     roomSettings,
     reports: { intervalMs: app.config.serverApi.nodeReportIntervalMs, figures },
     ...(app.config.publishRate === null ? {} : { publishRate: publishRateLimiter(app, app.config.publishRate) }),
+    checkRoomToken: async (token, principal, room, operation) => {
+      try {
+        return await app.checkRoomToken(token, principal, room, operation)
+      } catch (err) {
+        // The identity provider's keys could not be fetched: temporary, not a bad token.
+        if (isUnavailableError(err)) throw new UnavailableError()
+        throw err
+      }
+    },
     verifyToken: async (token) => {
       try {
         return await app.verifyAccessToken(token)

@@ -48,6 +48,8 @@ export const EnvSchema = Type.Object({
   REFRESH_TOKEN_TTL: Duration('30d'),
   ACCOUNT_CACHE_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 10_000, description: 'How long an account found active is trusted before the store is asked again; connected users are re-checked this often' }),
   REVOKED_SESSIONS_MAX: Type.Integer({ minimum: 1000, default: 100_000, description: 'Revoked sessions each node remembers until their access tokens expire' }),
+  ROOM_TOKEN_SECRET: Type.Optional(Type.String({ minLength: 1, description: 'The secret the application\'s backend signs room tokens with (HS256); at least 32 bytes, not JWT_SECRET nor IDP_HMAC_SECRET' })),
+  ROOM_TOKEN_MAX_TTL: Duration('1h'),
   ADMIN_USERNAME: Type.Optional(Type.String({ pattern: `^${USERNAME_PATTERN}$` })),
   ADMIN_PASSWORD: Type.Optional(Type.String({ minLength: 8, maxLength: 128 })),
   ALLOW_REGISTRATION: Bool('true'),
@@ -158,6 +160,11 @@ export interface Config {
   accounts: 'builtin' | 'external' | 'both'
   /** The application's identity provider (docs/integration.md); null: none configured. */
   idp: IdpConfig | null
+  /**
+   * Room tokens (docs/integration.md, "Room tokens"): the backend's HS256 secret (null: only
+   * the identity provider's keys sign them, if configured), and the longest life one may have left.
+   */
+  roomTokens: { secret: string | null, maxTtlSeconds: number }
   corsOrigins: string[]
   /** Fastify's trustProxy: false, true, a hop count, or a list of addresses/CIDRs. */
   trustProxy: boolean | number | string[]
@@ -304,6 +311,23 @@ function parseTrustProxy (value: string): Config['trustProxy'] {
 }
 
 /**
+ * ROOM_TOKEN_SECRET is a key of its own: were it JWT_SECRET or IDP_HMAC_SECRET, a token signed
+ * for one purpose would carry a valid signature for the other (the `typ` claim still tells
+ * them apart, but the keys are the first wall).
+ */
+function roomTokenSettings (env: Env, jwtSecret: string): Config['roomTokens'] {
+  const maxTtlSeconds = parseDurationSeconds(env.ROOM_TOKEN_MAX_TTL)
+  if (maxTtlSeconds < 1 || maxTtlSeconds > 86_400) throw new ConfigError('ROOM_TOKEN_MAX_TTL: must be between 1s and 24h')
+  const secret = env.ROOM_TOKEN_SECRET ?? null
+  if (secret !== null) {
+    if (Buffer.byteLength(secret) < 32) throw new ConfigError('ROOM_TOKEN_SECRET: must be at least 32 bytes')
+    if (secret === jwtSecret) throw new ConfigError('ROOM_TOKEN_SECRET: must differ from JWT_SECRET')
+    if (secret === env.IDP_HMAC_SECRET) throw new ConfigError('ROOM_TOKEN_SECRET: must differ from IDP_HMAC_SECRET')
+  }
+  return { secret, maxTtlSeconds }
+}
+
+/**
  * Development convenience: a random secret generated once and kept under DATA_DIR, so tokens
  * survive restarts. Production must configure JWT_SECRET explicitly.
  */
@@ -406,6 +430,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
   if (accounts !== 'builtin' && idp === null) throw new ConfigError(`AUTH_ACCOUNTS: ${accounts} needs the identity provider's keys (IDP_JWKS_URL, IDP_PUBLIC_KEY_FILE or IDP_HMAC_SECRET)`)
   if (accounts === 'external' && env.ADMIN_USERNAME !== undefined) throw new ConfigError('ADMIN_USERNAME: with AUTH_ACCOUNTS=external nobody signs in with a password; make admins with IDP_ADMIN_CLAIM and IDP_ADMIN_VALUE')
 
+  const roomTokens = roomTokenSettings(env, secret)
+
   return {
     env: env.NODE_ENV,
     host: env.HOST,
@@ -430,6 +456,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
     allowRegistration: env.ALLOW_REGISTRATION === 'true' || env.ALLOW_REGISTRATION === '1',
     accounts,
     idp,
+    roomTokens,
     corsOrigins: env.CORS_ORIGINS.split(',').map(s => s.trim()).filter(Boolean),
     trustProxy: parseTrustProxy(env.TRUST_PROXY),
     loginRateLimit: env.LOGIN_RATE_LIMIT,

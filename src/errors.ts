@@ -31,6 +31,7 @@ export const ERRORS = {
   Forbidden: { code: 'SB_ERR_FORBIDDEN', status: 403, protocol: 'forbidden', temporary: false, message: '%s' },
   ExternalAccountsOnly: { code: 'SB_ERR_EXTERNAL_ACCOUNTS_ONLY', status: 403, protocol: 'forbidden', temporary: false, message: 'Users sign in through the application\'s identity provider on this server (AUTH_ACCOUNTS=external): registration, password sign-in and refresh tokens are off' },
   RegistrationClosed: { code: 'SB_ERR_REGISTRATION_CLOSED', status: 403, protocol: 'forbidden', temporary: false, message: 'Registration is disabled on this server' },
+  InvalidRoomToken: { code: 'SB_ERR_INVALID_ROOM_TOKEN', status: 403, protocol: 'forbidden', temporary: false, message: 'Invalid or expired room token' },
   Banned: { code: 'SB_ERR_BANNED', status: 403, protocol: 'forbidden', temporary: false, message: 'You are banned from this room' },
   HistoryLimit: { code: 'SB_ERR_HISTORY_LIMIT', status: 403, protocol: 'forbidden', temporary: false, message: '%s' },
   RoomLimit: { code: 'SB_ERR_ROOM_LIMIT', status: 403, protocol: 'forbidden', temporary: false, message: '%s' },

@@ -10,7 +10,8 @@ import { historyJson } from '../../src/realtime/publication-frames.js'
 import { errorResponses, type Security } from '../../src/schemas/common.js'
 import { RoomParamsSchema } from '../../src/schemas/rooms.js'
 import {
-  HistoryQuerySchema, HistorySchema, PresenceSchema, PublishBodySchema, PublishBytesSchema, PublishedSchema, PublishHeadersSchema
+  HistoryQuerySchema, HistorySchema, PresenceSchema, PublishBodySchema, PublishBytesSchema, PublishedSchema, PublishHeadersSchema,
+  RoomTokenHeadersSchema
 } from '../../src/schemas/realtime.js'
 
 /** The HTTP face of the real-time core, for services, devices and curl: publish, history, presence. */
@@ -69,7 +70,7 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
     }
     // The core's errors are errors of the table (src/errors.ts): the error handler renders them.
-    const result = await app.realtime.publish(request.principal!, request.params.id, payload, idempotencyKey)
+    const result = await app.realtime.publish(request.principal!, request.params.id, payload, idempotencyKey, request.headers['x-room-token'])
     return reply.code(201).send({ epoch: result.epoch, offset: result.offset })
   })
 
@@ -80,6 +81,7 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'History: the latest publications, or those after `since` in `epoch`, in pages of at most HISTORY_PAGE_BYTES',
       security,
       params: RoomParamsSchema,
+      headers: RoomTokenHeadersSchema,
       querystring: HistoryQuerySchema,
       response: { 200: HistorySchema, ...errorResponses(400, 401, 403, 404, 503) }
     }
@@ -92,7 +94,7 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       limit,
       maxBytes: pageBytes,
       ...(since === undefined || epoch === undefined ? {} : { since: { epoch, offset: since } })
-    })
+    }, request.headers['x-room-token'])
     // Publications are JSON text already (bytes as base64 with `encoding`): the page is their
     // concatenation (HistorySchema's shape), sent as it is rather than parsed and serialised
     // again. The typed reply only knows the object form of the schema, hence the plain FastifyReply.
@@ -107,9 +109,10 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Who is subscribed to the room now (users deduplicated, plus the connection count)',
       security,
       params: RoomParamsSchema,
+      headers: RoomTokenHeadersSchema,
       response: { 200: PresenceSchema, ...errorResponses(400, 401, 403, 404, 503) }
     }
-  }, async (request) => await app.realtime.presence(request.principal!, request.params.id))
+  }, async (request) => await app.realtime.presence(request.principal!, request.params.id, request.headers['x-room-token']))
 }
 
 /**

@@ -14,8 +14,8 @@ import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'no
  * 2. signature: HMAC-SHA-256 of `header.payload` with the secret, compared in constant time;
  * 3. header: a JSON object whose `alg` is `HS256` (no other algorithm, no `none`), `typ` JWT
  *    if present, no `crit` (we understand no extension);
- * 4. claims: a JSON object with `iss` equal to the issuer, `sub` and `jti` strings, `iat` and
- *    `exp` numbers; `exp` and `nbf` (if present) checked with the clock tolerance.
+ * 4. claims: a JSON object with `iss` equal to the issuer, no `typ` (room tokens carry one),
+ *    `sub` and `jti` strings, `iat` and `exp` numbers; `exp` and `nbf` (if present) checked with the clock tolerance.
  *
  * test/access-token.test.ts checks it against fast-jwt with the same options, token by token.
  */
@@ -65,7 +65,8 @@ export function createAccessTokenVerifier (options: AccessTokenVerifierOptions):
     const header = token.slice(0, dot)
     if (header !== STANDARD_HEADER && !acceptableHeader(decodeJson(header))) return INVALID
     const claims = decodeJson(token.slice(dot + 1, signed))
-    if (claims === null || claims.iss !== issuer || typeof claims.sub !== 'string' || typeof claims.jti !== 'string' ||
+    // Our access tokens carry no `typ` claim; a room token (`typ: "room"`) is never one.
+    if (claims === null || claims.iss !== issuer || claims.typ !== undefined || typeof claims.sub !== 'string' || typeof claims.jti !== 'string' ||
         !isNumericDate(claims.iat) || !isNumericDate(claims.exp) || (claims.nbf !== undefined && !isNumericDate(claims.nbf))) {
       return INVALID
     }

@@ -3,6 +3,7 @@ import { errors, jwtVerify, type FlattenedJWSInput, type JWSHeaderParameters } f
 import type { IdpAlgorithm, IdpConfig } from '../config.js'
 import { mapExternalClaims, type ExternalUser } from './external-claims.js'
 import { createRemoteKeySet, type RemoteKeySet } from './remote-key-set.js'
+import { ROOM_TOKEN_TYPE } from './room-token-claims.js'
 
 /**
  * Verification of the access tokens of the application's identity provider, with jose (no
@@ -26,8 +27,18 @@ export interface ExternalTokenVerifier {
   readonly issuer: string
   /** The JWKS cache, when the keys come from IDP_JWKS_URL. */
   readonly keySet: RemoteKeySet | null
+  /** An access token: never one whose payload says `typ: "room"` (a room token, room-token.ts). */
   verify(token: string): Promise<ExternalTokenCheck>
+  /**
+   * The payload of any token the provider signed, checked as strictly as `verify` checks
+   * (algorithm, key, issuer, audience, `exp`) but not read: room tokens (room-token.ts) read it.
+   */
+  verifySigned(token: string): Promise<SignedPayloadCheck>
 }
+
+export type SignedPayloadCheck =
+  | { ok: true, payload: Record<string, unknown> }
+  | { ok: false, reason: 'invalid' | 'expired', detail: string }
 
 export interface ExternalIdentity extends ExternalUser {
   tokenId: string | null
@@ -70,26 +81,35 @@ export function createExternalTokenVerifier (options: ExternalTokenVerifierOptio
     throw new errors.JOSEAlgNotAllowed('no public key is configured')
   }
 
+  async function verifySigned (token: string): Promise<SignedPayloadCheck> {
+    try {
+      const { payload } = await jwtVerify(token, keyFor, {
+        algorithms: idp.algorithms,
+        issuer: idp.issuer,
+        audience: idp.audience,
+        clockTolerance: idp.clockToleranceSeconds,
+        requiredClaims: ['exp'],
+        currentDate: new Date(now())
+      })
+      return { ok: true, payload }
+    } catch (err) {
+      if (err instanceof errors.JWTExpired) return { ok: false, reason: 'expired', detail: err.code }
+      if (err instanceof errors.JOSEError) return { ok: false, reason: 'invalid', detail: err.code }
+      // Anything else is no verdict on the token: the key set unavailable (a 503), or a bug.
+      throw err
+    }
+  }
+
   return {
     issuer: idp.issuer,
     keySet,
+    verifySigned,
     async verify (token) {
-      let payload
-      try {
-        ({ payload } = await jwtVerify(token, keyFor, {
-          algorithms: idp.algorithms,
-          issuer: idp.issuer,
-          audience: idp.audience,
-          clockTolerance: idp.clockToleranceSeconds,
-          requiredClaims: ['exp'],
-          currentDate: new Date(now())
-        }))
-      } catch (err) {
-        if (err instanceof errors.JWTExpired) return { ok: false, reason: 'expired', detail: err.code }
-        if (err instanceof errors.JOSEError) return { ok: false, reason: 'invalid', detail: err.code }
-        // Anything else is no verdict on the token: the key set unavailable (a 503), or a bug.
-        throw err
-      }
+      const checked = await verifySigned(token)
+      if (!checked.ok) return checked
+      const { payload } = checked
+      // The same keys sign room tokens: one must never pass for an access token.
+      if (payload.typ === ROOM_TOKEN_TYPE) return { ok: false, reason: 'invalid', detail: 'room_token' }
       const user = mapExternalClaims(payload, idp)
       if (user === null) return { ok: false, reason: 'invalid', detail: 'user_claim' }
       return {

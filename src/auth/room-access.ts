@@ -68,6 +68,15 @@ export function apiKeyAllows (scopes: readonly string[], action: RoomAction, roo
 }
 
 /**
+ * A room token (src/auth/room-token.ts) grants its operations in an existing room, public or
+ * private, to anyone but a banned user: a ban always wins over a token. The token's own
+ * checks (its user, its ops, its rooms) come first, in plugins/auth.ts.
+ */
+export function roomTokenAllows (standing: Standing): boolean {
+  return standing !== 'banned'
+}
+
+/**
  * Membership changes: `next` is the role to set, or null to remove. Owners and admins manage
  * everyone; moderators add and remove plain members only. About themselves, anyone may leave,
  * step down to a lower role (or repeat their current one: a no-op), and anyone not banned may

@@ -52,7 +52,8 @@ const COMMAND_SUMMARIES: Record<CommandType, string> = {
   history: 'Read a room\'s recent publications, or those after a position',
   presence: 'Who is subscribed to a room, deduplicated per user',
   ping: 'Application-level round trip (the server also sends WebSocket pings)',
-  refresh: 'Replace the connection\'s access token before it expires'
+  refresh: 'Replace the connection\'s access token before it expires',
+  room_token: 'Renew the room token of a subscription made with one, before it expires (else `unsubscribed`, `token_expired`)'
 }
 
 const FRAME_SUMMARIES: Record<string, string> = {

@@ -38,6 +38,15 @@ export const StreamPositionSchema = Type.Object({
 
 export const IdempotencyKeySchema = Type.String({ minLength: 1, maxLength: 128 })
 
+/** Room tokens longer than this are refused unparsed, on every path (the schema here, X-Room-Token, the verifier). */
+export const MAX_ROOM_TOKEN_LENGTH = 4096
+
+export const RoomTokenSchema = Type.String({
+  minLength: 1,
+  maxLength: MAX_ROOM_TOKEN_LENGTH,
+  description: 'A room token from the application\'s backend (a JWT with `typ: "room"`): grants this operation in this room without a membership (docs/integration.md)'
+})
+
 /**
  * A publication's payload: any JSON value, or raw bytes as a whole: MessagePack `bin` on
  * `switchboard.v1.msgpack`, a base64 string with `encoding` beside it on JSON frames. Declared
@@ -57,7 +66,8 @@ export const SubscribeCommandSchema = Type.Object({
   type: Type.Literal('subscribe'),
   id: CommandIdSchema,
   room: RoomNameSchema,
-  since: Type.Optional(StreamPositionSchema)
+  since: Type.Optional(StreamPositionSchema),
+  token: Type.Optional(RoomTokenSchema)
 }, { additionalProperties: false, title: 'subscribe' })
 
 export const UnsubscribeCommandSchema = Type.Object({
@@ -72,7 +82,8 @@ export const PublishCommandSchema = Type.Object({
   room: RoomNameSchema,
   data: DataSchema,
   encoding: Type.Optional(EncodingSchema),
-  idempotencyKey: Type.Optional(IdempotencyKeySchema)
+  idempotencyKey: Type.Optional(IdempotencyKeySchema),
+  token: Type.Optional(RoomTokenSchema)
 }, { additionalProperties: false, title: 'publish' })
 
 export const HistoryCommandSchema = Type.Object({
@@ -80,13 +91,15 @@ export const HistoryCommandSchema = Type.Object({
   id: CommandIdSchema,
   room: RoomNameSchema,
   since: Type.Optional(StreamPositionSchema),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 }))
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  token: Type.Optional(RoomTokenSchema)
 }, { additionalProperties: false, title: 'history' })
 
 export const PresenceCommandSchema = Type.Object({
   type: Type.Literal('presence'),
   id: CommandIdSchema,
-  room: RoomNameSchema
+  room: RoomNameSchema,
+  token: Type.Optional(RoomTokenSchema)
 }, { additionalProperties: false, title: 'presence' })
 
 export const PingCommandSchema = Type.Object({
@@ -100,6 +113,13 @@ export const RefreshCommandSchema = Type.Object({
   token: Type.String({ minLength: 1, maxLength: 8192 })
 }, { additionalProperties: false, title: 'refresh' })
 
+export const RoomTokenCommandSchema = Type.Object({
+  type: Type.Literal('room_token'),
+  id: CommandIdSchema,
+  room: RoomNameSchema,
+  token: RoomTokenSchema
+}, { additionalProperties: false, title: 'room_token', description: 'A fresh room token for a live subscription made with one: it then ends at the new token\'s expiry' })
+
 export const COMMAND_SCHEMAS = {
   subscribe: SubscribeCommandSchema,
   unsubscribe: UnsubscribeCommandSchema,
@@ -107,7 +127,8 @@ export const COMMAND_SCHEMAS = {
   history: HistoryCommandSchema,
   presence: PresenceCommandSchema,
   ping: PingCommandSchema,
-  refresh: RefreshCommandSchema
+  refresh: RefreshCommandSchema,
+  room_token: RoomTokenCommandSchema
 } as const
 
 export type CommandType = keyof typeof COMMAND_SCHEMAS
@@ -119,6 +140,7 @@ export type HistoryCommand = Static<typeof HistoryCommandSchema>
 export type PresenceCommand = Static<typeof PresenceCommandSchema>
 export type PingCommand = Static<typeof PingCommandSchema>
 export type RefreshCommand = Static<typeof RefreshCommandSchema>
+export type RoomTokenCommand = Static<typeof RoomTokenCommandSchema>
 export type ClientCommand = Static<typeof ClientCommandSchema>
 export type CommandId = Static<typeof CommandIdSchema>
 
@@ -128,7 +150,7 @@ export type CommandId = Static<typeof CommandIdSchema>
 export const ERROR_CODES = {
   bad_request: 'The frame does not decode (JSON, or MessagePack on switchboard.v1.msgpack), is of the other codec, fails the schema (the message names the path), or its payload is over maxMessageBytes',
   unauthorized: 'The token is invalid or expired (refresh)',
-  forbidden: 'Not allowed (authorization, or a per-connection limit such as max subscriptions)',
+  forbidden: 'Not allowed (authorization, a room token that is invalid, expired or does not grant this, or a per-connection limit such as max subscriptions)',
   not_found: 'No such room (or a private room you may not see)',
   rate_limited: 'Over a rate: the per-connection message rate, or the per-user publish rate (cluster-wide); retry after retryAfterMs when given',
   conflict: 'The command conflicts with the connection state (already subscribed, …)',
@@ -204,6 +226,7 @@ export const HistoryResultSchema = Type.Object({
 })
 export const PresenceResultSchema = Type.Object({ users: Type.Array(Type.String()), connections: Type.Integer() })
 export const RefreshResultSchema = Type.Object({ tokenExpiresAt: Type.Integer() })
+export const RoomTokenResultSchema = Type.Object({ tokenExpiresAt: Type.Integer({ description: 'Epoch ms (clock tolerance included): the subscription ends with `token_expired` then unless renewed again' }) })
 
 export const MessageFrameSchema = Type.Object({
   type: Type.Literal('message'),
@@ -231,7 +254,8 @@ export const UNSUBSCRIBE_REASONS = {
   room_deleted: 'The room was deleted',
   forbidden: 'You may no longer read this room (e.g. it became private)',
   resubscribe: 'The server lost continuity for this subscription: subscribe again with `since` to recover',
-  server: 'The application\'s backend or an administrator ended the subscription (server API)'
+  server: 'The application\'s backend or an administrator ended the subscription (server API)',
+  token_expired: 'The room token the subscription was made with expired before a `room_token` command renewed it: subscribe again with a fresh one (and `since`)'
 } as const
 export type UnsubscribeReason = keyof typeof UNSUBSCRIBE_REASONS
 

@@ -18,8 +18,22 @@ export interface RoomGrant {
 }
 
 /**
+ * What an operation is claimed on: the principal's own standing in the room (membership,
+ * visibility, scopes), or a room token that the node checked grants it to this user
+ * (docs/authorization.md, "Room tokens"): then only the room's existence and a ban count.
+ */
+export type GrantBasis = 'standing' | 'roomToken'
+
+/**
  * Decides whether `principal` may perform `operation` on `room`, and returns the room's
  * settings (RoomGrant). Throws an error of the table (src/errors.ts: a RealtimeError, or `Errors.X`)
  * when not, answered with its protocol code (`not_found`, `forbidden`, …).
  */
-export type Authorizer = (principal: Principal, room: string, operation: RoomOperation) => Promise<RoomGrant>
+export type Authorizer = (principal: Principal, room: string, operation: RoomOperation, basis?: GrantBasis) => Promise<RoomGrant>
+
+/**
+ * Checks a room token for `principal`'s `operation` in `room` (its signature, user, ops and
+ * rooms; not the room itself): the time (epoch ms) past which it grants nothing. Throws an
+ * error of the table when it does not grant this.
+ */
+export type RoomTokenCheck = (token: string, principal: Principal, room: string, operation: RoomOperation) => Promise<number>

@@ -277,7 +277,8 @@ export class ClusterControl {
         if (change.room.visibility !== 'private') return
         await Promise.all(hub.membersOf(roomId, null).map(async (connection) => {
           try {
-            await authorizer.recheck(connection.principal, roomId, 'subscribe')
+            // A subscription on a room token keeps its basis: the room becoming private takes nothing from it.
+            await authorizer.recheck(connection.principal, roomId, 'subscribe', connection.grantBasisOf(roomId))
           } catch (err) {
             if (err instanceof AppError && err.protocolCode === 'unavailable') {
               // The store cannot say: access stays as it was until the client's next subscribe.

@@ -11,7 +11,7 @@ import { jsonCodec, type FrameCodec, type WireMessage } from './frame-codec.js'
 import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
 import type { RealtimeMetrics } from './metrics.js'
 import type { RealtimeLimits } from './limits.js'
-import type { Authorizer } from './authorizer.js'
+import type { GrantBasis, RoomGrant, RoomOperation } from './authorizer.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed'
 
@@ -42,6 +42,12 @@ interface Subscription {
    * the setting in force when they happen, not the one the subscription was made under.
    */
   presenceEvents: boolean
+  /**
+   * Made with a room token: when it stops granting (epoch ms, clock tolerance included); the
+   * subscription ends there with `token_expired` unless a `room_token` command extends it.
+   * Null for a subscription on the user's own standing.
+   */
+  tokenExpiresAt: number | null
 }
 
 /** Commands queued on one connection beyond this are refused: the client is not waiting for replies. */
@@ -66,13 +72,17 @@ export interface ConnectionHost {
   now(): number
   prepareFrame: PrepareFrame
   verifyToken: (token: string) => Promise<UserPrincipal>
-  authorize: Authorizer
+  /**
+   * The grant for one operation, by the principal's standing or, with `roomToken`, by that
+   * token (and then when it stops granting, epoch ms).
+   */
+  grantFor(principal: Principal, room: string, operation: RoomOperation, roomToken: string | undefined): Promise<{ grant: RoomGrant, expiresAt: number | null }>
   /** Grows with every change that drops grants (room changes, kicks, revocations, an engine reset): a subscribe compares it across its authorization. */
   readonly revision: number
   /** Publishes a payload: JSON text (serialised once by the caller, kept as it is) or bytes. */
-  publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string): Promise<PublishResult>
-  history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
-  presence(principal: Principal, room: string): Promise<PresenceInfo>
+  publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string, roomToken?: string): Promise<PublishResult>
+  history(principal: Principal, room: string, query: HistoryQuery, roomToken?: string): Promise<HistoryResult>
+  presence(principal: Principal, room: string, roomToken?: string): Promise<PresenceInfo>
   /** The backend's subscribe hook (src/realtime/room-hooks.ts): rejects with its refusal. */
   subscribeHook(connection: Connection, room: string): Promise<void>
   joinRoom(connection: Connection, room: string): Promise<void>
@@ -118,6 +128,8 @@ export class Connection {
   private idleAt = 0
   /** When the token expires, clock tolerance included (ms); Infinity for API keys. */
   private expiresAt = Infinity
+  /** The earliest `tokenExpiresAt` of the subscriptions (ms); Infinity when none was made with a room token. */
+  private roomTokensExpireAt = Infinity
   private terminateTimer: NodeJS.Timeout | undefined
   private awaitingPong = false
   private pingSentAt = 0
@@ -301,13 +313,14 @@ export class Connection {
         if (bytes > this.node.limits.maxMessageBytes) {
           throw new Errors.PayloadTooLarge(`/data: the payload is ${bytes} bytes; the limit is maxMessageBytes (${this.node.limits.maxMessageBytes})`)
         }
-        const result = await this.node.publish(this.principal, command.room, payload, command.idempotencyKey)
+        const result = await this.node.publish(this.principal, command.room, payload, command.idempotencyKey, command.token)
         return { epoch: result.epoch, offset: result.offset }
       }
       case 'history': return await this.history(command)
-      case 'presence': return await this.node.presence(this.principal, command.room)
+      case 'presence': return await this.node.presence(this.principal, command.room, command.token)
       case 'ping': return {}
       case 'refresh': return await this.refresh(command.token)
+      case 'room_token': return await this.renewRoomToken(command.room, command.token)
     }
   }
 
@@ -327,20 +340,21 @@ export class Connection {
       throw new RealtimeError('forbidden', `Subscription limit reached (${this.node.limits.maxSubscriptions})`)
     }
     const revision = this.node.revision
-    let grant = await this.node.authorize(this.principal, room, 'subscribe')
+    let { grant, expiresAt } = await this.node.grantFor(this.principal, room, 'subscribe', command.token)
     if (this.state !== 'open') return undefined
     // After the room's own grant, before the subscription exists: a refusal leaves nothing to undo.
     await this.node.subscribeHook(this, room)
     if (this.state !== 'open') return undefined
-    const sub: Subscription = { state: 'recovering', epoch: '', offset: 0, buffer: [], present: false, presenceEvents: grant.presenceEvents }
+    const sub: Subscription = { state: 'recovering', epoch: '', offset: 0, buffer: [], present: false, presenceEvents: grant.presenceEvents, tokenExpiresAt: expiresAt }
     this.subscriptions.set(room, sub)
+    this.noteRoomTokenExpiry(expiresAt)
     this.clearIdle()
     try {
       await this.node.joinRoom(this, room)
       // A room change applied while we were authorizing found no subscription to revoke; from
       // here on this one is registered and would be revoked, so check once more if one came.
       if (this.node.revision !== revision) {
-        grant = await this.node.authorize(this.principal, room, 'subscribe')
+        grant = (await this.node.grantFor(this.principal, room, 'subscribe', command.token)).grant
         sub.presenceEvents = grant.presenceEvents
       }
       let position: StreamPosition
@@ -384,7 +398,7 @@ export class Connection {
       limit: command.limit ?? 50,
       maxBytes: this.pageBytes,
       ...(command.since === undefined ? {} : { since: command.since })
-    })
+    }, command.token)
     return new HistoryPage(result)
   }
 
@@ -416,6 +430,22 @@ export class Connection {
     this.principal = fresh
     this.armExpiry()
     return { tokenExpiresAt: fresh.expiresAt * 1000 }
+  }
+
+  /**
+   * A fresh room token for a live subscription made with one: checked as a subscribe with it
+   * would be (the token, the room, a ban), it moves the subscription's end to its expiry.
+   */
+  private async renewRoomToken (room: string, token: string): Promise<unknown> {
+    const sub = this.subscriptions.get(room)
+    if (sub === undefined) throw new RealtimeError('conflict', `Not subscribed to ${room}`)
+    if (sub.tokenExpiresAt === null) throw new RealtimeError('conflict', `The subscription to ${room} was not made with a room token; nothing to renew`)
+    const { expiresAt } = await this.node.grantFor(this.principal, room, 'subscribe', token)
+    // Ended (expired, revoked, unsubscribed) while the token was checked: nothing to extend.
+    if (this.state !== 'open' || this.subscriptions.get(room) !== sub) throw new RealtimeError('conflict', `Not subscribed to ${room}`)
+    sub.tokenExpiresAt = expiresAt
+    this.roomTokensExpireAt = this.earliestRoomTokenExpiry()
+    return { tokenExpiresAt: expiresAt }
   }
 
   // -------------------------------------------------------------------------------------
@@ -456,6 +486,11 @@ export class Connection {
     const sub = this.subscriptions.get(room)
     if (sub === undefined || sub.state !== 'live' || !sub.presenceEvents || this.state !== 'open') return
     this.write(frame(this.codec))
+  }
+
+  /** What the subscription to `room` stands on: a room token, or the user's own standing. */
+  grantBasisOf (room: string): GrantBasis {
+    return this.subscriptions.get(room)?.tokenExpiresAt == null ? 'standing' : 'roomToken'
   }
 
   /** The room's settings changed (a room update, from any node): later joins and leaves follow them. */
@@ -562,6 +597,7 @@ export class Connection {
       this.close(CloseCodes.TOKEN_EXPIRED)
       return
     }
+    if (now >= this.roomTokensExpireAt) this.expireRoomTokens(now)
     if (now < this.pingAt) return
     if (this.awaitingPong) {
       this.log.info({}, 'no pong within a heartbeat: terminating')
@@ -576,6 +612,27 @@ export class Connection {
     } catch (err) {
       this.fail(err)
     }
+  }
+
+  /**
+   * Ends the subscriptions whose room token expired (`unsubscribed`, `token_expired`). Runs
+   * only when the earliest such expiry has passed: other ticks cost one comparison.
+   */
+  private expireRoomTokens (now: number): void {
+    for (const [room, sub] of [...this.subscriptions]) {
+      if (sub.tokenExpiresAt !== null && now >= sub.tokenExpiresAt) this.revoke(room, 'token_expired')
+    }
+    this.roomTokensExpireAt = this.earliestRoomTokenExpiry()
+  }
+
+  private noteRoomTokenExpiry (expiresAt: number | null): void {
+    if (expiresAt !== null && expiresAt < this.roomTokensExpireAt) this.roomTokensExpireAt = expiresAt
+  }
+
+  private earliestRoomTokenExpiry (): number {
+    let earliest = Infinity
+    for (const sub of this.subscriptions.values()) if (sub.tokenExpiresAt !== null && sub.tokenExpiresAt < earliest) earliest = sub.tokenExpiresAt
+    return earliest
   }
 
   /** Idle: no command and no subscription for idleTimeoutMs → 4002. */
@@ -597,6 +654,7 @@ export class Connection {
   private clearTimers (): void {
     this.idleAt = 0
     this.expiresAt = Infinity
+    this.roomTokensExpireAt = Infinity
     this.pingAt = Infinity
     if (this.state === 'closed') clearTimeout(this.terminateTimer)
   }

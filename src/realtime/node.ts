@@ -2,12 +2,11 @@ import { randomUUID } from 'node:crypto'
 import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes } from '../protocol/close-codes.js'
 import { Admission, type AdmissionRefusal } from './admission.js'
-import type { Authorizer } from './authorizer.js'
+import type { Authorizer, RoomGrant, RoomOperation, RoomTokenCheck } from './authorizer.js'
 import { ClusterControl, type RevocationHost } from './cluster-control.js'
 import { Connection, principalId, type ConnectionDescription, type ConnectionHost, type ConnectionMeta } from './connection.js'
 import { payloadOf, type Engine, type HistoryQuery, type HistoryResult, type NodeReport, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
 import { RealtimeError, toRealtimeError, viaEngine } from './errors.js'
-import type { RoomGrant } from './authorizer.js'
 import { NodeReports, type ReportedNode } from './node-reports.js'
 import { RoomCensus, type Census } from './room-census.js'
 import { Hub, type ConnectionFilter } from './hub.js'
@@ -40,6 +39,8 @@ const MAX_SWEEP_MS = 1000
 export interface NodeDeps {
   engine: Engine
   authorize: Authorizer
+  /** Checks a room token a command or request carries (plugins/auth.ts); absent: room tokens are refused. */
+  checkRoomToken?: RoomTokenCheck
   /** Verifies a fresh access token for `refresh` (signature, revocation, account); rejects when invalid. */
   verifyToken: (token: string) => Promise<UserPrincipal>
   /** Absent: no session or account revocation reaches the sockets (tests of the bare core). */
@@ -79,12 +80,15 @@ export interface RealtimeNode {
   release(principal: Principal, ip: string, connectionId: string): void
   /** Registers an upgraded connection and sends its welcome (with the id `reserve` gave, if any). */
   connect(transport: Transport, principal: Principal, meta: ConnectionMeta, id?: string): Connection
-  /** Publishes a payload (JSON text or bytes) to a room as `principal`: per-user rate, grant, engine. */
-  publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string): Promise<PublishResult>
-  /** A page of a room's history, if `principal` may read it. */
-  history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
-  /** Who is in a room, if `principal` may ask (one answer per room per second is shared). */
-  presence(principal: Principal, room: string): Promise<PresenceInfo>
+  /**
+   * Publishes a payload (JSON text or bytes) to a room as `principal`: per-user rate, grant
+   * (by the principal's standing, or by `roomToken` when given), engine.
+   */
+  publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string, roomToken?: string): Promise<PublishResult>
+  /** A page of a room's history, if `principal` (or its `roomToken`) may read it. */
+  history(principal: Principal, room: string, query: HistoryQuery, roomToken?: string): Promise<HistoryResult>
+  /** Who is in a room, if `principal` (or its `roomToken`) may ask (one answer per room per second is shared). */
+  presence(principal: Principal, room: string, roomToken?: string): Promise<PresenceInfo>
   /** This node's connections, by user and/or room. */
   listConnections(filter?: ConnectionFilter): ConnectionDescription[]
   /** Closes one connection with 4503, here or (forwarded) on another node. */
@@ -198,7 +202,17 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
   }, sweepMs)
   sweep.unref()
 
-  const authorize: Authorizer = (principal, room, operation) => authorizer.authorize(principal, room, operation)
+  /**
+   * The grant for one operation: by the principal's standing, or, with a room token, by the
+   * token (checked first: its user, ops and rooms) and the room (it exists, no ban). With a
+   * token, also when it stops granting (epoch ms).
+   */
+  async function grantFor (principal: Principal, room: string, operation: RoomOperation, roomToken: string | undefined): Promise<{ grant: RoomGrant, expiresAt: number | null }> {
+    if (roomToken === undefined) return { grant: await authorizer.authorize(principal, room, operation), expiresAt: null }
+    if (deps.checkRoomToken === undefined) throw new RealtimeError('forbidden', 'Room tokens are not accepted by this server')
+    const expiresAt = await deps.checkRoomToken(roomToken, principal, room, operation)
+    return { grant: await authorizer.authorize(principal, room, operation, 'roomToken'), expiresAt }
+  }
 
   const host: ConnectionHost = {
     engine,
@@ -208,17 +222,17 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     now,
     prepareFrame,
     verifyToken: deps.verifyToken,
-    authorize,
+    grantFor,
     get revision () { return authorizer.revision },
 
-    async publish (principal, room, payload, idempotencyKey) {
+    async publish (principal, room, payload, idempotencyKey, roomToken) {
       // Before authorization: a user over the rate costs no store queries.
       const decision = await deps.publishRate?.take(principalId(principal))
       if (decision !== undefined && !decision.allowed) {
         metrics.rateLimited('publishes_per_user')
         throw new RealtimeError('rate_limited', `Over this user's publish rate; retry in ${decision.retryAfterMs} ms`, decision.retryAfterMs)
       }
-      const { stream } = await authorizer.authorize(principal, room, 'publish')
+      const { stream } = (await grantFor(principal, room, 'publish', roomToken)).grant
       // After the room's own grant: the backend is asked only about publishes the room allows.
       const published = await hooks.publish(principal, room, payload)
       const result = await viaEngine(log, () => engine.broker.publish(room, {
@@ -232,13 +246,13 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       return result
     },
 
-    async history (principal, room, query) {
-      const { stream } = await authorizer.authorize(principal, room, 'history')
+    async history (principal, room, query, roomToken) {
+      const { stream } = (await grantFor(principal, room, 'history', roomToken)).grant
       return await viaEngine(log, () => engine.history.history(room, query, stream))
     },
 
-    async presence (principal, room) {
-      await authorizer.authorize(principal, room, 'presence')
+    async presence (principal, room, roomToken) {
+      await grantFor(principal, room, 'presence', roomToken)
       return await presence.get(room)
     },
 

@@ -1,7 +1,7 @@
 import type { Principal } from '../auth/principal.js'
 import { AppError } from '../errors.js'
 import { AuthorizationCache, grantAsk, principalPrefix } from './authorization-cache.js'
-import type { Authorizer, RoomGrant, RoomOperation } from './authorizer.js'
+import type { Authorizer, GrantBasis, RoomGrant, RoomOperation } from './authorizer.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
 
@@ -54,18 +54,20 @@ export class RoomAuthorizer {
    * change that drops grants came between. The answer is kept only if no such change was
    * applied while the store answered.
    */
-  async authorize (principal: Principal, room: string, operation: RoomOperation): Promise<RoomGrant> {
-    const cached = this.grants.get(principal, room, operation)
+  async authorize (principal: Principal, room: string, operation: RoomOperation, basis: GrantBasis = 'standing'): Promise<RoomGrant> {
+    // A grant on a room token is kept apart from the same user's own: neither answers for the other.
+    const kept = cacheOperation(operation, basis)
+    const cached = this.grants.get(principal, room, kept)
     if (cached !== undefined) {
       this.metrics.roomAuthorization('cache')
-      if (cached.renew) this.renew(principal, room, operation)
+      if (cached.renew) this.renew(principal, room, operation, basis)
       return cached.grant
     }
     if (!this.grants.enabled) {
       this.metrics.roomAuthorization('store')
-      return await this.ask(principal, room, operation)
+      return await this.ask(principal, room, operation, basis)
     }
-    const key = grantAsk(principal, room, operation)
+    const key = grantAsk(principal, room, kept)
     const asked = this.asking.get(key)
     if (asked !== undefined && asked.revision === this.currentRevision) {
       this.metrics.roomAuthorization('shared')
@@ -73,11 +75,11 @@ export class RoomAuthorizer {
     }
     this.metrics.roomAuthorization('store')
     const before = this.currentRevision
-    const answer = this.ask(principal, room, operation)
+    const answer = this.ask(principal, room, operation, basis)
     this.asking.set(key, { revision: before, answer })
     try {
       const grant = await answer
-      if (this.currentRevision === before) this.grants.set(principal, room, operation, grant)
+      if (this.currentRevision === before) this.grants.set(principal, room, kept, grant)
       return grant
     } finally {
       if (this.asking.get(key)?.answer === answer) this.asking.delete(key)
@@ -88,8 +90,8 @@ export class RoomAuthorizer {
    * Asks the store past every cache (a re-check after a room became private): the answer is
    * not kept, and it does not count as a grant use.
    */
-  async recheck (principal: Principal, room: string, operation: RoomOperation): Promise<RoomGrant> {
-    return await this.ask(principal, room, operation)
+  async recheck (principal: Principal, room: string, operation: RoomOperation, basis: GrantBasis = 'standing'): Promise<RoomGrant> {
+    return await this.ask(principal, room, operation, basis)
   }
 
   /** A room changed (member removed, ban, role, update, deletion): its grants go. */
@@ -110,17 +112,18 @@ export class RoomAuthorizer {
     this.grants.clear()
   }
 
-  private renew (principal: Principal, room: string, operation: RoomOperation): void {
+  private renew (principal: Principal, room: string, operation: RoomOperation, basis: GrantBasis): void {
     const before = this.currentRevision
-    this.ask(principal, room, operation).then((grant) => {
+    const kept = cacheOperation(operation, basis)
+    this.ask(principal, room, operation, basis).then((grant) => {
       if (this.currentRevision !== before) return this.metrics.grantRenewal('superseded')
-      this.grants.set(principal, room, operation, grant)
+      this.grants.set(principal, room, kept, grant)
       this.metrics.grantRenewal('renewed')
     }, (err: unknown) => {
       // A refusal ends the grant now; a store that cannot answer leaves it to its expiry,
       // after which the next use asks in the foreground (and is answered `unavailable`).
       if (err instanceof AppError && err.protocolCode !== 'unavailable') {
-        this.grants.drop(principal, room, operation)
+        this.grants.drop(principal, room, kept)
         this.metrics.grantRenewal('refused')
       } else {
         this.log.debug({ err, room, operation }, 'grant renewal failed; the grant lasts until it expires')
@@ -128,4 +131,9 @@ export class RoomAuthorizer {
       }
     })
   }
+}
+
+/** The operation as the cache keys it: a room token's grant under a name of its own. */
+function cacheOperation (operation: RoomOperation, basis: GrantBasis): string {
+  return basis === 'standing' ? operation : `${operation}\u0000token`
 }

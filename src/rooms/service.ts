@@ -1,6 +1,6 @@
 import { Errors } from '../errors.js'
 import type { Principal } from '../auth/principal.js'
-import { apiKeyAllows, mayBan, mayChangeMember, mayUnban, standingAllows, standingOf, type RoomAction, type Standing } from '../auth/room-access.js'
+import { apiKeyAllows, roomTokenAllows, mayBan, mayChangeMember, mayUnban, standingAllows, standingOf, type RoomAction, type Standing } from '../auth/room-access.js'
 import type { Ban, Membership, MembershipFailure, NewRoom, Page, Room, RoomPatch, RoomRole, Store } from '../store/types.js'
 import { isPersonalRoom } from './personal.js'
 import { isExternalUserId } from '../auth/external-claims.js'
@@ -114,11 +114,29 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
     return ctx.standing !== null && standingAllows(ctx.standing, action, ctx.room)
   }
 
-  /** Loads the room and checks one action, throwing 404/403 as appropriate. */
-  async function authorize (principal: Principal, roomId: string, action: RoomAction): Promise<RoomAccess> {
+  /**
+   * Loads the room and checks one action, throwing 404/403 as appropriate. With `roomToken`
+   * the caller has checked a room token that grants `action` here to this user (plugins/auth.ts
+   * checkRoomToken): the room must exist, and anyone but a banned user may (roomTokenAllows).
+   */
+  async function authorize (principal: Principal, roomId: string, action: RoomAction, roomToken = false): Promise<RoomAccess> {
+    if (roomToken) return await authorizeByRoomToken(principal, roomId)
     const ctx = await access(principal, roomId)
     if (!allowed(principal, ctx, action)) throw new Errors.Forbidden(`Not allowed to ${describe(action)} in this room`)
     return ctx
+  }
+
+  async function authorizeByRoomToken (principal: Principal, roomId: string): Promise<RoomAccess> {
+    if (principal.kind !== 'user') throw new Errors.Forbidden('Room tokens are for users')
+    const [room, membership, ban] = await Promise.all([
+      store.getRoom(roomId),
+      store.getMembership(roomId, principal.userId),
+      store.getBan(roomId, principal.userId)
+    ])
+    if (room === undefined) throw new Errors.RoomNotFound()
+    const standing = standingOf(principal, membership, ban)
+    if (!roomTokenAllows(standing)) throw new Errors.Banned()
+    return { room, standing }
   }
 
   function userStanding (principal: Principal, ctx: RoomAccess): Standing {

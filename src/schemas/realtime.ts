@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { EncodingSchema, IdempotencyKeySchema, PresenceResultSchema, PublicationSchema } from '../protocol/messages.js'
+import { EncodingSchema, IdempotencyKeySchema, PresenceResultSchema, PublicationSchema, RoomTokenSchema } from '../protocol/messages.js'
 import { UserIdSchema } from './common.js'
 
 /*
@@ -18,7 +18,16 @@ export const PublishBodySchema = Type.Object({
 /** The bytes of an application/octet-stream publish: documented, read by the route's own parser (never validated as JSON). */
 export const PublishBytesSchema = Type.String({ format: 'binary', description: 'The raw bytes of the publication (at most WS_MAX_MESSAGE_BYTES; empty is zero bytes)' })
 
+/**
+ * `X-Room-Token` on the room routes: a room token from the application's backend (a JWT with
+ * `typ: "room"`) that grants the route's operation to the signed-in user without a membership.
+ */
+export const RoomTokenHeadersSchema = Type.Object({
+  'x-room-token': Type.Optional(Type.String({ ...RoomTokenSchema, description: 'A room token granting this operation in this room to the signed-in user (docs/integration.md, "Room tokens")' }))
+})
+
 export const PublishHeadersSchema = Type.Object({
+  ...RoomTokenHeadersSchema.properties,
   'idempotency-key': Type.Optional(Type.String({ ...IdempotencyKeySchema, description: 'Same key within the idempotency window (5 minutes) → the first result, published once. With a JSON body, the body\'s `idempotencyKey` may be used instead (both: they must agree)' }))
 })
 

@@ -198,7 +198,8 @@ const TEMPLATES: Record<ClientCommand['type'], Record<string, unknown>> = {
   history: { type: 'history', id: 'w1', room: 'fuzz', since: { epoch: 'e', offset: 0 }, limit: 10 },
   presence: { type: 'presence', id: 'w1', room: 'fuzz' },
   ping: { type: 'ping', id: 'w1' },
-  refresh: { type: 'refresh', id: 'w1', token: 'x' }
+  refresh: { type: 'refresh', id: 'w1', token: 'x' },
+  room_token: { type: 'room_token', id: 'w1', room: 'fuzz', token: 'x' }
 }
 
 const FIELD_CASES: Array<[ClientCommand['type'], string]> = Object.entries(TEMPLATES).flatMap(([type, template]) =>

@@ -61,7 +61,7 @@ function setup (): { connection: Connection, transport: FakeTransport, unregiste
     now: () => 0,
     prepareFrame: (text) => ({ byteLength: text.length, text }) as TextFrame,
     verifyToken: async () => { throw new Error('not in these tests') },
-    authorize: async () => { throw new Error('not in these tests') },
+    grantFor: async () => { throw new Error('not in these tests') },
     revision: 0,
     publish: async () => { throw new Error('not in these tests') },
     history: async () => { throw new Error('not in these tests') },
