@@ -113,3 +113,28 @@ export function unsecuredToken (sub: string): string {
   const now = Math.floor(Date.now() / 1000)
   return `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ iss: ISSUER, aud: AUDIENCE, sub, iat: now, exp: now + 300 })}.`
 }
+
+/** ROOM_TOKEN_SECRET of the room-token tests: what the application's backend signs room tokens with. */
+export const ROOM_SECRET = 'the-backend-signs-room-tokens-with-this-0123456789'
+
+export interface RoomTokenOptions {
+  /** The claims besides `exp`; `typ: "room"` unless given (even as undefined, to leave it out). */
+  claims: Record<string, unknown>
+  /** Seconds from now; negative for an expired token. */
+  expiresIn?: number
+  /** With a secret: the HMAC algorithm (HS256 unless given). */
+  alg?: 'HS256' | 'HS384' | 'HS512'
+}
+
+/**
+ * A room token as a backend mints one (docs/integration.md): HS256 with `secret`, or signed by
+ * the identity provider's `key` with its issuer and audience.
+ */
+export async function roomToken (signer: string | IdpKey, options: RoomTokenOptions): Promise<string> {
+  const now = Math.floor(Date.now() / 1000)
+  const jwt = new SignJWT({ typ: 'room', ...options.claims }).setIssuedAt(now).setExpirationTime(now + (options.expiresIn ?? 300))
+  if (typeof signer === 'string') {
+    return await jwt.setProtectedHeader({ alg: options.alg ?? 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(signer))
+  }
+  return await jwt.setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'JWT' }).setIssuer(ISSUER).setAudience(AUDIENCE).sign(signer.privateKey)
+}
