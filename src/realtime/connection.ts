@@ -340,7 +340,9 @@ export class Connection {
       throw new RealtimeError('forbidden', `Subscription limit reached (${this.node.limits.maxSubscriptions})`)
     }
     const revision = this.node.revision
-    let { grant, expiresAt } = await this.node.grantFor(this.principal, room, 'subscribe', command.token)
+    const authorized = await this.node.grantFor(this.principal, room, 'subscribe', command.token)
+    let { grant } = authorized
+    const { expiresAt } = authorized
     if (this.state !== 'open') return undefined
     // After the room's own grant, before the subscription exists: a refusal leaves nothing to undo.
     await this.node.subscribeHook(this, room)
@@ -490,7 +492,7 @@ export class Connection {
 
   /** What the subscription to `room` stands on: a room token, or the user's own standing. */
   grantBasisOf (room: string): GrantBasis {
-    return this.subscriptions.get(room)?.tokenExpiresAt == null ? 'standing' : 'roomToken'
+    return (this.subscriptions.get(room)?.tokenExpiresAt ?? null) === null ? 'standing' : 'roomToken'
   }
 
   /** The room's settings changed (a room update, from any node): later joins and leaves follow them. */

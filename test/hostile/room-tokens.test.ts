@@ -3,7 +3,7 @@ import { describe, it } from 'node:test'
 import { SignJWT } from 'jose'
 import { build, TEST_JWT_SECRET, wsConnect } from '../helper.js'
 import { assertCommandError, assertErrorBody, assertReply, b64, createApiKey, nowSeconds, refusal } from '../ws-support.js'
-import { hmacToken, idpKey, idpToken, ISSUER, jwksEnv, jwksServer, roomToken, ROOM_SECRET } from '../idp-support.js'
+import { hmacToken, idpKey, idpToken, jwksEnv, jwksServer, roomToken, ROOM_SECRET } from '../idp-support.js'
 
 /*
  * Room tokens, attacked (issue 22, "Room tokens"): a token for someone else, a token of one
