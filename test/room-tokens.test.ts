@@ -6,6 +6,8 @@ import { build, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp } from 
 import { deleteRedisKeys } from '../support/redis.js'
 import { assertCommandError, assertErrorBody, assertReply } from './ws-support.js'
 import { idpKey, idpToken, jwksEnv, jwksServer, roomToken, ROOM_SECRET } from './idp-support.js'
+import { clients, recorder, waitFor } from './client-support.js'
+import type { EndReason } from '../src/client/index.js'
 
 /**
  * Room tokens (docs/integration.md, "Room tokens for a private game room"): the application's
@@ -179,5 +181,58 @@ describe('room tokens: live rules', () => {
     assertReply(await ws.command({ type: 'publish', room: 'game:7:chat', data: 'hi', token }))
     // Without ROOM_TOKEN_SECRET, a token signed with any secret is refused.
     assertCommandError(await ws.command({ type: 'publish', room: 'game:7:chat', data: 'hi', token: await grant('ext:guest', ['game:7:chat'], ['publish']) }), 'forbidden')
+  })
+})
+
+describe('room tokens: the SDK', () => {
+  it('getRoomToken: subscribes with a token, renews it with room_token before it expires, and is asked only for its rooms', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: { ROOM_TOKEN_SECRET: ROOM_SECRET, JWT_CLOCK_TOLERANCE: '0' } })
+    const { alice, bob } = await gameRoom(srv)
+    assert.equal((await srv.request('POST', '/rooms', { token: alice, body: { id: 'lobby' } })).status, 201)
+    const asked: string[] = []
+    // Tokens of four seconds: renewed at half their remaining life, again and again.
+    const { client: sdk, errors } = client({
+      url: srv.url,
+      token: bob,
+      getRoomToken: async (room) => {
+        asked.push(room)
+        return room.startsWith('game:') ? await grant('bob', [room], ['subscribe'], 4) : null
+      }
+    })
+    const game = recorder()
+    const subscription = await sdk.subscribe('game:42:chat', game.handler)
+    let subscribed = 0
+    subscription.on('subscribed', () => { subscribed++ })
+    const ends: EndReason[] = []
+    subscription.on('end', (event) => { ends.push(event.reason) })
+    await sdk.subscribe('lobby', () => {})
+    assert.deepEqual(asked, ['game:42:chat', 'lobby'])
+
+    // Three renewals: past the first token's expiry, with no token_expired on the way.
+    await waitFor(() => `renewals: ${JSON.stringify(asked)}`, () => asked.filter(room => room === 'game:42:chat').length >= 4)
+    const owner = await wsConnect(t, srv, { token: alice })
+    const published = assertReply(await owner.command({ type: 'publish', room: 'game:42:chat', data: 'still live' }))
+    await waitFor('the publication', () => game.messages().some(m => m.offset === published.offset))
+    assert.equal(subscribed, 0, 'never subscribed again')
+    assert.deepEqual(ends, [])
+    assert.deepEqual(errors, [])
+    assert.equal(asked.filter(room => room === 'lobby').length, 1, 'a room without a token is asked about once')
+  })
+
+  it('a room token given to subscribe without getRoomToken ends with token_expired', async (t) => {
+    const client = clients(t)
+    const srv = await build(t, { env: { ROOM_TOKEN_SECRET: ROOM_SECRET, JWT_CLOCK_TOLERANCE: '0' } })
+    const { bob } = await gameRoom(srv)
+    const { client: sdk } = client({ url: srv.url, token: bob })
+    const subscription = await sdk.subscribe('game:42:chat', () => {}, { roomToken: await grant('bob', ['game:42:chat'], ['subscribe', 'history'], 1) })
+    const ended = await new Promise<EndReason>(resolve => subscription.on('end', event => resolve(event.reason)))
+    assert.equal(ended, 'token_expired')
+    assert.equal(subscription.state, 'ended')
+    // The per-call tokens of history and presence.
+    const page = await sdk.history('game:42:chat', { roomToken: await grant('bob', ['game:42:chat'], ['history']) })
+    assert.equal(page.publications.length, 0)
+    const who = await sdk.presence('game:42:chat', { roomToken: await grant('bob', ['game:42:chat'], ['presence']) })
+    assert.deepEqual(who.users, [])
   })
 })

@@ -15,6 +15,7 @@ import type {
   HistoryOptions,
   HistoryResult,
   MessageFrame,
+  PresenceOptions,
   PresenceResult,
   PublishOptions,
   PublishResult,
@@ -75,6 +76,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private dormant = false
 
   private readonly tokens: TokenKeeper
+  private readonly getRoomToken: SwitchboardClientOptions['getRoomToken']
   /** Attempts in a row whose socket closed before the welcome, with no HTTP status seen. */
   private closedBeforeWelcome = 0
 
@@ -127,6 +129,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       },
       reportError: (err) => this.emit('error', err)
     })
+    this.getRoomToken = options.getRoomToken
     this.apiKey = options.apiKey
     this.WebSocketCtor = options.WebSocket
     this.backoff = backoffSettings(options.reconnect)
@@ -169,6 +172,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     if (this.subs.has(room)) return Promise.reject(new SwitchboardError('conflict', `Already subscribed to ${room} on this client`))
     if (this.commands.waiting >= this.maxQueued) return Promise.reject(queueFullError(this.maxQueued))
     const sub = new Subscription(room, handler, this, options.since)
+    if (options.roomToken !== undefined) sub.roomTokens = this.roomTokenKeeper(sub, options.roomToken)
     this.subs.set(room, sub)
     const promise = new Promise<Subscription>((resolve, reject) => {
       sub.pending = { resolve: () => resolve(sub), reject }
@@ -210,11 +214,12 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
    */
   publish (room: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     const idempotencyKey = options.idempotencyKey ?? randomId()
-    if (!isBlob(data)) return this.request<PublishResult>({ type: 'publish', room, data: copyBytes(data) ?? data, idempotencyKey }, idempotencyKey)
-    const frame = data.arrayBuffer().then(buffer => ({ type: 'publish' as const, room, data: new Uint8Array(buffer), idempotencyKey }))
+    const token = roomTokenField(options.roomToken)
+    if (!isBlob(data)) return this.request<PublishResult>({ type: 'publish', room, data: copyBytes(data) ?? data, idempotencyKey, ...token }, idempotencyKey)
+    const frame = data.arrayBuffer().then(buffer => ({ type: 'publish' as const, room, data: new Uint8Array(buffer), idempotencyKey, ...token }))
     // The queue reports a failed read; when the call is refused at once (closed, queue full), nobody else would.
     frame.catch(() => {})
-    return this.request<PublishResult>({ type: 'publish', room, idempotencyKey }, idempotencyKey, frame)
+    return this.request<PublishResult>({ type: 'publish', room, idempotencyKey, ...token }, idempotencyKey, frame)
   }
 
   /** The room's recent publications, or those after `since` (docs/protocol.md, `history`). */
@@ -223,13 +228,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       type: 'history',
       room,
       ...(options.since === undefined ? {} : { since: options.since }),
-      ...(options.limit === undefined ? {} : { limit: options.limit })
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+      ...roomTokenField(options.roomToken)
     })
   }
 
   /** Who is subscribed to the room: users (each once) and the number of connections. */
-  presence (room: string): Promise<PresenceResult> {
-    return this.request<PresenceResult>({ type: 'presence', room })
+  presence (room: string, options: PresenceOptions = {}): Promise<PresenceResult> {
+    return this.request<PresenceResult>({ type: 'presence', room, ...roomTokenField(options.roomToken) })
   }
 
   /** An application-level round trip; resolves with the time it took in ms. */
@@ -427,6 +433,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     for (const sub of this.subs.values()) {
       if (sub.command !== null && !this.commands.isWaiting(sub.command as Command)) sub.command = null
       sub.connectionLost()
+      sub.roomTokens?.connectionLost()
     }
   }
 
@@ -530,7 +537,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private onUnsubscribed (room: string, reason: UnsubscribeReason): void {
     const sub = this.subs.get(room)
     if (sub === undefined) return
-    if (reason === 'resubscribe') {
+    // A room token that expired unrenewed: with getRoomToken, subscribe again with a fresh one.
+    const renewable = reason === 'token_expired' && sub.roomTokens?.canRenew === true
+    if (renewable) sub.roomTokens!.markStale()
+    if (reason === 'resubscribe' || renewable) {
       sub.resubscribing()
       // With a subscribe under way, its answer (`unavailable`) leads to a retry instead.
       if (sub.command === null) this.sendSubscribe(sub, true)
@@ -546,10 +556,78 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   // -------------------------------------------------------------------------------------
   // Subscriptions
 
-  /** Sends (or queues) the subscribe command of `sub`, resuming from its position. */
+  /**
+   * Sends (or queues) the subscribe command of `sub`, resuming from its position; with a room
+   * token (getRoomToken, or one given to subscribe), once the token is at hand. While it is
+   * being fetched a placeholder stands in `sub.command`, so that nothing sends a second
+   * subscribe; a connection lost meanwhile clears it, and the fetched token then waits for
+   * the next welcome's subscribe.
+   */
   private sendSubscribe (sub: Subscription, urgent: boolean): void {
+    if (sub.roomTokens === null || (sub.roomTokens === undefined && this.getRoomToken === undefined)) {
+      this.writeSubscribe(sub, urgent, undefined)
+      return
+    }
+    const placeholder = {}
+    sub.command = placeholder
+    const current = (): boolean => sub.command === placeholder && this.subs.get(sub.room) === sub
+    this.roomTokenFor(sub).then((token) => {
+      if (!current()) return
+      sub.command = null
+      this.writeSubscribe(sub, urgent, token)
+    }, (err: unknown) => {
+      if (!current()) return
+      sub.command = null
+      this.subs.delete(sub.room)
+      const error = new SwitchboardError('forbidden', `getRoomToken failed for ${sub.room}: ${toError(err).message}`)
+      sub.end('error', error, error)
+    })
+  }
+
+  /** The room token to subscribe with: asked of getRoomToken the first time, then renewed by the keeper when stale or expired. */
+  private async roomTokenFor (sub: Subscription): Promise<string | undefined> {
+    if (sub.roomTokens === undefined) {
+      const first = await this.getRoomToken!(sub.room, { stale: false })
+      if (first === null) {
+        sub.roomTokens = null
+        return undefined
+      }
+      sub.roomTokens = this.roomTokenKeeper(sub, first)
+      return first
+    }
+    const keeper = sub.roomTokens!
+    const fetching = keeper.beginAttempt()
+    if (fetching !== null) keeper.useFetched(await fetching)
+    return keeper.token
+  }
+
+  /** A token keeper for one subscription's room token: renewals go out as `room_token`. */
+  private roomTokenKeeper (sub: Subscription, token: string): TokenKeeper {
+    const getRoomToken = this.getRoomToken
+    const renew = getRoomToken === undefined
+      ? undefined
+      : async (context: { stale: boolean }): Promise<string> => {
+        const fresh = await getRoomToken(sub.room, context)
+        if (fresh === null) throw new Error(`getRoomToken returned null for ${sub.room}, which was subscribed with a room token`)
+        return fresh
+      }
+    return new TokenKeeper(token, renew, {
+      isOpen: () => this.status === 'open' && this.subs.get(sub.room) === sub && sub.state === 'subscribed',
+      sendRefresh: (fresh, done) => {
+        this.enqueue({ type: 'room_token', room: sub.room, token: fresh }, {
+          urgent: true,
+          resend: false,
+          dropped: () => {},
+          done: (error, result) => done(error, error === null ? (result as { tokenExpiresAt: number }).tokenExpiresAt : null)
+        })
+      },
+      reportError: (err) => this.emit('error', err)
+    })
+  }
+
+  private writeSubscribe (sub: Subscription, urgent: boolean, token: string | undefined): void {
     const since = sub.resumeFrom()
-    const command = this.enqueue({ type: 'subscribe', room: sub.room, ...(since === undefined ? {} : { since }) }, {
+    const command = this.enqueue({ type: 'subscribe', room: sub.room, ...(since === undefined ? {} : { since }), ...roomTokenField(token) }, {
       urgent,
       resend: false,
       dropped: () => {},
@@ -558,6 +636,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         if (this.subs.get(sub.room) !== sub) return // ended meanwhile (its end already settled everything)
         if (error === null) {
           sub.applyReply(result as SubscribeResult, since)
+          sub.roomTokens?.startRefreshing()
           return
         }
         this.subscribeFailed(sub, error)
@@ -644,6 +723,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.armLiveness()
     }, heartbeatMs)
   }
+}
+
+function roomTokenField (token: string | undefined): { token?: string } {
+  return token === undefined ? {} : { token }
 }
 
 function closeSocket (socket: WebSocketLike): Promise<void> {

@@ -18,6 +18,7 @@ export type {
   HistoryOptions,
   HistoryResult,
   MessageFrame,
+  PresenceOptions,
   PresenceResult,
   Publication,
   PublishOptions,

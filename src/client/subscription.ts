@@ -1,5 +1,6 @@
 import { Emitter } from './emitter.js'
 import type { SwitchboardError } from './errors.js'
+import type { TokenKeeper } from './token-keeper.js'
 import type {
   EndReason,
   MessageFrame,
@@ -34,6 +35,11 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   retryTimer: ReturnType<typeof setTimeout> | undefined
   /** @internal Retries after temporary errors since the last success. */
   retries = 0
+  /**
+   * @internal The room token this subscription stands on: undefined until `getRoomToken` was
+   * asked (or without it), null when it answered that the room needs none.
+   */
+  roomTokens: TokenKeeper | null | undefined = undefined
   /** @internal Settles the promise returned by `subscribe()`; null once settled. */
   pending: { resolve: () => void, reject: (err: SwitchboardError) => void } | null = null
 
@@ -131,6 +137,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   end (reason: EndReason, rejection: SwitchboardError, error?: Error): void {
     if (this.status === 'ended') return
     this.status = 'ended'
+    this.roomTokens?.stop()
     clearTimeout(this.retryTimer)
     this.retryTimer = undefined
     this.command = null

@@ -162,6 +162,16 @@ export interface SwitchboardClientOptions {
    * handshake's HTTP status) may have been: return a new one, not a cached copy.
    */
   getToken?: (context: TokenContext) => string | Promise<string>
+  /**
+   * Returns a room token for `room` (docs/integration.md, "Room tokens"), minted by your
+   * backend: asked before each subscribe (return null for a room that needs none: the
+   * subscription then stands on the user's membership), before a room token expires (sent as
+   * `room_token`, at half its remaining life, at most a minute ahead), and after the server
+   * ended a subscription with `token_expired` (then subscribed again with the new token, from
+   * the last position). With `stale: true` the token in use was refused or expired: return a
+   * new one.
+   */
+  getRoomToken?: (room: string, context: TokenContext) => string | null | Promise<string | null>
   /** An API key (`sbk_…`): Node only, browsers cannot send the header. */
   apiKey?: string
   /** A WebSocket constructor to use instead of the browser's or `ws`. */
@@ -190,15 +200,30 @@ export interface SwitchboardClientOptions {
 export interface SubscribeOptions {
   /** Resume after this position: recovered publications reach the handler first (or a gap event). */
   since?: StreamPosition
+  /**
+   * A room token to subscribe with (instead of asking `getRoomToken` first). Renewed through
+   * `getRoomToken` when the client has it; without it the subscription ends with
+   * `token_expired` at the token's expiry.
+   */
+  roomToken?: string
 }
 
 export interface PublishOptions {
   /** Deduplicates retries (1–128 characters). Generated (a random UUID) when absent. */
   idempotencyKey?: string
+  /** A room token granting `publish` in the room. */
+  roomToken?: string
 }
 
 export interface HistoryOptions {
   since?: StreamPosition
   /** 1–1000, the server's default is 50. */
   limit?: number
+  /** A room token granting `history` in the room. */
+  roomToken?: string
+}
+
+export interface PresenceOptions {
+  /** A room token granting `presence` in the room. */
+  roomToken?: string
 }
