@@ -95,3 +95,25 @@ describe('config: the identity provider', () => {
     assert.deepEqual(config.idp?.publicKeys, { jwksUrl: 'http://127.0.0.1:8080/jwks' })
   })
 })
+
+describe('config: room tokens', () => {
+  it('are off by default (no secret), with a one-hour cap', (t) => {
+    const config = loadConfig({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET })
+    assert.deepEqual(config.roomTokens, { secret: null, maxTtlSeconds: 3600 })
+    const set = loadConfig({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET, ROOM_TOKEN_SECRET: HMAC, ROOM_TOKEN_MAX_TTL: '10m' })
+    assert.deepEqual(set.roomTokens, { secret: HMAC, maxTtlSeconds: 600 })
+  })
+
+  it('refuse a short secret, a secret shared with another purpose, and a cap outside 1s..24h, naming the variable', (t) => {
+    const base = { DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET }
+    const cases: Array<[Record<string, string>, string]> = [
+      [{ ROOM_TOKEN_SECRET: 'short' }, 'ROOM_TOKEN_SECRET'],
+      [{ ROOM_TOKEN_SECRET: GOOD_SECRET }, 'ROOM_TOKEN_SECRET'],
+      [{ ROOM_TOKEN_SECRET: HMAC, IDP_HMAC_SECRET: HMAC, IDP_ISSUER: 'idp', IDP_AUDIENCE: 'sb' }, 'ROOM_TOKEN_SECRET'],
+      [{ ROOM_TOKEN_MAX_TTL: '0' }, 'ROOM_TOKEN_MAX_TTL'],
+      [{ ROOM_TOKEN_MAX_TTL: '2d' }, 'ROOM_TOKEN_MAX_TTL']
+    ]
+    for (const [env, variable] of cases) failsNaming({ ...base, ...env }, variable)
+    assert.throws(() => loadConfig({ ...base, ROOM_TOKEN_SECRET: GOOD_SECRET }), (err: Error) => !err.message.includes(GOOD_SECRET))
+  })
+})
