@@ -51,7 +51,7 @@ const limits: RealtimeLimits = {
 const alice: Principal = { kind: 'apiKey', keyId: 'k1', name: 'device', scopes: [] }
 
 /** A host with an in-memory engine that counts unregistrations; nothing else is used by these tests. */
-function setup (): { connection: Connection, transport: FakeTransport, unregistered: () => number } {
+function setup (overrides: Partial<ConnectionHost> = {}): { connection: Connection, transport: FakeTransport, unregistered: () => number } {
   let unregistered = 0
   const host: ConnectionHost = {
     engine: createMemoryEngine(),
@@ -71,7 +71,8 @@ function setup (): { connection: Connection, transport: FakeTransport, unregiste
     leaveRoom: () => {},
     presenceJoin: async () => {},
     presenceLeave: () => {},
-    unregister: () => { unregistered++ }
+    unregister: () => { unregistered++ },
+    ...overrides
   }
   const transport = new FakeTransport()
   const connection = new Connection('c1', alice, transport, { ip: '127.0.0.1' }, host)
@@ -116,6 +117,34 @@ describe('Connection (over a fake transport)', () => {
     connection.handleText(JSON.stringify({ type: 'ping', id: 1 }))
     await settle()
     assert.equal(transport.frames.length, written)
+  })
+
+  it('the sweep ends a subscription made with a room token at its expiry (token_expired), unless room_token moved it', async () => {
+    // A room token here is its expiry: `exp:<ms>`; no token, a subscription on standing.
+    const grant = { stream: { historySize: 10, historyTtlSeconds: 60 }, presenceEvents: false }
+    const { connection, transport } = setup({
+      grantFor: async (_principal, _room, _op, token) => ({ grant, expiresAt: token === undefined ? null : Number(token.slice(4)) })
+    })
+    connection.open()
+    for (const [room, token] of [['a', 'exp:1000'], ['b', 'exp:1000'], ['c', undefined], ['d', 'exp:5000']] as const) {
+      connection.handleText(JSON.stringify({ type: 'subscribe', id: room, room, ...(token === undefined ? {} : { token }) }))
+    }
+    connection.handleText(JSON.stringify({ type: 'room_token', id: 'renew', room: 'b', token: 'exp:3000' }))
+    connection.handleText(JSON.stringify({ type: 'room_token', id: 'standing', room: 'c', token: 'exp:3000' }))
+    await settle()
+    const unsubscribed = (): unknown[] => transport.messages().filter(m => m.type === 'unsubscribed')
+    assert.deepEqual(transport.messages().find(m => m.id === 'renew'), { type: 'reply', id: 'renew', result: { tokenExpiresAt: 3000 } })
+    assert.equal(transport.messages().find(m => m.id === 'standing')?.type, 'error')
+    connection.tick(999)
+    assert.deepEqual(unsubscribed(), [])
+    connection.tick(1000)
+    assert.deepEqual(unsubscribed(), [{ type: 'unsubscribed', room: 'a', reason: 'token_expired' }])
+    connection.tick(3000)
+    assert.deepEqual(unsubscribed().slice(1), [{ type: 'unsubscribed', room: 'b', reason: 'token_expired' }])
+    connection.tick(9000)
+    assert.deepEqual(unsubscribed().slice(2), [{ type: 'unsubscribed', room: 'd', reason: 'token_expired' }])
+    assert.deepEqual([...connection.subscriptions.keys()], ['c'], 'the subscription on standing never expires')
+    assert.equal(connection.state, 'open')
   })
 
   it('an idle connection is closed by the sweep with 4002', () => {
