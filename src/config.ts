@@ -36,8 +36,8 @@ export const EnvSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
-  DATA_DIR: Type.String({ minLength: 1, default: './data' }),
-  DATABASE_URL: Type.String({ pattern: '^(sqlite:|postgres://|postgresql://)', default: 'sqlite:./data/switchboard.db' }),
+  DATA_DIR: Type.String({ minLength: 1, default: './data', description: 'Everything the server writes: the default SQLite file and the development JWT secret' }),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^(sqlite:|postgres://|postgresql://)', description: 'default: sqlite:<DATA_DIR>/switchboard.db' })),
   DATABASE_SCHEMA: Type.Optional(Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$', description: 'PostgreSQL schema (default: public)' })),
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: POOL_DEFAULTS.max, description: 'PostgreSQL: connections per node at most' }),
   DATABASE_POOL_IDLE_MS: Type.Integer({ minimum: 100, default: POOL_DEFAULTS.idleMs, description: 'PostgreSQL: a connection idle this long closes, down to one kept open' }),
@@ -382,6 +382,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
   const env = withDefaults as Env
   const production = env.NODE_ENV === 'production'
   const dataDir = resolve(env.DATA_DIR)
+  // Derived, not a fixed ./data path: a volume mounted at DATA_DIR must hold the database.
+  const databaseUrl = env.DATABASE_URL ?? `sqlite:${join(dataDir, 'switchboard.db')}`
 
   let secret = env.JWT_SECRET
   let generated = false
@@ -438,7 +440,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
     port: env.PORT,
     logLevel: env.LOG_LEVEL,
     dataDir,
-    databaseUrl: env.DATABASE_URL,
+    databaseUrl,
     databaseSchema: env.DATABASE_SCHEMA ?? null,
     databasePool: { max: env.DATABASE_POOL_MAX, idleMs: env.DATABASE_POOL_IDLE_MS },
     jwt: {
@@ -495,7 +497,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
       authorizationCacheMs: env.AUTHORIZATION_CACHE_MS
     },
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
-    history: { store: historyStore(env), memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
+    history: { store: historyStore(env, databaseUrl), memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
     maxRoomsPerUser: env.MAX_ROOMS_PER_USER,
     serverApi: { broadcastMaxRooms: env.BROADCAST_MAX_ROOMS, nodeReportIntervalMs: env.NODE_REPORT_INTERVAL_MS },
     redis: env.REDIS_URL === undefined
@@ -618,8 +620,8 @@ function identityProvider (env: Env, production: boolean, jwtSecret: string): Id
 }
 
 /** HISTORY_STORE, or its default: durable on embedded defaults, Redis's with Redis. */
-function historyStore (env: Env): Config['history']['store'] {
-  const sqlite = env.DATABASE_URL.startsWith('sqlite:')
+function historyStore (env: Env, databaseUrl: string): Config['history']['store'] {
+  const sqlite = databaseUrl.startsWith('sqlite:')
   if (env.REDIS_URL !== undefined) {
     if (env.HISTORY_STORE !== undefined) throw new ConfigError(`HISTORY_STORE: ${env.HISTORY_STORE} is for the embedded engine; with REDIS_URL history lives in Redis (leave HISTORY_STORE unset)`)
     return 'redis'
@@ -627,7 +629,7 @@ function historyStore (env: Env): Config['history']['store'] {
   if (env.HISTORY_STORE === 'sqlite' && !sqlite) throw new ConfigError('HISTORY_STORE: sqlite needs a sqlite: DATABASE_URL (history is kept in that file)')
   // An in-memory database survives no restart: durable history there would only hold every
   // publication in the process a second time, beside the engine's own window.
-  const file = sqlite && env.DATABASE_URL !== 'sqlite::memory:'
+  const file = sqlite && databaseUrl !== 'sqlite::memory:'
   return env.HISTORY_STORE ?? (file ? 'sqlite' : 'memory')
 }
 

@@ -102,6 +102,8 @@ describe('server process', () => {
     const env = baseEnv(dataDir)
     delete env.JWT_SECRET
     delete env.NODE_ENV
+    // Left to its default, the database goes under DATA_DIR too: a volume there keeps everything.
+    delete env.DATABASE_URL
 
     const first = await startServer(t, env)
     await waitUntilReady(first)
@@ -111,6 +113,7 @@ describe('server process', () => {
     assert.equal(statSync(secretFile).mode & 0o777, 0o600)
     const secret = readFileSync(secretFile, 'utf8')
     assert.ok(!first.stdout().includes(secret.trim()), 'the generated secret must not be logged')
+    assert.ok(existsSync(join(dataDir, 'switchboard.db')), 'the default SQLite file is under DATA_DIR')
 
     const login = await loginAdmin(first.port)
     assert.equal(login.status, 200)

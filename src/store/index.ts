@@ -41,7 +41,7 @@ function openStore (databaseUrl: string, options: StoreOptions): KyselyStore {
   if (databaseUrl.startsWith('postgres://') || databaseUrl.startsWith('postgresql://')) {
     return openPostgres(databaseUrl, options)
   }
-  throw new Error('DATABASE_URL must be sqlite:<path> (e.g. sqlite:./data/switchboard.db, or sqlite::memory:), postgres://… or postgresql://…')
+  throw new Error('DATABASE_URL must be sqlite:<path> (e.g. sqlite:/var/lib/switchboard/switchboard.db, or sqlite::memory:), postgres://… or postgresql://…')
 }
 
 function openSqlite (path: string, options: StoreOptions): KyselyStore {

@@ -183,7 +183,7 @@ describe('config', () => {
     assert.equal(config.port, 3000)
     assert.equal(config.logLevel, 'info')
     assert.equal(config.dataDir, dir)
-    assert.equal(config.databaseUrl, 'sqlite:./data/switchboard.db')
+    assert.equal(config.databaseUrl, `sqlite:${join(dir, 'switchboard.db')}`)
     assert.equal(config.databaseSchema, null)
     assert.deepEqual(config.databasePool, { max: 10, idleMs: 60_000 })
     assert.equal(config.jwt.accessTokenTtlSeconds, 15 * 60)
