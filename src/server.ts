@@ -1,13 +1,15 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
+import { SHUTDOWN_SIGNALS, onShutdownSignals } from './shutdown-signals.js'
 
 /** How long before the grace period ends requests still open are cut, so the close can finish in it. */
 const CUT_BEFORE_GRACE_ENDS_MS = 1000
 
 /**
  * Process entry: load config (a bad value exits 1 with the variable named), build the app,
- * listen, and close gracefully on SIGTERM/SIGINT: readiness turns 503 at once, WebSocket
+ * listen, and close gracefully on SIGTERM/SIGINT (the same one twice within a second is one
+ * request; a later one exits 1 at once): readiness turns 503 at once, WebSocket
  * clients drain, in-flight requests finish, the store closes, exit 0 — or exit 1 if the grace
  * period runs out.
  */
@@ -25,10 +27,13 @@ async function main (): Promise<void> {
 
   const app = await buildApp(config)
 
-  closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
+  // SIGINT and SIGTERM are sorted by onShutdownSignals (a repeat within a moment is one
+  // request); close-with-grace keeps the other signals, fatal errors and the grace deadline.
+  const grace = closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log, skip: [...SHUTDOWN_SIGNALS] }, async ({ signal, err }) => {
     const began = Date.now()
+    signals.began()
     if (err !== undefined) app.log.error({ err }, 'fatal error, closing')
-    else app.log.info({ signal }, 'shutting down')
+    else if (signal !== undefined) app.log.info({ signal }, 'shutting down')
     // Readiness fails and WebSocket clients drain while HTTP still answers; then close.
     await app.lifecycle.shutdown()
     // Node stops enforcing request deadlines once the server closes: a client trickling a body
@@ -44,6 +49,18 @@ async function main (): Promise<void> {
       await app.close()
     } finally {
       clearTimeout(cut)
+    }
+  })
+
+  const signals = onShutdownSignals({
+    shutdown: (signal) => {
+      app.log.info({ signal }, 'shutting down')
+      grace.close()
+    },
+    repeated: (signal) => { app.log.info({ signal }, 'the same signal again at once: one shutdown request') },
+    force: (signal) => {
+      app.log.error({ signal }, `second ${signal}, exiting`)
+      process.exit(1)
     }
   })
 

@@ -3,9 +3,11 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import http from 'node:http'
+import net from 'node:net'
 import { join } from 'node:path'
 import { oneShotRequest, type Reply } from '../support/http.js'
-import { tempDir } from './helper.js'
+import { REPEAT_WINDOW_MS } from '../src/shutdown-signals.js'
+import { tempDir, wsConnect } from './helper.js'
 import { ADMIN, ROOT, baseEnv, startServer, waitForLog, waitUntilReady, withTimeout } from './process.js'
 
 const EXIT_WITHIN_MS = 20_000
@@ -95,6 +97,47 @@ describe('server process', () => {
     const { code, signal } = await withTimeout(server.exited, EXIT_WITHIN_MS, 'exit after SIGINT')
     assert.equal(signal, null)
     assert.equal(code, 0, server.stderr())
+  })
+
+  it('SIGINT twice at once (Ctrl-C on npm start) is one shutdown: clients get reconnect and 1012, exit 0', async (t) => {
+    const server = await startServer(t, { ...baseEnv(tempDir(t)), WS_DRAIN_MS: '3000' })
+    await waitUntilReady(server)
+    const base = `http://127.0.0.1:${server.port}`
+    const client = await wsConnect(t, { url: base }, { token: (await loginAdmin(server.port)).body.accessToken as string })
+
+    // The terminal signals npm and the server; npm forwards its copy as soon as it has its own.
+    server.child.kill('SIGINT')
+    await waitForLog(server, /"signal":"SIGINT"[^\n]*"msg":"shutting down"/)
+    server.child.kill('SIGINT')
+
+    const closed = await withTimeout(client.closed, EXIT_WITHIN_MS, 'client closed')
+    assert.equal(closed.code, 1012, server.stdout() + server.stderr())
+    assert.ok(client.frames.some(f => f.type === 'reconnect'))
+    const { code } = await withTimeout(server.exited, EXIT_WITHIN_MS, 'exit after SIGINT')
+    assert.equal(code, 0, server.stderr())
+    // The second delivery did reach the running server, and was taken as the same request.
+    assert.match(server.stdout(), /"signal":"SIGINT"[^\n]*one shutdown request/)
+  })
+
+  it('a second SIGINT after the first was a moment ago forces exit 1', async (t) => {
+    const server = await startServer(t, baseEnv(tempDir(t)))
+    await waitUntilReady(server)
+    // A request whose body never comes keeps the shutdown waiting (until it is cut before the grace ends).
+    const socket = net.connect(server.port, '127.0.0.1')
+    t.after(() => socket.destroy())
+    socket.on('error', () => {})
+    socket.write('POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{')
+    await waitForLog(server, /"msg":"incoming request"[^\n]*"url":"\/auth\/login"|"url":"\/auth\/login"[^\n]*"msg":"incoming request"/)
+
+    server.child.kill('SIGINT')
+    await waitForLog(server, /"signal":"SIGINT"[^\n]*"msg":"shutting down"/)
+    await new Promise(resolve => setTimeout(resolve, REPEAT_WINDOW_MS + 500))
+    assert.equal(server.child.exitCode, null, 'still shutting down: the open request holds it')
+    server.child.kill('SIGINT')
+
+    const { code } = await withTimeout(server.exited, EXIT_WITHIN_MS, 'exit after the second SIGINT')
+    assert.equal(code, 1, server.stderr())
+    assert.match(server.stdout(), /second SIGINT, exiting/)
   })
 
   it('without JWT_SECRET in development, generates a secret once and keeps it across restarts', async (t) => {
