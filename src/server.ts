@@ -1,6 +1,8 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { ConfigError, loadConfig } from './config.js'
+import type { AddressInfo } from 'node:net'
+import { ConfigError, loadConfig, type Config } from './config.js'
+import { loadEnvFile } from './env-file.js'
 import { SHUTDOWN_SIGNALS, onShutdownSignals } from './shutdown-signals.js'
 
 /** How long before the grace period ends requests still open are cut, so the close can finish in it. */
@@ -15,7 +17,9 @@ const CUT_BEFORE_GRACE_ENDS_MS = 1000
  */
 async function main (): Promise<void> {
   let config
+  let envFile
   try {
+    envFile = loadEnvFile()
     config = loadConfig()
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -26,6 +30,7 @@ async function main (): Promise<void> {
   }
 
   const app = await buildApp(config)
+  if (envFile !== null) app.log.info({ file: envFile }, 'settings read from .env (the real environment wins)')
 
   // SIGINT and SIGTERM are sorted by onShutdownSignals (a repeat within a moment is one
   // request); close-with-grace keeps the other signals, fatal errors and the grace deadline.
@@ -65,6 +70,14 @@ async function main (): Promise<void> {
   })
 
   await app.listen({ host: config.host, port: config.port })
+  const url = urlToOpen(config, (app.server.address() as AddressInfo).port)
+  app.log.info({ url }, `switchboard is running: open ${url}`)
+}
+
+/** The address a person on this machine opens: localhost when every interface listens. */
+function urlToOpen (config: Config, port: number): string {
+  const host = ['0.0.0.0', '::'].includes(config.host) ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host
+  return `${config.tls === null ? 'http' : 'https'}://${host}:${port}/`
 }
 
 main().catch((err: unknown) => {

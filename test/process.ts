@@ -32,11 +32,15 @@ export function withTimeout<T> (promise: Promise<T>, ms: number, what: string): 
   ]).finally(() => clearTimeout(timer))
 }
 
-/** Spawns the real entry point (on `port` when given: a restart on the same address); killed hard if a test leaves it running. */
-export async function startServer (t: TestContext, env: Record<string, string>, options: { port?: number } = {}): Promise<ServerProcess> {
+/**
+ * Spawns the real entry point (on `port` when given: a restart on the same address; in `cwd`
+ * when given, where it looks for `.env`); killed hard if a test leaves it running.
+ */
+export async function startServer (t: TestContext, env: Record<string, string>, options: { port?: number, cwd?: string } = {}): Promise<ServerProcess> {
   const port = options.port ?? await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: ROOT,
+  // Absolute: from another working directory `--import tsx` would not find the package.
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/server.ts')], {
+    cwd: options.cwd ?? ROOT,
     // Not process.env: the test runner's own variables (NODE_ENV, NODE_TEST_CONTEXT…) must not leak in.
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', PORT: String(port), ...env },
     stdio: ['pipe', 'pipe', 'pipe']

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import { join } from 'node:path'
@@ -177,6 +177,26 @@ describe('server process', () => {
 })
 
 describe('server process: configuration', () => {
+  it('reads .env in its working directory under the real environment, and logs the URL to open', async (t) => {
+    const dir = tempDir(t)
+    const env = baseEnv(dir)
+    delete env.DATA_DIR
+    delete env.DATABASE_URL
+    // From the file: a relative DATA_DIR (so the database goes there) and closed registration.
+    // PORT=1 is in the file too, but the real environment's PORT wins (port 1 would need root).
+    writeFileSync(join(dir, '.env'), '# local settings\nDATA_DIR=./from-dotenv\nALLOW_REGISTRATION=false\nPORT=1\nLOG_LEVEL="info"\n')
+    const server = await startServer(t, env, { cwd: dir })
+    await waitUntilReady(server)
+
+    assert.ok(existsSync(join(dir, 'from-dotenv', 'switchboard.db')), 'DATA_DIR came from .env')
+    const register = await request(server.port, 'POST', '/auth/register', { body: { username: 'someone', password: 'long enough password' } })
+    assert.equal(register.status, 403, JSON.stringify(register.body))
+    assert.match(server.stdout(), /"msg":"settings read from \.env/)
+    assert.match(server.stdout(), new RegExp(`"msg":"switchboard is running: open http://127\\.0\\.0\\.1:${server.port}/"`))
+    server.child.kill('SIGTERM')
+    assert.equal((await withTimeout(server.exited, EXIT_WITHIN_MS, 'exit')).code, 0, server.stderr())
+  })
+
   it('a real process with PORT=abc exits 1 and names PORT on stderr', async (t) => {
     const dir = tempDir(t)
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
