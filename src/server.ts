@@ -1,8 +1,9 @@
+import type { AddressInfo } from 'node:net'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import type { AddressInfo } from 'node:net'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { loadEnvFile } from './env-file.js'
+import { StoreOpenError } from './store/index.js'
 import { SHUTDOWN_SIGNALS, onShutdownSignals } from './shutdown-signals.js'
 
 /** How long before the grace period ends requests still open are cut, so the close can finish in it. */
@@ -29,7 +30,13 @@ async function main (): Promise<void> {
     throw err
   }
 
-  const app = await buildApp(config)
+  let app
+  try {
+    app = await buildApp(config)
+  } catch (err) {
+    if (err instanceof StoreOpenError) cannotStart(err.message)
+    throw err
+  }
   if (envFile !== null) app.log.info({ file: envFile }, 'settings read from .env (the real environment wins)')
 
   // SIGINT and SIGTERM are sorted by onShutdownSignals (a repeat within a moment is one
@@ -69,7 +76,13 @@ async function main (): Promise<void> {
     }
   })
 
-  await app.listen({ host: config.host, port: config.port })
+  try {
+    await app.listen({ host: config.host, port: config.port })
+  } catch (err) {
+    const reason = listenFailure(err, config)
+    if (reason !== null) cannotStart(reason)
+    throw err
+  }
   const url = urlToOpen(config, (app.server.address() as AddressInfo).port)
   app.log.info({ url }, `switchboard is running: open ${url}`)
 }
@@ -78,6 +91,24 @@ async function main (): Promise<void> {
 function urlToOpen (config: Config, port: number): string {
   const host = ['0.0.0.0', '::'].includes(config.host) ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host
   return `${config.tls === null ? 'http' : 'https'}://${host}:${port}/`
+}
+
+/** A start that failed for a reason the operator fixes outside the code: one line, no stack. */
+function cannotStart (message: string): never {
+  process.stderr.write(`switchboard: cannot start: ${message}\n`)
+  process.exit(1)
+}
+
+/** Why listening failed, naming the variable to change; null for anything else. */
+function listenFailure (err: unknown, config: Config): string | null {
+  switch ((err as NodeJS.ErrnoException).code) {
+    case 'EADDRINUSE': return `PORT: ${config.port} is already in use on ${config.host} (another server running?); set PORT to a free port, or HOST to another address`
+    case 'EACCES': return `PORT: ${config.port} needs privileges on this system; set PORT to 1024 or above`
+    case 'EADDRNOTAVAIL': return `HOST: ${config.host} is not an address of this machine; set HOST to one of its addresses, or 0.0.0.0 for all`
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN': return `HOST: ${config.host} does not resolve to an address; set HOST to an address, or 0.0.0.0 for all`
+    default: return null
+  }
 }
 
 main().catch((err: unknown) => {

@@ -1,4 +1,4 @@
-import { describe, it } from 'node:test'
+import { describe, it, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
@@ -7,7 +7,8 @@ import net from 'node:net'
 import { join } from 'node:path'
 import { oneShotRequest, type Reply } from '../support/http.js'
 import { REPEAT_WINDOW_MS } from '../src/shutdown-signals.js'
-import { tempDir, wsConnect } from './helper.js'
+import { freePort } from '../support/free-port.js'
+import { skipUnlessStore, tempDir, TEST_DATABASE_URL, wsConnect } from './helper.js'
 import { ADMIN, ROOT, baseEnv, startServer, waitForLog, waitUntilReady, withTimeout } from './process.js'
 
 const EXIT_WITHIN_MS = 20_000
@@ -217,5 +218,42 @@ describe('server process: configuration', () => {
     assert.match(stderr, /"abc"/)
     // A configuration mistake is a one-line message, not a crash with a stack trace.
     assert.doesNotMatch(stderr, /\n\s+at /)
+  })
+})
+
+const postgresSkip = await skipUnlessStore('postgres')
+
+describe('server process: what stops the start is one line naming the variable', () => {
+  /** Starts the real server, expects it to give up: its exit code and stderr. */
+  async function failedStart (t: TestContext, env: Record<string, string>, port?: number): Promise<string> {
+    const server = await startServer(t, env, port === undefined ? {} : { port })
+    const { code } = await withTimeout(server.exited, EXIT_WITHIN_MS, 'exit')
+    assert.equal(code, 1, server.stdout() + server.stderr())
+    assert.doesNotMatch(server.stderr(), /\n\s+at /, 'no stack trace')
+    return server.stderr()
+  }
+
+  it('a busy port: PORT (or HOST) to change', async (t) => {
+    const held = net.createServer()
+    await new Promise<void>(resolve => held.listen(0, '127.0.0.1', resolve))
+    t.after(() => held.close())
+    const port = (held.address() as net.AddressInfo).port
+    const stderr = await failedStart(t, baseEnv(tempDir(t)), port)
+    assert.match(stderr, new RegExp(`^switchboard: cannot start: PORT: ${port} is already in use on 127\\.0\\.0\\.1 .*HOST`))
+  })
+
+  it('PostgreSQL not listening: DATABASE_URL, its host and port', async (t) => {
+    const port = await freePort()
+    const stderr = await failedStart(t, { ...baseEnv(tempDir(t)), DATABASE_URL: `postgres://switchboard:s3cret-pw@127.0.0.1:${port}/test` })
+    assert.match(stderr, new RegExp(`^switchboard: cannot start: DATABASE_URL: cannot reach PostgreSQL at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`))
+    assert.doesNotMatch(stderr, /s3cret-pw/)
+  })
+
+  it('a database that does not exist: DATABASE_URL, and how to create it', { skip: postgresSkip }, async (t) => {
+    const missing = `switchboard_missing_${process.pid}`
+    const url = new URL(TEST_DATABASE_URL)
+    url.pathname = `/${missing}`
+    const stderr = await failedStart(t, { ...baseEnv(tempDir(t)), DATABASE_URL: url.href })
+    assert.match(stderr, new RegExp(`^switchboard: cannot start: DATABASE_URL: database "${missing}" does not exist on ${url.hostname.replaceAll('.', '\\.')}:${url.port || 5432}; create it`))
   })
 })

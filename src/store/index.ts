@@ -5,10 +5,20 @@ import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from 'kysely'
 import pg from 'pg'
 import { KyselyStore, type Database } from './kysely-store.js'
 import { POOL_DEFAULTS, type Store } from './types.js'
-import { withUnavailableErrors } from './unavailable.js'
+
+import { isConnectionError, withUnavailableErrors } from './unavailable.js'
 
 export type * from './types.js'
 export { StoreUnavailableError, isConnectionError } from './unavailable.js'
+
+/**
+ * The database DATABASE_URL names cannot be opened at start (unreachable, missing, refusing the
+ * sign-in, an unwritable file): one line naming the variable and what to check, for the
+ * operator's terminal; the driver's error is its cause.
+ */
+export class StoreOpenError extends Error {
+  override name = 'StoreOpenError'
+}
 
 export interface StoreOptions {
   log?: { info: (obj: object, msg: string) => void }
@@ -24,14 +34,43 @@ export interface StoreOptions {
  * `postgres://…` / `postgresql://…`.
  */
 export async function createStore (databaseUrl: string, options: StoreOptions = {}): Promise<Store> {
-  const store = openStore(databaseUrl, options)
+  let store: KyselyStore
+  try {
+    store = openStore(databaseUrl, options)
+  } catch (error) {
+    throw openFailure(error, databaseUrl) ?? error
+  }
   try {
     await store.migrate()
   } catch (error) {
     await store.close().catch(() => {})
-    throw error
+    throw openFailure(error, databaseUrl) ?? error
   }
   return withUnavailableErrors(store)
+}
+
+/** A StoreOpenError for the failures an operator fixes outside the server; null for the rest (bugs keep their stack). */
+function openFailure (error: unknown, databaseUrl: string): StoreOpenError | null {
+  const code = (error as { code?: unknown }).code
+  if (databaseUrl.startsWith('sqlite:')) {
+    if (code !== 'SQLITE_CANTOPEN' && code !== 'EACCES' && code !== 'EROFS') return null
+    return new StoreOpenError(`DATABASE_URL: cannot open the SQLite file ${resolve(databaseUrl.slice('sqlite:'.length))} (${String(code)}); is its directory (DATA_DIR) writable?`, { cause: error })
+  }
+  // Host, port and database only: the URL's password never reaches the terminal.
+  const url = new URL(databaseUrl)
+  const where = `${url.hostname}:${url.port === '' ? '5432' : url.port}`
+  const database = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username)
+  if (code === '3D000') {
+    return new StoreOpenError(`DATABASE_URL: database "${database}" does not exist on ${where}; create it (createdb -h ${url.hostname} ${database}) or name an existing one`, { cause: error })
+  }
+  if (code === '28P01' || code === '28000') {
+    return new StoreOpenError(`DATABASE_URL: PostgreSQL at ${where} refused the sign-in (${(error as Error).message}); check the user and password`, { cause: error })
+  }
+  if (isConnectionError(error)) {
+    const reason = typeof code === 'string' ? code : (error as Error).message
+    return new StoreOpenError(`DATABASE_URL: cannot reach PostgreSQL at ${where} (${reason}); is it running, and are the host and port right?`, { cause: error })
+  }
+  return null
 }
 
 function openStore (databaseUrl: string, options: StoreOptions): KyselyStore {
