@@ -5,7 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { buildLoggerOptions } from './logger.js'
 import { SHARED_SCHEMAS } from './schemas/index.js'
-import { createValidatorCompiler } from './validation.js'
+import { createValidatorCompiler, formatValidationErrors } from './validation.js'
 import { Errors, httpAnswer } from './errors.js'
 import { trustProxyFunction } from './client-address.js'
 import { clientErrorRefusal, writeRefusal } from './http-refusal.js'
@@ -74,8 +74,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     return503OnClosing: false
   }).withTypeProvider<TypeBoxTypeProvider>()
 
+  // Bodies are JSON (and bytes where a route adds that parser): a text body would otherwise
+  // reach the schema as a string and fail as "body must be object" instead of a 415.
+  app.removeContentTypeParser('text/plain')
   for (const schema of SHARED_SCHEMAS) app.addSchema(schema)
   app.setValidatorCompiler(createValidatorCompiler(SHARED_SCHEMAS))
+  app.setSchemaErrorFormatter(formatValidationErrors)
 
   // Plugins in dependency order: each declares what it needs, this list shows the order.
   await app.register(configPlugin, { config })

@@ -169,6 +169,11 @@ interface HttpErrorLike {
   headers?: Record<string, string>
 }
 
+/** Fastify's own refusals, worded to say what to send instead. */
+const FASTIFY_MESSAGES: Record<string, string> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'Unsupported content type: send JSON with content-type: application/json (POST /rooms/:id/messages also takes application/octet-stream)'
+}
+
 /**
  * Renders any error for HTTP: an error of the table as its row says; Fastify's own errors (a
  * body that is not JSON, a failed schema) with their status and code; from 500 up, the client
@@ -184,7 +189,7 @@ export function httpAnswer (err: unknown): HttpAnswer {
   return {
     statusCode,
     code: validation !== undefined ? ERRORS.Validation.code : typeof code === 'string' ? code : `SB_ERR_HTTP_${statusCode}`,
-    message: typeof message === 'string' ? message : '',
+    message: (typeof code === 'string' ? FASTIFY_MESSAGES[code] : undefined) ?? (typeof message === 'string' ? message : ''),
     ...(allHeaders === undefined ? {} : { headers: allHeaders })
   }
 }

@@ -1,6 +1,7 @@
 import { Ajv, type Options } from 'ajv'
 import addFormatsModule from 'ajv-formats'
-import type { FastifySchemaCompiler } from 'fastify'
+import type { FastifySchemaCompiler, FastifySchemaValidationError } from 'fastify'
+import type { SchemaErrorFormatter } from 'fastify/types/schema.js'
 import type { TSchema } from '@sinclair/typebox'
 
 // ajv-formats is CommonJS; under NodeNext its default export arrives one level down.
@@ -26,4 +27,30 @@ export function createValidatorCompiler (sharedSchemas: TSchema[]): FastifySchem
     if (httpPart === 'body' && contentType === 'application/octet-stream') return () => true
     return (httpPart === 'body' ? body : text).compile(schema)
   }
+}
+
+/**
+ * The message of a 400 for a request that fails its schema, naming what to fix: an unknown
+ * property by its name (Ajv's own message says only that there is one), a choice by its
+ * allowed values (a TypeBox union of literals fails each branch, and Ajv would repeat
+ * "must be equal to constant" once per value), anything else as Ajv words it.
+ */
+export const formatValidationErrors: SchemaErrorFormatter = (errors, dataVar) => {
+  const byPath = new Map<string, FastifySchemaValidationError[]>()
+  for (const error of errors) byPath.set(error.instancePath, [...byPath.get(error.instancePath) ?? [], error])
+  const parts: string[] = []
+  for (const [path, group] of byPath) {
+    const where = `${dataVar}${path}`
+    const allowed = group.flatMap(e => e.keyword === 'const' ? [e.params.allowedValue] : e.keyword === 'enum' ? e.params.allowedValues as unknown[] : [])
+    if (allowed.length > 0 && group.every(e => ['const', 'enum', 'anyOf'].includes(e.keyword))) {
+      parts.push(`${where} must be one of ${allowed.map(v => JSON.stringify(v)).join(', ')}`)
+      continue
+    }
+    for (const error of group) {
+      parts.push(error.keyword === 'additionalProperties'
+        ? `${where} has an unknown property "${String(error.params.additionalProperty)}"`
+        : `${where} ${error.message ?? 'is invalid'}`)
+    }
+  }
+  return new Error(parts.join('; '))
 }

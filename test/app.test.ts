@@ -69,8 +69,28 @@ describe('errors and hardening', () => {
     assert.equal(typeof bad.body.code, 'string')
     const type = await request('POST', '/auth/login', { body: 'username=a', headers: { 'content-type': 'application/x-www-form-urlencoded' } })
     assert.equal(type.status, 415)
+    assert.match(type.body.message, /send JSON with content-type: application\/json/)
+    // A text body is not JSON either: 415, not a schema error about a string.
+    const text = await request('POST', '/auth/login', { body: 'username=a', headers: { 'content-type': 'text/plain' } })
+    assert.equal(text.status, 415)
+    assert.match(text.body.message, /send JSON/)
     const big = await request('POST', '/auth/login', { body: JSON.stringify({ username: 'alice', password: 'x'.repeat(300 * 1024) }) })
     assert.equal(big.status, 413)
+  })
+
+  it('a validation error names the property, an unknown one included, and lists the allowed values', async (t) => {
+    const { request, userToken } = await build(t)
+    const token = await userToken('alice')
+    const message = async (body: unknown): Promise<string> => {
+      const res = await request('POST', '/rooms', { token, body })
+      assert.equal(res.status, 400, JSON.stringify(res.body))
+      assert.equal(res.body.code, 'SB_ERR_VALIDATION')
+      return res.body.message as string
+    }
+    assert.equal(await message({ id: 'lobby', colour: 'red' }), 'body has an unknown property "colour"')
+    assert.equal(await message({ id: 'lobby', visibility: 'secret' }), 'body/visibility must be one of "public", "private"')
+    assert.equal(await message({ id: 'lobby', historySize: 'many' }), 'body/historySize must be integer')
+    assert.equal(await message({}), 'body must have required property \'id\'')
   })
 
   it('sends helmet headers and CORS only for configured origins', async (t) => {

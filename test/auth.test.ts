@@ -44,6 +44,11 @@ for (const kind of STORE_KINDS) {
         assert.equal(res.body.code, 'SB_ERR_VALIDATION')
         assert.deepEqual(Object.keys(res.body).sort(), ['code', 'error', 'message', 'statusCode'])
       }
+      // Registration says what the password rule is, and names a property that is not allowed.
+      const short = await request('POST', '/auth/register', { body: { username: 'bob', password: 'short' } })
+      assert.equal(short.body.message, 'body/password must NOT have fewer than 8 characters')
+      const extra = await request('POST', '/auth/register', { body: { username: 'bob', password: PASSWORD, role: 'admin' } })
+      assert.equal(extra.body.message, 'body has an unknown property "role"')
     })
 
     it('refuses registration when ALLOW_REGISTRATION=false', async (t) => {
@@ -76,6 +81,11 @@ for (const kind of STORE_KINDS) {
       assert.equal(wrong.status, 401)
       assert.equal(unknown.status, 401)
       assert.deepEqual(wrong.body, unknown.body)
+      // Shorter than the registration rule is just another wrong password: no 400 naming the rule.
+      const short = await request('POST', '/auth/login', { body: { username: 'alice', password: 'short' } })
+      assert.equal(short.status, 401)
+      assert.deepEqual(short.body, wrong.body)
+      assert.match(short.body.message, /invalid username or password/i)
     })
 
     it('GET /auth/me returns the caller, for a user and for an API key', async (t) => {

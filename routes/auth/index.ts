@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox'
 import { Errors } from '../../src/errors.js'
 import { publicUser } from '../../src/auth/service.js'
 import { errorResponses } from '../../src/schemas/common.js'
-import { CredentialsSchema, MeSchema, RefreshBodySchema, TokenPairSchema, UserSchema } from '../../src/schemas/auth.js'
+import { CredentialsSchema, LoginSchema, MeSchema, RefreshBodySchema, TokenPairSchema, UserSchema } from '../../src/schemas/auth.js'
 
 /**
  * Sign-up, sign-in and sessions. Login, registration and refresh share a tight per-IP budget
@@ -34,7 +34,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['auth'],
       summary: 'Sign in: returns an access token and a single-use refresh token',
-      body: CredentialsSchema,
+      body: LoginSchema,
       response: { 200: TokenPairSchema, ...errorResponses(400, 401, 403, 429) }
     }
   }, async (request) => {

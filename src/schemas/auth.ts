@@ -13,6 +13,16 @@ export const CredentialsSchema = Type.Object({
   password: PasswordSchema
 }, { additionalProperties: false })
 
+/**
+ * Sign-in takes any password up to a bound: one shorter than the registration rule is a wrong
+ * password like any other (401 invalid username or password), not a 400 that tells a guesser
+ * the rule or a user that this was not their password.
+ */
+export const LoginSchema = Type.Object({
+  username: UsernameSchema,
+  password: Type.String({ minLength: 1, maxLength: 1024 })
+}, { additionalProperties: false })
+
 /** Refresh tokens are 43 base64url characters; the bound keeps junk out of the database query. */
 export const RefreshTokenSchema = Type.String({ minLength: 1, maxLength: 256 })
 

@@ -87,7 +87,7 @@ describe('rendering', () => {
     assert.deepEqual(httpAnswer(new Error('secret detail')), { statusCode: 500, code: 'SB_ERR_INTERNAL', message: 'Internal server error' })
     assert.deepEqual(httpAnswer(Object.assign(new Error('x'), { statusCode: 502, code: 'SB_ERR_UNAVAILABLE' })), { statusCode: 502, code: 'SB_ERR_INTERNAL', message: 'Internal server error' })
     assert.deepEqual(httpAnswer(Object.assign(new Error('body/name must be string'), { statusCode: 400, validation: [] })), { statusCode: 400, code: 'SB_ERR_VALIDATION', message: 'body/name must be string' })
-    assert.deepEqual(httpAnswer(Object.assign(new Error('Unsupported Media Type'), { statusCode: 415, code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE' })), { statusCode: 415, code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', message: 'Unsupported Media Type' })
+    assert.deepEqual(httpAnswer(Object.assign(new Error('Unsupported Media Type'), { statusCode: 415, code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE' })), { statusCode: 415, code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', message: 'Unsupported content type: send JSON with content-type: application/json (POST /rooms/:id/messages also takes application/octet-stream)' })
     assert.deepEqual(httpAnswer(Object.assign(new Errors.TooManyLoginAttempts(), { headers: { 'retry-after': '30' } })).headers, { 'retry-after': '30' })
   })
 
