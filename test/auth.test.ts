@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHmac, generateKeyPairSync, createSign } from 'node:crypto'
-import { build, PASSWORD, skipUnlessStore, STORE_KINDS, TEST_JWT_SECRET } from './helper.js'
+import { build, PASSWORD, skipUnlessStore, STORE_KINDS, TEST_JWT_SECRET, wsConnect } from './helper.js'
 
 const b64 = (value: unknown): string => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url')
 const now = (): number => Math.floor(Date.now() / 1000)
@@ -89,13 +89,18 @@ for (const kind of STORE_KINDS) {
     })
 
     it('GET /auth/me returns the caller, for a user and for an API key', async (t) => {
-      const { request, userToken } = await build(t, { store: kind })
+      const srv = await build(t, { store: kind })
+      const { request, userToken } = srv
       const token = await userToken('alice')
       const me = await request('GET', '/auth/me', { token })
       assert.equal(me.status, 200)
       assert.equal(me.body.kind, 'user')
       assert.equal(me.body.user.id, 'alice')
-      assert.equal(typeof me.body.tokenExpiresAt, 'number')
+      // Epoch milliseconds, as in the welcome frame: the same instant by both routes.
+      const exp = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).exp as number
+      assert.equal(me.body.tokenExpiresAt, exp * 1000)
+      const socket = await wsConnect(t, srv, { token })
+      assert.equal(socket.welcome.tokenExpiresAt, me.body.tokenExpiresAt)
 
       const admin = await userToken('root', 'admin')
       const key = await request('POST', '/api-keys', { token: admin, body: { name: 'sensor', scopes: ['publish:sensors.*'] } })

@@ -85,11 +85,11 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const row = await app.store.getUser(principal.userId)
       const user = { id: principal.userId, role: principal.role, createdAt: row?.createdAt ?? Date.now() }
       const name = principal.external.name
-      return { kind: 'user' as const, user, tokenExpiresAt: principal.expiresAt, source: 'external' as const, ...(name === null ? {} : { name }) }
+      return { kind: 'user' as const, user, tokenExpiresAt: principal.expiresAt * 1000, source: 'external' as const, ...(name === null ? {} : { name }) }
     }
     const user = await app.store.getUser(principal.userId)
     if (user === undefined) throw new Errors.InvalidToken()
-    return { kind: 'user' as const, user: publicUser(user), tokenExpiresAt: principal.expiresAt, source: 'builtin' as const }
+    return { kind: 'user' as const, user: publicUser(user), tokenExpiresAt: principal.expiresAt * 1000, source: 'builtin' as const }
   })
 }
 

@@ -40,7 +40,7 @@ export const MeSchema = Type.Union([
   Type.Object({
     kind: Type.Literal('user'),
     user: Type.Ref(UserSchema),
-    tokenExpiresAt: Type.Integer({ description: 'Epoch seconds' }),
+    tokenExpiresAt: Type.Integer({ description: 'When the access token expires, in epoch milliseconds like every time in the API and the welcome frame' }),
     source: Type.Union([Type.Literal('builtin'), Type.Literal('external')], { description: 'builtin: a Switchboard account; external: a user of the application\'s identity provider' }),
     name: Type.Optional(Type.String({ description: 'Display name from the identity provider\'s token (IDP_NAME_CLAIM)' }))
   }),
