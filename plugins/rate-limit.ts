@@ -48,7 +48,7 @@ export default fp(async (app) => {
  * exempted every unknown path under /health/ and every other method, a free side door for
  * scanning and floods.
  */
-const PROBE_ROUTES = new Set(['/health/live', '/health/ready'])
+const PROBE_ROUTES = new Set(['/health', '/health/live', '/health/ready'])
 
 function isProbe (request: FastifyRequest): boolean {
   return request.method === 'GET' && PROBE_ROUTES.has(request.routeOptions.url ?? '')

@@ -24,6 +24,9 @@ export default fp(async (app) => {
         }
       }
     },
+    // A route at '/' under a prefix (POST /rooms) is served with and without the slash; the
+    // document names it as README and docs/api.md do, without.
+    transform: ({ schema, url }) => ({ schema, url: url.length > 1 && url.endsWith('/') ? url.slice(0, -1) : url }),
     refResolver: {
       buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}`
     }

@@ -47,6 +47,19 @@ describe('errors and hardening', () => {
   it('health probes are never rate limited', async (t) => {
     const { request } = await build(t, { env: { RATE_LIMIT_MAX: '2' } })
     for (let i = 0; i < 6; i++) assert.equal((await request('GET', '/health/live')).status, 200)
+    for (let i = 0; i < 6; i++) assert.equal((await request('GET', '/health')).status, 200)
+  })
+
+  it('GET /health is readiness: 200 with the checks, 503 once shutdown begins', async (t) => {
+    const { request, app } = await build(t)
+    const ready = await request('GET', '/health')
+    assert.equal(ready.status, 200)
+    assert.equal(ready.body.status, 'ready')
+    assert.deepEqual(ready.body, (await request('GET', '/health/ready')).body)
+    app.lifecycle.beginShutdown()
+    const draining = await request('GET', '/health')
+    assert.equal(draining.status, 503)
+    assert.equal(draining.body.status, 'not_ready')
   })
 
   it('a thrown internal error is 500 with a generic message; the log has the detail', async (t) => {
@@ -113,12 +126,14 @@ describe('OpenAPI', () => {
     assert.equal(doc.openapi, '3.1.0')
     const expected = [
       'post /auth/register', 'post /auth/login', 'post /auth/refresh', 'post /auth/logout', 'get /auth/me',
-      'post /api-keys/', 'get /api-keys/', 'delete /api-keys/{id}',
-      'post /rooms/', 'get /rooms/', 'get /rooms/{id}', 'patch /rooms/{id}', 'delete /rooms/{id}',
+      'post /api-keys', 'get /api-keys', 'delete /api-keys/{id}',
+      'post /rooms', 'get /rooms', 'get /rooms/{id}', 'patch /rooms/{id}', 'delete /rooms/{id}',
       'get /rooms/{id}/members', 'put /rooms/{id}/members/{userId}', 'delete /rooms/{id}/members/{userId}',
       'get /rooms/{id}/bans', 'put /rooms/{id}/bans/{userId}', 'delete /rooms/{id}/bans/{userId}',
-      'get /users/', 'get /health/live', 'get /health/ready'
+      'get /users', 'get /health', 'get /health/live', 'get /health/ready'
     ]
+    // Paths as the docs write them: no trailing slash on a collection.
+    assert.deepEqual(Object.keys(doc.paths).filter(path => path.length > 1 && path.endsWith('/')), [])
     for (const route of expected) {
       const [method, path] = route.split(' ') as [string, string]
       const op = doc.paths[path]?.[method]
@@ -132,7 +147,7 @@ describe('OpenAPI', () => {
     // Every room setting is in the room's schema and in the bodies that set it.
     assert.equal(doc.components.schemas.Room.properties.presenceEvents.type, 'boolean')
     assert.equal(doc.paths['/rooms/{id}'].patch.requestBody.content['application/json'].schema.properties.presenceEvents.type, 'boolean')
-    assert.equal(doc.paths['/rooms/'].post.requestBody.content['application/json'].schema.properties.presenceEvents.type, 'boolean')
+    assert.equal(doc.paths['/rooms'].post.requestBody.content['application/json'].schema.properties.presenceEvents.type, 'boolean')
     const ui = await request('GET', '/docs/')
     assert.equal(ui.status, 200)
     assert.match(ui.text, /swagger/i)

@@ -21,27 +21,36 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: { tags: ['health'], summary: 'Liveness probe', response: { 200: Type.Object({ status: Type.Literal('ok') }) } }
   }, async () => ({ status: 'ok' as const }))
 
-  app.get('/ready', {
-    schema: { tags: ['health'], summary: 'Readiness probe', response: { 200: ReadySchema, 503: ReadySchema } }
-  }, async (_request, reply) => {
-    const checks: Record<string, { ok: boolean, detail?: string }> = {
-      shutdown: app.lifecycle.shuttingDown ? { ok: false, detail: 'shutting down' } : { ok: true }
-    }
-    const engine = app.realtimeEngine
-    const enginePing = engine.ping?.bind(engine)
-    const [store, engineCheck] = await Promise.all([
-      pingWithTimeout(() => app.store.ping(), PING_TIMEOUT_MS, 'store'),
-      enginePing === undefined ? undefined : pingWithTimeout(enginePing, PING_TIMEOUT_MS, 'engine')
-    ])
-    checks.store = store
-    if (!store.ok) app.log.warn({ detail: store.detail }, 'readiness: store check failed')
-    if (engineCheck !== undefined) {
-      checks.engine = engineCheck
-      if (!engineCheck.ok) app.log.warn({ detail: engineCheck.detail, engine: engine.kind }, 'readiness: engine check failed')
-    }
-    const ready = Object.values(checks).every(check => check.ok)
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks })
-  })
+  // GET /health too: the path load balancers and uptime checks try first, for the question
+  // they mean (is this node fit for traffic), not liveness.
+  const readinessRoutes = [
+    { path: '/ready', summary: 'Readiness probe' },
+    { path: '/', summary: 'Readiness, as /health/ready', prefixTrailingSlash: 'no-slash' as const }
+  ]
+  for (const { path, summary, ...options } of readinessRoutes) {
+    app.get(path, {
+      ...options,
+      schema: { tags: ['health'], summary, response: { 200: ReadySchema, 503: ReadySchema } }
+    }, async (_request, reply) => {
+      const checks: Record<string, { ok: boolean, detail?: string }> = {
+        shutdown: app.lifecycle.shuttingDown ? { ok: false, detail: 'shutting down' } : { ok: true }
+      }
+      const engine = app.realtimeEngine
+      const enginePing = engine.ping?.bind(engine)
+      const [store, engineCheck] = await Promise.all([
+        pingWithTimeout(() => app.store.ping(), PING_TIMEOUT_MS, 'store'),
+        enginePing === undefined ? undefined : pingWithTimeout(enginePing, PING_TIMEOUT_MS, 'engine')
+      ])
+      checks.store = store
+      if (!store.ok) app.log.warn({ detail: store.detail }, 'readiness: store check failed')
+      if (engineCheck !== undefined) {
+        checks.engine = engineCheck
+        if (!engineCheck.ok) app.log.warn({ detail: engineCheck.detail, engine: engine.kind }, 'readiness: engine check failed')
+      }
+      const ready = Object.values(checks).every(check => check.ok)
+      return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks })
+    })
+  }
 }
 
 async function pingWithTimeout (ping: () => Promise<void>, timeoutMs: number, what: string): Promise<{ ok: boolean, detail?: string }> {
