@@ -25,5 +25,10 @@ export default fp(async (app) => {
   const metrics = createMetrics(poolStats === undefined ? { historyBytes, compression, ...hookQueueBytes } : { databasePool: poolStats, historyBytes, compression, ...hookQueueBytes })
   app.decorate('metrics', metrics)
   app.decorate('realtimeMetrics', metrics.realtime)
+  // Every response, the refusals of hooks and the 404s included. routeOptions.url is the
+  // pattern the router matched (undefined for none), so the label set stays bounded.
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpRequest(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime / 1000)
+  })
   app.addHook('onClose', async () => { metrics.close() })
 }, { name: 'metrics', dependencies: ['config', 'store'] })

@@ -23,6 +23,11 @@ export interface Metrics {
   readonly contentType: string
   /** Prometheus text exposition of everything in `registry`. */
   scrape(): Promise<string>
+  /**
+   * One HTTP request answered: its method, its route pattern (`/rooms/:id`, never the URL;
+   * undefined when no route matched) and status, and how long it took.
+   */
+  httpRequest(method: string, route: string | undefined, statusCode: number, seconds: number): void
   /** Running totals for the admin page's headline numbers (GET /admin/stats), without a scrape. */
   totals(): MetricTotals
   /** Drops every metric of this app (process metrics stay for the other apps). */
@@ -31,6 +36,10 @@ export interface Metrics {
 
 /** From an in-process fan-out (tens of µs) to a node in trouble (1 s); a cross-node hop lands in between. */
 const PUBLISH_TO_WRITE_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+/** From a health probe (sub-ms) to a login's deliberately slow password hash and a request cut at its deadline. */
+const HTTP_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+/** The methods the API answers; whatever else a client sends is `other`, so it cannot grow the label set. */
+const HTTP_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
 /** A pong may take up to a heartbeat interval (25 s by default) before the connection is dropped. */
 /** A hook answers within HOOKS_TIMEOUT_MS (1 s by default, 30 s at most). */
 const HOOK_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -172,6 +181,11 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
     dropped (hook, reason) { hookDropped.inc({ hook, reason }) }
   }
 
+  // Labelled by route pattern, not URL: a scanner's made-up paths all land on `unmatched`.
+  const httpLabels = ['method', 'route', 'status_code']
+  const httpRequests = new Counter({ name: 'switchboard_http_requests_total', help: 'HTTP requests answered, by method, route pattern (`unmatched`: no route) and status code', labelNames: httpLabels, registers: [own] })
+  const httpDuration = new Histogram({ name: 'switchboard_http_request_duration_seconds', help: 'From an HTTP request\'s arrival to its answer sent, by method, route pattern and status code', labelNames: httpLabels, buckets: HTTP_DURATION_BUCKETS, registers: [own] })
+
   const historyBytes = sources.historyBytes
   if (historyBytes !== undefined) {
     new Gauge({
@@ -237,6 +251,13 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
     realtime,
     hooks,
     contentType: registry.contentType,
+    httpRequest (method, route, statusCode, seconds) {
+      // A route at '/' under a prefix matches with and without the slash: one label, as the docs write it.
+      const pattern = route === undefined ? 'unmatched' : route.length > 1 && route.endsWith('/') ? route.slice(0, -1) : route
+      const labels = { method: HTTP_METHODS.has(method) ? method : 'other', route: pattern, status_code: String(statusCode) }
+      httpRequests.inc(labels)
+      httpDuration.observe(labels, seconds)
+    },
     scrape: () => registry.metrics(),
     totals: () => {
       let messagesInTotal = 0

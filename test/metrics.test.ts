@@ -6,6 +6,8 @@ import { createMetrics } from '../src/metrics.js'
 import type { RealtimeMetrics } from '../src/realtime/metrics.js'
 
 const SWITCHBOARD_METRICS = [
+  'switchboard_http_requests_total',
+  'switchboard_http_request_duration_seconds',
   'switchboard_connections',
   'switchboard_connects_total',
   'switchboard_disconnects_total',
@@ -107,6 +109,25 @@ describe('GET /metrics', () => {
     assert.equal(sample(closed, 'switchboard_disconnects_total{code="1000"}'), 1)
   })
 
+  it('counts HTTP requests and their durations by route pattern and status; unknown paths share one label', async (t) => {
+    const { request, userToken } = await build(t)
+    const token = await userToken('alice')
+    assert.equal((await request('POST', '/rooms', { token, body: { id: 'lobby' } })).status, 201)
+    assert.equal((await request('POST', '/rooms/', { token, body: { id: 'attic2' } })).status, 201)
+    for (const id of ['lobby', 'attic', 'cellar']) await request('GET', `/rooms/${id}`, { token })
+    for (const path of ['/wp-login.php', '/.env', '/admin.php?x=1']) assert.equal((await request('GET', path)).status, 404)
+    const text = (await request('GET', '/metrics')).text
+    // With or without the slash, one route, one label (the path the docs use).
+    assert.equal(sample(text, 'switchboard_http_requests_total{method="POST",route="/rooms",status_code="201"}'), 2, text)
+    assert.equal(sample(text, 'switchboard_http_requests_total{method="GET",route="/rooms/:id",status_code="200"}'), 1)
+    assert.equal(sample(text, 'switchboard_http_requests_total{method="GET",route="/rooms/:id",status_code="404"}'), 2)
+    assert.equal(sample(text, 'switchboard_http_requests_total{method="GET",route="unmatched",status_code="404"}'), 3)
+    assert.equal(sample(text, 'switchboard_http_request_duration_seconds_count{method="GET",route="/rooms/:id",status_code="404"}'), 2)
+    assert.equal(sample(text, 'switchboard_http_request_duration_seconds_count{method="GET",route="unmatched",status_code="404"}'), 3)
+    // No URL became a label.
+    assert.doesNotMatch(text, /wp-login|attic|cellar/)
+  })
+
   it('exports known label values as 0 before their first event, so rate() has a start', async (t) => {
     const { request } = await build(t)
     const { text } = await request('GET', '/metrics')
@@ -171,12 +192,15 @@ describe('createMetrics', () => {
     metrics.realtime.connectionClosed(4999)
     metrics.realtime.connectionClosed(3000)
     metrics.realtime.connectionClosed(1006)
+    metrics.httpRequest('PROPFIND', undefined, 404, 0.001)
+    metrics.httpRequest('M-SEARCH', undefined, 404, 0.001)
     const text = await metrics.scrape()
     metrics.close()
     assert.equal(sample(text, 'switchboard_messages_in_total{type="invalid"}'), 2)
     assert.equal(sample(text, 'switchboard_disconnects_total{code="other"}'), 2)
     assert.equal(sample(text, 'switchboard_disconnects_total{code="1006"}'), 1)
     assert.equal(text.match(/^switchboard_messages_in_total\{/gm)?.length, 8, 'seven command types and invalid')
+    assert.equal(sample(text, 'switchboard_http_requests_total{method="other",route="unmatched",status_code="404"}'), 2)
   })
 })
 
