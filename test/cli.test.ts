@@ -42,6 +42,28 @@ describe('switchboard CLI', () => {
     assert.match(wrong.stderr, /Invalid username or password/)
   })
 
+  it('the documented form, npm run -s cli -- … --json, prints nothing but the JSON on stdout', async (t) => {
+    const server = await build(t)
+    const config = await loggedIn(t, server, 'alice')
+    const home = tempDir(t)
+    const child = spawn('npm', ['run', '-s', 'cli', '--', 'rooms', 'list', '--json'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: home, npm_config_cache: join(home, 'npm-cache'), SWITCHBOARD_CONFIG: config },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c })
+    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c })
+    const code = await new Promise<number | null>(resolve => child.once('exit', resolve))
+    assert.equal(code, 0, stderr)
+    assert.deepEqual(JSON.parse(stdout), { items: [] })
+    // Every command line the docs show runs the CLI that way (without -s, npm's banner comes first).
+    for (const file of ['README.md', ...readdirSync(join(ROOT, 'docs')).filter(f => f.endsWith('.md')).map(f => join('docs', f))]) {
+      assert.doesNotMatch(readFileSync(join(ROOT, file), 'utf8'), /npm run cli\b/, file)
+    }
+  })
+
   it('manages rooms and members end to end', async (t) => {
     const server = await build(t)
     const config = await loggedIn(t, server, 'alice')
