@@ -153,7 +153,36 @@ describe('hostile: the global rate limit', () => {
     for (let i = 0; i < 10; i++) {
       assert.equal((await srv.request('GET', '/health/live')).status, 200)
       assert.equal((await srv.request('GET', '/health/ready')).status, 200)
+      assert.equal((await srv.request('GET', '/health')).status, 200)
     }
+  })
+})
+
+describe('hostile: HTTP metrics labels', () => {
+  it('made-up paths, methods and ids never become series: the label set stays that of the routes', async (t) => {
+    const srv = await build(t, { env: { RATE_LIMIT_MAX: '100000' } })
+    const segment = fc.string({ unit: fc.constantFrom(...'abz09-_.~%'.split('')), minLength: 1, maxLength: 20 })
+    const path = fc.oneof(
+      fc.array(segment, { minLength: 1, maxLength: 4 }).map(parts => '/' + parts.join('/')),
+      segment.map(id => `/rooms/${id}`),
+      segment.map(id => `/rooms/${id}/members/${id}`)
+    )
+    const method = fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'PROPFIND', 'MKCOL', 'PURGE', 'SEARCH')
+    await fc.assert(fc.asyncProperty(method, path, async (m, p) => {
+      const res = await fetch(srv.url + p, { method: m }).catch(() => null)
+      await res?.body?.cancel()
+    }), { numRuns: 300 })
+    const text = (await srv.request('GET', '/metrics')).text
+    const series = text.split('\n').filter(line => line.startsWith('switchboard_http_requests_total{'))
+    for (const line of series) {
+      const [, method, route] = /method="([^"]*)",route="([^"]*)"/.exec(line) ?? []
+      assert.ok(['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD', 'other'].includes(method ?? ''), line)
+      // A route's own pattern (the collection without its slash), or the one label for no route.
+      const known = route === 'unmatched' || (method !== 'other' && [route, `${route}/`].some(url => srv.app.hasRoute({ method: method as 'GET', url: url ?? '' })))
+      assert.ok(known, line)
+    }
+    // Bounded by the routes the app has, not by the 300 requests.
+    assert.ok(series.length < 60, `${series.length} series:\n${series.join('\n')}`)
   })
 })
 
