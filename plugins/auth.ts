@@ -137,6 +137,8 @@ export default fp(async (app) => {
       return checked.reason
     }
     const { userId, admin, name, tokenId, expiresAt } = checked.identity
+    // No account here, but an admin may have disabled the user (a Map lookup while it is known active).
+    if (!(await accounts.isActive(userId))) return 'account_closed'
     return { kind: 'user', userId, role: admin ? 'admin' : 'user', tokenId, expiresAt, sessionId: null, external: { name } }
   }
 
