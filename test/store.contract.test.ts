@@ -178,6 +178,17 @@ function storeContract (backend: Backend): void {
         assert.deepEqual(await store.deleteUser('alice'), { ok: false, reason: 'last_admin' })
       })
 
+      it('createRoom rejects a creator that is deleted or disabled, as the foreign key did', async () => {
+        await user('alice')
+        await user('bob')
+        assert.ok((await store.deleteUser('alice')).ok)
+        assert.ok((await store.updateUser('bob', { disabled: true })).ok)
+        for (const creator of ['alice', 'bob']) {
+          await assert.rejects(store.createRoom({ id: `r-${creator}`, name: null, visibility: 'public', publish: 'members', historySize: 0, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true, createdBy: creator }))
+          assert.equal(await store.getRoom(`r-${creator}`), undefined)
+        }
+      })
+
       it('of two admins demoting each other at once, exactly one succeeds', async () => {
         await user('root', 'admin')
         await user('alice', 'admin')

@@ -373,11 +373,13 @@ export class KyselyStore implements Store {
     }
     try {
       const refused = await this.#db.transaction().execute(async trx => {
+        // PostgreSQL, with a limit: the creator's row locked until commit, so one user's creates
+        // count one after another (SQLite runs its transactions one at a time anyway).
+        const creator = await trx.selectFrom('users').select('disabled').where('id', '=', room.createdBy).where('deleted_at', 'is', null)
+          .$if(this.kind === 'postgres' && limit !== undefined, qb => qb.forUpdate()).executeTakeFirst()
+        // What the owner membership's foreign key refused before deleted accounts became tombstones.
+        if (creator === undefined || creator.disabled !== 0) throw new Error(`room creator ${room.createdBy} has no active account`)
         if (limit !== undefined) {
-          // PostgreSQL: the creator's row locked until commit, so one user's creates count one
-          // after another (SQLite runs its transactions one at a time anyway).
-          await trx.selectFrom('users').select('id').where('id', '=', room.createdBy)
-            .$if(this.kind === 'postgres', qb => qb.forUpdate()).executeTakeFirst()
           const { count } = await trx.selectFrom('rooms').select(eb => eb.fn.countAll().as('count'))
             .where('created_by', '=', room.createdBy).executeTakeFirstOrThrow()
           if (Number(count) >= limit.maxCreatedBy) return true

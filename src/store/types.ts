@@ -225,7 +225,11 @@ export interface Store {
   touchApiKey(id: string, at: number): Promise<void>
 
   // Rooms
-  /** Creates the room and makes `room.createdBy` its owner in one transaction; null when the id is taken. */
+  /**
+   * Creates the room and makes `room.createdBy` its owner in one transaction; null when the id
+   * is taken. Rejects when `createdBy` has no active account (deleted or disabled since its
+   * token was last checked): the caller treats that as a dead token.
+   */
   createRoom(room: NewRoom): Promise<Room | null>
   /**
    * The same, refused with `room_limit` when `room.createdBy` already created `maxCreatedBy`
