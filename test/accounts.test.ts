@@ -186,6 +186,19 @@ for (const kind of STORE_KINDS) {
       assert.equal((await srv.request('DELETE', '/users/helper', { token: root })).status, 404)
     })
 
+    it('admins create accounts with registration closed; users cannot', async (t) => {
+      const srv = await build(t, { store: kind, env: { ALLOW_REGISTRATION: 'false' } })
+      const root = await srv.userToken('root', 'admin')
+      const alice = await srv.userToken('alice')
+      assert.equal((await srv.request('POST', '/auth/register', { body: { username: 'carol', password: PASSWORD } })).status, 403)
+      const created = await srv.request('POST', '/users', { token: root, body: { username: 'carol', password: PASSWORD, role: 'admin' } })
+      assert.equal(created.status, 201, created.text)
+      assert.deepEqual([created.body.user.id, created.body.user.role, created.body.user.disabled], ['carol', 'admin', false])
+      await signIn(srv, 'carol')
+      assert.equal((await srv.request('POST', '/users', { token: root, body: { username: 'carol', password: PASSWORD } })).body.code, 'SB_ERR_USERNAME_TAKEN')
+      assert.equal((await srv.request('POST', '/users', { token: alice, body: { username: 'dave', password: PASSWORD } })).status, 403)
+    })
+
     it('the last enabled admin cannot demote, disable or delete itself; with a second admin it can step down', async (t) => {
       const srv = await build(t, { store: kind })
       const root = await srv.userToken('root', 'admin')

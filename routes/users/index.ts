@@ -3,7 +3,8 @@ import { Type } from '@sinclair/typebox'
 import { Errors } from '../../src/errors.js'
 import { isBuiltinUserId } from '../../src/auth/external-claims.js'
 import { errorResponses, pageOf, PageQuerySchema, UserIdSchema, type Security } from '../../src/schemas/common.js'
-import { SetPasswordBodySchema, UserPatchSchema, UserSchema } from '../../src/schemas/auth.js'
+import { CreateUserBodySchema, SetPasswordBodySchema, UserPatchSchema, UserSchema } from '../../src/schemas/auth.js'
+import { publicUser } from '../../src/auth/service.js'
 
 /**
  * Account administration (admins only): the user directory, disabling and re-enabling, roles,
@@ -27,6 +28,22 @@ const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { q, limit, after } = request.query
     const items = await app.store.searchUsers(q.toLowerCase(), { limit, after })
     return { items, nextCursor: items.length === limit ? items[items.length - 1]!.id : null }
+  })
+
+  app.post('/', {
+    schema: {
+      tags: ['users'],
+      summary: 'Create an account (admin), whether or not registration is open',
+      description: 'How accounts are made on a server with ALLOW_REGISTRATION=false. A deleted username answers SB_ERR_USERNAME_RETIRED.',
+      security,
+      body: CreateUserBodySchema,
+      response: { 201: Type.Object({ user: Type.Ref(UserSchema) }), ...errorResponses(400, 401, 403, 409) }
+    }
+  }, async (request, reply) => {
+    const { username, password, role } = request.body
+    const user = await app.auth.register(username, password, role)
+    request.log.info({ user: user.id, role: user.role, by: request.principal?.kind === 'user' ? request.principal.userId : null }, 'account created by an admin')
+    return reply.code(201).send({ user: publicUser(user) })
   })
 
   app.get('/:id', {

@@ -39,6 +39,13 @@ export const UserPatchSchema = Type.Object({
   role: Type.Optional(Type.Union([Type.Literal('admin'), Type.Literal('user')], { description: 'Server role. Losing `admin` signs the user out everywhere (the role is in the access token)' }))
 }, { additionalProperties: false, minProperties: 1 })
 
+/** POST /users: an admin creates an account. */
+export const CreateUserBodySchema = Type.Object({
+  username: UsernameSchema,
+  password: PasswordSchema,
+  role: Type.Optional(Type.Union([Type.Literal('admin'), Type.Literal('user')], { default: 'user' }))
+}, { additionalProperties: false })
+
 /** POST /users/:id/password: an admin sets a user's password. */
 export const SetPasswordBodySchema = Type.Object({ password: PasswordSchema }, { additionalProperties: false })
 

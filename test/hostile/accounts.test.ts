@@ -12,6 +12,7 @@ import { build, PASSWORD, type TestApp, type TestResponse } from '../helper.js'
 /** Every admin route of account administration, as [method, path, body]. */
 const ADMIN_ROUTES: Array<[string, string, unknown]> = [
   ['GET', '/users', undefined],
+  ['POST', '/users', { username: 'sneaky', password: 'attacker chosen password', role: 'admin' }],
   ['GET', '/users/alice', undefined],
   ['PATCH', '/users/alice', { disabled: true }],
   ['PATCH', '/users/alice', { role: 'admin' }],
@@ -93,7 +94,7 @@ describe('hostile: account administration', () => {
     const login = await srv.request('POST', '/auth/login', { body: { username: 'ghost', password: PASSWORD } })
     assert.equal(login.status, 401)
     assert.equal(login.body.code, 'SB_ERR_INVALID_CREDENTIALS')
-    for (const [method, path, body] of ADMIN_ROUTES.slice(1)) {
+    for (const [method, path, body] of ADMIN_ROUTES.slice(2)) {
       const res = await srv.request(method, path.replace('alice', 'ghost'), { token: admin, ...(body === undefined ? {} : { body }) })
       assert.equal(res.status, 404, `${method} ${path}: ${res.text}`)
       assert.equal(res.body.code, 'SB_ERR_USER_NOT_FOUND')
