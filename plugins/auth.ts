@@ -205,6 +205,7 @@ export default fp(async (app) => {
   const admin = app.config.admin
   if (admin !== null) {
     if (await auth.ensureAdmin(admin.username, admin.password)) app.log.info({ user: admin.username }, 'bootstrap admin created')
+    else if (await app.store.isUsernameRetired(admin.username)) app.log.warn({ user: admin.username }, 'ADMIN_USERNAME names a deleted account, which is never recreated: choose another name')
   }
   if (app.config.jwt.generated) {
     app.log.warn('JWT_SECRET is not set: using a development secret generated under DATA_DIR; set JWT_SECRET in production')

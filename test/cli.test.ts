@@ -143,6 +143,11 @@ describe('switchboard CLI', () => {
     assert.equal((await cli(admin, ['users', 'delete', 'alice', '--yes'])).code, 0)
     assert.equal((await server.request('POST', '/auth/register', { body: { username: 'alice', password: PASSWORD } })).body.code, 'SB_ERR_USERNAME_RETIRED')
 
+    const created = await cli(admin, ['users', 'create', 'frank', '--password-stdin'], { stdin: `${PASSWORD}\n` })
+    assert.equal(created.code, 0, created.stderr)
+    assert.match(created.stdout, /^frank\tuser\tenabled$/m)
+    await server.login('frank')
+
     const all = await cli(admin, ['logout', '--all'])
     assert.equal(all.code, 0, all.stderr)
     assert.match(all.stdout, /signed out everywhere/)

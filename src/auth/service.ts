@@ -215,7 +215,6 @@ export function createAuthService (deps: AuthServiceDeps) {
       } else if (before.role === 'admin' && user.role !== 'admin') {
         await revokeUserSessions(userId)
       }
-      if (!user.disabled) revocations.accounts.forget(userId)
       return user
     },
 

@@ -76,7 +76,7 @@ export interface PasswordSource {
  * Account administration (docs/cli.md, "Users"): `passwd` changes your own password (or, with
  * an ID, an admin sets that user's); the rest are admin actions on one account.
  */
-export async function users (api: Api, args: string[], options: { json: boolean, q?: string, passwords: PasswordSource, confirmed: (id: string) => Promise<boolean> }, out: Output): Promise<void> {
+export async function users (api: Api, args: string[], options: { json: boolean, q?: string, role?: string, passwords: PasswordSource, confirmed: (id: string) => Promise<boolean> }, out: Output): Promise<void> {
   const [action, id, value] = args
   const need = (what: string): string => {
     if (id === undefined) throw new CliError(`users ${action ?? ''}: missing ${what}`, 2)
@@ -86,6 +86,13 @@ export async function users (api: Api, args: string[], options: { json: boolean,
   switch (action) {
     case 'list': print(out, await all(api, `/users?q=${encodeURIComponent(options.q ?? '')}`), options.json, userRow); return
     case 'get': print(out, (await api.request('GET', path())).body, options.json, userRow); return
+    case 'create': {
+      const role = options.role ?? 'user'
+      if (role !== 'admin' && role !== 'user') throw new CliError('users create NAME [--role admin|user]', 2)
+      const res = await api.request('POST', '/users', { username: need('NAME'), password: await options.passwords.next(), role })
+      print(out, (res.body as { user: unknown }).user, options.json, userRow)
+      return
+    }
     case 'passwd':
       if (id === undefined) {
         const currentPassword = await options.passwords.current()
@@ -114,7 +121,7 @@ export async function users (api: Api, args: string[], options: { json: boolean,
       out.line(`deleted ${id ?? ''} (the username can never be registered again)`)
       return
     default:
-      throw new CliError('usage: switchboard users list|get|passwd|disable|enable|role|logout|delete …', 2)
+      throw new CliError('usage: switchboard users list|get|create|passwd|disable|enable|role|logout|delete …', 2)
   }
 }
 

@@ -30,6 +30,7 @@ Usage:
   switchboard connect                                       interactive WebSocket session (like wscat)
   switchboard users passwd                                  change your password (asks for the current one, then the new)
   switchboard users list [--q PREFIX] | get ID               (admins, as are the rest)
+  switchboard users create NAME [--role admin|user]          create an account (password as for users passwd ID)
   switchboard users disable ID | enable ID | role ID admin|user | logout ID
   switchboard users passwd ID                               set a user's password; every session of that user ends
   switchboard users delete ID [--yes]                       delete an account for good (asks to type ID unless --yes)
@@ -153,6 +154,7 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       await users(api, rest, {
         json: values.json,
         ...(values.q === undefined ? {} : { q: values.q }),
+        ...(values.role === undefined ? {} : { role: values.role }),
         passwords: passwordSource(values['password-stdin'], rest[1] !== undefined),
         confirmed: async id => values.yes || await prompt(`Delete ${id} for good? Type ${id} to confirm: `) === id
       }, out)
