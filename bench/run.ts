@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os'
 import { basename, join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { capacityMarkdown, runCapacitySetup, setups as capacitySetups, type CapacityResult } from './capacity.js'
 import { renderChart } from './chart.js'
 import { cleanRun, scenarioLimits, scenarios, type Scenario, type Size } from './scenarios.js'
 import { clusterServices, generate, HAS_TASKSET, PEER_OF, PEERS, ROOT, roomNames, SERVER_CPU, GENERATOR_CPU, startTarget, type Variant } from './servers.js'
@@ -20,13 +21,14 @@ import { markdown, summarise, targets, type RunRecord, type ScenarioResult, type
 const USAGE = `bench/run.ts — the benchmark suite (docs/performance.md)
   --quick          small sizes, one run each: under two minutes (npm run bench:quick)
   --runs N         runs per scenario and server (default: 3, quick: 1; at full size at least 5 for scenario 5, 11 for scenario 6)
-  --only IDS       comma-separated scenarios: burst, steady, rooms, idle, handshakes, two-nodes, binary-fanout
+  --only IDS       comma-separated scenarios: burst, steady, rooms, idle, handshakes, two-nodes, binary-fanout, capacity
   --peers NAMES    comma-separated servers (default: all): switchboard, ws-framed, ws-naive, socketio
   --cpu-prof       write a V8 CPU profile of every server process to bench/results/profiles/
   --update-docs    write the table and chart into docs/performance.md and docs/performance.svg
   --from FILE      no run: the table, chart and targets again from a results JSON`
 
 const WARMUP_SETTLE_MS = 1000
+const CAPACITY = 'capacity'
 const RESULTS = join(ROOT, 'bench', 'results')
 const DOC = join(ROOT, 'docs', 'performance.md')
 const BEGIN = '<!-- bench:results:begin -->'
@@ -147,11 +149,13 @@ async function main (): Promise<void> {
   const runs = values.runs === undefined ? (values.quick ? 1 : 3) : Number(values.runs)
   if (!Number.isInteger(runs) || runs < 1 || runs > 20) throw new Error('--runs: a whole number from 1 to 20')
   const all = scenarios(size)
+  const ids = [...all.map(s => s.id), CAPACITY]
   const only = values.only?.split(',')
-  const unknownScenario = only?.find(id => !all.some(s => s.id === id))
-  if (unknownScenario !== undefined) throw new Error(`--only: no scenario "${unknownScenario}" (${all.map(s => s.id).join(', ')})`)
+  const unknownScenario = only?.find(id => !ids.includes(id))
+  if (unknownScenario !== undefined) throw new Error(`--only: no scenario "${unknownScenario}" (${ids.join(', ')})`)
   const chosen = only === undefined ? all : all.filter(s => only.includes(s.id))
-  if (chosen.length === 0) throw new Error(`--only: none of ${all.map(s => s.id).join(', ')}`)
+  // The capacity scenario is not one generator against one server per run: bench/capacity.ts drives it.
+  const withCapacity = only === undefined || only.includes(CAPACITY)
   const peerNames = values.peers?.split(',') ?? [...PEERS]
   const unknownPeer = peerNames.find(name => !(PEERS as readonly string[]).includes(name))
   if (unknownPeer !== undefined) throw new Error(`--peers: no server "${unknownPeer}" (${PEERS.join(', ')})`)
@@ -178,6 +182,17 @@ async function main (): Promise<void> {
   } finally {
     rmSync(configDir, { recursive: true, force: true })
   }
+  let capacity: CapacityResult[] | undefined
+  if (withCapacity) {
+    capacity = []
+    for (const setup of capacitySetups(size === 'quick')) {
+      try {
+        capacity.push(await runCapacitySetup(setup))
+      } catch (err) {
+        log(`[capacity] ${setup.name} FAILED: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
+  }
   const suite: Suite = {
     date: started.toISOString(),
     size,
@@ -185,12 +200,13 @@ async function main (): Promise<void> {
     durationS: Math.round((Date.now() - started.getTime()) / 1000),
     machine: { ...description, loadAverageAtEnd: os.loadavg().map(n => Math.round(n * 100) / 100) },
     scenarios: results,
-    targets: targets(results)
+    targets: targets(results),
+    ...(capacity === undefined ? {} : { capacity })
   }
   // Only a full run of every scenario is the day's result (committed); a quick or partial run
   // is named apart (and ignored by git), so it never overwrites it.
-  const partial = only !== undefined && chosen.length < all.length
-  const stamp = suite.date.slice(0, 10) + (size === 'quick' ? '-quick' : '') + (partial ? `-only-${chosen.map(s => s.id).join('-')}` : '')
+  const partial = only !== undefined && (chosen.length < all.length || !withCapacity)
+  const stamp = suite.date.slice(0, 10) + (size === 'quick' ? '-quick' : '') + (partial ? `-only-${only.join('-')}` : '')
   writeFileSync(join(RESULTS, `${stamp}.json`), JSON.stringify(suite, null, 2) + '\n')
   report(suite, stamp, values['update-docs'])
 }
@@ -203,6 +219,8 @@ interface Suite {
   machine: Machine
   scenarios: ScenarioResult[]
   targets: TargetResult[]
+  /** The capacity scenario's two set-ups (absent from runs that left it out). */
+  capacity?: CapacityResult[]
 }
 
 /** Writes the table and the chart of a suite run next to its JSON (and into docs/ when asked), and prints the targets. */
@@ -211,7 +229,7 @@ function report (suite: Suite, stamp: string, updateDocs: boolean): void {
   const when = suite.date.slice(0, 16).replace('T', ' ')
   const plural = suite.runs === 1 ? '' : 's'
   const caption = `Switchboard benchmark ${when} UTC, ${suite.size}, ${suite.runs} run${plural}, ${m.cpus} × ${m.cpuModel}`
-  const table = markdown(suite.scenarios, suite.targets)
+  const table = markdown(suite.scenarios, suite.targets) + (suite.capacity === undefined ? '' : '\n' + capacityMarkdown(suite.capacity))
   const svg = renderChart(suite.scenarios, caption)
   writeFileSync(join(RESULTS, `${stamp}.md`), table)
   writeFileSync(join(RESULTS, `${stamp}.svg`), svg)

@@ -189,8 +189,8 @@ async function startPeer (peer: Exclude<Peer, 'switchboard'> | 'ws-framed-redis'
 
 interface Node { url: string, child: ChildProcess, output: () => string, exited: Promise<void> }
 
-async function startNode (env: Record<string, string>, options: StartOptions, name: string): Promise<Node> {
-  const port = await freePort()
+async function startNode (env: Record<string, string>, options: StartOptions, name: string, port?: number): Promise<Node> {
+  port ??= await freePort()
   const child = spawnPinned(options.pin === false ? undefined : SERVER_CPU, [...profileArgs(options.cpuProfDir, name), 'dist/src/server.js'], { ...env, HOST: '127.0.0.1', PORT: String(port) })
   const { output, exited } = watch(child)
   const url = `http://127.0.0.1:${port}`
@@ -274,48 +274,81 @@ async function startSwitchboard (options: StartOptions, variant: OneNode = 'swit
   }
 }
 
+/** Switchboard nodes sharing their store (and Redis, when more than one), with the bench user's token. */
+export interface SwitchboardCluster {
+  urls: string[]
+  /** The node processes, in the order of `urls` (a restarted node's new pid replaces its old one). */
+  pids: number[]
+  /** An access token of the bench user, who created (and owns) the rooms. */
+  token: string
+  /**
+   * Stops node `i` with `signal` (SIGTERM: its drain; SIGKILL: none), then starts it again on
+   * the same port with the same settings and store; resolves once it is ready again.
+   */
+  restart(i: number, signal: 'SIGTERM' | 'SIGKILL'): Promise<void>
+  /** Stops every node, then removes the data folder, the schema and the Redis keys of this run. */
+  stop(): Promise<void>
+}
+
 /**
- * Switchboard as a cluster: `count` nodes sharing one PostgreSQL schema and one Redis under a
- * private key prefix (both unique to this run and removed afterwards: the Redis and the
- * database are shared with other work, so nothing else is touched — never FLUSHALL). With two,
- * publishers connect to the second node and subscribers to the first.
+ * Switchboard as `count` nodes. `embedded`: one node on embedded defaults (SQLite in a private
+ * folder, the memory engine). `redis`: nodes sharing one PostgreSQL schema and one Redis under
+ * a private key prefix (both unique to this run and removed afterwards: the Redis and the
+ * database are shared with other work, so nothing else is touched — never FLUSHALL).
  */
-async function startCluster (count: 1 | 2, options: StartOptions): Promise<RunningTarget> {
+export async function startSwitchboardCluster (count: number, options: StartOptions, engine: 'embedded' | 'redis' = 'redis'): Promise<SwitchboardCluster> {
+  if (engine === 'embedded' && count !== 1) throw new Error('embedded defaults run one node')
   const id = randomBytes(5).toString('hex')
   const schema = `bench_${id}`
   const prefix = `sb-bench-${id}:`
   const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
-  const env = {
-    ...switchboardEnv(dataDir, options),
-    DATABASE_URL,
-    DATABASE_SCHEMA: schema,
-    REDIS_URL,
-    REDIS_KEY_PREFIX: prefix
-  }
+  const env = engine === 'embedded'
+    ? switchboardEnv(dataDir, options)
+    : { ...switchboardEnv(dataDir, options), DATABASE_URL, DATABASE_SCHEMA: schema, REDIS_URL, REDIS_KEY_PREFIX: prefix }
+  const names = Array.from({ length: count }, (_, i) => engine === 'embedded' ? 'switchboard' : count === 1 ? 'switchboard-redis' : `switchboard-${String.fromCharCode(97 + i)}`)
   const nodes: Node[] = []
-  const cleanup = async (): Promise<void> => {
+  const stop = async (): Promise<void> => {
     await Promise.all(nodes.map(n => stopChild(n.child, n.exited)))
     rmSync(dataDir, { recursive: true, force: true })
-    await dropSchema(DATABASE_URL, schema).catch(() => {})
-    await deleteRedisKeys(REDIS_URL, prefix).catch(() => {})
+    if (engine === 'redis') {
+      await dropSchema(DATABASE_URL, schema).catch(() => {})
+      await deleteRedisKeys(REDIS_URL, prefix).catch(() => {})
+    }
   }
   try {
     // One after the other: the first creates the schema.
-    nodes.push(await startNode(env, options, count === 1 ? 'switchboard-redis' : 'switchboard-a'))
-    if (count === 2) nodes.push(await startNode(env, options, 'switchboard-b'))
+    for (let i = 0; i < count; i++) nodes.push(await startNode(env, options, names[i]!))
     const token = await prepareSwitchboard(nodes[0]!.url, options.rooms)
-    const [subscribers, publishers] = [nodes[0]!, nodes.at(-1)!]
-    return {
-      variant: count === 1 ? 'switchboard-redis' : 'switchboard-2-nodes',
-      url: subscribers.url,
-      ...(count === 2 ? { publisherUrl: publishers.url } : {}),
-      pid: subscribers.child.pid!,
+    const cluster: SwitchboardCluster = {
+      urls: nodes.map(n => n.url),
+      pids: nodes.map(n => n.child.pid!),
       token,
-      stop: cleanup
+      restart: async (i, signal) => {
+        const node = nodes[i]!
+        node.child.kill(signal)
+        await node.exited
+        nodes[i] = await startNode(env, options, names[i]!, Number(new URL(node.url).port))
+        cluster.pids[i] = nodes[i]!.child.pid!
+      },
+      stop
     }
+    return cluster
   } catch (err) {
-    await cleanup()
+    await stop()
     throw err
+  }
+}
+
+/** With two nodes, publishers connect to the second node and subscribers to the first. */
+async function startCluster (count: 1 | 2, options: StartOptions): Promise<RunningTarget> {
+  const cluster = await startSwitchboardCluster(count, options)
+  return {
+    variant: count === 1 ? 'switchboard-redis' : 'switchboard-2-nodes',
+    url: cluster.urls[0]!,
+    ...(count === 2 ? { publisherUrl: cluster.urls[1]! } : {}),
+    pid: cluster.pids[0]!,
+    token: cluster.token,
+    stop: cluster.stop
   }
 }
 

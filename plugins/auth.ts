@@ -12,6 +12,7 @@ import { createRevocations, type Revocations } from '../src/auth/revocation.js'
 import { createSessionDenylist } from '../src/auth/session-denylist.js'
 import { createExternalTokenVerifier, type ExternalTokenVerifier } from '../src/auth/external-token.js'
 import { routeToken } from '../src/auth/token-routing.js'
+import { hasAdminScope } from '../src/auth/scopes.js'
 import { credentialError, readCredentials, type AccessTokenRefusal, type CredentialRefusal, type Credentials } from '../src/auth/credentials.js'
 
 declare module '@fastify/jwt' {
@@ -48,6 +49,11 @@ declare module 'fastify' {
     requireUser: Hook
     /** onRequest hook: a signed-in server admin. */
     requireAdmin: Hook
+    /**
+     * onRequest hook of the server API for backends (POST /broadcast, /admin/*): a signed-in
+     * admin, or an API key with the `admin` scope (src/auth/scopes.ts).
+     */
+    requireServerApi: Hook
   }
   interface FastifyRequest {
     principal: Principal | null
@@ -191,6 +197,11 @@ export default fp(async (app) => {
   app.decorate('requireAdmin', async (request: FastifyRequest) => {
     request.principal = await principalOf(request)
     if (request.principal.kind !== 'user' || request.principal.role !== 'admin') throw new Errors.Forbidden('Administrators only')
+  })
+  app.decorate('requireServerApi', async (request: FastifyRequest) => {
+    const principal = request.principal = await principalOf(request)
+    const allowed = principal.kind === 'user' ? principal.role === 'admin' : hasAdminScope(principal.scopes)
+    if (!allowed) throw new Errors.Forbidden('Administrators or API keys with the admin scope only')
   })
 
   // Expired refresh tokens are useless but would pile up forever; sweep them hourly.

@@ -20,7 +20,9 @@ export default fp(async (app) => {
   const historyBytes = (): number | undefined => app.hasDecorator('realtimeEngine') ? app.realtimeEngine.history.bytesHeld?.() : undefined
   // Compression is set up by the websocket plugin, later still.
   const compression = (): CompressionTotals | undefined => app.hasDecorator('wsDeflate') ? app.wsDeflate?.totals : undefined
-  const metrics = createMetrics(poolStats === undefined ? { historyBytes, compression } : { databasePool: poolStats, historyBytes, compression })
+  // The hooks come later too (they report into these metrics).
+  const hookQueueBytes = app.config.hooks === null ? {} : { hookQueueBytes: (): number | undefined => app.hasDecorator('backendHooks') ? app.backendHooks.queuedBytes() : undefined }
+  const metrics = createMetrics(poolStats === undefined ? { historyBytes, compression, ...hookQueueBytes } : { databasePool: poolStats, historyBytes, compression, ...hookQueueBytes })
   app.decorate('metrics', metrics)
   app.decorate('realtimeMetrics', metrics.realtime)
   app.addHook('onClose', async () => { metrics.close() })

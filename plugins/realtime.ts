@@ -1,16 +1,19 @@
 import type { FastifyInstance } from 'fastify'
+import { hostname } from 'node:os'
 import fp from 'fastify-plugin'
 import { createRateLimiter, type RateLimiter } from '../src/limits/rate-limiter.js'
-import { authorizePersonal, isPersonalRoom } from '../src/rooms/personal.js'
+import { authorizePersonal, isPersonalRoom, PERSONAL_GRANT } from '../src/rooms/personal.js'
 import type { Engine } from '../src/realtime/engine.js'
 import { toRealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine, type StreamStore } from '../src/realtime/memory-engine.js'
 import { createSqliteHistory } from '../src/realtime/sqlite-history.js'
 import { createRedisEngine } from '../src/realtime/redis-engine/index.js'
 import { describeRedisEndpoint } from '../src/redis.js'
-import { createRealtimeNode, type RealtimeNode } from '../src/realtime/node.js'
-import type { Authorizer } from '../src/realtime/authorizer.js'
-import { isUnavailableError } from '../src/errors.js'
+import { createRealtimeNode, type HostFigures, type RealtimeNode } from '../src/realtime/node.js'
+import type { Authorizer, RoomGrant } from '../src/realtime/authorizer.js'
+import { Errors, isUnavailableError } from '../src/errors.js'
+import { createRateMeter } from '../src/realtime/metrics.js'
+import { APP_VERSION } from '../src/version.js'
 import { prepareWsFrame } from '../src/realtime/ws-frames.js'
 
 declare module 'fastify' {
@@ -65,9 +68,39 @@ export default fp(async (app) => {
     }
   }
 
+  // The server API acts for the server: a room's existence and settings, no principal's grant.
+  const roomSettings = async (room: string): Promise<RoomGrant> => {
+    if (isPersonalRoom(room)) return PERSONAL_GRANT
+    try {
+      const row = await app.store.getRoom(room)
+      if (row === undefined) throw new Errors.RoomNotFound()
+      return { stream: { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }, presenceEvents: row.presenceEvents }
+    } catch (err) {
+      throw toRealtimeError(err)
+    }
+  }
+  const rates = createRateMeter(() => app.metrics.totals())
+  const startedAt = Date.now()
+  const figures = (): HostFigures => {
+    const { messagesInPerSecond, messagesOutPerSecond } = rates()
+    const memory = process.memoryUsage()
+    return {
+      address: `${app.config.host}:${app.config.port}`,
+      hostname: hostname(),
+      version: APP_VERSION,
+      startedAt,
+      messagesInPerSecond,
+      messagesOutPerSecond,
+      rssBytes: memory.rss,
+      heapUsedBytes: memory.heapUsed
+    }
+  }
+
   const node = createRealtimeNode({
     engine,
     authorize,
+    roomSettings,
+    reports: { intervalMs: app.config.serverApi.nodeReportIntervalMs, figures },
     ...(app.config.publishRate === null ? {} : { publishRate: publishRateLimiter(app, app.config.publishRate) }),
     verifyToken: async (token) => {
       try {
@@ -103,6 +136,7 @@ export default fp(async (app) => {
       authorizationCacheMs: ws.authorizationCacheMs
     },
     metrics,
+    hooks: app.backendHooks,
     log: app.log.child({ component: 'realtime' })
   })
   app.decorate('realtime', node)
@@ -126,7 +160,7 @@ export default fp(async (app) => {
     node.close()
     await engine.close()
   })
-}, { name: 'realtime', dependencies: ['config', 'store', 'redis', 'auth', 'rooms', 'shutdown', 'metrics'] })
+}, { name: 'realtime', dependencies: ['config', 'store', 'redis', 'auth', 'rooms', 'shutdown', 'metrics', 'hooks'] })
 
 /**
  * HISTORY_STORE=sqlite: the durable store under the in-memory engine, on the store's own

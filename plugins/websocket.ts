@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
-import { PROTOCOL_VERSIONS } from '../src/protocol/messages.js'
+import { selectProtocol } from '../src/realtime/frame-codec.js'
 import { maxFrameBytes } from '../src/protocol/limits.js'
 import { Errors, httpAnswer } from '../src/errors.js'
 import { writeRefusal } from '../src/http-refusal.js'
@@ -55,7 +55,7 @@ export default fp(async (app) => {
       perMessageDeflate: compression === null ? false : perMessageDeflateOptions(compression.threshold),
       // Select a protocol of ours when offered, MessagePack first (it chooses the connection's
       // codec, routes/ws); the `bearer.<jwt>` entry is never echoed back.
-      handleProtocols: (protocols: Set<string>) => PROTOCOL_VERSIONS.find(version => protocols.has(version)) ?? false
+      handleProtocols: (protocols: Set<string>) => selectProtocol(protocols)
     },
     preClose: async function () {
       await app.lifecycle.shutdown()

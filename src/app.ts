@@ -20,6 +20,7 @@ import storePlugin from '../plugins/store.js'
 import authPlugin from '../plugins/auth.js'
 import roomsPlugin from '../plugins/rooms.js'
 import metricsPlugin from '../plugins/metrics.js'
+import hooksPlugin from '../plugins/hooks.js'
 import realtimePlugin from '../plugins/realtime.js'
 import websocketPlugin from '../plugins/websocket.js'
 import healthRoutes from '../routes/health/index.js'
@@ -29,6 +30,7 @@ import roomRoutes from '../routes/rooms/index.js'
 import userRoutes from '../routes/users/index.js'
 import wsRoutes from '../routes/ws/index.js'
 import adminRoutes from '../routes/admin/index.js'
+import broadcastRoutes from '../routes/broadcast/index.js'
 import metricsRoutes from '../routes/metrics/index.js'
 import docsRoutes from '../routes/docs/index.js'
 import webPlugin from '../plugins/web.js'
@@ -88,6 +90,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(authPlugin)
   await app.register(roomsPlugin)
   await app.register(metricsPlugin)
+  await app.register(hooksPlugin)
   await app.register(realtimePlugin)
   await app.register(websocketPlugin)
 
@@ -98,6 +101,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(roomRoutes, { prefix: '/rooms' })
   await app.register(userRoutes, { prefix: '/users' })
   await app.register(adminRoutes, { prefix: '/admin' })
+  await app.register(broadcastRoutes)
   await app.register(wsRoutes)
   await app.register(metricsRoutes, { prefix: '/metrics' })
   await app.register(docsRoutes, { prefix: '/docs' })

@@ -15,6 +15,15 @@ const PUBLIC_KEY_ALGORITHMS: readonly IdpAlgorithm[] = ['RS256', 'PS256', 'ES256
 const CLAIM_NAME = '^[^\\s]{1,128}$'
 
 /**
+ * The calls Switchboard may make to the application's backend (docs/integration.md#hooks):
+ * the refusing ones (connect, subscribe, publish) wait for its answer; the others are events.
+ */
+export const HOOK_NAMES = ['connect', 'subscribe', 'publish', 'published', 'join', 'leave', 'disconnect'] as const
+export type HookName = typeof HOOK_NAMES[number]
+/** A HOOKS_ROOMS entry: a room id where `*` stands for any run of characters. */
+const ROOM_PATTERN = '[a-z0-9_.:*-]{1,64}'
+
+/**
  * Every environment variable the server reads, in one schema. Values arrive as strings;
  * they are converted and checked once at boot, and a bad value stops the start with a
  * message naming the variable. `.env.example` documents each one.
@@ -97,6 +106,8 @@ export const EnvSchema = Type.Object({
   HISTORY_MEMORY_BYTES: Type.Integer({ minimum: 1_048_576, default: 268_435_456, description: 'Bytes of history the in-memory engine keeps for all rooms together; past it the oldest publications of the largest rooms go' }),
   HISTORY_ROOM_BYTES: Type.Integer({ minimum: 65_536, default: 8_388_608, description: 'Bytes of history one room keeps (either engine); past it its oldest publications go' }),
   HISTORY_PAGE_BYTES: Type.Integer({ minimum: 65_536, default: 1_048_576, description: 'Bytes of publications one history page (or recovery) carries at most' }),
+  BROADCAST_MAX_ROOMS: Type.Integer({ minimum: 1, maximum: 1000, default: 100, description: 'Rooms one POST /broadcast may publish to' }),
+  NODE_REPORT_INTERVAL_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000, description: 'How often each node reports its figures (GET /admin/nodes); a node silent for three intervals is dropped' }),
   MAX_ROOMS_PER_USER: Type.Integer({ minimum: 1, default: 50, description: 'Rooms an ordinary user may have created (and not deleted); admins are exempt' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
   // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
@@ -106,7 +117,15 @@ export const EnvSchema = Type.Object({
   REDIS_WAIT_REPLICAS: Type.Integer({ minimum: 0, maximum: 16, default: 0, description: 'Replicas that must confirm a publication (Redis WAIT) before it is acknowledged; 0: the primary alone' }),
   REDIS_WAIT_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 1500, default: 500 }),
   REDIS_KEY_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', default: 'sb:' }),
-  PRESENCE_TTL_SECONDS: Type.Integer({ minimum: 2, maximum: 3600, default: 30 })
+  PRESENCE_TTL_SECONDS: Type.Integer({ minimum: 2, maximum: 3600, default: 30 }),
+  HOOKS_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'The application backend\'s endpoint for hooks (docs/integration.md#hooks); unset: no hooks' })),
+  HOOKS_SECRET: Type.Optional(Type.String({ minLength: 1, description: 'HMAC-SHA256 key of the hooks\' signature header; at least 32 bytes, required with HOOKS_URL' })),
+  HOOKS_EVENTS: Type.Optional(Type.String({ pattern: `^(${HOOK_NAMES.join('|')})(,(${HOOK_NAMES.join('|')}))*$`, description: 'The hooks that are on, comma-separated; required with HOOKS_URL' })),
+  HOOKS_ROOMS: Type.String({ pattern: `^${ROOM_PATTERN}(,${ROOM_PATTERN})*$`, default: '*', description: 'Rooms the room hooks (subscribe, publish, published, join, leave) apply to: ids or patterns with *, comma-separated' }),
+  HOOKS_TIMEOUT_MS: Type.Integer({ minimum: 10, maximum: 30_000, default: 1000, description: 'One hook call\'s deadline, connecting and reading the answer included' }),
+  HOOKS_CONCURRENCY: Type.Integer({ minimum: 2, maximum: 10_000, default: 64, description: 'Hook calls in flight per node at most (events may take half)' }),
+  HOOKS_RETRIES: Type.Integer({ minimum: 0, maximum: 10, default: 3, description: 'Retries of an event the backend did not take, with backoff, before it is dropped' }),
+  HOOKS_QUEUE_BYTES: Type.Integer({ minimum: 65_536, default: 8_388_608, description: 'Bytes of events waiting (queued or between retries) per node; past it new events are dropped' })
 })
 
 type Env = Static<typeof EnvSchema>
@@ -206,6 +225,8 @@ export interface Config {
   }
   /** Rooms an ordinary user may have created; admins are exempt. */
   maxRoomsPerUser: number
+  /** The server API for backends (docs/api.md): rooms per broadcast, and how often nodes report. */
+  serverApi: { broadcastMaxRooms: number, nodeReportIntervalMs: number }
   /** The Redis engine (scale-out); null: the in-memory engine of this process. */
   redis: {
     url: string
@@ -220,6 +241,21 @@ export interface Config {
     /** A dead node's connections leave presence within this many seconds. */
     presenceTtlSeconds: number
   } | null
+  /** Calls to the application's backend (src/hooks); null: HOOKS_URL unset. */
+  hooks: HooksConfig | null
+}
+
+export interface HooksConfig {
+  url: string
+  /** The HMAC-SHA256 key every call is signed with. */
+  secret: string
+  events: ReadonlySet<HookName>
+  /** Room patterns the room hooks apply to (`*`: any run of characters). */
+  rooms: string[]
+  timeoutMs: number
+  concurrency: number
+  retries: number
+  queueBytes: number
 }
 
 export interface IdpConfig {
@@ -316,7 +352,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
   if (firstError !== undefined) {
     const variable = firstError.path.replace(/^\//, '') || 'environment'
     // A connection string carries the database (or Redis) password.
-    const shown = source[variable] === undefined ? '(unset)' : /SECRET|PASSWORD|DATABASE_URL|REDIS_URL/.test(variable) ? '(hidden)' : JSON.stringify(source[variable])
+    const shown = source[variable] === undefined ? '(unset)' : /SECRET|PASSWORD|DATABASE_URL|REDIS_URL|HOOKS_URL/.test(variable) ? '(hidden)' : JSON.stringify(source[variable])
     throw new ConfigError(`${variable}: ${firstError.message} (got ${shown})`)
   }
   const env = withDefaults as Env
@@ -434,6 +470,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
     history: { store: historyStore(env), memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
     maxRoomsPerUser: env.MAX_ROOMS_PER_USER,
+    serverApi: { broadcastMaxRooms: env.BROADCAST_MAX_ROOMS, nodeReportIntervalMs: env.NODE_REPORT_INTERVAL_MS },
     redis: env.REDIS_URL === undefined
       ? null
       : {
@@ -450,7 +487,37 @@ export function loadConfig (source: Record<string, string | undefined> = process
           waitTimeoutMs: env.REDIS_WAIT_TIMEOUT_MS,
           keyPrefix: env.REDIS_KEY_PREFIX,
           presenceTtlSeconds: env.PRESENCE_TTL_SECONDS
-        }
+        },
+    hooks: hooksConfig(env, secret)
+  }
+}
+
+/**
+ * HOOKS_*: null without HOOKS_URL. A URL asks for a secret (an unsigned call could be forged
+ * by anyone who can reach the backend) and for the list of hooks: a refusing hook makes every
+ * connect, subscribe or publish wait for the backend, so none is switched on by default.
+ */
+function hooksConfig (env: Env, jwtSecret: string): HooksConfig | null {
+  if (env.HOOKS_URL === undefined) {
+    for (const variable of ['HOOKS_SECRET', 'HOOKS_EVENTS'] as const) {
+      if (env[variable] !== undefined) throw new ConfigError(`${variable}: set without HOOKS_URL`)
+    }
+    return null
+  }
+  if (!URL.canParse(env.HOOKS_URL)) throw new ConfigError('HOOKS_URL: not a valid URL')
+  if (env.HOOKS_SECRET === undefined) throw new ConfigError('HOOKS_SECRET: required with HOOKS_URL (at least 32 bytes; the backend checks each call\'s signature with it)')
+  if (Buffer.byteLength(env.HOOKS_SECRET) < 32) throw new ConfigError('HOOKS_SECRET: must be at least 32 bytes')
+  if (env.HOOKS_SECRET === jwtSecret) throw new ConfigError('HOOKS_SECRET: must differ from JWT_SECRET (the backend holds it)')
+  if (env.HOOKS_EVENTS === undefined) throw new ConfigError(`HOOKS_EVENTS: required with HOOKS_URL (the hooks to call, comma-separated among ${HOOK_NAMES.join(',')})`)
+  return {
+    url: env.HOOKS_URL,
+    secret: env.HOOKS_SECRET,
+    events: new Set(env.HOOKS_EVENTS.split(',') as HookName[]),
+    rooms: [...new Set(env.HOOKS_ROOMS.split(','))],
+    timeoutMs: env.HOOKS_TIMEOUT_MS,
+    concurrency: env.HOOKS_CONCURRENCY,
+    retries: env.HOOKS_RETRIES,
+    queueBytes: env.HOOKS_QUEUE_BYTES
   }
 }
 

@@ -36,6 +36,7 @@ export const ERRORS = {
   Banned: { code: 'SB_ERR_BANNED', status: 403, protocol: 'forbidden', temporary: false, message: 'You are banned from this room' },
   HistoryLimit: { code: 'SB_ERR_HISTORY_LIMIT', status: 403, protocol: 'forbidden', temporary: false, message: '%s' },
   RoomLimit: { code: 'SB_ERR_ROOM_LIMIT', status: 403, protocol: 'forbidden', temporary: false, message: '%s' },
+  HookRefused: { code: 'SB_ERR_HOOK_REFUSED', status: 403, protocol: 'forbidden', temporary: false, message: 'Refused by the application: %s' },
   OriginNotAllowed: { code: 'SB_ERR_ORIGIN_NOT_ALLOWED', status: 403, protocol: 'forbidden', temporary: false, message: 'Origin not allowed' },
   RoomNotFound: { code: 'SB_ERR_ROOM_NOT_FOUND', status: 404, protocol: 'not_found', temporary: false, message: 'Room not found' },
   UserNotFound: { code: 'SB_ERR_USER_NOT_FOUND', status: 404, protocol: 'not_found', temporary: false, message: 'User not found' },
@@ -63,7 +64,8 @@ export const ERRORS = {
   TooManyConnections: { code: 'SB_ERR_TOO_MANY_CONNECTIONS', status: 429, protocol: 'rate_limited', temporary: true, message: '%s' },
   Internal: { code: 'SB_ERR_INTERNAL', status: 500, protocol: 'internal', temporary: false, message: 'Internal server error' },
   ShuttingDown: { code: 'SB_ERR_SHUTTING_DOWN', status: 503, protocol: 'unavailable', temporary: true, message: 'Server is shutting down' },
-  Unavailable: { code: 'SB_ERR_UNAVAILABLE', status: 503, protocol: 'unavailable', temporary: true, message: '%s' }
+  Unavailable: { code: 'SB_ERR_UNAVAILABLE', status: 503, protocol: 'unavailable', temporary: true, message: '%s' },
+  HookUnavailable: { code: 'SB_ERR_HOOK_UNAVAILABLE', status: 503, protocol: 'unavailable', temporary: true, message: 'The application\'s backend gave no usable answer to the %s hook (%s); retry' }
 } as const satisfies Record<string, ErrorSpec>
 
 /** One row of the table. */

@@ -9,12 +9,16 @@ import { CloseCodes } from './protocol/close-codes.js'
 import { COMMAND_SCHEMAS } from './protocol/messages.js'
 import type { PoolStats } from './store/index.js'
 import type { CompressionTotals } from './realtime/ws-deflate.js'
+import { HOOK_NAMES } from './config.js'
+import type { HookDropReason, HookMetrics, HookOutcome } from './hooks/metrics.js'
 
 export interface Metrics {
   /** This app's registry: its own `switchboard_*` metrics plus the shared process metrics. */
   readonly registry: Registry
   /** What the real-time core calls; cheap enough for per-frame paths. */
   readonly realtime: RealtimeMetrics
+  /** What the hooks to the application's backend call (src/hooks). */
+  readonly hooks: HookMetrics
   /** The Content-Type that goes with `scrape()`. */
   readonly contentType: string
   /** Prometheus text exposition of everything in `registry`. */
@@ -28,6 +32,8 @@ export interface Metrics {
 /** From an in-process fan-out (tens of µs) to a node in trouble (1 s); a cross-node hop lands in between. */
 const PUBLISH_TO_WRITE_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 /** A pong may take up to a heartbeat interval (25 s by default) before the connection is dropped. */
+/** A hook answers within HOOKS_TIMEOUT_MS (1 s by default, 30 s at most). */
+const HOOK_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 const PING_RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25]
 
 // Written as records so that adding a reason or scope to the core's union fails to compile
@@ -36,6 +42,8 @@ const AUTH_FAILURE_REASONS = Object.keys({ missing: 1, invalid: 1, expired: 1, r
 const RATE_LIMIT_SCOPES = Object.keys({ messages: 1, publishes_per_user: 1, handshakes: 1, connections_per_user: 1, connections_per_ip: 1 } satisfies Record<RateLimitScope, 1>)
 const GRANT_SOURCES = Object.keys({ cache: 1, store: 1, shared: 1 } satisfies Record<GrantSource, 1>)
 const GRANT_RENEWALS = Object.keys({ renewed: 1, superseded: 1, refused: 1, failed: 1 } satisfies Record<GrantRenewal, 1>)
+const HOOK_OUTCOMES = Object.keys({ ok: 1, refused: 1, timeout: 1, unreachable: 1, status: 1, invalid: 1, busy: 1 } satisfies Record<HookOutcome, 1>)
+const HOOK_DROP_REASONS = Object.keys({ queue_full: 1, retries: 1, rejected: 1 } satisfies Record<HookDropReason, 1>)
 const MESSAGE_TYPES = new Set([...Object.keys(COMMAND_SCHEMAS), 'invalid'])
 const SERVER_CLOSE_CODES = new Set<number>(Object.values(CloseCodes))
 const NO_COMPRESSION: CompressionTotals = { deflates: 0, deflateSeconds: 0, framesCompressed: 0, bytesSaved: 0 }
@@ -111,7 +119,7 @@ function closeCodeLabel (code: number): string {
  * process, and each must count only its own connections) and the RealtimeMetrics the core
  * feeds into it.
  */
-export function createMetrics (sources: { databasePool?: () => PoolStats, historyBytes?: () => number | undefined, compression?: () => CompressionTotals | undefined } = {}): Metrics {
+export function createMetrics (sources: { databasePool?: () => PoolStats, historyBytes?: () => number | undefined, compression?: () => CompressionTotals | undefined, hookQueueBytes?: () => number | undefined } = {}): Metrics {
   const own = new Registry()
 
   let open = 0
@@ -139,6 +147,30 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
     buckets: PING_RTT_BUCKETS,
     registers: [own]
   })
+
+  // Hooks: labelled by hook and outcome (both closed sets), so prom-client's own counter serves;
+  // a hook call costs an HTTP round trip, far more than the label lookup.
+  const hookCalls = new Counter({ name: 'switchboard_hook_calls_total', help: 'Calls to the application\'s backend (HOOKS_URL), one per attempt, by hook and outcome (ok, refused, timeout, unreachable, status: not 2xx, invalid: not the hook\'s answer, busy: HOOKS_CONCURRENCY reached, no request made)', labelNames: ['hook', 'outcome'], registers: [own] })
+  const hookSeconds = new Histogram({ name: 'switchboard_hook_seconds', help: 'Latency of hook calls that were made, by hook', labelNames: ['hook'], buckets: HOOK_SECONDS_BUCKETS, registers: [own] })
+  const hookDropped = new Counter({ name: 'switchboard_hook_events_dropped_total', help: 'Hook events (published, join, leave, disconnect) never delivered, by hook and reason (queue_full: HOOKS_QUEUE_BYTES reached; retries: HOOKS_RETRIES ran out; rejected: the backend answered 4xx)', labelNames: ['hook', 'reason'], registers: [own] })
+  // With hooks configured their series start at 0, so rate() works from the first scrape.
+  if (sources.hookQueueBytes !== undefined) {
+    const queued = sources.hookQueueBytes
+    new Gauge({ name: 'switchboard_hook_queue_bytes', help: 'Bytes of hook events waiting to be delivered (HOOKS_QUEUE_BYTES bounds it)', registers: [own], collect () { this.set(queued() ?? 0) } })
+    for (const hook of HOOK_NAMES) {
+      for (const outcome of HOOK_OUTCOMES) hookCalls.inc({ hook, outcome }, 0)
+    }
+    for (const hook of ['published', 'join', 'leave', 'disconnect']) {
+      for (const reason of HOOK_DROP_REASONS) hookDropped.inc({ hook, reason }, 0)
+    }
+  }
+  const hooks: HookMetrics = {
+    call (hook, outcome, seconds) {
+      hookCalls.inc({ hook, outcome })
+      if (seconds !== null) hookSeconds.observe({ hook }, seconds)
+    },
+    dropped (hook, reason) { hookDropped.inc({ hook, reason }) }
+  }
 
   const historyBytes = sources.historyBytes
   if (historyBytes !== undefined) {
@@ -203,6 +235,7 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
   return {
     registry,
     realtime,
+    hooks,
     contentType: registry.contentType,
     scrape: () => registry.metrics(),
     totals: () => {

@@ -126,6 +126,12 @@ export function selfSignedCertificate (dir: string): { certFile: string, keyFile
   return { certFile, keyFile }
 }
 
+/** The value of one sample line of a Prometheus scrape, e.g. sample(text, 'switchboard_disconnects_total{code="4008"}'). */
+export function sample (text: string, series: string): number | undefined {
+  const line = text.split('\n').find(l => l.startsWith(series + ' '))
+  return line === undefined ? undefined : Number(line.slice(series.length + 1))
+}
+
 export interface TestApp {
   app: FastifyInstance
   config: Config

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
-import { build, skipUnlessStore, TEST_DATABASE_URL, wsConnect } from './helper.js'
+import { build, sample, skipUnlessStore, TEST_DATABASE_URL, wsConnect } from './helper.js'
 import { createMetrics } from '../src/metrics.js'
 import type { RealtimeMetrics } from '../src/realtime/metrics.js'
 
@@ -43,11 +43,6 @@ function exercise (metrics: RealtimeMetrics): void {
   metrics.grantRenewal('superseded')
 }
 
-/** The value of one sample line, e.g. sample(text, 'switchboard_disconnects_total{code="4008"}'). */
-function sample (text: string, series: string): number | undefined {
-  const line = text.split('\n').find(l => l.startsWith(series + ' '))
-  return line === undefined ? undefined : Number(line.slice(series.length + 1))
-}
 
 describe('GET /metrics', () => {
   it('serves every switchboard metric and the event-loop lag to a loopback scrape, in Prometheus text format', async (t) => {

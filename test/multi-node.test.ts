@@ -388,6 +388,33 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     await wsConnect(t, b, { token: again.body.accessToken as string })
   })
 
+  it('server API across processes: node reports name both nodes, a broadcast through A reaches B, A counts B\'s rooms; a killed node expires', async (t) => {
+    const c = await cluster(t, 2, { NODE_REPORT_INTERVAL_MS: '200' })
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    await createRoom(a, c.adminToken, { id: 'lobby' })
+    const nodesOf = async (n: Node): Promise<Array<{ address: string, self: boolean }>> => (await n.request('GET', '/admin/nodes', { token: c.adminToken })).body.items
+    await waitFor(async () => (await nodesOf(a)).length === 2, 'node A hears node B\'s reports')
+    assert.deepEqual((await nodesOf(a)).map(r => [r.address, r.self]), [[`127.0.0.1:${a.server.port}`, true], [`127.0.0.1:${b.server.port}`, false]])
+
+    const bobOnB = await wsConnect(t, b, { token: bob.token })
+    await subscribe(bobOnB, 'lobby')
+    await subscribe(bobOnB, `user:${bob.id}`)
+    const sent = await a.request('POST', '/broadcast', { token: c.adminToken, body: { rooms: ['lobby', `user:${bob.id}`], data: { n: 1 } } })
+    assert.equal(sent.status, 200, JSON.stringify(sent.body))
+    for (const result of sent.body.results as Array<{ room: string, epoch: string, offset: number }>) {
+      const frame = await bobOnB.next(f => f.type === 'message' && f.room === result.room)
+      assert.deepEqual([frame.epoch, frame.offset], [result.epoch, result.offset])
+    }
+    const rooms = await a.request('GET', '/admin/rooms', { token: c.adminToken })
+    assert.deepEqual(rooms.body.items, [{ room: 'lobby', subscribers: 1 }, { room: `user:${bob.id}`, subscribers: 1 }])
+    assert.equal(rooms.body.nodesAnswered, 2)
+
+    b.server.child.kill('SIGKILL')
+    await b.server.exited
+    await waitFor(async () => (await nodesOf(a)).length === 1, 'node B\'s report expires on node A')
+  })
+
   it('revocation crosses nodes: a member removed through node A is unsubscribed on node B and gets nothing after', async (t) => {
     const c = await cluster(t, 2)
     const [a, b] = [node(c, 0), node(c, 1)]

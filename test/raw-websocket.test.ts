@@ -279,6 +279,15 @@ describe('the load generator\'s WebSocket client', () => {
     assert.equal((await closed(socket)).code, 1003)
   })
 
+  it('connects from the source address it is given (the capacity scenario spreads over 127.0.0.x)', async (t) => {
+    let peer: string | undefined
+    const { url, wss } = await wsServer(t)
+    wss.on('connection', (_ws, request) => { peer = request.socket.remoteAddress })
+    const client = await connectRawWebSocket(url, { timeoutMs: 5000, localAddress: '127.0.0.7' })
+    t.after(() => client.terminate())
+    assert.equal(peer, '127.0.0.7')
+  })
+
   it('refuses a request header that would split the request', async (t) => {
     const { url } = await wsServer(t)
     await assert.rejects(connectRawWebSocket(url, { headers: { authorization: 'Bearer x\r\nX-Injected: 1' }, timeoutMs: 5000 }), /line break/)

@@ -80,10 +80,13 @@ export async function within<T> (promise: Promise<T>, what: string, timeoutMs = 
   }
 }
 
-/** Waits for a condition the test cannot get an event for (server-side bookkeeping), with a generous bound. */
-export async function waitFor (condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+/**
+ * Waits for a condition the test cannot get an event for (server-side bookkeeping, or another
+ * node's view asked over HTTP), with a generous bound.
+ */
+export async function waitFor (condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 10))
   }

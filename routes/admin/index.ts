@@ -3,12 +3,18 @@ import { Type } from '@sinclair/typebox'
 import { Errors } from '../../src/errors.js'
 import { errorResponses, UserIdSchema, type Security } from '../../src/schemas/common.js'
 import { ConnectionSchema, ConnectionsQuerySchema, StatsSchema } from '../../src/schemas/realtime.js'
+import { RoomParamsSchema, RoomUserParamsSchema } from '../../src/schemas/rooms.js'
+import { ActiveRoomsQuerySchema, ActiveRoomsSchema, NodesSchema, RoomStatsSchema, UnsubscribedSchema } from '../../src/schemas/server-api.js'
 import { createRateMeter } from '../../src/realtime/metrics.js'
 
-/** Operator tools (admins only): open connections (list, kick with close code 4503) and headline stats. */
+/**
+ * Operator tools and the server API for backends (admins, or API keys with the `admin` scope):
+ * open connections (list, kick with close code 4503), headline stats, a user's subscriptions
+ * ended, presence counts, the cluster's active rooms and nodes.
+ */
 const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.addHook('onRequest', app.requireAdmin)
-  const security: Security = [{ bearerAuth: [] }]
+  app.addHook('onRequest', app.requireServerApi)
+  const security: Security = [{ bearerAuth: [] }, { apiKey: [] }]
   // Rates from the same counters as /metrics, in JSON for the web app's admin page: parsing the
   // Prometheus text in a browser would be more code for the same numbers.
   const rates = createRateMeter(() => app.metrics.totals())
@@ -50,7 +56,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.delete('/users/:id/connections', {
     schema: {
-      tags: ['admin'],
+      tags: ['admin', 'server-api'],
       summary: 'Disconnect every connection of a user (4503), on every node',
       description: '`closed` counts the connections on the node that answered; with the Redis engine the other nodes close theirs through the control channel.',
       security,
@@ -62,6 +68,64 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     request.log.info({ user: request.params.id, closed }, 'user kicked')
     return { closed }
   })
+
+  app.delete('/rooms/:id/subscriptions/:userId', {
+    schema: {
+      tags: ['server-api'],
+      summary: 'End a user\'s subscriptions to a room, on every node (`unsubscribed`, reason `server`)',
+      description: 'The user\'s connections stay open; each subscription to the room ends with an `unsubscribed` push (reason `server`). ' +
+        'It does not bar the user: a subscribe the room\'s rules allow succeeds again (remove or ban the user for that). ' +
+        'Idempotent: no subscription anywhere answers 0.',
+      security,
+      params: RoomUserParamsSchema,
+      response: { 200: UnsubscribedSchema, ...errorResponses(400, 401, 403) }
+    }
+  }, async (request) => {
+    const { id: room, userId } = request.params
+    const unsubscribed = await app.realtime.unsubscribeUser(userId, room)
+    request.log.info({ room, user: userId, unsubscribed }, 'user unsubscribed by the server API')
+    return { unsubscribed }
+  })
+
+  app.get('/rooms/:id/stats', {
+    schema: {
+      tags: ['server-api'],
+      summary: 'Presence counts of a room across the cluster: connections and distinct users (no lists)',
+      security,
+      params: RoomParamsSchema,
+      response: { 200: RoomStatsSchema, ...errorResponses(400, 401, 403, 404, 503) }
+    }
+  }, async (request) => ({ room: request.params.id, ...await app.realtime.roomStats(request.params.id) }))
+
+  app.get('/rooms', {
+    schema: {
+      tags: ['server-api'],
+      summary: 'Active rooms (with at least one subscriber) across the cluster, the busiest first',
+      description: 'In-memory engine: this node\'s rooms. Redis engine: every node is asked on the control channel and the answer ' +
+        'waits for the nodes known from their reports (GET /admin/nodes), at most 1 s; `partial` says when one did not answer.',
+      security,
+      querystring: ActiveRoomsQuerySchema,
+      response: { 200: ActiveRoomsSchema, ...errorResponses(400, 401, 403, 429) }
+    }
+  }, async (request) => {
+    const census = await app.realtime.activeRooms(request.query.prefix)
+    return {
+      items: census.rooms.slice(0, request.query.limit),
+      total: census.rooms.length,
+      nodesAnswered: census.nodesAnswered,
+      nodesKnown: census.nodesKnown,
+      partial: census.partial
+    }
+  })
+
+  app.get('/nodes', {
+    schema: {
+      tags: ['server-api'],
+      summary: 'The cluster\'s nodes and their figures, from the reports each node publishes every NODE_REPORT_INTERVAL_MS',
+      security,
+      response: { 200: NodesSchema, ...errorResponses(401, 403) }
+    }
+  }, async () => ({ intervalMs: app.config.serverApi.nodeReportIntervalMs, items: app.realtime.nodes() }))
 }
 
 export default adminRoutes

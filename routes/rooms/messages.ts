@@ -117,7 +117,7 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
  * base64 count decoded, a JSON value counts as its text, serialised once here (history and
  * every frame use this same text).
  */
-function jsonBodyPayload (body: Static<typeof PublishBodySchema>, maxMessageBytes: number): Payload {
+export function jsonBodyPayload (body: Static<typeof PublishBodySchema>, maxMessageBytes: number): Payload {
   const { data } = body
   if (body.encoding !== undefined) {
     if (typeof data !== 'string') throw new Errors.Validation('body/data: with encoding "base64", data must be a string')

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { FastifyBaseLogger, FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
-import { Errors, httpAnswer, isUnavailableError, type HttpAnswer } from '../../src/errors.js'
+import { AppError, Errors, httpAnswer, isUnavailableError, type HttpAnswer } from '../../src/errors.js'
 import { redactUrl } from '../../src/logger.js'
 import { destroyOnError, writeRefusal } from '../../src/http-refusal.js'
 import type { Principal } from '../../src/auth/principal.js'
@@ -13,7 +13,8 @@ import { createRateLimiter, type RateLimiter } from '../../src/limits/rate-limit
 import { CloseCodes, CloseReasons } from '../../src/protocol/close-codes.js'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
 import { declineNarrowOffers } from '../../src/realtime/ws-deflate.js'
-import { codecOf } from '../../src/realtime/frame-codec.js'
+import { codecOf, selectProtocol } from '../../src/realtime/frame-codec.js'
+import { PROTOCOL_VERSION } from '../../src/protocol/messages.js'
 import type { AuthFailureReason } from '../../src/realtime/metrics.js'
 
 /**
@@ -29,7 +30,10 @@ import type { AuthFailureReason } from '../../src/realtime/metrics.js'
  *    cluster-wide with Redis): counted before the credentials, so refused handshakes spend it
  *    too and token guessing is throttled;
  * 3. Origin (403), credentials (401: read by src/auth/credentials.ts, checked by `app.identify`);
- * 4. the connection caps per user and per address (429; cluster-wide with Redis).
+ * 4. the connection caps per user and per address (429; cluster-wide with Redis);
+ * 5. the application backend's connect hook, when it is on (403 SB_ERR_HOOK_REFUSED with its
+ *    reason, or 503 SB_ERR_HOOK_UNAVAILABLE when it cannot answer): last, as the dearest check,
+ *    holding the connection's reserved place while it waits.
  *
  * After the upgrade the socket is handed to the real-time node, with its listeners attached
  * before any await. A plain GET /ws without an upgrade is an ordinary Fastify route (426).
@@ -97,6 +101,19 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     // Last, after the cheap local checks: one Redis round trip with the Redis engine.
     const reservation = await app.realtime.reserve(principal, ip)
     if ('refusal' in reservation) return refuseWith(socket, request, ip, tooMany(reservation.refusal))
+    let info: unknown
+    try {
+      ({ info } = await app.backendHooks.connect(principal, {
+        id: reservation.id,
+        ip,
+        ...(request.headers['user-agent'] === undefined ? {} : { userAgent: request.headers['user-agent'] }),
+        protocol: selectProtocol(new Set((request.headers['sec-websocket-protocol'] ?? '').split(',').map(p => p.trim()))) || PROTOCOL_VERSION
+      }))
+    } catch (err) {
+      app.realtime.release(principal, ip, reservation.id)
+      if (err instanceof AppError) return refuseWith(socket, request, ip, httpAnswer(err))
+      throw err
+    }
 
     if (app.wsDeflate !== null) {
       // A client asking for a smaller server window than the one every frame is deflated with
@@ -117,7 +134,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       wss.handleUpgrade(request, socket, head, (websocket) => {
         upgraded = true
         try {
-          open(websocket, principal, ip, request.url, request.headers['user-agent'], reservation.id)
+          open(websocket, principal, ip, request.url, request.headers['user-agent'], reservation.id, info)
         } catch (err) {
           // The 101 is written: no HTTP answer is possible any more, only the end of the socket.
           app.log.error({ err }, 'websocket connection set-up failed')
@@ -130,7 +147,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
     if (!upgraded) app.realtime.release(principal, ip, reservation.id)
   }
 
-  function open (websocket: WebSocket, principal: Principal, ip: string, url: string | undefined, userAgent: string | undefined, id: string): void {
+  function open (websocket: WebSocket, principal: Principal, ip: string, url: string | undefined, userAgent: string | undefined, id: string, info: unknown): void {
     // Synchronous from here to attachWsEvents: no frame can arrive before the listeners.
     // Concurrent handshakes can pass admission together, or a drain can start (or the session
     // be revoked) in between; each is re-checked now that the socket exists. A drain gets the
@@ -152,7 +169,7 @@ const wsRoutes: FastifyPluginAsync = async (app) => {
       return
     }
     // The subprotocol the handshake selected (plugins/websocket.ts) chooses the codec; none is JSON.
-    const meta = { ip, codec: codecOf(websocket.protocol), ...(userAgent === undefined ? {} : { userAgent }) }
+    const meta = { ip, codec: codecOf(websocket.protocol), ...(userAgent === undefined ? {} : { userAgent }), ...(info === undefined ? {} : { info }) }
     const connection = app.realtime.connect(wsTransport(websocket, app.wsDeflate), principal, meta, id)
     attachWsEvents(websocket, connection)
     // Checked first: the line's fields would cost a handshake something even with info off.

@@ -485,7 +485,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       }
       case 'join':
       case 'leave': {
-        this.subs.get(frame.room as string)?.presence(frame.type, frame.user as { id: string })
+        this.subs.get(frame.room as string)?.presence(frame.type, frame.user as { id: string, info?: unknown })
         return
       }
       case 'unsubscribed': return this.onUnsubscribed(frame.room as string, frame.reason as UnsubscribeReason)

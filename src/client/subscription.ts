@@ -122,7 +122,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   }
 
   /** @internal */
-  presence (type: 'join' | 'leave', user: { id: string }): void {
+  presence (type: 'join' | 'leave', user: { id: string, info?: unknown }): void {
     if (this.status === 'ended' || this.current === null) return
     this.emit(type, { room: this.room, user })
   }

@@ -97,7 +97,8 @@ export interface ClientEvents {
 export type EndReason = Exclude<UnsubscribeReason, 'resubscribe'> | 'unsubscribed' | 'closed' | 'error'
 
 export interface SubscriptionEvents {
-  join: { room: string, user: { id: string } }
+  /** `user.info`: what the application's backend attached to the connection that joined (its connect hook), if anything. */
+  join: { room: string, user: { id: string, info?: unknown } }
   leave: { room: string, user: { id: string } }
   /** After every successful (re)subscribe: where the subscription continues and whether nothing was missed. */
   subscribed: { room: string, epoch: string, offset: number, recovered: boolean }

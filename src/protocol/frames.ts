@@ -72,8 +72,8 @@ export function errorFrame (id: CommandId | undefined, { code, message, temporar
 }
 
 /** A user's first connection joined `room`, or their last one left it. */
-export function presenceFrame (type: 'join' | 'leave', room: string, user: { id: string }): string {
-  return JSON.stringify({ type, room, user })
+export function presenceFrame (type: 'join' | 'leave', room: string, user: { id: string, info?: unknown }): string {
+  return JSON.stringify({ type, room, user: user.info === undefined ? { id: user.id } : { id: user.id, info: user.info } })
 }
 
 /** The server ended one subscription, and why. */

@@ -157,7 +157,11 @@ export const WelcomeFrameSchema = Type.Object({
   type: Type.Literal('welcome'),
   protocol: Type.Union(PROTOCOL_VERSIONS.map(version => Type.Literal(version)), { description: 'The subprotocol, and so the codec, of this connection' }),
   connectionId: Type.String(),
-  user: Type.Object({ id: Type.String(), role: Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('apiKey')]) }),
+  user: Type.Object({
+    id: Type.String(),
+    role: Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('apiKey')]),
+    info: Type.Optional(Type.Unknown({ description: 'What the application backend\'s connect hook attached to this connection (docs/integration.md#hooks)' }))
+  }),
   heartbeatMs: Type.Integer(),
   limits: LimitsSchema,
   tokenExpiresAt: Type.Union([Type.Integer({ description: 'Epoch milliseconds' }), Type.Null()])
@@ -215,7 +219,10 @@ export const MessageFrameSchema = Type.Object({
 export const PresenceEventFrameSchema = Type.Object({
   type: Type.Union([Type.Literal('join'), Type.Literal('leave')]),
   room: Type.String(),
-  user: Type.Object({ id: Type.String() })
+  user: Type.Object({
+    id: Type.String(),
+    info: Type.Optional(Type.Unknown({ description: 'On a join: what the application backend\'s connect hook attached to the connection that joined (docs/integration.md#hooks)' }))
+  })
 }, { title: 'join / leave' })
 
 export const UNSUBSCRIBE_REASONS = {
@@ -223,7 +230,8 @@ export const UNSUBSCRIBE_REASONS = {
   banned: 'You were banned from the room',
   room_deleted: 'The room was deleted',
   forbidden: 'You may no longer read this room (e.g. it became private)',
-  resubscribe: 'The server lost continuity for this subscription: subscribe again with `since` to recover'
+  resubscribe: 'The server lost continuity for this subscription: subscribe again with `since` to recover',
+  server: 'The application\'s backend or an administrator ended the subscription (server API)'
 } as const
 export type UnsubscribeReason = keyof typeof UNSUBSCRIBE_REASONS
 

@@ -44,9 +44,11 @@ export interface ClusterControlDeps {
  */
 export class ClusterControl {
   /** Names this node on the control channel, so it ignores the echo of what it applied already. */
-  private readonly nodeId = randomUUID()
+  readonly nodeId = randomUUID()
   /** Other nodes exist only with a shared engine: with the in-memory one, an unknown connection id is simply unknown. */
-  private readonly clustered: boolean
+  readonly clustered: boolean
+  /** Parts of the node that speak on the channel too (node reports, the room census): what they hear. */
+  private readonly listeners: Array<(message: ControlMessage) => void> = []
   private readonly accountTimer: NodeJS.Timeout | undefined
   private accountCheck: Promise<void> | null = null
 
@@ -119,6 +121,21 @@ export class ClusterControl {
     await this.send({ type: 'room_change', change })
   }
 
+  /**
+   * Ends a user's subscriptions to a room with `unsubscribed` (reason `server`), here and then
+   * on every node; the connections stay open. Returns how many were ended here.
+   */
+  async unsubscribeUser (userId: string, room: string): Promise<number> {
+    const ended = this.unsubscribeUserLocal(userId, room)
+    await this.send({ type: 'unsubscribe_user', userId, room })
+    return ended
+  }
+
+  /** Hears what other nodes send of the messages the control itself does not apply (reports, censuses). */
+  listen (listener: (message: ControlMessage) => void): void {
+    this.listeners.push(listener)
+  }
+
   /** Stops the account re-check. */
   close (): void {
     clearInterval(this.accountTimer)
@@ -148,14 +165,23 @@ export class ClusterControl {
       case 'close_account':
         this.deps.revocation?.accountClosed(message.userId)
         this.closeAccountLocal(message.userId)
+        return
+      case 'unsubscribe_user':
+        this.unsubscribeUserLocal(message.userId, message.room)
+        return
+      case 'node_report':
+      case 'rooms_query':
+      case 'rooms_answer':
+        for (const listener of this.listeners) listener(message)
     }
   }
 
   /**
    * Sends a control message to the other nodes (this one applied it already). Failures are
    * logged, not thrown: what this node could do is done, and the channel is best-effort.
+   * False when nothing was sent (a single node, or the channel is down).
    */
-  private async send (message: DistributiveOmit<ControlMessage, 'node'>): Promise<boolean> {
+  async send (message: DistributiveOmit<ControlMessage, 'node'>): Promise<boolean> {
     const control = this.deps.engine.control
     if (!this.clustered || control === undefined) return false
     try {
@@ -172,6 +198,12 @@ export class ClusterControl {
     if (connection === undefined) return false
     connection.close(CloseCodes.KICKED)
     return true
+  }
+
+  private unsubscribeUserLocal (userId: string, room: string): number {
+    const targets = this.deps.hub.membersOf(room, userId)
+    for (const connection of targets) connection.revoke(room, 'server')
+    return targets.length
   }
 
   private kickUserLocal (userId: string): number {

@@ -73,13 +73,16 @@ export interface ConnectionHost {
   publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string): Promise<PublishResult>
   history(principal: Principal, room: string, query: HistoryQuery): Promise<HistoryResult>
   presence(principal: Principal, room: string): Promise<PresenceInfo>
+  /** The backend's subscribe hook (src/realtime/room-hooks.ts): rejects with its refusal. */
+  subscribeHook(connection: Connection, room: string): Promise<void>
   joinRoom(connection: Connection, room: string): Promise<void>
   leaveRoom(connection: Connection, room: string): void
-  /** Counts the connection in the room's presence; `announce`: push a user's first join to the room. */
-  presenceJoin(room: string, connectionId: string, userId: string, announce: boolean): Promise<void>
+  /** Counts the connection in the room's presence; `announce`: push a user's first join to the room (with `info`, the connect hook's, when given). */
+  presenceJoin(room: string, connectionId: string, userId: string, announce: boolean, info?: unknown): Promise<void>
   /** Uncounts it; `announce`: push a user's last leave to the room. */
   presenceLeave(room: string, connectionId: string, userId: string, announce: boolean): void
-  unregister(connection: Connection): void
+  /** The connection closed with `code`: it leaves the node (and the backend's disconnect hook hears of it). */
+  unregister(connection: Connection, code: number): void
 }
 
 /** Who is on the other end: shown by the admin API, and the codec its subprotocol chose. */
@@ -88,6 +91,8 @@ export interface ConnectionMeta {
   userAgent?: string
   /** How this connection's frames are written and read; JSON text when absent. */
   codec?: FrameCodec
+  /** What the backend's connect hook attached (docs/integration.md#hooks): in the welcome and the backend's later hooks. */
+  info?: unknown
 }
 
 /** A command result the codec renders itself (publications inside): history pages. */
@@ -170,6 +175,7 @@ export class Connection {
     this.state = 'open'
     const { limits } = this.node
     const user: WelcomeUser = { id: this.publicId, role: this.principal.kind === 'user' ? this.principal.role : 'apiKey' }
+    if (this.meta.info !== undefined) user.info = this.meta.info
     const tokenExpiresAt = this.principal.kind === 'user' ? this.principal.expiresAt * 1000 : null
     this.send(this.codec.welcome(this.id, user, limits, tokenExpiresAt))
     // The first ping is jittered so connections opened together do not ping together forever.
@@ -261,7 +267,7 @@ export class Connection {
     this.state = 'closed'
     this.clearTimers()
     for (const room of [...this.subscriptions.keys()]) this.dropSubscription(room)
-    this.node.unregister(this)
+    this.node.unregister(this, this.closeCode)
     this.node.metrics.connectionClosed(this.closeCode)
     if (this.debugEnabled()) this.log.debug({ code: this.closeCode }, 'connection closed')
   }
@@ -323,6 +329,9 @@ export class Connection {
     const revision = this.node.revision
     let grant = await this.node.authorize(this.principal, room, 'subscribe')
     if (this.state !== 'open') return undefined
+    // After the room's own grant, before the subscription exists: a refusal leaves nothing to undo.
+    await this.node.subscribeHook(this, room)
+    if (this.state !== 'open') return undefined
     const sub: Subscription = { state: 'recovering', epoch: '', offset: 0, buffer: [], present: false, presenceEvents: grant.presenceEvents }
     this.subscriptions.set(room, sub)
     this.clearIdle()
@@ -361,7 +370,7 @@ export class Connection {
 
       if (this.principal.kind === 'user' && this.subscriptions.get(room) === sub) {
         sub.present = true
-        await this.node.presenceJoin(room, this.id, this.principal.userId, sub.presenceEvents)
+        await this.node.presenceJoin(room, this.id, this.principal.userId, sub.presenceEvents, this.meta.info)
       }
       return undefined
     } catch (err) {

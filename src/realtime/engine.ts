@@ -118,7 +118,8 @@ export interface HistoryResult extends StreamPosition {
 
 /** Events carried between nodes with no offset and no history (presence changes). */
 export type RoomEvent =
-  | { type: 'join', user: { id: string } }
+  /** `info`: what the backend's connect hook attached to the connection that joined (src/realtime/room-hooks.ts). */
+  | { type: 'join', user: { id: string, info?: unknown } }
   | { type: 'leave', user: { id: string } }
 
 export interface BrokerHandler {
@@ -214,7 +215,41 @@ export type ControlMessage = { node: string } & (
   | { type: 'revoke_sessions', userId: string, sessionIds: string[], until: number }
   /** The account is gone or disabled: forget it as active, close its sockets (4504). */
   | { type: 'close_account', userId: string }
+  /** The server API ended a user's subscriptions to a room: `unsubscribed` with reason `server`. */
+  | { type: 'unsubscribe_user', userId: string, room: string }
+  /** A node's figures, every NODE_REPORT_INTERVAL_MS (node-reports.ts). */
+  | { type: 'node_report', report: NodeReport }
+  /** Asks every node for its rooms with subscribers (room-census.ts); `prefix` filters them. */
+  | { type: 'rooms_query', id: string, prefix: string }
+  /** One node's answer to `rooms_query` `id`, for node `to`: [room, subscribers here], at most a bounded number. */
+  | { type: 'rooms_answer', id: string, to: string, rooms: Array<[string, number]>, truncated: boolean }
 )
+
+/**
+ * What a node says of itself on the control channel (GET /admin/nodes): the operators' view of
+ * the cluster, from the nodes themselves. Rates are per second over the last ~10 s.
+ */
+export interface NodeReport {
+  /** The node's id on the control channel (random, new at every start). */
+  id: string
+  /** Where it listens, as configured (host:port), and the machine's hostname. */
+  address: string
+  hostname: string
+  version: string
+  /** Epoch ms of the node's start. */
+  startedAt: number
+  /** Epoch ms of this report, by the node's clock. */
+  reportedAt: number
+  connections: number
+  /** Rooms with at least one subscriber on this node. */
+  rooms: number
+  messagesInPerSecond: number
+  messagesOutPerSecond: number
+  rssBytes: number
+  heapUsedBytes: number
+  /** How late the node's report timer fired last time (ms): the event loop's delay at that moment. */
+  eventLoopDelayMs: number
+}
 
 /**
  * Carries control messages to every node of the cluster, the sender included. Best-effort:

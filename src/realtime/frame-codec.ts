@@ -2,7 +2,7 @@ import {
   errorFrame, presenceFrame, reconnectFrame, replyFrame, replyFrameWithJson, unsubscribedFrame, welcomeFrame, welcomeLimits, welcomeSettings,
   type Limits, type ProtocolError, type WelcomeSettings, type WelcomeUser
 } from '../protocol/frames.js'
-import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, type CommandId, type ProtocolVersion, type UnsubscribeReason } from '../protocol/messages.js'
+import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSIONS, type CommandId, type ProtocolVersion, type UnsubscribeReason } from '../protocol/messages.js'
 import { encodeMsgpack } from '../protocol/msgpack.js'
 import { historyJson, messageText, subscribedJson } from './publication-frames.js'
 import { parseCommand, parseMsgpackCommand, type ParseResult } from './command-parser.js'
@@ -39,7 +39,7 @@ export interface FrameCodec {
   subscribed(id: CommandId, room: string, position: StreamPosition, recovered: boolean, publications: Publication[]): WireMessage
   error(id: CommandId | undefined, error: ProtocolError): WireMessage
   message(room: string, epoch: string, publication: Publication): WireMessage
-  presence(type: 'join' | 'leave', room: string, user: { id: string }): WireMessage
+  presence(type: 'join' | 'leave', room: string, user: { id: string, info?: unknown }): WireMessage
   unsubscribed(room: string, reason: UnsubscribeReason): WireMessage
   reconnect(retryAfterMs: number): WireMessage
   /** Reads one inbound frame of this codec's kind (text for JSON, bytes for MessagePack). */
@@ -127,7 +127,7 @@ export const msgpackCodec: FrameCodec = {
     from: { id: publication.from.id },
     ts: publication.ts
   }),
-  presence: (type, room, user) => encodeMsgpack({ type, room, user: { id: user.id } }),
+  presence: (type, room, user) => encodeMsgpack({ type, room, user: user.info === undefined ? { id: user.id } : { id: user.id, info: user.info } }),
   unsubscribed: (room, reason) => encodeMsgpack({ type: 'unsubscribed', room, reason }),
   reconnect: (retryAfterMs) => encodeMsgpack({ type: 'reconnect', reason: 'shutdown', retryAfterMs }),
   parse: (frame) => typeof frame === 'string'
@@ -136,6 +136,15 @@ export const msgpackCodec: FrameCodec = {
 }
 
 export const CODECS: readonly FrameCodec[] = [jsonCodec, msgpackCodec]
+
+/**
+ * The subprotocol of ours a handshake selects among those it offers, MessagePack first; false
+ * when it offers none of ours (the connection then speaks JSON). ws selects with it
+ * (plugins/websocket.ts); the connect hook is told it before the upgrade (routes/ws).
+ */
+export function selectProtocol (offered: ReadonlySet<string>): typeof PROTOCOL_VERSIONS[number] | false {
+  return PROTOCOL_VERSIONS.find(version => offered.has(version)) ?? false
+}
 
 /** The codec of a selected subprotocol; JSON when none was selected (a client that offered none). */
 export function codecOf (protocol: string | undefined): FrameCodec {

@@ -144,6 +144,11 @@ export class Hub<C extends HubMember> {
     return [...local.members].filter(c => userId === null || (c.principal.kind === 'user' && c.principal.userId === userId))
   }
 
+  /** Each room here with its member count (the server API's active rooms). */
+  * roomSizes (): IterableIterator<[string, number]> {
+    for (const [room, local] of this.rooms) yield [room, local.members.size]
+  }
+
   /** Every room here with a copy of its members (for a reset that touches them all). */
   roomsWithMembers (): Array<[string, C[]]> {
     return [...this.rooms].map(([room, local]) => [room, [...local.members]])

@@ -5,12 +5,16 @@ import { Admission, type AdmissionRefusal } from './admission.js'
 import type { Authorizer } from './authorizer.js'
 import { ClusterControl, type RevocationHost } from './cluster-control.js'
 import { Connection, principalId, type ConnectionDescription, type ConnectionHost, type ConnectionMeta } from './connection.js'
-import { payloadOf, type Engine, type HistoryQuery, type HistoryResult, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
-import { RealtimeError, viaEngine } from './errors.js'
+import { payloadOf, type Engine, type HistoryQuery, type HistoryResult, type NodeReport, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
+import { RealtimeError, toRealtimeError, viaEngine } from './errors.js'
+import type { RoomGrant } from './authorizer.js'
+import { NodeReports, type ReportedNode } from './node-reports.js'
+import { RoomCensus, type Census } from './room-census.js'
 import { Hub, type ConnectionFilter } from './hub.js'
 import type { RealtimeLimits } from './limits.js'
 import type { Logger } from './logger.js'
 import type { RealtimeMetrics } from './metrics.js'
+import { NO_ROOM_HOOKS, type HookConnection, type RoomHooks } from './room-hooks.js'
 import { RoomAuthorizer } from './room-authorizer.js'
 import { RoomPresence } from './room-presence.js'
 import type { RateLimiter } from '../limits/rate-limiter.js'
@@ -20,6 +24,14 @@ import type { PrepareFrame, Transport } from './transport.js'
 export type { AdmissionRefusal } from './admission.js'
 export type { RevocationHost } from './cluster-control.js'
 export type { ConnectionFilter } from './hub.js'
+export type { ReportedNode } from './node-reports.js'
+export type { Census } from './room-census.js'
+
+/** One room's outcome of a broadcast: its position, or the error of the table it met. */
+export type BroadcastOutcome = { room: string, position: PublishResult } | { room: string, error: RealtimeError }
+
+/** What the host process knows of itself for the node reports; the node adds its id, connections and rooms. */
+export type HostFigures = Omit<NodeReport, 'id' | 'reportedAt' | 'eventLoopDelayMs' | 'connections' | 'rooms'>
 
 /** The deadline sweep runs every quarter of the shortest deadline, within these bounds. */
 const MIN_SWEEP_MS = 10
@@ -32,6 +44,14 @@ export interface NodeDeps {
   verifyToken: (token: string) => Promise<UserPrincipal>
   /** Absent: no session or account revocation reaches the sockets (tests of the bare core). */
   revocation?: RevocationHost
+  /**
+   * A room's settings for the server API, which acts for the server itself (its caller was
+   * checked at the HTTP edge): throws `not_found` for a room that does not exist. Absent:
+   * every room exists with these defaults (tests of the bare core).
+   */
+  roomSettings?: (room: string) => Promise<RoomGrant>
+  /** Node reports every `intervalMs` (node-reports.ts); absent: none (tests of the bare core). */
+  reports?: { intervalMs: number, figures: () => HostFigures }
   prepareFrame: PrepareFrame
   limits: RealtimeLimits
   /**
@@ -42,6 +62,8 @@ export interface NodeDeps {
   metrics: RealtimeMetrics
   log: Logger
   now?: () => number
+  /** The application backend's hooks (src/hooks); absent: none. */
+  hooks?: RoomHooks
 }
 
 /** What the rest of the server (plugins, routes) may do with a real-time node. */
@@ -69,6 +91,22 @@ export interface RealtimeNode {
   kick(connectionId: string): Promise<'local' | 'forwarded' | null>
   /** Closes every connection of a user with 4503 on every node; how many were here. */
   kickUser(userId: string): Promise<number>
+  /**
+   * The server API: publishes one payload to each room, as `from`, without a per-principal
+   * grant (the caller holds the admin role or scope); each room is numbered on its own, so the
+   * outcome is per room, in the order asked.
+   */
+  broadcast(from: Principal, rooms: string[], payload: Payload, idempotencyKey?: string): Promise<BroadcastOutcome[]>
+  /** Ends a user's subscriptions to a room (`unsubscribed`, reason `server`) on every node; how many here. */
+  unsubscribeUser(userId: string, room: string): Promise<number>
+  /** Counts of a room's presence across the cluster (connections, distinct users), no lists; `not_found` for no such room. */
+  roomStats(room: string): Promise<{ connections: number, users: number }>
+  /** The rooms with subscribers across the cluster (room-census.ts). */
+  activeRooms(prefix: string): Promise<Census>
+  /** The live nodes of the cluster from their reports (this one alone on the in-memory engine). */
+  nodes(): ReportedNode[]
+  /** This node's id in the reports and on the control channel. */
+  readonly nodeId: string
   /** Closes every connection of a revoked API key on every node; how many were here. */
   kickApiKey(keyId: string): number
   /** Closes the sessions' sockets (4001) on every node and denies them there until `until`. */
@@ -95,6 +133,7 @@ export interface RealtimeNode {
  */
 export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
   const { engine, limits, metrics, log, prepareFrame } = deps
+  const hooks = deps.hooks ?? NO_ROOM_HOOKS
   const now = deps.now ?? Date.now
   let drainDone: Promise<void> | undefined
 
@@ -119,8 +158,34 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     log
   })
   const authorizer = new RoomAuthorizer({ authorize: deps.authorize, cacheMs: limits.authorizationCacheMs ?? 0, metrics, log, now })
-  const presence = new RoomPresence(engine.presence, engine.broker, log, now)
+  const presence = new RoomPresence(engine.presence, engine.broker, log, now, hooks)
   const control = new ClusterControl({ engine, hub, authorizer, ...(deps.revocation === undefined ? {} : { revocation: deps.revocation }), log })
+  const roomSettings = deps.roomSettings ?? (async (): Promise<RoomGrant> => ({ stream: { historySize: 100, historyTtlSeconds: 3600 }, presenceEvents: true }))
+  const reportConfig = deps.reports
+  const reports = reportConfig === undefined
+    ? null
+    : new NodeReports({
+      nodeId: control.nodeId,
+      intervalMs: reportConfig.intervalMs,
+      figures: () => ({ ...reportConfig.figures(), connections: hub.size, rooms: hub.roomCount }),
+      ...(control.clustered ? { publish: async (report: NodeReport) => { await control.send({ type: 'node_report', report }) } } : {}),
+      log,
+      now
+    })
+  const census = new RoomCensus({
+    nodeId: control.nodeId,
+    local: () => hub.roomSizes(),
+    send: async (message) => await control.send(message),
+    peers: () => reports?.peers() ?? 0
+  })
+  control.listen((message) => {
+    switch (message.type) {
+      case 'node_report': reports?.receive(message.report); return
+      case 'rooms_query': census.query(message, message.node); return
+      case 'rooms_answer': census.answer(message)
+    }
+  })
+  reports?.start()
 
   // One timer for every connection's deadlines (heartbeat, idle, token expiry) instead of
   // three per connection: a handshake creates no timer, an inbound frame only moves a number,
@@ -154,12 +219,17 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
         throw new RealtimeError('rate_limited', `Over this user's publish rate; retry in ${decision.retryAfterMs} ms`, decision.retryAfterMs)
       }
       const { stream } = await authorizer.authorize(principal, room, 'publish')
-      return await viaEngine(log, () => engine.broker.publish(room, {
-        ...payloadOf(payload),
+      // After the room's own grant: the backend is asked only about publishes the room allows.
+      const published = await hooks.publish(principal, room, payload)
+      const result = await viaEngine(log, () => engine.broker.publish(room, {
+        ...payloadOf(published),
         from: { id: principalId(principal) },
         ts: now(),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey })
       }, stream))
+      // A retry that matched its idempotency key published nothing: the backend heard of it the first time.
+      if (!result.duplicate) hooks.published(principal, room, published, result)
+      return result
     },
 
     async history (principal, room, query) {
@@ -172,14 +242,16 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       return await presence.get(room)
     },
 
+    subscribeHook: (connection, room) => hooks.subscribe(connection.principal, room, hookConnection(connection)),
     joinRoom: (connection, room) => hub.join(connection, room),
     leaveRoom: (connection, room) => hub.leave(connection, room),
-    presenceJoin: (room, connectionId, userId, announce) => presence.join(room, connectionId, userId, announce),
+    presenceJoin: (room, connectionId, userId, announce, info) => presence.join(room, connectionId, userId, announce, info),
     presenceLeave: (room, connectionId, userId, announce) => presence.leave(room, connectionId, userId, announce),
 
-    unregister (connection) {
+    unregister (connection, code) {
       if (!hub.remove(connection)) return
       admission.release(connection.principal, connection.meta.ip, connection.id)
+      hooks.disconnected(connection.principal, hookConnection(connection), code)
     }
   }
 
@@ -236,6 +308,39 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     kick: (connectionId) => control.kick(connectionId),
     kickUser: (userId) => control.kickUser(userId),
     kickApiKey: (keyId) => control.kickApiKey(keyId),
+
+    async broadcast (from, rooms, payload, idempotencyKey) {
+      const publisher = { id: principalId(from) }
+      const ts = now()
+      return await Promise.all(rooms.map(async (room): Promise<BroadcastOutcome> => {
+        try {
+          const { stream } = await roomSettings(room)
+          const position = await viaEngine(log, () => engine.broker.publish(room, {
+            ...payloadOf(payload),
+            from: publisher,
+            ts,
+            ...(idempotencyKey === undefined ? {} : { idempotencyKey })
+          }, stream))
+          return { room, position }
+        } catch (err) {
+          // An error of the table stays this room's answer; anything else is a bug and fails the call.
+          return { room, error: toRealtimeError(err) }
+        }
+      }))
+    },
+
+    unsubscribeUser: (userId, room) => control.unsubscribeUser(userId, room),
+
+    async roomStats (room) {
+      await roomSettings(room)
+      const { users, connections } = await presence.get(room)
+      return { connections, users: users.length }
+    },
+
+    activeRooms: (prefix) => census.gather(prefix),
+    nodes: () => reports?.list() ?? [],
+    nodeId: control.nodeId,
+
     revokeSessions: (userId, sessionIds, until) => control.revokeSessions(userId, sessionIds, until),
     closeAccount: (userId) => control.closeAccount(userId),
     applyRoomChange: (change) => control.applyRoomChange(change),
@@ -277,7 +382,15 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       admission.draining = true
       clearInterval(sweep)
       control.close()
+      reports?.close()
+      census.close()
       for (const connection of [...hub.all()]) connection.terminate()
     }
   }
+}
+
+/** A connection as the hooks describe it to the backend. */
+function hookConnection (connection: Connection): HookConnection {
+  const { info } = connection.meta
+  return info === undefined ? { id: connection.id, ip: connection.meta.ip } : { id: connection.id, ip: connection.meta.ip, info }
 }

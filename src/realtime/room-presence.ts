@@ -1,4 +1,5 @@
 import type { Engine, PresenceInfo } from './engine.js'
+import type { RoomHooks } from './room-hooks.js'
 import { viaEngine } from './errors.js'
 import type { Logger } from './logger.js'
 import { SharedAnswers } from './shared-answers.js'
@@ -24,7 +25,8 @@ export class RoomPresence {
     private readonly presence: Engine['presence'],
     private readonly broker: Pick<Engine['broker'], 'publishEvent'>,
     private readonly log: Logger,
-    now: () => number
+    now: () => number,
+    private readonly hooks: Pick<RoomHooks, 'joined' | 'left'>
   ) {
     this.answers = new SharedAnswers<PresenceInfo>(PRESENCE_ANSWER_MS, PRESENCE_ANSWER_ROOMS, now)
   }
@@ -40,12 +42,14 @@ export class RoomPresence {
    * so no node pushes it; other nodes' answers then age out within PRESENCE_ANSWER_MS).
    * Never rejects.
    */
-  async join (room: string, connectionId: string, userId: string, announce: boolean): Promise<void> {
+  async join (room: string, connectionId: string, userId: string, announce: boolean, info?: unknown): Promise<void> {
     try {
       const first = await this.presence.add(room, connectionId, userId)
       this.answers.drop(room)
+      // The backend hears of every first join, whether or not the room pushes them to its subscribers.
+      if (first) this.hooks.joined(room, userId)
       if (first && announce) {
-        await this.broker.publishEvent(room, { type: 'join', user: { id: userId } })
+        await this.broker.publishEvent(room, { type: 'join', user: info === undefined ? { id: userId } : { id: userId, info } })
       }
     } catch (err) {
       // Presence is advisory: a failure must not fail the subscription it follows.
@@ -59,6 +63,7 @@ export class RoomPresence {
     this.presence.remove(room, connectionId, userId)
       .then(async (left) => {
         this.answers.drop(room)
+        if (left) this.hooks.left(room, userId)
         if (left && announce) await this.broker.publishEvent(room, { type: 'leave', user: { id: userId } })
       })
       .catch((err: unknown) => this.log.warn({ err, room }, 'presence leave failed'))

@@ -16,7 +16,7 @@ export const PERSONAL_ROOM_PREFIX = 'user:'
  * Personal rooms have no row: they get the default settings, join/leave pushes included (a
  * personal room's subscribers are one user's devices and admins, never a crowd).
  */
-const PERSONAL_GRANT: RoomGrant = {
+export const PERSONAL_GRANT: RoomGrant = {
   stream: { historySize: ROOM_DEFAULTS.historySize, historyTtlSeconds: ROOM_DEFAULTS.historyTtlSeconds },
   presenceEvents: ROOM_DEFAULTS.presenceEvents
 }

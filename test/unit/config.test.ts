@@ -81,6 +81,35 @@ describe('config', () => {
     failsNaming({ ...base, HISTORY_STORE: 'disk' }, 'HISTORY_STORE')
   })
 
+  it('reads HOOKS_*, asking for a secret and the list of hooks with HOOKS_URL, and nothing without it', (t) => {
+    const base = { DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET }
+    const hooks = { HOOKS_URL: 'http://127.0.0.1:4000/hooks', HOOKS_SECRET: 'h'.repeat(32), HOOKS_EVENTS: 'connect,publish,published' }
+    assert.equal(loadConfig(base).hooks, null)
+    const config = loadConfig({ ...base, ...hooks, HOOKS_ROOMS: 'game:*,lobby' })
+    assert.deepEqual(config.hooks, {
+      url: hooks.HOOKS_URL,
+      secret: hooks.HOOKS_SECRET,
+      events: new Set(['connect', 'publish', 'published']),
+      rooms: ['game:*', 'lobby'],
+      timeoutMs: 1000,
+      concurrency: 64,
+      retries: 3,
+      queueBytes: 8_388_608
+    })
+    failsNaming({ ...base, ...hooks, HOOKS_SECRET: '' }, 'HOOKS_SECRET')
+    failsNaming({ ...base, ...hooks, HOOKS_SECRET: 'short' }, 'HOOKS_SECRET')
+    failsNaming({ ...base, ...hooks, HOOKS_SECRET: GOOD_SECRET }, 'HOOKS_SECRET')
+    failsNaming({ ...base, ...hooks, HOOKS_EVENTS: '' }, 'HOOKS_EVENTS')
+    failsNaming({ ...base, ...hooks, HOOKS_EVENTS: 'connect,everything' }, 'HOOKS_EVENTS')
+    failsNaming({ ...base, ...hooks, HOOKS_ROOMS: 'Game!' }, 'HOOKS_ROOMS')
+    failsNaming({ ...base, ...hooks, HOOKS_URL: 'ftp://backend' }, 'HOOKS_URL')
+    failsNaming({ ...base, ...hooks, HOOKS_TIMEOUT_MS: '0' }, 'HOOKS_TIMEOUT_MS')
+    failsNaming({ ...base, HOOKS_EVENTS: 'connect' }, 'HOOKS_EVENTS')
+    // The URL may carry the backend's basic-auth password: never echoed.
+    const message = failsNaming({ ...base, ...hooks, HOOKS_URL: 'https://app:pw-4711@' }, 'HOOKS_URL')
+    assert.ok(!message.includes('pw-4711'), message)
+  })
+
   it('reads the sign-in throttle', (t) => {
     const config = loadConfig({ DATA_DIR: tempDir(t), JWT_SECRET: GOOD_SECRET, LOGIN_FAILURES_BEFORE_DELAY: '4', LOGIN_MAX_DELAY: '10m', LOGIN_FAILURES_PER_ADDRESS: '30', LOGIN_FAILURE_WINDOW: '1h' })
     assert.deepEqual(config.loginThrottle, { failuresBeforeDelay: 4, maxDelayMs: 600_000, failuresPerAddress: 30, addressWindowMs: 3_600_000 })

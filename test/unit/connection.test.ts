@@ -66,6 +66,7 @@ function setup (): { connection: Connection, transport: FakeTransport, unregiste
     publish: async () => { throw new Error('not in these tests') },
     history: async () => { throw new Error('not in these tests') },
     presence: async () => { throw new Error('not in these tests') },
+    subscribeHook: async () => {},
     joinRoom: async () => {},
     leaveRoom: () => {},
     presenceJoin: async () => {},

@@ -84,6 +84,11 @@ export interface RawWebSocketOptions {
   ca?: string | Buffer
   /** Accept binary messages (handed to the message handler as a Buffer); otherwise one closes with 1003. */
   binary?: boolean
+  /**
+   * The source address to connect from (e.g. 127.0.0.12): one address has one range of
+   * ephemeral ports, so a generator holding more connections spreads them over several.
+   */
+  localAddress?: string
 }
 
 /**
@@ -122,9 +127,10 @@ export function connectRawWebSocket (url: string, options: RawWebSocketOptions):
     const client = new RawWebSocket(options.binary === true)
     // Plain TCP reads through `onread` (no stream events); TLS has no such option, so a
     // secure socket feeds the same parser from its 'data' events.
+    const from = options.localAddress === undefined ? {} : { localAddress: options.localAddress }
     const socket = secure
-      ? tlsConnect({ host, port, ...(isIP(host) === 0 ? { servername: host } : {}), ...(options.ca === undefined ? {} : { ca: options.ca }) })
-      : netConnect({ host, port, onread: { buffer: readBuffer, callback: (n) => { client.received(readBuffer, n); return true } } })
+      ? tlsConnect({ host, port, ...from, ...(isIP(host) === 0 ? { servername: host } : {}), ...(options.ca === undefined ? {} : { ca: options.ca }) })
+      : netConnect({ host, port, ...from, onread: { buffer: readBuffer, callback: (n) => { client.received(readBuffer, n); return true } } })
     if (secure) socket.on('data', (chunk: Buffer) => { client.received(chunk, chunk.length) })
     const key = randomFillSync(Buffer.alloc(16)).toString('base64')
     const expectedAccept = createHash('sha1').update(key + GUID).digest('base64')

@@ -70,7 +70,7 @@ function at (h: Histogram, percentile: number): number {
   return ms(Math.min(h.getValueAtPercentile(percentile), h.maxValue))
 }
 
-function percentiles (h: Histogram): Percentiles {
+export function percentiles (h: Histogram): Percentiles {
   if (h.totalCount === 0) return { count: 0, p50: null, p90: null, p99: null, p99_9: null, max: null, mean: null }
   return {
     count: h.totalCount,

@@ -108,7 +108,8 @@ export interface LoadResult {
   warnings: string[]
 }
 
-function histogram (): Histogram {
+/** Microseconds, from 1 µs to an hour, at three significant digits. */
+export function histogram (): Histogram {
   return build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 })
 }
 

@@ -1,0 +1,20 @@
+import { readFileSync } from 'node:fs'
+
+/**
+ * The server's version, from package.json, read once at start (node reports show it). The
+ * file is one directory up from src/ and two from dist/src/ (the build keeps the tree), so the
+ * nearer of the two that exists is read; neither (a bundle elsewhere): `unknown`.
+ */
+export const APP_VERSION: string = readVersion()
+
+function readVersion (): string {
+  for (const path of ['../package.json', '../../package.json']) {
+    try {
+      const { name, version } = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as { name?: unknown, version?: unknown }
+      if (name === 'switchboard' && typeof version === 'string') return version
+    } catch {
+      // Not there: try the next.
+    }
+  }
+  return 'unknown'
+}
