@@ -154,6 +154,8 @@ export default fp(async (app) => {
       return checked.reason
     }
     const { userId, admin, name, tokenId, expiresAt } = checked.identity
+    // No account here, but an admin may have disabled the user (a Map lookup while it is known active).
+    if (!(await accounts.isActive(userId))) return 'account_closed'
     return { kind: 'user', userId, role: admin ? 'admin' : 'user', tokenId, expiresAt, sessionId: null, external: { name } }
   }
 
@@ -246,6 +248,7 @@ export default fp(async (app) => {
   const admin = app.config.admin
   if (admin !== null) {
     if (await auth.ensureAdmin(admin.username, admin.password)) app.log.info({ user: admin.username }, 'bootstrap admin created')
+    else if (await app.store.isUsernameRetired(admin.username)) app.log.warn({ user: admin.username }, 'ADMIN_USERNAME names a deleted account, which is never recreated: choose another name')
   }
   if (app.config.jwt.generated) {
     app.log.warn('JWT_SECRET is not set: using a development secret generated under DATA_DIR; set JWT_SECRET in production')

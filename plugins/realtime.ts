@@ -14,7 +14,6 @@ import type { Authorizer, RoomGrant } from '../src/realtime/authorizer.js'
 import { Errors, isUnavailableError } from '../src/errors.js'
 import { createRateMeter } from '../src/realtime/metrics.js'
 import { APP_VERSION } from '../src/version.js'
-import { isBuiltinUserId } from '../src/auth/external-claims.js'
 import { prepareWsFrame } from '../src/realtime/ws-frames.js'
 
 declare module 'fastify' {
@@ -126,8 +125,8 @@ export default fp(async (app) => {
       isSessionRevoked: sessionId => app.revocations.sessions.isRevoked(sessionId),
       sessionsRevoked: (sessionIds, until) => { app.revocations.sessions.mirror(sessionIds, until) },
       accountClosed: (userId) => { app.revocations.accounts.forget(userId) },
-      // Users of the identity provider have no account to close: only built-in ones are asked about.
-      closedAccounts: async userIds => await app.revocations.accounts.closedAmong(userIds.filter(isBuiltinUserId)),
+      // Users of the identity provider are asked about too: an admin may have disabled one (issue 25).
+      closedAccounts: async userIds => await app.revocations.accounts.closedAmong(userIds),
       recheckMs: app.config.revocation.accountCacheMs
     },
     prepareFrame: prepareWsFrame,
@@ -162,7 +161,8 @@ export default fp(async (app) => {
 
   app.revocations.onRevocation({
     sessionsRevoked: async (userId, sessionIds, until) => { await node.revokeSessions(userId, sessionIds, until) },
-    accountClosed: async (userId) => { await node.closeAccount(userId) }
+    accountClosed: async (userId) => { await node.closeAccount(userId) },
+    apiKeysRevoked: (keyIds) => { for (const keyId of keyIds) node.kickApiKey(keyId) }
   })
 
   app.lifecycle.onShutdown(() => node.drain(ws.drainMs))

@@ -133,6 +133,49 @@ describe('switchboard CLI', () => {
     assert.equal(noScope.code, 2)
   })
 
+  it('users: passwd, disable/enable, role, logout, delete (confirmed); logout --all ends every session', async (t) => {
+    const server = await build(t)
+    const admin = await loggedIn(t, server, 'root', 'admin')
+    const alice = await loggedIn(t, server, 'alice')
+    const NEW = 'a brand new passphrase'
+
+    const passwd = await cli(alice, ['users', 'passwd', '--password-stdin'], { stdin: `${PASSWORD}\n${NEW}\n` })
+    assert.equal(passwd.code, 0, passwd.stderr)
+    assert.match(passwd.stdout, /password changed/)
+    assert.equal((await cli(alice, ['rooms', 'list'])).code, 0, 'this session stays signed in')
+    await server.login('alice', NEW)
+    const wrong = await cli(alice, ['users', 'passwd'], { env: { SWITCHBOARD_PASSWORD: 'not it at all', SWITCHBOARD_NEW_PASSWORD: 'whatever else' } })
+    assert.equal(wrong.code, 1)
+    assert.match(wrong.stderr, /current password is wrong \[SB_ERR_WRONG_PASSWORD\]/)
+
+    assert.match((await cli(admin, ['users', 'disable', 'alice'])).stdout, /^alice\tuser\tdisabled$/m)
+    assert.match((await cli(admin, ['users', 'list', '--q', 'al'])).stdout, /^alice\tuser\tdisabled$/m)
+    const refused = await cli(alice, ['rooms', 'list'])
+    assert.equal(refused.code, 1, 'a disabled account\'s session is over')
+    assert.match((await cli(admin, ['users', 'enable', 'alice'])).stdout, /^alice\tuser\tenabled$/m)
+    assert.match((await cli(admin, ['users', 'role', 'alice', 'admin', '--json'])).stdout, /"role":"admin"/)
+    assert.equal((await cli(admin, ['users', 'role', 'alice', 'root'])).code, 2)
+    assert.equal((await cli(admin, ['users', 'passwd', 'alice', '--password-stdin'], { stdin: `${PASSWORD}\n` })).code, 0)
+    await server.login('alice')
+    assert.match((await cli(admin, ['users', 'logout', 'alice'])).stdout, /signed alice out everywhere/)
+
+    const unconfirmed = await cli(admin, ['users', 'delete', 'alice'])
+    assert.equal(unconfirmed.code, 2, 'no terminal to confirm on, and no --yes')
+    assert.equal((await server.request('POST', '/auth/login', { body: { username: 'alice', password: PASSWORD } })).status, 200)
+    assert.equal((await cli(admin, ['users', 'delete', 'alice', '--yes'])).code, 0)
+    assert.equal((await server.request('POST', '/auth/register', { body: { username: 'alice', password: PASSWORD } })).body.code, 'SB_ERR_USERNAME_RETIRED')
+
+    const created = await cli(admin, ['users', 'create', 'frank', '--password-stdin'], { stdin: `${PASSWORD}\n` })
+    assert.equal(created.code, 0, created.stderr)
+    assert.match(created.stdout, /^frank\tuser\tenabled$/m)
+    await server.login('frank')
+
+    const all = await cli(admin, ['logout', '--all'])
+    assert.equal(all.code, 0, all.stderr)
+    assert.match(all.stdout, /signed out everywhere/)
+    assert.match((await cli(admin, ['users', 'list'])).stderr, /not logged in/)
+  })
+
   it('says clearly when the server is down, when not logged in, and on usage errors', async (t) => {
     const server = await build(t)
     const fresh = join(tempDir(t), 'none.json')

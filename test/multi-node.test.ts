@@ -367,6 +367,27 @@ describe('multi-node: several processes, one Redis, one PostgreSQL', { skip, con
     assert.equal((await device.closed).code, 4503)
   })
 
+  it('disabling an account through node A closes its socket on node B (4504) and node B refuses it at once; re-enabled, it connects again', async (t) => {
+    const c = await cluster(t, 2)
+    const [a, b] = [node(c, 0), node(c, 1)]
+    const bob = await c.user('bob')
+    // Node B has answered for bob once, so its account cache holds a good answer to forget.
+    assert.equal((await b.request('GET', '/auth/me', { token: bob.token })).status, 200)
+    const bobOnB = await wsConnect(t, b, { token: bob.token })
+    const disabled = await a.request('PATCH', `/users/${bob.id}`, { token: c.adminToken, body: { disabled: true } })
+    assert.equal(disabled.status, 200, JSON.stringify(disabled.body))
+    assert.equal((await bobOnB.closed).code, 4504)
+    assert.equal((await b.request('GET', '/auth/me', { token: bob.token })).status, 401)
+    assert.equal(await refused(t, b, bob.token), 401)
+    const login = await b.request('POST', '/auth/login', { body: { username: bob.id, password: PASSWORD } })
+    assert.equal(login.body.code, 'SB_ERR_ACCOUNT_DISABLED')
+
+    assert.equal((await a.request('PATCH', `/users/${bob.id}`, { token: c.adminToken, body: { disabled: false } })).status, 200)
+    const again = await b.request('POST', '/auth/login', { body: { username: bob.id, password: PASSWORD } })
+    assert.equal(again.status, 200, JSON.stringify(again.body))
+    await wsConnect(t, b, { token: again.body.accessToken as string })
+  })
+
   it('server API across processes: node reports name both nodes, a broadcast through A reaches B, A counts B\'s rooms; a killed node expires', async (t) => {
     const c = await cluster(t, 2, { NODE_REPORT_INTERVAL_MS: '200' })
     const [a, b] = [node(c, 0), node(c, 1)]

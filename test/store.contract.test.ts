@@ -81,7 +81,7 @@ function storeContract (backend: Backend): void {
         const before = Date.now()
         const created = await store.createUser({ id: 'alice', passwordHash: 'h1', role: 'admin' })
         assert.ok(created)
-        assert.deepEqual(Object.keys(created).sort(), ['createdAt', 'id', 'role'])
+        assert.deepEqual(Object.keys(created).sort(), ['createdAt', 'disabled', 'id', 'role'])
         assert.equal(created.id, 'alice')
         assert.equal(created.role, 'admin')
         assert.ok(created.createdAt >= before && created.createdAt <= Date.now())
@@ -105,20 +105,96 @@ function storeContract (backend: Backend): void {
         assert.equal(await store.setUserPassword('nobody', 'x'), false)
       })
 
-      it('deleteUser deletes once, with the user\'s memberships, bans and refresh tokens; rooms stay', async () => {
+      it('deleteUser deletes once, with the user\'s memberships, bans, refresh tokens and API keys; rooms stay; the name is a tombstone', async () => {
         await user('alice')
         await user('bob')
         await room('r1', 'bob')
         await room('r2', 'alice')
         assert.equal((await store.setMember('r1', 'alice', 'member')).ok, true)
         await store.insertRefreshToken(token('t1'))
-        assert.equal(await store.deleteUser('alice'), true)
-        assert.equal(await store.deleteUser('alice'), false)
+        const key = await store.createApiKey({ id: '00000000-0000-4000-8000-000000000001', name: 'k', prefix: 'sbk_x', keyHash: 'kh', scopes: ['subscribe:*'], createdBy: 'alice' })
+        await store.createApiKey({ id: '00000000-0000-4000-8000-000000000002', name: 'b', prefix: 'sbk_y', keyHash: 'kh2', scopes: ['subscribe:*'], createdBy: 'bob' })
+        const deleted = await store.deleteUser('alice')
+        assert.ok(deleted.ok)
+        assert.deepEqual(deleted.apiKeyIds, [key.id])
+        assert.equal(deleted.user.id, 'alice')
+        assert.deepEqual(await store.deleteUser('alice'), { ok: false, reason: 'user_not_found' })
         assert.equal(await store.getUser('alice'), undefined)
         assert.equal(await store.getMembership('r1', 'alice'), undefined)
         assert.equal(await store.getRefreshTokenByHash('hash-t1'), undefined)
+        assert.equal(await store.getApiKeyByHash('kh'), undefined)
+        assert.ok(await store.getApiKeyByHash('kh2'))
         assert.equal((await store.getRoom('r2'))?.createdBy, 'alice')
         assert.ok(await store.getUser('bob'))
+
+        // The tombstone: invisible to every read, but the name cannot be taken again.
+        assert.equal(await store.isUsernameRetired('alice'), true)
+        assert.equal(await store.isUsernameRetired('bob'), false)
+        assert.equal(await store.isUsernameRetired('nobody'), false)
+        assert.equal(await store.createUser({ id: 'alice', passwordHash: 'h', role: 'user' }), null)
+        assert.deepEqual(await store.getUsers(['alice', 'bob']).then(users => users.map(u => u.id)), ['bob'])
+        assert.deepEqual((await store.searchUsers('', ALL)).map(u => u.id), ['bob'])
+        assert.equal(await store.setUserPassword('alice', 'x'), false)
+        assert.deepEqual(await store.updateUser('alice', { disabled: false }), { ok: false, reason: 'user_not_found' })
+        assert.deepEqual(await store.setMember('r1', 'alice', 'member'), { ok: false, reason: 'user_not_found' })
+      })
+
+      it('deleteUser without a tombstone removes the row: the id may come back', async () => {
+        await user('ext:abc')
+        assert.ok((await store.deleteUser('ext:abc', { tombstone: false })).ok)
+        assert.equal(await store.isUsernameRetired('ext:abc'), false)
+        assert.ok(await store.createUser({ id: 'ext:abc', passwordHash: '!', role: 'user' }))
+      })
+
+      it('updateUser disables, enables and changes roles, and answers for unknown users', async () => {
+        await user('alice')
+        const disabled = await store.updateUser('alice', { disabled: true })
+        assert.ok(disabled.ok)
+        assert.equal(disabled.user.disabled, true)
+        assert.equal(disabled.before.disabled, false)
+        assert.equal((await store.getUser('alice'))?.disabled, true)
+        assert.equal((await store.getUsers(['alice']))[0]?.disabled, true, 'disabled accounts are still read')
+        const both = await store.updateUser('alice', { disabled: false, role: 'admin' })
+        assert.ok(both.ok)
+        assert.deepEqual([both.user.disabled, both.user.role], [false, 'admin'])
+        assert.deepEqual([both.before.disabled, both.before.role], [true, 'user'])
+        const stored = await store.getUser('alice')
+        assert.deepEqual([stored?.disabled, stored?.role, stored?.passwordHash], [false, 'admin', 'hash-of-alice'])
+        assert.deepEqual(await store.updateUser('nobody', { disabled: true }), { ok: false, reason: 'user_not_found' })
+      })
+
+      it('the last enabled admin cannot be demoted, disabled or deleted; with another one it can', async () => {
+        await user('root', 'admin')
+        await user('alice')
+        for (const patch of [{ role: 'user' as const }, { disabled: true }]) {
+          assert.deepEqual(await store.updateUser('root', patch), { ok: false, reason: 'last_admin' })
+        }
+        assert.deepEqual(await store.deleteUser('root'), { ok: false, reason: 'last_admin' })
+        assert.ok((await store.updateUser('root', { role: 'admin', disabled: false })).ok, 'a change that keeps it an admin is fine')
+        assert.ok((await store.updateUser('alice', { role: 'admin', disabled: true })).ok)
+        assert.deepEqual(await store.updateUser('root', { disabled: true }), { ok: false, reason: 'last_admin' }, 'a disabled admin does not count')
+        assert.ok((await store.updateUser('alice', { disabled: false })).ok)
+        assert.ok((await store.updateUser('root', { role: 'user' })).ok)
+        assert.deepEqual(await store.deleteUser('alice'), { ok: false, reason: 'last_admin' })
+      })
+
+      it('createRoom rejects a creator that is deleted or disabled, as the foreign key did', async () => {
+        await user('alice')
+        await user('bob')
+        assert.ok((await store.deleteUser('alice')).ok)
+        assert.ok((await store.updateUser('bob', { disabled: true })).ok)
+        for (const creator of ['alice', 'bob']) {
+          await assert.rejects(store.createRoom({ id: `r-${creator}`, name: null, visibility: 'public', publish: 'members', historySize: 0, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true, createdBy: creator }))
+          assert.equal(await store.getRoom(`r-${creator}`), undefined)
+        }
+      })
+
+      it('of two admins demoting each other at once, exactly one succeeds', async () => {
+        await user('root', 'admin')
+        await user('alice', 'admin')
+        const results = await Promise.all([store.updateUser('root', { role: 'user' }), store.deleteUser('alice')])
+        assert.equal(results.filter(r => r.ok).length, 1, JSON.stringify(results))
+        assert.equal((await store.searchUsers('', ALL)).filter(u => u.role === 'admin' && !u.disabled).length, 1)
       })
 
       it('getUsers returns the users among the ids that exist', async () => {
@@ -127,7 +203,7 @@ function storeContract (backend: Backend): void {
         assert.deepEqual(await store.getUsers([]), [])
         const found = await store.getUsers(['bob', 'nobody', 'alice'])
         assert.deepEqual(found.map(u => [u.id, u.role]).sort(), [['alice', 'user'], ['bob', 'admin']])
-        assert.deepEqual(Object.keys(found[0]!).sort(), ['createdAt', 'id', 'role'])
+        assert.deepEqual(Object.keys(found[0]!).sort(), ['createdAt', 'disabled', 'id', 'role'])
       })
 
       it('searchUsers matches by prefix, ordered by id, with keyset pagination', async () => {
@@ -141,7 +217,7 @@ function storeContract (backend: Backend): void {
         assert.deepEqual(await ids('', { limit: 2, after: 'albert' }), ['alice', 'bob'])
         assert.deepEqual(await ids('al', { limit: 2, after: 'albert' }), ['alice'])
         const [found] = await store.searchUsers('bob', ALL)
-        assert.deepEqual(found && Object.keys(found).sort(), ['createdAt', 'id', 'role'])
+        assert.deepEqual(found && Object.keys(found).sort(), ['createdAt', 'disabled', 'id', 'role'])
       })
 
       it('searchUsers treats %, _ and \\ in the prefix literally', async () => {
@@ -218,6 +294,14 @@ function storeContract (backend: Backend): void {
         assert.equal((await store.getRefreshTokenByHash('hash-new2'))?.revokedAt, 100)
         assert.equal((await store.getRefreshTokenByHash('hash-bobs'))?.revokedAt, null)
         assert.deepEqual(await store.revokeUserRefreshTokens('nobody', 7000, 0), [])
+      })
+
+      it('revokeUserRefreshTokens leaves the family it is told to keep', async () => {
+        await store.insertRefreshToken(token('mine', { familyId: 'f-mine', createdAt: 5000 }))
+        await store.insertRefreshToken(token('other', { familyId: 'f-other', createdAt: 5000 }))
+        assert.deepEqual(await store.revokeUserRefreshTokens('alice', 7000, 0, 'f-mine'), ['f-other'])
+        assert.equal((await store.getRefreshTokenByHash('hash-mine'))?.revokedAt, null)
+        assert.equal((await store.getRefreshTokenByHash('hash-other'))?.revokedAt, 7000)
       })
 
       it('deleteExpiredRefreshTokens drops tokens expired at `now` and counts them', async () => {

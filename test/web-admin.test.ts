@@ -217,4 +217,96 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     assert.deepEqual(dave.errors, [])
     assert.deepEqual(admin.errors, [])
   })
+
+  it('users: disable and enable, make and remove admin, reset a password, delete, each confirmed first; a user changes their password and signs out everywhere', async (t) => {
+    const env = { ...baseEnv(tempDir(t, 'switchboard-web-users-')), LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000' }
+    const server = await startServer(t, env)
+    await waitUntilReady(server)
+    const base = `http://127.0.0.1:${server.port}`
+    const browser = await launchBrowser(t)
+    const login = await oneShotRequest(base, 'POST', '/auth/login', { body: ADMIN })
+    const adminToken = login.body.accessToken as string
+    const account = async (id: string): Promise<{ role: string, disabled: boolean }> =>
+      (await oneShotRequest(base, 'GET', `/users/${id}`, { token: adminToken })).body as { role: string, disabled: boolean }
+
+    const dave = await openApp(browser, base)
+    await register(dave.page, 'dave', 'dave password')
+    await waitForConnection(dave.page, 'Connected')
+
+    const admin = await openApp(browser, base)
+    await signIn(admin.page, ADMIN.username, ADMIN.password)
+    await admin.page.getByRole('link', { name: 'Admin' }).click()
+    const users = admin.page.getByRole('list', { name: 'Users' })
+    const daveRow = users.locator('li', { hasText: 'dave' })
+    await daveRow.getByText('dave user').waitFor()
+    await users.locator('li', { hasText: `${ADMIN.username} admin (you)` }).waitFor()
+
+    // Cancel changes nothing; OK disables, and dave's page loses its connection at once.
+    admin.answers.push(false)
+    await daveRow.getByRole('button', { name: 'Disable dave' }).click()
+    assert.match(admin.dialogs.at(-1) ?? '', /^Disable dave\? They are signed out everywhere/)
+    assert.equal((await account('dave')).disabled, false, 'cancelled: nothing happened')
+    await daveRow.getByRole('button', { name: 'Disable dave' }).click()
+    await daveRow.getByText('dave user, disabled').waitFor()
+    await admin.page.getByRole('status').filter({ hasText: 'Disabled dave.' }).waitFor()
+    await waitForConnection(dave.page, 'account closed')
+    assert.equal((await oneShotRequest(base, 'POST', '/auth/login', { body: { username: 'dave', password: 'dave password' } })).body.code, 'SB_ERR_ACCOUNT_DISABLED')
+    await admin.page.screenshot({ path: artifact('web-admin-users.png') })
+    await daveRow.getByRole('button', { name: 'Enable dave' }).click()
+    await daveRow.getByText('dave user', { exact: true }).waitFor()
+    assert.equal((await account('dave')).disabled, false)
+
+    await daveRow.getByRole('button', { name: 'Make dave an admin' }).click()
+    await daveRow.getByText('dave admin').waitFor()
+    assert.match(admin.dialogs.at(-1) ?? '', /^Make dave an admin\?/)
+    await daveRow.getByRole('button', { name: 'Remove admin from dave' }).click()
+    await daveRow.getByText('dave user', { exact: true }).waitFor()
+    assert.equal((await account('dave')).role, 'user')
+
+    admin.answers.push('dave reset password')
+    await daveRow.getByRole('button', { name: 'Reset the password of dave' }).click()
+    await admin.page.getByRole('status').filter({ hasText: 'Password of dave set' }).waitFor()
+    assert.equal((await oneShotRequest(base, 'POST', '/auth/login', { body: { username: 'dave', password: 'dave reset password' } })).status, 200)
+    // The last admin cannot step down: the refusal stays on the page.
+    await users.getByRole('button', { name: `Remove admin from ${ADMIN.username}` }).click()
+    await admin.page.getByRole('alert').filter({ hasText: /keep at least one enabled admin/ }).waitFor()
+
+    admin.answers.push(false)
+    await daveRow.getByRole('button', { name: 'Delete dave' }).click()
+    assert.match(admin.dialogs.at(-1) ?? '', /^Delete dave for good\?/)
+    assert.equal((await account('dave')).role, 'user', 'cancelled: dave is still there')
+    await daveRow.getByRole('button', { name: 'Delete dave' }).click()
+    await daveRow.waitFor({ state: 'detached' })
+    assert.equal((await oneShotRequest(base, 'POST', '/auth/register', { body: { username: 'dave', password: 'dave password' } })).body.code, 'SB_ERR_USERNAME_RETIRED')
+
+    // A user's own account: two tabs (two sessions); the password change ends the other one.
+    const erin = await openApp(browser, base, { width: 375, height: 740 })
+    await register(erin.page, 'erin', 'erin password')
+    const erinElsewhere = await openApp(browser, base)
+    await signIn(erinElsewhere.page, 'erin', 'erin password')
+    await waitForConnection(erinElsewhere.page, 'Connected')
+    await erin.page.getByRole('link', { name: 'Account' }).click()
+    await erin.page.getByRole('heading', { name: 'Your account', level: 1 }).waitFor()
+    assert.ok(await fitsWidth(erin.page), 'the account page fits 375px')
+    await erin.page.getByLabel('Current password').fill('not my password')
+    await erin.page.getByLabel('New password', { exact: true }).fill('erin new password')
+    await erin.page.getByLabel('New password, again').fill('erin new password')
+    await erin.page.getByRole('button', { name: 'Change password' }).click()
+    await erin.page.getByRole('alert').filter({ hasText: 'Could not change the password: The current password is wrong' }).waitFor()
+    await erin.page.getByLabel('Current password').fill('erin password')
+    await erin.page.getByRole('button', { name: 'Change password' }).click()
+    await erin.page.getByRole('status').filter({ hasText: /^Password changed/ }).waitFor()
+    await erinElsewhere.page.getByRole('heading', { name: 'Sign in to Switchboard' }).waitFor()
+    await waitForConnection(erin.page, 'Connected')
+
+    erin.answers.push(false)
+    await erin.page.getByRole('button', { name: 'Sign out everywhere' }).click()
+    assert.match(erin.dialogs.at(-1) ?? '', /^Sign out everywhere\?/)
+    await erin.page.getByRole('heading', { name: 'Your account', level: 1 }).waitFor()
+    await erin.page.getByRole('button', { name: 'Sign out everywhere' }).click()
+    await erin.page.getByRole('heading', { name: 'Sign in to Switchboard' }).waitFor()
+    await signIn(erin.page, 'erin', 'erin new password')
+
+    for (const user of [dave, admin, erin, erinElsewhere]) assert.deepEqual(user.errors, [])
+  })
 })

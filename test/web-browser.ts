@@ -47,6 +47,14 @@ export interface BrowserUser {
   page: Page
   /** Page errors and console errors seen so far: a clean run has none. */
   errors: string[]
+  /** The message of every confirm() and prompt() the page asked, in order. */
+  dialogs: string[]
+  /**
+   * How the next dialogs are answered, first first: a string is typed into a prompt() and
+   * accepted, false dismisses (Cancel). With none queued a confirm() is accepted, and a
+   * prompt() is a failure.
+   */
+  answers: Array<string | false>
 }
 
 /** A fresh browser context (its own sessionStorage: another person) on the app. */
@@ -60,13 +68,26 @@ export async function openApp (browser: Browser, base: string, options: { width?
     // Failed loads while the server restarts are expected; anything else is not.
     if (msg.type() === 'error' && !/Failed to load resource|WebSocket connection to .* failed/.test(msg.text())) errors.push(`console: ${msg.text()}`)
   })
-  // The app asks confirm() before a ban; any other dialog (an injected alert()) is a failure.
+  // The app asks confirm() before a ban or an account action, prompt() for a new password; any
+  // other dialog (an injected alert()), or a prompt nobody expected, is a failure.
+  const dialogs: string[] = []
+  const answers: Array<string | false> = []
   page.on('dialog', (dialog) => {
-    if (dialog.type() === 'confirm') void dialog.accept()
-    else { errors.push(`dialog: ${dialog.type()} ${dialog.message()}`); void dialog.dismiss() }
+    const type = dialog.type()
+    if (type !== 'confirm' && type !== 'prompt') {
+      errors.push(`dialog: ${type} ${dialog.message()}`)
+      void dialog.dismiss()
+      return
+    }
+    dialogs.push(dialog.message())
+    const answer = answers.shift()
+    if (answer === false) void dialog.dismiss()
+    else if (typeof answer === 'string') void dialog.accept(answer)
+    else if (type === 'confirm') void dialog.accept()
+    else { errors.push(`unexpected prompt: ${dialog.message()}`); void dialog.dismiss() }
   })
   await page.goto(base + '/')
-  return { context, page, errors }
+  return { context, page, errors, dialogs, answers }
 }
 
 export async function register (page: Page, username: string, password: string): Promise<void> {

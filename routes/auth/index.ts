@@ -2,8 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { Errors } from '../../src/errors.js'
 import { publicUser } from '../../src/auth/service.js'
+import type { UserPrincipal } from '../../src/auth/principal.js'
 import { errorResponses } from '../../src/schemas/common.js'
-import { CredentialsSchema, LoginSchema, MeSchema, RefreshBodySchema, TokenPairSchema, UserSchema } from '../../src/schemas/auth.js'
+import { ChangePasswordBodySchema, CredentialsSchema, LoginSchema, MeSchema, RefreshBodySchema, TokenPairSchema, UserSchema } from '../../src/schemas/auth.js'
 
 /**
  * Sign-up, sign-in and sessions. Login, registration and refresh share a tight per-IP budget
@@ -66,6 +67,47 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return reply.code(204).send(null)
   })
 
+  app.post('/password', {
+    // The current password is guessed no faster here than at /login: the same budgets.
+    config: tight,
+    onRequest: app.requireUser,
+    schema: {
+      tags: ['auth'],
+      summary: 'Change your own password: every other session is signed out, this one stays',
+      description: 'The current password is checked under the login throttle (a wrong one counts as a failed sign-in from this ' +
+        'address for this user). On success every other session of the account ends at once (their access tokens get 401, ' +
+        'their sockets close with 4001, their refresh tokens stop working); the session of the token that made the request ' +
+        'keeps working. Users of the identity provider have no password here (SB_ERR_EXTERNAL_USER).',
+      security: [{ bearerAuth: [] }],
+      body: ChangePasswordBodySchema,
+      response: { 204: Type.Null(), ...errorResponses(400, 401, 403, 409, 429) }
+    }
+  }, async (request, reply) => {
+    const principal = request.principal as UserPrincipal
+    await app.auth.changeOwnPassword(principal.userId, principal.sessionId, request.body.currentPassword, request.body.newPassword, request.ip)
+    request.log.info({ user: principal.userId }, 'password changed; other sessions signed out')
+    return reply.code(204).send(null)
+  })
+
+  app.post('/logout-all', {
+    onRequest: app.requireUser,
+    schema: {
+      tags: ['auth'],
+      summary: 'Sign out everywhere: every session of your account ends, this one included',
+      description: 'Every refresh token of the account is revoked and every access token stops at once (401), on every node; ' +
+        'open sockets close with 4001. Sign in again afterwards. Users of the identity provider hold no session here: they ' +
+        'sign out at the provider (SB_ERR_EXTERNAL_USER).',
+      security: [{ bearerAuth: [] }],
+      response: { 204: Type.Null(), ...errorResponses(401, 403, 409) }
+    }
+  }, async (request, reply) => {
+    const principal = request.principal as UserPrincipal
+    if (principal.external !== undefined) throw new Errors.ExternalUser()
+    await app.auth.revokeUserSessions(principal.userId)
+    request.log.info({ user: principal.userId }, 'signed out everywhere')
+    return reply.code(204).send(null)
+  })
+
   app.get('/me', {
     onRequest: app.authenticate,
     schema: {
@@ -83,7 +125,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // No account of ours: the token is the whole identity. A row exists once the user joined
       // a room (its creation time); until then the token's is as good as any.
       const row = await app.store.getUser(principal.userId)
-      const user = { id: principal.userId, role: principal.role, createdAt: row?.createdAt ?? Date.now() }
+      const user = { id: principal.userId, role: principal.role, createdAt: row?.createdAt ?? Date.now(), disabled: false }
       const name = principal.external.name
       return { kind: 'user' as const, user, tokenExpiresAt: principal.expiresAt * 1000, source: 'external' as const, ...(name === null ? {} : { name }) }
     }

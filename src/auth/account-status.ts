@@ -1,4 +1,5 @@
 import type { Store, User } from '../store/types.js'
+import { isBuiltinUserId } from './external-claims.js'
 
 /**
  * Whether the user a valid access token names still has an active account, asked on every
@@ -33,12 +34,18 @@ export interface AccountStatusOptions {
 /** Users asked of the store in one query by closedAmong. */
 const BATCH = 500
 
-/**
- * The one place that says what an active account is. Today every stored user is; a disabled
- * flag (the operators' issue) is checked here.
- */
+/** The one place that says what an active account is: it exists (not deleted) and is not disabled. */
 export function isActiveAccount (user: User | undefined): user is User {
-  return user !== undefined
+  return user !== undefined && !user.disabled
+}
+
+/**
+ * Whether `userId`'s tokens may be used, given its row (undefined: none). A built-in account
+ * must be active. A user of the identity provider needs no row (it has no account here, and
+ * gets one only when it joins a room); only a row an admin disabled refuses it (issue 25).
+ */
+export function accountAllows (userId: string, user: User | undefined): boolean {
+  return isBuiltinUserId(userId) ? isActiveAccount(user) : user?.disabled !== true
 }
 
 export function createAccountStatus (options: AccountStatusOptions): AccountStatus {
@@ -61,7 +68,7 @@ export function createAccountStatus (options: AccountStatusOptions): AccountStat
       const until = active.get(userId)
       if (until !== undefined && until > now()) return true
       return store.getUser(userId).then((user) => {
-        if (!isActiveAccount(user)) {
+        if (!accountAllows(userId, user)) {
           active.delete(userId)
           return false
         }
@@ -78,10 +85,10 @@ export function createAccountStatus (options: AccountStatusOptions): AccountStat
       const closed: string[] = []
       for (let i = 0; i < userIds.length; i += BATCH) {
         const batch = userIds.slice(i, i + BATCH)
-        const found = new Set<string>()
-        for (const user of await store.getUsers(batch)) if (isActiveAccount(user)) found.add(user.id)
+        const rows = new Map<string, User>()
+        for (const user of await store.getUsers(batch)) rows.set(user.id, user)
         for (const userId of batch) {
-          if (found.has(userId)) {
+          if (accountAllows(userId, rows.get(userId))) {
             remember(userId)
           } else {
             active.delete(userId)

@@ -75,8 +75,8 @@ export function isExternalUserId (userId: string, prefix: string): boolean {
 
 /**
  * Whether `userId` can be a built-in account's: usernames never hold a colon, every external
- * id does (its prefix ends with one). The periodic account check of connected users asks the
- * store about these only; external users have no account to close.
+ * id does (its prefix ends with one). A built-in account must exist to be used; an external
+ * user needs no row, only a disabled one refuses it (src/auth/account-status.ts).
  */
 export function isBuiltinUserId (userId: string): boolean {
   return !userId.includes(':')

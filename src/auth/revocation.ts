@@ -10,12 +10,14 @@ export interface RevocationListener {
   sessionsRevoked(userId: string, sessionIds: string[], until: number): Promise<void>
   /** The account is gone or disabled: close every socket of it with 4504. */
   accountClosed(userId: string): Promise<void>
+  /** These API keys were deleted (with the account that created them): close their sockets with 4503. */
+  apiKeysRevoked(keyIds: string[]): void
 }
 
 /**
  * Revocation, the mechanism (issue 19): the session denylist, the account check, and the
  * listener that carries both to open sockets. The auth service calls it on logout, refresh-
- * token reuse, sign out everywhere, password change and account removal; docs/security.md,
+ * token reuse, sign out everywhere, password change, role removal, disabling and deletion; docs/security.md,
  * "Revocation", says what each does and how long each takes.
  */
 export interface Revocations {
@@ -25,6 +27,8 @@ export interface Revocations {
   revokeSessions(userId: string, sessionIds: string[]): Promise<void>
   /** Forgets the account as active and closes its sockets, before resolving. */
   closeAccount(userId: string): Promise<void>
+  /** Closes the sockets of deleted API keys (the store refuses the keys already). */
+  revokeApiKeys(keyIds: string[]): void
   onRevocation(listener: RevocationListener): void
 }
 
@@ -42,6 +46,10 @@ export function createRevocations (deps: { sessions: SessionDenylist, accounts: 
     async closeAccount (userId) {
       accounts.forget(userId)
       for (const listener of listeners) await listener.accountClosed(userId)
+    },
+    revokeApiKeys (keyIds) {
+      if (keyIds.length === 0) return
+      for (const listener of listeners) listener.apiKeysRevoked(keyIds)
     },
     onRevocation (listener) {
       listeners.push(listener)

@@ -1,9 +1,10 @@
 import type { Config } from '../config.js'
 import { Errors } from '../errors.js'
-import type { ApiKey, Store, User, UserRole } from '../store/types.js'
+import type { ApiKey, Store, User, UserPatch, UserRole } from '../store/types.js'
 import type { LoginThrottle } from '../limits/login-throttle.js'
 import { isActiveAccount } from './account-status.js'
-import { dummyPasswordHash, hashPassword, verifyPassword } from './passwords.js'
+import { isBuiltinUserId, isExternalUserId } from './external-claims.js'
+import { dummyPasswordHash, hashPassword, NO_PASSWORD, verifyPassword } from './passwords.js'
 import type { ApiKeyPrincipal } from './principal.js'
 import type { Revocations } from './revocation.js'
 import { apiKeyDisplayPrefix, digest, newApiKey, newId, newRefreshToken } from './secrets.js'
@@ -27,7 +28,7 @@ export interface TokenPair {
 
 export interface AuthServiceDeps {
   store: Store
-  config: Pick<Config, 'jwt' | 'refreshTokenTtlSeconds' | 'allowRegistration' | 'passwordHashCost' | 'accounts'>
+  config: Pick<Config, 'jwt' | 'refreshTokenTtlSeconds' | 'allowRegistration' | 'passwordHashCost' | 'accounts' | 'idp'>
   /** Signs access-token claims (the auth plugin passes @fastify/jwt's signer: HS256, iss, exp). */
   signAccessToken: (claims: AccessClaims) => string
   /** Counts failed sign-ins per (address, username) and per address; cluster-wide with Redis. */
@@ -48,11 +49,29 @@ export function createAuthService (deps: AuthServiceDeps) {
   /** A session that issued no token within this long holds no live access token. */
   const accessTokenLifeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000
 
-  /** Revokes every session of a user: refresh tokens in the store, live access tokens and sockets everywhere. */
-  async function revokeUserSessions (userId: string): Promise<void> {
+  /**
+   * Revokes every session of a user (but `keep`, when given): refresh tokens in the store, live
+   * access tokens and sockets everywhere.
+   */
+  async function revokeUserSessions (userId: string, keep?: string): Promise<void> {
     const at = now()
-    const sessionIds = await store.revokeUserRefreshTokens(userId, at, at - accessTokenLifeMs)
+    const sessionIds = await store.revokeUserRefreshTokens(userId, at, at - accessTokenLifeMs, keep)
     await revocations.revokeSessions(userId, sessionIds)
+  }
+
+  /** A user of the identity provider: no password here, its role comes from its token (docs/authorization.md). */
+  function isExternal (userId: string): boolean {
+    return !isBuiltinUserId(userId)
+  }
+
+  /**
+   * An identity provider's user an admin acts on before it ever joined a room has no row: one
+   * is recorded (without a password) so that the action has something to stick to.
+   */
+  async function recordExternalUser (userId: string): Promise<void> {
+    const prefix = config.idp?.userPrefix
+    if (prefix === undefined || !isExternalUserId(userId, prefix)) return
+    await store.createUser({ id: userId, passwordHash: NO_PASSWORD, role: 'user' })
   }
 
   /** With AUTH_ACCOUNTS=external, Switchboard keeps no passwords and issues no tokens. */
@@ -86,7 +105,7 @@ export function createAuthService (deps: AuthServiceDeps) {
     async register (username: string, password: string, role: UserRole = 'user'): Promise<User> {
       requirePasswordAccounts()
       const user = await store.createUser({ id: username, passwordHash: await hashPassword(password, config.passwordHashCost), role })
-      if (user === null) throw new Errors.UsernameTaken()
+      if (user === null) throw await store.isUsernameRetired(username) ? new Errors.UsernameRetired() : new Errors.UsernameTaken()
       return user
     },
 
@@ -94,7 +113,8 @@ export function createAuthService (deps: AuthServiceDeps) {
      * Checks a password from the client at `address` and opens a session. Unknown users and
      * wrong passwords fail the same way, in the same time. An address that failed too often —
      * for this username, or for any — waits (429) before its next password is even checked;
-     * other addresses are not slowed by its failures.
+     * other addresses are not slowed by its failures. A disabled account is told so, but only
+     * after its password was checked: the answer reveals nothing to someone without it.
      */
     async login (username: string, password: string, address: string): Promise<TokenPair> {
       requirePasswordAccounts()
@@ -105,6 +125,7 @@ export function createAuthService (deps: AuthServiceDeps) {
       // The attempt was counted as a failure when it was let in: only a success takes it back.
       if (user === undefined || !ok) throw new Errors.InvalidCredentials()
       await throttle.succeeded(address, username)
+      if (user.disabled) throw new Errors.AccountDisabled()
       return await issueTokens(user, newId())
     },
 
@@ -141,29 +162,83 @@ export function createAuthService (deps: AuthServiceDeps) {
       await revocations.revokeSessions(record.userId, [record.familyId])
     },
 
-    /** Signs a user out everywhere (an admin's action, or after a password change): every session ends now. */
-    revokeUserSessions,
-
-    /** Sets a new password and ends every session, so a stolen password or token stops working. */
-    async changePassword (userId: string, password: string): Promise<boolean> {
-      if (!(await store.setUserPassword(userId, await hashPassword(password, config.passwordHashCost)))) return false
+    /** Signs a user out everywhere (oneself, an admin's action): every session ends now, sockets closed with 4001. */
+    async revokeUserSessions (userId: string): Promise<void> {
       await revokeUserSessions(userId)
-      return true
+    },
+
+    /**
+     * A user changes their own password (POST /auth/password). The current password is checked
+     * under the login throttle, as a sign-in from `address` would be: a stolen access token
+     * cannot be turned into a password guesser. Every other session ends at once; the caller's
+     * (`sessionId`) stays, so the device that changed the password stays signed in.
+     */
+    async changeOwnPassword (userId: string, sessionId: string | null, current: string, next: string, address: string): Promise<void> {
+      requirePasswordAccounts()
+      if (isExternal(userId)) throw new Errors.ExternalUser()
+      const wait = await throttle.attempt(address, userId)
+      if (wait > 0) throw new Errors.TooManyLoginAttempts().withRetryAfter(wait * 1000)
+      const user = await store.getUser(userId)
+      if (user === undefined) throw new Errors.InvalidToken()
+      if (!(await verifyPassword(current, user.passwordHash))) throw new Errors.WrongPassword()
+      await throttle.succeeded(address, userId)
+      await store.setUserPassword(userId, await hashPassword(next, config.passwordHashCost))
+      await revokeUserSessions(userId, sessionId ?? undefined)
+    },
+
+    /** An admin sets a user's password: every session of that user ends (they sign in with the new one). */
+    async resetPassword (userId: string, password: string): Promise<void> {
+      if (isExternal(userId)) throw new Errors.ExternalUser()
+      if (!(await store.setUserPassword(userId, await hashPassword(password, config.passwordHashCost)))) throw new Errors.UserNotFound()
+      await revokeUserSessions(userId)
+    },
+
+    /**
+     * An admin disables or enables an account, or changes its role (PATCH /users/:id).
+     * Disabling closes the account now: its tokens get 401 and its sockets close with 4504 on
+     * every node, and its sessions are revoked, so re-enabling asks for a fresh sign-in.
+     * Losing the admin role revokes its sessions too (the role travels in the access token); a
+     * new role is in the next token. Users of the identity provider can be disabled (recorded
+     * here, refused whatever their token says) but their role is their token's.
+     */
+    async updateUser (userId: string, patch: UserPatch): Promise<User> {
+      if (isExternal(userId)) {
+        if (patch.role !== undefined) throw new Errors.ExternalUser()
+        await recordExternalUser(userId)
+      }
+      const result = await store.updateUser(userId, patch)
+      if (!result.ok) throw result.reason === 'last_admin' ? new Errors.LastAdmin() : new Errors.UserNotFound()
+      const { user, before } = result
+      if (user.disabled && !before.disabled) {
+        await revocations.closeAccount(userId)
+        await revokeUserSessions(userId)
+      } else if (before.role === 'admin' && user.role !== 'admin') {
+        await revokeUserSessions(userId)
+      }
+      return user
     },
 
     /**
      * Deletes an account: its tokens get 401 and its sockets are closed with 4504 on every node
-     * before this resolves. False when there was no such user.
+     * before this resolves, as are the sockets of the API keys it created. A built-in username
+     * is kept as a tombstone and never reused; an identity provider's user is removed outright
+     * (its id is the provider's: it may come back with a new token, as a new user here; disable
+     * it to keep it out). False when there was no such user.
      */
     async deleteUser (userId: string): Promise<boolean> {
-      if (!(await store.deleteUser(userId))) return false
+      const result = await store.deleteUser(userId, { tombstone: !isExternal(userId) })
+      if (!result.ok) {
+        if (result.reason === 'last_admin') throw new Errors.LastAdmin()
+        return false
+      }
       await revocations.closeAccount(userId)
+      revocations.revokeApiKeys(result.apiKeyIds)
       return true
     },
 
     /** Creates the bootstrap admin when it does not exist yet; never changes an existing user. */
     async ensureAdmin (username: string, password: string): Promise<boolean> {
-      if (await store.getUser(username) !== undefined) return false
+      if (await store.getUser(username) !== undefined || await store.isUsernameRetired(username)) return false
       const created = await store.createUser({ id: username, passwordHash: await hashPassword(password, config.passwordHashCost), role: 'admin' })
       return created !== null
     },
@@ -186,6 +261,7 @@ export function createAuthService (deps: AuthServiceDeps) {
   }
 }
 
+/** What a user's own answers (sign-in, /auth/me) say of the account: the row without its secrets. */
 export function publicUser (user: User): User {
-  return { id: user.id, role: user.role, createdAt: user.createdAt }
+  return { id: user.id, role: user.role, createdAt: user.createdAt, disabled: user.disabled }
 }

@@ -48,10 +48,81 @@ export async function login (api: Api, username: string, password: string, out: 
   out.line(`logged in to ${api.url} as ${pair.user.id} (${pair.user.role}); credentials saved in ${api.configFile}`)
 }
 
-export async function logout (api: Api, refreshToken: string | undefined, out: Output): Promise<void> {
+/**
+ * Ends this session (the stored refresh token), or with `all` every session of the account
+ * (POST /auth/logout-all: other devices, other scripts). The saved credentials go either way.
+ */
+export async function logout (api: Api, refreshToken: string | undefined, out: Output, options: { all?: boolean } = {}): Promise<void> {
+  if (options.all === true) {
+    await api.request('POST', '/auth/logout-all')
+    api.save({ url: api.url })
+    out.line('signed out everywhere: every session of this account has ended')
+    return
+  }
   if (refreshToken !== undefined) await api.request('POST', '/auth/logout', { refreshToken }, { auth: false }).catch(() => {})
   api.save({ url: api.url })
   out.line('logged out')
+}
+
+const userRow = (u: Record<string, unknown>): string => `${String(u.id)}\t${String(u.role)}\t${u.disabled === true ? 'disabled' : 'enabled'}`
+
+/** Where `users passwd` gets its passwords: asked for (or read) only when needed. */
+export interface PasswordSource {
+  current(): Promise<string>
+  next(): Promise<string>
+}
+
+/**
+ * Account administration (docs/cli.md, "Users"): `passwd` changes your own password (or, with
+ * an ID, an admin sets that user's); the rest are admin actions on one account.
+ */
+export async function users (api: Api, args: string[], options: { json: boolean, q?: string, role?: string, passwords: PasswordSource, confirmed: (id: string) => Promise<boolean> }, out: Output): Promise<void> {
+  const [action, id, value] = args
+  const need = (what: string): string => {
+    if (id === undefined) throw new CliError(`users ${action ?? ''}: missing ${what}`, 2)
+    return id
+  }
+  const path = (): string => `/users/${encodeURIComponent(need('ID'))}`
+  switch (action) {
+    case 'list': print(out, await all(api, `/users?q=${encodeURIComponent(options.q ?? '')}`), options.json, userRow); return
+    case 'get': print(out, (await api.request('GET', path())).body, options.json, userRow); return
+    case 'create': {
+      const role = options.role ?? 'user'
+      if (role !== 'admin' && role !== 'user') throw new CliError('users create NAME [--role admin|user]', 2)
+      const res = await api.request('POST', '/users', { username: need('NAME'), password: await options.passwords.next(), role })
+      print(out, (res.body as { user: unknown }).user, options.json, userRow)
+      return
+    }
+    case 'passwd':
+      if (id === undefined) {
+        const currentPassword = await options.passwords.current()
+        await api.request('POST', '/auth/password', { currentPassword, newPassword: await options.passwords.next() })
+        out.line('password changed; every other session of this account was signed out')
+      } else {
+        await api.request('POST', `${path()}/password`, { password: await options.passwords.next() })
+        out.line(`password of ${id} set; every session of ${id} was signed out`)
+      }
+      return
+    case 'disable':
+    case 'enable':
+      print(out, (await api.request('PATCH', path(), { disabled: action === 'disable' })).body, options.json, userRow)
+      return
+    case 'role':
+      if (value !== 'admin' && value !== 'user') throw new CliError('usage: switchboard users role ID admin|user', 2)
+      print(out, (await api.request('PATCH', path(), { role: value })).body, options.json, userRow)
+      return
+    case 'logout':
+      await api.request('POST', `${path()}/logout-all`)
+      out.line(`signed ${id ?? ''} out everywhere`)
+      return
+    case 'delete':
+      if (!(await options.confirmed(need('ID')))) throw new CliError(`not deleted: ${id ?? ''} was not confirmed`, 1)
+      await api.request('DELETE', path())
+      out.line(`deleted ${id ?? ''} (the username can never be registered again)`)
+      return
+    default:
+      throw new CliError('usage: switchboard users list|get|create|passwd|disable|enable|role|logout|delete …', 2)
+  }
 }
 
 export interface RoomOptions {

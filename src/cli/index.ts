@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { Api, CliError } from './api.js'
 import { configPath, readConfig } from './config.js'
 import { readBytesFile, readBytesStdin } from './bytes.js'
-import { keys, login, logout, publish, publishBytes, rooms, type Output } from './commands.js'
+import { keys, login, logout, publish, publishBytes, rooms, users, type Output, type PasswordSource } from './commands.js'
 import { connectInteractive } from './connect.js'
 import { subscribe } from './sub.js'
 import { parseCodec } from './ws-client.js'
@@ -15,7 +15,7 @@ const USAGE = `switchboard — command-line client for a Switchboard server
 
 Usage:
   switchboard login [--username NAME] [--password-stdin]   sign in and keep the session (0600 file)
-  switchboard logout
+  switchboard logout [--all]                                 end this session; --all: every session of your account
   switchboard rooms create ROOM [--name N] [--private] [--publish members|moderators]
                                [--history-size N] [--history-ttl SECONDS] [--max-members N]
                                [--presence-events on|off]
@@ -28,6 +28,12 @@ Usage:
                                                             print one JSON line per message (bytes as base64); resumes
                                                             across reconnects; --out writes bytes to DIR/ROOM-OFFSET.bin
   switchboard connect                                       interactive WebSocket session (like wscat)
+  switchboard users passwd                                  change your password (asks for the current one, then the new)
+  switchboard users list [--q PREFIX] | get ID               (admins, as are the rest)
+  switchboard users create NAME [--role admin|user]          create an account (password as for users passwd ID)
+  switchboard users disable ID | enable ID | role ID admin|user | logout ID
+  switchboard users passwd ID                               set a user's password; every session of that user ends
+  switchboard users delete ID [--yes]                       delete an account for good (asks to type ID unless --yes)
   switchboard keys create NAME --scope ACTION:PATTERN [...] | list | delete ID   (admins)
   switchboard load [--subscribers N --rooms R --publishers P --rate N|--burst ...]    the load generator (load --help)
 
@@ -38,7 +44,9 @@ Options:
   -h, --help     this help
 
 Config file: $SWITCHBOARD_CONFIG, else $XDG_CONFIG_HOME/switchboard/config.json, else ~/.config/switchboard/config.json.
-Password: --password-stdin, $SWITCHBOARD_PASSWORD, or a prompt.`
+Password: --password-stdin, $SWITCHBOARD_PASSWORD, or a prompt. users passwd: the current password as login's;
+the new one from $SWITCHBOARD_NEW_PASSWORD or a prompt (with --password-stdin: the line after the current one, or
+the only line when setting another user's).`
 
 const stdoutOutput: Output = { line: text => { process.stdout.write(text + '\n') } }
 
@@ -61,6 +69,24 @@ async function prompt (question: string, hidden = false): Promise<string> {
   } finally {
     rl.close()
     if (hidden) process.stdout.write('\n')
+  }
+}
+
+/**
+ * The passwords of `users passwd`: with --password-stdin, the lines of stdin (the current one
+ * first, unless an admin sets another user's); else the environment, else a hidden prompt.
+ */
+function passwordSource (fromStdin: boolean, otherUser: boolean): PasswordSource {
+  let lines: Promise<string[]> | undefined
+  const line = async (index: number, what: string): Promise<string> => {
+    lines ??= readStdin().then(text => text.split(/\r?\n/))
+    const value = (await lines)[otherUser ? index - 1 : index]
+    if (value === undefined || value === '') throw new CliError(`--password-stdin: no ${what} on stdin`, 2)
+    return value
+  }
+  return {
+    current: async () => fromStdin ? await line(0, 'current password') : process.env.SWITCHBOARD_PASSWORD ?? await prompt('Current password: ', true),
+    next: async () => fromStdin ? await line(1, 'new password') : process.env.SWITCHBOARD_NEW_PASSWORD ?? await prompt('New password: ', true)
   }
 }
 
@@ -93,7 +119,10 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       file: { type: 'string' },
       binary: { type: 'boolean', default: false },
       out: { type: 'string' },
-      codec: { type: 'string' }
+      codec: { type: 'string' },
+      all: { type: 'boolean', default: false },
+      yes: { type: 'boolean', default: false },
+      q: { type: 'string' }
     }
   })
   const [command, ...rest] = positionals
@@ -120,7 +149,16 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       await login(api, username, password, out)
       return 0
     }
-    case 'logout': await logout(api, stored.refreshToken, out); return 0
+    case 'logout': await logout(api, stored.refreshToken, out, { all: values.all }); return 0
+    case 'users':
+      await users(api, rest, {
+        json: values.json,
+        ...(values.q === undefined ? {} : { q: values.q }),
+        ...(values.role === undefined ? {} : { role: values.role }),
+        passwords: passwordSource(values['password-stdin'], rest[1] !== undefined),
+        confirmed: async id => values.yes || await prompt(`Delete ${id} for good? Type ${id} to confirm: `) === id
+      }, out)
+      return 0
     case 'rooms':
       await rooms(api, rest, {
         json: values.json,

@@ -5,6 +5,7 @@ import type { Ban, Membership, MembershipFailure, NewRoom, Page, Room, RoomPatch
 import { isPersonalRoom } from './personal.js'
 import { isExternalUserId } from '../auth/external-claims.js'
 import { NO_PASSWORD } from '../auth/passwords.js'
+import { isActiveAccount } from '../auth/account-status.js'
 import { ROOM_DEFAULTS, USER_HISTORY_SIZE_MAX, USER_HISTORY_TTL_MAX_SECONDS } from '../schemas/rooms.js'
 
 export interface RoomAccess {
@@ -172,9 +173,9 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
       await recordIfExternal(principal.userId)
       const created = await (isAdmin(principal) ? store.createRoom(room) : store.createRoom(room, { maxCreatedBy: limits.maxRoomsPerUser }))
         .catch(async (err: unknown) => {
-          // The owner's membership references the user: an account deleted since its token was
-          // last checked (ACCOUNT_CACHE_MS) fails the insert. That is a dead token, not a bug.
-          if (await store.getUser(principal.userId) === undefined) throw new Errors.InvalidToken()
+          // An account deleted or disabled since its token was last checked (ACCOUNT_CACHE_MS)
+          // fails the insert. That is a dead token, not a bug.
+          if (!isActiveAccount(await store.getUser(principal.userId))) throw new Errors.InvalidToken()
           throw err
         })
       if (created === 'room_limit') throw new Errors.RoomLimit(`You have created ${limits.maxRoomsPerUser} rooms, the most allowed; delete one first`)

@@ -4,7 +4,8 @@ import { PasswordSchema, TimestampSchema, UserIdSchema, UsernameSchema } from '.
 export const UserSchema = Type.Object({
   id: UserIdSchema,
   role: Type.Union([Type.Literal('admin'), Type.Literal('user')]),
-  createdAt: TimestampSchema
+  createdAt: TimestampSchema,
+  disabled: Type.Boolean({ description: 'A disabled account cannot sign in and its tokens are refused (PATCH /users/:id)' })
 }, { $id: 'User', title: 'User' })
 export type UserDto = Static<typeof UserSchema>
 
@@ -35,6 +36,28 @@ export const TokenPairSchema = Type.Object({
   tokenType: Type.Literal('Bearer'),
   user: Type.Ref(UserSchema)
 })
+
+/** POST /auth/password: a user changes their own password. */
+export const ChangePasswordBodySchema = Type.Object({
+  currentPassword: Type.String({ minLength: 1, maxLength: 128 }),
+  newPassword: PasswordSchema
+}, { additionalProperties: false })
+
+/** PATCH /users/:id: what an admin changes on an account; at least one of them. */
+export const UserPatchSchema = Type.Object({
+  disabled: Type.Optional(Type.Boolean({ description: 'true: the account cannot sign in, its tokens stop and its sockets close (4504) on every node; false: it may sign in again' })),
+  role: Type.Optional(Type.Union([Type.Literal('admin'), Type.Literal('user')], { description: 'Server role. Losing `admin` signs the user out everywhere (the role is in the access token)' }))
+}, { additionalProperties: false, minProperties: 1 })
+
+/** POST /users: an admin creates an account. */
+export const CreateUserBodySchema = Type.Object({
+  username: UsernameSchema,
+  password: PasswordSchema,
+  role: Type.Optional(Type.Union([Type.Literal('admin'), Type.Literal('user')], { default: 'user' }))
+}, { additionalProperties: false })
+
+/** POST /users/:id/password: an admin sets a user's password. */
+export const SetPasswordBodySchema = Type.Object({ password: PasswordSchema }, { additionalProperties: false })
 
 export const MeSchema = Type.Union([
   Type.Object({

@@ -1,9 +1,11 @@
 import { sql, type ColumnType, type Kysely, type Selectable, type Transaction, type Updateable } from 'kysely'
 import { Migrator } from 'kysely/migration'
 import { migrationProvider } from './migrations.js'
+import { NO_PASSWORD } from '../auth/passwords.js'
 import type {
   ApiKey, ApiKeyWithHash, Ban, BanResult, Membership, MembershipResult, NewRoom, Page, PoolStats, PublishPolicy, RefreshTokenRecord,
-  RemovalResult, Room, RoomPatch, RoomRole, RoomVisibility, Store, User, UserCredentials, UserRole, Viewer
+  RemovalResult, Room, RoomPatch, RoomRole, RoomVisibility, Store, User, UserCredentials, UserDeletionResult, UserPatch, UserRole,
+  UserUpdateResult, Viewer
 } from './types.js'
 
 /** Epoch milliseconds in a `bigint` column: PostgreSQL hands int8 back as a string. */
@@ -11,7 +13,16 @@ type Millis = ColumnType<number | string, number, number>
 type NullableMillis = ColumnType<number | string | null, number | null | undefined, number | null>
 
 export interface Database {
-  users: { id: string, role: UserRole, password_hash: string, created_at: Millis }
+  users: {
+    id: string
+    role: UserRole
+    password_hash: string
+    created_at: Millis
+    /** 0 or 1 (SQLite has no boolean): see the 0006 migration. */
+    disabled: ColumnType<number, number | undefined, number>
+    /** Set on a deleted account's tombstone, which every read skips. */
+    deleted_at: NullableMillis
+  }
   refresh_tokens: {
     id: string
     token_hash: string
@@ -55,7 +66,9 @@ type Row<T extends keyof Database> = Selectable<Database[T]>
 const millis = (value: number | string): number => Number(value)
 const millisOrNull = (value: number | string | null): number | null => value === null ? null : Number(value)
 
-const toUser = (row: Row<'users'>): User => ({ id: row.id, role: row.role, createdAt: millis(row.created_at) })
+const toUser = (row: Pick<Row<'users'>, 'id' | 'role' | 'created_at' | 'disabled'>): User => ({
+  id: row.id, role: row.role, createdAt: millis(row.created_at), disabled: row.disabled !== 0
+})
 
 const toRefreshToken = (row: Row<'refresh_tokens'>): RefreshTokenRecord => ({
   id: row.id,
@@ -99,6 +112,11 @@ const toMembership = (row: Row<'memberships'>): Membership => ({
 const toBan = (row: Row<'bans'>): Ban => ({
   roomId: row.room_id, userId: row.user_id, bannedBy: row.banned_by, reason: row.reason, createdAt: millis(row.created_at)
 })
+
+/** An account that counts towards "the server keeps an admin": enabled, with the admin role. */
+function isActiveAdmin (user: User): boolean {
+  return user.role === 'admin' && !user.disabled
+}
 
 /** Escapes LIKE wildcards so user input matches literally (paired with `ESCAPE '\'`). */
 export function escapeLike (text: string): string {
@@ -165,7 +183,7 @@ export class KyselyStore implements Store {
   // Users
 
   async createUser (user: { id: string, passwordHash: string, role: UserRole }): Promise<User | null> {
-    const row = { id: user.id, role: user.role, password_hash: user.passwordHash, created_at: Date.now() }
+    const row = { id: user.id, role: user.role, password_hash: user.passwordHash, created_at: Date.now(), disabled: 0 }
     try {
       await this.#db.insertInto('users').values(row).execute()
     } catch (error) {
@@ -176,29 +194,66 @@ export class KyselyStore implements Store {
   }
 
   async getUser (id: string): Promise<UserCredentials | undefined> {
-    const row = await this.#db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
+    const row = await this.#db.selectFrom('users').selectAll().where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()
     return row === undefined ? undefined : { ...toUser(row), passwordHash: row.password_hash }
   }
 
+  async isUsernameRetired (id: string): Promise<boolean> {
+    const row = await this.#db.selectFrom('users').select('id').where('id', '=', id).where('deleted_at', 'is not', null).executeTakeFirst()
+    return row !== undefined
+  }
+
   async setUserPassword (id: string, passwordHash: string): Promise<boolean> {
-    const result = await this.#db.updateTable('users').set({ password_hash: passwordHash }).where('id', '=', id).executeTakeFirst()
+    const result = await this.#db.updateTable('users').set({ password_hash: passwordHash })
+      .where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()
     return result.numUpdatedRows > 0n
   }
 
-  async deleteUser (id: string): Promise<boolean> {
-    const result = await this.#db.deleteFrom('users').where('id', '=', id).executeTakeFirst()
-    return result.numDeletedRows === 1n
+  async updateUser (id: string, patch: UserPatch): Promise<UserUpdateResult> {
+    return await this.#db.transaction().execute(async (trx): Promise<UserUpdateResult> => {
+      const admins = await this.#lockActiveAdmins(trx)
+      const row = await trx.selectFrom('users').selectAll().where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()
+      if (row === undefined) return { ok: false, reason: 'user_not_found' }
+      const before = toUser(row)
+      const after: User = { ...before, role: patch.role ?? before.role, disabled: patch.disabled ?? before.disabled }
+      if (isActiveAdmin(before) && !isActiveAdmin(after) && admins.length <= 1) return { ok: false, reason: 'last_admin' }
+      await trx.updateTable('users').set({ role: after.role, disabled: after.disabled ? 1 : 0 }).where('id', '=', id).execute()
+      return { ok: true, user: after, before }
+    })
+  }
+
+  async deleteUser (id: string, options: { tombstone?: boolean } = {}): Promise<UserDeletionResult> {
+    return await this.#db.transaction().execute(async (trx): Promise<UserDeletionResult> => {
+      const admins = await this.#lockActiveAdmins(trx)
+      const row = await trx.selectFrom('users').selectAll().where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()
+      if (row === undefined) return { ok: false, reason: 'user_not_found' }
+      const user = toUser(row)
+      if (isActiveAdmin(user) && admins.length <= 1) return { ok: false, reason: 'last_admin' }
+      const keys = await trx.deleteFrom('api_keys').where('created_by', '=', id).returning('id').execute()
+      // A tombstone keeps no cascade from firing: what would have gone with the row goes by hand.
+      await trx.deleteFrom('memberships').where('user_id', '=', id).execute()
+      await trx.deleteFrom('bans').where('user_id', '=', id).execute()
+      await trx.deleteFrom('refresh_tokens').where('user_id', '=', id).execute()
+      if (options.tombstone === false) {
+        await trx.deleteFrom('users').where('id', '=', id).execute()
+      } else {
+        await trx.updateTable('users').set({ password_hash: NO_PASSWORD, role: 'user', disabled: 1, deleted_at: Date.now() }).where('id', '=', id).execute()
+      }
+      return { ok: true, user, apiKeyIds: keys.map(key => key.id) }
+    })
   }
 
   async getUsers (ids: string[]): Promise<User[]> {
     if (ids.length === 0) return []
-    const rows = await this.#db.selectFrom('users').select(['id', 'role', 'created_at']).where('id', 'in', ids).execute()
-    return rows.map(row => ({ id: row.id, role: row.role, createdAt: millis(row.created_at) }))
+    const rows = await this.#db.selectFrom('users').select(['id', 'role', 'created_at', 'disabled'])
+      .where('id', 'in', ids).where('deleted_at', 'is', null).execute()
+    return rows.map(toUser)
   }
 
   async searchUsers (prefix: string, page: Page): Promise<User[]> {
-    const rows = await this.#db.selectFrom('users').selectAll()
+    const rows = await this.#db.selectFrom('users').select(['id', 'role', 'created_at', 'disabled'])
       .where(sql<boolean>`id like ${escapeLike(prefix) + '%'} escape '\\'`)
+      .where('deleted_at', 'is', null)
       .$if(page.after !== undefined, qb => qb.where('id', '>', page.after as string))
       .orderBy('id').limit(page.limit).execute()
     return rows.map(toUser)
@@ -242,12 +297,14 @@ export class KyselyStore implements Store {
       .where('family_id', '=', familyId).where('revoked_at', 'is', null).execute()
   }
 
-  async revokeUserRefreshTokens (userId: string, at: number, issuedSince: number): Promise<string[]> {
+  async revokeUserRefreshTokens (userId: string, at: number, issuedSince: number, keepFamily?: string): Promise<string[]> {
     return await this.#db.transaction().execute(async trx => {
       const recent = await trx.selectFrom('refresh_tokens').select('family_id').distinct()
-        .where('user_id', '=', userId).where('created_at', '>=', issuedSince).execute()
+        .where('user_id', '=', userId).where('created_at', '>=', issuedSince)
+        .$if(keepFamily !== undefined, qb => qb.where('family_id', '!=', keepFamily as string)).execute()
       await trx.updateTable('refresh_tokens').set({ revoked_at: at })
-        .where('user_id', '=', userId).where('revoked_at', 'is', null).execute()
+        .where('user_id', '=', userId).where('revoked_at', 'is', null)
+        .$if(keepFamily !== undefined, qb => qb.where('family_id', '!=', keepFamily as string)).execute()
       return recent.map(row => row.family_id)
     })
   }
@@ -316,11 +373,13 @@ export class KyselyStore implements Store {
     }
     try {
       const refused = await this.#db.transaction().execute(async trx => {
+        // PostgreSQL, with a limit: the creator's row locked until commit, so one user's creates
+        // count one after another (SQLite runs its transactions one at a time anyway).
+        const creator = await trx.selectFrom('users').select('disabled').where('id', '=', room.createdBy).where('deleted_at', 'is', null)
+          .$if(this.kind === 'postgres' && limit !== undefined, qb => qb.forUpdate()).executeTakeFirst()
+        // What the owner membership's foreign key refused before deleted accounts became tombstones.
+        if (creator === undefined || creator.disabled !== 0) throw new Error(`room creator ${room.createdBy} has no active account`)
         if (limit !== undefined) {
-          // PostgreSQL: the creator's row locked until commit, so one user's creates count one
-          // after another (SQLite runs its transactions one at a time anyway).
-          await trx.selectFrom('users').select('id').where('id', '=', room.createdBy)
-            .$if(this.kind === 'postgres', qb => qb.forUpdate()).executeTakeFirst()
           const { count } = await trx.selectFrom('rooms').select(eb => eb.fn.countAll().as('count'))
             .where('created_by', '=', room.createdBy).executeTakeFirstOrThrow()
           if (Number(count) >= limit.maxCreatedBy) return true
@@ -488,7 +547,20 @@ export class KyselyStore implements Store {
   }
 
   async #userExists (trx: Transaction<Database>, userId: string): Promise<boolean> {
-    return await trx.selectFrom('users').select('id').where('id', '=', userId).executeTakeFirst() !== undefined
+    return await trx.selectFrom('users').select('id').where('id', '=', userId).where('deleted_at', 'is', null).executeTakeFirst() !== undefined
+  }
+
+  /**
+   * The active admins' ids, locked on PostgreSQL until the transaction ends: two transactions
+   * that could each remove an admin (demote, disable, delete) run one after the other, so both
+   * cannot see the other admin still there. SQLite runs transactions one at a time anyway.
+   */
+  async #lockActiveAdmins (trx: Transaction<Database>): Promise<string[]> {
+    const rows = await trx.selectFrom('users').select('id')
+      .where('role', '=', 'admin').where('disabled', '=', 0).where('deleted_at', 'is', null)
+      .$if(this.kind === 'postgres', qb => qb.forUpdate())
+      .execute()
+    return rows.map(row => row.id)
   }
 
   async #membership (db: Kysely<Database>, roomId: string, userId: string): Promise<Row<'memberships'> | undefined> {

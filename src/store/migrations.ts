@@ -169,12 +169,35 @@ const durableHistory: Migration = {
   }
 }
 
+/**
+ * Account administration (issue 25): a disabled flag, and deletion as a tombstone. A deleted
+ * built-in account keeps its row, emptied (no password, role `user`) and marked `deleted_at`,
+ * so the primary key itself refuses the username forever: a new account cannot inherit the old
+ * one's personal room or history, and no separate table can race a registration. Every read of
+ * users skips tombstones. Integers 0/1 for the flag, as for presence_events (0004).
+ * The index on role serves the last-admin check, which counts the active admins in every
+ * transaction that could remove one.
+ */
+const accountAdmin: Migration = {
+  async up (db: Kysely<unknown>) {
+    await db.schema.alterTable('users').addColumn('disabled', 'integer', col => col.notNull().defaultTo(0)).execute()
+    await db.schema.alterTable('users').addColumn('deleted_at', 'bigint').execute()
+    await db.schema.createIndex('users_role_idx').on('users').column('role').execute()
+  },
+  async down (db: Kysely<unknown>) {
+    await db.schema.dropIndex('users_role_idx').ifExists().execute()
+    await db.schema.alterTable('users').dropColumn('deleted_at').execute()
+    await db.schema.alterTable('users').dropColumn('disabled').execute()
+  }
+}
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_refresh_tokens_user_id': refreshTokensByUser,
   '0003_rooms_created_by': roomsByCreator,
   '0004_rooms_presence_events': roomsPresenceEvents,
-  '0005_durable_history': durableHistory
+  '0005_durable_history': durableHistory,
+  '0006_account_admin': accountAdmin
 }
 
 export const migrationProvider: MigrationProvider = {

@@ -22,7 +22,23 @@ export interface User {
   id: string
   role: UserRole
   createdAt: number
+  /** A disabled account cannot sign in and its tokens are refused; its data stays (issue 25). */
+  disabled: boolean
 }
+
+/** What an administrator may change on an account (PATCH /users/:id). */
+export interface UserPatch {
+  disabled?: boolean
+  role?: UserRole
+}
+
+export type UserUpdateResult =
+  | { ok: true, user: User, before: User }
+  | { ok: false, reason: 'user_not_found' | 'last_admin' }
+
+export type UserDeletionResult =
+  | { ok: true, user: User, apiKeyIds: string[] }
+  | { ok: false, reason: 'user_not_found' | 'last_admin' }
 
 export interface UserCredentials extends User {
   passwordHash: string
@@ -153,19 +169,32 @@ export interface Store {
   readonly sqlite?: SqliteConnection
 
   // Users
-  /** Returns null when the id is taken. */
+  /** Returns null when the id is taken, by an account or by a deleted account's tombstone. */
   createUser(user: { id: string, passwordHash: string, role: UserRole }): Promise<User | null>
+  /** The account, disabled or not; undefined for an unknown id and for a deleted account's tombstone. */
   getUser(id: string): Promise<UserCredentials | undefined>
+  /** True when `id` belonged to an account that was deleted: it can never be registered again. */
+  isUsernameRetired(id: string): Promise<boolean>
   setUserPassword(id: string, passwordHash: string): Promise<boolean>
   /**
-   * Deletes the user with its memberships, bans and refresh tokens; false when unknown. Rooms
-   * it created stay (their other owners keep them). Open sessions are not the store's
-   * concern: callers go through the auth service, which revokes them (docs/security.md).
+   * Disables or enables an account, or changes its role. Refused with `last_admin` when the
+   * change would leave no active (enabled, not deleted) admin account: checked inside the
+   * transaction, with concurrent changes to admins serialised.
    */
-  deleteUser(id: string): Promise<boolean>
-  /** The users among `ids` that exist, in no particular order (the periodic account check of connected users). */
+  updateUser(id: string, patch: UserPatch): Promise<UserUpdateResult>
+  /**
+   * Deletes the user with its memberships, bans, refresh tokens and the API keys it created
+   * (their ids are returned, so their sockets can be closed). With `tombstone` (the default)
+   * the row stays, emptied and marked deleted, so the id is never reused; without, it goes
+   * (an identity provider's user, whose id is that provider's to give). Rooms it created and
+   * its publications stay, attributed to it. Refused with `last_admin` as updateUser. Open
+   * sessions are not the store's concern: callers go through the auth service, which revokes
+   * them (docs/security.md).
+   */
+  deleteUser(id: string, options?: { tombstone?: boolean }): Promise<UserDeletionResult>
+  /** The users among `ids` that exist (disabled ones included, tombstones not), in no particular order (the periodic account check of connected users). */
   getUsers(ids: string[]): Promise<User[]>
-  /** Users whose id starts with `prefix` (all when empty), ordered by id. */
+  /** Users whose id starts with `prefix` (all when empty), ordered by id; tombstones are skipped. */
   searchUsers(prefix: string, page: Page): Promise<User[]>
 
   // Refresh tokens
@@ -182,8 +211,9 @@ export interface Store {
    * Revokes every refresh token of a user (sign out everywhere, password change) and returns
    * the families that issued a token at or after `issuedSince`: an access token is issued
    * with each refresh token, so only those sessions may still hold a live access token.
+   * With `keepFamily`, that session is left alone (a password change keeps the caller's).
    */
-  revokeUserRefreshTokens(userId: string, at: number, issuedSince: number): Promise<string[]>
+  revokeUserRefreshTokens(userId: string, at: number, issuedSince: number, keepFamily?: string): Promise<string[]>
   /** Drops expired tokens; returns how many. */
   deleteExpiredRefreshTokens(now: number): Promise<number>
 
@@ -195,7 +225,11 @@ export interface Store {
   touchApiKey(id: string, at: number): Promise<void>
 
   // Rooms
-  /** Creates the room and makes `room.createdBy` its owner in one transaction; null when the id is taken. */
+  /**
+   * Creates the room and makes `room.createdBy` its owner in one transaction; null when the id
+   * is taken. Rejects when `createdBy` has no active account (deleted or disabled since its
+   * token was last checked): the caller treats that as a dead token.
+   */
   createRoom(room: NewRoom): Promise<Room | null>
   /**
    * The same, refused with `room_limit` when `room.createdBy` already created `maxCreatedBy`

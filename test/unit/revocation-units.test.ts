@@ -64,10 +64,12 @@ describe('session denylist', () => {
 describe('account status', () => {
   function fakeStore (users: string[]) {
     const present = new Set(users)
+    const disabled = new Set<string>()
     const calls = { getUser: 0, getUsers: [] as number[] }
-    const user = (id: string): User => ({ id, role: 'user', createdAt: 0 })
+    const user = (id: string): User => ({ id, role: 'user', createdAt: 0, disabled: disabled.has(id) })
     return {
       present,
+      disabled,
       calls,
       store: {
         getUser: async (id: string) => { calls.getUser++; return present.has(id) ? { ...user(id), passwordHash: 'h' } : undefined },
@@ -95,6 +97,18 @@ describe('account status', () => {
     assert.equal(accounts.isActive('alice'), true, 'until forgotten or expired')
     accounts.forget('alice')
     assert.equal(await accounts.isActive('alice'), false)
+  })
+
+  it('a disabled account is closed; a user of the identity provider needs no row, only a disabled one closes it', async () => {
+    const { store, present, disabled } = fakeStore(['alice', 'bob'])
+    const accounts = createAccountStatus({ store, ttlMs: 60_000, maxEntries: 10 })
+    disabled.add('bob')
+    assert.equal(await accounts.isActive('bob'), false)
+    assert.equal(await accounts.isActive('ext:abc'), true, 'no row: the token is the identity')
+    present.add('ext:def')
+    disabled.add('ext:def')
+    assert.equal(await accounts.isActive('ext:def'), false)
+    assert.deepEqual((await accounts.closedAmong(['alice', 'bob', 'ext:abc', 'ext:def', 'carol'])).sort(), ['bob', 'carol', 'ext:def'])
   })
 
   it('closedAmong asks in batches of 500, names the missing, and refreshes the present', async () => {

@@ -1,6 +1,7 @@
 import { request } from './api.js'
 import { describeError, type Context, type View } from './context.js'
 import { formatTime, h, replace, stickyError } from './dom.js'
+import { usersSection } from './users.js'
 
 interface Connection { id: string, principal: string, kind: 'user' | 'apiKey', ip: string, rooms: string[], connectedAt: number }
 interface Stats { connections: number, messagesInPerSecond: number, messagesOutPerSecond: number }
@@ -13,7 +14,8 @@ function rate (value: number): string {
 
 /**
  * For admins: the headline numbers (GET /admin/stats) and this node's open connections
- * (GET /admin/connections) with a kick button, refreshed every few seconds.
+ * (GET /admin/connections) with a kick button, refreshed every few seconds; then the accounts
+ * (users.ts).
  */
 export function adminView (ctx: Context): View {
   const auth = ctx.session
@@ -77,12 +79,14 @@ export function adminView (ctx: Context): View {
   }
 
   void refresh()
+  const users = usersSection(ctx)
   const el = h('section', { 'aria-labelledby': 'admin-title' },
     h('h1', { id: 'admin-title' }, 'Admin'),
     stats,
     h('div', { class: 'row' },
       h('h2', { id: 'connections-title' }, 'Open connections on this node'),
       h('button', { type: 'button', class: 'secondary', onclick: () => { kickError.clear(); void refresh() } }, 'Refresh')),
-    status, kickError.el, error, list)
-  return { el, dispose () { disposed = true; clearTimeout(timer) } }
+    status, kickError.el, error, list,
+    users.el)
+  return { el, dispose () { disposed = true; clearTimeout(timer); users.dispose() } }
 }

@@ -1,5 +1,6 @@
 import { SwitchboardClient } from '../../src/client/index.js'
 import { adminView } from './admin.js'
+import { accountView } from './account.js'
 import { watchConnection } from './connection.js'
 import { describeError, type Context, type View } from './context.js'
 import { h, replace, stickyError } from './dom.js'
@@ -58,6 +59,8 @@ function route (): void {
     next = unchecked === null ? loginView(session) : unreachableView(unchecked.error, unchecked.attempts, start)
   } else if (hash === '/admin' && ctx.user.role === 'admin') {
     next = adminView(ctx)
+  } else if (hash === '/account') {
+    next = accountView(ctx)
   } else if (hash.startsWith('/rooms/') && hash.length > '/rooms/'.length) {
     let id = hash.slice('/rooms/'.length)
     try { id = decodeURIComponent(id) } catch { /* keep it as typed */ }
@@ -171,6 +174,7 @@ function renderNav (user: User): void {
   replace(nav,
     h('a', { href: '#/rooms' }, 'Rooms'),
     user.role === 'admin' ? h('a', { href: '#/admin' }, 'Admin') : null,
+    h('a', { href: '#/account' }, 'Account'),
     h('span', { class: 'who' }, 'Signed in as ', h('strong', {}, user.id)),
     signOutButton)
   nav.hidden = false

@@ -1,6 +1,6 @@
 import { ApiError, request, type TokenSource } from './api.js'
 
-export interface User { id: string, role: 'admin' | 'user', createdAt: string }
+export interface User { id: string, role: 'admin' | 'user', createdAt: number, disabled: boolean }
 interface TokenPair { accessToken: string, refreshToken: string, expiresIn: number, user: User }
 
 /** sessionStorage key of the refresh token (docs/web.md: why there and not elsewhere). */
@@ -84,6 +84,20 @@ export class Session implements TokenSource {
     if (refreshToken === null) return true
     this.keepPendingSignOuts([...this.pendingSignOuts(), refreshToken])
     return await this.endPendingSignOuts()
+  }
+
+  /**
+   * Changes this user's password (POST /auth/password). The server signs every other session
+   * out and keeps this one: nothing changes here.
+   */
+  async changePassword (currentPassword: string, newPassword: string): Promise<void> {
+    await request('POST', '/auth/password', { auth: this, body: { currentPassword, newPassword } })
+  }
+
+  /** Ends every session of this account, this one included (POST /auth/logout-all), then forgets it here. */
+  async logoutEverywhere (): Promise<void> {
+    await request('POST', '/auth/logout-all', { auth: this })
+    this.clear()
   }
 
   /** Whether a sign-out is waiting for the server to hear of it. */
