@@ -61,7 +61,10 @@ export default fp(async (app) => {
     if (isPersonalRoom(room)) return authorizePersonal(principal, room, operation)
     try {
       const { room: row } = await app.rooms.authorize(principal, room, operation, basis === 'roomToken')
-      return { stream: { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }, presenceEvents: row.presenceEvents }
+      return {
+        stream: { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds, archiveDays: row.archive ? row.archiveDays : 0 },
+        presenceEvents: row.presenceEvents
+      }
     } catch (err) {
       const mapped = toRealtimeError(err)
       if (mapped.protocolCode === 'unavailable') app.log.warn({ err, room }, 'authorization failed: dependency error')
@@ -184,6 +187,7 @@ function durableStore (app: FastifyInstance): { store?: StreamStore } {
   return {
     store: createSqliteHistory(connection, {
       roomHistoryBytes: app.config.history.roomBytes,
+      archiveRoomBytes: app.config.archive.roomBytes,
       onSweepError: (err) => { log.warn({ err }, 'history sweep failed') }
     })
   }

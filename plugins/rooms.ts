@@ -12,7 +12,7 @@ export default fp(async (app) => {
   const { idp, accounts } = app.config
   app.decorate('rooms', createRoomService({
     store: app.store,
-    limits: { maxRoomsPerUser: app.config.maxRoomsPerUser },
+    limits: { maxRoomsPerUser: app.config.maxRoomsPerUser, archiveByDefault: app.config.archive.byDefault, archiveMaxDays: app.config.archive.maxDays },
     // Members may be added before they ever connect, so the prefix counts whenever external users are let in.
     externalUserPrefix: idp !== null && accounts !== 'builtin' ? idp.userPrefix : null
   }))

@@ -110,6 +110,9 @@ export const EnvSchema = Type.Object({
   HISTORY_PAGE_BYTES: Type.Integer({ minimum: 65_536, default: 1_048_576, description: 'Bytes of publications one history page (or recovery) carries at most' }),
   BROADCAST_MAX_ROOMS: Type.Integer({ minimum: 1, maximum: 1000, default: 100, description: 'Rooms one POST /broadcast may publish to' }),
   NODE_REPORT_INTERVAL_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000, description: 'How often each node reports its figures (GET /admin/nodes); a node silent for three intervals is dropped' }),
+  ARCHIVE_BY_DEFAULT: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], { description: 'Whether new rooms keep an archive beyond the recovery window when their creator does not say (`archive`); default: true with HISTORY_STORE=sqlite, false otherwise' })),
+  ARCHIVE_MAX_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'Most days an ordinary user may give a room\'s archive (archiveDays); admins may set up to 3650' }),
+  ARCHIVE_ROOM_BYTES: Type.Integer({ minimum: 1_048_576, default: 268_435_456, description: 'Bytes one room\'s archive keeps; past it the sweep deletes its oldest publications' }),
   MAX_ROOMS_PER_USER: Type.Integer({ minimum: 1, default: 50, description: 'Rooms an ordinary user may have created (and not deleted); admins are exempt' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
   // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
@@ -229,6 +232,15 @@ export interface Config {
     roomBytes: number
     /** One history page or recovery; over WebSocket also at most half of ws.maxBufferedBytes. */
     pageBytes: number
+  }
+  /** The archive beyond the recovery window (docs/api.md#archive). */
+  archive: {
+    /** New rooms archive unless their creator says otherwise (ARCHIVE_BY_DEFAULT). */
+    byDefault: boolean
+    /** Most archiveDays an ordinary user may set; admins up to the schema's bound. */
+    maxDays: number
+    /** Bytes one room's archive keeps (the SQLite store's sweep enforces it). */
+    roomBytes: number
   }
   /** Rooms an ordinary user may have created; admins are exempt. */
   maxRoomsPerUser: number
@@ -498,6 +510,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
     },
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
     history: { store: historyStore(env, databaseUrl), memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
+    archive: { byDefault: archiveByDefault(env, historyStore(env, databaseUrl)), maxDays: env.ARCHIVE_MAX_DAYS, roomBytes: env.ARCHIVE_ROOM_BYTES },
     maxRoomsPerUser: env.MAX_ROOMS_PER_USER,
     serverApi: { broadcastMaxRooms: env.BROADCAST_MAX_ROOMS, nodeReportIntervalMs: env.NODE_REPORT_INTERVAL_MS },
     redis: env.REDIS_URL === undefined
@@ -631,6 +644,15 @@ function historyStore (env: Env, databaseUrl: string): Config['history']['store'
   // publication in the process a second time, beside the engine's own window.
   const file = sqlite && databaseUrl !== 'sqlite::memory:'
   return env.HISTORY_STORE ?? (file ? 'sqlite' : 'memory')
+}
+
+/**
+ * ARCHIVE_BY_DEFAULT, or its default: on where an archive is kept (the SQLite history store of
+ * embedded defaults), off elsewhere, where the setting would only be recorded for later.
+ */
+function archiveByDefault (env: Env, store: Config['history']['store']): boolean {
+  if (env.ARCHIVE_BY_DEFAULT !== undefined) return env.ARCHIVE_BY_DEFAULT === 'true' || env.ARCHIVE_BY_DEFAULT === '1'
+  return store === 'sqlite'
 }
 
 function readFileOrFail (variable: string, path: string): Buffer {

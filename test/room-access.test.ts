@@ -237,7 +237,7 @@ for (const kind of STORE_KINDS) {
         const id = options.id ?? `case.${++counter}`
         const created = await t.app.store.createRoom({
           id, name: null, visibility, publish: options.publish ?? 'members',
-          historySize: 100, historyTtlSeconds: 3600, maxMembers: options.maxMembers ?? null, presenceEvents: true, createdBy: ACTOR.owner
+          historySize: 100, historyTtlSeconds: 3600, maxMembers: options.maxMembers ?? null, presenceEvents: true, archive: false, archiveDays: 30, createdBy: ACTOR.owner
         })
         assert.ok(created, `fixture room ${id}`)
         for (const [userId, role] of options.members ?? FIXTURE_MEMBERS) {

@@ -11,7 +11,8 @@ for (const kind of STORE_KINDS) {
       assert.equal(res.status, 201)
       assert.deepEqual({ ...res.body, createdAt: 0, updatedAt: 0 }, {
         id: 'lobby', name: null, visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600,
-        maxMembers: null, presenceEvents: true, createdBy: 'alice', createdAt: 0, updatedAt: 0
+        // No archive by default where none is kept (in-memory history); embedded defaults turn it on.
+        maxMembers: null, presenceEvents: true, archive: false, archiveDays: 30, createdBy: 'alice', createdAt: 0, updatedAt: 0
       })
       const members = await request('GET', '/rooms/lobby/members', { token: alice })
       assert.deepEqual(members.body.items.map((m: { userId: string, role: string }) => [m.userId, m.role]), [['alice', 'owner']])

@@ -25,9 +25,11 @@ interface Node {
   engine: Engine
   /** Rows of history_publications for a room, by SQL. */
   rows: (room: string) => number
+  /** The room's history_streams row, if any. */
+  stream: (room: string) => { held_bytes: number } | undefined
 }
 
-async function open (t: TestContext, file: string, options: MemoryEngineOptions & { now?: () => number } = {}): Promise<Node> {
+async function open (t: TestContext, file: string, options: MemoryEngineOptions & { now?: () => number, archiveRoomBytes?: number } = {}): Promise<Node> {
   const store = await createStore(`sqlite:${file}`)
   const connection = store.sqlite
   assert.ok(connection !== undefined)
@@ -38,7 +40,8 @@ async function open (t: TestContext, file: string, options: MemoryEngineOptions 
     await store.close()
   })
   const count = connection.prepare<[string], { n: number }>('SELECT count(*) AS n FROM history_publications WHERE room = ?')
-  return { store, history, engine, rows: (room) => count.get(room)?.n ?? 0 }
+  const streamRow = connection.prepare<[string], { held_bytes: number }>('SELECT held_bytes FROM history_streams WHERE room = ?')
+  return { store, history, engine, rows: (room) => count.get(room)?.n ?? 0, stream: (room) => streamRow.get(room) }
 }
 
 /** Waits, a tick at a time with a generous bound, for `condition` (deliveries follow the replies by a tick). */
@@ -163,7 +166,7 @@ describe('Durable history (SQLite under the memory engine)', () => {
     assert.ok(owner !== null)
     const storeWork = Array.from({ length: 20 }, async (_, i) => {
       await node.store.createUser({ id: `member-${i}`, passwordHash: 'x', role: 'user' })
-      const room = await node.store.createRoom({ id: `room-${i}`, name: null, visibility: 'private', publish: 'members', historySize: 10, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true, createdBy: 'owner' }, { maxCreatedBy: 100 })
+      const room = await node.store.createRoom({ id: `room-${i}`, name: null, visibility: 'private', publish: 'members', historySize: 10, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true, archive: false, archiveDays: 30, createdBy: 'owner' }, { maxCreatedBy: 100 })
       assert.ok(room !== null && room !== 'room_limit')
       const added = await node.store.setMember(`room-${i}`, `member-${i}`, 'member')
       assert.equal(added.ok, true)
@@ -267,6 +270,74 @@ describe('Durable history (SQLite under the memory engine)', () => {
       assert.equal(node.rows('kept'), 1)
       const second = await open(t, node.store.sqlite!.name)
       assert.deepEqual(await second.engine.history.position('gone'), fresh, 'the new epoch survives a restart')
+    })
+  })
+
+  describe('the archive (rooms with archiveDays)', () => {
+    const DAY = 86_400_000
+
+    it('keeps what leaves the window; the window still bounds recovery; archiveDays expires rows in the sweep', async (t) => {
+      let clock = 1_700_000_000_000
+      const node = await open(t, join(tempDir(t), 'history.db'), { now: () => clock })
+      const archived: StreamOptions = { historySize: 5, historyTtlSeconds: 60, archiveDays: 2 }
+      let epoch = ''
+      for (let i = 0; i < 10; i++) epoch = (await node.engine.broker.publish('kept', json(i), archived)).epoch
+      clock += DAY
+      for (let i = 10; i < 30; i++) await node.engine.broker.publish('kept', json(i), archived)
+      await node.history.sweep()
+      assert.equal(node.rows('kept'), 30, 'beyond the window of 5 and its TTL of a minute')
+
+      const recovery = await node.engine.history.history('kept', { since: { epoch, offset: 0 }, limit: 100 }, archived)
+      assert.deepEqual([recovery.complete, recovery.publications.map((p) => p.offset)], [false, [26, 27, 28, 29, 30]])
+      const restarted = await open(t, node.store.sqlite!.name, { now: () => clock })
+      const latest = await restarted.engine.history.history('kept', { limit: 100 }, archived)
+      assert.deepEqual(latest.publications.map((p) => p.offset), [26, 27, 28, 29, 30], 'a restart loads the window only')
+
+      // The first ten are two days old a day later: they go, the rest stay.
+      clock += DAY + 1
+      await node.history.sweep()
+      assert.equal(node.rows('kept'), 20)
+    })
+
+    it('turned off, a room shrinks back to its window with the sweep', async (t) => {
+      const node = await open(t, join(tempDir(t), 'history.db'))
+      for (let i = 0; i < 20; i++) await node.engine.broker.publish('r', json(i), { historySize: 5, historyTtlSeconds: 3600, archiveDays: 30 })
+      assert.equal(node.rows('r'), 20)
+      await node.engine.broker.publish('r', json('off'), { historySize: 5, historyTtlSeconds: 3600, archiveDays: 0 })
+      await node.history.sweep()
+      assert.equal(node.rows('r'), 5)
+    })
+
+    it('the sweep keeps an archive within ARCHIVE_ROOM_BYTES, the newest first, with a running byte count', async (t) => {
+      const node = await open(t, join(tempDir(t), 'history.db'), { archiveRoomBytes: 2500 })
+      const archived: StreamOptions = { historySize: 2, historyTtlSeconds: 3600, archiveDays: 30 }
+      // About 233 bytes each (payload, publisher id and the 128 counted per publication).
+      for (let i = 0; i < 40; i++) await node.engine.broker.publish('big', json('x'.repeat(98)), archived)
+      const each = (node.stream('big')?.held_bytes ?? 0) / 40
+      assert.ok(each > 200 && each < 260, `bytes per row ${each}`)
+      await node.history.sweep()
+      const kept = node.rows('big')
+      assert.equal(kept, Math.floor(2500 / each))
+      assert.equal(node.stream('big')?.held_bytes, kept * each, 'the count follows the deletions')
+    })
+
+    it('deleting the room deletes its archive and its stream row, and a new room of that name starts afresh', async (t) => {
+      const node = await open(t, join(tempDir(t), 'history.db'))
+      const archived: StreamOptions = { historySize: 10, historyTtlSeconds: 3600, archiveDays: 30 }
+      await Promise.all(Array.from({ length: 2500 }, (_, i) => node.engine.broker.publish('gone', json(i), archived)))
+      const old = await node.engine.history.position('gone')
+      await node.engine.broker.publish('kept', json('stays'), archived)
+      await node.engine.history.removeHistory('gone')
+      await nextTick()
+      assert.equal(node.stream('gone'), undefined, 'no stream row is left behind')
+      await until(() => node.rows('gone') === 0, 'the purge after the commit')
+      assert.equal(node.rows('kept'), 1)
+
+      const again = await node.engine.broker.publish('gone', json('new'), archived)
+      assert.notEqual(again.epoch, old.epoch)
+      assert.equal(again.offset, 1)
+      const restarted = await open(t, node.store.sqlite!.name)
+      assert.deepEqual(await restarted.engine.history.position('gone'), { epoch: again.epoch, offset: 1 })
     })
   })
 })

@@ -51,7 +51,7 @@ function storeContract (backend: Backend): void {
 
     async function room (id: string, createdBy: string, settings: Partial<NewRoom> = {}) {
       const created = await store.createRoom({
-        id, name: `Room ${id}`, visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600, maxMembers: null, presenceEvents: true, createdBy, ...settings
+        id, name: `Room ${id}`, visibility: 'public', publish: 'members', historySize: 100, historyTtlSeconds: 3600, maxMembers: null, presenceEvents: true, archive: false, archiveDays: 30, createdBy, ...settings
       })
       assert.ok(created, `room ${id} should be created`)
       return created
@@ -184,7 +184,7 @@ function storeContract (backend: Backend): void {
         assert.ok((await store.deleteUser('alice')).ok)
         assert.ok((await store.updateUser('bob', { disabled: true })).ok)
         for (const creator of ['alice', 'bob']) {
-          await assert.rejects(store.createRoom({ id: `r-${creator}`, name: null, visibility: 'public', publish: 'members', historySize: 0, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true, createdBy: creator }))
+          await assert.rejects(store.createRoom({ id: `r-${creator}`, name: null, visibility: 'public', publish: 'members', historySize: 0, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true, archive: false, archiveDays: 30, createdBy: creator }))
           assert.equal(await store.getRoom(`r-${creator}`), undefined)
         }
       })
@@ -365,9 +365,9 @@ function storeContract (backend: Backend): void {
 
       it('creates a room with its creator as owner, and returns null for a taken id', async () => {
         const before = Date.now()
-        const created = await store.createRoom({ id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, presenceEvents: false, createdBy: 'alice' })
+        const created = await store.createRoom({ id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, presenceEvents: false, archive: true, archiveDays: 400, createdBy: 'alice' })
         assert.ok(created)
-        assert.deepEqual({ ...created, createdAt: 0, updatedAt: 0 }, { id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, presenceEvents: false, createdBy: 'alice', createdAt: 0, updatedAt: 0 })
+        assert.deepEqual({ ...created, createdAt: 0, updatedAt: 0 }, { id: 'lobby', name: null, visibility: 'private', publish: 'moderators', historySize: 0, historyTtlSeconds: 60, maxMembers: 5, presenceEvents: false, archive: true, archiveDays: 400, createdBy: 'alice', createdAt: 0, updatedAt: 0 })
         assert.ok(created.createdAt >= before)
         assert.equal(created.updatedAt, created.createdAt)
         assert.deepEqual(await store.getRoom('lobby'), created)
@@ -380,7 +380,7 @@ function storeContract (backend: Backend): void {
       })
 
       it('createRoom with a limit counts the creator\'s rooms, concurrent creates included', async () => {
-        const settings = { name: null, visibility: 'public' as const, publish: 'members' as const, historySize: 10, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true }
+        const settings = { name: null, visibility: 'public' as const, publish: 'members' as const, historySize: 10, historyTtlSeconds: 60, maxMembers: null, presenceEvents: true, archive: false, archiveDays: 30 }
         const limit = { maxCreatedBy: 3 }
         await room('first', 'alice')
         // A burst of creates by one user: exactly as many as the cap leaves room for pass.
@@ -402,9 +402,9 @@ function storeContract (backend: Backend): void {
 
       it('updateRoom applies a partial patch', async () => {
         const created = await room('lobby', 'alice', { maxMembers: 10 })
-        const updated = await store.updateRoom('lobby', { name: null, visibility: 'private', maxMembers: null, historySize: 5 })
+        const updated = await store.updateRoom('lobby', { name: null, visibility: 'private', maxMembers: null, historySize: 5, archive: true, archiveDays: 7 })
         assert.ok(updated)
-        assert.deepEqual({ ...updated, updatedAt: 0 }, { ...created, name: null, visibility: 'private', maxMembers: null, historySize: 5, updatedAt: 0 })
+        assert.deepEqual({ ...updated, updatedAt: 0 }, { ...created, name: null, visibility: 'private', maxMembers: null, historySize: 5, archive: true, archiveDays: 7, updatedAt: 0 })
         assert.ok(updated.updatedAt >= created.updatedAt)
         assert.deepEqual(await store.getRoom('lobby'), updated)
         assert.deepEqual(await store.updateRoom('lobby', {}), updated)

@@ -134,6 +134,9 @@ export interface RoomOptions {
   maxMembers?: string
   /** `on` or `off`: join/leave pushes to the room's subscribers. */
   presenceEvents?: string
+  /** `on` or `off`: keep publications beyond the recovery window. */
+  archive?: string
+  archiveDays?: string
 }
 
 function onOff (flag: string, value: string | undefined): boolean | undefined {
@@ -156,6 +159,10 @@ function roomSettings (options: RoomOptions): Record<string, unknown> {
   if (maxMembers !== undefined) body.maxMembers = maxMembers
   const presenceEvents = onOff('presence-events', options.presenceEvents)
   if (presenceEvents !== undefined) body.presenceEvents = presenceEvents
+  const archive = onOff('archive', options.archive)
+  if (archive !== undefined) body.archive = archive
+  const archiveDays = integer('archive-days', options.archiveDays)
+  if (archiveDays !== undefined) body.archiveDays = archiveDays
   return body
 }
 

@@ -18,7 +18,7 @@ Usage:
   switchboard logout [--all]                                 end this session; --all: every session of your account
   switchboard rooms create ROOM [--name N] [--private] [--publish members|moderators]
                                [--history-size N] [--history-ttl SECONDS] [--max-members N]
-                               [--presence-events on|off]
+                               [--presence-events on|off] [--archive on|off] [--archive-days N]
   switchboard rooms update ROOM [the same settings]          change a room's settings (PATCH)
   switchboard rooms list | get ROOM | delete ROOM | members ROOM
   switchboard rooms add-member ROOM USER [--role member|moderator|owner] | remove-member ROOM USER
@@ -111,6 +111,8 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       'history-ttl': { type: 'string' },
       'max-members': { type: 'string' },
       'presence-events': { type: 'string' },
+      archive: { type: 'string' },
+      'archive-days': { type: 'string' },
       role: { type: 'string' },
       key: { type: 'string' },
       scope: { type: 'string', multiple: true },
@@ -169,6 +171,8 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
         ...(values['history-ttl'] === undefined ? {} : { historyTtl: values['history-ttl'] }),
         ...(values['max-members'] === undefined ? {} : { maxMembers: values['max-members'] }),
         ...(values['presence-events'] === undefined ? {} : { presenceEvents: values['presence-events'] }),
+        ...(values.archive === undefined ? {} : { archive: values.archive }),
+        ...(values['archive-days'] === undefined ? {} : { archiveDays: values['archive-days'] }),
         ...(values.role === undefined ? {} : { role: values.role })
       }, out)
       return 0

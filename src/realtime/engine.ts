@@ -78,6 +78,12 @@ export interface StreamOptions {
   /** Publications kept for recovery; 0 keeps none (offsets still advance). */
   historySize: number
   historyTtlSeconds: number
+  /**
+   * Days the room's archive keeps publications beyond the recovery window (the room's
+   * `archiveDays` with `archive` on); 0 or absent: no archive, only the window is kept.
+   * An engine without an archive ignores it.
+   */
+  archiveDays?: number
 }
 
 export type PublishRequest = Payload & {

@@ -71,6 +71,12 @@ export interface StreamStore {
    * hold without a node budget), at most `limit` and `maxBytes` (never fewer than one).
    */
   read(room: string, epoch: string, range: { from: number, top: number, limit: number, maxBytes: number }, options: StreamOptions, at: number): Publication[]
+  /**
+   * The room is gone: with the next commit its stream row goes, and its publications (of
+   * `epoch`, the one the engine held, and of the stream row's) are deleted soon after, in
+   * bounded batches. The next touch of the room finds no stream and begins a new one.
+   */
+  remove(room: string, epoch: string | null): void
   /** Commits what is pending and stops the store's timers; the connection stays open (its owner closes it). */
   close(): Promise<void>
 }
@@ -483,15 +489,12 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
 
   async function removeHistory (room: string): Promise<void> {
     assertOpen()
-    heldBytes -= streams.get(room)?.bytes ?? 0
+    const held = streams.get(room)
+    heldBytes -= held?.bytes ?? 0
     streams.delete(room)
-    // The store's rows of the old epoch go with its sweep; the new epoch is recorded now, so
-    // that the next touch, even after a restart, does not find the old stream.
-    if (store !== null) {
-      const epoch = newEpoch()
-      store.begin(room, epoch, null)
-      streams.set(room, { epoch, offset: 0, committed: 0, evictedThrough: 0, stored: [], head: 0, bytes: 0, keys: new Map(), lastPublishAt: now(), options: null })
-    }
+    // The store drops the stream with its next commit (even after a restart the next touch
+    // finds none and begins a new epoch); its rows, archive included, go in the sweep's batches.
+    store?.remove(room, held?.epoch ?? null)
   }
 
   async function subscribe (room: string): Promise<void> {

@@ -5,6 +5,8 @@ import type { DurableStream, StoredPublication, StreamStore } from './memory-eng
 export interface SqliteHistoryOptions {
   /** Bytes one room's history may hold (HISTORY_ROOM_BYTES): what a load brings back and the sweep keeps. */
   roomHistoryBytes?: number
+  /** Bytes one room's archive may hold (ARCHIVE_ROOM_BYTES): the sweep deletes its oldest beyond. */
+  archiveRoomBytes?: number
   /** Clock in epoch milliseconds for the sweep's TTL (tests inject one to move time). */
   now?: () => number
   /** Receives what a sweep slice threw; the next sweep tries again. */
@@ -16,6 +18,7 @@ const SWEEP_INTERVAL_MS = 60_000
 const SWEEP_ROWS_PER_SLICE = 1000
 /** Streams one sweep slice visits at most before it yields the event loop. */
 const SWEEP_STREAMS_PER_SLICE = 200
+const DAY_MS = 86_400_000
 
 interface PublicationRow {
   stream_offset: number
@@ -34,6 +37,8 @@ interface StreamRow {
   top_offset: number
   history_size: number
   history_ttl_seconds: number
+  archive_days: number
+  held_bytes: number
 }
 
 interface PendingAppend {
@@ -66,6 +71,10 @@ function isExpired (storedAt: number, at: number, options: StreamOptions): boole
   return at - storedAt >= options.historyTtlSeconds * 1000
 }
 
+function archiveDaysOf (options: StreamOptions | null | undefined): number {
+  return Math.max(0, Math.floor(options?.archiveDays ?? 0))
+}
+
 /** The store, and its sweep on demand (the timer runs it every minute). */
 export interface SqliteHistory extends StreamStore {
   /** Runs a sweep now (or joins the one under way); resolves when its last slice is done. */
@@ -96,25 +105,44 @@ export interface SqliteHistory extends StreamStore {
  */
 export function createSqliteHistory (database: Database, options: SqliteHistoryOptions = {}): SqliteHistory {
   const roomHistoryBytes = options.roomHistoryBytes ?? Infinity
+  const archiveRoomBytes = options.archiveRoomBytes ?? Infinity
   const now = options.now ?? Date.now
   const onSweepError = options.onSweepError ?? ((err: unknown) => {
     process.emitWarning(err instanceof Error ? err : String(err), { code: 'SB_HISTORY_SWEEP' })
   })
 
+  const STREAM_COLUMNS = 'room, epoch, top_offset, history_size, history_ttl_seconds, archive_days, held_bytes'
   const selectStream = database.prepare<[string], StreamRow>(
-    'SELECT room, epoch, top_offset, history_size, history_ttl_seconds FROM history_streams WHERE room = ?')
+    `SELECT ${STREAM_COLUMNS} FROM history_streams WHERE room = ?`)
   const selectStreamsAfter = database.prepare<[string, number], StreamRow>(
-    'SELECT room, epoch, top_offset, history_size, history_ttl_seconds FROM history_streams WHERE room > ? ORDER BY room LIMIT ?')
+    `SELECT ${STREAM_COLUMNS} FROM history_streams WHERE room > ? ORDER BY room LIMIT ?`)
+  // held_bytes counts the rows of the current epoch: it restarts with a new one.
   const upsertStream = database.prepare(
-    `INSERT INTO history_streams (room, epoch, top_offset, history_size, history_ttl_seconds)
-     VALUES (@room, @epoch, @top, coalesce(@size, 0), coalesce(@ttl, 0))
+    `INSERT INTO history_streams (room, epoch, top_offset, history_size, history_ttl_seconds, archive_days, held_bytes)
+     VALUES (@room, @epoch, @top, coalesce(@size, 0), coalesce(@ttl, 0), coalesce(@archive, 0), @added)
      ON CONFLICT (room) DO UPDATE SET epoch = excluded.epoch, top_offset = excluded.top_offset,
        history_size = coalesce(@size, history_streams.history_size),
-       history_ttl_seconds = coalesce(@ttl, history_streams.history_ttl_seconds)`)
+       history_ttl_seconds = coalesce(@ttl, history_streams.history_ttl_seconds),
+       archive_days = coalesce(@archive, history_streams.archive_days),
+       held_bytes = CASE WHEN history_streams.epoch = excluded.epoch THEN history_streams.held_bytes + @added ELSE @added END`)
+  const subtractBytes = database.prepare<[number, string, string]>(
+    'UPDATE history_streams SET held_bytes = max(0, held_bytes - ?) WHERE room = ? AND epoch = ?')
   const insertPublication = database.prepare(
     `INSERT INTO history_publications (room, epoch, ${PUBLICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-  const trimRange = database.prepare<[string, string, number, number]>(
-    'DELETE FROM history_publications WHERE room = ? AND epoch = ? AND stream_offset > ? AND stream_offset <= ?')
+  const trimRange = database.prepare<[string, string, number, number], { bytes: number }>(
+    'DELETE FROM history_publications WHERE room = ? AND epoch = ? AND stream_offset > ? AND stream_offset <= ? RETURNING bytes')
+  const queuePurge = database.prepare<[string, string]>(
+    'INSERT INTO history_purges (room, epoch) VALUES (?, ?) ON CONFLICT DO NOTHING')
+  const queueStreamPurge = database.prepare<[string]>(
+    'INSERT INTO history_purges (room, epoch) SELECT room, epoch FROM history_streams WHERE room = ? ON CONFLICT DO NOTHING')
+  const deleteStream = database.prepare<[string]>('DELETE FROM history_streams WHERE room = ?')
+  const selectPurges = database.prepare<[number], { room: string, epoch: string }>('SELECT room, epoch FROM history_purges LIMIT ?')
+  const purgeRows = database.prepare<[string, string, number]>(
+    `DELETE FROM history_publications WHERE rowid IN
+       (SELECT rowid FROM history_publications WHERE room = ? AND epoch = ? LIMIT ?)`)
+  const deletePurge = database.prepare<[string, string]>('DELETE FROM history_purges WHERE room = ? AND epoch = ?')
+  const selectOldest = database.prepare<[string, string, number], { stream_offset: number, bytes: number }>(
+    'SELECT stream_offset, bytes FROM history_publications WHERE room = ? AND epoch = ? ORDER BY stream_offset LIMIT ?')
   const selectNewest = database.prepare<[string, string, number, number], PublicationRow>(
     `SELECT ${PUBLICATION_COLUMNS} FROM history_publications
      WHERE room = ? AND epoch = ? AND stream_offset > ? ORDER BY stream_offset DESC LIMIT ?`)
@@ -124,9 +152,10 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
   const deleteOtherEpochs = database.prepare<[string, string, number]>(
     `DELETE FROM history_publications WHERE rowid IN
        (SELECT rowid FROM history_publications WHERE room = ? AND epoch <> ? LIMIT ?)`)
-  const deleteThrough = database.prepare<[string, string, number, number]>(
+  const deleteThrough = database.prepare<[string, string, number, number], { bytes: number }>(
     `DELETE FROM history_publications WHERE rowid IN
-       (SELECT rowid FROM history_publications WHERE room = ? AND epoch = ? AND stream_offset <= ? ORDER BY stream_offset LIMIT ?)`)
+       (SELECT rowid FROM history_publications WHERE room = ? AND epoch = ? AND stream_offset <= ? ORDER BY stream_offset LIMIT ?)
+     RETURNING bytes`)
   const lastExpired = database.prepare<[string, string, number], { last: number | null }>(
     'SELECT max(stream_offset) AS last FROM history_publications WHERE room = ? AND epoch = ? AND stored_at <= ?')
   // The newest row past the byte cap, the room's newest excepted (a room keeps its last word).
@@ -138,23 +167,47 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
 
   let pending: PendingAppend[] = []
   let writes = new Map<string, StreamWrite>()
+  /** Rooms whose stream goes with the next commit (room deleted), with the epochs known in memory. */
+  let removals = new Map<string, Set<string>>()
   let flushScheduled = false
   let closed = false
   let flushed: (() => void) | null = null
 
-  const commitTick = database.transaction((appends: PendingAppend[], streamWrites: Map<string, StreamWrite>) => {
+  const commitTick = database.transaction((appends: PendingAppend[], streamWrites: Map<string, StreamWrite>, removed: Map<string, Set<string>>) => {
+    const added = new Map<string, number>()
     for (const { room, epoch, entry, options: o } of appends) {
-      // A room that keeps no history keeps only its position (the stream row below).
-      if (o.historySize <= 0) continue
+      // A room that keeps neither history nor an archive keeps only its position (the stream row below).
+      if (o.historySize <= 0 && archiveDaysOf(o) === 0) continue
       const p = entry.publication
       const binary = p.kind === 'binary'
       insertPublication.run(room, epoch, p.offset, p.from.id, p.ts, entry.storedAt, entry.bytes, p.kind,
         binary ? null : p.payload, binary ? p.payload : null)
+      if (streamWrites.get(room)?.epoch === epoch) added.set(room, (added.get(room) ?? 0) + entry.bytes)
+    }
+    // Before the writes: a room deleted and used again in one tick starts its new stream after.
+    for (const [room, epochs] of removed) {
+      queueStreamPurge.run(room)
+      for (const epoch of epochs) queuePurge.run(room, epoch)
+      deleteStream.run(room)
     }
     for (const [room, write] of streamWrites) {
-      upsertStream.run({ room, epoch: write.epoch, top: write.top, size: write.options?.historySize ?? null, ttl: write.options?.historyTtlSeconds ?? null })
-      const size = write.options?.historySize ?? 0
-      if (write.firstAppended > 0 && size > 0) trimRange.run(room, write.epoch, write.firstAppended - 1 - size, write.top - size)
+      const o = write.options
+      upsertStream.run({
+        room,
+        epoch: write.epoch,
+        top: write.top,
+        size: o?.historySize ?? null,
+        ttl: o?.historyTtlSeconds ?? null,
+        archive: o === null ? null : archiveDaysOf(o),
+        added: added.get(room) ?? 0
+      })
+      const size = o?.historySize ?? 0
+      // An archived room keeps what leaves its window (the sweep applies archiveDays and the byte cap).
+      if (write.firstAppended > 0 && size > 0 && archiveDaysOf(o) === 0) {
+        let trimmed = 0
+        for (const row of trimRange.iterate(room, write.epoch, write.firstAppended - 1 - size, write.top - size)) trimmed += row.bytes
+        if (trimmed > 0) subtractBytes.run(trimmed, room, write.epoch)
+      }
     }
   })
 
@@ -174,7 +227,7 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
 
   function flush (): void {
     flushScheduled = false
-    if (pending.length === 0 && writes.size === 0) {
+    if (pending.length === 0 && writes.size === 0 && removals.size === 0) {
       flushed?.()
       return
     }
@@ -187,23 +240,29 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
     }
     const appends = pending
     const streamWrites = writes
+    const removed = removals
     pending = []
     writes = new Map()
+    removals = new Map()
     let failure: Error | null = null
     try {
-      commitTick(appends, streamWrites)
+      commitTick(appends, streamWrites, removed)
     } catch (err) {
       failure = err instanceof Error ? err : new Error(String(err))
     }
     for (const append of appends) append.done(failure)
-    if (pending.length > 0 || writes.size > 0) scheduleFlush()
+    // A deleted room's rows go soon, in the sweep's bounded slices, rather than at the next minute.
+    if (failure === null && removed.size > 0 && !closed) setImmediate(startSweep)
+    if (pending.length > 0 || writes.size > 0 || removals.size > 0) scheduleFlush()
     else flushed?.()
   }
 
   function load (room: string, streamOptions: StreamOptions | null, at: number): DurableStream | null {
+    // Removed with the next commit, and not begun again since: a new stream.
+    if (removals.has(room) && !writes.has(room)) return null
     const row = selectStream.get(room)
     if (row === undefined) return null
-    const stored: StreamOptions = { historySize: row.history_size, historyTtlSeconds: row.history_ttl_seconds }
+    const stored: StreamOptions = { historySize: row.history_size, historyTtlSeconds: row.history_ttl_seconds, archiveDays: row.archive_days }
     const window = streamOptions ?? stored
     const recent: StoredPublication[] = []
     if (window.historySize > 0) {
@@ -235,18 +294,62 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
     return publications
   }
 
-  /** Deletes up to `budget` rows the stream's window no longer keeps; returns how many went. */
+  /**
+   * Deletes up to `budget` rows the stream no longer keeps; returns how many went. A room with
+   * an archive keeps its rows for archiveDays within the archive byte cap; one without keeps
+   * its recovery window (count, TTL, room bytes).
+   */
   function trimStream (stream: StreamRow, budget: number, at: number): number {
     let deleted = deleteOtherEpochs.run(stream.room, stream.epoch, budget).changes
     if (deleted >= budget) return deleted
-    const window: StreamOptions = { historySize: stream.history_size, historyTtlSeconds: stream.history_ttl_seconds }
-    let through = stream.top_offset - Math.max(0, window.historySize)
-    const expired = lastExpired.get(stream.room, stream.epoch, at - window.historyTtlSeconds * 1000)?.last ?? 0
+    const through = stream.archive_days > 0 ? archiveThrough(stream, budget - deleted, at) : windowThrough(stream, at)
+    if (through <= 0) return deleted
+    let bytes = 0
+    for (const row of deleteThrough.iterate(stream.room, stream.epoch, through, budget - deleted)) {
+      bytes += row.bytes
+      deleted++
+    }
+    if (bytes > 0) subtractBytes.run(bytes, stream.room, stream.epoch)
+    return deleted
+  }
+
+  function windowThrough (stream: StreamRow, at: number): number {
+    let through = stream.top_offset - Math.max(0, stream.history_size)
+    const expired = lastExpired.get(stream.room, stream.epoch, at - stream.history_ttl_seconds * 1000)?.last ?? 0
     through = Math.max(through, expired)
     if (Number.isFinite(roomHistoryBytes)) {
       through = Math.max(through, lastOverBytes.get(stream.room, stream.epoch, roomHistoryBytes, stream.top_offset)?.stream_offset ?? 0)
     }
-    if (through > 0) deleted += deleteThrough.run(stream.room, stream.epoch, through, budget - deleted).changes
+    return through
+  }
+
+  /**
+   * The last offset an archive drops: what archiveDays expired, and the oldest rows past the
+   * byte cap, found from the running count (held_bytes) by reading at most `budget` of the
+   * oldest rows rather than summing the whole archive. The newest publication always stays.
+   */
+  function archiveThrough (stream: StreamRow, budget: number, at: number): number {
+    let through = lastExpired.get(stream.room, stream.epoch, at - stream.archive_days * DAY_MS)?.last ?? 0
+    let excess = stream.held_bytes - archiveRoomBytes
+    if (excess > 0) {
+      for (const row of selectOldest.iterate(stream.room, stream.epoch, budget)) {
+        if (excess <= 0 || row.stream_offset >= stream.top_offset) break
+        excess -= row.bytes
+        through = Math.max(through, row.stream_offset)
+      }
+    }
+    return through
+  }
+
+  /** Deletes up to `budget` rows of epochs queued for purging (rooms deleted); returns how many went. */
+  function purgeSlice (budget: number): number {
+    let deleted = 0
+    for (const purge of selectPurges.all(SWEEP_STREAMS_PER_SLICE)) {
+      const changes = purgeRows.run(purge.room, purge.epoch, budget - deleted).changes
+      deleted += changes
+      if (deleted >= budget) return deleted
+      deletePurge.run(purge.room, purge.epoch)
+    }
     return deleted
   }
 
@@ -273,7 +376,11 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
     }
     try {
       const at = now()
-      let deleted = 0
+      let deleted = purgeSlice(SWEEP_ROWS_PER_SLICE)
+      if (deleted >= SWEEP_ROWS_PER_SLICE) {
+        setImmediate(sweepSlice)
+        return
+      }
       const streams = selectStreamsAfter.all(sweepCursor, SWEEP_STREAMS_PER_SLICE)
       for (const stream of streams) {
         deleted += trimStream(stream, SWEEP_ROWS_PER_SLICE - deleted, at)
@@ -332,12 +439,26 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
 
     read,
 
+    remove (room, epoch) {
+      if (closed) throw new Error('sqlite history is closed')
+      let epochs = removals.get(room)
+      if (epochs === undefined) {
+        epochs = new Set()
+        removals.set(room, epochs)
+      }
+      if (epoch !== null) epochs.add(epoch)
+      // A stream begun (or appended to) in this tick under a removed epoch is not written again.
+      const write = writes.get(room)
+      if (write !== undefined && (epoch === null || write.epoch === epoch)) writes.delete(room)
+      scheduleFlush()
+    },
+
     async close () {
       if (closed) return
       closed = true
       clearInterval(sweepTimer)
       endSweep()
-      if (pending.length === 0 && writes.size === 0) return
+      if (pending.length === 0 && writes.size === 0 && removals.size === 0) return
       await new Promise<void>((resolve) => {
         flushed = resolve
         scheduleFlush()

@@ -6,7 +6,7 @@ import { isPersonalRoom } from './personal.js'
 import { isExternalUserId } from '../auth/external-claims.js'
 import { NO_PASSWORD } from '../auth/passwords.js'
 import { isActiveAccount } from '../auth/account-status.js'
-import { ROOM_DEFAULTS, USER_HISTORY_SIZE_MAX, USER_HISTORY_TTL_MAX_SECONDS } from '../schemas/rooms.js'
+import { ARCHIVE_DAYS_MAX, ROOM_DEFAULTS, USER_HISTORY_SIZE_MAX, USER_HISTORY_TTL_MAX_SECONDS } from '../schemas/rooms.js'
 
 export interface RoomAccess {
   room: Room
@@ -36,21 +36,28 @@ export type RoomChangeListener = (change: RoomChange) => Promise<void> | void
 export interface RoomLimits {
   /** Rooms an ordinary user may have created (MAX_ROOMS_PER_USER); admins are exempt. */
   maxRoomsPerUser: number
+  /** New rooms archive unless their creator says (ARCHIVE_BY_DEFAULT); absent: off. */
+  archiveByDefault?: boolean
+  /** Most archiveDays an ordinary user may set (ARCHIVE_MAX_DAYS); absent: the schema's bound. */
+  archiveMaxDays?: number
 }
 
 function isAdmin (principal: Principal): boolean {
   return principal.kind === 'user' && principal.role === 'admin'
 }
 
-type HistorySettings = Pick<RoomPatch, 'historySize' | 'historyTtlSeconds'>
+type HistorySettings = Pick<RoomPatch, 'historySize' | 'historyTtlSeconds' | 'archiveDays'>
 
 /**
  * History settings beyond what an ordinary user may choose are refused (admins may go up to
  * the schema's bounds): history costs the node memory, and a room is a user's to create. On
  * a room an admin set beyond them, its owner may keep or lower the values, never raise them.
  */
-function checkHistorySettings (principal: Principal, settings: HistorySettings, current: HistorySettings = {}): void {
+function checkHistorySettings (principal: Principal, settings: HistorySettings, archiveMaxDays: number, current: HistorySettings = {}): void {
   if (isAdmin(principal)) return
+  if (settings.archiveDays !== undefined && settings.archiveDays > archiveMaxDays && settings.archiveDays > (current.archiveDays ?? 0)) {
+    throw new Errors.HistoryLimit(`archiveDays above ${archiveMaxDays} needs an admin`)
+  }
   if (settings.historySize !== undefined && settings.historySize > USER_HISTORY_SIZE_MAX && settings.historySize > (current.historySize ?? 0)) {
     throw new Errors.HistoryLimit(`historySize above ${USER_HISTORY_SIZE_MAX} needs an admin`)
   }
@@ -66,6 +73,7 @@ function checkHistorySettings (principal: Principal, settings: HistorySettings, 
  */
 export function createRoomService (deps: { store: Store, limits: RoomLimits, externalUserPrefix?: string | null }) {
   const { store, limits } = deps
+  const archiveMaxDays = limits.archiveMaxDays ?? ARCHIVE_DAYS_MAX
   const externalUserPrefix = deps.externalUserPrefix ?? null
   const listeners: RoomChangeListener[] = []
 
@@ -158,7 +166,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
       if (principal.kind !== 'user') throw new Errors.Forbidden('Only users create rooms')
       // Personal rooms are virtual (src/rooms/personal.ts): nobody may create a stored one.
       if (isPersonalRoom(input.id)) throw new Errors.Forbidden('The user: namespace is reserved for personal rooms')
-      checkHistorySettings(principal, input)
+      checkHistorySettings(principal, input, archiveMaxDays)
       const room: NewRoom = {
         id: input.id,
         name: input.name ?? null,
@@ -168,6 +176,8 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
         historyTtlSeconds: input.historyTtlSeconds ?? ROOM_DEFAULTS.historyTtlSeconds,
         maxMembers: input.maxMembers ?? ROOM_DEFAULTS.maxMembers,
         presenceEvents: input.presenceEvents ?? ROOM_DEFAULTS.presenceEvents,
+        archive: input.archive ?? limits.archiveByDefault ?? false,
+        archiveDays: input.archiveDays ?? Math.min(ROOM_DEFAULTS.archiveDays, archiveMaxDays),
         createdBy: principal.userId
       }
       await recordIfExternal(principal.userId)
@@ -190,7 +200,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
 
     async update (principal: Principal, roomId: string, patch: RoomPatch): Promise<Room> {
       const { room: current } = await authorize(principal, roomId, 'update')
-      checkHistorySettings(principal, patch, current)
+      checkHistorySettings(principal, patch, archiveMaxDays, current)
       const room = await store.updateRoom(roomId, patch)
       if (room === undefined) throw new Errors.RoomNotFound()
       await changed({ type: 'room_updated', room })

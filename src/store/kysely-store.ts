@@ -53,6 +53,8 @@ export interface Database {
     max_members: number | null
     /** 0 or 1 (SQLite has no boolean): see the 0004 migration. */
     presence_events: number
+    archive: number
+    archive_days: number
     created_by: string
     created_at: Millis
     updated_at: Millis
@@ -100,6 +102,8 @@ const toRoom = (row: Row<'rooms'>): Room => ({
   historyTtlSeconds: row.history_ttl_seconds,
   maxMembers: row.max_members,
   presenceEvents: row.presence_events !== 0,
+  archive: row.archive !== 0,
+  archiveDays: row.archive_days,
   createdBy: row.created_by,
   createdAt: millis(row.created_at),
   updatedAt: millis(row.updated_at)
@@ -367,6 +371,8 @@ export class KyselyStore implements Store {
       history_ttl_seconds: room.historyTtlSeconds,
       max_members: room.maxMembers,
       presence_events: room.presenceEvents ? 1 : 0,
+      archive: room.archive ? 1 : 0,
+      archive_days: room.archiveDays,
       created_by: room.createdBy,
       created_at: now,
       updated_at: now
@@ -410,6 +416,8 @@ export class KyselyStore implements Store {
     if (patch.historyTtlSeconds !== undefined) values.history_ttl_seconds = patch.historyTtlSeconds
     if (patch.maxMembers !== undefined) values.max_members = patch.maxMembers
     if (patch.presenceEvents !== undefined) values.presence_events = patch.presenceEvents ? 1 : 0
+    if (patch.archive !== undefined) values.archive = patch.archive ? 1 : 0
+    if (patch.archiveDays !== undefined) values.archive_days = patch.archiveDays
     if (Object.keys(values).length === 0) return await this.getRoom(id)
     const row = await this.#db.updateTable('rooms').set({ ...values, updated_at: Date.now() })
       .where('id', '=', id).returningAll().executeTakeFirst()

@@ -191,13 +191,46 @@ const accountAdmin: Migration = {
   }
 }
 
+/**
+ * The archive (issue #21): a room may keep its publications beyond the recovery window, for
+ * `archive_days` days, so that users scroll back through them. Rooms from before keep today's
+ * behaviour (archive 0: only the window). The history stream row learns the setting its room
+ * was last published with (the sweep has no room row to read, and personal rooms have none)
+ * and the bytes its current epoch holds, kept as a running count so that the archive byte cap
+ * is enforced without summing a large archive on every sweep. Epochs dropped with their room
+ * are queued in `history_purges` and deleted by the sweep in bounded batches.
+ */
+const roomArchive: Migration = {
+  async up (db: Kysely<unknown>) {
+    await db.schema.alterTable('rooms').addColumn('archive', 'integer', col => col.notNull().defaultTo(0)).execute()
+    await db.schema.alterTable('rooms').addColumn('archive_days', 'integer', col => col.notNull().defaultTo(30)).execute()
+    await db.schema.alterTable('history_streams').addColumn('archive_days', 'integer', col => col.notNull().defaultTo(0)).execute()
+    await db.schema.alterTable('history_streams').addColumn('held_bytes', 'bigint', col => col.notNull().defaultTo(0)).execute()
+    await sql`UPDATE history_streams SET held_bytes = (SELECT coalesce(sum(p.bytes), 0) FROM history_publications p
+      WHERE p.room = history_streams.room AND p.epoch = history_streams.epoch)`.execute(db)
+    await db.schema.createTable('history_purges')
+      .addColumn('room', 'text', col => col.notNull())
+      .addColumn('epoch', 'text', col => col.notNull())
+      .addPrimaryKeyConstraint('history_purges_pk', ['room', 'epoch'])
+      .execute()
+  },
+  async down (db: Kysely<unknown>) {
+    await db.schema.dropTable('history_purges').ifExists().execute()
+    await db.schema.alterTable('history_streams').dropColumn('held_bytes').execute()
+    await db.schema.alterTable('history_streams').dropColumn('archive_days').execute()
+    await db.schema.alterTable('rooms').dropColumn('archive_days').execute()
+    await db.schema.alterTable('rooms').dropColumn('archive').execute()
+  }
+}
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_refresh_tokens_user_id': refreshTokensByUser,
   '0003_rooms_created_by': roomsByCreator,
   '0004_rooms_presence_events': roomsPresenceEvents,
   '0005_durable_history': durableHistory,
-  '0006_account_admin': accountAdmin
+  '0006_account_admin': accountAdmin,
+  '0007_room_archive': roomArchive
 }
 
 export const migrationProvider: MigrationProvider = {

@@ -57,13 +57,17 @@ export interface Room {
   maxMembers: number | null
   /** Join/leave pushes to the room's subscribers; presence is counted either way. */
   presenceEvents: boolean
+  /** Keep publications beyond the recovery window, for `archiveDays`, to page back through. */
+  archive: boolean
+  /** Days the archive keeps a publication (with `archive` on). */
+  archiveDays: number
   createdBy: string
   createdAt: number
   updatedAt: number
 }
 
 export type NewRoom = Omit<Room, 'createdAt' | 'updatedAt'>
-export type RoomPatch = Partial<Pick<Room, 'name' | 'visibility' | 'publish' | 'historySize' | 'historyTtlSeconds' | 'maxMembers' | 'presenceEvents'>>
+export type RoomPatch = Partial<Pick<Room, 'name' | 'visibility' | 'publish' | 'historySize' | 'historyTtlSeconds' | 'maxMembers' | 'presenceEvents' | 'archive' | 'archiveDays'>>
 
 export interface Membership {
   roomId: string

@@ -68,6 +68,30 @@ describe('hostile: history memory', () => {
     assert.equal(raise.body.code, 'SB_ERR_HISTORY_LIMIT')
   })
 
+  it('caps archiveDays for ordinary users at ARCHIVE_MAX_DAYS (admins may set more); new rooms follow ARCHIVE_BY_DEFAULT', async (t) => {
+    const api = await build(t, { env: { ARCHIVE_MAX_DAYS: '10', ARCHIVE_BY_DEFAULT: 'true' } })
+    const token = await api.userToken('mallory')
+    const long = await api.request('POST', '/rooms', { token, body: { id: 'hoard', archiveDays: 11 } })
+    assert.equal(long.status, 403, long.text)
+    assert.equal(long.body.code, 'SB_ERR_HISTORY_LIMIT')
+    assert.match(long.body.message, /archiveDays above 10/)
+    const bad = await api.request('POST', '/rooms', { token, body: { id: 'hoard', archive: 'yes', archiveDays: 0 } })
+    assert.equal(bad.status, 400, bad.text)
+
+    const created = await api.request('POST', '/rooms', { token, body: { id: 'plain' } })
+    assert.equal(created.status, 201, created.text)
+    assert.deepEqual([created.body.archive, created.body.archiveDays], [true, 10], 'on by default, the default days within the cap')
+    const off = await api.request('PATCH', '/rooms/plain', { token, body: { archive: false, archiveDays: 3 } })
+    assert.deepEqual([off.status, off.body.archive, off.body.archiveDays], [200, false, 3])
+    const grow = await api.request('PATCH', '/rooms/plain', { token, body: { archiveDays: 365 } })
+    assert.equal(grow.status, 403, grow.text)
+
+    const admin = await api.userToken('root', 'admin')
+    await createRoom(api, admin, 'records', { archive: true, archiveDays: 3650 })
+    const tooLong = await api.request('POST', '/rooms', { token: admin, body: { id: 'forever', archiveDays: 3651 } })
+    assert.equal(tooLong.status, 400, tooLong.text)
+  })
+
   it('keeps the history of amplifying payloads within HISTORY_MEMORY_BYTES, and RSS comes back', async (t) => {
     const budget = 8 * MiB
     const api = await build(t, { env: { HISTORY_MEMORY_BYTES: String(budget) } })
