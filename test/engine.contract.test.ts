@@ -308,6 +308,59 @@ export function engineContract (name: string, makeEngine: (options?: ContractEng
         assert.deepEqual({ ...recent, publications: offsetsOf(recent.publications) }, { epoch, offset: 3, publications: [3], complete: true })
       })
 
+      describe('paging back and forth (page)', () => {
+        it('before: newest first with a cursor to the oldest kept; after: oldest first up to the top', async () => {
+          const r = room('paged')
+          const epoch = await publishMany(r, 12)
+          const top = { epoch, offset: 12 }
+          const newest = await engine.history.page(r, { limit: 5 }, KEEP)
+          assert.deepEqual({ ...newest, publications: offsetsOf(newest.publications) }, { epoch, publications: [12, 11, 10, 9, 8], next: { epoch, before: 8 }, top })
+          assert.deepEqual(newest.publications[0], pub(12))
+          const older = await engine.history.page(r, { before: 8, epoch, limit: 5 }, KEEP)
+          assert.deepEqual([offsetsOf(older.publications), older.next], [[7, 6, 5, 4, 3], { epoch, before: 3 }])
+          const first = await engine.history.page(r, { before: 3, epoch, limit: 5 }, KEEP)
+          assert.deepEqual([offsetsOf(first.publications), first.next], [[2, 1], null])
+          // Exactly the rest: no cursor to an empty page.
+          const exact = await engine.history.page(r, { before: 3, limit: 2 }, KEEP)
+          assert.deepEqual([offsetsOf(exact.publications), exact.next], [[2, 1], null])
+
+          const forward = await engine.history.page(r, { after: 0, limit: 5 }, KEEP)
+          assert.deepEqual([offsetsOf(forward.publications), forward.next], [[1, 2, 3, 4, 5], { epoch, after: 5 }])
+          const toTop = await engine.history.page(r, { after: 9, epoch, limit: 5 }, KEEP)
+          assert.deepEqual([offsetsOf(toTop.publications), toTop.next], [[10, 11, 12], null])
+          const past = await engine.history.page(r, { after: 12, limit: 5 }, KEEP)
+          assert.deepEqual([past.publications, past.next, past.top], [[], null, top])
+          const beyond = await engine.history.page(r, { before: 1000, limit: 2 }, KEEP)
+          assert.deepEqual(offsetsOf(beyond.publications), [12, 11])
+        })
+
+        it('stays within the window (size) and each page within maxBytes, at least one publication', async () => {
+          const r = room('paged-window')
+          const small: StreamOptions = { historySize: 4, historyTtlSeconds: 3600 }
+          const epoch = await publishMany(r, 10, small)
+          const all = await engine.history.page(r, { before: 11, limit: 100 }, small)
+          assert.deepEqual([offsetsOf(all.publications), all.next], [[10, 9, 8, 7], null])
+          const fromStart = await engine.history.page(r, { after: 0, limit: 100 }, small)
+          assert.deepEqual([offsetsOf(fromStart.publications), fromStart.next], [[7, 8, 9, 10], null])
+          const each = publicationBytes(JSON.stringify({ i: 10 }), 'u10')
+          const capped = await engine.history.page(r, { limit: 100, maxBytes: 2 * each }, small)
+          assert.deepEqual([offsetsOf(capped.publications), capped.next], [[10, 9], { epoch, before: 9 }])
+          const one = await engine.history.page(r, { after: 6, limit: 100, maxBytes: 1 }, small)
+          assert.deepEqual([offsetsOf(one.publications), one.next], [[7], { epoch, after: 7 }])
+        })
+
+        it('an epoch not kept: nothing backward; forward, the cursor leads to the current epoch', async () => {
+          const r = room('paged-epochs')
+          const epoch = await publishMany(r, 3)
+          const gone = await engine.history.page(r, { before: 10, epoch: 'not-an-epoch', limit: 5 }, KEEP)
+          assert.deepEqual(gone, { epoch: 'not-an-epoch', publications: [], next: null, top: { epoch, offset: 3 } })
+          const ahead = await engine.history.page(r, { after: 10, epoch: 'not-an-epoch', limit: 5 }, KEEP)
+          assert.deepEqual([ahead.publications, ahead.next], [[], { epoch, after: 0 }])
+          const fresh = await engine.history.page(room('never'), { limit: 5 }, KEEP)
+          assert.deepEqual([fresh.publications, fresh.next, fresh.top.offset], [[], null, 0])
+        })
+      })
+
       describe('pages capped by bytes', () => {
         /** Publications of about a kilobyte, each counted as `each` bytes. */
         const padded = (i: number) => request({ i, pad: 'x'.repeat(1000) }, { from: { id: 'u' } })

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { describe, it, type TestContext } from 'node:test'
 import { setImmediate as nextTick } from 'node:timers/promises'
-import type { Engine, Publication, PublishRequest, StreamOptions } from '../src/realtime/engine.js'
+import type { Engine, HistoryPage, Publication, PublishRequest, StreamOptions } from '../src/realtime/engine.js'
 import { createMemoryEngine, type MemoryEngineOptions } from '../src/realtime/memory-engine.js'
 import { createSqliteHistory, type SqliteHistory } from '../src/realtime/sqlite-history.js'
 import { createStore, type Store } from '../src/store/index.js'
@@ -292,6 +292,19 @@ describe('Durable history (SQLite under the memory engine)', () => {
       const restarted = await open(t, node.store.sqlite!.name, { now: () => clock })
       const latest = await restarted.engine.history.history('kept', { limit: 100 }, archived)
       assert.deepEqual(latest.publications.map((p) => p.offset), [26, 27, 28, 29, 30], 'a restart loads the window only')
+      // Paging reads the archive: back to the first, across the restart, in bounded pages.
+      const back: number[] = []
+      let cursor: { epoch: string, before?: number } | null = { epoch }
+      while (cursor !== null) {
+        const page: HistoryPage = await restarted.engine.history.page('kept', { ...cursor, limit: 7 }, archived)
+        back.push(...page.publications.map((p) => p.offset))
+        cursor = page.next
+      }
+      assert.deepEqual(back, Array.from({ length: 30 }, (_, i) => 30 - i))
+      const forward = await restarted.engine.history.page('kept', { after: 3, limit: 4 }, archived)
+      assert.deepEqual([forward.publications.map((p) => p.offset), forward.next], [[4, 5, 6, 7], { epoch, after: 7 }])
+      const windowOnly = await restarted.engine.history.page('kept', { after: 0, limit: 100 }, { ...archived, archiveDays: 0 })
+      assert.deepEqual(windowOnly.publications.map((p) => p.offset), [26, 27, 28, 29, 30], 'without the archive, the window')
 
       // The first ten are two days old a day later: they go, the rest stay.
       clock += DAY + 1

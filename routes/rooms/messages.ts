@@ -1,16 +1,17 @@
 import type { Readable } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { Static } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Errors } from '../../src/errors.js'
 import { MAX_DATA_DEPTH, base64DecodedLength, depthExceeds, isStandardBase64 } from '../../src/realtime/command-parser.js'
 import type { Payload } from '../../src/realtime/engine.js'
 import { maxFrameBytes } from '../../src/protocol/limits.js'
-import { historyJson } from '../../src/realtime/publication-frames.js'
+import { historyRequest } from '../../src/realtime/history-request.js'
+import { historyJson, historyPageJson } from '../../src/realtime/publication-frames.js'
 import { errorResponses, type Security } from '../../src/schemas/common.js'
 import { RoomParamsSchema } from '../../src/schemas/rooms.js'
 import {
-  HistoryQuerySchema, HistorySchema, PresenceSchema, PublishBodySchema, PublishBytesSchema, PublishedSchema, PublishHeadersSchema,
+  HistoryQuerySchema, HistorySchema, MessagesPageSchema, PresenceSchema, PublishBodySchema, PublishBytesSchema, PublishedSchema, PublishHeadersSchema,
   RoomTokenHeadersSchema
 } from '../../src/schemas/realtime.js'
 
@@ -78,28 +79,40 @@ const messageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     onRequest: app.authenticate,
     schema: {
       tags: ['messages'],
-      summary: 'History: the latest publications, or those after `since` in `epoch`, in pages of at most HISTORY_PAGE_BYTES',
+      summary: 'History: the latest publications, those after `since` in `epoch`, or a page read back (`before`) or forward (`after`) through the archive',
+      description: 'Without `before`/`after`: the recovery window, newest or after `since` (a History). With `before` (newest first) or `after` ' +
+        '(oldest first): a HistoryPage through the archive and the window, whose `next` cursor continues it, null at the end. ' +
+        'Every answer is at most `limit` publications and HISTORY_PAGE_BYTES (at least one).',
       security,
       params: RoomParamsSchema,
       headers: RoomTokenHeadersSchema,
       querystring: HistoryQuerySchema,
-      response: { 200: HistorySchema, ...errorResponses(400, 401, 403, 404, 503) }
+      response: { 200: Type.Union([HistorySchema, MessagesPageSchema]), ...errorResponses(400, 401, 403, 404, 503) }
     }
   }, async (request, reply) => {
-    const { since, epoch, limit } = request.query
-    if ((since === undefined) !== (epoch === undefined)) {
+    const { since, epoch, before, after, limit } = request.query
+    const paging = before !== undefined || after !== undefined
+    if (!paging && (since === undefined) !== (epoch === undefined)) {
       throw new Errors.Validation('querystring: `since` and `epoch` go together')
     }
-    const result = await app.realtime.history(request.principal!, request.params.id, {
+    const read = historyRequest({
       limit,
       maxBytes: pageBytes,
-      ...(since === undefined || epoch === undefined ? {} : { since: { epoch, offset: since } })
-    }, request.headers['x-room-token'])
+      before,
+      after,
+      ...(since === undefined ? {} : { since: { epoch: epoch ?? '', offset: since } }),
+      ...(paging ? { epoch } : {})
+    })
     // Publications are JSON text already (bytes as base64 with `encoding`): the page is their
     // concatenation (HistorySchema's shape), sent as it is rather than parsed and serialised
     // again. The typed reply only knows the object form of the schema, hence the plain FastifyReply.
     const untyped: FastifyReply = reply
-    return await untyped.type('application/json; charset=utf-8').send(historyJson(result))
+    const principal = request.principal!
+    const roomToken = request.headers['x-room-token']
+    const text = read.page
+      ? historyPageJson(await app.realtime.page(principal, request.params.id, read.query, roomToken))
+      : historyJson(await app.realtime.history(principal, request.params.id, read.query, roomToken))
+    return await untyped.type('application/json; charset=utf-8').send(text)
   })
 
   app.get('/:id/presence', {

@@ -1,8 +1,8 @@
-import type { TSchema } from '@sinclair/typebox'
+import { Type, type TSchema } from '@sinclair/typebox'
 import { CloseCodes, CloseReasons, isReconnectCode, type CloseCode } from './close-codes.js'
 import {
   COMMAND_SCHEMAS, ERROR_CODES, MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSIONS, SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS,
-  HistoryResultSchema, PresenceResultSchema, PublishResultSchema, RefreshResultSchema, SubscribeResultSchema,
+  HistoryPageSchema, HistoryResultSchema, PresenceResultSchema, PublishResultSchema, RefreshResultSchema, SubscribeResultSchema,
   type CommandType
 } from './messages.js'
 
@@ -70,7 +70,8 @@ const FRAME_SUMMARIES: Record<string, string> = {
 const RESULT_SCHEMAS = Object.entries({
   subscribe: SubscribeResultSchema,
   publish: PublishResultSchema,
-  history: HistoryResultSchema,
+  // Recovery-style (`since`, or neither) or a page read back or forward (`before` / `after`).
+  history: Type.Union([HistoryResultSchema, HistoryPageSchema]),
   presence: PresenceResultSchema,
   refresh: RefreshResultSchema
 } satisfies Partial<Record<CommandType, TSchema>>) as Array<[CommandType, TSchema]>

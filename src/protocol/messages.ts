@@ -86,12 +86,18 @@ export const PublishCommandSchema = Type.Object({
   token: Type.Optional(RoomTokenSchema)
 }, { additionalProperties: false, title: 'publish' })
 
+export const PAGE_LIMIT_MAX = 1000
+const pageOffset = (description: string) => Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description })
+
 export const HistoryCommandSchema = Type.Object({
   type: Type.Literal('history'),
   id: CommandIdSchema,
   room: RoomNameSchema,
   since: Type.Optional(StreamPositionSchema),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  before: Type.Optional(pageOffset('Read back: publications below this offset, newest first (the result is a HistoryPage)')),
+  after: Type.Optional(pageOffset('Read forward: publications above this offset, oldest first (the result is a HistoryPage)')),
+  epoch: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'The epoch `before`/`after` count in (default: the room\'s current one)' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: PAGE_LIMIT_MAX })),
   token: Type.Optional(RoomTokenSchema)
 }, { additionalProperties: false, title: 'history' })
 
@@ -224,6 +230,19 @@ export const HistoryResultSchema = Type.Object({
   complete: Type.Boolean({ description: 'False when the page was cut by `limit` or the byte cap (ask again with `since` at its last offset), or history no longer holds what was asked' }),
   publications: Type.Array(PublicationSchema, { description: 'Oldest first; at most HISTORY_PAGE_BYTES (over WebSocket at most half of maxBufferedBytes), at least one' })
 })
+export const PageCursorSchema = Type.Object({
+  epoch: Type.String(),
+  before: Type.Optional(Type.Integer({ description: 'The next page backward: ask with this `before` in this `epoch`' })),
+  after: Type.Optional(Type.Integer({ description: 'The next page forward: ask with this `after` in this `epoch`' }))
+}, { description: 'Where the next page starts, in the same direction; it may name another epoch (offsets restart with each)' })
+
+/** A page read back or forward (history with `before` or `after`; docs/protocol.md#reading-back). */
+export const HistoryPageSchema = Type.Object({
+  epoch: Type.String({ description: 'The epoch the publications\' offsets count in' }),
+  publications: Type.Array(PublicationSchema, { description: 'Newest first with `before`, oldest first with `after`; at most `limit` and HISTORY_PAGE_BYTES (at least one)' }),
+  next: Type.Union([PageCursorSchema, Type.Null()], { description: 'null: nothing more that way (the oldest kept publication was reached, or with `after` the newest)' }),
+  top: Type.Object({ epoch: Type.String(), offset: Type.Integer() }, { description: 'The room\'s current position' })
+}, { title: 'HistoryPage' })
 export const PresenceResultSchema = Type.Object({ users: Type.Array(Type.String()), connections: Type.Integer() })
 export const RefreshResultSchema = Type.Object({ tokenExpiresAt: Type.Integer() })
 export const RoomTokenResultSchema = Type.Object({ tokenExpiresAt: Type.Integer({ description: 'Epoch ms (clock tolerance included): the subscription ends with `token_expired` then unless renewed again' }) })

@@ -1,12 +1,13 @@
 import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes, CloseReasons, type CloseCode } from '../protocol/close-codes.js'
-import type { Engine, HistoryQuery, HistoryResult, Payload, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
+import type { Engine, HistoryPage, HistoryQuery, HistoryResult, PageQuery, Payload, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
 import { AppError, Errors, protocolErrorOf } from '../errors.js'
 import { RealtimeError } from './errors.js'
 import type { Logger } from './logger.js'
 import type { ClientCommand, CommandId, HistoryCommand, SubscribeCommand, UnsubscribeReason } from '../protocol/messages.js'
 import type { WelcomeUser } from '../protocol/frames.js'
 import { publishPayload } from './command-parser.js'
+import { historyRequest } from './history-request.js'
 import { jsonCodec, type FrameCodec, type WireMessage } from './frame-codec.js'
 import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
 import type { RealtimeMetrics } from './metrics.js'
@@ -82,6 +83,7 @@ export interface ConnectionHost {
   /** Publishes a payload: JSON text (serialised once by the caller, kept as it is) or bytes. */
   publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string, roomToken?: string): Promise<PublishResult>
   history(principal: Principal, room: string, query: HistoryQuery, roomToken?: string): Promise<HistoryResult>
+  page(principal: Principal, room: string, query: PageQuery, roomToken?: string): Promise<HistoryPage>
   presence(principal: Principal, room: string, roomToken?: string): Promise<PresenceInfo>
   /** The backend's subscribe hook (src/realtime/room-hooks.ts): rejects with its refusal. */
   subscribeHook(connection: Connection, room: string): Promise<void>
@@ -105,9 +107,14 @@ export interface ConnectionMeta {
   info?: unknown
 }
 
-/** A command result the codec renders itself (publications inside): history pages. */
-class HistoryPage {
-  constructor (readonly result: HistoryResult) {}
+/** A command result the codec renders itself (publications inside): history answers and pages. */
+class HistoryReply {
+  constructor (readonly result: { page: false, value: HistoryResult } | { page: true, value: HistoryPage }) {}
+
+  render (codec: FrameCodec, id: CommandId): WireMessage {
+    const { result } = this
+    return result.page ? codec.historyPage(id, result.value) : codec.history(id, result.value)
+  }
 }
 
 /**
@@ -289,7 +296,7 @@ export class Connection {
     try {
       const result = await this.execute(command)
       if (this.state !== 'open' || result === undefined) return
-      this.send(result instanceof HistoryPage ? this.codec.history(command.id, result.result) : this.codec.reply(command.id, result))
+      this.send(result instanceof HistoryReply ? result.render(this.codec, command.id) : this.codec.reply(command.id, result))
     } catch (err) {
       if (err instanceof AppError) {
         if (this.state === 'open') this.sendError(command.id, err)
@@ -395,13 +402,10 @@ export class Connection {
     }
   }
 
-  private async history (command: HistoryCommand): Promise<HistoryPage> {
-    const result = await this.node.history(this.principal, command.room, {
-      limit: command.limit ?? 50,
-      maxBytes: this.pageBytes,
-      ...(command.since === undefined ? {} : { since: command.since })
-    }, command.token)
-    return new HistoryPage(result)
+  private async history (command: HistoryCommand): Promise<HistoryReply> {
+    const request = historyRequest({ ...command, limit: command.limit ?? 50, maxBytes: this.pageBytes })
+    if (request.page) return new HistoryReply({ page: true, value: await this.node.page(this.principal, command.room, request.query, command.token) })
+    return new HistoryReply({ page: false, value: await this.node.history(this.principal, command.room, request.query, command.token) })
   }
 
   /**

@@ -122,6 +122,67 @@ export interface HistoryResult extends StreamPosition {
   complete: boolean
 }
 
+/**
+ * Where a page of history starts: the publications of `epoch` below `before` (newest first)
+ * or above `after` (oldest first). Offsets restart with each epoch, so a position is always
+ * the pair; a page's `next` cursor may name another epoch than the one asked for.
+ */
+export interface PageCursor {
+  epoch: string
+  before?: number
+  after?: number
+}
+
+/**
+ * A page of a room's history for reading back (the archive and the recovery window): `before`
+ * an offset (newest first; neither `before` nor `after`: the newest), or `after` one (oldest
+ * first), in `epoch` (default: the room's current one). Never both `before` and `after`.
+ */
+export interface PageQuery {
+  before?: number
+  after?: number
+  epoch?: string
+  /** At most this many publications. */
+  limit: number
+  /** At most this many bytes (publicationBytes each), though never fewer than one publication. Absent: no cap. */
+  maxBytes?: number
+}
+
+export interface HistoryPage {
+  /** The epoch the publications' offsets count in. */
+  epoch: string
+  /** Newest first for `before` (and the newest page), oldest first for `after`. */
+  publications: Publication[]
+  /**
+   * Where the next page in the same direction starts; null when there is nothing more: the
+   * oldest publication kept was reached (`before`), or the newest (`after`: follow the room
+   * live, subscribing with `since` at the top). Backward, a cursor may lead into an older
+   * epoch where an archive keeps one (the cluster archive); forward from an epoch no longer
+   * kept, it leads to the start of the current one.
+   */
+  next: PageCursor | null
+  /** The room's current position. */
+  top: StreamPosition
+}
+
+/**
+ * A page from what an engine read: `publications` in the page's order and whether more were
+ * there in that direction beyond them (cut by `limit` or `maxBytes`). Shared by every engine so
+ * that cursors mean the same everywhere. `more` only counts within `top.epoch`: an engine
+ * keeps no older epoch (the seam for the cluster archive, which will: its cursor then names
+ * the previous epoch when a backward page runs out).
+ */
+export function pageResult (query: PageQuery, top: StreamPosition, publications: Publication[], more: boolean): HistoryPage {
+  const epoch = query.epoch ?? top.epoch
+  if (epoch !== top.epoch) {
+    // An epoch no longer kept: nothing in it; forward, the reader carries on in the current one.
+    return { epoch, publications: [], next: query.after === undefined ? null : { epoch: top.epoch, after: 0 }, top }
+  }
+  const last = publications[publications.length - 1]
+  if (!more || last === undefined) return { epoch, publications, next: null, top }
+  return { epoch, publications, next: query.after === undefined ? { epoch, before: last.offset } : { epoch, after: last.offset }, top }
+}
+
 /** Events carried between nodes with no offset and no history (presence changes). */
 export type RoomEvent =
   /** `info`: what the backend's connect hook attached to the connection that joined (src/realtime/room-hooks.ts). */
@@ -155,6 +216,11 @@ export interface Broker {
 /** Keeps each room's recent publications for recovery and the history API. */
 export interface History {
   history(room: string, query: HistoryQuery, options: StreamOptions): Promise<HistoryResult>
+  /**
+   * A page for reading back (PageQuery): on the memory engine from its window, or from the
+   * SQLite archive with HISTORY_STORE=sqlite; on Redis from the stream window.
+   */
+  page(room: string, query: PageQuery, options: StreamOptions): Promise<HistoryPage>
   /** The current top of the stream (offset 0 and a fresh epoch for a room never published to). */
   position(room: string): Promise<StreamPosition>
   /** Drops a room's history (room deleted): the next publication starts a new epoch. */

@@ -4,9 +4,9 @@ import {
 } from '../protocol/frames.js'
 import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSIONS, type CommandId, type ProtocolVersion, type UnsubscribeReason } from '../protocol/messages.js'
 import { encodeMsgpack } from '../protocol/msgpack.js'
-import { historyJson, messageText, subscribedJson } from './publication-frames.js'
+import { historyJson, historyPageJson, messageText, subscribedJson } from './publication-frames.js'
 import { parseCommand, parseMsgpackCommand, type ParseResult } from './command-parser.js'
-import type { HistoryResult, Publication, StreamPosition } from './engine.js'
+import type { HistoryPage, HistoryResult, Publication, StreamPosition } from './engine.js'
 
 /**
  * A frame's payload as a codec writes it: text for a text frame (`switchboard.v1`), bytes for
@@ -35,6 +35,8 @@ export interface FrameCodec {
   reply(id: CommandId, result: unknown): WireMessage
   /** A reply carrying a history page. */
   history(id: CommandId, result: HistoryResult): WireMessage
+  /** A reply carrying a page read back or forward. */
+  historyPage(id: CommandId, page: HistoryPage): WireMessage
   /** A subscribe's reply, with what it recovered. */
   subscribed(id: CommandId, room: string, position: StreamPosition, recovered: boolean, publications: Publication[]): WireMessage
   error(id: CommandId | undefined, error: ProtocolError): WireMessage
@@ -68,6 +70,7 @@ export const jsonCodec: FrameCodec = {
   welcome: (connectionId, user, limits, tokenExpiresAt) => welcomeFrame(connectionId, user, cachedWelcomeSettings(limits), tokenExpiresAt),
   reply: replyFrame,
   history: (id, result) => replyFrameWithJson(id, historyJson(result)),
+  historyPage: (id, page) => replyFrameWithJson(id, historyPageJson(page)),
   subscribed: (id, room, position, recovered, publications) => replyFrameWithJson(id, subscribedJson(room, position, recovered, publications)),
   error: errorFrame,
   message: messageText,
@@ -108,6 +111,11 @@ export const msgpackCodec: FrameCodec = {
     type: 'reply',
     id,
     result: { epoch: result.epoch, offset: result.offset, complete: result.complete, publications: result.publications.map(publicationMap) }
+  }),
+  historyPage: (id, page) => encodeMsgpack({
+    type: 'reply',
+    id,
+    result: { epoch: page.epoch, publications: page.publications.map(publicationMap), next: page.next, top: page.top }
   }),
   subscribed: (id, room, position, recovered, publications) => encodeMsgpack({
     type: 'reply',

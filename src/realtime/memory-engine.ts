@@ -1,8 +1,8 @@
 import type {
-  BrokerHandler, ControlMessage, Engine, HistoryQuery, HistoryResult, PresenceInfo, Publication, PublishRequest,
-  PublishResult, RoomEvent, StreamOptions, StreamPosition
+  BrokerHandler, ControlMessage, Engine, HistoryPage, HistoryQuery, HistoryResult, PageQuery, PresenceInfo, Publication,
+  PublishRequest, PublishResult, RoomEvent, StreamOptions, StreamPosition
 } from './engine.js'
-import { latestResult, newEpoch, payloadOf, publicationBytes, sinceResult } from './engine.js'
+import { latestResult, newEpoch, pageResult, payloadOf, publicationBytes, sinceResult } from './engine.js'
 
 export interface MemoryEngineOptions {
   /** Clock in epoch milliseconds (tests inject one to move time). */
@@ -72,6 +72,13 @@ export interface StreamStore {
    */
   read(room: string, epoch: string, range: { from: number, top: number, limit: number, maxBytes: number }, options: StreamOptions, at: number): Publication[]
   /**
+   * A page of the stream for reading back, from the archive where the room keeps one
+   * (`options.archiveDays`), else from its window: `before` (newest first, default `top` + 1)
+   * or `after` (oldest first) an offset, committed publications up to `top` only, at most
+   * `limit` and `maxBytes` (never fewer than one). `more`: publications beyond the page remain.
+   */
+  page(room: string, epoch: string, range: PageRange, options: StreamOptions, at: number): { publications: Publication[], more: boolean }
+  /**
    * The room is gone: with the next commit its stream row goes, and its publications (of
    * `epoch`, the one the engine held, and of the stream row's) are deleted soon after, in
    * bounded batches. The next touch of the room finds no stream and begins a new one.
@@ -79,6 +86,15 @@ export interface StreamStore {
   remove(room: string, epoch: string | null): void
   /** Commits what is pending and stops the store's timers; the connection stays open (its owner closes it). */
   close(): Promise<void>
+}
+
+/** What StreamStore.page reads: one direction from one offset, up to the committed top. */
+export interface PageRange {
+  before?: number
+  after?: number
+  top: number
+  limit: number
+  maxBytes: number
 }
 
 const DEFAULT_IDEMPOTENCY_WINDOW_MS = 5 * 60_000
@@ -481,6 +497,43 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
     return publications
   }
 
+  async function readPage (room: string, query: PageQuery, streamOptions: StreamOptions): Promise<HistoryPage> {
+    assertOpen()
+    const at = now()
+    const stream = streamOf(room, streamOptions, at)
+    const top = { epoch: stream.epoch, offset: stream.committed }
+    const limit = Math.max(0, Math.floor(query.limit))
+    if ((query.epoch !== undefined && query.epoch !== stream.epoch) || limit === 0) return pageResult(query, top, [], false)
+    const maxBytes = query.maxBytes ?? Infinity
+    const direction = query.after === undefined
+      ? { before: Math.min(stream.committed + 1, Math.floor(query.before ?? Infinity)) }
+      : { after: Math.max(0, Math.floor(query.after)) }
+    // The store holds the archive (and everything the node budget dropped from memory).
+    if (store !== null) {
+      const read = store.page(room, stream.epoch, { ...direction, top: stream.committed, limit, maxBytes }, streamOptions, at)
+      return pageResult(query, top, read.publications, read.more)
+    }
+    const held = heldCount(stream)
+    const firstHeld = stream.committed - held + 1
+    const publications: Publication[] = []
+    let bytes = 0
+    let more = false
+    const step = direction.after === undefined ? -1 : 1
+    let i = direction.after === undefined
+      ? stream.head + Math.min(held, direction.before - firstHeld) - 1
+      : stream.head + Math.max(0, direction.after + 1 - firstHeld)
+    for (; i >= stream.head && i < stream.stored.length; i += step) {
+      const entry = stream.stored[i]!
+      if (publications.length >= limit || (publications.length > 0 && bytes + entry.bytes > maxBytes)) {
+        more = true
+        break
+      }
+      bytes += entry.bytes
+      publications.push(entry.publication)
+    }
+    return pageResult(query, top, publications, more)
+  }
+
   async function position (room: string): Promise<StreamPosition> {
     assertOpen()
     const stream = streamOf(room, null, now())
@@ -569,7 +622,7 @@ export function createMemoryEngine (options: MemoryEngineOptions = {}): Engine {
       publishEvent,
       close: closeBroker
     },
-    history: { history, position, removeHistory, bytesHeld: () => heldBytes },
+    history: { history, page: readPage, position, removeHistory, bytesHeld: () => heldBytes },
     presence: { add: addPresence, remove: removePresence, get: getPresence },
     // One process is the whole cluster: a control message reaches its only node, at once.
     control: {

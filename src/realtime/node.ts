@@ -5,7 +5,7 @@ import { Admission, type AdmissionRefusal } from './admission.js'
 import type { Authorizer, RoomGrant, RoomOperation, RoomTokenCheck } from './authorizer.js'
 import { ClusterControl, type RevocationHost } from './cluster-control.js'
 import { Connection, principalId, type ConnectionDescription, type ConnectionHost, type ConnectionMeta } from './connection.js'
-import { payloadOf, type Engine, type HistoryQuery, type HistoryResult, type NodeReport, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
+import { payloadOf, type Engine, type HistoryPage, type HistoryQuery, type HistoryResult, type NodeReport, type PageQuery, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
 import { RealtimeError, toRealtimeError, viaEngine } from './errors.js'
 import { NodeReports, type ReportedNode } from './node-reports.js'
 import { RoomCensus, type Census } from './room-census.js'
@@ -87,6 +87,8 @@ export interface RealtimeNode {
   publish(principal: Principal, room: string, payload: Payload, idempotencyKey?: string, roomToken?: string): Promise<PublishResult>
   /** A page of a room's history, if `principal` (or its `roomToken`) may read it. */
   history(principal: Principal, room: string, query: HistoryQuery, roomToken?: string): Promise<HistoryResult>
+  /** A page read back or forward through a room's history and archive, if `principal` (or its `roomToken`) may read its history. */
+  page(principal: Principal, room: string, query: PageQuery, roomToken?: string): Promise<HistoryPage>
   /** Who is in a room, if `principal` (or its `roomToken`) may ask (one answer per room per second is shared). */
   presence(principal: Principal, room: string, roomToken?: string): Promise<PresenceInfo>
   /** This node's connections, by user and/or room. */
@@ -251,6 +253,11 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       return await viaEngine(log, () => engine.history.history(room, query, stream))
     },
 
+    async page (principal, room, query, roomToken) {
+      const { stream } = (await grantFor(principal, room, 'history', roomToken)).grant
+      return await viaEngine(log, () => engine.history.page(room, query, stream))
+    },
+
     async presence (principal, room, roomToken) {
       await grantFor(principal, room, 'presence', roomToken)
       return await presence.get(room)
@@ -313,6 +320,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
 
     publish: host.publish,
     history: host.history,
+    page: host.page,
     presence: host.presence,
 
     listConnections (filter = {}) {

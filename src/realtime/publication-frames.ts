@@ -1,4 +1,4 @@
-import type { HistoryResult, Publication, StreamPosition } from './engine.js'
+import type { HistoryPage, HistoryResult, Publication, StreamPosition } from './engine.js'
 
 /*
  * The JSON text (codec `switchboard.v1`) of everything that carries publications: the `message` push, history answers
@@ -35,6 +35,11 @@ export function messageText (room: string, epoch: string, publication: Publicati
 /** A history answer (HistoryResultSchema), the same over WebSocket and REST. */
 export function historyJson (result: HistoryResult): string {
   return `{"epoch":${JSON.stringify(result.epoch)},"offset":${result.offset},"complete":${result.complete},"publications":${publicationsJson(result.publications)}}`
+}
+
+/** A page read back or forward (HistoryPageSchema), the same over WebSocket and REST. */
+export function historyPageJson (page: HistoryPage): string {
+  return `{"epoch":${JSON.stringify(page.epoch)},"publications":${publicationsJson(page.publications)},"next":${JSON.stringify(page.next)},"top":${JSON.stringify(page.top)}}`
 }
 
 /** A subscribe reply's result (SubscribeResultSchema). */

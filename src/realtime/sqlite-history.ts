@@ -1,6 +1,6 @@
 import type { Database } from 'better-sqlite3'
 import type { Publication, StreamOptions } from './engine.js'
-import type { DurableStream, StoredPublication, StreamStore } from './memory-engine.js'
+import type { DurableStream, PageRange, StoredPublication, StreamStore } from './memory-engine.js'
 
 export interface SqliteHistoryOptions {
   /** Bytes one room's history may hold (HISTORY_ROOM_BYTES): what a load brings back and the sweep keeps. */
@@ -165,6 +165,14 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
        FROM history_publications WHERE room = ? AND epoch = ?)
      WHERE newer > ? AND stream_offset < ? ORDER BY stream_offset DESC LIMIT 1`)
 
+  const pageBackward = database.prepare<[string, string, number, number, number, number], PublicationRow>(
+    `SELECT ${PUBLICATION_COLUMNS} FROM history_publications
+     WHERE room = ? AND epoch = ? AND stream_offset < ? AND stream_offset >= ? AND stored_at > ? ORDER BY stream_offset DESC LIMIT ?`)
+  const pageForward = database.prepare<[string, string, number, number, number, number, number], PublicationRow>(
+    `SELECT ${PUBLICATION_COLUMNS} FROM history_publications
+     WHERE room = ? AND epoch = ? AND stream_offset > ? AND stream_offset <= ? AND stream_offset >= ? AND stored_at > ?
+     ORDER BY stream_offset LIMIT ?`)
+
   let pending: PendingAppend[] = []
   let writes = new Map<string, StreamWrite>()
   /** Rooms whose stream goes with the next commit (room deleted), with the epochs known in memory. */
@@ -292,6 +300,31 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
       publications.push(toPublication(r))
     }
     return publications
+  }
+
+  /**
+   * A page through what the room keeps: its archive (rows within archiveDays) or, without one,
+   * its window (the newest historySize rows within the TTL). Rows the sweep has yet to delete
+   * are never answered. One more row than the page is read: whether it exists is `more`.
+   */
+  function page (room: string, epoch: string, range: PageRange, streamOptions: StreamOptions, at: number): { publications: Publication[], more: boolean } {
+    const archiveDays = archiveDaysOf(streamOptions)
+    const floor = archiveDays > 0 ? 1 : range.top - Math.max(0, streamOptions.historySize) + 1
+    const notBefore = at - (archiveDays > 0 ? archiveDays * DAY_MS : streamOptions.historyTtlSeconds * 1000)
+    const rows = range.after === undefined
+      ? pageBackward.iterate(room, epoch, range.before ?? range.top + 1, floor, notBefore, range.limit + 1)
+      : pageForward.iterate(room, epoch, range.after, range.top, floor, notBefore, range.limit + 1)
+    const publications: Publication[] = []
+    let bytes = 0
+    for (const r of rows) {
+      if (publications.length >= range.limit || (publications.length > 0 && bytes + r.bytes > range.maxBytes)) {
+        // Stopping early ends the statement (the iterator's return): the rest is never read.
+        return { publications, more: true }
+      }
+      bytes += r.bytes
+      publications.push(toPublication(r))
+    }
+    return { publications, more: false }
   }
 
   /**
@@ -438,6 +471,8 @@ export function createSqliteHistory (database: Database, options: SqliteHistoryO
     },
 
     read,
+
+    page,
 
     remove (room, epoch) {
       if (closed) throw new Error('sqlite history is closed')

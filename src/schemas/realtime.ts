@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { EncodingSchema, IdempotencyKeySchema, PresenceResultSchema, PublicationSchema, RoomTokenSchema } from '../protocol/messages.js'
+import { EncodingSchema, HistoryPageSchema, IdempotencyKeySchema, PAGE_LIMIT_MAX, PresenceResultSchema, PublicationSchema, RoomTokenSchema } from '../protocol/messages.js'
 import { UserIdSchema } from './common.js'
 
 /*
@@ -35,8 +35,10 @@ export const PublishedSchema = Type.Object({ epoch: Type.String(), offset: Type.
 
 export const HistoryQuerySchema = Type.Object({
   since: Type.Optional(Type.Integer({ minimum: 0, description: 'Return publications after this offset (needs `epoch`)' })),
-  epoch: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
-  limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50, description: 'At most this many publications; a page also stops at HISTORY_PAGE_BYTES (at least one publication)' })
+  before: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Read back through the archive: publications below this offset, newest first (a HistoryPage; continue with its `next`)' })),
+  after: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Read forward: publications above this offset, oldest first (a HistoryPage)' })),
+  epoch: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'The epoch of `since` (required with it), or of `before`/`after` (default: the current one)' })),
+  limit: Type.Integer({ minimum: 1, maximum: PAGE_LIMIT_MAX, default: 50, description: 'At most this many publications; a page also stops at HISTORY_PAGE_BYTES (at least one publication)' })
 }, { additionalProperties: false })
 
 export const HistorySchema = Type.Object({
@@ -45,6 +47,9 @@ export const HistorySchema = Type.Object({
   complete: Type.Boolean({ description: 'True when nothing asked for is missing from this page: with since, everything after `since`; without, the page reaches the newest. False with a page cut by `limit` or the byte cap: ask again with `since` at its last offset' }),
   publications: Type.Array(PublicationSchema)
 })
+
+/** With `before` or `after`: a page (docs/api.md#reading-back-through-the-archive). */
+export const MessagesPageSchema = HistoryPageSchema
 
 export const PresenceSchema = PresenceResultSchema
 

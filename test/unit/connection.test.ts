@@ -65,6 +65,7 @@ function setup (overrides: Partial<ConnectionHost> = {}): { connection: Connecti
     revision: 0,
     publish: async () => { throw new Error('not in these tests') },
     history: async () => { throw new Error('not in these tests') },
+    page: async () => { throw new Error('not in these tests') },
     presence: async () => { throw new Error('not in these tests') },
     subscribeHook: async () => {},
     joinRoom: async () => {},

@@ -1,12 +1,13 @@
 import { runScriptBuffer } from '../../redis.js'
-import type { History, HistoryQuery, HistoryResult, Publication, StreamOptions, StreamPosition } from '../engine.js'
-import { latestResult, newEpoch, PUBLICATION_OVERHEAD_BYTES, sinceResult } from '../engine.js'
+import type { History, HistoryPage, HistoryQuery, HistoryResult, PageQuery, Publication, StreamOptions, StreamPosition } from '../engine.js'
+import { latestResult, newEpoch, pageResult, PUBLICATION_OVERHEAD_BYTES, sinceResult } from '../engine.js'
 import { entryToPublication } from './codec.js'
 import type { PartContext } from './context.js'
 import { MIN_META_TTL_MS } from './keys.js'
 import { engineScript, toNumber } from './scripts.js'
 
 const HISTORY = engineScript(new URL('./lua/history.lua', import.meta.url))
+const PAGE = engineScript(new URL('./lua/page.lua', import.meta.url))
 
 /**
  * History over Redis: each room's stream, read in one script that also answers the stream's
@@ -33,6 +34,25 @@ export function createRedisHistory ({ cmd, keys, assertOpen }: PartContext): His
       const { epoch, offset, publications } = await readStream(room, streamOptions, limit, since, query.maxBytes)
       if (since === undefined) return latestResult(epoch, offset, publications)
       return sinceResult(since, epoch, offset, publications)
+    },
+
+    /**
+     * Pages through the stream window (XREVRANGE backward, XRANGE forward). The cluster
+     * archive (PostgreSQL, a later step of issue #21) will answer what lies beyond the window
+     * and older epochs; pageResult is where its cursor into the previous epoch belongs.
+     */
+    async page (room: string, query: PageQuery, streamOptions: StreamOptions): Promise<HistoryPage> {
+      assertOpen()
+      const backward = query.after === undefined
+      const bound = backward ? Math.floor(query.before ?? Number.MAX_SAFE_INTEGER) : Math.max(0, Math.floor(query.after ?? 0))
+      const k = keys.room(room)
+      const result = await runScriptBuffer(cmd, PAGE, [k.meta, k.stream], [
+        newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000)),
+        Math.max(0, Math.floor(query.limit)), query.epoch ?? '', backward ? 'before' : 'after', Math.min(bound, Number.MAX_SAFE_INTEGER), MIN_META_TTL_MS,
+        Math.min(Number.MAX_SAFE_INTEGER, Math.floor(query.maxBytes ?? Number.MAX_SAFE_INTEGER)), PUBLICATION_OVERHEAD_BYTES
+      ]) as [Buffer, number, number, unknown[]]
+      const top = { epoch: result[0].toString(), offset: toNumber(result[1]) }
+      return pageResult(query, top, result[3].map(entryToPublication), toNumber(result[2]) === 1)
     },
 
     async position (room: string): Promise<StreamPosition> {
