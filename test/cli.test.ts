@@ -260,6 +260,44 @@ describe('switchboard CLI', () => {
   /** Not valid UTF-8, with 0x00 and 0xFF, and every byte value once. */
   const BYTES = Uint8Array.from([0x00, 0xff, 0xfe, 0xc0, 0x80, ...Array.from({ length: 256 }, (_, i) => 255 - i), 0x0a])
 
+  it('history pages back through the archive; --export writes every message as NDJSON, bytes as base64', async (t) => {
+    // A SQLite file: the embedded default, whose history store keeps the archive.
+    const server = await build(t, { env: { DATABASE_URL: `sqlite:${join(tempDir(t), 'archive.db')}`, PUBLISH_RATE_PER_USER: '0' } })
+    const config = await loggedIn(t, server, 'alice')
+    const created = await cli(config, ['rooms', 'create', 'log', '--history-size', '5', '--archive', 'on', '--archive-days', '7', '--json'])
+    assert.equal(created.code, 0, created.stderr)
+    assert.deepEqual([JSON.parse(created.stdout).archive, JSON.parse(created.stdout).archiveDays], [true, 7])
+    const token = await server.login('alice')
+    for (let i = 1; i <= 30; i++) {
+      const body = i === 7 ? { data: Buffer.from([0, 255, 10]).toString('base64'), encoding: 'base64' } : { data: { i } }
+      assert.equal((await server.request('POST', '/rooms/log/messages', { token, body })).status, 201)
+    }
+
+    const page = await cli(config, ['history', 'log', '--limit', '10'])
+    assert.equal(page.code, 0, page.stderr)
+    const newest = page.stdout.trim().split('\n').map(l => JSON.parse(l) as { room: string, offset: number })
+    assert.deepEqual(newest.map(p => p.offset), Array.from({ length: 10 }, (_, i) => 30 - i))
+    assert.equal(newest[0]!.room, 'log')
+    const [, epoch] = /--before 21 --epoch (\S+)/.exec(page.stderr) ?? []
+    assert.ok(epoch !== undefined, page.stderr)
+    const older = await cli(config, ['history', 'log', '--before', '21', '--epoch', epoch, '--limit', '30'])
+    assert.equal(older.stdout.trim().split('\n').length, 20)
+    assert.match(older.stderr, /no more messages that way/)
+
+    const exported = await cli(config, ['history', 'log', '--export', '--limit', '7'])
+    assert.equal(exported.code, 0, exported.stderr)
+    const lines = exported.stdout.trim().split('\n').map(l => JSON.parse(l) as Record<string, unknown>)
+    assert.deepEqual(lines.map(l => l.offset), Array.from({ length: 30 }, (_, i) => i + 1), 'every message, oldest first, across pages')
+    assert.deepEqual([lines[6]!.data, lines[6]!.encoding, lines[6]!.epoch], [Buffer.from([0, 255, 10]).toString('base64'), 'base64', epoch])
+    assert.deepEqual(lines[0]!.data, { i: 1 })
+
+    const both = await cli(config, ['history', 'log', '--before', '3', '--after', '1'])
+    assert.equal(both.code, 2)
+    assert.match(both.stderr, /--before and --after do not go together/)
+    const bad = await cli(config, ['history', 'log', '--before', 'ten'])
+    assert.equal(bad.code, 2)
+  })
+
   it('pub --file and --binary publish raw bytes over WebSocket on either codec; bad input fails clearly', async (t) => {
     const server = await build(t, { env: { WS_MAX_MESSAGE_BYTES: '1024' } })
     const config = await loggedIn(t, server, 'alice')

@@ -285,3 +285,68 @@ export async function publishBytes (api: Api, room: string | undefined, bytes: U
     await client.close().catch(() => {})
   }
 }
+
+export interface HistoryCliOptions {
+  before?: string
+  after?: string
+  epoch?: string
+  limit?: string
+  /** Every message the room keeps, oldest first, paging to the newest. */
+  export: boolean
+}
+
+interface CliPage {
+  epoch: string
+  publications: Array<Record<string, unknown>>
+  next: { epoch: string, before?: number, after?: number } | null
+}
+
+/** Most publications the CLI asks for per page (the server's cap). */
+const CLI_PAGE_LIMIT = 1000
+
+/**
+ * `switchboard history ROOM`: one page of a room's history as JSON lines (newest first with
+ * `--before`, the default, oldest first with `--after`), and where the next page starts on
+ * stderr; `--export`: every message the room keeps, oldest first, paging through to the
+ * newest (NDJSON; bytes as base64 with `"encoding":"base64"`, as REST answers them).
+ */
+export async function history (api: Api, room: string | undefined, options: HistoryCliOptions, out: Output, err: Output): Promise<void> {
+  if (room === undefined) throw new CliError('usage: switchboard history ROOM [--before N | --after N] [--epoch E] [--limit N] | --export', 2)
+  const before = integer('before', options.before)
+  const after = integer('after', options.after)
+  const limit = integer('limit', options.limit)
+  if (before !== undefined && after !== undefined) throw new CliError('--before and --after do not go together: a page goes one way', 2)
+  if (options.export && (before !== undefined || after !== undefined || options.epoch !== undefined)) {
+    throw new CliError('--export reads every message: it takes no --before, --after or --epoch', 2)
+  }
+  const path = `/rooms/${encodeURIComponent(room)}/messages`
+  const fetchPage = async (query: Record<string, string | number>): Promise<CliPage> => {
+    const res = await api.request('GET', `${path}?${new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)])).toString()}`)
+    return res.body as CliPage
+  }
+  const line = (epoch: string, publication: Record<string, unknown>): void => { out.line(JSON.stringify({ room, epoch, ...publication })) }
+
+  if (!options.export) {
+    const page = await fetchPage({
+      ...(after === undefined ? { before: before ?? Number.MAX_SAFE_INTEGER } : { after }),
+      ...(options.epoch === undefined ? {} : { epoch: options.epoch }),
+      ...(limit === undefined ? {} : { limit })
+    })
+    for (const publication of page.publications) line(page.epoch, publication)
+    const { next } = page
+    err.line(next === null
+      ? 'no more messages that way'
+      : `next page: --${next.before === undefined ? 'after' : 'before'} ${next.before ?? next.after ?? 0} --epoch ${next.epoch}`)
+    return
+  }
+  // Forward from the oldest kept: one pass, a page in memory at a time, ends at the newest.
+  let cursor: CliPage['next'] = null
+  let query: Record<string, string | number> = { after: 0, limit: limit ?? CLI_PAGE_LIMIT }
+  for (;;) {
+    const page = await fetchPage(query)
+    for (const publication of page.publications) line(page.epoch, publication)
+    cursor = page.next
+    if (cursor === null) return
+    query = { after: cursor.after ?? 0, epoch: cursor.epoch, limit: limit ?? CLI_PAGE_LIMIT }
+  }
+}

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { Api, CliError } from './api.js'
 import { configPath, readConfig } from './config.js'
 import { readBytesFile, readBytesStdin } from './bytes.js'
-import { keys, login, logout, publish, publishBytes, rooms, users, type Output, type PasswordSource } from './commands.js'
+import { history, keys, login, logout, publish, publishBytes, rooms, users, type Output, type PasswordSource } from './commands.js'
 import { connectInteractive } from './connect.js'
 import { subscribe } from './sub.js'
 import { parseCodec } from './ws-client.js'
@@ -27,6 +27,10 @@ Usage:
   switchboard sub ROOM [--since EPOCH:OFFSET] [--count N] [--out DIR]
                                                             print one JSON line per message (bytes as base64); resumes
                                                             across reconnects; --out writes bytes to DIR/ROOM-OFFSET.bin
+  switchboard history ROOM [--before N | --after N] [--epoch E] [--limit N]
+                                                            one page of the room's history as JSON lines (newest first,
+                                                            or oldest first with --after); the next page's flags on stderr
+  switchboard history ROOM --export > room.ndjson           every message the room keeps, oldest first (bytes as base64)
   switchboard connect                                       interactive WebSocket session (like wscat)
   switchboard users passwd                                  change your password (asks for the current one, then the new)
   switchboard users list [--q PREFIX] | get ID               (admins, as are the rest)
@@ -49,6 +53,7 @@ the new one from $SWITCHBOARD_NEW_PASSWORD or a prompt (with --password-stdin: t
 the only line when setting another user's).`
 
 const stdoutOutput: Output = { line: text => { process.stdout.write(text + '\n') } }
+const stderrOutput: Output = { line: text => { process.stderr.write(text + '\n') } }
 
 async function readStdin (): Promise<string> {
   let text = ''
@@ -124,7 +129,12 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       codec: { type: 'string' },
       all: { type: 'boolean', default: false },
       yes: { type: 'boolean', default: false },
-      q: { type: 'string' }
+      q: { type: 'string' },
+      before: { type: 'string' },
+      after: { type: 'string' },
+      epoch: { type: 'string' },
+      limit: { type: 'string' },
+      export: { type: 'boolean', default: false }
     }
   })
   const [command, ...rest] = positionals
@@ -196,6 +206,15 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       ...(values.count === undefined ? {} : { count: values.count }),
       ...(values.out === undefined ? {} : { out: values.out })
     }, out)
+    case 'history':
+      await history(api, rest[0], {
+        export: values.export,
+        ...(values.before === undefined ? {} : { before: values.before }),
+        ...(values.after === undefined ? {} : { after: values.after }),
+        ...(values.epoch === undefined ? {} : { epoch: values.epoch }),
+        ...(values.limit === undefined ? {} : { limit: values.limit })
+      }, out, stderrOutput)
+      return 0
     case 'connect': return await connectInteractive(api, codec, out)
     default:
       throw new CliError(`unknown command "${command}"; see switchboard --help`, 2)

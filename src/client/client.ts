@@ -13,7 +13,9 @@ import type {
   ClientEvents,
   ConnectionState,
   HistoryOptions,
+  HistoryPage,
   HistoryResult,
+  PageOptions,
   MessageFrame,
   PresenceOptions,
   PresenceResult,
@@ -222,14 +224,34 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     return this.request<PublishResult>({ type: 'publish', room, idempotencyKey, ...token }, idempotencyKey, frame)
   }
 
-  /** The room's recent publications, or those after `since` (docs/protocol.md, `history`). */
-  history (room: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+  /**
+   * The room's recent publications, or those after `since` (docs/protocol.md, `history`); with
+   * `before` or `after`, a page read back or forward through the room's archive, whose `next`
+   * (null at the end) gives the options of the following page:
+   * `for (let o = { before: NEWEST }; o; o = page.next) page = await client.history(room, o)`.
+   */
+  history (room: string, options: PageOptions): Promise<HistoryPage>
+  history (room: string, options?: HistoryOptions): Promise<HistoryResult>
+  history (room: string, options: HistoryOptions | PageOptions = {}): Promise<HistoryResult | HistoryPage> {
+    if ('before' in options || 'after' in options) {
+      const page = options as PageOptions
+      return this.request<HistoryPage>({
+        type: 'history',
+        room,
+        ...(page.before === undefined ? {} : { before: page.before }),
+        ...(page.after === undefined ? {} : { after: page.after }),
+        ...(page.epoch === undefined ? {} : { epoch: page.epoch }),
+        ...(page.limit === undefined ? {} : { limit: page.limit }),
+        ...roomTokenField(page.roomToken)
+      })
+    }
+    const recent = options as HistoryOptions
     return this.request<HistoryResult>({
       type: 'history',
       room,
-      ...(options.since === undefined ? {} : { since: options.since }),
-      ...(options.limit === undefined ? {} : { limit: options.limit }),
-      ...roomTokenField(options.roomToken)
+      ...(recent.since === undefined ? {} : { since: recent.since }),
+      ...(recent.limit === undefined ? {} : { limit: recent.limit }),
+      ...roomTokenField(recent.roomToken)
     })
   }
 

@@ -3,6 +3,7 @@
  * docs/client.md has an example and the reconnect and recovery rules.
  */
 export { SwitchboardClient } from './client.js'
+export { NEWEST } from './types.js'
 export { Subscription } from './subscription.js'
 export { SwitchboardError, type ClientErrorCode, type SwitchboardErrorCode } from './errors.js'
 export { backoffBound, backoffDelay } from './backoff.js'
@@ -16,6 +17,8 @@ export type {
   ErrorCode,
   GapEvent,
   HistoryOptions,
+  HistoryPage,
+  PageOptions,
   HistoryResult,
   MessageFrame,
   PresenceOptions,

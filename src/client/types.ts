@@ -1,6 +1,7 @@
 import type { Static } from '@sinclair/typebox'
 import type {
   ErrorCode,
+  HistoryPageSchema,
   HistoryResultSchema,
   MessageFrameSchema,
   PresenceResultSchema,
@@ -38,6 +39,8 @@ export type MessageFrame = WithData<Static<typeof MessageFrameSchema>>
 export type SubscribeResult = Omit<Static<typeof SubscribeResultSchema>, 'publications'> & { publications: Publication[] }
 export type PublishResult = Static<typeof PublishResultSchema>
 export type HistoryResult = Omit<Static<typeof HistoryResultSchema>, 'publications'> & { publications: Publication[] }
+/** A page read back (`before`) or forward (`after`): continue with `next` until it is null. */
+export type HistoryPage = Omit<Static<typeof HistoryPageSchema>, 'publications'> & { publications: Publication[] }
 export type PresenceResult = Static<typeof PresenceResultSchema>
 
 /**
@@ -227,3 +230,19 @@ export interface PresenceOptions {
   /** A room token granting `presence` in the room. */
   roomToken?: string
 }
+
+/**
+ * Reading back (`before`: newest first) or forward (`after`: oldest first) through a room's
+ * archive, in `epoch` (default: the current one); a page's `next` is the options of the next
+ * page. `before: NEWEST` starts at the newest publication.
+ */
+export type PageOptions = ({ before: number, after?: undefined } | { after: number, before?: undefined }) & {
+  epoch?: string
+  /** 1–1000, the server's default is 50. */
+  limit?: number
+  /** A room token granting `history` in this room (issue 22), when the user's standing does not. */
+  roomToken?: string
+}
+
+/** `before` this offset starts a backward read at the newest publication (any offset above the top does). */
+export const NEWEST = Number.MAX_SAFE_INTEGER
