@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it, type TestContext } from 'node:test'
 import { deleteRedisKeys } from '../../support/redis.js'
-import { build, skipUnlessRedis, TEST_REDIS_URL, wsConnect, type TestApp, type WsClient } from '../helper.js'
+import { join } from 'node:path'
+import { build, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type TestApp, type WsClient } from '../helper.js'
 import { assertRssBack, settledRss } from './support.js'
 
 /*
@@ -118,9 +119,10 @@ describe('hostile: history memory', () => {
     await assertRssBack(baseline, 'publishing 3× the history budget of empty-object arrays')
   })
 
-  for (const engine of ['memory', 'redis'] as const) {
+  for (const engine of ['memory', 'sqlite archive', 'redis'] as const) {
     it(`answers a large history in pages capped by bytes, over REST and WebSocket, each publication once (${engine} engine)`, { skip: engine === 'redis' ? redisSkip : false }, async (t) => {
-      await readsInPages(t, engine === 'redis' ? redisEnv(t) : {})
+      const env = engine === 'redis' ? redisEnv(t) : engine === 'sqlite archive' ? { DATABASE_URL: `sqlite:${join(tempDir(t), 'archive.db')}` } : {}
+      await readsInPages(t, env)
     })
   }
 
@@ -150,6 +152,24 @@ describe('hostile: history memory', () => {
     }
     assert.ok(seenRest.length > 0 && res.body.offset === published)
     assert.deepEqual(seenRest, Array.from({ length: published }, (_, i) => i + 1), 'every publication exactly once, in order')
+
+    // Reading back with `before` (the archive's paging): the same byte cap, every publication once.
+    const back: number[] = []
+    let cursor = `before=${Number.MAX_SAFE_INTEGER}`
+    for (let pages = 0; ; pages++) {
+      const page = await api.request('GET', `/rooms/big/messages?limit=1000&${cursor}`, { token })
+      assert.equal(page.status, 200, page.text.slice(0, 200))
+      assert.ok(Buffer.byteLength(page.text) <= MiB + ENVELOPE_SLACK, `a page of ${Buffer.byteLength(page.text)} bytes`)
+      back.push(...page.body.publications.map((p: { offset: number }) => p.offset))
+      if (page.body.next === null) break
+      assert.ok(pages < published, 'paging ends')
+      cursor = `before=${page.body.next.before as number}&epoch=${page.body.next.epoch as string}`
+    }
+    assert.deepEqual(back, [...seenRest].reverse())
+    const overlong = await api.request('GET', `/rooms/big/messages?before=5&epoch=${'e'.repeat(65)}`, { token })
+    assert.equal(overlong.status, 400)
+    const huge = await api.request('GET', `/rooms/big/messages?after=${'9'.repeat(30)}`, { token })
+    assert.equal(huge.status, 400)
 
     // WebSocket: the same over `history`; the asker stays connected.
     const ws: WsClient = await wsConnect(t, api, { token })
