@@ -223,7 +223,7 @@ export interface History {
   page(room: string, query: PageQuery, options: StreamOptions): Promise<HistoryPage>
   /** The current top of the stream (offset 0 and a fresh epoch for a room never published to). */
   position(room: string): Promise<StreamPosition>
-  /** Drops a room's history (room deleted): the next publication starts a new epoch. */
+  /** Drops a room's history and archive (room deleted): the next publication starts a new epoch. */
   removeHistory(room: string): Promise<void>
   /**
    * Bytes (publicationBytes) of history this process holds, for an engine that keeps history

@@ -99,9 +99,11 @@ export interface SqliteHistory extends StreamStore {
  * on the next tick; the appends simply wait a little longer.
  *
  * Retention: each commit trims the rooms it wrote to by count (as many rows as it added, so
- * the work is bounded by the tick's publishes); a sweep every minute deletes what TTL and the
- * room byte cap drop, and the rows of retired epochs (removeHistory), in slices of bounded
- * size that yield the event loop in between.
+ * the work is bounded by the tick's publishes), except rooms with an archive (archiveDays),
+ * which keep what leaves their window; a sweep every minute deletes what TTL and the room
+ * byte cap drop (for an archive: archiveDays and ARCHIVE_ROOM_BYTES), and the rows of epochs
+ * queued for purging (remove: a room deleted), in slices of bounded size that yield the event
+ * loop in between.
  */
 export function createSqliteHistory (database: Database, options: SqliteHistoryOptions = {}): SqliteHistory {
   const roomHistoryBytes = options.roomHistoryBytes ?? Infinity
