@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import fc from 'fast-check'
 import { WebSocket } from 'ws'
-import { backoffBound, backoffDelay, SwitchboardClient, type WebSocketConstructor } from '../src/client/index.js'
+import { backoffBound, backoffDelay, NEWEST, SwitchboardClient, type HistoryPage, type PageOptions, type WebSocketConstructor } from '../src/client/index.js'
 import {
   clients, countingWebSocket, createRoom, ENV, FAST, ioUntil, recorder, rejects, scriptedServer, settle, startProxy, waitFor, welcomeFrame, WITHIN_MS
 } from './client-support.js'
@@ -61,6 +61,18 @@ describe('client SDK: commands', () => {
     const since = await a.history('lobby', { since: { epoch: first.epoch, offset: 1 } })
     assert.deepEqual(since.publications.map(p => p.offset), [2])
     assert.equal(since.complete, true)
+
+    // Reading back page by page: `next` is the options of the following page, null at the end.
+    const back: unknown[] = []
+    let options: PageOptions | null = { before: NEWEST, limit: 1 }
+    while (options !== null) {
+      const page: HistoryPage = await a.history('lobby', options)
+      back.push(...page.publications.map(p => p.data))
+      options = page.next === null ? null : { ...page.next, limit: 1 } as PageOptions
+    }
+    assert.deepEqual(back, [[1, 2, 3], { text: 'hi' }])
+    const forward = await a.history('lobby', { after: 0, epoch: first.epoch })
+    assert.deepEqual([forward.publications.map(p => p.offset), forward.next, forward.top], [[1, 2], null, { epoch: first.epoch, offset: 2 }])
 
     // Presence, and join / leave as events on the subscription.
     const { client: b } = client({ url: srv.url, token: bob })
