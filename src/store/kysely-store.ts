@@ -1,5 +1,5 @@
 import { sql, type ColumnType, type Kysely, type Selectable, type Transaction, type Updateable } from 'kysely'
-import { Migrator } from 'kysely/migration'
+import { Migrator } from 'kysely'
 import { migrationProvider } from './migrations.js'
 import { NO_PASSWORD } from '../auth/passwords.js'
 import type {

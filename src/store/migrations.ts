@@ -1,5 +1,5 @@
 import { sql, SqliteAdapter, type Kysely } from 'kysely'
-import type { Migration, MigrationProvider } from 'kysely/migration'
+import type { Migration, MigrationProvider } from 'kysely'
 
 /*
  * Written once for both dialects, so only portable column types: `text`, `integer`, and
