@@ -10,8 +10,10 @@
 # docs/deploy.md has the variables to set for several nodes (PostgreSQL, Redis) and Kubernetes.
 
 # Both stages must use the same base: node_modules carries a native addon compiled against this
-# image's glibc and Node ABI. Pin a digest (node:20-bookworm-slim@sha256:…) for reproducible builds.
-ARG NODE_IMAGE=node:20-bookworm-slim
+# image's glibc and Node ABI. Pin a digest (node:24-bookworm-slim@sha256:…) for reproducible builds.
+# Node 24 is an LTS line with security support until April 2028; Node 20's ended in April 2026
+# (package.json's engines still admit 20.19+ for those who run the server outside the image).
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 # better-sqlite3 downloads a prebuilt binary when one matches; python3, make and g++ let

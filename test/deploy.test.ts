@@ -153,6 +153,16 @@ describe('Dockerfile', () => {
   const build = instructions.slice(0, lastFrom)
   const runtime = instructions.slice(lastFrom)
 
+  it('builds on a Node line that still gets security fixes, one the package supports', () => {
+    const image = /^ARG NODE_IMAGE=node:(\d+)-/m.exec(dockerfile)
+    assert.ok(image !== null, 'ARG NODE_IMAGE=node:<major>-… sets the base image')
+    // Node's release schedule: even majors are LTS; 20 reached its end of life in April 2026.
+    const supported = [22, 24]
+    assert.ok(supported.includes(Number(image[1])), `node:${image[1]} is not a supported LTS line (${supported.join(', ')})`)
+    const floor = /(\d+)/.exec(JSON.parse(read('package.json')).engines.node as string)
+    assert.ok(Number(image[1]) >= Number(floor![1]), 'the image runs a Node that engines admits')
+  })
+
   it('builds in one stage and runs dist/ with production dependencies in another', () => {
     assert.ok(build.some(l => /npm ci\b/.test(l)))
     assert.ok(build.some(l => /npm run build/.test(l)))
