@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { build, PASSWORD, tempDir, type TestApp } from './helper.js'
+import { build, PASSWORD, tempDir, TEST_JWT_SECRET, type TestApp } from './helper.js'
 import { ROOT, runCli as cli } from './process.js'
 
 /** Starts the CLI and returns the live child with its collected output (for long-running commands). */
@@ -62,6 +62,43 @@ describe('switchboard CLI', () => {
     for (const file of ['README.md', ...readdirSync(join(ROOT, 'docs')).filter(f => f.endsWith('.md')).map(f => join('docs', f))]) {
       assert.doesNotMatch(readFileSync(join(ROOT, file), 'utf8'), /npm run cli\b/, file)
     }
+  })
+
+  it('--version prints the package version; token mints what the server accepts; config check masks secrets', async (t) => {
+    const dir = tempDir(t)
+    const config = join(dir, 'config.json')
+    const version = await cli(config, ['--version'])
+    assert.equal(version.code, 0)
+    assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version)
+
+    const server = await build(t)
+    await server.createUser('alice')
+    // The server's settings come from an env file here; the real environment would win over it.
+    const envFile = join(dir, 'server.env')
+    writeFileSync(envFile, `JWT_SECRET=${TEST_JWT_SECRET}\nDATA_DIR=${dir}\nDATABASE_URL=postgres://app:hunter2@db.internal/sb\n`)
+    const minted = await cli(config, ['token', 'alice', '--env-file', envFile, '--ttl', '5m'])
+    assert.equal(minted.code, 0, minted.stderr)
+    const me = await server.request('GET', '/auth/me', { token: minted.stdout.trim() })
+    assert.equal(me.status, 200, me.text)
+    assert.equal((me.body as { user: { id: string } }).user.id, 'alice')
+    // Another secret's token is refused: the command signs with the server's secret, not its own.
+    const other = await cli(config, ['token', 'alice', '--env-file', envFile], { env: { JWT_SECRET: 'another-secret-that-is-long-enough-0123456789abcdef' } })
+    assert.equal((await server.request('GET', '/auth/me', { token: other.stdout.trim() })).status, 401)
+
+    const bad = await cli(config, ['token', 'alice', '--role', 'root', '--env-file', envFile])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /--role: user or admin/)
+    assert.equal((await cli(config, ['token', '--env-file', envFile])).code, 2)
+
+    const checked = await cli(config, ['config', 'check', '--env-file', envFile])
+    assert.equal(checked.code, 0, checked.stderr)
+    assert.ok(!checked.stdout.includes(TEST_JWT_SECRET) && !checked.stdout.includes('hunter2'), checked.stdout)
+    const effective = JSON.parse(checked.stdout) as { jwt: { secret: string }, databaseUrl: string }
+    assert.equal(effective.jwt.secret, '***')
+    assert.equal(effective.databaseUrl, 'postgres://app:***@db.internal/sb')
+    const invalid = await cli(config, ['config', 'check', '--env-file', envFile], { env: { PORT: 'eighty' } })
+    assert.equal(invalid.code, 1)
+    assert.match(invalid.stderr, /PORT/)
   })
 
   it('manages rooms and members end to end', async (t) => {

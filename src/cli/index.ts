@@ -9,6 +9,8 @@ import { readBytesFile, readBytesStdin } from './bytes.js'
 import { history, keys, login, logout, publish, publishBytes, rooms, users, type Output, type PasswordSource } from './commands.js'
 import { connectInteractive } from './connect.js'
 import { subscribe } from './sub.js'
+import { APP_VERSION } from '../version.js'
+import { configCheck, mintToken } from './server-config.js'
 import { parseCodec } from './ws-client.js'
 
 const USAGE = `switchboard — command-line client for a Switchboard server
@@ -41,11 +43,17 @@ Usage:
   switchboard keys create NAME --scope ACTION:PATTERN [...] | list | delete ID   (admins)
   switchboard load [--subscribers N --rooms R --publishers P --rate N|--burst ...]    the load generator (load --help)
 
+On the server's host (these read its settings: the environment, over --env-file or ./.env):
+  switchboard token USER [--role user|admin] [--ttl 15m]   print an access token signed with JWT_SECRET (development, scripts)
+  switchboard config check                                  validate the settings and print them, secrets masked
+
 Options:
   --url URL      server (default: the one you logged in to, else $SWITCHBOARD_URL, else http://localhost:3000)
   --json         print raw JSON
   --codec C      json (default) or msgpack: the WebSocket codec of sub, pub --file/--binary and connect
+  --env-file F   token, config check: the server's env file (default ./.env when present)
   -h, --help     this help
+  --version      the version of this command
 
 Config file: $SWITCHBOARD_CONFIG, else $XDG_CONFIG_HOME/switchboard/config.json, else ~/.config/switchboard/config.json.
 Password: --password-stdin, $SWITCHBOARD_PASSWORD, or a prompt. users passwd: the current password as login's;
@@ -134,13 +142,27 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
       after: { type: 'string' },
       epoch: { type: 'string' },
       limit: { type: 'string' },
-      export: { type: 'boolean', default: false }
+      export: { type: 'boolean', default: false },
+      'env-file': { type: 'string' },
+      ttl: { type: 'string' },
+      version: { type: 'boolean', default: false }
     }
   })
   const [command, ...rest] = positionals
+  if (values.version) {
+    out.line(APP_VERSION)
+    return 0
+  }
   if (values.help || command === undefined) {
     out.line(USAGE)
     return values.help ? 0 : 2
+  }
+
+  // These read the server's settings, not a server: no URL, no stored session.
+  if (command === 'token') return mintToken(rest[0], { ...(values['env-file'] === undefined ? {} : { envFile: values['env-file'] }), ...(values.role === undefined ? {} : { role: values.role }), ...(values.ttl === undefined ? {} : { ttl: values.ttl }) }, out)
+  if (command === 'config') {
+    if (rest[0] !== 'check') throw new CliError('usage: switchboard config check [--env-file FILE]', 2)
+    return configCheck(values['env-file'], out)
   }
 
   const file = configPath()
