@@ -216,7 +216,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
    */
   publish (room: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     const idempotencyKey = options.idempotencyKey ?? randomId()
-    const token = roomTokenField(options.roomToken)
+    const token = roomTokenField(this.roomTokenOf(room, options.roomToken))
     if (!isBlob(data)) return this.request<PublishResult>({ type: 'publish', room, data: copyBytes(data) ?? data, idempotencyKey, ...token }, idempotencyKey)
     const frame = data.arrayBuffer().then(buffer => ({ type: 'publish' as const, room, data: new Uint8Array(buffer), idempotencyKey, ...token }))
     // The queue reports a failed read; when the call is refused at once (closed, queue full), nobody else would.
@@ -242,7 +242,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         ...(page.after === undefined ? {} : { after: page.after }),
         ...(page.epoch === undefined ? {} : { epoch: page.epoch }),
         ...(page.limit === undefined ? {} : { limit: page.limit }),
-        ...roomTokenField(page.roomToken)
+        ...roomTokenField(this.roomTokenOf(room, page.roomToken))
       })
     }
     const recent = options as HistoryOptions
@@ -251,13 +251,13 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       room,
       ...(recent.since === undefined ? {} : { since: recent.since }),
       ...(recent.limit === undefined ? {} : { limit: recent.limit }),
-      ...roomTokenField(recent.roomToken)
+      ...roomTokenField(this.roomTokenOf(room, recent.roomToken))
     })
   }
 
   /** Who is subscribed to the room: users (each once) and the number of connections. */
   presence (room: string, options: PresenceOptions = {}): Promise<PresenceResult> {
-    return this.request<PresenceResult>({ type: 'presence', room, ...roomTokenField(options.roomToken) })
+    return this.request<PresenceResult>({ type: 'presence', room, ...roomTokenField(this.roomTokenOf(room, options.roomToken)) })
   }
 
   /** An application-level round trip; resolves with the time it took in ms. */
@@ -604,6 +604,15 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       const error = new SwitchboardError('forbidden', `getRoomToken failed for ${sub.room}: ${toError(err).message}`)
       sub.end('error', error, error)
     })
+  }
+
+  /**
+   * The room token a publish, history or presence in `room` carries: the one given, else the
+   * current token of this client's subscription to the room, if it was made with one (a room
+   * the user may enter only by token is usually one they are subscribed to).
+   */
+  private roomTokenOf (room: string, given: string | undefined): string | undefined {
+    return given ?? this.subs.get(room)?.roomTokens?.token
   }
 
   /** The room token to subscribe with: asked of getRoomToken the first time, then renewed by the keeper when stale or expired. */
