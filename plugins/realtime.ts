@@ -3,6 +3,7 @@ import { hostname } from 'node:os'
 import fp from 'fastify-plugin'
 import { createRateLimiter, type RateLimiter } from '../src/limits/rate-limiter.js'
 import { authorizePersonal, isPersonalRoom, PERSONAL_GRANT } from '../src/rooms/personal.js'
+import type { Room } from '../src/store/types.js'
 import type { Engine } from '../src/realtime/engine.js'
 import { toRealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine, type StreamStore } from '../src/realtime/memory-engine.js'
@@ -56,15 +57,19 @@ export default fp(async (app) => {
   app.decorate('realtimeEngine', engine)
   const metrics = app.realtimeMetrics
 
+  // What a room's row says about its stream and presence, the one place both paths below read it:
+  // a publish that left out archiveDays would tell the history store the archive is off.
+  const grantOf = (row: Room): RoomGrant => ({
+    stream: { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds, archiveDays: row.archive ? row.archiveDays : 0 },
+    presenceEvents: row.presenceEvents
+  })
+
   const authorize: Authorizer = async (principal, room, operation, basis = 'standing') => {
     // No room token names a personal room (src/auth/room-token-claims.ts): their one rule holds.
     if (isPersonalRoom(room)) return authorizePersonal(principal, room, operation)
     try {
       const { room: row } = await app.rooms.authorize(principal, room, operation, basis === 'roomToken')
-      return {
-        stream: { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds, archiveDays: row.archive ? row.archiveDays : 0 },
-        presenceEvents: row.presenceEvents
-      }
+      return grantOf(row)
     } catch (err) {
       const mapped = toRealtimeError(err)
       if (mapped.protocolCode === 'unavailable') app.log.warn({ err, room }, 'authorization failed: dependency error')
@@ -78,7 +83,7 @@ export default fp(async (app) => {
     try {
       const row = await app.store.getRoom(room)
       if (row === undefined) throw new Errors.RoomNotFound()
-      return { stream: { historySize: row.historySize, historyTtlSeconds: row.historyTtlSeconds }, presenceEvents: row.presenceEvents }
+      return grantOf(row)
     } catch (err) {
       throw toRealtimeError(err)
     }

@@ -5,7 +5,7 @@ import { oneShotRequest, type Reply } from '../support/http.js'
 import { deleteRedisKeys } from '../support/redis.js'
 import { build, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
-import { msgpackConnect } from './ws-support.js'
+import { createApiKey, msgpackConnect } from './ws-support.js'
 
 /*
  * Reading back through the archive (issue #21) over real sockets: GET /rooms/:id/messages with
@@ -133,6 +133,25 @@ describe('Reading back through the archive on embedded defaults (real process, S
     const fresh = await request(second, 'GET', '/rooms/chat/messages?before=1000', { token: adminAgain })
     assert.deepEqual([fresh.body.publications, fresh.body.next, fresh.body.top.offset], [[], null, 0])
     assert.notEqual(fresh.body.top.epoch, epoch)
+  })
+})
+
+describe('The archive on every publish path', () => {
+  it('a broadcast from the server API keeps what leaves the window, like any publish', async (t) => {
+    const srv = await build(t, { env: { DATABASE_URL: `sqlite:${tempDir(t)}/archive.db`, PUBLISH_RATE_PER_USER: '0' } })
+    const owner = await srv.userToken('alice')
+    assert.equal((await srv.request('POST', '/rooms', { token: owner, body: { id: 'log', historySize: 2, archive: true, archiveDays: 7 } })).status, 201)
+    const backend = await createApiKey(srv, ['admin'])
+    for (let i = 1; i <= 4; i++) {
+      // Alternately through the room's route and the broadcast: both tell the store the room archives.
+      const res = i % 2 === 1
+        ? await srv.request('POST', '/rooms/log/messages', { token: owner, body: { data: i } })
+        : await srv.request('POST', '/broadcast', { apiKey: backend.key, body: { rooms: ['log'], data: i } })
+      assert.ok(res.status === 201 || res.status === 200, res.text)
+    }
+    const page = await srv.request('GET', '/rooms/log/messages?before=100&limit=10', { token: owner })
+    assert.equal(page.status, 200, page.text)
+    assert.deepEqual((page.body as Page).publications.map(p => p.offset), [4, 3, 2, 1])
   })
 })
 
