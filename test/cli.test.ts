@@ -318,6 +318,7 @@ describe('switchboard CLI', () => {
     const [, epoch] = /--before 21 --epoch (\S+)/.exec(page.stderr) ?? []
     assert.ok(epoch !== undefined, page.stderr)
     const older = await cli(config, ['history', 'log', '--before', '21', '--epoch', epoch, '--limit', '30'])
+    assert.equal(older.code, 0, older.stderr)
     assert.equal(older.stdout.trim().split('\n').length, 20)
     assert.match(older.stderr, /no more messages that way/)
 

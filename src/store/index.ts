@@ -56,6 +56,8 @@ function openFailure (error: unknown, databaseUrl: string): StoreOpenError | nul
     if (code !== 'SQLITE_CANTOPEN' && code !== 'EACCES' && code !== 'EROFS') return null
     return new StoreOpenError(`DATABASE_URL: cannot open the SQLite file ${resolve(databaseUrl.slice('sqlite:'.length))} (${String(code)}); is its directory (DATA_DIR) writable?`, { cause: error })
   }
+  // Not a URL the store opens (openStore said which forms it takes): that error stands.
+  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) return null
   // Host, port and database only: the URL's password never reaches the terminal.
   const url = new URL(databaseUrl)
   const where = `${url.hostname}:${url.port === '' ? '5432' : url.port}`
