@@ -774,8 +774,11 @@ describe('REST messages: raw bytes', () => {
     assert.ok(header !== undefined, JSON.stringify(post.parameters))
     assert.deepEqual([header.schema.minLength, header.schema.maxLength], [1, 128])
     assert.ok(post.responses['413'] !== undefined)
-    const publication = res.body.paths['/rooms/{id}/messages'].get.responses['200'].content['application/json'].schema.properties.publications.items
-    assert.deepEqual(publication.properties.encoding.enum, ['base64'])
+    // A History (the window) or, with before/after, a page through the archive: both list publications.
+    const answer = res.body.paths['/rooms/{id}/messages'].get.responses['200'].content['application/json'].schema
+    const shapes = (answer.anyOf ?? [answer]) as Array<{ properties: { publications: { items: { properties: { encoding: { enum: string[] } } } } } }>
+    assert.equal(shapes.length, 2)
+    for (const shape of shapes) assert.deepEqual(shape.properties.publications.items.properties.encoding.enum, ['base64'])
   })
 })
 
