@@ -10,10 +10,12 @@ import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
 /**
  * Frames written to one socket within one event-loop tick leave in one syscall (BAR: coalescing
  * is what multiplies fan-out throughput). Observed on the server's real TCP socket: with the
- * socket corked, Node hands the queued chunks to the kernel in one writev.
+ * socket corked, Node hands the queued chunks to the kernel in one writev. Coalescing follows
+ * the load (src/realtime/ws-transport.ts): after a quiet tick a socket's first frame leaves at
+ * once and its second corks it; after a tick that coalesced, every socket corks on its first.
  */
 describe('write coalescing', () => {
-  it('publications delivered in the same tick reach a subscriber in one writev', async (t) => {
+  it('publications delivered in the same tick reach a subscriber in two writes after a quiet tick, then in one writev', async (t) => {
     const server = await build(t)
     const token = await server.userToken('alice', 'admin')
     await server.request('POST', '/rooms', { token, body: { id: 'burst' } })
@@ -25,15 +27,63 @@ describe('write coalescing', () => {
     const raw = serverSocket._socket
     const calls = countWrites(t, raw)
 
-    // Twenty publications in one synchronous run: the memory engine fans each out at once.
     const principal = { kind: 'user' as const, userId: 'alice', role: 'admin' as const, tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 600, sessionId: 's' }
-    await Promise.all(Array.from({ length: 20 }, (_, i) => server.app.realtime.publish(principal, 'burst', jsonPayload({ i }))))
-    await client.next(f => f.type === 'message' && f.offset === 20)
+    // A quiet tick first: one frame to the one socket, written through.
+    await server.app.realtime.publish(principal, 'burst', jsonPayload('quiet'))
+    await client.next(f => f.type === 'message' && f.offset === 1)
+    assert.deepEqual(calls, { write: 1, writev: 0, chunks: 0 })
 
-    assert.equal(client.frames.filter(f => f.type === 'message').length, 20)
-    // One syscall for the burst, not twenty.
-    assert.equal(calls.write + calls.writev, 1, JSON.stringify(calls))
-    assert.equal(calls.chunks, 20)
+    // Twenty publications in one synchronous run: the memory engine fans each out at once.
+    const burst = async (from: number): Promise<void> => {
+      await Promise.all(Array.from({ length: 20 }, (_, i) => server.app.realtime.publish(principal, 'burst', jsonPayload({ i: from + i }))))
+    }
+    // After the quiet tick the burst's first frame leaves at once and the other nineteen in one
+    // writev. The second burst, on the next turn of the loop, finds coalescing on: all twenty
+    // in one writev.
+    let betweenBursts = { ...calls }
+    const second = new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        betweenBursts = { ...calls }
+        burst(20).then(resolve, reject)
+      })
+    })
+    await burst(0)
+    await second
+    await client.next(f => f.type === 'message' && f.offset === 41)
+    assert.equal(client.frames.filter(f => f.type === 'message').length, 41)
+    assert.deepEqual(betweenBursts, { write: 2, writev: 1, chunks: 19 })
+    // One syscall for the second burst, not twenty.
+    assert.deepEqual(calls, { write: 2, writev: 2, chunks: 39 })
+  })
+
+  it('a publication to many subscribers after a quiet spell reaches the first subscriber\'s kernel before the last one\'s frame is queued', async (t) => {
+    const server = await build(t)
+    const token = await server.userToken('alice', 'admin')
+    await server.request('POST', '/rooms', { token, body: { id: 'trickle' } })
+    for (let i = 0; i < 5; i++) {
+      const subscriber = await wsConnect(t, server, { token })
+      assert.equal((await subscriber.command({ type: 'subscribe', room: 'trickle' })).type, 'reply')
+    }
+    // In one log: when each server-side socket is handed a frame, and when it hands bytes to the kernel.
+    const log: string[] = []
+    let n = 0
+    for (const ws of server.app.websocketServer.clients) {
+      const name = `s${n++}`
+      const raw = (ws as unknown as { _socket: Socket & { _writev: (chunks: unknown[], cb: unknown) => void, _write: (...args: unknown[]) => void } })._socket
+      const { write: originalQueue, _write: originalWrite, _writev: originalWritev } = raw
+      raw.write = function (this: Socket, ...args: unknown[]) { log.push(`queue ${name}`); return (originalQueue as (...a: unknown[]) => boolean).apply(this, args) } as typeof raw.write
+      raw._write = function (...args: unknown[]) { log.push(`kernel ${name}`); return originalWrite.apply(this, args) }
+      raw._writev = function (chunks: unknown[], cb: unknown) { log.push(`kernel ${name}`); return originalWritev.call(this, chunks, cb) }
+      t.after(() => { raw.write = originalQueue; raw._write = originalWrite; raw._writev = originalWritev })
+    }
+    const principal = { kind: 'user' as const, userId: 'alice', role: 'admin' as const, tokenId: 't', expiresAt: Math.floor(Date.now() / 1000) + 600, sessionId: 's' }
+    await server.app.realtime.publish(principal, 'trickle', jsonPayload('one'))
+    await new Promise(resolve => setImmediate(resolve))
+    const queued = log.filter(entry => entry.startsWith('queue'))
+    assert.equal(queued.length, 5, log.join(', '))
+    const first = queued[0]!.slice('queue '.length)
+    // Not held corked until the whole fan-out is queued: the middle subscriber would wait for the rest.
+    assert.ok(log.indexOf(`kernel ${first}`) < log.indexOf(queued[4]!), log.join(', '))
   })
 
   // A connection answers its commands in order: a client's second publish is processed only
@@ -61,6 +111,8 @@ describe('write coalescing', () => {
     tcp.uncork()
     await subscriber.next(f => f.type === 'message' && f.offset === 21)
     assert.equal(subscriber.frames.filter(f => f.type === 'message').length, 21)
+    // The publisher's twenty replies in one tick turned coalescing on: the fan-out, on the
+    // next turn, leaves in one writev.
     assert.equal(calls.write + calls.writev, 1, JSON.stringify(calls))
     assert.equal(calls.chunks, 20)
   })
@@ -124,7 +176,43 @@ describe('flush order', () => {
   // leave after every subscriber's write, and a pipelining client would wait for it. Answers
   // go first (src/realtime/ws-transport.ts, uncorkAll).
   // Durable history commits before the reply and the fan-out, in a callback of its own: the order holds there too.
-  for (const history of ['memory', 'sqlite'] as const) {
+  // With history in memory only the fan-out is written before the reply is made; written
+  // through after a quiet tick, it leaves first. Once a tick coalesces (here: the publisher's
+  // second publish, read in the same turn as its first), answers go first again.
+  it('a pipelining publisher\'s reply is handed to the kernel before the coalesced fan-out (HISTORY_STORE=memory)', async (t) => {
+    const server = await build(t, { env: { HISTORY_STORE: 'memory', WS_MESSAGES_BURST: '100' } })
+    const token = await server.userToken('alice', 'admin')
+    await server.request('POST', '/rooms', { token, body: { id: 'order' } })
+    for (let i = 0; i < 3; i++) {
+      const subscriber = await wsConnect(t, server, { token })
+      assert.equal((await subscriber.command({ type: 'subscribe', room: 'order' })).type, 'reply')
+    }
+    const before = new Set(server.app.websocketServer.clients)
+    const publisher = await wsConnect(t, server, { token })
+    const publisherSide = [...server.app.websocketServer.clients].find(ws => !before.has(ws))
+    assert.ok(publisherSide !== undefined)
+    const order: string[] = []
+    for (const ws of server.app.websocketServer.clients) {
+      const raw = (ws as unknown as { _socket: Socket & { _writev: (chunks: unknown[], cb: unknown) => void, _write: (...args: unknown[]) => void } })._socket
+      const name = ws === publisherSide ? 'publisher' : 'subscriber'
+      const { _write: originalWrite, _writev: originalWritev } = raw
+      raw._write = function (...args: unknown[]) { order.push(name); return originalWrite.apply(this, args) }
+      raw._writev = function (chunks: unknown[], cb: unknown) { order.push(name); return originalWritev.call(this, chunks, cb) }
+      t.after(() => { raw._write = originalWrite; raw._writev = originalWritev })
+    }
+    // Two publish frames in one TCP write, read in one turn.
+    const tcp = (publisher.socket as unknown as { _socket: Socket })._socket
+    tcp.cork()
+    publisher.send({ type: 'publish', id: 'p1', room: 'order', data: 1 })
+    publisher.send({ type: 'publish', id: 'p2', room: 'order', data: 2 })
+    tcp.uncork()
+    await publisher.next(f => f.type === 'reply' && f.id === 'p2')
+    await new Promise(resolve => setImmediate(resolve))
+    // The first publication written through (fan-out, then reply); the second coalesced: reply first.
+    assert.deepEqual(order, ['subscriber', 'subscriber', 'subscriber', 'publisher', 'publisher', 'subscriber', 'subscriber', 'subscriber'])
+  })
+
+  for (const history of ['sqlite'] as const) {
     it(`a publisher's reply is handed to the kernel before the fan-out to the subscribers (HISTORY_STORE=${history})`, async (t) => {
       const server = await build(t, { env: { HISTORY_STORE: history } })
       const token = await server.userToken('alice', 'admin')

@@ -11,8 +11,9 @@ function rawSocket (ws: WebSocket): Socket | undefined {
 
 /**
  * Adapts a ws WebSocket to the core's Transport. Writes within one event-loop tick are
- * coalesced: the socket is corked on the first write and uncorked on the next tick, so a
- * burst of publications to one client leaves in one writev syscall instead of one each.
+ * coalesced when the load calls for it (see `coalescing` below): the socket is corked on its
+ * write of the tick and uncorked on the next tick, so a burst of publications to one client
+ * leaves in one writev syscall instead of one each.
  *
  * A class with prototype methods (and module-level callbacks below), not closures: idle
  * connections are most of a server's memory, and per-connection closures cost a context
@@ -20,6 +21,8 @@ function rawSocket (ws: WebSocket): Socket | undefined {
  */
 class WsTransport implements Transport {
   corked = false
+  /** The tick (see `tick`) of this socket's last write: a second write in the same tick corks. */
+  wroteInTick = -1
   /** An answer is queued: flushed in the first pass (see uncorkAll). */
   answering = false
 
@@ -33,14 +36,30 @@ class WsTransport implements Transport {
     if (this.ws.readyState !== WebSocket.OPEN) return
     const socket = rawSocket(this.ws)
     if (socket === undefined || socket.destroyed) return
+    const bytes = this.deflate === null ? (frame as WsFrame).bytes : this.deflate.bytesFor(frame as WsFrame)
+    if (!tickScheduled) {
+      tickScheduled = true
+      process.nextTick(endTick)
+    }
+    writesThisTick += 1
+    const again = this.wroteInTick === tick
+    if (!again) {
+      this.wroteInTick = tick
+      socketsThisTick += 1
+    }
     if (!this.corked) {
+      if (!coalescing && !again) {
+        // One frame for this socket so far this tick: it leaves now, as a bare ws server
+        // would write it, instead of waiting for the rest of a fan-out to be queued.
+        socket.write(bytes)
+        return
+      }
       this.corked = true
       socket.cork()
       corkedThisTick.push(this)
-      if (corkedThisTick.length === 1) process.nextTick(uncorkAll)
     }
     if (answer) this.answering = true
-    socket.write(this.deflate === null ? (frame as WsFrame).bytes : this.deflate.bytesFor(frame as WsFrame))
+    socket.write(bytes)
   }
 
   uncork (): void {
@@ -71,6 +90,32 @@ class WsTransport implements Transport {
  * thousand sockets schedules one nextTick, not a thousand.
  */
 let corkedThisTick: WsTransport[] = []
+
+/**
+ * Whether this tick corks every socket on its first write. Corking pays only when a socket
+ * gets more than one frame in a tick (a burst): then they leave in one syscall. When each
+ * socket gets one (a steady trickle of publications), corking pays nothing and holds every
+ * subscriber's frame until the whole fan-out is queued, so the middle subscriber waits for the
+ * second half of the loop. So the mode follows the load: a tick in which some socket got a
+ * second frame makes the next tick cork from the first write; a tick in which none did makes
+ * the next write through. In a tick that writes through, a socket's second frame corks it for
+ * the rest of that tick (the burst's first tick costs one extra syscall per socket).
+ */
+let coalescing = false
+/** Counts ticks that wrote anything; a socket's `wroteInTick` compares with it. */
+let tick = 0
+let tickScheduled = false
+let writesThisTick = 0
+let socketsThisTick = 0
+
+function endTick (): void {
+  tickScheduled = false
+  coalescing = writesThisTick > socketsThisTick
+  writesThisTick = 0
+  socketsThisTick = 0
+  tick += 1
+  uncorkAll()
+}
 
 /**
  * Sockets with an answer first, then the rest. A publisher's reply is written after its
