@@ -2,9 +2,8 @@ import { createRequire } from 'node:module'
 import fp from 'fastify-plugin'
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor, type RateLimitPluginOptions } from '@fastify/rate-limit'
 import type { FastifyRequest } from 'fastify'
-import type { Redis } from 'ioredis'
 import type { FallbackLog } from '../src/limits/fallback.js'
-import { outageLogThrottle } from '../src/redis.js'
+import { outageLogThrottle, type RedisClient } from '../src/redis.js'
 import { Errors } from '../src/errors.js'
 
 /**
@@ -82,7 +81,7 @@ class FallbackStore implements FastifyRateLimitStore {
   }
 }
 
-function clusterStore (redis: Redis, nameSpace: string, log: FallbackLog): FastifyRateLimitStoreCtor {
+function clusterStore (redis: RedisClient, nameSpace: string, log: FallbackLog): FastifyRateLimitStoreCtor {
   const throttle = outageLogThrottle()
   const onError = (err: Error): void => {
     const due = throttle()

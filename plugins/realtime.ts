@@ -43,6 +43,7 @@ export default fp(async (app) => {
     : await createRedisEngine({
       roomHistoryBytes: history.roomBytes,
       url: redis.url,
+      clusterNodes: redis.clusterNodes,
       sentinels: redis.sentinels,
       sentinelMaster: redis.sentinelMaster,
       ...(redis.sentinelPassword === undefined ? {} : { sentinelPassword: redis.sentinelPassword }),

@@ -1,6 +1,5 @@
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
-import { createRedisConnection, quitRedis } from '../src/redis.js'
+import { createRedisConnection, quitRedis, type RedisClient } from '../src/redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -8,7 +7,7 @@ declare module 'fastify' {
      * The connection for cluster-wide limits (HTTP rate limits, login failures, publish
      * rate) when REDIS_URL is set; null on a single node. The real-time engine has its own.
      */
-    redis: Redis | null
+    redis: RedisClient | null
   }
 }
 
@@ -28,6 +27,6 @@ export default fp(async (app) => {
   } catch (err) {
     app.log.warn({ err }, 'redis (limits) not reachable yet; limits are per node until it is')
   }
-  app.decorate('redis', conn)
+  app.decorate<RedisClient | null>('redis', conn)
   app.addHook('onClose', async () => { await quitRedis(conn) })
 }, { name: 'redis', dependencies: ['config'] })

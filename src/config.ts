@@ -116,6 +116,7 @@ export const EnvSchema = Type.Object({
   MAX_ROOMS_PER_USER: Type.Integer({ minimum: 1, default: 50, description: 'Rooms an ordinary user may have created (and not deleted); admins are exempt' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
   // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Seeds of a Redis Cluster (comma-separated host:port, or redis://[user:password@]host:port, rediss:// for TLS): the Redis engine runs on the cluster with sharded pub/sub; not with REDIS_URL or REDIS_SENTINELS' })),
   REDIS_SENTINELS: Type.Optional(Type.String({ pattern: '^[^,\\s:]+:[0-9]{1,5}(,[^,\\s:]+:[0-9]{1,5})*$', description: 'host:port of Redis Sentinels (comma-separated): the master named REDIS_SENTINEL_MASTER is found through them and followed on failover' })),
   REDIS_SENTINEL_MASTER: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', default: 'mymaster' }),
   REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
@@ -249,6 +250,8 @@ export interface Config {
   /** The Redis engine (scale-out); null: the in-memory engine of this process. */
   redis: {
     url: string
+    /** Seeds of a Redis Cluster (the URL then carries their credentials and TLS); null: one Redis. */
+    clusterNodes: Array<{ host: string, port: number }> | null
     /** Sentinels to find the master through (the URL's host and port are then unused); null: the URL's host. */
     sentinels: Array<{ host: string, port: number }> | null
     sentinelMaster: string
@@ -423,6 +426,9 @@ export function loadConfig (source: Record<string, string | undefined> = process
   // The drain must fit in the grace period, with room for closing handshakes and the store.
   if (env.SHUTDOWN_GRACE_MS < env.WS_DRAIN_MS + 3000) throw new ConfigError(`SHUTDOWN_GRACE_MS: must be at least WS_DRAIN_MS + 3000 (${env.WS_DRAIN_MS + 3000})`)
 
+  if (env.REDIS_CLUSTER_NODES !== undefined && env.REDIS_URL !== undefined) throw new ConfigError('REDIS_CLUSTER_NODES: not with REDIS_URL (one Redis or a cluster, not both; put credentials and rediss:// in the cluster seeds)')
+  if (env.REDIS_CLUSTER_NODES !== undefined && env.REDIS_SENTINELS !== undefined) throw new ConfigError('REDIS_CLUSTER_NODES: not with REDIS_SENTINELS (a Redis Cluster fails over by itself)')
+  const cluster = env.REDIS_CLUSTER_NODES === undefined ? null : clusterSeeds(env.REDIS_CLUSTER_NODES)
   if (env.REDIS_URL !== undefined && !URL.canParse(env.REDIS_URL)) throw new ConfigError('REDIS_URL: not a valid URL (redis://[user:password@]host[:port][/db])')
   if (env.REDIS_SENTINELS !== undefined && env.REDIS_URL === undefined) throw new ConfigError('REDIS_SENTINELS: needs REDIS_URL too (it switches on the Redis engine and carries the password and database; its host is replaced by the master the sentinels name)')
   if (env.REDIS_SENTINELS !== undefined && env.REDIS_URL?.startsWith('rediss:') === true) throw new ConfigError('REDIS_SENTINELS: TLS (rediss://) through sentinels is not supported yet; use redis:// on a private network, or a TLS endpoint without sentinels')
@@ -513,10 +519,11 @@ export function loadConfig (source: Record<string, string | undefined> = process
     archive: { byDefault: archiveByDefault(env, historyStore(env, databaseUrl)), maxDays: env.ARCHIVE_MAX_DAYS, roomBytes: env.ARCHIVE_ROOM_BYTES },
     maxRoomsPerUser: env.MAX_ROOMS_PER_USER,
     serverApi: { broadcastMaxRooms: env.BROADCAST_MAX_ROOMS, nodeReportIntervalMs: env.NODE_REPORT_INTERVAL_MS },
-    redis: env.REDIS_URL === undefined
+    redis: env.REDIS_URL === undefined && cluster === null
       ? null
       : {
-          url: env.REDIS_URL,
+          url: cluster?.url ?? env.REDIS_URL ?? '',
+          clusterNodes: cluster?.nodes ?? null,
           sentinels: env.REDIS_SENTINELS === undefined
             ? null
             : env.REDIS_SENTINELS.split(',').map((entry) => {
@@ -635,8 +642,8 @@ function identityProvider (env: Env, production: boolean, jwtSecret: string): Id
 /** HISTORY_STORE, or its default: durable on embedded defaults, Redis's with Redis. */
 function historyStore (env: Env, databaseUrl: string): Config['history']['store'] {
   const sqlite = databaseUrl.startsWith('sqlite:')
-  if (env.REDIS_URL !== undefined) {
-    if (env.HISTORY_STORE !== undefined) throw new ConfigError(`HISTORY_STORE: ${env.HISTORY_STORE} is for the embedded engine; with REDIS_URL history lives in Redis (leave HISTORY_STORE unset)`)
+  if (env.REDIS_URL !== undefined || env.REDIS_CLUSTER_NODES !== undefined) {
+    if (env.HISTORY_STORE !== undefined) throw new ConfigError(`HISTORY_STORE: ${env.HISTORY_STORE} is for the embedded engine; with Redis (REDIS_URL or REDIS_CLUSTER_NODES) history lives in Redis (leave HISTORY_STORE unset)`)
     return 'redis'
   }
   if (env.HISTORY_STORE === 'sqlite' && !sqlite) throw new ConfigError('HISTORY_STORE: sqlite needs a sqlite: DATABASE_URL (history is kept in that file)')
@@ -653,6 +660,34 @@ function historyStore (env: Env, databaseUrl: string): Config['history']['store'
 function archiveByDefault (env: Env, store: Config['history']['store']): boolean {
   if (env.ARCHIVE_BY_DEFAULT !== undefined) return env.ARCHIVE_BY_DEFAULT === 'true' || env.ARCHIVE_BY_DEFAULT === '1'
   return store === 'sqlite'
+}
+
+/**
+ * REDIS_CLUSTER_NODES: seeds as `host:port` or `redis[s]://[user:password@]host:port`. Every node
+ * of a cluster takes the same credentials and TLS, so the seeds must agree on them; the first
+ * seed's URL carries them (a cluster has database 0 only).
+ */
+function clusterSeeds (value: string): { url: string, nodes: Array<{ host: string, port: number }> } {
+  const fail = (why: string): never => { throw new ConfigError(`REDIS_CLUSTER_NODES: ${why} (host:port or redis://[user:password@]host:port, rediss:// for TLS, comma-separated)`) }
+  const urls = value.split(',').map((entry) => entry.trim()).map((entry) => {
+    if (entry === '') fail('an empty seed')
+    const text = /^[a-z]+:\/\//i.test(entry) ? entry : `redis://${entry}`
+    if (!URL.canParse(text)) fail('a seed is not host:port or a URL')
+    const url = new URL(text)
+    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') fail(`${url.protocol} is not redis: or rediss:`)
+    if (url.hostname === '' || url.port === '') fail('every seed needs a host and a port')
+    if (url.pathname !== '' && url.pathname !== '/') fail('a cluster has no database number')
+    if (url.search !== '' || url.hash !== '') fail('a seed takes no query or fragment')
+    return url
+  })
+  const identity = (url: URL): string => `${url.protocol}${url.username}:${url.password}`
+  if (new Set(urls.map(identity)).size > 1) fail('every seed must use the same scheme and credentials (one cluster, one set of them)')
+  const first = urls[0]!
+  const auth = first.username === '' && first.password === '' ? '' : `${first.username}:${first.password}@`
+  return {
+    url: `${first.protocol}//${auth}${first.host}`,
+    nodes: urls.map((url) => ({ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) }))
+  }
 }
 
 function readFileOrFail (variable: string, path: string): Buffer {

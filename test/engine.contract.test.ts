@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { afterEach, beforeEach, describe, it } from 'node:test'
+import { after, afterEach, beforeEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fc from 'fast-check'
 import { newEpoch, publicationBytes, type ControlMessage, type Engine, type HistoryQuery, type Publication, type PublishRequest, type RoomEvent, type StreamOptions } from '../src/realtime/engine.js'
@@ -10,6 +10,7 @@ import { createSqliteHistory } from '../src/realtime/sqlite-history.js'
 import { createStore } from '../src/store/index.js'
 import type { Logger } from '../src/realtime/logger.js'
 import { deleteRedisKeys } from '../support/redis.js'
+import { skipUnlessRedisCluster, startRedisCluster } from '../support/redis-cluster.js'
 import { skipUnlessRedis, TEST_REDIS_URL } from './helper.js'
 
 /*
@@ -791,9 +792,11 @@ engineContract('memory + sqlite history', makeSqliteEngine)
 const quietLog: Logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return quietLog } }
 
 /** A Redis engine under a key prefix of its own; closing it also deletes its keys. */
-async function makeRedisEngine (options: ContractEngineOptions = {}): Promise<Engine> {
+async function makeRedisEngine (options: ContractEngineOptions = {}, cluster?: { seeds: string, deleteKeys: (prefix: string) => Promise<void> }): Promise<Engine> {
   const keyPrefix = `sbtest:${randomBytes(6).toString('hex')}:`
-  const engine = await createRedisEngine({ url: TEST_REDIS_URL, keyPrefix, log: quietLog, ...options })
+  const clusterNodes = cluster?.seeds.split(',').map((seed) => ({ host: '127.0.0.1', port: Number(seed.split(':')[1]) }))
+  const engine = await createRedisEngine({ url: cluster === undefined ? TEST_REDIS_URL : `redis://${cluster.seeds.split(',')[0]}`, clusterNodes, keyPrefix, log: quietLog, ...options })
+  const deleteKeys = cluster === undefined ? (prefix: string) => deleteRedisKeys(TEST_REDIS_URL, prefix) : cluster.deleteKeys
   return {
     kind: engine.kind,
     broker: engine.broker,
@@ -804,12 +807,19 @@ async function makeRedisEngine (options: ContractEngineOptions = {}): Promise<En
     ping: engine.ping,
     close: (() => {
       let closing: Promise<void> | undefined
-      return () => (closing ??= engine.close().then(() => deleteRedisKeys(TEST_REDIS_URL, keyPrefix)))
+      return () => (closing ??= engine.close().then(() => deleteKeys(keyPrefix)))
     })()
   }
 }
 
 engineContract('redis', makeRedisEngine, { skip: await skipUnlessRedis() })
+
+// The same contract on a private Redis Cluster (three primaries, three replicas), started once
+// for this file: rooms spread over the shards, each room's keys and shard channel in one slot.
+const clusterSkip = skipUnlessRedisCluster()
+const redisCluster = clusterSkip === false ? await startRedisCluster() : null
+after(async () => { await redisCluster?.stop() })
+engineContract('redis cluster', async (options = {}) => await makeRedisEngine(options, redisCluster ?? undefined), { skip: clusterSkip })
 
 describe('Memory engine: time-dependent bounds (injected clock)', () => {
   const KEEP_HOUR: StreamOptions = { historySize: 100, historyTtlSeconds: 3600 }

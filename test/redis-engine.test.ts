@@ -96,10 +96,10 @@ describe('Redis engine: configuration', () => {
   it('REDIS_URL selects the Redis engine; unset means the in-memory engine', (t) => {
     assert.equal(loadConfig(base(t)).redis, null)
     assert.deepEqual(loadConfig({ ...base(t), REDIS_URL: 'redis://:pw@redis.internal:6380/2' }).redis, {
-      url: 'redis://:pw@redis.internal:6380/2', sentinels: null, sentinelMaster: 'mymaster', waitReplicas: 0, waitTimeoutMs: 500, keyPrefix: 'sb:', presenceTtlSeconds: 30
+      url: 'redis://:pw@redis.internal:6380/2', clusterNodes: null, sentinels: null, sentinelMaster: 'mymaster', waitReplicas: 0, waitTimeoutMs: 500, keyPrefix: 'sb:', presenceTtlSeconds: 30
     })
     assert.deepEqual(loadConfig({ ...base(t), REDIS_URL: 'rediss://redis.internal', REDIS_KEY_PREFIX: 'prod:', PRESENCE_TTL_SECONDS: '10' }).redis, {
-      url: 'rediss://redis.internal', sentinels: null, sentinelMaster: 'mymaster', waitReplicas: 0, waitTimeoutMs: 500, keyPrefix: 'prod:', presenceTtlSeconds: 10
+      url: 'rediss://redis.internal', clusterNodes: null, sentinels: null, sentinelMaster: 'mymaster', waitReplicas: 0, waitTimeoutMs: 500, keyPrefix: 'prod:', presenceTtlSeconds: 10
     })
   })
 
@@ -112,6 +112,7 @@ describe('Redis engine: configuration', () => {
       REDIS_SENTINEL_PASSWORD: 'sentinel-secret'
     }).redis, {
       url: 'redis://:pw@ignored/3',
+      clusterNodes: null,
       sentinels: [{ host: 's1.internal', port: 26379 }, { host: '10.0.0.2', port: 26380 }],
       sentinelMaster: 'switchboard',
       sentinelPassword: 'sentinel-secret',
@@ -120,6 +121,24 @@ describe('Redis engine: configuration', () => {
       keyPrefix: 'sb:',
       presenceTtlSeconds: 30
     })
+  })
+
+  it('REDIS_CLUSTER_NODES runs the engine on a cluster; the seeds carry credentials and TLS', (t) => {
+    assert.deepEqual(loadConfig({ ...base(t), REDIS_CLUSTER_NODES: '10.0.0.1:7000, 10.0.0.2:7001' }).redis, {
+      url: 'redis://10.0.0.1:7000',
+      clusterNodes: [{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 7001 }],
+      sentinels: null,
+      sentinelMaster: 'mymaster',
+      waitReplicas: 0,
+      waitTimeoutMs: 500,
+      keyPrefix: 'sb:',
+      presenceTtlSeconds: 30
+    })
+    const tls = loadConfig({ ...base(t), REDIS_CLUSTER_NODES: 'rediss://app:pw@a.internal:6379,rediss://app:pw@b.internal:6379', REDIS_WAIT_REPLICAS: '1' })
+    assert.equal(tls.redis?.url, 'rediss://app:pw@a.internal:6379')
+    assert.deepEqual(tls.redis?.clusterNodes, [{ host: 'a.internal', port: 6379 }, { host: 'b.internal', port: 6379 }])
+    assert.equal(tls.redis?.waitReplicas, 1)
+    assert.equal(tls.history.store, 'redis')
   })
 
   it('a bad value stops the start naming the variable, and never shows the Redis password', (t) => {
@@ -132,7 +151,16 @@ describe('Redis engine: configuration', () => {
       [{ REDIS_SENTINELS: 'sentinel:26379' }, 'REDIS_SENTINELS'],
       [{ REDIS_URL: 'redis://:hunter2@x', REDIS_SENTINELS: 'sentinel' }, 'REDIS_SENTINELS'],
       [{ REDIS_URL: 'rediss://:hunter2@x', REDIS_SENTINELS: 'sentinel:26379' }, 'REDIS_SENTINELS'],
-      [{ REDIS_URL: 'redis://:hunter2@x', REDIS_WAIT_TIMEOUT_MS: '5000' }, 'REDIS_WAIT_TIMEOUT_MS']
+      [{ REDIS_URL: 'redis://:hunter2@x', REDIS_WAIT_TIMEOUT_MS: '5000' }, 'REDIS_WAIT_TIMEOUT_MS'],
+      [{ REDIS_URL: 'redis://:hunter2@x', REDIS_CLUSTER_NODES: 'a:7000' }, 'REDIS_CLUSTER_NODES'],
+      [{ REDIS_URL: 'redis://:hunter2@x', REDIS_SENTINELS: 's:26379', REDIS_CLUSTER_NODES: 'a:7000' }, 'REDIS_CLUSTER_NODES'],
+      [{ REDIS_CLUSTER_NODES: 'redis://:hunter2@a:7000,redis://:other@b:7000' }, 'REDIS_CLUSTER_NODES'],
+      [{ REDIS_CLUSTER_NODES: 'redis://:hunter2@a:7000,rediss://:hunter2@b:7000' }, 'REDIS_CLUSTER_NODES'],
+      [{ REDIS_CLUSTER_NODES: 'redis://:hunter2@a' }, 'REDIS_CLUSTER_NODES'],
+      [{ REDIS_CLUSTER_NODES: 'redis://:hunter2@a:7000/2' }, 'REDIS_CLUSTER_NODES'],
+      [{ REDIS_CLUSTER_NODES: 'http://:hunter2@a:7000' }, 'REDIS_CLUSTER_NODES'],
+      [{ REDIS_CLUSTER_NODES: 'a:7000,,b:7000' }, 'REDIS_CLUSTER_NODES'],
+      [{ REDIS_CLUSTER_NODES: 'a:7000', HISTORY_STORE: 'sqlite' }, 'HISTORY_STORE']
     ]
     for (const [env, variable] of cases) {
       assert.throws(() => loadConfig({ ...base(t), ...env }), (err: unknown) => {

@@ -1,5 +1,4 @@
-import type { Redis } from 'ioredis'
-import { outageLogThrottle } from '../redis.js'
+import { outageLogThrottle, type RedisClient } from '../redis.js'
 
 /**
  * Sessions whose access tokens must stop working before they expire (logout, refresh-token
@@ -40,7 +39,7 @@ export interface SessionDenylistOptions {
   windowMs: number
   maxEntries: number
   /** The limits' Redis connection; null on a single node. */
-  redis: Redis | null
+  redis: RedisClient | null
   keyPrefix: string
   log: { warn(obj: object, msg: string): void }
   now?: () => number

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import type { Config } from '../config.js'
 import { addressBlock } from '../client-address.js'
-import { loadRedisScript, runScript } from '../redis.js'
+import { loadRedisScript, runScript, type RedisClient } from '../redis.js'
 import { withLocalFallback, type FallbackLog } from './fallback.js'
 
 /**
@@ -139,7 +138,7 @@ const ATTEMPT = loadRedisScript(new URL('./lua/login-attempt.lua', import.meta.u
 const SUCCEEDED = loadRedisScript(new URL('./lua/login-succeeded.lua', import.meta.url))
 
 export interface RedisLoginThrottleOptions extends LoginThrottleOptions {
-  redis: Redis
+  redis: RedisClient
   /** Key prefix, e.g. `sb:login-failures:`. */
   prefix: string
   log: FallbackLog
@@ -165,7 +164,7 @@ export function createRedisLoginThrottle (options: RedisLoginThrottleOptions): L
 }
 
 /** In Redis (every node shares the counts) when the cluster has one, else in this process. */
-export function createLoginThrottle (options: LoginThrottleOptions & Omit<RedisLoginThrottleOptions, 'redis'> & { redis: Redis | null }): LoginThrottle {
+export function createLoginThrottle (options: LoginThrottleOptions & Omit<RedisLoginThrottleOptions, 'redis'> & { redis: RedisClient | null }): LoginThrottle {
   const { redis, ...rest } = options
   return redis === null ? createMemoryLoginThrottle(rest) : createRedisLoginThrottle({ ...rest, redis })
 }

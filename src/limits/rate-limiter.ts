@@ -1,5 +1,4 @@
-import type { Redis } from 'ioredis'
-import { hashTag, loadRedisScript, runScript } from '../redis.js'
+import { hashTag, loadRedisScript, runScript, type RedisClient } from '../redis.js'
 import { withLocalFallback, type FallbackLog } from './fallback.js'
 
 /**
@@ -71,7 +70,7 @@ const PREFETCH_PAUSE_MS = 1000
 const IDLE_KEY_MS = 10_000
 
 export interface RedisRateLimiterOptions extends RateLimiterOptions {
-  redis: Redis
+  redis: RedisClient
   /** Key prefix, e.g. `sb:publish-rate:`. */
   prefix: string
   log: FallbackLog
@@ -191,7 +190,7 @@ export function createRedisRateLimiter (options: RedisRateLimiterOptions): RateL
 }
 
 /** In Redis (every node shares the budget) when the cluster has one, else in this process. */
-export function createRateLimiter (options: RateLimiterOptions & Omit<RedisRateLimiterOptions, 'redis'> & { redis: Redis | null }): RateLimiter {
+export function createRateLimiter (options: RateLimiterOptions & Omit<RedisRateLimiterOptions, 'redis'> & { redis: RedisClient | null }): RateLimiter {
   const { redis, ...rest } = options
   return redis === null ? createMemoryRateLimiter(rest) : createRedisRateLimiter({ ...rest, redis })
 }

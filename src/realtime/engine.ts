@@ -194,11 +194,13 @@ export interface BrokerHandler {
   onPublication(room: string, epoch: string, publication: Publication): void
   onEvent(room: string, event: RoomEvent): void
   /**
-   * Live delivery continuity was lost for every subscribed room (the Redis engine's pub/sub
-   * connection came back after a drop): publications may have been skipped. The subscriptions
-   * themselves are active again; subscribers recover what they missed from history.
+   * Live delivery continuity was lost for `rooms`, or for every subscribed room and the control
+   * channel when absent (the Redis engine's pub/sub connection came back after a drop; on Redis
+   * Cluster, the rooms of one shard that failed over or whose slot moved): publications may have
+   * been skipped. The subscriptions themselves are active again; subscribers recover what they
+   * missed from history.
    */
-  onReset(): void
+  onReset(rooms?: readonly string[]): void
 }
 
 /** Numbers publications and carries them (and room events) to every node that subscribed to the room. */

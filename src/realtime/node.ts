@@ -285,15 +285,17 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       presence.changed(room)
       hub.push(room, (codec) => prepareFrame(codec.presence(event.type, room, event.user)))
     },
-    onReset () {
+    onReset (rooms) {
       // Control messages (room changes from other nodes) may have been lost with the
-      // connection: no grant from before may outlive it.
-      authorizer.reset()
+      // connection: no grant from before may outlive it. A shard's rooms alone (Redis Cluster)
+      // lost no control message: that channel has a connection of its own.
+      if (rooms === undefined) authorizer.reset()
       presence.reset()
-      // Live delivery may have skipped publications in any room: rather than let a gap pass
+      // Live delivery may have skipped publications in these rooms: rather than let a gap pass
       // silently, every subscriber is told to subscribe again with `since` and recovers what
       // it missed from history (a client past the history window learns it with recovered: false).
-      const affected = hub.roomsWithMembers()
+      const only = rooms === undefined ? null : new Set(rooms)
+      const affected = hub.roomsWithMembers().filter(([room]) => only === null || only.has(room))
       let revoked = 0
       for (const [room, members] of affected) {
         for (const connection of members) {

@@ -1,17 +1,27 @@
-import type { Redis } from 'ioredis'
-import { runScript } from '../../redis.js'
+import { runScript, waitForReplicas, type RedisClient } from '../../redis.js'
 import type { Broker, BrokerHandler, PublishRequest, PublishResult, RoomEvent, StreamOptions } from '../engine.js'
 import { newEpoch, publicationBytes } from '../engine.js'
 import { decodeChannelMessage, encodeEvent, messageHead } from './codec.js'
 import type { PartContext } from './context.js'
 import { MIN_META_TTL_MS } from './keys.js'
 import { engineScript, toNumber } from './scripts.js'
+import type { ShardContinuity } from './shard-continuity.js'
 
-const PUBLISH = engineScript(new URL('./lua/publish.lua', import.meta.url))
+const PUBLISH_FILE = new URL('./lua/publish.lua', import.meta.url)
+const PUBLISH = engineScript(new URL('./lua/deliver-pubsub.lua', import.meta.url), PUBLISH_FILE)
+const PUBLISH_SHARDED = engineScript(new URL('./lua/deliver-sharded.lua', import.meta.url), PUBLISH_FILE)
 
 export interface RedisBrokerOptions extends PartContext {
-  /** The pub/sub connection; it restores the room channels itself after a drop. */
-  sub: Redis
+  /**
+   * The pub/sub connection of one Redis; the broker restores the room channels itself after a
+   * drop.
+   */
+  sub: RedisClient
+  /**
+   * On Redis Cluster: room channels are shard channels (SSUBSCRIBE, SPUBLISH), subscribed
+   * through this, which tells restoreRooms which rooms had a gap. Null: one Redis.
+   */
+  shards: ShardContinuity | null
   idempotencyWindowMs: number
   roomHistoryBytes: number
   waitReplicas: number
@@ -22,6 +32,8 @@ export interface RedisBrokerOptions extends PartContext {
 export interface RedisBroker extends Broker {
   /** A message that arrived on a room's channel, as bytes (the engine routes every other channel elsewhere). */
   deliver(channel: string, message: Buffer): void
+  /** Live delivery had a gap in `rooms` (every room when absent) and is active again: the handler's onReset. */
+  reset(rooms?: string[]): void
 }
 
 /**
@@ -32,7 +44,8 @@ export interface RedisBroker extends Broker {
  * recover them from history.
  */
 export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
-  const { cmd, sub, keys, log, isClosed, assertOpen, idempotencyWindowMs, roomHistoryBytes, waitReplicas, waitTimeoutMs, onHandlerError } = options
+  const { cmd, sub, keys, log, isClosed, assertOpen, idempotencyWindowMs, roomHistoryBytes, waitReplicas, waitTimeoutMs, onHandlerError, shards } = options
+  const cluster = shards !== null
   let handler: BrokerHandler | null = null
   /** Channel → room for every room this node subscribed to. */
   const channels = new Map<string, string>()
@@ -58,10 +71,22 @@ export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
     }
   }
 
+  function reset (rooms?: string[]): void {
+    if (handler === null) return
+    try {
+      handler.onReset(rooms)
+    } catch (err) {
+      log.error({ err }, 'broker reset handler failed')
+    }
+  }
+
+  // One Redis: one pub/sub connection for every room, restored here. A cluster: one per
+  // primary, followed by shard-continuity.ts, which resets only the rooms of a shard that was
+  // lost or moved.
   let subscriberLost = false
   // Publications sent while the connection was down reached nobody here; nothing was lost
   // for a node with no room subscribed.
-  sub.on('close', () => { if (channels.size > 0) subscriberLost = true })
+  if (!cluster) sub.on('close', () => { if (channels.size > 0) subscriberLost = true })
   sub.on('ready', () => {
     if (!subscriberLost || isClosed()) return
     void (async () => {
@@ -75,13 +100,7 @@ export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
       }
       subscriberLost = false
       log.info({ rooms: wanted.length }, 'room subscriptions restored; subscribers recover from history')
-      if (handler !== null) {
-        try {
-          handler.onReset()
-        } catch (err) {
-          log.error({ err }, 'broker reset handler failed')
-        }
-      }
+      reset()
     })()
   })
 
@@ -90,14 +109,14 @@ export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
     const k = keys.room(room)
     const historyTtlMs = Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000))
     const scriptKeys = request.idempotencyKey === undefined ? [k.meta, k.stream] : [k.meta, k.stream, k.idem(request.idempotencyKey)]
-    const result = await runScript(cmd, PUBLISH, scriptKeys, [
+    const result = await runScript(cmd, cluster ? PUBLISH_SHARDED : PUBLISH, scriptKeys, [
       newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), historyTtlMs,
       Math.max(historyTtlMs, MIN_META_TTL_MS), request.payload, k.channel, idempotencyWindowMs,
       request.from.id, request.ts, request.kind, publicationBytes(request.payload, request.from.id), roomHistoryBytes, messageHead(request)
     ]) as [string, number, number]
     // Also for a duplicate: its first attempt may have failed exactly here.
     if (waitReplicas > 0) {
-      const confirmed = toNumber(await cmd.wait(waitReplicas, waitTimeoutMs))
+      const confirmed = await waitForReplicas(cmd, k.meta, waitReplicas, waitTimeoutMs)
       if (confirmed < waitReplicas) {
         // Stored and delivered on the primary, but not known to survive a failover: not
         // acknowledged. The client retries with its idempotency key and gets this same position.
@@ -112,7 +131,8 @@ export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
     const { channel } = keys.room(room)
     channels.set(channel, room)
     try {
-      await sub.subscribe(channel)
+      if (shards !== null) await shards.subscribe(channel, room)
+      else await sub.subscribe(channel)
     } catch (err) {
       channels.delete(channel)
       throw err
@@ -124,13 +144,15 @@ export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
     const { channel } = keys.room(room)
     if (!channels.delete(channel)) return
     // Without a connection there is no subscription to end: it is not restored on reconnect.
-    if (sub.status !== 'ready') return
-    await sub.unsubscribe(channel)
+    if (shards !== null) await shards.unsubscribe(channel)
+    else if (sub.status === 'ready') await sub.unsubscribe(channel)
   }
 
   async function publishEvent (room: string, event: RoomEvent): Promise<void> {
     assertOpen()
-    await cmd.publish(keys.room(room).channel, encodeEvent(event))
+    const { channel } = keys.room(room)
+    if (cluster) await cmd.spublish(channel, encodeEvent(event))
+    else await cmd.publish(channel, encodeEvent(event))
   }
 
   return {
@@ -140,6 +162,7 @@ export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
     unsubscribe,
     publishEvent,
     deliver,
+    reset,
     async close () {
       handler = null
       channels.clear()

@@ -1,11 +1,11 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../../redis.js'
 import type { Logger } from '../logger.js'
 import type { KeyLayout } from './keys.js'
 
 /** What index.ts gives every part of the engine, besides what is the part's own. */
 export interface PartContext {
   /** The command connection: fails fast while Redis is away. */
-  cmd: Redis
+  cmd: RedisClient
   keys: KeyLayout
   log: Logger
   /** True once the engine closed: what arrives after is dropped. */

@@ -1,5 +1,4 @@
-import type { Redis } from 'ioredis'
-import { runScript } from '../../redis.js'
+import { runScript, type RedisClient } from '../../redis.js'
 import type { ConnectionCounter } from '../engine.js'
 import type { PartContext } from './context.js'
 import { engineScript, REFRESH_BATCH, toNumber } from './scripts.js'
@@ -9,7 +8,7 @@ const REFRESH = engineScript(new URL('./lua/connections-refresh.lua', import.met
 
 export interface RedisCountersOptions extends PartContext {
   /** Refreshes, beside presence's. */
-  housekeeping: Redis
+  housekeeping: RedisClient
   /** How long a counted connection lives unless refreshed (presence's lifetime). */
   lifetimeMs: number
   keysTtlMs: number

@@ -1,4 +1,5 @@
 import { createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, describeRedisEndpoint, quitRedis, type RedisEndpoint } from '../../redis.js'
+import type { Cluster } from 'ioredis'
 import type { Engine } from '../engine.js'
 import type { Logger } from '../logger.js'
 import { createRedisBroker } from './broker.js'
@@ -8,6 +9,7 @@ import { createRedisCounters } from './counters.js'
 import { createRedisHistory } from './history.js'
 import { keyLayout } from './keys.js'
 import { createRedisPresence } from './presence.js'
+import { watchShardContinuity } from './shard-continuity.js'
 
 export { REFRESH_BATCH } from './scripts.js'
 
@@ -83,7 +85,11 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   const housekeeping = createRedisConnection(options, { name: 'switchboard-housekeeping', log, timeoutMs })
   // The pub/sub connection restores its channels itself (then tells the handler), so it knows
   // when they are active again.
-  const sub = createRedisConnection(options, { name: 'switchboard-sub', log, timeoutMs, options: { autoResubscribe: false } })
+  // On a cluster it keeps one subscriber per primary for the rooms' shard channels, beside the
+  // one connection for the control channel (a plain channel: the cluster bus carries it to
+  // every node, see docs/scale-out.md#redis-cluster).
+  const cluster = options.clusterNodes !== undefined && options.clusterNodes !== null && options.clusterNodes.length > 0
+  const sub = createRedisConnection(options, { name: 'switchboard-sub', log, timeoutMs, options: { autoResubscribe: false }, sharded: cluster })
 
   let closed = false
   const isClosed = (): boolean => closed
@@ -92,11 +98,15 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   }
 
   const context: PartContext = { cmd, keys, log, isClosed, assertOpen }
+  const shards = cluster
+    ? watchShardContinuity({ sub: sub as Cluster, log, isClosed, onRestored: (rooms) => { broker.reset(rooms) } })
+    : null
   // The control channel's 'ready' listener goes first: it is subscribed before the rooms are restored.
-  const control = createRedisControl({ ...context, sub })
+  const control = createRedisControl({ ...context, sub, shards })
   const broker = createRedisBroker({
     ...context,
     sub,
+    shards,
     idempotencyWindowMs: options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS,
     roomHistoryBytes: Math.min(Number.MAX_SAFE_INTEGER, options.roomHistoryBytes ?? Number.MAX_SAFE_INTEGER),
     waitReplicas,
@@ -112,11 +122,14 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   // Buffers, not strings: a binary publication's bytes must not go through UTF-8 decoding.
   // Only `messageBuffer` is listened to, so ioredis decodes nothing itself (with a 'message'
   // listener it would decode every message, bytes included).
-  sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+  function route (channel: Buffer, message: Buffer): void {
     const name = channel.toString()
     if (name === keys.control) control.deliver(message.toString())
     else broker.deliver(name, message)
-  })
+  }
+  sub.on('messageBuffer', route)
+  // Shard channels (Redis Cluster): the rooms', and the control channel.
+  sub.on('smessageBuffer', route)
 
   // -------------------------------------------------------------------------------------
   // Housekeeping: one refresh for presence and connection counts, one sweep.
@@ -191,6 +204,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       clearInterval(refreshTimer)
       clearInterval(sweepTimer)
       await broker.close()
+      shards?.close()
       control.clear()
       counters.clear()
       // Presence entries are left to expire: on a clean shutdown the node removed its

@@ -1,5 +1,4 @@
-import type { Redis } from 'ioredis'
-import { runScript } from '../../redis.js'
+import { runScript, type RedisClient } from '../../redis.js'
 import type { Presence, PresenceInfo, RoomEvent } from '../engine.js'
 import type { PartContext } from './context.js'
 import { engineScript, REFRESH_BATCH, toNumber } from './scripts.js'
@@ -17,7 +16,7 @@ const SWEEP_BATCH = 100
 
 export interface RedisPresenceOptions extends PartContext {
   /** Refreshes and sweeps, so a publish never queues behind their batches. */
-  housekeeping: Redis
+  housekeeping: RedisClient
   /** The broker's: joins and leaves go out as room events. */
   publishEvent(room: string, event: RoomEvent): Promise<void>
   /** How long an entry lives unless refreshed. */

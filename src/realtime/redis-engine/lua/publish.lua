@@ -1,4 +1,5 @@
 -- Publish: number, store and deliver in one atomic step, so every node sees the same order.
+-- deliver() comes before this file: deliver-pubsub.lua, or deliver-sharded.lua on a cluster.
 -- KEYS: meta, stream[, idempotency key]. ARGV: fresh epoch, historySize, historyTtlMs,
 -- metaTtlMs, payload (JSON text or raw bytes: stored and sent as they are), channel,
 -- idempotency window ms, publisher id, ts, kind (`json` or `binary`), the
@@ -39,5 +40,5 @@ else
 end
 redis.call('PEXPIRE', meta, ARGV[4])
 if idem then redis.call('SET', idem, epoch .. ':' .. int(offset), 'PX', ARGV[7]) end
-redis.call('PUBLISH', ARGV[6], 'm|' .. epoch .. '|' .. int(offset) .. '|' .. ARGV[13] .. ARGV[5])
+deliver(ARGV[6], 'm|' .. epoch .. '|' .. int(offset) .. '|' .. ARGV[13] .. ARGV[5])
 return { epoch, offset, 0 }
