@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { freePort } from './free-port.js'
 
 /*
@@ -34,6 +34,16 @@ export interface PrivateRedisCluster {
   seeds: string
   /** One command to the node on `port` on a connection of its own. */
   call(port: number, ...args: [string, ...Array<string | number>]): Promise<unknown>
+  /** One command sent where the cluster routes it (by its key), on a cluster connection of its own. */
+  command(...args: [string, ...Array<string | number>]): Promise<unknown>
+  /** The port of the primary that owns `slot` now, as the running nodes agree. */
+  ownerOf(slot: number): Promise<number>
+  /**
+   * Moves `slot` to the primary on `toPort` the way `redis-cli --cluster reshard` does
+   * (IMPORTING/MIGRATING, MIGRATE of its keys in batches, SETSLOT NODE on every primary), while
+   * clients keep using it (they get ASK, then MOVED).
+   */
+  migrateSlot(slot: number, toPort: number): Promise<void>
   /** Ports of the running primaries and of the replicas, as the nodes see them now. */
   roles(): Promise<{ primaries: number[], replicas: number[] }>
   /** Resolves once every running node reports `cluster_state:ok` and the same primaries, each with an online replica when `replicas` is set. */
@@ -79,6 +89,44 @@ export async function startRedisCluster (): Promise<PrivateRedisCluster> {
     nodes,
     seeds: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
     call: (port, ...args) => callNode(port, args),
+    async command (...args) {
+      const conn = new Cluster(nodes.filter((n) => n.running()).map((n) => ({ host: '127.0.0.1', port: n.port })), { lazyConnect: true, clusterRetryStrategy: () => null, redisOptions: { maxRetriesPerRequest: 0 } })
+      conn.on('error', () => {})
+      try {
+        await conn.connect()
+        return await conn.call(args[0], ...args.slice(1))
+      } finally {
+        await conn.quit().catch(() => { conn.disconnect() })
+      }
+    },
+    async ownerOf (slot) {
+      const { primaries } = await cluster.roles()
+      for (const port of primaries) {
+        const shape = await clusterNodes(port)
+        const me = shape.find((n) => n.flags.includes('myself'))
+        if (me?.slots.some(([from, to]) => slot >= from && slot <= to) === true) return port
+      }
+      throw new Error(`no primary owns slot ${slot}`)
+    },
+    async migrateSlot (slot, toPort) {
+      const fromPort = await cluster.ownerOf(slot)
+      if (fromPort === toPort) return
+      const idOf = async (port: number): Promise<string> => String(await callNode(port, ['CLUSTER', 'MYID']))
+      const [fromId, toId] = [await idOf(fromPort), await idOf(toPort)]
+      await callNode(toPort, ['CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId])
+      await callNode(fromPort, ['CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId])
+      for (;;) {
+        const keys = await callNode(fromPort, ['CLUSTER', 'GETKEYSINSLOT', slot, 100]) as string[]
+        if (keys.length === 0) break
+        await callNode(fromPort, ['MIGRATE', '127.0.0.1', toPort, '', 0, 5000, 'KEYS', ...keys])
+      }
+      // The new owner first, then the old one (which then drops the slot's shard subscribers),
+      // then every other primary, as redis-cli does.
+      await callNode(toPort, ['CLUSTER', 'SETSLOT', slot, 'NODE', toId])
+      await callNode(fromPort, ['CLUSTER', 'SETSLOT', slot, 'NODE', toId])
+      const { primaries } = await cluster.roles()
+      for (const port of primaries.filter((p) => p !== fromPort && p !== toPort)) await callNode(port, ['CLUSTER', 'SETSLOT', slot, 'NODE', toId])
+    },
     async roles () {
       const primaries: number[] = []
       const replicas: number[] = []
@@ -149,6 +197,19 @@ async function unsettled (nodes: ClusterNode[], replicas: boolean): Promise<stri
     }
   }
   return ''
+}
+
+/** CLUSTER NODES as the node on `port` sees it. */
+async function clusterNodes (port: number): Promise<Array<{ id: string, flags: string, slots: Array<[number, number]> }>> {
+  const text = String(await callNode(port, ['CLUSTER', 'NODES']))
+  return text.trim().split('\n').map((line) => {
+    const fields = line.split(' ')
+    const slots = fields.slice(8).filter((f) => !f.startsWith('[')).map((f): [number, number] => {
+      const [from, to] = f.split('-').map(Number)
+      return [from!, to ?? from!]
+    })
+    return { id: fields[0]!, flags: fields[2]!, slots }
+  })
 }
 
 function clusterNode (port: number, parent: string): ClusterNode {
