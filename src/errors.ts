@@ -44,6 +44,7 @@ export const ERRORS = {
   MemberNotFound: { code: 'SB_ERR_MEMBER_NOT_FOUND', status: 404, protocol: 'not_found', temporary: false, message: 'Not a member of this room' },
   BanNotFound: { code: 'SB_ERR_BAN_NOT_FOUND', status: 404, protocol: 'not_found', temporary: false, message: 'No ban for this user in this room' },
   ConnectionNotFound: { code: 'SB_ERR_CONNECTION_NOT_FOUND', status: 404, protocol: 'not_found', temporary: false, message: 'Connection not found on this node' },
+  SubscriptionNotFound: { code: 'SB_ERR_SUBSCRIPTION_NOT_FOUND', status: 404, protocol: 'not_found', temporary: false, message: 'This connection is not subscribed to that room' },
   ApiKeyNotFound: { code: 'SB_ERR_API_KEY_NOT_FOUND', status: 404, protocol: 'not_found', temporary: false, message: 'API key not found' },
   RouteNotFound: { code: 'SB_ERR_NOT_FOUND', status: 404, protocol: 'not_found', temporary: false, message: 'Route %s %s not found' },
   NoWebSocketEndpoint: { code: 'SB_ERR_NO_WEBSOCKET_ENDPOINT', status: 404, protocol: 'not_found', temporary: false, message: 'No WebSocket endpoint at %s %s (upgrades are served at GET /ws only)' },

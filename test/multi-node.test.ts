@@ -405,6 +405,57 @@ function multiNodeSuite (name: string, target: () => RedisTarget, skip: string |
       assert.equal((await device.closed).code, 4503)
     })
 
+    it('admin connections across processes: A lists B\'s by user and room, unsubscribes and kicks one on B; a stopped node is named missing', async (t) => {
+      const c = await cluster(t, 2)
+      const [a, b] = [node(c, 0), node(c, 1)]
+      const bob = await c.user('bob')
+      await createRoom(a, c.adminToken, { id: 'lobby' })
+      const nodeIds = (await a.request('GET', '/admin/nodes', { token: c.adminToken })).body.items as Array<{ id: string, self: boolean }>
+      // B started after A: A heard B's first report.
+      assert.equal(nodeIds.length, 2)
+      const [idA, idB] = [nodeIds.find(n => n.self)!.id, nodeIds.find(n => !n.self)!.id]
+      const bobOnA = await wsConnect(t, a, { token: bob.token })
+      const bobOnB = await wsConnect(t, b, { token: bob.token })
+      await subscribe(bobOnA, 'lobby')
+      await subscribe(bobOnB, 'lobby')
+      await subscribe(bobOnB, `user:${bob.id}`)
+  
+      const list = async (query: string): Promise<{ items: Array<{ id: string, node: string, rooms: string[] }>, nodesAnswered: string[], nodesMissing: string[] }> => {
+        const res = await a.request('GET', `/admin/connections${query}`, { token: c.adminToken })
+        assert.equal(res.status, 200, JSON.stringify(res.body))
+        return res.body
+      }
+      const byUser = await list(`?user=${bob.id}`)
+      assert.deepEqual(byUser.items.map(i => [i.id, i.node]).sort(), [[bobOnA.welcome.connectionId, idA], [bobOnB.welcome.connectionId, idB]].sort())
+      assert.deepEqual([byUser.nodesAnswered, byUser.nodesMissing], [[idA, idB], []])
+      assert.deepEqual((await list(`?room=user:${bob.id}`)).items.map(i => i.id), [bobOnB.welcome.connectionId])
+  
+      // Unsubscribe one connection on B from lobby, through A: B applies it, the socket stays open.
+      const idOnB = bobOnB.welcome.connectionId as string
+      const ended = await a.request('DELETE', `/admin/connections/${idOnB}/rooms/lobby`, { token: c.adminToken })
+      assert.equal(ended.status, 204, 'forwarded to the node holding it')
+      const frame = await bobOnB.next(f => f.type === 'unsubscribed')
+      assert.deepEqual([frame.room, frame.reason], ['lobby', 'server'])
+      assert.deepEqual((await list('?room=lobby')).items.map(i => i.id), [bobOnA.welcome.connectionId])
+      assert.deepEqual((await list(`?user=${bob.id}`)).items.find(i => i.id === idOnB)?.rooms, [`user:${bob.id}`])
+  
+      const kicked = await a.request('DELETE', `/admin/connections/${idOnB}`, { token: c.adminToken })
+      assert.equal(kicked.status, 204)
+      assert.equal((await bobOnB.closed).code, 4503)
+  
+      // A node that stops answering (SIGSTOP) but has not expired from the reports yet: the
+      // listing waits for it, then names it missing and lists the rest.
+      const again = await wsConnect(t, b, { token: bob.token })
+      await waitFor(async () => (await list(`?user=${bob.id}`)).items.some(i => i.id === again.welcome.connectionId), 'the new connection on B listed')
+      b.server.child.kill('SIGSTOP')
+      t.after(() => { b.server.child.kill('SIGCONT') })
+      const partial = await list(`?user=${bob.id}`)
+      assert.deepEqual([partial.nodesAnswered, partial.nodesMissing], [[idA], [idB]])
+      assert.deepEqual(partial.items.map(i => i.id), [bobOnA.welcome.connectionId])
+      b.server.child.kill('SIGCONT')
+      await waitFor(async () => (await list(`?user=${bob.id}`)).nodesMissing.length === 0, 'B answers again')
+    })
+
     it('disabling an account through node A closes its socket on node B (4504) and node B refuses it at once; re-enabled, it connects again', async (t) => {
       const c = await cluster(t, 2)
       const [a, b] = [node(c, 0), node(c, 1)]

@@ -171,6 +171,45 @@ describe('server API on the in-memory engine', () => {
     await waitFor(async () => (await srv.request('GET', '/admin/nodes', { apiKey: admin.key })).body.items[0].connections === 2, 'the report to count 2 connections')
   })
 
+  it('lists connections with the node they are on and a limit; ends one connection\'s subscription; keeps the cluster\'s history', async (t) => {
+    const { srv, admin, alice, bob } = await fixture(t, { NODE_REPORT_INTERVAL_MS: '200' })
+    const a = await subscribed(t, srv, alice, 'news', 'sport')
+    const b = await subscribed(t, srv, bob, 'news')
+    const listing = await srv.request('GET', '/admin/connections?room=news', { apiKey: admin.key })
+    assert.equal(listing.status, 200, listing.text)
+    const self = srv.app.realtime.nodeId
+    assert.deepEqual(listing.body.items.map((c: { id: string, node: string }) => [c.id, c.node]), [[a.welcome.connectionId, self], [b.welcome.connectionId, self]], 'the oldest first')
+    assert.deepEqual([listing.body.nodesAnswered, listing.body.nodesMissing, listing.body.truncated], [[self], [], false])
+    const one = await srv.request('GET', '/admin/connections?limit=1', { apiKey: admin.key })
+    assert.deepEqual([one.body.items.length, one.body.truncated], [1, true])
+    for (const bad of ['?limit=0', '?limit=501', `?room=${'x'.repeat(65)}`, '?user=', '?other=1']) {
+      assert.equal((await srv.request('GET', `/admin/connections${bad}`, { apiKey: admin.key })).status, 400, bad)
+    }
+
+    const path = `/admin/connections/${a.welcome.connectionId as string}/rooms/news`
+    assert.equal((await srv.request('DELETE', path, { token: alice })).status, 403)
+    const ended = await srv.request('DELETE', path, { apiKey: admin.key })
+    assert.equal(ended.status, 204, ended.text)
+    const frame = await a.next(f => f.type === 'unsubscribed')
+    assert.deepEqual([frame.room, frame.reason], ['news', 'server'])
+    // The connection stays open, in its other room; bob keeps his subscription.
+    await srv.request('POST', '/broadcast', { apiKey: admin.key, body: { rooms: ['news', 'sport'], data: 'x' } })
+    await a.next(message('sport', 1))
+    await b.next(message('news', 1))
+    assert.equal(a.frames.some(message('news', 1)), false)
+    assertErrorBody((await srv.request('DELETE', path, { apiKey: admin.key })).body, 404, 'SB_ERR_SUBSCRIPTION_NOT_FOUND')
+    assertErrorBody((await srv.request('DELETE', '/admin/connections/nobody/rooms/news', { apiKey: admin.key })).body, 404, 'SB_ERR_CONNECTION_NOT_FOUND')
+    assert.equal((await srv.request('DELETE', `/admin/connections/${a.welcome.connectionId as string}/rooms/Not%20A%20Room`, { apiKey: admin.key })).status, 400)
+
+    // The ring of cluster samples: one per report, with this node's connections.
+    await waitFor(async () => (await srv.request('GET', '/admin/nodes/history', { apiKey: admin.key })).body.samples.some((s: { connections: number }) => s.connections === 2), 'a sample counting both connections')
+    const history = await srv.request('GET', '/admin/nodes/history', { apiKey: admin.key })
+    assert.deepEqual([history.body.intervalMs, history.body.capacity], [200, 120])
+    const samples = history.body.samples as Array<{ at: number, nodes: number }>
+    assert.ok(samples.every((s, i) => s.nodes === 1 && (i === 0 || s.at >= samples[i - 1]!.at)), 'one node, the oldest first')
+    assert.equal((await srv.request('GET', '/admin/nodes/history', { token: alice })).status, 403)
+  })
+
   it('takes an admin\'s token too; refuses ordinary users and keys without the admin scope; an admin key cannot make keys', async (t) => {
     const { srv, admin, alice } = await fixture(t)
     const root = await srv.login('root')

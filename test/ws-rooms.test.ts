@@ -1480,7 +1480,7 @@ describe('ws rooms: admin connections API', () => {
     assert.equal(all.length, 5)
     const first = all.find(c => c.id === a1.welcome.connectionId)
     assert.ok(first !== undefined)
-    assert.deepEqual(Object.keys(first).sort(), ['connectedAt', 'id', 'ip', 'kind', 'principal', 'rooms', 'userAgent'])
+    assert.deepEqual(Object.keys(first).sort(), ['connectedAt', 'id', 'ip', 'kind', 'node', 'principal', 'rooms', 'userAgent'])
     assert.deepEqual({ principal: first.principal, kind: first.kind, ip: first.ip, rooms: first.rooms }, { principal: 'alice', kind: 'user', ip: '127.0.0.1', rooms: ['lobby'] })
     assert.ok(typeof first.connectedAt === 'number' && first.connectedAt >= before && first.connectedAt <= Date.now())
     const ofKey = all.find(c => c.id === k.welcome.connectionId)

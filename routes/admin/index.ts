@@ -2,14 +2,17 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { Errors } from '../../src/errors.js'
 import { errorResponses, UserIdSchema, type Security } from '../../src/schemas/common.js'
-import { ConnectionSchema, ConnectionsQuerySchema, StatsSchema } from '../../src/schemas/realtime.js'
+import { ConnectionListingSchema, ConnectionsQuerySchema, StatsSchema } from '../../src/schemas/realtime.js'
 import { RoomParamsSchema, RoomUserParamsSchema } from '../../src/schemas/rooms.js'
-import { ActiveRoomsQuerySchema, ActiveRoomsSchema, NodesSchema, RoomStatsSchema, UnsubscribedSchema } from '../../src/schemas/server-api.js'
+import {
+  ActiveRoomsQuerySchema, ActiveRoomsSchema, ClusterHistorySchema, ConnectionRoomParamsSchema, NodesSchema, RoomStatsSchema, UnsubscribedSchema
+} from '../../src/schemas/server-api.js'
+import { CLUSTER_HISTORY_SAMPLES } from '../../src/realtime/node-reports.js'
 import { createRateMeter } from '../../src/realtime/metrics.js'
 
 /**
  * Operator tools and the server API for backends (admins, or API keys with the `admin` scope):
- * open connections (list, kick with close code 4503), headline stats, a user's subscriptions
+ * open connections across the cluster (list, kick with close code 4503, unsubscribe from a room), headline stats, a user's subscriptions
  * ended, presence counts, the cluster's active rooms and nodes.
  */
 const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -31,11 +34,18 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/connections', {
     schema: {
-      tags: ['admin'], summary: 'Open WebSocket connections on this node, optionally by user or room', security,
+      tags: ['admin'],
+      summary: 'Open WebSocket connections on every node, optionally by user or room, the oldest first',
+      description: 'In-memory engine: this node\'s connections. Redis engine: every node is asked on the control channel and the answer ' +
+        'waits for the nodes known from their reports (GET /admin/nodes), at most 1 s; `nodesMissing` names those that did not answer.',
+      security,
       querystring: ConnectionsQuerySchema,
-      response: { 200: Type.Object({ items: Type.Array(ConnectionSchema) }), ...errorResponses(400, 401, 403) }
+      response: { 200: ConnectionListingSchema, ...errorResponses(400, 401, 403, 429) }
     }
-  }, async (request) => ({ items: app.realtime.listConnections(request.query) }))
+  }, async (request) => {
+    const { limit, user, room } = request.query
+    return await app.realtime.searchConnections({ ...(user === undefined ? {} : { user }), ...(room === undefined ? {} : { room }) }, limit)
+  })
 
   app.delete('/connections/:id', {
     schema: {
@@ -51,6 +61,26 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const kicked = await app.realtime.kick(request.params.id)
     if (kicked === null) throw new Errors.ConnectionNotFound()
     request.log.info({ connId: request.params.id, where: kicked }, 'connection kicked')
+    return reply.code(204).send(null)
+  })
+
+  app.delete('/connections/:id/rooms/:room', {
+    schema: {
+      tags: ['admin'],
+      summary: 'End one connection\'s subscription to a room (`unsubscribed`, reason `server`); the connection stays open',
+      description: 'With the Redis engine, an id that is not on this node is sent through the control channel and the node holding it ' +
+        'applies it: the answer is 204 without knowing whether it existed (best-effort). With the in-memory engine an unknown id is 404. ' +
+        'A connection on this node that is not in the room is 404 SB_ERR_SUBSCRIPTION_NOT_FOUND. It does not bar the user: a subscribe the room\'s rules allow succeeds again.',
+      security,
+      params: ConnectionRoomParamsSchema,
+      response: { 204: Type.Null(), ...errorResponses(400, 401, 403, 404) }
+    }
+  }, async (request, reply) => {
+    const { id, room } = request.params
+    const outcome = await app.realtime.unsubscribeConnection(id, room)
+    if (outcome === null) throw new Errors.ConnectionNotFound()
+    if (outcome === 'not_subscribed') throw new Errors.SubscriptionNotFound()
+    request.log.info({ connId: id, room, where: outcome }, 'connection unsubscribed by an admin')
     return reply.code(204).send(null)
   })
 
@@ -126,6 +156,17 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: NodesSchema, ...errorResponses(401, 403) }
     }
   }, async () => ({ intervalMs: app.config.serverApi.nodeReportIntervalMs, items: app.realtime.nodes() }))
+
+  app.get('/nodes/history', {
+    schema: {
+      tags: ['admin'],
+      summary: 'The cluster\'s totals (nodes, connections, messages in/out per second) at each of the answering node\'s last report intervals',
+      description: `A ring of ${CLUSTER_HISTORY_SAMPLES} samples, one per NODE_REPORT_INTERVAL_MS (with the default 5 s: the last ten minutes), ` +
+        'kept in memory by every node from the node reports it hears: the admin console\'s charts. A node that just started has only its own samples.',
+      security,
+      response: { 200: ClusterHistorySchema, ...errorResponses(401, 403) }
+    }
+  }, async () => ({ intervalMs: app.config.serverApi.nodeReportIntervalMs, capacity: CLUSTER_HISTORY_SAMPLES, samples: app.realtime.clusterHistory() }))
 }
 
 export default adminRoutes

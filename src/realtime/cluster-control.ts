@@ -131,6 +131,22 @@ export class ClusterControl {
     return ended
   }
 
+  /**
+   * Ends one connection's subscription to a room (`unsubscribed`, reason `server`); the
+   * connection stays open. `local` when it was on this node, `not_subscribed` when it is here
+   * but not in that room, `forwarded` when it is not here and the other nodes were told (the
+   * one holding it applies it; best-effort), null when it is nowhere (a single node).
+   */
+  async unsubscribeConnection (connectionId: string, room: string): Promise<'local' | 'not_subscribed' | 'forwarded' | null> {
+    const here = this.deps.hub.get(connectionId)
+    if (here !== undefined) {
+      if (!here.subscriptions.has(room)) return 'not_subscribed'
+      here.revoke(room, 'server')
+      return 'local'
+    }
+    return await this.send({ type: 'unsubscribe_connection', connectionId, room }) ? 'forwarded' : null
+  }
+
   /** Hears what other nodes send of the messages the control itself does not apply (reports, censuses). */
   listen (listener: (message: ControlMessage) => void): void {
     this.listeners.push(listener)
@@ -169,9 +185,14 @@ export class ClusterControl {
       case 'unsubscribe_user':
         this.unsubscribeUserLocal(message.userId, message.room)
         return
+      case 'unsubscribe_connection':
+        this.deps.hub.get(message.connectionId)?.revoke(message.room, 'server')
+        return
       case 'node_report':
       case 'rooms_query':
       case 'rooms_answer':
+      case 'connections_query':
+      case 'connections_answer':
         for (const listener of this.listeners) listener(message)
     }
   }

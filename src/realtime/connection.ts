@@ -1,6 +1,6 @@
 import type { Principal, UserPrincipal } from '../auth/principal.js'
 import { CloseCodes, CloseReasons, type CloseCode } from '../protocol/close-codes.js'
-import type { Engine, HistoryPage, HistoryQuery, HistoryResult, PageQuery, Payload, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
+import type { ConnectionDescription, Engine, HistoryPage, HistoryQuery, HistoryResult, PageQuery, Payload, PresenceInfo, Publication, PublishResult, StreamPosition } from './engine.js'
 import { AppError, Errors, protocolErrorOf } from '../errors.js'
 import { RealtimeError } from './errors.js'
 import type { Logger } from './logger.js'
@@ -16,16 +16,8 @@ import type { GrantBasis, RoomGrant, RoomOperation } from './authorizer.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed'
 
-/** One connection as the admin API lists it. */
-export interface ConnectionDescription {
-  id: string
-  principal: string
-  kind: Principal['kind']
-  ip: string
-  userAgent: string | null
-  rooms: string[]
-  connectedAt: number
-}
+// Described in engine.ts, where the control channel carries it between nodes.
+export type { ConnectionDescription } from './engine.js'
 
 /** One room subscription of one connection. */
 interface Subscription {

@@ -297,7 +297,24 @@ export type ControlMessage = { node: string } & (
   | { type: 'rooms_query', id: string, prefix: string }
   /** One node's answer to `rooms_query` `id`, for node `to`: [room, subscribers here], at most a bounded number. */
   | { type: 'rooms_answer', id: string, to: string, rooms: Array<[string, number]>, truncated: boolean }
+  /** Asks every node for its connections matching the filter, at most `limit` (connection-search.ts). */
+  | { type: 'connections_query', id: string, user?: string, room?: string, limit: number }
+  /** One node's answer to `connections_query` `id`, for node `to`; `truncated` when it left some out. */
+  | { type: 'connections_answer', id: string, to: string, items: ConnectionDescription[], truncated: boolean }
+  /** Ends one connection's subscription to a room (`unsubscribed`, reason `server`): the node holding it applies it. */
+  | { type: 'unsubscribe_connection', connectionId: string, room: string }
 )
+
+/** One connection as the admin API lists it. */
+export interface ConnectionDescription {
+  id: string
+  principal: string
+  kind: 'user' | 'apiKey'
+  ip: string
+  userAgent: string | null
+  rooms: string[]
+  connectedAt: number
+}
 
 /**
  * What a node says of itself on the control channel (GET /admin/nodes): the operators' view of

@@ -9,6 +9,22 @@ export const REPORT_EXPIRY_INTERVALS = 3
  */
 export const MAX_REPORTED_NODES = 1024
 
+/**
+ * Cluster samples kept (one per report interval of this node): with the default 5 s interval,
+ * the last ten minutes, so the admin console's charts show them as soon as it opens.
+ */
+export const CLUSTER_HISTORY_SAMPLES = 120
+
+/** The cluster's totals at one of this node's report ticks, over the nodes alive then (GET /admin/nodes/history). */
+export interface ClusterSample {
+  /** Epoch ms, by this node's clock. */
+  at: number
+  nodes: number
+  connections: number
+  messagesInPerSecond: number
+  messagesOutPerSecond: number
+}
+
 /** A node's figures as GET /admin/nodes shows them: the report, whether it is this node, and its age. */
 export interface ReportedNode extends NodeReport {
   /** True for the node that answered the request. */
@@ -40,6 +56,9 @@ export interface NodeReportsOptions {
  */
 export class NodeReports {
   private readonly reports = new Map<string, { report: NodeReport, lastSeenAt: number }>()
+  /** A ring of CLUSTER_HISTORY_SAMPLES: `samples[next]` is the oldest once it is full. */
+  private readonly samples: ClusterSample[] = []
+  private next = 0
   private readonly now: () => number
   private timer: NodeJS.Timeout | undefined
   private lastTick: number | undefined
@@ -64,6 +83,7 @@ export class NodeReports {
     const report: NodeReport = { ...this.options.figures(), id: this.options.nodeId, reportedAt: at, eventLoopDelayMs }
     this.reports.set(report.id, { report, lastSeenAt: at })
     this.prune(at)
+    this.record(at)
     this.options.publish?.(report).catch((err: unknown) => this.options.log.warn({ err }, 'node report not sent'))
   }
 
@@ -83,15 +103,40 @@ export class NodeReports {
       .sort((a, b) => Number(b.self) - Number(a.self) || a.address.localeCompare(b.address) || a.id.localeCompare(b.id))
   }
 
-  /** How many other nodes are alive, as far as their reports tell. */
-  peers (): number {
+  /** The other nodes alive, as far as their reports tell: who should answer a question on the control channel. */
+  peers (): string[] {
     this.prune(this.now())
-    return this.reports.size - (this.reports.has(this.options.nodeId) ? 1 : 0)
+    return [...this.reports.keys()].filter(id => id !== this.options.nodeId)
+  }
+
+  /** The cluster's totals at each of this node's last CLUSTER_HISTORY_SAMPLES ticks, the oldest first. */
+  history (): ClusterSample[] {
+    return [...this.samples.slice(this.next), ...this.samples.slice(0, this.next)]
   }
 
   close (): void {
     clearInterval(this.timer)
     this.timer = undefined
+  }
+
+  /**
+   * The totals of the latest reports at this moment: each node's own rates (the same counters
+   * as its /metrics), summed, so every node's ring tells the same story of the cluster.
+   */
+  private record (at: number): void {
+    const sample: ClusterSample = { at, nodes: 0, connections: 0, messagesInPerSecond: 0, messagesOutPerSecond: 0 }
+    for (const { report } of this.reports.values()) {
+      sample.nodes++
+      sample.connections += report.connections
+      sample.messagesInPerSecond += report.messagesInPerSecond
+      sample.messagesOutPerSecond += report.messagesOutPerSecond
+    }
+    if (this.samples.length < CLUSTER_HISTORY_SAMPLES) {
+      this.samples.push(sample)
+      return
+    }
+    this.samples[this.next] = sample
+    this.next = (this.next + 1) % CLUSTER_HISTORY_SAMPLES
   }
 
   private prune (at: number): void {

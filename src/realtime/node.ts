@@ -7,7 +7,8 @@ import { ClusterControl, type RevocationHost } from './cluster-control.js'
 import { Connection, principalId, type ConnectionDescription, type ConnectionHost, type ConnectionMeta } from './connection.js'
 import { payloadOf, type Engine, type HistoryPage, type HistoryQuery, type HistoryResult, type NodeReport, type PageQuery, type Payload, type PresenceInfo, type PublishResult, type RoomChange } from './engine.js'
 import { RealtimeError, toRealtimeError, viaEngine } from './errors.js'
-import { NodeReports, type ReportedNode } from './node-reports.js'
+import { ConnectionSearch, type ConnectionListing } from './connection-search.js'
+import { NodeReports, type ClusterSample, type ReportedNode } from './node-reports.js'
 import { RoomCensus, type Census } from './room-census.js'
 import { Hub, type ConnectionFilter } from './hub.js'
 import type { RealtimeLimits } from './limits.js'
@@ -23,7 +24,8 @@ import type { PrepareFrame, Transport } from './transport.js'
 export type { AdmissionRefusal } from './admission.js'
 export type { RevocationHost } from './cluster-control.js'
 export type { ConnectionFilter } from './hub.js'
-export type { ReportedNode } from './node-reports.js'
+export type { ClusterSample, ReportedNode } from './node-reports.js'
+export type { ConnectionListing } from './connection-search.js'
 export type { Census } from './room-census.js'
 
 /** One room's outcome of a broadcast: its position, or the error of the table it met. */
@@ -93,6 +95,10 @@ export interface RealtimeNode {
   presence(principal: Principal, room: string, roomToken?: string): Promise<PresenceInfo>
   /** This node's connections, by user and/or room. */
   listConnections(filter?: ConnectionFilter): ConnectionDescription[]
+  /** Every node's connections, by user and/or room, at most `limit` (connection-search.ts). */
+  searchConnections(filter: ConnectionFilter, limit: number): Promise<ConnectionListing>
+  /** Ends one connection's subscription to a room, here or (forwarded) on the node holding it. */
+  unsubscribeConnection(connectionId: string, room: string): Promise<'local' | 'not_subscribed' | 'forwarded' | null>
   /** Closes one connection with 4503, here or (forwarded) on another node. */
   kick(connectionId: string): Promise<'local' | 'forwarded' | null>
   /** Closes every connection of a user with 4503 on every node; how many were here. */
@@ -111,6 +117,8 @@ export interface RealtimeNode {
   activeRooms(prefix: string): Promise<Census>
   /** The live nodes of the cluster from their reports (this one alone on the in-memory engine). */
   nodes(): ReportedNode[]
+  /** The cluster's totals over the last report intervals, the oldest first (node-reports.ts). */
+  clusterHistory(): ClusterSample[]
   /** This node's id in the reports and on the control channel. */
   readonly nodeId: string
   /** Closes every connection of a revoked API key on every node; how many were here. */
@@ -182,13 +190,21 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     nodeId: control.nodeId,
     local: () => hub.roomSizes(),
     send: async (message) => await control.send(message),
-    peers: () => reports?.peers() ?? 0
+    peers: () => reports?.peers() ?? []
+  })
+  const connectionSearch = new ConnectionSearch({
+    nodeId: control.nodeId,
+    local: (filter) => hub.select(filter).map(c => c.describe()),
+    send: async (message) => await control.send(message),
+    peers: () => reports?.peers() ?? []
   })
   control.listen((message) => {
     switch (message.type) {
       case 'node_report': reports?.receive(message.report); return
       case 'rooms_query': census.query(message, message.node); return
-      case 'rooms_answer': census.answer(message)
+      case 'rooms_answer': census.answer(message, message.node); return
+      case 'connections_query': connectionSearch.query(message, message.node); return
+      case 'connections_answer': connectionSearch.answer(message, message.node)
     }
   })
   reports?.start()
@@ -329,6 +345,8 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       return hub.select(filter).map(c => c.describe())
     },
 
+    searchConnections: (filter, limit) => connectionSearch.list(filter, limit),
+    unsubscribeConnection: (connectionId, room) => control.unsubscribeConnection(connectionId, room),
     kick: (connectionId) => control.kick(connectionId),
     kickUser: (userId) => control.kickUser(userId),
     kickApiKey: (keyId) => control.kickApiKey(keyId),
@@ -363,6 +381,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
 
     activeRooms: (prefix) => census.gather(prefix),
     nodes: () => reports?.list() ?? [],
+    clusterHistory: () => reports?.history() ?? [],
     nodeId: control.nodeId,
 
     revokeSessions: (userId, sessionIds, until) => control.revokeSessions(userId, sessionIds, until),
@@ -408,6 +427,7 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
       control.close()
       reports?.close()
       census.close()
+      connectionSearch.close()
       for (const connection of [...hub.all()]) connection.terminate()
     }
   }

@@ -1,13 +1,8 @@
-import { randomUUID } from 'node:crypto'
 import type { ControlMessage } from './engine.js'
-import { RealtimeError } from './errors.js'
+import { ScatterGather } from './scatter-gather.js'
 
 /** Rooms one node puts in an answer at most (the busiest first): a control message stays well under a megabyte. */
 export const MAX_ROOMS_PER_ANSWER = 10_000
-/** How long a census waits for the other nodes' answers before it answers with what it has. */
-export const CENSUS_TIMEOUT_MS = 1000
-/** Censuses in flight on one node at once; more are refused (rate_limited) rather than queued. */
-const MAX_PENDING = 32
 
 export interface RoomCount {
   room: string
@@ -36,15 +31,9 @@ export interface RoomCensusOptions {
   local: () => Iterable<[string, number]>
   /** Sends on the control channel; false when it could not (a single node, or Redis down). */
   send: (message: CensusMessage) => Promise<boolean>
-  /** How many other nodes should answer (from the node reports). */
-  peers: () => number
+  /** The other live nodes' ids (from the node reports): who should answer. */
+  peers: () => string[]
   timeoutMs?: number
-}
-
-interface Pending {
-  answers: Array<Pick<Answer, 'rooms' | 'truncated'>>
-  expected: number
-  done: () => void
 }
 
 /**
@@ -54,32 +43,17 @@ interface Pending {
  * with what came (`partial`). On the in-memory engine it is this node's rooms alone.
  */
 export class RoomCensus {
-  private readonly pending = new Map<string, Pending>()
+  private readonly gathering: ScatterGather<Pick<Answer, 'rooms' | 'truncated'>>
 
-  constructor (private readonly options: RoomCensusOptions) {}
+  constructor (private readonly options: RoomCensusOptions) {
+    this.gathering = new ScatterGather({ peers: options.peers, what: 'room listings', ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) })
+  }
 
   /** Every node's rooms with subscribers whose id starts with `prefix`, merged. */
   async gather (prefix: string): Promise<Census> {
     const own = this.answerOf(prefix)
-    const expected = this.options.peers()
-    const answers = [own]
-    if (expected > 0) {
-      if (this.pending.size >= MAX_PENDING) throw new RealtimeError('rate_limited', 'Too many room listings in flight on this node; retry shortly', 1000)
-      const id = randomUUID()
-      const entry: Pending = { answers: [], expected, done: () => {} }
-      const complete = new Promise<void>((resolve) => { entry.done = resolve })
-      this.pending.set(id, entry)
-      let timer: NodeJS.Timeout | undefined
-      try {
-        if (await this.options.send({ type: 'rooms_query', id, prefix })) {
-          await Promise.race([complete, new Promise<void>((resolve) => { timer = setTimeout(resolve, this.options.timeoutMs ?? CENSUS_TIMEOUT_MS) })])
-        }
-      } finally {
-        clearTimeout(timer)
-        this.pending.delete(id)
-      }
-      answers.push(...entry.answers)
-    }
+    const { answers: others, expected } = await this.gathering.gather(async (id) => await this.options.send({ type: 'rooms_query', id, prefix }))
+    const answers = [own, ...others.map(a => a.answer)]
     const merged = new Map<string, number>()
     for (const answer of answers) {
       for (const [room, count] of answer.rooms) merged.set(room, (merged.get(room) ?? 0) + count)
@@ -89,8 +63,8 @@ export class RoomCensus {
     return {
       rooms,
       nodesAnswered: answers.length,
-      nodesKnown: expected + 1,
-      partial: answers.length < expected + 1 || answers.some(a => a.truncated)
+      nodesKnown: expected.length + 1,
+      partial: answers.length < expected.length + 1 || answers.some(a => a.truncated)
     }
   }
 
@@ -101,17 +75,14 @@ export class RoomCensus {
   }
 
   /** Another node answered: kept when it is for a census of this node still waiting. */
-  answer (message: Answer): void {
+  answer (message: Answer, from: string): void {
     if (message.to !== this.options.nodeId) return
-    const entry = this.pending.get(message.id)
-    if (entry === undefined) return
-    entry.answers.push({ rooms: message.rooms, truncated: message.truncated })
-    if (entry.answers.length >= entry.expected) entry.done()
+    this.gathering.answer(message.id, from, { rooms: message.rooms, truncated: message.truncated })
   }
 
   /** Answers nothing more: pending censuses resolve with what they have. */
   close (): void {
-    for (const entry of this.pending.values()) entry.done()
+    this.gathering.close()
   }
 
   private answerOf (prefix: string): Pick<Answer, 'rooms' | 'truncated'> {

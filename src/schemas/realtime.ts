@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import { EncodingSchema, HistoryPageSchema, IdempotencyKeySchema, PAGE_LIMIT_MAX, PresenceResultSchema, PublicationSchema, RoomTokenSchema } from '../protocol/messages.js'
 import { UserIdSchema } from './common.js'
+import { MAX_ANSWER_BYTES, MAX_CONNECTIONS_LISTED } from '../realtime/connection-search.js'
 
 /*
  * REST speaks JSON only: raw bytes travel as standard base64 with `"encoding": "base64"`, as on
@@ -75,5 +76,13 @@ export const StatsSchema = Type.Object({
 
 export const ConnectionsQuerySchema = Type.Object({
   user: Type.Optional(UserIdSchema),
-  room: Type.Optional(Type.String({ maxLength: 64 }))
+  room: Type.Optional(Type.String({ maxLength: 64 })),
+  limit: Type.Integer({ minimum: 1, maximum: MAX_CONNECTIONS_LISTED, default: 100, description: `At most this many connections, the oldest first (at most ${MAX_CONNECTIONS_LISTED})` })
 }, { additionalProperties: false })
+
+export const ConnectionListingSchema = Type.Object({
+  items: Type.Array(Type.Composite([ConnectionSchema, Type.Object({ node: Type.String({ description: 'The id of the node the connection is on (GET /admin/nodes)' }) })])),
+  nodesAnswered: Type.Array(Type.String(), { description: 'Nodes whose connections are listed, the answering node first' }),
+  nodesMissing: Type.Array(Type.String(), { description: 'Nodes alive according to their reports that did not answer within 1 s: their connections are not listed' }),
+  truncated: Type.Boolean({ description: `True when more connections matched than listed (\`limit\`, or a node's answer reached ${MAX_ANSWER_BYTES / 1024} KiB)` })
+})

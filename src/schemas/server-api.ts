@@ -91,3 +91,20 @@ export const NodesSchema = Type.Object({
   intervalMs: Type.Integer({ description: 'NODE_REPORT_INTERVAL_MS: a node silent for three intervals is dropped' }),
   items: Type.Array(NodeSchema, { description: 'This node first' })
 })
+
+export const ClusterHistorySchema = Type.Object({
+  intervalMs: Type.Integer({ description: 'NODE_REPORT_INTERVAL_MS: one sample per interval' }),
+  capacity: Type.Integer({ description: 'Samples kept at most (a ring): capacity × intervalMs is the span the charts can show' }),
+  samples: Type.Array(Type.Object({
+    at: Type.Integer({ description: 'When the answering node took the sample (epoch ms, its clock)' }),
+    nodes: Type.Integer({ description: 'Nodes alive then' }),
+    connections: Type.Integer({ description: 'Sum of the nodes\' switchboard_connections' }),
+    messagesInPerSecond: Type.Number({ description: 'Sum of the nodes\' rate of switchboard_messages_in_total' }),
+    messagesOutPerSecond: Type.Number({ description: 'Sum of the nodes\' rate of switchboard_messages_out_total' })
+  }), { description: 'The oldest first' })
+})
+
+export const ConnectionRoomParamsSchema = Type.Object({
+  id: Type.String({ maxLength: 64 }),
+  room: RoomIdSchema
+})

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { NodeReport } from '../../src/realtime/engine.js'
-import { MAX_REPORTED_NODES, NodeReports, REPORT_EXPIRY_INTERVALS } from '../../src/realtime/node-reports.js'
+import { CLUSTER_HISTORY_SAMPLES, MAX_REPORTED_NODES, NodeReports, REPORT_EXPIRY_INTERVALS } from '../../src/realtime/node-reports.js'
+import { ConnectionSearch, MAX_ANSWER_BYTES, MAX_CONNECTIONS_LISTED, type ConnectionSearchMessage } from '../../src/realtime/connection-search.js'
+import type { ConnectionDescription } from '../../src/realtime/engine.js'
 import { MAX_ROOMS_PER_ANSWER, RoomCensus, type CensusMessage } from '../../src/realtime/room-census.js'
 import { scopeAllows, ScopeSchema } from '../../src/auth/scopes.js'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
@@ -27,14 +29,14 @@ describe('node reports', () => {
     assert.equal(sent[0]!.id, 'self')
     reports.receive(reportOf('other', 'a:1'))
     assert.deepEqual(reports.list().map(n => [n.id, n.self]), [['self', true], ['other', false]])
-    assert.equal(reports.peers(), 1)
+    assert.deepEqual(reports.peers(), ['other'])
 
     now += INTERVAL * REPORT_EXPIRY_INTERVALS
-    assert.equal(reports.peers(), 1, 'still within the expiry')
+    assert.deepEqual(reports.peers(), ['other'], 'still within the expiry')
     now += 1
     reports.tick()
     assert.deepEqual(reports.list().map(n => n.id), ['self'], 'the silent node is dropped; this one never is')
-    assert.equal(reports.peers(), 0)
+    assert.deepEqual(reports.peers(), [])
   })
 
   it('measures the loop delay as the report timer\'s lateness, and ignores its own echo', () => {
@@ -55,6 +57,78 @@ describe('node reports', () => {
   })
 })
 
+describe('cluster history', () => {
+  it('keeps the cluster\'s totals at each tick, the last CLUSTER_HISTORY_SAMPLES, the oldest first', () => {
+    let now = 0
+    let connections = 0
+    const reports = new NodeReports({ nodeId: 'self', intervalMs: INTERVAL, figures: () => ({ ...figures('x'), messagesInPerSecond: 1.5, connections }), log: silent, now: () => now })
+    reports.receive({ ...reportOf('other'), connections: 10, messagesOutPerSecond: 4 })
+    reports.tick()
+    assert.deepEqual(reports.history(), [{ at: 0, nodes: 2, connections: 10, messagesInPerSecond: 1.5, messagesOutPerSecond: 4 }])
+    for (let i = 1; i <= CLUSTER_HISTORY_SAMPLES + 5; i++) {
+      now += INTERVAL
+      connections = i
+      reports.tick()
+    }
+    const history = reports.history()
+    assert.equal(history.length, CLUSTER_HISTORY_SAMPLES)
+    assert.deepEqual(history.map(s => s.at), Array.from({ length: CLUSTER_HISTORY_SAMPLES }, (_, i) => (i + 6) * INTERVAL))
+    assert.equal(history.at(-1)!.nodes, 1, 'the other node expired')
+    assert.equal(history.at(-1)!.connections, CLUSTER_HISTORY_SAMPLES + 5)
+  })
+})
+
+describe('connection search', () => {
+  const conn = (id: string, connectedAt: number, rooms: string[] = []): ConnectionDescription =>
+    ({ id, principal: 'alice', kind: 'user', ip: '127.0.0.1', userAgent: null, rooms, connectedAt })
+
+  it('merges every node\'s connections (oldest first, at most the limit) and names the nodes that did not answer', async () => {
+    const sent: ConnectionSearchMessage[] = []
+    const filters: unknown[] = []
+    const search = new ConnectionSearch({
+      nodeId: 'self',
+      local: (filter) => { filters.push(filter); return [conn('mine', 5)] },
+      send: async (m) => { sent.push(m); return true },
+      peers: () => ['n1', 'n2'],
+      timeoutMs: 50
+    })
+    const listing = search.list({ user: 'alice' }, 2)
+    await new Promise(resolve => setImmediate(resolve))
+    const query = sent[0]
+    assert.ok(query?.type === 'connections_query')
+    assert.deepEqual([query.user, query.room, query.limit], ['alice', undefined, 2])
+    search.answer({ type: 'connections_answer', id: query.id, to: 'self', items: [conn('b1', 1), conn('b2', 9)], truncated: false }, 'n1')
+    const result = await listing
+    assert.deepEqual(result.items.map(c => [c.id, c.node]), [['b1', 'n1'], ['mine', 'self']])
+    assert.deepEqual(result.nodesAnswered, ['self', 'n1'])
+    assert.deepEqual(result.nodesMissing, ['n2'])
+    assert.equal(result.truncated, true, 'three matched, two listed')
+    assert.deepEqual(filters, [{ user: 'alice' }])
+  })
+
+  it('answers another node with at most the limit and MAX_ANSWER_BYTES of connections', () => {
+    const sent: ConnectionSearchMessage[] = []
+    const rooms = Array.from({ length: 100 }, (_, i) => `room-with-a-long-name-${i}`)
+    const many = Array.from({ length: MAX_CONNECTIONS_LISTED + 10 }, (_, i) => conn(`c${i}`, i, rooms))
+    const search = new ConnectionSearch({ nodeId: 'self', local: () => [...many], send: async (m) => { sent.push(m); return true }, peers: () => [] })
+    search.query({ type: 'connections_query', id: 'q1', room: 'x', limit: 3 }, 'asker')
+    search.query({ type: 'connections_query', id: 'q2', limit: 100_000 }, 'asker')
+    const [few, bounded] = sent
+    assert.ok(few?.type === 'connections_answer' && bounded?.type === 'connections_answer')
+    assert.deepEqual([few.to, few.items.length, few.truncated], ['asker', 3, true])
+    assert.ok(bounded.items.length < MAX_CONNECTIONS_LISTED, 'the byte bound cut it first')
+    assert.ok(JSON.stringify(bounded.items).length <= MAX_ANSWER_BYTES + bounded.items.length + 2)
+    assert.equal(bounded.truncated, true)
+  })
+
+  it('on a single node lists its own connections without asking anyone', async () => {
+    let asked = false
+    const search = new ConnectionSearch({ nodeId: 'self', local: () => [conn('a', 1)], send: async () => { asked = true; return true }, peers: () => [] })
+    const result = await search.list({}, 10)
+    assert.deepEqual([result.items.length, result.nodesAnswered, result.nodesMissing, result.truncated, asked], [1, ['self'], [], false, false])
+  })
+})
+
 describe('room census', () => {
   type Sent = CensusMessage
 
@@ -64,26 +138,26 @@ describe('room census', () => {
       nodeId: 'self',
       local: () => [['a', 2], ['b', 1]],
       send: async (m) => { sent.push(m); return true },
-      peers: () => 2,
+      peers: () => ['n1', 'n2'],
       timeoutMs: 50
     })
     const gathering = census.gather('')
     await new Promise(resolve => setImmediate(resolve))
     const query = sent[0]
     assert.ok(query?.type === 'rooms_query')
-    census.answer({ type: 'rooms_answer', id: query.id, to: 'self', rooms: [['b', 5], ['c', 1]], truncated: false })
-    census.answer({ type: 'rooms_answer', id: query.id, to: 'someone-else', rooms: [['z', 9]], truncated: false })
+    census.answer({ type: 'rooms_answer', id: query.id, to: 'self', rooms: [['b', 5], ['c', 1]], truncated: false }, 'n1')
+    census.answer({ type: 'rooms_answer', id: query.id, to: 'someone-else', rooms: [['z', 9]], truncated: false }, 'n2')
     const result = await gathering
     assert.deepEqual(result.rooms, [{ room: 'b', subscribers: 6 }, { room: 'a', subscribers: 2 }, { room: 'c', subscribers: 1 }])
     assert.equal(result.nodesAnswered, 2)
     assert.equal(result.nodesKnown, 3)
     assert.equal(result.partial, true)
     // A late answer finds nothing waiting.
-    census.answer({ type: 'rooms_answer', id: query.id, to: 'self', rooms: [['late', 1]], truncated: false })
+    census.answer({ type: 'rooms_answer', id: query.id, to: 'self', rooms: [['late', 1]], truncated: false }, 'n2')
   })
 
   it('refuses a census beyond the bound in flight (rate_limited), and close ends the waiting ones', async () => {
-    const census = new RoomCensus({ nodeId: 'self', local: () => [], send: async () => true, peers: () => 1, timeoutMs: 60_000 })
+    const census = new RoomCensus({ nodeId: 'self', local: () => [], send: async () => true, peers: () => ['n1'], timeoutMs: 60_000 })
     const waiting = Array.from({ length: 32 }, async () => await census.gather(''))
     await new Promise(resolve => setImmediate(resolve))
     await assert.rejects(census.gather(''), (err: Error & { protocolCode?: string }) => err.protocolCode === 'rate_limited')
@@ -94,7 +168,7 @@ describe('room census', () => {
   it('answers another node\'s query with its own rooms under the prefix, the busiest MAX_ROOMS_PER_ANSWER', () => {
     const sent: Sent[] = []
     const local: Array<[string, number]> = Array.from({ length: MAX_ROOMS_PER_ANSWER + 1 }, (_, i) => [`r${i}`, i])
-    const census = new RoomCensus({ nodeId: 'self', local: () => local, send: async (m) => { sent.push(m); return true }, peers: () => 0 })
+    const census = new RoomCensus({ nodeId: 'self', local: () => local, send: async (m) => { sent.push(m); return true }, peers: () => [] })
     census.query({ type: 'rooms_query', id: 'q1', prefix: 'r1' }, 'asker')
     census.query({ type: 'rooms_query', id: 'q2', prefix: '' }, 'asker')
     const [filtered, all] = sent
