@@ -1,15 +1,20 @@
 import { describe, it, before } from 'node:test'
+import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import Fastify from 'fastify'
+import type { Page } from 'playwright-core'
 import { oneShotRequest } from '../support/http.js'
-import { build, tempDir, wsConnect } from './helper.js'
-import { ADMIN, baseEnv, startServer, waitUntilReady, withTimeout } from './process.js'
+import { dropSchema } from '../support/postgres.js'
+import { deleteRedisKeys } from '../support/redis.js'
+import { build, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL, wsConnect } from './helper.js'
+import { ADMIN, baseEnv, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
 import webPlugin from '../plugins/web.js'
 import { buildWeb } from '../scripts/build-web.mjs'
 import {
-  artifact, ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, WAIT_MS, watchSocket
+  artifact, ensureWebBuild, fitsWidth, launchBrowser, openApp, register, signIn, skipUnlessChromium, waitForConnection, waitUntil, WAIT_MS, watchSocket
 } from './web-browser.js'
 
 describe('GET /admin/stats', () => {
@@ -131,7 +136,7 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
 
   it('shows the headline numbers and open connections, and kicks one; a failed kick stays on screen until dismissed', async (t) => {
     // A short idle timeout: the page's personal-room subscription must keep the connection open.
-    const env = { ...baseEnv(tempDir(t, 'switchboard-web-admin-')), LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000', WS_IDLE_TIMEOUT_MS: '500' }
+    const env = { ...baseEnv(tempDir(t, 'switchboard-web-admin-')), LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000', WS_IDLE_TIMEOUT_MS: '500', NODE_REPORT_INTERVAL_MS: '500' }
     let server = await startServer(t, env)
     await waitUntilReady(server)
     const base = `http://127.0.0.1:${server.port}`
@@ -151,15 +156,15 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     await signIn(admin.page, ADMIN.username, ADMIN.password)
     await admin.page.getByRole('link', { name: 'Admin' }).click()
     await admin.page.getByRole('heading', { name: 'Admin', level: 1 }).waitFor()
-    const stats = admin.page.getByRole('definition').first()
-    await admin.page.waitForFunction(() => /^\d+$/.test(document.querySelector('.stats dd')?.textContent ?? ''), null, { timeout: WAIT_MS })
-    assert.ok(Number(await stats.textContent()) >= 2, 'dave and the admin are connected')
+    // The headline numbers are the cluster's, from the node reports: they catch up within an interval.
+    await admin.page.waitForFunction(() => Number(document.querySelector('.stats dd')?.textContent) >= 2, null, { timeout: WAIT_MS })
 
     await admin.page.setViewportSize({ width: 375, height: 740 })
     assert.ok(await fitsWidth(admin.page), 'the admin page fits 375px')
-    const daveRow = admin.page.locator('.connections li', { hasText: 'dave' })
-    await daveRow.getByText('127.0.0.1').waitFor()
-    await daveRow.getByText('user:dave').waitFor()
+    const daveRow = admin.page.locator('.connections > li', { hasText: 'dave' })
+    await daveRow.getByText('127.0.0.1', { exact: true }).waitFor()
+    await daveRow.getByText('user:dave', { exact: true }).waitFor()
+    await daveRow.getByText(`127.0.0.1:${server.port} (this node)`).waitFor()
 
     // Past the idle timeout on a page without rooms: still the same open connection. What shows
     // that the timeout has passed is a control connection opened after dave's with no
@@ -186,6 +191,11 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     await dave.page.getByRole('status').filter({ has: personal }).getByRole('button', { name: 'Dismiss' }).click()
     await personal.waitFor({ state: 'detached' })
 
+    // Kicking asks first; Cancel changes nothing.
+    admin.answers.push(false)
+    await daveRow.getByRole('button', { name: /^Kick dave/ }).click()
+    assert.match(admin.dialogs.at(-1) ?? '', /^Kick dave\? This connection is closed/)
+    assert.equal(daveSocket.closed(), false)
     await daveRow.getByRole('button', { name: /^Kick dave/ }).click()
     await waitForConnection(dave.page, 'disconnected by an administrator')
     await daveRow.waitFor({ state: 'detached' })
@@ -308,5 +318,173 @@ describe('admin page in Chromium', { skip: skipUnlessChromium() }, () => {
     await signIn(erin.page, 'erin', 'erin new password')
 
     for (const user of [dave, admin, erin, erinElsewhere]) assert.deepEqual(user.errors, [])
+  })
+})
+
+const skipCluster = skipUnlessChromium() || await skipUnlessRedis() || await skipUnlessStore('postgres')
+
+/** Where the console's screenshots go: docs/ with `npm run screenshot:admin`, test-artifacts/ otherwise. */
+function screenshotPath (name: string): string {
+  const dir = process.env.ADMIN_SCREENSHOTS_TO
+  return dir === undefined || dir === '' ? artifact(name) : join(dir, name)
+}
+
+/** Two server processes on one Redis (a fresh key prefix) and one PostgreSQL schema; both removed after the test. */
+async function twoNodes (t: TestContext): Promise<[ServerProcess, ServerProcess]> {
+  const keyPrefix = `sbwa:${randomBytes(6).toString('hex')}:`
+  const schema = `t_${randomBytes(6).toString('hex')}`
+  const servers: ServerProcess[] = []
+  t.after(async () => {
+    await Promise.all(servers.map(async (s) => {
+      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL')
+      await s.exited
+    }))
+    await deleteRedisKeys(TEST_REDIS_URL, keyPrefix).catch(() => {})
+    await dropSchema(TEST_DATABASE_URL, schema)
+  })
+  const env = {
+    ...baseEnv(tempDir(t, 'switchboard-web-console-')),
+    DATABASE_URL: TEST_DATABASE_URL,
+    DATABASE_SCHEMA: schema,
+    REDIS_URL: TEST_REDIS_URL,
+    REDIS_KEY_PREFIX: keyPrefix,
+    NODE_REPORT_INTERVAL_MS: '500',
+    LOGIN_RATE_LIMIT: '1000',
+    RATE_LIMIT_MAX: '100000'
+  }
+  // The first alone: it runs the migrations and creates the bootstrap admin.
+  for (let i = 0; i < 2; i++) {
+    const server = await startServer(t, env)
+    servers.push(server)
+    await waitUntilReady(server)
+  }
+  return [servers[0]!, servers[1]!]
+}
+
+async function chartPoints (page: Page, name: string): Promise<number> {
+  return Number(await page.locator('figure.chart', { hasText: name }).locator('svg').getAttribute('data-points'))
+}
+
+describe('admin console in Chromium, two nodes on Redis', { skip: skipCluster }, () => {
+  before(() => ensureWebBuild())
+
+  it('cluster: both nodes and live charts; rooms: search, inspect, publish, edit; connections of both nodes: unsubscribe and kick, each confirmed', async (t) => {
+    const [a, b] = await twoNodes(t)
+    const baseA = `http://127.0.0.1:${a.port}`
+    const baseB = `http://127.0.0.1:${b.port}`
+    const adminToken = (await oneShotRequest(baseA, 'POST', '/auth/login', { body: ADMIN })).body.accessToken as string
+    const userToken = async (name: string): Promise<string> => {
+      assert.equal((await oneShotRequest(baseA, 'POST', '/auth/register', { body: { username: name, password: `${name} password` } })).status, 201)
+      return (await oneShotRequest(baseA, 'POST', '/auth/login', { body: { username: name, password: `${name} password` } })).body.accessToken as string
+    }
+    assert.equal((await oneShotRequest(baseA, 'POST', '/rooms', { token: adminToken, body: { id: 'lobby' } })).status, 201)
+    assert.equal((await oneShotRequest(baseA, 'POST', '/rooms', { token: adminToken, body: { id: 'game:chess' } })).status, 201)
+    const dave = await wsConnect(t, { url: baseA }, { token: await userToken('dave') })
+    const erin = await wsConnect(t, { url: baseB }, { token: await userToken('erin') })
+    for (const [client, room] of [[dave, 'lobby'], [erin, 'lobby'], [erin, 'game:chess']] as const) {
+      assert.equal((await client.command({ type: 'subscribe', room })).type, 'reply')
+    }
+    for (const text of ['first message', 'second message']) {
+      assert.equal((await oneShotRequest(baseB, 'POST', '/rooms/lobby/messages', { token: adminToken, body: { data: { text } } })).status, 201)
+    }
+
+    const browser = await launchBrowser(t)
+    const admin = await openApp(browser, baseA)
+    await signIn(admin.page, ADMIN.username, ADMIN.password)
+    await admin.page.getByRole('link', { name: 'Admin' }).click()
+    const { page } = admin
+    await page.getByRole('heading', { name: 'Admin', level: 1 }).waitFor()
+
+    // Cluster: both nodes from their reports, this one first; the charts fill from the ring.
+    const nodes = page.getByRole('table', { name: 'Cluster' })
+    await nodes.getByRole('rowheader', { name: new RegExp(`127\\.0\\.0\\.1:${a.port} \\(this node\\)`) }).waitFor()
+    await nodes.getByRole('rowheader', { name: new RegExp(`127\\.0\\.0\\.1:${b.port}`) }).waitFor()
+    await page.waitForFunction(() => document.querySelectorAll('.stats dd')[3]?.textContent === '2', null, { timeout: WAIT_MS })
+    // dave, erin and the admin's page: the totals reach 3 once both nodes have reported them.
+    await page.waitForFunction(() => Number(document.querySelector('.stats dd')?.textContent) >= 3, null, { timeout: WAIT_MS })
+    await waitUntil(page, 'the charts have several samples', async () => await chartPoints(page, 'Connections') >= 3 && await chartPoints(page, 'Messages per second') >= 3)
+    const connectionsChart = page.getByRole('img', { name: /^Connections over the last/ })
+    assert.match(await connectionsChart.getAttribute('aria-label') ?? '', /Open: now \d+, peak \d+/)
+    await page.getByRole('img', { name: /^Messages per second/ }).waitFor()
+    await page.getByRole('heading', { name: 'Cluster' }).scrollIntoViewIfNeeded()
+    await page.screenshot({ path: screenshotPath('admin-cluster.png') })
+
+    // Rooms: the cluster's active rooms (erin's are on node B), searchable by prefix.
+    const rooms = page.getByRole('list', { name: 'Active rooms' })
+    await rooms.locator('li', { hasText: 'lobby 2 subscribers' }).waitFor()
+    await rooms.locator('li', { hasText: 'game:chess 1 subscriber' }).waitFor()
+    const search = page.getByRole('searchbox', { name: 'Search active rooms by prefix' })
+    await search.fill('GAME:')
+    await rooms.locator('li', { hasText: 'lobby' }).waitFor({ state: 'detached' })
+    await rooms.locator('li', { hasText: 'game:chess' }).waitFor()
+    await search.fill('nothing-here')
+    await rooms.getByText('No active rooms match.').waitFor()
+    await search.fill('lob')
+    await rooms.getByRole('button', { name: 'Inspect lobby' }).click()
+
+    // The inspector: presence over both nodes, the latest history, a test message, the settings.
+    const inspector = page.locator('.inspector')
+    await inspector.getByRole('heading', { name: 'Room lobby' }).waitFor()
+    await inspector.getByText('dave, erin (2 connections)').waitFor()
+    const history = page.getByRole('list', { name: 'Latest messages in lobby' })
+    await history.locator('li', { hasText: 'second message' }).waitFor()
+    assert.deepEqual(await history.locator('.text').allTextContents(), ['second message', 'first message'], 'the newest first')
+    await inspector.getByRole('textbox', { name: 'Test message' }).fill('hello from the console')
+    await inspector.getByRole('button', { name: 'Publish' }).click()
+    await inspector.getByRole('status').filter({ hasText: 'Published at offset 3.' }).waitFor()
+    for (const client of [dave, erin]) {
+      const frame = await client.next(f => f.type === 'message' && f.room === 'lobby' && f.offset === 3)
+      assert.deepEqual(frame.data, { text: 'hello from the console' })
+    }
+    await history.locator('li', { hasText: 'hello from the console' }).waitFor()
+    const settings = page.getByRole('form', { name: 'Settings of lobby' })
+    await settings.getByLabel('History size', { exact: true }).fill('50')
+    await settings.getByLabel('Push join and leave events').uncheck()
+    await page.screenshot({ path: screenshotPath('admin-rooms.png'), fullPage: true })
+    await settings.getByRole('button', { name: 'Save settings' }).click()
+    await inspector.getByRole('status').filter({ hasText: 'Saved the settings of lobby (historySize, presenceEvents).' }).waitFor()
+    const saved = (await oneShotRequest(baseB, 'GET', '/rooms/lobby', { token: adminToken })).body as { historySize: number, presenceEvents: boolean }
+    assert.deepEqual([saved.historySize, saved.presenceEvents], [50, false])
+    await settings.getByRole('button', { name: 'Save settings' }).click()
+    await inspector.getByRole('status').filter({ hasText: 'Nothing changed.' }).waitFor()
+
+    // Connections of every node, filtered; erin's live on node B.
+    const list = page.getByRole('list', { name: 'Connections' })
+    const row = (who: string): ReturnType<typeof list.locator> => list.locator(':scope > li', { hasText: who })
+    await page.getByRole('searchbox', { name: 'Filter connections by room' }).fill('lobby')
+    await row('erin').getByText(`127.0.0.1:${b.port}`, { exact: true }).waitFor()
+    await row('dave').getByText(`127.0.0.1:${a.port} (this node)`).waitFor()
+    await page.getByText(/^2 connections from 2 of 2 nodes\.$/).waitFor()
+    await page.getByRole('searchbox', { name: 'Filter connections by room' }).fill('')
+    await page.getByRole('searchbox', { name: 'Filter connections by user' }).fill('erin')
+    await row('dave').waitFor({ state: 'detached' })
+    await page.getByText(/^1 connection from 2 of 2 nodes\.$/).waitFor()
+    await page.getByRole('heading', { name: 'Connections', level: 2 }).scrollIntoViewIfNeeded()
+    await page.screenshot({ path: screenshotPath('admin-connections.png') })
+
+    // Unsubscribe erin's connection on node B from lobby: asked first; Cancel does nothing.
+    const unsubscribe = row('erin').getByRole('button', { name: /^Unsubscribe erin from lobby/ })
+    admin.answers.push(false)
+    await unsubscribe.click()
+    assert.match(admin.dialogs.at(-1) ?? '', /^Unsubscribe erin from lobby\?/)
+    await unsubscribe.click()
+    const ended = await erin.next(f => f.type === 'unsubscribed')
+    assert.deepEqual([ended.room, ended.reason], ['lobby', 'server'])
+    await page.getByRole('status').filter({ hasText: 'Unsubscribed erin from lobby.' }).waitFor()
+    await unsubscribe.waitFor({ state: 'detached' })
+    await row('erin').getByRole('button', { name: /^Unsubscribe erin from game:chess/ }).waitFor()
+    assert.equal(erin.frames.some(f => f.type === 'unsubscribed' && f.room === 'game:chess'), false)
+
+    // Kick it, across nodes.
+    admin.answers.push(false)
+    await row('erin').getByRole('button', { name: /^Kick erin/ }).click()
+    assert.match(admin.dialogs.at(-1) ?? '', /^Kick erin\?/)
+    await row('erin').getByRole('button', { name: /^Kick erin/ }).click()
+    assert.equal((await withTimeout(erin.closed, WAIT_MS, 'erin kicked on node B')).code, 4503)
+    await list.getByText('No open connections match.').waitFor()
+
+    await page.setViewportSize({ width: 375, height: 740 })
+    assert.ok(await fitsWidth(page), 'the console fits 375px (the nodes table scrolls in its own box)')
+    assert.deepEqual(admin.errors, [])
   })
 })
