@@ -208,6 +208,13 @@ describe('server API on the in-memory engine', () => {
     const samples = history.body.samples as Array<{ at: number, nodes: number }>
     assert.ok(samples.every((s, i) => s.nodes === 1 && (i === 0 || s.at >= samples[i - 1]!.at)), 'one node, the oldest first')
     assert.equal((await srv.request('GET', '/admin/nodes/history', { token: alice })).status, 403)
+
+    const doc = (await srv.request('GET', '/docs/json')).body
+    for (const [path, method, status] of [['/admin/connections', 'get', '200'], ['/admin/connections/{id}/rooms/{room}', 'delete', '204'], ['/admin/nodes/history', 'get', '200']] as const) {
+      const operation = doc.paths[path]?.[method]
+      assert.ok(operation?.responses[status] !== undefined, `${method} ${path} documented with its ${status}`)
+    }
+    assert.ok(doc.paths['/admin/connections'].get.responses['200'].content['application/json'].schema.properties.nodesMissing !== undefined)
   })
 
   it('takes an admin\'s token too; refuses ordinary users and keys without the admin scope; an admin key cannot make keys', async (t) => {
