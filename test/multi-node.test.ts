@@ -1,17 +1,15 @@
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
 import { after, describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import { WebSocket } from 'ws'
 import { SwitchboardClient } from '../src/client/index.js'
 import { hashTag } from '../src/redis.js'
 import { oneShotRequest, type Reply } from '../support/http.js'
-import { dropSchema } from '../support/postgres.js'
-import { deleteRedisKeys } from '../support/redis.js'
 import {
-  PASSWORD, redisCall, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame
+  PASSWORD, skipUnlessRedis, skipUnlessStore, wsConnect, type WsClient, type WsFrame
 } from './helper.js'
-import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
+import { ADMIN, type ServerProcess } from './process.js'
+import { sharedRedis, startProcessCluster, type RedisTarget } from './process-cluster.js'
 import { privateRedis, skipUnlessRedisServer } from './redis-server.js'
 import { skipUnlessRedisCluster, startRedisCluster } from '../support/redis-cluster.js'
 import { msgpackConnect } from './ws-support.js'
@@ -38,15 +36,6 @@ interface Node {
   request: (method: string, path: string, options?: { token?: string, body?: unknown }) => Promise<Reply>
 }
 
-/** The Redis the nodes share: the machine's one Redis, or a private Redis Cluster. */
-interface RedisTarget {
-  /** The Redis variables every node gets. */
-  env: Record<string, string>
-  /** One command, sent where its key lives. */
-  call(...args: [string, ...string[]]): Promise<unknown>
-  deleteKeys(prefix: string): Promise<void>
-}
-
 interface Cluster {
   redis: RedisTarget
   nodes: Node[]
@@ -68,38 +57,16 @@ function asNode (server: ServerProcess): Node {
  * admin), the others together.
  */
 async function startCluster (t: TestContext, redis: RedisTarget, count: number, env: Record<string, string> = {}): Promise<Cluster> {
-  const keyPrefix = `sbmn:${randomBytes(6).toString('hex')}:`
-  const schema = `t_${randomBytes(6).toString('hex')}`
-  const servers: ServerProcess[] = []
-  t.after(async () => {
-    // Processes first: a dropped schema must not be in use.
-    await Promise.all(servers.map(async (s) => {
-      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL')
-      await s.exited
-    }))
-    await redis.deleteKeys(keyPrefix).catch(() => {})
-    await dropSchema(TEST_DATABASE_URL, schema)
-  })
-  const start = async (): Promise<Node> => {
-    const server = await startServer(t, {
-      ...baseEnv(tempDir(t)),
-      LOG_LEVEL: 'warn',
-      DATABASE_URL: TEST_DATABASE_URL,
-      DATABASE_SCHEMA: schema,
-      ...redis.env,
-      REDIS_KEY_PREFIX: keyPrefix,
-      PRESENCE_TTL_SECONDS: String(PRESENCE_TTL_SECONDS),
-      WS_MESSAGES_PER_SECOND: '100000',
-      WS_MESSAGES_BURST: '100000',
-      WS_MAX_CONNECTIONS_PER_USER: '1000',
-      ...env
-    })
-    servers.push(server)
-    await waitUntilReady(server)
-    return asNode(server)
-  }
-  const first = await start()
-  const nodes = [first, ...await Promise.all(Array.from({ length: count - 1 }, start))]
+  const { servers, keyPrefix } = await startProcessCluster(t, count, {
+    LOG_LEVEL: 'warn',
+    PRESENCE_TTL_SECONDS: String(PRESENCE_TTL_SECONDS),
+    WS_MESSAGES_PER_SECOND: '100000',
+    WS_MESSAGES_BURST: '100000',
+    WS_MAX_CONNECTIONS_PER_USER: '1000',
+    ...env
+  }, redis)
+  const nodes = servers.map(asNode)
+  const first = nodes[0]!
   const login = await first.request('POST', '/auth/login', { body: { username: ADMIN.username, password: ADMIN.password } })
   assert.equal(login.status, 200, JSON.stringify(login.body))
   return {
@@ -177,12 +144,6 @@ async function refused (t: TestContext, n: Node, token: string): Promise<number 
   } catch (err) {
     return (err as { statusCode?: number }).statusCode
   }
-}
-
-const sharedRedis: RedisTarget = {
-  env: { REDIS_URL: TEST_REDIS_URL },
-  call: async (...args) => await redisCall(TEST_REDIS_URL, ...args),
-  deleteKeys: async (prefix) => { await deleteRedisKeys(TEST_REDIS_URL, prefix) }
 }
 
 multiNodeSuite('one Redis', () => sharedRedis, skip, { oneRedis: true })

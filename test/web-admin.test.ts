@@ -1,16 +1,14 @@
 import { describe, it, before } from 'node:test'
 import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import Fastify from 'fastify'
 import type { Page } from 'playwright-core'
 import { oneShotRequest } from '../support/http.js'
-import { dropSchema } from '../support/postgres.js'
-import { deleteRedisKeys } from '../support/redis.js'
-import { build, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL, wsConnect } from './helper.js'
+import { build, skipUnlessRedis, skipUnlessStore, tempDir, wsConnect } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
+import { startProcessCluster } from './process-cluster.js'
 import webPlugin from '../plugins/web.js'
 import { buildWeb } from '../scripts/build-web.mjs'
 import {
@@ -329,35 +327,9 @@ function screenshotPath (name: string): string {
   return dir === undefined || dir === '' ? artifact(name) : join(dir, name)
 }
 
-/** Two server processes on one Redis (a fresh key prefix) and one PostgreSQL schema; both removed after the test. */
+/** Two server processes on one Redis and one PostgreSQL schema (removed after the test). */
 async function twoNodes (t: TestContext): Promise<[ServerProcess, ServerProcess]> {
-  const keyPrefix = `sbwa:${randomBytes(6).toString('hex')}:`
-  const schema = `t_${randomBytes(6).toString('hex')}`
-  const servers: ServerProcess[] = []
-  t.after(async () => {
-    await Promise.all(servers.map(async (s) => {
-      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL')
-      await s.exited
-    }))
-    await deleteRedisKeys(TEST_REDIS_URL, keyPrefix).catch(() => {})
-    await dropSchema(TEST_DATABASE_URL, schema)
-  })
-  const env = {
-    ...baseEnv(tempDir(t, 'switchboard-web-console-')),
-    DATABASE_URL: TEST_DATABASE_URL,
-    DATABASE_SCHEMA: schema,
-    REDIS_URL: TEST_REDIS_URL,
-    REDIS_KEY_PREFIX: keyPrefix,
-    NODE_REPORT_INTERVAL_MS: '500',
-    LOGIN_RATE_LIMIT: '1000',
-    RATE_LIMIT_MAX: '100000'
-  }
-  // The first alone: it runs the migrations and creates the bootstrap admin.
-  for (let i = 0; i < 2; i++) {
-    const server = await startServer(t, env)
-    servers.push(server)
-    await waitUntilReady(server)
-  }
+  const { servers } = await startProcessCluster(t, 2, { NODE_REPORT_INTERVAL_MS: '500', LOGIN_RATE_LIMIT: '1000', RATE_LIMIT_MAX: '100000' })
   return [servers[0]!, servers[1]!]
 }
 
@@ -459,7 +431,7 @@ describe('admin console in Chromium, two nodes on Redis', { skip: skipCluster },
     await page.getByRole('searchbox', { name: 'Filter connections by user' }).fill('erin')
     await row('dave').waitFor({ state: 'detached' })
     await page.getByText(/^1 connection from 2 of 2 nodes\.$/).waitFor()
-    await page.evaluate(() => { document.getElementById('connections-title')?.scrollIntoView() })
+    await page.evaluate(() => { document.getElementById('connections-title')?.scrollIntoView(); window.scrollBy(0, -16) })
     await page.screenshot({ path: screenshotPath('admin-connections.png') })
 
     // Unsubscribe erin's connection on node B from lobby: asked first; Cancel does nothing.
