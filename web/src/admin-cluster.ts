@@ -1,27 +1,13 @@
+import type { Static } from '@sinclair/typebox'
+import type { ClusterHistorySchema, NodeSchema } from '../../src/schemas/server-api.js'
 import { request } from './api.js'
 import { describeError, type Context } from './context.js'
 import { lineChart, formatValue } from './chart.js'
 import { formatTime, h, replace } from './dom.js'
 
-/** A node as GET /admin/nodes reports it. */
-export interface ReportedNode {
-  id: string
-  self: boolean
-  address: string
-  hostname: string
-  version: string
-  startedAt: number
-  reportedAt: number
-  lastSeenAt: number
-  connections: number
-  rooms: number
-  messagesInPerSecond: number
-  messagesOutPerSecond: number
-  rssBytes: number
-  heapUsedBytes: number
-  eventLoopDelayMs: number
-}
-interface Sample { at: number, nodes: number, connections: number, messagesInPerSecond: number, messagesOutPerSecond: number }
+/** A node as GET /admin/nodes reports it, and a sample of GET /admin/nodes/history: the server's schemas (types only, nothing bundled). */
+export type ReportedNode = Static<typeof NodeSchema>
+type Sample = Static<typeof ClusterHistorySchema>['samples'][number]
 
 /** Refreshed at the report interval, but not more often than this (a 100 ms interval is for tests of the server). */
 const MIN_REFRESH_MS = 1000

@@ -1,20 +1,12 @@
+import type { Static } from '@sinclair/typebox'
+import type { RoomSchema } from '../../src/schemas/rooms.js'
 import { request } from './api.js'
 import { describeError, type Context } from './context.js'
 import { field, formatTime, h, replace, select } from './dom.js'
 
 interface ActiveRooms { items: Array<{ room: string, subscribers: number }>, total: number, nodesAnswered: number, nodesKnown: number, partial: boolean }
-interface Room {
-  id: string
-  name: string | null
-  visibility: 'public' | 'private'
-  publish: 'members' | 'moderators'
-  historySize: number
-  historyTtlSeconds: number
-  maxMembers: number | null
-  presenceEvents: boolean
-  archive: boolean
-  archiveDays: number
-}
+/** A room's settings as GET /rooms/:id answers them: the server's schema (types only, nothing bundled). */
+type Room = Static<typeof RoomSchema>
 interface Publication { offset: number, data: unknown, encoding?: 'base64', from: { id: string }, ts: number }
 
 const REFRESH_MS = 5_000
