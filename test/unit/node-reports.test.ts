@@ -121,6 +121,22 @@ describe('connection search', () => {
     assert.equal(bounded.truncated, true)
   })
 
+  it('counts a node\'s answer once, and a node that started after the question was asked too', async () => {
+    const sent: ConnectionSearchMessage[] = []
+    const search = new ConnectionSearch({ nodeId: 'self', local: () => [], send: async (m) => { sent.push(m); return true }, peers: () => ['n1', 'n2'], timeoutMs: 50 })
+    const listing = search.list({}, 10)
+    await new Promise(resolve => setImmediate(resolve))
+    const query = sent[0]
+    assert.ok(query?.type === 'connections_query')
+    const answer = { type: 'connections_answer' as const, id: query.id, to: 'self', items: [conn('x', 1)], truncated: false }
+    search.answer(answer, 'n1')
+    search.answer(answer, 'n1')
+    search.answer({ ...answer, items: [conn('y', 2)] }, 'newcomer')
+    const result = await listing
+    assert.deepEqual(result.items.map(c => c.id), ['x', 'y'], 'n1 once')
+    assert.deepEqual([result.nodesAnswered, result.nodesMissing], [['self', 'n1', 'newcomer'], ['n2']])
+  })
+
   it('on a single node lists its own connections without asking anyone', async () => {
     let asked = false
     const search = new ConnectionSearch({ nodeId: 'self', local: () => [conn('a', 1)], send: async () => { asked = true; return true }, peers: () => [] })
