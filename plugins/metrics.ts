@@ -22,7 +22,8 @@ export default fp(async (app) => {
   const compression = (): CompressionTotals | undefined => app.hasDecorator('wsDeflate') ? app.wsDeflate?.totals : undefined
   // The hooks come later too (they report into these metrics).
   const hookQueueBytes = app.config.hooks === null ? {} : { hookQueueBytes: (): number | undefined => app.hasDecorator('backendHooks') ? app.backendHooks.queuedBytes() : undefined }
-  const metrics = createMetrics(poolStats === undefined ? { historyBytes, compression, ...hookQueueBytes } : { databasePool: poolStats, historyBytes, compression, ...hookQueueBytes })
+  const archivePending = (): number | undefined => app.hasDecorator('realtimeEngine') ? app.realtimeEngine.archivePending?.() : undefined
+  const metrics = createMetrics(poolStats === undefined ? { historyBytes, compression, archivePending, ...hookQueueBytes } : { databasePool: poolStats, historyBytes, compression, archivePending, ...hookQueueBytes })
   app.decorate('metrics', metrics)
   app.decorate('realtimeMetrics', metrics.realtime)
   // Every response, the refusals of hooks and the 404s included. routeOptions.url is the

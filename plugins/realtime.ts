@@ -8,7 +8,7 @@ import type { Engine } from '../src/realtime/engine.js'
 import { toRealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine, type StreamStore } from '../src/realtime/memory-engine.js'
 import { createSqliteHistory } from '../src/realtime/sqlite-history.js'
-import { createRedisEngine } from '../src/realtime/redis-engine/index.js'
+import { createRedisEngine, type RedisEngineOptions } from '../src/realtime/redis-engine/index.js'
 import { describeRedisEndpoint } from '../src/redis.js'
 import { createRealtimeNode, type HostFigures, type RealtimeNode } from '../src/realtime/node.js'
 import type { Authorizer, RoomGrant } from '../src/realtime/authorizer.js'
@@ -51,6 +51,7 @@ export default fp(async (app) => {
       waitTimeoutMs: redis.waitTimeoutMs,
       keyPrefix: redis.keyPrefix,
       presenceTtlSeconds: redis.presenceTtlSeconds,
+      ...clusterArchive(app),
       log: app.log.child({ component: 'redis-engine' })
     })
   if (redis === null) app.log.info({ engine: 'memory', history: history.store }, 'real-time engine: in-memory (single node)')
@@ -196,6 +197,22 @@ function durableStore (app: FastifyInstance): { store?: StreamStore } {
       archiveRoomBytes: app.config.archive.roomBytes,
       onSweepError: (err) => { log.warn({ err }, 'history sweep failed') }
     })
+  }
+}
+
+/**
+ * The cluster archive: with Redis and PostgreSQL, archived rooms' publications go through a
+ * queue in Redis into PostgreSQL (src/realtime/redis-engine/archiver.ts). With Redis and a
+ * SQLite file there is no archive shared by the nodes: archiveDays is ignored there.
+ */
+function clusterArchive (app: FastifyInstance): { archive?: RedisEngineOptions['archive'] } {
+  if (app.store.kind !== 'postgres') return {}
+  return {
+    archive: {
+      store: app.store,
+      queueRoomBytes: app.config.archive.queueRoomBytes,
+      onArchived: (lagMs) => { app.metrics.archived(lagMs / 1000) }
+    }
   }
 }
 

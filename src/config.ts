@@ -113,6 +113,7 @@ export const EnvSchema = Type.Object({
   ARCHIVE_BY_DEFAULT: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')], { description: 'Whether new rooms keep an archive beyond the recovery window when their creator does not say (`archive`); default: true with HISTORY_STORE=sqlite, false otherwise' })),
   ARCHIVE_MAX_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'Most days an ordinary user may give a room\'s archive (archiveDays); admins may set up to 3650' }),
   ARCHIVE_ROOM_BYTES: Type.Integer({ minimum: 1_048_576, default: 268_435_456, description: 'Bytes one room\'s archive keeps; past it the sweep deletes its oldest publications' }),
+  ARCHIVE_QUEUE_ROOM_BYTES: Type.Integer({ minimum: 65_536, default: 16_777_216, description: 'Cluster archive (REDIS_URL + PostgreSQL): bytes of one room\'s publications that may wait in Redis for the database; past it publishes to the room are refused with a temporary error until the database catches up' }),
   MAX_ROOMS_PER_USER: Type.Integer({ minimum: 1, default: 50, description: 'Rooms an ordinary user may have created (and not deleted); admins are exempt' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for scale-out (pub/sub, history, presence); unset: the in-memory engine' })),
   // Braces would break the per-room hash tag that keeps a room's keys in one Cluster slot.
@@ -242,6 +243,8 @@ export interface Config {
     maxDays: number
     /** Bytes one room's archive keeps (the SQLite store's sweep enforces it). */
     roomBytes: number
+    /** Cluster archive: bytes one room's queue in Redis holds before its publishes are refused. */
+    queueRoomBytes: number
   }
   /** Rooms an ordinary user may have created; admins are exempt. */
   maxRoomsPerUser: number
@@ -516,7 +519,7 @@ export function loadConfig (source: Record<string, string | undefined> = process
     },
     publishRate: env.PUBLISH_RATE_PER_USER === 0 ? null : { perSecond: env.PUBLISH_RATE_PER_USER, burst: env.PUBLISH_BURST_PER_USER },
     history: { store: historyStore(env, databaseUrl), memoryBytes: env.HISTORY_MEMORY_BYTES, roomBytes: env.HISTORY_ROOM_BYTES, pageBytes: env.HISTORY_PAGE_BYTES },
-    archive: { byDefault: archiveByDefault(env, historyStore(env, databaseUrl)), maxDays: env.ARCHIVE_MAX_DAYS, roomBytes: env.ARCHIVE_ROOM_BYTES },
+    archive: { byDefault: archiveByDefault(env, historyStore(env, databaseUrl)), maxDays: env.ARCHIVE_MAX_DAYS, roomBytes: env.ARCHIVE_ROOM_BYTES, queueRoomBytes: env.ARCHIVE_QUEUE_ROOM_BYTES },
     maxRoomsPerUser: env.MAX_ROOMS_PER_USER,
     serverApi: { broadcastMaxRooms: env.BROADCAST_MAX_ROOMS, nodeReportIntervalMs: env.NODE_REPORT_INTERVAL_MS },
     redis: env.REDIS_URL === undefined && cluster === null

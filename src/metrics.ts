@@ -28,6 +28,8 @@ export interface Metrics {
    * undefined when no route matched) and status, and how long it took.
    */
   httpRequest(method: string, route: string | undefined, statusCode: number, seconds: number): void
+  /** A publication confirmed by the cluster archive (PostgreSQL), `seconds` after its publish. */
+  archived(seconds: number): void
   /** Running totals for the admin page's headline numbers (GET /admin/stats), without a scrape. */
   totals(): MetricTotals
   /** Drops every metric of this app (process metrics stay for the other apps). */
@@ -43,6 +45,8 @@ const HTTP_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', '
 /** A pong may take up to a heartbeat interval (25 s by default) before the connection is dropped. */
 /** A hook answers within HOOKS_TIMEOUT_MS (1 s by default, 30 s at most). */
 const HOOK_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+/** Archiving runs within a batch's round trips (ms); a database outage holds publications for its length. */
+const ARCHIVE_LAG_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
 const PING_RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25]
 
 // Written as records so that adding a reason or scope to the core's union fails to compile
@@ -128,7 +132,7 @@ function closeCodeLabel (code: number): string {
  * process, and each must count only its own connections) and the RealtimeMetrics the core
  * feeds into it.
  */
-export function createMetrics (sources: { databasePool?: () => PoolStats, historyBytes?: () => number | undefined, compression?: () => CompressionTotals | undefined, hookQueueBytes?: () => number | undefined } = {}): Metrics {
+export function createMetrics (sources: { databasePool?: () => PoolStats, historyBytes?: () => number | undefined, compression?: () => CompressionTotals | undefined, hookQueueBytes?: () => number | undefined, archivePending?: () => number | undefined } = {}): Metrics {
   const own = new Registry()
 
   let open = 0
@@ -185,6 +189,11 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
   const httpLabels = ['method', 'route', 'status_code']
   const httpRequests = new Counter({ name: 'switchboard_http_requests_total', help: 'HTTP requests answered, by method, route pattern (`unmatched`: no route) and status code', labelNames: httpLabels, registers: [own] })
   const httpDuration = new Histogram({ name: 'switchboard_http_request_duration_seconds', help: 'From an HTTP request\'s arrival to its answer sent, by method, route pattern and status code', labelNames: httpLabels, buckets: HTTP_DURATION_BUCKETS, registers: [own] })
+
+  // The cluster archive: its lag per publication, and what waits in the queues (0 without one).
+  const archiveLag = new Histogram({ name: 'switchboard_archive_lag_seconds', help: 'From a publish to its row confirmed by the cluster archive (PostgreSQL), per archived publication', buckets: ARCHIVE_LAG_BUCKETS, registers: [own] })
+  const archivePending = sources.archivePending
+  new Gauge({ name: 'switchboard_archive_queue_length', help: 'Publications waiting in Redis for the cluster archive, in the rooms\' queues this node looked at last (ARCHIVE_QUEUE_ROOM_BYTES bounds each room\'s)', registers: [own], collect () { this.set(archivePending?.() ?? 0) } })
 
   const historyBytes = sources.historyBytes
   if (historyBytes !== undefined) {
@@ -251,6 +260,7 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
     realtime,
     hooks,
     contentType: registry.contentType,
+    archived (seconds) { archiveLag.observe(seconds) },
     httpRequest (method, route, statusCode, seconds) {
       // A route at '/' under a prefix matches with and without the slash: one label, as the docs write it.
       const pattern = route === undefined ? 'unmatched' : route.length > 1 && route.endsWith('/') ? route.slice(0, -1) : route

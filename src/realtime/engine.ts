@@ -169,8 +169,8 @@ export interface HistoryPage {
  * A page from what an engine read: `publications` in the page's order and whether more were
  * there in that direction beyond them (cut by `limit` or `maxBytes`). Shared by every engine so
  * that cursors mean the same everywhere. `more` only counts within `top.epoch`: an engine
- * keeps no older epoch (the seam for the cluster archive, which will: its cursor then names
- * the previous epoch when a backward page runs out).
+ * keeps no older epoch (the cluster archive does: redis-engine/archive-pages.ts joins its
+ * pages to the window, and its cursor names the previous epoch when a backward page runs out).
  */
 export function pageResult (query: PageQuery, top: StreamPosition, publications: Publication[], more: boolean): HistoryPage {
   const epoch = query.epoch ?? top.epoch
@@ -220,7 +220,8 @@ export interface History {
   history(room: string, query: HistoryQuery, options: StreamOptions): Promise<HistoryResult>
   /**
    * A page for reading back (PageQuery): on the memory engine from its window, or from the
-   * SQLite archive with HISTORY_STORE=sqlite; on Redis from the stream window.
+   * SQLite archive with HISTORY_STORE=sqlite; on Redis from the stream window and, for a room
+   * with archiveDays, the cluster archive in PostgreSQL beyond it.
    */
   page(room: string, query: PageQuery, options: StreamOptions): Promise<HistoryPage>
   /** The current top of the stream (offset 0 and a fresh epoch for a room never published to). */
@@ -258,6 +259,11 @@ export interface Engine {
   control?: Control
   /** Cluster-wide connection counts; absent, a node enforces its caps on its own connections only. */
   connections?: ConnectionCounter
+  /**
+   * Publications waiting for the cluster archive in the queues this node looked at last
+   * (the Redis engine with an archive); absent without one.
+   */
+  archivePending?(): number
   /**
    * Rejects when the engine cannot serve (its external service is unreachable); readiness
    * checks it. Absent on an engine that lives in the process and cannot be unreachable.

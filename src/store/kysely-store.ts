@@ -3,7 +3,7 @@ import { Migrator } from 'kysely'
 import { migrationProvider } from './migrations.js'
 import { NO_PASSWORD } from '../auth/passwords.js'
 import type {
-  ApiKey, ApiKeyWithHash, Ban, BanResult, Membership, MembershipResult, NewRoom, Page, PoolStats, PublishPolicy, RefreshTokenRecord,
+  ApiKey, ApiKeyWithHash, ArchivedEpoch, ArchivedPublication, ArchiveRange, Ban, BanResult, Membership, MembershipResult, NewRoom, Page, PoolStats, PublishPolicy, RefreshTokenRecord,
   RemovalResult, Room, RoomPatch, RoomRole, RoomVisibility, Store, User, UserCredentials, UserDeletionResult, UserPatch, UserRole,
   UserUpdateResult, Viewer
 } from './types.js'
@@ -59,6 +59,18 @@ export interface Database {
     created_at: Millis
     updated_at: Millis
   }
+  history_publications: {
+    room: string
+    epoch: string
+    stream_offset: ColumnType<number | string, number, number>
+    publisher: string
+    ts: Millis
+    stored_at: Millis
+    bytes: number
+    kind: string
+    payload_text: string | null
+    payload_bytes: Buffer | null
+  }
   memberships: { room_id: string, user_id: string, role: RoomRole, created_at: Millis }
   bans: { room_id: string, user_id: string, banned_by: string, reason: string | null, created_at: Millis }
 }
@@ -107,6 +119,17 @@ const toRoom = (row: Row<'rooms'>): Room => ({
   createdBy: row.created_by,
   createdAt: millis(row.created_at),
   updatedAt: millis(row.updated_at)
+})
+
+const toArchived = (row: Row<'history_publications'>): ArchivedPublication => ({
+  room: row.room,
+  epoch: row.epoch,
+  offset: Number(row.stream_offset),
+  publisher: row.publisher,
+  ts: millis(row.ts),
+  storedAt: millis(row.stored_at),
+  bytes: row.bytes,
+  ...(row.kind === 'binary' ? { kind: 'binary', payload: row.payload_bytes ?? Buffer.alloc(0) } : { kind: 'json', payload: row.payload_text ?? 'null' })
 })
 
 const toMembership = (row: Row<'memberships'>): Membership => ({
@@ -422,6 +445,65 @@ export class KyselyStore implements Store {
     const row = await this.#db.updateTable('rooms').set({ ...values, updated_at: Date.now() })
       .where('id', '=', id).returningAll().executeTakeFirst()
     return row === undefined ? undefined : toRoom(row)
+  }
+
+  async archivePublications (rows: ArchivedPublication[]): Promise<void> {
+    if (rows.length === 0) return
+    await this.#db.insertInto('history_publications')
+      .values(rows.map(row => ({
+        room: row.room,
+        epoch: row.epoch,
+        stream_offset: row.offset,
+        publisher: row.publisher,
+        ts: row.ts,
+        stored_at: row.storedAt,
+        bytes: row.bytes,
+        kind: row.kind,
+        payload_text: typeof row.payload === 'string' ? row.payload : null,
+        payload_bytes: typeof row.payload === 'string' ? null : row.payload
+      })))
+      // The position is the key: a publication archived twice (a retry, two nodes) stays one row.
+      .onConflict(oc => oc.columns(['room', 'epoch', 'stream_offset']).doNothing())
+      .execute()
+  }
+
+  async archivePage (room: string, epoch: string, range: ArchiveRange): Promise<ArchivedPublication[]> {
+    const backward = range.after === undefined
+    const rows = await this.#db.selectFrom('history_publications').selectAll()
+      .where('room', '=', room).where('epoch', '=', epoch)
+      .$if(backward && range.before !== undefined, qb => qb.where('stream_offset', '<', range.before ?? 0))
+      .$if(!backward, qb => qb.where('stream_offset', '>', range.after ?? 0))
+      .where('stored_at', '>', range.notBefore)
+      .orderBy('stream_offset', backward ? 'desc' : 'asc')
+      .limit(Math.max(0, Math.floor(range.limit)))
+      .execute()
+    return rows.map(toArchived)
+  }
+
+  async archiveEpochBeside (room: string, epoch: string, direction: 'older' | 'newer'): Promise<ArchivedEpoch | null> {
+    const older = direction === 'older'
+    // Offsets grow with time within an epoch: its first (last) row by offset is its oldest (newest).
+    const edge = await this.#db.selectFrom('history_publications').select('stored_at')
+      .where('room', '=', room).where('epoch', '=', epoch)
+      .orderBy('stream_offset', older ? 'asc' : 'desc').limit(1).executeTakeFirst()
+    if (edge === undefined && !older) return null
+    // The nearest row of another epoch in time (the (room, stored_at) index of migration 0008).
+    const near = await this.#db.selectFrom('history_publications').select('epoch')
+      .where('room', '=', room).where('epoch', '<>', epoch)
+      .$if(edge !== undefined, qb => qb.where('stored_at', older ? '<=' : '>=', edge?.stored_at ?? 0))
+      .orderBy('stored_at', older ? 'desc' : 'asc').limit(1).executeTakeFirst()
+    if (near === undefined) return null
+    const bound = async (order: 'asc' | 'desc'): Promise<number> => {
+      const row = await this.#db.selectFrom('history_publications').select('stream_offset')
+        .where('room', '=', room).where('epoch', '=', near.epoch)
+        .orderBy('stream_offset', order).limit(1).executeTakeFirstOrThrow()
+      return Number(row.stream_offset)
+    }
+    return { epoch: near.epoch, first: await bound('asc'), last: await bound('desc') }
+  }
+
+  async purgeArchive (room: string): Promise<void> {
+    await this.#db.deleteFrom('history_publications').where('room', '=', room).execute()
   }
 
   async deleteRoom (id: string): Promise<boolean> {

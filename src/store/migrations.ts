@@ -223,6 +223,21 @@ const roomArchive: Migration = {
   }
 }
 
+/**
+ * The cluster archive (PostgreSQL) pages across epochs: the epoch before (or after) another is
+ * the one whose rows were stored just before (after) it, one lookup by (room, stored_at)
+ * rather than a scan of the room's archive. The same index serves deleting what archiveDays
+ * expired, oldest first.
+ */
+const archiveByTime: Migration = {
+  async up (db: Kysely<unknown>) {
+    await db.schema.createIndex('history_publications_room_stored_idx').on('history_publications').columns(['room', 'stored_at']).execute()
+  },
+  async down (db: Kysely<unknown>) {
+    await db.schema.dropIndex('history_publications_room_stored_idx').ifExists().execute()
+  }
+}
+
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_refresh_tokens_user_id': refreshTokensByUser,
@@ -230,7 +245,8 @@ export const migrations: Record<string, Migration> = {
   '0004_rooms_presence_events': roomsPresenceEvents,
   '0005_durable_history': durableHistory,
   '0006_account_admin': accountAdmin,
-  '0007_room_archive': roomArchive
+  '0007_room_archive': roomArchive,
+  '0008_archive_by_time': archiveByTime
 }
 
 export const migrationProvider: MigrationProvider = {

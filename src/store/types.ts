@@ -69,6 +69,41 @@ export interface Room {
 export type NewRoom = Omit<Room, 'createdAt' | 'updatedAt'>
 export type RoomPatch = Partial<Pick<Room, 'name' | 'visibility' | 'publish' | 'historySize' | 'historyTtlSeconds' | 'maxMembers' | 'presenceEvents' | 'archive' | 'archiveDays'>>
 
+/**
+ * One publication as the cluster archive keeps it (PostgreSQL's history_publications, the
+ * table the embedded history fills on SQLite): its position, who published it and when, what
+ * it counts for (publicationBytes) and its payload, JSON text or raw bytes.
+ */
+export interface ArchivedPublication {
+  room: string
+  epoch: string
+  offset: number
+  publisher: string
+  /** The publisher's time (the request's). */
+  ts: number
+  /** When the server stored it (the retention's clock). */
+  storedAt: number
+  bytes: number
+  kind: 'json' | 'binary'
+  payload: string | Buffer
+}
+
+/** What archivePage reads: one epoch of a room, below `before` (newest first) or above `after` (oldest first). */
+export interface ArchiveRange {
+  before?: number
+  after?: number
+  limit: number
+  /** Rows stored before this time (epoch ms) are past the room's archiveDays: never answered. */
+  notBefore: number
+}
+
+/** An epoch the archive holds rows of, with its first and last archived offsets. */
+export interface ArchivedEpoch {
+  epoch: string
+  first: number
+  last: number
+}
+
 export interface Membership {
   roomId: string
   userId: string
@@ -171,6 +206,23 @@ export interface Store {
    * synchronously, blocking the very event loop that transaction needs to finish.
    */
   readonly sqlite?: SqliteConnection
+
+  // The cluster archive (src/realtime/redis-engine/archiver.ts writes it, history pages read it)
+  /**
+   * Inserts publications, each at most once per (room, epoch, offset): a row already there
+   * stays as it is (a retry after a crash, or two nodes archiving the same entries).
+   */
+  archivePublications(rows: ArchivedPublication[]): Promise<void>
+  /** Up to `limit` archived publications of one epoch, in the range's order. */
+  archivePage(room: string, epoch: string, range: ArchiveRange): Promise<ArchivedPublication[]>
+  /**
+   * The archived epoch of `room` just before (`older`) or after (`newer`) `epoch` in time,
+   * judged by when their rows were stored; null when there is none. `epoch` itself need not
+   * have archived rows (the current one may not yet).
+   */
+  archiveEpochBeside(room: string, epoch: string, direction: 'older' | 'newer'): Promise<ArchivedEpoch | null>
+  /** Deletes a room's archive (the room was deleted), every epoch. */
+  purgeArchive(room: string): Promise<void>
 
   // Users
   /** Returns null when the id is taken, by an account or by a deleted account's tombstone. */

@@ -2,6 +2,8 @@ import { runScript, waitForReplicas, type RedisClient } from '../../redis.js'
 import type { Broker, BrokerHandler, PublishRequest, PublishResult, RoomEvent, StreamOptions } from '../engine.js'
 import { newEpoch, publicationBytes } from '../engine.js'
 import { decodeChannelMessage, encodeEvent, messageHead } from './codec.js'
+import { UnavailableError } from '../errors.js'
+import type { Archiver } from './archiver.js'
 import type { PartContext } from './context.js'
 import { MIN_META_TTL_MS } from './keys.js'
 import { engineScript, toNumber } from './scripts.js'
@@ -26,6 +28,10 @@ export interface RedisBrokerOptions extends PartContext {
   roomHistoryBytes: number
   waitReplicas: number
   waitTimeoutMs: number
+  /** The cluster archive's queueing (null: no archive, archiveDays is ignored). */
+  archiver: Archiver | null
+  /** Bytes one room's archive queue may hold (ARCHIVE_QUEUE_ROOM_BYTES); past it publishes to the room are refused, temporarily. */
+  archiveQueueRoomBytes: number
   onHandlerError(err: unknown, room: string): void
 }
 
@@ -44,7 +50,7 @@ export interface RedisBroker extends Broker {
  * recover them from history.
  */
 export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
-  const { cmd, sub, keys, log, isClosed, assertOpen, idempotencyWindowMs, roomHistoryBytes, waitReplicas, waitTimeoutMs, onHandlerError, shards } = options
+  const { cmd, sub, keys, log, isClosed, assertOpen, idempotencyWindowMs, roomHistoryBytes, waitReplicas, waitTimeoutMs, archiver, archiveQueueRoomBytes, onHandlerError, shards } = options
   const cluster = shards !== null
   let handler: BrokerHandler | null = null
   /** Channel → room for every room this node subscribed to. */
@@ -108,12 +114,26 @@ export function createRedisBroker (options: RedisBrokerOptions): RedisBroker {
     assertOpen()
     const k = keys.room(room)
     const historyTtlMs = Math.max(0, Math.floor(streamOptions.historyTtlSeconds * 1000))
-    const scriptKeys = request.idempotencyKey === undefined ? [k.meta, k.stream] : [k.meta, k.stream, k.idem(request.idempotencyKey)]
-    const result = await runScript(cmd, cluster ? PUBLISH_SHARDED : PUBLISH, scriptKeys, [
-      newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), historyTtlMs,
-      Math.max(historyTtlMs, MIN_META_TTL_MS), request.payload, k.channel, idempotencyWindowMs,
-      request.from.id, request.ts, request.kind, publicationBytes(request.payload, request.from.id), roomHistoryBytes, messageHead(request)
-    ]) as [string, number, number]
+    const queueKeys = [k.meta, k.stream, k.archiveQueue, k.archiveQueueBytes]
+    const scriptKeys = request.idempotencyKey === undefined ? queueKeys : [...queueKeys, k.idem(request.idempotencyKey)]
+    const archived = archiver !== null && (streamOptions.archiveDays ?? 0) > 0
+    // Named in the index before the entry can exist (archiver.ts: why nothing is left unvisited).
+    if (archived) await archiver.beforePublish(room)
+    let result: [string, number, number]
+    try {
+      result = await runScript(cmd, cluster ? PUBLISH_SHARDED : PUBLISH, scriptKeys, [
+        newEpoch(), Math.max(0, Math.floor(streamOptions.historySize)), historyTtlMs,
+        Math.max(historyTtlMs, MIN_META_TTL_MS), request.payload, k.channel, idempotencyWindowMs,
+        request.from.id, request.ts, request.kind, publicationBytes(request.payload, request.from.id), roomHistoryBytes, messageHead(request),
+        archived ? '1' : '0', archiveQueueRoomBytes
+      ]) as [string, number, number]
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('ARCHIVE_BACKLOG')) {
+        throw new UnavailableError('The room\'s archive is behind (its database does not confirm); retry shortly')
+      }
+      throw err
+    }
+    if (archived) archiver.published(room)
     // Also for a duplicate: its first attempt may have failed exactly here.
     if (waitReplicas > 0) {
       const confirmed = await waitForReplicas(cmd, k.meta, waitReplicas, waitTimeoutMs)

@@ -2,6 +2,8 @@ import { createRedisConnection, DEFAULT_REDIS_TIMEOUT_MS, describeRedisEndpoint,
 import type { Cluster } from 'ioredis'
 import type { Engine } from '../engine.js'
 import type { Logger } from '../logger.js'
+import { randomUUID } from 'node:crypto'
+import { createArchiver, type ArchiveStore } from './archiver.js'
 import { createRedisBroker } from './broker.js'
 import type { PartContext } from './context.js'
 import { createRedisControl } from './control.js'
@@ -37,9 +39,28 @@ export interface RedisEngineOptions extends RedisEndpoint {
    * trims the oldest past it, keeping the newest. Absent: only count and TTL bound a stream.
    */
   roomHistoryBytes?: number
+  /**
+   * The cluster archive: publications of rooms with archiveDays go through a queue per room
+   * into this store (PostgreSQL), and history pages read it beyond the window. Absent:
+   * archiveDays is ignored (only the window is kept).
+   */
+  archive?: {
+    store: ArchiveStore
+    /** Bytes one room's queue may hold (ARCHIVE_QUEUE_ROOM_BYTES); past it publishes to the room are refused (temporary). */
+    queueRoomBytes: number
+    /** How soon another node takes over a dead node's queues; default 5000. */
+    leaseMs?: number
+    /** How often each node visits the rooms with queued publications; default 500. */
+    scanMs?: number
+    /** Each archived publication's lag, ms from its publish to the database's confirmation. */
+    onArchived?: (lagMs: number) => void
+  }
 }
 
 export type RedisEngine = Engine & { ping(): Promise<void> }
+
+const DEFAULT_ARCHIVE_LEASE_MS = 5000
+const DEFAULT_ARCHIVE_SCAN_MS = 500
 
 const DEFAULT_IDEMPOTENCY_WINDOW_MS = 5 * 60_000
 
@@ -101,6 +122,17 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
   const shards = cluster
     ? watchShardContinuity({ sub: sub as Cluster, log, isClosed, onRestored: (rooms) => { broker.reset(rooms) } })
     : null
+  const archiveOptions = options.archive
+  const archiver = archiveOptions === undefined
+    ? null
+    : createArchiver({
+      ...context,
+      store: archiveOptions.store,
+      nodeId: randomUUID(),
+      leaseMs: archiveOptions.leaseMs ?? DEFAULT_ARCHIVE_LEASE_MS,
+      scanMs: archiveOptions.scanMs ?? DEFAULT_ARCHIVE_SCAN_MS,
+      ...(archiveOptions.onArchived === undefined ? {} : { onArchived: archiveOptions.onArchived })
+    })
   // The control channel's 'ready' listener goes first: it is subscribed before the rooms are restored.
   const control = createRedisControl({ ...context, sub, shards })
   const broker = createRedisBroker({
@@ -111,11 +143,13 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     roomHistoryBytes: Math.min(Number.MAX_SAFE_INTEGER, options.roomHistoryBytes ?? Number.MAX_SAFE_INTEGER),
     waitReplicas,
     waitTimeoutMs,
+    archiver,
+    archiveQueueRoomBytes: archiveOptions?.queueRoomBytes ?? Number.MAX_SAFE_INTEGER,
     onHandlerError: options.onHandlerError ?? ((err: unknown, room: string) => {
       log.error({ err, room }, 'broker handler failed')
     })
   })
-  const history = createRedisHistory(context)
+  const history = createRedisHistory(context, archiveOptions?.store ?? null)
   const presence = createRedisPresence({ ...context, housekeeping, publishEvent: broker.publishEvent, lifetimeMs, keysTtlMs })
   const counters = createRedisCounters({ ...context, housekeeping, lifetimeMs, keysTtlMs })
 
@@ -192,6 +226,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
     presence: { add: presence.add, remove: presence.remove, get: presence.get },
     control: { publishControl: control.publishControl, onControl: control.onControl },
     connections: { reserve: counters.reserve, release: counters.release },
+    ...(archiver === null ? {} : { archivePending: archiver.pending }),
     async ping () {
       assertOpen()
       // All three: without the pub/sub connection this node would serve no live publications,
@@ -203,6 +238,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       closed = true
       clearInterval(refreshTimer)
       clearInterval(sweepTimer)
+      await archiver?.close()
       await broker.close()
       shards?.close()
       control.clear()

@@ -10,6 +10,12 @@ export interface KeyLayout {
   room(room: string): RoomKeys
   /** Rooms with presence entries, scored by their earliest expiry (never later than it): what sweepers visit. */
   readonly presenceIndex: string
+  /**
+   * Sorted set: rooms that may have publications waiting for the cluster archive, scored by
+   * when (Redis's clock) a publish last named them. Written outside the publish script, so
+   * each script still touches one slot (archiver.ts says why nothing is lost).
+   */
+  readonly archiveIndex: string
   /** One channel for the whole cluster: every node subscribes to it for as long as it runs. */
   readonly control: string
   /** The sorted set counting one user's (or API key's) connections across the cluster. */
@@ -25,6 +31,12 @@ export interface RoomKeys {
   channel: string
   /** String: the position an idempotency key's publish got. */
   idem(key: string): string
+  /** Stream: the room's acknowledged publications waiting for the cluster archive (PostgreSQL). */
+  archiveQueue: string
+  /** String: the bytes (publicationBytes) waiting in archiveQueue, what ARCHIVE_QUEUE_ROOM_BYTES bounds. */
+  archiveQueueBytes: string
+  /** String: the node draining archiveQueue now, with an expiry (a dead node's lease lapses). */
+  archiveLease: string
   /** The presence scripts' KEYS, in their order: connId → userId, connId → expiry, userId → count. */
   presence: [conns: string, expiries: string, users: string]
 }
@@ -43,10 +55,14 @@ export function keyLayout (prefix: string): KeyLayout {
         stream: `${base}:stream`,
         channel: `${base}:ch`,
         idem: (key: string) => `${base}:idem:${key}`,
+        archiveQueue: `${base}:aq`,
+        archiveQueueBytes: `${base}:aq:bytes`,
+        archiveLease: `${base}:aq:lease`,
         presence: [`${base}:pres:conns`, `${base}:pres:expiry`, `${base}:pres:users`]
       }
     },
     presenceIndex: `${prefix}presence:rooms`,
+    archiveIndex: `${prefix}archive:rooms`,
     control: `${prefix}control`,
     connections: (key) => `${prefix}conns:{${hashTag(key)}}`
   }
