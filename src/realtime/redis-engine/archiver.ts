@@ -126,7 +126,8 @@ export function createArchiver (options: ArchiverOptions): Archiver {
         entries.forEach(([id], i) => { trimArgs.push(id.toString(), rows[i]?.bytes ?? 0) })
         const left = toNumber(await runScript(cmd, TRIM, [k.archiveQueue, k.archiveQueueBytes, k.archiveLease], trimArgs))
         noteWaiting(room, left)
-        if (entries.length < BATCH) break
+        // Published to meanwhile: go on under the lease the trim renewed, no new claim.
+        if (left === 0) break
       }
       const left = toNumber(await runScript(cmd, RELEASE, [k.archiveQueue, k.archiveLease], [nodeId]))
       noteWaiting(room, left)
