@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { describe, it, type TestContext } from 'node:test'
 import { oneShotRequest, type Reply } from '../support/http.js'
 import { deleteRedisKeys } from '../support/redis.js'
-import { build, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type WsClient, type WsFrame } from './helper.js'
+import { build, skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect, type TestResponse, type WsClient, type WsFrame } from './helper.js'
 import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
 import { createApiKey, msgpackConnect } from './ws-support.js'
 
@@ -162,6 +162,41 @@ function redisEnv (t: TestContext): Record<string, string> {
   t.after(() => deleteRedisKeys(TEST_REDIS_URL, prefix))
   return { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix }
 }
+
+describe('SQLite full: nothing acknowledged that is not committed', () => {
+  it('a publish the database cannot store (SQLITE_FULL) is refused as unavailable and takes no offset; once there is room, publishing goes on', async (t) => {
+    const srv = await build(t, { env: { DATABASE_URL: `sqlite:${tempDir(t)}/full.db`, PUBLISH_RATE_PER_USER: '0' } })
+    const owner = await srv.userToken('alice')
+    assert.equal((await srv.request('POST', '/rooms', { token: owner, body: { id: 'full', archive: true } })).status, 201)
+    const acknowledged: number[] = []
+    const publish = async (data: unknown): Promise<TestResponse> => await srv.request('POST', '/rooms/full/messages', { token: owner, body: { data } })
+    const first = await publish('before')
+    assert.equal(first.status, 201, first.text)
+    acknowledged.push(first.body.offset as number)
+
+    // The file may not grow: SQLite answers "database or disk is full", as on a full disk.
+    const connection = srv.app.store.sqlite!
+    connection.pragma(`max_page_count = ${connection.pragma('page_count', { simple: true }) as number}`)
+    let refused: TestResponse | undefined
+    for (let i = 0; i < 200 && refused === undefined; i++) {
+      const res = await publish('x'.repeat(30_000))
+      if (res.status === 201) acknowledged.push(res.body.offset as number)
+      else refused = res
+    }
+    assert.ok(refused !== undefined, 'a publish was refused once the file was full')
+    assert.equal(refused.status, 503, refused.text)
+    assert.equal(refused.body.code, 'SB_ERR_UNAVAILABLE')
+
+    connection.pragma('max_page_count = 1073741823')
+    const again = await publish('after')
+    assert.equal(again.status, 201, again.text)
+    assert.equal(again.body.offset, acknowledged.length + 1, 'the refused publish took no offset')
+    acknowledged.push(again.body.offset as number)
+    const page = await srv.request('GET', '/rooms/full/messages?after=0&limit=1000', { token: owner })
+    assert.equal(page.status, 200, page.text)
+    assert.deepEqual((page.body.publications as Array<{ offset: number }>).map(p => p.offset), acknowledged)
+  })
+})
 
 describe('Reading back on the Redis engine (its stream window)', { skip: redisSkip }, () => {
   it('pages back and forward over REST and WebSocket within the window', async (t) => {
