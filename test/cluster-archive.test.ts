@@ -5,10 +5,9 @@ import type { TestContext } from 'node:test'
 import pg from 'pg'
 import { hashTag } from '../src/redis.js'
 import { oneShotRequest, type Reply } from '../support/http.js'
-import { dropSchema } from '../support/postgres.js'
-import { deleteRedisKeys } from '../support/redis.js'
-import { redisCall, skipUnlessRedis, skipUnlessStore, tempDir, TEST_DATABASE_URL, TEST_REDIS_URL, wsConnect, type WsFrame } from './helper.js'
-import { ADMIN, baseEnv, startServer, waitUntilReady, type ServerProcess } from './process.js'
+import { redisCall, skipUnlessRedis, skipUnlessStore, TEST_DATABASE_URL, TEST_REDIS_URL, wsConnect, type WsFrame } from './helper.js'
+import { ADMIN, type ServerProcess } from './process.js'
+import { startProcessCluster } from './process-cluster.js'
 
 /*
  * The cluster archive (issue #21): real server processes on Redis and PostgreSQL (a key prefix
@@ -27,34 +26,13 @@ interface Node { server: ServerProcess, request: (method: string, path: string, 
 interface Cluster { nodes: Node[], keyPrefix: string, schema: string, token: string }
 
 async function cluster (t: TestContext, count: number, env: Record<string, string> = {}): Promise<Cluster> {
-  const keyPrefix = `sbarc:${randomBytes(6).toString('hex')}:`
-  const schema = `t_${randomBytes(6).toString('hex')}`
-  const servers: ServerProcess[] = []
-  t.after(async () => {
-    await Promise.all(servers.map(async (s) => {
-      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL')
-      await s.exited
-    }))
-    await deleteRedisKeys(TEST_REDIS_URL, keyPrefix).catch(() => {})
-    await dropSchema(TEST_DATABASE_URL, schema)
-  })
-  const start = async (): Promise<Node> => {
-    const server = await startServer(t, {
-      ...baseEnv(tempDir(t)),
-      LOG_LEVEL: 'warn',
-      DATABASE_URL: TEST_DATABASE_URL,
-      DATABASE_SCHEMA: schema,
-      REDIS_URL: TEST_REDIS_URL,
-      REDIS_KEY_PREFIX: keyPrefix,
-      ...env
-    })
-    servers.push(server)
-    await waitUntilReady(server)
+  const { servers, keyPrefix, schema } = await startProcessCluster(t, count, { LOG_LEVEL: 'warn', ...env })
+  const nodes = servers.map((server): Node => {
     const url = `http://127.0.0.1:${server.port}`
     return { server, request: async (method, path, options = {}) => await oneShotRequest(url, method, path, options) }
-  }
-  const first = await start()
-  const nodes = [first, ...await Promise.all(Array.from({ length: count - 1 }, start))]
+  })
+  const first = nodes[0]
+  assert.ok(first !== undefined)
   const login = await first.request('POST', '/auth/login', { body: { username: ADMIN.username, password: ADMIN.password } })
   assert.equal(login.status, 200, JSON.stringify(login.body))
   return { nodes, keyPrefix, schema, token: login.body.accessToken as string }

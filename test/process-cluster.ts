@@ -24,13 +24,16 @@ export interface ProcessCluster {
   servers: ServerProcess[]
   /** The nodes' REDIS_KEY_PREFIX. */
   keyPrefix: string
+  /** The nodes' DATABASE_SCHEMA. */
+  schema: string
 }
 
 /**
  * `count` real server processes (src/server.ts) on a fresh Redis key prefix and a fresh
  * PostgreSQL schema, as a cluster behind a load balancer shares them; killed, and both removed,
  * when the test ends. The first node starts alone (it runs the migrations and creates the
- * bootstrap admin), the others together, each ready before this resolves.
+ * bootstrap admin), the others together, each ready before this resolves. `env` comes last:
+ * it may name another DATABASE_URL or schema (the caller then removes that one).
  */
 export async function startProcessCluster (t: TestContext, count: number, env: Record<string, string> = {}, redis: RedisTarget = sharedRedis): Promise<ProcessCluster> {
   const keyPrefix = `sbmn:${randomBytes(6).toString('hex')}:`
@@ -60,5 +63,5 @@ export async function startProcessCluster (t: TestContext, count: number, env: R
   }
   await start()
   await Promise.all(Array.from({ length: count - 1 }, start))
-  return { servers, keyPrefix }
+  return { servers, keyPrefix, schema }
 }

@@ -9,7 +9,7 @@ import { Kysely, SqliteDialect, sql } from 'kysely'
 import { Migrator } from 'kysely'
 import pg from 'pg'
 import { migrationProvider } from '../src/store/migrations.js'
-import { createStore, type NewRoom, type RefreshTokenRecord, type Store } from '../src/store/index.js'
+import { createStore, type ArchivedPublication, type NewRoom, type RefreshTokenRecord, type Store } from '../src/store/index.js'
 
 /*
  * One contract, run against every implementation: each test gets a fresh, empty store
@@ -60,6 +60,41 @@ function storeContract (backend: Backend): void {
     function token (id: string, overrides: Partial<RefreshTokenRecord> = {}): RefreshTokenRecord {
       return { id, tokenHash: `hash-${id}`, userId: 'alice', familyId: 'family-1', expiresAt: 2_000_000_000_000, createdAt: 1_700_000_000_000, usedAt: null, revokedAt: null, ...overrides }
     }
+
+    describe('the cluster archive', () => {
+      const row = (epoch: string, offset: number, storedAt: number, payload: string | Buffer = `{"n":${offset}}`): ArchivedPublication => ({
+        room: 'log', epoch, offset, publisher: 'alice', ts: storedAt - 1, storedAt, bytes: 150, kind: typeof payload === 'string' ? 'json' : 'binary', payload
+      })
+
+      it('inserts each position once: a second insert of the same rows changes nothing', async () => {
+        await store.archivePublications([row('e1', 1, 1000), row('e1', 2, 1001)])
+        await store.archivePublications([row('e1', 2, 1001, '"other"'), row('e1', 3, 1002)])
+        const rows = await store.archivePage('log', 'e1', { after: 0, limit: 10, notBefore: 0 })
+        assert.deepEqual(rows.map(r => [r.offset, r.payload]), [[1, '{"n":1}'], [2, '{"n":2}'], [3, '{"n":3}']])
+        assert.deepEqual(rows[0], row('e1', 1, 1000))
+      })
+
+      it('pages backward and forward within an epoch, skipping what archiveDays expired, bytes kept as bytes', async () => {
+        await store.archivePublications([row('e1', 1, 1000), row('e1', 2, 2000), row('e1', 3, 3000, Buffer.from([0, 255, 1])), row('e2', 1, 4000)])
+        assert.deepEqual((await store.archivePage('log', 'e1', { before: 3, limit: 10, notBefore: 0 })).map(r => r.offset), [2, 1])
+        assert.deepEqual((await store.archivePage('log', 'e1', { limit: 2, notBefore: 0 })).map(r => r.offset), [3, 2])
+        assert.deepEqual((await store.archivePage('log', 'e1', { after: 0, limit: 10, notBefore: 1500 })).map(r => r.offset), [2, 3])
+        const binary = (await store.archivePage('log', 'e1', { after: 2, limit: 1, notBefore: 0 }))[0]
+        assert.equal(binary?.kind, 'binary')
+        assert.deepEqual(binary?.payload, Buffer.from([0, 255, 1]))
+      })
+
+      it('finds the epoch before and after another by when their rows were stored, and purges a room', async () => {
+        await store.archivePublications([row('old', 1, 1000), row('old', 2, 1100), row('mid', 1, 2000), row('mid', 5, 2500), row('new', 1, 3000)])
+        assert.deepEqual(await store.archiveEpochBeside('log', 'mid', 'older'), { epoch: 'old', first: 1, last: 2 })
+        assert.deepEqual(await store.archiveEpochBeside('log', 'mid', 'newer'), { epoch: 'new', first: 1, last: 1 })
+        assert.equal(await store.archiveEpochBeside('log', 'old', 'older'), null)
+        // An epoch with nothing archived yet (the current one): the newest archived is before it.
+        assert.deepEqual(await store.archiveEpochBeside('log', 'current', 'older'), { epoch: 'new', first: 1, last: 1 })
+        await store.purgeArchive('log')
+        assert.deepEqual(await store.archivePage('log', 'mid', { after: 0, limit: 10, notBefore: 0 }), [])
+      })
+    })
 
     describe('lifecycle', () => {
       it('migrate() is idempotent and keeps data', async () => {

@@ -37,6 +37,7 @@ const SCAN_ROOMS = 1000
  * next publish to that room would name it again.
  */
 const UNINDEX_GRACE_MS = 60_000
+const FAILURE_LOG_MS = 30_000
 
 export interface Archiver {
   /** Call before an archived room's publish script: names the room in the index. */
@@ -73,6 +74,7 @@ export function createArchiver (options: ArchiverOptions): Archiver {
   const again = new Set<string>()
   const waiting = new Map<string, number>()
   let active = 0
+  const drains = new Set<Promise<void>>()
   let closed = false
   let scanAt = 0
   let lastFailureLog = 0
@@ -83,12 +85,14 @@ export function createArchiver (options: ArchiverOptions): Archiver {
       wanted.delete(room)
       active++
       draining.add(room)
-      void drain(room).finally(() => {
+      const running = drain(room).finally(() => {
         active--
         draining.delete(room)
+        drains.delete(running)
         if (again.delete(room)) want(room)
         schedule()
       })
+      drains.add(running)
     }
   }
 
@@ -136,8 +140,10 @@ export function createArchiver (options: ArchiverOptions): Archiver {
       if (left > 0) again.add(room)
     } catch (err) {
       // The database or Redis is away: the entries stay queued (publishes to the room are
-      // refused once its queue is full) and the next scan tries again. Logged once a scan.
-      if (Date.now() - lastFailureLog >= scanMs) {
+      // refused once its queue is full) and the next scan tries again. Logged at most every
+      // FAILURE_LOG_MS: an outage retried every scan must not flood the log.
+      if (closed) return
+      if (Date.now() - lastFailureLog >= FAILURE_LOG_MS) {
         lastFailureLog = Date.now()
         log.warn({ err, room }, 'archiving failed; publications stay queued and are retried')
       }
@@ -176,6 +182,10 @@ export function createArchiver (options: ArchiverOptions): Archiver {
       closed = true
       clearInterval(scanTimer)
       wanted.clear()
+      again.clear()
+      // A batch being written finishes (or fails) before the connections close; what it has
+      // not trimmed stays queued for the next node.
+      await Promise.allSettled([...drains])
     }
   }
 }
