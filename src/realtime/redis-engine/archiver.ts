@@ -1,4 +1,4 @@
-import { runScript } from '../../redis.js'
+import { runScript, runScriptBuffer } from '../../redis.js'
 import type { ArchivedPublication, Store } from '../../store/types.js'
 import type { PartContext } from './context.js'
 import { engineScript, toNumber } from './scripts.js'
@@ -24,10 +24,13 @@ export interface ArchiverOptions extends PartContext {
   onArchived?: (lagMs: number) => void
 }
 
+/** What the claim and trim scripts answer: the entries waiting, and the next batch of them (id, fields). */
+type BatchReply = [number, Array<[Buffer, Buffer[]]>]
+
 /** Entries read and inserted per batch (one INSERT). */
 const BATCH = 500
 /** Rooms drained at once: each holds a database connection while its batch is written. */
-const CONCURRENCY = 4
+const CONCURRENCY = 8
 /** Rooms visited per scan, so that a huge index is walked over several scans. */
 const SCAN_ROOMS = 1000
 /**
@@ -110,28 +113,28 @@ export function createArchiver (options: ArchiverOptions): Archiver {
   async function drain (room: string): Promise<void> {
     const k = keys.room(room)
     try {
-      const claimed = toNumber(await runScript(cmd, CLAIM, [k.archiveQueue, k.archiveLease], [nodeId, leaseMs]))
-      if (claimed <= 0) {
-        if (claimed === 0) {
+      // Each script answers the next batch with its work: one Redis round trip and one INSERT per batch.
+      const [claimed, first] = await runScriptBuffer(cmd, CLAIM, [k.archiveQueue, k.archiveLease], [nodeId, leaseMs, BATCH]) as BatchReply
+      if (toNumber(claimed) <= 0) {
+        if (toNumber(claimed) === 0) {
           noteWaiting(room, 0)
           await runScript(cmd, UNINDEX, [keys.archiveIndex], [room, UNINDEX_GRACE_MS])
         }
         return
       }
-      noteWaiting(room, claimed)
-      for (;;) {
-        const entries = await cmd.xrangeBuffer(k.archiveQueue, '-', '+', 'COUNT', BATCH)
-        if (entries.length === 0 || closed) break
+      noteWaiting(room, toNumber(claimed))
+      let entries = first
+      // Published to meanwhile: the loop goes on under the lease the trim renewed, no new claim.
+      while (entries.length > 0 && !closed) {
         const rows = entries.map(([, fields]) => toArchived(room, fields))
         await store.archivePublications(rows)
         const confirmedAt = Date.now()
         if (onArchived !== undefined) for (const row of rows) onArchived(Math.max(0, confirmedAt - row.storedAt))
-        const trimArgs: Array<string | number> = [nodeId, leaseMs]
+        const trimArgs: Array<string | number> = [nodeId, leaseMs, BATCH]
         entries.forEach(([id], i) => { trimArgs.push(id.toString(), rows[i]?.bytes ?? 0) })
-        const left = toNumber(await runScript(cmd, TRIM, [k.archiveQueue, k.archiveQueueBytes, k.archiveLease], trimArgs))
-        noteWaiting(room, left)
-        // Published to meanwhile: go on under the lease the trim renewed, no new claim.
-        if (left === 0) break
+        const [left, next] = await runScriptBuffer(cmd, TRIM, [k.archiveQueue, k.archiveQueueBytes, k.archiveLease], trimArgs) as BatchReply
+        noteWaiting(room, toNumber(left))
+        entries = next
       }
       const left = toNumber(await runScript(cmd, RELEASE, [k.archiveQueue, k.archiveLease], [nodeId]))
       noteWaiting(room, left)
