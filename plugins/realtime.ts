@@ -2,9 +2,9 @@ import type { FastifyInstance } from 'fastify'
 import { hostname } from 'node:os'
 import fp from 'fastify-plugin'
 import { createRateLimiter, type RateLimiter } from '../src/limits/rate-limiter.js'
-import { authorizePersonal, isPersonalRoom, PERSONAL_GRANT } from '../src/rooms/personal.js'
+import { authorizePersonal, isPersonalRoom, PERSONAL_GRANT, PERSONAL_ROOM_PREFIX } from '../src/rooms/personal.js'
 import type { Room } from '../src/store/types.js'
-import type { Engine } from '../src/realtime/engine.js'
+import { jsonPayload, type Engine } from '../src/realtime/engine.js'
 import { toRealtimeError, UnavailableError } from '../src/realtime/errors.js'
 import { createMemoryEngine, type StreamStore } from '../src/realtime/memory-engine.js'
 import { createSqliteHistory } from '../src/realtime/sqlite-history.js'
@@ -167,6 +167,20 @@ export default fp(async (app) => {
     } catch (err) {
       app.log.error({ err, room: change.room.id }, 'live revocation failed')
     }
+  })
+
+  // Membership events (docs/protocol.md §11): a publication to the user's personal room, so it
+  // reaches every device of theirs on every node. The change is made already: a failure to tell
+  // is logged, not the request's failure (the user's list is right again on its next read).
+  app.rooms.onMembership(async ({ userId, by, event }) => {
+    let err: unknown = null
+    try {
+      const [outcome] = await node.broadcast(by, [`${PERSONAL_ROOM_PREFIX}${userId}`], jsonPayload(event))
+      if (outcome !== undefined && 'error' in outcome) err = outcome.error
+    } catch (thrown) {
+      err = thrown
+    }
+    if (err !== null) app.log.warn({ err, userId, room: event.room.id, event: event.type }, 'membership event not published')
   })
 
   app.revocations.onRevocation({

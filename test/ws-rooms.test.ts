@@ -247,6 +247,50 @@ describe('ws rooms: authorization per operation', () => {
 })
 
 describe('ws rooms: personal rooms user:<id>', () => {
+  it('membership events: added, removed, left, banned and deleted reach the user\'s personal room, from who did it', async (t) => {
+    const srv = await setup(t)
+    const alice = await srv.userToken('alice')
+    const bob = await srv.userToken('bob')
+    const b = await wsConnect(t, srv, { token: bob })
+    await subscribe(b, 'user:bob')
+    await createRoom(srv, alice, { id: 'ops', name: 'Ops', visibility: 'private' })
+    await createRoom(srv, alice, { id: 'hall', visibility: 'public' })
+
+    await addMember(srv, alice, 'ops', 'bob')
+    // Pushed live, before the PUT answered.
+    const added = await b.next(f => f.type === 'message' && f.room === 'user:bob')
+    assert.deepEqual([added.data, added.from.id], [{ type: 'room.added', room: { id: 'ops', name: 'Ops', visibility: 'private' }, role: 'member' }, 'alice'])
+    // A role change is no membership change: nothing is published for it.
+    await addMember(srv, alice, 'ops', 'bob', 'moderator')
+    assert.equal((await srv.request('DELETE', '/rooms/ops/members/bob', { token: alice })).status, 204)
+    await addMember(srv, bob, 'hall', 'bob')
+    assert.equal((await srv.request('DELETE', '/rooms/hall/members/bob', { token: bob })).status, 204)
+    await addMember(srv, alice, 'ops', 'bob')
+    assert.equal((await srv.request('PUT', '/rooms/ops/bans/bob', { token: alice, body: {} })).status, 201)
+    assert.equal((await srv.request('DELETE', '/rooms/ops/bans/bob', { token: alice })).status, 204)
+    await addMember(srv, alice, 'ops', 'bob')
+    assert.equal((await srv.request('DELETE', '/rooms/ops', { token: alice })).status, 204)
+
+    const history = await srv.request('GET', '/rooms/user:bob/messages', { token: bob })
+    assert.equal(history.status, 200, history.text)
+    const seen = (history.body.publications as Array<{ data: { type: string, room: { id: string }, role?: string, reason?: string }, from: { id: string } }>)
+      .map(p => [p.data.type, p.data.room.id, p.data.role ?? p.data.reason, p.from.id])
+    assert.deepEqual(seen, [
+      ['room.added', 'ops', 'member', 'alice'],
+      ['room.removed', 'ops', 'removed', 'alice'],
+      ['room.added', 'hall', 'member', 'bob'],
+      ['room.removed', 'hall', 'left', 'bob'],
+      ['room.added', 'ops', 'member', 'alice'],
+      ['room.removed', 'ops', 'banned', 'alice'],
+      ['room.added', 'ops', 'member', 'alice'],
+      ['room.removed', 'ops', 'deleted', 'alice']
+    ])
+    // Alice's own list changed too (her other tabs and devices): she created both rooms and deleted one.
+    const aliceHistory = await srv.request('GET', '/rooms/user:alice/messages', { token: alice })
+    assert.deepEqual((aliceHistory.body.publications as Array<{ data: { type: string, room: { id: string }, role?: string, reason?: string } }>)
+      .map(p => [p.data.type, p.data.room.id, p.data.role ?? p.data.reason]), [['room.added', 'ops', 'owner'], ['room.added', 'hall', 'owner'], ['room.removed', 'ops', 'deleted']])
+  })
+
   it('only the owner and admins read it; admins and publish:user:* keys write to every connection of the owner', async (t) => {
     const srv = await setup(t)
     const root = await srv.userToken('root', 'admin')

@@ -6,6 +6,7 @@ import { isPersonalRoom } from './personal.js'
 import { isExternalUserId } from '../auth/external-claims.js'
 import { NO_PASSWORD } from '../auth/passwords.js'
 import { isActiveAccount } from '../auth/account-status.js'
+import type { MembershipEvent, MembershipEventRoom, RoomRemovedReason } from '../protocol/membership-events.js'
 import { ARCHIVE_DAYS_MAX, ROOM_DEFAULTS, USER_HISTORY_SIZE_MAX, USER_HISTORY_TTL_MAX_SECONDS } from '../schemas/rooms.js'
 
 export interface RoomAccess {
@@ -32,6 +33,17 @@ export type RoomChange =
   | { type: 'room_deleted', room: Room }
 
 export type RoomChangeListener = (change: RoomChange) => Promise<void> | void
+
+/**
+ * One user's access to a room changed: what their personal room is told (src/protocol/
+ * membership-events.ts), with who made the change. Listeners run before the HTTP request answers.
+ */
+export interface MembershipNotice { userId: string, by: Principal, event: MembershipEvent }
+
+export type MembershipListener = (notice: MembershipNotice) => Promise<void> | void
+
+/** Members read per page when a deleted room's members are told. */
+const MEMBER_PAGE = 500
 
 export interface RoomLimits {
   /** Rooms an ordinary user may have created (MAX_ROOMS_PER_USER); admins are exempt. */
@@ -76,6 +88,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
   const archiveMaxDays = limits.archiveMaxDays ?? ARCHIVE_DAYS_MAX
   const externalUserPrefix = deps.externalUserPrefix ?? null
   const listeners: RoomChangeListener[] = []
+  const membershipListeners: MembershipListener[] = []
 
   /**
    * Users of the identity provider connect without a row; the first time one becomes a
@@ -92,6 +105,28 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
 
   async function changed (change: RoomChange): Promise<void> {
     for (const listener of listeners) await listener(change)
+  }
+
+  async function notify (by: Principal, userIds: string[], event: MembershipEvent): Promise<void> {
+    for (const userId of userIds) {
+      for (const listener of membershipListeners) await listener({ userId, by, event })
+    }
+  }
+
+  function removed (room: Room, reason: RoomRemovedReason): MembershipEvent {
+    return { type: 'room.removed', room: summary(room), reason }
+  }
+
+  /** Every member's id, read before the room (and its memberships) is deleted. */
+  async function memberIds (roomId: string): Promise<string[]> {
+    const ids: string[] = []
+    let after: string | undefined
+    for (;;) {
+      const page = await store.listMembers(roomId, { limit: MEMBER_PAGE, ...(after === undefined ? {} : { after }) })
+      for (const m of page) ids.push(m.userId)
+      if (page.length < MEMBER_PAGE) return ids
+      after = page[page.length - 1]!.userId
+    }
   }
 
   /**
@@ -162,6 +197,11 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
       listeners.push(listener)
     },
 
+    /** Registers a listener for membership notices (a room added to or removed from a user's list). */
+    onMembership (listener: MembershipListener): void {
+      membershipListeners.push(listener)
+    },
+
     async create (principal: Principal, input: Partial<NewRoom> & { id: string }): Promise<Room> {
       if (principal.kind !== 'user') throw new Errors.Forbidden('Only users create rooms')
       // Personal rooms are virtual (src/rooms/personal.ts): nobody may create a stored one.
@@ -190,6 +230,8 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
         })
       if (created === 'room_limit') throw new Errors.RoomLimit(`You have created ${limits.maxRoomsPerUser} rooms, the most allowed; delete one first`)
       if (created === null) throw new Errors.RoomExists()
+      // The creator's other tabs and devices list it too.
+      await notify(principal, [principal.userId], { type: 'room.added', room: summary(created), role: 'owner' })
       return created
     },
 
@@ -209,8 +251,10 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
 
     async remove (principal: Principal, roomId: string): Promise<void> {
       const { room } = await authorize(principal, roomId, 'delete')
+      const members = membershipListeners.length === 0 ? [] : await memberIds(roomId)
       if (!(await store.deleteRoom(roomId))) throw new Errors.RoomNotFound()
       await changed({ type: 'room_deleted', room })
+      await notify(principal, members, removed(room, 'deleted'))
     },
 
     async members (principal: Principal, roomId: string, page: Page): Promise<Membership[]> {
@@ -229,6 +273,9 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
       const result = await store.setMember(roomId, userId, role)
       if (!result.ok) throw membershipError(result.reason)
       if (!result.created && current?.role !== role) await changed({ type: 'member_role_changed', room: ctx.room, userId, role })
+      if (result.created) {
+        await notify(principal, [userId], { type: 'room.added', room: summary(ctx.room), role })
+      }
       return { membership: result.membership, created: result.created }
     },
 
@@ -244,6 +291,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
       if (!result.ok) throw membershipError(result.reason)
       if (!result.removed) throw new Errors.MemberNotFound()
       await changed({ type: 'member_removed', room: ctx.room, userId })
+      await notify(principal, [userId], removed(ctx.room, self ? 'left' : 'removed'))
     },
 
     async bans (principal: Principal, roomId: string, page: Page): Promise<Ban[]> {
@@ -263,6 +311,7 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
       const result = await store.banUser({ roomId, userId, bannedBy, reason })
       if (!result.ok) throw membershipError(result.reason)
       await changed({ type: 'banned', room: ctx.room, userId })
+      await notify(principal, [userId], removed(ctx.room, 'banned'))
       return { ban: result.ban, created: result.created }
     },
 
@@ -272,6 +321,10 @@ export function createRoomService (deps: { store: Store, limits: RoomLimits, ext
       if (!(await store.unbanUser(roomId, userId))) throw new Errors.BanNotFound()
     }
   }
+}
+
+function summary (room: Room): MembershipEventRoom {
+  return { id: room.id, name: room.name, visibility: room.visibility }
 }
 
 function membershipError (reason: MembershipFailure): Error {
