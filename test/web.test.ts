@@ -9,11 +9,11 @@ import { skipUnlessRedis, tempDir, TEST_REDIS_URL, wsConnect } from './helper.js
 import { ADMIN, baseEnv, ROOT, startServer, waitUntilReady, withTimeout, type ServerProcess } from './process.js'
 import {
   artifact, ensureWebBuild, fitsWidth, jwtClaims, launchBrowser, messageList, messageTexts, openApp, register, say,
-  skipUnlessChromium, WAIT_MS, waitForConnection, waitForMessage, waitUntil, watchSocket, type BrowserUser
+  signIn, skipUnlessChromium, WAIT_MS, waitForConnection, waitForMessage, waitUntil, watchSocket, type BrowserUser
 } from './web-browser.js'
 import { buffer as streamBytes } from 'node:stream/consumers'
 import { crc32, deflateSync } from 'node:zlib'
-import type { Page, Route } from 'playwright-core'
+import type { Locator, Page, Route } from 'playwright-core'
 import type { TestContext } from 'node:test'
 
 /*
@@ -196,7 +196,7 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     await waitForMessage(bob.page, 'hello bob')
     await say(bob.page, 'hi alice, the deploy went fine')
     await waitForMessage(alice.page, 'the deploy went fine')
-    assert.equal(await messageList(alice.page).locator('li').first().locator('.from').textContent(), 'alice')
+    assert.equal(await messageList(alice.page).locator('li[data-offset]').first().locator('.from').textContent(), 'alice')
     assert.equal(await messageList(alice.page).locator('li time').count(), 2)
 
     // The room view for the README and the test artifacts, at desktop width.
@@ -545,5 +545,218 @@ describe('web app in Chromium', { skip: chromiumSkip }, () => {
     assert.deepEqual(await messageTexts(bob.page), ['before the drop', 'while bob was offline', 'back online'])
     assert.equal(await messageList(bob.page).locator('li.gap').count(), 0)
     assert.deepEqual(bob.errors, [])
+  })
+})
+
+/** The user's access token, from the REST login (for actions the test takes as a service would). */
+async function tokenOf (base: string, username: string, password = PASSWORD): Promise<string> {
+  const login = await oneShotRequest(base, 'POST', '/auth/login', { body: { username, password } })
+  assert.equal(login.status, 200, JSON.stringify(login.body))
+  return login.body.accessToken as string
+}
+
+/** A server, a browser, alice and bob registered; both on the Rooms page. */
+async function twoSignedIn (t: TestContext, env: Record<string, string>): Promise<{ server: ServerProcess, base: string, alice: BrowserUser, bob: BrowserUser }> {
+  const server = await start(t, env)
+  const base = `http://127.0.0.1:${server.port}`
+  const browser = await launchBrowser(t)
+  const alice = await openApp(browser, base)
+  await register(alice.page, 'alice', PASSWORD)
+  const bob = await openApp(browser, base)
+  await register(bob.page, 'bob', PASSWORD)
+  await waitForConnection(bob.page, 'Connected')
+  return { server, base, alice, bob }
+}
+
+function roomLink (user: BrowserUser, name: string): Locator {
+  return user.page.getByRole('list', { name: 'Rooms' }).getByRole('link', { name, exact: true })
+}
+
+describe('web app in Chromium: the chat page', { skip: chromiumSkip }, () => {
+  before(() => ensureWebBuild())
+
+  it('a room someone adds you to appears in your room list at once, without a reload', async (t) => {
+    const { alice, bob } = await twoSignedIn(t, webEnv(tempDir(t, 'switchboard-web-added-')))
+    await bob.page.getByText('No rooms yet').waitFor()
+    let loads = 0
+    bob.page.on('load', () => { loads++ })
+    await createRoom(alice, 'ops', 'Ops', 'private')
+    assert.equal(await roomLink(bob, 'Ops').count(), 0, 'a private room: not listed before bob is added')
+    await addMember(alice, 'bob')
+    await roomLink(bob, 'Ops').waitFor()
+    assert.equal(loads, 0, 'the list changed in place: no reload')
+    await roomLink(bob, 'Ops').click()
+    await bob.page.getByRole('heading', { name: 'Ops', level: 1 }).waitFor()
+    for (const user of [alice, bob]) assert.deepEqual(user.errors, [])
+  })
+
+  it('a room you are removed from, banned from, or that is deleted, disappears from your list at once', async (t) => {
+    const { base, alice, bob } = await twoSignedIn(t, webEnv(tempDir(t, 'switchboard-web-removed-')))
+    const token = await tokenOf(base, 'alice')
+    for (const id of ['one', 'two', 'three']) {
+      assert.equal((await oneShotRequest(base, 'POST', '/rooms', { token, body: { id, name: `Room ${id}`, visibility: 'private' } })).status, 201)
+      assert.equal((await oneShotRequest(base, 'PUT', `/rooms/${id}/members/bob`, { token, body: { role: 'member' } })).status, 201)
+    }
+    for (const id of ['one', 'two', 'three']) await roomLink(bob, `Room ${id}`).waitFor()
+    let loads = 0
+    bob.page.on('load', () => { loads++ })
+    assert.equal((await oneShotRequest(base, 'DELETE', '/rooms/one/members/bob', { token })).status, 204)
+    await roomLink(bob, 'Room one').waitFor({ state: 'detached' })
+    assert.equal((await oneShotRequest(base, 'PUT', '/rooms/two/bans/bob', { token, body: {} })).status, 201)
+    await roomLink(bob, 'Room two').waitFor({ state: 'detached' })
+    assert.equal((await oneShotRequest(base, 'DELETE', '/rooms/three', { token })).status, 204)
+    await roomLink(bob, 'Room three').waitFor({ state: 'detached' })
+    await bob.page.getByText('No rooms yet').waitFor()
+    assert.equal(loads, 0, 'the list changed in place: no reload')
+    // None of them showed as a personal message note: membership events are not messages.
+    assert.equal(await bob.page.locator('.personal-messages .note').count(), 0)
+    for (const user of [alice, bob]) assert.deepEqual(user.errors, [])
+  })
+
+  it('your own messages are set apart from the others\', on each side', async (t) => {
+    const { alice, bob } = await twoInARoom(t, webEnv(tempDir(t, 'switchboard-web-mine-')), 'mine', 'Mine')
+    await say(alice.page, 'from alice')
+    await waitForMessage(bob.page, 'from alice')
+    await say(bob.page, 'from bob')
+    await waitForMessage(alice.page, 'from bob')
+    for (const [user, own, other] of [[alice, 'from alice', 'from bob'], [bob, 'from bob', 'from alice']] as const) {
+      const ownItem = messageList(user.page).locator('li', { hasText: own })
+      const otherItem = messageList(user.page).locator('li', { hasText: other })
+      assert.equal(await ownItem.evaluate(li => li.classList.contains('mine')), true, `${own} is marked as mine`)
+      assert.equal(await otherItem.evaluate(li => li.classList.contains('mine')), false, `${other} is not`)
+      // Set apart visually, and in words for screen readers.
+      const background = async (item: Locator): Promise<string> => await item.evaluate(li => getComputedStyle(li).backgroundColor)
+      assert.notEqual(await background(ownItem), await background(otherItem))
+      assert.equal(await ownItem.getByText('(you)').count(), 1)
+      assert.equal(await otherItem.getByText('(you)').count(), 0)
+    }
+  })
+
+  it('message times show the date when the message is not from today', async (t) => {
+    const { base, alice } = await twoInARoom(t, webEnv(tempDir(t, 'switchboard-web-dates-')), 'dates', 'Dates')
+    await say(alice.page, 'sent today')
+    await waitForMessage(alice.page, 'sent today')
+    const time = async (user: BrowserUser): Promise<string> => await messageList(user.page).locator('li', { hasText: 'sent today' }).locator('time').innerText()
+    // Today: the time of day only (e.g. "03:04 AM").
+    assert.match(await time(alice), /^\d{1,2}:\d{2}( [AP]M)?$/)
+    // A reader whose today is three days earlier (the browser's clock; the server's is real):
+    // the same message is not from their today, so its date shows too.
+    const browser = alice.context.browser()!
+    const carol = await openApp(browser, base)
+    await carol.page.clock.setFixedTime(new Date(Date.now() - 3 * 24 * 3600 * 1000))
+    await carol.page.reload()
+    await register(carol.page, 'carol', PASSWORD)
+    await addMember(alice, 'carol')
+    await openRoomFromList(carol, 'Dates')
+    await waitForMessage(carol.page, 'sent today')
+    const shown = await time(carol)
+    const date = new Date(await messageList(carol.page).locator('li', { hasText: 'sent today' }).locator('time').getAttribute('datetime') ?? '')
+    assert.match(shown, new RegExp(`\\b${date.getMonth() + 1}/${date.getDate()}/${String(date.getFullYear()).slice(2)}\\b`), `the date in ${shown}`)
+    assert.deepEqual(carol.errors, [])
+  })
+
+  it('a new room shows an empty state, and it goes with the first message', async (t) => {
+    const { alice } = await twoSignedIn(t, webEnv(tempDir(t, 'switchboard-web-empty-')))
+    await createRoom(alice, 'fresh', 'Fresh', 'public')
+    const empty = messageList(alice.page).getByText('No messages yet')
+    await empty.waitFor()
+    await messageList(alice.page).getByText('Beginning of the room').waitFor()
+    await alice.page.getByRole('textbox', { name: 'Message' }).and(alice.page.locator(':enabled')).waitFor()
+    await say(alice.page, 'first words')
+    await waitForMessage(alice.page, 'first words')
+    assert.equal(await empty.count(), 0)
+    assert.deepEqual(alice.errors, [])
+  })
+
+  it('Remove asks for confirmation like Ban: Cancel keeps the member', async (t) => {
+    const { alice } = await twoInARoom(t, webEnv(tempDir(t, 'switchboard-web-confirm-')), 'crew', 'Crew')
+    const bobRow = alice.page.locator('aside li', { hasText: 'bob' })
+    alice.answers.push(false)
+    await alice.page.getByRole('button', { name: 'Remove bob' }).click()
+    await waitUntil(alice.page, 'the confirmation asked', async () => alice.dialogs.length === 1)
+    assert.match(alice.dialogs[0] ?? '', /^Remove bob from crew\?/)
+    // Cancelled: nothing was sent; after a role change (which reloads the members) bob is still there.
+    await alice.page.getByLabel('Role of bob').selectOption('moderator')
+    await bobRow.getByRole('button', { name: 'Set role' }).click()
+    await bobRow.locator('.badge', { hasText: 'moderator' }).waitFor()
+    await alice.page.getByRole('button', { name: 'Remove bob' }).click()
+    await bobRow.waitFor({ state: 'detached' })
+    assert.equal(alice.dialogs.length, 2)
+    assert.deepEqual(alice.errors, [])
+  })
+
+  it('the create form: the Visibility select shows its options whole, and the room list keeps its distance', async (t) => {
+    const { alice } = await twoSignedIn(t, webEnv(tempDir(t, 'switchboard-web-form-')))
+    await createRoom(alice, 'lounge', 'Lounge', 'public')
+    await alice.page.getByRole('link', { name: 'Rooms', exact: true }).click()
+    await roomLink(alice, 'Lounge').waitFor()
+    for (const width of [1280, 375]) {
+      await alice.page.setViewportSize({ width, height: 800 })
+      // Each option's text, in the select's font, fits the select's box less its padding and arrow.
+      const cut = await alice.page.getByLabel('Visibility').evaluate((el) => {
+        const select = el as HTMLSelectElement
+        const style = getComputedStyle(select)
+        const canvas = document.createElement('canvas').getContext('2d')!
+        canvas.font = style.font
+        const room = select.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 20
+        return [...select.options].filter(o => canvas.measureText(o.text).width > room).map(o => o.text)
+      })
+      assert.deepEqual(cut, [], `options cut off at ${width}px`)
+      const list = await alice.page.getByRole('list', { name: 'Rooms' }).boundingBox()
+      const form = await alice.page.getByRole('form', { name: 'Create a room' }).boundingBox()
+      assert.ok(list !== null && form !== null)
+      assert.ok(form.y - (list.y + list.height) >= 12, `space between the room list and the create card at ${width}px: ${form.y - (list.y + list.height)}px`)
+      assert.ok(await fitsWidth(alice.page))
+    }
+    assert.deepEqual(alice.errors, [])
+  })
+
+  it('scroll-back: 500 messages, a server restart on embedded defaults, then scrolled back to the very first, each once and in order', async (t) => {
+    const env = webEnv(tempDir(t, 'switchboard-web-scrollback-'), { PUBLISH_RATE_PER_USER: '0' })
+    let server = await start(t, env)
+    const base = `http://127.0.0.1:${server.port}`
+    const token = await oneShotRequest(base, 'POST', '/auth/register', { body: { username: 'alice', password: PASSWORD } })
+      .then(async () => await tokenOf(base, 'alice'))
+    assert.equal((await oneShotRequest(base, 'POST', '/rooms', { token, body: { id: 'archive', name: 'Archive', visibility: 'private' } })).status, 201)
+    const expected = Array.from({ length: 500 }, (_, i) => `message ${i + 1}`)
+    for (const text of expected) {
+      const res = await oneShotRequest(base, 'POST', '/rooms/archive/messages', { token, body: { data: { text } } })
+      assert.equal(res.status, 201, JSON.stringify(res.body))
+    }
+    server = await restart(t, server, env)
+
+    const browser = await launchBrowser(t)
+    const alice = await openApp(browser, base)
+    await signIn(alice.page, 'alice', PASSWORD)
+    await openRoomFromList(alice, 'Archive')
+    await waitForMessage(alice.page, 'message 500')
+    const list = messageList(alice.page)
+    const shown = async (): Promise<number> => await list.locator('li[data-offset]').count()
+    const beginning = list.locator('li.history-start.beginning')
+    assert.ok(await shown() < 500, 'not everything at once')
+
+    let steps = 0
+    while (await beginning.count() === 0) {
+      assert.ok(++steps <= 100, 'reached the beginning within 100 scrolls')
+      const before = await shown()
+      // What the user sees at the top before scrolling up: it stays on screen when older messages come in.
+      const top = list.locator('li[data-offset]').first()
+      const topOffset = await top.getAttribute('data-offset')
+      await list.hover()
+      await alice.page.mouse.wheel(0, -20_000)
+      await waitUntil(alice.page, 'older messages loaded, or the beginning', async () => (await shown()) > before || (await beginning.count()) > 0)
+      if (await shown() > before) {
+        await alice.page.waitForFunction(() => document.querySelector('.messages li.history-start:not(.loading)') !== null)
+        const kept = await list.locator(`li[data-offset="${topOffset}"]`).evaluate((li) => {
+          const box = li.getBoundingClientRect()
+          const view = li.parentElement!.getBoundingClientRect()
+          return box.bottom > view.top && box.top < view.bottom
+        })
+        assert.ok(kept, `message ${topOffset} stayed in view while older ones were put above it`)
+      }
+    }
+    assert.deepEqual(await messageTexts(alice.page), expected)
+    await beginning.waitFor()
+    assert.deepEqual(alice.errors, [])
   })
 })

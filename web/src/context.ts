@@ -1,4 +1,5 @@
 import type { SwitchboardClient } from '../../src/client/index.js'
+import type { MembershipEvent } from '../../src/protocol/membership-events.js'
 import type { Session, User } from './session.js'
 
 /** What every view gets: the signed-in session, its one real-time client, navigation. */
@@ -7,6 +8,13 @@ export interface Context {
   user: User
   client: SwitchboardClient
   navigate (hash: string): void
+  /**
+   * Calls `listener` with each membership event of the user's personal room (a room added to or
+   * removed from their list, docs/protocol.md §11), and with null when the personal room was
+   * subscribed again after a reconnect (events may have been missed: read the list again).
+   * Returns the function that stops it.
+   */
+  onMembership (listener: (event: MembershipEvent | null) => void): () => void
 }
 
 /** A mounted view: its element, and what to stop (subscriptions, timers) when leaving it. */

@@ -2,6 +2,7 @@ import { SwitchboardClient } from '../../src/client/index.js'
 import { adminView } from './admin.js'
 import { accountView } from './account.js'
 import { watchConnection } from './connection.js'
+import { isMembershipEvent, type MembershipEvent } from '../../src/protocol/membership-events.js'
 import { describeError, type Context, type View } from './context.js'
 import { h, replace, stickyError } from './dom.js'
 import { loginView } from './login.js'
@@ -101,9 +102,19 @@ function signedIn (user: User): void {
     if (ctx?.client !== client) return // signed out meanwhile: nothing is missed
     personalError.show(`Messages sent to you personally (by a service or an administrator) will not show up: ${why}. Reload the page to try again.`)
   }
+  const membershipListeners = new Set<(event: MembershipEvent | null) => void>()
+  const onMembership = (listener: (event: MembershipEvent | null) => void): () => void => {
+    membershipListeners.add(listener)
+    return () => { membershipListeners.delete(listener) }
+  }
   client.subscribe(`user:${user.id}`, (event) => {
-    if (event.type === 'message') showPersonalMessage(`Message for you from ${event.from.id}: ${textOf(event.data)}`)
+    if (event.type !== 'message') return
+    // Rooms added to or removed from the list update the views that show it, no note.
+    if (isMembershipEvent(event.data)) for (const listener of membershipListeners) listener(event.data)
+    else showPersonalMessage(`Message for you from ${event.from.id}: ${textOf(event.data)}`)
   }).then((subscription) => {
+    // Subscribed again after a reconnect: what was missed may not all have been replayed.
+    subscription.on('subscribed', () => { for (const listener of membershipListeners) listener(null) })
     subscription.on('end', ({ reason, error }) => {
       // closed, unsubscribed: this page ended it (sign-out).
       if (reason !== 'closed' && reason !== 'unsubscribed') personalLost(`the server stopped sending them (${error?.message ?? reason})`)
@@ -113,7 +124,7 @@ function signedIn (user: User): void {
     console.warn('switchboard: personal room:', err)
     personalLost(`the server refused to send them (${describeError(err)})`)
   })
-  ctx = { session, user, client, navigate }
+  ctx = { session, user, client, navigate, onMembership }
   // Signing in reached the server: a sign-out it has not heard of yet is told now.
   if (session.hasPendingSignOut()) retrySignOut(0)
   stopIndicator = watchConnection(client)

@@ -9,9 +9,15 @@ interface Member { userId: string, role: 'owner' | 'moderator' | 'member' }
 /** A publication as REST carries it: bytes as base64 beside `encoding` (the SDK decodes its own). */
 type RestPublication = Publication & { encoding?: 'base64' }
 interface HistoryPage { epoch: string, offset: number, complete: boolean, publications: RestPublication[] }
+/** A page read back through the archive (`?before=`): newest first, and where the next one starts. */
+interface OlderPage { epoch: string, publications: RestPublication[], next: { epoch: string, before?: number } | null }
+/** Where the next page back starts. */
+interface OlderCursor { epoch: string, before: number }
 
-/** Publications shown on open, and loaded again after a gap. */
+/** Publications shown on open, loaded again after a gap, and per page when scrolling back. */
 const HISTORY_LIMIT = 50
+/** Scrolled to within this many pixels of the top of the messages: the page before is loaded. */
+const LOAD_OLDER_WITHIN_PX = 120
 const ROLES: Array<[Member['role'], string]> = [['member', 'member'], ['moderator', 'moderator'], ['owner', 'owner']]
 
 /**
@@ -143,9 +149,11 @@ export function roomView (ctx: Context, roomId: string): View {
   }
 
   function messageItem (epoch: string, p: Publication): HTMLLIElement {
-    return h('li', { 'data-epoch': epoch, 'data-offset': p.offset },
+    const mine = p.from.id === ctx.user.id
+    return h('li', { 'data-epoch': epoch, 'data-offset': p.offset, class: mine ? 'mine' : null },
       h('span', { class: 'from' }, p.from.id),
-      h('time', { datetime: new Date(p.ts).toISOString() }, formatTime(p.ts)),
+      mine ? h('span', { class: 'visually-hidden' }, '(you)') : null,
+      h('time', { datetime: new Date(p.ts).toISOString(), title: new Date(p.ts).toLocaleString() }, formatTime(p.ts)),
       p.data instanceof Uint8Array ? bytesBody(p.data, p) : h('p', { class: 'text' }, textOf(p.data)))
   }
 
@@ -154,7 +162,8 @@ export function roomView (ctx: Context, roomId: string): View {
     const key = `${epoch}:${p.offset}`
     if (seen.has(key)) return
     seen.add(key)
-    const atBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40
+    empty.remove()
+    const atBottom = before === null && messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40
     const item = messageItem(epoch, p)
     messages.insertBefore(item, before)
     if (!atBottom) return
@@ -162,6 +171,62 @@ export function roomView (ctx: Context, roomId: string): View {
     // An image gets its height once decoded: stay at the bottom then too.
     item.querySelector('img')?.addEventListener('load', () => { messages.scrollTop = messages.scrollHeight }, { once: true })
   }
+
+  // ----------------------------------------------------------------------------------------
+  // Scrolling back through the archive
+
+  /** Where the next page back starts; null once the room's first message is shown. */
+  let older: OlderCursor | null = null
+  let loadingOlder = false
+  /** Before the first message: a button to load the page before, then "Beginning of the room". */
+  const historyStart = h('li', { class: 'history-start' })
+  const empty = h('li', { class: 'empty', role: 'note' }, 'No messages yet. Write the first one below.')
+
+  function renderHistoryStart (): void {
+    if (older === null) {
+      historyStart.className = 'history-start beginning'
+      replace(historyStart, 'Beginning of the room')
+    } else if (loadingOlder) {
+      historyStart.className = 'history-start loading'
+      replace(historyStart, 'Loading older messages…')
+    } else {
+      historyStart.className = 'history-start'
+      replace(historyStart, h('button', { type: 'button', class: 'link', onclick: () => { void loadOlder() } }, 'Load older messages'))
+    }
+  }
+
+  /**
+   * Loads the page before the oldest message shown (GET …/messages?before=&epoch=, newest first)
+   * and puts it above, keeping what the user was looking at where it was; then again while the
+   * messages do not fill the list (nothing to scroll yet), until the room's first message.
+   */
+  async function loadOlder (): Promise<void> {
+    if (older === null || loadingOlder || disposed) return
+    const cursor = older
+    loadingOlder = true
+    renderHistoryStart()
+    try {
+      const page = await request<OlderPage>('GET', `${path}/messages?limit=${HISTORY_LIMIT}&epoch=${encodeURIComponent(cursor.epoch)}&before=${cursor.before}`, { auth })
+      if (disposed) return
+      const fromBottom = messages.scrollHeight - messages.scrollTop
+      const anchor = historyStart.nextSibling
+      for (const p of [...page.publications].reverse()) show(page.epoch, fromRest(p), anchor)
+      messages.scrollTop = messages.scrollHeight - fromBottom
+      older = page.next?.before === undefined ? null : { epoch: page.next.epoch, before: page.next.before }
+    } catch (err) {
+      if (!disposed) error.textContent = `Could not load older messages: ${describeError(err)}`
+      return
+    } finally {
+      loadingOlder = false
+      if (!disposed) renderHistoryStart()
+    }
+    if (older === null && seen.size === 0) messages.append(empty)
+    else if (messages.scrollHeight <= messages.clientHeight + LOAD_OLDER_WITHIN_PX) await loadOlder()
+  }
+
+  messages.addEventListener('scroll', () => {
+    if (messages.scrollTop < LOAD_OLDER_WITHIN_PX) void loadOlder()
+  })
 
   /**
    * The SDK could not recover what was missed (e.g. a server with in-memory history restarted):
@@ -311,7 +376,14 @@ export function roomView (ctx: Context, roomId: string): View {
     item.append(h('div', { class: 'controls' },
       role,
       h('button', { type: 'button', class: 'secondary', onclick: () => { void act(request('PUT', target, { auth, body: { role: role.value } })) } }, 'Set role'),
-      h('button', { type: 'button', class: 'secondary', 'aria-label': `Remove ${m.userId}`, onclick: () => { void act(request('DELETE', target, { auth })) } }, 'Remove'),
+      h('button', {
+        type: 'button',
+        class: 'secondary',
+        'aria-label': `Remove ${m.userId}`,
+        onclick: () => {
+          if (confirm(`Remove ${m.userId} from ${roomId}? They can no longer read or write here unless added again.`)) void act(request('DELETE', target, { auth }))
+        }
+      }, 'Remove'),
       h('button', {
         type: 'button',
         class: 'danger',
@@ -436,6 +508,12 @@ export function roomView (ctx: Context, roomId: string): View {
         if (disposed) return
       }
       messages.setAttribute('aria-busy', 'false')
+      // Older messages come from the archive, before the first one shown (or, with none shown,
+      // before the room's current position: the window may have expired where the archive has not).
+      const first = messages.querySelector<HTMLElement>('li[data-offset]')
+      older = { epoch: history.epoch, before: first === null ? history.offset + 1 : Number(first.dataset.offset) }
+      renderHistoryStart()
+      messages.prepend(historyStart)
       const since = { epoch: history.epoch, offset: history.offset }
       const subscription = await ctx.client.subscribe(roomId, handler, { since })
       if (disposed) { void subscription.unsubscribe(); return }
@@ -446,6 +524,7 @@ export function roomView (ctx: Context, roomId: string): View {
       subscription.on('subscribed', () => { void refreshPresence() })
       subscription.on('end', ({ reason }) => ended(reason))
       updateComposer()
+      void loadOlder()
       await refreshPresence()
     } catch (err) {
       if (!disposed) error.textContent = `Could not open the room: ${describeError(err)}`
