@@ -82,8 +82,8 @@ async function openRoomFromList (user: BrowserUser, name: string): Promise<void>
   await user.page.getByRole('textbox', { name: 'Message' }).and(user.page.locator(':enabled')).waitFor()
 }
 
-/** A server, a browser, and alice and bob (registered) both in alice's private room. */
-async function twoInARoom (t: TestContext, env: Record<string, string>, id: string, name: string): Promise<{ server: ServerProcess, base: string, alice: BrowserUser, bob: BrowserUser }> {
+/** A server, a browser, alice and bob registered; both on the Rooms page. */
+async function twoSignedIn (t: TestContext, env: Record<string, string>): Promise<{ server: ServerProcess, base: string, alice: BrowserUser, bob: BrowserUser }> {
   const server = await start(t, env)
   const base = `http://127.0.0.1:${server.port}`
   const browser = await launchBrowser(t)
@@ -91,6 +91,13 @@ async function twoInARoom (t: TestContext, env: Record<string, string>, id: stri
   await register(alice.page, 'alice', PASSWORD)
   const bob = await openApp(browser, base)
   await register(bob.page, 'bob', PASSWORD)
+  await waitForConnection(bob.page, 'Connected')
+  return { server, base, alice, bob }
+}
+
+/** A server, a browser, and alice and bob (registered) both in alice's private room. */
+async function twoInARoom (t: TestContext, env: Record<string, string>, id: string, name: string): Promise<{ server: ServerProcess, base: string, alice: BrowserUser, bob: BrowserUser }> {
+  const { server, base, alice, bob } = await twoSignedIn(t, env)
   await createRoom(alice, id, name, 'private')
   await addMember(alice, 'bob')
   await openRoomFromList(bob, name)
@@ -553,19 +560,6 @@ async function tokenOf (base: string, username: string, password = PASSWORD): Pr
   const login = await oneShotRequest(base, 'POST', '/auth/login', { body: { username, password } })
   assert.equal(login.status, 200, JSON.stringify(login.body))
   return login.body.accessToken as string
-}
-
-/** A server, a browser, alice and bob registered; both on the Rooms page. */
-async function twoSignedIn (t: TestContext, env: Record<string, string>): Promise<{ server: ServerProcess, base: string, alice: BrowserUser, bob: BrowserUser }> {
-  const server = await start(t, env)
-  const base = `http://127.0.0.1:${server.port}`
-  const browser = await launchBrowser(t)
-  const alice = await openApp(browser, base)
-  await register(alice.page, 'alice', PASSWORD)
-  const bob = await openApp(browser, base)
-  await register(bob.page, 'bob', PASSWORD)
-  await waitForConnection(bob.page, 'Connected')
-  return { server, base, alice, bob }
 }
 
 function roomLink (user: BrowserUser, name: string): Locator {
