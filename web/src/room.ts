@@ -210,7 +210,10 @@ export function roomView (ctx: Context, roomId: string): View {
       if (disposed) return
       const fromBottom = messages.scrollHeight - messages.scrollTop
       const anchor = historyStart.nextSibling
+      // Busy while the older page goes in: screen readers announce new messages, not the backlog.
+      messages.setAttribute('aria-busy', 'true')
       for (const p of [...page.publications].reverse()) show(page.epoch, fromRest(p), anchor)
+      messages.setAttribute('aria-busy', 'false')
       messages.scrollTop = messages.scrollHeight - fromBottom
       older = page.next?.before === undefined ? null : { epoch: page.next.epoch, before: page.next.before }
     } catch (err) {
