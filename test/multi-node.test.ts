@@ -493,6 +493,22 @@ function multiNodeSuite (name: string, target: () => RedisTarget, skip: string |
       assert.equal(retry.type, 'error')
     })
 
+    it('membership events cross nodes: bob, subscribed to his personal room on node B, hears of a room added and removed through node A', async (t) => {
+      const c = await cluster(t, 2)
+      const [a, b] = [node(c, 0), node(c, 1)]
+      const bob = await c.user('bob')
+      const sub = await wsConnect(t, b, { token: bob.token })
+      await subscribe(sub, `user:${bob.id}`)
+      await createRoom(a, c.adminToken, { id: 'ops', name: 'Ops', visibility: 'private' })
+      const member = await a.request('PUT', `/rooms/ops/members/${bob.id}`, { token: c.adminToken, body: { role: 'member' } })
+      assert.equal(member.status, 201, JSON.stringify(member.body))
+      const added = await sub.next(f => f.type === 'message' && f.room === `user:${bob.id}`)
+      assert.deepEqual([added.data, added.from.id], [{ type: 'room.added', room: { id: 'ops', name: 'Ops', visibility: 'private' }, role: 'member' }, ADMIN.username])
+      assert.equal((await a.request('DELETE', '/rooms/ops', { token: c.adminToken })).status, 204)
+      const removed = await sub.next(f => f.type === 'message' && f.room === `user:${bob.id}` && f.offset > added.offset)
+      assert.deepEqual(removed.data, { type: 'room.removed', room: { id: 'ops', name: 'Ops', visibility: 'private' }, reason: 'deleted' })
+    })
+
     it('the per-user connection cap holds across nodes (429), and a closed connection frees its place', async (t) => {
       const c = await cluster(t, 2, { WS_MAX_CONNECTIONS_PER_USER: '2' })
       const [a, b] = [node(c, 0), node(c, 1)]
