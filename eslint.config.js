@@ -2,7 +2,7 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'data/', 'coverage/', 'test-artifacts/'] },
+  { ignores: ['dist/', '**/dist/', 'node_modules/', 'data/', 'coverage/', 'test-artifacts/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -31,21 +31,34 @@ export default tseslint.config(
     }
   },
   {
-    // The wire contract is shared by the server and the SDK, and will be packaged with the
-    // SDK: it must not pull in server code or Node-only APIs (msgpackr runs in browsers too).
-    files: ['src/protocol/**'],
+    // The wire contract (the @switchboard/protocol workspace package) is shared by the server and
+    // the SDK and ships to browsers: no server code, no Node-only APIs (msgpackr runs in browsers too).
+    files: ['packages/protocol/**'],
+    ignores: ['packages/*/*.mjs'],
     rules: {
       'no-restricted-imports': ['error', {
-        patterns: [{ regex: '^(?!@sinclair/typebox(/|$)|msgpackr$|\\./)', message: 'src/protocol/ imports only TypeBox, msgpackr and its own files (it ships with the SDK)' }]
+        patterns: [{ regex: '^(?!@sinclair/typebox(/|$)|msgpackr$|\\./)', message: '@switchboard/protocol imports only TypeBox, msgpackr and its own files (it ships with the SDK)' }]
       }]
     }
   },
   {
-    // The SDK never imports the server: only its own files and the wire contract.
-    files: ['src/client/**'],
+    // The SDK (@switchboard/client) never imports the server: only its own files, the wire
+    // contract and TypeBox's types.
+    files: ['packages/client/**'],
+    ignores: ['packages/*/*.mjs'],
     rules: {
       'no-restricted-imports': ['error', {
-        patterns: [{ regex: '^\\.\\./(?!protocol/)', message: 'the SDK imports only src/client/ and the wire contract (src/protocol/)' }]
+        patterns: [{ regex: '^(?!\\./|@switchboard/protocol/|@sinclair/typebox$)', message: 'the SDK imports only its own files, the wire contract (@switchboard/protocol) and TypeBox types' }]
+      }]
+    }
+  },
+  {
+    // The server, its plugins and routes reach the SDK and the wire contract through their
+    // package names, never through a path into packages/ (which would skip the exports map).
+    files: ['src/**', 'plugins/**', 'routes/**', 'web/**', 'bench/**'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ regex: '(^|/)packages/', message: 'import @switchboard/client or @switchboard/protocol/<module> by name' }]
       }]
     }
   },

@@ -1,8 +1,8 @@
 import { encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js'
 import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawMessage, type RawWebSocket } from '../src/cli/load/raw-websocket.js'
 import { histogram } from '../src/cli/load/run.js'
-import { backoffDelay } from '../src/client/backoff.js'
-import { isReconnectCode } from '../src/protocol/close-codes.js'
+import { backoffDelay } from '@switchboard/client'
+import { isReconnectCode } from '@switchboard/protocol/close-codes'
 
 /**
  * One generator process of the capacity and reconnect-storm scenarios (bench/capacity.ts forks
@@ -76,7 +76,7 @@ export type WorkerMessage =
 
 const CONNECT_TIMEOUT_MS = 30_000
 const REPLY_TIMEOUT_MS = 30_000
-/** The SDK's reconnect defaults (src/client/reconnect-policy.ts). */
+/** The SDK's reconnect defaults (packages/client/src/reconnect-policy.ts). */
 const BACKOFF_BASE_MS = 500
 const BACKOFF_CAP_MS = 30_000
 

@@ -13,7 +13,7 @@ const root = fileURLToPath(new URL('..', import.meta.url))
 const defaultOutDir = join(root, 'dist', 'web')
 const indexOut = join(defaultOutDir, 'index.html')
 /** What the bundle is made of: the page and the SDK with the protocol pieces it imports. */
-const SOURCES = ['web', 'src/client', 'src/protocol'].map(dir => join(root, dir))
+const SOURCES = ['web', 'packages/client/src', 'packages/protocol/src'].map(dir => join(root, dir))
 
 function newestMtime (path) {
   const stat = statSync(path)

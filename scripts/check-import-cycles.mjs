@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Fails when a module of the server, its plugins or routes can reach itself through its
+// Fails when a module of the server, its plugins, routes or workspace packages can reach itself through its
 // imports (type-only imports count: a cycle of types is still two modules that cannot be read
 // apart). Run by `npm run lint`. Resolution is TypeScript's own, so `.js` specifiers map to
 // the `.ts` files they compile from.
@@ -8,7 +8,7 @@ import { join, relative, resolve } from 'node:path'
 import ts from 'typescript'
 
 const root = resolve(import.meta.dirname, '..')
-const roots = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['src', 'plugins', 'routes']
+const roots = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['src', 'plugins', 'routes', 'packages/protocol/src', 'packages/client/src']
 const compilerOptions = { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, allowJs: false }
 
 function sourceFiles (dir) {

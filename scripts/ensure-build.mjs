@@ -17,7 +17,9 @@ function newestMtime (dir) {
   return newest
 }
 
-const sourcesChanged = () => ['src', 'plugins', 'routes'].some(dir => newestMtime(dir) > statSync(entry).mtimeMs)
+// The workspace packages (the wire contract, the SDK) are compiled by the same build, first.
+const sourcesChanged = () => ['src', 'plugins', 'routes', 'packages/protocol/src', 'packages/client/src']
+  .some(dir => newestMtime(dir) > statSync(entry).mtimeMs)
 
 // A Lua script missing from dist/ (a build from before scripts were files) also rebuilds:
 // the server would stop at start without it.

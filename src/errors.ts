@@ -1,6 +1,6 @@
 import { format } from 'node:util'
-import type { ErrorCode } from './protocol/messages.js'
-import type { ProtocolError } from './protocol/frames.js'
+import type { ErrorCode } from '@switchboard/protocol/messages'
+import type { ProtocolError } from '@switchboard/protocol/frames'
 
 /**
  * Every application error a client can receive, in one table: REST and WebSocket render the

@@ -5,8 +5,8 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { AuthFailureReason, GrantRenewal, GrantSource, MetricTotals, RateLimitScope, RealtimeMetrics } from './realtime/metrics.js'
-import { CloseCodes } from './protocol/close-codes.js'
-import { COMMAND_SCHEMAS } from './protocol/messages.js'
+import { CloseCodes } from '@switchboard/protocol/close-codes'
+import { COMMAND_SCHEMAS } from '@switchboard/protocol/messages'
 import type { PoolStats } from './store/index.js'
 import type { CompressionTotals } from './realtime/ws-deflate.js'
 import { HOOK_NAMES } from './config.js'

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { CloseCodes } from '../src/protocol/close-codes.js'
+import { CloseCodes } from '@switchboard/protocol/close-codes'
 import { build, PASSWORD, skipUnlessStore, STORE_KINDS, wsConnect, type TestApp, type WsClient } from './helper.js'
 import { idpKey, idpToken, jwksEnv, jwksServer } from './idp-support.js'
 

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { build } from './helper.js'
-import { buildAsyncApi } from '../src/protocol/asyncapi.js'
+import { buildAsyncApi } from '@switchboard/protocol/asyncapi'
 
 describe('health', () => {
   it('liveness is 200; readiness is 200 with every check listed', async (t) => {

@@ -4,7 +4,7 @@ import type net from 'node:net'
 import { join } from 'node:path'
 import { build as bundle } from 'esbuild'
 import { WebSocket, WebSocketServer } from 'ws'
-import type { SwitchboardClient as SwitchboardClientType } from '../src/client/index.js'
+import type { SwitchboardClient as SwitchboardClientType } from '@switchboard/client'
 import { clients, createRoom, ENV, FAST, recorder, rejects, startProxy, waitFor, welcomeFrame } from './client-support.js'
 import { build } from './helper.js'
 import { ROOT } from './process.js'
@@ -178,7 +178,7 @@ describe('client SDK: bytes on both codecs', () => {
     const alice = await srv.userToken('alice')
     await createRoom(srv, alice, 'lobby')
     // The SDK as a browser bundle would have it: msgpackr's browser build, no Node built-ins.
-    const sdk = await bundle({ entryPoints: [join(ROOT, 'src/client/index.ts')], bundle: true, format: 'iife', globalName: 'Switchboard', footer: { js: 'globalThis.Switchboard = Switchboard' }, platform: 'browser', write: false, logLevel: 'silent' })
+    const sdk = await bundle({ entryPoints: [join(ROOT, 'packages/client/src/index.ts')], bundle: true, format: 'iife', globalName: 'Switchboard', footer: { js: 'globalThis.Switchboard = Switchboard' }, platform: 'browser', write: false, logLevel: 'silent' })
     const browser = await launchBrowser(t)
     const page = await browser.newPage()
     const pageErrors: string[] = []

@@ -13,7 +13,7 @@ import {
   type SubscriptionEvent,
   type SwitchboardClientOptions,
   type WebSocketConstructor
-} from '../src/client/index.js'
+} from '@switchboard/client'
 import type { TestApp } from './helper.js'
 
 /*

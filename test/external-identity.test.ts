@@ -9,7 +9,7 @@ import { build, PASSWORD, skipUnlessRedis, skipUnlessStore, STORE_KINDS, tempDir
 import { deleteRedisKeys } from '../support/redis.js'
 import { assertCommandError, assertErrorBody, assertReply, nowSeconds, refusal, signedToken, waitFor } from './ws-support.js'
 import { runCli as cli } from './process.js'
-import { SwitchboardClient } from '../src/client/index.js'
+import { SwitchboardClient } from '@switchboard/client'
 import { createRemoteKeySet } from '../src/auth/remote-key-set.js'
 import { AUDIENCE, hmacToken, idpKey, idpToken, ISSUER, jwksEnv, jwksServer } from './idp-support.js'
 

@@ -16,8 +16,8 @@ import { buildLoggerOptions } from '../src/logger.js'
 import { hashPassword } from '../src/auth/passwords.js'
 import type { UserRole } from '../src/store/types.js'
 import { dropSchema } from '../support/postgres.js'
-import { decodeMsgpack, encodeMsgpack } from '../src/protocol/msgpack.js'
-import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
+import { decodeMsgpack, encodeMsgpack } from '@switchboard/protocol/msgpack'
+import { MSGPACK_PROTOCOL_VERSION } from '@switchboard/protocol/messages'
 
 export type StoreKind = 'sqlite' | 'postgres'
 export const STORE_KINDS: StoreKind[] = ['sqlite', 'postgres']

@@ -25,7 +25,7 @@ describe('integration.md end to end: an existing app with its own users, backend
   it('RS256 tokens from the app\'s JWKS, a room token for a private game room, a publish hook that rewrites, the broadcast call', async (t) => {
     const key = await idpKey('RS256', 'app-key-1')
     const hookCalls: string[] = []
-    const sdk = await bundle({ entryPoints: ['src/client/index.ts'], absWorkingDir: ROOT, bundle: true, format: 'esm', platform: 'browser', write: false, logLevel: 'silent' })
+    const sdk = await bundle({ entryPoints: ['packages/client/src/index.ts'], absWorkingDir: ROOT, bundle: true, format: 'esm', platform: 'browser', write: false, logLevel: 'silent' })
     let switchboardUrl = ''
 
     // The application's server: its login is out of scope, so its one user is signed in.

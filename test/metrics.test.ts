@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import pg from 'pg'
 import { build, sample, skipUnlessStore, TEST_DATABASE_URL, wsConnect } from './helper.js'
 import { createMetrics } from '../src/metrics.js'
-import { COMMAND_SCHEMAS } from '../src/protocol/messages.js'
+import { COMMAND_SCHEMAS } from '@switchboard/protocol/messages'
 import type { RealtimeMetrics } from '../src/realtime/metrics.js'
 
 const SWITCHBOARD_METRICS = [

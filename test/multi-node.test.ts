@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import { WebSocket } from 'ws'
-import { SwitchboardClient } from '../src/client/index.js'
+import { SwitchboardClient } from '@switchboard/client'
 import { hashTag } from '../src/redis.js'
 import { oneShotRequest, type Reply } from '../support/http.js'
 import {

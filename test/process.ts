@@ -42,7 +42,9 @@ export async function startServer (t: TestContext, env: Record<string, string>, 
   const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/server.ts')], {
     cwd: options.cwd ?? ROOT,
     // Not process.env: the test runner's own variables (NODE_ENV, NODE_TEST_CONTEXT…) must not leak in.
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', PORT: String(port), ...env },
+    // tsx finds tsconfig.json (whose paths map @switchboard/* to the packages' sources) from
+    // the working directory; from another one it is named, or the packages' dist/ would be used.
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', TSX_TSCONFIG_PATH: join(ROOT, 'tsconfig.json'), HOST: '127.0.0.1', PORT: String(port), ...env },
     stdio: ['pipe', 'pipe', 'pipe']
   })
   let stdout = ''

@@ -7,7 +7,7 @@ import { deleteRedisKeys } from '../support/redis.js'
 import { assertCommandError, assertErrorBody, assertReply } from './ws-support.js'
 import { idpKey, idpToken, jwksEnv, jwksServer, roomToken, ROOM_SECRET } from './idp-support.js'
 import { clients, recorder, waitFor } from './client-support.js'
-import type { EndReason } from '../src/client/index.js'
+import type { EndReason } from '@switchboard/client'
 
 /**
  * Room tokens (docs/integration.md, "Room tokens for a private game room"): the application's

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
 import { chromium, type Browser, type BrowserContext, type Locator, type Page, type WebSocket } from 'playwright-core'
-import { decodeMsgpack } from '../src/protocol/msgpack.js'
+import { decodeMsgpack } from '@switchboard/protocol/msgpack'
 import type { WsFrame } from './helper.js'
 import { ROOT } from './process.js'
 

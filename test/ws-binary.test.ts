@@ -4,9 +4,9 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { TestContext } from 'node:test'
-import { encodeMsgpack } from '../src/protocol/msgpack.js'
-import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION } from '../src/protocol/messages.js'
-import { maxFrameBytes } from '../src/protocol/limits.js'
+import { encodeMsgpack } from '@switchboard/protocol/msgpack'
+import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION } from '@switchboard/protocol/messages'
+import { maxFrameBytes } from '@switchboard/protocol/limits'
 import { build, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
 import { assertErrorFrame, assertReply, clientFrame, rawWebSocket, within } from './ws-support.js'
 

@@ -5,7 +5,7 @@ import { binaryFrame, textFrame } from '../src/realtime/ws-frames.js'
 import { jsonPayload } from '../src/realtime/engine.js'
 import { build, wsConnect } from './helper.js'
 import { countWrites, watchWrites } from './ws-support.js'
-import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
+import { MSGPACK_PROTOCOL_VERSION } from '@switchboard/protocol/messages'
 
 /**
  * Frames written to one socket within one event-loop tick leave in one syscall (BAR: coalescing

@@ -6,7 +6,7 @@ import net from 'node:net'
 import http from 'node:http'
 import { createHmac, randomBytes } from 'node:crypto'
 import { WebSocket } from 'ws'
-import { MSGPACK_PROTOCOL_VERSION } from '../src/protocol/messages.js'
+import { MSGPACK_PROTOCOL_VERSION } from '@switchboard/protocol/messages'
 import { build, TEST_JWT_SECRET, wsConnect, type TestApp, type WsClient, type WsFrame } from './helper.js'
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Errors } from '../../src/errors.js'
-import { maxFrameBytes } from '../../src/protocol/limits.js'
+import { maxFrameBytes } from '@switchboard/protocol/limits'
 import { errorResponses, type Security } from '../../src/schemas/common.js'
 import { PublishHeadersSchema } from '../../src/schemas/realtime.js'
 import { broadcastBodySchema, BroadcastResponseSchema } from '../../src/schemas/server-api.js'

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { buildAsyncApi } from '../../src/protocol/asyncapi.js'
-import { PROTOCOL_VERSION } from '../../src/protocol/messages.js'
+import { buildAsyncApi } from '@switchboard/protocol/asyncapi'
+import { PROTOCOL_VERSION } from '@switchboard/protocol/messages'
 
 /**
  * GET /docs/asyncapi.json: the WebSocket protocol as AsyncAPI 2.6.0, next to the OpenAPI

@@ -10,11 +10,11 @@ import type { Principal } from '../../src/auth/principal.js'
 import { credentialError, readCredentials } from '../../src/auth/credentials.js'
 import { clientAddress, trustProxyFunction } from '../../src/client-address.js'
 import { createRateLimiter, type RateLimiter } from '../../src/limits/rate-limiter.js'
-import { CloseCodes, CloseReasons } from '../../src/protocol/close-codes.js'
+import { CloseCodes, CloseReasons } from '@switchboard/protocol/close-codes'
 import { attachWsEvents, wsTransport } from '../../src/realtime/ws-transport.js'
 import { declineNarrowOffers } from '../../src/realtime/ws-deflate.js'
 import { codecOf, selectProtocol } from '../../src/realtime/frame-codec.js'
-import { PROTOCOL_VERSION } from '../../src/protocol/messages.js'
+import { PROTOCOL_VERSION } from '@switchboard/protocol/messages'
 import type { AuthFailureReason } from '../../src/realtime/metrics.js'
 
 /**

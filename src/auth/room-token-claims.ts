@@ -16,7 +16,7 @@ export type RoomTokenOp = typeof ROOM_TOKEN_OPS[number]
 /** Entries of `rooms` at most: a token is for one game, one match, not a whole namespace list. */
 export const MAX_ROOM_TOKEN_ROOMS = 16
 /** A room token longer than this is refused unparsed (16 rooms of 64 characters fit with room to spare). */
-export { MAX_ROOM_TOKEN_LENGTH } from '../protocol/messages.js'
+export { MAX_ROOM_TOKEN_LENGTH } from '@switchboard/protocol/messages'
 
 /** A room name (src/protocol/messages.ts RoomNameSchema). */
 const ROOM_NAME = /^[a-z0-9][a-z0-9_.:-]{0,63}$/

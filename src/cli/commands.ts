@@ -1,4 +1,4 @@
-import type { CodecName } from '../client/index.js'
+import type { CodecName } from '@switchboard/client'
 import type { Api} from './api.js';
 import { CliError } from './api.js'
 import { sessionClient } from './ws-client.js'

@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline'
 import { WebSocket, type RawData } from 'ws'
-import type { CodecName } from '../client/index.js'
-import { decodeMsgpack, encodeMsgpack } from '../protocol/msgpack.js'
+import type { CodecName } from '@switchboard/client'
+import { decodeMsgpack, encodeMsgpack } from '@switchboard/protocol/msgpack'
 import type { Api} from './api.js';
 import { CliError } from './api.js'
 import { withBase64 } from './bytes.js'

@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs'
-import type { CodecName } from '../client/index.js'
+import type { CodecName } from '@switchboard/client'
 import { CliError, type Api } from './api.js'
 import { base64, checkOutRoom, writePublication } from './bytes.js'
 import type { Output } from './commands.js'

@@ -1,4 +1,4 @@
-import { SwitchboardClient, type CodecName, type ReconnectOptions } from '../client/index.js'
+import { SwitchboardClient, type CodecName, type ReconnectOptions } from '@switchboard/client'
 import { CliError, type Api } from './api.js'
 
 /** `--codec json|msgpack` (json when absent): the WebSocket codec of `sub`, `pub --file` and `connect`. */

@@ -1,7 +1,7 @@
 import type { TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import { Decoder } from '@msgpack/msgpack'
-import { COMMAND_SCHEMAS, CommandIdSchema, type ClientCommand, type CommandId, type CommandType, type PublishCommand } from '../protocol/messages.js'
+import { COMMAND_SCHEMAS, CommandIdSchema, type ClientCommand, type CommandId, type CommandType, type PublishCommand } from '@switchboard/protocol/messages'
 import type { Payload } from './engine.js'
 
 /*

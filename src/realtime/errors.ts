@@ -1,5 +1,5 @@
 import { AppError, ERRORS, ERROR_OF_PROTOCOL_CODE, isUnavailableError } from '../errors.js'
-import type { ErrorCode } from '../protocol/messages.js'
+import type { ErrorCode } from '@switchboard/protocol/messages'
 import type { Logger } from './logger.js'
 
 /**

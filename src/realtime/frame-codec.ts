@@ -1,9 +1,9 @@
 import {
   errorFrame, presenceFrame, reconnectFrame, replyFrame, replyFrameWithJson, unsubscribedFrame, welcomeFrame, welcomeLimits, welcomeSettings,
   type Limits, type ProtocolError, type WelcomeSettings, type WelcomeUser
-} from '../protocol/frames.js'
-import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSIONS, type CommandId, type ProtocolVersion, type UnsubscribeReason } from '../protocol/messages.js'
-import { encodeMsgpack } from '../protocol/msgpack.js'
+} from '@switchboard/protocol/frames'
+import { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSIONS, type CommandId, type ProtocolVersion, type UnsubscribeReason } from '@switchboard/protocol/messages'
+import { encodeMsgpack } from '@switchboard/protocol/msgpack'
 import { historyJson, historyPageJson, messageText, subscribedJson } from './publication-frames.js'
 import { parseCommand, parseMsgpackCommand, type ParseResult } from './command-parser.js'
 import type { HistoryPage, HistoryResult, Publication, StreamPosition } from './engine.js'

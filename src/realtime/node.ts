@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Principal, UserPrincipal } from '../auth/principal.js'
-import { CloseCodes } from '../protocol/close-codes.js'
+import { CloseCodes } from '@switchboard/protocol/close-codes'
 import { Admission, type AdmissionRefusal } from './admission.js'
 import type { Authorizer, RoomGrant, RoomOperation, RoomTokenCheck } from './authorizer.js'
 import { ClusterControl, type RevocationHost } from './cluster-control.js'

@@ -6,7 +6,7 @@ import { isPersonalRoom } from './personal.js'
 import { isExternalUserId } from '../auth/external-claims.js'
 import { NO_PASSWORD } from '../auth/passwords.js'
 import { isActiveAccount } from '../auth/account-status.js'
-import type { MembershipEvent, MembershipEventRoom, RoomRemovedReason } from '../protocol/membership-events.js'
+import type { MembershipEvent, MembershipEventRoom, RoomRemovedReason } from '@switchboard/protocol/membership-events'
 import { ARCHIVE_DAYS_MAX, ROOM_DEFAULTS, USER_HISTORY_SIZE_MAX, USER_HISTORY_TTL_MAX_SECONDS } from '../schemas/rooms.js'
 
 export interface RoomAccess {

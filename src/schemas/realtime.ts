@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { EncodingSchema, HistoryPageSchema, IdempotencyKeySchema, PAGE_LIMIT_MAX, PresenceResultSchema, PublicationSchema, RoomTokenSchema } from '../protocol/messages.js'
+import { EncodingSchema, HistoryPageSchema, IdempotencyKeySchema, PAGE_LIMIT_MAX, PresenceResultSchema, PublicationSchema, RoomTokenSchema } from '@switchboard/protocol/messages'
 import { UserIdSchema } from './common.js'
 import { MAX_ANSWER_BYTES, MAX_CONNECTIONS_LISTED } from '../realtime/connection-search.js'
 

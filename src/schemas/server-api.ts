@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { EncodingSchema, IdempotencyKeySchema } from '../protocol/messages.js'
+import { EncodingSchema, IdempotencyKeySchema } from '@switchboard/protocol/messages'
 import { RoomIdSchema, TimestampSchema } from './common.js'
 
 /*

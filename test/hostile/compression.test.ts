@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { constants, createDeflateRaw, deflateRawSync } from 'node:zlib'
 import { build, wsConnect } from '../helper.js'
-import { maxFrameBytes } from '../../src/protocol/limits.js'
+import { maxFrameBytes } from '@switchboard/protocol/limits'
 import { assertReply, clientFrame, rawWebSocket, waitFor } from '../ws-support.js'
 import { assertRssBack, settledRss } from './support.js'
 

@@ -8,8 +8,8 @@ import fc from 'fast-check'
 import { build, wsConnect, type WsClient, type WsFrame } from '../helper.js'
 import { Connection } from '../../src/realtime/connection.js'
 import { parseCommand } from '../../src/realtime/command-parser.js'
-import { maxFrameBytes } from '../../src/protocol/limits.js'
-import type { ClientCommand } from '../../src/protocol/messages.js'
+import { maxFrameBytes } from '@switchboard/protocol/limits'
+import type { ClientCommand } from '@switchboard/protocol/messages'
 import {
   assertErrorFrame, assertReply, within, waitFor, clientFrame, rawConnect, upgradeRequest, rawWebSocket, rawHttpStatus, assertRefusedOrDropped
 } from '../ws-support.js'

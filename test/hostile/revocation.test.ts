@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { describe, it, type TestContext } from 'node:test'
-import { CloseCodes } from '../../src/protocol/close-codes.js'
+import { CloseCodes } from '@switchboard/protocol/close-codes'
 import { deleteRedisKeys } from '../../support/redis.js'
 import {
   build, PASSWORD, skipUnlessRedis, skipUnlessStore, STORE_KINDS, tempDir, TEST_REDIS_URL, wsConnect, type StoreKind, type TestApp, type WsClient

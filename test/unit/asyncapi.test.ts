@@ -2,9 +2,9 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import type { TSchema } from '@sinclair/typebox'
-import { buildAsyncApi, type AsyncApiDocument } from '../../src/protocol/asyncapi.js'
-import { COMMAND_SCHEMAS, ERROR_CODES, SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS } from '../../src/protocol/messages.js'
-import { CloseCodes, isReconnectCode } from '../../src/protocol/close-codes.js'
+import { buildAsyncApi, type AsyncApiDocument } from '@switchboard/protocol/asyncapi'
+import { COMMAND_SCHEMAS, ERROR_CODES, SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS } from '@switchboard/protocol/messages'
+import { CloseCodes, isReconnectCode } from '@switchboard/protocol/close-codes'
 
 function messageByName (doc: AsyncApiDocument, name: string) {
   return Object.values(doc.components.messages).find(m => m.name === name)

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { Principal } from '../../src/auth/principal.js'
-import { CloseCodes } from '../../src/protocol/close-codes.js'
+import { CloseCodes } from '@switchboard/protocol/close-codes'
 import { Connection, type ConnectionHost } from '../../src/realtime/connection.js'
 import type { RealtimeLimits } from '../../src/realtime/limits.js'
 import type { Logger } from '../../src/realtime/logger.js'

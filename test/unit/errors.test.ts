@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { AppError, ERRORS, ERROR_OF_PROTOCOL_CODE, Errors, httpAnswer, isUnavailableError, protocolErrorOf } from '../../src/errors.js'
 import { RealtimeError, UnavailableError } from '../../src/realtime/errors.js'
 import { StoreUnavailableError } from '../../src/store/unavailable.js'
-import { ERROR_CODES, type ErrorCode } from '../../src/protocol/messages.js'
+import { ERROR_CODES, type ErrorCode } from '@switchboard/protocol/messages'
 
 const rows = Object.entries(ERRORS)
 

@@ -4,10 +4,10 @@ import type { TSchema } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import {
   errorFrame, presenceFrame, reconnectFrame, replyFrame, unsubscribedFrame, welcomeFrame, welcomeSettings
-} from '../../src/protocol/frames.js'
+} from '@switchboard/protocol/frames'
 import { messageText } from '../../src/realtime/publication-frames.js'
 import type { Publication } from '../../src/realtime/engine.js'
-import { SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS, type UnsubscribeReason } from '../../src/protocol/messages.js'
+import { SERVER_FRAME_SCHEMAS, UNSUBSCRIBE_REASONS, type UnsubscribeReason } from '@switchboard/protocol/messages'
 
 /** The schema a frame of this type must follow (by its `title`, which names the AsyncAPI message too). */
 function schemaOf (type: string): TSchema {

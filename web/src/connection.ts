@@ -1,4 +1,4 @@
-import { CloseCodes, type SwitchboardClient } from '../../src/client/index.js'
+import { CloseCodes, type SwitchboardClient } from '@switchboard/client'
 import { h } from './dom.js'
 
 /**

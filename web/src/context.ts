@@ -1,5 +1,5 @@
-import type { SwitchboardClient } from '../../src/client/index.js'
-import type { MembershipEvent } from '../../src/protocol/membership-events.js'
+import type { SwitchboardClient } from '@switchboard/client'
+import type { MembershipEvent } from '@switchboard/protocol/membership-events'
 import type { Session, User } from './session.js'
 
 /** What every view gets: the signed-in session, its one real-time client, navigation. */

@@ -1,4 +1,4 @@
-import type { GapEvent, Publication, Subscription, SubscriptionEvent } from '../../src/client/index.js'
+import type { GapEvent, Publication, Subscription, SubscriptionEvent } from '@switchboard/client'
 import { ApiError, listAll, request } from './api.js'
 import { formatBytes, fromBase64, IMAGE_ACCEPT, imageName, imageRefusal, sniffImage, SNIFF_BYTES } from './binary.js'
 import { describeError, type Context, type View } from './context.js'

@@ -1,5 +1,5 @@
-import type { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolVersion } from '../protocol/messages.js'
-import { decodeMsgpack, encodeMsgpack } from '../protocol/msgpack.js'
+import type { MSGPACK_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolVersion } from '@switchboard/protocol/messages'
+import { decodeMsgpack, encodeMsgpack } from '@switchboard/protocol/msgpack'
 import { decodeBase64, encodeBase64 } from './base64.js'
 import type { CodecName } from './types.js'
 

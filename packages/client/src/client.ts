@@ -1,4 +1,4 @@
-import type { CommandType, UnsubscribeReason } from '../protocol/messages.js'
+import type { CommandType, UnsubscribeReason } from '@switchboard/protocol/messages'
 import { backoffDelay } from './backoff.js'
 import { decodeServerFrame, wireCodec, type ServerFrame, type WireCodec } from './codec.js'
 import { CommandQueue, type AnswerFrame, type Command, type CommandOptions } from './command-queue.js'

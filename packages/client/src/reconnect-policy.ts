@@ -1,4 +1,4 @@
-import { isReconnectCode } from '../protocol/close-codes.js'
+import { isReconnectCode } from '@switchboard/protocol/close-codes'
 import { backoffDelay } from './backoff.js'
 import type { TransportMode } from './transport.js'
 import type { ReconnectOptions } from './types.js'

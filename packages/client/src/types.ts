@@ -11,7 +11,7 @@ import type {
   SubscribeResultSchema,
   UnsubscribeReason,
   WelcomeFrameSchema
-} from '../protocol/messages.js'
+} from '@switchboard/protocol/messages'
 
 /*
  * The SDK's public types. Wire shapes come from the protocol's TypeBox schemas (type-only

@@ -7,7 +7,7 @@ export { NEWEST } from './types.js'
 export { Subscription } from './subscription.js'
 export { SwitchboardError, type ClientErrorCode, type SwitchboardErrorCode } from './errors.js'
 export { backoffBound, backoffDelay } from './backoff.js'
-export { isReconnectCode, CloseCodes } from '../protocol/close-codes.js'
+export { isReconnectCode, CloseCodes } from '@switchboard/protocol/close-codes'
 export type {
   ClientEvents,
   CodecName,

@@ -1,4 +1,4 @@
-import { maxFrameBytes } from '../protocol/limits.js'
+import { maxFrameBytes } from '@switchboard/protocol/limits'
 import { systemClock, type Clock } from './clock.js'
 import type { CommandFrame, WireCodec, WireFrame } from './codec.js'
 import { SwitchboardError } from './errors.js'

@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../protocol/messages.js'
+import type { ErrorCode } from '@switchboard/protocol/messages'
 
 /**
  * Codes of failures the client detects itself, next to the server's error codes:
