@@ -22,10 +22,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# Manifests first: the dependency layer is reused until package-lock.json changes.
+# Manifests first: the dependency layer is reused until package-lock.json changes. The
+# workspace packages' manifests too: npm ci links them into node_modules/@switchboard/.
 COPY package.json package-lock.json ./
+COPY packages/protocol/package.json ./packages/protocol/
+COPY packages/client/package.json ./packages/client/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+# The wire contract and the SDK (the server imports the first, the web app bundles the second).
+COPY packages ./packages
 COPY src ./src
 COPY plugins ./plugins
 COPY routes ./routes
@@ -47,6 +52,12 @@ RUN mkdir -p /app/data && chown node:node /app/data
 # Code stays owned by root: the server process cannot modify what it runs.
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
+# node_modules/@switchboard/* are links to these: the wire contract the server imports at run time
+# (and the SDK, for the CLI), manifests and compiled modules only.
+COPY --from=build /app/packages/protocol/package.json ./packages/protocol/
+COPY --from=build /app/packages/protocol/dist ./packages/protocol/dist
+COPY --from=build /app/packages/client/package.json ./packages/client/
+COPY --from=build /app/packages/client/dist ./packages/client/dist
 COPY --from=build /app/dist ./dist
 # uid 1000 in the official Node images; Kubernetes needs the number (runAsUser: 1000) to
 # verify runAsNonRoot, since it cannot resolve a user name inside the image.
