@@ -105,10 +105,14 @@ export function baseEnv (dataDir: string): Record<string, string> {
 
 export interface CliRun { code: number | null, stdout: string, stderr: string }
 
-/** Runs the real CLI as a child process, as a user would. */
-export function runCli (configFile: string, args: string[], options: { stdin?: string | Uint8Array, env?: Record<string, string> } = {}): Promise<CliRun> {
+/**
+ * Runs the real CLI as a child process, as a user would: from its sources, or `options.command`
+ * (an installed `switchboard` executable).
+ */
+export function runCli (configFile: string, args: string[], options: { stdin?: string | Uint8Array, env?: Record<string, string>, command?: string } = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
+    const [file, ...prefix] = options.command === undefined ? [process.execPath, '--import', 'tsx', 'src/cli/index.ts'] : [options.command]
+    const child = spawn(file!, [...prefix, ...args], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', SWITCHBOARD_CONFIG: configFile, ...options.env },
       stdio: ['pipe', 'pipe', 'pipe']

@@ -243,17 +243,14 @@ export async function main (argv: string[], out: Output = stdoutOutput): Promise
   }
 }
 
-// Run when executed directly (not when imported by tests).
-function invokedDirectly (): boolean {
-  try {
-    // Through npm's bin link argv[1] is a symlink: compare real paths.
-    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
-  } catch {
-    return false
-  }
-}
-if (invokedDirectly()) {
-  main(process.argv.slice(2)).then(
+/**
+ * Runs the command line `argv` (without node and the script) as the `switchboard` command:
+ * sets the exit code, and writes a failure to stderr as `switchboard: …`. The entry of this
+ * file when executed, and of the installable package's bin (packages/cli), which loads the
+ * bundle of this file.
+ */
+export function run (argv: string[]): void {
+  main(argv).then(
     code => { process.exitCode = code },
     (err: unknown) => {
       if (err instanceof CliError) {
@@ -269,3 +266,14 @@ if (invokedDirectly()) {
     }
   )
 }
+
+// Run when executed directly (not when imported, nor when bundled and loaded by packages/cli's bin).
+function invokedDirectly (): boolean {
+  try {
+    // Through npm's bin link argv[1] is a symlink: compare real paths.
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
+}
+if (invokedDirectly()) run(process.argv.slice(2))

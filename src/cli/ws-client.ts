@@ -1,4 +1,5 @@
 import { SwitchboardClient, type CodecName, type ReconnectOptions } from '@switchboard/client'
+import { WebSocket } from 'ws'
 import { CliError, type Api } from './api.js'
 
 /** `--codec json|msgpack` (json when absent): the WebSocket codec of `sub`, `pub --file` and `connect`. */
@@ -17,6 +18,9 @@ export function sessionClient (api: Api, options: { codec: CodecName, reconnect?
   return new SwitchboardClient({
     url: api.url,
     codec: options.codec,
+    // Given, not left to the SDK's lookup of `ws` at run time: the installed command is one
+    // bundle with ws inside, and nothing to look it up in (Node 20 has no global WebSocket).
+    WebSocket,
     ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
     getToken: async () => {
       if (fresh) {

@@ -1,14 +1,17 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { existsSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { tempDir } from './helper.js'
-import { ROOT } from './process.js'
+import { build, PASSWORD, tempDir } from './helper.js'
+import { ROOT, runCli } from './process.js'
 
 /*
- * The SDK as a user gets it: `npm pack` of the two workspace packages (their prepack builds
+ * The packages as a user gets them, built by their prepack and installed from the tarballs
+ * `npm pack` makes, outside the repository.
+ *
+ * The SDK: `npm pack` of the two workspace packages (their prepack builds
  * them), the tarballs installed with a plain `npm install` into a scratch project outside the
  * repository, then imported by name from a Node ES module and type-checked from a .ts file.
  * @switchboard/client depends on @switchboard/protocol; both tarballs go to the same install,
@@ -87,5 +90,57 @@ describe('@switchboard/client: npm pack, install, import', () => {
       assert.match(err.stdout, /wrong\.ts\(\d+,\d+\): error TS2322: Type 'number' is not assignable to type 'string'/)
       return true
     })
+  })
+})
+
+/*
+ * The `switchboard` command: @switchboard/cli is one bundled file without dependencies (the
+ * server's, better-sqlite3 above all, would compile from source on every install here), so a
+ * global install from the tarball needs nothing from the registry. Installed into a temporary
+ * prefix, then run through the prefix's bin link against a real server; npx runs the same
+ * tarball with a throwaway npm cache.
+ */
+describe('@switchboard/cli: npm install -g, npx', () => {
+  it('installs `switchboard` on PATH from the packed tarball; it talks to a server, the SDK and msgpack inside', async (t) => {
+    const dir = tempDir(t, 'switchboard-cli-install-')
+    const cli = (await pack(dir, ['@switchboard/cli'])).get('@switchboard/cli')
+    assert.ok(cli !== undefined)
+    assert.deepEqual(cli.files.map(f => f.path).sort(), ['bin/switchboard.js', 'dist/switchboard.js', 'dist/switchboard.js.LEGAL.txt', 'dist/switchboard.js.map', 'package.json'])
+    const manifest = JSON.parse(readFileSync(join(ROOT, 'packages/cli/package.json'), 'utf8')) as { version: string, dependencies?: unknown }
+    assert.equal(manifest.dependencies, undefined, 'nothing to install but the tarball')
+    const rootVersion = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
+    assert.equal(manifest.version, rootVersion, 'released with the server: --version is the server\'s version')
+
+    const prefix = join(dir, 'prefix')
+    await run('npm', ['install', '--global', '--prefix', prefix, '--prefer-offline', ...NPM_QUIET, join(dir, cli.filename)], { cwd: dir })
+    const command = join(prefix, 'bin', 'switchboard')
+    const version = await run(command, ['--version'], { cwd: dir })
+    assert.equal(version.stdout.trim(), rootVersion)
+
+    const server = await build(t)
+    await server.createUser('alice', 'user')
+    const config = join(dir, 'config.json')
+    const installed = (args: string[], stdin?: string) => runCli(config, args, { command, stdin })
+    const login = await installed(['login', '--url', server.url, '--username', 'alice', '--password-stdin'], PASSWORD + '\n')
+    assert.equal(login.code, 0, login.stderr)
+    assert.equal((await installed(['rooms', 'create', 'lobby'])).code, 0)
+    const published = await installed(['pub', 'lobby', '{"text":"hello"}', '--json'])
+    assert.equal(published.code, 0, published.stderr)
+    const { epoch, offset } = JSON.parse(published.stdout) as { epoch: string, offset: number }
+    // sub recovers the publication over WebSocket (the bundled SDK, msgpack codec) and stops.
+    const received = await installed(['sub', 'lobby', `--since=${epoch}:${offset - 1}`, '--count', '1', '--codec', 'msgpack'])
+    assert.equal(received.code, 0, received.stderr)
+    const line = JSON.parse(received.stdout) as { room?: string, epoch?: string, offset?: number, data?: unknown }
+    assert.deepEqual([line.room, line.epoch, line.offset, line.data], ['lobby', epoch, offset, { text: 'hello' }], received.stdout)
+    // A failure names the command as typed.
+    const unknown = await installed(['nope'])
+    assert.equal(unknown.code, 2)
+    assert.match(unknown.stderr, /^switchboard: unknown command "nope"; see switchboard --help/)
+
+    const npx = await run('npx', ['--yes', '--package', join(dir, cli.filename), '--', 'switchboard', '--version'], {
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '', HOME: dir, npm_config_cache: join(dir, 'npm-cache'), npm_config_update_notifier: 'false' }
+    })
+    assert.equal(npx.stdout.trim(), rootVersion)
   })
 })
