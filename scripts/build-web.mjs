@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSy
 import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
+import { BROWSER_BUILD } from '../packages/client/browser-build.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const defaultOutDir = join(root, 'dist', 'web')
@@ -63,15 +64,8 @@ export async function buildWeb ({ outDir = defaultOutDir } = {}) {
       entryPoints: { app: 'web/src/main.ts', styles: 'web/styles.css' },
       outdir: join(staging, 'assets'),
       entryNames: '[name]-[hash]',
-      bundle: true,
-      format: 'esm',
-      platform: 'browser',
-      // Browsers of the last few years; the SDK needs nothing newer than ES2020.
-      target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
-      minify: true,
-      sourcemap: 'linked',
-      metafile: true,
-      logLevel: 'warning'
+      ...BROWSER_BUILD,
+      metafile: true
     })
     const outputs = Object.entries(result.metafile.outputs)
     const find = (entry) => {

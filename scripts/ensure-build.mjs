@@ -23,7 +23,9 @@ const sourcesChanged = () => ['src', 'plugins', 'routes', 'packages/protocol/src
 
 // A Lua script missing from dist/ (a build from before scripts were files) also rebuilds:
 // the server would stop at start without it.
-if (!existsSync(entry) || sourcesChanged() || luaBuildStale()) {
+// The packages' outputs are checked too: a dist/ from before the workspaces has none of them.
+const packageOutputs = ['packages/protocol/dist/messages.js', 'packages/client/dist/index.js', 'packages/cli/dist/switchboard.js']
+if (!existsSync(entry) || packageOutputs.some(file => !existsSync(file)) || sourcesChanged() || luaBuildStale()) {
   process.stderr.write('switchboard: compiling TypeScript (npm run build)…\n')
   execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' })
 } else {
