@@ -27,6 +27,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 COPY packages/protocol/package.json ./packages/protocol/
 COPY packages/client/package.json ./packages/client/
+COPY packages/cli/package.json ./packages/cli/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 # The wire contract and the SDK (the server imports the first, the web app bundles the second).

@@ -168,10 +168,14 @@ describe('Dockerfile', () => {
     assert.ok(build.some(l => /npm run build/.test(l)))
     assert.ok(build.some(l => /npm prune --omit=dev|npm ci --omit=dev/.test(l)))
     const copied = runtime.filter(l => l.startsWith('COPY ')).map(l => l.split(/\s+/).at(-2))
-    // node_modules/@switchboard/* link to the workspace packages: each needs its manifest and
-    // its compiled modules beside node_modules, or the server cannot import the wire contract.
-    const workspaces = JSON.parse(read('package.json')).workspaces as string[]
-    const packages = workspaces.flatMap(w => [`/app/${w}/dist`, `/app/${w}/package.json`])
+    // node_modules/@switchboard/* link to the workspace packages: each one the server depends
+    // on needs its manifest and compiled modules beside node_modules, or the server cannot
+    // import the wire contract. (@switchboard/cli, the installable command, is not one.)
+    const root = JSON.parse(read('package.json')) as { workspaces: string[], dependencies: Record<string, string> }
+    const workspaces = root.workspaces
+    const needed = workspaces.filter(w => (JSON.parse(read(`${w}/package.json`)) as { name: string }).name in root.dependencies)
+    assert.deepEqual(needed, ['packages/protocol', 'packages/client'])
+    const packages = needed.flatMap(w => [`/app/${w}/dist`, `/app/${w}/package.json`])
     assert.deepEqual(copied.sort(), ['/app/dist', '/app/node_modules', '/app/package.json', ...packages].sort())
     const copiedBeforeInstall = build.slice(0, build.findIndex(l => /npm ci\b/.test(l))).filter(l => l.startsWith('COPY ')).flatMap(l => l.split(/\s+/).slice(1, -1))
     for (const w of workspaces) assert.ok(copiedBeforeInstall.includes(`${w}/package.json`), `${w}/package.json copied before npm ci links it`)
