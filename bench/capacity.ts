@@ -27,7 +27,12 @@ import { GENERATOR_CPU, HAS_TASKSET, REDIS_URL, ROOT, roomNames, ROOM_PREFIX, st
  * their defaults; one HTTP publish to the broadcast room: time from the request to the last
  * delivery, and the servers' CPU for it; a steady 1 message/s in each room: p50/p99 latency.
  *
- *   node --import tsx bench/capacity.ts [--quick] [--only one-node|cluster] [--storms drain,kill,rolling] [--json FILE]
+ *   node --import tsx bench/capacity.ts [--quick] [--only one-node|cluster] [--storms drain,kill,rolling|none]
+ *     [--connections N] [--idle SECONDS] [--steady SECONDS] [--cpu-prof DIR] [--json FILE]
+ *
+ * `--connections` runs a set-up at a partial size (checkpoints at half and all of it);
+ * `--cpu-prof DIR` writes a V8 CPU profile of each node into DIR (read it with
+ * bench/profile-top.ts; `--from-end` keeps the idle minute's samples alone).
  */
 
 export interface CapacitySetup {
@@ -164,8 +169,8 @@ function idpEnv (secret: string): Record<string, string> {
   return { IDP_HMAC_SECRET: secret, IDP_ISSUER: 'bench-idp', IDP_AUDIENCE: 'switchboard', IDP_ALGORITHMS: 'HS256' }
 }
 
-async function startServers (s: CapacitySetup, env: Record<string, string>): Promise<SwitchboardCluster> {
-  return await startSwitchboardCluster(s.nodes, { rooms: [...roomNames(ROOMS), BROADCAST_ROOM], env }, s.nodes === 1 ? 'embedded' : 'redis')
+async function startServers (s: CapacitySetup, env: Record<string, string>, cpuProfDir: string | undefined): Promise<SwitchboardCluster> {
+  return await startSwitchboardCluster(s.nodes, { rooms: [...roomNames(ROOMS), BROADCAST_ROOM], env, ...(cpuProfDir === undefined ? {} : { cpuProfDir }) }, s.nodes === 1 ? 'embedded' : 'redis')
 }
 
 function spawnWorker (): ChildProcess {
@@ -405,12 +410,12 @@ async function runStorm (kind: StormKind, servers: SwitchboardCluster, workers: 
   }
 }
 
-export async function runCapacitySetup (s: CapacitySetup): Promise<CapacityResult> {
+export async function runCapacitySetup (s: CapacitySetup, cpuProfDir?: string): Promise<CapacityResult> {
   const secret = randomBytes(32).toString('hex')
   const raise = raisedSettings(s)
   const env = { ...Object.fromEntries(Object.entries(raise).map(([k, v]) => [k, v.value])), ...idpEnv(secret) }
   log(`${s.title}: starting ${s.nodes} node(s)`)
-  const servers = await startServers(s, env)
+  const servers = await startServers(s, env, cpuProfDir)
   const redis = s.nodes > 1 ? new Redis(REDIS_URL) : null
   const workers: ChildProcess[] = []
   try {
@@ -594,13 +599,35 @@ export function capacityMarkdown (results: CapacityResult[]): string {
 }
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, storms: { type: 'string' }, json: { type: 'string' } } })
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      storms: { type: 'string' },
+      connections: { type: 'string' },
+      idle: { type: 'string' },
+      steady: { type: 'string' },
+      'cpu-prof': { type: 'string' },
+      json: { type: 'string' }
+    }
+  })
   const storms = values.storms?.split(',').filter(Boolean) as StormKind[] | undefined
+  const positive = (text: string | undefined, name: string): number | undefined => {
+    if (text === undefined) return undefined
+    const n = Number(text)
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name}: a positive integer, not ${text}`)
+    return n
+  }
+  const connections = positive(values.connections, 'connections')
+  const idleSeconds = positive(values.idle, 'idle')
+  const steadySeconds = positive(values.steady, 'steady')
   const chosen = setups(values.quick)
     .filter(s => values.only === undefined || s.name === values.only)
     .map(s => storms === undefined ? s : { ...s, storms: s.storms.filter(k => storms.includes(k)) })
+    .map(s => connections === undefined ? s : { ...s, connections, checkpoints: [Math.ceil(connections / 2), connections] })
+    .map(s => ({ ...s, idleSeconds: idleSeconds ?? s.idleSeconds, steadySeconds: steadySeconds ?? s.steadySeconds }))
   const results: CapacityResult[] = []
-  for (const s of chosen) results.push(await runCapacitySetup(s))
+  for (const s of chosen) results.push(await runCapacitySetup(s, values['cpu-prof']))
   if (values.json !== undefined) {
     const { writeFileSync } = await import('node:fs')
     writeFileSync(values.json, JSON.stringify(results, null, 2) + '\n')

@@ -8,6 +8,12 @@ import { ROOT } from './servers.js'
  * a share of all samples, so a profile can be read without a browser.
  *
  *   node --import tsx bench/profile-top.ts bench/results/profiles/switchboard-….cpuprofile [--top 25]
+ *     [--between FROM,TO] [--timeline]
+ *
+ * `--between` keeps the samples from FROM to TO seconds after the profile started (a phase of a
+ * long run, such as the capacity scenario's idle minute) and adds each frame's self time in
+ * milliseconds; `--timeline` prints the busy (not idle) milliseconds of each second, to find
+ * the phases.
  */
 
 export interface ProfileNode { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number, children?: number[] }
@@ -31,11 +37,41 @@ function label (node: ProfileNode): string {
   return `${functionName || '(anonymous)'} ${file}:${lineNumber + 1}`
 }
 
-/** Self and total sample shares per function (a function met twice on one stack counts once in its total). */
-export function topFrames (profile: Profile): Frame[] {
+/** Each sample's leaf node id and its time since the profile started (µs). */
+function timedSamples (profile: Profile): Array<{ id: number, atUs: number }> {
+  const out: Array<{ id: number, atUs: number }> = []
+  let at = 0
+  profile.samples?.forEach((id, k) => {
+    at += profile.timeDeltas?.[k] ?? 0
+    out.push({ id, atUs: at })
+  })
+  return out
+}
+
+/** Busy (not idle) milliseconds of the profiled thread in each second of the profile. */
+export function timeline (profile: Profile): number[] {
+  const { byId } = profileTree(profile)
+  const seconds: number[] = []
+  const samples = timedSamples(profile)
+  samples.forEach(({ id, atUs }, k) => {
+    const next = samples[k + 1]
+    if (next === undefined || byId.get(id)?.callFrame.functionName === '(idle)') return
+    const second = Math.floor(atUs / 1e6)
+    seconds[second] = (seconds[second] ?? 0) + (next.atUs - atUs) / 1000
+  })
+  return Array.from(seconds, ms => Math.round(ms ?? 0))
+}
+
+/**
+ * Self and total sample shares per function (a function met twice on one stack counts once in
+ * its total); with `between` (seconds after the profile started), only the samples in it.
+ */
+export function topFrames (profile: Profile, between?: [number, number]): Frame[] {
   const { byId, parent } = profileTree(profile)
   const hits = new Map<number, number>()
-  if (profile.samples !== undefined) for (const id of profile.samples) hits.set(id, (hits.get(id) ?? 0) + 1)
+  if (between !== undefined) {
+    for (const { id, atUs } of timedSamples(profile)) if (atUs >= between[0] * 1e6 && atUs < between[1] * 1e6) hits.set(id, (hits.get(id) ?? 0) + 1)
+  } else if (profile.samples !== undefined) for (const id of profile.samples) hits.set(id, (hits.get(id) ?? 0) + 1)
   else for (const n of profile.nodes) hits.set(n.id, n.hitCount ?? 0)
   let all = 0
   const self = new Map<string, number>()
@@ -60,14 +96,25 @@ export function topFrames (profile: Profile): Frame[] {
 
 if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, ''))) {
   const file = process.argv[2]
-  const topIndex = process.argv.indexOf('--top')
-  const top = topIndex > 0 ? Number(process.argv[topIndex + 1]) : 25
-  if (file === undefined) {
-    process.stderr.write('usage: node --import tsx bench/profile-top.ts FILE.cpuprofile [--top N]\n')
+  const option = (name: string): string | undefined => {
+    const at = process.argv.indexOf(name)
+    return at > 0 ? process.argv[at + 1] : undefined
+  }
+  const top = Number(option('--top') ?? 25)
+  const between = option('--between')?.split(',').map(Number) as [number, number] | undefined
+  if (file === undefined || (between !== undefined && (between.length !== 2 || between.some(n => !Number.isFinite(n))))) {
+    process.stderr.write('usage: node --import tsx bench/profile-top.ts FILE.cpuprofile [--top N] [--between FROM,TO] [--timeline]\n')
     process.exit(2)
   }
-  const frames = topFrames(JSON.parse(readFileSync(file, 'utf8')) as Profile)
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile
+  if (process.argv.includes('--timeline')) {
+    process.stdout.write(`busy ms per second: ${timeline(profile).join(' ')}\n`)
+  }
+  const frames = topFrames(profile, between)
   const pct = (n: number): string => `${(n * 100).toFixed(1).padStart(5)} %`
-  process.stdout.write(' self    total   function\n')
-  for (const f of frames.slice(0, top)) process.stdout.write(`${pct(f.self)} ${pct(f.total)}   ${f.name}\n`)
+  // Self time in ms over the window: the share of its samples times its length.
+  const windowMs = between === undefined ? null : (between[1] - between[0]) * 1000
+  const ms = (n: number): string => windowMs === null ? '' : `${(n * windowMs).toFixed(0).padStart(7)} ms `
+  process.stdout.write(` self    total  ${windowMs === null ? '' : ' self in window '}  function\n`)
+  for (const f of frames.slice(0, top)) process.stdout.write(`${pct(f.self)} ${pct(f.total)} ${ms(f.self)}  ${f.name}\n`)
 }

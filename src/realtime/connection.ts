@@ -13,6 +13,7 @@ import type { PrepareFrame, PreparedFrame, Transport } from './transport.js'
 import type { RealtimeMetrics } from './metrics.js'
 import type { RealtimeLimits } from './limits.js'
 import type { GrantBasis, RoomGrant, RoomOperation } from './authorizer.js'
+import { NOT_FILED, type WheelEntry } from './deadline-wheel.js'
 
 export type ConnectionState = 'connecting' | 'open' | 'closing' | 'closed'
 
@@ -87,6 +88,11 @@ export interface ConnectionHost {
   presenceLeave(room: string, connectionId: string, userId: string, announce: boolean): void
   /** The connection closed with `code`: it leaves the node (and the backend's disconnect hook hears of it). */
   unregister(connection: Connection, code: number): void
+  /**
+   * One of the connection's deadlines may have moved earlier: its `tick` must run no later
+   * than `at` (ms). A deadline that moved later needs no call (see DeadlineWheel).
+   */
+  tickBy(connection: Connection, at: number): void
 }
 
 /** Who is on the other end: shown by the admin API, and the codec its subprotocol chose. */
@@ -116,8 +122,11 @@ class HistoryReply {
  * Commands run one at a time in arrival order, so replies come back in order. A bug in any
  * handler closes this connection with 1011 and never reaches the process.
  */
-export class Connection {
+export class Connection implements WheelEntry {
   state: ConnectionState = 'connecting'
+  /** Where the node's deadline wheel filed this connection (the wheel owns these). */
+  wheelSlot = NOT_FILED
+  wheelIndex = 0
   readonly connectedAt: number
   readonly subscriptions = new Map<string, Subscription>()
   private childLog: Logger | undefined
@@ -193,6 +202,7 @@ export class Connection {
     this.pingAt = this.node.now() + Math.floor(limits.heartbeatMs * (0.5 + Math.random() * 0.5))
     this.armIdle()
     this.armExpiry()
+    this.fileDeadlines()
   }
 
   // -------------------------------------------------------------------------------------
@@ -443,6 +453,7 @@ export class Connection {
     if (this.state !== 'open' || this.subscriptions.get(room) !== sub) throw new RealtimeError('conflict', `Not subscribed to ${room}`)
     sub.tokenExpiresAt = expiresAt
     this.roomTokensExpireAt = this.earliestRoomTokenExpiry()
+    this.fileDeadlines()
     return { tokenExpiresAt: expiresAt }
   }
 
@@ -577,13 +588,15 @@ export class Connection {
   }
 
   // -------------------------------------------------------------------------------------
-  // Deadlines: plain numbers, checked by the node's sweep (one timer for every connection), so
-  // a connection costs no timer objects and an inbound frame only moves a number.
+  // Deadlines: plain numbers, checked by the node's deadline wheel (one timer for every
+  // connection, DeadlineWheel), so a connection costs no timer objects, an inbound frame only
+  // moves a number, and a turn of the wheel touches only the connections with a deadline due.
 
   /**
-   * Called by the node's sweep with the current time: closes an idle connection (4002) or one
-   * whose token expired (4001), and pings every heartbeatMs — a peer that has not answered the
-   * previous ping is terminated. Never throws.
+   * Called by the node's wheel with the current time, at or after the connection's earliest
+   * deadline (and harmless before it): closes an idle connection (4002) or one whose token
+   * expired (4001), and pings every heartbeatMs — a peer that has not answered the previous
+   * ping is terminated. Never throws.
    */
   tick (now: number): void {
     if (this.state !== 'open') return
@@ -624,7 +637,21 @@ export class Connection {
   }
 
   private noteRoomTokenExpiry (expiresAt: number | null): void {
-    if (expiresAt !== null && expiresAt < this.roomTokensExpireAt) this.roomTokensExpireAt = expiresAt
+    if (expiresAt !== null && expiresAt < this.roomTokensExpireAt) {
+      this.roomTokensExpireAt = expiresAt
+      this.fileDeadlines()
+    }
+  }
+
+  /** The earliest of the connection's deadlines (ms); Infinity once it is closing. */
+  nextDeadline (): number {
+    const at = Math.min(this.pingAt, this.expiresAt, this.roomTokensExpireAt)
+    return this.idleAt !== 0 && this.idleAt < at ? this.idleAt : at
+  }
+
+  /** Tells the node when this connection's next deadline falls (it may have moved earlier). */
+  private fileDeadlines (): void {
+    if (this.state === 'open') this.node.tickBy(this, this.nextDeadline())
   }
 
   private earliestRoomTokenExpiry (): number {
@@ -636,6 +663,9 @@ export class Connection {
   /** Idle: no command and no subscription for idleTimeoutMs → 4002. */
   private armIdle (): void {
     this.idleAt = this.subscriptions.size > 0 || this.state !== 'open' ? 0 : this.node.now() + this.node.limits.idleTimeoutMs
+    // Moved later (a frame from a client with no subscription) it needs no filing; it moves
+    // earlier only when the last subscription ends.
+    if (this.idleAt !== 0 && this.idleAt < this.pingAt) this.fileDeadlines()
   }
 
   private clearIdle (): void {
@@ -647,6 +677,7 @@ export class Connection {
     if (this.principal.kind !== 'user') return
     this.expiresAt = this.principal.expiresAt * 1000 + this.node.limits.tokenClockToleranceMs
     if (this.expiresAt <= this.node.now()) this.close(CloseCodes.TOKEN_EXPIRED)
+    else this.fileDeadlines()
   }
 
   private clearTimers (): void {

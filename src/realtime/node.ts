@@ -10,6 +10,7 @@ import { RealtimeError, toRealtimeError, viaEngine } from './errors.js'
 import { ConnectionSearch, type ConnectionListing } from './connection-search.js'
 import { NodeReports, type ClusterSample, type ReportedNode } from './node-reports.js'
 import { RoomCensus, type Census } from './room-census.js'
+import { DeadlineWheel } from './deadline-wheel.js'
 import { Hub, type ConnectionFilter } from './hub.js'
 import type { RealtimeLimits } from './limits.js'
 import type { Logger } from './logger.js'
@@ -34,7 +35,7 @@ export type BroadcastOutcome = { room: string, position: PublishResult } | { roo
 /** What the host process knows of itself for the node reports; the node adds its id, connections and rooms. */
 export type HostFigures = Omit<NodeReport, 'id' | 'reportedAt' | 'eventLoopDelayMs' | 'connections' | 'rooms'>
 
-/** The deadline sweep runs every quarter of the shortest deadline, within these bounds. */
+/** The deadline wheel turns every quarter of the shortest deadline, within these bounds. */
 const MIN_SWEEP_MS = 10
 const MAX_SWEEP_MS = 1000
 
@@ -211,12 +212,17 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
 
   // One timer for every connection's deadlines (heartbeat, idle, token expiry) instead of
   // three per connection: a handshake creates no timer, an inbound frame only moves a number,
-  // and an idle connection carries no timer objects. The sweep is a few comparisons per
-  // connection; deadlines hold to within one sweep period.
+  // and an idle connection carries no timer objects. Each turn visits only the connections
+  // filed in the slots that fell due (about one in heartbeatMs / sweepMs of them), not all;
+  // deadlines hold to within one slot.
   const sweepMs = Math.max(MIN_SWEEP_MS, Math.min(MAX_SWEEP_MS, limits.heartbeatMs / 4, limits.idleTimeoutMs / 4))
+  const wheel = new DeadlineWheel<Connection>(sweepMs, now())
   const sweep = setInterval(() => {
     const at = now()
-    for (const connection of hub.all()) connection.tick(at)
+    wheel.turn(at, (connection) => {
+      connection.tick(at)
+      if (connection.state === 'open') wheel.fileBy(connection, connection.nextDeadline())
+    })
   }, sweepMs)
   sweep.unref()
 
@@ -285,7 +291,10 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
     presenceJoin: (room, connectionId, userId, announce, info) => presence.join(room, connectionId, userId, announce, info),
     presenceLeave: (room, connectionId, userId, announce) => presence.leave(room, connectionId, userId, announce),
 
+    tickBy: (connection, at) => { wheel.fileBy(connection, at) },
+
     unregister (connection, code) {
+      wheel.remove(connection)
       if (!hub.remove(connection)) return
       admission.release(connection.principal, connection.meta.ip, connection.id)
       hooks.disconnected(connection.principal, hookConnection(connection), code)

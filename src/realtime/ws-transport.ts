@@ -4,6 +4,14 @@ import type { PreparedFrame, Transport, TransportSink } from './transport.js'
 import { negotiatedDeflate, releaseInflaterBetweenMessages, type WsDeflate } from './ws-deflate.js'
 import type { WsFrame } from './ws-frames.js'
 
+/**
+ * An empty ping (RFC 6455 §5.5.2: FIN + opcode 9, no payload, unmasked as a server's frames
+ * are), shared by every socket: ws's own `ping()` frames each one anew, a header buffer, an
+ * options object and a two-buffer writev for an empty payload, once per connection per
+ * heartbeat; this is one write of the same two bytes.
+ */
+const PING_FRAME = Buffer.from([0x89, 0x00])
+
 /** ws keeps its TCP socket private; pre-framed writes (the same trick engine.io uses) need it. */
 function rawSocket (ws: WebSocket): Socket | undefined {
   return (ws as unknown as { _socket?: Socket })._socket
@@ -81,7 +89,11 @@ class WsTransport implements Transport {
   }
 
   ping (): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.ping()
+    if (this.ws.readyState !== WebSocket.OPEN) return
+    const socket = rawSocket(this.ws)
+    // A control frame may go between any two frames (§5.5), so it needs no place in ws's
+    // queue of frames waiting for compression; fan-out frames bypass that queue already.
+    if (socket !== undefined && !socket.destroyed) socket.write(PING_FRAME)
   }
 }
 

@@ -73,6 +73,7 @@ function setup (overrides: Partial<ConnectionHost> = {}): { connection: Connecti
     presenceJoin: async () => {},
     presenceLeave: () => {},
     unregister: () => { unregistered++ },
+    tickBy: () => {},
     ...overrides
   }
   const transport = new FakeTransport()
