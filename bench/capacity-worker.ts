@@ -1,7 +1,7 @@
 import { encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js'
 import { connectRawWebSocket, HandshakeError, webSocketUrl, type RawMessage, type RawWebSocket } from '../src/cli/load/raw-websocket.js'
 import { histogram } from '../src/cli/load/run.js'
-import { backoffDelay } from '@switchboard/client'
+import { backoffDelay, DEFAULT_BACKOFF_BASE_MS } from '@switchboard/client'
 import { isReconnectCode } from '@switchboard/protocol/close-codes'
 
 /**
@@ -31,6 +31,8 @@ export interface WorkerInit {
   broadcastRoom: string
   /** Handshakes in flight at once. */
   concurrency: number
+  /** The largest backoff bound of a reconnect (ms): the SDK's default unless a run compares another. */
+  backoffCapMs: number
 }
 
 export type ParentMessage =
@@ -76,9 +78,6 @@ export type WorkerMessage =
 
 const CONNECT_TIMEOUT_MS = 30_000
 const REPLY_TIMEOUT_MS = 30_000
-/** The SDK's reconnect defaults (packages/client/src/reconnect-policy.ts). */
-const BACKOFF_BASE_MS = 500
-const BACKOFF_CAP_MS = 30_000
 
 /** Connection i (global) is in room i % rooms; ten consecutive connections are one user's, each in another room. */
 export function roomOf (i: number, rooms: number): number {
@@ -265,7 +264,7 @@ function lost (h: Held, code: number): void {
 }
 
 function retryLater (h: Held): void {
-  const delay = h.retryAfterMs ?? backoffDelay(h.attempt, BACKOFF_BASE_MS, BACKOFF_CAP_MS)
+  const delay = h.retryAfterMs ?? backoffDelay(h.attempt, DEFAULT_BACKOFF_BASE_MS, init!.backoffCapMs)
   h.retryAfterMs = null
   h.attempt++
   setTimeout(() => { void reconnect(h) }, delay)

@@ -10,6 +10,7 @@ import { percentiles, type Percentiles } from '../src/cli/load/report.js'
 import { histogram } from '../src/cli/load/run.js'
 import { oneShotRequest } from '../support/http.js'
 import type { ParentMessage, StormReport, WorkerMessage } from './capacity-worker.js'
+import { DEFAULT_BACKOFF_CAP_MS } from '@switchboard/client'
 import { GENERATOR_CPU, HAS_TASKSET, REDIS_URL, ROOT, roomNames, ROOM_PREFIX, startSwitchboardCluster, type SwitchboardCluster } from './servers.js'
 
 /**
@@ -28,9 +29,10 @@ import { GENERATOR_CPU, HAS_TASKSET, REDIS_URL, ROOT, roomNames, ROOM_PREFIX, st
  * delivery, and the servers' CPU for it; a steady 1 message/s in each room: p50/p99 latency.
  *
  *   node --import tsx bench/capacity.ts [--quick] [--only one-node|cluster] [--storms drain,kill,rolling|none]
- *     [--connections N] [--idle SECONDS] [--steady SECONDS] [--cpu-prof DIR] [--json FILE]
+ *     [--connections N] [--idle SECONDS] [--steady SECONDS] [--backoff-cap MS] [--cpu-prof DIR] [--json FILE]
  *
  * `--connections` runs a set-up at a partial size (checkpoints at half and all of it);
+ * `--backoff-cap` gives the clients another largest backoff bound than the SDK's default;
  * `--cpu-prof DIR` writes a V8 CPU profile of each node into DIR (read it with
  * bench/profile-top.ts; `--from-end` keeps the idle minute's samples alone).
  */
@@ -47,6 +49,8 @@ export interface CapacitySetup {
   broadcasts: number
   /** Reconnect storms, one after the other: node 0 drained (SIGTERM), node 0 killed (SIGKILL), every node drained in turn. */
   storms: StormKind[]
+  /** The clients' largest backoff bound (ms): the SDK's default unless a run compares another. */
+  backoffCapMs: number
 }
 
 export type StormKind = 'drain' | 'kill' | 'rolling'
@@ -128,15 +132,15 @@ const PUBLISHERS = 50
 export function setups (quick: boolean): CapacitySetup[] {
   if (quick) {
     return [
-      { name: 'one-node', title: 'One node, embedded defaults', nodes: 1, connections: 2000, generators: 1, checkpoints: [1000, 2000], idleSeconds: 5, steadySeconds: 3, broadcasts: 1, storms: ['drain', 'kill'] },
-      { name: 'cluster', title: 'Two nodes on Redis', nodes: 2, connections: 4000, generators: 2, checkpoints: [2000, 4000], idleSeconds: 5, steadySeconds: 3, broadcasts: 1, storms: ['drain', 'kill', 'rolling'] }
+      { name: 'one-node', title: 'One node, embedded defaults', nodes: 1, connections: 2000, generators: 1, checkpoints: [1000, 2000], idleSeconds: 5, steadySeconds: 3, broadcasts: 1, storms: ['drain', 'kill'], backoffCapMs: DEFAULT_BACKOFF_CAP_MS },
+      { name: 'cluster', title: 'Two nodes on Redis', nodes: 2, connections: 4000, generators: 2, checkpoints: [2000, 4000], idleSeconds: 5, steadySeconds: 3, broadcasts: 1, storms: ['drain', 'kill', 'rolling'], backoffCapMs: DEFAULT_BACKOFF_CAP_MS }
     ]
   }
   return [
     // 20,000 open files, less the listening socket, the database, logs and a margin.
-    { name: 'one-node', title: 'One node, embedded defaults', nodes: 1, connections: 19_000, generators: 2, checkpoints: [10_000, 19_000], idleSeconds: 60, steadySeconds: 20, broadcasts: 3, storms: ['drain', 'kill'] },
+    { name: 'one-node', title: 'One node, embedded defaults', nodes: 1, connections: 19_000, generators: 2, checkpoints: [10_000, 19_000], idleSeconds: 60, steadySeconds: 20, broadcasts: 3, storms: ['drain', 'kill'], backoffCapMs: DEFAULT_BACKOFF_CAP_MS },
     // Six nodes: five would hold 20,000 each, past the limit with their own files.
-    { name: 'cluster', title: 'Six nodes on one Redis', nodes: 6, connections: 100_000, generators: 6, checkpoints: [10_000, 50_000, 100_000], idleSeconds: 60, steadySeconds: 20, broadcasts: 3, storms: ['drain', 'kill', 'rolling'] }
+    { name: 'cluster', title: 'Six nodes on one Redis', nodes: 6, connections: 100_000, generators: 6, checkpoints: [10_000, 50_000, 100_000], idleSeconds: 60, steadySeconds: 20, broadcasts: 3, storms: ['drain', 'kill', 'rolling'], backoffCapMs: DEFAULT_BACKOFF_CAP_MS }
   ]
 }
 
@@ -434,7 +438,7 @@ export async function runCapacitySetup (s: CapacitySetup, cpuProfDir?: string): 
       const first = g * share
       worker.send({
         type: 'init', urls: servers.urls, localAddress: `127.0.0.${11 + g}`, first, count: Math.min(share, s.connections - first),
-        tokens, connectionsPerUser: CONNECTIONS_PER_USER, rooms: ROOMS, roomPrefix: ROOM_PREFIX, broadcastRoom: BROADCAST_ROOM, concurrency: CONCURRENCY
+        tokens, connectionsPerUser: CONNECTIONS_PER_USER, rooms: ROOMS, roomPrefix: ROOM_PREFIX, broadcastRoom: BROADCAST_ROOM, concurrency: CONCURRENCY, backoffCapMs: s.backoffCapMs
       } satisfies ParentMessage)
       await ready
     }
@@ -607,6 +611,7 @@ async function main (): Promise<void> {
       connections: { type: 'string' },
       idle: { type: 'string' },
       steady: { type: 'string' },
+      'backoff-cap': { type: 'string' },
       'cpu-prof': { type: 'string' },
       json: { type: 'string' }
     }
@@ -621,11 +626,12 @@ async function main (): Promise<void> {
   const connections = positive(values.connections, 'connections')
   const idleSeconds = positive(values.idle, 'idle')
   const steadySeconds = positive(values.steady, 'steady')
+  const backoffCapMs = positive(values['backoff-cap'], 'backoff-cap')
   const chosen = setups(values.quick)
     .filter(s => values.only === undefined || s.name === values.only)
     .map(s => storms === undefined ? s : { ...s, storms: s.storms.filter(k => storms.includes(k)) })
     .map(s => connections === undefined ? s : { ...s, connections, checkpoints: [Math.ceil(connections / 2), connections] })
-    .map(s => ({ ...s, idleSeconds: idleSeconds ?? s.idleSeconds, steadySeconds: steadySeconds ?? s.steadySeconds }))
+    .map(s => ({ ...s, idleSeconds: idleSeconds ?? s.idleSeconds, steadySeconds: steadySeconds ?? s.steadySeconds, backoffCapMs: backoffCapMs ?? s.backoffCapMs }))
   const results: CapacityResult[] = []
   for (const s of chosen) results.push(await runCapacitySetup(s, values['cpu-prof']))
   if (values.json !== undefined) {

@@ -209,9 +209,15 @@ describe('reconnect decision: jitter', () => {
     }
   })
 
-  it('fills in the defaults: 500 ms base, 30 s cap, no attempt limit', () => {
+  it('fills in the defaults: 500 ms base, 10 s cap, no attempt limit', () => {
     const { baseMs, capMs, maxAttempts } = backoffSettings()
-    assert.deepEqual({ baseMs, capMs, maxAttempts }, { baseMs: 500, capMs: 30_000, maxAttempts: Infinity })
+    assert.deepEqual({ baseMs, capMs, maxAttempts }, { baseMs: 500, capMs: 10_000, maxAttempts: Infinity })
+  })
+
+  it('by default, a client that has failed many times in a row waits at most 10 s, and still a random time', () => {
+    const draws = [0, 0.25, 0.5, 0.999]
+    const delays = draws.map(r => decideReconnect(end({ attempt: 40, backoff: { ...backoffSettings(), random: () => r } })))
+    assert.deepEqual(delays.map(d => d.action === 'retry' ? d.delayMs : null), [0, 2500, 5000, 9990])
   })
 })
 

@@ -7,6 +7,7 @@ export { NEWEST } from './types.js'
 export { Subscription } from './subscription.js'
 export { SwitchboardError, type ClientErrorCode, type SwitchboardErrorCode } from './errors.js'
 export { backoffBound, backoffDelay } from './backoff.js'
+export { DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_CAP_MS } from './reconnect-policy.js'
 export { isReconnectCode, CloseCodes } from '@switchboard/protocol/close-codes'
 export type {
   ClientEvents,

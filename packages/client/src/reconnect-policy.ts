@@ -65,16 +65,27 @@ export type ReconnectDecision =
     handshake?: HandshakeReport
   }
 
+/** The first backoff bound (ms). */
+export const DEFAULT_BACKOFF_BASE_MS = 500
 /**
- * Fills in the reconnect defaults (500 ms base, 30 s cap, no attempt limit, Math.random). The
+ * The largest backoff bound (ms). A node that comes back after an outage sees its clients
+ * return within about this long of being ready, plus what its handshake rate takes: each
+ * client is then waiting out a delay drawn from [0, cap]. Lower would spread a storm of
+ * retries against a dead address over too short a window; higher leaves a node ready and idle
+ * while its clients still wait (docs/capacity.md, reconnect storms).
+ */
+export const DEFAULT_BACKOFF_CAP_MS = 10_000
+
+/**
+ * Fills in the reconnect defaults (500 ms base, 10 s cap, no attempt limit, Math.random). The
  * jitter source is clamped into [0, 1): a value outside it would wait longer than the bound,
  * or a negative time.
  */
 export function backoffSettings (options: ReconnectOptions = {}): BackoffSettings {
   const random = options.random ?? Math.random
   return {
-    baseMs: options.baseMs ?? 500,
-    capMs: options.capMs ?? 30_000,
+    baseMs: options.baseMs ?? DEFAULT_BACKOFF_BASE_MS,
+    capMs: options.capMs ?? DEFAULT_BACKOFF_CAP_MS,
     maxAttempts: options.maxAttempts ?? Infinity,
     random: () => Math.min(Math.max(Number(random()) || 0, 0), 1 - Number.EPSILON)
   }

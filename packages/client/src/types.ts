@@ -114,7 +114,7 @@ export type SubscriptionState = 'subscribing' | 'subscribed' | 'recovering' | 'e
 export interface ReconnectOptions {
   /** First backoff bound in ms (default 500). */
   baseMs?: number
-  /** Largest backoff bound in ms (default 30000). */
+  /** Largest backoff bound in ms (default 10000). */
   capMs?: number
   /** Failed attempts in a row before giving up (default Infinity; 0: never reconnect). */
   maxAttempts?: number
