@@ -23,6 +23,11 @@ export class AuthorizationCache {
 
   constructor (private readonly ttlMs: number, private readonly maxEntries: number, private readonly now: () => number) {}
 
+  /** Grants held, expired ones included until they are swept or read. */
+  get entries (): number {
+    return this.size
+  }
+
   get enabled (): boolean {
     return this.ttlMs > 0
   }
@@ -94,7 +99,11 @@ export class AuthorizationCache {
     this.size = 0
   }
 
-  private sweep (at: number): void {
+  /**
+   * Lets go of every expired grant. Without it, the grants of connections that subscribed once
+   * and stayed (the usual case) would be kept until the cache fills, long after any use.
+   */
+  sweep (at: number = this.now()): void {
     for (const [room, grants] of this.rooms) {
       for (const [key, grant] of grants) if (grant.expiresAt <= at) this.remove(room, grants, key)
     }

@@ -51,6 +51,12 @@ const MAX_RATE_STRIKES = 20
 /** A connection that does not finish closing within this time is destroyed. */
 const CLOSE_TIMEOUT_MS = 1000
 
+/**
+ * The recovery buffer of every live subscription: empty and never written (only a recovering
+ * subscription buffers, into an array of its own), so a held subscription costs no array.
+ */
+const NO_BUFFER: Array<{ epoch: string, publication: Publication }> = []
+
 /** The start of every connection's command chain: one settled promise shared by all. */
 const SETTLED: Promise<void> = Promise.resolve()
 
@@ -390,7 +396,7 @@ export class Connection implements WheelEntry {
       this.send(this.codec.subscribed(command.id, room, position, recovered, publications))
       sub.state = 'live'
       const buffered = sub.buffer
-      sub.buffer = []
+      sub.buffer = NO_BUFFER
       for (const { epoch, publication } of buffered) this.deliver(room, epoch, publication, null)
 
       if (this.principal.kind === 'user' && this.subscriptions.get(room) === sub) {

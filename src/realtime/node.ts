@@ -217,12 +217,19 @@ export function createRealtimeNode (deps: NodeDeps): RealtimeNode {
   // deadlines hold to within one slot.
   const sweepMs = Math.max(MIN_SWEEP_MS, Math.min(MAX_SWEEP_MS, limits.heartbeatMs / 4, limits.idleTimeoutMs / 4))
   const wheel = new DeadlineWheel<Connection>(sweepMs, now())
+  // Expired grants go once per grant lifetime, on the same timer.
+  const grantSweepMs = Math.max(limits.authorizationCacheMs ?? 0, MAX_SWEEP_MS)
+  let grantSweepAt = now() + grantSweepMs
   const sweep = setInterval(() => {
     const at = now()
     wheel.turn(at, (connection) => {
       connection.tick(at)
       if (connection.state === 'open') wheel.fileBy(connection, connection.nextDeadline())
     })
+    if (at >= grantSweepAt) {
+      grantSweepAt = at + grantSweepMs
+      authorizer.sweepExpired()
+    }
   }, sweepMs)
   sweep.unref()
 

@@ -41,6 +41,11 @@ export class RoomAuthorizer {
     this.grants = new AuthorizationCache(deps.cacheMs, AUTHORIZATION_CACHE_ENTRIES, deps.now)
   }
 
+  /** Lets go of the cached grants that expired (the node calls it about once per grant lifetime). */
+  sweepExpired (): void {
+    this.grants.sweep()
+  }
+
   /** Grows with every change that drops grants: a subscribe compares it across its authorization. */
   get revision (): number {
     return this.currentRevision

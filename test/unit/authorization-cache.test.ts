@@ -7,6 +7,18 @@ const OPTIONS = { stream: { historySize: 100, historyTtlSeconds: 300 }, presence
 const user = (id: string): Principal => ({ kind: 'user', userId: id, role: 'user' }) as unknown as Principal
 
 describe('AuthorizationCache: what a full cache lets go', () => {
+  it('a sweep lets go of the expired grants, nothing else', () => {
+    let clock = 0
+    const cache = new AuthorizationCache(1000, 100, () => clock)
+    for (let i = 0; i < 6; i++) cache.set(user(`old-${i}`), `room-${i % 2}`, 'subscribe', OPTIONS)
+    clock = 600
+    cache.set(user('live'), 'room-0', 'subscribe', OPTIONS)
+    clock = 1000
+    cache.sweep()
+    assert.equal(cache.entries, 1)
+    assert.ok(cache.get(user('live'), 'room-0', 'subscribe') !== undefined)
+  })
+
   it('a full cache drops its expired grants first and keeps the live ones', () => {
     let clock = 0
     const cache = new AuthorizationCache(1000, 10, () => clock)
