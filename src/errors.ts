@@ -9,7 +9,7 @@ import type { ProtocolError } from '@switchboard/protocol/frames'
  *   (ErrorResponseSchema) and of a refused WebSocket handshake;
  * - `status`: its HTTP status;
  * - `protocol`: the code of the WebSocket `error` frame (the wire contract's ERROR_CODES,
- *   src/protocol/messages.ts), when a command meets the same failure;
+ *   packages/protocol/src/messages.ts), when a command meets the same failure;
  * - `temporary`: true when the same call may succeed later (the `temporary` of the frame);
  * - `message`: for humans, with `%s` for the constructor's arguments (util.format).
  *
@@ -200,7 +200,7 @@ export function httpAnswer (err: unknown): HttpAnswer {
   }
 }
 
-/** Renders an error of the table for a WebSocket `error` frame (src/protocol/frames.ts, errorFrame). */
+/** Renders an error of the table for a WebSocket `error` frame (packages/protocol/src/frames.ts, errorFrame). */
 export function protocolErrorOf (err: AppError): ProtocolError {
   const { protocolCode: code, message, temporary, retryAfterMs } = err
   return retryAfterMs === undefined ? { code, message, temporary } : { code, message, temporary, retryAfterMs }

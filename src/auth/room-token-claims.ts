@@ -18,7 +18,7 @@ export const MAX_ROOM_TOKEN_ROOMS = 16
 /** A room token longer than this is refused unparsed (16 rooms of 64 characters fit with room to spare). */
 export { MAX_ROOM_TOKEN_LENGTH } from '@switchboard/protocol/messages'
 
-/** A room name (src/protocol/messages.ts RoomNameSchema). */
+/** A room name (packages/protocol/src/messages.ts RoomNameSchema). */
 const ROOM_NAME = /^[a-z0-9][a-z0-9_.:-]{0,63}$/
 /**
  * A pattern: a namespace prefix ending in `:` and one trailing `*` (`game:42:*`). The star

@@ -6,7 +6,7 @@ import type { Payload } from './engine.js'
 
 /*
  * The server's reading of client commands, against the wire contract's schemas. It stays on
- * the server side, not in src/protocol/: TypeCompiler generates its checks with `new Function`
+ * the server side, not in packages/protocol/: TypeCompiler generates its checks with `new Function`
  * when this module loads, which a browser page under a strict Content-Security-Policy refuses
  * and which no client needs (the SDK sends commands, it never validates them), and the depth
  * bound is a defence of the server's stack.

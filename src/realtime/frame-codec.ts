@@ -21,7 +21,7 @@ export interface WelcomeLimits extends Limits {
 
 /**
  * One wire codec: how a connection's frames are written and its commands read. A connection
- * has one, chosen by its subprotocol; both carry the same envelopes (src/protocol/messages.ts).
+ * has one, chosen by its subprotocol; both carry the same envelopes (packages/protocol/src/messages.ts).
  * Publications are the room's, not the codec's: each codec renders the stored payload its own
  * way, and the hub builds a publication's frame at most once per codec in use (`slot`).
  */
@@ -60,7 +60,7 @@ function cachedWelcomeSettings (limits: WelcomeLimits): WelcomeSettings {
 }
 
 /**
- * `switchboard.v1`: JSON text, built by the string builders of src/protocol/frames.ts and
+ * `switchboard.v1`: JSON text, built by the string builders of packages/protocol/src/frames.ts and
  * src/realtime/publication-frames.ts (stored JSON payloads are inlined, bytes as base64).
  */
 export const jsonCodec: FrameCodec = {

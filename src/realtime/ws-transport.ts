@@ -19,9 +19,17 @@ function rawSocket (ws: WebSocket): Socket | undefined {
 
 /**
  * Adapts a ws WebSocket to the core's Transport. Writes within one event-loop tick are
- * coalesced when the load calls for it (see `coalescing` below): the socket is corked on its
- * write of the tick and uncorked on the next tick, so a burst of publications to one client
- * leaves in one writev syscall instead of one each.
+ * coalesced when this socket's load calls for it: the socket is corked and uncorked at the end
+ * of the tick, so a burst of publications to one client leaves in one writev syscall instead
+ * of one each.
+ *
+ * Corking pays only when a socket gets more than one frame in a tick. When each gets one (a
+ * steady trickle of publications), it saves no syscall and holds every subscriber's frame
+ * until the whole fan-out is queued, so the middle subscriber waits for the second half of the
+ * loop. So each socket follows its own load: after a tick in which it got several frames, it
+ * corks on its first write; after a tick in which it got one, its first frame is written at
+ * once and a second one corks it for the rest of the tick (the first tick of a burst costs
+ * that socket one extra syscall).
  *
  * A class with prototype methods (and module-level callbacks below), not closures: idle
  * connections are most of a server's memory, and per-connection closures cost a context
@@ -29,8 +37,11 @@ function rawSocket (ws: WebSocket): Socket | undefined {
  */
 class WsTransport implements Transport {
   corked = false
-  /** The tick (see `tick`) of this socket's last write: a second write in the same tick corks. */
+  /** The tick (see `tick`) of this socket's last write, and the frames written to it in that tick. */
   wroteInTick = -1
+  framesInTick = 0
+  /** This socket got several frames in the last tick it was written in: cork on the first. */
+  coalesce = false
   /** An answer is queued: flushed in the first pass (see uncorkAll). */
   answering = false
 
@@ -49,14 +60,14 @@ class WsTransport implements Transport {
       tickScheduled = true
       process.nextTick(endTick)
     }
-    writesThisTick += 1
-    const again = this.wroteInTick === tick
-    if (!again) {
+    if (this.wroteInTick !== tick) {
+      this.coalesce = this.framesInTick > 1
       this.wroteInTick = tick
-      socketsThisTick += 1
+      this.framesInTick = 0
     }
+    this.framesInTick += 1
     if (!this.corked) {
-      if (!coalescing && !again) {
+      if (!this.coalesce && this.framesInTick === 1) {
         // One frame for this socket so far this tick: it leaves now, as a bare ws server
         // would write it, instead of waiting for the rest of a fan-out to be queued.
         socket.write(bytes)
@@ -103,28 +114,12 @@ class WsTransport implements Transport {
  */
 let corkedThisTick: WsTransport[] = []
 
-/**
- * Whether this tick corks every socket on its first write. Corking pays only when a socket
- * gets more than one frame in a tick (a burst): then they leave in one syscall. When each
- * socket gets one (a steady trickle of publications), corking pays nothing and holds every
- * subscriber's frame until the whole fan-out is queued, so the middle subscriber waits for the
- * second half of the loop. So the mode follows the load: a tick in which some socket got a
- * second frame makes the next tick cork from the first write; a tick in which none did makes
- * the next write through. In a tick that writes through, a socket's second frame corks it for
- * the rest of that tick (the burst's first tick costs one extra syscall per socket).
- */
-let coalescing = false
 /** Counts ticks that wrote anything; a socket's `wroteInTick` compares with it. */
 let tick = 0
 let tickScheduled = false
-let writesThisTick = 0
-let socketsThisTick = 0
 
 function endTick (): void {
   tickScheduled = false
-  coalescing = writesThisTick > socketsThisTick
-  writesThisTick = 0
-  socketsThisTick = 0
   tick += 1
   uncorkAll()
 }

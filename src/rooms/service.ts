@@ -35,7 +35,7 @@ export type RoomChange =
 export type RoomChangeListener = (change: RoomChange) => Promise<void> | void
 
 /**
- * One user's access to a room changed: what their personal room is told (src/protocol/
+ * One user's access to a room changed: what their personal room is told (packages/protocol/src/
  * membership-events.ts), with who made the change. Listeners run before the HTTP request answers.
  */
 export interface MembershipNotice { userId: string, by: Principal, event: MembershipEvent }

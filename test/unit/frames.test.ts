@@ -24,7 +24,7 @@ function assertFollowsSchema (text: string): Record<string, unknown> {
   return frame
 }
 
-describe('frame builders (src/protocol/frames.ts, publications: src/realtime/publication-frames.ts)', () => {
+describe('frame builders (packages/protocol/src/frames.ts, publications: src/realtime/publication-frames.ts)', () => {
   const limits = { maxMessageBytes: 65536, messagesPerSecond: 50, messagesBurst: 100, maxSubscriptions: 100, maxBufferedBytes: 1 << 20, idleTimeoutMs: 60_000 }
   // The server's publications carry their payload as the JSON text it was published as.
   const publication: Publication = { offset: 7, payload: JSON.stringify({ text: 'hi', n: [1, 2] }), kind: 'json', from: { id: 'alice' }, ts: 1_700_000_000_000 }
