@@ -19,17 +19,8 @@ function rawSocket (ws: WebSocket): Socket | undefined {
 
 /**
  * Adapts a ws WebSocket to the core's Transport. Writes within one event-loop tick are
- * coalesced when this socket's load calls for it: the socket is corked and uncorked at the end
- * of the tick, so a burst of publications to one client leaves in one writev syscall instead
- * of one each.
- *
- * Corking pays only when a socket gets more than one frame in a tick. When each gets one (a
- * steady trickle of publications), it saves no syscall and holds every subscriber's frame
- * until the whole fan-out is queued, so the middle subscriber waits for the second half of the
- * loop. So each socket follows its own load: after a tick in which it got several frames, it
- * corks on its first write; after a tick in which it got one, its first frame is written at
- * once and a second one corks it for the rest of the tick (the first tick of a burst costs
- * that socket one extra syscall).
+ * coalesced: the socket is corked on the first write and uncorked on the next tick, so a
+ * burst of publications to one client leaves in one writev syscall instead of one each.
  *
  * A class with prototype methods (and module-level callbacks below), not closures: idle
  * connections are most of a server's memory, and per-connection closures cost a context
@@ -37,11 +28,6 @@ function rawSocket (ws: WebSocket): Socket | undefined {
  */
 class WsTransport implements Transport {
   corked = false
-  /** The tick (see `tick`) of this socket's last write, and the frames written to it in that tick. */
-  wroteInTick = -1
-  framesInTick = 0
-  /** This socket got several frames in the last tick it was written in: cork on the first. */
-  coalesce = false
   /** An answer is queued: flushed in the first pass (see uncorkAll). */
   answering = false
 
@@ -55,30 +41,14 @@ class WsTransport implements Transport {
     if (this.ws.readyState !== WebSocket.OPEN) return
     const socket = rawSocket(this.ws)
     if (socket === undefined || socket.destroyed) return
-    const bytes = this.deflate === null ? (frame as WsFrame).bytes : this.deflate.bytesFor(frame as WsFrame)
-    if (!tickScheduled) {
-      tickScheduled = true
-      process.nextTick(endTick)
-    }
-    if (this.wroteInTick !== tick) {
-      this.coalesce = this.framesInTick > 1
-      this.wroteInTick = tick
-      this.framesInTick = 0
-    }
-    this.framesInTick += 1
     if (!this.corked) {
-      if (!this.coalesce && this.framesInTick === 1) {
-        // One frame for this socket so far this tick: it leaves now, as a bare ws server
-        // would write it, instead of waiting for the rest of a fan-out to be queued.
-        socket.write(bytes)
-        return
-      }
       this.corked = true
       socket.cork()
       corkedThisTick.push(this)
+      if (corkedThisTick.length === 1) process.nextTick(uncorkAll)
     }
     if (answer) this.answering = true
-    socket.write(bytes)
+    socket.write(this.deflate === null ? (frame as WsFrame).bytes : this.deflate.bytesFor(frame as WsFrame))
   }
 
   uncork (): void {
@@ -114,16 +84,6 @@ class WsTransport implements Transport {
  */
 let corkedThisTick: WsTransport[] = []
 
-/** Counts ticks that wrote anything; a socket's `wroteInTick` compares with it. */
-let tick = 0
-let tickScheduled = false
-
-function endTick (): void {
-  tickScheduled = false
-  tick += 1
-  uncorkAll()
-}
-
 /**
  * Sockets with an answer first, then the rest. A publisher's reply is written after its
  * fan-out, so in order of corking it would leave after a thousand subscribers' writes; sent
@@ -153,24 +113,9 @@ function flush (transport: WsTransport): void {
  * used when this socket negotiated it; null when compression is off.
  */
 export function wsTransport (ws: WebSocket, deflate: WsDeflate | null = null): Transport {
-  const socket = rawSocket(ws)
-  if (socket !== undefined) releaseClearedTimeout(socket)
   const compressing = deflate !== null && negotiatedDeflate(ws)
   if (compressing) releaseInflaterBetweenMessages(ws)
   return new WsTransport(ws, compressing ? deflate : null)
-}
-
-/**
- * The HTTP server armed an inactivity timer on the socket (HTTP_CONNECTION_TIMEOUT_MS) and ws
- * cleared it at the upgrade with `setTimeout(0)`, which leaves the cleared Timeout on the
- * socket for its whole life (net.Socket keeps it under a private symbol, and refreshes it on
- * every read and write for nothing). Dropped here: an idle connection is mostly such leftovers.
- * Only a timer already cleared is dropped (its `_idleTimeout` is -1), so an armed one stays.
- */
-function releaseClearedTimeout (socket: Socket): void {
-  const slots = socket as unknown as Record<symbol, { _idleTimeout?: number } | null | undefined>
-  const key = Object.getOwnPropertySymbols(socket).find(s => s.description === 'timeout')
-  if (key !== undefined && slots[key]?._idleTimeout === -1) slots[key] = null
 }
 
 const kSink = Symbol('switchboard.sink')

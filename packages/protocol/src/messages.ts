@@ -10,7 +10,7 @@ import { Type, type Static } from '@sinclair/typebox'
  * the SDK takes its wire types from them; the same schemas generate the AsyncAPI document
  * (GET /docs/asyncapi.json) and docs/protocol.md describes them.
  *
- * Part of the wire contract (src/protocol/): imports nothing but TypeBox (and msgpackr, in
+ * Part of the wire contract (packages/protocol/): imports nothing but TypeBox (and msgpackr, in
  * msgpack.ts), so a separately packaged SDK can depend on it without pulling server code.
  */
 export const PROTOCOL_VERSION = 'switchboard.v1'

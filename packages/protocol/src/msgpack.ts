@@ -6,7 +6,7 @@ import { Packr, Unpackr } from 'msgpackr'
  * decoders do not read), maps sized to their keys. msgpackr was measured against
  * @msgpack/msgpack on the fan-out path (docs/performance.md, "MessagePack codec libraries").
  *
- * Part of the wire contract (src/protocol/): the SDK imports it, so it holds nothing of the
+ * Part of the wire contract (packages/protocol/): the SDK imports it, so it holds nothing of the
  * server. The server reads client frames with a stricter decoder of its own
  * (src/realtime/command-parser.ts): msgpackr's reader also accepts msgpackr's extensions,
  * which a client reading its server can allow and a server reading strangers cannot.
