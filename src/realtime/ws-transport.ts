@@ -113,9 +113,24 @@ function flush (transport: WsTransport): void {
  * used when this socket negotiated it; null when compression is off.
  */
 export function wsTransport (ws: WebSocket, deflate: WsDeflate | null = null): Transport {
+  const socket = rawSocket(ws)
+  if (socket !== undefined) releaseClearedTimeout(socket)
   const compressing = deflate !== null && negotiatedDeflate(ws)
   if (compressing) releaseInflaterBetweenMessages(ws)
   return new WsTransport(ws, compressing ? deflate : null)
+}
+
+/**
+ * The HTTP server armed an inactivity timer on the socket (HTTP_CONNECTION_TIMEOUT_MS) and ws
+ * cleared it at the upgrade with `setTimeout(0)`, which leaves the cleared Timeout on the
+ * socket for its whole life (net.Socket keeps it under a private symbol, and refreshes it on
+ * every read and write for nothing). Dropped here: an idle connection is mostly such leftovers.
+ * Only a timer already cleared is dropped (its `_idleTimeout` is -1), so an armed one stays.
+ */
+function releaseClearedTimeout (socket: Socket): void {
+  const slots = socket as unknown as Record<symbol, { _idleTimeout?: number } | null | undefined>
+  const key = Object.getOwnPropertySymbols(socket).find(s => s.description === 'timeout')
+  if (key !== undefined && slots[key]?._idleTimeout === -1) slots[key] = null
 }
 
 const kSink = Symbol('switchboard.sink')
