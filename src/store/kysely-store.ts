@@ -3,7 +3,7 @@ import { Migrator } from 'kysely'
 import { migrationProvider } from './migrations.js'
 import { NO_PASSWORD } from '../auth/passwords.js'
 import type {
-  ApiKey, ApiKeyWithHash, ArchivedEpoch, ArchivedPublication, ArchiveRange, Ban, BanResult, Membership, MembershipResult, NewRoom, Page, PoolStats, PublishPolicy, RefreshTokenRecord,
+  ApiKey, ApiKeyWithHash, ArchivedEpoch, ArchivedPublication, ArchiveRange, ArchiveSweepBatch, Ban, BanResult, Membership, MembershipResult, NewRoom, Page, PoolStats, PublishPolicy, RefreshTokenRecord,
   RemovalResult, Room, RoomPatch, RoomRole, RoomVisibility, Store, User, UserCredentials, UserDeletionResult, UserPatch, UserRole,
   UserUpdateResult, Viewer
 } from './types.js'
@@ -76,6 +76,10 @@ export interface Database {
 }
 
 type Row<T extends keyof Database> = Selectable<Database[T]>
+
+const DAY_MS = 86_400_000
+/** The first key of the retention sweep's advisory lock (the second is the schema's hash). */
+export const ARCHIVE_SWEEP_LOCK = 0x5b_a7c4
 
 const millis = (value: number | string): number => Number(value)
 const millisOrNull = (value: number | string | null): number | null => value === null ? null : Number(value)
@@ -504,6 +508,44 @@ export class KyselyStore implements Store {
 
   async purgeArchive (room: string): Promise<void> {
     await this.#db.deleteFrom('history_publications').where('room', '=', room).execute()
+  }
+
+  async sweepArchive (now: number, limit: number, from: string): Promise<ArchiveSweepBatch | null> {
+    if (this.kind !== 'postgres') throw new Error('sweepArchive is PostgreSQL only: the SQLite history sweeps its own rows')
+    return await this.#db.transaction().execute(async (trx): Promise<ArchiveSweepBatch | null> => {
+      // Per schema, so deployments (and tests) sharing one database sweep independently. Held
+      // until the batch commits: one node deletes at a time, and a node that dies mid-batch
+      // releases it with its session.
+      const { rows: [lock] } = await sql<{ locked: boolean }>`select pg_try_advisory_xact_lock(${sql.lit(ARCHIVE_SWEEP_LOCK)}, hashtext(current_schema())) as locked`.execute(trx)
+      if (lock?.locked !== true) return null
+      // The archive's rooms one by one through the (room, stored_at) index (a loose index scan:
+      // a probe per room, never a scan of the table), from `from` on, so a batch costs what it
+      // deletes plus one probe per room it passes. Per room, its oldest rows first; a room with
+      // no row in rooms (deleted) loses them all.
+      const { rows: [gone] } = await sql<{ deleted: number | string, last: string | null }>`
+        with recursive archived(room) as (
+          (select room from history_publications where room >= ${from} order by room limit 1)
+          union all
+          select (select p.room from history_publications p where p.room > a.room order by p.room limit 1)
+          from archived a where a.room is not null
+        ), doomed as (
+          select e.room, e.epoch, e.stream_offset from archived a
+          left join rooms r on r.id = a.room
+          cross join lateral (
+            select p.room, p.epoch, p.stream_offset from history_publications p
+            where p.room = a.room and (r.id is null or p.stored_at <= ${now} - r.archive_days::bigint * ${sql.lit(DAY_MS)})
+            order by p.stored_at limit ${limit}
+          ) e
+          where a.room is not null
+          limit ${limit}
+        ), gone as (
+          delete from history_publications h using doomed d
+          where h.room = d.room and h.epoch = d.epoch and h.stream_offset = d.stream_offset
+          returning h.room
+        )
+        select count(*) as deleted, max(room) as last from gone`.execute(trx)
+      return { deleted: Number(gone?.deleted ?? 0), last: gone?.last ?? null }
+    })
   }
 
   async deleteRoom (id: string): Promise<boolean> {

@@ -97,6 +97,14 @@ export interface ArchiveRange {
   notBefore: number
 }
 
+/** What one batch of the cluster archive's retention sweep did (Store.sweepArchive). */
+export interface ArchiveSweepBatch {
+  /** Rows deleted; fewer than the batch's limit means the walk reached the last room. */
+  deleted: number
+  /** The last room the batch deleted from: the next batch starts there (it may hold more). */
+  last: string | null
+}
+
 /** An epoch the archive holds rows of, with its first and last archived offsets. */
 export interface ArchivedEpoch {
   epoch: string
@@ -223,6 +231,14 @@ export interface Store {
   archiveEpochBeside(room: string, epoch: string, direction: 'older' | 'newer'): Promise<ArchivedEpoch | null>
   /** Deletes a room's archive (the room was deleted), every epoch. */
   purgeArchive(room: string): Promise<void>
+  /**
+   * One batch of the retention sweep (PostgreSQL only; the SQLite history sweeps its own
+   * rows): deletes at most `limit` rows stored at or before `now` minus their room's
+   * archiveDays, and every row of a room that no longer exists, walking rooms in order from
+   * `from` (inclusive; '' for the first). Null, deleting nothing, while another session's
+   * batch holds the sweep's advisory lock (another node sweeping).
+   */
+  sweepArchive(now: number, limit: number, from: string): Promise<ArchiveSweepBatch | null>
 
   // Users
   /** Returns null when the id is taken, by an account or by a deleted account's tombstone. */

@@ -4,6 +4,7 @@ import type { Engine } from '../engine.js'
 import type { Logger } from '../logger.js'
 import { randomUUID } from 'node:crypto'
 import { createArchiver, type ArchiveStore } from './archiver.js'
+import { createArchiveSweeper, type SweepStore } from './archive-sweep.js'
 import { createRedisBroker } from './broker.js'
 import type { PartContext } from './context.js'
 import { createRedisControl } from './control.js'
@@ -45,7 +46,7 @@ export interface RedisEngineOptions extends RedisEndpoint {
    * archiveDays is ignored (only the window is kept).
    */
   archive?: {
-    store: ArchiveStore
+    store: ArchiveStore & SweepStore
     /** Bytes one room's queue may hold (ARCHIVE_QUEUE_ROOM_BYTES); past it publishes to the room are refused (temporary). */
     queueRoomBytes: number
     /** How soon another node takes over a dead node's queues; default 5000. */
@@ -54,6 +55,10 @@ export interface RedisEngineOptions extends RedisEndpoint {
     scanMs?: number
     /** Each archived publication's lag, ms from its publish to the database's confirmation. */
     onArchived?: (lagMs: number) => void
+    /** How often this node runs the retention sweep (rows past archiveDays, deleted rooms'); default 5 minutes. */
+    sweepMs?: number
+    /** Rows each sweep deleted on this node. */
+    onSwept?: (rows: number) => void
   }
 }
 
@@ -61,6 +66,9 @@ export type RedisEngine = Engine & { ping(): Promise<void> }
 
 const DEFAULT_ARCHIVE_LEASE_MS = 5000
 const DEFAULT_ARCHIVE_SCAN_MS = 500
+const DEFAULT_ARCHIVE_SWEEP_MS = 5 * 60_000
+/** Rows one retention batch deletes: one short transaction, its row locks held briefly. */
+const ARCHIVE_SWEEP_BATCH = 1000
 
 const DEFAULT_IDEMPOTENCY_WINDOW_MS = 5 * 60_000
 
@@ -132,6 +140,15 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       leaseMs: archiveOptions.leaseMs ?? DEFAULT_ARCHIVE_LEASE_MS,
       scanMs: archiveOptions.scanMs ?? DEFAULT_ARCHIVE_SCAN_MS,
       ...(archiveOptions.onArchived === undefined ? {} : { onArchived: archiveOptions.onArchived })
+    })
+  const sweeper = archiveOptions === undefined
+    ? null
+    : createArchiveSweeper({
+      store: archiveOptions.store,
+      log,
+      intervalMs: archiveOptions.sweepMs ?? DEFAULT_ARCHIVE_SWEEP_MS,
+      batchSize: ARCHIVE_SWEEP_BATCH,
+      ...(archiveOptions.onSwept === undefined ? {} : { onSwept: archiveOptions.onSwept })
     })
   // The control channel's 'ready' listener goes first: it is subscribed before the rooms are restored.
   const control = createRedisControl({ ...context, sub, shards })
@@ -238,7 +255,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<R
       closed = true
       clearInterval(refreshTimer)
       clearInterval(sweepTimer)
-      await archiver?.close()
+      await Promise.all([archiver?.close(), sweeper?.close()])
       await broker.close()
       shards?.close()
       control.clear()
