@@ -225,7 +225,8 @@ function clusterArchive (app: FastifyInstance): { archive?: RedisEngineOptions['
     archive: {
       store: app.store,
       queueRoomBytes: app.config.archive.queueRoomBytes,
-      onArchived: (lagMs) => { app.metrics.archived(lagMs / 1000) }
+      onArchived: (lagMs) => { app.metrics.archived(lagMs / 1000) },
+      onSwept: (rows) => { app.metrics.archiveSwept(rows) }
     }
   }
 }

@@ -30,6 +30,8 @@ export interface Metrics {
   httpRequest(method: string, route: string | undefined, statusCode: number, seconds: number): void
   /** A publication confirmed by the cluster archive (PostgreSQL), `seconds` after its publish. */
   archived(seconds: number): void
+  /** Rows one run of the cluster archive's retention sweep deleted on this node. */
+  archiveSwept(rows: number): void
   /** Running totals for the admin page's headline numbers (GET /admin/stats), without a scrape. */
   totals(): MetricTotals
   /** Drops every metric of this app (process metrics stay for the other apps). */
@@ -192,6 +194,7 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
 
   // The cluster archive: its lag per publication, and what waits in the queues (0 without one).
   const archiveLag = new Histogram({ name: 'switchboard_archive_lag_seconds', help: 'From a publish to its row confirmed by the cluster archive (PostgreSQL), per archived publication', buckets: ARCHIVE_LAG_BUCKETS, registers: [own] })
+  const archiveSwept = new Counter({ name: 'switchboard_archive_swept_rows_total', help: 'Rows the cluster archive\'s retention sweep deleted on this node (past their room\'s archiveDays, or of deleted rooms)', registers: [own] })
   const archivePending = sources.archivePending
   new Gauge({ name: 'switchboard_archive_queue_length', help: 'Publications waiting in Redis for the cluster archive, in the rooms\' queues this node looked at last (ARCHIVE_QUEUE_ROOM_BYTES bounds each room\'s)', registers: [own], collect () { this.set(archivePending?.() ?? 0) } })
 
@@ -261,6 +264,7 @@ export function createMetrics (sources: { databasePool?: () => PoolStats, histor
     hooks,
     contentType: registry.contentType,
     archived (seconds) { archiveLag.observe(seconds) },
+    archiveSwept (rows) { archiveSwept.inc(rows) },
     httpRequest (method, route, statusCode, seconds) {
       // A route at '/' under a prefix matches with and without the slash: one label, as the docs write it.
       const pattern = route === undefined ? 'unmatched' : route.length > 1 && route.endsWith('/') ? route.slice(0, -1) : route

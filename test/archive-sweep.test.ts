@@ -6,6 +6,7 @@ import { pino } from 'pino'
 import { dropSchema } from '../support/postgres.js'
 import { createStore, type ArchivedPublication, type ArchiveSweepBatch, type Store } from '../src/store/index.js'
 import { ARCHIVE_SWEEP_LOCK } from '../src/store/kysely-store.js'
+import { createMetrics } from '../src/metrics.js'
 import { createArchiveSweeper, type SweepStore } from '../src/realtime/redis-engine/archive-sweep.js'
 import { skipUnlessStore, TEST_DATABASE_URL } from './helper.js'
 
@@ -157,5 +158,16 @@ describe('cluster archive retention sweep (PostgreSQL)', { skip }, () => {
     assert.deepEqual(batches, [2, 2, 2, 1])
     assert.deepEqual(await offsets(store, 'a'), [6])
     assert.deepEqual(await offsets(store, 'b'), [3])
+  })
+})
+
+describe('cluster archive retention metric', () => {
+  it('counts the rows each sweep deleted in switchboard_archive_swept_rows_total', async (t) => {
+    const metrics = createMetrics()
+    t.after(() => { metrics.close() })
+    metrics.archiveSwept(3)
+    metrics.archiveSwept(0)
+    metrics.archiveSwept(4)
+    assert.match(await metrics.scrape(), /^switchboard_archive_swept_rows_total 7$/m)
   })
 })
