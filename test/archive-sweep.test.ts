@@ -8,7 +8,8 @@ import { createStore, type ArchivedPublication, type ArchiveSweepBatch, type Sto
 import { ARCHIVE_SWEEP_LOCK } from '../src/store/kysely-store.js'
 import { createMetrics } from '../src/metrics.js'
 import { createArchiveSweeper, type SweepStore } from '../src/realtime/redis-engine/archive-sweep.js'
-import { skipUnlessStore, TEST_DATABASE_URL } from './helper.js'
+import { createRedisEngine } from '../src/realtime/redis-engine/index.js'
+import { skipUnlessRedis, skipUnlessStore, TEST_DATABASE_URL, TEST_REDIS_URL } from './helper.js'
 
 /*
  * The cluster archive's retention sweep (issue #21) on a real PostgreSQL, each test in a
@@ -19,6 +20,7 @@ import { skipUnlessStore, TEST_DATABASE_URL } from './helper.js'
 const DAY_MS = 86_400_000
 const NOW = 1_800_000_000_000
 const skip = await skipUnlessStore('postgres')
+const skipEngine = skip === false ? await skipUnlessRedis() : skip
 
 async function openStore (t: TestContext): Promise<{ store: Store, schema: string }> {
   const schema = `sweep_test_${randomBytes(6).toString('hex')}`
@@ -38,10 +40,10 @@ async function archivedRoom (store: Store, id: string, archiveDays: number): Pro
   assert.ok(created)
 }
 
-/** Rows of `room`, offsets 1.., stored `ages` days before NOW (one per age). */
-async function archive (store: Store, room: string, ages: number[]): Promise<void> {
+/** Rows of `room`, offsets 1.., stored `ages` days before `now` (one per age). */
+async function archive (store: Store, room: string, ages: number[], now = NOW): Promise<void> {
   const rows: ArchivedPublication[] = ages.map((days, i) => ({
-    room, epoch: 'e1', offset: i + 1, publisher: 'alice', ts: NOW - days * DAY_MS, storedAt: NOW - days * DAY_MS, bytes: 100, kind: 'json', payload: `{"n":${i + 1}}`
+    room, epoch: 'e1', offset: i + 1, publisher: 'alice', ts: now - days * DAY_MS, storedAt: now - days * DAY_MS, bytes: 100, kind: 'json', payload: `{"n":${i + 1}}`
   }))
   await store.archivePublications(rows)
 }
@@ -158,6 +160,28 @@ describe('cluster archive retention sweep (PostgreSQL)', { skip }, () => {
     assert.deepEqual(batches, [2, 2, 2, 1])
     assert.deepEqual(await offsets(store, 'a'), [6])
     assert.deepEqual(await offsets(store, 'b'), [3])
+  })
+})
+
+describe('cluster archive retention on a Redis engine node', { skip: skipEngine }, () => {
+  it('runs on its interval where the archiver runs, and closes with the engine', async (t) => {
+    const { store } = await openStore(t)
+    await archivedRoom(store, 'a', 1)
+    await archive(store, 'a', [5, 0], Date.now())
+    let resolveSwept: () => void = () => {}
+    const sweptOnce = new Promise<void>((resolve) => { resolveSwept = resolve })
+    const engine = await createRedisEngine({
+      url: TEST_REDIS_URL,
+      keyPrefix: `sweep-test-${randomBytes(6).toString('hex')}:`,
+      log: pino({ level: 'silent' }),
+      archive: { store, queueRoomBytes: 1_048_576, sweepMs: 20, onSwept: (rows) => { if (rows > 0) resolveSwept() } }
+    })
+    let closed = false
+    t.after(async () => { if (!closed) await engine.close() })
+    await sweptOnce
+    assert.deepEqual(await offsets(store, 'a'), [2])
+    await engine.close()
+    closed = true
   })
 })
 
