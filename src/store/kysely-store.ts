@@ -520,8 +520,9 @@ export class KyselyStore implements Store {
       if (lock?.locked !== true) return null
       // The archive's rooms one by one through the (room, stored_at) index (a loose index scan:
       // a probe per room, never a scan of the table), from `from` on, so a batch costs what it
-      // deletes plus one probe per room it passes. Per room, its oldest rows first; a room with
-      // no row in rooms (deleted) loses them all.
+      // deletes plus one probe per room it passes. Per room, its oldest rows first, the cut-off
+      // an index condition (a large room's fresh rows are never read); a room with no row in
+      // rooms (deleted) has no cut-off (the coalesce) and loses them all.
       const { rows: [gone] } = await sql<{ deleted: number | string, last: string | null }>`
         with recursive archived(room) as (
           (select room from history_publications where room >= ${from} order by room limit 1)
@@ -533,7 +534,7 @@ export class KyselyStore implements Store {
           left join rooms r on r.id = a.room
           cross join lateral (
             select p.room, p.epoch, p.stream_offset from history_publications p
-            where p.room = a.room and (r.id is null or p.stored_at <= ${now} - r.archive_days::bigint * ${sql.lit(DAY_MS)})
+            where p.room = a.room and p.stored_at <= coalesce(${now} - r.archive_days::bigint * ${sql.lit(DAY_MS)}, 9223372036854775807)
             order by p.stored_at limit ${limit}
           ) e
           where a.room is not null
