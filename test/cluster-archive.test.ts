@@ -8,6 +8,7 @@ import { oneShotRequest, type Reply } from '../support/http.js'
 import { redisCall, skipUnlessRedis, skipUnlessStore, TEST_DATABASE_URL, TEST_REDIS_URL, wsConnect, type WsFrame } from './helper.js'
 import { ADMIN, type ServerProcess } from './process.js'
 import { startProcessCluster } from './process-cluster.js'
+import { waitFor as waitForCondition } from './ws-support.js'
 
 /*
  * The cluster archive (issue #21): real server processes on Redis and PostgreSQL (a key prefix
@@ -63,12 +64,9 @@ async function archivedRows (c: Cluster, room: string, schema = c.schema): Promi
   })
 }
 
+/** Polls `check` until it holds, within WAIT_MS (a node or the database answers in its own time). */
 async function waitFor (check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + WAIT_MS
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
+  await waitForCondition(check, what, WAIT_MS)
 }
 
 async function publish (n: Node, token: string, room: string, data: unknown): Promise<Reply> {

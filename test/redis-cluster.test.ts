@@ -8,6 +8,7 @@ import { createRedisEngine, type RedisEngine, type RedisEngineOptions } from '..
 import { keyLayout } from '../src/realtime/redis-engine/keys.js'
 import { keySlot } from '../src/redis.js'
 import { skipUnlessRedisCluster, startRedisCluster, type PrivateRedisCluster } from '../support/redis-cluster.js'
+import { waitFor as waitForCondition } from './ws-support.js'
 
 /*
  * The Redis engine on a private Redis Cluster while its topology changes: a primary killed (its
@@ -30,12 +31,9 @@ function theCluster (): PrivateRedisCluster {
   return cluster
 }
 
+/** Polls `check` until it holds, within WAIT_MS (a node or the database answers in its own time). */
 async function waitFor (check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + WAIT_MS
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
+  await waitForCondition(check, what, WAIT_MS)
 }
 
 interface Node {
